@@ -1,0 +1,45 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "Tandem",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "tandem", targets: ["tandem"])
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+    ],
+    targets: [
+        // C libraries, each behind a tiny system-library target. Only TandemNode imports them.
+        .systemLibrary(name: "CLibUV", pkgConfig: "libuv", providers: [.apt(["libuv1-dev"]), .brew(["libuv"])]),
+        .systemLibrary(name: "CHTTPParser", providers: [.apt(["libhttp-parser-dev"])]),
+
+        // Pure code: no I/O, no clocks, no global randomness.
+        .target(name: "TandemCore"),
+        .target(name: "Membership", dependencies: ["TandemCore"]),
+        .target(name: "Simulation", dependencies: ["TandemCore", "Membership"]),
+
+        // The libuv shell and the CLI.
+        .target(
+            name: "TandemNode",
+            dependencies: [
+                "TandemCore", "Membership", "CLibUV", "CHTTPParser",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "tandem",
+            dependencies: [
+                "TandemNode", "TandemCore", "Membership",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+
+        .testTarget(name: "MembershipTests", dependencies: ["Membership", "TandemCore"]),
+        .testTarget(name: "SimulationTests", dependencies: ["Simulation", "Membership", "TandemCore"]),
+        .testTarget(name: "NodeTests", dependencies: ["TandemNode", "TandemCore", "Membership"]),
+    ]
+)

@@ -1,0 +1,70 @@
+import TandemCore
+
+/// A member's status in one node's view. The order matters for SWIM's override rules:
+/// at the same incarnation `suspect` overrides `alive`, and `dead`/`left` override both.
+public enum MemberStatus: UInt8, Sendable, CustomStringConvertible, CaseIterable {
+    case alive = 0
+    case suspect = 1
+    case dead = 2
+    /// Left gracefully: it said goodbye itself, so nobody retries it.
+    case left = 3
+
+    public var description: String {
+        switch self {
+        case .alive: "alive"
+        case .suspect: "suspect"
+        case .dead: "dead"
+        case .left: "left"
+        }
+    }
+
+    /// Still in the cluster: probed, gossiped to, counted in `n`.
+    public var isLive: Bool { self == .alive || self == .suspect }
+}
+
+/// What a member says about itself, carried in every `alive` message and push-pull entry.
+public struct MemberMeta: Hashable, Sendable {
+    /// The region this node serves (`us-east-1`).
+    public var region: String
+    /// `host:port` of its HTTP API, so any node can point a client at any other.
+    public var api: String
+    /// `voter` (a full node) or `witness` (votes in Raft, serves no clients).
+    public var role: String
+
+    public init(region: String, api: String, role: String = "voter") {
+        self.region = region
+        self.api = api
+        self.role = role
+    }
+}
+
+/// One member as gossiped: the unit of push-pull state and of `alive` updates.
+public struct MemberState: Hashable, Sendable {
+    public var name: String
+    /// `host:port` of its gossip (UDP) and peer (TCP) port.
+    public var address: String
+    public var incarnation: UInt64
+    public var status: MemberStatus
+    public var meta: MemberMeta
+
+    public init(name: String, address: String, incarnation: UInt64, status: MemberStatus, meta: MemberMeta) {
+        self.name = name
+        self.address = address
+        self.incarnation = incarnation
+        self.status = status
+        self.meta = meta
+    }
+}
+
+/// A member as a node keeps it: the gossiped state plus local bookkeeping.
+public struct Member: Sendable {
+    public var state: MemberState
+    /// When `state.status` last changed in this view (for reaping and the dead-retry window).
+    public var statusChangedAt: Instant
+    /// The member's last reported network coordinate, from its acks.
+    public var coordinate: VivaldiCoordinate?
+
+    public var name: String { state.name }
+    public var status: MemberStatus { state.status }
+    public var incarnation: UInt64 { state.incarnation }
+}

@@ -1,0 +1,670 @@
+import TandemCore
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// What the membership core asks its shell to do.
+public enum MembershipDirective: Sendable, Equatable {
+    /// Send one datagram (already bounded to `Packet.maxSize` when encoded).
+    case send(to: String, Packet)
+    /// Exchange full state with `to` over TCP: send `pushPullMessage(join:)`, feed the answer to
+    /// `onPushPullResponse`, or report `onPushPullFailed`.
+    case pushPull(to: String, join: Bool)
+    /// Make this incarnation durable: a restart must come back with a higher one.
+    case persistIncarnation(UInt64)
+    /// A member's status changed in this node's view (`previous` nil: first seen).
+    case memberChanged(MemberState, previous: MemberStatus?)
+}
+
+/// Counters of protocol events, exported by the shell as Prometheus metrics.
+public struct MembershipStats: Sendable, Equatable {
+    public var probes = 0
+    public var acks = 0
+    public var nacks = 0
+    public var indirectProbes = 0
+    public var indirectRelays = 0
+    public var suspicionsRaised = 0
+    public var confirmations = 0
+    public var refutations = 0
+    public var deathsDeclared = 0
+    public var deadRetries = 0
+    public var pushPulls = 0
+    public var pushPullFailures = 0
+    public var stalls = 0
+    public var messagesIn = 0
+    public var messagesOut = 0
+    public var pingsForOthers = 0
+}
+
+/// SWIM membership with Lifeguard, as a pure state machine.
+///
+/// Das, Gupta & Motivala, "SWIM: Scalable Weakly-consistent Infection-style Process Group
+/// Membership Protocol" (DSN 2002), with the Lifeguard extensions (Dadgar, Phillips & Currey,
+/// 2018) as HashiCorp memberlist implements them, plus two changes of ours:
+/// - dead members are pinged every `deadRetryInterval` with their death notice piggybacked, so
+///   a healed or restarted node refutes and is back within a round trip or two;
+/// - a tick that arrives long after the previous one means this process was stalled: pending
+///   timeouts are pushed back so it reads its inbox before it judges anyone.
+///
+/// Inputs: `onTick(now:)`, `onPacket(_:from:now:)`, the push-pull callbacks, `join`, `leave`.
+/// Output: `[MembershipDirective]`. It never reads a clock, touches a socket or draws from global
+/// randomness; the shell calls `onTick` again at `nextDeadline`.
+public struct MembershipInstance: Sendable {
+    public let settings: MembershipSettings
+    public private(set) var myself: MemberState
+    /// Every other member this node knows of, by name.
+    public private(set) var members: [String: Member] = [:] {
+        didSet {
+            liveOthers = 0
+            deadOthers = 0
+            for m in members.values {
+                if m.status.isLive { liveOthers += 1 } else if m.status == .dead { deadOthers += 1 }
+            }
+            if members.count != names.count { names = members.keys.sorted() }
+        }
+    }
+    private var liveOthers = 0
+    private var deadOthers = 0
+    /// Member names in a fixed order: dictionary order differs per process, and every random
+    /// choice must be a function of the seed alone.
+    private var names: [String] = []
+    public private(set) var stats = MembershipStats()
+    /// Lifeguard's local health score: 0 is healthy; timeouts are scaled by `awareness + 1`.
+    public private(set) var awareness = 0
+    public private(set) var vivaldi = Vivaldi()
+    public private(set) var joined: Bool
+    public private(set) var leaving = false
+
+    private var rng: SeededGenerator
+    private var now: Instant
+    private var sequence: UInt32 = 0
+    private var nameByAddress: [String: String] = [:]
+
+    private var probeRing: [String] = []
+    private var probeCursor = 0
+    private var probe: ProbeInFlight?
+    private var relays: [UInt32: IndirectRelay] = [:]
+    private var suspicions: [String: Suspicion] = [:]
+    private var broadcasts = BroadcastQueue()
+
+    private var nextProbeAt: Instant
+    private var nextGossipAt: Instant
+    private var lastGossipAt: Instant = .zero
+    private var nextPushPullAt: Instant
+    private var nextDeadRetryAt: Instant
+    private var nextReapAt: Instant
+    private var nextJoinAt: Instant?
+    private var joinSeeds: [String] = []
+    private var joinBackoff: Duration
+    private var lastTickAt: Instant?
+
+    static let maxRelays = 1024
+
+    /// One probe of one member: direct ping, then ping-req through helpers, then judgement.
+    struct ProbeInFlight: Sendable {
+        var seq: UInt32
+        var target: String
+        var sentAt: Instant
+        var directDeadline: Instant
+        var endsAt: Instant
+        var indirectSent = false
+        var expectedNacks = 0
+        var nacks = 0
+        var acked = false
+    }
+
+    /// This node acting as a ping-req helper for someone else.
+    struct IndirectRelay: Sendable {
+        var originalSeq: UInt32
+        var requester: String
+        var nackAt: Instant
+    }
+
+    /// - Parameters:
+    ///   - incarnation: one more than any incarnation this node used before (from its data dir).
+    ///   - seed: seeds this core's random choices (probe order, gossip targets).
+    public init(settings: MembershipSettings, name: String, address: String, meta: MemberMeta,
+                incarnation: UInt64, seed: UInt64, now: Instant) {
+        self.settings = settings
+        self.myself = MemberState(name: name, address: address, incarnation: incarnation, status: .alive, meta: meta)
+        self.rng = SeededGenerator(seed: seed)
+        self.now = now
+        self.joined = true
+        self.joinBackoff = settings.joinRetryMin
+        // Spread the first probes of nodes started together.
+        self.nextProbeAt = now + settings.probeInterval * rng.unit()
+        self.nextGossipAt = now + settings.gossipInterval
+        self.nextPushPullAt = now + settings.pushPullInterval * (0.5 + rng.unit())
+        self.nextDeadRetryAt = now + settings.deadRetryInterval
+        self.nextReapAt = now + .seconds(1)
+        broadcasts.enqueue(.alive(myself))
+    }
+
+    // ==== ------------------------------------------------------------------------------------
+    // MARK: Queries
+
+    /// Members that count toward `n`: live others plus this node.
+    public var clusterSize: Int { liveOthers + 1 }
+
+    /// This node and every member it knows, sorted by name.
+    public var memberStates: [MemberState] {
+        ([myself] + members.values.map(\.state)).sorted { $0.name < $1.name }
+    }
+
+    /// When `onTick` must next be called.
+    public var nextDeadline: Instant {
+        var t = min(nextGossipAt, nextProbeAt, nextDeadRetryAt, nextPushPullAt, nextReapAt)
+        if let p = probe { t = min(t, p.indirectSent || p.acked ? p.endsAt : p.directDeadline) }
+        if let j = nextJoinAt { t = min(t, j) }
+        for s in suspicions.values { t = min(t, s.deadline) }
+        for r in relays.values { t = min(t, r.nackAt) }
+        return t
+    }
+
+    /// Lifeguard: a node that is itself unhealthy stretches its own timeouts.
+    func scaled(_ d: Duration) -> Duration { d * Double(awareness + 1) }
+
+    var retransmitLimit: Int {
+        settings.retransmitMult * Int(ceil(log10(Double(clusterSize + 1))))
+    }
+
+    // ==== ------------------------------------------------------------------------------------
+    // MARK: Join and leave
+
+    /// Starts joining through `seeds` (addresses); retried with backoff until one answers.
+    public mutating func join(seeds: [String], now: Instant) -> [MembershipDirective] {
+        self.now = now
+        joinSeeds = seeds.filter { $0 != myself.address }
+        guard !joinSeeds.isEmpty else { return [] }
+        joined = false
+        nextJoinAt = now
+        return onTick(now: now)
+    }
+
+    /// Leaves gracefully: tells members directly and by gossip, then stops probing.
+    /// The shell keeps the loop running a little while so the notice spreads.
+    public mutating func leave(now: Instant) -> [MembershipDirective] {
+        self.now = now
+        var out: [MembershipDirective] = []
+        guard !leaving else { return out }
+        leaving = true
+        myself.status = .left
+        let notice = SwimMessage.leave(name: myself.name, incarnation: myself.incarnation)
+        broadcasts.enqueue(notice)
+        for m in names.compactMap({ members[$0] }) where m.status.isLive {
+            out.append(.send(to: m.state.address, Packet([notice])))
+            stats.messagesOut += 1
+        }
+        probe = nil
+        return out
+    }
+
+    // ==== ------------------------------------------------------------------------------------
+    // MARK: Timers
+
+    public mutating func onTick(now: Instant) -> [MembershipDirective] {
+        self.now = now
+        var out: [MembershipDirective] = []
+        noticeStall()
+        lastTickAt = now
+
+        if var p = probe, !p.acked, !p.indirectSent, now >= p.directDeadline {
+            sendIndirectProbes(&p, into: &out)
+            probe = p
+        }
+        if let p = probe, now >= p.endsAt { finishProbe(p, into: &out) }
+        if now >= nextProbeAt { startProbe(into: &out) }
+
+        // Sorted: dictionary order differs per process, and the output must not.
+        for seq in relays.keys.sorted() where now >= relays[seq]!.nackAt {
+            let relay = relays.removeValue(forKey: seq)!
+            send([.nack(seq: relay.originalSeq)], to: relay.requester, into: &out)
+        }
+        for name in suspicions.keys.sorted() where now >= suspicions[name]!.deadline {
+            declareDead(name, suspicion: suspicions[name]!, into: &out)
+        }
+        if now >= nextGossipAt { gossip(into: &out) }
+        if now >= nextPushPullAt { periodicPushPull(into: &out) }
+        if now >= nextDeadRetryAt { retryDead(into: &out) }
+        if let j = nextJoinAt, now >= j { attemptJoin(into: &out) }
+        if now >= nextReapAt { reap() }
+        return out
+    }
+
+    private mutating func noticeStall() {
+        guard let last = lastTickAt, now - last > settings.stallThreshold else { return }
+        let gap = now - last
+        stats.stalls += 1
+        awareness = min(settings.awarenessMaxMultiplier - 1, awareness + 1)
+        if var p = probe {
+            p.directDeadline = p.directDeadline + gap
+            p.endsAt = p.endsAt + gap
+            probe = p
+        }
+        nextProbeAt = nextProbeAt + gap
+        for name in suspicions.keys { suspicions[name]!.postpone(by: gap) }
+        for seq in relays.keys { relays[seq]!.nackAt = relays[seq]!.nackAt + gap }
+    }
+
+    // ==== ------------------------------------------------------------------------------------
+    // MARK: Probing (SWIM §3.1, Lifeguard §IV-A)
+
+    private mutating func startProbe(into out: inout [MembershipDirective]) {
+        let interval = scaled(settings.probeInterval)
+        nextProbeAt = now + interval
+        guard !leaving, let target = nextProbeTarget() else { return }
+        let member = members[target]!
+        let seq = nextSequence()
+        probe = ProbeInFlight(seq: seq, target: target, sentAt: now,
+                              directDeadline: now + scaled(settings.probeTimeout), endsAt: nextProbeAt)
+        stats.probes += 1
+        // Buddy rule (Lifeguard §IV-C): a suspect hears of its suspicion from whoever probes it.
+        send([.ping(seq: seq, target: target)], to: member.state.address, into: &out,
+             about: member.status == .suspect ? member : nil)
+    }
+
+    /// Round-robin over live members in a random order, reshuffled each lap (SWIM §4.3), so
+    /// every member is probed within a bounded time.
+    private mutating func nextProbeTarget() -> String? {
+        for _ in 0..<(probeRing.count + 1) {
+            if probeCursor >= probeRing.count {
+                probeRing = names.filter { members[$0]?.status.isLive ?? false }
+                probeRing.shuffle(using: &rng)
+                probeCursor = 0
+                if probeRing.isEmpty { return nil }
+            }
+            let name = probeRing[probeCursor]
+            probeCursor += 1
+            if let m = members[name], m.status.isLive { return name }
+        }
+        return nil
+    }
+
+    private mutating func sendIndirectProbes(_ p: inout ProbeInFlight, into out: inout [MembershipDirective]) {
+        p.indirectSent = true
+        guard let target = members[p.target] else { return }
+        let probed = p.target
+        for helper in randomMembers(settings.indirectChecks, where: { $0.status == .alive && $0.name != probed }) {
+            send([.pingReq(seq: p.seq, target: p.target, targetAddress: target.state.address)],
+                 to: helper.state.address, into: &out)
+            stats.indirectProbes += 1
+            p.expectedNacks += 1
+        }
+    }
+
+    private mutating func finishProbe(_ p: ProbeInFlight, into out: inout [MembershipDirective]) {
+        probe = nil
+        if p.acked { return }
+        // Lifeguard: missing nacks mean the trouble may be ours, so grow our own timeouts.
+        let delta = p.expectedNacks > 0 ? max(0, p.expectedNacks - p.nacks) : 1
+        awareness = min(settings.awarenessMaxMultiplier - 1, awareness + delta)
+        guard let m = members[p.target], m.status.isLive else { return }
+        if m.status == .alive { stats.suspicionsRaised += 1 }
+        handleSuspect(p.target, incarnation: m.incarnation, from: myself.name, into: &out)
+    }
+
+    // ==== ------------------------------------------------------------------------------------
+    // MARK: Packets
+
+    /// Handles one datagram from `from` (the sender's gossip address).
+    public mutating func onPacket(_ packet: Packet, from: String, now: Instant) -> [MembershipDirective] {
+        self.now = now
+        var out: [MembershipDirective] = []
+        stats.messagesIn += packet.messages.count
+        // Updates first: a ping that carries "you are dead" must be answered by the refutation.
+        for m in packet.messages { applyUpdate(m, into: &out) }
+        for m in packet.messages { applyControl(m, from: from, into: &out) }
+        return out
+    }
+
+    private mutating func applyUpdate(_ m: SwimMessage, into out: inout [MembershipDirective]) {
+        switch m {
+        case .alive(let s): handleAlive(s, into: &out)
+        case .suspect(let name, let inc, let from): handleSuspect(name, incarnation: inc, from: from, into: &out)
+        case .dead(let name, let inc, let from): handleDead(name, incarnation: inc, from: from, into: &out)
+        case .leave(let name, let inc): handleLeave(name, incarnation: inc, into: &out)
+        case .ping, .ack, .nack, .pingReq: break
+        }
+    }
+
+    private mutating func applyControl(_ m: SwimMessage, from: String, into out: inout [MembershipDirective]) {
+        switch m {
+        case .ping(let seq, let target):
+            guard target == myself.name else {
+                stats.pingsForOthers += 1
+                return
+            }
+            let sender = nameByAddress[from].flatMap { members[$0] }
+            let about = sender.flatMap { $0.status == .alive ? nil : $0 }
+            send([.ack(seq: seq, forwarded: false, coordinate: vivaldi.coordinate)], to: from, into: &out, about: about)
+
+        case .ack(let seq, let forwarded, let coordinate):
+            if var p = probe, p.seq == seq, !p.acked {
+                p.acked = true
+                probe = p
+                stats.acks += 1
+                awareness = max(0, awareness - 1)
+                if !forwarded, let c = coordinate {
+                    vivaldi.observe(rtt: now - p.sentAt, from: p.target, peerCoordinate: c, rng: &rng)
+                    members[p.target]?.coordinate = c
+                }
+            } else if let relay = relays.removeValue(forKey: seq) {
+                send([.ack(seq: relay.originalSeq, forwarded: true, coordinate: nil)], to: relay.requester, into: &out)
+            }
+
+        case .nack(let seq):
+            if var p = probe, p.seq == seq {
+                p.nacks += 1
+                probe = p
+                stats.nacks += 1
+            }
+
+        case .pingReq(let seq, let target, let targetAddress):
+            guard relays.count < MembershipInstance.maxRelays, target != myself.name else { return }
+            let relaySeq = nextSequence()
+            relays[relaySeq] = IndirectRelay(originalSeq: seq, requester: from,
+                                             nackAt: now + settings.probeTimeout * 0.8)
+            stats.indirectRelays += 1
+            send([.ping(seq: relaySeq, target: target)], to: targetAddress, into: &out)
+
+        case .alive, .suspect, .dead, .leave: break
+        }
+    }
+
+    // ==== ------------------------------------------------------------------------------------
+    // MARK: Membership updates (SWIM §4.2 suspicion, §4.4 incarnations)
+
+    private mutating func handleAlive(_ s: MemberState, into out: inout [MembershipDirective]) {
+        if s.name == myself.name {
+            // Someone holds a newer or different "me" (a previous life, or a name clash).
+            if s.incarnation > myself.incarnation
+                || (s.incarnation == myself.incarnation && (s.address != myself.address || s.meta != myself.meta)) {
+                refute(seen: s.incarnation, into: &out)
+            }
+            return
+        }
+        var state = s
+        state.status = .alive
+        guard var m = members[s.name] else {
+            guard !leaving else { return }
+            members[s.name] = Member(state: state, statusChangedAt: now, coordinate: nil)
+            nameByAddress[s.address] = s.name
+            probeRing.insert(s.name, at: Int.random(in: 0...probeRing.count, using: &rng))
+            broadcast(.alive(state))
+            out.append(.memberChanged(state, previous: nil))
+            return
+        }
+        // Only a higher incarnation overrides: at equal incarnation suspect/dead/left win.
+        guard s.incarnation > m.incarnation else { return }
+        let previous = m.status
+        if m.state.address != s.address {
+            nameByAddress[m.state.address] = nil
+            nameByAddress[s.address] = s.name
+        }
+        m.state = state
+        if previous != .alive { m.statusChangedAt = now }
+        members[s.name] = m
+        suspicions[s.name] = nil
+        broadcast(.alive(state))
+        if previous != .alive { out.append(.memberChanged(state, previous: previous)) }
+        if previous == .dead || previous == .left {
+            // Back from the dead: sync whole views both ways at once rather than on the next period.
+            out.append(.pushPull(to: s.address, join: false))
+            stats.pushPulls += 1
+            probeRing.insert(s.name, at: Int.random(in: 0...probeRing.count, using: &rng))
+        }
+    }
+
+    private mutating func handleSuspect(_ name: String, incarnation inc: UInt64, from: String,
+                                        into out: inout [MembershipDirective]) {
+        if name == myself.name {
+            if !leaving { refute(seen: inc, into: &out) }
+            return
+        }
+        guard var m = members[name], inc >= m.incarnation, m.status.isLive else { return }
+        if m.status == .suspect, inc == m.incarnation, var s = suspicions[name] {
+            if s.confirm(from) {
+                suspicions[name] = s
+                stats.confirmations += 1
+                broadcast(.suspect(name: name, incarnation: inc, from: from))
+            }
+            return
+        }
+        let previous = m.status
+        m.state.incarnation = inc
+        m.state.status = .suspect
+        m.statusChangedAt = now
+        members[name] = m
+        let n = clusterSize
+        var wanted = Int(settings.suspicionMult) - 2
+        if n - 2 < wanted { wanted = 0 }
+        let minTimeout = Suspicion.minTimeout(settings: settings, clusterSize: n)
+        suspicions[name] = Suspicion(incarnation: inc, from: from, now: now, minTimeout: minTimeout,
+                                     maxTimeout: minTimeout * settings.suspicionMaxTimeoutMult, wanted: wanted)
+        broadcast(.suspect(name: name, incarnation: inc, from: from))
+        if previous != .suspect { out.append(.memberChanged(m.state, previous: previous)) }
+    }
+
+    private mutating func declareDead(_ name: String, suspicion s: Suspicion, into out: inout [MembershipDirective]) {
+        suspicions[name] = nil
+        guard let m = members[name], m.status == .suspect, m.incarnation == s.incarnation else { return }
+        stats.deathsDeclared += 1
+        handleDead(name, incarnation: s.incarnation, from: myself.name, into: &out)
+    }
+
+    private mutating func handleDead(_ name: String, incarnation inc: UInt64, from: String,
+                                     into out: inout [MembershipDirective]) {
+        if name == myself.name {
+            if !leaving { refute(seen: inc, into: &out) }
+            return
+        }
+        guard var m = members[name], inc >= m.incarnation, m.status.isLive else { return }
+        let previous = m.status
+        m.state.incarnation = inc
+        m.state.status = .dead
+        m.statusChangedAt = now
+        members[name] = m
+        suspicions[name] = nil
+        vivaldi.forget(name)
+        broadcast(.dead(name: name, incarnation: inc, from: from))
+        out.append(.memberChanged(m.state, previous: previous))
+    }
+
+    private mutating func handleLeave(_ name: String, incarnation inc: UInt64, into out: inout [MembershipDirective]) {
+        if name == myself.name {
+            if !leaving && inc >= myself.incarnation { refute(seen: inc, into: &out) }
+            return
+        }
+        guard var m = members[name], inc >= m.incarnation, m.status != .left else { return }
+        let previous = m.status
+        m.state.incarnation = inc
+        m.state.status = .left
+        m.statusChangedAt = now
+        members[name] = m
+        suspicions[name] = nil
+        broadcast(.leave(name: name, incarnation: inc))
+        out.append(.memberChanged(m.state, previous: previous))
+    }
+
+    /// SWIM §4.2: only the member itself may clear a suspicion, by announcing a higher
+    /// incarnation. A stale rumour (older incarnation) is answered by re-announcing the current one.
+    private mutating func refute(seen inc: UInt64, into out: inout [MembershipDirective]) {
+        if inc >= myself.incarnation {
+            myself.incarnation = inc + 1
+            stats.refutations += 1
+            // Lifeguard: being suspected hints that we are the slow one.
+            awareness = min(settings.awarenessMaxMultiplier - 1, awareness + 1)
+            out.append(.persistIncarnation(myself.incarnation))
+        }
+        broadcast(.alive(myself))
+    }
+
+    // ==== ------------------------------------------------------------------------------------
+    // MARK: Dissemination
+
+    private mutating func broadcast(_ m: SwimMessage) {
+        broadcasts.enqueue(m)
+        // Fresh news goes out now (rate-limited) instead of waiting for the next gossip period.
+        nextGossipAt = min(nextGossipAt, max(now, lastGossipAt + settings.gossipMinGap))
+    }
+
+    /// Sends `control` to `address` with as many queued updates as fit. `about`: a member whose
+    /// current state (suspect/dead) must ride first — it is news to that member itself.
+    private mutating func send(_ control: [SwimMessage], to address: String, into out: inout [MembershipDirective],
+                               about: Member? = nil) {
+        var messages = control
+        var budget = Packet.maxSize - Packet.headerSize - control.reduce(0) { $0 + Packet.encodedSize($1) }
+        var skip: String?
+        if let m = about, let notice = notice(for: m) {
+            messages.append(notice)
+            budget -= Packet.encodedSize(notice)
+            skip = m.name
+        }
+        messages += broadcasts.take(budget: budget, limit: retransmitLimit, skipping: skip)
+        stats.messagesOut += messages.count
+        out.append(.send(to: address, Packet(messages)))
+    }
+
+    private func notice(for m: Member) -> SwimMessage? {
+        switch m.status {
+        case .suspect: .suspect(name: m.name, incarnation: m.incarnation, from: myself.name)
+        case .dead: .dead(name: m.name, incarnation: m.incarnation, from: myself.name)
+        case .alive, .left: nil
+        }
+    }
+
+    private mutating func gossip(into out: inout [MembershipDirective]) {
+        nextGossipAt = now + settings.gossipInterval
+        guard !broadcasts.isEmpty else { return }
+        lastGossipAt = now
+        for target in randomMembers(settings.gossipNodes, where: { $0.status.isLive }) {
+            let messages = broadcasts.take(budget: Packet.maxSize - Packet.headerSize, limit: retransmitLimit)
+            guard !messages.isEmpty else { break }
+            stats.messagesOut += messages.count
+            out.append(.send(to: target.state.address, Packet(messages)))
+        }
+    }
+
+    /// Pings one dead member, its death notice piggybacked: if it is back it refutes in the ack.
+    private mutating func retryDead(into out: inout [MembershipDirective]) {
+        nextDeadRetryAt = now + settings.deadRetryInterval
+        guard !leaving, deadOthers > 0 else { return }
+        let (now, retain) = (self.now, settings.deadRetainTime)
+        guard let target = randomMembers(1, where: { $0.status == .dead && now - $0.statusChangedAt < retain }).first
+        else { return }
+        stats.deadRetries += 1
+        send([.ping(seq: nextSequence(), target: target.name)], to: target.state.address, into: &out, about: target)
+    }
+
+    // ==== ------------------------------------------------------------------------------------
+    // MARK: Push-pull state sync (over the shell's TCP)
+
+    private mutating func periodicPushPull(into out: inout [MembershipDirective]) {
+        let n = clusterSize
+        // memberlist's scaling: past 32 members, sync less often so total load stays flat.
+        let scale = n <= 32 ? 1.0 : ceil(log2(Double(n)) - log2(32.0)) + 1
+        nextPushPullAt = now + settings.pushPullInterval * scale
+        guard !leaving else { return }
+        guard let target = randomMembers(1, where: { $0.status == .alive }).first else { return }
+        stats.pushPulls += 1
+        out.append(.pushPull(to: target.state.address, join: false))
+    }
+
+    private mutating func attemptJoin(into out: inout [MembershipDirective]) {
+        guard !joined else {
+            nextJoinAt = nil
+            return
+        }
+        for seed in joinSeeds {
+            stats.pushPulls += 1
+            out.append(.pushPull(to: seed, join: true))
+        }
+        nextJoinAt = now + joinBackoff
+        joinBackoff = min(settings.joinRetryMax, joinBackoff * 2)
+    }
+
+    /// The message this node sends in a push-pull exchange.
+    public func pushPullMessage(join: Bool) -> PushPullMessage {
+        PushPullMessage(join: join, senderName: myself.name, states: memberStates)
+    }
+
+    /// Another node opened a push-pull: merge its view and answer with ours (after the merge, so
+    /// any refutation it provoked is in the answer).
+    public mutating func onPushPullRequest(_ message: PushPullMessage, from: String, now: Instant)
+        -> (reply: PushPullMessage, directives: [MembershipDirective]) {
+        self.now = now
+        var out: [MembershipDirective] = []
+        merge(message, into: &out)
+        return (pushPullMessage(join: false), out)
+    }
+
+    public mutating func onPushPullResponse(_ message: PushPullMessage, from: String, join: Bool,
+                                            now: Instant) -> [MembershipDirective] {
+        self.now = now
+        var out: [MembershipDirective] = []
+        merge(message, into: &out)
+        if join && !joined {
+            joined = true
+            nextJoinAt = nil
+        }
+        return out
+    }
+
+    public mutating func onPushPullFailed(to: String, join: Bool, now: Instant) -> [MembershipDirective] {
+        self.now = now
+        stats.pushPullFailures += 1
+        return []
+    }
+
+    /// memberlist's merge rules: a remote "dead" becomes a local suspicion, so one node's stale
+    /// view cannot kill a member that others can still reach; it must be confirmed by probing.
+    private mutating func merge(_ message: PushPullMessage, into out: inout [MembershipDirective]) {
+        for s in message.states {
+            switch s.status {
+            case .alive:
+                handleAlive(s, into: &out)
+            case .suspect, .dead:
+                if s.name == myself.name {
+                    if !leaving { refute(seen: s.incarnation, into: &out) }
+                } else if members[s.name] != nil {
+                    handleSuspect(s.name, incarnation: s.incarnation, from: message.senderName, into: &out)
+                }
+            case .left:
+                handleLeave(s.name, incarnation: s.incarnation, into: &out)
+            }
+        }
+    }
+
+    // ==== ------------------------------------------------------------------------------------
+    // MARK: Housekeeping
+
+    private mutating func reap() {
+        nextReapAt = now + .seconds(1)
+        for m in members.values {
+            let age = now - m.statusChangedAt
+            let expired = (m.status == .dead && age > settings.deadRetainTime)
+                || (m.status == .left && age > settings.leftRetainTime)
+            if expired {
+                members[m.name] = nil
+                if nameByAddress[m.state.address] == m.name { nameByAddress[m.state.address] = nil }
+                vivaldi.forget(m.name)
+            }
+        }
+    }
+
+    /// Up to `k` distinct members matching `predicate`, chosen uniformly at random.
+    private mutating func randomMembers(_ k: Int, where predicate: (Member) -> Bool) -> [Member] {
+        var candidates = names.compactMap { members[$0] }.filter(predicate)
+        let take = min(k, candidates.count)
+        for i in 0..<take { candidates.swapAt(i, Int.random(in: i..<candidates.count, using: &rng)) }
+        return Array(candidates.prefix(take))
+    }
+
+    private mutating func nextSequence() -> UInt32 {
+        sequence &+= 1
+        return sequence
+    }
+}

@@ -1,0 +1,74 @@
+/// Timing and limits of the membership protocol. Each profile states the network it assumes.
+public struct MembershipSettings: Sendable, Equatable {
+    /// Time between probes of one member (SWIM's protocol period), before Lifeguard scaling.
+    public var probeInterval: Duration
+    /// How long a direct ping waits for its ack before ping-req helpers are asked.
+    public var probeTimeout: Duration
+    /// How many helpers a failed direct ping asks (SWIM's k).
+    public var indirectChecks: Int
+    /// Suspicion lasts `suspicionMult × max(1, log10(n)) × probeInterval` at least (Lifeguard).
+    public var suspicionMult: Double
+    /// …and at most `suspicionMaxTimeoutMult` times that, shrinking as confirmations arrive.
+    public var suspicionMaxTimeoutMult: Double
+    /// Each update is retransmitted `retransmitMult × ceil(log10(n + 1))` times.
+    public var retransmitMult: Int
+    /// How often queued updates are gossiped to `gossipNodes` random members.
+    public var gossipInterval: Duration
+    public var gossipNodes: Int
+    /// Fresh updates go out at once, but no more often than this (bounds bursts).
+    public var gossipMinGap: Duration
+    /// Full-state sync with one random member (over TCP), scaled up past 32 members.
+    public var pushPullInterval: Duration
+    /// Lifeguard's local health multiplier ceiling (timeouts stretch up to this factor).
+    public var awarenessMaxMultiplier: Int
+    /// How often one dead member is pinged, so a healed partition or a restarted node rejoins
+    /// within about this time rather than on a slow reconnect timer.
+    public var deadRetryInterval: Duration
+    /// How long dead members are kept and retried before they are forgotten.
+    public var deadRetainTime: Duration
+    /// How long left members are remembered (so stale gossip cannot resurrect them).
+    public var leftRetainTime: Duration
+    /// Join retries back off from `joinRetryMin` doubling up to `joinRetryMax`.
+    public var joinRetryMin: Duration
+    public var joinRetryMax: Duration
+    /// A gap between ticks longer than this means this process was stalled (SIGSTOP, swap,
+    /// a long GC-like pause): pending timeouts are pushed back so a stalled node reads its
+    /// inbox before it judges anyone.
+    public var stallThreshold: Duration
+
+    /// memberlist's LAN numbers: a data-center network.
+    public static let lan = MembershipSettings(
+        probeInterval: .seconds(1), probeTimeout: .milliseconds(500), indirectChecks: 3,
+        suspicionMult: 4, suspicionMaxTimeoutMult: 6, retransmitMult: 4,
+        gossipInterval: .milliseconds(200), gossipNodes: 3, gossipMinGap: .milliseconds(10),
+        pushPullInterval: .seconds(30), awarenessMaxMultiplier: 8,
+        deadRetryInterval: .milliseconds(200), deadRetainTime: .seconds(3600), leftRetainTime: .seconds(600),
+        joinRetryMin: .milliseconds(50), joinRetryMax: .seconds(10), stallThreshold: .seconds(2))
+
+    /// Cross-region links: 50–300 ms RTT, occasional loss.
+    public static let wan = MembershipSettings(
+        probeInterval: .seconds(5), probeTimeout: .seconds(3), indirectChecks: 3,
+        suspicionMult: 6, suspicionMaxTimeoutMult: 6, retransmitMult: 4,
+        gossipInterval: .milliseconds(500), gossipNodes: 4, gossipMinGap: .milliseconds(50),
+        pushPullInterval: .seconds(60), awarenessMaxMultiplier: 8,
+        deadRetryInterval: .seconds(1), deadRetainTime: .seconds(6 * 3600), leftRetainTime: .seconds(600),
+        joinRetryMin: .milliseconds(200), joinRetryMax: .seconds(30), stallThreshold: .seconds(10))
+
+    /// Sub-second detection on a good network (loopback, one rack): 100 ms probes.
+    public static let fast = MembershipSettings(
+        probeInterval: .milliseconds(100), probeTimeout: .milliseconds(40), indirectChecks: 3,
+        suspicionMult: 3, suspicionMaxTimeoutMult: 6, retransmitMult: 4,
+        gossipInterval: .milliseconds(30), gossipNodes: 3, gossipMinGap: .milliseconds(2),
+        pushPullInterval: .seconds(5), awarenessMaxMultiplier: 8,
+        deadRetryInterval: .milliseconds(50), deadRetainTime: .seconds(3600), leftRetainTime: .seconds(600),
+        joinRetryMin: .milliseconds(20), joinRetryMax: .seconds(2), stallThreshold: .milliseconds(500))
+
+    public static func profile(named name: String) -> MembershipSettings? {
+        switch name {
+        case "lan": .lan
+        case "wan": .wan
+        case "fast": .fast
+        default: nil
+        }
+    }
+}

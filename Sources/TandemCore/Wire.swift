@@ -1,0 +1,165 @@
+/// Binary encoding shared by every protocol: big-endian integers, length-prefixed strings and
+/// bytes. The reader checks every length against what is left *and* against a caller's limit
+/// before it allocates, so nothing a peer sends can make a node allocate without bound or crash.
+public struct ByteWriter: Sendable {
+    public private(set) var bytes: [UInt8]
+
+    public init(capacity: Int = 256) {
+        bytes = []
+        bytes.reserveCapacity(capacity)
+    }
+
+    public var count: Int { bytes.count }
+
+    public mutating func u8(_ v: UInt8) { bytes.append(v) }
+    public mutating func u16(_ v: UInt16) { bytes.append(UInt8(v >> 8)); bytes.append(UInt8(v & 0xFF)) }
+    public mutating func u32(_ v: UInt32) {
+        for shift in stride(from: 24, through: 0, by: -8) { bytes.append(UInt8((v >> UInt32(shift)) & 0xFF)) }
+    }
+    public mutating func u64(_ v: UInt64) {
+        for shift in stride(from: 56, through: 0, by: -8) { bytes.append(UInt8((v >> UInt64(shift)) & 0xFF)) }
+    }
+    public mutating func f64(_ v: Double) { u64(v.bitPattern) }
+    public mutating func bool(_ v: Bool) { u8(v ? 1 : 0) }
+
+    /// A string of at most 255 UTF-8 bytes (names, addresses, regions).
+    public mutating func shortString(_ s: String) {
+        let utf8 = Array(s.utf8.prefix(255))
+        u8(UInt8(utf8.count))
+        bytes.append(contentsOf: utf8)
+    }
+
+    public mutating func blob(_ b: [UInt8]) {
+        u32(UInt32(b.count))
+        bytes.append(contentsOf: b)
+    }
+
+    public mutating func raw(_ b: [UInt8]) { bytes.append(contentsOf: b) }
+    public mutating func raw(_ b: ArraySlice<UInt8>) { bytes.append(contentsOf: b) }
+
+    /// Overwrites two bytes at `offset` (used to back-fill a length).
+    public mutating func patchU16(_ v: UInt16, at offset: Int) {
+        bytes[offset] = UInt8(v >> 8)
+        bytes[offset + 1] = UInt8(v & 0xFF)
+    }
+
+    /// Size in bytes of `shortString(s)`.
+    public static func shortStringSize(_ s: String) -> Int { 1 + min(255, s.utf8.count) }
+}
+
+public struct ByteReader {
+    private let bytes: [UInt8]
+    public private(set) var offset: Int
+    private let end: Int
+
+    public init(_ bytes: [UInt8], from start: Int = 0, to end: Int? = nil) {
+        self.bytes = bytes
+        self.offset = start
+        self.end = end ?? bytes.count
+    }
+
+    public var remaining: Int { end - offset }
+    public var isAtEnd: Bool { offset >= end }
+
+    private mutating func need(_ n: Int, _ what: StaticString) throws(TandemError) {
+        guard n >= 0, n <= remaining else {
+            throw TandemError(.malformed, "truncated \(what): need \(n) bytes, \(remaining) left")
+        }
+    }
+
+    public mutating func u8() throws(TandemError) -> UInt8 {
+        try need(1, "u8")
+        defer { offset += 1 }
+        return bytes[offset]
+    }
+    public mutating func u16() throws(TandemError) -> UInt16 {
+        try need(2, "u16")
+        defer { offset += 2 }
+        return UInt16(bytes[offset]) << 8 | UInt16(bytes[offset + 1])
+    }
+    public mutating func u32() throws(TandemError) -> UInt32 {
+        try need(4, "u32")
+        var v: UInt32 = 0
+        for i in 0..<4 { v = v << 8 | UInt32(bytes[offset + i]) }
+        offset += 4
+        return v
+    }
+    public mutating func u64() throws(TandemError) -> UInt64 {
+        try need(8, "u64")
+        var v: UInt64 = 0
+        for i in 0..<8 { v = v << 8 | UInt64(bytes[offset + i]) }
+        offset += 8
+        return v
+    }
+    public mutating func f64() throws(TandemError) -> Double {
+        let v = Double(bitPattern: try u64())
+        guard v.isFinite else { throw TandemError(.malformed, "non-finite number") }
+        return v
+    }
+    public mutating func bool() throws(TandemError) -> Bool {
+        switch try u8() {
+        case 0: return false
+        case 1: return true
+        case let b: throw TandemError(.malformed, "bad boolean \(b)")
+        }
+    }
+
+    public mutating func shortString() throws(TandemError) -> String {
+        let n = Int(try u8())
+        try need(n, "string")
+        defer { offset += n }
+        guard let s = String(validating: bytes[offset..<offset + n], as: UTF8.self) else {
+            throw TandemError(.malformed, "string is not UTF-8")
+        }
+        return s
+    }
+
+    public mutating func blob(limit: Int) throws(TandemError) -> [UInt8] {
+        let n = Int(try u32())
+        guard n <= limit else { throw TandemError(.tooLarge, "blob of \(n) bytes exceeds limit \(limit)") }
+        try need(n, "blob")
+        defer { offset += n }
+        return Array(bytes[offset..<offset + n])
+    }
+
+    /// A sub-reader over the next `n` bytes; this reader skips past them.
+    public mutating func sub(_ n: Int) throws(TandemError) -> ByteReader {
+        try need(n, "section")
+        defer { offset += n }
+        return ByteReader(bytes, from: offset, to: offset + n)
+    }
+
+    /// A count that will drive a loop: bounded by `limit` and by what could possibly fit.
+    public mutating func count16(limit: Int, minElementSize: Int) throws(TandemError) -> Int {
+        let n = Int(try u16())
+        guard n <= limit else { throw TandemError(.tooLarge, "count \(n) exceeds limit \(limit)") }
+        guard n * max(1, minElementSize) <= remaining else {
+            throw TandemError(.malformed, "count \(n) cannot fit in \(remaining) bytes")
+        }
+        return n
+    }
+}
+
+/// CRC-32C (Castagnoli), for frames and records on disk.
+public enum CRC32C {
+    private static let table: [UInt32] = (0..<256).map { i -> UInt32 in
+        var c = UInt32(i)
+        for _ in 0..<8 { c = (c & 1) != 0 ? (c >> 1) ^ 0x82F6_3B78 : c >> 1 }
+        return c
+    }
+
+    public static func checksum<C: Collection>(_ data: C, seed: UInt32 = 0) -> UInt32 where C.Element == UInt8 {
+        var crc = ~seed
+        let t = table
+        for b in data { crc = t[Int((crc ^ UInt32(b)) & 0xFF)] ^ (crc >> 8) }
+        return ~crc
+    }
+}
+
+/// FNV-1a 64, a stable hash for anything that must agree across nodes and restarts
+/// (Swift's `Hasher` is seeded per process).
+public func stableHash64<C: Collection>(_ data: C) -> UInt64 where C.Element == UInt8 {
+    var h: UInt64 = 0xCBF2_9CE4_8422_2325
+    for b in data { h = (h ^ UInt64(b)) &* 0x0000_0100_0000_01B3 }
+    return h
+}
