@@ -1,0 +1,239 @@
+import Foundation
+import Logging
+import Membership
+import TandemCore
+
+/// How to start a node (the `tandem node` flags).
+public struct NodeConfig {
+    public var name: String
+    public var region: String
+    public var role = "voter"
+    /// `host:port` for gossip (UDP) and peer links (TCP), also the address others use.
+    public var bind: String
+    /// `host:port` of the HTTP API.
+    public var api: String
+    public var dataDir: String
+    public var seeds: [String] = []
+    public var profileName = "lan"
+    public var settings: MembershipSettings = .lan
+    /// Enables `POST/DELETE /v1/chaos` (packet loss and blocked peers, for tests). Off by default.
+    public var chaos = false
+
+    public init(name: String, region: String, bind: String, api: String, dataDir: String) {
+        self.name = name
+        self.region = region
+        self.bind = bind
+        self.api = api
+        self.dataDir = dataDir
+    }
+}
+
+/// The I/O shell around the cores: one libuv loop, UDP gossip, TCP peer links, the HTTP API,
+/// timers, signals and the data dir. It decodes inputs, feeds them to the cores, and carries out
+/// the directives they return; it holds no protocol rules of its own.
+public final class Node {
+    public let config: NodeConfig
+    let loop = EventLoop()
+    let logger: Logger
+    let dataDir: DataDir
+    var membership: MembershipInstance
+    let udp: UDPSocket
+    let peers: PeerLinks
+    let http: HTTPServer
+    private let peerServer: TCPServer
+    private let tickTimer: Timer
+    private var signals: [SignalWatcher] = []
+    private var shutdownTimer: Timer?
+    let startedAt: Instant
+    var shell = ShellStats()
+    var chaos = ChaosSettings()
+    private var lastMalformedLog: Instant = .zero
+
+    struct ShellStats {
+        var packetsIn = 0
+        var packetsOut = 0
+        var bytesIn = 0
+        var bytesOut = 0
+        var malformedPackets = 0
+        var chaosDropped = 0
+        var persistFailures = 0
+    }
+
+    /// Opt-in fault injection (`--chaos`): drops a share of gossip datagrams and all traffic with
+    /// blocked peers, in both directions. Used by tests and benchmarks on loopback, where the
+    /// kernel offers no netem.
+    struct ChaosSettings {
+        var dropRate = 0.0
+        var blocked: Set<String> = []
+    }
+
+    public init(config: NodeConfig, logger: Logger) throws {
+        self.config = config
+        self.logger = logger
+        let bindAddress = try SocketAddress(config.bind)
+        let apiAddress = try SocketAddress(config.api)
+        dataDir = try DataDir(path: config.dataDir, name: config.name)
+        // One more than any incarnation used before: a restarted node outranks its old self.
+        let incarnation = dataDir.loadIncarnation() + 1
+        try dataDir.storeIncarnation(incarnation)
+        startedAt = loop.now
+        membership = MembershipInstance(
+            settings: config.settings, name: config.name, address: bindAddress.description,
+            meta: MemberMeta(region: config.region, api: apiAddress.description, role: config.role),
+            incarnation: incarnation, seed: UInt64.random(in: .min ... .max), now: startedAt)
+        udp = try UDPSocket(loop: loop, bind: bindAddress)
+        peerServer = try TCPServer(loop: loop, bind: bindAddress)
+        peers = PeerLinks(loop: loop, server: peerServer)
+        http = try HTTPServer(loop: loop, bind: apiAddress)
+        tickTimer = Timer(loop: loop)
+
+        try udp.start { [unowned self] bytes, from in self.receive(bytes, from: from) }
+        peers.onRequest = { [unowned self] frame, from, reply in self.serve(frame, from: from, reply: reply) }
+        peers.isBlocked = { [unowned self] address in self.chaos.blocked.contains(address) }
+        http.handler = { [unowned self] request, respond in respond(self.route(request)) }
+        for sig in [SIGINT, SIGTERM] {
+            signals.append(SignalWatcher(loop: loop, signal: sig) { [unowned self] in self.shutdown() })
+        }
+        logger.info("node started", metadata: [
+            "name": "\(config.name)", "region": "\(config.region)", "bind": "\(bindAddress)",
+            "api": "\(apiAddress)", "incarnation": "\(incarnation)", "profile": "\(config.profileName)",
+        ])
+        apply(membership.join(seeds: config.seeds, now: loop.now))
+        schedule()
+    }
+
+    /// Runs the loop until the node has left the cluster.
+    public func run() {
+        loop.run()
+        logger.info("node stopped", metadata: ["name": "\(config.name)"])
+    }
+
+    // ==== ------------------------------------------------------------------------------------
+    // MARK: Inputs
+
+    private func receive(_ bytes: [UInt8], from: SocketAddress) {
+        let sender = from.description
+        shell.packetsIn += 1
+        shell.bytesIn += bytes.count
+        if chaos.blocked.contains(sender) || (chaos.dropRate > 0 && Double.random(in: 0..<1) < chaos.dropRate) {
+            shell.chaosDropped += 1
+            return
+        }
+        let packet: Packet
+        do {
+            packet = try Packet.decode(bytes)
+        } catch {
+            shell.malformedPackets += 1
+            let now = loop.now
+            if now - lastMalformedLog > .seconds(10) {  // one line per 10 s, never a flood
+                lastMalformedLog = now
+                logger.warning("dropped malformed gossip packet", metadata: ["from": "\(sender)", "error": "\(error)"])
+            }
+            return
+        }
+        apply(membership.onPacket(packet, from: sender, now: loop.now))
+    }
+
+    private func serve(_ frame: Frame, from: SocketAddress?, reply: @escaping ([UInt8]) -> Void) {
+        guard frame.kind == FrameKind.pushPull else {
+            peers.countMalformed()
+            return
+        }
+        do {
+            let message = try PushPullMessage.decode(frame.payload)
+            let (answer, directives) = membership.onPushPullRequest(message, from: from?.description ?? "?", now: loop.now)
+            apply(directives)
+            reply(answer.encode())
+        } catch {
+            peers.countMalformed()
+            logger.warning("dropped malformed push-pull", metadata: ["from": "\(from.map { "\($0)" } ?? "?")", "error": "\(error)"])
+        }
+    }
+
+    private func tick() {
+        apply(membership.onTick(now: loop.now))
+    }
+
+    /// Re-arms the single timer for the core's next deadline.
+    private func schedule() {
+        let delay = membership.nextDeadline - loop.now
+        tickTimer.start(after: delay) { [unowned self] in
+            self.tick()
+            self.schedule()
+        }
+    }
+
+    // ==== ------------------------------------------------------------------------------------
+    // MARK: Directives
+
+    func apply(_ directives: [MembershipDirective]) {
+        for d in directives {
+            switch d {
+            case .send(let to, let packet):
+                guard let address = try? SocketAddress(to) else { continue }
+                if chaos.blocked.contains(to) || (chaos.dropRate > 0 && Double.random(in: 0..<1) < chaos.dropRate) {
+                    shell.chaosDropped += 1
+                    continue
+                }
+                let bytes = packet.encode()
+                shell.packetsOut += 1
+                shell.bytesOut += bytes.count
+                udp.send(bytes, to: address)
+
+            case .pushPull(let to, let join):
+                let payload = membership.pushPullMessage(join: join).encode()
+                peers.request(to: to, kind: FrameKind.pushPull, payload: payload, timeout: .seconds(2)) { [weak self] result in
+                    guard let self else { return }
+                    switch result {
+                    case .success(let frame):
+                        do {
+                            let message = try PushPullMessage.decode(frame.payload)
+                            self.apply(self.membership.onPushPullResponse(message, from: to, join: join, now: self.loop.now))
+                            if join { self.logger.info("joined cluster", metadata: ["seed": "\(to)"]) }
+                        } catch {
+                            self.peers.countMalformed()
+                            self.apply(self.membership.onPushPullFailed(to: to, join: join, now: self.loop.now))
+                        }
+                    case .failure(let error):
+                        if join { self.logger.debug("join attempt failed", metadata: ["seed": "\(to)", "error": "\(error)"]) }
+                        self.apply(self.membership.onPushPullFailed(to: to, join: join, now: self.loop.now))
+                    }
+                    self.schedule()
+                }
+
+            case .persistIncarnation(let value):
+                do {
+                    try dataDir.storeIncarnation(value)
+                } catch {
+                    shell.persistFailures += 1
+                    logger.error("could not persist incarnation", metadata: ["error": "\(error)"])
+                }
+
+            case .memberChanged(let state, let previous):
+                logger.info("member \(state.status)", metadata: [
+                    "member": "\(state.name)", "region": "\(state.meta.region)", "address": "\(state.address)",
+                    "incarnation": "\(state.incarnation)", "was": "\(previous.map { "\($0)" } ?? "unknown")",
+                ])
+            }
+        }
+        schedule()
+    }
+
+    // ==== ------------------------------------------------------------------------------------
+    // MARK: Shutdown
+
+    /// Leaves gracefully: announce, keep gossiping briefly so the notice spreads, then stop.
+    /// A second signal stops at once.
+    func shutdown() {
+        if shutdownTimer != nil {
+            loop.stop()
+            return
+        }
+        logger.info("leaving cluster", metadata: ["name": "\(config.name)"])
+        apply(membership.leave(now: loop.now))
+        let grace = min(Duration.seconds(1), max(.milliseconds(200), config.settings.gossipInterval * 3))
+        let timer = Timer(loop: loop)
+        shutdownTimer = timer
+        timer.start(after: grace) { [unowned self] in self.loop.stop() }
+    }
+}

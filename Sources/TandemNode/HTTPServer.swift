@@ -1,0 +1,334 @@
+import CHTTPParser
+import Foundation
+import TandemCore
+
+public struct HTTPRequest {
+    public var method: String
+    /// The path without its query, percent-decoded per segment later by the router.
+    public var path: String
+    public var query: [String: String]
+    public var headers: [(name: String, value: String)]
+    public var body: [UInt8]
+
+    public func header(_ name: String) -> String? {
+        headers.first { $0.name.caseInsensitiveCompare(name) == .orderedSame }?.value
+    }
+
+    /// Path segments, percent-decoded (`/v1/tables/a%2Fb` → `["v1", "tables", "a/b"]`).
+    public var segments: [String] {
+        path.split(separator: "/").map { $0.removingPercentEncoding ?? String($0) }
+    }
+}
+
+public struct HTTPResponse {
+    public var status: Int
+    public var headers: [(String, String)]
+    public var body: [UInt8]
+
+    public init(status: Int, contentType: String = "application/json", body: [UInt8]) {
+        self.status = status
+        self.headers = [("Content-Type", contentType)]
+        self.body = body
+    }
+
+    /// A JSON response from any JSONSerialization-compatible value.
+    public static func json(_ status: Int, _ object: Any) -> HTTPResponse {
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
+        return HTTPResponse(status: status, body: Array(data) + [0x0A])
+    }
+
+    /// The one error shape of the API: `{"error": code, "message": text}`.
+    public static func error(_ status: Int, _ code: String, _ message: String) -> HTTPResponse {
+        json(status, ["error": code, "message": message])
+    }
+
+    public static func error(_ e: TandemError) -> HTTPResponse {
+        error(e.code.httpStatus, e.code.name, e.message)
+    }
+
+    func encode(keepAlive: Bool) -> [UInt8] {
+        var head = "HTTP/1.1 \(status) \(HTTPResponse.reason(status))\r\n"
+        for (k, v) in headers { head += "\(k): \(v)\r\n" }
+        head += "Content-Length: \(body.count)\r\n"
+        head += keepAlive ? "Connection: keep-alive\r\n\r\n" : "Connection: close\r\n\r\n"
+        return Array(head.utf8) + body
+    }
+
+    static func reason(_ status: Int) -> String {
+        switch status {
+        case 200: "OK"
+        case 201: "Created"
+        case 204: "No Content"
+        case 400: "Bad Request"
+        case 401: "Unauthorized"
+        case 403: "Forbidden"
+        case 404: "Not Found"
+        case 405: "Method Not Allowed"
+        case 408: "Request Timeout"
+        case 409: "Conflict"
+        case 413: "Content Too Large"
+        case 414: "URI Too Long"
+        case 429: "Too Many Requests"
+        case 431: "Request Header Fields Too Large"
+        case 500: "Internal Server Error"
+        case 503: "Service Unavailable"
+        default: "Status"
+        }
+    }
+}
+
+/// HTTP/1.1 on the loop, parsed by the C http-parser library: keep-alive, pipelining (answers
+/// in request order), and hard limits on every part of a request, each violation answered with
+/// a JSON error and counted.
+public final class HTTPServer {
+    public struct Limits {
+        public var maxURLBytes = 8 << 10
+        public var maxHeaderBytes = 32 << 10
+        public var maxHeaders = 100
+        public var maxBodyBytes = 4 << 20
+        public var maxConnections = 1024
+        /// A connection with no traffic for this long is closed (also bounds slow requests).
+        public var idleTimeout: Duration = .seconds(30)
+        public init() {}
+    }
+
+    public struct Stats {
+        public var connectionsAccepted = 0
+        public var connectionsRejected = 0
+        public var requests = 0
+        public var badRequests = 0
+    }
+
+    let loop: EventLoop
+    let limits: Limits
+    private let server: TCPServer
+    private var connections: Set<ObjectIdentifier> = []
+    public internal(set) var stats = Stats()
+    public var handler: (HTTPRequest, @escaping (HTTPResponse) -> Void) -> Void = { _, respond in
+        respond(.error(404, "not_found", "no such endpoint"))
+    }
+
+    public init(loop: EventLoop, bind address: SocketAddress, limits: Limits = Limits()) throws {
+        self.loop = loop
+        self.limits = limits
+        server = try TCPServer(loop: loop, bind: address)
+        server.start { [weak self] c in self?.accept(c) }
+    }
+
+    private func accept(_ c: TCPConnection) {
+        guard connections.count < limits.maxConnections else {
+            stats.connectionsRejected += 1
+            c.write(HTTPResponse.error(503, "too_many_connections", "connection limit reached").encode(keepAlive: false))
+            c.close()
+            return
+        }
+        stats.connectionsAccepted += 1
+        let conn = HTTPConnection(server: self, connection: c)
+        let id = ObjectIdentifier(conn)
+        connections.insert(id)
+        c.onClose = { [weak self] in
+            self?.connections.remove(id)
+            conn.closed()
+        }
+        c.onData = { bytes in conn.feed(bytes) }
+        c.startReading()
+    }
+
+    func countBadRequest() { stats.badRequests += 1 }
+    func countRequest() { stats.requests += 1 }
+}
+
+/// The parser's callbacks find their connection through `parser->data`.
+/// Written once at first use and only read after, from any loop thread.
+nonisolated(unsafe) private let parserSettings: UnsafeMutablePointer<http_parser_settings> = {
+    let s = UnsafeMutablePointer<http_parser_settings>.allocate(capacity: 1)
+    http_parser_settings_init(s)
+    s.pointee.on_message_begin = { p in HTTPConnection.from(p).beginMessage() }
+    s.pointee.on_url = { p, at, n in HTTPConnection.from(p).url(at, n) }
+    s.pointee.on_header_field = { p, at, n in HTTPConnection.from(p).headerField(at, n) }
+    s.pointee.on_header_value = { p, at, n in HTTPConnection.from(p).headerValue(at, n) }
+    s.pointee.on_body = { p, at, n in HTTPConnection.from(p).body(at, n) }
+    s.pointee.on_message_complete = { p in HTTPConnection.from(p).messageComplete() }
+    return s
+}()
+
+final class HTTPConnection {
+    private weak var server: HTTPServer?
+    private let connection: TCPConnection
+    private let parser: UnsafeMutablePointer<http_parser>
+    private let limits: HTTPServer.Limits
+    private var idleTimer: Timer?
+
+    private var url: [UInt8] = []
+    private var headers: [(name: String, value: String)] = []
+    private var field: [UInt8] = []
+    private var value: [UInt8] = []
+    private var inValue = false
+    private var headerBytes = 0
+    private var bodyBytes: [UInt8] = []
+    /// Set by a callback that rejects the request; answered once parsing stops.
+    private var rejection: HTTPResponse?
+
+    /// Responses in request order: pipelined requests may complete out of order.
+    private var slots: [HTTPResponse?] = []
+    private var keepAliveBySlot: [Bool] = []
+    private var closeAfterFlush = false
+    private var isClosed = false
+
+    init(server: HTTPServer, connection: TCPConnection) {
+        self.server = server
+        self.connection = connection
+        self.limits = server.limits
+        parser = .allocate(capacity: 1)
+        http_parser_init(parser, HTTP_REQUEST)
+        parser.pointee.data = Unmanaged.passUnretained(self).toOpaque()
+        let timer = Timer(loop: server.loop)
+        idleTimer = timer
+        armIdleTimer()
+    }
+
+    deinit { parser.deallocate() }
+
+    static func from(_ p: UnsafeMutablePointer<http_parser>?) -> HTTPConnection {
+        Unmanaged<HTTPConnection>.fromOpaque(p!.pointee.data).takeUnretainedValue()
+    }
+
+    private func armIdleTimer() {
+        idleTimer?.start(after: limits.idleTimeout) { [weak self] in
+            self?.connection.close()
+        }
+    }
+
+    func closed() {
+        isClosed = true
+        idleTimer?.stop()
+        idleTimer = nil
+    }
+
+    func feed(_ bytes: UnsafeRawBufferPointer) {
+        guard !closeAfterFlush else { return }
+        armIdleTimer()
+        let parsed = http_parser_execute(parser, parserSettings, bytes.baseAddress?.assumingMemoryBound(to: CChar.self), bytes.count)
+        let errno = parser.pointee.http_errno
+        if rejection != nil || errno != HPE_OK.rawValue || parsed != bytes.count {
+            server?.countBadRequest()
+            let response = rejection ?? HTTPResponse.error(400, "malformed_request",
+                "could not parse HTTP request: \(String(cString: http_errno_description(http_errno(rawValue: errno))))")
+            rejection = nil
+            slots.append(response)
+            keepAliveBySlot.append(false)
+            closeAfterFlush = true
+            flush()
+        }
+    }
+
+    // MARK: parser callbacks (return non-zero to stop parsing)
+
+    func beginMessage() -> Int32 {
+        url.removeAll(keepingCapacity: true)
+        headers.removeAll(keepingCapacity: true)
+        field.removeAll()
+        value.removeAll()
+        inValue = false
+        headerBytes = 0
+        bodyBytes.removeAll()
+        return 0
+    }
+
+    func url(_ at: UnsafePointer<CChar>?, _ n: Int) -> Int32 {
+        guard url.count + n <= limits.maxURLBytes else {
+            return reject(.error(414, "uri_too_long", "request target exceeds \(limits.maxURLBytes) bytes"))
+        }
+        url.append(contentsOf: UnsafeRawBufferPointer(start: at, count: n))
+        return 0
+    }
+
+    func headerField(_ at: UnsafePointer<CChar>?, _ n: Int) -> Int32 {
+        if inValue { finishHeader() }
+        guard addHeaderBytes(n) else { return 1 }
+        field.append(contentsOf: UnsafeRawBufferPointer(start: at, count: n))
+        return 0
+    }
+
+    func headerValue(_ at: UnsafePointer<CChar>?, _ n: Int) -> Int32 {
+        inValue = true
+        guard addHeaderBytes(n) else { return 1 }
+        value.append(contentsOf: UnsafeRawBufferPointer(start: at, count: n))
+        return 0
+    }
+
+    private func addHeaderBytes(_ n: Int) -> Bool {
+        headerBytes += n
+        if headerBytes > limits.maxHeaderBytes || headers.count >= limits.maxHeaders {
+            _ = reject(.error(431, "headers_too_large",
+                              "headers exceed \(limits.maxHeaderBytes) bytes or \(limits.maxHeaders) fields"))
+            return false
+        }
+        return true
+    }
+
+    private func finishHeader() {
+        headers.append((String(decoding: field, as: UTF8.self), String(decoding: value, as: UTF8.self)))
+        field.removeAll()
+        value.removeAll()
+        inValue = false
+    }
+
+    func body(_ at: UnsafePointer<CChar>?, _ n: Int) -> Int32 {
+        guard bodyBytes.count + n <= limits.maxBodyBytes else {
+            return reject(.error(413, "body_too_large", "request body exceeds \(limits.maxBodyBytes) bytes"))
+        }
+        bodyBytes.append(contentsOf: UnsafeRawBufferPointer(start: at, count: n))
+        return 0
+    }
+
+    func messageComplete() -> Int32 {
+        if inValue { finishHeader() }
+        let method = String(cString: http_method_str(http_method(rawValue: parser.pointee.method)))
+        let keepAlive = http_should_keep_alive(parser) != 0
+        let target = String(decoding: url, as: UTF8.self)
+        let (path, query) = HTTPConnection.splitTarget(target)
+        let request = HTTPRequest(method: method, path: path, query: query, headers: headers, body: bodyBytes)
+        let slot = slots.count
+        slots.append(nil)
+        keepAliveBySlot.append(keepAlive)
+        server?.countRequest()
+        server?.handler(request) { [weak self] response in
+            guard let self, !self.isClosed, slot < self.slots.count, self.slots[slot] == nil else { return }
+            self.slots[slot] = response
+            self.flush()
+        }
+        return 0
+    }
+
+    private func reject(_ response: HTTPResponse) -> Int32 {
+        if rejection == nil { rejection = response }
+        return 1
+    }
+
+    private func flush() {
+        while let first = slots.first, let response = first {
+            let keepAlive = keepAliveBySlot.first! && !(closeAfterFlush && slots.count == 1)
+            connection.write(response.encode(keepAlive: keepAlive))
+            slots.removeFirst()
+            keepAliveBySlot.removeFirst()
+            if !keepAlive {
+                connection.close()
+                return
+            }
+        }
+    }
+
+    static func splitTarget(_ target: String) -> (String, [String: String]) {
+        guard let q = target.firstIndex(of: "?") else { return (target, [:]) }
+        var query: [String: String] = [:]
+        for pair in target[target.index(after: q)...].split(separator: "&") {
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            let key = String(parts[0]).replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? String(parts[0])
+            let value = parts.count > 1
+                ? (String(parts[1]).replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? String(parts[1])) : ""
+            query[key] = value
+        }
+        return (String(target[..<q]), query)
+    }
+}

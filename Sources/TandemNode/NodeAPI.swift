@@ -1,0 +1,136 @@
+import Foundation
+import Membership
+import TandemCore
+
+/// The HTTP API: health, members, metrics, and (opt-in) chaos.
+extension Node {
+    func route(_ request: HTTPRequest) -> HTTPResponse {
+        let segments = request.segments
+        switch (request.method, segments) {
+        case ("GET", ["v1", "health"]):
+            return .json(200, [
+                "status": membership.leaving ? "leaving" : "ok",
+                "name": config.name, "region": config.region,
+                "joined": membership.joined,
+                "uptimeMs": Int((loop.now - startedAt).milliseconds),
+            ])
+        case ("GET", ["v1", "members"]):
+            return membersResponse()
+        case ("GET", ["metrics"]):
+            return HTTPResponse(status: 200, contentType: "text/plain; version=0.0.4", body: Array(metricsText().utf8))
+        case ("POST", ["v1", "chaos"]), ("PUT", ["v1", "chaos"]):
+            return setChaos(request)
+        case ("DELETE", ["v1", "chaos"]):
+            guard config.chaos else { return chaosDisabled }
+            chaos = ChaosSettings()
+            return .json(200, ["dropRate": 0, "block": [String]()])
+        case (_, ["v1", "health"]), (_, ["v1", "members"]), (_, ["metrics"]), (_, ["v1", "chaos"]):
+            return .error(405, "method_not_allowed", "\(request.method) is not allowed on \(request.path)")
+        default:
+            return .error(404, "not_found", "no endpoint \(request.method) \(request.path)")
+        }
+    }
+
+    private func membersResponse() -> HTTPResponse {
+        let me = membership.vivaldi.coordinate
+        let members: [[String: Any]] = membership.memberStates.map { s in
+            var entry: [String: Any] = [
+                "name": s.name, "region": s.meta.region, "address": s.address, "api": s.meta.api,
+                "role": s.meta.role, "status": s.status.description, "incarnation": s.incarnation,
+                "self": s.name == config.name,
+            ]
+            if let c = membership.members[s.name]?.coordinate {
+                entry["rttEstimateMs"] = (me.distance(to: c).milliseconds * 1000).rounded() / 1000
+            }
+            return entry
+        }
+        return .json(200, ["self": config.name, "localHealth": membership.awareness, "members": members])
+    }
+
+    private var chaosDisabled: HTTPResponse {
+        .error(403, "chaos_disabled", "fault injection is off; start the node with --chaos to enable it")
+    }
+
+    private func setChaos(_ request: HTTPRequest) -> HTTPResponse {
+        guard config.chaos else { return chaosDisabled }
+        guard let object = try? JSONSerialization.jsonObject(with: Data(request.body)) as? [String: Any] else {
+            return .error(400, "invalid_json", "body must be a JSON object like {\"dropRate\":0.1,\"block\":[\"127.0.0.1:7947\"]}")
+        }
+        var next = ChaosSettings()
+        if let rate = object["dropRate"] {
+            guard let r = rate as? Double, (0...1).contains(r) else {
+                return .error(400, "invalid_argument", "dropRate must be a number between 0 and 1")
+            }
+            next.dropRate = r
+        }
+        if let block = object["block"] {
+            guard let list = block as? [String] else {
+                return .error(400, "invalid_argument", "block must be an array of host:port strings")
+            }
+            for a in list {
+                guard let addr = try? SocketAddress(a) else {
+                    return .error(400, "invalid_argument", "block: '\(a)' is not host:port")
+                }
+                next.blocked.insert(addr.description)
+            }
+        }
+        chaos = next
+        logger.notice("chaos settings changed", metadata: ["dropRate": "\(next.dropRate)", "block": "\(next.blocked.sorted())"])
+        return .json(200, ["dropRate": next.dropRate, "block": next.blocked.sorted()])
+    }
+
+    /// Prometheus text exposition format, version 0.0.4.
+    func metricsText() -> String {
+        var out = ""
+        func metric(_ name: String, _ type: String, _ help: String, _ value: Int) {
+            out += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n\(name) \(value)\n"
+        }
+        let m = membership.stats
+        metric("tandem_membership_probes_total", "counter", "Direct probes started.", m.probes)
+        metric("tandem_membership_acks_total", "counter", "Probe acks received.", m.acks)
+        metric("tandem_membership_nacks_total", "counter", "Lifeguard nacks received.", m.nacks)
+        metric("tandem_membership_indirect_probes_total", "counter", "Ping-req requests sent.", m.indirectProbes)
+        metric("tandem_membership_indirect_relays_total", "counter", "Ping-req requests served for others.", m.indirectRelays)
+        metric("tandem_membership_suspicions_total", "counter", "Suspicions raised by this node's probes.", m.suspicionsRaised)
+        metric("tandem_membership_confirmations_total", "counter", "Suspicion confirmations received.", m.confirmations)
+        metric("tandem_membership_refutations_total", "counter", "Times this node refuted its own suspicion or death.", m.refutations)
+        metric("tandem_membership_deaths_declared_total", "counter", "Members this node declared dead.", m.deathsDeclared)
+        metric("tandem_membership_dead_retries_total", "counter", "Pings sent to dead members.", m.deadRetries)
+        metric("tandem_membership_push_pulls_total", "counter", "Push-pull state syncs started.", m.pushPulls)
+        metric("tandem_membership_push_pull_failures_total", "counter", "Push-pull syncs that failed.", m.pushPullFailures)
+        metric("tandem_membership_stalls_total", "counter", "Times this process noticed it had been stalled.", m.stalls)
+        metric("tandem_membership_messages_in_total", "counter", "Gossip messages received.", m.messagesIn)
+        metric("tandem_membership_messages_out_total", "counter", "Gossip messages sent.", m.messagesOut)
+        metric("tandem_membership_local_health", "gauge", "Lifeguard local health score (0 is healthy).", membership.awareness)
+        metric("tandem_membership_incarnation", "gauge", "This node's incarnation.", Int(membership.myself.incarnation))
+        out += "# HELP tandem_membership_members Members by status in this node's view.\n# TYPE tandem_membership_members gauge\n"
+        let states = membership.memberStates
+        for status in MemberStatus.allCases {
+            out += "tandem_membership_members{status=\"\(status)\"} \(states.filter { $0.status == status }.count)\n"
+        }
+        metric("tandem_gossip_packets_in_total", "counter", "Gossip datagrams received.", shell.packetsIn)
+        metric("tandem_gossip_packets_out_total", "counter", "Gossip datagrams sent.", shell.packetsOut)
+        metric("tandem_gossip_bytes_in_total", "counter", "Gossip bytes received.", shell.bytesIn)
+        metric("tandem_gossip_bytes_out_total", "counter", "Gossip bytes sent.", shell.bytesOut)
+        metric("tandem_gossip_malformed_packets_total", "counter", "Gossip datagrams dropped as malformed or foreign.", shell.malformedPackets)
+        metric("tandem_gossip_send_failures_total", "counter", "Datagrams the kernel would not take.", udp.sendFailures)
+        metric("tandem_chaos_dropped_total", "counter", "Datagrams dropped by opt-in fault injection.", shell.chaosDropped)
+        let p = peers.stats
+        metric("tandem_peer_frames_in_total", "counter", "Peer frames received.", p.framesIn)
+        metric("tandem_peer_frames_out_total", "counter", "Peer frames sent.", p.framesOut)
+        metric("tandem_peer_bytes_in_total", "counter", "Peer link bytes received.", p.bytesIn)
+        metric("tandem_peer_bytes_out_total", "counter", "Peer link bytes sent.", p.bytesOut)
+        metric("tandem_peer_malformed_frames_total", "counter", "Peer frames rejected (size, version, checksum, payload).", p.malformedFrames)
+        metric("tandem_peer_connect_failures_total", "counter", "Failed peer connection attempts.", p.connectFailures)
+        metric("tandem_peer_request_timeouts_total", "counter", "Peer requests that timed out.", p.requestTimeouts)
+        let h = http.stats
+        metric("tandem_http_requests_total", "counter", "HTTP requests parsed.", h.requests)
+        metric("tandem_http_bad_requests_total", "counter", "HTTP requests rejected as malformed or over a limit.", h.badRequests)
+        metric("tandem_http_connections_total", "counter", "HTTP connections accepted.", h.connectionsAccepted)
+        metric("tandem_http_connections_rejected_total", "counter", "HTTP connections refused at the connection limit.", h.connectionsRejected)
+        metric("tandem_data_dir_write_failures_total", "counter", "Failed durable writes to the data dir.", shell.persistFailures)
+        let dropped = shell.malformedPackets + p.malformedFrames + h.badRequests
+        metric("tandem_malformed_input_total", "counter", "All malformed input dropped (gossip, peer, HTTP).", dropped)
+        return out
+    }
+}

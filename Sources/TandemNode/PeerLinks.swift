@@ -1,0 +1,281 @@
+import TandemCore
+
+/// One frame on a peer TCP link:
+/// `length u32 | version u8 | kind u8 | requestID u32 | payload | crc32c u32`,
+/// where `length` counts everything after itself and the CRC covers version through payload.
+/// A request carries a non-zero `requestID`; its response carries the same ID and the
+/// `responseBit` on `kind`.
+public struct Frame: Equatable, Sendable {
+    public static let version: UInt8 = 1
+    public static let responseBit: UInt8 = 0x80
+    public static let overhead = 4 + 1 + 1 + 4 + 4
+
+    public var kind: UInt8
+    public var requestID: UInt32
+    public var payload: [UInt8]
+
+    public init(kind: UInt8, requestID: UInt32, payload: [UInt8]) {
+        self.kind = kind
+        self.requestID = requestID
+        self.payload = payload
+    }
+
+    public var isResponse: Bool { kind & Frame.responseBit != 0 }
+
+    public func encode() -> [UInt8] {
+        var w = ByteWriter(capacity: payload.count + Frame.overhead)
+        w.u32(UInt32(payload.count + Frame.overhead - 4))
+        w.u8(Frame.version)
+        w.u8(kind)
+        w.u32(requestID)
+        w.raw(payload)
+        w.u32(CRC32C.checksum(w.bytes[4...]))
+        return w.bytes
+    }
+}
+
+/// Frame kinds carried on peer links.
+public enum FrameKind {
+    public static let pushPull: UInt8 = 1
+}
+
+/// Splits a byte stream into frames, checking every length against `maxFrameSize` before it
+/// buffers anything, and every CRC.
+public struct FrameDecoder {
+    public let maxFrameSize: Int
+    private var buffer: [UInt8] = []
+
+    public init(maxFrameSize: Int) { self.maxFrameSize = maxFrameSize }
+
+    public mutating func feed(_ bytes: UnsafeRawBufferPointer) throws(TandemError) -> [Frame] {
+        buffer.append(contentsOf: bytes)
+        var frames: [Frame] = []
+        var start = 0
+        while buffer.count - start >= 4 {
+            var r = ByteReader(buffer, from: start)
+            let length = Int(try r.u32())
+            guard length <= maxFrameSize else {
+                throw TandemError(.tooLarge, "frame of \(length) bytes exceeds limit \(maxFrameSize)")
+            }
+            guard length >= Frame.overhead - 4 else { throw TandemError(.malformed, "frame length \(length) too short") }
+            guard buffer.count - start - 4 >= length else { break }
+            let version = try r.u8()
+            guard version == Frame.version else {
+                throw TandemError(.unsupportedVersion, "peer frame version \(version), this node speaks \(Frame.version)")
+            }
+            let kind = try r.u8()
+            let requestID = try r.u32()
+            let payloadCount = length - (Frame.overhead - 4)
+            let payloadStart = r.offset
+            let end = payloadStart + payloadCount
+            var crcReader = ByteReader(buffer, from: end)
+            let crc = try crcReader.u32()
+            guard crc == CRC32C.checksum(buffer[(start + 4)..<end]) else {
+                throw TandemError(.malformed, "peer frame checksum mismatch")
+            }
+            frames.append(Frame(kind: kind, requestID: requestID, payload: Array(buffer[payloadStart..<end])))
+            start = end + 4
+        }
+        if start > 0 { buffer.removeFirst(start) }
+        return frames
+    }
+}
+
+/// TCP links to peers, one per address, opened on demand and re-opened after a failure
+/// (with backoff), carrying request/response frames. Inbound connections are served by
+/// `onRequest`; its reply goes back on the connection the request came in on.
+public final class PeerLinks {
+    public struct Limits {
+        public var maxFrameSize = 8 << 20
+        public var maxQueuedBytes = 16 << 20
+        public var connectTimeout: Duration = .seconds(1)
+        public var reconnectBackoffMin: Duration = .milliseconds(50)
+        public var reconnectBackoffMax: Duration = .seconds(2)
+        public init() {}
+    }
+
+    public struct Stats {
+        public var framesIn = 0
+        public var framesOut = 0
+        public var bytesIn = 0
+        public var bytesOut = 0
+        public var malformedFrames = 0
+        public var connectFailures = 0
+        public var requestTimeouts = 0
+    }
+
+    private final class Link {
+        var connection: TCPConnection?
+        var connected = false
+        var queue: [[UInt8]] = []
+        var queuedBytes = 0
+        var decoder: FrameDecoder
+        var backoff: Duration
+        var retryAfter: Instant = .zero
+        init(maxFrameSize: Int, backoff: Duration) {
+            decoder = FrameDecoder(maxFrameSize: maxFrameSize)
+            self.backoff = backoff
+        }
+    }
+
+    private struct Pending {
+        var address: String
+        var timer: Timer
+        var completion: (Result<Frame, TandemError>) -> Void
+    }
+
+    private let loop: EventLoop
+    private let limits: Limits
+    private var links: [String: Link] = [:]
+    private var pending: [UInt32: Pending] = [:]
+    private var nextRequestID: UInt32 = 0
+    public private(set) var stats = Stats()
+    /// Handles an inbound request; call `reply` once with the response payload.
+    public var onRequest: (Frame, SocketAddress?, _ reply: @escaping ([UInt8]) -> Void) -> Void = { _, _, _ in }
+    /// Opt-in fault injection for tests: return true to refuse traffic with `address`.
+    public var isBlocked: (String) -> Bool = { _ in false }
+
+    public init(loop: EventLoop, server: TCPServer, limits: Limits = Limits()) {
+        self.loop = loop
+        self.limits = limits
+        server.start { [weak self] connection in self?.accept(connection) }
+    }
+
+    // ==== ------------------------------------------------------------------------------------
+    // MARK: Outbound
+
+    /// Sends a request to `address` and calls `completion` with the response or an error.
+    public func request(to address: String, kind: UInt8, payload: [UInt8], timeout: Duration,
+                        _ completion: @escaping (Result<Frame, TandemError>) -> Void) {
+        nextRequestID = nextRequestID == UInt32.max ? 1 : nextRequestID + 1
+        let id = nextRequestID
+        let timer = Timer(loop: loop)
+        pending[id] = Pending(address: address, timer: timer, completion: completion)
+        timer.start(after: timeout) { [weak self] in
+            self?.stats.requestTimeouts += 1
+            self?.finish(id, .failure(TandemError(.unavailable, "request to \(address) timed out")))
+        }
+        guard !isBlocked(address) else { return }  // a blocked peer behaves like a silent one
+        enqueue(Frame(kind: kind, requestID: id, payload: payload).encode(), to: address)
+    }
+
+    private func finish(_ id: UInt32, _ result: Result<Frame, TandemError>) {
+        guard let p = pending.removeValue(forKey: id) else { return }
+        p.timer.stop()
+        p.completion(result)
+    }
+
+    private func enqueue(_ bytes: [UInt8], to address: String) {
+        let link = links[address] ?? {
+            let l = Link(maxFrameSize: limits.maxFrameSize, backoff: limits.reconnectBackoffMin)
+            links[address] = l
+            return l
+        }()
+        guard link.queuedBytes + bytes.count <= limits.maxQueuedBytes else { return }
+        if link.connected, let c = link.connection, c.pendingWriteBytes < limits.maxQueuedBytes {
+            c.write(bytes)
+            count(out: bytes.count)
+            return
+        }
+        link.queue.append(bytes)
+        link.queuedBytes += bytes.count
+        if link.connection == nil && loop.now >= link.retryAfter { connect(link, address) }
+    }
+
+    private func count(out bytes: Int) {
+        stats.framesOut += 1
+        stats.bytesOut += bytes
+    }
+
+    private func connect(_ link: Link, _ address: String) {
+        guard let target = try? SocketAddress(address) else {
+            failAll(address, TandemError(.invalidArgument, "bad peer address \(address)"))
+            return
+        }
+        link.connection = TCPConnection.connect(loop: loop, to: target, timeout: limits.connectTimeout) { [weak self, weak link] c, error in
+            guard let self, let link else { return }
+            guard let c, error == nil else {
+                self.stats.connectFailures += 1
+                link.connection = nil
+                link.retryAfter = self.loop.now + link.backoff
+                link.backoff = min(self.limits.reconnectBackoffMax, link.backoff * 2)
+                link.queue.removeAll()
+                link.queuedBytes = 0
+                self.failAll(address, TandemError(.unavailable, "cannot reach \(address): \(error.map { "\($0)" } ?? "closed")"))
+                return
+            }
+            link.connected = true
+            link.backoff = self.limits.reconnectBackoffMin
+            c.onData = { [weak self, weak link] bytes in
+                guard let self, let link else { return }
+                self.receive(bytes, on: c, decoder: &link.decoder, reply: nil)
+            }
+            c.onClose = { [weak self, weak link] in
+                guard let self, let link else { return }
+                link.connection = nil
+                link.connected = false
+                link.decoder = FrameDecoder(maxFrameSize: self.limits.maxFrameSize)
+                self.failAll(address, TandemError(.unavailable, "link to \(address) closed"))
+            }
+            c.startReading()
+            for bytes in link.queue {
+                c.write(bytes)
+                self.count(out: bytes.count)
+            }
+            link.queue.removeAll()
+            link.queuedBytes = 0
+        }
+    }
+
+    private func failAll(_ address: String, _ error: TandemError) {
+        for (id, p) in pending where p.address == address { finish(id, .failure(error)) }
+    }
+
+    // ==== ------------------------------------------------------------------------------------
+    // MARK: Inbound
+
+    private func accept(_ c: TCPConnection) {
+        var decoder = FrameDecoder(maxFrameSize: limits.maxFrameSize)
+        c.onData = { [weak self, weak c] bytes in
+            guard let self, let c else { return }
+            if let peer = c.peer, self.isBlocked(peer.description) {
+                c.close()
+                return
+            }
+            self.receive(bytes, on: c, decoder: &decoder, reply: c)
+        }
+        c.startReading()
+    }
+
+    private func receive(_ bytes: UnsafeRawBufferPointer, on c: TCPConnection, decoder: inout FrameDecoder,
+                         reply: TCPConnection?) {
+        stats.bytesIn += bytes.count
+        let frames: [Frame]
+        do {
+            frames = try decoder.feed(bytes)
+        } catch {
+            // A peer that sends garbage loses its connection; the node keeps running.
+            stats.malformedFrames += 1
+            c.close()
+            return
+        }
+        for frame in frames {
+            stats.framesIn += 1
+            if frame.isResponse {
+                finish(frame.requestID, .success(frame))
+            } else if let reply {
+                let kind = frame.kind | Frame.responseBit
+                let id = frame.requestID
+                onRequest(frame, reply.peer) { [weak self, weak reply] payload in
+                    guard let reply, reply.isOpen else { return }
+                    let bytes = Frame(kind: kind, requestID: id, payload: payload).encode()
+                    reply.write(bytes)
+                    self?.count(out: bytes.count)
+                }
+            }
+        }
+    }
+
+    /// Counts a malformed request payload seen by a handler above this layer.
+    public func countMalformed() { stats.malformedFrames += 1 }
+}

@@ -1,0 +1,97 @@
+import ArgumentParser
+import Foundation
+import Logging
+import Membership
+import TandemNode
+
+@main
+struct Tandem: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "tandem",
+        abstract: "Active-active multi-region infrastructure for contact centers.",
+        subcommands: [NodeCommand.self, MembersCommand.self])
+}
+
+struct NodeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "node", abstract: "Run a node.")
+
+    @Option(help: "Unique node name.") var name: String
+    @Option(help: "Region this node serves.") var region: String
+    @Option(help: "host:port for gossip (UDP) and peer links (TCP).") var bind: String
+    @Option(help: "host:port for the HTTP API.") var api: String
+    @Option(name: .customLong("data-dir"), help: "Directory for everything the node must not lose.") var dataDir: String
+    @Option(help: "host:port of a node to join through (repeatable).") var seed: [String] = []
+    @Option(help: "Timing profile: lan, wan or fast.") var profile: String = "lan"
+    @Flag(help: "Vote in Raft but serve no clients.") var witness = false
+    @Flag(help: "Enable the /v1/chaos fault-injection endpoint (tests only).") var chaos = false
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error.") var logLevel: String = "info"
+
+    func validate() throws {
+        guard MembershipSettings.profile(named: profile) != nil else {
+            throw ValidationError("--profile must be lan, wan or fast")
+        }
+        guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level \(logLevel)") }
+        guard !bind.hasPrefix("0.0.0.0") else {
+            throw ValidationError("--bind must be the address other nodes reach this one at, not 0.0.0.0")
+        }
+    }
+
+    func run() throws {
+        let level = Logger.Level(rawValue: logLevel)!
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        var config = NodeConfig(name: name, region: region, bind: bind, api: api, dataDir: dataDir)
+        config.seeds = seed
+        config.profileName = profile
+        config.settings = MembershipSettings.profile(named: profile)!
+        config.role = witness ? "witness" : "voter"
+        config.chaos = chaos
+        let node: Node
+        do {
+            node = try Node(config: config, logger: Logger(label: "tandem.\(name)"))
+        } catch {
+            FileHandle.standardError.write(Data("tandem node: \(error)\n".utf8))
+            throw ExitCode(1)
+        }
+        node.run()
+    }
+}
+
+struct MembersCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "members", abstract: "List members as a node sees them.")
+
+    @Option(help: "host:port of any node's API.") var api: String
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() throws {
+        let response = try HTTPClient.request("GET", api, "/v1/members")
+        guard response.status == 200 else {
+            FileHandle.standardError.write(Data("error \(response.status): \(response.text)\n".utf8))
+            throw ExitCode(1)
+        }
+        if json {
+            print(response.text, terminator: "")
+            return
+        }
+        guard let object = response.json() as? [String: Any], let members = object["members"] as? [[String: Any]] else {
+            throw ValidationError("unexpected answer: \(response.text)")
+        }
+        let header = ["NAME", "REGION", "ADDRESS", "API", "STATUS", "INC", "RTT"]
+        var rows = [header]
+        for m in members {
+            let me = (m["self"] as? Bool) == true
+            rows.append([
+                "\(m["name"] ?? "")\(me ? " *" : "")", "\(m["region"] ?? "")", "\(m["address"] ?? "")",
+                "\(m["api"] ?? "")", "\(m["status"] ?? "")", "\(m["incarnation"] ?? "")",
+                (m["rttEstimateMs"] as? Double).map { String(format: "%.2fms", $0) } ?? "-",
+            ])
+        }
+        let widths = header.indices.map { i in rows.map { $0[i].count }.max()! }
+        for row in rows {
+            print(row.indices.map { row[$0].padding(toLength: widths[$0], withPad: " ", startingAt: 0) }.joined(separator: "  "))
+        }
+    }
+}
