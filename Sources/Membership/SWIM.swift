@@ -107,6 +107,9 @@ public struct MembershipInstance: Sendable {
     struct ProbeInFlight: Sendable {
         var seq: UInt32
         var target: String
+        /// The target's incarnation when the probe started: a failed probe is evidence against
+        /// that incarnation only.
+        var incarnation: UInt64
         var sentAt: Instant
         var directDeadline: Instant
         var endsAt: Instant
@@ -258,7 +261,7 @@ public struct MembershipInstance: Sendable {
         guard !leaving, let target = nextProbeTarget() else { return }
         let member = members[target]!
         let seq = nextSequence()
-        probe = ProbeInFlight(seq: seq, target: target, sentAt: now,
+        probe = ProbeInFlight(seq: seq, target: target, incarnation: member.incarnation, sentAt: now,
                               directDeadline: now + scaled(settings.probeTimeout), endsAt: nextProbeAt)
         stats.probes += 1
         // Buddy rule (Lifeguard §IV-C): a suspect hears of its suspicion from whoever probes it.
@@ -301,9 +304,12 @@ public struct MembershipInstance: Sendable {
         // Lifeguard: missing nacks mean the trouble may be ours, so grow our own timeouts.
         let delta = p.expectedNacks > 0 ? max(0, p.expectedNacks - p.nacks) : 1
         awareness = min(settings.awarenessMaxMultiplier - 1, awareness + delta)
-        guard let m = members[p.target], m.status.isLive else { return }
+        // Suspect the incarnation that was probed, not the current one: if the member refuted, or
+        // died and came back, while this probe was in flight, the newer incarnation never failed a
+        // probe (the ping may have gone to the old process), and suspecting it would be false.
+        guard let m = members[p.target], m.status.isLive, m.incarnation == p.incarnation else { return }
         if m.status == .alive { stats.suspicionsRaised += 1 }
-        handleSuspect(p.target, incarnation: m.incarnation, from: myself.name, into: &out)
+        handleSuspect(p.target, incarnation: p.incarnation, from: myself.name, into: &out)
     }
 
     // ==== ------------------------------------------------------------------------------------

@@ -216,9 +216,10 @@ public final class UDPSocket {
             buf!.pointee.base = socket.buffer
             buf!.pointee.len = UDPSocket.bufferSize
         }, { h, nread, buf, addr, _ in
-            guard nread > 0, let addr, let data = h?.pointee.data else { return }
+            // nread == 0 with an address is an empty datagram (input too: it is counted as malformed).
+            guard nread >= 0, let addr, let data = h?.pointee.data else { return }
             let socket: UDPSocket = owner(data)
-            let bytes = Array(UnsafeRawBufferPointer(start: buf!.pointee.base, count: nread))
+            let bytes = nread == 0 ? [] : Array(UnsafeRawBufferPointer(start: buf!.pointee.base, count: nread))
             socket.onDatagram(bytes, SocketAddress(addr))
         }), "udp recv start")
     }

@@ -119,7 +119,7 @@ public final class HTTPServer {
         guard connections.count < limits.maxConnections else {
             stats.connectionsRejected += 1
             c.write(HTTPResponse.error(503, "too_many_connections", "connection limit reached").encode(keepAlive: false))
-            c.close()
+            c.closeGracefully(linger: .milliseconds(200))
             return
         }
         stats.connectionsAccepted += 1
@@ -147,6 +147,7 @@ nonisolated(unsafe) private let parserSettings: UnsafeMutablePointer<http_parser
     s.pointee.on_url = { p, at, n in HTTPConnection.from(p).url(at, n) }
     s.pointee.on_header_field = { p, at, n in HTTPConnection.from(p).headerField(at, n) }
     s.pointee.on_header_value = { p, at, n in HTTPConnection.from(p).headerValue(at, n) }
+    s.pointee.on_headers_complete = { p in HTTPConnection.from(p).headersComplete() }
     s.pointee.on_body = { p, at, n in HTTPConnection.from(p).body(at, n) }
     s.pointee.on_message_complete = { p in HTTPConnection.from(p).messageComplete() }
     return s
@@ -245,14 +246,14 @@ final class HTTPConnection {
 
     func headerField(_ at: UnsafePointer<CChar>?, _ n: Int) -> Int32 {
         if inValue { finishHeader() }
-        guard addHeaderBytes(n) else { return 1 }
+        guard addHeaderBytes(n) else { return 0 }
         field.append(contentsOf: UnsafeRawBufferPointer(start: at, count: n))
         return 0
     }
 
     func headerValue(_ at: UnsafePointer<CChar>?, _ n: Int) -> Int32 {
         inValue = true
-        guard addHeaderBytes(n) else { return 1 }
+        guard addHeaderBytes(n) else { return 0 }
         value.append(contentsOf: UnsafeRawBufferPointer(start: at, count: n))
         return 0
     }
@@ -272,6 +273,15 @@ final class HTTPConnection {
         field.removeAll()
         value.removeAll()
         inValue = false
+    }
+
+    /// Refuses a declared body that is too large before any of it is read.
+    func headersComplete() -> Int32 {
+        let declared = parser.pointee.content_length
+        if declared != UInt64.max && declared > UInt64(limits.maxBodyBytes) {
+            return reject(.error(413, "body_too_large", "request body of \(declared) bytes exceeds \(limits.maxBodyBytes)"))
+        }
+        return 0
     }
 
     func body(_ at: UnsafePointer<CChar>?, _ n: Int) -> Int32 {
@@ -301,9 +311,12 @@ final class HTTPConnection {
         return 0
     }
 
+    /// Stops the parser (pausing works from every callback; a non-zero return from
+    /// on_headers_complete would mean "skip the body" instead).
     private func reject(_ response: HTTPResponse) -> Int32 {
         if rejection == nil { rejection = response }
-        return 1
+        http_parser_pause(parser, 1)
+        return 0
     }
 
     private func flush() {
@@ -313,7 +326,7 @@ final class HTTPConnection {
             slots.removeFirst()
             keepAliveBySlot.removeFirst()
             if !keepAlive {
-                connection.close()
+                connection.closeGracefully()
                 return
             }
         }

@@ -126,12 +126,35 @@ public final class TCPConnection {
         if !writeSizes.isEmpty { pendingWriteBytes -= writeSizes.removeFirst() }
     }
 
+    /// Finishes writing, half-closes, and discards whatever the peer still sends until it closes
+    /// or `linger` passes. Closing with unread input would send a reset that can destroy the
+    /// response (an error answer to an oversized request) before the client reads it.
+    public func closeGracefully(linger: Duration = .seconds(2)) {
+        guard isOpen, lingerTimer == nil else { return }
+        onData = { _ in }
+        let timer = Timer(loop: loop)
+        lingerTimer = timer
+        timer.start(after: linger) { [weak self] in self?.close() }
+        let req = UnsafeMutablePointer<uv_shutdown_t>.allocate(capacity: 1)
+        let rc = handle.withMemoryRebound(to: uv_stream_t.self, capacity: 1) { stream in
+            uv_shutdown(req, stream) { req, _ in req?.deallocate() }
+        }
+        if rc < 0 {
+            req.deallocate()
+            close()
+        }
+    }
+
+    private var lingerTimer: Timer?
+
     /// Closes once; `onClose` runs once libuv has released the handle.
     public func close() {
         guard isOpen else { return }
         isOpen = false
         connectTimer?.stop()
         connectTimer = nil
+        lingerTimer?.stop()
+        lingerTimer = nil
         handle.withMemoryRebound(to: uv_handle_t.self, capacity: 1) { h in
             uv_close(h) { h in
                 let c: TCPConnection = owner(h!.pointee.data)

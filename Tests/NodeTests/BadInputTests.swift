@@ -1,0 +1,177 @@
+import Foundation
+import Membership
+import TandemCore
+import TandemNode
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Garbage at every port: the node answers what deserves an answer with a JSON error, drops
+/// the rest, counts it, and keeps serving.
+@Suite(.serialized) struct BadInputTests {
+    @Test func gossipPortSurvivesRandomAndTruncatedDatagrams() throws {
+        let cluster = try LocalCluster(size: 2)
+        try cluster.startAll()
+        #expect(eventually(timeout: .seconds(10)) { cluster.view(from: 0)?["n2"]?.status == "alive" })
+        let target = cluster.nodes[0].bind
+        var rng = SeededGenerator(seed: 42)
+        var expectedMalformed = 0
+        func malformedCount() -> Double { cluster.metric("tandem_gossip_malformed_packets_total", node: 0) ?? -1 }
+        for batch in 0..<20 {
+            for _ in 0..<25 {
+                let n = Int(rng.next() % 1500)
+                var bytes = (0..<n).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+                if n > 0 && bytes[0] == Packet.magic { bytes[0] = 0 }  // keep it certainly foreign
+                sendDatagram(bytes, to: target)
+                expectedMalformed += 1
+            }
+            // Paced, so the kernel's receive buffer (not the node) is never what drops them.
+            let seen = eventually(timeout: .seconds(5)) { malformedCount() >= Double(expectedMalformed) }
+            #expect(seen, "batch \(batch): counter \(malformedCount()) < \(expectedMalformed)")
+        }
+        let valid = Packet([.ping(seq: 7, target: "n1"), .suspect(name: "n2", incarnation: 1, from: "n9")]).encode()
+        for cut in 0..<valid.count {
+            let prefix = Array(valid.prefix(cut))
+            sendDatagram(prefix, to: target)
+            // Some prefixes end on a message boundary and are valid packets; count the rest.
+            if (try? Packet.decode(prefix)) == nil { expectedMalformed += 1 }
+        }
+        var wrongVersion = valid
+        wrongVersion[1] = 99
+        sendDatagram(wrongVersion, to: target)
+        expectedMalformed += 1
+        sendDatagram(Array(repeating: 0xD7, count: 4000), to: target)  // oversized
+        expectedMalformed += 1
+
+        let counted = eventually(timeout: .seconds(10)) { malformedCount() >= Double(expectedMalformed) }
+        #expect(counted, "malformed counter: \(malformedCount()) of \(expectedMalformed)")
+        #expect(try HTTPClient.request("GET", cluster.nodes[0].api, "/v1/health").status == 200)
+        #expect(eventually(timeout: .seconds(5)) { cluster.view(from: 1)?["n1"]?.status == "alive" })
+    }
+
+    @Test func peerPortSurvivesGarbageAndBadFrames() throws {
+        let cluster = try LocalCluster(size: 2)
+        try cluster.startAll()
+        #expect(eventually(timeout: .seconds(10)) { cluster.view(from: 0)?["n2"]?.status == "alive" })
+        let target = try SocketAddress(cluster.nodes[0].bind)
+        var rng = SeededGenerator(seed: 7)
+        for _ in 0..<20 {
+            let bytes = (0..<Int(rng.next() % 4096 + 16)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+            _ = try? HTTPClient.exchange(target, bytes, timeout: .milliseconds(300))
+        }
+        // A frame claiming 2 GB, one with a bad CRC, one with a wrong version, a truncated one.
+        let good = Frame(kind: FrameKind.pushPull, requestID: 1, payload: [1, 2, 3]).encode()
+        var badCRC = good
+        badCRC[badCRC.count - 1] ^= 0xFF
+        var badVersion = good
+        badVersion[4] = 9
+        for bytes in [[0x7F, 0xFF, 0xFF, 0xFF, 1, 1], badCRC, badVersion, Array(good.prefix(7)), good] {
+            _ = try? HTTPClient.exchange(target, bytes, timeout: .milliseconds(300))
+        }
+        let counted = eventually(timeout: .seconds(5)) {
+            (cluster.metric("tandem_peer_malformed_frames_total", node: 0) ?? 0) >= 4
+        }
+        #expect(counted)
+        #expect(try HTTPClient.request("GET", cluster.nodes[0].api, "/v1/health").status == 200)
+        #expect(eventually(timeout: .seconds(5)) { cluster.view(from: 1)?["n1"]?.status == "alive" })
+    }
+
+    @Test func apiAnswersBadRequestsWithJSONErrors() throws {
+        let cluster = try LocalCluster(size: 1)
+        try cluster.start(0)
+        let api = cluster.nodes[0].api
+        #expect(eventually(timeout: .seconds(10)) { cluster.view(from: 0) != nil })
+        let address = try SocketAddress(api)
+
+        func expectJSONError(_ call: @autoclosure () throws -> HTTPClient.Response, _ status: Int,
+                             _ sourceLocation: SourceLocation = #_sourceLocation) {
+            let r: HTTPClient.Response
+            do { r = try call() } catch {
+                Issue.record("expected \(status), got \(error)", sourceLocation: sourceLocation)
+                return
+            }
+            #expect(r.status == status, "got \(r.status): \(r.text)", sourceLocation: sourceLocation)
+            let object = r.json() as? [String: Any]
+            #expect(object?["error"] is String && object?["message"] is String, "not a JSON error: \(r.text)", sourceLocation: sourceLocation)
+        }
+
+        expectJSONError(try HTTPClient.request("GET", api, "/v1/nope"), 404)
+        expectJSONError(try HTTPClient.request("DELETE", api, "/v1/members"), 405)
+        expectJSONError(try HTTPClient.request("POST", api, "/v1/chaos", body: Array("{}".utf8)), 403)
+        expectJSONError(try HTTPClient.exchange(address, Array("NOT HTTP AT ALL\r\n\r\n".utf8), timeout: .seconds(2)), 400)
+        let hugeHeader = "GET /v1/health HTTP/1.1\r\nX-Big: \(String(repeating: "a", count: 40_000))\r\n\r\n"
+        expectJSONError(try HTTPClient.exchange(address, Array(hugeHeader.utf8), timeout: .seconds(2)), 431)
+        let hugeBody = "POST /v1/chaos HTTP/1.1\r\nContent-Length: 10000000\r\n\r\n" + String(repeating: "x", count: 100_000)
+        expectJSONError(try HTTPClient.exchange(address, Array(hugeBody.utf8), timeout: .seconds(2)), 413)
+        let longURL = "GET /\(String(repeating: "a", count: 10_000)) HTTP/1.1\r\n\r\n"
+        expectJSONError(try HTTPClient.exchange(address, Array(longURL.utf8), timeout: .seconds(2)), 414)
+
+        // Two pipelined requests on one keep-alive connection are answered in order.
+        let pipelined = "GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\nGET /v1/nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        let raw = try rawExchange(address, Array(pipelined.utf8))
+        let first = raw.range(of: "HTTP/1.1 200")
+        let second = raw.range(of: "HTTP/1.1 404")
+        #expect(first != nil && second != nil && first!.lowerBound < second!.lowerBound, "pipelined answers: \(raw)")
+
+        #expect((cluster.metric("tandem_http_bad_requests_total", node: 0) ?? 0) >= 4)
+        #expect(try HTTPClient.request("GET", api, "/v1/health").status == 200)
+    }
+
+    @Test func chaosEndpointValidatesItsInput() throws {
+        let cluster = try LocalCluster(size: 1, chaos: true)
+        try cluster.start(0)
+        let api = cluster.nodes[0].api
+        #expect(eventually(timeout: .seconds(10)) { cluster.view(from: 0) != nil })
+        #expect(try HTTPClient.request("POST", api, "/v1/chaos", body: Array("{not json".utf8)).status == 400)
+        #expect(try HTTPClient.request("POST", api, "/v1/chaos", body: Array(#"{"dropRate":7}"#.utf8)).status == 400)
+        #expect(try HTTPClient.request("POST", api, "/v1/chaos", body: Array(#"{"block":["nowhere"]}"#.utf8)).status == 400)
+        let ok = try HTTPClient.request("POST", api, "/v1/chaos", body: Array(#"{"dropRate":0.5,"block":["127.0.0.1:9"]}"#.utf8))
+        #expect(ok.status == 200, "\(ok.text)")
+        #expect(try HTTPClient.request("DELETE", api, "/v1/chaos").status == 200)
+    }
+}
+
+func sendDatagram(_ bytes: [UInt8], to address: String) {
+    let parts = address.split(separator: ":")
+    let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+    defer { close(fd) }
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_port = in_port_t(UInt16(parts[1])!.bigEndian)
+    addr.sin_addr.s_addr = inet_addr(String(parts[0]))
+    _ = bytes.withUnsafeBytes { buf in
+        withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                sendto(fd, buf.baseAddress, buf.count, 0, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+    }
+}
+
+/// Sends raw bytes over TCP and returns everything the server wrote before closing.
+func rawExchange(_ address: SocketAddress, _ bytes: [UInt8]) throws -> String {
+    let parts = address.description.split(separator: ":")
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_port = in_port_t(UInt16(parts[1])!.bigEndian)
+    addr.sin_addr.s_addr = inet_addr(String(parts[0]))
+    var timeout = timeval(tv_sec: 3, tv_usec: 0)
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    let rc = withUnsafePointer(to: &addr) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    guard rc == 0 else { throw TandemError(.unavailable, "connect failed") }
+    _ = bytes.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
+    var out: [UInt8] = []
+    var buf = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let n = recv(fd, &buf, buf.count, 0)
+        if n <= 0 { break }
+        out += buf[0..<n]
+    }
+    return String(decoding: out, as: UTF8.self)
+}

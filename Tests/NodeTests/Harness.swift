@@ -1,0 +1,179 @@
+import Foundation
+import TandemNode
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Real `tandem node` processes on 127.0.0.1, for process tests and benchmarks' logic.
+final class LocalCluster {
+    struct NodeProcess {
+        let name: String
+        let bind: String
+        let api: String
+        let dataDir: String
+        var pid: pid_t?
+    }
+
+    let root: String
+    let profile: String
+    private(set) var nodes: [NodeProcess] = []
+    let binary: String
+
+    init(size: Int, profile: String = "fast", chaos: Bool = false) throws {
+        binary = LocalCluster.findBinary()
+        root = NSTemporaryDirectory() + "tandem-test-\(getpid())-\(UInt32.random(in: 0..<UInt32.max))"
+        self.profile = profile
+        let base = LocalCluster.freePortBase(count: size * 2)
+        for i in 0..<size {
+            nodes.append(NodeProcess(name: "n\(i + 1)", bind: "127.0.0.1:\(base + i)", api: "127.0.0.1:\(base + size + i)",
+                                     dataDir: "\(root)/n\(i + 1)", pid: nil))
+        }
+        self.chaos = chaos
+    }
+
+    let chaos: Bool
+
+    deinit {
+        for i in nodes.indices { kill9(i) }
+        try? FileManager.default.removeItem(atPath: root)
+    }
+
+    /// The `tandem` binary built next to this test bundle.
+    static func findBinary() -> String {
+        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        var dir = URL(fileURLWithPath: exe).deletingLastPathComponent()
+        // The bundle may be `X.xctest` (a file) or a directory tree; walk up until `tandem` appears.
+        for _ in 0..<4 {
+            let candidate = dir.appendingPathComponent("tandem").path
+            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+            dir = dir.deletingLastPathComponent()
+        }
+        return "tandem"
+    }
+
+    /// A run of `count` consecutive ports free for both UDP and TCP right now.
+    static func freePortBase(count: Int) -> Int {
+        for _ in 0..<200 {
+            let base = Int.random(in: 20000..<60000)
+            if (base..<base + count).allSatisfy({ portIsFree($0) }) { return base }
+        }
+        return 40000
+    }
+
+    static func portIsFree(_ port: Int) -> Bool {
+        for type in [Int32(SOCK_STREAM.rawValue), Int32(SOCK_DGRAM.rawValue)] {
+            let fd = socket(AF_INET, type, 0)
+            defer { close(fd) }
+            var addr = sockaddr_in()
+            addr.sin_family = sa_family_t(AF_INET)
+            addr.sin_port = in_port_t(UInt16(port).bigEndian)
+            addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+            let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+            if rc != 0 { return false }
+        }
+        return true
+    }
+
+    func start(_ i: Int, extraArgs: [String] = []) throws {
+        let n = nodes[i]
+        var args = ["node", "--name", n.name, "--region", "region-\(i % 3)", "--bind", n.bind, "--api", n.api,
+                    "--data-dir", n.dataDir, "--profile", profile, "--log-level", "warning"]
+        if i != 0 { args += ["--seed", nodes[0].bind] }
+        if chaos { args.append("--chaos") }
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        nodes[i].pid = try spawn(binary, args + extraArgs, log: "\(root)/\(n.name).log")
+    }
+
+    func startAll() throws { for i in nodes.indices { try start(i) } }
+
+    func kill9(_ i: Int) {
+        guard let pid = nodes[i].pid else { return }
+        kill(pid, SIGKILL)
+        _ = waitExit(pid)
+        nodes[i].pid = nil
+    }
+
+    /// SIGTERM and wait; returns the exit status (or 128 + signal).
+    func terminate(_ i: Int) -> Int32 {
+        guard let pid = nodes[i].pid else { return -1 }
+        kill(pid, SIGTERM)
+        nodes[i].pid = nil
+        return waitExit(pid)
+    }
+
+    func signal(_ i: Int, _ sig: Int32) {
+        if let pid = nodes[i].pid { kill(pid, sig) }
+    }
+
+    /// `name → (status, incarnation)` as node `i` sees the cluster, or nil if it does not answer.
+    func view(from i: Int) -> [String: (status: String, incarnation: Int)]? {
+        guard let r = try? HTTPClient.request("GET", nodes[i].api, "/v1/members", timeout: .seconds(1)), r.status == 200,
+              let object = r.json() as? [String: Any], let members = object["members"] as? [[String: Any]] else { return nil }
+        var out: [String: (String, Int)] = [:]
+        for m in members {
+            if let name = m["name"] as? String, let status = m["status"] as? String, let inc = m["incarnation"] as? Int {
+                out[name] = (status, inc)
+            }
+        }
+        return out
+    }
+
+    func metric(_ name: String, node i: Int) -> Double? {
+        guard let r = try? HTTPClient.request("GET", nodes[i].api, "/metrics", timeout: .seconds(1)), r.status == 200 else { return nil }
+        for line in r.text.split(separator: "\n") where line.hasPrefix(name + " ") {
+            return Double(line.split(separator: " ")[1])
+        }
+        return nil
+    }
+
+    func log(_ i: Int) -> String { (try? String(contentsOfFile: "\(root)/\(nodes[i].name).log", encoding: .utf8)) ?? "" }
+}
+
+/// Polls `condition` every 20 ms until it holds or `timeout` passes.
+func eventually(timeout: Duration, _ condition: () -> Bool) -> Bool {
+    let clock = ContinuousClock()
+    let deadline = clock.now + timeout
+    while clock.now < deadline {
+        if condition() { return true }
+        usleep(20_000)
+    }
+    return condition()
+}
+
+/// Starts `path args…` with stdout and stderr appended to `log` (posix_spawn: Foundation's
+/// Process can miss a child's exit on Linux and hang in waitUntilExit).
+func spawn(_ path: String, _ args: [String], log: String) throws -> pid_t {
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_addopen(&actions, 1, log, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+    posix_spawn_file_actions_adddup2(&actions, 1, 2)
+    let argv = ([path] + args).map { strdup($0) } + [nil]
+    defer { for a in argv { free(a) } }
+    // The test runner's threads may block signals; the child must start with a clean mask.
+    var attributes = posix_spawnattr_t()
+    posix_spawnattr_init(&attributes)
+    defer { posix_spawnattr_destroy(&attributes) }
+    var empty = sigset_t()
+    sigemptyset(&empty)
+    var defaults = sigset_t()
+    sigemptyset(&defaults)
+    sigaddset(&defaults, SIGTERM)
+    sigaddset(&defaults, SIGINT)
+    posix_spawnattr_setsigmask(&attributes, &empty)
+    posix_spawnattr_setsigdefault(&attributes, &defaults)
+    posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+    var pid: pid_t = 0
+    let rc = posix_spawn(&pid, path, &actions, &attributes, argv, environ)
+    guard rc == 0 else { throw NSError(domain: "spawn", code: Int(rc)) }
+    return pid
+}
+
+/// Waits for `pid` to exit; returns its exit code, or 128 + the signal that ended it.
+func waitExit(_ pid: pid_t) -> Int32 {
+    var status: Int32 = 0
+    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+    if status & 0x7f == 0 { return (status >> 8) & 0xff }
+    return 128 + (status & 0x7f)
+}
