@@ -9,7 +9,7 @@ struct Tandem: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tandem",
         abstract: "Active-active multi-region infrastructure for contact centers.",
-        subcommands: [NodeCommand.self, MembersCommand.self])
+        subcommands: [NodeCommand.self, MembersCommand.self, DemoCommand.self, BenchCommand.self])
 }
 
 struct NodeCommand: ParsableCommand {
@@ -76,22 +76,27 @@ struct MembersCommand: ParsableCommand {
             print(response.text, terminator: "")
             return
         }
-        guard let object = response.json() as? [String: Any], let members = object["members"] as? [[String: Any]] else {
-            throw ValidationError("unexpected answer: \(response.text)")
-        }
-        let header = ["NAME", "REGION", "ADDRESS", "API", "STATUS", "INC", "RTT"]
-        var rows = [header]
-        for m in members {
-            let me = (m["self"] as? Bool) == true
-            rows.append([
-                "\(m["name"] ?? "")\(me ? " *" : "")", "\(m["region"] ?? "")", "\(m["address"] ?? "")",
-                "\(m["api"] ?? "")", "\(m["status"] ?? "")", "\(m["incarnation"] ?? "")",
-                (m["rttEstimateMs"] as? Double).map { String(format: "%.2fms", $0) } ?? "-",
-            ])
-        }
-        let widths = header.indices.map { i in rows.map { $0[i].count }.max()! }
-        for row in rows {
-            print(row.indices.map { row[$0].padding(toLength: widths[$0], withPad: " ", startingAt: 0) }.joined(separator: "  "))
-        }
+        print(try membersTable(response), terminator: "")
     }
+}
+
+/// The `tandem members` table for a `/v1/members` answer.
+func membersTable(_ response: HTTPClient.Response) throws -> String {
+    guard let object = response.json() as? [String: Any], let members = object["members"] as? [[String: Any]] else {
+        throw ValidationError("unexpected answer: \(response.text)")
+    }
+    let header = ["NAME", "REGION", "ADDRESS", "API", "STATUS", "INC", "RTT"]
+    var rows = [header]
+    for m in members {
+        let me = (m["self"] as? Bool) == true
+        rows.append([
+            "\(m["name"] ?? "")\(me ? " *" : "")", "\(m["region"] ?? "")", "\(m["address"] ?? "")",
+            "\(m["api"] ?? "")", "\(m["status"] ?? "")", "\(m["incarnation"] ?? "")",
+            (m["rttEstimateMs"] as? Double).map { String(format: "%.2fms", $0) } ?? "-",
+        ])
+    }
+    let widths = header.indices.map { i in rows.map { $0[i].count }.max()! }
+    return rows.map { row in
+        row.indices.map { row[$0].padding(toLength: widths[$0], withPad: " ", startingAt: 0) }.joined(separator: "  ")
+    }.joined(separator: "\n") + "\n"
 }

@@ -1,28 +1,33 @@
 import Foundation
-import TandemNode
 
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// Real `tandem node` processes on 127.0.0.1, for process tests and benchmarks' logic.
-final class LocalCluster {
-    struct NodeProcess {
-        let name: String
-        let bind: String
-        let api: String
-        let dataDir: String
-        var pid: pid_t?
+/// Real `tandem node` processes on 127.0.0.1 ports, each with its own data dir under one
+/// temporary root: used by the process tests, `tandem demo` and `tandem bench`.
+public final class LocalCluster {
+    public struct NodeProcess {
+        public let name: String
+        public let bind: String
+        public let api: String
+        public let dataDir: String
+        public var pid: pid_t?
     }
 
-    let root: String
-    let profile: String
-    private(set) var nodes: [NodeProcess] = []
-    let binary: String
+    public let root: String
+    public let profile: String
+    public private(set) var nodes: [NodeProcess] = []
+    public let binary: String
+    public let chaos: Bool
+    /// Log level passed to every node (`info` shows membership changes).
+    public var logLevel = "warning"
+    /// Region of node `i` is `regions[i % regions.count]`.
+    public var regions = ["region-0", "region-1", "region-2"]
 
-    init(size: Int, profile: String = "fast", chaos: Bool = false) throws {
-        binary = LocalCluster.findBinary()
-        root = NSTemporaryDirectory() + "tandem-test-\(getpid())-\(UInt32.random(in: 0..<UInt32.max))"
+    public init(size: Int, profile: String = "fast", chaos: Bool = false, binary: String? = nil) throws {
+        self.binary = binary ?? LocalCluster.findBinary()
+        root = NSTemporaryDirectory() + "tandem-cluster-\(getpid())-\(UInt32.random(in: 0..<UInt32.max))"
         self.profile = profile
         let base = LocalCluster.freePortBase(count: size * 2)
         for i in 0..<size {
@@ -32,15 +37,13 @@ final class LocalCluster {
         self.chaos = chaos
     }
 
-    let chaos: Bool
-
     deinit {
         for i in nodes.indices { kill9(i) }
         try? FileManager.default.removeItem(atPath: root)
     }
 
     /// The `tandem` binary built next to this test bundle.
-    static func findBinary() -> String {
+    public static func findBinary() -> String {
         let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
         var dir = URL(fileURLWithPath: exe).deletingLastPathComponent()
         // The bundle may be `X.xctest` (a file) or a directory tree; walk up until `tandem` appears.
@@ -53,7 +56,7 @@ final class LocalCluster {
     }
 
     /// A run of `count` consecutive ports free for both UDP and TCP right now.
-    static func freePortBase(count: Int) -> Int {
+    public static func freePortBase(count: Int) -> Int {
         for _ in 0..<200 {
             let base = Int.random(in: 20000..<60000)
             if (base..<base + count).allSatisfy({ portIsFree($0) }) { return base }
@@ -61,7 +64,7 @@ final class LocalCluster {
         return 40000
     }
 
-    static func portIsFree(_ port: Int) -> Bool {
+    public static func portIsFree(_ port: Int) -> Bool {
         for type in [Int32(SOCK_STREAM.rawValue), Int32(SOCK_DGRAM.rawValue)] {
             let fd = socket(AF_INET, type, 0)
             defer { close(fd) }
@@ -75,19 +78,19 @@ final class LocalCluster {
         return true
     }
 
-    func start(_ i: Int, extraArgs: [String] = []) throws {
+    public func start(_ i: Int, extraArgs: [String] = []) throws {
         let n = nodes[i]
-        var args = ["node", "--name", n.name, "--region", "region-\(i % 3)", "--bind", n.bind, "--api", n.api,
-                    "--data-dir", n.dataDir, "--profile", profile, "--log-level", "warning"]
+        var args = ["node", "--name", n.name, "--region", regions[i % regions.count], "--bind", n.bind, "--api", n.api,
+                    "--data-dir", n.dataDir, "--profile", profile, "--log-level", logLevel]
         if i != 0 { args += ["--seed", nodes[0].bind] }
         if chaos { args.append("--chaos") }
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
         nodes[i].pid = try spawn(binary, args + extraArgs, log: "\(root)/\(n.name).log")
     }
 
-    func startAll() throws { for i in nodes.indices { try start(i) } }
+    public func startAll() throws { for i in nodes.indices { try start(i) } }
 
-    func kill9(_ i: Int) {
+    public func kill9(_ i: Int) {
         guard let pid = nodes[i].pid else { return }
         kill(pid, SIGKILL)
         _ = waitExit(pid)
@@ -95,19 +98,26 @@ final class LocalCluster {
     }
 
     /// SIGTERM and wait; returns the exit status (or 128 + signal).
-    func terminate(_ i: Int) -> Int32 {
+    public func terminate(_ i: Int) -> Int32 {
         guard let pid = nodes[i].pid else { return -1 }
         kill(pid, SIGTERM)
         nodes[i].pid = nil
         return waitExit(pid)
     }
 
-    func signal(_ i: Int, _ sig: Int32) {
+    public func signal(_ i: Int, _ sig: Int32) {
         if let pid = nodes[i].pid { kill(pid, sig) }
     }
 
+    /// Sets fault injection on node `i` (needs `chaos: true`).
+    @discardableResult
+    public func setChaos(_ i: Int, dropRate: Double = 0, block: [String] = []) -> Bool {
+        let body = "{\"dropRate\":\(dropRate),\"block\":[\(block.map { "\"\($0)\"" }.joined(separator: ","))]}"
+        return (try? HTTPClient.request("POST", nodes[i].api, "/v1/chaos", body: Array(body.utf8), timeout: .seconds(2)))?.status == 200
+    }
+
     /// `name → (status, incarnation)` as node `i` sees the cluster, or nil if it does not answer.
-    func view(from i: Int) -> [String: (status: String, incarnation: Int)]? {
+    public func view(from i: Int) -> [String: (status: String, incarnation: Int)]? {
         guard let r = try? HTTPClient.request("GET", nodes[i].api, "/v1/members", timeout: .seconds(1)), r.status == 200,
               let object = r.json() as? [String: Any], let members = object["members"] as? [[String: Any]] else { return nil }
         var out: [String: (String, Int)] = [:]
@@ -119,7 +129,7 @@ final class LocalCluster {
         return out
     }
 
-    func metric(_ name: String, node i: Int) -> Double? {
+    public func metric(_ name: String, node i: Int) -> Double? {
         guard let r = try? HTTPClient.request("GET", nodes[i].api, "/metrics", timeout: .seconds(1)), r.status == 200 else { return nil }
         for line in r.text.split(separator: "\n") where line.hasPrefix(name + " ") {
             return Double(line.split(separator: " ")[1])
@@ -127,11 +137,11 @@ final class LocalCluster {
         return nil
     }
 
-    func log(_ i: Int) -> String { (try? String(contentsOfFile: "\(root)/\(nodes[i].name).log", encoding: .utf8)) ?? "" }
+    public func log(_ i: Int) -> String { (try? String(contentsOfFile: "\(root)/\(nodes[i].name).log", encoding: .utf8)) ?? "" }
 }
 
 /// Polls `condition` every 20 ms until it holds or `timeout` passes.
-func eventually(timeout: Duration, _ condition: () -> Bool) -> Bool {
+public func eventually(timeout: Duration, _ condition: () -> Bool) -> Bool {
     let clock = ContinuousClock()
     let deadline = clock.now + timeout
     while clock.now < deadline {
@@ -143,7 +153,7 @@ func eventually(timeout: Duration, _ condition: () -> Bool) -> Bool {
 
 /// Starts `path args…` with stdout and stderr appended to `log` (posix_spawn: Foundation's
 /// Process can miss a child's exit on Linux and hang in waitUntilExit).
-func spawn(_ path: String, _ args: [String], log: String) throws -> pid_t {
+public func spawn(_ path: String, _ args: [String], log: String) throws -> pid_t {
     var actions = posix_spawn_file_actions_t()
     posix_spawn_file_actions_init(&actions)
     defer { posix_spawn_file_actions_destroy(&actions) }
@@ -171,7 +181,7 @@ func spawn(_ path: String, _ args: [String], log: String) throws -> pid_t {
 }
 
 /// Waits for `pid` to exit; returns its exit code, or 128 + the signal that ended it.
-func waitExit(_ pid: pid_t) -> Int32 {
+public func waitExit(_ pid: pid_t) -> Int32 {
     var status: Int32 = 0
     while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
     if status & 0x7f == 0 { return (status >> 8) & 0xff }
