@@ -32,7 +32,7 @@ let package = Package(
         .executableTarget(
             name: "tandem",
             dependencies: [
-                "TandemNode", "TandemCore", "Membership",
+                "TandemNode", "TandemCore", "Membership", "Simulation",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

@@ -140,13 +140,13 @@ public final class LocalCluster {
     public func log(_ i: Int) -> String { (try? String(contentsOfFile: "\(root)/\(nodes[i].name).log", encoding: .utf8)) ?? "" }
 }
 
-/// Polls `condition` every 20 ms until it holds or `timeout` passes.
-public func eventually(timeout: Duration, _ condition: () -> Bool) -> Bool {
+/// Polls `condition` every `interval` until it holds or `timeout` passes.
+public func eventually(timeout: Duration, interval: Duration = .milliseconds(20), _ condition: () -> Bool) -> Bool {
     let clock = ContinuousClock()
     let deadline = clock.now + timeout
     while clock.now < deadline {
         if condition() { return true }
-        usleep(20_000)
+        usleep(UInt32(interval.nanoseconds / 1000))
     }
     return condition()
 }

@@ -1,2 +1,213 @@
 import ArgumentParser
-struct BenchCommand: ParsableCommand { static let configuration = CommandConfiguration(commandName: "bench") }
+import Foundation
+import Membership
+import Simulation
+import TandemCore
+import TandemNode
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct BenchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench", abstract: "Benchmarks that print figures next to their targets.",
+        subcommands: [MembershipBench.self])
+}
+
+/// Figures for the membership issue, each against its target. Real processes on loopback; the
+/// 50-node gossip load comes from the simulator.
+struct MembershipBench: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "membership")
+
+    @Option(help: "Kill/detect runs with the fast profile.") var fastRuns = 15
+    @Option(help: "Kill/detect runs with the lan profile.") var lanRuns = 5
+    @Option(help: "Partition/heal runs per profile.") var healRuns = 5
+    @Option(help: "Seconds of 10% loss.") var lossSeconds = 300
+    @Option(help: "Seconds of the stall test (a 5 s SIGSTOP every 15 s).") var stallSeconds = 120
+    @Flag(help: "Short version of everything (a smoke run, not the figures).") var quick = false
+
+    func run() throws {
+        let scale = quick ? 0.2 : 1.0
+        func n(_ x: Int) -> Int { max(1, Int(Double(x) * scale)) }
+        print("membership benchmark — 5 real nodes on 127.0.0.1 unless noted\(quick ? " (quick)" : "")")
+        print("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores\n")
+
+        try detection(profile: "fast", runs: n(fastRuns), target: 1.0)
+        try detection(profile: "lan", runs: n(lanRuns), target: 6.0)
+        try partitionHeal(profile: "lan", runs: n(healRuns))
+        try partitionHeal(profile: "fast", runs: n(healRuns))
+        try join(profile: "lan", runs: n(5))
+        try join(profile: "fast", runs: n(5))
+        try loss(seconds: n(lossSeconds))
+        try stall(seconds: max(30, n(stallSeconds)))
+        simulatedLoad()
+    }
+
+    // MARK: kill -9 → every survivor lists it dead
+
+    func detection(profile: String, runs: Int, target: Double) throws {
+        let cluster = try LocalCluster(size: 5, profile: profile)
+        try cluster.startAll()
+        guard waitAllAlive(cluster, timeout: .seconds(30)) else { throw ValidationError("cluster did not form") }
+        var samples: [Double] = []
+        for r in 0..<runs {
+            let victim = 1 + r % 4
+            let name = cluster.nodes[victim].name
+            let survivors = (0..<5).filter { $0 != victim }
+            let clock = ContinuousClock()
+            cluster.kill9(victim)
+            let t0 = clock.now
+            let ok = eventually(timeout: .seconds(60), interval: .milliseconds(2)) {
+                survivors.allSatisfy { cluster.view(from: $0)?[name]?.status == "dead" }
+            }
+            guard ok else { throw ValidationError("\(profile): \(name) not declared dead") }
+            samples.append((clock.now - t0).seconds)
+            try cluster.start(victim)
+            guard waitAllAlive(cluster, timeout: .seconds(30)) else { throw ValidationError("\(name) did not rejoin") }
+        }
+        report("kill -9 → dead on every survivor, \(profile)", samples, unit: "s", target: "median < \(target) s",
+               met: median(samples) < target)
+    }
+
+    // MARK: partition one node away, then heal
+
+    func partitionHeal(profile: String, runs: Int) throws {
+        let cluster = try LocalCluster(size: 5, profile: profile, chaos: true)
+        try cluster.startAll()
+        guard waitAllAlive(cluster, timeout: .seconds(30)) else { throw ValidationError("cluster did not form") }
+        var samples: [Double] = []
+        for r in 0..<runs {
+            let x = 1 + r % 4
+            let others = (0..<5).filter { $0 != x }
+            cluster.setChaos(x, block: others.map { cluster.nodes[$0].bind })
+            for o in others { cluster.setChaos(o, block: [cluster.nodes[x].bind]) }
+            let name = cluster.nodes[x].name
+            let split = eventually(timeout: .seconds(120)) {
+                others.allSatisfy { cluster.view(from: $0)?[name]?.status == "dead" }
+                    && (cluster.view(from: x).map { v in others.allSatisfy { v[cluster.nodes[$0].name]?.status == "dead" } } ?? false)
+            }
+            guard split else { throw ValidationError("\(profile): partition never took effect") }
+            let clock = ContinuousClock()
+            let t0 = clock.now
+            for i in 0..<5 { cluster.setChaos(i) }
+            guard waitAllAlive(cluster, timeout: .seconds(60)) else { throw ValidationError("\(profile): no heal") }
+            samples.append((clock.now - t0).seconds)
+        }
+        report("partition 1 node, heal → all alive everywhere, \(profile)", samples, unit: "s",
+               target: "every run < 1 s", met: (samples.max() ?? 99) < 1.0)
+    }
+
+    // MARK: join
+
+    func join(profile: String, runs: Int) throws {
+        var samples: [Double] = []
+        for _ in 0..<runs {
+            let cluster = try LocalCluster(size: 5, profile: profile)
+            let clock = ContinuousClock()
+            let t0 = clock.now
+            try cluster.startAll()
+            guard waitAllAlive(cluster, timeout: .seconds(30)) else { throw ValidationError("no join") }
+            samples.append((clock.now - t0).seconds)
+            for i in 0..<5 { cluster.kill9(i) }
+        }
+        report("5 nodes started together → all see 5 alive (incl. process start), \(profile)", samples, unit: "s",
+               target: "< 0.25 s", met: median(samples) < 0.25)
+    }
+
+    // MARK: false deaths under loss, and under a stalling node
+
+    func loss(seconds: Int) throws {
+        let cluster = try LocalCluster(size: 5, profile: "lan", chaos: true)
+        cluster.logLevel = "info"
+        try cluster.startAll()
+        guard waitAllAlive(cluster, timeout: .seconds(30)) else { throw ValidationError("cluster did not form") }
+        // Each datagram passes the sender's and the receiver's dropper: 1 − (1 − d)² = 10%.
+        let d = 1 - (0.9).squareRoot()
+        for i in 0..<5 { cluster.setChaos(i, dropRate: d) }
+        let before = (0..<5).map { cluster.metric("tandem_gossip_bytes_out_total", node: $0) ?? 0 }
+        let clock = ContinuousClock()
+        let t0 = clock.now
+        _ = eventually(timeout: .seconds(Int64(seconds))) { false }
+        let elapsed = (clock.now - t0).seconds
+        let after = (0..<5).map { cluster.metric("tandem_gossip_bytes_out_total", node: $0) ?? 0 }
+        let falseDead = (0..<5).reduce(0) { $0 + deadLines(cluster.log($1)).count }
+        let suspicions = (0..<5).reduce(0.0) { $0 + (cluster.metric("tandem_membership_suspicions_total", node: $1) ?? 0) }
+        let refutations = (0..<5).reduce(0.0) { $0 + (cluster.metric("tandem_membership_refutations_total", node: $1) ?? 0) }
+        print("• 10% packet loss on every link, lan, \(seconds) s: false dead = \(falseDead)  (target 0) \(falseDead == 0 ? "MET" : "MISSED")")
+        print("    suspicions raised \(Int(suspicions)), refuted \(Int(refutations)); all still alive: \(waitAllAlive(cluster, timeout: .seconds(5)))")
+        let rates = zip(before, after).map { ($1 - $0) / elapsed }
+        print(String(format: "• gossip load, 5 nodes, lan, 10%% loss: %.0f bytes/s per node out (mean)\n", rates.reduce(0, +) / 5))
+        for i in 0..<5 { cluster.kill9(i) }
+    }
+
+    func stall(seconds: Int) throws {
+        let cluster = try LocalCluster(size: 5, profile: "lan")
+        cluster.logLevel = "info"
+        try cluster.startAll()
+        guard waitAllAlive(cluster, timeout: .seconds(30)) else { throw ValidationError("cluster did not form") }
+        let stalled = 4
+        let stalledName = cluster.nodes[stalled].name
+        let clock = ContinuousClock()
+        let end = clock.now + .seconds(Int64(seconds))
+        var stalls = 0
+        while clock.now + .seconds(15) <= end {
+            cluster.signal(stalled, SIGSTOP)
+            stalls += 1
+            _ = eventually(timeout: .seconds(5)) { false }
+            cluster.signal(stalled, SIGCONT)
+            _ = eventually(timeout: .seconds(10)) { false }
+        }
+        let healthyDead = (0..<5).reduce(0) { n, i in n + deadLines(cluster.log(i)).filter { !$0.contains("member=\(stalledName) ") }.count }
+        let stalledDead = (0..<5).reduce(0) { n, i in n + deadLines(cluster.log(i)).filter { $0.contains("member=\(stalledName) ") }.count }
+        let refutations = cluster.metric("tandem_membership_refutations_total", node: stalled) ?? 0
+        let noticed = cluster.metric("tandem_membership_stalls_total", node: stalled) ?? 0
+        print("• one node stalled 5 s every 15 s (\(stalls) stalls, lan): healthy nodes marked dead = \(healthyDead)  (target 0) \(healthyDead == 0 ? "MET" : "MISSED")")
+        print("    stalled node: declared dead \(stalledDead) times by others, refuted \(Int(refutations)) times, noticed its own stall \(Int(noticed)) times; all alive at the end: \(waitAllAlive(cluster, timeout: .seconds(10)))\n")
+        for i in 0..<5 { cluster.kill9(i) }
+    }
+
+    // MARK: gossip load at 50 nodes (simulation)
+
+    func simulatedLoad() {
+        for (count, profile) in [(5, "lan"), (50, "lan")] {
+            let sim = MembershipSimulation(seed: 1, settings: .lan)
+            sim.addNodes(count)
+            sim.run(for: .seconds(60))
+            let bytes0 = sim.bytesSent
+            sim.run(for: .seconds(300))
+            let perNode = Double(sim.bytesSent - bytes0) / 300 / Double(count)
+            print(String(format: "• gossip load, %d nodes, %@, simulated 5 min steady state: %.0f bytes/s per node out", count, profile, perNode))
+        }
+    }
+
+    // MARK: helpers
+
+    func waitAllAlive(_ cluster: LocalCluster, timeout: Duration) -> Bool {
+        let names = cluster.nodes.map(\.name)
+        return eventually(timeout: timeout, interval: .milliseconds(2)) {
+            cluster.nodes.indices.allSatisfy { i in
+                guard let v = cluster.view(from: i) else { return false }
+                return names.allSatisfy { v[$0]?.status == "alive" }
+            }
+        }
+    }
+
+    func deadLines(_ log: String) -> [String] {
+        log.split(separator: "\n").filter { $0.hasSuffix("member dead") }.map(String.init)
+    }
+
+    func median(_ xs: [Double]) -> Double {
+        guard !xs.isEmpty else { return .nan }
+        let s = xs.sorted()
+        return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
+    }
+
+    func report(_ what: String, _ xs: [Double], unit: String, target: String, met: Bool) {
+        let s = xs.sorted()
+        let p90 = s[min(s.count - 1, Int(Double(s.count) * 0.9))]
+        print("• \(what): " + String(format: "median %.3f %@, p90 %.3f, min %.3f, max %.3f (n=%d)",
+                                     median(xs), unit, p90, s.first!, s.last!, xs.count))
+        print("    target \(target): \(met ? "MET" : "MISSED")\n")
+    }
+}
