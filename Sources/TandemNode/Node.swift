@@ -106,7 +106,6 @@ public final class Node {
             "api": "\(apiAddress)", "incarnation": "\(incarnation)", "profile": "\(config.profileName)",
         ])
         apply(membership.join(seeds: config.seeds, now: loop.now))
-        schedule()
     }
 
     /// Runs the loop until the node has left the cluster.
@@ -161,13 +160,10 @@ public final class Node {
         apply(membership.onTick(now: loop.now))
     }
 
-    /// Re-arms the single timer for the core's next deadline.
+    /// Re-arms the single timer for the core's next deadline (after every input: `apply` calls it).
     private func schedule() {
         let delay = membership.nextDeadline - loop.now
-        tickTimer.start(after: delay) { [unowned self] in
-            self.tick()
-            self.schedule()
-        }
+        tickTimer.start(after: delay) { [unowned self] in self.tick() }
     }
 
     // ==== ------------------------------------------------------------------------------------
@@ -205,7 +201,6 @@ public final class Node {
                         if join { self.logger.debug("join attempt failed", metadata: ["seed": "\(to)", "error": "\(error)"]) }
                         self.apply(self.membership.onPushPullFailed(to: to, join: join, now: self.loop.now))
                     }
-                    self.schedule()
                 }
 
             case .persistIncarnation(let value):

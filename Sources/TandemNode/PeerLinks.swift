@@ -91,6 +91,7 @@ public final class PeerLinks {
         public var connectTimeout: Duration = .seconds(1)
         public var reconnectBackoffMin: Duration = .milliseconds(50)
         public var reconnectBackoffMax: Duration = .seconds(2)
+        public var maxInboundConnections = 1024
         public init() {}
     }
 
@@ -102,6 +103,7 @@ public final class PeerLinks {
         public var malformedFrames = 0
         public var connectFailures = 0
         public var requestTimeouts = 0
+        public var connectionsRefused = 0
     }
 
     private final class Link {
@@ -234,7 +236,16 @@ public final class PeerLinks {
     // ==== ------------------------------------------------------------------------------------
     // MARK: Inbound
 
+    private var inbound = 0
+
     private func accept(_ c: TCPConnection) {
+        guard inbound < limits.maxInboundConnections else {
+            stats.connectionsRefused += 1
+            c.close()
+            return
+        }
+        inbound += 1
+        c.onClose = { [weak self] in self?.inbound -= 1 }
         var decoder = FrameDecoder(maxFrameSize: limits.maxFrameSize)
         c.onData = { [weak self, weak c] bytes in
             guard let self, let c else { return }
