@@ -138,6 +138,7 @@ struct MembershipBench: ParsableCommand {
         print("    suspicions raised \(Int(suspicions)), refuted \(Int(refutations)); all still alive: \(waitAllAlive(cluster, timeout: .seconds(5)))")
         let rates = zip(before, after).map { ($1 - $0) / elapsed }
         print(String(format: "• gossip load, 5 nodes, lan, 10%% loss: %.0f bytes/s per node out (mean)\n", rates.reduce(0, +) / 5))
+        fflush(nil)
         for i in 0..<5 { cluster.kill9(i) }
     }
 
@@ -164,6 +165,7 @@ struct MembershipBench: ParsableCommand {
         let noticed = cluster.metric("tandem_membership_stalls_total", node: stalled) ?? 0
         print("• one node stalled 5 s every 15 s (\(stalls) stalls, lan): healthy nodes marked dead = \(healthyDead)  (target 0) \(healthyDead == 0 ? "MET" : "MISSED")")
         print("    stalled node: declared dead \(stalledDead) times by others, refuted \(Int(refutations)) times, noticed its own stall \(Int(noticed)) times; all alive at the end: \(waitAllAlive(cluster, timeout: .seconds(10)))\n")
+        fflush(nil)
         for i in 0..<5 { cluster.kill9(i) }
     }
 
@@ -178,6 +180,7 @@ struct MembershipBench: ParsableCommand {
             sim.run(for: .seconds(300))
             let perNode = Double(sim.bytesSent - bytes0) / 300 / Double(count)
             print(String(format: "• gossip load, %d nodes, %@, simulated 5 min steady state: %.0f bytes/s per node out", count, profile, perNode))
+            fflush(nil)
         }
     }
 
@@ -209,5 +212,6 @@ struct MembershipBench: ParsableCommand {
         print("• \(what): " + String(format: "median %.3f %@, p90 %.3f, min %.3f, max %.3f (n=%d)",
                                      median(xs), unit, p90, s.first!, s.last!, xs.count))
         print("    target \(target): \(met ? "MET" : "MISSED")\n")
+        fflush(nil)
     }
 }
