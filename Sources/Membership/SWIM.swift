@@ -85,6 +85,8 @@ public struct MembershipInstance: Sendable {
 
     private var probeRing: [String] = []
     private var probeCursor = 0
+    /// Members others suspect that this node has not probed since: probed next, out of turn.
+    private var suspectsToProbe: [String] = []
     private var probe: ProbeInFlight?
     private var relays: [UInt32: IndirectRelay] = [:]
     private var suspicions: [String: Suspicion] = [:]
@@ -271,7 +273,16 @@ public struct MembershipInstance: Sendable {
 
     /// Round-robin over live members in a random order, reshuffled each lap (SWIM §4.3), so
     /// every member is probed within a bounded time.
+    ///
+    /// A member suspected by someone else jumps the queue. If it is alive, the buddy rule puts the
+    /// suspicion on our ping and its ack carries the refutation back, so a node that missed the
+    /// refutation gossip cannot sit on the suspicion until it expires (a false death). If it is
+    /// dead, our failed probe is an independent confirmation that shortens the suspicion.
     private mutating func nextProbeTarget() -> String? {
+        while !suspectsToProbe.isEmpty {
+            let name = suspectsToProbe.removeFirst()
+            if members[name]?.status == .suspect { return name }
+        }
         for _ in 0..<(probeRing.count + 1) {
             if probeCursor >= probeRing.count {
                 probeRing = names.filter { members[$0]?.status.isLive ?? false }
@@ -450,6 +461,7 @@ public struct MembershipInstance: Sendable {
         let minTimeout = Suspicion.minTimeout(settings: settings, clusterSize: n)
         suspicions[name] = Suspicion(incarnation: inc, from: from, now: now, minTimeout: minTimeout,
                                      maxTimeout: minTimeout * settings.suspicionMaxTimeoutMult, wanted: wanted)
+        if from != myself.name && !suspectsToProbe.contains(name) { suspectsToProbe.append(name) }
         broadcast(.suspect(name: name, incarnation: inc, from: from))
         if previous != .suspect { out.append(.memberChanged(m.state, previous: previous)) }
     }

@@ -22,12 +22,21 @@ public struct ByteWriter: Sendable {
     public mutating func f64(_ v: Double) { u64(v.bitPattern) }
     public mutating func bool(_ v: Bool) { u8(v ? 1 : 0) }
 
-    /// A string of at most 255 UTF-8 bytes (names, addresses, regions).
+    /// A string of at most 255 UTF-8 bytes (names, addresses, regions). Callers validate
+    /// lengths at the edge (`ByteWriter.fitsShortString`); a longer string is cut at a character
+    /// boundary so the output always decodes.
     public mutating func shortString(_ s: String) {
-        let utf8 = Array(s.utf8.prefix(255))
+        var utf8 = Array(s.utf8)
+        if utf8.count > 255 {
+            var end = 255
+            while end > 0 && utf8[end] & 0xC0 == 0x80 { end -= 1 }  // not inside a character
+            utf8 = Array(utf8[..<end])
+        }
         u8(UInt8(utf8.count))
         bytes.append(contentsOf: utf8)
     }
+
+    public static func fitsShortString(_ s: String) -> Bool { s.utf8.count <= 255 }
 
     public mutating func blob(_ b: [UInt8]) {
         u32(UInt32(b.count))

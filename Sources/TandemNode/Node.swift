@@ -70,6 +70,11 @@ public final class Node {
     public init(config: NodeConfig, logger: Logger) throws {
         self.config = config
         self.logger = logger
+        for (flag, value) in [("name", config.name), ("region", config.region), ("role", config.role)] {
+            guard !value.isEmpty, ByteWriter.fitsShortString(value) else {
+                throw TandemError(.invalidArgument, "--\(flag) must be 1 to 255 bytes of UTF-8")
+            }
+        }
         let bindAddress = try SocketAddress(config.bind)
         let apiAddress = try SocketAddress(config.api)
         dataDir = try DataDir(path: config.dataDir, name: config.name)
