@@ -19,6 +19,7 @@ let package = Package(
         // Pure code: no I/O, no clocks, no global randomness.
         .target(name: "TandemCore"),
         .target(name: "Membership", dependencies: ["TandemCore"]),
+        .target(name: "GlobalTable", dependencies: ["TandemCore"]),
         .target(name: "Simulation", dependencies: ["TandemCore", "Membership"]),
 
         // The libuv shell and the CLI.
@@ -39,6 +40,7 @@ let package = Package(
         ),
 
         .testTarget(name: "MembershipTests", dependencies: ["Membership", "TandemCore"]),
+        .testTarget(name: "GlobalTableTests", dependencies: ["GlobalTable", "TandemCore"]),
         .testTarget(name: "SimulationTests", dependencies: ["Simulation", "Membership", "TandemCore"]),
         .testTarget(name: "NodeTests", dependencies: ["TandemNode", "TandemCore", "Membership"]),
     ]

@@ -1,0 +1,153 @@
+import GlobalTable
+import TandemCore
+import Testing
+
+/// Merge laws as properties over random operations on every attribute type.
+@Suite struct MergeLawTests {
+    /// A random history: `replicas` nodes each applying random operations to their own copy of
+    /// one item, producing the deltas they would replicate.
+    struct History {
+        var deltas: [ItemState] = []
+        var finals: [ItemState] = []
+    }
+
+    static let names = ["a", "b", "n", "s"]
+    static let elements: [SetElement] = ["x", "y", "z"].map { .string($0) }
+
+    static func randomHistory(seed: UInt64, replicas: Int = 3, steps: Int = 40) -> History {
+        var rng = SeededGenerator(seed: seed)
+        var states = Array(repeating: ItemState(), count: replicas)
+        var clocks = (0..<replicas).map { HybridClock(node: UInt64($0 + 1)) }
+        var wall: UInt64 = 1_000
+        var history = History()
+        for _ in 0..<steps {
+            wall += rng.next() % 3
+            let r = Int(rng.next() % UInt64(replicas))
+            // Sometimes a replica first catches up with a random earlier delta (partial sync).
+            if !history.deltas.isEmpty, rng.chance(0.5) {
+                let d = history.deltas[Int(rng.next() % UInt64(history.deltas.count))]
+                states[r].merge(d)
+                for (_, a) in d.attributes { _ = a }
+                clocks[r].observe(HLC(time: maxTime(d), node: 0), wallMs: wall)
+            }
+            let t = clocks[r].now(wallMs: wall)
+            let name = names[Int(rng.next() % UInt64(names.count))]
+            let delta: ItemState?
+            switch rng.next() % 8 {
+            case 0: delta = states[r].set(name, .string("v\(rng.next() % 5)"), at: t)
+            case 1: delta = states[r].set(name, .number(DecimalNumber(Int(rng.next() % 10))), at: t)
+            case 2: delta = states[r].remove(name, at: t)
+            case 3: delta = states[r].add("n", DecimalNumber(Int(rng.next() % 7) - 3), at: t)
+            case 4: delta = states[r].addToSet("s", [elements[Int(rng.next() % 3)]], at: t)
+            case 5: delta = states[r].removeFromSet("s", [elements[Int(rng.next() % 3)]], at: t)
+            case 6: delta = states[r].put(["a": .string("p"), "n": .number(DecimalNumber(1))], at: t)
+            default: delta = rng.chance(0.3) ? states[r].delete(at: t) : states[r].add("n", DecimalNumber(1), at: t)
+            }
+            if let delta { history.deltas.append(delta) }
+        }
+        history.finals = states
+        return history
+    }
+
+    static func maxTime(_ s: ItemState) -> UInt64 {
+        var t = s.marker.time
+        for a in s.attributes.values {
+            if let r = a.register { t = max(t, r.at.time) }
+            if let c = a.counter { t = max(t, c.lastWrite.time) }
+            if let w = a.set?.lastWrite { t = max(t, w.time) }
+        }
+        return t
+    }
+
+    @Test func mergeIsCommutativeAssociativeAndIdempotent() {
+        for seed in UInt64(1)...300 {
+            let h = Self.randomHistory(seed: seed)
+            let (a, b, c) = (h.finals[0], h.finals[1], h.finals[2])
+            #expect(a.merged(b) == b.merged(a), "commutativity, seed \(seed)")
+            #expect(a.merged(b).merged(c) == a.merged(b.merged(c)), "associativity, seed \(seed)")
+            #expect(a.merged(a) == a, "idempotence, seed \(seed)")
+            #expect(a.merged(b).visible == b.merged(a).visible, "seed \(seed)")
+        }
+    }
+
+    @Test func replicasConvergeWhateverTheDeliveryOrder() {
+        for seed in UInt64(1)...200 {
+            let h = Self.randomHistory(seed: seed)
+            var rng = SeededGenerator(seed: seed ^ 0xABCDEF)
+            var replicas: [ItemState] = []
+            for _ in 0..<3 {
+                var order = h.deltas + h.deltas.filter { _ in rng.chance(0.3) }  // with duplicates
+                order.shuffle(using: &rng)
+                var s = ItemState()
+                for d in order { s.merge(d) }
+                replicas.append(s)
+            }
+            #expect(replicas[0] == replicas[1] && replicas[1] == replicas[2], "seed \(seed)")
+            // And equal to every origin's state merged together.
+            let all = h.finals.reduce(ItemState()) { $0.merged($1) }
+            #expect(replicas[0].visible == all.visible, "seed \(seed)")
+        }
+    }
+
+    @Test func concurrentWritesToDifferentAttributesBothSurvive() {
+        var east = ItemState(), west = ItemState()
+        let base = east.put(["id": .string("a-17"), "status": .string("available")], at: HLC(physicalMs: 1, logical: 0, node: 1))
+        west.merge(base)
+        let d1 = east.set("x", .string("from-east"), at: HLC(physicalMs: 2, logical: 0, node: 1))
+        let d2 = west.set("y", .string("from-west"), at: HLC(physicalMs: 2, logical: 0, node: 2))
+        east.merge(d2)
+        west.merge(d1)
+        #expect(east == west)
+        #expect(east.visible?["x"] == .string("from-east"))
+        #expect(east.visible?["y"] == .string("from-west"))
+        #expect(east.visible?["status"] == .string("available"))
+    }
+
+    @Test func concurrentIncrementsAllCountAndALaterSetResets() {
+        var east = ItemState(), west = ItemState()
+        var t: UInt64 = 10
+        var deltasEast: [ItemState] = [], deltasWest: [ItemState] = []
+        for i in 0..<1000 {
+            t += 1
+            if i % 2 == 0 {
+                deltasEast.append(east.add("handled", DecimalNumber(1), at: HLC(physicalMs: t, logical: 0, node: 1))!)
+            } else {
+                deltasWest.append(west.add("handled", DecimalNumber(1), at: HLC(physicalMs: t, logical: 0, node: 2))!)
+            }
+        }
+        for d in deltasWest { east.merge(d) }
+        for d in deltasEast { west.merge(d) }
+        #expect(east == west)
+        #expect(east.visible?["handled"] == .number(DecimalNumber(1000)))
+
+        _ = east.set("handled", .number(DecimalNumber(5)), at: HLC(physicalMs: t + 10, logical: 0, node: 1))
+        _ = east.add("handled", DecimalNumber(2), at: HLC(physicalMs: t + 11, logical: 0, node: 1))
+        #expect(east.visible?["handled"] == .number(DecimalNumber(7)))
+    }
+
+    @Test func addWinsOverAConcurrentRemove() {
+        var east = ItemState(), west = ItemState()
+        let add = east.addToSet("skills", [.string("billing")], at: HLC(physicalMs: 1, logical: 0, node: 1))!
+        west.merge(add)
+        let remove = west.removeFromSet("skills", [.string("billing")], at: HLC(physicalMs: 2, logical: 0, node: 2))
+        let addAgain = east.addToSet("skills", [.string("billing")], at: HLC(physicalMs: 2, logical: 0, node: 1))!
+        east.merge(remove)
+        west.merge(addAgain)
+        #expect(east == west)
+        #expect(east.visible?["skills"] == .stringSet(["billing"]))
+    }
+
+    @Test func deleteHidesOlderWritesAndALaterUpdateStillLands() {
+        var s = ItemState()
+        _ = s.put(["a": .string("1"), "b": .string("2")], at: HLC(physicalMs: 1, logical: 0, node: 1))
+        _ = s.delete(at: HLC(physicalMs: 2, logical: 0, node: 1))
+        #expect(s.visible == nil)
+        // A write made before the delete, arriving late, stays hidden.
+        var late = ItemState()
+        _ = late.set("c", .string("old"), at: HLC(physicalMs: 1, logical: 5, node: 2))
+        s.merge(late)
+        #expect(s.visible == nil)
+        _ = s.set("d", .string("new"), at: HLC(physicalMs: 3, logical: 0, node: 2))
+        #expect(s.visible == ["d": .string("new")])
+    }
+}
