@@ -22,6 +22,18 @@ public struct ItemState: Hashable, Sendable {
 
     public init() {}
 
+    /// Assembles a state from decoded parts (the codec's door in; writers use the operations).
+    struct Builder {
+        var marker: HLC
+        var attributes: [String: AttributeState] = [:]
+        func build() -> ItemState {
+            var s = ItemState()
+            s.marker = marker
+            s.attributes = attributes
+            return s
+        }
+    }
+
     // ==== ------------------------------------------------------------------------------------
     // MARK: Merge
 
