@@ -1,0 +1,208 @@
+import TandemCore
+
+/// A key attribute's value: DynamoDB allows strings, numbers and binary as keys.
+public enum KeyValue: Hashable, Comparable, Sendable, CustomStringConvertible {
+    case string(String)
+    case number(DecimalNumber)
+    case binary([UInt8])
+
+    /// Sort order of a sort key: strings by UTF-8 bytes (as DynamoDB), numbers numerically,
+    /// binary bytewise.
+    public static func < (a: KeyValue, b: KeyValue) -> Bool {
+        switch (a, b) {
+        case (.string(let x), .string(let y)): Array(x.utf8).lexicographicallyPrecedes(Array(y.utf8))
+        case (.number(let x), .number(let y)): x < y
+        case (.binary(let x), .binary(let y)): x.lexicographicallyPrecedes(y)
+        default: a.rank < b.rank
+        }
+    }
+
+    var rank: Int {
+        switch self {
+        case .string: 0
+        case .number: 1
+        case .binary: 2
+        }
+    }
+
+    public var attributeValue: AttributeValue {
+        switch self {
+        case .string(let s): .string(s)
+        case .number(let n): .number(n)
+        case .binary(let b): .binary(b)
+        }
+    }
+
+    public init?(_ value: AttributeValue) {
+        switch value {
+        case .string(let s): self = .string(s)
+        case .number(let n): self = .number(n)
+        case .binary(let b): self = .binary(b)
+        default: return nil
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .string(let s): s
+        case .number(let n): n.description
+        case .binary(let b): b.map { String($0, radix: 16) }.joined()
+        }
+    }
+
+    func encode(_ w: inout ByteWriter) {
+        switch self {
+        case .string(let s):
+            w.u8(0)
+            w.blob(Array(s.utf8))
+        case .number(let n):
+            w.u8(1)
+            w.shortString(n.description)
+        case .binary(let b):
+            w.u8(2)
+            w.blob(b)
+        }
+    }
+}
+
+/// An item's primary key: partition key and, if the table has one, sort key.
+public struct ItemKey: Hashable, Comparable, Sendable {
+    public var partition: KeyValue
+    public var sort: KeyValue?
+
+    public init(partition: KeyValue, sort: KeyValue? = nil) {
+        self.partition = partition
+        self.sort = sort
+    }
+
+    public static func < (a: ItemKey, b: ItemKey) -> Bool {
+        if a.partition != b.partition { return a.partition < b.partition }
+        switch (a.sort, b.sort) {
+        case (nil, nil): return false
+        case (nil, _): return true
+        case (_, nil): return false
+        case (let x?, let y?): return x < y
+        }
+    }
+
+    /// Stable bytes (hashing, storage keys).
+    public var bytes: [UInt8] {
+        var w = ByteWriter(capacity: 32)
+        partition.encode(&w)
+        if let s = sort {
+            w.u8(1)
+            s.encode(&w)
+        } else {
+            w.u8(0)
+        }
+        return w.bytes
+    }
+}
+
+public struct KeySchema: Hashable, Sendable {
+    public var partitionKey: String
+    public var sortKey: String?
+
+    public init(partitionKey: String, sortKey: String? = nil) {
+        self.partitionKey = partitionKey
+        self.sortKey = sortKey
+    }
+}
+
+/// Order-independent digests of a table's items in 256 key-hash buckets, kept up to date on
+/// every change, so two replicas find what differs by comparing a root, then bucket digests,
+/// then only the items of differing buckets.
+///
+/// A bucket's digest is the wrapping sum of its items' hashes (hash of key and canonical state):
+/// replacing an item subtracts its old hash and adds the new one, in O(1).
+public struct MerkleDigest: Hashable, Sendable {
+    public static let bucketCount = 256
+    public private(set) var buckets = [UInt64](repeating: 0, count: MerkleDigest.bucketCount)
+
+    public init() {}
+
+    public static func bucket(of key: ItemKey) -> Int { Int(stableHash64(key.bytes) >> 56) }
+
+    static func itemHash(_ key: ItemKey, _ encodedState: [UInt8]) -> UInt64 {
+        // Two independent 64-bit hashes folded together: a collision needs both to collide.
+        let k = key.bytes
+        return stableHash64(k + encodedState) ^ (UInt64(CRC32C.checksum(k + encodedState)) << 32)
+    }
+
+    mutating func replace(_ key: ItemKey, old: [UInt8]?, new: [UInt8]) {
+        let b = MerkleDigest.bucket(of: key)
+        if let old { buckets[b] &-= MerkleDigest.itemHash(key, old) }
+        buckets[b] &+= MerkleDigest.itemHash(key, new)
+    }
+
+    /// One number that differs if any bucket differs.
+    public var root: UInt64 {
+        var w = ByteWriter(capacity: 8 * MerkleDigest.bucketCount)
+        for b in buckets { w.u64(b) }
+        return stableHash64(w.bytes)
+    }
+
+    public func differingBuckets(_ other: MerkleDigest) -> [Int] {
+        (0..<MerkleDigest.bucketCount).filter { buckets[$0] != other.buckets[$0] }
+    }
+}
+
+/// One table's replicated items: merge-only state (every write is a delta merged here), kept in
+/// canonical encoded form alongside so digests and storage need no re-encoding.
+public struct TableReplica: Sendable {
+    public let name: String
+    public let schema: KeySchema
+    public private(set) var items: [ItemKey: ItemState] = [:]
+    public private(set) var digest = MerkleDigest()
+    private var encoded: [ItemKey: [UInt8]] = [:]
+
+    public init(name: String, schema: KeySchema) {
+        self.name = name
+        self.schema = schema
+    }
+
+    /// Merges a delta (a local write or one from a peer); returns true if anything changed.
+    @discardableResult
+    public mutating func merge(_ key: ItemKey, _ delta: ItemState) -> Bool {
+        let before = items[key]
+        var next = before ?? ItemState()
+        next.merge(delta)
+        guard next != before else { return false }
+        let bytes = ItemCodec.encode(next)
+        digest.replace(key, old: encoded[key], new: bytes)
+        items[key] = next
+        encoded[key] = bytes
+        return true
+    }
+
+    public func state(_ key: ItemKey) -> ItemState? { items[key] }
+
+    public func encodedState(_ key: ItemKey) -> [UInt8]? { encoded[key] }
+
+    /// Keys whose bucket is `bucket`, sorted.
+    public func keys(inBucket bucket: Int) -> [ItemKey] {
+        items.keys.filter { MerkleDigest.bucket(of: $0) == bucket }.sorted()
+    }
+
+    /// Visible items of one partition in sort-key order, from `after` (exclusive), up to `limit`.
+    public func query(partition: KeyValue, where match: (KeyValue?) -> Bool = { _ in true },
+                      after: ItemKey? = nil, limit: Int) -> (items: [(ItemKey, [String: AttributeValue])], more: Bool) {
+        let keys = items.keys.filter { k in k.partition == partition && match(k.sort) && (after.map { $0 < k } ?? true) }.sorted()
+        return page(keys, limit: limit)
+    }
+
+    /// All visible items in key order, from `after` (exclusive), up to `limit`.
+    public func scan(after: ItemKey? = nil, limit: Int) -> (items: [(ItemKey, [String: AttributeValue])], more: Bool) {
+        page(items.keys.filter { k in after.map { $0 < k } ?? true }.sorted(), limit: limit)
+    }
+
+    private func page(_ keys: [ItemKey], limit: Int) -> (items: [(ItemKey, [String: AttributeValue])], more: Bool) {
+        var out: [(ItemKey, [String: AttributeValue])] = []
+        for (i, k) in keys.enumerated() {
+            guard let v = items[k]!.visible else { continue }
+            if out.count == limit { return (out, i < keys.count) }
+            out.append((k, v))
+        }
+        return (out, false)
+    }
+}
