@@ -56,16 +56,8 @@ public struct MembershipInstance: Sendable {
     public let settings: MembershipSettings
     public private(set) var myself: MemberState
     /// Every other member this node knows of, by name.
-    public private(set) var members: [String: Member] = [:] {
-        didSet {
-            liveOthers = 0
-            deadOthers = 0
-            for m in members.values {
-                if m.status.isLive { liveOthers += 1 } else if m.status == .dead { deadOthers += 1 }
-            }
-            if members.count != names.count { names = members.keys.sorted() }
-        }
-    }
+    /// Changed only through `store` and `forget`, which keep `names` and the counts in step.
+    public private(set) var members: [String: Member] = [:]
     private var liveOthers = 0
     private var deadOthers = 0
     /// Member names in a fixed order: dictionary order differs per process, and every random
@@ -104,6 +96,8 @@ public struct MembershipInstance: Sendable {
     private var lastTickAt: Instant?
 
     static let maxRelays = 1024
+    /// More members than any deployment needs; a peer cannot make us track more.
+    public static let maxMembers = PushPullMessage.maxMembers
 
     /// One probe of one member: direct ping, then ping-req through helpers, then judgement.
     struct ProbeInFlight: Sendable {
@@ -364,7 +358,7 @@ public struct MembershipInstance: Sendable {
                 probe = p
                 stats.acks += 1
                 awareness = max(0, awareness - 1)
-                if !forwarded, let c = coordinate {
+                if !forwarded, let c = coordinate, members[p.target]?.state.address == from {
                     vivaldi.observe(rtt: now - p.sentAt, from: p.target, peerCoordinate: c, rng: &rng)
                     members[p.target]?.coordinate = c
                 }
@@ -397,7 +391,7 @@ public struct MembershipInstance: Sendable {
     private mutating func handleAlive(_ s: MemberState, into out: inout [MembershipDirective]) {
         if s.name == myself.name {
             // Someone holds a newer or different "me" (a previous life, or a name clash).
-            if s.incarnation > myself.incarnation
+            if !leaving, s.incarnation > myself.incarnation
                 || (s.incarnation == myself.incarnation && (s.address != myself.address || s.meta != myself.meta)) {
                 refute(seen: s.incarnation, into: &out)
             }
@@ -407,9 +401,10 @@ public struct MembershipInstance: Sendable {
         state.status = .alive
         guard var m = members[s.name] else {
             guard !leaving else { return }
-            members[s.name] = Member(state: state, statusChangedAt: now, coordinate: nil)
+            guard members.count < MembershipInstance.maxMembers else { return }
+            store(Member(state: state, statusChangedAt: now, coordinate: nil))
             nameByAddress[s.address] = s.name
-            probeRing.insert(s.name, at: Int.random(in: 0...probeRing.count, using: &rng))
+            addToProbeRing(s.name)
             broadcast(.alive(state))
             out.append(.memberChanged(state, previous: nil))
             return
@@ -423,7 +418,7 @@ public struct MembershipInstance: Sendable {
         }
         m.state = state
         if previous != .alive { m.statusChangedAt = now }
-        members[s.name] = m
+        store(m)
         suspicions[s.name] = nil
         broadcast(.alive(state))
         if previous != .alive { out.append(.memberChanged(state, previous: previous)) }
@@ -431,7 +426,7 @@ public struct MembershipInstance: Sendable {
             // Back from the dead: sync whole views both ways at once rather than on the next period.
             out.append(.pushPull(to: s.address, join: false))
             stats.pushPulls += 1
-            probeRing.insert(s.name, at: Int.random(in: 0...probeRing.count, using: &rng))
+            addToProbeRing(s.name)
         }
     }
 
@@ -454,7 +449,7 @@ public struct MembershipInstance: Sendable {
         m.state.incarnation = inc
         m.state.status = .suspect
         m.statusChangedAt = now
-        members[name] = m
+        store(m)
         let n = clusterSize
         var wanted = Int(settings.suspicionMult) - 2
         if n - 2 < wanted { wanted = 0 }
@@ -484,7 +479,7 @@ public struct MembershipInstance: Sendable {
         m.state.incarnation = inc
         m.state.status = .dead
         m.statusChangedAt = now
-        members[name] = m
+        store(m)
         suspicions[name] = nil
         vivaldi.forget(name)
         broadcast(.dead(name: name, incarnation: inc, from: from))
@@ -501,7 +496,7 @@ public struct MembershipInstance: Sendable {
         m.state.incarnation = inc
         m.state.status = .left
         m.statusChangedAt = now
-        members[name] = m
+        store(m)
         suspicions[name] = nil
         broadcast(.leave(name: name, incarnation: inc))
         out.append(.memberChanged(m.state, previous: previous))
@@ -623,6 +618,7 @@ public struct MembershipInstance: Sendable {
                                             now: Instant) -> [MembershipDirective] {
         self.now = now
         var out: [MembershipDirective] = []
+        guard message.senderName != myself.name else { return out }  // a seed that was ourselves
         merge(message, into: &out)
         if join && !joined {
             joined = true
@@ -666,11 +662,48 @@ public struct MembershipInstance: Sendable {
             let expired = (m.status == .dead && age > settings.deadRetainTime)
                 || (m.status == .left && age > settings.leftRetainTime)
             if expired {
-                members[m.name] = nil
+                forget(m.name)
                 if nameByAddress[m.state.address] == m.name { nameByAddress[m.state.address] = nil }
                 vivaldi.forget(m.name)
             }
         }
+    }
+
+    /// New and returning members join the current lap at a random place (SWIM §4.3).
+    private mutating func addToProbeRing(_ name: String) {
+        guard !probeRing.contains(name) else { return }
+        probeRing.insert(name, at: Int.random(in: 0...probeRing.count, using: &rng))
+    }
+
+    private mutating func store(_ m: Member) {
+        if let old = members.updateValue(m, forKey: m.name) {
+            count(old.status, -1)
+        } else {
+            names.insert(m.name, at: insertionIndex(m.name))
+        }
+        count(m.status, 1)
+    }
+
+    private mutating func forget(_ name: String) {
+        guard let old = members.removeValue(forKey: name) else { return }
+        count(old.status, -1)
+        let i = insertionIndex(name)
+        if i < names.count && names[i] == name { names.remove(at: i) }
+        probeRing.removeAll { $0 == name }
+        probeCursor = min(probeCursor, probeRing.count)
+    }
+
+    private mutating func count(_ status: MemberStatus, _ delta: Int) {
+        if status.isLive { liveOthers += delta } else if status == .dead { deadOthers += delta }
+    }
+
+    private func insertionIndex(_ name: String) -> Int {
+        var lo = 0, hi = names.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if names[mid] < name { lo = mid + 1 } else { hi = mid }
+        }
+        return lo
     }
 
     /// Up to `k` distinct members matching `predicate`, chosen uniformly at random.

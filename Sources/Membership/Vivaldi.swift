@@ -20,9 +20,19 @@ public struct VivaldiCoordinate: Hashable, Sendable {
         self.height = height
     }
 
-    /// The estimated round-trip time to `other`.
+    /// Coordinates beyond this (in seconds) are not plausible on Earth: refused or reset.
+    public static let limit = 100.0
+
+    /// Finite, in range, with the right number of dimensions.
+    public var isValid: Bool {
+        vector.count == VivaldiCoordinate.dimensions && vector.allSatisfy { $0.isFinite && abs($0) < VivaldiCoordinate.limit }
+            && error.isFinite && error >= 0 && height.isFinite && height >= 0 && height < VivaldiCoordinate.limit
+    }
+
+    /// The estimated round-trip time to `other` (clamped to a plausible range).
     public func distance(to other: VivaldiCoordinate) -> Duration {
-        .nanoseconds(Int64(rawDistance(to: other) * 1e9))
+        let d = rawDistance(to: other)
+        return .nanoseconds(Int64((d.isFinite ? min(max(d, 0), 4 * VivaldiCoordinate.limit) : 0) * 1e9))
     }
 
     func rawDistance(to other: VivaldiCoordinate) -> Double {
@@ -37,14 +47,15 @@ public struct VivaldiCoordinate: Hashable, Sendable {
         w.f64(height)
     }
 
+    /// Decodes a coordinate; an implausible one (out of range, not finite) makes the packet
+    /// malformed. Our own coordinate is reset whenever it leaves that range, so an honest node
+    /// never sends one.
     static func decode(from r: inout ByteReader) throws(TandemError) -> VivaldiCoordinate {
         var vector: [Double] = []
         vector.reserveCapacity(dimensions)
-        for _ in 0..<dimensions { vector.append(try r.f64()) }
-        let c = VivaldiCoordinate(vector: vector, error: try r.f64(), height: try r.f64())
-        guard c.vector.allSatisfy({ abs($0) < 1e6 }), c.error >= 0, c.height >= 0, c.height < 1e6 else {
-            throw TandemError(.malformed, "coordinate out of range")
-        }
+        for _ in 0..<dimensions { vector.append(Double(bitPattern: try r.u64())) }
+        let c = VivaldiCoordinate(vector: vector, error: Double(bitPattern: try r.u64()), height: Double(bitPattern: try r.u64()))
+        guard c.isValid else { throw TandemError(.malformed, "coordinate out of range") }
         return c
     }
 }
@@ -68,7 +79,7 @@ public struct Vivaldi: Sendable {
     public mutating func observe(rtt: Duration, from peer: String, peerCoordinate other: VivaldiCoordinate,
                                  rng: inout SeededGenerator) {
         let raw = rtt.seconds
-        guard raw > 0, raw < 10, other.vector.count == VivaldiCoordinate.dimensions else { return }
+        guard raw > 0, raw < 10, other.isValid else { return }
         var window = samples[peer, default: []]
         window.append(raw)
         if window.count > Vivaldi.latencyFilterSize { window.removeFirst() }
@@ -87,6 +98,8 @@ public struct Vivaldi: Sendable {
         let d = coordinate.rawDistance(to: origin)
         let pull = (d / Vivaldi.gravityRho) * (d / Vivaldi.gravityRho)
         applyForce(-pull, from: origin, rng: &rng)
+        // Serf's rule: a coordinate that went bad starts over rather than poisoning estimates.
+        if !coordinate.isValid { coordinate = VivaldiCoordinate() }
     }
 
     public mutating func forget(_ peer: String) { samples[peer] = nil }

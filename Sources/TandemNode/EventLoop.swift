@@ -196,11 +196,8 @@ public final class UDPSocket {
         uv_udp_init(loop.raw, handle)
         handle.pointee.data = Unmanaged.passUnretained(self).toOpaque()
         let rc = address.withSockaddr { uv_udp_bind(handle, $0, 0) }
-        if rc < 0 {
-            closeAndFree(handle)
-            buffer.deallocate()
-            throw UVError(rc, "bind udp \(address)")
-        }
+        // deinit runs after a throwing init too, and releases the handle and the buffer.
+        if rc < 0 { throw UVError(rc, "bind udp \(address)") }
     }
 
     deinit {

@@ -86,7 +86,11 @@ public final class HTTPServer {
         public var maxHeaderBytes = 32 << 10
         public var maxHeaders = 100
         public var maxBodyBytes = 4 << 20
-        public var maxConnections = 1024
+        public var maxConnections = 512
+        /// Requests parsed but not yet answered on one connection (pipelining), and bytes of
+        /// answers the client has not read: past either, the connection is closed.
+        public var maxPipelined = 32
+        public var maxUnreadResponseBytes = 4 << 20
         /// A connection with no traffic for this long is closed (also bounds slow requests).
         public var idleTimeout: Duration = .seconds(30)
         public init() {}
@@ -207,10 +211,11 @@ final class HTTPConnection {
     }
 
     func feed(_ bytes: UnsafeRawBufferPointer) {
-        guard !closeAfterFlush else { return }
+        guard !closeAfterFlush, !isClosed else { return }
         armIdleTimer()
         let parsed = http_parser_execute(parser, parserSettings, bytes.baseAddress?.assumingMemoryBound(to: CChar.self), bytes.count)
         let errno = parser.pointee.http_errno
+        if closeAfterFlush && rejection == nil { return }  // paused after a last request: not an error
         if rejection != nil || errno != HPE_OK.rawValue || parsed != bytes.count {
             server?.countBadRequest()
             let response = rejection ?? HTTPResponse.error(400, "malformed_request",
@@ -299,6 +304,17 @@ final class HTTPConnection {
         let target = String(decoding: url, as: UTF8.self)
         let (path, query) = HTTPConnection.splitTarget(target)
         let request = HTTPRequest(method: method, path: path, query: query, headers: headers, body: bodyBytes)
+        guard slots.count < limits.maxPipelined, connection.pendingWriteBytes < limits.maxUnreadResponseBytes else {
+            // A client that pipelines without reading would make us buffer without bound.
+            connection.close()
+            http_parser_pause(parser, 1)
+            return 0
+        }
+        if !keepAlive {
+            // Nothing after a `Connection: close` request is read, let alone executed.
+            closeAfterFlush = true
+            http_parser_pause(parser, 1)
+        }
         let slot = slots.count
         slots.append(nil)
         keepAliveBySlot.append(keepAlive)
@@ -321,7 +337,7 @@ final class HTTPConnection {
 
     private func flush() {
         while let first = slots.first, let response = first {
-            let keepAlive = keepAliveBySlot.first! && !(closeAfterFlush && slots.count == 1)
+            let keepAlive = keepAliveBySlot.first!
             connection.write(response.encode(keepAlive: keepAlive))
             slots.removeFirst()
             keepAliveBySlot.removeFirst()

@@ -3,6 +3,11 @@ import Logging
 import Membership
 import TandemCore
 
+#if canImport(Glibc)
+import Glibc
+let RLIMIT_NOFILE_VALUE = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
+#endif
+
 /// How to start a node (the `tandem node` flags).
 public struct NodeConfig {
     public var name: String
@@ -70,6 +75,7 @@ public final class Node {
     public init(config: NodeConfig, logger: Logger) throws {
         self.config = config
         self.logger = logger
+        Node.raiseOpenFileLimit()
         for (flag, value) in [("name", config.name), ("region", config.region), ("role", config.role)] {
             guard !value.isEmpty, ByteWriter.fitsShortString(value) else {
                 throw TandemError(.invalidArgument, "--\(flag) must be 1 to 255 bytes of UTF-8")
@@ -110,7 +116,18 @@ public final class Node {
             "name": "\(config.name)", "region": "\(config.region)", "bind": "\(bindAddress)",
             "api": "\(apiAddress)", "incarnation": "\(incarnation)", "profile": "\(config.profileName)",
         ])
-        apply(membership.join(seeds: config.seeds, now: loop.now))
+        // Seeds in canonical form, so `localhost:7946` and our own address compare equal.
+        var seeds: [String] = []
+        for seed in config.seeds { seeds.append(try SocketAddress(seed).description) }
+        apply(membership.join(seeds: seeds, now: loop.now))
+    }
+
+    /// Connection caps assume the soft limit on open files can be raised to the hard one.
+    static func raiseOpenFileLimit() {
+        var limit = rlimit()
+        guard getrlimit(RLIMIT_NOFILE_VALUE, &limit) == 0, limit.rlim_cur < limit.rlim_max else { return }
+        limit.rlim_cur = limit.rlim_max
+        _ = setrlimit(RLIMIT_NOFILE_VALUE, &limit)
     }
 
     /// Runs the loop until the node has left the cluster.
@@ -126,10 +143,7 @@ public final class Node {
         let sender = from.description
         shell.packetsIn += 1
         shell.bytesIn += bytes.count
-        if chaos.blocked.contains(sender) || (chaos.dropRate > 0 && Double.random(in: 0..<1) < chaos.dropRate) {
-            shell.chaosDropped += 1
-            return
-        }
+        if chaosDrops(sender) { return }
         let packet: Packet
         do {
             packet = try Packet.decode(bytes)
@@ -152,6 +166,8 @@ public final class Node {
         }
         do {
             let message = try PushPullMessage.decode(frame.payload)
+            // Chaos blocks name gossip addresses; an inbound TCP peer shows only an ephemeral port.
+            if let sender = membership.members[message.senderName], chaos.blocked.contains(sender.state.address) { return }
             let (answer, directives) = membership.onPushPullRequest(message, from: from?.description ?? "?", now: loop.now)
             apply(directives)
             reply(answer.encode())
@@ -171,6 +187,13 @@ public final class Node {
         tickTimer.start(after: delay) { [unowned self] in self.tick() }
     }
 
+    /// Opt-in fault injection: is this datagram to or from `address` lost?
+    private func chaosDrops(_ address: String) -> Bool {
+        let dropped = chaos.blocked.contains(address) || (chaos.dropRate > 0 && Double.random(in: 0..<1) < chaos.dropRate)
+        if dropped { shell.chaosDropped += 1 }
+        return dropped
+    }
+
     // ==== ------------------------------------------------------------------------------------
     // MARK: Directives
 
@@ -179,10 +202,7 @@ public final class Node {
             switch d {
             case .send(let to, let packet):
                 guard let address = try? SocketAddress(to) else { continue }
-                if chaos.blocked.contains(to) || (chaos.dropRate > 0 && Double.random(in: 0..<1) < chaos.dropRate) {
-                    shell.chaosDropped += 1
-                    continue
-                }
+                if chaosDrops(to) { continue }
                 let bytes = packet.encode()
                 shell.packetsOut += 1
                 shell.bytesOut += bytes.count

@@ -86,12 +86,14 @@ public struct FrameDecoder {
 /// `onRequest`; its reply goes back on the connection the request came in on.
 public final class PeerLinks {
     public struct Limits {
-        public var maxFrameSize = 8 << 20
+        public var maxFrameSize = 4 << 20
         public var maxQueuedBytes = 16 << 20
         public var connectTimeout: Duration = .seconds(1)
         public var reconnectBackoffMin: Duration = .milliseconds(50)
         public var reconnectBackoffMax: Duration = .seconds(2)
-        public var maxInboundConnections = 1024
+        public var maxInboundConnections = 256
+        /// An inbound connection with no traffic for this long is closed.
+        public var inboundIdleTimeout: Duration = .seconds(120)
         public init() {}
     }
 
@@ -194,7 +196,7 @@ public final class PeerLinks {
             failAll(address, TandemError(.invalidArgument, "bad peer address \(address)"))
             return
         }
-        link.connection = TCPConnection.connect(loop: loop, to: target, timeout: limits.connectTimeout) { [weak self, weak link] c, error in
+        let connection = TCPConnection.connect(loop: loop, to: target, timeout: limits.connectTimeout) { [weak self, weak link] c, error in
             guard let self, let link else { return }
             guard let c, error == nil else {
                 self.stats.connectFailures += 1
@@ -227,6 +229,9 @@ public final class PeerLinks {
             link.queue.removeAll()
             link.queuedBytes = 0
         }
+        // A connect that failed at once has already reported (and cleared the link); only an
+        // attempt still under way is the link's connection.
+        if connection.isOpen { link.connection = connection }
     }
 
     private func failAll(_ address: String, _ error: TandemError) {
@@ -245,10 +250,17 @@ public final class PeerLinks {
             return
         }
         inbound += 1
-        c.onClose = { [weak self] in self?.inbound -= 1 }
+        let idle = Timer(loop: loop)
+        let idleTimeout = limits.inboundIdleTimeout
+        idle.start(after: idleTimeout) { [weak c] in c?.close() }
+        c.onClose = { [weak self] in
+            idle.stop()
+            self?.inbound -= 1
+        }
         var decoder = FrameDecoder(maxFrameSize: limits.maxFrameSize)
         c.onData = { [weak self, weak c] bytes in
             guard let self, let c else { return }
+            idle.start(after: idleTimeout) { [weak c] in c?.close() }
             if let peer = c.peer, self.isBlocked(peer.description) {
                 c.close()
                 return
@@ -278,10 +290,15 @@ public final class PeerLinks {
                 let kind = frame.kind | Frame.responseBit
                 let id = frame.requestID
                 onRequest(frame, reply.peer) { [weak self, weak reply] payload in
-                    guard let reply, reply.isOpen else { return }
+                    guard let self, let reply, reply.isOpen else { return }
+                    // A peer that sends requests and never reads the answers loses the link.
+                    guard reply.pendingWriteBytes < self.limits.maxQueuedBytes else {
+                        reply.close()
+                        return
+                    }
                     let bytes = Frame(kind: kind, requestID: id, payload: payload).encode()
                     reply.write(bytes)
-                    self?.count(out: bytes.count)
+                    self.count(out: bytes.count)
                 }
             }
         }

@@ -196,10 +196,8 @@ public final class TCPServer {
                 }
             }
         }
-        if rc < 0 {
-            closeAndFree(handle)
-            throw UVError(rc, "listen tcp \(address)")
-        }
+        // deinit runs after a throwing init too, and closes the handle.
+        if rc < 0 { throw UVError(rc, "listen tcp \(address)") }
     }
 
     deinit { closeAndFree(handle) }

@@ -26,6 +26,8 @@ struct MembershipBench: ParsableCommand {
     @Option(help: "Seconds of 10% loss.") var lossSeconds = 300
     @Option(help: "Seconds of the stall test (a 5 s SIGSTOP every 15 s).") var stallSeconds = 120
     @Flag(help: "Short version of everything (a smoke run, not the figures).") var quick = false
+    @Option(help: "Comma-separated parts to run: detect-fast, detect-lan, heal, join, loss, stall, load (default all).")
+    var only: String?
 
     func run() throws {
         let scale = quick ? 0.2 : 1.0
@@ -33,15 +35,20 @@ struct MembershipBench: ParsableCommand {
         print("membership benchmark — 5 real nodes on 127.0.0.1 unless noted\(quick ? " (quick)" : "")")
         print("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores\n")
 
-        try detection(profile: "fast", runs: n(fastRuns), target: 1.0)
-        try detection(profile: "lan", runs: n(lanRuns), target: 6.0)
-        try partitionHeal(profile: "lan", runs: n(healRuns))
-        try partitionHeal(profile: "fast", runs: n(healRuns))
-        try join(profile: "lan", runs: n(5))
-        try join(profile: "fast", runs: n(5))
-        try loss(seconds: n(lossSeconds))
-        try stall(seconds: max(30, n(stallSeconds)))
-        simulatedLoad()
+        let parts = Set((only ?? "detect-fast,detect-lan,heal,join,loss,stall,load").split(separator: ",").map(String.init))
+        if parts.contains("detect-fast") { try detection(profile: "fast", runs: n(fastRuns), target: 1.0) }
+        if parts.contains("detect-lan") { try detection(profile: "lan", runs: n(lanRuns), target: 6.0) }
+        if parts.contains("heal") {
+            try partitionHeal(profile: "lan", runs: n(healRuns))
+            try partitionHeal(profile: "fast", runs: n(healRuns))
+        }
+        if parts.contains("join") {
+            try join(profile: "lan", runs: n(5))
+            try join(profile: "fast", runs: n(5))
+        }
+        if parts.contains("loss") { try loss(seconds: n(lossSeconds)) }
+        if parts.contains("stall") { try stall(seconds: max(30, n(stallSeconds))) }
+        if parts.contains("load") { simulatedLoad() }
     }
 
     // MARK: kill -9 → every survivor lists it dead

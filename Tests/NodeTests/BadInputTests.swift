@@ -175,3 +175,45 @@ func rawExchange(_ address: SocketAddress, _ bytes: [UInt8]) throws -> String {
     }
     return String(decoding: out, as: UTF8.self)
 }
+
+/// Regressions from review, at the process level.
+@Suite(.serialized) struct HostileClientTests {
+    @Test func aClientThatPipelinesAndNeverReadsIsCutOff() throws {
+        let cluster = try LocalCluster(size: 1)
+        try cluster.start(0)
+        let api = cluster.nodes[0].api
+        #expect(eventually(timeout: .seconds(10)) { cluster.view(from: 0) != nil })
+        // 20,000 requests whose answers (about 5 KB each) the client reads only at the very end.
+        let flood = String(repeating: "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", count: 20_000)
+        _ = try? rawExchange(try SocketAddress(api), Array(flood.utf8))
+        #expect(try HTTPClient.request("GET", api, "/v1/health").status == 200)
+        // Execution stopped once 4 MiB of answers sat unread (plus what kernel buffers held).
+        #expect((cluster.metric("tandem_http_requests_total", node: 0) ?? 99999) < 5_000)
+    }
+
+    @Test func nothingAfterConnectionCloseIsExecuted() throws {
+        let cluster = try LocalCluster(size: 1, chaos: true)
+        try cluster.start(0)
+        let api = cluster.nodes[0].api
+        #expect(eventually(timeout: .seconds(10)) { cluster.view(from: 0) != nil })
+        let body = #"{"dropRate":1}"#
+        let raw = "GET /v1/health HTTP/1.1\r\nConnection: close\r\n\r\n"
+            + "POST /v1/chaos HTTP/1.1\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
+        let answer = try rawExchange(try SocketAddress(api), Array(raw.utf8))
+        #expect(answer.hasPrefix("HTTP/1.1 200"))
+        #expect(!answer.contains("dropRate"), "the request after Connection: close ran: \(answer)")
+        #expect((cluster.metric("tandem_chaos_dropped_total", node: 0) ?? -1) == 0)
+    }
+
+    @Test func aTakenPortIsAClearErrorNotACrash() throws {
+        let cluster = try LocalCluster(size: 1)
+        try cluster.start(0)
+        #expect(eventually(timeout: .seconds(10)) { cluster.view(from: 0) != nil })
+        let log = cluster.root + "/second.log"
+        let pid = try spawn(cluster.binary, ["node", "--name", "other", "--region", "r", "--bind", cluster.nodes[0].bind,
+                                             "--api", "127.0.0.1:1", "--data-dir", cluster.root + "/other"], log: log)
+        #expect(waitExit(pid) == 1)
+        let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+        #expect(text.contains("bind udp") && text.contains("EADDRINUSE"), "\(text)")
+    }
+}
