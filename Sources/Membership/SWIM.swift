@@ -77,7 +77,7 @@ public struct MembershipInstance: Sendable {
 
     private var probeRing: [String] = []
     private var probeCursor = 0
-    /// Members others suspect that this node has not probed since: probed next, out of turn.
+    /// Suspects this node has not probed since the suspicion began: probed next, out of turn.
     private var suspectsToProbe: [String] = []
     private var probe: ProbeInFlight?
     private var relays: [UInt32: IndirectRelay] = [:]
@@ -268,10 +268,11 @@ public struct MembershipInstance: Sendable {
     /// Round-robin over live members in a random order, reshuffled each lap (SWIM §4.3), so
     /// every member is probed within a bounded time.
     ///
-    /// A member suspected by someone else jumps the queue. If it is alive, the buddy rule puts the
-    /// suspicion on our ping and its ack carries the refutation back, so a node that missed the
-    /// refutation gossip cannot sit on the suspicion until it expires (a false death). If it is
-    /// dead, our failed probe is an independent confirmation that shortens the suspicion.
+    /// A suspect jumps the queue, once per suspicion, even for the node that raised it. If it is
+    /// alive, the buddy rule puts the suspicion on our ping and its ack carries the refutation
+    /// back, so a node that missed the refutation gossip cannot sit on the suspicion until it
+    /// expires (a false death). If it is dead, our failed probe is an independent confirmation
+    /// that shortens the suspicion.
     private mutating func nextProbeTarget() -> String? {
         while !suspectsToProbe.isEmpty {
             let name = suspectsToProbe.removeFirst()
@@ -456,7 +457,7 @@ public struct MembershipInstance: Sendable {
         let minTimeout = Suspicion.minTimeout(settings: settings, clusterSize: n)
         suspicions[name] = Suspicion(incarnation: inc, from: from, now: now, minTimeout: minTimeout,
                                      maxTimeout: minTimeout * settings.suspicionMaxTimeoutMult, wanted: wanted)
-        if from != myself.name && !suspectsToProbe.contains(name) { suspectsToProbe.append(name) }
+        if !suspectsToProbe.contains(name) { suspectsToProbe.append(name) }
         broadcast(.suspect(name: name, incarnation: inc, from: from))
         if previous != .suspect { out.append(.memberChanged(m.state, previous: previous)) }
     }

@@ -59,6 +59,10 @@ struct MembershipBench: ParsableCommand {
         guard waitAllAlive(cluster, timeout: .seconds(30)) else { throw ValidationError("cluster did not form") }
         var samples: [Double] = []
         for r in 0..<runs {
+            // Measure from a steady cluster: every node at full local health.
+            _ = eventually(timeout: .seconds(30), interval: .milliseconds(50)) {
+                (0..<5).allSatisfy { cluster.metric("tandem_membership_local_health", node: $0) == 0 }
+            }
             let victim = 1 + r % 4
             let name = cluster.nodes[victim].name
             let survivors = (0..<5).filter { $0 != victim }
