@@ -47,7 +47,7 @@ public enum ItemCodec {
                 }
                 w.u32(UInt32(s.adds.count))
                 for e in s.adds.keys.sorted() {
-                    element(e, &w)
+                    e.encode(&w)
                     let tags = s.adds[e]!.sorted()
                     w.u32(UInt32(tags.count))
                     for t in tags { hlc(t, &w) }
@@ -143,20 +143,6 @@ public enum ItemCodec {
         let n = Int(try r.u32())
         guard n * minSize <= r.remaining else { throw TandemError(.malformed, "count \(n) cannot fit in \(r.remaining) bytes") }
         return n
-    }
-
-    static func element(_ e: SetElement, _ w: inout ByteWriter) {
-        switch e {
-        case .string(let s):
-            w.u8(0)
-            string(s, &w)
-        case .number(let n):
-            w.u8(1)
-            number(n, &w)
-        case .binary(let b):
-            w.u8(2)
-            w.blob(b)
-        }
     }
 
     static func readElement(_ r: inout ByteReader) throws(TandemError) -> SetElement {

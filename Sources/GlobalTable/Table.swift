@@ -1,30 +1,10 @@
 import TandemCore
 
-/// A key attribute's value: DynamoDB allows strings, numbers and binary as keys.
-public enum KeyValue: Hashable, Comparable, Sendable, CustomStringConvertible {
-    case string(String)
-    case number(DecimalNumber)
-    case binary([UInt8])
+/// A key attribute's value: DynamoDB allows strings, numbers and binary as keys — the same
+/// scalars that sets hold, ordered the same way.
+public typealias KeyValue = SetElement
 
-    /// Sort order of a sort key: strings by UTF-8 bytes (as DynamoDB), numbers numerically,
-    /// binary bytewise.
-    public static func < (a: KeyValue, b: KeyValue) -> Bool {
-        switch (a, b) {
-        case (.string(let x), .string(let y)): Array(x.utf8).lexicographicallyPrecedes(Array(y.utf8))
-        case (.number(let x), .number(let y)): x < y
-        case (.binary(let x), .binary(let y)): x.lexicographicallyPrecedes(y)
-        default: a.rank < b.rank
-        }
-    }
-
-    var rank: Int {
-        switch self {
-        case .string: 0
-        case .number: 1
-        case .binary: 2
-        }
-    }
-
+extension SetElement: CustomStringConvertible {
     public var attributeValue: AttributeValue {
         switch self {
         case .string(let s): .string(s)

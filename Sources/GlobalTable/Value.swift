@@ -29,7 +29,8 @@ public indirect enum AttributeValue: Hashable, Sendable {
     }
 }
 
-/// One member of a string, number or binary set.
+/// A string, number or binary scalar: a member of a set, or a key. Ordered as DynamoDB orders
+/// sort keys: strings by UTF-8 bytes, numbers numerically, binary bytewise.
 public enum SetElement: Hashable, Sendable, Comparable {
     case string(String)
     case number(DecimalNumber)
@@ -37,7 +38,7 @@ public enum SetElement: Hashable, Sendable, Comparable {
 
     public static func < (a: SetElement, b: SetElement) -> Bool {
         switch (a, b) {
-        case (.string(let x), .string(let y)): x < y
+        case (.string(let x), .string(let y)): Array(x.utf8).lexicographicallyPrecedes(Array(y.utf8))
         case (.number(let x), .number(let y)): x < y
         case (.binary(let x), .binary(let y)): x.lexicographicallyPrecedes(y)
         default: a.rank < b.rank
