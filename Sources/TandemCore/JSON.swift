@@ -1,0 +1,252 @@
+/// A JSON document that keeps numbers as their exact text (a 38-digit DynamoDB number must not
+/// pass through a Double) and object members in order. The parser is strict (RFC 8259), bounded
+/// in depth, and reports where input went wrong.
+public indirect enum JSON: Equatable, Sendable {
+    case null
+    case bool(Bool)
+    case number(String)
+    case string(String)
+    case array([JSON])
+    case object([(String, JSON)])
+
+    public static func == (a: JSON, b: JSON) -> Bool {
+        switch (a, b) {
+        case (.null, .null): true
+        case (.bool(let x), .bool(let y)): x == y
+        case (.number(let x), .number(let y)): x == y
+        case (.string(let x), .string(let y)): x == y
+        case (.array(let x), .array(let y)): x == y
+        case (.object(let x), .object(let y)): x.count == y.count && zip(x, y).allSatisfy { $0.0 == $1.0 && $0.1 == $1.1 }
+        default: false
+        }
+    }
+
+    public subscript(key: String) -> JSON? {
+        if case .object(let members) = self { return members.first { $0.0 == key }?.1 }
+        return nil
+    }
+
+    public var stringValue: String? { if case .string(let s) = self { s } else { nil } }
+
+    // MARK: Parsing
+
+    public static let maxDepth = 64
+
+    public static func parse(_ bytes: [UInt8], maxDepth: Int = JSON.maxDepth) throws(TandemError) -> JSON {
+        var p = Parser(bytes: bytes, maxDepth: maxDepth)
+        p.skipSpace()
+        let value = try p.value(depth: 0)
+        p.skipSpace()
+        guard p.i == bytes.count else { throw p.error("unexpected trailing characters") }
+        return value
+    }
+
+    struct Parser {
+        let bytes: [UInt8]
+        let maxDepth: Int
+        var i = 0
+
+        func error(_ what: String) -> TandemError { TandemError(.badRequest, "invalid JSON at byte \(i): \(what)") }
+
+        mutating func skipSpace() {
+            while i < bytes.count, [0x20, 0x09, 0x0A, 0x0D].contains(bytes[i]) { i += 1 }
+        }
+
+        mutating func value(depth: Int) throws(TandemError) -> JSON {
+            guard depth <= maxDepth else { throw error("nested deeper than \(maxDepth)") }
+            guard i < bytes.count else { throw error("unexpected end") }
+            switch bytes[i] {
+            case UInt8(ascii: "{"):
+                i += 1
+                var members: [(String, JSON)] = []
+                skipSpace()
+                if i < bytes.count && bytes[i] == UInt8(ascii: "}") { i += 1; return .object(members) }
+                while true {
+                    skipSpace()
+                    guard i < bytes.count, bytes[i] == UInt8(ascii: "\"") else { throw error("expected a member name") }
+                    let key = try string()
+                    skipSpace()
+                    guard i < bytes.count, bytes[i] == UInt8(ascii: ":") else { throw error("expected ':'") }
+                    i += 1
+                    skipSpace()
+                    members.append((key, try value(depth: depth + 1)))
+                    skipSpace()
+                    guard i < bytes.count else { throw error("unexpected end in object") }
+                    if bytes[i] == UInt8(ascii: ",") { i += 1; continue }
+                    if bytes[i] == UInt8(ascii: "}") { i += 1; return .object(members) }
+                    throw error("expected ',' or '}'")
+                }
+            case UInt8(ascii: "["):
+                i += 1
+                var items: [JSON] = []
+                skipSpace()
+                if i < bytes.count && bytes[i] == UInt8(ascii: "]") { i += 1; return .array(items) }
+                while true {
+                    skipSpace()
+                    items.append(try value(depth: depth + 1))
+                    skipSpace()
+                    guard i < bytes.count else { throw error("unexpected end in array") }
+                    if bytes[i] == UInt8(ascii: ",") { i += 1; continue }
+                    if bytes[i] == UInt8(ascii: "]") { i += 1; return .array(items) }
+                    throw error("expected ',' or ']'")
+                }
+            case UInt8(ascii: "\""):
+                return .string(try string())
+            case UInt8(ascii: "t"): return try literal("true", .bool(true))
+            case UInt8(ascii: "f"): return try literal("false", .bool(false))
+            case UInt8(ascii: "n"): return try literal("null", .null)
+            default:
+                return try number()
+            }
+        }
+
+        mutating func literal(_ word: String, _ v: JSON) throws(TandemError) -> JSON {
+            let w = Array(word.utf8)
+            guard i + w.count <= bytes.count, Array(bytes[i..<i + w.count]) == w else { throw error("unexpected character") }
+            i += w.count
+            return v
+        }
+
+        mutating func number() throws(TandemError) -> JSON {
+            let start = i
+            func digits(_ p: inout Parser) -> Int {
+                let s = p.i
+                while p.i < p.bytes.count, p.bytes[p.i] >= 0x30, p.bytes[p.i] <= 0x39 { p.i += 1 }
+                return p.i - s
+            }
+            if i < bytes.count && bytes[i] == UInt8(ascii: "-") { i += 1 }
+            guard i < bytes.count, bytes[i] >= 0x30, bytes[i] <= 0x39 else { throw error("unexpected character") }
+            if bytes[i] == 0x30 { i += 1 } else { _ = digits(&self) }
+            if i < bytes.count && bytes[i] == UInt8(ascii: ".") {
+                i += 1
+                guard digits(&self) > 0 else { throw error("digits expected after '.'") }
+            }
+            if i < bytes.count && (bytes[i] == UInt8(ascii: "e") || bytes[i] == UInt8(ascii: "E")) {
+                i += 1
+                if i < bytes.count && (bytes[i] == UInt8(ascii: "+") || bytes[i] == UInt8(ascii: "-")) { i += 1 }
+                guard digits(&self) > 0 else { throw error("digits expected in exponent") }
+            }
+            return .number(String(decoding: bytes[start..<i], as: UTF8.self))
+        }
+
+        mutating func string() throws(TandemError) -> String {
+            i += 1  // opening quote
+            var out: [UInt8] = []
+            while i < bytes.count {
+                let c = bytes[i]
+                if c == UInt8(ascii: "\"") {
+                    i += 1
+                    guard let s = String(validating: out, as: UTF8.self) else { throw error("string is not UTF-8") }
+                    return s
+                }
+                if c < 0x20 { throw error("control character in string") }
+                if c == UInt8(ascii: "\\") {
+                    i += 1
+                    guard i < bytes.count else { break }
+                    switch bytes[i] {
+                    case UInt8(ascii: "\""): out.append(0x22)
+                    case UInt8(ascii: "\\"): out.append(0x5C)
+                    case UInt8(ascii: "/"): out.append(0x2F)
+                    case UInt8(ascii: "b"): out.append(0x08)
+                    case UInt8(ascii: "f"): out.append(0x0C)
+                    case UInt8(ascii: "n"): out.append(0x0A)
+                    case UInt8(ascii: "r"): out.append(0x0D)
+                    case UInt8(ascii: "t"): out.append(0x09)
+                    case UInt8(ascii: "u"):
+                        var scalar = try hex4()
+                        if (0xD800..<0xDC00).contains(scalar) {
+                            guard i + 2 < bytes.count, bytes[i + 1] == UInt8(ascii: "\\"), bytes[i + 2] == UInt8(ascii: "u") else {
+                                throw error("unpaired surrogate")
+                            }
+                            i += 2
+                            let low = try hex4()
+                            guard (0xDC00..<0xE000).contains(low) else { throw error("unpaired surrogate") }
+                            scalar = 0x10000 + ((scalar - 0xD800) << 10) + (low - 0xDC00)
+                        }
+                        guard let u = Unicode.Scalar(scalar) else { throw error("invalid \\u escape") }
+                        out.append(contentsOf: Array(String(Character(u)).utf8))
+                    default: throw error("invalid escape")
+                    }
+                    i += 1
+                    continue
+                }
+                out.append(c)
+                i += 1
+            }
+            throw error("unterminated string")
+        }
+
+        /// Reads the 4 hex digits after `\u`; leaves `i` on the last one.
+        mutating func hex4() throws(TandemError) -> UInt32 {
+            guard i + 4 < bytes.count else { throw error("truncated \\u escape") }
+            var v: UInt32 = 0
+            for k in 1...4 {
+                let c = bytes[i + k]
+                let d: UInt32
+                switch c {
+                case 0x30...0x39: d = UInt32(c - 0x30)
+                case 0x41...0x46: d = UInt32(c - 0x41 + 10)
+                case 0x61...0x66: d = UInt32(c - 0x61 + 10)
+                default: throw error("invalid \\u escape")
+                }
+                v = v << 4 | d
+            }
+            i += 4
+            return v
+        }
+    }
+
+    // MARK: Writing
+
+    public var serialized: String {
+        var out = ""
+        write(to: &out)
+        return out
+    }
+
+    func write(to out: inout String) {
+        switch self {
+        case .null: out += "null"
+        case .bool(let b): out += b ? "true" : "false"
+        case .number(let n): out += n
+        case .string(let s): JSON.quote(s, into: &out)
+        case .array(let items):
+            out += "["
+            for (k, v) in items.enumerated() {
+                if k > 0 { out += "," }
+                v.write(to: &out)
+            }
+            out += "]"
+        case .object(let members):
+            out += "{"
+            for (k, (name, v)) in members.enumerated() {
+                if k > 0 { out += "," }
+                JSON.quote(name, into: &out)
+                out += ":"
+                v.write(to: &out)
+            }
+            out += "}"
+        }
+    }
+
+    static func quote(_ s: String, into out: inout String) {
+        out += "\""
+        for u in s.unicodeScalars {
+            switch u {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            default:
+                if u.value < 0x20 {
+                    let h = String(u.value, radix: 16)
+                    out += "\\u" + String(repeating: "0", count: 4 - h.count) + h
+                } else {
+                    out.unicodeScalars.append(u)
+                }
+            }
+        }
+        out += "\""
+    }
+}

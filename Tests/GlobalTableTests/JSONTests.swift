@@ -1,0 +1,58 @@
+import GlobalTable
+import TandemCore
+import Testing
+
+@Suite struct JSONTests {
+    @Test func parsesAndKeepsNumbersExact() throws {
+        let text = #"{"a":[1,-2.5e3,true,null,"x\"y\u00e9\ud83d\ude00"],"big":123456789012345678901234567890123456.78}"#
+        let j = try JSON.parse(Array(text.utf8))
+        #expect(j["big"] == .number("123456789012345678901234567890123456.78"))
+        #expect(j["a"] == .array([.number("1"), .number("-2.5e3"), .bool(true), .null, .string("x\"yé😀")]))
+        #expect(try JSON.parse(Array(j.serialized.utf8)) == j)
+    }
+
+    @Test(arguments: ["", "{", "[1,]", "{\"a\":}", "01", "1.", "tru", "\"\\x\"", "\"\u{01}\"", "[1] 2", "{\"a\" 1}", "\"\\ud800\""])
+    func rejectsMalformedInput(text: String) {
+        #expect(throws: TandemError.self) { try JSON.parse(Array(text.utf8)) }
+    }
+
+    @Test func depthIsBounded() {
+        let deep = String(repeating: "[", count: 100) + String(repeating: "]", count: 100)
+        #expect(throws: TandemError.self) { try JSON.parse(Array(deep.utf8)) }
+        #expect((try? JSON.parse(Array((String(repeating: "[", count: 10) + String(repeating: "]", count: 10)).utf8))) != nil)
+    }
+
+    @Test func randomBytesNeverTrap() {
+        var rng = SeededGenerator(seed: 11)
+        let alphabet = Array(#"{}[]":,-+.eE0123456789truefalsn \"#.utf8)
+        for _ in 0..<5000 {
+            let bytes = (0..<Int(rng.next() % 40)).map { _ in alphabet[Int(rng.next() % UInt64(alphabet.count))] }
+            _ = try? JSON.parse(bytes)
+        }
+    }
+
+    @Test func base64RoundTrips() {
+        var rng = SeededGenerator(seed: 2)
+        for n in 0..<40 {
+            let bytes = (0..<n).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+            #expect(Base64.decode(Base64.encode(bytes)) == bytes)
+        }
+        #expect(Base64.encode(Array("hello".utf8)) == "aGVsbG8=")
+        #expect(Base64.decode("aGVsbG8") == nil)
+        #expect(Base64.decode("a=GV") == nil)
+    }
+
+    @Test func plainJSONMapsToDynamoDBTypesAndBack() throws {
+        let text = #"{"agentId":"a-17","handled":4.20E1,"skills":{"$SS":["billing","voice"]},"blob":{"$B":"AAE="},"nested":{"x":[1,{"y":null}]},"ok":true}"#
+        let value = try PlainJSON.value(try JSON.parse(Array(text.utf8)))
+        guard case .map(let m) = value else { Issue.record("not a map"); return }
+        #expect(m["handled"] == .number(DecimalNumber(42)))
+        #expect(m["skills"] == .stringSet(["billing", "voice"]))
+        #expect(m["blob"] == .binary([0, 1]))
+        let back = PlainJSON.json(m)
+        #expect(back["handled"] == .number("42"))
+        #expect(try PlainJSON.value(back) == value)
+        #expect(throws: TandemError.self) { try PlainJSON.value(.number("1e999")) }
+        #expect(throws: TandemError.self) { try PlainJSON.value(.object([("$SS", .array([.number("1")]))])) }
+    }
+}
