@@ -15,6 +15,7 @@ let package = Package(
         // C libraries, each behind a tiny system-library target. Only TandemNode imports them.
         .systemLibrary(name: "CLibUV", pkgConfig: "libuv", providers: [.apt(["libuv1-dev"]), .brew(["libuv"])]),
         .systemLibrary(name: "CHTTPParser", providers: [.apt(["libhttp-parser-dev"])]),
+        .systemLibrary(name: "CLMDB", pkgConfig: "lmdb", providers: [.apt(["liblmdb-dev"]), .brew(["lmdb"])]),
 
         // Pure code: no I/O, no clocks, no global randomness.
         .target(name: "TandemCore"),
@@ -26,7 +27,7 @@ let package = Package(
         .target(
             name: "TandemNode",
             dependencies: [
-                "TandemCore", "Membership", "CLibUV", "CHTTPParser",
+                "TandemCore", "Membership", "GlobalTable", "CLibUV", "CHTTPParser", "CLMDB",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -42,6 +43,6 @@ let package = Package(
         .testTarget(name: "MembershipTests", dependencies: ["Membership", "TandemCore"]),
         .testTarget(name: "GlobalTableTests", dependencies: ["GlobalTable", "TandemCore"]),
         .testTarget(name: "SimulationTests", dependencies: ["Simulation", "Membership", "TandemCore"]),
-        .testTarget(name: "NodeTests", dependencies: ["TandemNode", "TandemCore", "Membership"]),
+        .testTarget(name: "NodeTests", dependencies: ["TandemNode", "TandemCore", "Membership", "GlobalTable"]),
     ]
 )

@@ -52,9 +52,13 @@ public enum ItemCodec {
                     w.u32(UInt32(tags.count))
                     for t in tags { hlc(t, &w) }
                 }
-                let removed = s.removed.sorted()
-                w.u32(UInt32(removed.count))
-                for t in removed { hlc(t, &w) }
+                w.u32(UInt32(s.removed.count))
+                for e in s.removed.keys.sorted() {
+                    e.encode(&w)
+                    let tags = s.removed[e]!.sorted()
+                    w.u32(UInt32(tags.count))
+                    for t in tags { hlc(t, &w) }
+                }
             }
         }
         return w.bytes
@@ -94,16 +98,16 @@ public enum ItemCodec {
             if flags & 4 != 0 {
                 var s = ORSet()
                 if try r.bool() { s.lastWrite = try readHLC(&r) }
-                let n = try boundedCount(&r, minSize: 5)
-                for _ in 0..<n {
-                    let e = try readElement(&r)
-                    let tags = try boundedCount(&r, minSize: 16)
-                    var set = Set<HLC>()
-                    for _ in 0..<tags { set.insert(try readHLC(&r)) }
-                    s.adds[e] = set
+                for table in 0..<2 {
+                    let n = try boundedCount(&r, minSize: 5)
+                    for _ in 0..<n {
+                        let e = try readElement(&r)
+                        let tags = try boundedCount(&r, minSize: 16)
+                        var set = Set<HLC>()
+                        for _ in 0..<tags { set.insert(try readHLC(&r)) }
+                        if table == 0 { s.adds[e] = set } else { s.removed[e] = set }
+                    }
                 }
-                let removed = try boundedCount(&r, minSize: 16)
-                for _ in 0..<removed { s.removed.insert(try readHLC(&r)) }
                 state.set = s
             }
             delta.attributes[name] = state

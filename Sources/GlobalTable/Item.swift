@@ -113,21 +113,43 @@ public struct ItemState: Hashable, Sendable {
     }
 
     public mutating func addToSet(_ name: String, _ elements: Set<SetElement>, at t: HLC) -> ItemState? {
-        if case .some(.register(let r)) = attributes[name]?.visibleComponent(after: marker), r.value != nil { return nil }
-        if case .some(.counter) = attributes[name]?.visibleComponent(after: marker) { return nil }
-        var set = ORSet()
+        guard var set = setToEdit(name) else { return nil }
         for e in elements { set.adds[e, default: []].insert(t) }
         set.lastWrite = t
         return write(name, AttributeState(set: set))
     }
 
-    public mutating func removeFromSet(_ name: String, _ elements: Set<SetElement>, at t: HLC) -> ItemState {
-        var set = ORSet()
-        if let observed = attributes[name]?.set {
-            for e in elements { set.removed.formUnion(observed.adds[e] ?? []) }
-        }
+    public mutating func removeFromSet(_ name: String, _ elements: Set<SetElement>, at t: HLC) -> ItemState? {
+        guard let current = setToEdit(name) else { return nil }
+        var set = current
+        for e in elements { set.removed[e, default: []].formUnion(current.adds[e] ?? []) }
         set.lastWrite = t
         return write(name, AttributeState(set: set))
+    }
+
+    /// The OR-set an edit starts from: the attribute's set, or — when the visible value is a set
+    /// written whole (by `put` or `set`) — that value's elements tagged with the write's
+    /// timestamp, which every replica derives alike. Nil if the attribute holds a non-set.
+    private func setToEdit(_ name: String) -> ORSet? {
+        switch attributes[name]?.visibleComponent(after: marker) {
+        case nil: return attributes[name]?.set ?? ORSet()
+        case .set(let s): return s
+        case .counter: return nil
+        case .register(let r):
+            var seeded = attributes[name]?.set ?? ORSet()
+            let elements: [SetElement]
+            switch r.value {
+            case .stringSet(let x)?: elements = x.map { .string($0) }
+            case .numberSet(let x)?: elements = x.map { .number($0) }
+            case .binarySet(let x)?: elements = x.map { .binary($0) }
+            case nil: elements = []
+            default: return nil
+            }
+            // Whatever the set held before the whole-value write is gone: tombstone it.
+            for (e, tags) in seeded.adds { seeded.removed[e, default: []].formUnion(tags) }
+            for e in elements { seeded.adds[e, default: []].insert(r.at) }
+            return seeded
+        }
     }
 
     private mutating func write(_ name: String, _ state: AttributeState) -> ItemState {
@@ -250,7 +272,9 @@ public struct Counter: Hashable, Sendable {
 /// marker.
 public struct ORSet: Hashable, Sendable {
     public var adds: [SetElement: Set<HLC>] = [:]
-    public var removed: Set<HLC> = []
+    /// Per element, the add tags a remove observed (a tag alone is not unique: elements of a set
+    /// written whole share the write's timestamp).
+    public var removed: [SetElement: Set<HLC>] = [:]
     /// Latest add or remove (a remove that empties the set is still the latest write).
     public var lastWrite: HLC?
 
@@ -261,13 +285,13 @@ public struct ORSet: Hashable, Sendable {
         guard let b else { return a }
         var c = a
         c.adds.merge(b.adds) { $0.union($1) }
-        c.removed.formUnion(b.removed)
+        c.removed.merge(b.removed) { $0.union($1) }
         c.lastWrite = [a.lastWrite, b.lastWrite].compactMap { $0 }.max() ?? c.adds.values.flatMap { $0 }.max()
         return c
     }
 
     func value(after marker: HLC) -> AttributeValue? {
-        let present = adds.filter { _, tags in tags.contains { $0 >= marker && !removed.contains($0) } }.keys
+        let present = adds.filter { e, tags in tags.contains { $0 >= marker && !(removed[e]?.contains($0) ?? false) } }.keys
         guard let first = present.first else { return nil }
         switch first {
         case .string:

@@ -65,6 +65,29 @@ public struct ItemKey: Hashable, Comparable, Sendable {
         }
     }
 
+    /// Reads `bytes` back (storage keys).
+    public init(bytes: [UInt8]) throws(TandemError) {
+        var r = ByteReader(bytes)
+        func element(_ r: inout ByteReader) throws(TandemError) -> KeyValue {
+            switch try r.u8() {
+            case 0:
+                guard let s = String(validating: try r.blob(limit: r.remaining), as: UTF8.self) else {
+                    throw TandemError(.malformed, "key is not UTF-8")
+                }
+                return .string(s)
+            case 1:
+                let text = try r.shortString()
+                guard let n = DecimalNumber(text) else { throw TandemError(.malformed, "bad number key") }
+                return .number(n)
+            case 2: return .binary(try r.blob(limit: r.remaining))
+            case let t: throw TandemError(.malformed, "bad key type \(t)")
+            }
+        }
+        partition = try element(&r)
+        sort = try r.bool() ? try element(&r) : nil
+        guard r.isAtEnd else { throw TandemError(.malformed, "trailing bytes after key") }
+    }
+
     /// Stable bytes (hashing, storage keys).
     public var bytes: [UInt8] {
         var w = ByteWriter(capacity: 32)
@@ -82,10 +105,37 @@ public struct ItemKey: Hashable, Comparable, Sendable {
 public struct KeySchema: Hashable, Sendable {
     public var partitionKey: String
     public var sortKey: String?
+    /// DynamoDB's key types: `S`, `N` or `B`.
+    public var partitionKeyType: String
+    public var sortKeyType: String
 
-    public init(partitionKey: String, sortKey: String? = nil) {
+    public init(partitionKey: String, sortKey: String? = nil, partitionKeyType: String = "S", sortKeyType: String = "S") {
         self.partitionKey = partitionKey
         self.sortKey = sortKey
+        self.partitionKeyType = partitionKeyType
+        self.sortKeyType = sortKeyType
+    }
+
+    /// A key value from its text form in a URL (`N` parsed exactly, `B` as base64).
+    public static func keyValue(_ text: String, type: String) -> KeyValue? {
+        switch type {
+        case "S": return text.isEmpty ? nil : .string(text)
+        case "N": return DecimalNumber(text).map { .number($0) }
+        case "B": return Base64.decode(text).flatMap { $0.isEmpty ? nil : .binary($0) }
+        default: return nil
+        }
+    }
+
+    /// The item's key, checking that the key attributes are present and of the declared type.
+    public func key(of item: [String: AttributeValue]) throws(TandemError) -> ItemKey {
+        func part(_ name: String, _ type: String) throws(TandemError) -> KeyValue {
+            guard let v = item[name] else { throw TandemError(.badRequest, "item lacks key attribute '\(name)'") }
+            guard let k = KeyValue(v), v.typeName == type else {
+                throw TandemError(.badRequest, "key attribute '\(name)' must be of type \(type)")
+            }
+            return k
+        }
+        return ItemKey(partition: try part(partitionKey, partitionKeyType), sort: try sortKey.map { n throws(TandemError) in try part(n, sortKeyType) })
     }
 }
 

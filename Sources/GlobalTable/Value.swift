@@ -45,7 +45,7 @@ public enum SetElement: Hashable, Sendable, Comparable {
         }
     }
 
-    var rank: Int {
+    public var rank: Int {
         switch self {
         case .string: 0
         case .number: 1

@@ -45,6 +45,8 @@ public final class Node {
     let udp: UDPSocket
     let peers: PeerLinks
     let http: HTTPServer
+    let store: LMDBStore
+    let tables: Tables
     private let peerServer: TCPServer
     private let tickTimer: Timer
     private var signals: [SignalWatcher] = []
@@ -92,6 +94,8 @@ public final class Node {
             settings: config.settings, name: config.name, address: bindAddress.description,
             meta: MemberMeta(region: config.region, api: apiAddress.description, role: config.role),
             incarnation: incarnation, seed: UInt64.random(in: .min ... .max), now: startedAt)
+        store = try LMDBStore(path: config.dataDir)
+        tables = try Tables(store: store, loop: loop, nodeName: config.name)
         udp = try UDPSocket(loop: loop, bind: bindAddress)
         peerServer = try TCPServer(loop: loop, bind: bindAddress)
         peers = PeerLinks(loop: loop, server: peerServer)
@@ -101,7 +105,9 @@ public final class Node {
         try udp.start { [unowned self] bytes, from in self.receive(bytes, from: from) }
         peers.onRequest = { [unowned self] frame, from, reply in self.serve(frame, from: from, reply: reply) }
         peers.isBlocked = { [unowned self] address in self.chaos.blocked.contains(address) }
-        http.handler = { [unowned self] request, respond in respond(self.route(request)) }
+        http.handler = { [unowned self] request, respond in
+            if !self.tables.route(request, respond) { respond(self.route(request)) }
+        }
         // A launcher may have left these blocked (threads of a test runner do); leaving
         // gracefully depends on receiving them.
         var mask = sigset_t()

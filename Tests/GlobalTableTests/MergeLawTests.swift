@@ -40,6 +40,7 @@ import Testing
             case 3: delta = states[r].add("n", DecimalNumber(Int(rng.next() % 7) - 3), at: t)
             case 4: delta = states[r].addToSet("s", [elements[Int(rng.next() % 3)]], at: t)
             case 5: delta = states[r].removeFromSet("s", [elements[Int(rng.next() % 3)]], at: t)
+            case 6 where rng.chance(0.3): delta = states[r].set("s", .stringSet(["x", "w"]), at: t)
             case 6: delta = states[r].put(["a": .string("p"), "n": .number(DecimalNumber(1))], at: t)
             default: delta = rng.chance(0.3) ? states[r].delete(at: t) : states[r].add("n", DecimalNumber(1), at: t)
             }
@@ -129,12 +130,27 @@ import Testing
         var east = ItemState(), west = ItemState()
         let add = east.addToSet("skills", [.string("billing")], at: HLC(physicalMs: 1, logical: 0, node: 1))!
         west.merge(add)
-        let remove = west.removeFromSet("skills", [.string("billing")], at: HLC(physicalMs: 2, logical: 0, node: 2))
+        let remove = west.removeFromSet("skills", [.string("billing")], at: HLC(physicalMs: 2, logical: 0, node: 2))!
         let addAgain = east.addToSet("skills", [.string("billing")], at: HLC(physicalMs: 2, logical: 0, node: 1))!
         east.merge(remove)
         west.merge(addAgain)
         #expect(east == west)
         #expect(east.visible?["skills"] == .stringSet(["billing"]))
+    }
+
+    @Test func aSetWrittenWholeCanBeEditedElementwise() {
+        var east = ItemState(), west = ItemState()
+        let put = east.put(["skills": .stringSet(["billing", "voice"])], at: HLC(physicalMs: 1, logical: 0, node: 1))
+        west.merge(put)
+        let add = east.addToSet("skills", [.string("chat")], at: HLC(physicalMs: 2, logical: 0, node: 1))!
+        let remove = west.removeFromSet("skills", [.string("voice")], at: HLC(physicalMs: 2, logical: 0, node: 2))!
+        east.merge(remove)
+        west.merge(add)
+        #expect(east == west)
+        #expect(east.visible?["skills"] == .stringSet(["billing", "chat"]))
+        var counter = ItemState()
+        _ = counter.set("n", .number(DecimalNumber(3)), at: HLC(physicalMs: 1, logical: 0, node: 1))
+        #expect(counter.addToSet("n", [.string("x")], at: HLC(physicalMs: 2, logical: 0, node: 1)) == nil)
     }
 
     @Test func deleteHidesOlderWritesAndALaterUpdateStillLands() {

@@ -1,0 +1,157 @@
+import CLMDB
+import CLibUV
+import TandemCore
+
+/// The node's durable key-value store: one LMDB environment in the data dir. A committed write
+/// transaction is on disk (LMDB syncs on commit), so a write acknowledged after `commit` survives
+/// `kill -9` and power loss.
+final class LMDBStore: @unchecked Sendable {
+    private var env: OpaquePointer?
+    private var dbi: MDB_dbi = 0
+
+    init(path: String, mapSizeBytes: Int = 16 << 30) throws {
+        try check(mdb_env_create(&env), "create environment")
+        try check(mdb_env_set_maxdbs(env, 4), "set max dbs")
+        try check(mdb_env_set_mapsize(env, mapSizeBytes), "set map size")
+        try check(mdb_env_open(env, path, 0, 0o644), "open \(path)")
+        var txn: OpaquePointer?
+        try check(mdb_txn_begin(env, nil, 0, &txn), "begin")
+        try check(mdb_dbi_open(txn, "data", UInt32(MDB_CREATE), &dbi), "open db")
+        try check(mdb_txn_commit(txn), "commit")
+    }
+
+    deinit { mdb_env_close(env) }
+
+    private func check(_ rc: Int32, _ what: String) throws {
+        guard rc == 0 else { throw TandemError(.io, "lmdb \(what): \(String(cString: mdb_strerror(rc)))") }
+    }
+
+    /// Every pair whose key starts with `prefix`, in key order.
+    func scan(prefix: [UInt8]) throws -> [(key: [UInt8], value: [UInt8])] {
+        var txn: OpaquePointer?
+        try check(mdb_txn_begin(env, nil, UInt32(MDB_RDONLY), &txn), "begin read")
+        defer { mdb_txn_abort(txn) }
+        var cursor: OpaquePointer?
+        try check(mdb_cursor_open(txn, dbi, &cursor), "cursor")
+        defer { mdb_cursor_close(cursor) }
+        var out: [(key: [UInt8], value: [UInt8])] = []
+        var prefixCopy = prefix
+        var k = MDB_val(mv_size: prefix.count, mv_data: nil)
+        var v = MDB_val()
+        var rc: Int32 = prefixCopy.withUnsafeMutableBytes { p in
+            k.mv_data = p.baseAddress
+            return prefix.isEmpty ? mdb_cursor_get(cursor, &k, &v, MDB_FIRST) : mdb_cursor_get(cursor, &k, &v, MDB_SET_RANGE)
+        }
+        while rc == 0 {
+            let key = Array(UnsafeRawBufferPointer(start: k.mv_data, count: k.mv_size))
+            guard key.starts(with: prefix) else { break }
+            out.append((key, Array(UnsafeRawBufferPointer(start: v.mv_data, count: v.mv_size))))
+            rc = mdb_cursor_get(cursor, &k, &v, MDB_NEXT)
+        }
+        guard rc == 0 || rc == MDB_NOTFOUND else { try check(rc, "scan"); return out }
+        return out
+    }
+
+    /// Applies puts (value) and deletes (nil) in one transaction and syncs it.
+    func commit(_ writes: [(key: [UInt8], value: [UInt8]?)]) throws {
+        var txn: OpaquePointer?
+        try check(mdb_txn_begin(env, nil, 0, &txn), "begin write")
+        for (key, value) in writes {
+            var keyBytes = key
+            let rc: Int32 = keyBytes.withUnsafeMutableBytes { kp in
+                var k = MDB_val(mv_size: kp.count, mv_data: kp.baseAddress)
+                guard var valueBytes = value else { return mdb_del(txn, dbi, &k, nil) }
+                return valueBytes.withUnsafeMutableBytes { vp in
+                    var v = MDB_val(mv_size: vp.count, mv_data: vp.baseAddress)
+                    return mdb_put(txn, dbi, &k, &v, 0)
+                }
+            }
+            if rc != 0 && !(value == nil && rc == MDB_NOTFOUND) {
+                mdb_txn_abort(txn)
+                try check(rc, "write")
+            }
+        }
+        try check(mdb_txn_commit(txn), "commit")
+    }
+}
+
+/// Group commit: writes that arrive while a commit is running wait and go together in the
+/// next one, so many writers share one fsync. Commits run on libuv's thread pool; completions
+/// run on the loop thread, in submission order.
+final class GroupCommitter {
+    typealias Write = (key: [UInt8], value: [UInt8]?)
+
+    private final class Batch: @unchecked Sendable {
+        let store: LMDBStore
+        let writes: [Write]
+        var error: TandemError?
+        init(store: LMDBStore, writes: [Write]) {
+            self.store = store
+            self.writes = writes
+        }
+    }
+
+    private let loop: EventLoop
+    private let store: LMDBStore
+    private var waiting: [(writes: [Write], done: (TandemError?) -> Void)] = []
+    private var running: [(TandemError?) -> Void]?
+    private(set) var commits = 0
+    private(set) var writesCommitted = 0
+    private(set) var failures = 0
+
+    init(loop: EventLoop, store: LMDBStore) {
+        self.loop = loop
+        self.store = store
+    }
+
+    func submit(_ writes: [Write], _ done: @escaping (TandemError?) -> Void) {
+        waiting.append((writes, done))
+        if running == nil { startBatch() }
+    }
+
+    private func startBatch() {
+        guard !waiting.isEmpty else { return }
+        let taken = waiting
+        waiting = []
+        running = taken.map(\.done)
+        let batch = Batch(store: store, writes: taken.flatMap(\.writes))
+        let req = UnsafeMutablePointer<uv_work_t>.allocate(capacity: 1)
+        req.pointee.data = Unmanaged.passRetained(BatchContext(batch: batch, owner: self)).toOpaque()
+        uv_queue_work(loop.raw, req, { req in
+            let context = Unmanaged<BatchContext>.fromOpaque(req!.pointee.data).takeUnretainedValue()
+            do {
+                try context.batch.store.commit(context.batch.writes)
+            } catch let e as TandemError {
+                context.batch.error = e
+            } catch {
+                context.batch.error = TandemError(.io, "\(error)")
+            }
+        }, { req, _ in
+            let context = Unmanaged<BatchContext>.fromOpaque(req!.pointee.data).takeRetainedValue()
+            req!.deallocate()
+            context.owner?.finish(context.batch)
+        })
+    }
+
+    private final class BatchContext: @unchecked Sendable {
+        let batch: Batch
+        weak var owner: GroupCommitter?
+        init(batch: Batch, owner: GroupCommitter) {
+            self.batch = batch
+            self.owner = owner
+        }
+    }
+
+    private func finish(_ batch: Batch) {
+        let done = running ?? []
+        running = nil
+        if batch.error == nil {
+            commits += 1
+            writesCommitted += batch.writes.count
+        } else {
+            failures += 1
+        }
+        for d in done { d(batch.error) }
+        startBatch()
+    }
+}
