@@ -115,6 +115,14 @@ public final class Node {
         sigaddset(&mask, SIGINT)
         sigaddset(&mask, SIGTERM)
         pthread_sigmask(SIG_UNBLOCK, &mask, nil)
+        tables.livePeers = { [unowned self] in
+            self.membership.members.values.filter { $0.status == .alive && !self.chaos.blocked.contains($0.state.address) }
+                .map(\.state.address)
+        }
+        tables.request = { [unowned self] to, kind, payload, done in
+            self.peers.request(to: to, kind: kind, payload: payload, timeout: .seconds(5), done)
+        }
+        tables.start()
         for sig in [SIGINT, SIGTERM] {
             signals.append(SignalWatcher(loop: loop, signal: sig) { [unowned self] in self.shutdown() })
         }
@@ -166,7 +174,11 @@ public final class Node {
     }
 
     private func serve(_ frame: Frame, from: SocketAddress?, reply: @escaping ([UInt8]) -> Void) {
-        guard frame.kind == FrameKind.pushPull else {
+        switch frame.kind {
+        case TableFrame.deltas: return tables.serveDeltas(frame.payload, reply: reply)
+        case TableFrame.digests: return tables.serveDigests(frame.payload, reply: reply)
+        case FrameKind.pushPull: break
+        default:
             peers.countMalformed()
             return
         }

@@ -129,8 +129,36 @@ extension Node {
         metric("tandem_http_connections_total", "counter", "HTTP connections accepted.", h.connectionsAccepted)
         metric("tandem_http_connections_rejected_total", "counter", "HTTP connections refused at the connection limit.", h.connectionsRejected)
         metric("tandem_data_dir_write_failures_total", "counter", "Failed durable writes to the data dir.", shell.persistFailures)
-        let dropped = shell.malformedPackets + p.malformedFrames + h.badRequests
+        let t = tables.sync
+        let c = tables.stats
+        metric("tandem_table_commits_total", "counter", "LMDB commits (each may carry many writes).", c.commits)
+        metric("tandem_table_writes_committed_total", "counter", "Writes made durable.", c.writes)
+        metric("tandem_table_commit_failures_total", "counter", "Commits that failed (writes not acknowledged).", c.failures)
+        metric("tandem_table_deltas_sent_total", "counter", "Deltas acknowledged by peers.", t.deltasSent)
+        metric("tandem_table_deltas_received_total", "counter", "Deltas received from peers.", t.deltasReceived)
+        metric("tandem_table_deltas_dropped_total", "counter", "Deltas dropped from full or dead-peer queues (anti-entropy repairs).", t.deltasDropped)
+        metric("tandem_table_merges_total", "counter", "Remote deltas that changed an item here.", t.conflictsMerged)
+        metric("tandem_table_anti_entropy_rounds_total", "counter", "Digest exchanges started.", t.antiEntropyRounds)
+        metric("tandem_table_items_repaired_total", "counter", "Items received through anti-entropy.", t.itemsRepaired)
+        metric("tandem_table_malformed_total", "counter", "Malformed table sync messages.", t.malformed)
+        out += replicationLagHistogram()
+        let dropped = shell.malformedPackets + p.malformedFrames + h.badRequests + t.malformed
         metric("tandem_malformed_input_total", "counter", "All malformed input dropped (gossip, peer, HTTP).", dropped)
+        return out
+    }
+
+    /// Replication lag (write on the origin → applied here, by HLC wall time) as a histogram.
+    private func replicationLagHistogram() -> String {
+        let bounds = [1.0, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 5000]
+        let samples = tables.lagSamplesMs
+        var out = "# HELP tandem_table_replication_lag_ms Write on its origin to applied here, in ms.\n"
+        out += "# TYPE tandem_table_replication_lag_ms histogram\n"
+        for b in bounds {
+            out += "tandem_table_replication_lag_ms_bucket{le=\"\(Int(b))\"} \(samples.filter { $0 <= b }.count)\n"
+        }
+        out += "tandem_table_replication_lag_ms_bucket{le=\"+Inf\"} \(samples.count)\n"
+        out += "tandem_table_replication_lag_ms_sum \(samples.reduce(0, +))\n"
+        out += "tandem_table_replication_lag_ms_count \(samples.count)\n"
         return out
     }
 }

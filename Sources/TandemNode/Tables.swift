@@ -13,18 +13,56 @@ final class Tables {
     static let itemPrefix: [UInt8] = [0x02]
 
     private var replicas: [String: TableReplica] = [:]
+    /// Every table ever created or deleted, last writer wins (see `CatalogEntry`).
+    private var catalog: [String: CatalogEntry] = [:]
     private var clock: HybridClock
     private let committer: GroupCommitter
+    private let loop: EventLoop
+    let replication: Replication
 
-    init(store: LMDBStore, loop: EventLoop, nodeName: String) throws {
+    /// Peer plumbing, set by the node: live peers' addresses, and a request sender.
+    var livePeers: () -> [String] = { [] }
+    var request: (_ to: String, _ kind: UInt8, _ payload: [UInt8], _ done: @escaping (Result<Frame, TandemError>) -> Void) -> Void = { _, _, _, _ in }
+
+    struct Replication {
+        var antiEntropyInterval: Duration = .seconds(2)
+        var maxQueuedPerPeer = 50_000
+        var maxBatch = 1_000
+    }
+
+    struct SyncStats {
+        var deltasSent = 0
+        var deltasReceived = 0
+        var deltasDropped = 0
+        var antiEntropyRounds = 0
+        var itemsRepaired = 0
+        var conflictsMerged = 0
+        var malformed = 0
+    }
+    private(set) var sync = SyncStats()
+    /// Write→applied lag on this node for deltas from peers, by HLC physical time (ms).
+    private(set) var lagSamplesMs: [Double] = []
+    private var outbox: [String: [TableDelta]] = [:]
+    private var flushScheduled = false
+    private var inFlight: Set<String> = []
+    private let flushTimer: Timer
+    private let antiEntropyTimer: Timer
+
+    init(store: LMDBStore, loop: EventLoop, nodeName: String, replication: Replication = Replication()) throws {
+        self.loop = loop
+        self.replication = replication
         clock = HybridClock(node: stableHash64(Array(nodeName.utf8)))
         committer = GroupCommitter(loop: loop, store: store)
+        flushTimer = Timer(loop: loop)
+        antiEntropyTimer = Timer(loop: loop)
+        var wall: UInt64 = 0
         for (key, value) in try store.scan(prefix: Tables.catalogPrefix) {
             let name = String(decoding: key.dropFirst(), as: UTF8.self)
-            let schema = try Tables.decodeSchema(value)
-            replicas[name] = TableReplica(name: name, schema: schema)
+            guard let entry = try TableSyncCodec.decodeDeltas(value).catalog[name] else { continue }
+            catalog[name] = entry
+            wall = max(wall, entry.at.time)
+            if !entry.deleted { replicas[name] = TableReplica(name: name, schema: entry.schema) }
         }
-        var wall: UInt64 = 0
         for (key, value) in try store.scan(prefix: Tables.itemPrefix) {
             var r = ByteReader(key, from: 1)
             let nameLength = Int(try r.u16())
@@ -37,6 +75,13 @@ final class Tables {
         }
         // Never issue a timestamp below one already on disk, whatever the wall clock says now.
         clock.observe(HLC(time: wall, node: 0), wallMs: Tables.wallMs())
+    }
+
+    /// Starts periodic anti-entropy (after the node has wired `livePeers` and `request`).
+    func start() {
+        antiEntropyTimer.start(after: replication.antiEntropyInterval, repeating: replication.antiEntropyInterval) { [weak self] in
+            self?.antiEntropyRound()
+        }
     }
 
     var stats: (commits: Int, writes: Int, failures: Int) {
@@ -66,12 +111,6 @@ final class Tables {
     }
 
     // MARK: schema encoding
-
-    static func encodeSchema(_ s: KeySchema) -> [UInt8] {
-        var members: [(String, JSON)] = [("partitionKey", .string(s.partitionKey)), ("partitionKeyType", .string(s.partitionKeyType))]
-        if let sk = s.sortKey { members += [("sortKey", .string(sk)), ("sortKeyType", .string(s.sortKeyType))] }
-        return Array(JSON.object(members).serialized.utf8)
-    }
 
     static func decodeSchema(_ bytes: [UInt8]) throws -> KeySchema {
         let j = try JSON.parse(bytes)
@@ -136,6 +175,10 @@ final class Tables {
 
     private func describe(_ r: TableReplica) -> HTTPResponse { json(200, tableJSON(r)) }
 
+    static func catalogWrite(_ name: String, _ entry: CatalogEntry) -> GroupCommitter.Write {
+        (catalogPrefix + Array(name.utf8), TableSyncCodec.encode(deltas: [], catalog: [name: entry]))
+    }
+
     private func createTable(_ name: String, _ body: [UInt8], _ respond: @escaping (HTTPResponse) -> Void) throws {
         guard name.utf8.count >= 3, name.utf8.count <= 255,
               name.unicodeScalars.allSatisfy({ CharacterSet.alphanumerics.contains($0) || "_.-".unicodeScalars.contains($0) }) else {
@@ -149,8 +192,11 @@ final class Tables {
             respond(describe(existing))
             return
         }
-        replicas[name] = TableReplica(name: name, schema: schema)
-        committer.submit([(Tables.catalogPrefix + Array(name.utf8), Tables.encodeSchema(schema))]) { [weak self] error in
+        let entry = CatalogEntry(schema: schema, at: clock.now(wallMs: Tables.wallMs()))
+        var writes: [GroupCommitter.Write] = []
+        adopt(name, entry, writes: &writes)
+        broadcastCatalog(name)
+        committer.submit(writes) { [weak self] error in
             guard let self else { return }
             if let error { return respond(.error(error)) }
             respond(self.json(201, self.tableJSON(self.replicas[name] ?? TableReplica(name: name, schema: schema))))
@@ -159,12 +205,29 @@ final class Tables {
 
     private func deleteTable(_ name: String, _ respond: @escaping (HTTPResponse) -> Void) throws {
         let r = try replica(name)
-        replicas[name] = nil
-        var writes: [GroupCommitter.Write] = [(Tables.catalogPrefix + Array(name.utf8), nil)]
-        for key in r.items.keys { writes.append((Tables.itemStorageKey(name, key), nil)) }
+        let entry = CatalogEntry(schema: r.schema, at: clock.now(wallMs: Tables.wallMs()), deleted: true)
+        var writes: [GroupCommitter.Write] = []
+        adopt(name, entry, writes: &writes)
+        broadcastCatalog(name)
         committer.submit(writes) { error in
             respond(error.map { .error($0) } ?? .json(200, ["deleted": name]))
         }
+    }
+
+    /// Makes `entry` the catalog's word on `name` if it wins, dropping the items of a table
+    /// incarnation it replaces. Returns whether the table now is `entry`.
+    @discardableResult
+    private func adopt(_ name: String, _ entry: CatalogEntry, writes: inout [GroupCommitter.Write]) -> Bool {
+        let current = catalog[name]
+        let winner = CatalogEntry.join(current, entry)
+        guard winner != current else { return current == entry }
+        catalog[name] = winner
+        writes.append(Tables.catalogWrite(name, winner))
+        if let old = replicas[name] {
+            for key in old.items.keys { writes.append((Tables.itemStorageKey(name, key), nil)) }
+        }
+        replicas[name] = winner.deleted ? nil : TableReplica(name: name, schema: winner.schema)
+        return winner == entry
     }
 
     // MARK: items
@@ -211,6 +274,7 @@ final class Tables {
             throw TandemError(.methodNotAllowed, "\(request.method) is not allowed on an item")
         }
         replicas[table]!.merge(key, delta)
+        replicate(TableDelta(table: table, entry: catalog[table]!, key: key, state: delta))
         guard let encoded = replicas[table]!.encodedState(key), encoded.count <= Tables.maxItemBytes + 4096 else {
             throw TandemError(.tooLarge, "item exceeds \(Tables.maxItemBytes) bytes")
         }
@@ -343,5 +407,186 @@ final class Tables {
         var members: [(String, JSON)] = [("items", .array(page.items.map { PlainJSON.json($0.1) }))]
         if page.more, let last = page.items.last { members.append(("next", .string(Base64.encode(last.0.bytes)))) }
         return json(200, .object(members))
+    }
+}
+
+// ==== ----------------------------------------------------------------------------------------
+// MARK: Replication
+
+/// Peer frame kinds for global tables.
+enum TableFrame {
+    static let deltas: UInt8 = 2
+    static let digests: UInt8 = 3
+}
+
+extension Tables {
+    /// Queues a delta for every live peer and flushes at the next loop turn, so writes made in
+    /// one turn travel together.
+    func replicate(_ delta: TableDelta) {
+        for peer in livePeers() {
+            var queue = outbox[peer, default: []]
+            if queue.count >= replication.maxQueuedPerPeer {
+                queue.removeFirst()
+                sync.deltasDropped += 1  // anti-entropy will carry it instead
+            }
+            queue.append(delta)
+            outbox[peer] = queue
+        }
+        scheduleFlush()
+    }
+
+    private func broadcastCatalog(_ name: String) {
+        guard let entry = catalog[name] else { return }
+        let payload = TableSyncCodec.encode(deltas: [], catalog: [name: entry])
+        for peer in livePeers() { request(peer, TableFrame.deltas, payload) { _ in } }
+    }
+
+    private func scheduleFlush() {
+        guard !flushScheduled else { return }
+        flushScheduled = true
+        flushTimer.start(after: .zero) { [weak self] in
+            self?.flushScheduled = false
+            self?.flush()
+        }
+    }
+
+    /// One batch in flight per peer; a failed batch goes back to the front of its queue.
+    private func flush() {
+        let live = Set(livePeers())
+        for peer in outbox.keys.sorted() {
+            guard live.contains(peer) else {
+                sync.deltasDropped += outbox[peer]!.count  // a dead peer catches up by anti-entropy
+                outbox[peer] = nil
+                continue
+            }
+            guard !inFlight.contains(peer), let queue = outbox[peer], !queue.isEmpty else { continue }
+            let batch = Array(queue.prefix(replication.maxBatch))
+            outbox[peer] = Array(queue.dropFirst(batch.count))
+            inFlight.insert(peer)
+            request(peer, TableFrame.deltas, TableSyncCodec.encode(deltas: batch)) { [weak self] result in
+                guard let self else { return }
+                self.inFlight.remove(peer)
+                switch result {
+                case .success:
+                    self.sync.deltasSent += batch.count
+                case .failure:
+                    self.outbox[peer] = batch + (self.outbox[peer] ?? [])
+                }
+                if !(self.outbox[peer] ?? []).isEmpty { self.scheduleFlushLater() }
+            }
+        }
+    }
+
+    private func scheduleFlushLater() {
+        guard !flushScheduled else { return }
+        flushScheduled = true
+        flushTimer.start(after: .milliseconds(50)) { [weak self] in
+            self?.flushScheduled = false
+            self?.flush()
+        }
+    }
+
+    /// Merges what a peer sent; the answer goes back once the changes are durable here.
+    func serveDeltas(_ payload: [UInt8], reply: @escaping ([UInt8]) -> Void) {
+        guard let (deltas, entries) = try? TableSyncCodec.decodeDeltas(payload) else {
+            sync.malformed += 1
+            return
+        }
+        let writes = merge(deltas, entries)
+        committer.submit(writes) { error in if error == nil { reply([]) } }
+    }
+
+    /// Applies remote catalog entries and deltas; returns the storage writes to make.
+    private func merge(_ deltas: [TableDelta], _ entries: [String: CatalogEntry]) -> [GroupCommitter.Write] {
+        var writes: [GroupCommitter.Write] = []
+        let wall = Tables.wallMs()
+        for (name, entry) in entries {
+            clock.observe(entry.at, wallMs: wall)
+            adopt(name, entry, writes: &writes)
+        }
+        for d in deltas {
+            sync.deltasReceived += 1
+            clock.observe(HLC(time: Tables.latest(d.state), node: 0), wallMs: wall)
+            adopt(d.table, d.entry, writes: &writes)
+            guard let entry = catalog[d.table], !entry.deleted, entry.at == d.entry.at else { continue }
+            if replicas[d.table]!.merge(d.key, d.state) {
+                sync.conflictsMerged += 1
+                writes.append((Tables.itemStorageKey(d.table, d.key), replicas[d.table]!.encodedState(d.key)!))
+                let writtenMs = Double(Tables.latest(d.state) >> 16)
+                lagSamplesMs.append(max(0, Double(wall) - writtenMs))
+                if lagSamplesMs.count > 10_000 { lagSamplesMs.removeFirst(5_000) }
+            }
+        }
+        return writes
+    }
+
+    // MARK: anti-entropy
+
+    private var digests: [String: MerkleDigest] { replicas.mapValues(\.digest) }
+
+    /// Compares digests with one random live peer and exchanges only the differing buckets.
+    func antiEntropyRound() {
+        let peers = livePeers()
+        guard let peer = peers.randomElement() else { return }
+        sync.antiEntropyRounds += 1
+        request(peer, TableFrame.digests, TableSyncCodec.encode(digests: digests, catalog: catalog)) { [weak self] result in
+            guard let self, case .success(let frame) = result else { return }
+            guard let (theirDeltas, theirDigestBytes) = Tables.splitReply(frame.payload),
+                  let (deltas, entries) = try? TableSyncCodec.decodeDeltas(theirDeltas),
+                  let (theirDigests, _) = try? TableSyncCodec.decodeDigests(theirDigestBytes) else {
+                self.sync.malformed += 1
+                return
+            }
+            self.sync.itemsRepaired += deltas.count
+            let writes = self.merge(deltas, entries)
+            self.committer.submit(writes) { _ in }
+            // What still differs after taking theirs is ours to give.
+            let push = self.itemsDiffering(from: theirDigests)
+            if !push.isEmpty { self.request(peer, TableFrame.deltas, TableSyncCodec.encode(deltas: push)) { _ in } }
+        }
+    }
+
+    /// Answers a digest exchange with our items in every bucket that differs, and our digests.
+    func serveDigests(_ payload: [UInt8], reply: @escaping ([UInt8]) -> Void) {
+        guard let (theirDigests, entries) = try? TableSyncCodec.decodeDigests(payload) else {
+            sync.malformed += 1
+            return
+        }
+        let writes = merge([], entries)
+        committer.submit(writes) { _ in }
+        let deltas = TableSyncCodec.encode(deltas: itemsDiffering(from: theirDigests), catalog: catalog)
+        let ours = TableSyncCodec.encode(digests: digests, catalog: [:])
+        var w = ByteWriter(capacity: deltas.count + ours.count + 8)
+        w.blob(deltas)
+        w.blob(ours)
+        reply(w.bytes)
+    }
+
+    static func splitReply(_ bytes: [UInt8]) -> ([UInt8], [UInt8])? {
+        var r = ByteReader(bytes)
+        guard let a = try? r.blob(limit: bytes.count), let b = try? r.blob(limit: bytes.count), r.isAtEnd else { return nil }
+        return (a, b)
+    }
+
+    /// Our items in buckets whose digest differs from `theirs` (all items of tables they lack).
+    private func itemsDiffering(from theirs: [String: [UInt64]]) -> [TableDelta] {
+        var out: [TableDelta] = []
+        for name in replicas.keys.sorted() {
+            let r = replicas[name]!
+            let entry = catalog[name]!
+            let buckets: [Int]
+            if let t = theirs[name] {
+                buckets = (0..<MerkleDigest.bucketCount).filter { r.digest.buckets[$0] != t[$0] }
+            } else {
+                buckets = Array(0..<MerkleDigest.bucketCount)
+            }
+            guard !buckets.isEmpty else { continue }
+            let wanted = Set(buckets)
+            for key in r.items.keys.sorted() where wanted.contains(MerkleDigest.bucket(of: key)) {
+                out.append(TableDelta(table: name, entry: entry, key: key, state: r.state(key)!))
+                if out.count >= TableSyncCodec.maxBatch { return out }  // the rest next round
+            }
+        }
+        return out
     }
 }
