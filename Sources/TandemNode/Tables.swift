@@ -371,7 +371,9 @@ final class Tables {
         guard (1...1000).contains(limit) else { throw TandemError(.badRequest, "limit must be 1 to 1000") }
         var after: ItemKey?
         if let cursor = q["after"] {
-            guard let bytes = Base64.decode(cursor), let k = try? ItemKey(bytes: bytes) else {
+            // URL-safe alphabet, so a cursor needs no escaping in a query string.
+            let standard = cursor.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+            guard let bytes = Base64.decode(standard), let k = try? ItemKey(bytes: bytes) else {
                 throw TandemError(.badRequest, "'after' is not a cursor this API returned")
             }
             after = k
@@ -405,7 +407,10 @@ final class Tables {
             page = r.scan(after: after, limit: limit)
         }
         var members: [(String, JSON)] = [("items", .array(page.items.map { PlainJSON.json($0.1) }))]
-        if page.more, let last = page.items.last { members.append(("next", .string(Base64.encode(last.0.bytes)))) }
+        if page.more, let last = page.items.last {
+            let cursor = Base64.encode(last.0.bytes).replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
+            members.append(("next", .string(cursor)))
+        }
         return json(200, .object(members))
     }
 }

@@ -94,9 +94,11 @@ struct MembershipBench: ParsableCommand {
             cluster.setChaos(x, block: others.map { cluster.nodes[$0].bind })
             for o in others { cluster.setChaos(o, block: [cluster.nodes[x].bind]) }
             let name = cluster.nodes[x].name
-            let split = eventually(timeout: .seconds(120)) {
+            // Split when every other node lists x dead and x has declared at least one of them dead
+            // (alone, x's own timeouts stretch under Lifeguard, so declaring all four takes ~1 min).
+            let split = eventually(timeout: .seconds(180)) {
                 others.allSatisfy { cluster.view(from: $0)?[name]?.status == "dead" }
-                    && (cluster.view(from: x).map { v in others.allSatisfy { v[cluster.nodes[$0].name]?.status == "dead" } } ?? false)
+                    && (cluster.view(from: x).map { v in others.contains { v[cluster.nodes[$0].name]?.status == "dead" } } ?? false)
             }
             guard split else { throw ValidationError("\(profile): partition never took effect") }
             let clock = ContinuousClock()
