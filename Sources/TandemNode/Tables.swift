@@ -166,6 +166,8 @@ final class Tables {
                                          ("partitionKeyType", .string(r.schema.partitionKeyType))]
         if let sk = r.schema.sortKey { members += [("sortKey", .string(sk)), ("sortKeyType", .string(r.schema.sortKeyType))] }
         members.append(("items", .number(String(r.items.values.filter { $0.visible != nil }.count))))
+        // Equal roots on two nodes mean equal replicas (anti-entropy's view of the table).
+        members.append(("digest", .string(String(r.digest.root, radix: 16))))
         return .object(members)
     }
 

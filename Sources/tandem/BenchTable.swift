@@ -1,0 +1,130 @@
+import ArgumentParser
+import Foundation
+import TandemCore
+import TandemNode
+
+/// Figures for global tables, each against its target (real processes on loopback; the load
+/// generator shares the machine's cores with the nodes).
+struct TableBench: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "table")
+
+    @Option(help: "Seconds per throughput phase.") var seconds = 10
+    @Option(help: "Keep-alive client connections.") var connections = 50
+    @Option(help: "Seconds of partition in the repair test.") var partitionSeconds = 60
+    @Option(help: "Comma-separated parts: throughput, lag, repair (default all).") var only: String?
+
+    func run() throws {
+        let parts = Set((only ?? "throughput,lag,repair").split(separator: ",").map(String.init))
+        print("global tables benchmark — real nodes on 127.0.0.1, load generator on the same 2 cores\n")
+        if parts.contains("throughput") { try throughput() }
+        if parts.contains("lag") { try lag() }
+        if parts.contains("repair") { try repair() }
+    }
+
+    static let value = String(repeating: "x", count: 200)
+    static func item(_ i: Int) -> [UInt8] { Array(#"{"status":"available","note":"\#(value)"}"#.utf8) }
+
+    func start(_ size: Int, chaos: Bool = false) throws -> LocalCluster {
+        let cluster = try LocalCluster(size: size, profile: "fast", chaos: chaos)
+        try cluster.startAll()
+        let names = cluster.nodes.map(\.name)
+        guard eventually(timeout: .seconds(20), { (0..<size).allSatisfy { i in names.allSatisfy { cluster.view(from: i)?[$0]?.status == "alive" } } }) else {
+            throw ValidationError("cluster did not form")
+        }
+        let create = try HTTPClient.request("PUT", cluster.nodes[0].api, "/v1/tables/bench", body: Array(#"{"partitionKey":"id"}"#.utf8))
+        guard create.status == 201 else { throw ValidationError("create table: \(create.text)") }
+        guard eventually(timeout: .seconds(10), { (0..<size).allSatisfy { (try? HTTPClient.request("GET", cluster.nodes[$0].api, "/v1/tables/bench"))?.status == 200 } }) else {
+            throw ValidationError("table did not replicate")
+        }
+        return cluster
+    }
+
+    func report(_ what: String, _ r: LoadGenerator.Result, target: String, met: Bool) {
+        print("• \(what): " + String(format: "%.0f/s, p50 %.2f ms, p99 %.2f ms, errors %d (n=%d)",
+                                     r.perSecond, r.percentile(0.5), r.percentile(0.99), r.errors, r.requests))
+        print("    target \(target): \(met ? "MET" : "MISSED")\n")
+        fflush(nil)
+    }
+
+    func throughput() throws {
+        let cluster = try start(1)
+        let api = cluster.nodes[0].api
+        var rng = SystemRandomNumberGenerator()
+        let puts = try LoadGenerator(target: api) {
+            let id = Int.random(in: 0..<100_000, using: &rng)
+            return ("PUT", "/v1/tables/bench/items/k\(id)", TableBench.item(id))
+        }.run(connections: connections, duration: .seconds(Int64(seconds)))
+        report("one node, \(connections) clients, 256-byte items, durable puts", puts, target: "≥ 20,000/s, p99 < 5 ms",
+               met: puts.perSecond >= 20_000 && puts.percentile(0.99) < 5)
+        let getter = try LoadGenerator(target: api) {
+            ("GET", "/v1/tables/bench/items/k\(Int.random(in: 0..<100_000, using: &rng))", nil)
+        }
+        getter.served = { $0 == 200 || $0 == 404 }
+        let gets = getter.run(connections: connections, duration: .seconds(Int64(seconds)))
+        report("one node, \(connections) clients, gets (hits and misses)", gets, target: "≥ 40,000/s, p99 < 5 ms",
+               met: gets.perSecond >= 40_000 && gets.percentile(0.99) < 5)
+        let commits = cluster.metric("tandem_table_commits_total", node: 0) ?? 0
+        let writes = cluster.metric("tandem_table_writes_committed_total", node: 0) ?? 0
+        print(String(format: "    group commit: %.0f writes in %.0f fsyncs (%.1f writes per commit)\n", writes, commits, writes / max(commits, 1)))
+    }
+
+    func lag() throws {
+        let cluster = try start(2)
+        var i = 0
+        let load = try LoadGenerator(target: cluster.nodes[0].api) {
+            i += 1
+            return ("PUT", "/v1/tables/bench/items/lag\(i)", TableBench.item(i))
+        }.run(connections: 20, duration: .seconds(Int64(seconds)), ratePerSecond: 5_000)
+        _ = eventually(timeout: .seconds(10)) { (cluster.metric("tandem_table_replication_lag_ms_count", node: 1) ?? 0) >= Double(load.requests) }
+        let (p50, p99, count) = lagPercentiles(cluster, node: 1)
+        print(String(format: "• replication lag write→visible on the other node at %.0f writes/s: p50 ≤ %@ ms, p99 ≤ %@ ms (%d deltas, HLC ms resolution)",
+                     load.perSecond, p50, p99, count))
+        let met = (Double(p50) ?? 99) <= 5 && (Double(p99) ?? 999) <= 50
+        print("    target p50 < 5 ms, p99 < 50 ms: \(met ? "MET" : "MISSED")\n")
+        fflush(nil)
+    }
+
+    /// Upper bounds of the histogram buckets holding the 50th and 99th percentiles.
+    func lagPercentiles(_ cluster: LocalCluster, node: Int) -> (String, String, Int) {
+        guard let text = try? HTTPClient.request("GET", cluster.nodes[node].api, "/metrics").text else { return ("?", "?", 0) }
+        var buckets: [(String, Double)] = []
+        for line in text.split(separator: "\n") where line.hasPrefix("tandem_table_replication_lag_ms_bucket") {
+            let le = line.split(separator: "\"")[1]
+            buckets.append((String(le), Double(line.split(separator: " ")[1]) ?? 0))
+        }
+        let total = buckets.last?.1 ?? 0
+        func p(_ q: Double) -> String { buckets.first { $0.1 >= q * total }?.0 ?? "?" }
+        return (p(0.5), p(0.99), Int(total))
+    }
+
+    func repair() throws {
+        let cluster = try start(2, chaos: true)
+        let (a, b) = (cluster.nodes[0], cluster.nodes[1])
+        cluster.setChaos(0, block: [b.bind])
+        cluster.setChaos(1, block: [a.bind])
+        var i = 0
+        let load = try LoadGenerator(target: a.api) {
+            i += 1
+            return ("PUT", "/v1/tables/bench/items/p\(i)", TableBench.item(i))
+        }.run(connections: 10, duration: .seconds(Int64(partitionSeconds)), ratePerSecond: 1_000)
+        func peerBytes() -> Double {
+            (0..<2).reduce(0) { $0 + (cluster.metric("tandem_peer_bytes_out_total", node: $1) ?? 0) }
+        }
+        func digest(_ n: LocalCluster.NodeProcess) -> String? {
+            (try? HTTPClient.request("GET", n.api, "/v1/tables/bench")).flatMap { try? JSON.parse($0.body) }?["digest"]?.stringValue
+        }
+        let bytesBefore = peerBytes()
+        let clock = ContinuousClock()
+        let healedAt = clock.now
+        cluster.setChaos(0)
+        cluster.setChaos(1)
+        let equal = eventually(timeout: .seconds(120), interval: .milliseconds(20)) { digest(a) != nil && digest(a) == digest(b) }
+        let took = (clock.now - healedAt).seconds
+        let repairBytes = peerBytes() - bytesBefore
+        let itemBytes = Double(load.requests) * Double(TableBench.item(0).count + 120)
+        print(String(format: "• repair after a %d s partition at %.0f writes/s: roots equal %.2f s after the heal (%@); repair traffic %.1f MB for %d items written (≈ %.1f× their size)",
+                     partitionSeconds, load.perSecond, took, equal ? "converged" : "NOT converged", repairBytes / 1e6, load.requests, repairBytes / max(itemBytes, 1)))
+        print("    target within 10 s, ≤ 2× changed bytes: \(equal && took <= 10 && repairBytes <= 2 * itemBytes ? "MET" : "MISSED")\n")
+        fflush(nil)
+    }
+}
