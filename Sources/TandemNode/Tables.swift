@@ -235,8 +235,9 @@ final class Tables {
     // MARK: items
 
     private func item(_ request: HTTPRequest, table: String, keyParts: [String], _ respond: @escaping (HTTPResponse) -> Void) throws {
-        let r = try replica(table)
-        let schema = r.schema
+        // Only the schema and the one item are copied out: holding a copy of the replica while
+        // writing to it would copy all its items (copy-on-write) on every write.
+        let schema = try replica(table).schema
         guard (keyParts.count == 2) == (schema.sortKey != nil) else {
             throw TandemError(.badRequest, schema.sortKey == nil
                 ? "table '\(table)' has no sort key: use /items/{\(schema.partitionKey)}"
@@ -253,7 +254,7 @@ final class Tables {
             sk = v
         }
         let key = ItemKey(partition: pk, sort: sk)
-        var state = r.state(key) ?? ItemState()
+        var state = replicas[table]!.state(key) ?? ItemState()
         let t = clock.now(wallMs: Tables.wallMs())
         let delta: ItemState
         switch request.method {
