@@ -37,6 +37,7 @@ public struct MembershipStats: Sendable, Equatable {
     public var messagesIn = 0
     public var messagesOut = 0
     public var pingsForOthers = 0
+    public var addressConflicts = 0
 }
 
 /// SWIM membership with Lifeguard, as a pure state machine.
@@ -412,6 +413,12 @@ public struct MembershipInstance: Sendable {
         }
         // Only a higher incarnation overrides: at equal incarnation suspect/dead/left win.
         guard s.incarnation > m.incarnation else { return }
+        // memberlist's rule: a live member does not move to another address (two processes
+        // claiming one name would flip it back and forth); once dead or left, it may.
+        if m.status.isLive && m.state.address != s.address {
+            stats.addressConflicts += 1
+            return
+        }
         let previous = m.status
         if m.state.address != s.address {
             nameByAddress[m.state.address] = nil

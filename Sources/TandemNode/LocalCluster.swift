@@ -175,7 +175,12 @@ public func spawn(_ path: String, _ args: [String], log: String) throws -> pid_t
     posix_spawnattr_setsigdefault(&attributes, &defaults)
     posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
     var pid: pid_t = 0
-    let rc = posix_spawn(&pid, path, &actions, &attributes, argv, environ)
+    // Children exit when this process is gone (see Node.watchParent).
+    var entries: [String] = ["TANDEM_PARENT_PID=\(getpid())"]
+    for (k, v) in ProcessInfo.processInfo.environment where k != "TANDEM_PARENT_PID" { entries.append("\(k)=\(v)") }
+    let env: [UnsafeMutablePointer<CChar>?] = entries.map { strdup($0) } + [nil]
+    defer { for e in env { free(e) } }
+    let rc = posix_spawn(&pid, path, &actions, &attributes, argv, env)
     guard rc == 0 else { throw NSError(domain: "spawn", code: Int(rc)) }
     return pid
 }

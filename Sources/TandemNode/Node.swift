@@ -123,6 +123,7 @@ public final class Node {
             self.peers.request(to: to, kind: kind, payload: payload, timeout: .seconds(5), done)
         }
         tables.start()
+        watchParent()
         for sig in [SIGINT, SIGTERM] {
             signals.append(SignalWatcher(loop: loop, signal: sig) { [unowned self] in self.shutdown() })
         }
@@ -134,6 +135,22 @@ public final class Node {
         var seeds: [String] = []
         for seed in config.seeds { seeds.append(try SocketAddress(seed).description) }
         apply(membership.join(seeds: seeds, now: loop.now))
+    }
+
+    private var parentWatch: Timer?
+
+    /// Tooling that launches nodes (tests, demo, bench) sets `TANDEM_PARENT_PID`: the node exits
+    /// when that process is gone, so a killed test run never leaves nodes behind.
+    private func watchParent() {
+        guard let raw = ProcessInfo.processInfo.environment["TANDEM_PARENT_PID"], let pid = Int32(raw) else { return }
+        let timer = Timer(loop: loop)
+        parentWatch = timer
+        timer.start(after: .seconds(1), repeating: .seconds(1)) { [unowned self] in
+            if kill(pid, 0) != 0 && errno == ESRCH {
+                self.logger.notice("parent process gone, stopping", metadata: ["parent": "\(pid)"])
+                exit(0)
+            }
+        }
     }
 
     /// Connection caps assume the soft limit on open files can be raised to the hard one.

@@ -101,6 +101,7 @@ extension Node {
         metric("tandem_membership_stalls_total", "counter", "Times this process noticed it had been stalled.", m.stalls)
         metric("tandem_membership_messages_in_total", "counter", "Gossip messages received.", m.messagesIn)
         metric("tandem_membership_messages_out_total", "counter", "Gossip messages sent.", m.messagesOut)
+        metric("tandem_membership_address_conflicts_total", "counter", "Alive claims for a live member from another address, refused.", m.addressConflicts)
         metric("tandem_membership_local_health", "gauge", "Lifeguard local health score (0 is healthy).", membership.awareness)
         metric("tandem_membership_incarnation", "gauge", "This node's incarnation.", Int(membership.myself.incarnation))
         out += "# HELP tandem_membership_members Members by status in this node's view.\n# TYPE tandem_membership_members gauge\n"
