@@ -118,12 +118,12 @@ public enum ItemCodec {
 
     // MARK: pieces
 
-    static func hlc(_ t: HLC, _ w: inout ByteWriter) {
+    public static func hlc(_ t: HLC, _ w: inout ByteWriter) {
         w.u64(t.time)
         w.u64(t.node)
     }
 
-    static func readHLC(_ r: inout ByteReader) throws(TandemError) -> HLC {
+    public static func readHLC(_ r: inout ByteReader) throws(TandemError) -> HLC {
         HLC(time: try r.u64(), node: try r.u64())
     }
 
@@ -143,7 +143,7 @@ public enum ItemCodec {
         return n
     }
 
-    static func boundedCount(_ r: inout ByteReader, minSize: Int) throws(TandemError) -> Int {
+    public static func boundedCount(_ r: inout ByteReader, minSize: Int) throws(TandemError) -> Int {
         let n = Int(try r.u32())
         guard n * minSize <= r.remaining else { throw TandemError(.malformed, "count \(n) cannot fit in \(r.remaining) bytes") }
         return n

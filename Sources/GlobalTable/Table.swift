@@ -153,7 +153,7 @@ public struct MerkleDigest: Hashable, Sendable {
 
     public static func bucket(of key: ItemKey) -> Int { Int(stableHash64(key.bytes) >> 56) }
 
-    static func itemHash(_ key: ItemKey, _ encodedState: [UInt8]) -> UInt64 {
+    public static func itemHash(_ key: ItemKey, _ encodedState: [UInt8]) -> UInt64 {
         // Two independent 64-bit hashes folded together: a collision needs both to collide.
         let k = key.bytes
         return stableHash64(k + encodedState) ^ (UInt64(CRC32C.checksum(k + encodedState)) << 32)

@@ -425,6 +425,7 @@ final class Tables {
 enum TableFrame {
     static let deltas: UInt8 = 2
     static let digests: UInt8 = 3
+    static let fetch: UInt8 = 4
 }
 
 extension Tables {
@@ -480,7 +481,10 @@ extension Tables {
                 case .failure:
                     self.outbox[peer] = batch + (self.outbox[peer] ?? [])
                 }
-                if !(self.outbox[peer] ?? []).isEmpty { self.scheduleFlushLater() }
+                // More waiting: go again at once after a success, after a pause after a failure.
+                if !(self.outbox[peer] ?? []).isEmpty {
+                    if case .success = result { self.scheduleFlush() } else { self.scheduleFlushLater() }
+                }
             }
         }
     }
@@ -532,69 +536,144 @@ extension Tables {
 
     private var digests: [String: MerkleDigest] { replicas.mapValues(\.digest) }
 
-    /// Compares digests with one random live peer and exchanges only the differing buckets.
+    /// One round with one random live peer, three steps, so only what differs crosses:
+    /// 1. we send bucket digests per table; 2. the peer answers, for each bucket that differs,
+    /// the hash of every item it holds there; 3. we push our items whose hash it lacks or does
+    /// not match, and fetch its items we lack or hold differently. Merging is idempotent, so a
+    /// key that differs on both sides simply travels both ways.
     func antiEntropyRound() {
-        let peers = livePeers()
-        guard let peer = peers.randomElement() else { return }
+        guard let peer = livePeers().randomElement() else { return }
         sync.antiEntropyRounds += 1
         request(peer, TableFrame.digests, TableSyncCodec.encode(digests: digests, catalog: catalog)) { [weak self] result in
             guard let self, case .success(let frame) = result else { return }
-            guard let (theirDeltas, theirDigestBytes) = Tables.splitReply(frame.payload),
-                  let (deltas, entries) = try? TableSyncCodec.decodeDeltas(theirDeltas),
-                  let (theirDigests, _) = try? TableSyncCodec.decodeDigests(theirDigestBytes) else {
+            guard let (summaries, entries) = try? Tables.decodeSummaries(frame.payload) else {
                 self.sync.malformed += 1
                 return
             }
-            self.sync.itemsRepaired += deltas.count
-            let writes = self.merge(deltas, entries)
-            self.committer.submit(writes) { _ in }
-            // What still differs after taking theirs is ours to give.
-            let push = self.itemsDiffering(from: theirDigests)
-            if !push.isEmpty { self.request(peer, TableFrame.deltas, TableSyncCodec.encode(deltas: push)) { _ in } }
+            self.committer.submit(self.merge([], entries)) { _ in }
+            var push: [TableDelta] = []
+            var fetch: [(String, [ItemKey])] = []
+            for (name, summary) in summaries {
+                guard let r = self.replicas[name], let entry = self.catalog[name], entry.at == summary.tableAt else { continue }
+                let buckets = Set(summary.buckets)
+                var theirs: [ItemKey: UInt64] = [:]
+                for (k, h) in summary.items { theirs[k] = h }
+                var want: [ItemKey] = []
+                for key in r.items.keys.sorted() where buckets.contains(MerkleDigest.bucket(of: key)) {
+                    let ours = MerkleDigest.itemHash(key, r.encodedState(key)!)
+                    if theirs[key] != ours { push.append(TableDelta(table: name, entry: entry, key: key, state: r.state(key)!)) }
+                    if let h = theirs[key], h != ours { want.append(key) }
+                }
+                for (k, _) in summary.items where r.items[k] == nil { want.append(k) }
+                if !want.isEmpty { fetch.append((name, want)) }
+            }
+            self.sync.itemsRepaired += push.count
+            for chunk in stride(from: 0, to: push.count, by: self.replication.maxBatch) {
+                let part = Array(push[chunk..<min(push.count, chunk + self.replication.maxBatch)])
+                self.request(peer, TableFrame.deltas, TableSyncCodec.encode(deltas: part)) { _ in }
+            }
+            for (name, keys) in fetch {
+                for chunk in stride(from: 0, to: keys.count, by: self.replication.maxBatch) {
+                    let part = Array(keys[chunk..<min(keys.count, chunk + self.replication.maxBatch)])
+                    self.request(peer, TableFrame.fetch, Tables.encodeFetch(name, part)) { [weak self] result in
+                        guard let self, case .success(let frame) = result,
+                              let (deltas, entries) = try? TableSyncCodec.decodeDeltas(frame.payload) else { return }
+                        self.sync.itemsRepaired += deltas.count
+                        self.committer.submit(self.merge(deltas, entries)) { _ in }
+                    }
+                }
+            }
         }
     }
 
-    /// Answers a digest exchange with our items in every bucket that differs, and our digests.
+    /// Step 2: for every bucket whose digest differs from the requester's, our item hashes.
     func serveDigests(_ payload: [UInt8], reply: @escaping ([UInt8]) -> Void) {
         guard let (theirDigests, entries) = try? TableSyncCodec.decodeDigests(payload) else {
             sync.malformed += 1
             return
         }
-        let writes = merge([], entries)
-        committer.submit(writes) { _ in }
-        let deltas = TableSyncCodec.encode(deltas: itemsDiffering(from: theirDigests), catalog: catalog)
-        let ours = TableSyncCodec.encode(digests: digests, catalog: [:])
-        var w = ByteWriter(capacity: deltas.count + ours.count + 8)
-        w.blob(deltas)
-        w.blob(ours)
+        committer.submit(merge([], entries)) { _ in }
+        var w = ByteWriter(capacity: 1024)
+        w.blob(TableSyncCodec.encode(deltas: [], catalog: catalog))
+        let names = replicas.keys.sorted()
+        w.u32(UInt32(names.count))
+        for name in names {
+            let r = replicas[name]!
+            let theirs = theirDigests[name]
+            let buckets = (0..<MerkleDigest.bucketCount).filter { theirs == nil || r.digest.buckets[$0] != theirs![$0] }
+            let wanted = Set(buckets)
+            w.blob(Array(name.utf8))
+            ItemCodec.hlc(catalog[name]!.at, &w)
+            w.u16(UInt16(buckets.count))
+            for b in buckets { w.u16(UInt16(b)) }
+            let keys = r.items.keys.filter { wanted.contains(MerkleDigest.bucket(of: $0)) }
+            w.u32(UInt32(keys.count))
+            for key in keys {
+                w.blob(key.bytes)
+                w.u64(MerkleDigest.itemHash(key, r.encodedState(key)!))
+            }
+        }
         reply(w.bytes)
     }
 
-    static func splitReply(_ bytes: [UInt8]) -> ([UInt8], [UInt8])? {
-        var r = ByteReader(bytes)
-        guard let a = try? r.blob(limit: bytes.count), let b = try? r.blob(limit: bytes.count), r.isAtEnd else { return nil }
-        return (a, b)
+    struct Summary {
+        var tableAt: HLC
+        var buckets: [Int]
+        var items: [(ItemKey, UInt64)]
     }
 
-    /// Our items in buckets whose digest differs from `theirs` (all items of tables they lack).
-    private func itemsDiffering(from theirs: [String: [UInt64]]) -> [TableDelta] {
-        var out: [TableDelta] = []
-        for name in replicas.keys.sorted() {
-            let r = replicas[name]!
-            let entry = catalog[name]!
-            let buckets: [Int]
-            if let t = theirs[name] {
-                buckets = (0..<MerkleDigest.bucketCount).filter { r.digest.buckets[$0] != t[$0] }
-            } else {
-                buckets = Array(0..<MerkleDigest.bucketCount)
+    static func decodeSummaries(_ bytes: [UInt8]) throws -> ([String: Summary], [String: CatalogEntry]) {
+        var r = ByteReader(bytes)
+        let (_, entries) = try TableSyncCodec.decodeDeltas(try r.blob(limit: bytes.count))
+        var out: [String: Summary] = [:]
+        let tables = try ItemCodec.boundedCount(&r, minSize: 26)
+        for _ in 0..<tables {
+            let name = String(decoding: try r.blob(limit: 255), as: UTF8.self)
+            let at = try ItemCodec.readHLC(&r)
+            let bucketCount = Int(try r.u16())
+            guard bucketCount <= MerkleDigest.bucketCount else { throw TandemError(.malformed, "too many buckets") }
+            var buckets: [Int] = []
+            for _ in 0..<bucketCount { buckets.append(Int(try r.u16()) % MerkleDigest.bucketCount) }
+            let n = try ItemCodec.boundedCount(&r, minSize: 13)
+            var items: [(ItemKey, UInt64)] = []
+            items.reserveCapacity(n)
+            for _ in 0..<n {
+                let key = try ItemKey(bytes: try r.blob(limit: r.remaining))
+                items.append((key, try r.u64()))
             }
-            guard !buckets.isEmpty else { continue }
-            let wanted = Set(buckets)
-            for key in r.items.keys.sorted() where wanted.contains(MerkleDigest.bucket(of: key)) {
-                out.append(TableDelta(table: name, entry: entry, key: key, state: r.state(key)!))
-                if out.count >= TableSyncCodec.maxBatch { return out }  // the rest next round
+            out[name] = Summary(tableAt: at, buckets: buckets, items: items)
+        }
+        guard r.isAtEnd else { throw TandemError(.malformed, "trailing bytes in summaries") }
+        return (out, entries)
+    }
+
+    static func encodeFetch(_ table: String, _ keys: [ItemKey]) -> [UInt8] {
+        var w = ByteWriter(capacity: 16 + keys.count * 16)
+        w.blob(Array(table.utf8))
+        w.u32(UInt32(keys.count))
+        for k in keys { w.blob(k.bytes) }
+        return w.bytes
+    }
+
+    /// Step 3 (pull side): the items asked for, as deltas.
+    func serveFetch(_ payload: [UInt8], reply: @escaping ([UInt8]) -> Void) {
+        var r = ByteReader(payload)
+        guard let nameBytes = try? r.blob(limit: 255), let n = try? ItemCodec.boundedCount(&r, minSize: 4),
+              n <= TableSyncCodec.maxBatch else {
+            sync.malformed += 1
+            return
+        }
+        let name = String(decoding: nameBytes, as: UTF8.self)
+        var deltas: [TableDelta] = []
+        for _ in 0..<n {
+            guard let bytes = try? r.blob(limit: r.remaining), let key = try? ItemKey(bytes: bytes) else {
+                sync.malformed += 1
+                return
+            }
+            if let replica = replicas[name], let entry = catalog[name], let state = replica.state(key) {
+                deltas.append(TableDelta(table: name, entry: entry, key: key, state: state))
             }
         }
-        return out
+        reply(TableSyncCodec.encode(deltas: deltas))
     }
 }
