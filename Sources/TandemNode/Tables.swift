@@ -44,6 +44,8 @@ final class Tables {
     private(set) var lagSamplesMs: [Double] = []
     private var outbox: [String: [TableDelta]] = [:]
     private var flushScheduled = false
+    /// Anti-entropy requests (digests, pushes, fetches) of the current round not yet answered.
+    var repairsInFlight = 0
     private var inFlight: Set<String> = []
     private let flushTimer: Timer
     private let antiEntropyTimer: Timer
@@ -542,10 +544,14 @@ extension Tables {
     /// not match, and fetch its items we lack or hold differently. Merging is idempotent, so a
     /// key that differs on both sides simply travels both ways.
     func antiEntropyRound() {
-        guard let peer = livePeers().randomElement() else { return }
+        // One round at a time: a round still moving items would otherwise send them again.
+        guard repairsInFlight == 0, let peer = livePeers().randomElement() else { return }
         sync.antiEntropyRounds += 1
+        repairsInFlight += 1
         request(peer, TableFrame.digests, TableSyncCodec.encode(digests: digests, catalog: catalog)) { [weak self] result in
-            guard let self, case .success(let frame) = result else { return }
+            guard let self else { return }
+            defer { self.repairsInFlight -= 1 }
+            guard case .success(let frame) = result else { return }
             guard let (summaries, entries) = try? Tables.decodeSummaries(frame.payload) else {
                 self.sync.malformed += 1
                 return
@@ -570,13 +576,17 @@ extension Tables {
             self.sync.itemsRepaired += push.count
             for chunk in stride(from: 0, to: push.count, by: self.replication.maxBatch) {
                 let part = Array(push[chunk..<min(push.count, chunk + self.replication.maxBatch)])
-                self.request(peer, TableFrame.deltas, TableSyncCodec.encode(deltas: part)) { _ in }
+                self.repairsInFlight += 1
+                self.request(peer, TableFrame.deltas, TableSyncCodec.encode(deltas: part)) { [weak self] _ in self?.repairsInFlight -= 1 }
             }
             for (name, keys) in fetch {
                 for chunk in stride(from: 0, to: keys.count, by: self.replication.maxBatch) {
                     let part = Array(keys[chunk..<min(keys.count, chunk + self.replication.maxBatch)])
+                    self.repairsInFlight += 1
                     self.request(peer, TableFrame.fetch, Tables.encodeFetch(name, part)) { [weak self] result in
-                        guard let self, case .success(let frame) = result,
+                        guard let self else { return }
+                        defer { self.repairsInFlight -= 1 }
+                        guard case .success(let frame) = result,
                               let (deltas, entries) = try? TableSyncCodec.decodeDeltas(frame.payload) else { return }
                         self.sync.itemsRepaired += deltas.count
                         self.committer.submit(self.merge(deltas, entries)) { _ in }
