@@ -194,7 +194,6 @@ public final class Node {
         switch frame.kind {
         case TableFrame.deltas: return tables.serveDeltas(frame.payload, reply: reply)
         case TableFrame.digests: return tables.serveDigests(frame.payload, reply: reply)
-        case TableFrame.fetch: return tables.serveFetch(frame.payload, reply: reply)
         case FrameKind.pushPull: break
         default:
             peers.countMalformed()

@@ -140,7 +140,7 @@ extension Node {
         metric("tandem_table_deltas_dropped_total", "counter", "Deltas dropped from full or dead-peer queues (anti-entropy repairs).", t.deltasDropped)
         metric("tandem_table_merges_total", "counter", "Remote deltas that changed an item here.", t.conflictsMerged)
         metric("tandem_table_anti_entropy_rounds_total", "counter", "Digest exchanges started.", t.antiEntropyRounds)
-        metric("tandem_table_items_repaired_total", "counter", "Items received through anti-entropy.", t.itemsRepaired)
+        metric("tandem_table_items_repaired_total", "counter", "Items pushed to peers by anti-entropy.", t.itemsRepaired)
         metric("tandem_table_malformed_total", "counter", "Malformed table sync messages.", t.malformed)
         out += replicationLagHistogram()
         let dropped = shell.malformedPackets + p.malformedFrames + h.badRequests + t.malformed

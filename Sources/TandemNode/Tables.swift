@@ -427,7 +427,6 @@ final class Tables {
 enum TableFrame {
     static let deltas: UInt8 = 2
     static let digests: UInt8 = 3
-    static let fetch: UInt8 = 4
 }
 
 extension Tables {
@@ -541,8 +540,8 @@ extension Tables {
     /// One round with one random live peer, three steps, so only what differs crosses:
     /// 1. we send bucket digests per table; 2. the peer answers, for each bucket that differs,
     /// the hash of every item it holds there; 3. we push our items whose hash it lacks or does
-    /// not match, and fetch its items we lack or hold differently. Merging is idempotent, so a
-    /// key that differs on both sides simply travels both ways.
+    /// not match. Each side pushes in its own rounds, so an item crosses once, from a node that
+    /// has it, and a key that differs on both sides is merged on both.
     func antiEntropyRound() {
         // One round at a time: a round still moving items would otherwise send them again.
         guard repairsInFlight == 0, let peer = livePeers().randomElement() else { return }
@@ -558,40 +557,22 @@ extension Tables {
             }
             self.committer.submit(self.merge([], entries)) { _ in }
             var push: [TableDelta] = []
-            var fetch: [(String, [ItemKey])] = []
             for (name, summary) in summaries {
                 guard let r = self.replicas[name], let entry = self.catalog[name], entry.at == summary.tableAt else { continue }
                 let buckets = Set(summary.buckets)
                 var theirs: [ItemKey: UInt64] = [:]
                 for (k, h) in summary.items { theirs[k] = h }
-                var want: [ItemKey] = []
                 for key in r.items.keys.sorted() where buckets.contains(MerkleDigest.bucket(of: key)) {
-                    let ours = MerkleDigest.itemHash(key, r.encodedState(key)!)
-                    if theirs[key] != ours { push.append(TableDelta(table: name, entry: entry, key: key, state: r.state(key)!)) }
-                    if let h = theirs[key], h != ours { want.append(key) }
+                    if theirs[key] != MerkleDigest.itemHash(key, r.encodedState(key)!) {
+                        push.append(TableDelta(table: name, entry: entry, key: key, state: r.state(key)!))
+                    }
                 }
-                for (k, _) in summary.items where r.items[k] == nil { want.append(k) }
-                if !want.isEmpty { fetch.append((name, want)) }
             }
             self.sync.itemsRepaired += push.count
             for chunk in stride(from: 0, to: push.count, by: self.replication.maxBatch) {
                 let part = Array(push[chunk..<min(push.count, chunk + self.replication.maxBatch)])
                 self.repairsInFlight += 1
                 self.request(peer, TableFrame.deltas, TableSyncCodec.encode(deltas: part)) { [weak self] _ in self?.repairsInFlight -= 1 }
-            }
-            for (name, keys) in fetch {
-                for chunk in stride(from: 0, to: keys.count, by: self.replication.maxBatch) {
-                    let part = Array(keys[chunk..<min(keys.count, chunk + self.replication.maxBatch)])
-                    self.repairsInFlight += 1
-                    self.request(peer, TableFrame.fetch, Tables.encodeFetch(name, part)) { [weak self] result in
-                        guard let self else { return }
-                        defer { self.repairsInFlight -= 1 }
-                        guard case .success(let frame) = result,
-                              let (deltas, entries) = try? TableSyncCodec.decodeDeltas(frame.payload) else { return }
-                        self.sync.itemsRepaired += deltas.count
-                        self.committer.submit(self.merge(deltas, entries)) { _ in }
-                    }
-                }
             }
         }
     }
@@ -655,35 +636,5 @@ extension Tables {
         }
         guard r.isAtEnd else { throw TandemError(.malformed, "trailing bytes in summaries") }
         return (out, entries)
-    }
-
-    static func encodeFetch(_ table: String, _ keys: [ItemKey]) -> [UInt8] {
-        var w = ByteWriter(capacity: 16 + keys.count * 16)
-        w.blob(Array(table.utf8))
-        w.u32(UInt32(keys.count))
-        for k in keys { w.blob(k.bytes) }
-        return w.bytes
-    }
-
-    /// Step 3 (pull side): the items asked for, as deltas.
-    func serveFetch(_ payload: [UInt8], reply: @escaping ([UInt8]) -> Void) {
-        var r = ByteReader(payload)
-        guard let nameBytes = try? r.blob(limit: 255), let n = try? ItemCodec.boundedCount(&r, minSize: 4),
-              n <= TableSyncCodec.maxBatch else {
-            sync.malformed += 1
-            return
-        }
-        let name = String(decoding: nameBytes, as: UTF8.self)
-        var deltas: [TableDelta] = []
-        for _ in 0..<n {
-            guard let bytes = try? r.blob(limit: r.remaining), let key = try? ItemKey(bytes: bytes) else {
-                sync.malformed += 1
-                return
-            }
-            if let replica = replicas[name], let entry = catalog[name], let state = replica.state(key) {
-                deltas.append(TableDelta(table: name, entry: entry, key: key, state: state))
-            }
-        }
-        reply(TableSyncCodec.encode(deltas: deltas))
     }
 }
