@@ -159,10 +159,9 @@ public struct MerkleDigest: Hashable, Sendable {
         return stableHash64(k + encodedState) ^ (UInt64(CRC32C.checksum(k + encodedState)) << 32)
     }
 
-    mutating func replace(_ key: ItemKey, old: [UInt8]?, new: [UInt8]) {
-        let b = MerkleDigest.bucket(of: key)
-        if let old { buckets[b] &-= MerkleDigest.itemHash(key, old) }
-        buckets[b] &+= MerkleDigest.itemHash(key, new)
+    mutating func replace(bucket b: Int, oldHash: UInt64?, newHash: UInt64) {
+        if let oldHash { buckets[b] &-= oldHash }
+        buckets[b] &+= newHash
     }
 
     /// One number that differs if any bucket differs.
@@ -185,6 +184,10 @@ public struct TableReplica: Sendable {
     public private(set) var items: [ItemKey: ItemState] = [:]
     public private(set) var digest = MerkleDigest()
     private var encoded: [ItemKey: [UInt8]] = [:]
+    /// Per key, its hash in the digest; per bucket, its keys — so anti-entropy never re-hashes
+    /// or re-scans the whole table on the loop.
+    private var hashes: [ItemKey: UInt64] = [:]
+    private var bucketKeys = [Set<ItemKey>](repeating: [], count: MerkleDigest.bucketCount)
 
     public init(name: String, schema: KeySchema) {
         self.name = name
@@ -199,9 +202,13 @@ public struct TableReplica: Sendable {
         next.merge(delta)
         guard next != before else { return false }
         let bytes = ItemCodec.encode(next)
-        digest.replace(key, old: encoded[key], new: bytes)
+        let hash = MerkleDigest.itemHash(key, bytes)
+        let bucket = MerkleDigest.bucket(of: key)
+        digest.replace(bucket: bucket, oldHash: hashes[key], newHash: hash)
+        if before == nil { bucketKeys[bucket].insert(key) }
         items[key] = next
         encoded[key] = bytes
+        hashes[key] = hash
         return true
     }
 
@@ -210,9 +217,10 @@ public struct TableReplica: Sendable {
     public func encodedState(_ key: ItemKey) -> [UInt8]? { encoded[key] }
 
     /// Keys whose bucket is `bucket`, sorted.
-    public func keys(inBucket bucket: Int) -> [ItemKey] {
-        items.keys.filter { MerkleDigest.bucket(of: $0) == bucket }.sorted()
-    }
+    public func keys(inBucket bucket: Int) -> [ItemKey] { bucketKeys[bucket].sorted() }
+
+    /// The item's hash as counted in the digest.
+    public func itemHash(_ key: ItemKey) -> UInt64? { hashes[key] }
 
     /// Visible items of one partition in sort-key order, from `after` (exclusive), up to `limit`.
     public func query(partition: KeyValue, where match: (KeyValue?) -> Bool = { _ in true },

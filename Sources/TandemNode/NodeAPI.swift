@@ -150,16 +150,17 @@ extension Node {
 
     /// Replication lag (write on the origin → applied here, by HLC wall time) as a histogram.
     private func replicationLagHistogram() -> String {
-        let bounds = [0.5, 1, 2, 3, 5, 10, 20, 50, 100, 250, 500, 1000, 5000]
-        let samples = tables.lagSamplesMs
         var out = "# HELP tandem_table_replication_lag_ms Write on its origin to applied here, in ms.\n"
         out += "# TYPE tandem_table_replication_lag_ms histogram\n"
-        for b in bounds {
-            out += "tandem_table_replication_lag_ms_bucket{le=\"\(b)\"} \(samples.filter { $0 <= b }.count)\n"
+        var cumulative = 0
+        for (i, bound) in Tables.lagBoundsMs.enumerated() {
+            cumulative += tables.lagCounts[i]
+            out += "tandem_table_replication_lag_ms_bucket{le=\"\(bound)\"} \(cumulative)\n"
         }
-        out += "tandem_table_replication_lag_ms_bucket{le=\"+Inf\"} \(samples.count)\n"
-        out += "tandem_table_replication_lag_ms_sum \(samples.reduce(0, +))\n"
-        out += "tandem_table_replication_lag_ms_count \(samples.count)\n"
+        cumulative += tables.lagCounts.last!
+        out += "tandem_table_replication_lag_ms_bucket{le=\"+Inf\"} \(cumulative)\n"
+        out += "tandem_table_replication_lag_ms_sum \(tables.lagSumMs)\n"
+        out += "tandem_table_replication_lag_ms_count \(cumulative)\n"
         return out
     }
 }

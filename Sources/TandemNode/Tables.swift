@@ -40,12 +40,17 @@ final class Tables {
         var malformed = 0
     }
     private(set) var sync = SyncStats()
-    /// Write→applied lag on this node for deltas from peers, by HLC physical time (ms).
-    private(set) var lagSamplesMs: [Double] = []
+    /// Write→applied lag on this node for deltas from peers, by HLC physical time (ms): counts
+    /// per bucket (upper bounds in `lagBoundsMs`, the last bucket is +Inf), and the sum.
+    static let lagBoundsMs: [Double] = [0.5, 1, 2, 3, 5, 10, 20, 50, 100, 250, 500, 1000, 5000]
+    private(set) var lagCounts = [Int](repeating: 0, count: Tables.lagBoundsMs.count + 1)
+    private(set) var lagSumMs = 0.0
     private var outbox: [String: [TableDelta]] = [:]
     private var flushScheduled = false
-    /// Anti-entropy requests (digests, pushes, fetches) of the current round not yet answered.
+    /// Anti-entropy requests (digests, pushes) of the current round not yet answered.
     var repairsInFlight = 0
+    /// Per peer, the oldest write in the delta batch in flight to it.
+    var inFlightOldest: [String: UInt64] = [:]
     private var inFlight: Set<String> = []
     private let flushTimer: Timer
     private let antiEntropyTimer: Timer
@@ -473,9 +478,11 @@ extension Tables {
             let batch = Array(queue.prefix(replication.maxBatch))
             outbox[peer] = Array(queue.dropFirst(batch.count))
             inFlight.insert(peer)
+            inFlightOldest[peer] = batch.map { Tables.latest($0.state) }.min()
             request(peer, TableFrame.deltas, TableSyncCodec.encode(deltas: batch)) { [weak self] result in
                 guard let self else { return }
                 self.inFlight.remove(peer)
+                self.inFlightOldest[peer] = nil
                 switch result {
                 case .success:
                     self.sync.deltasSent += batch.count
@@ -525,9 +532,9 @@ extension Tables {
             if replicas[d.table]!.merge(d.key, d.state) {
                 sync.conflictsMerged += 1
                 writes.append((Tables.itemStorageKey(d.table, d.key), replicas[d.table]!.encodedState(d.key)!))
-                let writtenMs = Double(Tables.latest(d.state) >> 16)
-                lagSamplesMs.append(max(0, Double(wall) - writtenMs))
-                if lagSamplesMs.count > 10_000 { lagSamplesMs.removeFirst(5_000) }
+                let lag = max(0, Double(wall) - Double(Tables.latest(d.state) >> 16))
+                lagCounts[Tables.lagBoundsMs.firstIndex { lag <= $0 } ?? Tables.lagBoundsMs.count] += 1
+                lagSumMs += lag
             }
         }
         return writes
@@ -556,15 +563,19 @@ extension Tables {
                 return
             }
             self.committer.submit(self.merge([], entries)) { _ in }
+            // Writes at or after the oldest one still queued or in flight to this peer are on
+            // their way by the delta stream; repairing them too would only duplicate traffic.
+            let queued = (self.outbox[peer] ?? []).map { Tables.latest($0.state) }.min()
+            let horizon = [queued, self.inFlightOldest[peer]].compactMap { $0 }.min() ?? UInt64.max
             var push: [TableDelta] = []
             for (name, summary) in summaries {
                 guard let r = self.replicas[name], let entry = self.catalog[name], entry.at == summary.tableAt else { continue }
-                let buckets = Set(summary.buckets)
                 var theirs: [ItemKey: UInt64] = [:]
                 for (k, h) in summary.items { theirs[k] = h }
-                for key in r.items.keys.sorted() where buckets.contains(MerkleDigest.bucket(of: key)) {
-                    if theirs[key] != MerkleDigest.itemHash(key, r.encodedState(key)!) {
-                        push.append(TableDelta(table: name, entry: entry, key: key, state: r.state(key)!))
+                for bucket in summary.buckets {
+                    for key in r.keys(inBucket: bucket) where theirs[key] != r.itemHash(key) {
+                        let state = r.state(key)!
+                        if Tables.latest(state) < horizon { push.append(TableDelta(table: name, entry: entry, key: key, state: state)) }
                     }
                 }
             }
@@ -592,16 +603,15 @@ extension Tables {
             let r = replicas[name]!
             let theirs = theirDigests[name]
             let buckets = (0..<MerkleDigest.bucketCount).filter { theirs == nil || r.digest.buckets[$0] != theirs![$0] }
-            let wanted = Set(buckets)
             w.blob(Array(name.utf8))
             ItemCodec.hlc(catalog[name]!.at, &w)
             w.u16(UInt16(buckets.count))
             for b in buckets { w.u16(UInt16(b)) }
-            let keys = r.items.keys.filter { wanted.contains(MerkleDigest.bucket(of: $0)) }
+            let keys = buckets.flatMap { r.keys(inBucket: $0) }
             w.u32(UInt32(keys.count))
             for key in keys {
                 w.blob(key.bytes)
-                w.u64(MerkleDigest.itemHash(key, r.encodedState(key)!))
+                w.u64(r.itemHash(key)!)
             }
         }
         reply(w.bytes)

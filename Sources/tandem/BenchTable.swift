@@ -77,6 +77,9 @@ struct TableBench: ParsableCommand {
         }.run(connections: 20, duration: .seconds(Int64(seconds)), ratePerSecond: 5_000)
         _ = eventually(timeout: .seconds(10)) { (cluster.metric("tandem_table_replication_lag_ms_count", node: 1) ?? 0) >= Double(load.requests) }
         let (p50, p99, count) = lagPercentiles(cluster, node: 1)
+        if ProcessInfo.processInfo.environment["TANDEM_BENCH_DEBUG"] != nil {
+            print((try? HTTPClient.request("GET", cluster.nodes[1].api, "/metrics").text)?.split(separator: "\n").filter { $0.hasPrefix("tandem_table") }.joined(separator: "\n") ?? "")
+        }
         print(String(format: "• replication lag write→visible on the other node at %.0f writes/s: p50 ≤ %@ ms, p99 ≤ %@ ms (%d deltas, HLC ms resolution)",
                      load.perSecond, p50, p99, count))
         let met = (Double(p50) ?? 99) <= 5 && (Double(p99) ?? 999) <= 50
