@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import TandemCore
 import TandemNode
 
 /// The README's main job, for now: a local multi-region cluster on loopback that forms, loses a
@@ -77,6 +78,36 @@ struct DemoCommand: ParsableCommand {
         guard back else { throw failure("\(victimName) did not rejoin", cluster) }
         let incarnationAfter = cluster.view(from: 0)?[victimName]?.incarnation ?? 0
         say("\(victimName) alive on every node again after \(seconds(since: restartedAt)) (incarnation \(incarnationBefore) → \(incarnationAfter): it outranks its own death)")
+
+        // Global tables: written in one region, readable in the others, increments merged.
+        let (a, c) = (cluster.nodes[0].api, cluster.nodes[2].api)
+        _ = try HTTPClient.request("PUT", a, "/v1/tables/agents", body: Array(#"{"partitionKey":"agentId"}"#.utf8))
+        let writeAt = clock.now
+        let put = try HTTPClient.request("PUT", a, "/v1/tables/agents/items/a-17", body: Array(#"{"status":"available","skills":{"$SS":["billing"]}}"#.utf8))
+        guard put.status == 200 else { throw failure("table write failed: \(put.text)", cluster) }
+        let seen = eventually(timeout: .seconds(10), interval: .milliseconds(1)) {
+            (try? HTTPClient.request("GET", c, "/v1/tables/agents/items/a-17"))?.status == 200
+        }
+        guard seen else { throw failure("item did not replicate", cluster) }
+        say("wrote agent a-17 in \(cluster.regions[0]) (durable), readable in \(cluster.regions[2]) after \(seconds(since: writeAt))")
+        let increments = DispatchGroup()
+        for api in [a, c] {
+            increments.enter()
+            Thread {
+                for _ in 0..<100 { _ = try? HTTPClient.request("PATCH", api, "/v1/tables/agents/items/a-17", body: Array(#"{"add":{"handled":1}}"#.utf8)) }
+                increments.leave()
+            }.start()
+        }
+        increments.wait()
+        var totals: [String] = []
+        _ = eventually(timeout: .seconds(10)) {
+            totals = cluster.nodes.indices.map { i in
+                let r = try? HTTPClient.request("GET", cluster.nodes[i].api, "/v1/tables/agents/items/a-17")
+                return (r.flatMap { try? JSON.parse($0.body) }?["item"]?["handled"]).map { $0.serialized } ?? "?"
+            }
+            return totals.allSatisfy { $0 == "200" }
+        }
+        say("2 regions × 100 concurrent increments of one counter: every region reads \(Set(totals).sorted().joined(separator: "/")) (expected 200)")
 
         let leaver = nodes - 1
         let leaverName = names[leaver]
