@@ -53,6 +53,17 @@ public struct ItemState: Hashable, Sendable {
     // ==== ------------------------------------------------------------------------------------
     // MARK: Reading
 
+    /// The HLC time of the latest write this state holds (marker or any component).
+    public var lastWriteTime: UInt64 {
+        var t = marker.time
+        for a in attributes.values {
+            if let r = a.register { t = max(t, r.at.time) }
+            if let c = a.counter { t = max(t, c.lastWrite.time) }
+            if let w = a.set?.lastWrite { t = max(t, w.time) }
+        }
+        return t
+    }
+
     /// The item as a reader sees it, or nil if it does not exist (never written, or deleted and
     /// not written since).
     public var visible: [String: AttributeValue]? {

@@ -63,15 +63,29 @@ public enum TableSyncCodec {
                             at: at, deleted: try r.bool())
     }
 
-    /// Deltas, and catalog entries (a delta with no key is a catalog-only change).
-    public static func encode(deltas: [TableDelta], catalog: [String: CatalogEntry] = [:]) -> [UInt8] {
-        var w = ByteWriter(capacity: 256)
-        w.u8(version)
+    static func encodeCatalog(_ catalog: [String: CatalogEntry], _ w: inout ByteWriter) {
         w.u32(UInt32(catalog.count))
         for name in catalog.keys.sorted() {
             w.blob(Array(name.utf8))
             entry(catalog[name]!, &w)
         }
+    }
+
+    static func readCatalog(_ r: inout ByteReader) throws(TandemError) -> [String: CatalogEntry] {
+        var catalog: [String: CatalogEntry] = [:]
+        let entries = try ItemCodec.boundedCount(&r, minSize: 8)
+        for _ in 0..<entries {
+            let name = try ItemCodec.readString(&r)
+            catalog[name] = try readEntry(&r)
+        }
+        return catalog
+    }
+
+    /// Deltas, and catalog entries (a delta with no key is a catalog-only change).
+    public static func encode(deltas: [TableDelta], catalog: [String: CatalogEntry] = [:]) -> [UInt8] {
+        var w = ByteWriter(capacity: 256)
+        w.u8(version)
+        encodeCatalog(catalog, &w)
         w.u32(UInt32(deltas.count))
         for d in deltas {
             w.blob(Array(d.table.utf8))
@@ -86,12 +100,7 @@ public enum TableSyncCodec {
         var r = ByteReader(bytes)
         let v = try r.u8()
         guard v == version else { throw TandemError(.unsupportedVersion, "table sync version \(v)") }
-        var catalog: [String: CatalogEntry] = [:]
-        let entries = try ItemCodec.boundedCount(&r, minSize: 8)
-        for _ in 0..<entries {
-            let name = try ItemCodec.readString(&r)
-            catalog[name] = try readEntry(&r)
-        }
+        let catalog = try readCatalog(&r)
         let n = try ItemCodec.boundedCount(&r, minSize: 8)
         guard n <= maxBatch else { throw TandemError(.tooLarge, "batch of \(n) deltas") }
         var deltas: [TableDelta] = []
@@ -110,11 +119,7 @@ public enum TableSyncCodec {
     public static func encode(digests: [String: MerkleDigest], catalog: [String: CatalogEntry]) -> [UInt8] {
         var w = ByteWriter(capacity: 64 + digests.count * 2048)
         w.u8(version)
-        w.u32(UInt32(catalog.count))
-        for name in catalog.keys.sorted() {
-            w.blob(Array(name.utf8))
-            entry(catalog[name]!, &w)
-        }
+        encodeCatalog(catalog, &w)
         w.u32(UInt32(digests.count))
         for name in digests.keys.sorted() {
             w.blob(Array(name.utf8))
@@ -127,12 +132,7 @@ public enum TableSyncCodec {
         var r = ByteReader(bytes)
         let v = try r.u8()
         guard v == version else { throw TandemError(.unsupportedVersion, "table sync version \(v)") }
-        var catalog: [String: CatalogEntry] = [:]
-        let entries = try ItemCodec.boundedCount(&r, minSize: 8)
-        for _ in 0..<entries {
-            let name = try ItemCodec.readString(&r)
-            catalog[name] = try readEntry(&r)
-        }
+        let catalog = try readCatalog(&r)
         let n = try ItemCodec.boundedCount(&r, minSize: 4 + 8 * MerkleDigest.bucketCount)
         var digests: [String: [UInt64]] = [:]
         for _ in 0..<n {

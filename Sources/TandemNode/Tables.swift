@@ -78,7 +78,7 @@ final class Tables {
             let itemKey = try ItemKey(bytes: Array(key[(3 + nameLength)...]))
             let state = try ItemCodec.decode(value)
             replicas[name]?.merge(itemKey, state)
-            wall = max(wall, Tables.latest(state))
+            wall = max(wall, state.lastWriteTime)
         }
         // Never issue a timestamp below one already on disk, whatever the wall clock says now.
         clock.observe(HLC(time: wall, node: 0), wallMs: Tables.wallMs())
@@ -96,16 +96,6 @@ final class Tables {
     }
 
     static func wallMs() -> UInt64 { UInt64(Date().timeIntervalSince1970 * 1000) }
-
-    static func latest(_ s: ItemState) -> UInt64 {
-        var t = s.marker.time
-        for a in s.attributes.values {
-            if let r = a.register { t = max(t, r.at.time) }
-            if let c = a.counter { t = max(t, c.lastWrite.time) }
-            if let w = a.set?.lastWrite { t = max(t, w.time) }
-        }
-        return t
-    }
 
     static func itemStorageKey(_ table: String, _ key: ItemKey) -> [UInt8] {
         var w = ByteWriter()
@@ -478,7 +468,7 @@ extension Tables {
             let batch = Array(queue.prefix(replication.maxBatch))
             outbox[peer] = Array(queue.dropFirst(batch.count))
             inFlight.insert(peer)
-            inFlightOldest[peer] = batch.map { Tables.latest($0.state) }.min()
+            inFlightOldest[peer] = batch.map { $0.state.lastWriteTime }.min()
             request(peer, TableFrame.deltas, TableSyncCodec.encode(deltas: batch)) { [weak self] result in
                 guard let self else { return }
                 self.inFlight.remove(peer)
@@ -526,13 +516,13 @@ extension Tables {
         }
         for d in deltas {
             sync.deltasReceived += 1
-            clock.observe(HLC(time: Tables.latest(d.state), node: 0), wallMs: wall)
+            clock.observe(HLC(time: d.state.lastWriteTime, node: 0), wallMs: wall)
             adopt(d.table, d.entry, writes: &writes)
             guard let entry = catalog[d.table], !entry.deleted, entry.at == d.entry.at else { continue }
             if replicas[d.table]!.merge(d.key, d.state) {
                 sync.conflictsMerged += 1
                 writes.append((Tables.itemStorageKey(d.table, d.key), replicas[d.table]!.encodedState(d.key)!))
-                let lag = max(0, Double(wall) - Double(Tables.latest(d.state) >> 16))
+                let lag = max(0, Double(wall) - Double(d.state.lastWriteTime >> 16))
                 lagCounts[Tables.lagBoundsMs.firstIndex { lag <= $0 } ?? Tables.lagBoundsMs.count] += 1
                 lagSumMs += lag
             }
@@ -565,7 +555,7 @@ extension Tables {
             self.committer.submit(self.merge([], entries)) { _ in }
             // Writes at or after the oldest one still queued or in flight to this peer are on
             // their way by the delta stream; repairing them too would only duplicate traffic.
-            let queued = (self.outbox[peer] ?? []).map { Tables.latest($0.state) }.min()
+            let queued = (self.outbox[peer] ?? []).map { $0.state.lastWriteTime }.min()
             let horizon = [queued, self.inFlightOldest[peer]].compactMap { $0 }.min() ?? UInt64.max
             var push: [TableDelta] = []
             for (name, summary) in summaries {
@@ -575,7 +565,7 @@ extension Tables {
                 for bucket in summary.buckets {
                     for key in r.keys(inBucket: bucket) where theirs[key] != r.itemHash(key) {
                         let state = r.state(key)!
-                        if Tables.latest(state) < horizon { push.append(TableDelta(table: name, entry: entry, key: key, state: state)) }
+                        if state.lastWriteTime < horizon { push.append(TableDelta(table: name, entry: entry, key: key, state: state)) }
                     }
                 }
             }

@@ -28,7 +28,7 @@ import Testing
                 let d = history.deltas[Int(rng.next() % UInt64(history.deltas.count))]
                 states[r].merge(d)
                 for (_, a) in d.attributes { _ = a }
-                clocks[r].observe(HLC(time: maxTime(d), node: 0), wallMs: wall)
+                clocks[r].observe(HLC(time: d.lastWriteTime, node: 0), wallMs: wall)
             }
             let t = clocks[r].now(wallMs: wall)
             let name = names[Int(rng.next() % UInt64(names.count))]
@@ -48,16 +48,6 @@ import Testing
         }
         history.finals = states
         return history
-    }
-
-    static func maxTime(_ s: ItemState) -> UInt64 {
-        var t = s.marker.time
-        for a in s.attributes.values {
-            if let r = a.register { t = max(t, r.at.time) }
-            if let c = a.counter { t = max(t, c.lastWrite.time) }
-            if let w = a.set?.lastWrite { t = max(t, w.time) }
-        }
-        return t
     }
 
     @Test func mergeIsCommutativeAssociativeAndIdempotent() {
