@@ -160,4 +160,43 @@ import Glibc
         #expect(healed, "replicas did not converge after the heal")
         #expect((cluster.metric("tandem_table_items_repaired_total", node: 2) ?? 0) + (cluster.metric("tandem_table_items_repaired_total", node: 0) ?? 0) > 0)
     }
+
+    /// The issue's test: 8 clients × 1000 `add n 1`, split across two partitioned nodes, then
+    /// heal: the exact sum on both.
+    @Test func incrementsOnBothSidesOfAPartitionSumExactlyAfterTheHeal() throws {
+        let cluster = try LocalCluster(size: 2, chaos: true)
+        try cluster.startAll()
+        let apis = cluster.nodes.map(\.api)
+        #expect(eventually(timeout: .seconds(15)) { (0..<2).allSatisfy { cluster.view(from: $0)?.values.filter { $0.status == "alive" }.count == 2 } })
+        #expect(call("PUT", apis[0], "/v1/tables/queues", #"{"partitionKey":"queue"}"#)?.status == 201)
+        #expect(eventually(timeout: .seconds(10)) { call("GET", apis[1], "/v1/tables/queues")?.status == 200 })
+        cluster.setChaos(0, block: [cluster.nodes[1].bind])
+        cluster.setChaos(1, block: [cluster.nodes[0].bind])
+
+        final class Count: @unchecked Sendable {
+            let lock = NSLock()
+            var ok = 0
+        }
+        let acknowledged = Count()
+        let done = DispatchGroup()
+        for client in 0..<8 {
+            done.enter()
+            let api = apis[client % 2]
+            Thread {
+                for _ in 0..<1000 {
+                    let r = try? HTTPClient.request("PATCH", api, "/v1/tables/queues/items/billing", body: Array(#"{"add":{"n":1}}"#.utf8))
+                    if r?.status == 200 { acknowledged.lock.lock(); acknowledged.ok += 1; acknowledged.lock.unlock() }
+                }
+                done.leave()
+            }.start()
+        }
+        done.wait()
+        #expect(acknowledged.ok == 8000)
+        cluster.setChaos(0)
+        cluster.setChaos(1)
+        let exact = eventually(timeout: .seconds(30)) {
+            (0..<2).allSatisfy { number(call("GET", apis[$0], "/v1/tables/queues/items/billing"), "n") == "8000" }
+        }
+        #expect(exact, "sums after the heal: \((0..<2).map { number(call("GET", apis[$0], "/v1/tables/queues/items/billing"), "n") ?? "?" })")
+    }
 }
