@@ -35,6 +35,10 @@ public struct MembershipSettings: Sendable, Equatable {
     /// a long GC-like pause): pending timeouts are pushed back so a stalled node reads its
     /// inbox before it judges anyone.
     public var stallThreshold: Duration
+    /// A push-pull exchange (TCP) that has not answered by then has failed.
+    public var pushPullTimeout: Duration
+    /// After announcing its leave, a node keeps gossiping this long before it exits.
+    public var leaveGrace: Duration
 
     /// memberlist's LAN numbers: a data-center network.
     public static let lan = MembershipSettings(
@@ -43,7 +47,8 @@ public struct MembershipSettings: Sendable, Equatable {
         gossipInterval: .milliseconds(200), gossipNodes: 3, gossipMinGap: .milliseconds(10),
         pushPullInterval: .seconds(30), awarenessMaxMultiplier: 8,
         deadRetryInterval: .milliseconds(200), deadRetainTime: .seconds(3600), leftRetainTime: .seconds(600),
-        joinRetryMin: .milliseconds(50), joinRetryMax: .seconds(10), stallThreshold: .seconds(2))
+        joinRetryMin: .milliseconds(50), joinRetryMax: .seconds(10), stallThreshold: .seconds(2),
+        pushPullTimeout: .seconds(2), leaveGrace: .milliseconds(600))
 
     /// Cross-region links: 50–300 ms RTT, occasional loss.
     public static let wan = MembershipSettings(
@@ -52,7 +57,8 @@ public struct MembershipSettings: Sendable, Equatable {
         gossipInterval: .milliseconds(500), gossipNodes: 4, gossipMinGap: .milliseconds(50),
         pushPullInterval: .seconds(60), awarenessMaxMultiplier: 8,
         deadRetryInterval: .seconds(1), deadRetainTime: .seconds(6 * 3600), leftRetainTime: .seconds(600),
-        joinRetryMin: .milliseconds(200), joinRetryMax: .seconds(30), stallThreshold: .seconds(10))
+        joinRetryMin: .milliseconds(200), joinRetryMax: .seconds(30), stallThreshold: .seconds(10),
+        pushPullTimeout: .seconds(10), leaveGrace: .seconds(1))
 
     /// Sub-second detection on a good network (loopback, one rack): 100 ms probes.
     public static let fast = MembershipSettings(
@@ -61,7 +67,8 @@ public struct MembershipSettings: Sendable, Equatable {
         gossipInterval: .milliseconds(30), gossipNodes: 3, gossipMinGap: .milliseconds(2),
         pushPullInterval: .seconds(5), awarenessMaxMultiplier: 8,
         deadRetryInterval: .milliseconds(50), deadRetainTime: .seconds(3600), leftRetainTime: .seconds(600),
-        joinRetryMin: .milliseconds(20), joinRetryMax: .seconds(2), stallThreshold: .milliseconds(500))
+        joinRetryMin: .milliseconds(20), joinRetryMax: .seconds(2), stallThreshold: .milliseconds(500),
+        pushPullTimeout: .seconds(1), leaveGrace: .milliseconds(200))
 
     public static func profile(named name: String) -> MembershipSettings? {
         switch name {

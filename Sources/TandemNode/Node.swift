@@ -245,7 +245,7 @@ public final class Node {
 
             case .pushPull(let to, let join):
                 let payload = membership.pushPullMessage(join: join).encode()
-                peers.request(to: to, kind: FrameKind.pushPull, payload: payload, timeout: .seconds(2)) { [weak self] result in
+                peers.request(to: to, kind: FrameKind.pushPull, payload: payload, timeout: config.settings.pushPullTimeout) { [weak self] result in
                     guard let self else { return }
                     switch result {
                     case .success(let frame):
@@ -293,9 +293,8 @@ public final class Node {
         }
         logger.info("leaving cluster", metadata: ["name": "\(config.name)"])
         apply(membership.leave(now: loop.now))
-        let grace = min(Duration.seconds(1), max(.milliseconds(200), config.settings.gossipInterval * 3))
         let timer = Timer(loop: loop)
         shutdownTimer = timer
-        timer.start(after: grace) { [unowned self] in self.loop.stop() }
+        timer.start(after: config.settings.leaveGrace) { [unowned self] in self.loop.stop() }
     }
 }
