@@ -18,15 +18,11 @@ struct BroadcastQueue: Sendable {
     private var counter: UInt64 = 0
 
     var isEmpty: Bool { items.isEmpty }
-    var count: Int { items.count }
-    /// True if some update has not gone out even once (worth an early gossip round).
-    private(set) var hasFresh = false
 
     mutating func enqueue(_ message: SwimMessage) {
         guard let subject = message.subject else { return }
         counter += 1
         items[subject] = Item(message: message, size: Packet.encodedSize(message), transmits: 0, order: counter)
-        hasFresh = true
     }
 
     /// Takes updates that fit in `budget` bytes, counting a transmission for each.
@@ -47,9 +43,6 @@ struct BroadcastQueue: Sendable {
             }
             if left < 16 { break }
         }
-        hasFresh = items.values.contains { $0.transmits == 0 }
         return taken
     }
-
-    mutating func removeAll() { items.removeAll() }
 }

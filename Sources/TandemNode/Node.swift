@@ -116,8 +116,7 @@ public final class Node {
         sigaddset(&mask, SIGTERM)
         pthread_sigmask(SIG_UNBLOCK, &mask, nil)
         tables.livePeers = { [unowned self] in
-            self.membership.members.values.filter { $0.status == .alive && !self.chaos.blocked.contains($0.state.address) }
-                .map(\.state.address)
+            self.membership.members.values.filter { $0.status == .alive }.map(\.state.address)
         }
         tables.request = { [unowned self] to, kind, payload, done in
             self.peers.request(to: to, kind: kind, payload: payload, timeout: .seconds(5), done)

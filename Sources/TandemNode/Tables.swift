@@ -2,11 +2,10 @@ import Foundation
 import GlobalTable
 import TandemCore
 
-/// Global tables on one node: the in-memory replicas (the read path), the HLC, and durable writes
-/// through LMDB group commit. A write is acknowledged only after its commit is on disk.
-///
-/// Replication to peers is not here yet (see the issue note); every merge rule already is, in
-/// `GlobalTable`, so replication will only move deltas.
+/// Global tables on one node: the in-memory replicas (the read path), the HLC, durable writes
+/// through LMDB group commit (a write is acknowledged only after its commit is on disk), and
+/// replication: deltas to every live peer, digest anti-entropy. The merge rules are all in
+/// `GlobalTable`; this only moves deltas and decides when.
 final class Tables {
     static let maxItemBytes = 400 * 1024
     static let catalogPrefix: [UInt8] = [0x01]
@@ -36,7 +35,7 @@ final class Tables {
         var deltasDropped = 0
         var antiEntropyRounds = 0
         var itemsRepaired = 0
-        var conflictsMerged = 0
+        var mergesApplied = 0
         var malformed = 0
     }
     private(set) var sync = SyncStats()
@@ -520,7 +519,7 @@ extension Tables {
             adopt(d.table, d.entry, writes: &writes)
             guard let entry = catalog[d.table], !entry.deleted, entry.at == d.entry.at else { continue }
             if replicas[d.table]!.merge(d.key, d.state) {
-                sync.conflictsMerged += 1
+                sync.mergesApplied += 1
                 writes.append((Tables.itemStorageKey(d.table, d.key), replicas[d.table]!.encodedState(d.key)!))
                 let lag = max(0, Double(wall) - Double(d.state.lastWriteTime >> 16))
                 lagCounts[Tables.lagBoundsMs.firstIndex { lag <= $0 } ?? Tables.lagBoundsMs.count] += 1
