@@ -148,6 +148,13 @@ import Glibc
         cluster.setChaos(2, block: [b[0], b[1]])
         cluster.setChaos(0, block: [b[2]])
         cluster.setChaos(1, block: [b[2]])
+        // Wait until both sides see the partition, so the delta stream gives up on the other side
+        // and what crosses the heal is anti-entropy's work, not a queued batch.
+        let split = eventually(timeout: .seconds(15)) {
+            cluster.view(from: 0)?["n3"]?.status == "dead" && cluster.view(from: 1)?["n3"]?.status == "dead"
+                && cluster.view(from: 2)?["n1"]?.status == "dead" && cluster.view(from: 2)?["n2"]?.status == "dead"
+        }
+        #expect(split, "the partition was not seen by both sides")
         for k in 0..<30 { _ = call("PUT", apis[0], "/v1/tables/agents/items/p-\(k)", #"{"side":"majority"}"#) }
         _ = call("PATCH", apis[2], "/v1/tables/agents/items/a-17", #"{"set":{"mode":"offline"}}"#)
         for i in 0..<3 { cluster.setChaos(i) }
