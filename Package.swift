@@ -21,13 +21,14 @@ let package = Package(
         .target(name: "TandemCore"),
         .target(name: "Membership", dependencies: ["TandemCore"]),
         .target(name: "GlobalTable", dependencies: ["TandemCore"]),
-        .target(name: "Simulation", dependencies: ["TandemCore", "Membership"]),
+        .target(name: "StreamLog", dependencies: ["TandemCore"]),
+        .target(name: "Simulation", dependencies: ["TandemCore", "Membership", "StreamLog"]),
 
         // The libuv shell and the CLI.
         .target(
             name: "TandemNode",
             dependencies: [
-                "TandemCore", "Membership", "GlobalTable", "CLibUV", "CHTTPParser", "CLMDB",
+                "TandemCore", "Membership", "GlobalTable", "StreamLog", "CLibUV", "CHTTPParser", "CLMDB",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -42,7 +43,8 @@ let package = Package(
 
         .testTarget(name: "MembershipTests", dependencies: ["Membership", "TandemCore"]),
         .testTarget(name: "GlobalTableTests", dependencies: ["GlobalTable", "TandemCore"]),
-        .testTarget(name: "SimulationTests", dependencies: ["Simulation", "Membership", "TandemCore"]),
-        .testTarget(name: "NodeTests", dependencies: ["TandemNode", "TandemCore", "Membership", "GlobalTable"]),
+        .testTarget(name: "StreamLogTests", dependencies: ["StreamLog", "TandemCore"]),
+        .testTarget(name: "SimulationTests", dependencies: ["Simulation", "Membership", "StreamLog", "TandemCore"]),
+        .testTarget(name: "NodeTests", dependencies: ["TandemNode", "TandemCore", "Membership", "GlobalTable", "StreamLog"]),
     ]
 )
