@@ -109,6 +109,9 @@ public struct ItemState: Hashable, Sendable {
         switch current.visibleComponent(after: marker) {
         case .counter(let c):
             counter = c
+        case .register(let r) where r.value == nil:
+            // A removed attribute counts from zero, as if never written (DynamoDB's ADD).
+            counter = Counter(base: .zero, epoch: r.at)
         case .register(let r):
             guard case .number(let base)? = r.value else { return nil }
             counter = Counter(base: base, epoch: r.at)
