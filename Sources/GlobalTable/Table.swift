@@ -159,6 +159,8 @@ public struct MerkleDigest: Hashable, Sendable {
         return stableHash64(k + encodedState) ^ (UInt64(CRC32C.checksum(k + encodedState)) << 32)
     }
 
+    mutating func remove(bucket b: Int, hash: UInt64) { buckets[b] &-= hash }
+
     mutating func replace(bucket b: Int, oldHash: UInt64?, newHash: UInt64) {
         if let oldHash { buckets[b] &-= oldHash }
         buckets[b] &+= newHash
@@ -210,6 +212,27 @@ public struct TableReplica: Sendable {
         encoded[key] = bytes
         hashes[key] = hash
         return true
+    }
+
+    /// Replaces an item's state outright (nil removes it): only tombstone collection does this,
+    /// and only with a state that reads the same.
+    public mutating func replace(_ key: ItemKey, with state: ItemState?) {
+        let bucket = MerkleDigest.bucket(of: key)
+        if let old = hashes[key] { digest.remove(bucket: bucket, hash: old) }
+        guard let state else {
+            items[key] = nil
+            encoded[key] = nil
+            hashes[key] = nil
+            bucketKeys[bucket].remove(key)
+            return
+        }
+        let bytes = ItemCodec.encode(state)
+        let hash = MerkleDigest.itemHash(key, bytes)
+        digest.replace(bucket: bucket, oldHash: nil, newHash: hash)
+        bucketKeys[bucket].insert(key)
+        items[key] = state
+        encoded[key] = bytes
+        hashes[key] = hash
     }
 
     public func state(_ key: ItemKey) -> ItemState? { items[key] }

@@ -1,3 +1,4 @@
+import GlobalTable
 import Foundation
 import Logging
 import Membership
@@ -95,7 +96,7 @@ public final class Node {
             meta: MemberMeta(region: config.region, api: apiAddress.description, role: config.role),
             incarnation: incarnation, seed: UInt64.random(in: .min ... .max), now: startedAt)
         store = try LMDBStore(path: config.dataDir)
-        tables = try Tables(store: store, loop: loop, nodeName: config.name)
+        tables = try Tables(store: store, loop: loop, peerID: try SocketAddress(config.bind).description)
         udp = try UDPSocket(loop: loop, bind: bindAddress)
         peerServer = try TCPServer(loop: loop, bind: bindAddress)
         peers = PeerLinks(loop: loop, server: peerServer)
@@ -115,8 +116,8 @@ public final class Node {
         sigaddset(&mask, SIGINT)
         sigaddset(&mask, SIGTERM)
         pthread_sigmask(SIG_UNBLOCK, &mask, nil)
-        tables.livePeers = { [unowned self] in
-            self.membership.members.values.filter { $0.status == .alive }.map(\.state.address)
+        tables.members = { [unowned self] in
+            self.membership.members.values.map { ($0.state.address, $0.status == .alive) }
         }
         tables.request = { [unowned self] to, kind, payload, done in
             self.peers.request(to: to, kind: kind, payload: payload, timeout: .seconds(5), done)
@@ -191,8 +192,8 @@ public final class Node {
 
     private func serve(_ frame: Frame, from: SocketAddress?, reply: @escaping ([UInt8]) -> Void) {
         switch frame.kind {
-        case TableFrame.deltas: return tables.serveDeltas(frame.payload, reply: reply)
-        case TableFrame.digests: return tables.serveDigests(frame.payload, reply: reply)
+        case TableNode.Kind.deltas, TableNode.Kind.digests, TableNode.Kind.stability:
+            return tables.serve(kind: frame.kind, payload: frame.payload, reply: reply)
         case FrameKind.pushPull: break
         default:
             peers.countMalformed()

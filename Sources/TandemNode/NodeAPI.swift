@@ -131,7 +131,7 @@ extension Node {
         metric("tandem_http_connections_total", "counter", "HTTP connections accepted.", h.connectionsAccepted)
         metric("tandem_http_connections_rejected_total", "counter", "HTTP connections refused at the connection limit.", h.connectionsRejected)
         metric("tandem_data_dir_write_failures_total", "counter", "Failed durable writes to the data dir.", shell.persistFailures)
-        let t = tables.sync
+        let t = tables.core.stats
         let c = tables.stats
         metric("tandem_table_commits_total", "counter", "LMDB commits (each may carry many writes).", c.commits)
         metric("tandem_table_writes_committed_total", "counter", "Writes made durable.", c.writes)
@@ -142,6 +142,15 @@ extension Node {
         metric("tandem_table_merges_total", "counter", "Remote deltas that changed an item here.", t.mergesApplied)
         metric("tandem_table_anti_entropy_rounds_total", "counter", "Digest exchanges started.", t.antiEntropyRounds)
         metric("tandem_table_items_repaired_total", "counter", "Items pushed to peers by anti-entropy.", t.itemsRepaired)
+        metric("tandem_table_repair_bytes_total", "counter", "Bytes of anti-entropy pushes.", t.repairBytes)
+        metric("tandem_table_deltas_resent_total", "counter", "Deltas sent again after a failed batch.", t.deltasResent)
+        metric("tandem_table_clock_clamped_total", "counter", "Remote timestamps too far ahead of our clock, clamped.", t.clockClamped)
+        metric("tandem_table_refused_from_expired_total", "counter", "Sync messages refused from members that must resync first.", t.refusedFromExpired)
+        metric("tandem_table_items_compacted_total", "counter", "Items whose tombstones were collected.", t.itemsCompacted)
+        metric("tandem_table_items_collected_total", "counter", "Deleted items dropped once their delete was stable.", t.itemsCollected)
+        metric("tandem_table_resyncs_total", "counter", "Times this node resynced after being expired.", t.resyncs)
+        metric("tandem_table_stable_lag_ms", "gauge", "Wall time minus the stable time tombstones are collected below.",
+               tables.core.stable == 0 ? 0 : Int(Tables.wallMs()) - Int(tables.core.stable >> 16))
         metric("tandem_table_malformed_total", "counter", "Malformed table sync messages.", t.malformed)
         out += replicationLagHistogram()
         let dropped = shell.malformedPackets + p.malformedFrames + h.badRequests + t.malformed

@@ -10,64 +10,50 @@ final class Tables {
     static let maxItemBytes = 400 * 1024
     static let catalogPrefix: [UInt8] = [0x01]
     static let itemPrefix: [UInt8] = [0x02]
+    static let stabilityKey: [UInt8] = [0x03]
 
-    private var replicas: [String: TableReplica] = [:]
-    /// Every table ever created or deleted, last writer wins (see `CatalogEntry`).
-    private var catalog: [String: CatalogEntry] = [:]
-    private var clock: HybridClock
+    /// Tables, clock and every replication decision (pure; `GlobalTable.TableNode`).
+    let core: TableNode
     private let committer: GroupCommitter
     private let loop: EventLoop
     let replication: Replication
 
-    /// Peer plumbing, set by the node: live peers' addresses, and a request sender.
-    var livePeers: () -> [String] = { [] }
+    /// Peer plumbing, set by the node: the members (peer address, alive?), and a request sender.
+    var members: () -> [(id: String, live: Bool)] = { [] }
     var request: (_ to: String, _ kind: UInt8, _ payload: [UInt8], _ done: @escaping (Result<Frame, TandemError>) -> Void) -> Void = { _, _, _, _ in }
 
     struct Replication {
         var antiEntropyInterval: Duration = .seconds(2)
-        var maxQueuedPerPeer = 50_000
-        var maxBatch = 1_000
+        var stabilityInterval: Duration = .seconds(1)
+        var compactionInterval: Duration = .milliseconds(100)
+        var core = TableNode.Settings()
     }
 
-    struct SyncStats {
-        var deltasSent = 0
-        var deltasReceived = 0
-        var deltasDropped = 0
-        var antiEntropyRounds = 0
-        var itemsRepaired = 0
-        var mergesApplied = 0
-        var malformed = 0
-    }
-    private(set) var sync = SyncStats()
     /// Write→applied lag on this node for deltas from peers, by HLC physical time (ms): counts
     /// per bucket (upper bounds in `lagBoundsMs`, the last bucket is +Inf), and the sum.
     static let lagBoundsMs: [Double] = [0.5, 1, 2, 3, 5, 10, 20, 50, 100, 250, 500, 1000, 5000]
     private(set) var lagCounts = [Int](repeating: 0, count: Tables.lagBoundsMs.count + 1)
     private(set) var lagSumMs = 0.0
-    private var outbox: [String: [TableDelta]] = [:]
     private var flushScheduled = false
-    /// Anti-entropy requests (digests, pushes) of the current round not yet answered.
-    var repairsInFlight = 0
-    /// Per peer, the oldest write in the delta batch in flight to it.
-    var inFlightOldest: [String: UInt64] = [:]
-    private var inFlight: Set<String> = []
     private let flushTimer: Timer
     private let antiEntropyTimer: Timer
+    private let stabilityTimer: Timer
+    private let compactionTimer: Timer
+    private var rng = SystemRandomNumberGenerator()
 
-    init(store: LMDBStore, loop: EventLoop, nodeName: String, replication: Replication = Replication()) throws {
+    init(store: LMDBStore, loop: EventLoop, peerID: String, replication: Replication = Replication()) throws {
         self.loop = loop
         self.replication = replication
-        clock = HybridClock(node: stableHash64(Array(nodeName.utf8)))
+        core = TableNode(id: peerID, settings: replication.core)
         committer = GroupCommitter(loop: loop, store: store)
         flushTimer = Timer(loop: loop)
         antiEntropyTimer = Timer(loop: loop)
-        var wall: UInt64 = 0
+        stabilityTimer = Timer(loop: loop)
+        compactionTimer = Timer(loop: loop)
         for (key, value) in try store.scan(prefix: Tables.catalogPrefix) {
             let name = String(decoding: key.dropFirst(), as: UTF8.self)
             guard let entry = try TableSyncCodec.decodeDeltas(value).catalog[name] else { continue }
-            catalog[name] = entry
-            wall = max(wall, entry.at.time)
-            if !entry.deleted { replicas[name] = TableReplica(name: name, schema: entry.schema) }
+            core.load(catalogEntry: entry, name: name)
         }
         for (key, value) in try store.scan(prefix: Tables.itemPrefix) {
             var r = ByteReader(key, from: 1)
@@ -75,24 +61,40 @@ final class Tables {
             guard r.remaining >= nameLength else { throw TandemError(.malformed, "corrupt item key in store") }
             let name = String(decoding: key[3..<(3 + nameLength)], as: UTF8.self)
             let itemKey = try ItemKey(bytes: Array(key[(3 + nameLength)...]))
-            let state = try ItemCodec.decode(value)
-            replicas[name]?.merge(itemKey, state)
-            wall = max(wall, state.lastWriteTime)
+            core.load(table: name, key: itemKey, state: try ItemCodec.decode(value))
         }
-        // Never issue a timestamp below one already on disk, whatever the wall clock says now.
-        clock.observe(HLC(time: wall, node: 0), wallMs: Tables.wallMs())
+        for (_, value) in try store.scan(prefix: Tables.stabilityKey) { try core.load(stability: value) }
+        _ = core.now(wallMs: Tables.wallMs())
     }
 
-    /// Starts periodic anti-entropy (after the node has wired `livePeers` and `request`).
+    /// Starts the periodic work (after the node has wired `members` and `request`).
     func start() {
         antiEntropyTimer.start(after: replication.antiEntropyInterval, repeating: replication.antiEntropyInterval) { [weak self] in
-            self?.antiEntropyRound()
+            guard let self else { return }
+            self.syncMembers()
+            self.send(self.core.startAntiEntropy(wallMs: Tables.wallMs()) { Int.random(in: 0..<$0, using: &self.rng) })
+        }
+        stabilityTimer.start(after: replication.stabilityInterval, repeating: replication.stabilityInterval) { [weak self] in
+            guard let self else { return }
+            self.syncMembers()
+            self.store(self.core.updateStability(wallMs: Tables.wallMs()))
+            self.send(self.core.stabilityRound(wallMs: Tables.wallMs()))
+        }
+        compactionTimer.start(after: replication.compactionInterval, repeating: replication.compactionInterval) { [weak self] in
+            guard let self else { return }
+            let writes = self.core.compactionStep()
+            if !writes.isEmpty { self.store(writes) }
         }
     }
+
+    /// Membership as the core sees it; called before each decision that depends on it.
+    func syncMembers() { core.membersChanged(members(), wallMs: Tables.wallMs()) }
 
     var stats: (commits: Int, writes: Int, failures: Int) {
         (committer.commits, committer.writesCommitted, committer.failures)
     }
+
+    var replicas: [String: TableReplica] { core.replicas }
 
     static func wallMs() -> UInt64 { UInt64(Date().timeIntervalSince1970 * 1000) }
 
@@ -104,6 +106,19 @@ final class Tables {
         w.raw(name)
         w.raw(key.bytes)
         return w.bytes
+    }
+
+    static func storageWrite(_ write: TableNode.StoreWrite) -> GroupCommitter.Write {
+        switch write {
+        case .catalog(let name, let entry): (catalogPrefix + Array(name.utf8), TableSyncCodec.encode(deltas: [], catalog: [name: entry]))
+        case .item(let table, let key, let state): (itemStorageKey(table, key), state)
+        case .stability(let bytes): (stabilityKey, bytes)
+        }
+    }
+
+    /// Makes `writes` durable, then calls `done`.
+    private func store(_ writes: [TableNode.StoreWrite], _ done: @escaping (TandemError?) -> Void = { _ in }) {
+        committer.submit(writes.map(Tables.storageWrite), done)
     }
 
     // MARK: schema encoding
@@ -173,28 +188,18 @@ final class Tables {
 
     private func describe(_ r: TableReplica) -> HTTPResponse { json(200, tableJSON(r)) }
 
-    static func catalogWrite(_ name: String, _ entry: CatalogEntry) -> GroupCommitter.Write {
-        (catalogPrefix + Array(name.utf8), TableSyncCodec.encode(deltas: [], catalog: [name: entry]))
-    }
-
     private func createTable(_ name: String, _ body: [UInt8], _ respond: @escaping (HTTPResponse) -> Void) throws {
         guard name.utf8.count >= 3, name.utf8.count <= 255,
               name.unicodeScalars.allSatisfy({ CharacterSet.alphanumerics.contains($0) || "_.-".unicodeScalars.contains($0) }) else {
             throw TandemError(.badRequest, "table names are 3 to 255 characters of letters, digits, '_', '.' and '-'")
         }
         let schema = try Tables.decodeSchema(body)
-        if let existing = replicas[name] {
-            guard existing.schema == schema else {
-                throw TandemError(TandemError.Code("table_exists", httpStatus: 409), "table '\(name)' exists with another key schema")
-            }
-            respond(describe(existing))
-            return
+        syncMembers()
+        guard let writes = try core.createTable(name, schema: schema, wallMs: Tables.wallMs()) else {
+            return respond(describe(try replica(name)))
         }
-        let entry = CatalogEntry(schema: schema, at: clock.now(wallMs: Tables.wallMs()))
-        var writes: [GroupCommitter.Write] = []
-        adopt(name, entry, writes: &writes)
-        broadcastCatalog(name)
-        committer.submit(writes) { [weak self] error in
+        scheduleFlush()
+        store(writes) { [weak self] error in
             guard let self else { return }
             if let error { return respond(.error(error)) }
             respond(self.json(201, self.tableJSON(self.replicas[name] ?? TableReplica(name: name, schema: schema))))
@@ -202,30 +207,12 @@ final class Tables {
     }
 
     private func deleteTable(_ name: String, _ respond: @escaping (HTTPResponse) -> Void) throws {
-        let r = try replica(name)
-        let entry = CatalogEntry(schema: r.schema, at: clock.now(wallMs: Tables.wallMs()), deleted: true)
-        var writes: [GroupCommitter.Write] = []
-        adopt(name, entry, writes: &writes)
-        broadcastCatalog(name)
-        committer.submit(writes) { error in
+        syncMembers()
+        let writes = try core.deleteTable(name, wallMs: Tables.wallMs())
+        scheduleFlush()
+        store(writes) { error in
             respond(error.map { .error($0) } ?? .json(200, ["deleted": name]))
         }
-    }
-
-    /// Makes `entry` the catalog's word on `name` if it wins, dropping the items of a table
-    /// incarnation it replaces. Returns whether the table now is `entry`.
-    @discardableResult
-    private func adopt(_ name: String, _ entry: CatalogEntry, writes: inout [GroupCommitter.Write]) -> Bool {
-        let current = catalog[name]
-        let winner = CatalogEntry.join(current, entry)
-        guard winner != current else { return current == entry }
-        catalog[name] = winner
-        writes.append(Tables.catalogWrite(name, winner))
-        if let old = replicas[name] {
-            for key in old.items.keys { writes.append((Tables.itemStorageKey(name, key), nil)) }
-        }
-        replicas[name] = winner.deleted ? nil : TableReplica(name: name, schema: winner.schema)
-        return winner == entry
     }
 
     // MARK: items
@@ -251,7 +238,7 @@ final class Tables {
         }
         let key = ItemKey(partition: pk, sort: sk)
         var state = replicas[table]!.state(key) ?? ItemState()
-        let t = clock.now(wallMs: Tables.wallMs())
+        let t = core.now(wallMs: Tables.wallMs())
         let delta: ItemState
         switch request.method {
         case "GET":
@@ -272,12 +259,12 @@ final class Tables {
         default:
             throw TandemError(.methodNotAllowed, "\(request.method) is not allowed on an item")
         }
-        replicas[table]!.merge(key, delta)
-        replicate(TableDelta(table: table, entry: catalog[table]!, key: key, state: delta))
-        guard let encoded = replicas[table]!.encodedState(key), encoded.count <= Tables.maxItemBytes + 4096 else {
+        guard ItemCodec.encode(state).count <= Tables.maxItemBytes + 4096 else {
             throw TandemError(.tooLarge, "item exceeds \(Tables.maxItemBytes) bytes")
         }
-        committer.submit([(Tables.itemStorageKey(table, key), encoded)]) { [weak self] error in
+        let write = core.apply(table: table, key: key, delta: delta)
+        scheduleFlush()
+        store([write]) { [weak self] error in
             guard let self else { return }
             if let error { return respond(.error(error)) }
             let visible = self.replicas[table]?.state(key)?.visible
@@ -415,225 +402,47 @@ final class Tables {
 }
 
 // ==== ----------------------------------------------------------------------------------------
-// MARK: Replication
-
-/// Peer frame kinds for global tables.
-enum TableFrame {
-    static let deltas: UInt8 = 2
-    static let digests: UInt8 = 3
-}
+// MARK: Replication (the core decides; this carries it out)
 
 extension Tables {
-    /// Queues a delta for every live peer and flushes at the next loop turn, so writes made in
-    /// one turn travel together.
-    func replicate(_ delta: TableDelta) {
-        for peer in livePeers() {
-            var queue = outbox[peer, default: []]
-            if queue.count >= replication.maxQueuedPerPeer {
-                queue.removeFirst()
-                sync.deltasDropped += 1  // anti-entropy will carry it instead
-            }
-            queue.append(delta)
-            outbox[peer] = queue
-        }
-        scheduleFlush()
-    }
-
-    private func broadcastCatalog(_ name: String) {
-        guard let entry = catalog[name] else { return }
-        let payload = TableSyncCodec.encode(deltas: [], catalog: [name: entry])
-        for peer in livePeers() { request(peer, TableFrame.deltas, payload) { _ in } }
-    }
-
-    private func scheduleFlush() {
+    /// Sends queued deltas at the next loop turn, so writes made in one turn travel together.
+    private func scheduleFlush(after delay: Duration = .zero) {
         guard !flushScheduled else { return }
         flushScheduled = true
-        flushTimer.start(after: .zero) { [weak self] in
-            self?.flushScheduled = false
-            self?.flush()
-        }
-    }
-
-    /// One batch in flight per peer; a failed batch goes back to the front of its queue.
-    private func flush() {
-        let live = Set(livePeers())
-        for peer in outbox.keys.sorted() {
-            guard live.contains(peer) else {
-                sync.deltasDropped += outbox[peer]!.count  // a dead peer catches up by anti-entropy
-                outbox[peer] = nil
-                continue
-            }
-            guard !inFlight.contains(peer), let queue = outbox[peer], !queue.isEmpty else { continue }
-            let batch = Array(queue.prefix(replication.maxBatch))
-            outbox[peer] = Array(queue.dropFirst(batch.count))
-            inFlight.insert(peer)
-            inFlightOldest[peer] = batch.map { $0.state.lastWriteTime }.min()
-            request(peer, TableFrame.deltas, TableSyncCodec.encode(deltas: batch)) { [weak self] result in
-                guard let self else { return }
-                self.inFlight.remove(peer)
-                self.inFlightOldest[peer] = nil
-                switch result {
-                case .success:
-                    self.sync.deltasSent += batch.count
-                case .failure:
-                    self.outbox[peer] = batch + (self.outbox[peer] ?? [])
-                }
-                // More waiting: go again at once after a success, after a pause after a failure.
-                if !(self.outbox[peer] ?? []).isEmpty {
-                    if case .success = result { self.scheduleFlush() } else { self.scheduleFlushLater() }
-                }
-            }
-        }
-    }
-
-    private func scheduleFlushLater() {
-        guard !flushScheduled else { return }
-        flushScheduled = true
-        flushTimer.start(after: .milliseconds(50)) { [weak self] in
-            self?.flushScheduled = false
-            self?.flush()
-        }
-    }
-
-    /// Merges what a peer sent; the answer goes back once the changes are durable here.
-    func serveDeltas(_ payload: [UInt8], reply: @escaping ([UInt8]) -> Void) {
-        guard let (deltas, entries) = try? TableSyncCodec.decodeDeltas(payload) else {
-            sync.malformed += 1
-            return
-        }
-        let writes = merge(deltas, entries)
-        committer.submit(writes) { error in if error == nil { reply([]) } }
-    }
-
-    /// Applies remote catalog entries and deltas; returns the storage writes to make.
-    private func merge(_ deltas: [TableDelta], _ entries: [String: CatalogEntry]) -> [GroupCommitter.Write] {
-        var writes: [GroupCommitter.Write] = []
-        let wall = Tables.wallMs()
-        for (name, entry) in entries {
-            clock.observe(entry.at, wallMs: wall)
-            adopt(name, entry, writes: &writes)
-        }
-        for d in deltas {
-            sync.deltasReceived += 1
-            clock.observe(HLC(time: d.state.lastWriteTime, node: 0), wallMs: wall)
-            adopt(d.table, d.entry, writes: &writes)
-            guard let entry = catalog[d.table], !entry.deleted, entry.at == d.entry.at else { continue }
-            if replicas[d.table]!.merge(d.key, d.state) {
-                sync.mergesApplied += 1
-                writes.append((Tables.itemStorageKey(d.table, d.key), replicas[d.table]!.encodedState(d.key)!))
-                let lag = max(0, Double(wall) - Double(d.state.lastWriteTime >> 16))
-                lagCounts[Tables.lagBoundsMs.firstIndex { lag <= $0 } ?? Tables.lagBoundsMs.count] += 1
-                lagSumMs += lag
-            }
-        }
-        return writes
-    }
-
-    // MARK: anti-entropy
-
-    private var digests: [String: MerkleDigest] { replicas.mapValues(\.digest) }
-
-    /// One round with one random live peer, three steps, so only what differs crosses:
-    /// 1. we send bucket digests per table; 2. the peer answers, for each bucket that differs,
-    /// the hash of every item it holds there; 3. we push our items whose hash it lacks or does
-    /// not match. Each side pushes in its own rounds, so an item crosses once, from a node that
-    /// has it, and a key that differs on both sides is merged on both.
-    func antiEntropyRound() {
-        // One round at a time: a round still moving items would otherwise send them again.
-        guard repairsInFlight == 0, let peer = livePeers().randomElement() else { return }
-        sync.antiEntropyRounds += 1
-        repairsInFlight += 1
-        request(peer, TableFrame.digests, TableSyncCodec.encode(digests: digests, catalog: catalog)) { [weak self] result in
+        flushTimer.start(after: delay) { [weak self] in
             guard let self else { return }
-            defer { self.repairsInFlight -= 1 }
-            guard case .success(let frame) = result else { return }
-            guard let (summaries, entries) = try? Tables.decodeSummaries(frame.payload) else {
-                self.sync.malformed += 1
-                return
-            }
-            self.committer.submit(self.merge([], entries)) { _ in }
-            // Writes at or after the oldest one still queued or in flight to this peer are on
-            // their way by the delta stream; repairing them too would only duplicate traffic.
-            let queued = (self.outbox[peer] ?? []).map { $0.state.lastWriteTime }.min()
-            let horizon = [queued, self.inFlightOldest[peer]].compactMap { $0 }.min() ?? UInt64.max
-            var push: [TableDelta] = []
-            for (name, summary) in summaries {
-                guard let r = self.replicas[name], let entry = self.catalog[name], entry.at == summary.tableAt else { continue }
-                var theirs: [ItemKey: UInt64] = [:]
-                for (k, h) in summary.items { theirs[k] = h }
-                for bucket in summary.buckets {
-                    for key in r.keys(inBucket: bucket) where theirs[key] != r.itemHash(key) {
-                        let state = r.state(key)!
-                        if state.lastWriteTime < horizon { push.append(TableDelta(table: name, entry: entry, key: key, state: state)) }
-                    }
-                }
-            }
-            self.sync.itemsRepaired += push.count
-            for chunk in stride(from: 0, to: push.count, by: self.replication.maxBatch) {
-                let part = Array(push[chunk..<min(push.count, chunk + self.replication.maxBatch)])
-                self.repairsInFlight += 1
-                self.request(peer, TableFrame.deltas, TableSyncCodec.encode(deltas: part)) { [weak self] _ in self?.repairsInFlight -= 1 }
+            self.flushScheduled = false
+            self.send(self.core.flush())
+        }
+    }
+
+    private func send(_ requests: [TableNode.Request]) {
+        for r in requests {
+            request(r.to, r.kind, r.payload) { [weak self] result in
+                guard let self else { return }
+                let payload: [UInt8]? = if case .success(let frame) = result { frame.payload } else { nil }
+                let (writes, more) = self.core.responded(to: r.id, payload: payload, wallMs: Tables.wallMs())
+                if !writes.isEmpty { self.store(writes) }
+                self.send(more)
+                self.recordLag()
+                // More waiting: go again at once after a success, after a pause after a failure.
+                if self.core.hasQueuedDeltas { self.scheduleFlush(after: payload == nil ? .milliseconds(50) : .zero) }
             }
         }
     }
 
-    /// Step 2: for every bucket whose digest differs from the requester's, our item hashes.
-    func serveDigests(_ payload: [UInt8], reply: @escaping ([UInt8]) -> Void) {
-        guard let (theirDigests, entries) = try? TableSyncCodec.decodeDigests(payload) else {
-            sync.malformed += 1
-            return
-        }
-        committer.submit(merge([], entries)) { _ in }
-        var w = ByteWriter(capacity: 1024)
-        w.blob(TableSyncCodec.encode(deltas: [], catalog: catalog))
-        let names = replicas.keys.sorted()
-        w.u32(UInt32(names.count))
-        for name in names {
-            let r = replicas[name]!
-            let theirs = theirDigests[name]
-            let buckets = (0..<MerkleDigest.bucketCount).filter { theirs == nil || r.digest.buckets[$0] != theirs![$0] }
-            w.blob(Array(name.utf8))
-            ItemCodec.hlc(catalog[name]!.at, &w)
-            w.u16(UInt16(buckets.count))
-            for b in buckets { w.u16(UInt16(b)) }
-            let keys = buckets.flatMap { r.keys(inBucket: $0) }
-            w.u32(UInt32(keys.count))
-            for key in keys {
-                w.blob(key.bytes)
-                w.u64(r.itemHash(key)!)
-            }
-        }
-        reply(w.bytes)
+    /// A peer's table frame: merged, made durable, then answered.
+    func serve(kind: UInt8, payload: [UInt8], reply: @escaping ([UInt8]) -> Void) {
+        let handled = core.handle(kind: kind, payload: payload, wallMs: Tables.wallMs())
+        recordLag()
+        guard let answer = handled.reply else { return }
+        store(handled.writes) { error in if error == nil { reply(answer) } }
     }
 
-    struct Summary {
-        var tableAt: HLC
-        var buckets: [Int]
-        var items: [(ItemKey, UInt64)]
-    }
-
-    static func decodeSummaries(_ bytes: [UInt8]) throws -> ([String: Summary], [String: CatalogEntry]) {
-        var r = ByteReader(bytes)
-        let (_, entries) = try TableSyncCodec.decodeDeltas(try r.blob(limit: bytes.count))
-        var out: [String: Summary] = [:]
-        let tables = try ItemCodec.boundedCount(&r, minSize: 26)
-        for _ in 0..<tables {
-            let name = String(decoding: try r.blob(limit: 255), as: UTF8.self)
-            let at = try ItemCodec.readHLC(&r)
-            let bucketCount = Int(try r.u16())
-            guard bucketCount <= MerkleDigest.bucketCount else { throw TandemError(.malformed, "too many buckets") }
-            var buckets: [Int] = []
-            for _ in 0..<bucketCount { buckets.append(Int(try r.u16()) % MerkleDigest.bucketCount) }
-            let n = try ItemCodec.boundedCount(&r, minSize: 13)
-            var items: [(ItemKey, UInt64)] = []
-            items.reserveCapacity(n)
-            for _ in 0..<n {
-                let key = try ItemKey(bytes: try r.blob(limit: r.remaining))
-                items.append((key, try r.u64()))
-            }
-            out[name] = Summary(tableAt: at, buckets: buckets, items: items)
+    private func recordLag() {
+        for lag in core.takeLagSamples() {
+            lagCounts[Tables.lagBoundsMs.firstIndex { lag <= $0 } ?? Tables.lagBoundsMs.count] += 1
+            lagSumMs += lag
         }
-        guard r.isAtEnd else { throw TandemError(.malformed, "trailing bytes in summaries") }
-        return (out, entries)
     }
 }

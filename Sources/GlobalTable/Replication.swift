@@ -1,0 +1,668 @@
+import TandemCore
+
+/// One node's global tables and every replication decision about them, as a pure state
+/// machine: the shell feeds it local writes, peer messages, responses, membership and the wall
+/// time, and carries out what it returns (store these writes durably, send these requests,
+/// reply after the writes are durable). The simulator drives the same code.
+///
+/// Replication has three parts:
+/// - **Delta streams.** A local write's delta is queued for every live peer and sent in
+///   batches, one batch in flight per peer; the peer answers once the batch is durable there.
+///   A failed batch goes back to the front of its queue; a queue over its bound, or the queue
+///   of a peer that died, is dropped — anti-entropy carries those writes instead.
+/// - **Anti-entropy.** Every few seconds, with one random live peer: our bucket digests →
+///   its item hashes for differing buckets → we push the items it lacks or holds otherwise.
+/// - **Stability.** Each node tracks, per peer, up to what time all of its own writes are
+///   durable there (`covered`); the minimum over peers is what it reports to everyone, and the
+///   minimum of all reports is the stable time below which tombstones are collected (see
+///   `Compaction.swift`). A member gone longer than `retentionMs` stops holding collection
+///   back, if the others are a majority; when it returns it is told so, and it drops its own
+///   pre-stable state before it takes part again (`ItemState.admitted`), so it cannot bring
+///   deletes back.
+public final class TableNode {
+    public struct Settings: Sendable {
+        public var maxQueuedPerPeer = 50_000
+        public var maxBatch = 1_000
+        /// How long a member may be gone and still hold tombstone collection back; after that
+        /// it must resync on return. DynamoDB global tables use 24 hours.
+        public var retentionMs: UInt64 = 24 * 3_600_000
+        /// Items compacted per `compactionStep`.
+        public var compactionBatch = 2_000
+        public init() {}
+    }
+
+    /// Frame kinds on the peer link.
+    public enum Kind {
+        public static let deltas: UInt8 = 2
+        public static let digests: UInt8 = 3
+        public static let stability: UInt8 = 4
+    }
+
+    /// A durable change for the shell to make (a write is acknowledged after it is on disk).
+    public enum StoreWrite: Equatable, Sendable {
+        case catalog(String, CatalogEntry)
+        /// The item's canonical state; nil deletes it (a collected tombstone, a dropped table).
+        case item(table: String, key: ItemKey, state: [UInt8]?)
+        /// The stability record (`encodedStability`), so a restart does not forget it.
+        case stability([UInt8])
+    }
+
+    /// A request to a peer; the shell reports the answer with `responded(to:payload:)`.
+    public struct Request: Equatable, Sendable {
+        public var id: UInt64
+        public var to: String
+        public var kind: UInt8
+        public var payload: [UInt8]
+    }
+
+    /// What handling a peer's request produced: writes to make durable, then the reply to send
+    /// (nil: no reply — the request was refused or malformed).
+    public struct Handled: Sendable {
+        public var writes: [StoreWrite] = []
+        public var reply: [UInt8]?
+    }
+
+    public struct Stats: Sendable {
+        public var deltasSent = 0
+        public var deltasReceived = 0
+        public var deltasDropped = 0
+        public var deltasResent = 0
+        public var antiEntropyRounds = 0
+        public var itemsRepaired = 0
+        public var repairBytes = 0
+        public var mergesApplied = 0
+        public var malformed = 0
+        public var clockClamped = 0
+        public var refusedFromExpired = 0
+        public var itemsCompacted = 0
+        public var itemsCollected = 0
+        public var resyncs = 0
+    }
+
+    public let id: String
+    public let settings: Settings
+    public private(set) var replicas: [String: TableReplica] = [:]
+    /// Every table ever created or deleted, last writer wins (see `CatalogEntry`).
+    public private(set) var catalog: [String: CatalogEntry] = [:]
+    public private(set) var clock: HybridClock
+    public private(set) var stats = Stats()
+    /// Write→merged lag of deltas from peers, by HLC physical time, in ms.
+    public private(set) var lagSamples: [Double] = []
+
+    // ==== delta streams
+    struct PeerStream {
+        var queue: [TableDelta] = []
+        var inFlight: (id: UInt64, deltas: [TableDelta])?
+        /// Our writes at or before this time are durable at the peer, as far as we know for
+        /// sure: it only moves on when the stream has no gap, or a clean repair round closed one.
+        var covered: UInt64 = 0
+        /// Deltas were dropped (or the peer is new to us): until a clean anti-entropy round,
+        /// `covered` stays where it is.
+        var gap = true
+        var drops = 0
+    }
+    private var streams: [String: PeerStream] = [:]
+
+    // ==== anti-entropy
+    private struct Round {
+        var peer: String
+        var startedAt: UInt64
+        var dropsAtStart: Int
+        /// The digests request, until its answer arrives; then the pushes not yet answered.
+        var opening: UInt64?
+        var pending: Set<UInt64> = []
+        var clean = true
+    }
+    private var round: Round?
+
+    // ==== membership and stability
+    public struct Report: Equatable, Sendable {
+        /// The sender's own writes up to this time are durable on every member it counts.
+        public var covered: UInt64
+        public var stable: UInt64
+        public var expired: [String]
+        /// Set once the sender has dropped its pre-`resynced` state after being expired.
+        public var resynced: UInt64
+    }
+    private var live: Set<String> = []
+    private var known: Set<String> = []
+    private var goneSince: [String: UInt64] = [:]
+    private var reports: [String: Report] = [:]
+    /// Members not counted for stability, with the stable time when they were dropped.
+    public private(set) var expired: [String: UInt64] = [:]
+    public private(set) var stable: UInt64 = 0
+    /// When we were told we had been expired: the stable time we resynced at.
+    public private(set) var resyncedAt: UInt64 = 0
+    private var compactionQueue: [(String, ItemKey)] = []
+    private var compactedAt: UInt64 = 0
+
+    private var nextRequestID: UInt64 = 1
+
+    public init(id: String, settings: Settings = Settings(), maxClockAheadMs: UInt64 = 60_000) {
+        self.id = id
+        self.settings = settings
+        clock = HybridClock(node: stableHash64(Array(id.utf8)), maxAheadMs: maxClockAheadMs)
+    }
+
+    // ==== ------------------------------------------------------------------------------------
+    // MARK: Loading what the store holds
+
+    public func load(catalogEntry entry: CatalogEntry, name: String) {
+        catalog[name] = entry
+        if !entry.deleted { replicas[name] = TableReplica(name: name, schema: entry.schema) }
+        clock.observe(entry.at, wallMs: entry.at.physicalMs)
+    }
+
+    public func load(table: String, key: ItemKey, state: ItemState) {
+        replicas[table]?.merge(key, state)
+        // Never issue a timestamp below one already on disk, whatever the wall clock says.
+        clock.observe(HLC(time: state.lastWriteTime, node: 0), wallMs: state.lastWriteTime >> 16)
+    }
+
+    public func load(stability bytes: [UInt8]) throws(TandemError) {
+        var r = ByteReader(bytes)
+        stable = try r.u64()
+        resyncedAt = try r.u64()
+        let n = try ItemCodec.boundedCount(&r, minSize: 10)
+        for _ in 0..<n { expired[try ItemCodec.readString(&r)] = try r.u64() }
+    }
+
+    var encodedStability: [UInt8] {
+        var w = ByteWriter(capacity: 64)
+        w.u64(stable)
+        w.u64(resyncedAt)
+        w.u32(UInt32(expired.count))
+        for (name, at) in expired.sorted(by: { $0.key < $1.key }) {
+            ItemCodec.string(name, &w)
+            w.u64(at)
+        }
+        return w.bytes
+    }
+
+    // ==== ------------------------------------------------------------------------------------
+    // MARK: Local changes
+
+    public func now(wallMs: UInt64) -> HLC { clock.now(wallMs: wallMs) }
+
+    /// Creates (or re-creates) a table; nil if it exists with this schema already.
+    public func createTable(_ name: String, schema: KeySchema, wallMs: UInt64) throws(TandemError) -> [StoreWrite]? {
+        if let existing = replicas[name] {
+            guard existing.schema == schema else {
+                throw TandemError(TandemError.Code("table_exists", httpStatus: 409), "table '\(name)' exists with another key schema")
+            }
+            return nil
+        }
+        var writes: [StoreWrite] = []
+        adopt(name, CatalogEntry(schema: schema, at: clock.now(wallMs: wallMs)), &writes)
+        broadcastCatalog(name)
+        return writes
+    }
+
+    public func deleteTable(_ name: String, wallMs: UInt64) throws(TandemError) -> [StoreWrite] {
+        guard let r = replicas[name] else { throw TandemError(.notFound, "no table '\(name)'") }
+        var writes: [StoreWrite] = []
+        adopt(name, CatalogEntry(schema: r.schema, at: clock.now(wallMs: wallMs), deleted: true), &writes)
+        broadcastCatalog(name)
+        return writes
+    }
+
+    /// Applies a local write's delta (made by the caller on a copy of the item's state at `t`)
+    /// and queues it for every live peer. Returns the store write.
+    public func apply(table: String, key: ItemKey, delta: ItemState) -> StoreWrite {
+        replicas[table]!.merge(key, delta)
+        let d = TableDelta(table: table, entry: catalog[table]!, key: key, state: delta)
+        for peer in live {
+            var s = streams[peer, default: PeerStream()]
+            if s.queue.count >= settings.maxQueuedPerPeer {
+                s.queue.removeFirst()
+                s.gap = true
+                s.drops += 1
+                stats.deltasDropped += 1
+            }
+            s.queue.append(d)
+            streams[peer] = s
+        }
+        return .item(table: table, key: key, state: replicas[table]!.encodedState(key))
+    }
+
+    /// Catalog changes go to every live peer at once, outside the item streams.
+    private var catalogOutbox: [String: [String: CatalogEntry]] = [:]
+
+    private func broadcastCatalog(_ name: String) {
+        guard let entry = catalog[name] else { return }
+        for peer in live { catalogOutbox[peer, default: [:]][name] = entry }
+    }
+
+    /// Makes `entry` the catalog's word on `name` if it wins, dropping the items of a table
+    /// incarnation it replaces.
+    private func adopt(_ name: String, _ entry: CatalogEntry, _ writes: inout [StoreWrite]) {
+        let current = catalog[name]
+        let winner = CatalogEntry.join(current, entry)
+        guard winner != current else { return }
+        catalog[name] = winner
+        writes.append(.catalog(name, winner))
+        if let old = replicas[name] {
+            for key in old.items.keys { writes.append(.item(table: name, key: key, state: nil)) }
+        }
+        replicas[name] = winner.deleted ? nil : TableReplica(name: name, schema: winner.schema)
+    }
+
+    // ==== ------------------------------------------------------------------------------------
+    // MARK: Membership
+
+    /// The current member set (ids other than ours) and which of them are alive.
+    public func membersChanged(_ members: [(id: String, live: Bool)], wallMs: UInt64) {
+        for m in members where m.id != id {
+            known.insert(m.id)
+            if m.live {
+                goneSince[m.id] = nil
+                if !live.contains(m.id) {
+                    live.insert(m.id)
+                    // What it missed while away comes by anti-entropy; start the stream fresh.
+                    var s = streams[m.id] ?? PeerStream()
+                    s.gap = true
+                    streams[m.id] = s
+                }
+            } else {
+                if goneSince[m.id] == nil { goneSince[m.id] = wallMs }
+                if live.remove(m.id) != nil, var s = streams[m.id] {
+                    stats.deltasDropped += s.queue.count + (s.inFlight?.deltas.count ?? 0)
+                    s.queue = []
+                    s.inFlight = nil
+                    s.gap = true
+                    s.drops += 1
+                    streams[m.id] = s
+                    catalogOutbox[m.id] = nil
+                }
+            }
+        }
+    }
+
+    public var livePeers: [String] { live.sorted() }
+
+    // ==== ------------------------------------------------------------------------------------
+    // MARK: Sending
+
+    /// The batches to send now: per live peer, the next batch if none is in flight.
+    public func flush() -> [Request] {
+        var out: [Request] = []
+        for (peer, entries) in catalogOutbox.sorted(by: { $0.key < $1.key }) where live.contains(peer) {
+            out.append(request(peer, Kind.deltas, TableSyncCodec.encode(deltas: [], catalog: entries)))
+        }
+        catalogOutbox = [:]
+        for peer in live.sorted() {
+            guard var s = streams[peer], s.inFlight == nil, !s.queue.isEmpty else { continue }
+            let batch = Array(s.queue.prefix(settings.maxBatch))
+            s.queue.removeFirst(batch.count)
+            let r = request(peer, Kind.deltas, TableSyncCodec.encode(deltas: batch))
+            s.inFlight = (r.id, batch)
+            streams[peer] = s
+            out.append(r)
+        }
+        return out
+    }
+
+    public var hasQueuedDeltas: Bool { streams.values.contains { $0.inFlight == nil && !$0.queue.isEmpty } || !catalogOutbox.isEmpty }
+
+    private func request(_ to: String, _ kind: UInt8, _ payload: [UInt8]) -> Request {
+        defer { nextRequestID += 1 }
+        var w = ByteWriter(capacity: payload.count + id.utf8.count + 4)
+        ItemCodec.string(id, &w)  // who is asking: answers depend on it (see `expired`)
+        w.raw(payload)
+        return Request(id: nextRequestID, to: to, kind: kind, payload: w.bytes)
+    }
+
+    /// A peer's answer to one of our requests (nil: it failed — timeout, link down, refused):
+    /// a delta batch's acknowledgement, the summaries that open an anti-entropy round's
+    /// pushes, or a push's acknowledgement. Returns writes to make and requests to send.
+    public func responded(to requestID: UInt64, payload: [UInt8]?, wallMs: UInt64) -> (writes: [StoreWrite], requests: [Request]) {
+        for (peer, var s) in streams {
+            guard let f = s.inFlight, f.id == requestID else { continue }
+            s.inFlight = nil
+            if payload != nil {
+                stats.deltasSent += f.deltas.count
+                if let last = f.deltas.last?.state.lastWriteTime { s.covered = max(s.covered, s.gap ? 0 : last) }
+            } else if live.contains(peer) {
+                s.queue.insert(contentsOf: f.deltas, at: 0)
+                stats.deltasResent += f.deltas.count
+            }
+            streams[peer] = s
+            return ([], [])
+        }
+        guard var r = round else { return ([], []) }
+        if r.opening == requestID {
+            r.opening = nil
+            round = r
+            return receiveSummaries(payload, wallMs: wallMs)
+        }
+        if r.pending.remove(requestID) != nil {
+            if payload == nil { r.clean = false }
+            round = r
+            finishRoundIfDone()
+        }
+        return ([], [])
+    }
+
+    /// Up to when our own writes are durable at `peer`, as far as we know for sure.
+    func covered(_ peer: String) -> UInt64 {
+        guard let s = streams[peer] else { return 0 }
+        if s.gap { return s.covered }
+        let unacked = (s.inFlight?.deltas.first ?? s.queue.first)?.state.lastWriteTime
+        return unacked.map { min($0 > 0 ? $0 - 1 : 0, clock.last) } ?? clock.last
+    }
+
+    // ==== ------------------------------------------------------------------------------------
+    // MARK: Receiving
+
+    public func handle(kind: UInt8, payload: [UInt8], wallMs: UInt64) -> Handled {
+        var r = ByteReader(payload)
+        guard let sender = try? ItemCodec.readString(&r) else {
+            stats.malformed += 1
+            return Handled()
+        }
+        let body = Array(payload[r.offset...])
+        if kind == Kind.stability { return receiveReport(from: sender, body, wallMs: wallMs) }
+        // State from a member we stopped counting may predate collected tombstones: refuse it
+        // until it resyncs (it learns it was expired from our next report).
+        if expired[sender] != nil {
+            stats.refusedFromExpired += 1
+            return Handled()
+        }
+        switch kind {
+        case Kind.deltas:
+            guard let (deltas, entries) = try? TableSyncCodec.decodeDeltas(body) else {
+                stats.malformed += 1
+                return Handled()
+            }
+            return Handled(writes: merge(deltas, entries, wallMs: wallMs), reply: [])
+        case Kind.digests:
+            guard let (digests, entries) = try? TableSyncCodec.decodeDigests(body) else {
+                stats.malformed += 1
+                return Handled()
+            }
+            return Handled(writes: merge([], entries, wallMs: wallMs), reply: summaries(for: digests))
+        default:
+            stats.malformed += 1
+            return Handled()
+        }
+    }
+
+    private func merge(_ deltas: [TableDelta], _ entries: [String: CatalogEntry], wallMs: UInt64) -> [StoreWrite] {
+        var writes: [StoreWrite] = []
+        for (name, entry) in entries {
+            if !clock.observe(entry.at, wallMs: wallMs) { stats.clockClamped += 1 }
+            adopt(name, entry, &writes)
+        }
+        for d in deltas {
+            stats.deltasReceived += 1
+            if !clock.observe(HLC(time: d.state.lastWriteTime, node: 0), wallMs: wallMs) { stats.clockClamped += 1 }
+            adopt(d.table, d.entry, &writes)
+            guard let entry = catalog[d.table], !entry.deleted, entry.at == d.entry.at else { continue }
+            if replicas[d.table]!.merge(d.key, d.state) {
+                // What a peer that has not compacted yet sends back is dropped again at once.
+                if compactedAt > 0, let state = replicas[d.table]!.state(d.key) {
+                    let compacted = state.compacted(stable: compactedAt)
+                    if compacted != state { replicas[d.table]!.replace(d.key, with: compacted) }
+                }
+                stats.mergesApplied += 1
+                writes.append(.item(table: d.table, key: d.key, state: replicas[d.table]!.encodedState(d.key)))
+                lagSamples.append(max(0, Double(wallMs) - Double(d.state.lastWriteTime >> 16)))
+            }
+        }
+        return writes
+    }
+
+    /// Takes the lag samples gathered since the last call.
+    public func takeLagSamples() -> [Double] {
+        defer { lagSamples = [] }
+        return lagSamples
+    }
+
+    // ==== ------------------------------------------------------------------------------------
+    // MARK: Anti-entropy
+
+    /// Opens a round with a random live peer (`pick` chooses from the sorted live peers).
+    public func startAntiEntropy(wallMs: UInt64, pick: (Int) -> Int) -> [Request] {
+        guard round == nil, !live.isEmpty else { return [] }
+        let peers = live.sorted()
+        let peer = peers[pick(peers.count)]
+        stats.antiEntropyRounds += 1
+        let s = streams[peer] ?? PeerStream()
+        let r = request(peer, Kind.digests, TableSyncCodec.encode(digests: replicas.mapValues(\.digest), catalog: catalog))
+        round = Round(peer: peer, startedAt: clock.last, dropsAtStart: s.drops, opening: r.id)
+        return [r]
+    }
+
+    /// The peer's answer to our digests: push the items it lacks or holds otherwise.
+    private func receiveSummaries(_ payload: [UInt8]?, wallMs: UInt64) -> (writes: [StoreWrite], requests: [Request]) {
+        guard var r = round else { return ([], []) }
+        guard let payload, let (summaries, entries) = try? TableNode.decodeSummaries(payload) else {
+            if payload != nil { stats.malformed += 1 }
+            round = nil
+            return ([], [])
+        }
+        let writes = merge([], entries, wallMs: wallMs)
+        // Writes at or after the oldest one still queued or in flight to this peer are on
+        // their way by the delta stream; repairing them too would only duplicate traffic.
+        let s = streams[r.peer] ?? PeerStream()
+        let horizon = (s.inFlight?.deltas.first ?? s.queue.first)?.state.lastWriteTime ?? UInt64.max
+        var push: [TableDelta] = []
+        for (name, summary) in summaries {
+            guard let replica = replicas[name], let entry = catalog[name], entry.at == summary.tableAt else { continue }
+            var theirs: [ItemKey: UInt64] = [:]
+            for (k, h) in summary.items { theirs[k] = h }
+            for bucket in summary.buckets {
+                for key in replica.keys(inBucket: bucket) where theirs[key] != replica.itemHash(key) {
+                    let state = replica.state(key)!
+                    if state.lastWriteTime < horizon {
+                        push.append(TableDelta(table: name, entry: entry, key: key, state: state))
+                    } else {
+                        r.clean = false
+                    }
+                }
+            }
+        }
+        stats.itemsRepaired += push.count
+        var requests: [Request] = []
+        for start in stride(from: 0, to: push.count, by: settings.maxBatch) {
+            let part = Array(push[start..<min(push.count, start + settings.maxBatch)])
+            let q = request(r.peer, Kind.deltas, TableSyncCodec.encode(deltas: part))
+            stats.repairBytes += q.payload.count
+            r.pending.insert(q.id)
+            requests.append(q)
+        }
+        round = r
+        finishRoundIfDone()
+        return (writes, requests)
+    }
+
+    private func finishRoundIfDone() {
+        guard let r = round, r.opening == nil, r.pending.isEmpty else { return }
+        round = nil
+        // A clean round leaves the peer holding everything we had when it started, so a gap
+        // in the stream before that is closed.
+        guard r.clean, var s = streams[r.peer], s.drops == r.dropsAtStart, live.contains(r.peer) else { return }
+        if s.gap {
+            s.covered = max(s.covered, r.startedAt)
+            s.gap = false
+            streams[r.peer] = s
+        }
+    }
+
+    /// Step 2 on the other side: for every bucket whose digest differs from the requester's,
+    /// our item hashes.
+    func summaries(for theirDigests: [String: [UInt64]]) -> [UInt8] {
+        var w = ByteWriter(capacity: 1024)
+        w.blob(TableSyncCodec.encode(deltas: [], catalog: catalog))
+        let names = replicas.keys.sorted()
+        w.u32(UInt32(names.count))
+        for name in names {
+            let r = replicas[name]!
+            let theirs = theirDigests[name]
+            let buckets = (0..<MerkleDigest.bucketCount).filter { theirs == nil || r.digest.buckets[$0] != theirs![$0] }
+            w.blob(Array(name.utf8))
+            ItemCodec.hlc(catalog[name]!.at, &w)
+            w.u16(UInt16(buckets.count))
+            for b in buckets { w.u16(UInt16(b)) }
+            let keys = buckets.flatMap { r.keys(inBucket: $0) }
+            w.u32(UInt32(keys.count))
+            for key in keys {
+                w.blob(key.bytes)
+                w.u64(r.itemHash(key)!)
+            }
+        }
+        return w.bytes
+    }
+
+    struct Summary {
+        var tableAt: HLC
+        var buckets: [Int]
+        var items: [(ItemKey, UInt64)]
+    }
+
+    static func decodeSummaries(_ bytes: [UInt8]) throws -> ([String: Summary], [String: CatalogEntry]) {
+        var r = ByteReader(bytes)
+        let (_, entries) = try TableSyncCodec.decodeDeltas(try r.blob(limit: bytes.count))
+        var out: [String: Summary] = [:]
+        let tables = try ItemCodec.boundedCount(&r, minSize: 26)
+        for _ in 0..<tables {
+            let name = String(decoding: try r.blob(limit: 255), as: UTF8.self)
+            let at = try ItemCodec.readHLC(&r)
+            let bucketCount = Int(try r.u16())
+            guard bucketCount <= MerkleDigest.bucketCount else { throw TandemError(.malformed, "too many buckets") }
+            var buckets: [Int] = []
+            for _ in 0..<bucketCount { buckets.append(Int(try r.u16()) % MerkleDigest.bucketCount) }
+            let n = try ItemCodec.boundedCount(&r, minSize: 13)
+            var items: [(ItemKey, UInt64)] = []
+            items.reserveCapacity(n)
+            for _ in 0..<n {
+                let key = try ItemKey(bytes: try r.blob(limit: r.remaining))
+                items.append((key, try r.u64()))
+            }
+            out[name] = Summary(tableAt: at, buckets: buckets, items: items)
+        }
+        guard r.isAtEnd else { throw TandemError(.malformed, "trailing bytes in summaries") }
+        return (out, entries)
+    }
+
+    // ==== ------------------------------------------------------------------------------------
+    // MARK: Stability and tombstone collection
+
+    /// Our own writes up to this time are durable on every member we count.
+    var ownCovered: UInt64 {
+        var c = clock.last
+        for peer in known where expired[peer] == nil { c = min(c, covered(peer)) }
+        return c
+    }
+
+    /// Our report, for every live peer (expired ones learn from it that they must resync).
+    public func stabilityRound(wallMs: UInt64) -> [Request] {
+        var w = ByteWriter(capacity: 64)
+        w.u64(ownCovered)
+        w.u64(stable)
+        w.u64(resyncedAt)
+        let gone = expired.keys.sorted()
+        w.u32(UInt32(gone.count))
+        for name in gone { ItemCodec.string(name, &w) }
+        return live.sorted().map { request($0, Kind.stability, w.bytes) }
+    }
+
+    private func receiveReport(from sender: String, _ body: [UInt8], wallMs: UInt64) -> Handled {
+        var r = ByteReader(body)
+        guard let covered = try? r.u64(), let theirStable = try? r.u64(), let resynced = try? r.u64(),
+              let n = try? ItemCodec.boundedCount(&r, minSize: 4) else {
+            stats.malformed += 1
+            return Handled()
+        }
+        var gone: [String] = []
+        for _ in 0..<n {
+            guard let name = try? ItemCodec.readString(&r) else {
+                stats.malformed += 1
+                return Handled()
+            }
+            gone.append(name)
+        }
+        var writes: [StoreWrite] = []
+        if gone.contains(id), theirStable > resyncedAt {
+            writes += resync(at: theirStable)
+        }
+        if let at = expired[sender] {
+            // It is back; once it has dropped what predates our stable time, it counts again.
+            guard resynced >= at else { return Handled(writes: writes, reply: []) }
+            expired[sender] = nil
+            writes.append(.stability(encodedStability))
+        }
+        reports[sender] = Report(covered: covered, stable: theirStable, expired: gone, resynced: resynced)
+        return Handled(writes: writes, reply: [])
+    }
+
+    /// We were gone longer than the retention bound: keep only what we wrote or learned after
+    /// the cluster's stable time; the rest comes back by anti-entropy, without tombstones lost.
+    private func resync(at theirStable: UInt64) -> [StoreWrite] {
+        stats.resyncs += 1
+        resyncedAt = theirStable
+        stable = max(stable, theirStable)
+        var writes: [StoreWrite] = []
+        for (name, replica) in replicas {
+            var fresh = TableReplica(name: name, schema: replica.schema)
+            for (key, state) in replica.items {
+                let kept = state.admitted(stable: theirStable)
+                if kept.marker != .zero || !kept.attributes.isEmpty {
+                    fresh.merge(key, kept)
+                    writes.append(.item(table: name, key: key, state: fresh.encodedState(key)))
+                } else {
+                    writes.append(.item(table: name, key: key, state: nil))
+                }
+            }
+            replicas[name] = fresh
+        }
+        for peer in streams.keys { streams[peer]!.gap = true }
+        writes.append(.stability(encodedStability))
+        return writes
+    }
+
+    /// Re-evaluates who counts and the stable time; returns the stability record when it moved.
+    public func updateStability(wallMs: UInt64) -> [StoreWrite] {
+        var changed = false
+        // Members gone past the retention bound stop holding collection back — if the members
+        // left are a majority, so that at most one side of a partition ever moves on.
+        let all = known.count + 1
+        for (peer, since) in goneSince.sorted(by: { $0.key < $1.key })
+        where expired[peer] == nil && wallMs >= since + settings.retentionMs {
+            let counted = all - expired.count - 1
+            guard counted * 2 > all else { break }
+            expired[peer] = stable
+            changed = true
+        }
+        var candidate = ownCovered
+        for peer in known where expired[peer] == nil {
+            candidate = min(candidate, reports[peer]?.covered ?? 0)
+        }
+        if candidate > stable {
+            stable = candidate
+            changed = true
+        }
+        return changed ? [.stability(encodedStability)] : []
+    }
+
+    /// Compacts up to `compactionBatch` items against the stable time; returns the writes.
+    public func compactionStep() -> [StoreWrite] {
+        if compactionQueue.isEmpty {
+            guard stable > compactedAt else { return [] }
+            compactedAt = stable
+            for (name, r) in replicas { for key in r.items.keys { compactionQueue.append((name, key)) } }
+        }
+        var writes: [StoreWrite] = []
+        let n = min(settings.compactionBatch, compactionQueue.count)
+        for (name, key) in compactionQueue.suffix(n) {
+            guard let state = replicas[name]?.state(key) else { continue }
+            let compacted = state.compacted(stable: compactedAt)
+            guard compacted != state else { continue }
+            replicas[name]!.replace(key, with: compacted)
+            if compacted == nil { stats.itemsCollected += 1 } else { stats.itemsCompacted += 1 }
+            writes.append(.item(table: name, key: key, state: replicas[name]!.encodedState(key)))
+        }
+        compactionQueue.removeLast(n)
+        return writes
+    }
+}
