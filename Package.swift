@@ -22,7 +22,7 @@ let package = Package(
         .target(name: "Membership", dependencies: ["TandemCore"]),
         .target(name: "GlobalTable", dependencies: ["TandemCore"]),
         .target(name: "StreamLog", dependencies: ["TandemCore"]),
-        .target(name: "Simulation", dependencies: ["TandemCore", "Membership", "StreamLog"]),
+        .target(name: "Simulation", dependencies: ["TandemCore", "Membership", "GlobalTable", "StreamLog"]),
 
         // The libuv shell and the CLI.
         .target(
@@ -44,7 +44,7 @@ let package = Package(
         .testTarget(name: "MembershipTests", dependencies: ["Membership", "TandemCore"]),
         .testTarget(name: "GlobalTableTests", dependencies: ["GlobalTable", "TandemCore"]),
         .testTarget(name: "StreamLogTests", dependencies: ["StreamLog", "TandemCore"]),
-        .testTarget(name: "SimulationTests", dependencies: ["Simulation", "Membership", "StreamLog", "TandemCore"]),
+        .testTarget(name: "SimulationTests", dependencies: ["Simulation", "Membership", "GlobalTable", "StreamLog", "TandemCore"]),
         .testTarget(name: "NodeTests", dependencies: ["TandemNode", "TandemCore", "Membership", "GlobalTable", "StreamLog"]),
     ]
 )

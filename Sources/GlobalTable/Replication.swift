@@ -131,6 +131,16 @@ public final class TableNode {
     /// Members not counted for stability, with the stable time when they were dropped.
     public private(set) var expired: [String: UInt64] = [:]
     public private(set) var stable: UInt64 = 0
+    /// The time below which tombstones are collected: a stable time `s` whose arrival we saw at
+    /// clock `c`, once the stable time has passed `c` too. Stability of a delete says every
+    /// member has it; it does not say no member wrote, unaware of it, to what it hides — such
+    /// a write (an increment continuing a counter, a set edit still holding a removed tag)
+    /// would make the hidden part count again. Every such write is older than `c`, because
+    /// every exchange carries the clocks of both ends, and the news that made `s` stable
+    /// travelled from each member through such exchanges after it received the delete. So
+    /// once `c` is stable too, those writes are here, and what is still hidden stays hidden.
+    public private(set) var collectible: UInt64 = 0
+    private var stableReached: [(stable: UInt64, clock: UInt64)] = []
     /// When we were told we had been expired: the stable time we resynced at.
     public private(set) var resyncedAt: UInt64 = 0
     private var compactionQueue: [(String, ItemKey)] = []
@@ -162,6 +172,7 @@ public final class TableNode {
     public func load(stability bytes: [UInt8]) throws(TandemError) {
         var r = ByteReader(bytes)
         stable = try r.u64()
+        collectible = try r.u64()
         resyncedAt = try r.u64()
         let n = try ItemCodec.boundedCount(&r, minSize: 10)
         for _ in 0..<n { expired[try ItemCodec.readString(&r)] = try r.u64() }
@@ -170,6 +181,7 @@ public final class TableNode {
     var encodedStability: [UInt8] {
         var w = ByteWriter(capacity: 64)
         w.u64(stable)
+        w.u64(collectible)
         w.u64(resyncedAt)
         w.u32(UInt32(expired.count))
         for (name, at) in expired.sorted(by: { $0.key < $1.key }) {
@@ -308,6 +320,7 @@ public final class TableNode {
         defer { nextRequestID += 1 }
         var w = ByteWriter(capacity: payload.count + id.utf8.count + 4)
         ItemCodec.string(id, &w)  // who is asking: answers depend on it (see `expired`)
+        w.u64(clock.last)  // every exchange carries both clocks (see `collectible`)
         w.raw(payload)
         return Request(id: nextRequestID, to: to, kind: kind, payload: w.bytes)
     }
@@ -315,7 +328,17 @@ public final class TableNode {
     /// A peer's answer to one of our requests (nil: it failed — timeout, link down, refused):
     /// a delta batch's acknowledgement, the summaries that open an anti-entropy round's
     /// pushes, or a push's acknowledgement. Returns writes to make and requests to send.
-    public func responded(to requestID: UInt64, payload: [UInt8]?, wallMs: UInt64) -> (writes: [StoreWrite], requests: [Request]) {
+    public func responded(to requestID: UInt64, payload answer: [UInt8]?, wallMs: UInt64) -> (writes: [StoreWrite], requests: [Request]) {
+        var payload: [UInt8]?
+        if let answer {
+            var r = ByteReader(answer)
+            if let theirClock = try? r.u64() {
+                observe(theirClock, wallMs: wallMs)
+                payload = Array(answer[8...])
+            } else {
+                stats.malformed += 1
+            }
+        }
         for (peer, var s) in streams {
             guard let f = s.inFlight, f.id == requestID else { continue }
             s.inFlight = nil
@@ -343,6 +366,13 @@ public final class TableNode {
         return ([], [])
     }
 
+    /// Per peer: up to when our writes are durable there, and whether a gap holds that back.
+    public var coverage: [String: (covered: UInt64, gap: Bool)] {
+        streams.mapValues { _ in (0, false) }.reduce(into: [:]) { out, e in out[e.key] = (covered(e.key), streams[e.key]!.gap) }
+    }
+
+    public var reportsReceived: [String: Report] { reports }
+
     /// Up to when our own writes are durable at `peer`, as far as we know for sure.
     func covered(_ peer: String) -> UInt64 {
         guard let s = streams[peer] else { return 0 }
@@ -356,11 +386,26 @@ public final class TableNode {
 
     public func handle(kind: UInt8, payload: [UInt8], wallMs: UInt64) -> Handled {
         var r = ByteReader(payload)
-        guard let sender = try? ItemCodec.readString(&r) else {
+        guard let sender = try? ItemCodec.readString(&r), let theirClock = try? r.u64() else {
             stats.malformed += 1
             return Handled()
         }
-        let body = Array(payload[r.offset...])
+        observe(theirClock, wallMs: wallMs)
+        var handled = handle(kind: kind, from: sender, body: Array(payload[r.offset...]), wallMs: wallMs)
+        if let reply = handled.reply {
+            var w = ByteWriter(capacity: reply.count + 8)
+            w.u64(clock.last)
+            w.raw(reply)
+            handled.reply = w.bytes
+        }
+        return handled
+    }
+
+    private func observe(_ theirClock: UInt64, wallMs: UInt64) {
+        if !clock.observe(HLC(time: theirClock, node: 0), wallMs: wallMs) { stats.clockClamped += 1 }
+    }
+
+    private func handle(kind: UInt8, from sender: String, body: [UInt8], wallMs: UInt64) -> Handled {
         if kind == Kind.stability { return receiveReport(from: sender, body, wallMs: wallMs) }
         // State from a member we stopped counting may predate collected tombstones: refuse it
         // until it resyncs (it learns it was expired from our next report).
@@ -557,6 +602,9 @@ public final class TableNode {
 
     /// Our report, for every live peer (expired ones learn from it that they must resync).
     public func stabilityRound(wallMs: UInt64) -> [Request] {
+        // An idle node's clock moves on too (any later write of ours is stamped after this), so
+        // the stable time can pass the last write and its tombstones be collected.
+        _ = clock.now(wallMs: wallMs)
         var w = ByteWriter(capacity: 64)
         w.u64(ownCovered)
         w.u64(stable)
@@ -640,7 +688,12 @@ public final class TableNode {
         }
         if candidate > stable {
             stable = candidate
+            stableReached.append((stable, clock.last))
             changed = true
+        }
+        while let first = stableReached.first, first.clock < stable {
+            collectible = max(collectible, first.stable)
+            stableReached.removeFirst()
         }
         return changed ? [.stability(encodedStability)] : []
     }
@@ -648,8 +701,8 @@ public final class TableNode {
     /// Compacts up to `compactionBatch` items against the stable time; returns the writes.
     public func compactionStep() -> [StoreWrite] {
         if compactionQueue.isEmpty {
-            guard stable > compactedAt else { return [] }
-            compactedAt = stable
+            guard collectible > compactedAt else { return [] }
+            compactedAt = collectible
             for (name, r) in replicas { for key in r.items.keys { compactionQueue.append((name, key)) } }
         }
         var writes: [StoreWrite] = []
