@@ -29,37 +29,47 @@ extension ItemState {
         guard stable > 0 else { return self }
         var attributes: [String: AttributeState] = [:]
         for (name, a) in self.attributes {
-            var kept = AttributeState()
-            if let r = a.register, r.at.time >= stable { kept.register = r }
-            if let c = a.counter, c.lastWrite.time >= stable { kept.counter = c }
-            if var s = a.set, let w = s.lastWrite, w.time >= stable {
-                // Old add tags are here already, or were collected with their removal.
-                s.adds = s.adds.compactMapValues { tags in
-                    let fresh = tags.filter { $0.time >= stable }
-                    return fresh.isEmpty ? nil : fresh
-                }
-                kept.set = s
-            }
-            if kept.register != nil || kept.counter != nil || kept.set != nil { attributes[name] = kept }
+            if let kept = a.admitted(stable: stable) { attributes[name] = kept }
         }
         return Builder(marker: marker.time >= stable ? marker : .zero, attributes: attributes).build()
     }
 }
 
 extension AttributeState {
-    /// The time of the component written last.
-    var latestWrite: HLC {
+    /// The time of the component written last at this path (its own, not the paths below).
+    var ownLatest: HLC {
         [register?.at, counter?.lastWrite, set?.lastWrite].compactMap { $0 }.max() ?? .zero
     }
 
     func compacted(stable: UInt64, marker: HLC) -> AttributeState? {
-        let latest = latestWrite
         // Hidden by a stable put/delete: nothing older can arrive to make it count again.
-        if latest < marker && marker.time < stable { return nil }
-        var a = self
+        if lastWrite < marker && marker.time < stable { return nil }
+        var a = compactedComponents(stable: stable, marker: marker)
+        a.paths = [:]
+        for (keys, p) in paths {
+            let latest = p.ownLatest
+            if latest < marker && marker.time < stable { continue }
+            // Hidden by a stable write at a prefix (the attribute itself, or a map above):
+            // the fold applies it after this one, replacing whatever this one put there.
+            let covering = (0..<keys.count).map { n in n == 0 ? ownLatest : (paths[Array(keys[..<n])]?.ownLatest ?? .zero) }
+            if covering.contains(where: { $0 > latest && $0.time < stable }) { continue }
+            let kept = p.compactedComponents(stable: stable, marker: marker)
+            if kept.register != nil || kept.counter != nil || kept.set != nil { a.paths[keys] = kept }
+        }
+        // A stable removal with nothing left under it: nobody can observe it.
+        if ownLatest.time < stable, a.paths.isEmpty, a.counter == nil, a.set == nil, a.register.map({ $0.value == nil }) ?? true {
+            return nil
+        }
+        return a
+    }
+
+    /// The register, counter and set of one path, compacted (no paths).
+    private func compactedComponents(stable: UInt64, marker: HLC) -> AttributeState {
+        var a = AttributeState(register: register, counter: counter, set: set)
+        let latest = ownLatest
         if latest.time < stable {
             // The latest write is stable, so the register or counter it replaced is replaced
-            // for good: only the visible component is ever read or edited. A replaced set stays
+            // for good: only the newest component is ever read or edited. A replaced set stays
             // while it has live tags: a set edit starting from a whole-set write tombstones the
             // old set's live tags, and must find them to do so on every replica alike.
             if let r = a.register, r.at != latest { a.register = nil }
@@ -77,8 +87,25 @@ extension AttributeState {
             s.removed = [:]
             a.set = s.adds.isEmpty && latest.time < stable ? nil : s
         }
-        // What is left is a stable removal with nothing under it: nobody can observe it.
-        if latest.time < stable, a.counter == nil, a.set == nil, a.register.map({ $0.value == nil }) ?? true { return nil }
         return a
+    }
+
+    /// The parts written at or after `stable`, at every path.
+    func admitted(stable: UInt64) -> AttributeState? {
+        var kept = AttributeState()
+        if let r = register, r.at.time >= stable { kept.register = r }
+        if let c = counter, c.lastWrite.time >= stable { kept.counter = c }
+        if var s = set, let w = s.lastWrite, w.time >= stable {
+            // Old add tags are here already, or were collected with their removal.
+            s.adds = s.adds.compactMapValues { tags in
+                let fresh = tags.filter { $0.time >= stable }
+                return fresh.isEmpty ? nil : fresh
+            }
+            kept.set = s
+        }
+        for (keys, p) in paths {
+            if let k = p.admitted(stable: stable) { kept.paths[keys] = k }
+        }
+        return kept.register != nil || kept.counter != nil || kept.set != nil || !kept.paths.isEmpty ? kept : nil
     }
 }

@@ -15,6 +15,16 @@
 ///   the tags it observed, so an add concurrent with a remove survives (add wins).
 /// - `put` (replace the item) and `delete` write the item marker at their timestamp; everything
 ///   written before it is hidden, anything written after still lands.
+/// - Nested map paths merge per path. Every write names a `DocumentPath`; a write below the
+///   attribute (`set profile.address.city`) goes to that path's own three components in
+///   `AttributeState.paths` (the attribute's own components are the path with no keys), so
+///   writes to different paths never meet in a merge. The visible value is folded from every
+///   path's newest component, applied oldest first: a write at P replaces what is at P, and a
+///   write at a prefix of P (or the item marker) therefore hides older writes under it while
+///   newer ones land on top. Same path: last writer wins, as for attributes. A write under
+///   something that is not a map (a string, a list) replaces it with maps on the way down — it
+///   is the newer write; a removal under a non-map has nothing to remove. Reads see plain nested
+///   `.map` values.
 public struct ItemState: Hashable, Sendable {
     /// put/delete timestamp: writes older than it are hidden.
     public private(set) var marker: HLC = .zero
@@ -56,11 +66,7 @@ public struct ItemState: Hashable, Sendable {
     /// The HLC time of the latest write this state holds (marker or any component).
     public var lastWriteTime: UInt64 {
         var t = marker.time
-        for a in attributes.values {
-            if let r = a.register { t = max(t, r.at.time) }
-            if let c = a.counter { t = max(t, c.lastWrite.time) }
-            if let w = a.set?.lastWrite { t = max(t, w.time) }
-        }
+        for a in attributes.values { t = max(t, a.lastWrite.time) }
         return t
     }
 
@@ -94,129 +100,230 @@ public struct ItemState: Hashable, Sendable {
     }
 
     public mutating func set(_ name: String, _ value: AttributeValue, at t: HLC) -> ItemState {
-        write(name, AttributeState(register: Register(value: value, at: t)))
+        set(DocumentPath(name), value, at: t)
+    }
+
+    public mutating func set(_ path: DocumentPath, _ value: AttributeValue, at t: HLC) -> ItemState {
+        write(path, AttributeState(register: Register(value: value, at: t)))
     }
 
     public mutating func remove(_ name: String, at t: HLC) -> ItemState {
-        write(name, AttributeState(register: Register(value: nil, at: t)))
+        remove(DocumentPath(name), at: t)
     }
 
-    /// Adds `amount` (may be negative) to a numeric attribute; nil if it is not numeric or the
-    /// sum would leave DynamoDB's range.
+    /// A removal is a register holding nothing: at a path, a per-path tombstone.
+    public mutating func remove(_ path: DocumentPath, at t: HLC) -> ItemState {
+        write(path, AttributeState(register: Register(value: nil, at: t)))
+    }
+
     public mutating func add(_ name: String, _ amount: DecimalNumber, at t: HLC) -> ItemState? {
-        let current = attributes[name] ?? AttributeState()
+        add(DocumentPath(name), amount, at: t)
+    }
+
+    /// Adds `amount` (may be negative) to a number; nil if the value there is not a number or
+    /// the sum would leave DynamoDB's range. Nothing there counts from zero.
+    public mutating func add(_ path: DocumentPath, _ amount: DecimalNumber, at t: HLC) -> ItemState? {
+        let base = (attributes[path.attribute] ?? AttributeState()).base(at: path.keys, after: marker)
         var counter: Counter
-        switch current.visibleComponent(after: marker) {
-        case .counter(let c):
-            counter = c
-        case .register(let r) where r.value == nil:
-            // A removed attribute counts from zero, as if never written (DynamoDB's ADD).
-            counter = Counter(base: .zero, epoch: r.at)
-        case .register(let r):
-            guard case .number(let base)? = r.value else { return nil }
-            counter = Counter(base: base, epoch: r.at)
-        case .set:
-            return nil
+        switch base.value {
+        case .number(let n)?:
+            if case .counter(let c)? = base.own { counter = c } else { counter = Counter(base: n, epoch: base.at) }
         case nil:
-            // No base: every node that starts counting from nothing shares the epoch (the item
-            // marker), so first increments made concurrently in two regions both count.
-            counter = Counter(base: .zero, epoch: marker)
+            if case .counter(let c)? = base.own {
+                counter = c
+            } else {
+                // Every node that starts counting from nothing after the same write shares that
+                // write's time as the epoch, so first increments made concurrently in two regions
+                // both count.
+                counter = Counter(base: .zero, epoch: base.at)
+            }
+        default:
+            return nil
         }
         guard counter.add(amount, node: t.node, at: t), counter.value(after: marker) != nil else { return nil }
-        return write(name, AttributeState(counter: counter))
+        return write(path, AttributeState(counter: counter))
     }
 
     public mutating func addToSet(_ name: String, _ elements: Set<SetElement>, at t: HLC) -> ItemState? {
-        guard var set = setToEdit(name) else { return nil }
+        addToSet(DocumentPath(name), elements, at: t)
+    }
+
+    public mutating func addToSet(_ path: DocumentPath, _ elements: Set<SetElement>, at t: HLC) -> ItemState? {
+        guard var set = setToEdit(path) else { return nil }
         for e in elements { set.adds[e, default: []].insert(t) }
         set.lastWrite = t
-        return write(name, AttributeState(set: set))
+        return write(path, AttributeState(set: set))
     }
 
     public mutating func removeFromSet(_ name: String, _ elements: Set<SetElement>, at t: HLC) -> ItemState? {
-        guard let current = setToEdit(name) else { return nil }
+        removeFromSet(DocumentPath(name), elements, at: t)
+    }
+
+    public mutating func removeFromSet(_ path: DocumentPath, _ elements: Set<SetElement>, at t: HLC) -> ItemState? {
+        guard let current = setToEdit(path) else { return nil }
         var set = current
         for e in elements { set.removed[e, default: []].formUnion(current.adds[e] ?? []) }
         set.lastWrite = t
-        return write(name, AttributeState(set: set))
+        return write(path, AttributeState(set: set))
     }
 
-    /// The OR-set an edit starts from: the attribute's set, or — when the visible value is a set
-    /// written whole (by `put` or `set`) — that value's elements tagged with the write's
-    /// timestamp, which every replica derives alike. Nil if the attribute holds a non-set.
-    private func setToEdit(_ name: String) -> ORSet? {
-        switch attributes[name]?.visibleComponent(after: marker) {
-        case nil: return attributes[name]?.set ?? ORSet()
-        case .set(let s): return s
-        case .counter: return nil
-        case .register(let r):
-            var seeded = attributes[name]?.set ?? ORSet()
-            let elements: [SetElement]
-            switch r.value {
-            case .stringSet(let x)?: elements = x.map { .string($0) }
-            case .numberSet(let x)?: elements = x.map { .number($0) }
-            case .binarySet(let x)?: elements = x.map { .binary($0) }
-            case nil: elements = []
-            default: return nil
-            }
-            // Whatever the set held before the whole-value write is gone: tombstone it.
-            for (e, tags) in seeded.adds { seeded.removed[e, default: []].formUnion(tags) }
-            for e in elements { seeded.adds[e, default: []].insert(r.at) }
-            return seeded
+    /// The OR-set an edit starts from: the path's own set if it wrote the value there last, or —
+    /// when that value was written whole (by `put`, `set`, or a write above the path) — its
+    /// elements tagged with that write's timestamp, which every replica derives alike. Nil if a
+    /// non-set is there.
+    private func setToEdit(_ path: DocumentPath) -> ORSet? {
+        let attribute = attributes[path.attribute] ?? AttributeState()
+        let base = attribute.base(at: path.keys, after: marker)
+        let elements: [SetElement]
+        switch base.value {
+        case .stringSet(let x)?: elements = x.map { .string($0) }
+        case .numberSet(let x)?: elements = x.map { .number($0) }
+        case .binarySet(let x)?: elements = x.map { .binary($0) }
+        case nil: elements = []
+        default: return nil
         }
+        if case .set(let s)? = base.own { return s }
+        var seeded = attribute.state(at: path.keys)?.set ?? ORSet()
+        // Whatever the set held before the whole-value write is gone: tombstone it.
+        for (e, tags) in seeded.adds { seeded.removed[e, default: []].formUnion(tags) }
+        for e in elements { seeded.adds[e, default: []].insert(base.at) }
+        return seeded
     }
 
-    private mutating func write(_ name: String, _ state: AttributeState) -> ItemState {
+    private mutating func write(_ path: DocumentPath, _ state: AttributeState) -> ItemState {
         var delta = ItemState()
-        delta.attributes[name] = state
+        delta.attributes[path.attribute] = path.keys.isEmpty ? state : AttributeState(paths: [path.keys: state])
         merge(delta)
         return delta
     }
 }
 
-/// One attribute: its three CRDT components, each merged independently.
+/// One attribute: its three CRDT components, each merged independently, and the same three for
+/// every nested map path written on its own.
 public struct AttributeState: Hashable, Sendable {
     public var register: Register?
     public var counter: Counter?
     public var set: ORSet?
+    /// Per map-key path below the attribute (never empty), that path's own components; their
+    /// `paths` stay empty. Merged pointwise, so merge stays a join.
+    public var paths: [[String]: AttributeState]
 
-    public init(register: Register? = nil, counter: Counter? = nil, set: ORSet? = nil) {
+    public init(register: Register? = nil, counter: Counter? = nil, set: ORSet? = nil, paths: [[String]: AttributeState] = [:]) {
         self.register = register
         self.counter = counter
         self.set = set
+        self.paths = paths
     }
 
     public mutating func merge(_ other: AttributeState) {
         register = Register.join(register, other.register)
         counter = Counter.join(counter, other.counter)
         set = ORSet.join(set, other.set)
+        for (keys, state) in other.paths { paths[keys, default: AttributeState()].merge(state) }
     }
+
+    /// The latest write this attribute holds, at any path (`.zero` if none).
+    var lastWrite: HLC {
+        var t = HLC.zero
+        if let r = register { t = max(t, r.at) }
+        if let c = counter { t = max(t, c.lastWrite) }
+        if let w = set?.lastWrite { t = max(t, w) }
+        for p in paths.values { t = max(t, p.lastWrite) }
+        return t
+    }
+
+    /// The components at `keys` (self for none).
+    func state(at keys: [String]) -> AttributeState? { keys.isEmpty ? self : paths[keys] }
 
     enum Component {
         case register(Register)
         case counter(Counter)
         case set(ORSet)
+
+        func value(after marker: HLC) -> AttributeValue? {
+            switch self {
+            case .register(let r): r.value
+            case .counter(let c): c.value(after: marker).map { .number($0) }
+            case .set(let s): s.value(after: marker)
+            }
+        }
     }
 
-    /// The component written last (ties: register, then counter, then set), if it is not
-    /// older than the item marker.
-    func visibleComponent(after marker: HLC) -> Component? {
-        var best: (HLC, Component)?
+    /// The component written last at this path (ties: register, then counter, then set) and
+    /// its time, if it is not older than the item marker.
+    func newest(after marker: HLC) -> (at: HLC, component: Component)? {
+        var best: (at: HLC, component: Component)?
         if let r = register { best = (r.at, .register(r)) }
-        if let c = counter, best.map({ c.lastWrite > $0.0 }) ?? true { best = (c.lastWrite, .counter(c)) }
-        if let s = set, let w = s.lastWrite, best.map({ w > $0.0 }) ?? true { best = (w, .set(s)) }
-        guard let (at, component) = best, at >= marker else { return nil }
-        return component
+        if let c = counter, best.map({ c.lastWrite > $0.at }) ?? true { best = (c.lastWrite, .counter(c)) }
+        if let s = set, let w = s.lastWrite, best.map({ w > $0.at }) ?? true { best = (w, .set(s)) }
+        guard let best, best.at >= marker else { return nil }
+        return best
+    }
+
+    /// One step of the fold that builds the visible value: a path's newest component.
+    struct Layer {
+        var keys: [String]
+        var at: HLC
+        var component: Component
+    }
+
+    /// Every path's newest component, in the order the fold applies them: oldest first, and at
+    /// equal times (one PATCH writing `profile` and `profile.city`) the shorter path first, so
+    /// the deeper write lands on top. HLCs are unique per write, so the order is total.
+    func layers(after marker: HLC) -> [Layer] {
+        var out: [Layer] = []
+        if let n = newest(after: marker) { out.append(Layer(keys: [], at: n.at, component: n.component)) }
+        for (keys, p) in paths {
+            if let n = p.newest(after: marker) { out.append(Layer(keys: keys, at: n.at, component: n.component)) }
+        }
+        return out.sorted { a, b in
+            if a.at != b.at { return a.at < b.at }
+            if a.keys.count != b.keys.count { return a.keys.count < b.keys.count }
+            return a.keys.lexicographicallyPrecedes(b.keys)
+        }
     }
 
     func visible(after marker: HLC) -> AttributeValue? {
-        switch visibleComponent(after: marker) {
-        case .register(let r): return r.value
-        case .counter(let c): return c.value(after: marker).map { .number($0) }
-        case .set(let s): return s.value(after: marker)
-        case nil: return nil
-        }
+        var value: AttributeValue?
+        for layer in layers(after: marker) { value = replacing(value, at: layer.keys[...], with: layer.component.value(after: marker)) }
+        return value
     }
+
+    /// What an edit at `keys` starts from: the value there now; the time of the write that
+    /// decided it — the newest layer at `keys` or above, else the item marker — which is the
+    /// epoch of a new counter or the tag of a seeded set, the same on every replica that saw the
+    /// same writes; and that layer's component if it is the path's own, for the edit to continue.
+    func base(at keys: [String], after marker: HLC) -> (value: AttributeValue?, at: HLC, own: Component?) {
+        var value: AttributeValue?
+        var decider: Layer?
+        for layer in layers(after: marker) {
+            value = replacing(value, at: layer.keys[...], with: layer.component.value(after: marker))
+            if keys.starts(with: layer.keys) { decider = layer }
+        }
+        return (lookup(value, keys[...]), decider?.at ?? marker, decider.flatMap { $0.keys == keys ? $0.component : nil })
+    }
+}
+
+/// `value` with the part at `keys` replaced by `new` (nil: removed). A write makes maps on its
+/// way down over anything that is not a map (it is newer than that value); a removal under a
+/// non-map has nothing to remove.
+private func replacing(_ value: AttributeValue?, at keys: ArraySlice<String>, with new: AttributeValue?) -> AttributeValue? {
+    guard let key = keys.first else { return new }
+    var map: [String: AttributeValue]
+    if case .map(let m)? = value {
+        map = m
+    } else {
+        guard new != nil else { return value }
+        map = [:]
+    }
+    map[key] = replacing(map[key], at: keys.dropFirst(), with: new)
+    return .map(map)
+}
+
+private func lookup(_ value: AttributeValue?, _ keys: ArraySlice<String>) -> AttributeValue? {
+    guard let key = keys.first else { return value }
+    guard case .map(let m)? = value else { return nil }
+    return lookup(m[key], keys.dropFirst())
 }
 
 /// Last-writer-wins register; `value == nil` is a removal.

@@ -147,7 +147,12 @@ public final class TableSimulation {
         let t = core.now(wallMs: wall(i))
         let elements: [SetElement] = ["billing", "voice", "chat"].map { .string($0) }
         let delta: ItemState?
-        switch rng.next() % 10 {
+        let city = DocumentPath("profile", ["address", "city"])
+        switch rng.next() % 14 {
+        case 10: delta = state.set(city, .string("c\(rng.next() % 3)"), at: t)
+        case 11: delta = state.remove(city, at: t)
+        case 12: delta = state.set("profile", .map(["tier": .string("gold")]), at: t)
+        case 13: delta = state.add(DocumentPath("profile", ["visits"]), DecimalNumber(1), at: t)
         case 0: delta = state.put(["id": .string("x"), "status": .string("s\(rng.next() % 4)")], at: t)
         case 1: delta = state.delete(at: t)
         case 2: delta = state.set("status", .string("s\(rng.next() % 4)"), at: t)

@@ -282,72 +282,10 @@ final class Tables {
         return m
     }
 
-    /// `{"set":{...},"remove":[...],"add":{"n":1},"addToSet":{...},"removeFromSet":{...}}`
+    /// The PATCH body, parsed and applied by `ItemPatch` (nested paths, escapes, key checks).
     private func patch(_ state: inout ItemState, _ body: [UInt8], schema: KeySchema, at t: HLC) throws -> ItemState {
-        let j = try JSON.parse(body)
-        guard case .object(let members) = j else { throw TandemError(.badRequest, "a patch is a JSON object") }
-        var delta = ItemState()
         let keyNames = [schema.partitionKey] + (schema.sortKey.map { [$0] } ?? [])
-        func object(_ v: JSON, _ op: String) throws -> [(String, JSON)] {
-            guard case .object(let m) = v else { throw TandemError(.badRequest, "'\(op)' takes an object") }
-            for (name, _) in m where keyNames.contains(name) { throw TandemError(.badRequest, "'\(op)' cannot change key attribute '\(name)'") }
-            return m
-        }
-        func elements(_ v: JSON, _ name: String) throws -> Set<SetElement> {
-            guard case .array(let items) = v, !items.isEmpty else { throw TandemError(.badRequest, "'\(name)': give a non-empty array") }
-            var out = Set<SetElement>()
-            for item in items {
-                switch try PlainJSON.value(item) {
-                case .string(let s): out.insert(.string(s))
-                case .number(let n): out.insert(.number(n))
-                case .binary(let b): out.insert(.binary(b))
-                default: throw TandemError(.badRequest, "'\(name)': set elements are strings, numbers or {\"$B\":…}")
-                }
-            }
-            guard Set(out.map(\.rank)).count == 1 else { throw TandemError(.badRequest, "'\(name)': one set holds one type") }
-            return out
-        }
-        for (op, value) in members {
-            switch op {
-            case "set":
-                for (name, v) in try object(value, op) { delta.merge(state.set(name, try PlainJSON.value(v, path: name), at: t)) }
-            case "remove":
-                guard case .array(let names) = value else { throw TandemError(.badRequest, "'remove' takes an array of names") }
-                for n in names {
-                    guard let name = n.stringValue, !keyNames.contains(name) else {
-                        throw TandemError(.badRequest, "'remove' takes names of non-key attributes")
-                    }
-                    delta.merge(state.remove(name, at: t))
-                }
-            case "add":
-                for (name, v) in try object(value, op) {
-                    guard case .number(let text) = v, let n = DecimalNumber(text) else {
-                        throw TandemError(.badRequest, "'add.\(name)' takes a number")
-                    }
-                    guard let d = state.add(name, n, at: t) else {
-                        throw TandemError(.badRequest, "'\(name)' is not a number, or the sum leaves DynamoDB's range")
-                    }
-                    delta.merge(d)
-                }
-            case "addToSet":
-                for (name, v) in try object(value, op) {
-                    guard let d = state.addToSet(name, try elements(v, name), at: t) else {
-                        throw TandemError(.badRequest, "'\(name)' holds a value that is not a set")
-                    }
-                    delta.merge(d)
-                }
-            case "removeFromSet":
-                for (name, v) in try object(value, op) {
-                    guard let d = state.removeFromSet(name, try elements(v, name), at: t) else {
-                        throw TandemError(.badRequest, "'\(name)' holds a value that is not a set")
-                    }
-                    delta.merge(d)
-                }
-            default:
-                throw TandemError(.badRequest, "unknown patch operation '\(op)': use set, remove, add, addToSet, removeFromSet")
-            }
-        }
-        return delta
+        return try ItemPatch.apply(try JSON.parse(body), to: &state, keyNames: keyNames, at: t)
     }
 
     // MARK: query and scan

@@ -11,7 +11,12 @@ import Testing
         var finals: [ItemState] = []
     }
 
-    static let names = ["a", "b", "n", "s"]
+    static let names = ["a", "b", "n", "s", "m"]
+    /// Nested paths, overlapping on purpose (`m.x` is a prefix of `m.x.y`; `a` is often a string).
+    static let paths: [DocumentPath] = [
+        DocumentPath("m", ["x"]), DocumentPath("m", ["x", "y"]), DocumentPath("m", ["x", "z"]), DocumentPath("m", ["w"]),
+        DocumentPath("a", ["x"]), DocumentPath("m", ["c"]), DocumentPath("m", ["s"]), DocumentPath("m", ["x", "c"]),
+    ]
     static let elements: [SetElement] = ["x", "y", "z"].map { .string($0) }
 
     static func randomHistory(seed: UInt64, replicas: Int = 3, steps: Int = 40) -> History {
@@ -27,13 +32,13 @@ import Testing
             if !history.deltas.isEmpty, rng.chance(0.5) {
                 let d = history.deltas[Int(rng.next() % UInt64(history.deltas.count))]
                 states[r].merge(d)
-                for (_, a) in d.attributes { _ = a }
                 clocks[r].observe(HLC(time: d.lastWriteTime, node: 0), wallMs: wall)
             }
             let t = clocks[r].now(wallMs: wall)
             let name = names[Int(rng.next() % UInt64(names.count))]
             let delta: ItemState?
-            switch rng.next() % 8 {
+            let path = paths[Int(rng.next() % UInt64(paths.count))]
+            switch rng.next() % 11 {
             case 0: delta = states[r].set(name, .string("v\(rng.next() % 5)"), at: t)
             case 1: delta = states[r].set(name, .number(DecimalNumber(Int(rng.next() % 10))), at: t)
             case 2: delta = states[r].remove(name, at: t)
@@ -42,7 +47,17 @@ import Testing
             case 5: delta = states[r].removeFromSet("s", [elements[Int(rng.next() % 3)]], at: t)
             case 6 where rng.chance(0.3): delta = states[r].set("s", .stringSet(["x", "w"]), at: t)
             case 6: delta = states[r].put(["a": .string("p"), "n": .number(DecimalNumber(1))], at: t)
-            default: delta = rng.chance(0.3) ? states[r].delete(at: t) : states[r].add("n", DecimalNumber(1), at: t)
+            case 7: delta = rng.chance(0.3) ? states[r].delete(at: t) : states[r].add("n", DecimalNumber(1), at: t)
+            case 8: delta = states[r].set(path, rng.chance(0.7) ? .string("p\(rng.next() % 5)") : .map(["y": .string("deep")]), at: t)
+            case 9: delta = states[r].remove(path, at: t)
+            default:
+                switch rng.next() % 5 {
+                case 0: delta = states[r].set("m", .map(["x": .map(["y": .string("whole")]), "c": .number(DecimalNumber(4))]), at: t)
+                case 1: delta = states[r].put(["m": .map(["s": .stringSet(["x"]), "w": .string("put")])], at: t)
+                case 2: delta = states[r].add(rng.chance(0.5) ? DocumentPath("m", ["c"]) : path, DecimalNumber(Int(rng.next() % 5) - 2), at: t)
+                case 3: delta = states[r].addToSet(rng.chance(0.5) ? DocumentPath("m", ["s"]) : path, [elements[Int(rng.next() % 3)]], at: t)
+                default: delta = states[r].removeFromSet(DocumentPath("m", ["s"]), [elements[Int(rng.next() % 3)]], at: t)
+                }
             }
             if let delta { history.deltas.append(delta) }
         }
@@ -155,5 +170,18 @@ import Testing
         #expect(s.visible == nil)
         _ = s.set("d", .string("new"), at: HLC(physicalMs: 3, logical: 0, node: 2))
         #expect(s.visible == ["d": .string("new")])
+    }
+}
+
+extension MergeLawTests {
+    /// The random histories do reach nested maps assembled from several paths (else the laws
+    /// above would say little about them).
+    @Test func randomHistoriesExerciseNestedPaths() {
+        var nested = 0
+        for seed in UInt64(1)...200 {
+            let all = Self.randomHistory(seed: seed).finals.reduce(ItemState()) { $0.merged($1) }
+            if case .map(let m)? = all.visible?["m"], m.count >= 2, (all.attributes["m"]?.paths.count ?? 0) >= 2 { nested += 1 }
+        }
+        #expect(nested >= 40, "\(nested) of 200 histories")
     }
 }

@@ -43,12 +43,21 @@ import Glibc
         #expect(try call("DELETE", api, "/v1/tables/contacts/items/cust-9/2026-01-02").status == 200)
         #expect(try call("GET", api, "/v1/tables/contacts/items/cust-9/2026-01-02").status == 404)
 
+        // Nested paths: per-path writes, and GET shows a plain nested object.
+        let nested = try call("PATCH", api, "/v1/tables/contacts/items/cust-9/2026-01-01",
+                              #"{"set":{"profile.address.city":"Lyon","profile.a\\.b":1},"add":{"profile.visits":2}}"#)
+        #expect(nested.status == 200, "\(nested.text)")
+        let got = try JSON.parse(try call("GET", api, "/v1/tables/contacts/items/cust-9/2026-01-01").body)
+        #expect(got["item"]?["profile"]?["address"]?["city"] == .string("Lyon"))
+        #expect(got["item"]?["profile"]?["a.b"] == .number("1") && got["item"]?["profile"]?["visits"] == .number("2"))
+
         // Errors: unknown table, bad JSON, wrong key shape, non-numeric add, unknown op.
         #expect(try call("GET", api, "/v1/tables/nope/items/x").status == 404)
         #expect(try call("PUT", api, "/v1/tables/contacts/items/cust-9/x", "{bad").status == 400)
         #expect(try call("GET", api, "/v1/tables/contacts/items/cust-9").status == 400)
         #expect(try call("PATCH", api, "/v1/tables/contacts/items/cust-9/2026-01-01", #"{"add":{"agent":1}}"#).status == 400)
         #expect(try call("PATCH", api, "/v1/tables/contacts/items/cust-9/2026-01-01", #"{"frobnicate":{}}"#).status == 400)
+        #expect(try call("PATCH", api, "/v1/tables/contacts/items/cust-9/2026-01-01", #"{"set":{"customer.x":1}}"#).status == 400)
         #expect(try call("PUT", api, "/v1/tables/contacts/items/cust-9/x", #"{"n":1e999}"#).status == 400)
     }
 
