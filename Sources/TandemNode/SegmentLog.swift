@@ -902,12 +902,12 @@ struct RecordCursor {
         if left == 0 { return .end }
         if left < SegmentLog.headerBytes { return .bad("partial header: \(left) bytes") }
         try fill(SegmentLog.headerBytes)
-        let at = offset - bufferStart
-        let length = Int(load32(at))
+        let length = Int(load32(offset - bufferStart))
         if length > recordBytesMax { return .bad("length \(length) above the limit \(recordBytesMax)") }
         let size = SegmentLog.headerBytes + length
         if size > left { return .bad("record of \(size) bytes runs past the end (\(left) left)") }
-        try fill(size)
+        try fill(size)  // may move the buffer: positions are taken after it
+        let at = offset - bufferStart
         let crcOK = buffer.withUnsafeBytes { b in
             SegmentLog.recordCRC(UnsafeRawBufferPointer(rebasing: b[at..<at + size])) == UInt32(bigEndian: b.loadUnaligned(fromByteOffset: at + 4, as: UInt32.self))
         }

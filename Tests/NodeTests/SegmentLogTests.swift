@@ -85,6 +85,28 @@ func recordBytes(_ e: LogEntry) -> Int { 33 + e.data.count }
         #expect(dir.files(".idx").count == log.segmentFirstIndexes.count - 1)
     }
 
+    @Test func recordsLargerThanTheReadBuffers() throws {
+        // Records up to 300 KiB straddle the 64 KiB read and 1 MiB scan buffers.
+        let dir = TempDir()
+        var rng = SeededGenerator(seed: 2)
+        let all = (1...60).map { i in
+            LogEntry(index: UInt64(i), term: 1, timestamp: UInt64(i), data: (0..<Int(rng.next() % 300_000)).map { _ in UInt8(truncatingIfNeeded: rng.next()) })
+        }
+        let settings = SegmentLog.Settings(segmentBytesMax: 3 << 20, tailCacheBytesMax: 0)
+        do {
+            let log = try SegmentLog(directory: dir.path, settings: settings)
+            try log.append(all)
+            try log.sync()
+            #expect(log.entries(from: 1, to: .max, maxBytes: .max) == all)
+            for i in 1...60 { #expect(log.entries(from: UInt64(i), to: UInt64(i), maxBytes: 0) == [all[i - 1]]) }
+        }
+        for idx in dir.files(".idx") { try FileManager.default.removeItem(atPath: dir.file(idx)) }
+        let log = try SegmentLog(directory: dir.path, settings: settings)
+        #expect(log.recovery.segmentsScanned == log.segmentFirstIndexes.count && log.recovery.tornBytes == 0)
+        #expect(log.entries(from: 1, to: .max, maxBytes: .max) == all)
+        try log.verify()
+    }
+
     @Test func conflictingSuffixIsCutAcrossSegments() throws {
         let dir = TempDir()
         let old = makeEntries(1...400)
