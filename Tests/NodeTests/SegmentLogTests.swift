@@ -1,7 +1,7 @@
 import Foundation
 import StreamLog
 import TandemCore
-import TandemNode
+@testable import TandemNode
 import Testing
 
 /// A fresh directory under /tmp, removed when the test ends.
@@ -404,6 +404,15 @@ func recordBytes(_ e: LogEntry) -> Int { 33 + e.data.count }
         let reopened = try SegmentLog(directory: dir.path)
         #expect(reopened.lastIndex == 20_000 && reopened.recovery.segmentsScanned == 1)
         #expect(reopened.entries(from: 19_990, to: .max, maxBytes: .max).map(\.index) == Array(19_990...20_000))
+    }
+
+    @Test func fastChecksumMatchesTheReference() {
+        var rng = SeededGenerator(seed: 8)
+        for n in [0, 1, 7, 8, 9, 63, 64, 65, 1000] {
+            let bytes = (0..<n).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+            let seed = UInt32(truncatingIfNeeded: rng.next())
+            #expect(bytes.withUnsafeBytes { FastCRC32C.checksum($0, seed: seed) } == CRC32C.checksum(bytes, seed: seed))
+        }
     }
 
     @Test func hardStateRoundTrip() throws {
