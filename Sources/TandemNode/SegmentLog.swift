@@ -59,7 +59,12 @@ public final class SegmentLog: LogStorage, @unchecked Sendable {
         /// and readers at the head do not go to the file. 0 disables the cache.
         public var tailCacheBytesMax: Int = 4 << 20
 
-        public init(segmentBytesMax: Int = 64 << 20, indexIntervalBytes: Int = 4096, recordBytesMax: Int = 8 << 20, tailCacheBytesMax: Int = 4 << 20) {
+        public init(
+            segmentBytesMax: Int = 64 << 20,
+            indexIntervalBytes: Int = 4096,
+            recordBytesMax: Int = 8 << 20,
+            tailCacheBytesMax: Int = 4 << 20
+        ) {
             precondition(segmentBytesMax > 0 && indexIntervalBytes > 0 && recordBytesMax > 0 && tailCacheBytesMax >= 0)
             self.segmentBytesMax = segmentBytesMax
             self.indexIntervalBytes = indexIntervalBytes
@@ -190,7 +195,10 @@ public final class SegmentLog: LogStorage, @unchecked Sendable {
                 recovery.segmentsScanned += 1
                 if let bad = try scan(seg, prevTerm: prevTerm) {
                     guard k > lastHinted else {
-                        throw TandemError(.corrupt, "\(seg.logPath) is corrupt at byte \(bad.offset) (\(bad.reason)); later segments were synced, so this is not a torn write")
+                        throw TandemError(
+                            .corrupt,
+                            "\(seg.logPath) is corrupt at byte \(bad.offset) (\(bad.reason)); later segments were synced, so this is not a torn write"
+                        )
                     }
                     try cutTornTail(at: k, bad)
                 }
@@ -401,7 +409,8 @@ public final class SegmentLog: LogStorage, @unchecked Sendable {
                     segments.append(seg!)
                     directoryDirty = true
                 }
-                headers.append(RecordHeader(index: e.index, term: e.term, kind: e.kind, timestamp: e.timestamp, offset: seg!.fileSize + buffer.count, size: size))
+                let offset = seg!.fileSize + buffer.count
+                headers.append(RecordHeader(index: e.index, term: e.term, kind: e.kind, timestamp: e.timestamp, offset: offset, size: size))
                 Self.encode(e, into: &buffer)
             }
             try flush(seg!, &buffer, &headers)
@@ -832,7 +841,10 @@ final class Segment {
 
     /// Account for a record just written (or found by a scan) at the end of the segment.
     func noteAppended(_ h: RecordHeader, indexIntervalBytes: Int) {
-        precondition(h.index == lastIndex + 1 && h.offset == fileSize, "record \(h.index)@\(h.offset) does not extend \(logPath) (\(lastIndex)@\(fileSize))")
+        precondition(
+            h.index == lastIndex + 1 && h.offset == fileSize,
+            "record \(h.index)@\(h.offset) does not extend \(logPath) (\(lastIndex)@\(fileSize))"
+        )
         if points.isEmpty || h.offset - points[points.count - 1].offset >= indexIntervalBytes {
             points.append(Point(index: h.index, offset: h.offset, timestamp: h.timestamp))
         }
@@ -909,7 +921,8 @@ struct RecordCursor {
         try fill(size)  // may move the buffer: positions are taken after it
         let at = offset - bufferStart
         let crcOK = buffer.withUnsafeBytes { b in
-            SegmentLog.recordCRC(UnsafeRawBufferPointer(rebasing: b[at..<at + size])) == UInt32(bigEndian: b.loadUnaligned(fromByteOffset: at + 4, as: UInt32.self))
+            let stored = UInt32(bigEndian: b.loadUnaligned(fromByteOffset: at + 4, as: UInt32.self))
+            return SegmentLog.recordCRC(UnsafeRawBufferPointer(rebasing: b[at..<at + size])) == stored
         }
         if !crcOK { return .bad("checksum mismatch") }
         guard let kind = LogEntry.Kind(rawValue: buffer[at + 24]) else { return .bad("unknown kind \(buffer[at + 24])") }
@@ -1004,8 +1017,9 @@ enum FastCRC32C {
 // MARK: Benchmark
 
 extension SegmentLog {
-    /// Append + sync throughput and read speed, as lines of text. No test asserts on it; run it
-    /// through `SegmentLogBenchmark` in NodeTests (see that file) on an otherwise idle machine.
+    /// Append + sync throughput and read speed, as lines of text. No test asserts on it. Run:
+    /// `TANDEM_BENCH=1 .build/…/TandemPackageTests.xctest --testing-library swift-testing
+    /// --filter SegmentLogTests/benchmark` (a release build with `-enable-testing` for real figures).
     public static func benchmark(directory: String, records: Int = 100_000, recordBytes: Int = 256, batch: Int = 256) throws -> [String] {
         var lines: [String] = []
         let payload = (0..<recordBytes).map { UInt8(truncatingIfNeeded: $0 &* 31) }
@@ -1018,6 +1032,7 @@ extension SegmentLog {
             return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
         }
         func rate(_ n: Int, _ s: Double) -> String { String(format: "%.0f/s", Double(n) / s) }
+        func fixed(_ x: Double, _ digits: Int) -> String { String(format: "%.\(digits)f", x) }
         let mib = Double(records * (recordBytes + headerBytes)) / 1048576
 
         // 1. One thread: append a batch, fsync, repeat (the latency-bound case).
@@ -1032,7 +1047,10 @@ extension SegmentLog {
                 next += UInt64(n)
             }
         }
-        lines.append("append+sync, one thread, \(records) × \(recordBytes) B, sync per \(batch): \(String(format: "%.2f", serial)) s, \(rate(records, serial)) records, \(String(format: "%.1f", mib / serial)) MiB/s, \(rate(records / batch, serial)) syncs")
+        lines.append(
+            "append+sync, one thread, \(records) × \(recordBytes) B, sync per \(batch): \(fixed(serial, 2)) s, "
+                + "\(rate(records, serial)) records, \(fixed(mib / serial, 1)) MiB/s, \(rate(records / batch, serial)) syncs"
+        )
 
         // 2. Group commit: a second thread syncs in a loop while the first appends.
         try? FileManager.default.removeItem(atPath: directory)
@@ -1049,7 +1067,10 @@ extension SegmentLog {
             while log.durableIndex < UInt64(records) { try? log.sync() }
         }
         let syncs = syncer.stop()
-        lines.append("append with concurrent sync thread: \(String(format: "%.2f", grouped)) s, \(rate(records, grouped)) records, \(String(format: "%.1f", mib / grouped)) MiB/s, \(syncs) syncs")
+        lines.append(
+            "append with concurrent sync thread: \(fixed(grouped, 2)) s, \(rate(records, grouped)) records, "
+                + "\(fixed(mib / grouped, 1)) MiB/s, \(syncs) syncs"
+        )
 
         // 3. Reads: everything from the files (fresh open, so the cache is cold), then the
         // tail with and without the cache.
@@ -1072,7 +1093,10 @@ extension SegmentLog {
         let fromCache = try seconds {
             for _ in 0..<reads { _ = try log.readEntries(from: tailFrom + rng.next() % UInt64(tail), to: .max, maxBytes: 64 << 10) }
         }
-        lines.append("follower-style reads (64 KiB from a random index in the last \(tail)): files \(rate(reads, fromFiles)), tail cache \(rate(reads, fromCache))")
+        lines.append(
+            "follower-style reads (64 KiB from a random index in the last \(tail)): "
+                + "files \(rate(reads, fromFiles)), tail cache \(rate(reads, fromCache))"
+        )
         let terms = 20_000
         let termLookups = seconds {
             for _ in 0..<terms { _ = cold.term(at: 1 + rng.next() % UInt64(records)) }
