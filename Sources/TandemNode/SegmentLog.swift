@@ -188,8 +188,15 @@ public final class SegmentLog: LogStorage, @unchecked Sendable {
         var k = 0
         while k < segments.count {
             let seg = segments[k]
-            guard seg.firstIndex == expected else {
-                throw TandemError(.corrupt, "\(seg.logPath) starts at index \(seg.firstIndex), expected \(expected): a segment is missing")
+            if seg.firstIndex != expected {
+                // After an unsynced segment that lost its end, the next one no longer follows
+                // on: it is unsynced too, so it goes. After a synced one this is lost data.
+                guard k - 1 > lastHinted else {
+                    throw TandemError(.corrupt, "\(seg.logPath) starts at index \(seg.firstIndex), expected \(expected): a segment is missing")
+                }
+                recovery.tornReason = recovery.tornReason ?? "\(seg.logPath) does not follow index \(expected - 1)"
+                recovery.tornBytes += dropSegments(from: k)
+                break
             }
             if !hinted[k] {
                 recovery.segmentsScanned += 1
@@ -226,18 +233,24 @@ public final class SegmentLog: LogStorage, @unchecked Sendable {
         let seg = segments[k]
         var st = stat()
         guard fstat(seg.fd, &st) == 0 else { throw DurableFile.errno("stat \(seg.logPath)") }
-        var torn = Int(st.st_size) - bad.offset
-        for later in segments[(k + 1)...] {
-            torn += later.fileSize
-            unlink(later.logPath)
-            unlink(later.hintPath)
-            recovery.tornSegmentsDeleted += 1
-        }
-        segments.removeLast(segments.count - k - 1)
+        let torn = Int(st.st_size) - bad.offset + dropSegments(from: k + 1)
         unlink(seg.hintPath)
         guard ftruncate(seg.fd, off_t(bad.offset)) == 0 else { throw DurableFile.errno("ftruncate \(seg.logPath)") }
         recovery.tornBytes += torn
         recovery.tornReason = recovery.tornReason ?? "\(seg.logPath) at byte \(bad.offset): \(bad.reason)"
+    }
+
+    /// Delete the (unsynced) segments from position `k` on, during recovery; returns their bytes.
+    private func dropSegments(from k: Int) -> Int {
+        var bytes = 0
+        for seg in segments[k...] {
+            bytes += seg.fileSize
+            unlink(seg.logPath)
+            unlink(seg.hintPath)
+            recovery.tornSegmentsDeleted += 1
+        }
+        segments.removeLast(segments.count - k)
+        return bytes
     }
 
     /// Read a whole segment, rebuilding its in-memory state. Returns the first bad record's

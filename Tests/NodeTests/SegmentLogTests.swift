@@ -242,6 +242,34 @@ func recordBytes(_ e: LogEntry) -> Int { 33 + e.data.count }
         #expect(log.entries(from: 1, to: .max, maxBytes: .max) == Array(all[0..<Int(firsts[k] + 1)]))
     }
 
+    @Test func unsyncedSegmentThatLostItsEnd() throws {
+        // Before any sync, a sealed segment may come back shorter (cut at a record boundary, or
+        // empty) while the next segment's file exists: the next one no longer follows and goes.
+        let dir = TempDir()
+        let all = makeEntries(1...300)
+        var firsts: [UInt64] = []
+        do {
+            let log = try SegmentLog(directory: dir.path, settings: smallSegments)
+            try log.append(all)
+            firsts = log.segmentFirstIndexes
+        }
+        let pristine = dir.snapshot()
+        let k = firsts.count - 3
+        let name = SegmentLogTests.name(firsts[k])
+        let keep = all.filter { $0.index >= firsts[k] && $0.index < firsts[k] + 3 }.reduce(0) { $0 + recordBytes($1) }
+        for length in [keep, 0] {
+            dir.restore(pristine)
+            dir.write(name, Array(pristine[name]![..<length]))
+            let log = try SegmentLog(directory: dir.path, settings: smallSegments)
+            let last = length == 0 ? firsts[k] - 1 : firsts[k] + 2
+            #expect(log.lastIndex == last)
+            #expect(log.recovery.tornSegmentsDeleted == 2)
+            #expect(log.entries(from: 1, to: .max, maxBytes: .max) == Array(all[0..<Int(last)]))
+            try log.append(makeEntries((last + 1)...(last + 1)))
+            #expect(try SegmentLog(directory: dir.path, settings: smallSegments).lastIndex == last + 1)
+        }
+    }
+
     static func name(_ first: UInt64) -> String {
         let digits = String(first)
         return String(repeating: "0", count: 20 - digits.count) + digits + ".log"
