@@ -287,11 +287,6 @@ public final class SegmentLog: LogStorage, @unchecked Sendable {
 
     private var lastIndexLocked: UInt64 { segments.last?.lastIndex ?? baseIndex }
 
-    /// Term of the entry at `lastIndexLocked`.
-    private var lastTermLocked: UInt64 {
-        segments.last(where: { !$0.isEmpty })?.lastTerm ?? baseTerm
-    }
-
     public func term(at index: UInt64) -> UInt64? {
         do {
             return try locked { try termLocked(at: index) }
@@ -397,13 +392,15 @@ public final class SegmentLog: LogStorage, @unchecked Sendable {
             if let big = entries.first(where: { $0.data.count > settings.recordBytesMax }) {
                 throw TandemError(.tooLarge, "entry \(big.index) has \(big.data.count) bytes, limit \(settings.recordBytesMax)")
             }
-            if first.index <= lastIndexLocked { try cutSuffixLocked(from: first.index) }
             // Raft terms never go down along the log; recovery relies on it to spot stale bytes.
-            var term = lastTermLocked
+            var term = try termLocked(at: first.index - 1) ?? baseTerm
             for e in entries {
-                guard e.term >= term else { throw TandemError(.invalidArgument, "entry \(e.index) has term \(e.term) after term \(term)") }
+                guard e.term >= term else {
+                    throw TandemError(.invalidArgument, "entry \(e.index) has term \(e.term) after term \(term)")
+                }
                 term = e.term
             }
+            if first.index <= lastIndexLocked { try cutSuffixLocked(from: first.index) }
 
             // Encode into one buffer per segment and write it with one pwrite; state changes
             // only after the write succeeded.
@@ -492,9 +489,13 @@ public final class SegmentLog: LogStorage, @unchecked Sendable {
         segments.removeLast(segments.count - k - 1)
         unlink(seg.hintPath)
         seg.sealed = false
-        guard ftruncate(seg.fd, off_t(cut)) == 0 else { throw DurableFile.errno("ftruncate \(seg.logPath)") }
-        guard fsync(seg.fd) == 0, fsync(dirFD) == 0 else { throw DurableFile.errno("fsync after cutting \(seg.logPath)") }
         seg.cut(at: cut, index: index, previous: prev)
+        guard ftruncate(seg.fd, off_t(cut)) == 0, fsync(seg.fd) == 0, fsync(dirFD) == 0 else {
+            // The files no longer match what we hold: refuse further writes (see `failure`).
+            let error = DurableFile.errno("cutting \(seg.logPath) at byte \(cut)")
+            failure = failure ?? error
+            throw error
+        }
 
         durable = min(durable, index - 1)
         for ticket in syncCeilings.keys { syncCeilings[ticket] = min(syncCeilings[ticket]!, index - 1) }

@@ -141,6 +141,8 @@ func recordBytes(_ e: LogEntry) -> Int { 33 + e.data.count }
         #expect(throws: TandemError.self) { try log.append(makeEntries(12...13, term: 3)) }  // gap
         #expect(throws: TandemError.self) { try log.append([LogEntry(index: 11, term: 3), LogEntry(index: 13, term: 3)]) }
         #expect(throws: TandemError.self) { try log.append([LogEntry(index: 11, term: 2)]) }  // term went down
+        #expect(throws: TandemError.self) { try log.append([LogEntry(index: 5, term: 2)]) }  // ... and no cut happens
+        #expect(log.lastIndex == 10)
         #expect(throws: TandemError.self) { try log.append([LogEntry(index: 11, term: 3, data: [UInt8](repeating: 0, count: (8 << 20) + 1))]) }
         #expect(log.lastIndex == 10)
     }
