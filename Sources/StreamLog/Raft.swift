@@ -209,6 +209,15 @@ public struct FollowerProgress: Sendable, Equatable {
     var inflight: [UInt64] = []
     /// Heard from since the last check-quorum.
     var recentActive = true
+    /// `match` at the previous heartbeat response (to notice a stalled pipeline).
+    var matchAtHeartbeat: UInt64 = 0
+
+    mutating func becomeProbe() {
+        state = .probe
+        next = match + 1
+        inflight = []
+        paused = false
+    }
 }
 
 /// Why a proposal or an administrative request was refused.
@@ -620,6 +629,10 @@ public final class RaftNode {
         guard candidates.contains(chosen) else { throw RaftError(.invalidRequest, "\(chosen) is not a voter other than the leader") }
         transfer = (chosen, now + settings.electionTimeout)
         metrics.transfersStarted += 1
+        if progress[chosen]!.match < log.lastIndex {
+            // Catch it up now, resending anything lost on the way rather than waiting on acks.
+            progress[chosen]!.becomeProbe()
+        }
         if progress[chosen]!.match == log.lastIndex {
             send(to: chosen, .timeoutNow)
         } else {
@@ -743,9 +756,11 @@ public final class RaftNode {
             guard role == .leader, var pr = progress[m.from] else { return }
             pr.recentActive = true
             pr.paused = false
-            // A full window whose acks were lost would stall forever; let one more batch go,
-            // and a follower with a gap rejects it and gets probed.
-            if pr.state == .replicate && pr.inflight.count >= settings.maxInflightBatches { pr.inflight.removeFirst() }
+            // Batches lost in replicate state are not resent by themselves (only a later batch
+            // with a gap would be rejected). A follower that is behind and made no progress
+            // over a whole heartbeat interval is probed again from its match.
+            if pr.state == .replicate && pr.match < log.lastIndex && pr.match == pr.matchAtHeartbeat { pr.becomeProbe() }
+            pr.matchAtHeartbeat = pr.match
             progress[m.from] = pr
             if pr.match < log.lastIndex { sendAppend(to: m.from) }
         }
@@ -832,9 +847,7 @@ public final class RaftNode {
             if pr.state == .probe && index != pr.next - 1 { return }
             // Back to probing, from where the follower's hint says the logs could match.
             let probe = hint.term > 0 ? log.lastIndex(atOrBefore: hint.index, withTermAtMost: hint.term).index : hint.index
-            pr.state = .probe
-            pr.inflight = []
-            pr.paused = false
+            pr.becomeProbe()
             pr.next = max(pr.match + 1, min(index, probe + 1))
             progress[peer] = pr
         }
@@ -847,7 +860,8 @@ public final class RaftNode {
     private var peers: [String] { configuration.members.filter { $0 != id } }
 
     /// Sends what `peer` lacks, if its window allows. `installStart` when that has been trimmed.
-    private func sendAppend(to peer: String) {
+    /// `commitOnly`: an empty append may go just to carry a new commit index.
+    private func sendAppend(to peer: String, commitOnly: Bool = false) {
         guard var pr = progress[peer] else { return }
         if pr.state == .probe && pr.paused { return }
         if pr.state == .replicate && pr.inflight.count >= settings.maxInflightBatches { return }
@@ -867,8 +881,9 @@ public final class RaftNode {
         var entries = log.entries(from: pr.next, to: log.lastIndex, maxBytes: settings.maxBatchBytes)
         if entries.count > RaftMessage.maxEntries { entries.removeLast(entries.count - RaftMessage.maxEntries) }
         // An empty append in replicate state says nothing a heartbeat does not, except that the
-        // commit index moved; send it only when nothing is in flight (so it cannot be rejected).
-        if pr.state == .replicate && entries.isEmpty && !pr.inflight.isEmpty { return }
+        // commit index moved; send it only for that, and only when nothing is in flight (so it
+        // cannot be rejected for a gap).
+        if pr.state == .replicate && entries.isEmpty && (!commitOnly || !pr.inflight.isEmpty) { return }
         send(to: peer, .append(prevIndex: prevIndex, prevTerm: prevTerm, entries: entries, commit: commitIndex))
         switch pr.state {
         case .probe: pr.paused = true
@@ -892,7 +907,7 @@ public final class RaftNode {
         advanceCommit(to: quorumIndex)
         // Tell caught-up followers at once rather than at the next heartbeat.
         for peer in peers where progress[peer]!.state == .replicate && progress[peer]!.inflight.isEmpty {
-            sendAppend(to: peer)
+            sendAppend(to: peer, commitOnly: true)
         }
         // A leader removed from the configuration steps down once its removal commits (§4.2.2).
         if !configuration.contains(id) && configurations.last!.index <= commitIndex {
