@@ -461,6 +461,8 @@ public final class RaftNode {
 
     public var hardState: HardState { HardState(term: term, vote: vote, commit: commitIndex) }
     public var softState: SoftState { SoftState(leader: leader, role: role) }
+    /// Everything through here is on this node's disk (the leader's own match).
+    public var persistedIndex: UInt64 { log.durableIndex }
     public var firstIndex: UInt64 { log.firstIndex }
     public var lastIndex: UInt64 { log.lastIndex }
     /// Term of the entry at `index`, unstable or durable.
