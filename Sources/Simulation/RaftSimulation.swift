@@ -1,0 +1,418 @@
+import StreamLog
+import TandemCore
+
+/// Faults and load of a Raft simulation. Every choice is drawn from the simulation's seeded
+/// generator, so a run is a pure function of (seed, config).
+public struct RaftSimConfig: Sendable {
+    public var nodes = 3
+    public var settings: RaftSettings = .fast
+    /// One-way delay: `latency` plus a uniform draw from `0..<jitter` (jitter reorders).
+    public var latency: Duration = .milliseconds(1)
+    public var jitter: Duration = .milliseconds(3)
+    public var lossRate = 0.0
+    public var duplicateRate = 0.0
+    /// An fsync completes `fsyncLatency` plus up to `fsyncJitter` after it starts, in order.
+    public var fsyncLatency: Duration = .milliseconds(1)
+    public var fsyncJitter: Duration = .milliseconds(4)
+    /// How often the client proposes (1–3 records, on a random node, forwarded to its leader).
+    public var proposalInterval: Duration = .milliseconds(15)
+    public init() {}
+}
+
+/// A deterministic simulation of one Raft group: N `RaftNode`s on `MemoryLogStorage`, a
+/// virtual clock, a lossy reordering network, disks whose fsyncs complete later, and crashes
+/// that lose whatever was not synced. Each node runs the shell loop a real node runs
+/// (ready → write + send → apply → on fsync: appended + send the rest).
+///
+/// Invariants are checked as the run goes; the first violations are kept in `violations`:
+/// election safety, log matching, leader completeness, state machine safety, and for the
+/// client: no record applied that was not proposed, none applied twice, and every
+/// acknowledged record at its index on every replica that has committed that index.
+public final class RaftSimulation {
+    final class Node {
+        let id: String
+        let storage = MemoryLogStorage()
+        var durableHardState = HardState()
+        var core: RaftNode?
+        var generation = 0
+        var scheduledTick: Instant?
+        var lastWriteDone = Instant.zero
+        init(id: String) { self.id = id }
+    }
+
+    private struct Write {
+        var hardState: HardState?
+        var position: LogPosition?
+        var messages: [RaftOutgoing]
+    }
+
+    private enum Event {
+        case tick(node: Int, generation: Int)
+        case deliver(to: Int, bytes: [UInt8])
+        case writeDone(node: Int, generation: Int, Write)
+        case propose
+    }
+
+    private struct LogKey: Hashable {
+        var index: UInt64
+        var term: UInt64
+    }
+
+    private struct EntryFacts: Equatable {
+        var kind: LogEntry.Kind
+        var dataHash: UInt64
+        var prevTerm: UInt64?
+    }
+
+    private struct Proposal {
+        var node: Int
+        var generation: Int
+        var index: UInt64
+        var term: UInt64
+    }
+
+    public var config: RaftSimConfig
+    public private(set) var now = Instant(nanoseconds: 1_000_000_000)
+    public private(set) var violations: [String] = []
+    public private(set) var messagesSent = 0
+    public private(set) var eventsProcessed = 0
+    /// Records the client was told are committed: payload → index.
+    public private(set) var acknowledged: [String: UInt64] = [:]
+    public private(set) var proposedCount = 0
+
+    let nodes: [Node]
+    private var rng: SeededGenerator
+    private var queue = EventQueue<Event>()
+    private var group: [Int]
+    private let configuration: RaftConfiguration
+
+    private var leaderOfTerm: [UInt64: String] = [:]
+    private var entryFacts: [LogKey: EntryFacts] = [:]
+    /// What was applied at each index, by anyone (index → term, kind, data hash).
+    private var applied: [UInt64: (term: UInt64, facts: EntryFacts, payload: String?)] = [:]
+    private var appliedMax: UInt64 = 0
+    private var indexOfPayload: [String: UInt64] = [:]
+    private var proposals: [String: Proposal] = [:]
+    private var nextPayload = 0
+
+    public init(seed: UInt64, config: RaftSimConfig = RaftSimConfig()) {
+        self.config = config
+        self.rng = SeededGenerator(seed: seed)
+        let ids = (0..<config.nodes).map { "r\($0)" }
+        self.configuration = RaftConfiguration(voters: ids)
+        self.nodes = ids.map { Node(id: $0) }
+        self.group = Array(repeating: 0, count: config.nodes)
+        for i in nodes.indices { boot(i) }
+        queue.push(now + config.proposalInterval, .propose)
+    }
+
+    // ==== ------------------------------------------------------------------------------------
+    // MARK: Script
+
+    public func crash(_ i: Int) {
+        guard nodes[i].core != nil else { return }
+        nodes[i].core = nil
+        nodes[i].generation += 1
+        nodes[i].storage.dropUnsynced()
+        nodes[i].scheduledTick = nil
+    }
+
+    public func restart(_ i: Int) {
+        guard nodes[i].core == nil else { return }
+        boot(i)
+    }
+
+    public func isUp(_ i: Int) -> Bool { nodes[i].core != nil }
+
+    /// Splits nodes into groups that cannot reach each other; unlisted nodes join group 0.
+    public func partition(_ groups: [[Int]]) {
+        group = Array(repeating: 0, count: nodes.count)
+        for (g, members) in groups.enumerated() { for i in members { group[i] = g } }
+    }
+
+    public func heal() { group = Array(repeating: 0, count: nodes.count) }
+
+    /// Retention on node `i`: drops applied, synced entries, keeping the last `keep`.
+    public func trim(_ i: Int, keep: UInt64) {
+        guard let core = nodes[i].core else { return }
+        let limit = min(core.appliedIndex, core.persistedIndex, nodes[i].storage.syncedIndex)
+        guard limit > keep else { return }
+        nodes[i].storage.trim(before: limit - keep + 1)
+    }
+
+    public func run(for duration: Duration) {
+        let end = now + duration
+        while let (at, event) = queue.peek(), at <= end {
+            _ = queue.pop()
+            now = at
+            eventsProcessed += 1
+            handle(event)
+        }
+        now = end
+    }
+
+    /// Runs until `condition` holds or `limit` passes; the virtual time it took, or nil.
+    public func run(until condition: (RaftSimulation) -> Bool, limit: Duration) -> Duration? {
+        let start = now
+        let end = now + limit
+        if condition(self) { return .zero }
+        while let (at, event) = queue.peek(), at <= end {
+            _ = queue.pop()
+            now = at
+            eventsProcessed += 1
+            handle(event)
+            if condition(self) { return now - start }
+        }
+        now = end
+        return nil
+    }
+
+    /// Random faults for `duration`: crashes and restarts, partitions and heals, bursts of
+    /// loss and duplication, retention trims — one every 20–200 ms.
+    public func runWithFaults(for duration: Duration) {
+        let end = now + duration
+        while now < end {
+            run(for: .milliseconds(20 + Int64(rng.next() % 180)))
+            let i = Int(rng.next() % UInt64(nodes.count))
+            switch rng.next() % 100 {
+            case 0..<20: crash(i)
+            case 20..<45: restart(i)
+            case 45..<55: partition([[i]])
+            case 55..<62:
+                var shuffled = Array(nodes.indices)
+                shuffled.shuffle(using: &rng)
+                partition([Array(shuffled.prefix(nodes.count / 2))])
+            case 62..<75: heal()
+            case 75..<85:
+                config.lossRate = [0, 0.02, 0.1, 0.3][Int(rng.next() % 4)]
+                config.duplicateRate = [0, 0.05][Int(rng.next() % 2)]
+            default: trim(i, keep: rng.next() % 20)
+            }
+        }
+    }
+
+    /// Ends every fault: heal, no loss, every node up.
+    public func quiesce() {
+        heal()
+        config.lossRate = 0
+        config.duplicateRate = 0
+        for i in nodes.indices { restart(i) }
+    }
+
+    // ==== ------------------------------------------------------------------------------------
+    // MARK: Views
+
+    public var leaders: [Int] { nodes.indices.filter { nodes[$0].core?.role == .leader } }
+
+    public func core(_ i: Int) -> RaftNode? { nodes[i].core }
+
+    /// A leader that every running node follows, with an entry of its own term committed.
+    public var hasStableLeader: Bool {
+        guard let l = leaders.first, leaders.count == 1, let core = nodes[l].core else { return false }
+        guard core.term(at: core.commitIndex) == core.term else { return false }
+        return nodes.allSatisfy { $0.core == nil || $0.core!.leader == core.id }
+    }
+
+    /// Proposes one marker record on the leader; nil if there is none.
+    public func proposeMarker() -> String? {
+        guard let l = leaders.first else { return nil }
+        return propose(on: l)
+    }
+
+    public func isAcknowledgedEverywhere(_ payload: String) -> Bool {
+        guard let index = acknowledged[payload] else { return false }
+        return nodes.allSatisfy { $0.core == nil || $0.core!.appliedIndex >= index }
+    }
+
+    /// The linearizable-append check over the current replicas: every acknowledged record is
+    /// at its index on every replica that has committed that index (and not trimmed it).
+    public func checkAcknowledgedRecords() {
+        for (payload, index) in acknowledged.sorted(by: { $0.value < $1.value }) {
+            for n in nodes {
+                guard let core = n.core, core.commitIndex >= index, index >= core.firstIndex else { continue }
+                let e = core.entries(from: index, to: index).first
+                if e.map({ String(decoding: $0.data, as: UTF8.self) }) != payload {
+                    violate("acknowledged \(payload) at \(index) but \(n.id) holds \(String(describing: e))")
+                }
+            }
+        }
+    }
+
+    // ==== ------------------------------------------------------------------------------------
+    // MARK: Engine
+
+    private func boot(_ i: Int) {
+        let n = nodes[i]
+        n.generation += 1
+        let restored = n.storage.lastConfiguration()
+        n.core = RaftNode(id: n.id, configuration: restored?.configuration ?? configuration,
+                          configurationIndex: restored?.index ?? 0, hardState: n.durableHardState,
+                          storage: n.storage, settings: config.settings, seed: rng.next(), now: now)
+        n.lastWriteDone = now
+        n.scheduledTick = nil
+        drive(i)
+    }
+
+    private func handle(_ event: Event) {
+        switch event {
+        case .tick(let i, let generation):
+            guard nodes[i].generation == generation, let core = nodes[i].core, nodes[i].scheduledTick == now else { return }
+            nodes[i].scheduledTick = nil
+            core.tick(now: now)
+            drive(i)
+
+        case .deliver(let i, let bytes):
+            guard let core = nodes[i].core else { return }
+            guard let message = try? RaftMessage.decode(bytes) else {
+                preconditionFailure("simulation produced an undecodable raft message (\(bytes.count) bytes)")
+            }
+            core.step(message, now: now)
+            drive(i)
+
+        case .writeDone(let i, let generation, let write):
+            guard nodes[i].generation == generation, let core = nodes[i].core else { return }
+            nodes[i].storage.sync()
+            if let hs = write.hardState { nodes[i].durableHardState = hs }
+            if let p = write.position { core.appended(through: p, now: now) }
+            for m in write.messages { send(m, from: i) }
+            drive(i)
+
+        case .propose:
+            queue.push(now + config.proposalInterval, .propose)
+            var i = Int(rng.next() % UInt64(nodes.count))
+            guard let core = nodes[i].core else { return }
+            if core.role != .leader {
+                // Forward to the leader it knows, as the API would.
+                guard let hint = core.leader, let j = nodes.firstIndex(where: { $0.id == hint }),
+                      nodes[j].core != nil, group[i] == group[j] else { return }
+                i = j
+            }
+            _ = propose(on: i)
+        }
+    }
+
+    @discardableResult
+    private func propose(on i: Int) -> String? {
+        guard let core = nodes[i].core else { return nil }
+        let count = 1 + Int(rng.next() % 3)
+        let payloads = (0..<count).map { _ -> String in
+            nextPayload += 1
+            return "p\(nextPayload)"
+        }
+        guard let range = try? core.propose(payloads.map { Array($0.utf8) }, timestamp: now.nanoseconds / 1_000_000, now: now) else {
+            return nil
+        }
+        proposedCount += count
+        for (k, p) in payloads.enumerated() {
+            proposals[p] = Proposal(node: i, generation: nodes[i].generation, index: range.lowerBound + UInt64(k), term: core.term)
+        }
+        drive(i)
+        return payloads.last
+    }
+
+    /// The shell loop of one node.
+    private func drive(_ i: Int) {
+        let n = nodes[i]
+        guard let core = n.core else { return }
+        var rounds = 0
+        while core.hasReady {
+            rounds += 1
+            precondition(rounds < 1000, "\(n.id): ready() never drains")
+            let rd = core.ready()
+            if let soft = rd.softState, soft.role == .leader { becameLeader(i, core) }
+            for e in rd.entries { checkLogMatching(e, core) }
+            if let r = rd.resetLog { n.storage.reset(after: r) }
+            n.storage.append(rd.entries)
+            for m in rd.messages { send(m, from: i) }
+            for e in rd.committedEntries { apply(e, at: i) }
+            let fsync = rd.mustPersist ? config.fsyncLatency + randomDuration(config.fsyncJitter) : .zero
+            let done = max(now + fsync, n.lastWriteDone)
+            n.lastWriteDone = done
+            queue.push(done, .writeDone(node: i, generation: n.generation,
+                                        Write(hardState: rd.hardState, position: rd.persistedPosition, messages: rd.messagesAfterPersist)))
+        }
+        let next = max(core.nextDeadline, now)
+        if n.scheduledTick.map({ next < $0 }) ?? true {
+            n.scheduledTick = next
+            queue.push(next, .tick(node: i, generation: n.generation))
+        }
+    }
+
+    private func send(_ m: RaftOutgoing, from i: Int) {
+        let bytes = m.message.encode()
+        messagesSent += 1
+        guard let j = nodes.firstIndex(where: { $0.id == m.to }), group[i] == group[j], !rng.chance(config.lossRate) else { return }
+        queue.push(now + config.latency + randomDuration(config.jitter), .deliver(to: j, bytes: bytes))
+        if rng.chance(config.duplicateRate) {
+            queue.push(now + config.latency + randomDuration(config.jitter), .deliver(to: j, bytes: bytes))
+        }
+    }
+
+    private func randomDuration(_ d: Duration) -> Duration {
+        let n = d.nanoseconds
+        return .nanoseconds(n > 0 ? Int64(rng.next() % UInt64(n)) : 0)
+    }
+
+    // ==== ------------------------------------------------------------------------------------
+    // MARK: Invariants
+
+    private func violate(_ what: String) {
+        if violations.count < 20 { violations.append("t=\(now): \(what)") }
+    }
+
+    /// Election safety: at most one leader per term. Leader completeness: the new leader's log
+    /// holds every entry anyone has applied (that it has not trimmed).
+    private func becameLeader(_ i: Int, _ core: RaftNode) {
+        if let other = leaderOfTerm[core.term], other != core.id {
+            violate("two leaders in term \(core.term): \(other) and \(core.id)")
+        }
+        leaderOfTerm[core.term] = core.id
+        guard appliedMax >= core.firstIndex else { return }
+        for index in core.firstIndex...appliedMax {
+            guard let a = applied[index] else { continue }
+            if core.term(at: index) != a.term {
+                violate("leader \(core.id) of term \(core.term) lacks committed \(index)@\(a.term) (has \(String(describing: core.term(at: index))))")
+                return
+            }
+        }
+    }
+
+    /// Log matching, inductively: one (index, term) always names the same entry, preceded by
+    /// the same term — so two logs agreeing on an entry agree on everything before it.
+    private func checkLogMatching(_ e: LogEntry, _ core: RaftNode) {
+        let facts = EntryFacts(kind: e.kind, dataHash: stableHash64(e.data), prevTerm: core.term(at: e.index - 1))
+        let key = LogKey(index: e.index, term: e.term)
+        if let known = entryFacts[key] {
+            if known != facts { violate("log matching: \(e.index)@\(e.term) differs on \(core.id): \(known) vs \(facts)") }
+        } else {
+            entryFacts[key] = facts
+        }
+    }
+
+    /// State machine safety, and the client's view of records.
+    private func apply(_ e: LogEntry, at i: Int) {
+        let facts = EntryFacts(kind: e.kind, dataHash: stableHash64(e.data), prevTerm: nil)
+        let payload = e.kind == .record ? String(decoding: e.data, as: UTF8.self) : nil
+        if let a = applied[e.index] {
+            if a.term != e.term || a.facts != facts {
+                violate("\(nodes[i].id) applied \(e.index)@\(e.term) \(payload ?? "\(e.kind)") where \(a.term) \(a.payload ?? "") was applied")
+                return
+            }
+        } else {
+            applied[e.index] = (e.term, facts, payload)
+            appliedMax = max(appliedMax, e.index)
+            if let payload {
+                if proposals[payload] == nil { violate("applied \(payload) at \(e.index), which nobody proposed") }
+                if let earlier = indexOfPayload[payload], earlier != e.index {
+                    violate("\(payload) applied at \(earlier) and again at \(e.index)")
+                }
+                indexOfPayload[payload] = e.index
+            }
+        }
+        guard let payload, let proposal = proposals[payload] else { return }
+        // The proposing leader, still in the same life, applying its own entry: the client hears "committed".
+        if proposal.node == i, proposal.generation == nodes[i].generation, proposal.index == e.index, proposal.term == e.term {
+            acknowledged[payload] = e.index
+        }
+    }
+}

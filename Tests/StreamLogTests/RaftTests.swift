@@ -1,0 +1,318 @@
+import StreamLog
+import TandemCore
+import Testing
+
+/// Scenarios from the Raft paper and thesis, each a short script over `RaftTestCluster`.
+@Suite struct RaftTests {
+    @Test func threeNodesElectOneLeaderAndReplicate() throws {
+        let c = RaftTestCluster(voters: ["a", "b", "c"])
+        c.elect("a")
+        #expect(c.leaders == ["a"])
+        #expect(c["b"].leader == "a" && c["c"].leader == "a")
+        try c.propose("a", "hello")
+        c.stabilize()
+        c.advance(.milliseconds(200))  // a heartbeat carries the commit index to followers
+        for id in ["a", "b", "c"] {
+            #expect(c.appliedRecords(id) == ["hello"], "\(id)")
+        }
+        // Index 1 is the leader's no-op, then the record.
+        #expect(c.terms("b") == [1, 1])
+        #expect(throws: RaftError.self) { try c.propose("b", "not here") }
+        do {
+            try c.propose("b", "x")
+        } catch {
+            #expect(error.code == .notLeader && error.leaderHint == "a")
+        }
+    }
+
+    /// Figure 7: the leader of term 8 repairs followers missing entries, holding extra ones, or
+    /// both, so that every log ends up equal to the leader's.
+    @Test func figure7FollowersAreRepaired() {
+        let leader: [UInt64] = [1, 1, 1, 4, 4, 5, 5, 6, 6, 6]
+        let c = RaftTestCluster(
+            voters: ["leader", "a", "b", "c", "d", "e", "f"],
+            logs: [
+                "leader": leader,
+                "a": [1, 1, 1, 4, 4, 5, 5, 6, 6],
+                "b": [1, 1, 1, 4],
+                "c": [1, 1, 1, 4, 4, 5, 5, 6, 6, 6, 6],
+                "d": [1, 1, 1, 4, 4, 5, 5, 6, 6, 6, 7, 7],
+                "e": [1, 1, 1, 4, 4, 4, 4],
+                "f": [1, 1, 1, 2, 2, 2, 3, 3, 3, 3, 3],
+            ],
+            terms: ["leader": 7, "a": 7, "b": 7, "c": 7, "d": 7, "e": 7, "f": 7])
+        c.elect("leader")
+        #expect(c.leaders == ["leader"])
+        #expect(c["leader"].term == 8)
+        c.advance(.milliseconds(300))
+        let expected = leader + [8]  // plus the new leader's no-op
+        for id in ["a", "b", "c", "d", "e", "f"] {
+            #expect(c.terms(id) == expected, "\(id)")
+        }
+        #expect(c["leader"].commitIndex == 11)
+    }
+
+    /// Figure 8: a leader must not commit an entry of an earlier term by counting replicas —
+    /// such an entry on a majority can still be overwritten. It commits only under an entry of
+    /// the leader's own term.
+    @Test func figure8OldTermEntryIsNotCommittedByCounting() {
+        // (c) of Figure 8: s1 has 2@2 on s2, s5 has 2@3 from its short reign in term 3.
+        let c = RaftTestCluster(
+            voters: ["s1", "s2", "s3", "s4", "s5"],
+            logs: ["s1": [1, 2], "s2": [1, 2], "s3": [1], "s4": [1], "s5": [1, 3]],
+            terms: ["s1": 3, "s2": 3, "s3": 3, "s4": 3, "s5": 3])
+        c.isolated = ["s5"]
+        // s1 wins term 4 and replicates 2@2 to s3 and s4, but its own no-op (3@4) is lost.
+        c.rewrite = { m in
+            guard case .append(let prevIndex, let prevTerm, let entries, let commit) = m.message.body else { return m }
+            var held = m
+            held.message.body = .append(prevIndex: prevIndex, prevTerm: prevTerm, entries: entries.filter { $0.index < 3 }, commit: commit)
+            return held
+        }
+        c.elect("s1")
+        #expect(c.leaders == ["s1"] && c["s1"].term == 4)
+        c.advance(.milliseconds(50))
+        #expect(c["s3"].term(at: 2) == 2 && c["s4"].term(at: 2) == 2)  // 2@2 is on all of s1–s4
+        #expect(c["s1"].commitIndex < 2, "an entry of term 2 must not commit by counting in term 4")
+
+        // Why: s1 crashes and s5 (last term 3) can win with s2, s3, s4 and overwrite index 2.
+        c.isolated = ["s1"]
+        c.rewrite = { $0 }
+        c.now = c.now + .seconds(2)  // past everyone's lease from s1
+        c.elect("s5")
+        if c["s5"].role != .leader { c.elect("s5") }  // the first pre-vote may only teach it term 4
+        #expect(c["s5"].role == .leader && c["s5"].term > c["s1"].term)
+        c.advance(.milliseconds(50))
+        for id in ["s2", "s3", "s4"] { #expect(c["s5"].term(at: 2) == 3 && c[id].term(at: 2) == 3, "\(id)") }
+    }
+
+    @Test func figure8CommitsThroughAnEntryOfItsOwnTerm() {
+        let c = RaftTestCluster(
+            voters: ["s1", "s2", "s3", "s4", "s5"],
+            logs: ["s1": [1, 2], "s2": [1, 2], "s3": [1], "s4": [1], "s5": [1, 3]],
+            terms: ["s1": 3, "s2": 3, "s3": 3, "s4": 3, "s5": 3])
+        c.isolated = ["s5"]
+        c.elect("s1")
+        c.stabilize()
+        // The no-op 3@4 reached a majority: it commits, and 2@2 with it.
+        #expect(c["s1"].commitIndex == 3)
+        #expect(c["s1"].term(at: 2) == 2)
+    }
+
+    /// A node cut off from the others keeps timing out, but with pre-vote its term does not
+    /// grow, and when it comes back the leader (which followers still hear) is not disturbed.
+    @Test func preVoteKeepsARejoiningNodeFromDisruptingTheLeader() {
+        let c = RaftTestCluster(voters: ["a", "b", "c"])
+        c.elect("a")
+        let term = c["a"].term
+        c.isolated = ["c"]
+        c.advance(.seconds(5))
+        #expect(c["c"].term == term, "pre-vote must not bump the term")
+        #expect(c["c"].metrics.preVotesStarted >= 2)
+        c.isolated = []
+        c.advance(.seconds(3))
+        #expect(c.leaders == ["a"])
+        #expect(c["a"].term == term)
+        #expect(c["c"].leader == "a")
+    }
+
+    /// §6.2: a leader that cannot reach a quorum steps down within about an election timeout,
+    /// and the majority side elects a new one.
+    @Test func checkQuorumStepsDownAnIsolatedLeader() {
+        let c = RaftTestCluster(voters: ["a", "b", "c"])
+        c.elect("a")
+        c.isolated = ["a"]
+        c.advance(.milliseconds(2100))
+        #expect(c["a"].role == .follower)
+        #expect(c["a"].metrics.checkQuorumStepDowns == 1)
+        c.advance(.seconds(3))
+        #expect(c.leaders.count == 1 && c.leaders != ["a"] || c.leaders.contains("b") || c.leaders.contains("c"))
+        #expect(!c.leaders.contains("a"))
+    }
+
+    @Test func leadershipTransferCatchesUpTheTargetThenHandsOver() throws {
+        let c = RaftTestCluster(voters: ["a", "b", "c"])
+        c.elect("a")
+        c.isolated = ["c"]
+        for i in 0..<5 { try c.propose("a", "r\(i)") }
+        c.stabilize()
+        c.isolated = []
+        try c["a"].transferLeadership(to: "c", now: c.now)
+        #expect(throws: RaftError.self) { try c.propose("a", "during transfer") }
+        c.process("a")
+        c.stabilize()
+        #expect(c.leaders == ["c"])
+        #expect(c["c"].term == c["a"].term && c["a"].leader == "c")
+        #expect(c["c"].lastIndex == 7)  // a's no-op, 5 records, c's no-op
+    }
+
+    @Test func leadershipTransferIsAbandonedAfterAnElectionTimeout() throws {
+        let c = RaftTestCluster(voters: ["a", "b", "c"])
+        c.elect("a")
+        c.isolated = ["c"]
+        try c["a"].transferLeadership(to: "c", now: c.now)
+        c.advance(.milliseconds(1100))
+        #expect(c["a"].transfer == nil)
+        #expect(c["a"].metrics.transfersAborted == 1)
+        #expect(c.leaders == ["a"])
+        try c.propose("a", "accepted again")
+    }
+
+    /// A witness votes and stores the log, so it makes a quorum, but it never campaigns and is
+    /// never chosen to take over.
+    @Test func witnessVotesAndStoresButNeverLeads() throws {
+        let c = RaftTestCluster(voters: ["a", "b"], witnesses: ["w"])
+        #expect(!c["w"].isPromotable)
+        c.elect("a")
+        c.isolated = ["b"]
+        try c.propose("a", "with the witness")
+        c.stabilize()
+        #expect(c["a"].commitIndex == 2, "leader + witness are a quorum of three")
+        #expect(c["w"].lastIndex == 2)
+        #expect(throws: RaftError.self) { try c["a"].transferLeadership(to: "w", now: c.now) }
+        try c["a"].transferLeadership(now: c.now)
+        #expect(c["a"].transfer?.target == "b")
+
+        // Only the witness is left with the leader gone: it never starts an election.
+        c.isolated = ["a", "b"]
+        let term = c["w"].term
+        c.advance(.seconds(5))
+        #expect(c["w"].role == .follower && c["w"].term == term)
+        #expect(c["w"].metrics.preVotesStarted == 0 && c["w"].metrics.electionsStarted == 0)
+    }
+
+    /// §4.1: one server at a time; the next change waits for the previous one to commit; a
+    /// leader that removes itself steps down once that commits.
+    @Test func singleServerMembershipChange() throws {
+        let c = RaftTestCluster(voters: ["a", "b", "c"])
+        c.elect("a")
+        c.add("d", configuration: RaftConfiguration(voters: []))  // learns its configuration from the log
+        let index = try c["a"].proposeConfigurationChange(.addVoter("d"), now: c.now)
+        #expect(c["a"].configuration.voters == ["a", "b", "c", "d"], "in effect once appended")
+        #expect(throws: RaftError.self) { try c["a"].proposeConfigurationChange(.remove("b"), now: c.now) }
+        c.process("a")
+        c.stabilize()
+        c.advance(.milliseconds(200))
+        #expect(c["a"].commitIndex >= index)
+        #expect(c["d"].configuration.voters == ["a", "b", "c", "d"])
+        #expect(c["d"].lastIndex == c["a"].lastIndex)
+
+        try c["a"].proposeConfigurationChange(.remove("a"), now: c.now)
+        c.process("a")
+        c.stabilize()
+        #expect(c["a"].role == .follower, "a removed leader steps down once its removal commits")
+        c.advance(.seconds(3))
+        #expect(c.leaders.count == 1 && !c.leaders.contains("a"))
+        let newLeader = c.leaders[0]
+        #expect(c[newLeader].configuration.voters == ["b", "c", "d"])
+        try c.propose(newLeader, "after the change")
+        c.stabilize()
+        c.advance(.milliseconds(200))
+        #expect(c.appliedRecords("d") == ["after the change"])
+    }
+
+    /// A follower whose next entry was trimmed by retention is told to start after the trim
+    /// point (those records expired) and then catches up normally.
+    @Test func laggingFollowerBehindTheTrimPointGetsInstallStart() throws {
+        let c = RaftTestCluster(voters: ["a", "b", "c"])
+        c.elect("a")
+        c.stabilize()
+        c.isolated = ["c"]
+        for i in 0..<20 { try c.propose("a", "r\(i)") }
+        c.stabilize()
+        c.advance(.milliseconds(200))
+        for id in ["a", "b"] { c.storages[id]!.trim(before: 15) }
+        c.isolated = []
+        c.advance(.milliseconds(300))
+        #expect(c["a"].metrics.installStartsSent >= 1)
+        #expect(c["c"].metrics.installStartsReceived == 1)
+        #expect(c.storages["c"]!.firstIndex == 15)
+        #expect(c["c"].lastIndex == c["a"].lastIndex)
+        #expect(c.terms("c") == Array(c.terms("a").suffix(c.terms("c").count)))
+        #expect(c.appliedRecords("c") == (13..<20).map { "r\($0)" })
+        #expect(c["a"].progress["c"]?.match == c["a"].lastIndex)
+    }
+
+    @Test func aFollowerAcksOnlyAfterPersisting() throws {
+        let c = RaftTestCluster(voters: ["a", "b", "c"])
+        c.elect("a")
+        try c["a"].propose([[1, 2, 3]], timestamp: 5, now: c.now)
+        let rd = c["a"].ready()
+        #expect(rd.messages.count == 2 && rd.messagesAfterPersist.isEmpty, "leader replicates before its own fsync")
+        #expect(rd.entries.count == 1)
+        c["b"].step(rd.messages.first { $0.to == "b" }!.message, now: c.now)
+        let fb = c["b"].ready()
+        #expect(fb.entries.count == 1 && fb.messages.isEmpty && fb.messagesAfterPersist.count == 1)
+    }
+}
+
+@Suite struct RaftMessageCodecTests {
+    static let samples: [RaftMessage] = [
+        RaftMessage(from: "a", term: 3, body: .preVote(lastIndex: 10, lastTerm: 2)),
+        RaftMessage(from: "b", term: 3, body: .preVoteResponse(granted: true)),
+        RaftMessage(from: "a", term: 4, body: .requestVote(lastIndex: 10, lastTerm: 2, transfer: true)),
+        RaftMessage(from: "c", term: 4, body: .voteResponse(granted: false)),
+        RaftMessage(from: "a", term: 4, body: .append(prevIndex: 9, prevTerm: 2, entries: [
+            LogEntry(index: 10, term: 4, kind: .noop, timestamp: 7),
+            LogEntry(index: 11, term: 4, kind: .record, timestamp: 8, data: [1, 2, 3]),
+        ], commit: 9)),
+        RaftMessage(from: "b", term: 4, body: .appendResponse(success: false, index: 9, hintIndex: 7, hintTerm: 1)),
+        RaftMessage(from: "a", term: 4, body: .heartbeat(commit: 11)),
+        RaftMessage(from: "b", term: 4, body: .heartbeatResponse),
+        RaftMessage(from: "a", term: 4, body: .installStart(index: 100, term: 3,
+                                                             configuration: RaftConfiguration(voters: ["a", "b"], witnesses: ["w"]))),
+        RaftMessage(from: "a", term: 4, body: .timeoutNow),
+    ]
+
+    @Test func everyMessageRoundTrips() throws {
+        for m in Self.samples {
+            #expect(try RaftMessage.decode(m.encode()) == m)
+        }
+    }
+
+    @Test func appendWithAGapIsRejected() {
+        let m = RaftMessage(from: "a", term: 1, body: .append(prevIndex: 1, prevTerm: 1, entries: [
+            LogEntry(index: 3, term: 1),
+        ], commit: 0))
+        #expect(throws: TandemError.self) { try RaftMessage.decode(m.encode()) }
+    }
+
+    /// Garbage and mutated messages must throw, never trap or allocate without bound.
+    @Test func randomAndMutatedBytesNeverTrap() {
+        var rng = SeededGenerator(seed: 42)
+        var decoded = 0
+        for _ in 0..<20_000 {
+            var bytes: [UInt8]
+            if rng.chance(0.3) {
+                bytes = (0..<Int(rng.next() % 64)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+            } else {
+                bytes = Self.samples[Int(rng.next() % UInt64(Self.samples.count))].encode()
+                for _ in 0...(rng.next() % 4) where !bytes.isEmpty {
+                    let i = Int(rng.next() % UInt64(bytes.count))
+                    switch rng.next() % 3 {
+                    case 0: bytes[i] = UInt8(truncatingIfNeeded: rng.next())
+                    case 1: bytes.removeSubrange(i...)
+                    default: bytes.insert(UInt8(truncatingIfNeeded: rng.next()), at: i)
+                    }
+                }
+            }
+            if (try? RaftMessage.decode(bytes)) != nil { decoded += 1 }
+        }
+        #expect(decoded > 0)  // some mutations are still valid messages; the rest threw
+    }
+}
+
+@Suite struct MemoryLogStorageTests {
+    @Test func appendTruncatesTheConflictingSuffixAndCrashLosesUnsynced() {
+        let s = MemoryLogStorage()
+        s.append((1...5).map { LogEntry(index: $0, term: 1) })
+        s.sync()
+        s.append([LogEntry(index: 4, term: 2), LogEntry(index: 5, term: 2), LogEntry(index: 6, term: 2)])
+        #expect(s.lastIndex == 6 && s.term(at: 4) == 2)
+        s.dropUnsynced()
+        #expect(s.lastIndex == 3, "the truncated suffix is gone and the new one was not synced")
+        s.trim(before: 3)
+        #expect(s.firstIndex == 3 && s.term(at: 2) == 1 && s.term(at: 1) == nil)
+        #expect(s.entries(from: 1, to: 10, maxBytes: 1).map(\.index) == [3])
+    }
+}
