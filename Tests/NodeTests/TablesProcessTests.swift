@@ -177,6 +177,84 @@ import Glibc
         #expect((cluster.metric("tandem_table_items_repaired_total", node: 2) ?? 0) + (cluster.metric("tandem_table_items_repaired_total", node: 0) ?? 0) > 0)
     }
 
+    /// Keys of every item a node holds, through the scan API's pages.
+    func keys(_ api: String, _ table: String) -> Set<String>? {
+        var out = Set<String>()
+        var after = ""
+        while true {
+            guard let r = call("GET", api, "/v1/tables/\(table)/items?limit=1000\(after)"), r.status == 200,
+                  let page = try? JSON.parse(r.body), case .array(let items)? = page["items"] else { return nil }
+            for item in items { if let id = item["agentId"]?.stringValue { out.insert(id) } }
+            guard let next = page["next"]?.stringValue else { return out }
+            after = "&after=\(next)"
+        }
+    }
+
+    /// Writers on all three nodes; one node is killed with `kill -9` in the middle and restarted:
+    /// every acknowledged write, wherever it was made, ends up on every node, and the counter
+    /// every writer increments holds every acknowledged increment.
+    @Test func acknowledgedWritesOnEveryNodeSurviveKill9OfOne() throws {
+        let cluster = try LocalCluster(size: 3)
+        try cluster.startAll()
+        let apis = cluster.nodes.map(\.api)
+        #expect(eventually(timeout: .seconds(15)) { (0..<3).allSatisfy { cluster.view(from: $0)?.values.filter { $0.status == "alive" }.count == 3 } })
+        #expect(call("PUT", apis[0], "/v1/tables/agents", #"{"partitionKey":"agentId"}"#)?.status == 201)
+        #expect(eventually(timeout: .seconds(10)) { (0..<3).allSatisfy { call("GET", apis[$0], "/v1/tables/agents")?.status == 200 } })
+
+        final class Log: @unchecked Sendable {
+            let lock = NSLock()
+            var puts: [String] = []
+            var adds = 0
+            var stop = false
+            var stopped: Bool { lock.lock(); defer { lock.unlock() }; return stop }
+        }
+        let log = Log()
+        // Two writers per node; a writer stops at its first failure (its node was killed).
+        let writers = (0..<6).map { w in
+            Thread {
+                let api = apis[w % 3]
+                var i = 0
+                while !log.stopped {
+                    i += 1
+                    if i % 2 == 0 {
+                        let id = "a-\(w)-\(i)"
+                        guard (try? HTTPClient.request("PUT", api, "/v1/tables/agents/items/\(id)",
+                                                       body: Array(#"{"status":"available"}"#.utf8), timeout: .seconds(2)))?.status == 200 else { return }
+                        log.lock.lock(); log.puts.append(id); log.lock.unlock()
+                    } else {
+                        guard (try? HTTPClient.request("PATCH", api, "/v1/tables/agents/items/total",
+                                                       body: Array(#"{"add":{"n":1}}"#.utf8), timeout: .seconds(2)))?.status == 200 else { return }
+                        log.lock.lock(); log.adds += 1; log.lock.unlock()
+                    }
+                }
+            }
+        }
+        for t in writers { t.start() }
+        _ = eventually(timeout: .seconds(10)) { log.lock.lock(); defer { log.lock.unlock() }; return log.puts.count >= 300 }
+        cluster.kill9(1)
+        let before = log.lock.withLock { log.puts.count }
+        _ = eventually(timeout: .seconds(10)) { log.lock.withLock { log.puts.count } >= before + 300 }
+        log.lock.withLock { log.stop = true }
+        #expect(eventually(timeout: .seconds(10)) { writers.allSatisfy { $0.isFinished } })
+        let (puts, adds) = log.lock.withLock { (Set(log.puts), log.adds) }
+
+        try cluster.start(1)
+        let converged = eventually(timeout: .seconds(30), interval: .milliseconds(250)) {
+            (0..<3).allSatisfy { keys(apis[$0], "agents").map { puts.isSubset(of: $0) } ?? false }
+        }
+        for i in 0..<3 {
+            let missing = puts.subtracting(keys(apis[i], "agents") ?? [])
+            #expect(converged && missing.isEmpty, "n\(i + 1) lacks \(missing.count) acknowledged puts, e.g. \(missing.prefix(3))")
+        }
+        // Increments: all acknowledged ones count; the (at most 2) in flight to the killed node
+        // when it died may count too. Every node holds the same total.
+        let totals = (0..<3).map { number(call("GET", apis[$0], "/v1/tables/agents/items/total"), "n").flatMap { Int($0) } ?? -1 }
+        #expect(eventually(timeout: .seconds(10)) {
+            let t = (0..<3).map { number(call("GET", apis[$0], "/v1/tables/agents/items/total"), "n").flatMap { Int($0) } ?? -1 }
+            return Set(t).count == 1 && t[0] >= adds && t[0] <= adds + 2
+        }, "totals \(totals), acknowledged \(adds)")
+    }
+
     /// The issue's test: 8 clients × 1000 `add n 1`, split across two partitioned nodes, then
     /// heal: the exact sum on both.
     @Test func incrementsOnBothSidesOfAPartitionSumExactlyAfterTheHeal() throws {
