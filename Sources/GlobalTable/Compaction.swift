@@ -25,6 +25,20 @@ extension ItemState {
         return Builder(marker: marker, attributes: attributes).build()
     }
 
+    /// Whether compaction could drop anything once every write here is stable: cheap, and
+    /// false for the common live item (one component per attribute, nothing hidden), so
+    /// tombstone collection only visits items that hold tombstones.
+    public var hasGarbage: Bool {
+        if marker != .zero && attributes.isEmpty { return true }
+        for a in attributes.values {
+            if a.lastWrite < marker || !a.paths.isEmpty { return true }
+            let components = (a.register != nil ? 1 : 0) + (a.counter != nil ? 1 : 0) + (a.set != nil ? 1 : 0)
+            if components > 1 || (a.register != nil && a.register!.value == nil) { return true }
+            if let s = a.set, !s.removed.isEmpty || s.adds.isEmpty { return true }
+        }
+        return false
+    }
+
     public func admitted(stable: UInt64) -> ItemState {
         guard stable > 0 else { return self }
         var attributes: [String: AttributeState] = [:]

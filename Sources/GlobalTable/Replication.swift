@@ -143,8 +143,15 @@ public final class TableNode {
     private var stableReached: [(stable: UInt64, clock: UInt64)] = []
     /// When we were told we had been expired: the stable time we resynced at.
     public private(set) var resyncedAt: UInt64 = 0
+    /// Items that hold something collection may drop once it is stable (`hasGarbage`): only
+    /// these are visited, so a table of live items costs nothing to sweep.
+    private var garbage: [String: Set<ItemKey>] = [:]
     private var compactionQueue: [(String, ItemKey)] = []
     private var compactedAt: UInt64 = 0
+
+    private func noteGarbage(_ table: String, _ key: ItemKey) {
+        if replicas[table]?.state(key)?.hasGarbage == true { garbage[table, default: []].insert(key) }
+    }
 
     private var nextRequestID: UInt64 = 1
 
@@ -165,6 +172,7 @@ public final class TableNode {
 
     public func load(table: String, key: ItemKey, state: ItemState) {
         replicas[table]?.merge(key, state)
+        noteGarbage(table, key)
         // Never issue a timestamp below one already on disk, whatever the wall clock says.
         clock.observe(HLC(time: state.lastWriteTime, node: 0), wallMs: state.lastWriteTime >> 16)
     }
@@ -222,6 +230,7 @@ public final class TableNode {
     /// and queues it for every live peer. Returns the store write.
     public func apply(table: String, key: ItemKey, delta: ItemState) -> StoreWrite {
         replicas[table]!.merge(key, delta)
+        noteGarbage(table, key)
         let d = TableDelta(table: table, entry: catalog[table]!, key: key, state: delta)
         for peer in live {
             var s = streams[peer, default: PeerStream()]
@@ -445,10 +454,11 @@ public final class TableNode {
             guard let entry = catalog[d.table], !entry.deleted, entry.at == d.entry.at else { continue }
             if replicas[d.table]!.merge(d.key, d.state) {
                 // What a peer that has not compacted yet sends back is dropped again at once.
-                if compactedAt > 0, let state = replicas[d.table]!.state(d.key) {
+                if compactedAt > 0, let state = replicas[d.table]!.state(d.key), state.hasGarbage {
                     let compacted = state.compacted(stable: compactedAt)
                     if compacted != state { replicas[d.table]!.replace(d.key, with: compacted) }
                 }
+                noteGarbage(d.table, d.key)
                 stats.mergesApplied += 1
                 writes.append(.item(table: d.table, key: d.key, state: replicas[d.table]!.encodedState(d.key)))
                 lagSamples.append(max(0, Double(wallMs) - Double(d.state.lastWriteTime >> 16)))
@@ -703,13 +713,17 @@ public final class TableNode {
         if compactionQueue.isEmpty {
             guard collectible > compactedAt else { return [] }
             compactedAt = collectible
-            for (name, r) in replicas { for key in r.items.keys { compactionQueue.append((name, key)) } }
+            for (name, keys) in garbage { for key in keys { compactionQueue.append((name, key)) } }
         }
         var writes: [StoreWrite] = []
         let n = min(settings.compactionBatch, compactionQueue.count)
         for (name, key) in compactionQueue.suffix(n) {
-            guard let state = replicas[name]?.state(key) else { continue }
+            guard let state = replicas[name]?.state(key) else {
+                garbage[name]?.remove(key)
+                continue
+            }
             let compacted = state.compacted(stable: compactedAt)
+            if !(compacted?.hasGarbage ?? false) { garbage[name]?.remove(key) }
             guard compacted != state else { continue }
             replicas[name]!.replace(key, with: compacted)
             if compacted == nil { stats.itemsCollected += 1 } else { stats.itemsCompacted += 1 }

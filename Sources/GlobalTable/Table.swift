@@ -156,7 +156,8 @@ public struct MerkleDigest: Hashable, Sendable {
     public static func itemHash(_ key: ItemKey, _ encodedState: [UInt8]) -> UInt64 {
         // Two independent 64-bit hashes folded together: a collision needs both to collide.
         let k = key.bytes
-        return stableHash64(k + encodedState) ^ (UInt64(CRC32C.checksum(k + encodedState)) << 32)
+        let fnv = stableHash64(encodedState, continuing: stableHash64(k))
+        return fnv ^ (UInt64(CRC32C.checksum(encodedState, seed: CRC32C.checksum(k))) << 32)
     }
 
     mutating func remove(bucket b: Int, hash: UInt64) { buckets[b] &-= hash }

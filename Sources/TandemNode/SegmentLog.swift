@@ -466,8 +466,8 @@ public final class SegmentLog: LogStorage, @unchecked Sendable {
 
     /// CRC32C over a whole record except its CRC field (bytes 4..<8).
     static func recordCRC(_ record: UnsafeRawBufferPointer) -> UInt32 {
-        let lengthCRC = FastCRC32C.checksum(UnsafeRawBufferPointer(rebasing: record[0..<4]))
-        return FastCRC32C.checksum(UnsafeRawBufferPointer(rebasing: record[8...]), seed: lengthCRC)
+        let lengthCRC = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: record[0..<4]))
+        return CRC32C.checksum(UnsafeRawBufferPointer(rebasing: record[8...]), seed: lengthCRC)
     }
 
     /// Cut the log so that `lastIndex == index - 1`, durably before returning (see the type doc).
@@ -975,49 +975,6 @@ struct RecordCursor {
     }
 }
 
-/// CRC-32C, the same function as `TandemCore.CRC32C`, eight bytes per step ("slicing-by-8",
-/// Intel 2008). Every byte appended or read goes through it, and the generic byte-at-a-time
-/// version was most of the CPU time of the append and read paths (see the benchmark).
-enum FastCRC32C {
-    /// Eight 256-entry tables back to back: table k advances a byte's CRC by k more zero bytes.
-    static let tables: [UInt32] = {
-        var t = [UInt32](repeating: 0, count: 8 * 256)
-        for i in 0..<256 {
-            var c = UInt32(i)
-            for _ in 0..<8 { c = (c & 1) != 0 ? (c >> 1) ^ 0x82F6_3B78 : c >> 1 }
-            t[i] = c
-        }
-        for k in 1..<8 {
-            for i in 0..<256 {
-                let prev = t[(k - 1) * 256 + i]
-                t[k * 256 + i] = (prev >> 8) ^ t[Int(prev & 0xFF)]
-            }
-        }
-        return t
-    }()
-
-    static func checksum(_ bytes: UnsafeRawBufferPointer, seed: UInt32 = 0) -> UInt32 {
-        var crc = ~seed
-        tables.withUnsafeBufferPointer { t in
-            var i = 0
-            let n = bytes.count
-            while i + 8 <= n {
-                let lo = crc ^ UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: i, as: UInt32.self))
-                let hi = UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: i + 4, as: UInt32.self))
-                crc = t[7 * 256 + Int(lo & 0xFF)] ^ t[6 * 256 + Int((lo >> 8) & 0xFF)]
-                    ^ t[5 * 256 + Int((lo >> 16) & 0xFF)] ^ t[4 * 256 + Int(lo >> 24)]
-                    ^ t[3 * 256 + Int(hi & 0xFF)] ^ t[2 * 256 + Int((hi >> 8) & 0xFF)]
-                    ^ t[1 * 256 + Int((hi >> 16) & 0xFF)] ^ t[Int(hi >> 24)]
-                i += 8
-            }
-            while i < n {
-                crc = t[Int((crc ^ UInt32(bytes[i])) & 0xFF)] ^ (crc >> 8)
-                i += 1
-            }
-        }
-        return ~crc
-    }
-}
 
 @inline(__always) private func putU32(_ buf: inout [UInt8], _ v: UInt32) {
     withUnsafeBytes(of: v.bigEndian) { buf.append(contentsOf: $0) }

@@ -100,3 +100,16 @@ import Testing
         #expect(ItemState().merged(put.admitted(stable: stable)).compacted(stable: stable) == nil)
     }
 }
+
+extension CompactionTests {
+    /// `hasGarbage` is what keeps collection cheap; it must never miss an item compaction would
+    /// change.
+    @Test func itemsWithoutGarbageAreLeftAsTheyAre() {
+        for seed in UInt64(1)...400 {
+            let s = scenario(seed)
+            for x in [s.a, s.b, s.all, s.stale] where !x.hasGarbage {
+                #expect(compact(x, UInt64.max) == x, "seed \(seed)")
+            }
+        }
+    }
+}
