@@ -231,6 +231,13 @@ public indirect enum JSON: Equatable, Sendable {
 
     static func quote(_ s: String, into out: inout String) {
         out += "\""
+        // Most strings need no escaping: append them whole (per-scalar appends dominated the
+        // cost of answering a write).
+        if !s.utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) {
+            out += s
+            out += "\""
+            return
+        }
         for u in s.unicodeScalars {
             switch u {
             case "\"": out += "\\\""
