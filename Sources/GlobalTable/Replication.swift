@@ -71,6 +71,7 @@ public final class TableNode {
         public var itemsRepaired = 0
         public var repairBytes = 0
         public var mergesApplied = 0
+        public var conflictsResolved = 0
         public var malformed = 0
         public var clockClamped = 0
         public var refusedFromExpired = 0
@@ -452,7 +453,10 @@ public final class TableNode {
             if !clock.observe(HLC(time: d.state.lastWriteTime, node: 0), wallMs: wallMs) { stats.clockClamped += 1 }
             adopt(d.table, d.entry, &writes)
             guard let entry = catalog[d.table], !entry.deleted, entry.at == d.entry.at else { continue }
+            let hadState = replicas[d.table]!.state(d.key) != nil
             if replicas[d.table]!.merge(d.key, d.state) {
+                // Neither side's state contained the other's: concurrent writes, merged.
+                if hadState, replicas[d.table]!.state(d.key) != d.state { stats.conflictsResolved += 1 }
                 // What a peer that has not compacted yet sends back is dropped again at once.
                 if compactedAt > 0, let state = replicas[d.table]!.state(d.key), state.hasGarbage {
                     let compacted = state.compacted(stable: compactedAt)

@@ -142,6 +142,7 @@ extension Node {
         metric("tandem_table_merges_total", "counter", "Remote deltas that changed an item here.", t.mergesApplied)
         metric("tandem_table_anti_entropy_rounds_total", "counter", "Digest exchanges started.", t.antiEntropyRounds)
         metric("tandem_table_items_repaired_total", "counter", "Items pushed to peers by anti-entropy.", t.itemsRepaired)
+        metric("tandem_table_conflicts_resolved_total", "counter", "Remote deltas merged with concurrent local state (neither contained the other).", t.conflictsResolved)
         metric("tandem_table_repair_bytes_total", "counter", "Bytes of anti-entropy pushes.", t.repairBytes)
         metric("tandem_table_deltas_resent_total", "counter", "Deltas sent again after a failed batch.", t.deltasResent)
         metric("tandem_table_clock_clamped_total", "counter", "Remote timestamps too far ahead of our clock, clamped.", t.clockClamped)
