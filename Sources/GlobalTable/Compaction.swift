@@ -25,6 +25,16 @@ extension ItemState {
         return Builder(marker: marker, attributes: attributes).build()
     }
 
+    /// Whether some write in `incoming` arrives already beaten here — a newer write to the same
+    /// attribute, or a newer put/delete: a conflict the merge rules resolved (for the metric).
+    public func supersedes(_ incoming: ItemState) -> Bool {
+        for (name, a) in incoming.attributes {
+            let theirs = a.lastWrite
+            if marker > theirs || (attributes[name].map { $0.lastWrite > theirs } ?? false) { return true }
+        }
+        return incoming.marker != .zero && incoming.marker < marker
+    }
+
     /// Whether compaction could drop anything once every write here is stable: cheap, and
     /// false for the common live item (one component per attribute, nothing hidden), so
     /// tombstone collection only visits items that hold tombstones.

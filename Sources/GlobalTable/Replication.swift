@@ -453,10 +453,8 @@ public final class TableNode {
             if !clock.observe(HLC(time: d.state.lastWriteTime, node: 0), wallMs: wallMs) { stats.clockClamped += 1 }
             adopt(d.table, d.entry, &writes)
             guard let entry = catalog[d.table], !entry.deleted, entry.at == d.entry.at else { continue }
-            let hadState = replicas[d.table]!.state(d.key) != nil
+            if let local = replicas[d.table]!.state(d.key), local.supersedes(d.state) { stats.conflictsResolved += 1 }
             if replicas[d.table]!.merge(d.key, d.state) {
-                // Neither side's state contained the other's: concurrent writes, merged.
-                if hadState, replicas[d.table]!.state(d.key) != d.state { stats.conflictsResolved += 1 }
                 // What a peer that has not compacted yet sends back is dropped again at once.
                 if compactedAt > 0, let state = replicas[d.table]!.state(d.key), state.hasGarbage {
                     let compacted = state.compacted(stable: compactedAt)
