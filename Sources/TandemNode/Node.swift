@@ -55,6 +55,7 @@ public final class Node {
     let startedAt: Instant
     var shell = ShellStats()
     var chaos = ChaosSettings()
+    private lazy var udpDelay = DelayLine(loop: loop)
     private var lastMalformedLog: Instant = .zero
 
     struct ShellStats {
@@ -73,6 +74,11 @@ public final class Node {
     struct ChaosSettings {
         var dropRate = 0.0
         var blocked: Set<String> = []
+        /// One-way delay of everything sent to peers, and per destination host (IP) on top.
+        var delay: Duration = .zero
+        var delays: [String: Duration] = [:]
+
+        func delay(to host: String) -> Duration { delay + (delays[host] ?? .zero) }
     }
 
     public init(config: NodeConfig, logger: Logger) throws {
@@ -106,6 +112,7 @@ public final class Node {
         try udp.start { [unowned self] bytes, from in self.receive(bytes, from: from) }
         peers.onRequest = { [unowned self] frame, from, reply in self.serve(frame, from: from, reply: reply) }
         peers.isBlocked = { [unowned self] address in self.chaos.blocked.contains(address) }
+        peers.delay = { [unowned self] host in self.chaos.delay(to: host) }
         http.handler = { [unowned self] request, respond in
             if !self.tables.route(request, respond) { respond(self.route(request)) }
         }
@@ -241,7 +248,7 @@ public final class Node {
                 let bytes = packet.encode()
                 shell.packetsOut += 1
                 shell.bytesOut += bytes.count
-                udp.send(bytes, to: address)
+                udpDelay.after(chaos.delay(to: PeerLinks.host(of: to))) { [weak self] in self?.udp.send(bytes, to: address) }
 
             case .pushPull(let to, let join):
                 let payload = membership.pushPullMessage(join: join).encode()

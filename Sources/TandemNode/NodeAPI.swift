@@ -74,9 +74,28 @@ extension Node {
                 next.blocked.insert(addr.description)
             }
         }
+        if let ms = object["delayMs"] {
+            guard let d = ms as? Double, (0...60_000).contains(d) else {
+                return .error(400, "invalid_argument", "delayMs must be a number of milliseconds, 0 to 60000")
+            }
+            next.delay = .milliseconds(Int64(d))
+        }
+        if let delays = object["delays"] {
+            guard let map = delays as? [String: Any] else {
+                return .error(400, "invalid_argument", "delays must map a peer host (IP) to milliseconds")
+            }
+            for (host, value) in map {
+                guard let d = value as? Double, (0...60_000).contains(d), (try? SocketAddress("\(host):1")) != nil else {
+                    return .error(400, "invalid_argument", "delays: '\(host)' must be an IP address mapped to 0 to 60000 ms")
+                }
+                next.delays[host] = .milliseconds(Int64(d))
+            }
+        }
         chaos = next
-        logger.notice("chaos settings changed", metadata: ["dropRate": "\(next.dropRate)", "block": "\(next.blocked.sorted())"])
-        return .json(200, ["dropRate": next.dropRate, "block": next.blocked.sorted()])
+        logger.notice("chaos settings changed", metadata: ["dropRate": "\(next.dropRate)", "block": "\(next.blocked.sorted())",
+                                                           "delay": "\(next.delay)", "delays": "\(next.delays.count)"])
+        return .json(200, ["dropRate": next.dropRate, "block": next.blocked.sorted(), "delayMs": Double(next.delay.nanoseconds / 1_000_000),
+                           "delays": next.delays.mapValues { Double($0.nanoseconds / 1_000_000) }])
     }
 
     /// Prometheus text exposition format, version 0.0.4.

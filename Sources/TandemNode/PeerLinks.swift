@@ -138,6 +138,10 @@ public final class PeerLinks {
     public var onRequest: (Frame, SocketAddress?, _ reply: @escaping ([UInt8]) -> Void) -> Void = { _, _, _ in }
     /// Opt-in fault injection for tests: return true to refuse traffic with `address`.
     public var isBlocked: (String) -> Bool = { _ in false }
+    /// Opt-in one-way delay of what we send to a host (an IP address, so replies on inbound
+    /// connections, which show only an ephemeral port, are delayed alike).
+    public var delay: (String) -> Duration = { _ in .zero }
+    private lazy var delayLine = DelayLine(loop: loop)
 
     public init(loop: EventLoop, server: TCPServer, limits: Limits = Limits()) {
         self.loop = loop
@@ -160,7 +164,14 @@ public final class PeerLinks {
             self?.finish(id, .failure(TandemError(.unavailable, "request to \(address) timed out")))
         }
         guard !isBlocked(address) else { return }  // a blocked peer behaves like a silent one
-        enqueue(Frame(kind: kind, requestID: id, payload: payload).encode(), to: address)
+        let bytes = Frame(kind: kind, requestID: id, payload: payload).encode()
+        delayLine.after(delay(PeerLinks.host(of: address))) { [weak self] in self?.enqueue(bytes, to: address) }
+    }
+
+    /// The host part of `host:port`.
+    static func host(of address: String) -> String {
+        guard let colon = address.lastIndex(of: ":") else { return address }
+        return String(address[..<colon])
     }
 
     private func finish(_ id: UInt32, _ result: Result<Frame, TandemError>) {
@@ -289,19 +300,24 @@ public final class PeerLinks {
             } else if let reply {
                 let kind = frame.kind | Frame.responseBit
                 let id = frame.requestID
+                let delay = reply.peer.map { self.delay(PeerLinks.host(of: $0.description)) } ?? .zero
                 onRequest(frame, reply.peer) { [weak self, weak reply] payload in
-                    guard let self, let reply, reply.isOpen else { return }
-                    // A peer that sends requests and never reads the answers loses the link.
-                    guard reply.pendingWriteBytes < self.limits.maxQueuedBytes else {
-                        reply.close()
-                        return
-                    }
-                    let bytes = Frame(kind: kind, requestID: id, payload: payload).encode()
-                    reply.write(bytes)
-                    self.count(out: bytes.count)
+                    self?.delayLine.after(delay) { self?.respond(on: reply, kind: kind, id: id, payload: payload) }
                 }
             }
         }
+    }
+
+    private func respond(on reply: TCPConnection?, kind: UInt8, id: UInt32, payload: [UInt8]) {
+        guard let reply, reply.isOpen else { return }
+        // A peer that sends requests and never reads the answers loses the link.
+        guard reply.pendingWriteBytes < limits.maxQueuedBytes else {
+            reply.close()
+            return
+        }
+        let bytes = Frame(kind: kind, requestID: id, payload: payload).encode()
+        reply.write(bytes)
+        count(out: bytes.count)
     }
 
     /// Counts a malformed request payload seen by a handler above this layer.

@@ -127,9 +127,30 @@ import Glibc
         #expect(try HTTPClient.request("POST", api, "/v1/chaos", body: Array("{not json".utf8)).status == 400)
         #expect(try HTTPClient.request("POST", api, "/v1/chaos", body: Array(#"{"dropRate":7}"#.utf8)).status == 400)
         #expect(try HTTPClient.request("POST", api, "/v1/chaos", body: Array(#"{"block":["nowhere"]}"#.utf8)).status == 400)
-        let ok = try HTTPClient.request("POST", api, "/v1/chaos", body: Array(#"{"dropRate":0.5,"block":["127.0.0.1:9"]}"#.utf8))
+        #expect(try HTTPClient.request("POST", api, "/v1/chaos", body: Array(#"{"delayMs":-1}"#.utf8)).status == 400)
+        #expect(try HTTPClient.request("POST", api, "/v1/chaos", body: Array(#"{"delays":{"nowhere":5}}"#.utf8)).status == 400)
+        let ok = try HTTPClient.request("POST", api, "/v1/chaos", body: Array(#"{"dropRate":0.5,"block":["127.0.0.1:9"],"delays":{"10.0.0.2":20}}"#.utf8))
         #expect(ok.status == 200, "\(ok.text)")
         #expect(try HTTPClient.request("DELETE", api, "/v1/chaos").status == 200)
+    }
+
+    /// The opt-in shaper delays what a node sends to its peers (cluster/ uses it for latency
+    /// between regions): with 60 ms each way, the probes' round trip shows it.
+    @Test func injectedDelayShowsInTheMeasuredRoundTrip() throws {
+        // The lan profile: its probe timeout (500 ms) is well above the 120 ms round trip.
+        let cluster = try LocalCluster(size: 2, profile: "lan", chaos: true)
+        try cluster.startAll()
+        #expect(eventually(timeout: .seconds(10)) { cluster.view(from: 0)?.values.filter { $0.status == "alive" }.count == 2 })
+        for i in 0..<2 { #expect(cluster.setChaos(i, delayMs: 60)) }
+        func rtt() -> Double? {
+            guard let r = try? HTTPClient.request("GET", cluster.nodes[0].api, "/v1/members"), let j = try? JSON.parse(r.body),
+                  case .array(let members)? = j["members"] else { return nil }
+            return members.compactMap { m -> Double? in
+                guard m["name"]?.stringValue == "n2", case .number(let n)? = m["rttEstimateMs"] else { return nil }
+                return Double(n)
+            }.first
+        }
+        #expect(eventually(timeout: .seconds(20), interval: .milliseconds(200)) { (rtt() ?? 0) > 90 }, "rtt estimate \(rtt() ?? -1) ms")
     }
 }
 
