@@ -39,7 +39,8 @@ start_node() {
     seed="$(region_ip "$(head -1 "$STATE/regions")")"
     profile="$(cat "$STATE/profile")"
     mkdir -p "$STATE/$r"
-    ip netns exec "$(ns_of "$r")" setsid "$(tandem_bin)" node --name "$r" --region "region-${r#r}" \
+    # A node outlives whoever restarted it (TANDEM_PARENT_PID is for test runners).
+    ip netns exec "$(ns_of "$r")" env -u TANDEM_PARENT_PID setsid "$(tandem_bin)" node --name "$r" --region "region-${r#r}" \
         --bind "$ip:$PEER_PORT" --api "$ip:$API_PORT" --data-dir "$STATE/$r/data" \
         --seed "$seed:$PEER_PORT" --profile "$profile" --chaos \
         >> "$STATE/$r/node.log" 2>&1 < /dev/null &

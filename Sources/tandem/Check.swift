@@ -1,0 +1,247 @@
+import ArgumentParser
+import Foundation
+import TandemCore
+import TandemNode
+
+/// `tandem check`: the chaos checker. Workloads run against every node while a seeded nemesis
+/// kills, stalls, partitions and degrades regions through a fault command (`cluster/chaos`);
+/// after healing, the checker verifies what the cluster promised and prints a verdict with
+/// figures. Exits 1 on any violation, naming the seed so the run can be replayed.
+struct CheckCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "check", abstract: "Run workloads under injected faults, then verify nothing acknowledged was lost.")
+
+    @Option(name: .customLong("api"), help: "host:port of each region's API, in region order (r1, r2, …).") var apis: [String]
+    @Option(help: "Command that injects faults: `<cmd> kill r2`, `stop`, `start`, `partition r1`, `heal`, `loss 10%`, `clear`.")
+    var nemesis: String
+    @Option(help: "Seconds of workload under faults.") var seconds = 180.0
+    @Option(help: "Seed of the fault schedule (printed; rerun with it to replay).") var seed: UInt64?
+    @Option(help: "Seconds between faults (each lasts about half of that).") var faultEvery = 12.0
+    @Option(help: "Counter writer threads.") var counterWriters = 4
+    @Option(help: "Set writer threads.") var setWriters = 2
+
+    func run() throws {
+        let seed = seed ?? UInt64.random(in: 1...999_999)
+        let regions = apis.indices.map { "r\($0 + 1)" }
+        print("chaos check: \(regions.count) regions, \(Int(seconds)) s of faults, seed \(seed)")
+        let run = CheckRun(apis: apis, regions: regions, nemesis: nemesis, seed: seed)
+        try run.setUp()
+        let started = Date()
+        run.startWorkloads(counterWriters: counterWriters, setWriters: setWriters)
+        run.nemesisLoop(until: started.addingTimeInterval(seconds), every: faultEvery)
+        run.stopWorkloads()
+        let verdict = run.healAndVerify()
+        print(verdict.report)
+        if !verdict.ok {
+            print("VERDICT: FAILED (seed \(seed))")
+            throw ExitCode(1)
+        }
+        print("VERDICT: OK (seed \(seed))")
+    }
+}
+
+/// One checker run: the shared log of what was acknowledged, the workloads, the nemesis.
+final class CheckRun: @unchecked Sendable {
+    let apis: [String]
+    let regions: [String]
+    let nemesis: String
+    var rng: SeededGenerator
+    /// Items are named per run, so a cluster that ran a check before starts this one clean.
+    let run = String(UInt64(Date().timeIntervalSince1970 * 1000), radix: 36)
+    let lock = NSLock()
+    var stopping = false
+    var threads: [Thread] = []
+    var faults: [String] = []
+
+    // What the workloads saw. "maybe": the request failed or timed out, so it may or may not
+    // have been applied; acknowledged: answered 200 (durable on the node that took it).
+    static let counters = 8
+    var counterAcked = [Int](repeating: 0, count: CheckRun.counters)
+    var counterMaybe = [Int](repeating: 0, count: CheckRun.counters)
+    enum Presence { case present, absent, either }
+    var elements: [String: Presence] = [:]
+
+    init(apis: [String], regions: [String], nemesis: String, seed: UInt64) {
+        self.apis = apis
+        self.regions = regions
+        self.nemesis = nemesis
+        rng = SeededGenerator(seed: seed)
+    }
+
+    func call(_ method: String, _ node: Int, _ path: String, _ body: String? = nil, timeout: Duration = .seconds(2)) -> HTTPClient.Response? {
+        try? HTTPClient.request(method, apis[node], path, body: body.map { Array($0.utf8) }, timeout: timeout)
+    }
+
+    func setUp() throws {
+        // Faults from an earlier run must not linger.
+        _ = sh("\(nemesis) heal")
+        _ = sh("\(nemesis) clear")
+        for r in regions { _ = sh("\(nemesis) start \(r)") }
+        guard eventually(timeout: .seconds(30), { self.call("PUT", 0, "/v1/tables/check", #"{"partitionKey":"k"}"#)?.status.isSuccess ?? false }),
+              eventually(timeout: .seconds(30), { self.apis.indices.allSatisfy { self.call("GET", $0, "/v1/tables/check")?.status == 200 } }) else {
+            throw CheckFailure("the table 'check' did not reach every node")
+        }
+    }
+
+    /// Runs a fault command and waits for it (posix_spawn + waitpid: Foundation's Process can
+    /// miss the exit of a child whose own children live on, as a restarted node does).
+    @discardableResult
+    func sh(_ command: String) -> Int32 {
+        guard let pid = try? spawn("/bin/sh", ["-c", command], log: "/dev/null") else { return -1 }
+        return waitExit(pid)
+    }
+
+    var isStopping: Bool { lock.withLock { stopping } }
+
+    // ==== ------------------------------------------------------------------------------------
+    // MARK: Workloads
+
+    func startWorkloads(counterWriters: Int, setWriters: Int) {
+        for w in 0..<counterWriters {
+            threads.append(Thread { [self] in
+                var local = SeededGenerator(seed: UInt64(w) &+ 77)
+                while !isStopping {
+                    let k = Int(local.next() % UInt64(CheckRun.counters)), node = Int(local.next() % UInt64(apis.count))
+                    let ok = call("PATCH", node, "/v1/tables/check/items/\(run)-ctr-\(k)", #"{"add":{"n":1}}"#)?.status == 200
+                    lock.withLock { if ok { counterAcked[k] += 1 } else { counterMaybe[k] += 1 } }
+                    if !ok { Thread.sleep(forTimeInterval: 0.05) }
+                }
+            })
+        }
+        // Each element is added once, and sometimes removed afterwards on the node that took
+        // the add (an observed remove: it only removes adds that node has seen).
+        for w in 0..<setWriters {
+            threads.append(Thread { [self] in
+                var local = SeededGenerator(seed: UInt64(w) &+ 991)
+                var i = 0
+                while !isStopping {
+                    i += 1
+                    let e = "e-\(w)-\(i)", node = Int(local.next() % UInt64(apis.count))
+                    let added = call("PATCH", node, "/v1/tables/check/items/\(run)-set-\(w)", #"{"addToSet":{"members":["\#(e)"]}}"#)?.status == 200
+                    var presence: Presence = added ? .present : .either
+                    if added && local.next() % 3 == 0 {
+                        let removed = call("PATCH", node, "/v1/tables/check/items/\(run)-set-\(w)", #"{"removeFromSet":{"members":["\#(e)"]}}"#)?.status == 200
+                        presence = removed ? .absent : .either
+                    }
+                    lock.withLock { elements[e] = presence }
+                    if !added { Thread.sleep(forTimeInterval: 0.05) }
+                }
+            })
+        }
+        for t in threads { t.start() }
+    }
+
+    func stopWorkloads() {
+        lock.withLock { stopping = true }
+        _ = eventually(timeout: .seconds(30)) { self.threads.allSatisfy(\.isFinished) }
+    }
+
+    // ==== ------------------------------------------------------------------------------------
+    // MARK: Nemesis
+
+    func nemesisLoop(until end: Date, every interval: Double) {
+        while Date().addingTimeInterval(interval) < end {
+            Thread.sleep(forTimeInterval: interval / 2)
+            let r = regions[Int(rng.next() % UInt64(regions.count))]
+            let (fault, undo): (String, String)
+            switch rng.next() % 5 {
+            case 0: (fault, undo) = ("kill \(r)", "start \(r)")
+            case 1: (fault, undo) = ("stop \(r)", "start \(r)")
+            case 2: (fault, undo) = ("partition \(r)", "heal")
+            case 3: (fault, undo) = ("loss 10%", "clear")
+            default: (fault, undo) = ("delay 100ms \(r)", "clear")
+            }
+            let at = Date()
+            sh("\(nemesis) \(fault)")
+            Thread.sleep(forTimeInterval: interval / 2)
+            sh("\(nemesis) \(undo)")
+            let line = String(format: "  %-18@ for %.1f s", fault as NSString, Date().timeIntervalSince(at))
+            print(line)
+            faults.append(fault)
+        }
+    }
+
+    // ==== ------------------------------------------------------------------------------------
+    // MARK: Verdict
+
+    struct Verdict {
+        var ok = true
+        var report = ""
+        mutating func check(_ condition: Bool, _ line: String) {
+            if !condition { ok = false }
+            report += (condition ? "  ok    " : "  FAIL  ") + line + "\n"
+        }
+    }
+
+    func healAndVerify() -> Verdict {
+        var v = Verdict()
+        sh("\(nemesis) heal")
+        sh("\(nemesis) clear")
+        for r in regions { sh("\(nemesis) start \(r)") }
+        let healStart = Date()
+        func digests() -> [String?] {
+            apis.indices.map { i in
+                guard let r = call("GET", i, "/v1/tables/check"), r.status == 200, let j = try? JSON.parse(r.body) else { return nil }
+                return j["digest"]?.stringValue
+            }
+        }
+        let converged = eventually(timeout: .seconds(90), interval: .milliseconds(200)) {
+            let d = digests()
+            return d.allSatisfy { $0 != nil } && Set(d).count == 1
+        }
+        let convergence = Date().timeIntervalSince(healStart)
+        v.report += "faults injected: \(faults.count) (\(Set(faults.map { $0.split(separator: " ")[0] }).sorted().joined(separator: ", ")))\n"
+        v.check(converged, String(format: "every replica of the table equal after the heal (%.1f s)", convergence))
+
+        // Counters: every node holds the same value, at least every acknowledged increment and
+        // at most those plus the ones whose outcome is unknown.
+        var counterLines: [String] = []
+        var countersOK = true
+        let (acked, maybe, expected) = lock.withLock { (counterAcked, counterMaybe, elements) }
+        for k in 0..<CheckRun.counters {
+            let values = apis.indices.map { i -> Int? in
+                guard let r = call("GET", i, "/v1/tables/check/items/\(run)-ctr-\(k)"), r.status == 200,
+                      let j = try? JSON.parse(r.body), case .number(let n)? = j["item"]?["n"] else { return acked[k] == 0 && maybe[k] == 0 ? 0 : nil }
+                return Int(n)
+            }
+            let same = Set(values).count == 1
+            let value = values.first.flatMap { $0 } ?? -1
+            let within = value >= acked[k] && value <= acked[k] + maybe[k]
+            if !(same && within) {
+                countersOK = false
+                counterLines.append("ctr-\(k): nodes \(values.map { $0.map(String.init) ?? "?" }), acknowledged \(acked[k]), unknown \(maybe[k])")
+            }
+        }
+        v.check(countersOK, "counters: \(acked.reduce(0, +)) acknowledged increments all counted, none invented (\(maybe.reduce(0, +)) of unknown outcome)")
+        for l in counterLines { v.report += "        \(l)\n" }
+
+        // Sets: the add-wins expectation, element by element, on every node.
+        var wrong: [String] = []
+        for w in 0..<8 {
+            let contents = apis.indices.map { i -> Set<String>? in
+                guard let r = call("GET", i, "/v1/tables/check/items/\(run)-set-\(w)") else { return nil }
+                if r.status == 404 { return [] }
+                guard r.status == 200, let j = try? JSON.parse(r.body), case .array(let xs)? = j["item"]?["members"]?["$SS"] else { return [] }
+                return Set(xs.compactMap(\.stringValue))
+            }
+            if Set(contents.map { $0.map { $0.sorted() } }).count != 1 { wrong.append("set-\(w) differs between nodes") }
+            guard let seen = contents.first ?? nil else { continue }
+            for (e, presence) in expected where e.hasPrefix("e-\(w)-") {
+                if presence == .present && !seen.contains(e) { wrong.append("\(e) acknowledged added, missing") }
+                if presence == .absent && seen.contains(e) { wrong.append("\(e) acknowledged removed, present") }
+            }
+        }
+        v.check(wrong.isEmpty, "sets: \(expected.count) elements match the add-wins expectation on every node")
+        for l in wrong.prefix(10) { v.report += "        \(l)\n" }
+        return v
+    }
+}
+
+struct CheckFailure: Error, CustomStringConvertible {
+    let description: String
+    init(_ d: String) { description = d }
+}
+
+extension Int {
+    var isSuccess: Bool { (200..<300).contains(self) }
+}
