@@ -163,6 +163,13 @@ public final class PeerLinks {
         enqueue(Frame(kind: kind, requestID: id, payload: payload).encode(), to: address)
     }
 
+    /// Sends a one-way frame (request ID 0: the receiver does not answer). Lost like a datagram
+    /// when the link is down or its queue is full; the protocol above retries (Raft does).
+    public func send(to address: String, kind: UInt8, payload: [UInt8]) {
+        guard !isBlocked(address) else { return }
+        enqueue(Frame(kind: kind, requestID: 0, payload: payload).encode(), to: address)
+    }
+
     private func finish(_ id: UInt32, _ result: Result<Frame, TandemError>) {
         guard let p = pending.removeValue(forKey: id) else { return }
         p.timer.stop()
@@ -290,7 +297,7 @@ public final class PeerLinks {
                 let kind = frame.kind | Frame.responseBit
                 let id = frame.requestID
                 onRequest(frame, reply.peer) { [weak self, weak reply] payload in
-                    guard let self, let reply, reply.isOpen else { return }
+                    guard id != 0, let self, let reply, reply.isOpen else { return }  // 0: one-way
                     // A peer that sends requests and never reads the answers loses the link.
                     guard reply.pendingWriteBytes < self.limits.maxQueuedBytes else {
                         reply.close()
