@@ -170,6 +170,13 @@ public final class PeerLinks {
         enqueue(Frame(kind: kind, requestID: 0, payload: payload).encode(), to: address)
     }
 
+    /// The last connection attempt to `address` failed and the next one waits for its backoff:
+    /// a request now would sit queued until it times out, so callers with a fallback skip it.
+    public func isBackingOff(_ address: String) -> Bool {
+        guard let link = links[address] else { return false }
+        return link.connection == nil && loop.now < link.retryAfter
+    }
+
     private func finish(_ id: UInt32, _ result: Result<Frame, TandemError>) {
         guard let p = pending.removeValue(forKey: id) else { return }
         p.timer.stop()

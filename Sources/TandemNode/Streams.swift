@@ -361,6 +361,12 @@ final class Streams {
             after(.milliseconds(10)) { [weak self] in self?.submit(g, records, deadline: deadline, hops: hops, attempt: attempt + 1, done) }
         }
         guard let target, target != selfID, hops < 3 else { return retry() }
+        if peers.isBackingOff(target) {
+            // Just failed to connect (a dead leader, most likely): look again shortly rather
+            // than queue behind the reconnect backoff.
+            if leaderHints[g] == target { leaderHints[g] = nil }
+            return retry()
+        }
         stats.putsForwarded += 1
         let waitMs = UInt32(max(0, (deadline - now).milliseconds))
         let payload = StreamWire.encode(StreamWire.PutRequest(group: g, hops: hops + 1, waitMs: waitMs, records: records))
