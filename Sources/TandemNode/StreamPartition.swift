@@ -201,7 +201,9 @@ final class StreamPartition {
             if let hs = rd.hardState, hs.term != storedHardState.term || hs.vote != storedHardState.vote {
                 hardState = hs
             }
-            if rd.mustPersist || !unsynced.isEmpty || syncing {
+            // A commit index alone needs no fsync (it is not needed for safety).
+            let needsDisk = rd.resetLog != nil || !rd.entries.isEmpty || hardState != nil
+            if needsDisk || !unsynced.isEmpty || syncing {
                 // Messages after persist also wait for every *earlier* write to be durable.
                 unsynced.append(PendingWrite(position: rd.persistedPosition, hardState: hardState,
                                              messages: rd.messagesAfterPersist, at: loop.now))

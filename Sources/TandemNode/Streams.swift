@@ -113,7 +113,10 @@ final class Streams {
     /// puts move on without waiting out an election timeout.
     func shutdown() {
         stopping = true
-        for p in partitions.values where p.isLeader { p.transferLeadership(to: nil) }
+        for p in partitions.values where p.isLeader {
+            logger.info("handing partition leadership away", metadata: ["partition": "\(p.id)"])
+            p.transferLeadership(to: nil)
+        }
     }
 
     private func tick() {

@@ -60,6 +60,7 @@ import Glibc
 
     @Test func acknowledgedRecordsSurviveKillingTheLeader() throws {
         let cluster = try LocalCluster(size: 3, profile: "fast")
+        cluster.logLevel = "info"
         try cluster.startAll()
         #expect(Self.formed(cluster), "cluster did not form")
         let apis = cluster.nodes.map(\.api)
@@ -138,6 +139,18 @@ import Glibc
         if let caughtUp {
             #expect(caughtUp.prefix(logs[0].count).map(\.0) == logs[0].map(\.0), "restarted node's order differs")
         }
+
+        // Graceful shutdown of the leader hands leadership over; puts carry on through the others.
+        guard let current = Self.leader(cluster, "events", partition: 0, from: survivors[0]),
+              let leaving = cluster.nodes.firstIndex(where: { $0.name == current }) else {
+            Issue.record("no leader after the restart")
+            return
+        }
+        #expect(cluster.terminate(leaving) == 0)
+        #expect(cluster.log(leaving).contains("handing partition leadership away"))
+        let other = (0..<3).first { $0 != leaving }!
+        let after = Self.call("POST", apis[other], "/v1/streams/events/records", Self.putBody("k", "after-leave"))
+        #expect(after?.status == 200, "\(after?.text ?? "no answer")")
     }
 
     @Test func consumerResumesFromItsCheckpoints() throws {
