@@ -192,7 +192,10 @@ struct StreamBench: ParsableCommand {
         let (cluster, _) = try start(profile: profile)
         var samples: [Double] = []
         for run in 0..<runs {
-            guard let victim = leader(cluster) else { throw ValidationError("no leader before run \(run)") }
+            // A leader may be moving (to its preferred node) or not yet known to the node asked.
+            var found: Int?
+            _ = eventually(timeout: .seconds(20), interval: .milliseconds(50)) { found = self.leader(cluster); return found != nil }
+            guard let victim = found else { throw ValidationError("no leader before run \(run)") }
             let via = (0..<3).first { $0 != victim }!
             let api = cluster.nodes[via].api
             let clock = ContinuousClock()
@@ -210,7 +213,7 @@ struct StreamBench: ParsableCommand {
             try cluster.start(victim)
             // Let it rejoin and catch up, and leadership settle, before the next kill.
             _ = eventually(timeout: .seconds(20), interval: .milliseconds(100)) {
-                guard let l = self.leader(cluster), l != victim || run == runs - 1,
+                guard let l = self.leader(cluster),
                       let lj = self.partition(cluster, from: l), let vj = self.partition(cluster, from: victim) else { return false }
                 return lj["commitIndex"] == vj["commitIndex"] && lj["role"]?.stringValue == "leader"
             }
