@@ -827,6 +827,11 @@ public final class RaftNode {
     private func handleAppendResponse(from peer: String, success: Bool, index: UInt64, hint: LogPosition) {
         var pr = progress[peer]!
         pr.recentActive = true
+        // Entries this follower just acked that were already committed by other acks: the
+        // batches it got carried an older commit index, so tell it now rather than with the
+        // next batch or heartbeat (readers on followers wait for exactly this).
+        // (Only for an ack that moves its match: the ack of that empty append must not loop.)
+        let alreadyCommitted = success && index > pr.match && index <= commitIndex
         if success {
             if index > pr.match {
                 pr.match = index
@@ -853,7 +858,7 @@ public final class RaftNode {
             pr.next = max(pr.match + 1, min(index, probe + 1))
             progress[peer] = pr
         }
-        sendAppend(to: peer)
+        sendAppend(to: peer, commitOnly: alreadyCommitted)
     }
 
     // ==== ------------------------------------------------------------------------------------

@@ -48,6 +48,7 @@ public final class Node {
     let http: HTTPServer
     let store: LMDBStore
     let tables: Tables
+    let streams: Streams
     private let peerServer: TCPServer
     private let tickTimer: Timer
     private var signals: [SignalWatcher] = []
@@ -107,6 +108,8 @@ public final class Node {
         peerServer = try TCPServer(loop: loop, bind: bindAddress)
         peers = PeerLinks(loop: loop, server: peerServer)
         http = try HTTPServer(loop: loop, bind: apiAddress)
+        streams = Streams(loop: loop, logger: logger, selfID: bindAddress.description, isWitness: config.role == "witness",
+                          profile: config.profileName, dataDir: config.dataDir, tables: tables, peers: peers)
         tickTimer = Timer(loop: loop)
 
         try udp.start { [unowned self] bytes, from in self.receive(bytes, from: from) }
@@ -114,7 +117,7 @@ public final class Node {
         peers.isBlocked = { [unowned self] address in self.chaos.blocked.contains(address) }
         peers.delay = { [unowned self] host in self.chaos.delay(to: host) }
         http.handler = { [unowned self] request, respond in
-            if !self.tables.route(request, respond) { respond(self.route(request)) }
+            if !self.tables.route(request, respond) && !self.streams.route(request, respond) { respond(self.route(request)) }
         }
         // A launcher may have left these blocked (threads of a test runner do); leaving
         // gracefully depends on receiving them.
@@ -130,6 +133,13 @@ public final class Node {
             self.peers.request(to: to, kind: kind, payload: payload, timeout: .seconds(5), done)
         }
         tables.start()
+        streams.members = { [unowned self] in
+            self.membership.memberStates.map {
+                Streams.MemberInfo(name: $0.name, address: $0.address, api: $0.meta.api, region: $0.meta.region,
+                                   role: $0.meta.role, alive: $0.status == .alive)
+            }
+        }
+        streams.start()
         watchParent()
         for sig in [SIGINT, SIGTERM] {
             signals.append(SignalWatcher(loop: loop, signal: sig) { [unowned self] in self.shutdown() })
@@ -201,6 +211,8 @@ public final class Node {
         switch frame.kind {
         case TableNode.Kind.deltas, TableNode.Kind.digests, TableNode.Kind.stability:
             return tables.serve(kind: frame.kind, payload: frame.payload, reply: reply)
+        case let k where StreamFrameKind.all.contains(k):
+            return streams.serve(frame, reply: reply)
         case FrameKind.pushPull: break
         default:
             peers.countMalformed()
@@ -300,6 +312,7 @@ public final class Node {
         }
         logger.info("leaving cluster", metadata: ["name": "\(config.name)"])
         apply(membership.leave(now: loop.now))
+        streams.shutdown()
         let timer = Timer(loop: loop)
         shutdownTimer = timer
         timer.start(after: config.settings.leaveGrace) { [unowned self] in self.loop.stop() }

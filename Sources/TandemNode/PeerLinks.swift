@@ -174,6 +174,21 @@ public final class PeerLinks {
         return String(address[..<colon])
     }
 
+    /// Sends a one-way frame (request ID 0: the receiver does not answer). Lost like a datagram
+    /// when the link is down or its queue is full; the protocol above retries (Raft does).
+    public func send(to address: String, kind: UInt8, payload: [UInt8]) {
+        guard !isBlocked(address) else { return }
+        let bytes = Frame(kind: kind, requestID: 0, payload: payload).encode()
+        delayLine.after(delay(PeerLinks.host(of: address))) { [weak self] in self?.enqueue(bytes, to: address) }
+    }
+
+    /// The last connection attempt to `address` failed and the next one waits for its backoff:
+    /// a request now would sit queued until it times out, so callers with a fallback skip it.
+    public func isBackingOff(_ address: String) -> Bool {
+        guard let link = links[address] else { return false }
+        return link.connection == nil && loop.now < link.retryAfter
+    }
+
     private func finish(_ id: UInt32, _ result: Result<Frame, TandemError>) {
         guard let p = pending.removeValue(forKey: id) else { return }
         p.timer.stop()
@@ -302,6 +317,7 @@ public final class PeerLinks {
                 let id = frame.requestID
                 let delay = reply.peer.map { self.delay(PeerLinks.host(of: $0.description)) } ?? .zero
                 onRequest(frame, reply.peer) { [weak self, weak reply] payload in
+                    guard id != 0 else { return }  // 0: one-way, no answer
                     self?.delayLine.after(delay) { self?.respond(on: reply, kind: kind, id: id, payload: payload) }
                 }
             }

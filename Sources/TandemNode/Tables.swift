@@ -11,6 +11,12 @@ final class Tables {
     static let catalogPrefix: [UInt8] = [0x01]
     static let itemPrefix: [UInt8] = [0x02]
     static let stabilityKey: [UInt8] = [0x03]
+    /// Tables the node keeps for itself (stream catalog, consumer checkpoints). Every node starts
+    /// with the same catalog entry for them (a fixed timestamp), so no two nodes ever create
+    /// competing incarnations of them, and clients can neither create nor drop them.
+    static let reserved: [(name: String, schema: KeySchema)] = [
+        ("_streams", KeySchema(partitionKey: "name")), ("_checkpoints", KeySchema(partitionKey: "id")),
+    ]
 
     /// Tables, clock and every replication decision (pure; `GlobalTable.TableNode`).
     let core: TableNode
@@ -54,6 +60,9 @@ final class Tables {
             let name = String(decoding: key.dropFirst(), as: UTF8.self)
             guard let entry = try TableSyncCodec.decodeDeltas(value).catalog[name] else { continue }
             core.load(catalogEntry: entry, name: name)
+        }
+        for r in Tables.reserved where core.replicas[r.name] == nil {
+            core.load(catalogEntry: CatalogEntry(schema: r.schema, at: HLC(time: 1 << 16, node: 0)), name: r.name)
         }
         for (key, value) in try store.scan(prefix: Tables.itemPrefix) {
             var r = ByteReader(key, from: 1)
@@ -189,6 +198,7 @@ final class Tables {
     private func describe(_ r: TableReplica) -> HTTPResponse { json(200, tableJSON(r)) }
 
     private func createTable(_ name: String, _ body: [UInt8], _ respond: @escaping (HTTPResponse) -> Void) throws {
+        guard !name.hasPrefix("_") else { throw TandemError(.badRequest, "table names starting with '_' are reserved") }
         guard name.utf8.count >= 3, name.utf8.count <= 255,
               name.unicodeScalars.allSatisfy({ CharacterSet.alphanumerics.contains($0) || "_.-".unicodeScalars.contains($0) }) else {
             throw TandemError(.badRequest, "table names are 3 to 255 characters of letters, digits, '_', '.' and '-'")
@@ -207,6 +217,7 @@ final class Tables {
     }
 
     private func deleteTable(_ name: String, _ respond: @escaping (HTTPResponse) -> Void) throws {
+        guard !name.hasPrefix("_") else { throw TandemError(.badRequest, "table names starting with '_' are reserved") }
         syncMembers()
         let writes = try core.deleteTable(name, wallMs: Tables.wallMs())
         scheduleFlush()

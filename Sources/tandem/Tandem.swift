@@ -9,7 +9,8 @@ struct Tandem: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tandem",
         abstract: "Active-active multi-region infrastructure for contact centers.",
-        subcommands: [NodeCommand.self, MembersCommand.self, TableCommand.self, DemoCommand.self, BenchCommand.self, HTTPCommand.self, CheckCommand.self])
+        subcommands: [NodeCommand.self, MembersCommand.self, TableCommand.self, StreamCommand.self, DemoCommand.self, BenchCommand.self,
+                      HTTPCommand.self, CheckCommand.self])
 }
 
 struct NodeCommand: ParsableCommand {

@@ -1,0 +1,336 @@
+import CLibUV
+import Foundation
+import StreamLog
+import TandemCore
+
+/// Latency histogram in milliseconds for `/metrics` (cumulative buckets, Prometheus style).
+struct LatencyHistogram {
+    static let boundsMs: [Double] = [0.1, 0.25, 0.5, 1, 2, 5, 10, 25, 50, 100, 250, 1000, 5000]
+    private(set) var counts = [Int](repeating: 0, count: LatencyHistogram.boundsMs.count + 1)
+    private(set) var sumMs = 0.0
+
+    mutating func record(_ d: Duration) {
+        let ms = d.milliseconds
+        counts[LatencyHistogram.boundsMs.firstIndex { ms <= $0 } ?? LatencyHistogram.boundsMs.count] += 1
+        sumMs += ms
+    }
+
+    func render(_ name: String, labels: String) -> String {
+        var out = ""
+        var cumulative = 0
+        for (i, bound) in LatencyHistogram.boundsMs.enumerated() {
+            cumulative += counts[i]
+            out += "\(name)_bucket{\(labels),le=\"\(bound)\"} \(cumulative)\n"
+        }
+        cumulative += counts.last!
+        out += "\(name)_bucket{\(labels),le=\"+Inf\"} \(cumulative)\n"
+        out += "\(name)_sum{\(labels)} \(sumMs)\n\(name)_count{\(labels)} \(cumulative)\n"
+        return out
+    }
+}
+
+/// One partition replica on this node: a `RaftNode`, its `SegmentLog` and hard-state file, and
+/// the shell loop around them (ready → write + send → apply → fsync on the pool → appended).
+///
+/// Group commit: `ready()` entries go to the page cache at once; a single fsync runs at a time
+/// on libuv's thread pool and covers every write made before it started, so under load one
+/// fsync acknowledges many appends. Votes and acks (`messagesAfterPersist`) and
+/// `appended(through:)` wait for the fsync that covers them; the leader's replication traffic
+/// does not (thesis §10.2.1).
+final class StreamPartition {
+    let id: GroupID
+    let raft: RaftNode
+    let log: SegmentLog
+    let directory: String
+    /// Voters in preference order: the first is where this partition's leader should live.
+    let preferred: [String]
+    private let hardStateFile: RaftHardStateFile
+    private let loop: EventLoop
+    private let tickTimer: Timer
+    private var scheduledTick: Instant?
+    /// Carries messages to peers (batched per destination by `Streams`).
+    private let send: (String, GroupID, RaftMessage) -> Void
+    private let fatal: (String) -> Void
+
+    /// A write made to the page cache, waiting for the fsync that covers it.
+    private struct PendingWrite {
+        var position: LogPosition?
+        var hardState: HardState?
+        var messages: [RaftOutgoing]
+        var at: Instant
+    }
+    private var unsynced: [PendingWrite] = []
+    private var syncing = false
+    /// Term and vote as last written (the commit index is written only along with them: it is
+    /// not needed for safety, and writing it on every commit would cost an fsync each).
+    private var storedHardState: HardState
+
+    /// Puts proposed here, waiting to commit (in proposal order).
+    struct Waiter {
+        var range: ClosedRange<UInt64>
+        var term: UInt64
+        var proposedAt: Instant
+        var deadline: Instant
+        var done: (Result<ClosedRange<UInt64>, PutFailure>) -> Void
+    }
+    private var waiters: [Waiter] = []
+    /// Long-polling readers, woken when the commit index moves.
+    private var readWaiters: [(deadline: Instant, wake: () -> Void)] = []
+
+    // Metrics.
+    private(set) var appendLatency = LatencyHistogram()
+    private(set) var fsyncLatency = LatencyHistogram()
+    private(set) var fsyncs = 0
+    private(set) var writesSynced = 0
+    private(set) var leaderSince: Instant?
+
+    init(id: GroupID, directory: String, configuration: RaftConfiguration, preferred: [String], selfID: String,
+         settings: RaftSettings, loop: EventLoop,
+         send: @escaping (String, GroupID, RaftMessage) -> Void, fatal: @escaping (String) -> Void) throws {
+        self.id = id
+        self.directory = directory
+        self.preferred = preferred
+        self.loop = loop
+        self.send = send
+        self.fatal = fatal
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        log = try SegmentLog(directory: directory + "/log")
+        hardStateFile = RaftHardStateFile(path: directory + "/hardstate")
+        let loaded = try hardStateFile.load()
+        let hs = HardState(term: loaded?.term ?? 0, vote: loaded?.vote, commit: loaded?.commit ?? 0)
+        storedHardState = hs
+        var start = loop.now
+        // A brand-new group on its preferred node campaigns early (its election deadline is
+        // drawn from an earlier start), so a new stream gets a leader, and the leader its
+        // preferred node, without waiting out a whole election timeout.
+        if loaded == nil && preferred.first == selfID {
+            let back = settings.electionTimeout.nanoseconds * 2 - Duration.milliseconds(50).nanoseconds
+            start = Instant(nanoseconds: start.nanoseconds - UInt64(max(0, back)))
+        }
+        raft = RaftNode(id: selfID, configuration: configuration, hardState: hs, storage: log, settings: settings,
+                        applied: hs.commit, seed: UInt64.random(in: .min ... .max), now: start)
+        tickTimer = Timer(loop: loop)
+        drive()
+    }
+
+    deinit { tickTimer.stop() }
+
+    var isLeader: Bool { raft.role == .leader }
+    var canPropose: Bool { raft.role == .leader && raft.transfer == nil }
+
+    // ==== ------------------------------------------------------------------------------------
+    // MARK: Inputs
+
+    func step(_ m: RaftMessage) {
+        raft.step(m, now: loop.now)
+        drive()
+    }
+
+    /// Proposes records (leader only); `done` runs once they commit or cannot.
+    func propose(_ records: [[UInt8]], wallMs: UInt64, commitTimeout: Duration,
+                 _ done: @escaping (Result<ClosedRange<UInt64>, PutFailure>) -> Void) throws(RaftError) {
+        let now = loop.now
+        let range = try raft.propose(records, timestamp: wallMs, now: now)
+        waiters.append(Waiter(range: range, term: raft.term, proposedAt: now, deadline: now + commitTimeout, done: done))
+        drive()
+    }
+
+    func waitForCommit(until deadline: Instant, _ wake: @escaping () -> Void) {
+        readWaiters.append((deadline, wake))
+    }
+
+    /// Expires puts and long polls past their deadlines (called from the housekeeping timer).
+    func expire(now: Instant) {
+        if waiters.contains(where: { $0.deadline <= now }) {
+            let (late, keep) = (waiters.filter { $0.deadline <= now }, waiters.filter { $0.deadline > now })
+            waiters = keep
+            for w in late {
+                w.done(.failure(PutFailure(status: 503, code: "timeout",
+                                           message: "not committed in time (it may still commit); retry with care", retryable: true)))
+            }
+        }
+        if readWaiters.contains(where: { $0.deadline <= now }) {
+            let late = readWaiters.filter { $0.deadline <= now }
+            readWaiters.removeAll { $0.deadline <= now }
+            for r in late { r.wake() }
+        }
+    }
+
+    /// Hands leadership away (graceful shutdown) or to `target` (spreading leaders).
+    func transferLeadership(to target: String?) {
+        guard raft.role == .leader else { return }
+        try? raft.transferLeadership(to: target, now: loop.now)
+        drive()
+    }
+
+    /// Durably records the commit index as well (graceful shutdown: readers restart with it).
+    func close() {
+        tickTimer.stop()
+        let hs = raft.hardState
+        if hs != storedHardState, raft.persistedIndex >= hs.commit {
+            try? hardStateFile.store(RaftHardState(term: hs.term, vote: hs.vote, commit: hs.commit))
+        }
+        for w in waiters { w.done(.failure(PutFailure(status: 503, code: "shutting_down", message: "node is stopping", retryable: true))) }
+        waiters = []
+        for r in readWaiters { r.wake() }
+        readWaiters = []
+    }
+
+    // ==== ------------------------------------------------------------------------------------
+    // MARK: The shell loop
+
+    private func drive() {
+        var committed = false
+        while raft.hasReady {
+            let rd = raft.ready()
+            if let soft = rd.softState {
+                leaderSince = soft.role == .leader ? loop.now : nil
+            }
+            do {
+                if let reset = rd.resetLog { try log.reset(after: reset.index, term: reset.term) }
+                if !rd.entries.isEmpty { try log.append(rd.entries) }
+            } catch {
+                return fatal("stream \(id): cannot write the log: \(error)")
+            }
+            for m in rd.messages { send(m.to, id, m.message) }
+            if !rd.committedEntries.isEmpty {
+                committed = true
+                applyCommitted(through: rd.committedEntries.last!.index)
+            }
+            var hardState: HardState?
+            if let hs = rd.hardState, hs.term != storedHardState.term || hs.vote != storedHardState.vote {
+                hardState = hs
+            }
+            // A commit index alone needs no fsync (it is not needed for safety).
+            let needsDisk = rd.resetLog != nil || !rd.entries.isEmpty || hardState != nil
+            if needsDisk || !unsynced.isEmpty || syncing {
+                // Messages after persist also wait for every *earlier* write to be durable.
+                unsynced.append(PendingWrite(position: rd.persistedPosition, hardState: hardState,
+                                             messages: rd.messagesAfterPersist, at: loop.now))
+            } else {
+                for m in rd.messagesAfterPersist { send(m.to, id, m.message) }
+            }
+        }
+        if committed { wakeReaders() }
+        if !unsynced.isEmpty && !syncing { startSync() }
+        scheduleTick()
+    }
+
+    private func scheduleTick() {
+        let next = raft.nextDeadline
+        if let s = scheduledTick, s <= next, s > loop.now { return }
+        scheduledTick = next
+        let now = loop.now
+        tickTimer.start(after: next > now ? next - now : .zero) { [weak self] in
+            guard let self else { return }
+            self.scheduledTick = nil
+            self.raft.tick(now: self.loop.now)
+            self.drive()
+        }
+    }
+
+    /// Answers the puts whose records are now committed, or lost to a leader change.
+    private func applyCommitted(through index: UInt64) {
+        guard !waiters.isEmpty else { return }
+        let now = loop.now
+        var keep: [Waiter] = []
+        for w in waiters {
+            guard w.range.upperBound <= index else {
+                keep.append(w)
+                continue
+            }
+            // Same term at both ends: in one term only one leader appends, so this is our run.
+            if raft.term(at: w.range.lowerBound) == w.term && raft.term(at: w.range.upperBound) == w.term {
+                appendLatency.record(now - w.proposedAt)
+                w.done(.success(w.range))
+            } else {
+                w.done(.failure(PutFailure(status: 503, code: "leader_changed",
+                                           message: "the leader changed before the records committed; they were not written", retryable: true)))
+            }
+        }
+        waiters = keep
+    }
+
+    private func wakeReaders() {
+        guard !readWaiters.isEmpty else { return }
+        let woken = readWaiters
+        readWaiters = []
+        for r in woken { r.wake() }
+    }
+
+    // ==== ------------------------------------------------------------------------------------
+    // MARK: Group commit
+
+    private final class SyncJob: @unchecked Sendable {
+        let log: SegmentLog
+        let hardStateFile: RaftHardStateFile
+        let hardState: HardState?
+        let taken: [PendingWrite]
+        let started: Instant
+        var error: Error?
+        weak var owner: StreamPartition?
+        init(log: SegmentLog, hardStateFile: RaftHardStateFile, hardState: HardState?, taken: [PendingWrite], started: Instant,
+             owner: StreamPartition) {
+            self.taken = taken
+            self.started = started
+            self.log = log
+            self.hardStateFile = hardStateFile
+            self.hardState = hardState
+            self.owner = owner
+        }
+    }
+
+    private func startSync() {
+        let taken = unsynced
+        unsynced = []
+        syncing = true
+        let started = loop.now
+        let hs = taken.last { $0.hardState != nil }?.hardState
+        let job = SyncJob(log: log, hardStateFile: hardStateFile, hardState: hs, taken: taken, started: started, owner: self)
+        let req = UnsafeMutablePointer<uv_work_t>.allocate(capacity: 1)
+        req.pointee.data = Unmanaged.passRetained(job).toOpaque()
+        uv_queue_work(loop.raw, req, { req in
+            let job = Unmanaged<SyncJob>.fromOpaque(req!.pointee.data).takeUnretainedValue()
+            do {
+                // Entries first, then term and vote (Raft's order: a vote names a log).
+                try job.log.sync()
+                if let hs = job.hardState {
+                    try job.hardStateFile.store(RaftHardState(term: hs.term, vote: hs.vote, commit: hs.commit))
+                }
+            } catch {
+                job.error = error
+            }
+        }, { req, _ in
+            let job = Unmanaged<SyncJob>.fromOpaque(req!.pointee.data).takeRetainedValue()
+            req!.deallocate()
+            job.owner?.synced(job.taken, job: job, started: job.started)
+        })
+    }
+
+    private func synced(_ taken: [PendingWrite], job: SyncJob, started: Instant) {
+        syncing = false
+        if let error = job.error { return fatal("stream \(id): fsync failed: \(error)") }
+        let now = loop.now
+        fsyncLatency.record(now - started)
+        fsyncs += 1
+        writesSynced += taken.count
+        if let hs = job.hardState { storedHardState = hs }
+        let durable = log.durableIndex
+        for w in taken {
+            if let p = w.position {
+                // A suffix cut while the fsync ran may have replaced these entries: then they
+                // are not what was synced, and saying so (acks) would be a lie. Dropping is loss.
+                guard p.index <= durable, log.term(at: p.index) == p.term || p.index < log.firstIndex else { continue }
+                raft.appended(through: p, now: now)
+            }
+            for m in w.messages { send(m.to, id, m.message) }
+        }
+        drive()
+    }
+
+    // ==== ------------------------------------------------------------------------------------
+    // MARK: Views
+
+    var commitIndex: UInt64 { raft.commitIndex }
+    var pendingPuts: Int { waiters.count }
+}

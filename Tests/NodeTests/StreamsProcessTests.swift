@@ -1,0 +1,243 @@
+import Foundation
+import TandemCore
+import TandemNode
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Streams on real processes: acknowledged records survive `kill -9` of the leader in the
+/// same order on every node, a restarted node catches up, consumers resume from checkpoints,
+/// and bad input gets JSON errors.
+@Suite(.serialized) struct StreamsProcessTests {
+    static func call(_ method: String, _ api: String, _ path: String, _ body: String? = nil,
+                     timeout: Duration = .seconds(5)) -> HTTPClient.Response? {
+        try? HTTPClient.request(method, api, path, body: body.map { Array($0.utf8) }, timeout: timeout)
+    }
+
+    static func formed(_ cluster: LocalCluster) -> Bool {
+        let n = cluster.nodes.count
+        return eventually(timeout: .seconds(20)) {
+            (0..<n).allSatisfy { i in cluster.view(from: i)?.values.filter { $0.status == "alive" }.count == n }
+        }
+    }
+
+    /// Name of partition `p`'s leader as node `i` sees it.
+    static func leader(_ cluster: LocalCluster, _ stream: String, partition p: Int, from i: Int) -> String? {
+        guard let r = call("GET", cluster.nodes[i].api, "/v1/streams/\(stream)"), r.status == 200,
+              let j = try? JSON.parse(r.body), case .array(let parts)? = j["partitionDetails"], parts.count > p else { return nil }
+        return parts[p]["leader"]?.stringValue
+    }
+
+    /// Every record of a partition as `(sequence, key, data)`, read from node `api` page by page.
+    static func readAll(_ api: String, _ stream: String, partition p: Int) -> [(UInt64, String, String)]? {
+        var out: [(UInt64, String, String)] = []
+        var from = "trim-horizon"
+        while true {
+            guard let r = call("GET", api, "/v1/streams/\(stream)/partitions/\(p)/records?from=\(from)&limit=1000"), r.status == 200,
+                  let j = try? JSON.parse(r.body), case .array(let records)? = j["records"], let next = j["next"]?.stringValue else { return nil }
+            for rec in records {
+                guard let seq = rec["sequence"]?.stringValue.flatMap({ UInt64($0) }), let key = rec["key"]?.stringValue,
+                      let data = rec["data"]?.stringValue.flatMap({ Base64.decode($0) }) else { return nil }
+                out.append((seq, key, String(decoding: data, as: UTF8.self)))
+            }
+            if records.isEmpty { return out }
+            from = next
+        }
+    }
+
+    static func putBody(_ key: String, _ data: String) -> String {
+        "{\"key\":\"\(key)\",\"data\":\"\(Base64.encode(Array(data.utf8)))\"}"
+    }
+
+    final class Acks: @unchecked Sendable {
+        let lock = NSLock()
+        var acked: [UInt64: String] = [:]
+        var stop = false
+        var count: Int { lock.lock(); defer { lock.unlock() }; return acked.count }
+    }
+
+    @Test func acknowledgedRecordsSurviveKillingTheLeader() throws {
+        let cluster = try LocalCluster(size: 3, profile: "fast")
+        cluster.logLevel = "info"
+        try cluster.startAll()
+        #expect(Self.formed(cluster), "cluster did not form")
+        let apis = cluster.nodes.map(\.api)
+        let create = Self.call("PUT", apis[0], "/v1/streams/events", #"{"partitions":1,"retentionHours":24}"#)
+        #expect(create?.status == 201, "\(create?.text ?? "no answer")")
+        #expect(eventually(timeout: .seconds(10)) { Self.leader(cluster, "events", partition: 0, from: 0) != nil }, "no leader elected")
+
+        // Three writers, one through each node, each record named by its writer and number.
+        let acks = Acks()
+        let writers = (0..<3).map { w in
+            Thread {
+                var i = 0
+                while true {
+                    acks.lock.lock(); let stop = acks.stop; acks.lock.unlock()
+                    if stop { return }
+                    i += 1
+                    let data = "w\(w)-\(i)"
+                    guard let r = Self.call("POST", apis[w], "/v1/streams/events/records", Self.putBody("k\(w)", data), timeout: .seconds(3)),
+                          r.status == 200, let seq = (try? JSON.parse(r.body))?["sequence"]?.stringValue.flatMap({ UInt64($0) }) else {
+                        usleep(5_000)
+                        continue
+                    }
+                    acks.lock.lock(); acks.acked[seq] = data; acks.lock.unlock()
+                }
+            }
+        }
+        for t in writers { t.start() }
+        #expect(eventually(timeout: .seconds(20)) { acks.count >= 150 }, "writers did not get going")
+
+        guard let leaderName = Self.leader(cluster, "events", partition: 0, from: 0),
+              let victim = cluster.nodes.firstIndex(where: { $0.name == leaderName }) else {
+            Issue.record("no leader to kill")
+            return
+        }
+        let before = acks.count
+        cluster.kill9(victim)
+        #expect(eventually(timeout: .seconds(20)) { acks.count >= before + 150 }, "puts did not resume after the leader was killed")
+        acks.lock.lock(); acks.stop = true; acks.lock.unlock()
+        _ = eventually(timeout: .seconds(10)) { writers.allSatisfy(\.isFinished) }
+        acks.lock.lock(); let acked = acks.acked; acks.lock.unlock()
+
+        // Every acknowledged record, at its sequence, on every surviving node, in the same order.
+        let survivors = (0..<3).filter { $0 != victim }
+        var logs: [[(UInt64, String, String)]] = []
+        for i in survivors {
+            var log: [(UInt64, String, String)]?
+            _ = eventually(timeout: .seconds(10)) {
+                log = Self.readAll(apis[i], "events", partition: 0)
+                return log.map { l in acked.keys.allSatisfy { seq in l.contains { $0.0 == seq } } } ?? false
+            }
+            guard let log else {
+                Issue.record("cannot read from \(cluster.nodes[i].name)")
+                return
+            }
+            let bySeq = Dictionary(log.map { ($0.0, $0.2) }, uniquingKeysWith: { a, _ in a })
+            let missing = acked.filter { bySeq[$0.key] != $0.value }
+            #expect(missing.isEmpty, "\(cluster.nodes[i].name) lacks \(missing.count) acknowledged records, e.g. \(missing.sorted { $0.key < $1.key }.prefix(3))")
+            #expect(zip(log, log.dropFirst()).allSatisfy { $0.0 < $1.0 }, "sequences not increasing on \(cluster.nodes[i].name)")
+            logs.append(log)
+        }
+        let common = min(logs[0].count, logs[1].count)
+        #expect(logs[0].prefix(common).map(\.0) == logs[1].prefix(common).map(\.0)
+                && logs[0].prefix(common).map(\.2) == logs[1].prefix(common).map(\.2), "survivors disagree on the order")
+        // No record appears twice (a retried put may be written twice only if the first failed).
+        let datas = logs[0].map(\.2)
+        #expect(Set(datas).count == datas.count || datas.count - Set(datas).count < 20, "many duplicates")
+
+        // The killed node comes back and catches up: it serves every acknowledged record too.
+        try cluster.start(victim)
+        var caughtUp: [(UInt64, String, String)]?
+        let ok = eventually(timeout: .seconds(20), interval: .milliseconds(100)) {
+            caughtUp = Self.readAll(apis[victim], "events", partition: 0)
+            return (caughtUp?.count ?? 0) >= logs[0].count
+        }
+        #expect(ok, "restarted node did not catch up (\(caughtUp?.count ?? -1) of \(logs[0].count))")
+        if let caughtUp {
+            #expect(caughtUp.prefix(logs[0].count).map(\.0) == logs[0].map(\.0), "restarted node's order differs")
+        }
+
+        // Graceful shutdown of the leader hands leadership over; puts carry on through the others.
+        guard let current = Self.leader(cluster, "events", partition: 0, from: survivors[0]),
+              let leaving = cluster.nodes.firstIndex(where: { $0.name == current }) else {
+            Issue.record("no leader after the restart")
+            return
+        }
+        #expect(cluster.terminate(leaving) == 0)
+        #expect(cluster.log(leaving).contains("handing partition leadership away"))
+        let other = (0..<3).first { $0 != leaving }!
+        let after = Self.call("POST", apis[other], "/v1/streams/events/records", Self.putBody("k", "after-leave"))
+        #expect(after?.status == 200, "\(after?.text ?? "no answer")")
+    }
+
+    @Test func consumerResumesFromItsCheckpoints() throws {
+        let cluster = try LocalCluster(size: 1, profile: "fast")
+        try cluster.start(0)
+        #expect(Self.formed(cluster))
+        let api = cluster.nodes[0].api
+        #expect(Self.call("PUT", api, "/v1/streams/agent-events", #"{"partitions":2}"#)?.status == 201)
+        var expected: [String] = []
+        for i in 0..<30 {
+            let r = Self.call("POST", api, "/v1/streams/agent-events/records", Self.putBody("a-\(i % 7)", "event-\(i)"))
+            #expect(r?.status == 200, "\(r?.text ?? "no answer")")
+            expected.append("event-\(i)")
+        }
+
+        // Checkpoints by hand: absent, set, read back; bad ones refused.
+        #expect(Self.call("GET", api, "/v1/streams/agent-events/consumers/manual/checkpoints/0")?.status == 404)
+        #expect(Self.call("PUT", api, "/v1/streams/agent-events/consumers/manual/checkpoints/0", #"{"sequence":"7"}"#)?.status == 200)
+        let got = Self.call("GET", api, "/v1/streams/agent-events/consumers/manual/checkpoints/0")
+        #expect(got.flatMap { try? JSON.parse($0.body) }?["sequence"]?.stringValue == "00000000000000000007")
+        #expect(Self.call("PUT", api, "/v1/streams/agent-events/consumers/manual/checkpoints/0", #"{"sequence":"x"}"#)?.status == 400)
+        #expect(Self.call("PUT", api, "/v1/streams/agent-events/consumers/manual/checkpoints/9", #"{"sequence":"1"}"#)?.status == 404)
+
+        // `tandem stream consume` twice: the second run starts after what the first checkpointed.
+        func consume(max: Int, run: Int) throws -> [(partition: Int, sequence: UInt64, data: String)] {
+            let log = "\(cluster.root)/consume-\(run).out"
+            let pid = try spawn(cluster.binary, ["stream", "consume", "agent-events", "--consumer", "wallboard", "--max", "\(max)", "--api", api], log: log)
+            #expect(waitExit(pid) == 0)
+            let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+            return text.split(separator: "\n").compactMap { line in
+                let f = line.split(separator: " ", maxSplits: 3).map(String.init)
+                guard f.count == 4, let p = Int(f[0]), let s = UInt64(f[1]) else { return nil }
+                return (p, s, f[3])
+            }
+        }
+        let first = try consume(max: 12, run: 1)
+        let second = try consume(max: 18, run: 2)
+        #expect(first.count == 12 && second.count == 18, "\(first.count) then \(second.count) records")
+        let all = first + second
+        #expect(Set(all.map(\.data)) == Set(expected), "consumers missed or invented records")
+        for p in 0..<2 {
+            let seqs = all.filter { $0.partition == p }.map(\.sequence)
+            #expect(zip(seqs, seqs.dropFirst()).allSatisfy { $0 < $1 }, "partition \(p) out of order or repeated: \(seqs)")
+        }
+    }
+
+    @Test func badInputGetsJSONErrorsAndIsCounted() throws {
+        let cluster = try LocalCluster(size: 1, profile: "fast")
+        try cluster.start(0)
+        #expect(Self.formed(cluster))
+        let api = cluster.nodes[0].api
+        #expect(Self.call("PUT", api, "/v1/streams/s1", #"{"partitions":2}"#)?.status == 201)
+        #expect(Self.call("PUT", api, "/v1/streams/s1", #"{"partitions":3}"#)?.status == 409)
+        let big = String(repeating: "A", count: 1_500_000)
+        let cases: [(String, String, String?, Int)] = [
+            ("POST", "/v1/streams/nope/records", Self.putBody("k", "x"), 404),
+            ("GET", "/v1/streams/nope", nil, 404),
+            ("GET", "/v1/streams/nope/partitions/0/records", nil, 404),
+            ("GET", "/v1/streams/s1/partitions/7/records", nil, 404),
+            ("POST", "/v1/streams/s1/records", "{not json", 400),
+            ("POST", "/v1/streams/s1/records", #"{"key":"k","data":"%%%"}"#, 400),
+            ("POST", "/v1/streams/s1/records", #"{"data":"AAAA"}"#, 400),
+            ("POST", "/v1/streams/s1/records", #"{"records":[]}"#, 400),
+            ("POST", "/v1/streams/s1/records", "{\"key\":\"k\",\"data\":\"\(big)\"}", 413),
+            ("GET", "/v1/streams/s1/partitions/0/records?from=sideways", nil, 400),
+            ("GET", "/v1/streams/s1/partitions/0/records?from=at:12x", nil, 400),
+            ("GET", "/v1/streams/s1/partitions/0/records?limit=0", nil, 400),
+            ("GET", "/v1/streams/s1/partitions/0/records?waitMs=99999999", nil, 400),
+            ("PUT", "/v1/streams/bad%20name", "{}", 400),
+            ("PUT", "/v1/streams/s2", #"{"partitions":0}"#, 400),
+            ("PUT", "/v1/streams/s2", #"{"partitions":"four"}"#, 400),
+            ("PATCH", "/v1/streams/s1", "{}", 405),
+        ]
+        for (method, path, body, status) in cases {
+            let r = Self.call(method, api, path, body)
+            #expect(r?.status == status, "\(method) \(path): \(r?.status ?? -1) \(r?.text.prefix(200) ?? "")")
+            #expect(r.flatMap { try? JSON.parse($0.body) }?["error"]?.stringValue != nil, "\(method) \(path): not a JSON error")
+        }
+        // Still serving, and the errors are counted.
+        let ok = Self.call("POST", api, "/v1/streams/s1/records", Self.putBody("k", "fine"))
+        #expect(ok?.status == 200, "\(ok?.text ?? "no answer")")
+        let metrics = Self.call("GET", api, "/metrics")?.text ?? ""
+        let counted = metrics.split(separator: "\n").filter { $0.hasPrefix("tandem_stream_errors_total{") }
+            .compactMap { Double($0.split(separator: " ").last ?? "") }.reduce(0, +)
+        #expect(counted >= Double(cases.count), "errors counted: \(counted)")
+        // Deleting the stream makes it unknown.
+        #expect(Self.call("DELETE", api, "/v1/streams/s1")?.status == 200)
+        #expect(Self.call("GET", api, "/v1/streams/s1")?.status == 404)
+    }
+}
