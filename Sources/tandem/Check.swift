@@ -59,6 +59,12 @@ final class CheckRun: @unchecked Sendable {
     var counterAcked = [Int](repeating: 0, count: CheckRun.counters)
     var counterMaybe = [Int](repeating: 0, count: CheckRun.counters)
     enum Presence { case present, absent, either }
+    /// Stream records: payload → (partition, sequence) when acknowledged; payloads whose put
+    /// failed or timed out may or may not be in the log.
+    var recordsAcked: [String: (partition: Int, sequence: String)] = [:]
+    var recordsMaybe: Set<String> = []
+    static let partitions = 3
+    var stream: String { "check-\(run)" }
     var elements: [String: Presence] = [:]
 
     init(apis: [String], regions: [String], nemesis: String, seed: UInt64) {
@@ -81,6 +87,12 @@ final class CheckRun: @unchecked Sendable {
               eventually(timeout: .seconds(30), { self.apis.indices.allSatisfy { self.call("GET", $0, "/v1/tables/check")?.status == 200 } }) else {
             throw CheckFailure("the table 'check' did not reach every node")
         }
+        let body = #"{"partitions":\#(CheckRun.partitions),"retentionHours":24}"#
+        guard eventually(timeout: .seconds(30), { self.call("PUT", 0, "/v1/streams/\(self.stream)", body)?.status.isSuccess ?? false }),
+              eventually(timeout: .seconds(30), { self.apis.indices.allSatisfy { self.call("GET", $0, "/v1/streams/\(self.stream)")?.status == 200 } }),
+              eventually(timeout: .seconds(30), { self.call("POST", 0, "/v1/streams/\(self.stream)/records", #"{"key":"warm-up","data":"AA=="}"#)?.status == 200 }) else {
+            throw CheckFailure("the stream '\(stream)' did not become writable on every node")
+        }
     }
 
     /// Runs a fault command and waits for it (posix_spawn + waitpid: Foundation's Process can
@@ -96,7 +108,25 @@ final class CheckRun: @unchecked Sendable {
     // ==== ------------------------------------------------------------------------------------
     // MARK: Workloads
 
-    func startWorkloads(counterWriters: Int, setWriters: Int) {
+    func startWorkloads(counterWriters: Int, setWriters: Int, streamWriters: Int = 2) {
+        for w in 0..<streamWriters {
+            threads.append(Thread { [self] in
+                var local = SeededGenerator(seed: UInt64(w) &+ 4242)
+                var i = 0
+                while !isStopping {
+                    i += 1
+                    let payload = "\(run)-\(w)-\(i)", node = Int(local.next() % UInt64(apis.count))
+                    let body = #"{"key":"k-\#(i % 64)","data":"\#(Base64.encode(Array(payload.utf8)))"}"#
+                    let r = call("POST", node, "/v1/streams/\(stream)/records", body, timeout: .seconds(4))
+                    if r?.status == 200, let j = try? JSON.parse(r!.body), case .number(let p)? = j["partition"], let seq = j["sequence"]?.stringValue {
+                        lock.withLock { recordsAcked[payload] = (Int(p) ?? -1, seq) }
+                    } else {
+                        lock.withLock { _ = recordsMaybe.insert(payload) }
+                        Thread.sleep(forTimeInterval: 0.05)
+                    }
+                }
+            })
+        }
         for w in 0..<counterWriters {
             threads.append(Thread { [self] in
                 var local = SeededGenerator(seed: UInt64(w) &+ 77)
@@ -233,7 +263,53 @@ final class CheckRun: @unchecked Sendable {
         }
         v.check(wrong.isEmpty, "sets: \(expected.count) elements match the add-wins expectation on every node")
         for l in wrong.prefix(10) { v.report += "        \(l)\n" }
+        verifyStream(&v)
         return v
+    }
+
+    /// A partition's whole log as one node serves it: (sequence, payload) in order.
+    func readAll(_ node: Int, partition p: Int) -> [(String, String)]? {
+        var out: [(String, String)] = []
+        var from = "trim-horizon"
+        while true {
+            guard let r = call("GET", node, "/v1/streams/\(stream)/partitions/\(p)/records?from=\(from)&limit=1000", timeout: .seconds(5)),
+                  r.status == 200, let j = try? JSON.parse(r.body), case .array(let records)? = j["records"] else { return nil }
+            for rec in records {
+                guard let seq = rec["sequence"]?.stringValue, let data = rec["data"]?.stringValue, let bytes = Base64.decode(data) else { return nil }
+                out.append((seq, String(decoding: bytes, as: UTF8.self)))
+            }
+            guard !records.isEmpty, let next = j["next"]?.stringValue else { return out }
+            from = next
+        }
+    }
+
+    /// Every acknowledged record exactly once, at its sequence, in the same order on every
+    /// replica; nothing that was not put.
+    func verifyStream(_ v: inout Verdict) {
+        let (acked, maybe) = lock.withLock { (recordsAcked, recordsMaybe) }
+        var problems: [String] = []
+        var logs: [[[(String, String)]]] = []
+        // Replicas catch up to the commit index after the heal: wait until they agree.
+        let agreed = eventually(timeout: .seconds(60), interval: .milliseconds(500)) {
+            logs = (0..<CheckRun.partitions).map { p in self.apis.indices.map { self.readAll($0, partition: p) ?? [] } }
+            return logs.allSatisfy { perNode in perNode.dropFirst().allSatisfy { $0.map(\.0) == perNode[0].map(\.0) && $0.map(\.1) == perNode[0].map(\.1) } }
+        }
+        if !agreed { problems.append("replicas of some partition still differ 60 s after the heal") }
+        var found: [String: (Int, String)] = [:]
+        for (p, perNode) in logs.enumerated() {
+            for (seq, payload) in perNode.first ?? [] where payload != "\u{0}" {
+                if found[payload] != nil { problems.append("\(payload) appears twice") }
+                found[payload] = (p, seq)
+                if acked[payload] == nil && !maybe.contains(payload) { problems.append("\(payload) at \(p)/\(seq) was never put") }
+            }
+        }
+        for (payload, at) in acked {
+            guard let f = found[payload] else { problems.append("acknowledged \(payload) (\(at.partition)/\(at.sequence)) is missing"); continue }
+            if f.0 != at.partition || f.1 != at.sequence { problems.append("\(payload) acknowledged at \(at.partition)/\(at.sequence), found at \(f.0)/\(f.1)") }
+        }
+        let total = logs.map { $0.first?.count ?? 0 }.reduce(0, +)
+        v.check(problems.isEmpty, "stream: \(acked.count) acknowledged records all present once, at their sequence, same order on every replica (\(total) in the log, \(maybe.count) of unknown outcome)")
+        for l in problems.prefix(10) { v.report += "        \(l)\n" }
     }
 }
 
