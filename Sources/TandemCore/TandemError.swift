@@ -20,6 +20,9 @@ public struct TandemError: Error, CustomStringConvertible, Sendable {
         public static let notFound = Code("not_found", httpStatus: 404)
         public static let methodNotAllowed = Code("method_not_allowed", httpStatus: 405)
         public static let unavailable = Code("unavailable", httpStatus: 503)
+        /// A peer request that never left this node (the link could not connect): unlike a
+        /// timeout, retrying it cannot apply it twice.
+        public static let notDelivered = Code("not_delivered", httpStatus: 503)
         public static let io = Code("io_error", httpStatus: 500)
         public static let invalidArgument = Code("invalid_argument", httpStatus: 400)
     }

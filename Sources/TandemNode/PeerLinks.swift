@@ -231,7 +231,8 @@ public final class PeerLinks {
                 link.backoff = min(self.limits.reconnectBackoffMax, link.backoff * 2)
                 link.queue.removeAll()
                 link.queuedBytes = 0
-                self.failAll(address, TandemError(.unavailable, "cannot reach \(address): \(error.map { "\($0)" } ?? "closed")"))
+                // Queued requests never left: say so, so callers may retry them safely.
+                self.failAll(address, TandemError(.notDelivered, "cannot reach \(address): \(error.map { "\($0)" } ?? "closed")"))
                 return
             }
             link.connected = true

@@ -385,10 +385,15 @@ final class Streams {
                 if let leader, leader != self.selfID { self.leaderHints[g] = leader } else { self.leaderHints[g] = nil }
                 if case .failure(let f) = answer, f.code == "no_leader", self.loop.now < deadline { return retry() }
                 done(answer)
-            case .failure:
-                // The peer is down or slow: forget it as leader and look again.
+            case .failure(let error):
                 if self.leaderHints[g] == target { self.leaderHints[g] = nil }
-                retry()
+                // Never sent (the link could not connect): look for the leader again.
+                if error.code == .notDelivered { return retry() }
+                // Sent, but no answer: the leader may have appended it. Proposing again could
+                // append it twice, so the client learns the outcome is unknown (a Kinesis
+                // client retrying a failed PutRecord faces the same choice).
+                done(.failure(PutFailure(status: 503, code: "unknown_outcome",
+                                         message: "no answer from \(target); the records may or may not have been appended", retryable: true)))
             }
         }
     }
