@@ -47,6 +47,8 @@ final class StreamPartition {
     private let hardStateFile: RaftHardStateFile
     private let loop: EventLoop
     private let tickTimer: Timer
+    private let driveTimer: Timer
+    private var driveScheduled = false
     private var scheduledTick: Instant?
     /// Carries messages to peers (batched per destination by `Streams`).
     private let send: (String, GroupID, RaftMessage) -> Void
@@ -110,10 +112,14 @@ final class StreamPartition {
         raft = RaftNode(id: selfID, configuration: configuration, hardState: hs, storage: log, settings: settings,
                         applied: hs.commit, seed: UInt64.random(in: .min ... .max), now: start)
         tickTimer = Timer(loop: loop)
+        driveTimer = Timer(loop: loop)
         drive()
     }
 
-    deinit { tickTimer.stop() }
+    deinit {
+        tickTimer.stop()
+        driveTimer.stop()
+    }
 
     var isLeader: Bool { raft.role == .leader }
     var canPropose: Bool { raft.role == .leader && raft.transfer == nil }
@@ -132,7 +138,20 @@ final class StreamPartition {
         let now = loop.now
         let range = try raft.propose(records, timestamp: wallMs, now: now)
         waiters.append(Waiter(range: range, term: raft.term, proposedAt: now, deadline: now + commitTimeout, done: done))
-        drive()
+        driveSoon()
+    }
+
+    /// Proposals made while the loop handles one round of I/O (many puts arrive together) go
+    /// out as one log append and one AppendEntries per follower: drive at the next timer phase,
+    /// after every request read in this round has been proposed.
+    private func driveSoon() {
+        guard !driveScheduled else { return }
+        driveScheduled = true
+        driveTimer.start(after: .zero) { [weak self] in
+            guard let self else { return }
+            self.driveScheduled = false
+            self.drive()
+        }
     }
 
     func waitForCommit(until deadline: Instant, _ wake: @escaping () -> Void) {
@@ -166,6 +185,7 @@ final class StreamPartition {
     /// Durably records the commit index as well (graceful shutdown: readers restart with it).
     func close() {
         tickTimer.stop()
+        driveTimer.stop()
         let hs = raft.hardState
         if hs != storedHardState, raft.persistedIndex >= hs.commit {
             try? hardStateFile.store(RaftHardState(term: hs.term, vote: hs.vote, commit: hs.commit))
