@@ -22,6 +22,7 @@ let package = Package(
         .target(name: "Membership", dependencies: ["TandemCore"]),
         .target(name: "GlobalTable", dependencies: ["TandemCore"]),
         .target(name: "StreamLog", dependencies: ["TandemCore"]),
+        .target(name: "Routing", dependencies: ["TandemCore"]),
         .target(name: "Simulation", dependencies: ["TandemCore", "Membership", "GlobalTable", "StreamLog"]),
 
         // The libuv shell and the CLI.
@@ -43,6 +44,7 @@ let package = Package(
 
         .testTarget(name: "MembershipTests", dependencies: ["Membership", "TandemCore"]),
         .testTarget(name: "GlobalTableTests", dependencies: ["GlobalTable", "TandemCore"]),
+        .testTarget(name: "RoutingTests", dependencies: ["Routing", "Simulation", "Membership", "TandemCore"]),
         .testTarget(name: "StreamLogTests", dependencies: ["StreamLog", "TandemCore"]),
         .testTarget(name: "SimulationTests", dependencies: ["Simulation", "Membership", "GlobalTable", "StreamLog", "TandemCore"]),
         .testTarget(name: "NodeTests", dependencies: ["TandemNode", "TandemCore", "Membership", "GlobalTable", "StreamLog"]),
