@@ -29,14 +29,14 @@ let package = Package(
         .target(
             name: "TandemNode",
             dependencies: [
-                "TandemCore", "Membership", "GlobalTable", "StreamLog", "CLibUV", "CHTTPParser", "CLMDB",
+                "TandemCore", "Membership", "GlobalTable", "StreamLog", "Routing", "CLibUV", "CHTTPParser", "CLMDB",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .executableTarget(
             name: "tandem",
             dependencies: [
-                "TandemNode", "TandemCore", "Membership", "Simulation",
+                "TandemNode", "TandemCore", "Membership", "Simulation", "Routing",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -47,6 +47,6 @@ let package = Package(
         .testTarget(name: "RoutingTests", dependencies: ["Routing", "Simulation", "Membership", "TandemCore"]),
         .testTarget(name: "StreamLogTests", dependencies: ["StreamLog", "TandemCore"]),
         .testTarget(name: "SimulationTests", dependencies: ["Simulation", "Membership", "GlobalTable", "StreamLog", "TandemCore"]),
-        .testTarget(name: "NodeTests", dependencies: ["TandemNode", "TandemCore", "Membership", "GlobalTable", "StreamLog"]),
+        .testTarget(name: "NodeTests", dependencies: ["TandemNode", "TandemCore", "Membership", "GlobalTable", "StreamLog", "Routing"]),
     ]
 )

@@ -153,6 +153,7 @@ extension Node {
                tables.core.stable == 0 ? 0 : Int(Tables.wallMs()) - Int(tables.core.stable >> 16))
         metric("tandem_table_malformed_total", "counter", "Malformed table sync messages.", t.malformed)
         out += replicationLagHistogram()
+        out += routes.metricsText()
         let dropped = shell.malformedPackets + p.malformedFrames + h.badRequests + t.malformed
         metric("tandem_malformed_input_total", "counter", "All malformed input dropped (gossip, peer, HTTP).", dropped)
         return out
