@@ -112,4 +112,25 @@ import Testing
         #expect(back, "region-1 did not return")
         for i in 0..<3 { #expect(contacts.map { region(cluster, i, $0) } == before) }
     }
+
+    @Test func anUnhealthyInstanceTakesNoContacts() throws {
+        // n3's "contact-center instance" is n1's health endpoint: when n1 dies, region-2's
+        // instance is down too, though n3 itself is alive.
+        let cluster = try LocalCluster(size: 3, profile: "fast")
+        try cluster.start(0, extraArgs: ["--hold-down", "1"])
+        try cluster.start(1, extraArgs: ["--hold-down", "1"])
+        try cluster.start(2, extraArgs: ["--hold-down", "1", "--instance-health", "http://\(cluster.nodes[0].api)/v1/health"])
+        #expect(eventually(timeout: .seconds(20), interval: .milliseconds(50)) {
+            (0..<3).allSatisfy { table(cluster, $0)?.eligible.count == 3 }
+        })
+        cluster.kill9(0)
+        #expect(eventually(timeout: .seconds(15), interval: .milliseconds(50)) {
+            [1, 2].allSatisfy { table(cluster, $0)?.eligible == ["region-1"] }
+        }, "region-2 still takes contacts with its instance down")
+        #expect(eventually(timeout: .seconds(5)) { region(cluster, 2, "any") == "region-1" })
+        try cluster.start(0, extraArgs: ["--hold-down", "1"])
+        #expect(eventually(timeout: .seconds(20), interval: .milliseconds(50)) {
+            (0..<3).allSatisfy { table(cluster, $0)?.eligible.count == 3 }
+        }, "region-2 did not come back with its instance")
+    }
 }
