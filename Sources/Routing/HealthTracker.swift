@@ -62,6 +62,14 @@ public struct HealthTracker: Sendable {
         }
     }
 
+    /// True when this node should not trust its own view to fail others over: with three or more
+    /// members (e.g. two regions and a witness), a node that sees at most half of them live,
+    /// itself included, is on the minority side of a partition (or alone), where every other
+    /// node looks dead. It then keeps its last view, so the two sides of a partition do not both
+    /// take all contacts; the majority side fails the minority over. `known` counts members that
+    /// have not left (dead ones included, until membership forgets them).
+    public static func inMinority(live: Int, known: Int) -> Bool { known >= 3 && live * 2 <= known }
+
     /// Nodes that may take contacts now, by region (every region the tracker knows appears).
     public func view(now: Instant) -> HealthView {
         var nodes: [String: [String]] = [:]

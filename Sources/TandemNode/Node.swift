@@ -114,7 +114,7 @@ public final class Node {
         peers.onRequest = { [unowned self] frame, from, reply in self.serve(frame, from: from, reply: reply) }
         peers.isBlocked = { [unowned self] address in self.chaos.blocked.contains(address) }
         http.handler = { [unowned self] request, respond in
-            if !self.tables.route(request, respond) && !self.routes.route(request, respond) { respond(self.route(request)) }
+            if !self.routes.route(request, respond) && !self.tables.route(request, respond) { respond(self.route(request)) }
         }
         // A launcher may have left these blocked (threads of a test runner do); leaving
         // gracefully depends on receiving them.
@@ -131,8 +131,8 @@ public final class Node {
         }
         tables.start()
         routes.members = { [unowned self] in
-            [(self.config.name, self.config.region, !self.membership.leaving, self.config.role == "witness")]
-                + self.membership.members.values.map { ($0.name, $0.state.meta.region, $0.status.isLive, $0.state.meta.role == "witness") }
+            [(self.config.name, self.config.region, self.membership.leaving ? .left : .alive, self.config.role == "witness")]
+                + self.membership.members.values.map { ($0.name, $0.state.meta.region, $0.status, $0.state.meta.role == "witness") }
         }
         routes.start()
         watchParent()

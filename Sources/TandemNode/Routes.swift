@@ -1,5 +1,6 @@
 import Foundation
 import GlobalTable
+import Membership
 import Routing
 import TandemCore
 
@@ -51,8 +52,11 @@ final class Routes {
     private var pollTimer: Timer?
     private var pollFailures = 0
     private var instanceHealthy = true
-    /// The membership view as (name, region, live, witness?), set by the node.
-    var members: () -> [(name: String, region: String, live: Bool, witness: Bool)] = { [] }
+    /// The membership view, this node included, set by the node.
+    var members: () -> [(name: String, region: String, status: MemberStatus, witness: Bool)] = { [] }
+    /// This node sees at most half the cluster: it keeps its last health view (see
+    /// `HealthTracker.inMinority`).
+    private(set) var minority = false
 
     init(tables: Tables, loop: EventLoop, selfName: String, selfRegion: String, returning: Bool, settings: Settings) {
         self.tables = tables
@@ -83,11 +87,19 @@ final class Routes {
     /// every `refreshInterval`.
     func refresh() {
         let config = readConfig()
-        var view: [NodeHealth] = []
-        for m in members() where !m.witness {
-            view.append(NodeHealth(name: m.name, region: m.region, serving: m.live && config.healthy[m.name] != false))
+        let all = members()
+        let known = all.filter { $0.status != .left }
+        // Only `alive` counts here (suspects are still served): across a partition the others
+        // turn suspect within a probe round of each other, long before the first is declared
+        // dead, so the minority freezes before it has removed anyone.
+        minority = HealthTracker.inMinority(live: known.filter { $0.status == .alive }.count, known: known.count)
+        if !minority {
+            var view: [NodeHealth] = []
+            for m in all where !m.witness {
+                view.append(NodeHealth(name: m.name, region: m.region, serving: m.status.isLive && config.healthy[m.name] != false))
+            }
+            tracker.observe(view, now: loop.now)
         }
-        tracker.observe(view, now: loop.now)
         let inputs = RouteInputs(split: config.split, health: tracker.view(now: loop.now), edges: config.edges,
                                  capacity: config.capacity)
         guard inputs != current.inputs else { return }
@@ -210,6 +222,11 @@ final class Routes {
 
     /// Handles the routing endpoints; false if the path is not ours.
     func route(_ request: HTTPRequest, _ respond: @escaping (HTTPResponse) -> Void) -> Bool {
+        // The hot path first, before any splitting of the path.
+        if request.path == "/v1/route" && request.method == "GET" {
+            respond(decide(request.query))
+            return true
+        }
         let s = request.segments
         guard s.count >= 2, s[0] == "v1" else { return false }
         switch (request.method, s.count, s[1]) {
@@ -294,7 +311,7 @@ final class Routes {
             ]
         }
         return .json(200, [
-            "weights": weights, "drained": t.inputs.split.drained.sorted(), "overrides": t.inputs.split.overrides,
+            "minority": minority, "weights": weights, "drained": t.inputs.split.drained.sorted(), "overrides": t.inputs.split.overrides,
             "target": rounded(t.targetShares), "effective": rounded(t.effectiveShares), "regions": health,
             "capacity": t.inputs.capacity, "table": fingerprintText(t.fingerprint),
         ])
@@ -389,6 +406,7 @@ final class Routes {
         metric("tandem_route_errors_total", "counter", "Route queries answered with an error (400 or 503).", "\(stats.errors)")
         metric("tandem_route_table_recomputes_total", "counter", "Route tables rebuilt after an input changed.", "\(stats.recomputes)")
         metric("tandem_route_table_recompute_us", "gauge", "Time the last rebuild took, in µs.", "\(stats.lastRecomputeMicros)")
+        metric("tandem_route_minority", "gauge", "1 while this node sees at most half the cluster and keeps its last health view.", minority ? "1" : "0")
         out += "# HELP tandem_route_table_info The current route table (fingerprint of its inputs).\n# TYPE tandem_route_table_info gauge\n"
         out += "tandem_route_table_info{fingerprint=\"\(fingerprintText(current.fingerprint))\"} 1\n"
         out += "# HELP tandem_route_region_eligible Regions that may take contacts now (1) or not (0).\n# TYPE tandem_route_region_eligible gauge\n"

@@ -133,4 +133,28 @@ import Testing
             (0..<3).allSatisfy { table(cluster, $0)?.eligible.count == 3 }
         }, "region-2 did not come back with its instance")
     }
+
+    @Test func theMinoritySideOfAPartitionKeepsItsView() throws {
+        let cluster = try start(holdDown: 1)
+        #expect(eventually(timeout: .seconds(10)) { (0..<3).allSatisfy { table(cluster, $0)?.eligible.count == 3 } })
+        cluster.setChaos(0, block: [cluster.nodes[2].bind])
+        cluster.setChaos(1, block: [cluster.nodes[2].bind])
+        cluster.setChaos(2, block: [cluster.nodes[0].bind, cluster.nodes[1].bind])
+        // The majority fails region-2 over; the isolated node sees both others dead, yet keeps
+        // routing as before rather than taking every contact itself.
+        #expect(eventually(timeout: .seconds(15), interval: .milliseconds(50)) {
+            [0, 1].allSatisfy { table(cluster, $0)?.eligible == ["region-0", "region-1"] }
+        })
+        #expect(eventually(timeout: .seconds(15), interval: .milliseconds(50)) {
+            guard let v = cluster.view(from: 2) else { return false }
+            return v["n1"]?.status == "dead" && v["n2"]?.status == "dead"
+        })
+        let isolated = try call("GET", cluster.nodes[2].api, "/v1/split")
+        #expect(object(isolated)["minority"] as? Bool == true)
+        #expect(table(cluster, 2)?.eligible.count == 3)
+        for i in 0..<3 { cluster.setChaos(i) }
+        #expect(eventually(timeout: .seconds(20), interval: .milliseconds(50)) {
+            (0..<3).allSatisfy { table(cluster, $0)?.eligible.count == 3 }
+        }, "the partition did not heal")
+    }
 }
