@@ -67,6 +67,10 @@ import Testing
         #expect(full.status == 200 && d["contact"] as? String == "C-1001" && (d["fallbacks"] as? [String])?.count == 2)
         #expect(["n1", "n2", "n3"].contains(d["node"] as? String ?? ""))
 
+        // Query components are decoded (`+` is a space, `%XX` a byte) and the id is echoed as JSON.
+        let odd = try call("GET", a, "/v1/route?contact=a%2Bb+c%22%C3%A9")
+        #expect(object(odd)["contact"] as? String == "a+b c\"é")
+
         // Errors: 400 without a contact, 400 for an unknown edge, 503 with every region drained.
         #expect(try call("GET", a, "/v1/route?edge=nyc").status == 400)
         let unknown = try call("GET", a, "/v1/route?contact=x&edge=mars")
