@@ -85,7 +85,10 @@ extension Instant {
             for m in core.members.values {
                 view.append(NodeHealth(name: m.name, region: m.state.meta.region, serving: m.status.isLive))
             }
-            trackers[i]!.observe(view, now: sim.now)
+            // As the node shell does: a node in the minority keeps its last view.
+            let known = core.members.values.filter { $0.status != .left }
+            let alive = known.filter { $0.status == .alive }.count + 1
+            if !HealthTracker.inMinority(live: alive, known: known.count + 1) { trackers[i]!.observe(view, now: sim.now) }
             let health = trackers[i]!.view(now: sim.now)
             return RouteTable(RouteInputs(split: SplitConfig(weights: SimulatedFailoverTests.weights), health: health))
         }
@@ -147,5 +150,28 @@ extension Instant {
         #expect(!sawEarly, "seed \(seed): region-1 took contacts before its hold-down ended")
         #expect(back != nil, "seed \(seed): region-1 never came back")
         if let back { #expect(back >= holdDown) }
+    }
+
+    @Test(arguments: [UInt64(1), 2, 3, 4, 5])
+    func theIsolatedNodeKeepsItsViewAndTheMajorityFailsItOver(seed: UInt64) {
+        let sim = MembershipSimulation(seed: seed, settings: .fast)
+        sim.addNodes(3)
+        let router = Router(count: 3, holdDown: .seconds(3))
+        let ids = contacts(300)
+        #expect(sim.run(until: { $0.viewsAgree() }, limit: .seconds(10)) != nil, "seed \(seed): no convergence")
+        sim.run(for: .seconds(1))
+        let before = router.answers(sim, 2, ids)!
+        sim.partition([[0, 1], [2]])
+        var isolatedChanged = false
+        let split = sim.run(until: { s in
+            if router.answers(s, 2, ids)! != before { isolatedChanged = true }
+            let majority = [0, 1].allSatisfy { !router.answers(s, $0, ids)!.contains("region-2") }
+            return majority && s.status(of: 0, seenBy: 2) == .dead && s.status(of: 1, seenBy: 2) == .dead
+        }, limit: .seconds(20))
+        #expect(split != nil, "seed \(seed): the partition was not detected")
+        #expect(!isolatedChanged, "seed \(seed): the isolated node failed the majority over")
+        sim.heal()
+        let healed = sim.run(until: { s in (0..<3).allSatisfy { router.answers(s, $0, ids)! == before } }, limit: .seconds(30))
+        #expect(healed != nil, "seed \(seed): routing did not recover after the heal")
     }
 }
