@@ -50,6 +50,9 @@ final class Routes {
     private(set) var stats = Stats()
     private let refreshTimer: Timer
     private var pollTimer: Timer?
+    private let pollTimeout: Timer
+    private var pollConnection: TCPConnection?
+    private var pollGeneration: UInt64 = 0
     private var pollFailures = 0
     private var instanceHealthy = true
     /// The membership view, this node included, set by the node.
@@ -67,10 +70,16 @@ final class Routes {
                                 selfReturning: returning, now: loop.now)
         current = RouteTable(RouteInputs())
         refreshTimer = Timer(loop: loop)
+        pollTimeout = Timer(loop: loop)
         tables.reserve(Routes.table, Routes.catalogEntry)
     }
 
     func start() {
+        // A flag this node published in an earlier life (with `--instance-health`) must not
+        // outlive the flag itself.
+        if settings.instanceHealthURL == nil && readConfig().healthy[selfName] == false {
+            write("health/\(selfName)", ["healthy": true]) { _ in }
+        }
         refresh()
         refreshTimer.start(after: settings.refreshInterval, repeating: settings.refreshInterval) { [weak self] in self?.refresh() }
         if let url = settings.instanceHealthURL {
@@ -170,35 +179,35 @@ final class Routes {
     // ==== ------------------------------------------------------------------------------------
     // MARK: Instance health
 
-    /// Polls the contact-center instance's health URL without blocking the loop; publishes a flip.
+    /// Polls the contact-center instance's health URL without blocking the loop, one poll at a
+    /// time, with one reusable timeout timer; publishes a flip.
     private func pollInstance(_ url: String) {
+        guard pollConnection == nil else { return }  // the previous poll is still out
         guard let (address, path) = Routes.parseURL(url), let target = try? SocketAddress(address) else {
             return record(healthy: false)
         }
+        pollGeneration &+= 1
+        let generation = pollGeneration
         var received: [UInt8] = []
-        var finished = false
-        let finish: (Bool) -> Void = { [weak self] ok in
-            guard !finished else { return }
-            finished = true
-            self?.record(healthy: ok)
-        }
-        let timer = Timer(loop: loop)
-        var connection: TCPConnection?
-        timer.start(after: settings.instanceHealthInterval) {
-            connection?.close()
-            finish(false)
-        }
-        connection = TCPConnection.connect(loop: loop, to: target, timeout: settings.instanceHealthInterval) { c, _ in
-            guard let c else { timer.stop(); return finish(false) }
+        pollTimeout.start(after: settings.instanceHealthInterval) { [weak self] in self?.finishPoll(generation, ok: false) }
+        pollConnection = TCPConnection.connect(loop: loop, to: target, timeout: settings.instanceHealthInterval) { [weak self] c, _ in
+            guard let c else { self?.finishPoll(generation, ok: false); return }
             c.onData = { received.append(contentsOf: $0) }
-            c.onClose = {
-                timer.stop()
+            c.onClose = { [weak self] in
                 let status = (try? HTTPClient.parse(received))?.status ?? 0
-                finish((200..<300).contains(status))
+                self?.finishPoll(generation, ok: (200..<300).contains(status))
             }
             c.startReading()
             c.write(Array("GET \(path) HTTP/1.1\r\nHost: \(address)\r\nConnection: close\r\n\r\n".utf8))
         }
+    }
+
+    private func finishPoll(_ generation: UInt64, ok: Bool) {
+        guard generation == pollGeneration, let connection = pollConnection else { return }
+        pollConnection = nil
+        pollTimeout.stop()
+        connection.close()
+        record(healthy: ok)
     }
 
     private func record(healthy ok: Bool) {

@@ -136,6 +136,15 @@ import Testing
         #expect(eventually(timeout: .seconds(20), interval: .milliseconds(50)) {
             (0..<3).allSatisfy { table(cluster, $0)?.eligible.count == 3 }
         }, "region-2 did not come back with its instance")
+
+        // Unhealthy again, then n3 restarts without --instance-health: its old flag goes with it.
+        cluster.kill9(0)
+        #expect(eventually(timeout: .seconds(15), interval: .milliseconds(50)) { table(cluster, 1)?.eligible == ["region-1"] })
+        cluster.kill9(2)
+        try cluster.start(2, extraArgs: ["--hold-down", "1"])
+        #expect(eventually(timeout: .seconds(20), interval: .milliseconds(50)) {
+            [1, 2].allSatisfy { table(cluster, $0)?.eligible == ["region-1", "region-2"] }
+        }, "a stale unhealthy flag outlived the node's --instance-health")
     }
 
     @Test func theMinoritySideOfAPartitionKeepsItsView() throws {
