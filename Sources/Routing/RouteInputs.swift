@@ -42,7 +42,9 @@ public struct EdgeConfig: Hashable, Sendable {
 
     public static let unknownRTTMicros: Int64 = 10_000_000
     public static let maxVolume: Int64 = 1_000_000
-    public static let maxEdges = 1_000
+    /// The min-cost-flow plan is O((E+R)³) in the worst case: 200 edges × 5 regions solve in about
+    /// 10 ms, on the loop, once per config change.
+    public static let maxEdges = 200
 
     public init(edges: [String: Edge] = [:]) { self.edges = edges }
 }

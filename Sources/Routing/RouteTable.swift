@@ -62,7 +62,9 @@ public struct RouteTable: Sendable {
         }
         let pinned = split.overrides.filter { inputs.edges.edges[$0.key] != nil }
         let weighted = weights.keys.sorted()
-        let planned = inputs.edges.edges.keys.filter { pinned[$0] == nil }.sorted()
+        // Past the limit (the API refuses more), the first edges by name are planned; the rest
+        // route by the plain split.
+        let planned = Array(inputs.edges.edges.keys.filter { pinned[$0] == nil }.sorted().prefix(EdgeConfig.maxEdges))
         let total = planned.isEmpty ? RouteTable.unitsPerVolume
             : planned.reduce(0) { $0 + min(max(inputs.edges.edges[$1]!.volume, 1), EdgeConfig.maxVolume) * RouteTable.unitsPerVolume }
         let demandByRegion = RouteTable.capped(total: total, regions: weighted, weights: weights, capacity: inputs.capacity)

@@ -110,10 +110,18 @@ public enum Transport {
         return flow
     }
 
-    /// Total cost of a plan (for tests and `split show`).
+    /// Total cost of a plan (for tests and `split show`), saturating at `Int64.max` (200
+    /// edges of the largest volume at the largest RTT would overflow; that must not trap).
     public static func cost(of plan: [[Int64]], _ cost: [[Int64]]) -> Int64 {
         var total: Int64 = 0
-        for e in plan.indices { for r in plan[e].indices { total += plan[e][r] * cost[e][r] } }
+        for e in plan.indices {
+            for r in plan[e].indices {
+                let (product, o1) = plan[e][r].multipliedReportingOverflow(by: cost[e][r])
+                let (sum, o2) = total.addingReportingOverflow(product)
+                if o1 || o2 { return .max }
+                total = sum
+            }
+        }
         return total
     }
 }

@@ -131,6 +131,18 @@ func ms(_ values: [String: Int64]) -> EdgeConfig.Edge { EdgeConfig.Edge(rttMicro
         for c in contacts(500) { #expect(try failed.decide(contact: c, edge: "nyc").region == "us") }
     }
 
+    @Test func largestInputsDoNotOverflow() throws {
+        var edges: [String: EdgeConfig.Edge] = [:]
+        for e in 0..<EdgeConfig.maxEdges {
+            edges["e\(e)"] = EdgeConfig.Edge(rttMicros: ["a": 99_999_000, "b": Int64(e) * 1000, "c": 5],
+                                             volume: EdgeConfig.maxVolume)
+        }
+        let table = RouteTable(inputs(["a": SplitConfig.maxWeight, "b": 1, "c": 3], edges: edges))
+        #expect(table.planCost == .max)
+        let d = try table.decide(contact: "x", edge: "e7")
+        #expect(["a", "b", "c"].contains(d.region))
+    }
+
     func check(_ plan: [[Int64]], supply: [Int64], demand: [Int64], sourceLocation: SourceLocation = #_sourceLocation) {
         for (e, row) in plan.enumerated() {
             #expect(row.reduce(0, +) == supply[e], sourceLocation: sourceLocation)
