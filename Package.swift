@@ -22,20 +22,21 @@ let package = Package(
         .target(name: "Membership", dependencies: ["TandemCore"]),
         .target(name: "GlobalTable", dependencies: ["TandemCore"]),
         .target(name: "StreamLog", dependencies: ["TandemCore"]),
+        .target(name: "Routing", dependencies: ["TandemCore"]),
         .target(name: "Simulation", dependencies: ["TandemCore", "Membership", "GlobalTable", "StreamLog"]),
 
         // The libuv shell and the CLI.
         .target(
             name: "TandemNode",
             dependencies: [
-                "TandemCore", "Membership", "GlobalTable", "StreamLog", "CLibUV", "CHTTPParser", "CLMDB",
+                "TandemCore", "Membership", "GlobalTable", "StreamLog", "Routing", "CLibUV", "CHTTPParser", "CLMDB",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .executableTarget(
             name: "tandem",
             dependencies: [
-                "TandemNode", "TandemCore", "Membership", "Simulation",
+                "TandemNode", "TandemCore", "Membership", "Simulation", "Routing",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -43,8 +44,9 @@ let package = Package(
 
         .testTarget(name: "MembershipTests", dependencies: ["Membership", "TandemCore"]),
         .testTarget(name: "GlobalTableTests", dependencies: ["GlobalTable", "TandemCore"]),
+        .testTarget(name: "RoutingTests", dependencies: ["Routing", "Simulation", "Membership", "TandemCore"]),
         .testTarget(name: "StreamLogTests", dependencies: ["StreamLog", "TandemCore"]),
         .testTarget(name: "SimulationTests", dependencies: ["Simulation", "Membership", "GlobalTable", "StreamLog", "TandemCore"]),
-        .testTarget(name: "NodeTests", dependencies: ["TandemNode", "TandemCore", "Membership", "GlobalTable", "StreamLog"]),
+        .testTarget(name: "NodeTests", dependencies: ["TandemNode", "TandemCore", "Membership", "GlobalTable", "StreamLog", "Routing"]),
     ]
 )

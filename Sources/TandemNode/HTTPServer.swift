@@ -353,11 +353,14 @@ final class HTTPConnection {
         var query: [String: String] = [:]
         for pair in target[target.index(after: q)...].split(separator: "&") {
             let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-            let key = String(parts[0]).replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? String(parts[0])
-            let value = parts.count > 1
-                ? (String(parts[1]).replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? String(parts[1])) : ""
-            query[key] = value
+            query[decodeComponent(parts[0])] = parts.count > 1 ? decodeComponent(parts[1]) : ""
         }
         return (String(target[..<q]), query)
+    }
+
+    /// `+` is a space and `%XX` a byte; most components have neither and skip Foundation.
+    static func decodeComponent(_ s: Substring) -> String {
+        guard s.utf8.contains(where: { $0 == UInt8(ascii: "%") || $0 == UInt8(ascii: "+") }) else { return String(s) }
+        return String(s).replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? String(s)
     }
 }

@@ -24,6 +24,10 @@ public struct NodeConfig {
     public var settings: MembershipSettings = .lan
     /// Enables `POST/DELETE /v1/chaos` (packet loss and blocked peers, for tests). Off by default.
     public var chaos = false
+    /// Routing: hold-down before a returning node takes contacts, and the URL of this node's
+    /// contact-center instance health check (`--instance-health`), polled when set.
+    public var holdDown: Duration = .seconds(10)
+    public var instanceHealthURL: String?
 
     public init(name: String, region: String, bind: String, api: String, dataDir: String) {
         self.name = name
@@ -49,6 +53,7 @@ public final class Node {
     let store: LMDBStore
     let tables: Tables
     let streams: Streams
+    let routes: Routes
     private let peerServer: TCPServer
     private let tickTimer: Timer
     private var signals: [SignalWatcher] = []
@@ -104,6 +109,8 @@ public final class Node {
             incarnation: incarnation, seed: UInt64.random(in: .min ... .max), now: startedAt)
         store = try LMDBStore(path: config.dataDir)
         tables = try Tables(store: store, loop: loop, peerID: try SocketAddress(config.bind).description)
+        routes = Routes(tables: tables, loop: loop, selfName: config.name, selfRegion: config.region, returning: incarnation > 1,
+                        settings: Routes.Settings(holdDown: config.holdDown, instanceHealthURL: config.instanceHealthURL))
         udp = try UDPSocket(loop: loop, bind: bindAddress)
         peerServer = try TCPServer(loop: loop, bind: bindAddress)
         peers = PeerLinks(loop: loop, server: peerServer)
@@ -117,7 +124,9 @@ public final class Node {
         peers.isBlocked = { [unowned self] address in self.chaos.blocked.contains(address) }
         peers.delay = { [unowned self] host in self.chaos.delay(to: host) }
         http.handler = { [unowned self] request, respond in
-            if !self.tables.route(request, respond) && !self.streams.route(request, respond) { respond(self.route(request)) }
+            if !self.routes.route(request, respond) && !self.tables.route(request, respond) && !self.streams.route(request, respond) {
+                respond(self.route(request))
+            }
         }
         // A launcher may have left these blocked (threads of a test runner do); leaving
         // gracefully depends on receiving them.
@@ -140,6 +149,11 @@ public final class Node {
             }
         }
         streams.start()
+        routes.members = { [unowned self] in
+            [(self.config.name, self.config.region, self.membership.leaving ? .left : .alive, self.config.role == "witness")]
+                + self.membership.members.values.map { ($0.name, $0.state.meta.region, $0.status, $0.state.meta.role == "witness") }
+        }
+        routes.start()
         watchParent()
         for sig in [SIGINT, SIGTERM] {
             signals.append(SignalWatcher(loop: loop, signal: sig) { [unowned self] in self.shutdown() })
@@ -291,6 +305,7 @@ public final class Node {
                 }
 
             case .memberChanged(let state, let previous):
+                routes.refresh()
                 logger.info("member \(state.status)", metadata: [
                     "member": "\(state.name)", "region": "\(state.meta.region)", "address": "\(state.address)",
                     "incarnation": "\(state.incarnation)", "was": "\(previous.map { "\($0)" } ?? "unknown")",

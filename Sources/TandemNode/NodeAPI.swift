@@ -174,6 +174,7 @@ extension Node {
         metric("tandem_table_malformed_total", "counter", "Malformed table sync messages.", t.malformed)
         out += replicationLagHistogram()
         out += streams.metricsText()
+        out += routes.metricsText()
         let dropped = shell.malformedPackets + p.malformedFrames + h.badRequests + t.malformed
         metric("tandem_malformed_input_total", "counter", "All malformed input dropped (gossip, peer, HTTP).", dropped)
         return out

@@ -496,7 +496,7 @@ final class Streams {
         let path = "/v1/tables/\(table)/items/\(key.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? key)"
         let request = HTTPRequest(method: body == nil ? "DELETE" : "PUT", path: path, query: [:], headers: [],
                                   body: body.map { Array($0.serialized.utf8) } ?? [])
-        _ = tables.route(request, done)
+        _ = tables.route(request, fromNode: true, done)
     }
 
     private func createStream(_ name: String, _ body: [UInt8], _ respond: @escaping (HTTPResponse) -> Void) throws {

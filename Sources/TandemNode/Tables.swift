@@ -151,10 +151,16 @@ final class Tables {
     // MARK: HTTP
 
     /// Handles `/v1/tables…`; false if the path is not ours.
-    func route(_ request: HTTPRequest, _ respond: @escaping (HTTPResponse) -> Void) -> Bool {
+    /// `fromNode`: a request the node makes of itself (streams keep their catalog and
+    /// checkpoints in reserved tables this way); clients may only read those.
+    func route(_ request: HTTPRequest, fromNode: Bool = false, _ respond: @escaping (HTTPResponse) -> Void) -> Bool {
         let s = request.segments
         guard s.count >= 2, s[0] == "v1", s[1] == "tables" else { return false }
         do {
+            // Names starting with '_' are the node's own (`_routing`, `_streams`, `_checkpoints`).
+            if !fromNode, s.count >= 3, s[2].hasPrefix("_"), request.method != "GET" {
+                throw TandemError(TandemError.Code("reserved_table", httpStatus: 403), "table '\(s[2])' is reserved; use its own API")
+            }
             switch (request.method, s.count) {
             case ("GET", 2): respond(listTables())
             case ("PUT", 3): try createTable(s[2], request.body, respond)
@@ -170,6 +176,25 @@ final class Tables {
             respond(.error(400, "bad_request", "\(error)"))
         }
         return true
+    }
+
+    /// Creates a reserved table with a fixed catalog entry, the same on every node (so no node's
+    /// creation replaces another's), and stores it so its items load on restart.
+    func reserve(_ name: String, _ entry: CatalogEntry) {
+        guard core.replicas[name] == nil else { return }
+        core.load(catalogEntry: entry, name: name)
+        store([.catalog(name, entry)])
+    }
+
+    /// Writes one item (a put) from inside the node, durably and replicated like a client
+    /// write: used for reserved tables such as routing's `_routing`.
+    func put(table: String, key: ItemKey, values: [String: AttributeValue], _ done: @escaping (TandemError?) -> Void) {
+        guard replicas[table] != nil else { return done(TandemError(.notFound, "no table '\(table)'")) }
+        var state = replicas[table]!.state(key) ?? ItemState()
+        let delta = state.put(values, at: core.now(wallMs: Tables.wallMs()))
+        let write = core.apply(table: table, key: key, delta: delta)
+        scheduleFlush()
+        store([write], done)
     }
 
     private func replica(_ name: String) throws -> TableReplica {

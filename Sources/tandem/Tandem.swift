@@ -9,8 +9,8 @@ struct Tandem: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tandem",
         abstract: "Active-active multi-region infrastructure for contact centers.",
-        subcommands: [NodeCommand.self, MembersCommand.self, TableCommand.self, StreamCommand.self, DemoCommand.self, BenchCommand.self,
-                      HTTPCommand.self, CheckCommand.self])
+        subcommands: [NodeCommand.self, MembersCommand.self, TableCommand.self, StreamCommand.self, SplitCommand.self, EdgesCommand.self,
+                      RouteCommand.self, DemoCommand.self, BenchCommand.self, HTTPCommand.self, CheckCommand.self])
 }
 
 struct NodeCommand: ParsableCommand {
@@ -26,12 +26,20 @@ struct NodeCommand: ParsableCommand {
     @Flag(help: "Vote in Raft but serve no clients.") var witness = false
     @Flag(help: "Enable the /v1/chaos fault-injection endpoint (tests only).") var chaos = false
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error.") var logLevel: String = "info"
+    @Option(name: .customLong("instance-health"), help: "http://host:port/path of this region's contact-center instance health check; polled, a failure stops new contacts here.")
+    var instanceHealth: String?
+    @Option(name: .customLong("hold-down"), help: "Seconds a returning node must stay healthy before it takes contacts again (default: 10, fast profile: 2).")
+    var holdDown: Double?
 
     func validate() throws {
         guard MembershipSettings.profile(named: profile) != nil else {
             throw ValidationError("--profile must be lan, wan or fast")
         }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level \(logLevel)") }
+        if let instanceHealth, !instanceHealth.hasPrefix("http://") {
+            throw ValidationError("--instance-health must be an http:// URL")
+        }
+        if let holdDown, !(0...3600).contains(holdDown) { throw ValidationError("--hold-down must be 0 to 3600 seconds") }
         guard !bind.hasPrefix("0.0.0.0") else {
             throw ValidationError("--bind must be the address other nodes reach this one at, not 0.0.0.0")
         }
@@ -50,6 +58,8 @@ struct NodeCommand: ParsableCommand {
         config.settings = MembershipSettings.profile(named: profile)!
         config.role = witness ? "witness" : "voter"
         config.chaos = chaos
+        config.holdDown = .milliseconds(Int64((holdDown ?? (profile == "fast" ? 2 : 10)) * 1000))
+        config.instanceHealthURL = instanceHealth
         let node: Node
         do {
             node = try Node(config: config, logger: Logger(label: "tandem.\(name)"))

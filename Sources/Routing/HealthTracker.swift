@@ -1,0 +1,94 @@
+import TandemCore
+
+/// One node as the membership view shows it, reduced to what routing needs.
+public struct NodeHealth: Hashable, Sendable {
+    public var name: String
+    public var region: String
+    /// Could take contacts: alive or suspect in SWIM (a suspicion is not yet a failure), its
+    /// contact-center instance healthy, and not a witness.
+    public var serving: Bool
+
+    public init(name: String, region: String, serving: Bool) {
+        self.name = name
+        self.region = region
+        self.serving = serving
+    }
+}
+
+/// Health with hold-down: a node that stops serving is out at once; a node that comes back is in
+/// only after it has served continuously for `holdDown`, so a flapping node does not drag
+/// contacts back and forth.
+///
+/// A node this tracker has never seen before is in at once (a new cluster, or a node joining
+/// for the first time, has nothing to hold down). The tracker's own node, when it restarts
+/// (`selfReturning`), holds itself down from its start, as the others do when they see it come
+/// back, so that it and they agree.
+///
+/// Pure: time comes in as `now`.
+public struct HealthTracker: Sendable {
+    public let holdDown: Duration
+    struct Entry: Sendable {
+        var region: String
+        var serving: Bool
+        /// When it last started serving; nil for "since before we knew it" (no hold-down).
+        var since: Instant?
+    }
+    private(set) var entries: [String: Entry] = [:]
+
+    public init(holdDown: Duration, selfName: String? = nil, selfRegion: String = "", selfReturning: Bool = false, now: Instant) {
+        self.holdDown = holdDown
+        if let selfName, selfReturning {
+            entries[selfName] = Entry(region: selfRegion, serving: true, since: now)
+        }
+    }
+
+    /// Takes the current membership view. Nodes missing from it (forgotten by SWIM) count as not
+    /// serving, and are remembered, so they are held down when they return.
+    public mutating func observe(_ nodes: [NodeHealth], now: Instant) {
+        var seen = Set<String>()
+        for n in nodes {
+            seen.insert(n.name)
+            guard var e = entries[n.name] else {
+                entries[n.name] = Entry(region: n.region, serving: n.serving, since: nil)
+                continue
+            }
+            e.region = n.region
+            if n.serving && !e.serving { e.since = now }
+            e.serving = n.serving
+            entries[n.name] = e
+        }
+        for (name, e) in entries where !seen.contains(name) && e.serving {
+            entries[name]!.serving = false
+        }
+    }
+
+    /// True when this node should not trust its own view to fail others over: with three or more
+    /// members (e.g. two regions and a witness), a node that sees at most half of them live,
+    /// itself included, is on the minority side of a partition (or alone), where every other
+    /// node looks dead. It then keeps its last view, so the two sides of a partition do not both
+    /// take all contacts; the majority side fails the minority over. `known` counts members that
+    /// have not left (dead ones included, until membership forgets them).
+    public static func inMinority(live: Int, known: Int) -> Bool { known >= 3 && live * 2 <= known }
+
+    /// Nodes that may take contacts now, by region (every region the tracker knows appears).
+    public func view(now: Instant) -> HealthView {
+        var nodes: [String: [String]] = [:]
+        for (name, e) in entries {
+            if nodes[e.region] == nil { nodes[e.region] = [] }
+            if e.serving && e.since.map({ now - $0 >= holdDown }) ?? true { nodes[e.region]!.append(name) }
+        }
+        for r in nodes.keys { nodes[r]!.sort() }
+        return HealthView(nodes: nodes)
+    }
+
+    /// The next time the view changes with no new observation (a hold-down ending), if any.
+    public func nextChange(after now: Instant) -> Instant? {
+        var next: Instant?
+        for e in entries.values where e.serving {
+            guard let since = e.since else { continue }
+            let at = since + holdDown
+            if at > now, next.map({ at < $0 }) ?? true { next = at }
+        }
+        return next
+    }
+}

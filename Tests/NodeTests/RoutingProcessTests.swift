@@ -1,0 +1,173 @@
+import Foundation
+import TandemCore
+import TandemNode
+import Testing
+
+/// Routing on real `tandem node` processes: the HTTP API, the same answer from every node, and
+/// failover after `kill -9`.
+@Suite(.serialized) struct RoutingProcessTests {
+    func call(_ method: String, _ api: String, _ path: String, _ body: String? = nil) throws -> HTTPClient.Response {
+        try HTTPClient.request(method, api, path, body: body.map { Array($0.utf8) }, timeout: .seconds(5))
+    }
+
+    func object(_ r: HTTPClient.Response) -> [String: Any] { (r.json() as? [String: Any]) ?? [:] }
+
+    /// Three nodes, one per region, all alive in every view.
+    func start(holdDown: Double = 1) throws -> LocalCluster {
+        let cluster = try LocalCluster(size: 3, profile: "fast", chaos: true)
+        for i in 0..<3 { try cluster.start(i, extraArgs: ["--hold-down", "\(holdDown)"]) }
+        let formed = eventually(timeout: .seconds(20), interval: .milliseconds(50)) {
+            (0..<3).allSatisfy { i in
+                guard let v = cluster.view(from: i) else { return false }
+                return v.count == 3 && v.values.allSatisfy { $0.status == "alive" }
+            }
+        }
+        #expect(formed, "cluster did not form")
+        return cluster
+    }
+
+    /// The table fingerprint node `i` reports, with the regions it may route to.
+    func table(_ cluster: LocalCluster, _ i: Int) -> (fingerprint: String, eligible: Set<String>)? {
+        guard let r = try? call("GET", cluster.nodes[i].api, "/v1/split"), r.status == 200,
+              let fp = object(r)["table"] as? String, let regions = object(r)["regions"] as? [String: [String: Any]] else { return nil }
+        return (fp, Set(regions.filter { $0.value["eligible"] as? Bool == true }.keys))
+    }
+
+    func region(_ cluster: LocalCluster, _ i: Int, _ contact: String, edge: String? = nil) -> String? {
+        let path = "/v1/route?contact=\(contact)" + (edge.map { "&edge=\($0)" } ?? "")
+        guard let r = try? call("GET", cluster.nodes[i].api, path), r.status == 200 else { return nil }
+        return object(r)["region"] as? String
+    }
+
+    @Test func everyNodeGivesTheSameAnswerAndTheAPIValidates() throws {
+        let cluster = try start()
+        let a = cluster.nodes[0].api
+        let set = try call("PUT", a, "/v1/split", #"{"weights":{"region-0":40,"region-1":35,"region-2":25}}"#)
+        #expect(set.status == 200, "\(set.text)")
+        let edges = #"{"edges":{"nyc":{"rttMs":{"region-0":8,"region-1":70,"region-2":150},"volume":2},"lon":{"region-0":75,"region-1":5,"region-2":90}}}"#
+        #expect(try call("PUT", cluster.nodes[1].api, "/v1/edges", edges).status == 200)
+        // Config written on two nodes reaches all three: one fingerprint, every region eligible.
+        let agreed = eventually(timeout: .seconds(10), interval: .milliseconds(50)) {
+            let t = (0..<3).compactMap { table(cluster, $0) }
+            return t.count == 3 && Set(t.map(\.fingerprint)).count == 1 && t[0].eligible.count == 3
+        }
+        #expect(agreed, "nodes did not converge on one table: \((0..<3).map { table(cluster, $0).map { "\($0)" } ?? "-" })")
+
+        var seen: Set<String> = []
+        for c in 0..<1_000 {
+            let edge = ["nyc", "lon", nil][c % 3]
+            let answers = (0..<3).map { region(cluster, $0, "C-\(c)", edge: edge) }
+            #expect(answers[0] != nil && answers.allSatisfy { $0 == answers[0] }, "C-\(c): \(answers)")
+            if let r = answers[0] { seen.insert(r) }
+        }
+        #expect(seen == ["region-0", "region-1", "region-2"])
+
+        let full = try call("GET", a, "/v1/route?contact=C-1001&edge=nyc")
+        let d = object(full)
+        #expect(full.status == 200 && d["contact"] as? String == "C-1001" && (d["fallbacks"] as? [String])?.count == 2)
+        #expect(["n1", "n2", "n3"].contains(d["node"] as? String ?? ""))
+
+        // Query components are decoded (`+` is a space, `%XX` a byte) and the id is echoed as JSON.
+        let odd = try call("GET", a, "/v1/route?contact=a%2Bb+c%22%C3%A9")
+        #expect(object(odd)["contact"] as? String == "a+b c\"é")
+
+        // Errors: 400 without a contact, 400 for an unknown edge, 503 with every region drained.
+        #expect(try call("GET", a, "/v1/route?edge=nyc").status == 400)
+        let unknown = try call("GET", a, "/v1/route?contact=x&edge=mars")
+        #expect(unknown.status == 400 && object(unknown)["error"] as? String == "unknown_edge")
+        #expect(try call("PUT", a, "/v1/split", #"{"weights":{"region-0":-1}}"#).status == 400)
+        #expect(try call("PUT", a, "/v1/edges", #"{"edges":{"x":{}}}"#).status == 400)
+        #expect(try call("DELETE", a, "/v1/tables/_routing").status == 403)
+        for r in ["region-0", "region-1", "region-2"] {
+            #expect(try call("POST", cluster.nodes[2].api, "/v1/regions/\(r)/drain").status == 200)
+        }
+        let drained = eventually(timeout: .seconds(10)) { (try? call("GET", a, "/v1/route?contact=x"))?.status == 503 }
+        #expect(drained)
+        let none = try call("GET", a, "/v1/route?contact=x")
+        #expect(object(none)["error"] as? String == "no_healthy_region")
+        #expect(try call("POST", a, "/v1/regions/region-1/undrain").status == 200)
+        #expect(eventually(timeout: .seconds(10)) { (0..<3).allSatisfy { region(cluster, $0, "x") == "region-1" } })
+        #expect(cluster.metric("tandem_route_decisions_total", node: 0).map { $0 > 0 } == true)
+    }
+
+    @Test func killedNodeLeavesEveryAnswerAndReturnsAfterHoldDown() throws {
+        let cluster = try start(holdDown: 1)
+        let contacts = (0..<300).map { "K-\($0)" }
+        #expect(eventually(timeout: .seconds(10)) { (0..<3).allSatisfy { table(cluster, $0)?.eligible.count == 3 } })
+        let before = contacts.map { region(cluster, 0, $0) }
+        #expect(before.contains("region-1"))
+
+        cluster.kill9(1)
+        let gone = eventually(timeout: .seconds(15), interval: .milliseconds(50)) {
+            [0, 2].allSatisfy { table(cluster, $0)?.eligible == ["region-0", "region-2"] }
+        }
+        #expect(gone, "survivors still route to region-1")
+        for i in [0, 2] {
+            let after = contacts.map { region(cluster, i, $0) }
+            #expect(!after.contains("region-1"))
+            // Zero collateral: contacts that were not on region-1 stayed where they were.
+            for (x, y) in zip(before, after) where x != "region-1" { #expect(x == y) }
+        }
+
+        try cluster.start(1, extraArgs: ["--hold-down", "1"])
+        let back = eventually(timeout: .seconds(20), interval: .milliseconds(50)) {
+            (0..<3).allSatisfy { table(cluster, $0)?.eligible.count == 3 }
+        }
+        #expect(back, "region-1 did not return")
+        for i in 0..<3 { #expect(contacts.map { region(cluster, i, $0) } == before) }
+    }
+
+    @Test func anUnhealthyInstanceTakesNoContacts() throws {
+        // n3's "contact-center instance" is n1's health endpoint: when n1 dies, region-2's
+        // instance is down too, though n3 itself is alive.
+        let cluster = try LocalCluster(size: 3, profile: "fast")
+        try cluster.start(0, extraArgs: ["--hold-down", "1"])
+        try cluster.start(1, extraArgs: ["--hold-down", "1"])
+        try cluster.start(2, extraArgs: ["--hold-down", "1", "--instance-health", "http://\(cluster.nodes[0].api)/v1/health"])
+        #expect(eventually(timeout: .seconds(20), interval: .milliseconds(50)) {
+            (0..<3).allSatisfy { table(cluster, $0)?.eligible.count == 3 }
+        })
+        cluster.kill9(0)
+        #expect(eventually(timeout: .seconds(15), interval: .milliseconds(50)) {
+            [1, 2].allSatisfy { table(cluster, $0)?.eligible == ["region-1"] }
+        }, "region-2 still takes contacts with its instance down")
+        #expect(eventually(timeout: .seconds(5)) { region(cluster, 2, "any") == "region-1" })
+        try cluster.start(0, extraArgs: ["--hold-down", "1"])
+        #expect(eventually(timeout: .seconds(20), interval: .milliseconds(50)) {
+            (0..<3).allSatisfy { table(cluster, $0)?.eligible.count == 3 }
+        }, "region-2 did not come back with its instance")
+
+        // Unhealthy again, then n3 restarts without --instance-health: its old flag goes with it.
+        cluster.kill9(0)
+        #expect(eventually(timeout: .seconds(15), interval: .milliseconds(50)) { table(cluster, 1)?.eligible == ["region-1"] })
+        cluster.kill9(2)
+        try cluster.start(2, extraArgs: ["--hold-down", "1"])
+        #expect(eventually(timeout: .seconds(20), interval: .milliseconds(50)) {
+            [1, 2].allSatisfy { table(cluster, $0)?.eligible == ["region-1", "region-2"] }
+        }, "a stale unhealthy flag outlived the node's --instance-health")
+    }
+
+    @Test func theMinoritySideOfAPartitionKeepsItsView() throws {
+        let cluster = try start(holdDown: 1)
+        #expect(eventually(timeout: .seconds(10)) { (0..<3).allSatisfy { table(cluster, $0)?.eligible.count == 3 } })
+        cluster.setChaos(0, block: [cluster.nodes[2].bind])
+        cluster.setChaos(1, block: [cluster.nodes[2].bind])
+        cluster.setChaos(2, block: [cluster.nodes[0].bind, cluster.nodes[1].bind])
+        // The majority fails region-2 over; the isolated node sees both others dead, yet keeps
+        // routing as before rather than taking every contact itself.
+        #expect(eventually(timeout: .seconds(15), interval: .milliseconds(50)) {
+            [0, 1].allSatisfy { table(cluster, $0)?.eligible == ["region-0", "region-1"] }
+        })
+        #expect(eventually(timeout: .seconds(15), interval: .milliseconds(50)) {
+            guard let v = cluster.view(from: 2) else { return false }
+            return v["n1"]?.status == "dead" && v["n2"]?.status == "dead"
+        })
+        let isolated = try call("GET", cluster.nodes[2].api, "/v1/split")
+        #expect(object(isolated)["minority"] as? Bool == true)
+        #expect(table(cluster, 2)?.eligible.count == 3)
+        for i in 0..<3 { cluster.setChaos(i) }
+        #expect(eventually(timeout: .seconds(20), interval: .milliseconds(50)) {
+            (0..<3).allSatisfy { table(cluster, $0)?.eligible.count == 3 }
+        }, "the partition did not heal")
+    }
+}

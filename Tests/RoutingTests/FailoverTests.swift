@@ -1,0 +1,177 @@
+import Membership
+import Routing
+import Simulation
+import TandemCore
+import Testing
+
+extension Instant {
+    static func s(_ seconds: Double) -> Instant { Instant(nanoseconds: UInt64(seconds * 1e9)) }
+}
+
+@Suite struct HealthTrackerTests {
+    let a = NodeHealth(name: "a1", region: "a", serving: true)
+    let b = NodeHealth(name: "b1", region: "b", serving: true)
+
+    @Test func newNodesAreInAtOnceReturningOnesAfterHoldDown() {
+        var t = HealthTracker(holdDown: .seconds(5), now: .s(0))
+        t.observe([a, b], now: .s(0))
+        #expect(t.view(now: .s(0)).nodes == ["a": ["a1"], "b": ["b1"]])
+        var down = b
+        down.serving = false
+        t.observe([a, down], now: .s(1))
+        #expect(t.view(now: .s(1)).nodes == ["a": ["a1"], "b": []])
+        t.observe([a, b], now: .s(2))
+        #expect(t.view(now: .s(6.9)).nodes["b"] == [])
+        #expect(t.nextChange(after: .s(2)) == .s(7))
+        #expect(t.view(now: .s(7)).nodes["b"] == ["b1"])
+        #expect(t.nextChange(after: .s(7)) == nil)
+    }
+
+    @Test func flappingRestartsTheHoldDown() {
+        var t = HealthTracker(holdDown: .seconds(5), now: .s(0))
+        t.observe([a, b], now: .s(0))
+        var down = b
+        down.serving = false
+        for second in stride(from: 1.0, to: 20, by: 2) {
+            t.observe([a, down], now: .s(second))
+            t.observe([a, b], now: .s(second + 1))
+            #expect(t.view(now: .s(second + 1.5)).nodes["b"] == [])
+        }
+        #expect(t.view(now: .s(25)).nodes["b"] == ["b1"])
+    }
+
+    @Test func forgottenNodesAreHeldDownWhenTheyReturn() {
+        var t = HealthTracker(holdDown: .seconds(5), now: .s(0))
+        t.observe([a, b], now: .s(0))
+        t.observe([a], now: .s(1))                       // reaped from the membership view
+        #expect(t.view(now: .s(1)).nodes["b"] == [])
+        t.observe([a, b], now: .s(10))
+        #expect(t.view(now: .s(12)).nodes["b"] == [])
+        #expect(t.view(now: .s(15)).nodes["b"] == ["b1"])
+    }
+
+    @Test func aRestartedNodeHoldsItselfDown() {
+        var t = HealthTracker(holdDown: .seconds(5), selfName: "b1", selfRegion: "b", selfReturning: true, now: .s(100))
+        t.observe([a, b], now: .s(100))
+        #expect(t.view(now: .s(101)).nodes == ["a": ["a1"], "b": []])
+        #expect(t.view(now: .s(105)).nodes == ["a": ["a1"], "b": ["b1"]])
+    }
+}
+
+/// The route table driven by the membership simulator's views: every simulated node keeps a
+/// `HealthTracker` fed from its own membership core, and builds its table from it.
+@Suite struct SimulatedFailoverTests {
+    static let weights = ["region-0": 4000, "region-1": 3500, "region-2": 2500]
+
+    final class Router {
+        var trackers: [HealthTracker?]
+        let holdDown: Duration
+        init(count: Int, holdDown: Duration) {
+            trackers = Array(repeating: nil, count: count)
+            self.holdDown = holdDown
+        }
+
+        /// Feeds node `i`'s membership view to its tracker and returns its table (nil when down).
+        func table(_ sim: MembershipSimulation, _ i: Int) -> RouteTable? {
+            guard let core = sim.nodes[i].instance else {
+                trackers[i] = nil
+                return nil
+            }
+            if trackers[i] == nil {
+                trackers[i] = HealthTracker(holdDown: holdDown, selfName: core.myself.name, selfRegion: core.myself.meta.region,
+                                            selfReturning: core.myself.incarnation > 1, now: sim.now)
+            }
+            var view = [NodeHealth(name: core.myself.name, region: core.myself.meta.region, serving: true)]
+            for m in core.members.values {
+                view.append(NodeHealth(name: m.name, region: m.state.meta.region, serving: m.status.isLive))
+            }
+            // As the node shell does: a node in the minority keeps its last view.
+            let known = core.members.values.filter { $0.status != .left }
+            let alive = known.filter { $0.status == .alive }.count + 1
+            if !HealthTracker.inMinority(live: alive, known: known.count + 1) { trackers[i]!.observe(view, now: sim.now) }
+            let health = trackers[i]!.view(now: sim.now)
+            return RouteTable(RouteInputs(split: SplitConfig(weights: SimulatedFailoverTests.weights), health: health))
+        }
+
+        func answers(_ sim: MembershipSimulation, _ i: Int, _ ids: [String]) -> [String]? {
+            guard let t = table(sim, i) else { return nil }
+            return ids.map { (try? t.decide(contact: $0).region) ?? "-" }
+        }
+    }
+
+    @Test(arguments: [UInt64(1), 2, 3, 4, 5])
+    func killedRegionLeavesEveryTableAndReturnsAfterHoldDown(seed: UInt64) {
+        let settings = MembershipSettings.fast
+        let sim = MembershipSimulation(seed: seed, settings: settings)
+        sim.addNodes(3)
+        let holdDown = Duration.seconds(3)
+        let router = Router(count: 3, holdDown: holdDown)
+        let ids = contacts(600)
+        #expect(sim.run(until: { $0.viewsAgree() }, limit: .seconds(10)) != nil, "seed \(seed): no convergence")
+        sim.run(for: .seconds(1))
+        // Determinism: every node gives every contact the same region (10,000 contacts, once).
+        if seed == 1 {
+            let many = contacts(10_000)
+            let all = (0..<3).map { router.answers(sim, $0, many)! }
+            #expect(all[0] == all[1] && all[1] == all[2], "nodes disagree on 10,000 contacts")
+        }
+        let first = (0..<3).map { router.answers(sim, $0, ids)! }
+        #expect(first[0] == first[1] && first[1] == first[2], "seed \(seed): nodes disagree before the failure")
+        #expect(Set(first[0]) == Set(SimulatedFailoverTests.weights.keys))
+
+        sim.crash(1)
+        router.trackers[1] = nil  // its memory dies with it
+        // Converged: both survivors route nothing to region-1, and agree.
+        let converged = sim.run(until: { s in
+            let a = router.answers(s, 0, ids)!, b = router.answers(s, 2, ids)!
+            return a == b && !a.contains("region-1")
+        }, limit: .seconds(10))
+        #expect(converged != nil, "seed \(seed): survivors still route to the dead region")
+        // Zero collateral: only region-1's contacts moved.
+        let after = router.answers(sim, 0, ids)!
+        for (x, y) in zip(first[0], after) where x != "region-1" { #expect(x == y) }
+        // And it stays out (no flapping) while it is down.
+        sim.run(for: .seconds(5))
+        #expect(!router.answers(sim, 0, ids)!.contains("region-1"))
+        #expect(!router.answers(sim, 2, ids)!.contains("region-1"))
+
+        sim.restart(1)
+        let restartedAt = sim.now
+        // Until the hold-down ends nobody routes to it, then everybody does, identically.
+        var sawEarly = false
+        let back = sim.run(until: { s in
+            let answers = (0..<3).map { router.answers(s, $0, ids)! }
+            if s.now - restartedAt < holdDown, let who = answers.firstIndex(where: { $0.contains("region-1") }) {
+                if !sawEarly { print("early: node \(who) at \(s.now - restartedAt)") }
+                sawEarly = true
+            }
+            return answers.allSatisfy { $0 == first[0] }
+        }, limit: .seconds(20))
+        #expect(!sawEarly, "seed \(seed): region-1 took contacts before its hold-down ended")
+        #expect(back != nil, "seed \(seed): region-1 never came back")
+        if let back { #expect(back >= holdDown) }
+    }
+
+    @Test(arguments: [UInt64(1), 2, 3, 4, 5])
+    func theIsolatedNodeKeepsItsViewAndTheMajorityFailsItOver(seed: UInt64) {
+        let sim = MembershipSimulation(seed: seed, settings: .fast)
+        sim.addNodes(3)
+        let router = Router(count: 3, holdDown: .seconds(3))
+        let ids = contacts(300)
+        #expect(sim.run(until: { $0.viewsAgree() }, limit: .seconds(10)) != nil, "seed \(seed): no convergence")
+        sim.run(for: .seconds(1))
+        let before = router.answers(sim, 2, ids)!
+        sim.partition([[0, 1], [2]])
+        var isolatedChanged = false
+        let split = sim.run(until: { s in
+            if router.answers(s, 2, ids)! != before { isolatedChanged = true }
+            let majority = [0, 1].allSatisfy { !router.answers(s, $0, ids)!.contains("region-2") }
+            return majority && s.status(of: 0, seenBy: 2) == .dead && s.status(of: 1, seenBy: 2) == .dead
+        }, limit: .seconds(20))
+        #expect(split != nil, "seed \(seed): the partition was not detected")
+        #expect(!isolatedChanged, "seed \(seed): the isolated node failed the majority over")
+        sim.heal()
+        let healed = sim.run(until: { s in (0..<3).allSatisfy { router.answers(s, $0, ids)! == before } }, limit: .seconds(30))
+        #expect(healed != nil, "seed \(seed): routing did not recover after the heal")
+    }
+}
