@@ -65,6 +65,13 @@ final class CheckRun: @unchecked Sendable {
     var recordsMaybe: Set<String> = []
     static let partitions = 3
     var stream: String { "check-\(run)" }
+    /// Route answers (prober at 100 Hz on every node) and the fault timeline they are judged by.
+    struct Answer { var at: Date; var node: Int; var contact: Int; var region: String }
+    var answers: [Answer] = []
+    var events: [(at: Date, fault: String, undo: Bool)] = []
+    /// How long the cluster may take to route around a dead region or agree again.
+    var routeBound = 5.0
+    var regionNames: [String] = []
     var elements: [String: Presence] = [:]
 
     init(apis: [String], regions: [String], nemesis: String, seed: UInt64) {
@@ -86,6 +93,17 @@ final class CheckRun: @unchecked Sendable {
         guard eventually(timeout: .seconds(30), { self.call("PUT", 0, "/v1/tables/check", #"{"partitionKey":"k"}"#)?.status.isSuccess ?? false }),
               eventually(timeout: .seconds(30), { self.apis.indices.allSatisfy { self.call("GET", $0, "/v1/tables/check")?.status == 200 } }) else {
             throw CheckFailure("the table 'check' did not reach every node")
+        }
+        // An equal split over the regions' names as the nodes report them.
+        guard let r = call("GET", 0, "/v1/members"), let j = try? JSON.parse(r.body), case .array(let members)? = j["members"] else {
+            throw CheckFailure("no member list from \(apis[0])")
+        }
+        var byName: [String: String] = [:]
+        for m in members { if let n = m["name"]?.stringValue, let reg = m["region"]?.stringValue { byName[n] = reg } }
+        regionNames = regions.map { byName[$0] ?? $0 }
+        let weights = regionNames.map { "\"\($0)\":1" }.joined(separator: ",")
+        guard eventually(timeout: .seconds(30), { self.call("PUT", 0, "/v1/split", #"{"weights":{\#(weights)}}"#)?.status == 200 }) else {
+            throw CheckFailure("the split was refused")
         }
         let body = #"{"partitions":\#(CheckRun.partitions),"retentionHours":24}"#
         guard eventually(timeout: .seconds(30), { self.call("PUT", 0, "/v1/streams/\(self.stream)", body)?.status.isSuccess ?? false }),
@@ -109,6 +127,18 @@ final class CheckRun: @unchecked Sendable {
     // MARK: Workloads
 
     func startWorkloads(counterWriters: Int, setWriters: Int, streamWriters: Int = 2) {
+        threads.append(Thread { [self] in
+            while !isStopping {
+                for node in apis.indices {
+                    for c in 0..<4 {
+                        guard let r = call("GET", node, "/v1/route?contact=probe-\(c)", timeout: .milliseconds(200)), r.status == 200,
+                              let j = try? JSON.parse(r.body), let region = j["region"]?.stringValue else { break }
+                        lock.withLock { answers.append(Answer(at: Date(), node: node, contact: c, region: region)) }
+                    }
+                }
+                Thread.sleep(forTimeInterval: 0.01)
+            }
+        })
         for w in 0..<streamWriters {
             threads.append(Thread { [self] in
                 var local = SeededGenerator(seed: UInt64(w) &+ 4242)
@@ -183,8 +213,10 @@ final class CheckRun: @unchecked Sendable {
             }
             let at = Date()
             sh("\(nemesis) \(fault)")
+            lock.withLock { events.append((at, fault, false)) }
             Thread.sleep(forTimeInterval: interval / 2)
             sh("\(nemesis) \(undo)")
+            lock.withLock { events.append((Date(), fault, true)) }
             let line = String(format: "  %-18@ for %.1f s", fault as NSString, Date().timeIntervalSince(at))
             print(line)
             faults.append(fault)
@@ -264,7 +296,54 @@ final class CheckRun: @unchecked Sendable {
         v.check(wrong.isEmpty, "sets: \(expected.count) elements match the add-wins expectation on every node")
         for l in wrong.prefix(10) { v.report += "        \(l)\n" }
         verifyStream(&v)
+        verifyRoutes(&v)
         return v
+    }
+
+    /// Route answers judged against the fault timeline: no node names a region killed or
+    /// stalled longer than the bound ago, and after every change (a fault, or its undo) the
+    /// nodes that answer agree again within the bound — except while a partition lasts, when
+    /// each side keeps its own view by design (the minority freezes its view; see Routing).
+    func verifyRoutes(_ v: inout Verdict) {
+        let (answers, events) = lock.withLock { (self.answers, self.events) }
+        var stale = 0
+        var worstFailover = 0.0
+        var deadWindows: [(from: Date, to: Date, region: String)] = []
+        for (k, e) in events.enumerated() where !e.undo {
+            let parts = e.fault.split(separator: " ")
+            guard parts[0] == "kill" || parts[0] == "stop", let i = regions.firstIndex(of: String(parts[1])) else { continue }
+            let end = events[(k + 1)...].first { $0.undo && $0.fault == e.fault }?.at ?? Date()
+            deadWindows.append((e.at, end, regionNames[i]))
+            let naming = answers.filter { $0.at > e.at && $0.at < end && $0.region == regionNames[i] && $0.node != i }
+            if let last = naming.map({ $0.at.timeIntervalSince(e.at) }).max() { worstFailover = max(worstFailover, last) }
+            stale += naming.filter { $0.at.timeIntervalSince(e.at) > routeBound }.count
+        }
+        v.check(stale == 0, String(format: "routes: no answer named a region dead for more than %.0f s (slowest failover %.2f s over %d kills/stalls; %d answers)",
+                                   routeBound, worstFailover, deadWindows.count, answers.count))
+
+        // Agreement: answers in 100 ms buckets; a bucket agrees when every node that answered
+        // gave the same region for each probe contact.
+        func agrees(_ bucket: [Answer]) -> Bool {
+            Dictionary(grouping: bucket, by: \.contact).values.allSatisfy { Set($0.map(\.region)).count == 1 }
+        }
+        let changes = events.map(\.at)
+        var worstAgreement = 0.0
+        var disagreements = 0
+        for (k, change) in changes.enumerated() {
+            let next = k + 1 < changes.count ? changes[k + 1] : Date()
+            // Partitions: skip until healed (each side keeps its own view on purpose).
+            if let e = events.last(where: { $0.at <= change }), e.fault.hasPrefix("partition"), !e.undo { continue }
+            let window = answers.filter { $0.at >= change && $0.at < next }
+            let buckets = Dictionary(grouping: window) { Int($0.at.timeIntervalSince(change) * 10) }
+            let lastDisagreeing = buckets.filter { !agrees($0.value) }.keys.max()
+            if let b = lastDisagreeing {
+                let t = Double(b + 1) / 10
+                worstAgreement = max(worstAgreement, t)
+                if t > routeBound { disagreements += 1 }
+            }
+        }
+        v.check(disagreements == 0, String(format: "routes: every node answered alike within %.0f s of each change (slowest %.1f s over %d changes)",
+                                           routeBound, worstAgreement, changes.count))
     }
 
     /// A partition's whole log as one node serves it: (sequence, payload) in order.
