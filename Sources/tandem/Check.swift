@@ -19,12 +19,15 @@ struct CheckCommand: ParsableCommand {
     @Option(help: "Seconds between faults (each lasts about half of that).") var faultEvery = 12.0
     @Option(help: "Counter writer threads.") var counterWriters = 4
     @Option(help: "Set writer threads.") var setWriters = 2
+    @Option(help: "Packet loss (percent) kept on every region for the whole run, on top of the faults.") var loss = 0
 
     func run() throws {
         let seed = seed ?? UInt64.random(in: 1...999_999)
         let regions = apis.indices.map { "r\($0 + 1)" }
         print("chaos check: \(regions.count) regions, \(Int(seconds)) s of faults, seed \(seed)")
         let run = CheckRun(apis: apis, regions: regions, nemesis: nemesis, seed: seed)
+        run.backgroundLoss = loss
+        if loss > 0 { print("with \(loss)% packet loss on every region throughout") }
         try run.setUp()
         let started = Date()
         run.startWorkloads(counterWriters: counterWriters, setWriters: setWriters)
@@ -69,6 +72,7 @@ final class CheckRun: @unchecked Sendable {
     struct Answer { var at: Date; var node: Int; var contact: Int; var region: String }
     var answers: [Answer] = []
     var events: [(at: Date, fault: String, undo: Bool)] = []
+    var backgroundLoss = 0
     /// How long the cluster may take to route around a dead region or agree again.
     var routeBound = 5.0
     var regionNames: [String] = []
@@ -85,11 +89,21 @@ final class CheckRun: @unchecked Sendable {
         try? HTTPClient.request(method, apis[node], path, body: body.map { Array($0.utf8) }, timeout: timeout)
     }
 
+    /// A read for the verdict: retried, since loss may still be on (and a lost SYN alone costs
+    /// a second); a node that never answers reads as nil.
+    func read(_ node: Int, _ path: String) -> HTTPClient.Response? {
+        for _ in 0..<6 {
+            if let r = call("GET", node, path, timeout: .seconds(4)), r.status < 500 { return r }
+        }
+        return nil
+    }
+
     func setUp() throws {
         // Faults from an earlier run must not linger.
         _ = sh("\(nemesis) heal")
         _ = sh("\(nemesis) clear")
         for r in regions { _ = sh("\(nemesis) start \(r)") }
+        if backgroundLoss > 0 { sh("\(nemesis) loss \(backgroundLoss)%") }
         guard eventually(timeout: .seconds(30), { self.call("PUT", 0, "/v1/tables/check", #"{"partitionKey":"k"}"#)?.status.isSuccess ?? false }),
               eventually(timeout: .seconds(30), { self.apis.indices.allSatisfy { self.call("GET", $0, "/v1/tables/check")?.status == 200 } }) else {
             throw CheckFailure("the table 'check' did not reach every node")
@@ -216,6 +230,7 @@ final class CheckRun: @unchecked Sendable {
             lock.withLock { events.append((at, fault, false)) }
             Thread.sleep(forTimeInterval: interval / 2)
             sh("\(nemesis) \(undo)")
+            if undo == "clear" && backgroundLoss > 0 { sh("\(nemesis) loss \(backgroundLoss)%") }
             lock.withLock { events.append((Date(), fault, true)) }
             let line = String(format: "  %-18@ for %.1f s", fault as NSString, Date().timeIntervalSince(at))
             print(line)
@@ -237,13 +252,16 @@ final class CheckRun: @unchecked Sendable {
 
     func healAndVerify() -> Verdict {
         var v = Verdict()
+        defer { sh("\(nemesis) clear") }
         sh("\(nemesis) heal")
         sh("\(nemesis) clear")
+        // With background loss, the cluster must converge through it too.
+        if backgroundLoss > 0 { sh("\(nemesis) loss \(backgroundLoss)%") }
         for r in regions { sh("\(nemesis) start \(r)") }
         let healStart = Date()
         func digests() -> [String?] {
             apis.indices.map { i in
-                guard let r = call("GET", i, "/v1/tables/check"), r.status == 200, let j = try? JSON.parse(r.body) else { return nil }
+                guard let r = read(i, "/v1/tables/check"), r.status == 200, let j = try? JSON.parse(r.body) else { return nil }
                 return j["digest"]?.stringValue
             }
         }
@@ -262,7 +280,7 @@ final class CheckRun: @unchecked Sendable {
         let (acked, maybe, expected) = lock.withLock { (counterAcked, counterMaybe, elements) }
         for k in 0..<CheckRun.counters {
             let values = apis.indices.map { i -> Int? in
-                guard let r = call("GET", i, "/v1/tables/check/items/\(run)-ctr-\(k)"), r.status == 200,
+                guard let r = read(i, "/v1/tables/check/items/\(run)-ctr-\(k)"), r.status == 200,
                       let j = try? JSON.parse(r.body), case .number(let n)? = j["item"]?["n"] else { return acked[k] == 0 && maybe[k] == 0 ? 0 : nil }
                 return Int(n)
             }
@@ -281,7 +299,7 @@ final class CheckRun: @unchecked Sendable {
         var wrong: [String] = []
         for w in 0..<8 {
             let contents = apis.indices.map { i -> Set<String>? in
-                guard let r = call("GET", i, "/v1/tables/check/items/\(run)-set-\(w)") else { return nil }
+                guard let r = read(i, "/v1/tables/check/items/\(run)-set-\(w)") else { return nil }
                 if r.status == 404 { return [] }
                 guard r.status == 200, let j = try? JSON.parse(r.body), case .array(let xs)? = j["item"]?["members"]?["$SS"] else { return [] }
                 return Set(xs.compactMap(\.stringValue))
@@ -351,7 +369,7 @@ final class CheckRun: @unchecked Sendable {
         var out: [(String, String)] = []
         var from = "trim-horizon"
         while true {
-            guard let r = call("GET", node, "/v1/streams/\(stream)/partitions/\(p)/records?from=\(from)&limit=1000", timeout: .seconds(5)),
+            guard let r = read(node, "/v1/streams/\(stream)/partitions/\(p)/records?from=\(from)&limit=1000"),
                   r.status == 200, let j = try? JSON.parse(r.body), case .array(let records)? = j["records"] else { return nil }
             for rec in records {
                 guard let seq = rec["sequence"]?.stringValue, let data = rec["data"]?.stringValue, let bytes = Base64.decode(data) else { return nil }
