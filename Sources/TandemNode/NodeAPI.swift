@@ -135,6 +135,8 @@ extension Node {
         metric("tandem_gossip_bytes_out_total", "counter", "Gossip bytes sent.", shell.bytesOut)
         metric("tandem_gossip_malformed_packets_total", "counter", "Gossip datagrams dropped as malformed or foreign.", shell.malformedPackets)
         metric("tandem_gossip_send_failures_total", "counter", "Datagrams the kernel would not take.", udp.sendFailures)
+        metric("tandem_gossip_unauthenticated_packets_total", "counter", "Gossip datagrams no keyring key opened, dropped unanswered.", shell.unauthenticatedPackets)
+        metric("tandem_gossip_replayed_packets_total", "counter", "Sealed datagrams refused as too old, from the future, or seen before.", shell.replayedPackets)
         metric("tandem_chaos_dropped_total", "counter", "Datagrams dropped by opt-in fault injection.", shell.chaosDropped)
         let p = peers.stats
         metric("tandem_peer_frames_in_total", "counter", "Peer frames received.", p.framesIn)
@@ -142,6 +144,7 @@ extension Node {
         metric("tandem_peer_bytes_in_total", "counter", "Peer link bytes received.", p.bytesIn)
         metric("tandem_peer_bytes_out_total", "counter", "Peer link bytes sent.", p.bytesOut)
         metric("tandem_peer_malformed_frames_total", "counter", "Peer frames rejected (size, version, checksum, payload).", p.malformedFrames)
+        metric("tandem_peer_unauthenticated_frames_total", "counter", "Peer frames no keyring key opened (connection closed, unanswered).", p.unauthenticatedFrames)
         metric("tandem_peer_connect_failures_total", "counter", "Failed peer connection attempts.", p.connectFailures)
         metric("tandem_peer_request_timeouts_total", "counter", "Peer requests that timed out.", p.requestTimeouts)
         let h = http.stats

@@ -40,44 +40,64 @@ public enum FrameKind {
 }
 
 /// Splits a byte stream into frames, checking every length against `maxFrameSize` before it
-/// buffers anything, and every CRC.
+/// buffers anything, and every CRC. With a keyring, everything after the length is a seal
+/// (`Keyring`) around the plain frame; one that no keyring key opens is an error.
 public struct FrameDecoder {
     public let maxFrameSize: Int
+    public var keyring: Keyring?
     private var buffer: [UInt8] = []
 
-    public init(maxFrameSize: Int) { self.maxFrameSize = maxFrameSize }
+    public init(maxFrameSize: Int, keyring: Keyring? = nil) {
+        self.maxFrameSize = maxFrameSize
+        self.keyring = keyring
+    }
+
+    public static let unauthenticated = TandemError.Code("unauthenticated", httpStatus: 401)
 
     public mutating func feed(_ bytes: UnsafeRawBufferPointer) throws(TandemError) -> [Frame] {
         buffer.append(contentsOf: bytes)
         var frames: [Frame] = []
         var start = 0
+        let sealOverhead = keyring == nil ? 0 : Keyring.overhead
         while buffer.count - start >= 4 {
             var r = ByteReader(buffer, from: start)
             let length = Int(try r.u32())
-            guard length <= maxFrameSize else {
+            guard length <= maxFrameSize + sealOverhead else {
                 throw TandemError(.tooLarge, "frame of \(length) bytes exceeds limit \(maxFrameSize)")
             }
-            guard length >= Frame.overhead - 4 else { throw TandemError(.malformed, "frame length \(length) too short") }
+            guard length >= Frame.overhead - 4 + sealOverhead else { throw TandemError(.malformed, "frame length \(length) too short") }
             guard buffer.count - start - 4 >= length else { break }
-            let version = try r.u8()
-            guard version == Frame.version else {
-                throw TandemError(.unsupportedVersion, "peer frame version \(version), this node speaks \(Frame.version)")
+            let body = buffer[(start + 4)..<(start + 4 + length)]
+            if let keyring {
+                guard let plain = keyring.open(body, purpose: .frame) else {
+                    throw TandemError(FrameDecoder.unauthenticated, "peer frame not sealed with a keyring key")
+                }
+                frames.append(try FrameDecoder.parse(plain[...]))
+            } else {
+                frames.append(try FrameDecoder.parse(body))
             }
-            let kind = try r.u8()
-            let requestID = try r.u32()
-            let payloadCount = length - (Frame.overhead - 4)
-            let payloadStart = r.offset
-            let end = payloadStart + payloadCount
-            var crcReader = ByteReader(buffer, from: end)
-            let crc = try crcReader.u32()
-            guard crc == CRC32C.checksum(buffer[(start + 4)..<end]) else {
-                throw TandemError(.malformed, "peer frame checksum mismatch")
-            }
-            frames.append(Frame(kind: kind, requestID: requestID, payload: Array(buffer[payloadStart..<end])))
-            start = end + 4
+            start += 4 + length
         }
         if start > 0 { buffer.removeFirst(start) }
         return frames
+    }
+
+    /// One frame after its length: `version | kind | requestID | payload | crc32c`.
+    static func parse(_ body: ArraySlice<UInt8>) throws(TandemError) -> Frame {
+        guard body.count >= Frame.overhead - 4 else { throw TandemError(.malformed, "frame of \(body.count) bytes too short") }
+        var r = ByteReader(Array(body))
+        let version = try r.u8()
+        guard version == Frame.version else {
+            throw TandemError(.unsupportedVersion, "peer frame version \(version), this node speaks \(Frame.version)")
+        }
+        let kind = try r.u8()
+        let requestID = try r.u32()
+        let end = body.startIndex + body.count - 4
+        var crcReader = ByteReader(Array(body[end...]))
+        guard try crcReader.u32() == CRC32C.checksum(body[body.startIndex..<end]) else {
+            throw TandemError(.malformed, "peer frame checksum mismatch")
+        }
+        return Frame(kind: kind, requestID: requestID, payload: Array(body[(body.startIndex + 6)..<end]))
     }
 }
 
@@ -106,6 +126,8 @@ public final class PeerLinks {
         public var connectFailures = 0
         public var requestTimeouts = 0
         public var connectionsRefused = 0
+        /// Frames no keyring key opened (the connection is closed, nothing answered).
+        public var unauthenticatedFrames = 0
     }
 
     private final class Link {
@@ -116,8 +138,8 @@ public final class PeerLinks {
         var decoder: FrameDecoder
         var backoff: Duration
         var retryAfter: Instant = .zero
-        init(maxFrameSize: Int, backoff: Duration) {
-            decoder = FrameDecoder(maxFrameSize: maxFrameSize)
+        init(maxFrameSize: Int, keyring: Keyring?, backoff: Duration) {
+            decoder = FrameDecoder(maxFrameSize: maxFrameSize, keyring: keyring)
             self.backoff = backoff
         }
     }
@@ -142,10 +164,15 @@ public final class PeerLinks {
     /// connections, which show only an ephemeral port, are delayed alike).
     public var delay: (String) -> Duration = { _ in .zero }
     private lazy var delayLine = DelayLine(loop: loop)
+    /// Seals every frame when set (`--keyring`); shared with the node, so rotations apply here.
+    public let keyring: Keyring?
+    /// Told about each frame no keyring key opened (the node logs it, rate-limited).
+    public var onUnauthenticated: (SocketAddress?) -> Void = { _ in }
 
-    public init(loop: EventLoop, server: TCPServer, limits: Limits = Limits()) {
+    public init(loop: EventLoop, server: TCPServer, keyring: Keyring? = nil, limits: Limits = Limits()) {
         self.loop = loop
         self.limits = limits
+        self.keyring = keyring
         server.start { [weak self] connection in self?.accept(connection) }
     }
 
@@ -164,8 +191,19 @@ public final class PeerLinks {
             self?.finish(id, .failure(TandemError(.unavailable, "request to \(address) timed out")))
         }
         guard !isBlocked(address) else { return }  // a blocked peer behaves like a silent one
-        let bytes = Frame(kind: kind, requestID: id, payload: payload).encode()
+        let bytes = wire(Frame(kind: kind, requestID: id, payload: payload))
         delayLine.after(delay(PeerLinks.host(of: address))) { [weak self] in self?.enqueue(bytes, to: address) }
+    }
+
+    /// A frame as it goes on the wire: plain, or its body sealed under the primary key.
+    func wire(_ frame: Frame) -> [UInt8] {
+        let plain = frame.encode()
+        guard let keyring else { return plain }
+        let sealed = keyring.seal(Array(plain[4...]), purpose: .frame)
+        var w = ByteWriter(capacity: sealed.count + 4)
+        w.u32(UInt32(sealed.count))
+        w.raw(sealed)
+        return w.bytes
     }
 
     /// The host part of `host:port`.
@@ -178,7 +216,7 @@ public final class PeerLinks {
     /// when the link is down or its queue is full; the protocol above retries (Raft does).
     public func send(to address: String, kind: UInt8, payload: [UInt8]) {
         guard !isBlocked(address) else { return }
-        let bytes = Frame(kind: kind, requestID: 0, payload: payload).encode()
+        let bytes = wire(Frame(kind: kind, requestID: 0, payload: payload))
         delayLine.after(delay(PeerLinks.host(of: address))) { [weak self] in self?.enqueue(bytes, to: address) }
     }
 
@@ -197,7 +235,7 @@ public final class PeerLinks {
 
     private func enqueue(_ bytes: [UInt8], to address: String) {
         let link = links[address] ?? {
-            let l = Link(maxFrameSize: limits.maxFrameSize, backoff: limits.reconnectBackoffMin)
+            let l = Link(maxFrameSize: limits.maxFrameSize, keyring: keyring, backoff: limits.reconnectBackoffMin)
             links[address] = l
             return l
         }()
@@ -245,7 +283,7 @@ public final class PeerLinks {
                 guard let self, let link else { return }
                 link.connection = nil
                 link.connected = false
-                link.decoder = FrameDecoder(maxFrameSize: self.limits.maxFrameSize)
+                link.decoder = FrameDecoder(maxFrameSize: self.limits.maxFrameSize, keyring: self.keyring)
                 self.failAll(address, TandemError(.unavailable, "link to \(address) closed"))
             }
             c.startReading()
@@ -284,7 +322,7 @@ public final class PeerLinks {
             idle.stop()
             self?.inbound -= 1
         }
-        var decoder = FrameDecoder(maxFrameSize: limits.maxFrameSize)
+        var decoder = FrameDecoder(maxFrameSize: limits.maxFrameSize, keyring: keyring)
         c.onData = { [weak self, weak c] bytes in
             guard let self, let c else { return }
             idle.start(after: idleTimeout) { [weak c] in c?.close() }
@@ -304,8 +342,14 @@ public final class PeerLinks {
         do {
             frames = try decoder.feed(bytes)
         } catch {
-            // A peer that sends garbage loses its connection; the node keeps running.
-            stats.malformedFrames += 1
+            // A peer that sends garbage, or holds no key of ours, loses its connection unanswered;
+            // the node keeps running.
+            if error.code == FrameDecoder.unauthenticated {
+                stats.unauthenticatedFrames += 1
+                onUnauthenticated(c.peer)
+            } else {
+                stats.malformedFrames += 1
+            }
             c.close()
             return
         }
@@ -332,7 +376,7 @@ public final class PeerLinks {
             reply.close()
             return
         }
-        let bytes = Frame(kind: kind, requestID: id, payload: payload).encode()
+        let bytes = wire(Frame(kind: kind, requestID: id, payload: payload))
         reply.write(bytes)
         count(out: bytes.count)
     }

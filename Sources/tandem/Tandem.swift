@@ -10,7 +10,7 @@ struct Tandem: ParsableCommand {
         commandName: "tandem",
         abstract: "Active-active multi-region infrastructure for contact centers.",
         subcommands: [NodeCommand.self, MembersCommand.self, TableCommand.self, StreamCommand.self, SplitCommand.self, EdgesCommand.self,
-                      RouteCommand.self, DemoCommand.self, BenchCommand.self, HTTPCommand.self, CheckCommand.self])
+                      RouteCommand.self, KeysCommand.self, DemoCommand.self, BenchCommand.self, HTTPCommand.self, CheckCommand.self])
 }
 
 struct NodeCommand: ParsableCommand {
@@ -30,6 +30,10 @@ struct NodeCommand: ParsableCommand {
     var instanceHealth: String?
     @Option(name: .customLong("hold-down"), help: "Seconds a returning node must stay healthy before it takes contacts again (default: 10, fast profile: 2).")
     var holdDown: Double?
+    @Option(help: "File of base64 32-byte cluster keys, one per line, the first the primary: seals all gossip and peer traffic (tandem keys generate).")
+    var keyring: String?
+    @Option(name: .customLong("api-tokens"), help: "File of 'TOKEN ROLE' lines (roles read, write, admin): the API then requires Authorization: Bearer TOKEN.")
+    var apiTokens: String?
 
     func validate() throws {
         guard MembershipSettings.profile(named: profile) != nil else {
@@ -60,6 +64,8 @@ struct NodeCommand: ParsableCommand {
         config.chaos = chaos
         config.holdDown = .milliseconds(Int64((holdDown ?? (profile == "fast" ? 2 : 10)) * 1000))
         config.instanceHealthURL = instanceHealth
+        config.keyringPath = keyring
+        config.apiTokensPath = apiTokens
         let node: Node
         do {
             node = try Node(config: config, logger: Logger(label: "tandem.\(name)"))
