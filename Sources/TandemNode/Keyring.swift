@@ -101,6 +101,11 @@ public final class Keyring {
 
     // MARK: Rotation (install, use, remove), each refusing what would break the cluster.
 
+    public func key(idHex: String) -> Key? { keys.first { $0.idHex == idHex.lowercased() } }
+
+    /// Puts back an earlier state (a change that could not be persisted is undone).
+    func restore(_ previous: [Key]) { keys = previous }
+
     /// Adds a key (accepted from now on); true if it was new.
     @discardableResult
     public func install(_ key: Key) -> Bool {
