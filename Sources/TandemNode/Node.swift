@@ -71,6 +71,8 @@ public final class Node {
     private var lastUnauthenticatedLog: Instant = .zero
     /// Cluster encryption (nil: traffic is plain).
     let keyring: Keyring?
+    /// Client API tokens (nil: the API is open).
+    let apiTokens: APITokens?
     private var replayGuard = ReplayGuard()
 
     struct ShellStats {
@@ -119,6 +121,7 @@ public final class Node {
             meta: MemberMeta(region: config.region, api: apiAddress.description, role: config.role),
             incarnation: incarnation, seed: UInt64.random(in: .min ... .max), now: startedAt)
         keyring = try Node.loadKeyring(config, dataDir)
+        apiTokens = try config.apiTokensPath.map { try APITokens.load(path: $0) }
         store = try LMDBStore(path: config.dataDir)
         tables = try Tables(store: store, loop: loop, peerID: try SocketAddress(config.bind).description)
         routes = Routes(tables: tables, loop: loop, selfName: config.name, selfRegion: config.region, returning: incarnation > 1,
@@ -137,6 +140,8 @@ public final class Node {
         peers.isBlocked = { [unowned self] address in self.chaos.blocked.contains(address) }
         peers.delay = { [unowned self] host in self.chaos.delay(to: host) }
         http.handler = { [unowned self] request, respond in
+            // Authorization happens here, once, before any endpoint sees the request.
+            if let denial = self.apiTokens?.check(request) { return respond(denial) }
             if !self.routes.route(request, respond) && !self.tables.route(request, respond) && !self.streams.route(request, respond) {
                 respond(self.route(request))
             }
@@ -174,6 +179,7 @@ public final class Node {
         logger.info("node started", metadata: [
             "name": "\(config.name)", "region": "\(config.region)", "bind": "\(bindAddress)",
             "api": "\(apiAddress)", "incarnation": "\(incarnation)", "profile": "\(config.profileName)",
+            "apiTokens": "\(apiTokens.map { "\($0.count)" } ?? "off")",
             "encryption": "\(keyring.map { "on, \($0.keys.count) keys, primary \($0.primary.idHex)" } ?? "off")",
         ])
         // Seeds in canonical form, so `localhost:7946` and our own address compare equal.
