@@ -33,6 +33,8 @@ public struct NodeConfig {
     public var keyringPath: String?
     /// `--api-tokens FILE`: `TOKEN ROLE` per line; when set, the HTTP API requires a bearer token.
     public var apiTokensPath: String?
+    /// HTTP limits (`--request-timeout`, `--max-client-connections`).
+    public var httpLimits = HTTPServer.Limits()
 
     public init(name: String, region: String, bind: String, api: String, dataDir: String) {
         self.name = name
@@ -129,7 +131,7 @@ public final class Node {
         udp = try UDPSocket(loop: loop, bind: bindAddress)
         peerServer = try TCPServer(loop: loop, bind: bindAddress)
         peers = PeerLinks(loop: loop, server: peerServer, keyring: keyring)
-        http = try HTTPServer(loop: loop, bind: apiAddress)
+        http = try HTTPServer(loop: loop, bind: apiAddress, limits: config.httpLimits)
         streams = Streams(loop: loop, logger: logger, selfID: bindAddress.description, isWitness: config.role == "witness",
                           profile: config.profileName, dataDir: config.dataDir, tables: tables, peers: peers)
         tickTimer = Timer(loop: loop)

@@ -216,6 +216,8 @@ extension Node {
         metric("tandem_http_bad_requests_total", "counter", "HTTP requests rejected as malformed or over a limit.", h.badRequests)
         metric("tandem_http_connections_total", "counter", "HTTP connections accepted.", h.connectionsAccepted)
         metric("tandem_http_connections_rejected_total", "counter", "HTTP connections refused at the connection limit.", h.connectionsRejected)
+        metric("tandem_http_client_limit_rejected_total", "counter", "HTTP connections refused (429) at the per-client limit.", h.clientLimitRejected)
+        metric("tandem_http_request_timeouts_total", "counter", "Requests answered 408: headers or body too slow.", h.requestTimeouts)
         metric("tandem_data_dir_write_failures_total", "counter", "Failed durable writes to the data dir.", shell.persistFailures)
         let t = tables.core.stats
         let c = tables.stats
