@@ -16,6 +16,7 @@ let package = Package(
         .systemLibrary(name: "CLibUV", pkgConfig: "libuv", providers: [.apt(["libuv1-dev"]), .brew(["libuv"])]),
         .systemLibrary(name: "CHTTPParser", providers: [.apt(["libhttp-parser-dev"])]),
         .systemLibrary(name: "CLMDB", pkgConfig: "lmdb", providers: [.apt(["liblmdb-dev"]), .brew(["lmdb"])]),
+        .systemLibrary(name: "CSodium", pkgConfig: "libsodium", providers: [.apt(["libsodium-dev"]), .brew(["libsodium"])]),
 
         // Pure code: no I/O, no clocks, no global randomness.
         .target(name: "TandemCore"),
@@ -29,7 +30,7 @@ let package = Package(
         .target(
             name: "TandemNode",
             dependencies: [
-                "TandemCore", "Membership", "GlobalTable", "StreamLog", "Routing", "CLibUV", "CHTTPParser", "CLMDB",
+                "TandemCore", "Membership", "GlobalTable", "StreamLog", "Routing", "CLibUV", "CHTTPParser", "CLMDB", "CSodium",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),

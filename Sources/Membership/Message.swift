@@ -37,8 +37,12 @@ public enum SwimMessage: Hashable, Sendable {
 public struct Packet: Hashable, Sendable {
     public static let magic: UInt8 = 0xD7
     public static let version: UInt8 = 1
-    /// Fits any path's MTU with room for IP/UDP headers and, later, an AEAD envelope.
-    public static let maxSize = 1400
+    /// A datagram on the wire fits any path's MTU with room for IP/UDP headers.
+    public static let maxDatagram = 1400
+    /// Room left for the AEAD envelope a keyring adds (key ID 4, nonce 24, tag 16, timestamp 8).
+    public static let envelopeReserve = 52
+    /// The largest packet, before sealing.
+    public static let maxSize = maxDatagram - envelopeReserve
     public static let headerSize = 2
     /// Limits on what a decoder accepts, whatever the datagram says.
     public static let maxMessages = 128

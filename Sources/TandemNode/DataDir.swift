@@ -44,11 +44,19 @@ public final class DataDir {
         try DataDir.writeDurably(path + "/incarnation", "\(value)\n")
     }
 
+    /// The keyring as rotated at runtime (`tandem keys`): it outlives the `--keyring` file the
+    /// node first started with. Readable by the owner only.
+    public var keyringPath: String { path + "/keyring" }
+
+    public func storeKeyring(_ keyring: Keyring) throws {
+        try DataDir.writeDurably(keyringPath, keyring.text, mode: 0o600)
+    }
+
     /// Write to a temporary file, fsync it, rename over the target, fsync the directory: a crash
     /// at any instant leaves either the old or the new content, never a torn file.
-    static func writeDurably(_ file: String, _ content: String) throws {
+    static func writeDurably(_ file: String, _ content: String, mode: mode_t = 0o644) throws {
         let tmp = file + ".tmp"
-        let fd = open(tmp, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0o644)
+        let fd = open(tmp, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, mode)
         guard fd >= 0 else { throw TandemError(.io, "open \(tmp): \(String(cString: strerror(errno)))") }
         let bytes = Array(content.utf8)
         let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }

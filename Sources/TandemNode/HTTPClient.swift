@@ -11,11 +11,20 @@ public enum HTTPClient {
         public func json() -> Any? { try? JSONSerialization.jsonObject(with: Data(body)) }
     }
 
+    public static var defaultToken: String? {
+        ProcessInfo.processInfo.environment["TANDEM_TOKEN"].flatMap { $0.isEmpty ? nil : $0 }
+    }
+
     public static func request(_ method: String, _ address: String, _ path: String, body: [UInt8]? = nil,
                                headers: [(String, String)] = [], timeout: Duration = .seconds(5)) throws -> Response {
         let target = try SocketAddress(address)
         var head = "\(method) \(path) HTTP/1.1\r\nHost: \(address)\r\nConnection: close\r\n"
         for (k, v) in headers { head += "\(k): \(v)\r\n" }
+        // The CLI and tooling authenticate with the token in TANDEM_TOKEN (never a flag: flags
+        // show in `ps`), unless the caller passes its own.
+        if !headers.contains(where: { $0.0.lowercased() == "authorization" }), let token = defaultToken {
+            head += "Authorization: Bearer \(token)\r\n"
+        }
         if let body { head += "Content-Type: application/json\r\nContent-Length: \(body.count)\r\n" }
         head += "\r\n"
         return try exchange(target, Array(head.utf8) + (body ?? []), timeout: timeout)

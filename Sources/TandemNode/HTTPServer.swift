@@ -87,6 +87,14 @@ public final class HTTPServer {
         public var maxHeaders = 100
         public var maxBodyBytes = 4 << 20
         public var maxConnections = 512
+        /// Connections from one client IP: one client cannot take the whole pool (half of it
+        /// leaves room for others while a load generator on one host still gets 256).
+        public var maxConnectionsPerClient = 256
+        /// From a request's first byte until its headers are complete, and then until its body
+        /// is: a client trickling bytes (slow loris) is answered 408 and cut off, whatever its
+        /// pace keeps the idle timer from doing.
+        public var headerTimeout: Duration = .seconds(10)
+        public var bodyTimeout: Duration = .seconds(30)
         /// Requests parsed but not yet answered on one connection (pipelining), and bytes of
         /// answers the client has not read: past either, the connection is closed.
         public var maxPipelined = 32
@@ -99,6 +107,8 @@ public final class HTTPServer {
     public struct Stats {
         public var connectionsAccepted = 0
         public var connectionsRejected = 0
+        public var clientLimitRejected = 0
+        public var requestTimeouts = 0
         public var requests = 0
         public var badRequests = 0
     }
@@ -107,6 +117,7 @@ public final class HTTPServer {
     let limits: Limits
     private let server: TCPServer
     private var connections: Set<ObjectIdentifier> = []
+    private var perClient: [String: Int] = [:]
     public internal(set) var stats = Stats()
     public var handler: (HTTPRequest, @escaping (HTTPResponse) -> Void) -> Void = { _, respond in
         respond(.error(404, "not_found", "no such endpoint"))
@@ -122,23 +133,39 @@ public final class HTTPServer {
     private func accept(_ c: TCPConnection) {
         guard connections.count < limits.maxConnections else {
             stats.connectionsRejected += 1
-            c.write(HTTPResponse.error(503, "too_many_connections", "connection limit reached").encode(keepAlive: false))
-            c.closeGracefully(linger: .milliseconds(200))
-            return
+            return refuse(c, .error(503, "too_many_connections", "connection limit reached"))
         }
+        let client = c.peer.map { PeerLinks.host(of: $0.description) } ?? "?"
+        guard perClient[client, default: 0] < limits.maxConnectionsPerClient else {
+            stats.clientLimitRejected += 1
+            return refuse(c, .error(429, "too_many_connections_from_client",
+                                    "at most \(limits.maxConnectionsPerClient) connections per client; reuse keep-alive connections"))
+        }
+        perClient[client, default: 0] += 1
         stats.connectionsAccepted += 1
         let conn = HTTPConnection(server: self, connection: c)
         let id = ObjectIdentifier(conn)
         connections.insert(id)
         c.onClose = { [weak self] in
-            self?.connections.remove(id)
+            guard let self else { return }
+            self.connections.remove(id)
+            if let n = self.perClient[client], n > 1 { self.perClient[client] = n - 1 } else { self.perClient[client] = nil }
             conn.closed()
         }
         c.onData = { bytes in conn.feed(bytes) }
         c.startReading()
     }
 
+    /// Answers a connection we will not serve, telling the client when to come back.
+    private func refuse(_ c: TCPConnection, _ response: HTTPResponse) {
+        var r = response
+        r.headers.append(("Retry-After", "1"))
+        c.write(r.encode(keepAlive: false))
+        c.closeGracefully(linger: .milliseconds(200))
+    }
+
     func countBadRequest() { stats.badRequests += 1 }
+    func countTimeout() { stats.requestTimeouts += 1 }
     func countRequest() { stats.requests += 1 }
 }
 
@@ -163,6 +190,8 @@ final class HTTPConnection {
     private let parser: UnsafeMutablePointer<http_parser>
     private let limits: HTTPServer.Limits
     private var idleTimer: Timer?
+    /// The slow-request deadline of the request being read (headers, then body).
+    private var requestTimer: Timer?
 
     private var url: [UInt8] = []
     private var headers: [(name: String, value: String)] = []
@@ -189,6 +218,7 @@ final class HTTPConnection {
         parser.pointee.data = Unmanaged.passUnretained(self).toOpaque()
         let timer = Timer(loop: server.loop)
         idleTimer = timer
+        requestTimer = Timer(loop: server.loop)
         armIdleTimer()
     }
 
@@ -208,6 +238,19 @@ final class HTTPConnection {
         isClosed = true
         idleTimer?.stop()
         idleTimer = nil
+        requestTimer?.stop()
+        requestTimer = nil
+    }
+
+    private func armRequestTimer(_ after: Duration, _ what: String) {
+        requestTimer?.start(after: after) { [weak self] in
+            guard let self, !self.isClosed, !self.closeAfterFlush else { return }
+            self.server?.countTimeout()
+            self.slots.append(.error(408, "request_timeout", "request \(what) not received within \(after)"))
+            self.keepAliveBySlot.append(false)
+            self.closeAfterFlush = true
+            self.flush()
+        }
     }
 
     func feed(_ bytes: UnsafeRawBufferPointer) {
@@ -238,6 +281,7 @@ final class HTTPConnection {
         inValue = false
         headerBytes = 0
         bodyBytes.removeAll()
+        armRequestTimer(limits.headerTimeout, "headers")
         return 0
     }
 
@@ -286,6 +330,7 @@ final class HTTPConnection {
         if declared != UInt64.max && declared > UInt64(limits.maxBodyBytes) {
             return reject(.error(413, "body_too_large", "request body of \(declared) bytes exceeds \(limits.maxBodyBytes)"))
         }
+        armRequestTimer(limits.bodyTimeout, "body")
         return 0
     }
 
@@ -298,6 +343,7 @@ final class HTTPConnection {
     }
 
     func messageComplete() -> Int32 {
+        requestTimer?.stop()
         if inValue { finishHeader() }
         let method = String(cString: http_method_str(http_method(rawValue: parser.pointee.method)))
         let keepAlive = http_should_keep_alive(parser) != 0

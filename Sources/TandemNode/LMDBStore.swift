@@ -98,6 +98,8 @@ final class GroupCommitter {
     private(set) var commits = 0
     private(set) var writesCommitted = 0
     private(set) var failures = 0
+    /// Submissions waiting for a commit, including the one running.
+    var queuedWrites: Int { waiting.count + (running?.count ?? 0) }
 
     init(loop: EventLoop, store: LMDBStore) {
         self.loop = loop

@@ -24,6 +24,9 @@ public final class LocalCluster {
     public var logLevel = "warning"
     /// Region of node `i` is `regions[i % regions.count]`.
     public var regions = ["region-0", "region-1", "region-2"]
+    /// Bearer token for the helpers below, when nodes run with `--api-tokens`.
+    public var token: String?
+    var auth: [(String, String)] { token.map { [("Authorization", "Bearer \($0)")] } ?? [] }
 
     public init(size: Int, profile: String = "fast", chaos: Bool = false, binary: String? = nil) throws {
         self.binary = binary ?? LocalCluster.findBinary()
@@ -113,12 +116,12 @@ public final class LocalCluster {
     @discardableResult
     public func setChaos(_ i: Int, dropRate: Double = 0, block: [String] = [], delayMs: Int = 0) -> Bool {
         let body = "{\"dropRate\":\(dropRate),\"delayMs\":\(delayMs),\"block\":[\(block.map { "\"\($0)\"" }.joined(separator: ","))]}"
-        return (try? HTTPClient.request("POST", nodes[i].api, "/v1/chaos", body: Array(body.utf8), timeout: .seconds(2)))?.status == 200
+        return (try? HTTPClient.request("POST", nodes[i].api, "/v1/chaos", body: Array(body.utf8), headers: auth, timeout: .seconds(2)))?.status == 200
     }
 
     /// `name → (status, incarnation)` as node `i` sees the cluster, or nil if it does not answer.
     public func view(from i: Int) -> [String: (status: String, incarnation: Int)]? {
-        guard let r = try? HTTPClient.request("GET", nodes[i].api, "/v1/members", timeout: .seconds(1)), r.status == 200,
+        guard let r = try? HTTPClient.request("GET", nodes[i].api, "/v1/members", headers: auth, timeout: .seconds(1)), r.status == 200,
               let object = r.json() as? [String: Any], let members = object["members"] as? [[String: Any]] else { return nil }
         var out: [String: (String, Int)] = [:]
         for m in members {
@@ -130,7 +133,7 @@ public final class LocalCluster {
     }
 
     public func metric(_ name: String, node i: Int) -> Double? {
-        guard let r = try? HTTPClient.request("GET", nodes[i].api, "/metrics", timeout: .seconds(1)), r.status == 200 else { return nil }
+        guard let r = try? HTTPClient.request("GET", nodes[i].api, "/metrics", headers: auth, timeout: .seconds(1)), r.status == 200 else { return nil }
         for line in r.text.split(separator: "\n") where line.hasPrefix(name + " ") {
             return Double(line.split(separator: " ")[1])
         }

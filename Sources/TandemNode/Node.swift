@@ -28,6 +28,13 @@ public struct NodeConfig {
     /// contact-center instance health check (`--instance-health`), polled when set.
     public var holdDown: Duration = .seconds(10)
     public var instanceHealthURL: String?
+    /// `--keyring FILE`: seal all cluster traffic. A keyring persisted in the data dir (rotated
+    /// with `tandem keys`) takes precedence over the file.
+    public var keyringPath: String?
+    /// `--api-tokens FILE`: `TOKEN ROLE` per line; when set, the HTTP API requires a bearer token.
+    public var apiTokensPath: String?
+    /// HTTP limits (`--request-timeout`, `--max-client-connections`).
+    public var httpLimits = HTTPServer.Limits()
 
     public init(name: String, region: String, bind: String, api: String, dataDir: String) {
         self.name = name
@@ -63,6 +70,12 @@ public final class Node {
     var chaos = ChaosSettings()
     private lazy var udpDelay = DelayLine(loop: loop)
     private var lastMalformedLog: Instant = .zero
+    private var lastUnauthenticatedLog: Instant = .zero
+    /// Cluster encryption (nil: traffic is plain).
+    let keyring: Keyring?
+    /// Client API tokens (nil: the API is open).
+    let apiTokens: APITokens?
+    private var replayGuard = ReplayGuard()
 
     struct ShellStats {
         var packetsIn = 0
@@ -72,6 +85,8 @@ public final class Node {
         var malformedPackets = 0
         var chaosDropped = 0
         var persistFailures = 0
+        var unauthenticatedPackets = 0
+        var replayedPackets = 0
     }
 
     /// Opt-in fault injection (`--chaos`): drops a share of gossip datagrams and all traffic with
@@ -107,23 +122,28 @@ public final class Node {
             settings: config.settings, name: config.name, address: bindAddress.description,
             meta: MemberMeta(region: config.region, api: apiAddress.description, role: config.role),
             incarnation: incarnation, seed: UInt64.random(in: .min ... .max), now: startedAt)
+        keyring = try Node.loadKeyring(config, dataDir)
+        apiTokens = try config.apiTokensPath.map { try APITokens.load(path: $0) }
         store = try LMDBStore(path: config.dataDir)
         tables = try Tables(store: store, loop: loop, peerID: try SocketAddress(config.bind).description)
         routes = Routes(tables: tables, loop: loop, selfName: config.name, selfRegion: config.region, returning: incarnation > 1,
                         settings: Routes.Settings(holdDown: config.holdDown, instanceHealthURL: config.instanceHealthURL))
         udp = try UDPSocket(loop: loop, bind: bindAddress)
         peerServer = try TCPServer(loop: loop, bind: bindAddress)
-        peers = PeerLinks(loop: loop, server: peerServer)
-        http = try HTTPServer(loop: loop, bind: apiAddress)
+        peers = PeerLinks(loop: loop, server: peerServer, keyring: keyring)
+        http = try HTTPServer(loop: loop, bind: apiAddress, limits: config.httpLimits)
         streams = Streams(loop: loop, logger: logger, selfID: bindAddress.description, isWitness: config.role == "witness",
                           profile: config.profileName, dataDir: config.dataDir, tables: tables, peers: peers)
         tickTimer = Timer(loop: loop)
 
         try udp.start { [unowned self] bytes, from in self.receive(bytes, from: from) }
+        peers.onUnauthenticated = { [unowned self] from in self.logUnauthenticated(from?.description ?? "?", "peer frame") }
         peers.onRequest = { [unowned self] frame, from, reply in self.serve(frame, from: from, reply: reply) }
         peers.isBlocked = { [unowned self] address in self.chaos.blocked.contains(address) }
         peers.delay = { [unowned self] host in self.chaos.delay(to: host) }
         http.handler = { [unowned self] request, respond in
+            // Authorization happens here, once, before any endpoint sees the request.
+            if let denial = self.apiTokens?.check(request) { return respond(denial) }
             if !self.routes.route(request, respond) && !self.tables.route(request, respond) && !self.streams.route(request, respond) {
                 respond(self.route(request))
             }
@@ -161,6 +181,8 @@ public final class Node {
         logger.info("node started", metadata: [
             "name": "\(config.name)", "region": "\(config.region)", "bind": "\(bindAddress)",
             "api": "\(apiAddress)", "incarnation": "\(incarnation)", "profile": "\(config.profileName)",
+            "apiTokens": "\(apiTokens.map { "\($0.count)" } ?? "off")",
+            "encryption": "\(keyring.map { "on, \($0.keys.count) keys, primary \($0.primary.idHex)" } ?? "off")",
         ])
         // Seeds in canonical form, so `localhost:7946` and our own address compare equal.
         var seeds: [String] = []
@@ -206,19 +228,55 @@ public final class Node {
         shell.packetsIn += 1
         shell.bytesIn += bytes.count
         if chaosDrops(sender) { return }
+        var bytes = bytes
+        if let keyring {
+            guard bytes.count <= Packet.maxDatagram else { return countMalformed(sender, TandemError(.tooLarge, "datagram too large")) }
+            switch keyring.openDatagram(bytes, nowMs: Tables.wallMs(), guard: &replayGuard) {
+            case .ok(let plain): bytes = plain
+            case .unauthenticated:
+                shell.unauthenticatedPackets += 1
+                return logUnauthenticated(sender, "gossip datagram")
+            case .replayed:
+                shell.replayedPackets += 1
+                return
+            }
+        }
         let packet: Packet
         do {
             packet = try Packet.decode(bytes)
         } catch {
-            shell.malformedPackets += 1
-            let now = loop.now
-            if now - lastMalformedLog > .seconds(10) {  // one line per 10 s, never a flood
-                lastMalformedLog = now
-                logger.warning("dropped malformed gossip packet", metadata: ["from": "\(sender)", "error": "\(error)"])
-            }
-            return
+            return countMalformed(sender, error)
         }
         apply(membership.onPacket(packet, from: sender, now: loop.now))
+    }
+
+    private func countMalformed(_ sender: String, _ error: TandemError) {
+        shell.malformedPackets += 1
+        let now = loop.now
+        if now - lastMalformedLog > .seconds(10) {  // one line per 10 s, never a flood
+            lastMalformedLog = now
+            logger.warning("dropped malformed gossip packet", metadata: ["from": "\(sender)", "error": "\(error)"])
+        }
+    }
+
+    /// Traffic without a key of ours is dropped unanswered; one log line per 10 s at most.
+    private func logUnauthenticated(_ sender: String, _ what: String) {
+        let now = loop.now
+        guard now - lastUnauthenticatedLog > .seconds(10) else { return }
+        lastUnauthenticatedLog = now
+        logger.warning("dropped \(what) not sealed with a keyring key", metadata: ["from": "\(sender)"])
+    }
+
+    /// The data dir's keyring (rotations survive restarts), else `--keyring`, copied into the
+    /// data dir on first use; nil when neither exists.
+    static func loadKeyring(_ config: NodeConfig, _ dataDir: DataDir) throws -> Keyring? {
+        if FileManager.default.fileExists(atPath: dataDir.keyringPath) {
+            return try Keyring.load(path: dataDir.keyringPath)
+        }
+        guard let path = config.keyringPath else { return nil }
+        let keyring = try Keyring.load(path: path)
+        try dataDir.storeKeyring(keyring)
+        return keyring
     }
 
     private func serve(_ frame: Frame, from: SocketAddress?, reply: @escaping ([UInt8]) -> Void) {
@@ -271,7 +329,8 @@ public final class Node {
             case .send(let to, let packet):
                 guard let address = try? SocketAddress(to) else { continue }
                 if chaosDrops(to) { continue }
-                let bytes = packet.encode()
+                let plain = packet.encode()
+                let bytes = keyring?.sealDatagram(plain, nowMs: Tables.wallMs()) ?? plain
                 shell.packetsOut += 1
                 shell.bytesOut += bytes.count
                 udpDelay.after(chaos.delay(to: PeerLinks.host(of: to))) { [weak self] in self?.udp.send(bytes, to: address) }

@@ -24,6 +24,8 @@ extension Node {
             guard config.chaos else { return chaosDisabled }
             chaos = ChaosSettings()
             return .json(200, ["dropRate": 0, "block": [String]()])
+        case (_, let s) where s.count >= 2 && s[0] == "v1" && s[1] == "keys":
+            return keysEndpoint(request)
         case (_, ["v1", "health"]), (_, ["v1", "members"]), (_, ["metrics"]), (_, ["v1", "chaos"]):
             return .error(405, "method_not_allowed", "\(request.method) is not allowed on \(request.path)")
         default:
@@ -45,6 +47,68 @@ extension Node {
             return entry
         }
         return .json(200, ["self": config.name, "localHealth": membership.awareness, "members": members])
+    }
+
+    /// The keyring of this node only (`tandem keys` fans out over members):
+    /// `GET /v1/keys`, `POST /v1/keys {"key": base64}` (install), `POST /v1/keys/ID/use`,
+    /// `DELETE /v1/keys/ID`. Key material is never returned, only IDs. Every change is persisted
+    /// in the data dir before it is reported as done.
+    private func keysEndpoint(_ request: HTTPRequest) -> HTTPResponse {
+        guard let keyring else {
+            return .error(409, "encryption_off", "this node runs without --keyring; start it with one to use keys")
+        }
+        func state(_ changed: Bool) -> HTTPResponse {
+            .json(200, ["node": config.name, "changed": changed, "primary": keyring.primary.idHex, "keys": keyring.keys.map(\.idHex)])
+        }
+        func change(_ what: String, _ body: () throws -> Bool) -> HTTPResponse {
+            let before = keyring.keys
+            do {
+                let changed = try body()
+                if changed {
+                    try dataDir.storeKeyring(keyring)
+                    logger.notice("keyring changed", metadata: ["change": "\(what)", "primary": "\(keyring.primary.idHex)", "keys": "\(keyring.keys.count)"])
+                }
+                return state(changed)
+            } catch let e as TandemError {
+                keyring.restore(before)
+                return .error(e)
+            } catch {
+                keyring.restore(before)
+                return .error(500, "internal", "\(error)")
+            }
+        }
+        func installed(_ id: String) throws -> Keyring.Key {
+            guard let key = keyring.key(idHex: id) else { throw TandemError(.notFound, "key \(id) is not installed on \(config.name)") }
+            return key
+        }
+        let s = request.segments
+        switch (request.method, s.count) {
+        case ("GET", 2):
+            return state(false)
+        case ("POST", 2):
+            guard let object = try? JSONSerialization.jsonObject(with: Data(request.body)) as? [String: Any],
+                  let text = object["key"] as? String else {
+                return .error(400, "invalid_json", "body must be {\"key\": \"<base64 32-byte key>\"}")
+            }
+            return change("install") { keyring.install(try Keyring.Key(base64: text)) }
+        case ("POST", 4) where s[3] == "use":
+            let id = s[2]
+            return change("use \(id)") {
+                let key = try installed(id)
+                guard key != keyring.primary else { return false }
+                try keyring.use(key)
+                return true
+            }
+        case ("DELETE", 3):
+            let id = s[2]
+            return change("remove \(id)") {
+                guard let key = keyring.key(idHex: id) else { return false }  // already gone: done
+                try keyring.remove(key)
+                return true
+            }
+        default:
+            return .error(405, "method_not_allowed", "\(request.method) is not allowed on \(request.path)")
+        }
     }
 
     private var chaosDisabled: HTTPResponse {
@@ -135,6 +199,8 @@ extension Node {
         metric("tandem_gossip_bytes_out_total", "counter", "Gossip bytes sent.", shell.bytesOut)
         metric("tandem_gossip_malformed_packets_total", "counter", "Gossip datagrams dropped as malformed or foreign.", shell.malformedPackets)
         metric("tandem_gossip_send_failures_total", "counter", "Datagrams the kernel would not take.", udp.sendFailures)
+        metric("tandem_gossip_unauthenticated_packets_total", "counter", "Gossip datagrams no keyring key opened, dropped unanswered.", shell.unauthenticatedPackets)
+        metric("tandem_gossip_replayed_packets_total", "counter", "Sealed datagrams refused as too old, from the future, or seen before.", shell.replayedPackets)
         metric("tandem_chaos_dropped_total", "counter", "Datagrams dropped by opt-in fault injection.", shell.chaosDropped)
         let p = peers.stats
         metric("tandem_peer_frames_in_total", "counter", "Peer frames received.", p.framesIn)
@@ -142,6 +208,7 @@ extension Node {
         metric("tandem_peer_bytes_in_total", "counter", "Peer link bytes received.", p.bytesIn)
         metric("tandem_peer_bytes_out_total", "counter", "Peer link bytes sent.", p.bytesOut)
         metric("tandem_peer_malformed_frames_total", "counter", "Peer frames rejected (size, version, checksum, payload).", p.malformedFrames)
+        metric("tandem_peer_unauthenticated_frames_total", "counter", "Peer frames no keyring key opened (connection closed, unanswered).", p.unauthenticatedFrames)
         metric("tandem_peer_connect_failures_total", "counter", "Failed peer connection attempts.", p.connectFailures)
         metric("tandem_peer_request_timeouts_total", "counter", "Peer requests that timed out.", p.requestTimeouts)
         let h = http.stats
@@ -149,6 +216,8 @@ extension Node {
         metric("tandem_http_bad_requests_total", "counter", "HTTP requests rejected as malformed or over a limit.", h.badRequests)
         metric("tandem_http_connections_total", "counter", "HTTP connections accepted.", h.connectionsAccepted)
         metric("tandem_http_connections_rejected_total", "counter", "HTTP connections refused at the connection limit.", h.connectionsRejected)
+        metric("tandem_http_client_limit_rejected_total", "counter", "HTTP connections refused (429) at the per-client limit.", h.clientLimitRejected)
+        metric("tandem_http_request_timeouts_total", "counter", "Requests answered 408: headers or body too slow.", h.requestTimeouts)
         metric("tandem_data_dir_write_failures_total", "counter", "Failed durable writes to the data dir.", shell.persistFailures)
         let t = tables.core.stats
         let c = tables.stats

@@ -1,86 +1,5 @@
 import TandemCore
 
-/// One frame on a peer TCP link:
-/// `length u32 | version u8 | kind u8 | requestID u32 | payload | crc32c u32`,
-/// where `length` counts everything after itself and the CRC covers version through payload.
-/// A request carries a non-zero `requestID`; its response carries the same ID and the
-/// `responseBit` on `kind`.
-public struct Frame: Equatable, Sendable {
-    public static let version: UInt8 = 1
-    public static let responseBit: UInt8 = 0x80
-    public static let overhead = 4 + 1 + 1 + 4 + 4
-
-    public var kind: UInt8
-    public var requestID: UInt32
-    public var payload: [UInt8]
-
-    public init(kind: UInt8, requestID: UInt32, payload: [UInt8]) {
-        self.kind = kind
-        self.requestID = requestID
-        self.payload = payload
-    }
-
-    public var isResponse: Bool { kind & Frame.responseBit != 0 }
-
-    public func encode() -> [UInt8] {
-        var w = ByteWriter(capacity: payload.count + Frame.overhead)
-        w.u32(UInt32(payload.count + Frame.overhead - 4))
-        w.u8(Frame.version)
-        w.u8(kind)
-        w.u32(requestID)
-        w.raw(payload)
-        w.u32(CRC32C.checksum(w.bytes[4...]))
-        return w.bytes
-    }
-}
-
-/// Frame kinds carried on peer links.
-public enum FrameKind {
-    public static let pushPull: UInt8 = 1
-}
-
-/// Splits a byte stream into frames, checking every length against `maxFrameSize` before it
-/// buffers anything, and every CRC.
-public struct FrameDecoder {
-    public let maxFrameSize: Int
-    private var buffer: [UInt8] = []
-
-    public init(maxFrameSize: Int) { self.maxFrameSize = maxFrameSize }
-
-    public mutating func feed(_ bytes: UnsafeRawBufferPointer) throws(TandemError) -> [Frame] {
-        buffer.append(contentsOf: bytes)
-        var frames: [Frame] = []
-        var start = 0
-        while buffer.count - start >= 4 {
-            var r = ByteReader(buffer, from: start)
-            let length = Int(try r.u32())
-            guard length <= maxFrameSize else {
-                throw TandemError(.tooLarge, "frame of \(length) bytes exceeds limit \(maxFrameSize)")
-            }
-            guard length >= Frame.overhead - 4 else { throw TandemError(.malformed, "frame length \(length) too short") }
-            guard buffer.count - start - 4 >= length else { break }
-            let version = try r.u8()
-            guard version == Frame.version else {
-                throw TandemError(.unsupportedVersion, "peer frame version \(version), this node speaks \(Frame.version)")
-            }
-            let kind = try r.u8()
-            let requestID = try r.u32()
-            let payloadCount = length - (Frame.overhead - 4)
-            let payloadStart = r.offset
-            let end = payloadStart + payloadCount
-            var crcReader = ByteReader(buffer, from: end)
-            let crc = try crcReader.u32()
-            guard crc == CRC32C.checksum(buffer[(start + 4)..<end]) else {
-                throw TandemError(.malformed, "peer frame checksum mismatch")
-            }
-            frames.append(Frame(kind: kind, requestID: requestID, payload: Array(buffer[payloadStart..<end])))
-            start = end + 4
-        }
-        if start > 0 { buffer.removeFirst(start) }
-        return frames
-    }
-}
-
 /// TCP links to peers, one per address, opened on demand and re-opened after a failure
 /// (with backoff), carrying request/response frames. Inbound connections are served by
 /// `onRequest`; its reply goes back on the connection the request came in on.
@@ -106,6 +25,8 @@ public final class PeerLinks {
         public var connectFailures = 0
         public var requestTimeouts = 0
         public var connectionsRefused = 0
+        /// Frames no keyring key opened (the connection is closed, nothing answered).
+        public var unauthenticatedFrames = 0
     }
 
     private final class Link {
@@ -116,8 +37,8 @@ public final class PeerLinks {
         var decoder: FrameDecoder
         var backoff: Duration
         var retryAfter: Instant = .zero
-        init(maxFrameSize: Int, backoff: Duration) {
-            decoder = FrameDecoder(maxFrameSize: maxFrameSize)
+        init(maxFrameSize: Int, keyring: Keyring?, backoff: Duration) {
+            decoder = FrameDecoder(maxFrameSize: maxFrameSize, keyring: keyring)
             self.backoff = backoff
         }
     }
@@ -142,10 +63,15 @@ public final class PeerLinks {
     /// connections, which show only an ephemeral port, are delayed alike).
     public var delay: (String) -> Duration = { _ in .zero }
     private lazy var delayLine = DelayLine(loop: loop)
+    /// Seals every frame when set (`--keyring`); shared with the node, so rotations apply here.
+    public let keyring: Keyring?
+    /// Told about each frame no keyring key opened (the node logs it, rate-limited).
+    public var onUnauthenticated: (SocketAddress?) -> Void = { _ in }
 
-    public init(loop: EventLoop, server: TCPServer, limits: Limits = Limits()) {
+    public init(loop: EventLoop, server: TCPServer, keyring: Keyring? = nil, limits: Limits = Limits()) {
         self.loop = loop
         self.limits = limits
+        self.keyring = keyring
         server.start { [weak self] connection in self?.accept(connection) }
     }
 
@@ -164,8 +90,19 @@ public final class PeerLinks {
             self?.finish(id, .failure(TandemError(.unavailable, "request to \(address) timed out")))
         }
         guard !isBlocked(address) else { return }  // a blocked peer behaves like a silent one
-        let bytes = Frame(kind: kind, requestID: id, payload: payload).encode()
+        let bytes = wire(Frame(kind: kind, requestID: id, payload: payload))
         delayLine.after(delay(PeerLinks.host(of: address))) { [weak self] in self?.enqueue(bytes, to: address) }
+    }
+
+    /// A frame as it goes on the wire: plain, or its body sealed under the primary key.
+    func wire(_ frame: Frame) -> [UInt8] {
+        let plain = frame.encode()
+        guard let keyring else { return plain }
+        let sealed = keyring.seal(Array(plain[4...]), purpose: .frame)
+        var w = ByteWriter(capacity: sealed.count + 4)
+        w.u32(UInt32(sealed.count))
+        w.raw(sealed)
+        return w.bytes
     }
 
     /// The host part of `host:port`.
@@ -178,7 +115,7 @@ public final class PeerLinks {
     /// when the link is down or its queue is full; the protocol above retries (Raft does).
     public func send(to address: String, kind: UInt8, payload: [UInt8]) {
         guard !isBlocked(address) else { return }
-        let bytes = Frame(kind: kind, requestID: 0, payload: payload).encode()
+        let bytes = wire(Frame(kind: kind, requestID: 0, payload: payload))
         delayLine.after(delay(PeerLinks.host(of: address))) { [weak self] in self?.enqueue(bytes, to: address) }
     }
 
@@ -197,7 +134,7 @@ public final class PeerLinks {
 
     private func enqueue(_ bytes: [UInt8], to address: String) {
         let link = links[address] ?? {
-            let l = Link(maxFrameSize: limits.maxFrameSize, backoff: limits.reconnectBackoffMin)
+            let l = Link(maxFrameSize: limits.maxFrameSize, keyring: keyring, backoff: limits.reconnectBackoffMin)
             links[address] = l
             return l
         }()
@@ -245,7 +182,7 @@ public final class PeerLinks {
                 guard let self, let link else { return }
                 link.connection = nil
                 link.connected = false
-                link.decoder = FrameDecoder(maxFrameSize: self.limits.maxFrameSize)
+                link.decoder = FrameDecoder(maxFrameSize: self.limits.maxFrameSize, keyring: self.keyring)
                 self.failAll(address, TandemError(.unavailable, "link to \(address) closed"))
             }
             c.startReading()
@@ -284,7 +221,7 @@ public final class PeerLinks {
             idle.stop()
             self?.inbound -= 1
         }
-        var decoder = FrameDecoder(maxFrameSize: limits.maxFrameSize)
+        var decoder = FrameDecoder(maxFrameSize: limits.maxFrameSize, keyring: keyring)
         c.onData = { [weak self, weak c] bytes in
             guard let self, let c else { return }
             idle.start(after: idleTimeout) { [weak c] in c?.close() }
@@ -304,8 +241,14 @@ public final class PeerLinks {
         do {
             frames = try decoder.feed(bytes)
         } catch {
-            // A peer that sends garbage loses its connection; the node keeps running.
-            stats.malformedFrames += 1
+            // A peer that sends garbage, or holds no key of ours, loses its connection unanswered;
+            // the node keeps running.
+            if error.code == FrameDecoder.unauthenticated {
+                stats.unauthenticatedFrames += 1
+                onUnauthenticated(c.peer)
+            } else {
+                stats.malformedFrames += 1
+            }
             c.close()
             return
         }
@@ -332,7 +275,7 @@ public final class PeerLinks {
             reply.close()
             return
         }
-        let bytes = Frame(kind: kind, requestID: id, payload: payload).encode()
+        let bytes = wire(Frame(kind: kind, requestID: id, payload: payload))
         reply.write(bytes)
         count(out: bytes.count)
     }

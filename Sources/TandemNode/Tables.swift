@@ -105,6 +105,9 @@ final class Tables {
 
     var replicas: [String: TableReplica] { core.replicas }
 
+    /// Client writes waiting for (or in) a group commit before new ones get 503 + Retry-After.
+    static let maxQueuedWrites = 50_000
+
     static func wallMs() -> UInt64 { UInt64(Date().timeIntervalSince1970 * 1000) }
 
     static func itemStorageKey(_ table: String, _ key: ItemKey) -> [UInt8] {
@@ -160,6 +163,14 @@ final class Tables {
             // Names starting with '_' are the node's own (`_routing`, `_streams`, `_checkpoints`).
             if !fromNode, s.count >= 3, s[2].hasPrefix("_"), request.method != "GET" {
                 throw TandemError(TandemError.Code("reserved_table", httpStatus: 403), "table '\(s[2])' is reserved; use its own API")
+            }
+            // Writes wait for the group commit; past the bound the disk is behind, and a client
+            // is told to come back rather than queue without limit (reads go on).
+            if !fromNode, request.method != "GET", committer.queuedWrites >= Tables.maxQueuedWrites {
+                var r = HTTPResponse.error(503, "overloaded", "\(committer.queuedWrites) writes are waiting for disk; retry shortly")
+                r.headers.append(("Retry-After", "1"))
+                respond(r)
+                return true
             }
             switch (request.method, s.count) {
             case ("GET", 2): respond(listTables())

@@ -10,7 +10,7 @@ struct Tandem: ParsableCommand {
         commandName: "tandem",
         abstract: "Active-active multi-region infrastructure for contact centers.",
         subcommands: [NodeCommand.self, MembersCommand.self, TableCommand.self, StreamCommand.self, SplitCommand.self, EdgesCommand.self,
-                      RouteCommand.self, DemoCommand.self, BenchCommand.self, HTTPCommand.self, CheckCommand.self])
+                      RouteCommand.self, KeysCommand.self, DemoCommand.self, BenchCommand.self, HTTPCommand.self, CheckCommand.self])
 }
 
 struct NodeCommand: ParsableCommand {
@@ -30,6 +30,14 @@ struct NodeCommand: ParsableCommand {
     var instanceHealth: String?
     @Option(name: .customLong("hold-down"), help: "Seconds a returning node must stay healthy before it takes contacts again (default: 10, fast profile: 2).")
     var holdDown: Double?
+    @Option(help: "File of base64 32-byte cluster keys, one per line, the first the primary: seals all gossip and peer traffic (tandem keys generate).")
+    var keyring: String?
+    @Option(name: .customLong("api-tokens"), help: "File of 'TOKEN ROLE' lines (roles read, write, admin): the API then requires Authorization: Bearer TOKEN.")
+    var apiTokens: String?
+    @Option(name: .customLong("request-timeout"), help: "Seconds a client has to send a request's headers (slow clients get 408; default 10).")
+    var requestTimeout: Double = 10
+    @Option(name: .customLong("max-client-connections"), help: "HTTP connections one client IP may hold (default 256; more get 429).")
+    var maxClientConnections: Int = 256
 
     func validate() throws {
         guard MembershipSettings.profile(named: profile) != nil else {
@@ -39,6 +47,8 @@ struct NodeCommand: ParsableCommand {
         if let instanceHealth, !instanceHealth.hasPrefix("http://") {
             throw ValidationError("--instance-health must be an http:// URL")
         }
+        guard (0.1...3600).contains(requestTimeout) else { throw ValidationError("--request-timeout must be 0.1 to 3600 seconds") }
+        guard maxClientConnections >= 1 else { throw ValidationError("--max-client-connections must be at least 1") }
         if let holdDown, !(0...3600).contains(holdDown) { throw ValidationError("--hold-down must be 0 to 3600 seconds") }
         guard !bind.hasPrefix("0.0.0.0") else {
             throw ValidationError("--bind must be the address other nodes reach this one at, not 0.0.0.0")
@@ -60,6 +70,11 @@ struct NodeCommand: ParsableCommand {
         config.chaos = chaos
         config.holdDown = .milliseconds(Int64((holdDown ?? (profile == "fast" ? 2 : 10)) * 1000))
         config.instanceHealthURL = instanceHealth
+        config.keyringPath = keyring
+        config.apiTokensPath = apiTokens
+        config.httpLimits.headerTimeout = .milliseconds(Int64(requestTimeout * 1000))
+        config.httpLimits.bodyTimeout = max(config.httpLimits.bodyTimeout, config.httpLimits.headerTimeout)
+        config.httpLimits.maxConnectionsPerClient = maxClientConnections
         let node: Node
         do {
             node = try Node(config: config, logger: Logger(label: "tandem.\(name)"))
