@@ -241,3 +241,54 @@ import Glibc
         #expect(Self.call("GET", api, "/v1/streams/s1")?.status == 404)
     }
 }
+
+/// Two data nodes and a witness: the witness votes, so losing either data node still leaves a
+/// majority; it never leads.
+@Suite(.serialized) struct WitnessProcessTests {
+    typealias S = StreamsProcessTests
+
+    @Test func aWitnessKeepsAMajorityAndNeverLeads() throws {
+        let cluster = try LocalCluster(size: 3)
+        try cluster.start(0)
+        try cluster.start(1)
+        try cluster.start(2, extraArgs: ["--witness"])
+        #expect(S.formed(cluster))
+        let apis = cluster.nodes.map(\.api)
+        #expect(S.call("PUT", apis[0], "/v1/streams/shifts", #"{"partitions":1}"#)?.status == 201)
+        var leader: String?
+        #expect(eventually(timeout: .seconds(15)) {
+            leader = S.leader(cluster, "shifts", partition: 0, from: 0)
+            return leader != nil
+        })
+        #expect(leader != "n3", "the witness leads")
+        var acked: [UInt64: String] = [:]
+        for k in 0..<20 {
+            guard let r = S.call("POST", apis[0], "/v1/streams/shifts/records", S.putBody("a-\(k)", "before-\(k)")), r.status == 200,
+                  let j = try? JSON.parse(r.body), let seq = j["sequence"]?.stringValue.flatMap({ UInt64($0) }) else { continue }
+            acked[seq] = "before-\(k)"
+        }
+        #expect(acked.count == 20)
+
+        // Kill the leading data node: the other data node and the witness are a majority.
+        let victim = leader == "n1" ? 0 : 1
+        let survivor = 1 - victim
+        cluster.kill9(victim)
+        var resumed = false
+        for k in 0..<20 {
+            let ok = eventually(timeout: .seconds(15)) {
+                guard let r = S.call("POST", apis[survivor], "/v1/streams/shifts/records", S.putBody("b-\(k)", "after-\(k)")), r.status == 200,
+                      let j = try? JSON.parse(r.body), let seq = j["sequence"]?.stringValue.flatMap({ UInt64($0) }) else { return false }
+                acked[seq] = "after-\(k)"
+                return true
+            }
+            resumed = resumed || ok
+        }
+        #expect(resumed, "puts did not resume with one data node and the witness")
+        let newLeader = S.leader(cluster, "shifts", partition: 0, from: survivor)
+        #expect(newLeader == cluster.nodes[survivor].name, "leader \(newLeader ?? "none")")
+        let log = S.readAll(apis[survivor], "shifts", partition: 0) ?? []
+        let seen = Dictionary(log.map { ($0.0, $0.2) }, uniquingKeysWith: { a, _ in a })
+        let lost = acked.filter { seen[$0.key] != $0.value }
+        #expect(lost.isEmpty, "\(lost.count) acknowledged records missing or moved")
+    }
+}
