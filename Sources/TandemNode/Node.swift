@@ -54,6 +54,8 @@ public final class Node {
     let tables: Tables
     let streams: Streams
     let routes: Routes
+    let dynamo: DynamoAPI
+    let kinesis: KinesisAPI
     private let peerServer: TCPServer
     private let tickTimer: Timer
     private var signals: [SignalWatcher] = []
@@ -117,6 +119,8 @@ public final class Node {
         http = try HTTPServer(loop: loop, bind: apiAddress)
         streams = Streams(loop: loop, logger: logger, selfID: bindAddress.description, isWitness: config.role == "witness",
                           profile: config.profileName, dataDir: config.dataDir, tables: tables, peers: peers)
+        dynamo = DynamoAPI(tables: tables)
+        kinesis = KinesisAPI(streams: streams)
         tickTimer = Timer(loop: loop)
 
         try udp.start { [unowned self] bytes, from in self.receive(bytes, from: from) }
@@ -124,6 +128,10 @@ public final class Node {
         peers.isBlocked = { [unowned self] address in self.chaos.blocked.contains(address) }
         peers.delay = { [unowned self] host in self.chaos.delay(to: host) }
         http.handler = { [unowned self] request, respond in
+            // The AWS JSON protocols: `POST /` naming the operation in X-Amz-Target.
+            if request.method == "POST", request.path == "/", let target = request.header("X-Amz-Target") {
+                return self.aws(target, request, respond)
+            }
             if !self.routes.route(request, respond) && !self.tables.route(request, respond) && !self.streams.route(request, respond) {
                 respond(self.route(request))
             }
@@ -320,6 +328,18 @@ public final class Node {
 
     /// Leaves gracefully: announce, keep gossiping briefly so the notice spreads, then stop.
     /// A second signal stops at once.
+    /// Dispatches an AWS JSON-protocol request by its target (`DynamoDB_20120810.GetItem`).
+    /// Signatures are accepted and not checked.
+    private func aws(_ target: String, _ request: HTTPRequest, _ respond: @escaping (HTTPResponse) -> Void) {
+        let parts = target.split(separator: ".", maxSplits: 1).map(String.init)
+        switch parts.first {
+        case "DynamoDB_20120810": dynamo.handle(parts.count == 2 ? parts[1] : "", request.body, respond)
+        case "Kinesis_20131202": kinesis.handle(parts.count == 2 ? parts[1] : "", request.body, respond)
+        default:
+            respond(DynamoAPI.error(DynamoError("UnknownOperationException", "Unknown target '\(target)'")))
+        }
+    }
+
     func shutdown() {
         if shutdownTimer != nil {
             loop.stop()
