@@ -275,7 +275,8 @@ final class DynamoAPI {
             case "ALL_OLD": old
             case "ALL_NEW": new
             case "UPDATED_OLD": old.map { project($0, update.paths) }
-            case "UPDATED_NEW": project(new, update.paths)
+            // Removed paths are not "updated values" (an index into a list would now name another element).
+            case "UPDATED_NEW": project(new, update.sets.map(\.0) + update.adds.map(\.0) + update.deletes.map(\.0))
             default: nil
             }
             commit(name, k, delta, attributes.flatMap { $0.isEmpty ? nil : $0 }, respond)
