@@ -46,6 +46,9 @@ public final class LoadGenerator {
         nextRequest = request
     }
 
+    /// Headers sent with every request (an AWS `X-Amz-Target`).
+    public var headers: [(String, String)] = []
+
     /// Statuses that count as served (a get of a missing key answering 404 is served).
     public var served: (Int) -> Bool = { (200..<300).contains($0) }
 
@@ -100,6 +103,7 @@ public final class LoadGenerator {
         issued += 1
         let r = nextRequest()
         var head = "\(r.method) \(r.path) HTTP/1.1\r\nHost: \(host)\r\n"
+        for (k, v) in headers { head += "\(k): \(v)\r\n" }
         if let body = r.body { head += "Content-Type: application/json\r\nContent-Length: \(body.count)\r\n" }
         head += "\r\n"
         client.sentAt = loop.now.nanoseconds

@@ -61,6 +61,8 @@ public final class Node {
     let tables: Tables
     let streams: Streams
     let routes: Routes
+    let dynamo: DynamoAPI
+    let kinesis: KinesisAPI
     private let peerServer: TCPServer
     private let tickTimer: Timer
     private var signals: [SignalWatcher] = []
@@ -134,6 +136,8 @@ public final class Node {
         http = try HTTPServer(loop: loop, bind: apiAddress, limits: config.httpLimits)
         streams = Streams(loop: loop, logger: logger, selfID: bindAddress.description, isWitness: config.role == "witness",
                           profile: config.profileName, dataDir: config.dataDir, tables: tables, peers: peers)
+        dynamo = DynamoAPI(tables: tables)
+        kinesis = KinesisAPI(streams: streams)
         tickTimer = Timer(loop: loop)
 
         try udp.start { [unowned self] bytes, from in self.receive(bytes, from: from) }
@@ -144,6 +148,10 @@ public final class Node {
         http.handler = { [unowned self] request, respond in
             // Authorization happens here, once, before any endpoint sees the request.
             if let denial = self.apiTokens?.check(request) { return respond(denial) }
+            // The AWS JSON protocols: `POST /` naming the operation in X-Amz-Target.
+            if request.method == "POST", request.path == "/", let target = request.header("X-Amz-Target") {
+                return self.aws(target, request, respond)
+            }
             if !self.routes.route(request, respond) && !self.tables.route(request, respond) && !self.streams.route(request, respond) {
                 respond(self.route(request))
             }
@@ -379,6 +387,18 @@ public final class Node {
 
     /// Leaves gracefully: announce, keep gossiping briefly so the notice spreads, then stop.
     /// A second signal stops at once.
+    /// Dispatches an AWS JSON-protocol request by its target (`DynamoDB_20120810.GetItem`).
+    /// Signatures are accepted and not checked.
+    private func aws(_ target: String, _ request: HTTPRequest, _ respond: @escaping (HTTPResponse) -> Void) {
+        let parts = target.split(separator: ".", maxSplits: 1).map(String.init)
+        switch parts.first {
+        case "DynamoDB_20120810": dynamo.handle(parts.count == 2 ? parts[1] : "", request.body, respond)
+        case "Kinesis_20131202": kinesis.handle(parts.count == 2 ? parts[1] : "", request.body, respond)
+        default:
+            respond(DynamoAPI.error(DynamoError("UnknownOperationException", "Unknown target '\(target)'")))
+        }
+    }
+
     func shutdown() {
         if shutdownTimer != nil {
             loop.stop()

@@ -208,6 +208,22 @@ final class Tables {
         store([write], done)
     }
 
+    /// Applies local deltas (made on copies of the items' states) and makes them durable, then
+    /// `done`: the write path of the DynamoDB API, the same as this API's own.
+    func commit(_ writes: [(table: String, key: ItemKey, delta: ItemState)], _ done: @escaping (TandemError?) -> Void) {
+        let stored = writes.map { core.apply(table: $0.table, key: $0.key, delta: $0.delta) }
+        scheduleFlush()
+        store(stored, done)
+    }
+
+    /// Creates or drops a client table durably (the DynamoDB API's CreateTable/DeleteTable).
+    func changeTable(_ name: String, schema: KeySchema?, _ done: @escaping (TandemError?) -> Void) throws {
+        syncMembers()
+        let writes = if let schema { try core.createTable(name, schema: schema, wallMs: Tables.wallMs()) ?? [] } else { try core.deleteTable(name, wallMs: Tables.wallMs()) }
+        scheduleFlush()
+        store(writes, done)
+    }
+
     private func replica(_ name: String) throws -> TableReplica {
         guard let r = replicas[name] else { throw TandemError(.notFound, "no table '\(name)'") }
         return r

@@ -12,7 +12,7 @@ import Glibc
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench", abstract: "Benchmarks that print figures next to their targets.",
-        subcommands: [MembershipBench.self, TableBench.self, StreamBench.self, RouteBench.self])
+        subcommands: [MembershipBench.self, TableBench.self, StreamBench.self, RouteBench.self, AWSBench.self])
 }
 
 /// Figures for the membership issue, each against its target. Real processes on loopback; the

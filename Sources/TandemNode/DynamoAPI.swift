@@ -1,0 +1,623 @@
+import Foundation
+import GlobalTable
+import TandemCore
+
+/// DynamoDB's JSON wire API (`POST /`, `X-Amz-Target: DynamoDB_20120810.<Op>`) over global
+/// tables, so AWS SDK code runs against a node by changing its endpoint.
+///
+/// Semantics, mapped onto the CRDT rules (see `DynamoUpdate`): PutItem and DeleteItem replace or
+/// delete the whole item; UpdateItem's `SET a = :v` is a per-attribute last-writer-wins write,
+/// `ADD n :k` and `SET n = n + :k` are counters (concurrent increments in every region count),
+/// ADD/DELETE on sets are add-wins. Conditions (ConditionExpression) are checked against this
+/// node's replica when the write is made: a concurrent write in another region is not seen, and
+/// the two merge. Reads are local (ConsistentRead is accepted and means the same).
+final class DynamoAPI {
+    static let contentType = "application/x-amz-json-1.0"
+    static let maxItemBytes = 400 * 1024
+    static let maxPageBytes = 1 << 20
+
+    let tables: Tables
+
+    init(tables: Tables) { self.tables = tables }
+
+    typealias Respond = (HTTPResponse) -> Void
+
+    /// Answers one operation; every failure becomes a DynamoDB error shape.
+    func handle(_ op: String, _ body: [UInt8], _ respond: @escaping Respond) {
+        do {
+            let request: JSON
+            do { request = try JSON.parse(body.isEmpty ? Array("{}".utf8) : body) } catch {
+                throw DynamoError.serialization("Could not parse request body as JSON")
+            }
+            guard case .object = request else { throw DynamoError.serialization("The request body must be a JSON object") }
+            switch op {
+            case "GetItem": respond(DynamoAPI.ok(try getItem(request)))
+            case "PutItem": try putItem(request, respond)
+            case "DeleteItem": try deleteItem(request, respond)
+            case "UpdateItem": try updateItem(request, respond)
+            case "Query": respond(DynamoAPI.ok(try query(request)))
+            case "Scan": respond(DynamoAPI.ok(try scan(request)))
+            case "BatchGetItem": respond(DynamoAPI.ok(try batchGet(request)))
+            case "BatchWriteItem": try batchWrite(request, respond)
+            case "CreateTable": try createTable(request, respond)
+            case "DescribeTable": respond(DynamoAPI.ok(.object([("Table", description(try table(request).name))])))
+            case "DeleteTable": try deleteTable(request, respond)
+            case "ListTables": respond(DynamoAPI.ok(try listTables(request)))
+            case "DescribeTimeToLive":
+                _ = try table(request)
+                respond(DynamoAPI.ok(.object([("TimeToLiveDescription", .object([("TimeToLiveStatus", .string("DISABLED"))]))])))
+            default:
+                throw DynamoError("UnknownOperationException", "Operation \(op) is not supported")
+            }
+        } catch let e as DynamoError {
+            respond(DynamoAPI.error(e))
+        } catch let e as TandemError {
+            respond(DynamoAPI.error(DynamoError(e.code.httpStatus >= 500 ? "InternalServerError" : "ValidationException", e.message)))
+        } catch {
+            respond(DynamoAPI.error(DynamoError("InternalServerError", "\(error)")))
+        }
+    }
+
+    static func ok(_ j: JSON) -> HTTPResponse {
+        HTTPResponse(status: 200, contentType: contentType, body: Array(j.serialized.utf8))
+    }
+
+    static func error(_ e: DynamoError) -> HTTPResponse {
+        let status = e.type == "InternalServerError" ? 500 : 400
+        let body = JSON.object([("__type", .string("com.amazonaws.dynamodb.v20120810#\(e.type)")), ("message", .string(e.message))])
+        return HTTPResponse(status: status, contentType: contentType, body: Array(body.serialized.utf8))
+    }
+
+    // ==== ------------------------------------------------------------------------------------
+    // MARK: request helpers
+
+    private func string(_ j: JSON, _ field: String) throws(DynamoError) -> String? {
+        guard let v = j[field], v != .null else { return nil }
+        guard case .string(let s) = v else { throw .serialization("\(field) must be a string") }
+        return s
+    }
+
+    private func int(_ j: JSON, _ field: String) throws(DynamoError) -> Int? {
+        guard let v = j[field], v != .null else { return nil }
+        guard case .number(let t) = v, let n = Int(t) else { throw .serialization("\(field) must be an integer") }
+        return n
+    }
+
+    private func refuseLegacy(_ j: JSON, _ fields: [String]) throws(DynamoError) {
+        for f in fields where j[f] != nil {
+            throw .validation("The legacy parameter \(f) is not supported here; use the expression parameters")
+        }
+    }
+
+    /// The table named by `TableName` (client tables only: names starting with `_` are the node's).
+    private func table(_ j: JSON, field: String = "TableName") throws(DynamoError) -> (name: String, schema: KeySchema) {
+        guard let name = try string(j, field) else { throw .validation("1 validation error detected: Value null at 'tableName' failed to satisfy constraint: Member must not be null") }
+        return try table(named: name)
+    }
+
+    private func table(named name: String) throws(DynamoError) -> (name: String, schema: KeySchema) {
+        guard !name.hasPrefix("_"), let r = tables.replicas[name] else {
+            throw DynamoError("ResourceNotFoundException", "Requested resource not found: Table: \(name) not found")
+        }
+        return (name, r.schema)
+    }
+
+    /// `ExpressionAttributeNames`/`Values` of a request, ready to parse its expressions.
+    private func parser(_ j: JSON) throws(DynamoError) -> ExpressionParser {
+        var names: [String: String] = [:]
+        if let n = j["ExpressionAttributeNames"], n != .null {
+            guard case .object(let members) = n else { throw .serialization("ExpressionAttributeNames must be a map") }
+            for (k, v) in members {
+                guard case .string(let s) = v else { throw .serialization("ExpressionAttributeNames values must be strings") }
+                guard k.hasPrefix("#") else { throw .validation("ExpressionAttributeNames contains invalid key: Syntax error; key: \"\(k)\"") }
+                names[k] = s
+            }
+        }
+        var values: [String: AttributeValue] = [:]
+        if let v = j["ExpressionAttributeValues"], v != .null {
+            guard case .object(let members) = v else { throw .serialization("ExpressionAttributeValues must be a map") }
+            for (k, value) in members {
+                guard k.hasPrefix(":") else { throw .validation("ExpressionAttributeValues contains invalid key: Syntax error; key: \"\(k)\"") }
+                values[k] = try DynamoJSON.value(value)
+            }
+        }
+        return ExpressionParser(names: names, values: values)
+    }
+
+    /// A `Key` map: exactly the schema's key attributes, of their declared types.
+    private func key(_ j: JSON?, _ schema: KeySchema) throws(DynamoError) -> ItemKey {
+        let attributes = try DynamoJSON.item(j)
+        let expected = 1 + (schema.sortKey == nil ? 0 : 1)
+        guard attributes.count == expected else { throw .validation("The provided key element does not match the schema") }
+        return try itemKey(attributes, schema, mismatch: "The provided key element does not match the schema")
+    }
+
+    private func itemKey(_ item: [String: AttributeValue], _ schema: KeySchema, mismatch: String? = nil) throws(DynamoError) -> ItemKey {
+        func part(_ name: String, _ type: String) throws(DynamoError) -> KeyValue {
+            guard let v = item[name] else {
+                throw .validation(mismatch ?? "One or more parameter values were invalid: Missing the key \(name) in the item")
+            }
+            guard let k = KeyValue(v), v.typeName == type else {
+                throw .validation(mismatch ?? "One or more parameter values were invalid: Type mismatch for key \(name) expected: \(type) actual: \(v.typeName)")
+            }
+            if case .string("") = k { throw .validation("One or more parameter values are not valid. The AttributeValue for a key attribute cannot contain an empty string value. Key: \(name)") }
+            if case .binary([]) = k { throw .validation("One or more parameter values are not valid. The AttributeValue for a key attribute cannot contain an empty binary value. Key: \(name)") }
+            return k
+        }
+        let pk = try part(schema.partitionKey, schema.partitionKeyType)
+        var sk: KeyValue?
+        if let s = schema.sortKey { sk = try part(s, schema.sortKeyType) }
+        return ItemKey(partition: pk, sort: sk)
+    }
+
+    private func keyAttributes(_ k: ItemKey, _ schema: KeySchema) -> [String: AttributeValue] {
+        var out = [schema.partitionKey: k.partition.attributeValue]
+        if let s = schema.sortKey, let v = k.sort { out[s] = v.attributeValue }
+        return out
+    }
+
+    private func visible(_ table: String, _ key: ItemKey) -> [String: AttributeValue]? {
+        tables.replicas[table]?.state(key)?.visible
+    }
+
+    private func returnValues(_ j: JSON, allowed: [String]) throws(DynamoError) -> String {
+        let rv = try string(j, "ReturnValues") ?? "NONE"
+        guard allowed.contains(rv) else { throw .validation("ReturnValues can only be \(allowed.joined(separator: ", ")) for this operation") }
+        return rv
+    }
+
+    /// Checks `ConditionExpression` against the item as this node's replica has it.
+    private func checkCondition(_ condition: Condition?, _ old: [String: AttributeValue]?, _ j: JSON) throws {
+        guard let condition, try !condition.evaluate(old ?? [:]) else { return }
+        if try string(j, "ReturnValuesOnConditionCheckFailure") == "ALL_OLD", let old { throw ConditionFailed(item: old) }
+        throw DynamoError("ConditionalCheckFailedException", "The conditional request failed")
+    }
+
+    /// A failed condition that returns the old item (`ReturnValuesOnConditionCheckFailure`).
+    struct ConditionFailed: Error { var item: [String: AttributeValue] }
+
+    /// Commits one write and answers with `attributes` (or `{}`).
+    private func commit(_ table: String, _ key: ItemKey, _ delta: ItemState, _ attributes: [String: AttributeValue]?, _ respond: @escaping Respond) {
+        tables.commit([(table, key, delta)]) { error in
+            if let error { return respond(DynamoAPI.error(DynamoError("InternalServerError", error.message))) }
+            respond(DynamoAPI.ok(.object(attributes.map { [("Attributes", DynamoJSON.json($0))] } ?? [])))
+        }
+    }
+
+    private func checkSize(_ item: [String: AttributeValue], update: Bool = false) throws(DynamoError) {
+        guard DynamoJSON.size(item) <= DynamoAPI.maxItemBytes else {
+            throw .validation(update ? "Item size to update has exceeded the maximum allowed size" : "Item size has exceeded the maximum allowed size")
+        }
+    }
+
+    // ==== ------------------------------------------------------------------------------------
+    // MARK: items
+
+    private func getItem(_ j: JSON) throws -> JSON {
+        try refuseLegacy(j, ["AttributesToGet"])
+        let (name, schema) = try table(j)
+        let k = try key(j["Key"], schema)
+        var p = try parser(j)
+        let projection = try string(j, "ProjectionExpression").map { text throws(DynamoError) in try p.projection(text) }
+        try p.checkAllUsed()
+        guard let item = visible(name, k) else { return .object([]) }
+        return .object([("Item", DynamoJSON.json(projection.map { project(item, $0) } ?? item))])
+    }
+
+    private func putItem(_ j: JSON, _ respond: @escaping Respond) throws {
+        try refuseLegacy(j, ["Expected", "ConditionalOperator"])
+        let (name, schema) = try table(j)
+        let item = try DynamoJSON.item(j["Item"])
+        let k = try itemKey(item, schema)
+        try checkSize(item)
+        var p = try parser(j)
+        let condition = try string(j, "ConditionExpression").map { text throws(DynamoError) in try p.condition(text) }
+        try p.checkAllUsed()
+        let rv = try returnValues(j, allowed: ["NONE", "ALL_OLD"])
+        var state = tables.replicas[name]!.state(k) ?? ItemState()
+        let old = state.visible
+        try conditionChecked(condition, old, j, respond) {
+            let delta = state.put(item, at: tables.core.now(wallMs: Tables.wallMs()))
+            commit(name, k, delta, rv == "ALL_OLD" ? old : nil, respond)
+        }
+    }
+
+    /// Runs `body` if the condition holds; otherwise answers ConditionalCheckFailedException.
+    private func conditionChecked(_ c: Condition?, _ old: [String: AttributeValue]?, _ j: JSON, _ respond: Respond,
+                                  _ body: () throws -> Void) throws {
+        do {
+            try checkCondition(c, old, j)
+        } catch let f as ConditionFailed {
+            let e = JSON.object([("__type", .string("com.amazonaws.dynamodb.v20120810#ConditionalCheckFailedException")),
+                                 ("message", .string("The conditional request failed")), ("Item", DynamoJSON.json(f.item))])
+            return respond(HTTPResponse(status: 400, contentType: DynamoAPI.contentType, body: Array(e.serialized.utf8)))
+        }
+        try body()
+    }
+
+    private func deleteItem(_ j: JSON, _ respond: @escaping Respond) throws {
+        try refuseLegacy(j, ["Expected", "ConditionalOperator"])
+        let (name, schema) = try table(j)
+        let k = try key(j["Key"], schema)
+        var p = try parser(j)
+        let condition = try string(j, "ConditionExpression").map { text throws(DynamoError) in try p.condition(text) }
+        try p.checkAllUsed()
+        let rv = try returnValues(j, allowed: ["NONE", "ALL_OLD"])
+        var state = tables.replicas[name]!.state(k) ?? ItemState()
+        let old = state.visible
+        try conditionChecked(condition, old, j, respond) {
+            let delta = state.delete(at: tables.core.now(wallMs: Tables.wallMs()))
+            commit(name, k, delta, rv == "ALL_OLD" ? old : nil, respond)
+        }
+    }
+
+    private func updateItem(_ j: JSON, _ respond: @escaping Respond) throws {
+        try refuseLegacy(j, ["AttributeUpdates", "Expected", "ConditionalOperator"])
+        let (name, schema) = try table(j)
+        let k = try key(j["Key"], schema)
+        var p = try parser(j)
+        let update = try string(j, "UpdateExpression").map { text throws(DynamoError) in try p.update(text) } ?? UpdateExpression()
+        let condition = try string(j, "ConditionExpression").map { text throws(DynamoError) in try p.condition(text) }
+        try p.checkAllUsed()
+        let rv = try returnValues(j, allowed: ["NONE", "ALL_OLD", "UPDATED_OLD", "ALL_NEW", "UPDATED_NEW"])
+        var state = tables.replicas[name]!.state(k) ?? ItemState()
+        let old = state.visible
+        try conditionChecked(condition, old, j, respond) {
+            let t = tables.core.now(wallMs: Tables.wallMs())
+            let keyNames = [schema.partitionKey] + (schema.sortKey.map { [$0] } ?? [])
+            var delta = try DynamoUpdate.apply(update, to: &state, keyNames: keyNames, at: t)
+            // The key attributes are written with every update, so the item exists (as UpdateItem
+            // creates it) even after a concurrent delete elsewhere hid its older writes.
+            for (n, v) in keyAttributes(k, schema) { delta.merge(state.set(n, v, at: t)) }
+            let new = state.visible ?? [:]
+            try checkSize(new, update: true)
+            let attributes: [String: AttributeValue]? = switch rv {
+            case "ALL_OLD": old
+            case "ALL_NEW": new
+            case "UPDATED_OLD": old.map { project($0, update.paths) }
+            // Removed paths are not "updated values" (an index into a list would now name another element).
+            case "UPDATED_NEW": project(new, update.sets.map(\.0) + update.adds.map(\.0) + update.deletes.map(\.0))
+            default: nil
+            }
+            commit(name, k, delta, attributes.flatMap { $0.isEmpty ? nil : $0 }, respond)
+        }
+    }
+
+    // ==== ------------------------------------------------------------------------------------
+    // MARK: query and scan
+
+    /// The sort-key test of a KeyConditionExpression.
+    private struct KeyCondition {
+        var partition: KeyValue
+        var sort: (KeyValue) -> Bool = { _ in true }
+    }
+
+    private func keyCondition(_ c: Condition, _ schema: KeySchema) throws(DynamoError) -> KeyCondition {
+        var parts: [Condition] = []
+        func flatten(_ c: Condition) throws(DynamoError) {
+            switch c {
+            case .and(let a, let b):
+                try flatten(a)
+                try flatten(b)
+            case .or: throw .validation("Invalid operator used in KeyConditionExpression: OR")
+            case .not: throw .validation("Invalid operator used in KeyConditionExpression: NOT")
+            default: parts.append(c)
+            }
+        }
+        try flatten(c)
+        func keyName(_ o: Operand) -> String? {
+            if case .path(let p) = o, p.elements.count == 1 { return p.attribute }
+            return nil
+        }
+        func keyValue(_ o: Operand, _ type: String) throws(DynamoError) -> KeyValue {
+            guard case .value(let v) = o else { throw .validation("Invalid KeyConditionExpression: a key is compared with an expression attribute value") }
+            guard let k = KeyValue(v), v.typeName == type else {
+                throw .validation("One or more parameter values were invalid: Condition parameter type does not match schema type")
+            }
+            return k
+        }
+        var partition: KeyValue?
+        var sort: ((KeyValue) -> Bool)?
+        for part in parts {
+            var name: String?
+            var test: ((KeyValue) -> Bool)?
+            var equalsValue: Operand?
+            switch part {
+            case .compare(let a, let op, let b):
+                // `:v < sk` reads as `sk > :v`.
+                let flipped: [GlobalTable.Comparator: GlobalTable.Comparator] = [.lt: .gt, .gt: .lt, .le: .ge, .ge: .le, .eq: .eq]
+                let (path, value, cmp) = keyName(a) != nil ? (a, b, op) : (b, a, flipped[op] ?? op)
+                guard let n = keyName(path), cmp != GlobalTable.Comparator.ne else { throw .validation("Query key condition not supported") }
+                name = n
+                if cmp == .eq { equalsValue = value }
+                let type = n == schema.partitionKey ? schema.partitionKeyType : schema.sortKeyType
+                let v = try keyValue(value, type)
+                test = switch cmp {
+                case .eq: { $0 == v }
+                case .lt: { $0 < v }
+                case .le: { $0 <= v }
+                case .gt: { $0 > v }
+                default: { $0 >= v }
+                }
+            case .between(let a, let lo, let hi):
+                guard let n = keyName(a) else { throw .validation("Query key condition not supported") }
+                name = n
+                let l = try keyValue(lo, schema.sortKeyType), h = try keyValue(hi, schema.sortKeyType)
+                guard l <= h else {
+                    throw .validation("Invalid KeyConditionExpression: The BETWEEN operator requires upper bound to be greater than or equal to lower bound; lower bound operand: AttributeValue: {\(l)}, upper bound operand: AttributeValue: {\(h)}")
+                }
+                test = { $0 >= l && $0 <= h }
+            case .beginsWith(let a, let b):
+                guard let n = keyName(a) else { throw .validation("Query key condition not supported") }
+                name = n
+                switch try keyValue(b, schema.sortKeyType) {
+                case .string(let prefix): test = { if case .string(let s) = $0 { s.utf8.starts(with: prefix.utf8) } else { false } }
+                case .binary(let prefix): test = { if case .binary(let s) = $0 { s.starts(with: prefix) } else { false } }
+                default: throw .validation("Invalid KeyConditionExpression: Incorrect operand type for operator or function; operator or function: begins_with, operand type: N")
+                }
+            default:
+                throw .validation("Invalid KeyConditionExpression: only =, <, <=, >, >=, BETWEEN and begins_with on key attributes")
+            }
+            if name == schema.partitionKey {
+                guard partition == nil, let equalsValue else {
+                    throw .validation("Query key condition not supported")
+                }
+                partition = try keyValue(equalsValue, schema.partitionKeyType)
+            } else if name == schema.sortKey {
+                guard sort == nil else { throw .validation("KeyConditionExpressions must only contain one condition per key") }
+                sort = test
+            } else {
+                throw .validation("Query condition missed key schema element: \(name ?? "")")
+            }
+        }
+        guard let partition else { throw .validation("Query condition missed key schema element: \(schema.partitionKey)") }
+        return KeyCondition(partition: partition, sort: sort ?? { _ in true })
+    }
+
+    private func query(_ j: JSON) throws -> JSON {
+        try refuseLegacy(j, ["KeyConditions", "QueryFilter", "AttributesToGet", "ConditionalOperator"])
+        let (name, schema) = try table(j)
+        if try string(j, "IndexName") != nil { throw DynamoError.validation("Secondary indexes are not supported") }
+        var p = try parser(j)
+        guard let kce = try string(j, "KeyConditionExpression") else {
+            throw DynamoError.validation("Either the KeyConditions or KeyConditionExpression parameter must be specified in the request.")
+        }
+        let kc = try keyCondition(try p.condition(kce, kind: "KeyConditionExpression"), schema)
+        let forward: Bool
+        switch j["ScanIndexForward"] {
+        case nil, .null?: forward = true
+        case .bool(let b)?: forward = b
+        default: throw DynamoError.serialization("ScanIndexForward must be a boolean")
+        }
+        let replica = tables.replicas[name]!
+        var keys = replica.items.keys.filter { $0.partition == kc.partition && ($0.sort.map(kc.sort) ?? true) }.sorted()
+        if !forward { keys.reverse() }
+        return try page(j, &p, name, schema, keys, forward: forward)
+    }
+
+    private func scan(_ j: JSON) throws -> JSON {
+        try refuseLegacy(j, ["ScanFilter", "AttributesToGet", "ConditionalOperator"])
+        let (name, schema) = try table(j)
+        if try string(j, "IndexName") != nil { throw DynamoError.validation("Secondary indexes are not supported") }
+        var p = try parser(j)
+        let segment = try int(j, "Segment"), total = try int(j, "TotalSegments")
+        guard (segment == nil) == (total == nil) else {
+            throw DynamoError.validation("The TotalSegments parameter is required but was not present in the request when Segment parameter is present")
+        }
+        var keys = tables.replicas[name]!.items.keys.sorted()
+        if let segment, let total {
+            guard (1...1_000_000).contains(total), (0..<total).contains(segment) else {
+                throw DynamoError.validation("The Segment parameter is zero-based and must be less than parameter TotalSegments: Segment: \(segment) is not less than TotalSegments: \(total)")
+            }
+            // Segments split the key space by hash, so every item is in exactly one.
+            keys = keys.filter { Int(stableHash64($0.bytes) % UInt64(total)) == segment }
+        }
+        return try page(j, &p, name, schema, keys, forward: true)
+    }
+
+    /// One page of Query/Scan over `keys` (in result order): ExclusiveStartKey, Limit (items
+    /// evaluated, before the filter, as DynamoDB counts), the 1 MB page limit, FilterExpression,
+    /// ProjectionExpression and Select.
+    private func page(_ j: JSON, _ p: inout ExpressionParser, _ table: String, _ schema: KeySchema, _ keys: [ItemKey], forward: Bool) throws -> JSON {
+        let filter = try string(j, "FilterExpression").map { text throws(DynamoError) in try p.condition(text, kind: "FilterExpression") }
+        let projection = try string(j, "ProjectionExpression").map { text throws(DynamoError) in try p.projection(text) }
+        try p.checkAllUsed()
+        let limit = try int(j, "Limit")
+        if let limit, limit < 1 { throw DynamoError.validation("1 validation error detected: Value '\(limit)' at 'limit' failed to satisfy constraint: Member must have value greater than or equal to 1") }
+        let select = try string(j, "Select") ?? (projection == nil ? "ALL_ATTRIBUTES" : "SPECIFIC_ATTRIBUTES")
+        guard ["ALL_ATTRIBUTES", "COUNT", "SPECIFIC_ATTRIBUTES"].contains(select) else {
+            throw DynamoError.validation("Select \(select) is not supported (there are no secondary indexes)")
+        }
+        var start = 0
+        if let esk = j["ExclusiveStartKey"], esk != .null {
+            let after = try key(esk, schema)
+            start = keys.firstIndex { forward ? after < $0 : $0 < after } ?? keys.count
+        }
+        let replica = tables.replicas[table]!
+        var items: [JSON] = []
+        var scanned = 0, count = 0, bytes = 0
+        var last: ItemKey?
+        var i = start
+        while i < keys.count, scanned < (limit ?? Int.max), bytes < DynamoAPI.maxPageBytes {
+            let k = keys[i]
+            i += 1
+            guard let item = replica.state(k)?.visible else { continue }
+            scanned += 1
+            bytes += DynamoJSON.size(item)
+            last = k
+            guard try filter?.evaluate(item) ?? true else { continue }
+            count += 1
+            if select != "COUNT" { items.append(DynamoJSON.json(projection.map { project(item, $0) } ?? item)) }
+        }
+        var out: [(String, JSON)] = []
+        if select != "COUNT" { out.append(("Items", .array(items))) }
+        out += [("Count", .number(String(count))), ("ScannedCount", .number(String(scanned)))]
+        if i < keys.count, let last { out.append(("LastEvaluatedKey", DynamoJSON.json(keyAttributes(last, schema)))) }
+        return .object(out)
+    }
+
+    // ==== ------------------------------------------------------------------------------------
+    // MARK: batches
+
+    private func batchGet(_ j: JSON) throws -> JSON {
+        guard case .object(let requests)? = j["RequestItems"], !requests.isEmpty else {
+            throw DynamoError.validation("1 validation error detected: Value at 'requestItems' failed to satisfy constraint: Member must have length greater than or equal to 1")
+        }
+        var responses: [(String, JSON)] = []
+        var total = 0
+        for (tableName, r) in requests {
+            let (name, schema) = try table(named: tableName)
+            try refuseLegacy(r, ["AttributesToGet"])
+            guard case .array(let keysJSON)? = r["Keys"], !keysJSON.isEmpty else { throw DynamoError.validation("Keys must be a non-empty list") }
+            total += keysJSON.count
+            guard total <= 100 else { throw DynamoError.validation("Too many items requested for the BatchGetItem call") }
+            var p = try parser(r)
+            let projection = try string(r, "ProjectionExpression").map { text throws(DynamoError) in try p.projection(text) }
+            try p.checkAllUsed()
+            var seen = Set<ItemKey>()
+            var items: [JSON] = []
+            for kj in keysJSON {
+                let k = try key(kj, schema)
+                guard seen.insert(k).inserted else { throw DynamoError.validation("Provided list of item keys contains duplicates") }
+                if let item = visible(name, k) { items.append(DynamoJSON.json(projection.map { project(item, $0) } ?? item)) }
+            }
+            responses.append((name, .array(items)))
+        }
+        return .object([("Responses", .object(responses)), ("UnprocessedKeys", .object([]))])
+    }
+
+    private func batchWrite(_ j: JSON, _ respond: @escaping Respond) throws {
+        guard case .object(let requests)? = j["RequestItems"], !requests.isEmpty else {
+            throw DynamoError.validation("1 validation error detected: Value at 'requestItems' failed to satisfy constraint: Member must have length greater than or equal to 1")
+        }
+        // Everything is validated before anything is written: a bad request writes nothing.
+        var writes: [(table: String, key: ItemKey, item: [String: AttributeValue]?)] = []
+        for (tableName, list) in requests {
+            let (name, schema) = try table(named: tableName)
+            guard case .array(let entries) = list, !entries.isEmpty else { throw DynamoError.validation("Each table in RequestItems needs a non-empty list of requests") }
+            var seen = Set<ItemKey>()
+            for e in entries {
+                let k: ItemKey
+                var item: [String: AttributeValue]?
+                if let put = e["PutRequest"] {
+                    let values = try DynamoJSON.item(put["Item"])
+                    try checkSize(values)
+                    k = try itemKey(values, schema)
+                    item = values
+                } else if let del = e["DeleteRequest"] {
+                    k = try key(del["Key"], schema)
+                } else {
+                    throw DynamoError.validation("Each write request holds a PutRequest or a DeleteRequest")
+                }
+                guard seen.insert(k).inserted else { throw DynamoError.validation("Provided list of item keys contains duplicates") }
+                writes.append((name, k, item))
+            }
+        }
+        guard writes.count <= 25 else {
+            throw DynamoError.validation("1 validation error detected: Value at 'requestItems' failed to satisfy constraint: Member must have length less than or equal to 25")
+        }
+        let t = tables.core.now(wallMs: Tables.wallMs())
+        let deltas = writes.map { w in
+            var state = tables.replicas[w.table]!.state(w.key) ?? ItemState()
+            return (w.table, w.key, w.item.map { state.put($0, at: t) } ?? state.delete(at: t))
+        }
+        tables.commit(deltas) { error in
+            if let error { return respond(DynamoAPI.error(DynamoError("InternalServerError", error.message))) }
+            respond(DynamoAPI.ok(.object([("UnprocessedItems", .object([]))])))
+        }
+    }
+
+    // ==== ------------------------------------------------------------------------------------
+    // MARK: tables
+
+    private func description(_ name: String, status: String = "ACTIVE") -> JSON {
+        let r = tables.replicas[name]
+        let schema = r?.schema ?? KeySchema(partitionKey: "")
+        var keySchema: [JSON] = [.object([("AttributeName", .string(schema.partitionKey)), ("KeyType", .string("HASH"))])]
+        var definitions: [JSON] = [.object([("AttributeName", .string(schema.partitionKey)), ("AttributeType", .string(schema.partitionKeyType))])]
+        if let sk = schema.sortKey {
+            keySchema.append(.object([("AttributeName", .string(sk)), ("KeyType", .string("RANGE"))]))
+            definitions.append(.object([("AttributeName", .string(sk)), ("AttributeType", .string(schema.sortKeyType))]))
+        }
+        var count = 0, bytes = 0
+        for state in r?.items.values ?? [:].values {
+            guard let v = state.visible else { continue }
+            count += 1
+            bytes += DynamoJSON.size(v)
+        }
+        let created = Double(tables.core.catalog[name]?.at.physicalMs ?? 0) / 1000
+        return .object([
+            ("TableName", .string(name)), ("TableStatus", .string(status)),
+            ("TableArn", .string("arn:aws:dynamodb:tandem:000000000000:table/\(name)")),
+            ("KeySchema", .array(keySchema)), ("AttributeDefinitions", .array(definitions)),
+            ("CreationDateTime", .number(String(created))), ("ItemCount", .number(String(count))),
+            ("TableSizeBytes", .number(String(bytes))),
+            ("BillingModeSummary", .object([("BillingMode", .string("PAY_PER_REQUEST"))])),
+            ("ProvisionedThroughput", .object([("NumberOfDecreasesToday", .number("0")), ("ReadCapacityUnits", .number("0")),
+                                               ("WriteCapacityUnits", .number("0"))])),
+        ])
+    }
+
+    private func createTable(_ j: JSON, _ respond: @escaping Respond) throws {
+        guard let name = try string(j, "TableName") else { throw DynamoError.validation("TableName is required") }
+        guard (3...255).contains(name.utf8.count), !name.hasPrefix("_"),
+              name.unicodeScalars.allSatisfy({ ($0.isASCII && CharacterSet.alphanumerics.contains($0)) || "_.-".unicodeScalars.contains($0) }) else {
+            throw DynamoError.validation("TableName must be 3 to 255 characters of [a-zA-Z0-9_.-], not starting with '_'")
+        }
+        for unsupported in ["GlobalSecondaryIndexes", "LocalSecondaryIndexes"] where j[unsupported] != nil && j[unsupported] != .array([]) {
+            throw DynamoError.validation("\(unsupported) are not supported")
+        }
+        guard case .array(let ks)? = j["KeySchema"], (1...2).contains(ks.count) else {
+            throw DynamoError.validation("1 validation error detected: Value at 'keySchema' failed to satisfy constraint: Member must have length less than or equal to 2")
+        }
+        guard case .array(let ads)? = j["AttributeDefinitions"] else { throw DynamoError.validation("AttributeDefinitions is required") }
+        var types: [String: String] = [:]
+        for ad in ads {
+            guard let n = try string(ad, "AttributeName"), let t = try string(ad, "AttributeType"), ["S", "N", "B"].contains(t) else {
+                throw DynamoError.validation("Each attribute definition has an AttributeName and an AttributeType of S, N or B")
+            }
+            types[n] = t
+        }
+        var hash: String?, range: String?
+        for (i, k) in ks.enumerated() {
+            guard let n = try string(k, "AttributeName"), let t = try string(k, "KeyType") else {
+                throw DynamoError.validation("Each key schema element has an AttributeName and a KeyType")
+            }
+            switch (t, i) {
+            case ("HASH", 0): hash = n
+            case ("RANGE", 1): range = n
+            default: throw DynamoError.validation("Invalid KeySchema: The first KeySchemaElement is not a HASH key type")
+            }
+        }
+        guard let hash, range != hash else { throw DynamoError.validation("Both the Hash Key and the Range Key element in the KeySchema have the same name") }
+        guard Set(types.keys) == Set([hash] + (range.map { [$0] } ?? [])) else {
+            throw DynamoError.validation("One or more parameter values were invalid: Number of attributes in KeySchema does not exactly match number of attributes defined in AttributeDefinitions")
+        }
+        if tables.replicas[name] != nil { throw DynamoError("ResourceInUseException", "Table already exists: \(name)") }
+        let schema = KeySchema(partitionKey: hash, sortKey: range, partitionKeyType: types[hash]!, sortKeyType: range.map { types[$0]! } ?? "S")
+        try tables.changeTable(name, schema: schema) { [weak self] error in
+            guard let self else { return }
+            if let error { return respond(DynamoAPI.error(DynamoError("InternalServerError", error.message))) }
+            respond(DynamoAPI.ok(.object([("TableDescription", self.description(name))])))
+        }
+    }
+
+    private func deleteTable(_ j: JSON, _ respond: @escaping Respond) throws {
+        let (name, _) = try table(j)
+        let before = description(name, status: "DELETING")
+        try tables.changeTable(name, schema: nil) { error in
+            if let error { return respond(DynamoAPI.error(DynamoError("InternalServerError", error.message))) }
+            respond(DynamoAPI.ok(.object([("TableDescription", before)])))
+        }
+    }
+
+    private func listTables(_ j: JSON) throws -> JSON {
+        let limit = try int(j, "Limit") ?? 100
+        guard (1...100).contains(limit) else { throw DynamoError.validation("Limit must be between 1 and 100") }
+        let after = try string(j, "ExclusiveStartTableName")
+        let names = tables.replicas.keys.filter { n in !n.hasPrefix("_") && (after.map { n > $0 } ?? true) }.sorted()
+        var out: [(String, JSON)] = [("TableNames", .array(names.prefix(limit).map { .string($0) }))]
+        if names.count > limit { out.append(("LastEvaluatedTableName", .string(names[limit - 1]))) }
+        return .object(out)
+    }
+}

@@ -1,0 +1,369 @@
+import Foundation
+import TandemCore
+
+/// Kinesis Data Streams' JSON wire API (`POST /`, `X-Amz-Target: Kinesis_20131202.<Op>`) over
+/// streams. Each operation is translated into a request of the streams API (`Streams.route`),
+/// so forwarding to leaders, proxied reads and long polls work as they do there.
+///
+/// Shards are the stream's partitions (`shardId-000000000003` is partition 3), sequence numbers
+/// are the partition log's indexes. A record goes to the partition its PartitionKey hashes to
+/// (Tandem's hash, not MD5: the HashKeyRanges describe an even split and ExplicitHashKey is
+/// ignored). A shard iterator is an opaque token naming stream incarnation, partition and
+/// position, with a checksum so an altered token is refused; it expires after 5 minutes.
+final class KinesisAPI {
+    static let contentType = "application/x-amz-json-1.1"
+    static let iteratorLifetimeMs: UInt64 = 300_000
+    static let account = "000000000000"
+
+    let streams: Streams
+
+    init(streams: Streams) { self.streams = streams }
+
+    typealias Respond = (HTTPResponse) -> Void
+
+    struct Failure: Error {
+        var type: String
+        var message: String
+        init(_ type: String, _ message: String) {
+            self.type = type
+            self.message = message
+        }
+        static func invalid(_ m: String) -> Failure { Failure("InvalidArgumentException", m) }
+    }
+
+    func handle(_ op: String, _ body: [UInt8], _ respond: @escaping Respond) {
+        do {
+            let j: JSON
+            do { j = try JSON.parse(body.isEmpty ? Array("{}".utf8) : body) } catch { throw Failure("SerializationException", "Could not parse request body as JSON") }
+            guard case .object = j else { throw Failure("SerializationException", "The request body must be a JSON object") }
+            switch op {
+            case "CreateStream": try createStream(j, respond)
+            case "DeleteStream": try call("DELETE", "/v1/streams/\(try streamName(j, existing: true).name)", nil, respond) { _ in .object([]) }
+            case "ListStreams": respond(KinesisAPI.ok(try listStreams(j)))
+            case "DescribeStreamSummary": respond(KinesisAPI.ok(.object([("StreamDescriptionSummary", .object(try summary(try streamName(j, existing: true))))])))
+            case "DescribeStream":
+                let d = try streamName(j, existing: true)
+                let shards = try shardPage(d, j, after: try string(j, "ExclusiveStartShardId"), limit: try int(j, "Limit") ?? 100)
+                respond(KinesisAPI.ok(.object([("StreamDescription", .object(try summary(d).filter { $0.0 != "OpenShardCount" && $0.0 != "ConsumerCount" }
+                    + [("Shards", .array(shards.shards)), ("HasMoreShards", .bool(shards.more))]))])))
+            case "ListShards":
+                var d: Streams.Definition
+                var after = try string(j, "ExclusiveStartShardId")
+                if let token = try string(j, "NextToken") {
+                    // Our NextToken is "stream/lastShardId".
+                    let parts = token.split(separator: "/", maxSplits: 1).map(String.init)
+                    guard parts.count == 2, let def = streams.definitions[parts[0]] else { throw Failure.invalid("Invalid NextToken") }
+                    d = def
+                    after = parts[1]
+                } else {
+                    d = try streamName(j, existing: true)
+                }
+                let page = try shardPage(d, j, after: after, limit: try int(j, "MaxResults") ?? 1000)
+                var out: [(String, JSON)] = [("Shards", .array(page.shards))]
+                if page.more, let last = page.lastID { out.append(("NextToken", .string("\(d.name)/\(last)"))) }
+                respond(KinesisAPI.ok(.object(out)))
+            case "PutRecord": try putRecords(j, batch: false, respond)
+            case "PutRecords": try putRecords(j, batch: true, respond)
+            case "GetShardIterator": try getShardIterator(j, respond)
+            case "GetRecords": try getRecords(j, respond)
+            default: throw Failure("UnknownOperationException", "Operation \(op) is not supported")
+            }
+        } catch let f as Failure {
+            respond(KinesisAPI.error(f))
+        } catch let e as TandemError {
+            respond(KinesisAPI.error(Failure.invalid(e.message)))
+        } catch {
+            respond(KinesisAPI.error(Failure("InternalFailure", "\(error)")))
+        }
+    }
+
+    static func ok(_ j: JSON) -> HTTPResponse { HTTPResponse(status: 200, contentType: contentType, body: Array(j.serialized.utf8)) }
+
+    static func error(_ f: Failure) -> HTTPResponse {
+        let body = JSON.object([("__type", .string(f.type)), ("message", .string(f.message))])
+        return HTTPResponse(status: f.type == "InternalFailure" ? 500 : 400, contentType: contentType, body: Array(body.serialized.utf8))
+    }
+
+    /// A streams-API answer's error as Kinesis names it.
+    static func failure(status: Int, _ body: [UInt8]) -> Failure {
+        let j = try? JSON.parse(body)
+        let message = j?["message"]?.stringValue ?? "request failed with status \(status)"
+        switch status {
+        case 404: return Failure("ResourceNotFoundException", message)
+        case 400, 409, 413: return Failure.invalid(message)
+        case 429, 503: return Failure("ProvisionedThroughputExceededException", message)
+        default: return Failure("InternalFailure", message)
+        }
+    }
+
+    /// Sends one request to the streams API; a 2xx answer is turned into the response by `body`.
+    private func call(_ method: String, _ path: String, _ query: [String: String] = [:], _ payload: JSON?, _ respond: @escaping Respond,
+                      _ body: @escaping (JSON) throws -> JSON) {
+        let request = HTTPRequest(method: method, path: path, query: query, headers: [], body: payload.map { Array($0.serialized.utf8) } ?? [])
+        _ = streams.route(request) { r in
+            guard (200..<300).contains(r.status) else { return respond(KinesisAPI.error(KinesisAPI.failure(status: r.status, r.body))) }
+            do {
+                respond(KinesisAPI.ok(try body(try JSON.parse(r.body))))
+            } catch let f as Failure {
+                respond(KinesisAPI.error(f))
+            } catch {
+                respond(KinesisAPI.error(Failure("InternalFailure", "\(error)")))
+            }
+        }
+    }
+
+    private func call(_ method: String, _ path: String, _ payload: JSON?, _ respond: @escaping Respond, _ body: @escaping (JSON) throws -> JSON) {
+        call(method, path, [:], payload, respond, body)
+    }
+
+    // MARK: helpers
+
+    private func string(_ j: JSON, _ field: String) throws -> String? {
+        guard let v = j[field], v != .null else { return nil }
+        guard case .string(let s) = v else { throw Failure("SerializationException", "\(field) must be a string") }
+        return s
+    }
+
+    private func int(_ j: JSON, _ field: String) throws -> Int? {
+        guard let v = j[field], v != .null else { return nil }
+        guard case .number(let t) = v, let n = Int(t) else { throw Failure("SerializationException", "\(field) must be an integer") }
+        return n
+    }
+
+    private func streamName(_ j: JSON, existing: Bool) throws -> Streams.Definition {
+        guard let name = try string(j, "StreamName") ?? (try string(j, "StreamARN")).map({ String($0.split(separator: "/").last ?? "") }) else {
+            throw Failure.invalid("StreamName is required")
+        }
+        guard let d = streams.definitions[name] else {
+            throw Failure("ResourceNotFoundException", "Stream \(name) under account \(KinesisAPI.account) not found.")
+        }
+        return d
+    }
+
+    static func shardID(_ p: Int) -> String {
+        let digits = String(p)
+        return "shardId-" + String(repeating: "0", count: max(0, 12 - digits.count)) + digits
+    }
+
+    static func partition(ofShard id: String, _ d: Streams.Definition) throws -> Int {
+        guard id.hasPrefix("shardId-"), let p = Int(id.dropFirst(8)), p >= 0, p < d.partitions else {
+            throw Failure("ResourceNotFoundException", "Shard \(id) in stream \(d.name) under account \(KinesisAPI.account) does not exist")
+        }
+        return p
+    }
+
+    private func arn(_ name: String) -> String { "arn:aws:kinesis:tandem:\(KinesisAPI.account):stream/\(name)" }
+
+    /// ACTIVE once every partition has a leader this node knows of (puts succeed), else CREATING.
+    private func status(_ d: Streams.Definition) -> String {
+        let parts = streamsDescribe(d)["partitionDetails"]
+        guard case .array(let list)? = parts else { return "ACTIVE" }
+        return list.allSatisfy { ($0["leader"] ?? .null) != .null } ? "ACTIVE" : "CREATING"
+    }
+
+    private func streamsDescribe(_ d: Streams.Definition) -> JSON {
+        var out = JSON.null
+        _ = streams.route(HTTPRequest(method: "GET", path: "/v1/streams/\(d.name)", query: [:], headers: [], body: [])) { r in
+            out = (try? JSON.parse(r.body)) ?? .null
+        }
+        return out
+    }
+
+    private func summary(_ d: Streams.Definition) throws -> [(String, JSON)] {
+        [("StreamName", .string(d.name)), ("StreamARN", .string(arn(d.name))), ("StreamStatus", .string(status(d))),
+         ("StreamModeDetails", .object([("StreamMode", .string("PROVISIONED"))])),
+         ("RetentionPeriodHours", .number(String(d.retentionHours))),
+         ("StreamCreationTimestamp", .number(String(Double(d.incarnation) / 1000))),
+         ("EnhancedMonitoring", .array([.object([("ShardLevelMetrics", .array([]))])])), ("EncryptionType", .string("NONE")),
+         ("OpenShardCount", .number(String(d.partitions))), ("ConsumerCount", .number("0"))]
+    }
+
+    private func shardPage(_ d: Streams.Definition, _ j: JSON, after: String?, limit: Int) throws -> (shards: [JSON], more: Bool, lastID: String?) {
+        guard (1...10_000).contains(limit) else { throw Failure.invalid("Limit must be 1 to 10000") }
+        let first = try after.map { try KinesisAPI.partition(ofShard: $0, d) + 1 } ?? 0
+        let step = UInt128.max / UInt128(d.partitions)
+        var shards: [JSON] = []
+        var p = first
+        while p < d.partitions && shards.count < limit {
+            let start = step * UInt128(p)
+            let end = p == d.partitions - 1 ? UInt128.max : step * UInt128(p + 1) - 1
+            shards.append(.object([
+                ("ShardId", .string(KinesisAPI.shardID(p))),
+                ("HashKeyRange", .object([("StartingHashKey", .string(String(start))), ("EndingHashKey", .string(String(end)))])),
+                ("SequenceNumberRange", .object([("StartingSequenceNumber", .string(Sequence.format(1)))])),
+            ]))
+            p += 1
+        }
+        return (shards, p < d.partitions, shards.isEmpty ? nil : KinesisAPI.shardID(p - 1))
+    }
+
+    // MARK: streams
+
+    private func createStream(_ j: JSON, _ respond: @escaping Respond) throws {
+        guard let name = try string(j, "StreamName") else { throw Failure.invalid("StreamName is required") }
+        let count = try int(j, "ShardCount") ?? 4
+        if streams.definitions[name] != nil {
+            throw Failure("ResourceInUseException", "Stream \(name) under account \(KinesisAPI.account) already exists.")
+        }
+        call("PUT", "/v1/streams/\(name)", .object([("partitions", .number(String(count)))]), respond) { _ in .object([]) }
+    }
+
+    private func listStreams(_ j: JSON) throws -> JSON {
+        let limit = try int(j, "Limit") ?? 100
+        guard (1...10_000).contains(limit) else { throw Failure.invalid("Limit must be 1 to 10000") }
+        let after = try string(j, "ExclusiveStartStreamName")
+        let names = streams.definitions.keys.filter { n in after.map { n > $0 } ?? true }.sorted()
+        let page = Array(names.prefix(limit))
+        return .object([
+            ("StreamNames", .array(page.map { .string($0) })), ("HasMoreStreams", .bool(names.count > limit)),
+            ("StreamSummaries", .array(page.map { n in
+                let d = streams.definitions[n]!
+                return .object([("StreamName", .string(n)), ("StreamARN", .string(arn(n))), ("StreamStatus", .string(status(d))),
+                                ("StreamCreationTimestamp", .number(String(Double(d.incarnation) / 1000)))])
+            })),
+        ])
+    }
+
+    // MARK: records
+
+    private func putRecords(_ j: JSON, batch: Bool, _ respond: @escaping Respond) throws {
+        let d = try streamName(j, existing: true)
+        let entries: [JSON]
+        if batch {
+            guard case .array(let list)? = j["Records"], (1...StreamWire.maxRecordsPerPut).contains(list.count) else {
+                throw Failure.invalid("Records must hold 1 to \(StreamWire.maxRecordsPerPut) records")
+            }
+            entries = list
+        } else {
+            entries = [j]
+        }
+        var records: [JSON] = []
+        for e in entries {
+            guard let key = try string(e, "PartitionKey"), (1...256).contains(key.count), key.utf8.count <= StreamRecord.maxKeyBytes else {
+                throw Failure.invalid("PartitionKey must be 1 to 256 characters")
+            }
+            guard let data = try string(e, "Data"), let bytes = Base64.decode(data) else { throw Failure.invalid("Data must be base64") }
+            guard bytes.count <= StreamRecord.maxDataBytes else { throw Failure.invalid("Data is at most 1 MiB") }
+            records.append(.object([("key", .string(key)), ("data", .string(data))]))
+        }
+        let payload: JSON = batch ? .object([("records", .array(records))]) : records[0]
+        call("POST", "/v1/streams/\(d.name)/records", payload, respond) { r in
+            func entry(_ x: JSON) -> JSON {
+                if let seq = x["sequence"]?.stringValue, case .number(let p)? = x["partition"], let pn = Int(p) {
+                    return .object([("SequenceNumber", .string(seq)), ("ShardId", .string(KinesisAPI.shardID(pn)))])
+                }
+                let retryable = x["retryable"] == .bool(true)
+                return .object([("ErrorCode", .string(retryable ? "ProvisionedThroughputExceededException" : "InternalFailure")),
+                                ("ErrorMessage", .string(x["message"]?.stringValue ?? "failed"))])
+            }
+            guard batch else { return .object(Array((entry(r).objectMembers) + [("EncryptionType", .string("NONE"))])) }
+            guard case .array(let results)? = r["records"] else { throw Failure("InternalFailure", "malformed put answer") }
+            let out = results.map(entry)
+            let failed = out.filter { $0["ErrorCode"] != nil }.count
+            return .object([("FailedRecordCount", .number(String(failed))), ("Records", .array(out)), ("EncryptionType", .string("NONE"))])
+        }
+    }
+
+    // MARK: iterators
+
+    /// The iterator's fields; `from` is a position of the streams read API (`trim-horizon`,
+    /// `at:SEQ`, `after:SEQ`, `time:MS`).
+    struct Iterator: Equatable {
+        var stream: String
+        var incarnation: UInt64
+        var partition: Int
+        var from: String
+        var issuedMs: UInt64
+
+        var token: String {
+            let text = "\(incarnation)|\(partition)|\(issuedMs)|\(from)|\(stream)"
+            let sum = String(stableHash64(Array(("tandem-iterator|" + text).utf8)), radix: 16)
+            return Base64.encode(Array((sum + "|" + text).utf8))
+        }
+
+        init(stream: String, incarnation: UInt64, partition: Int, from: String, issuedMs: UInt64) {
+            self.stream = stream
+            self.incarnation = incarnation
+            self.partition = partition
+            self.from = from
+            self.issuedMs = issuedMs
+        }
+
+        init?(token: String) {
+            guard let bytes = Base64.decode(token), let text = String(validating: bytes, as: UTF8.self) else { return nil }
+            let parts = text.split(separator: "|", maxSplits: 5, omittingEmptySubsequences: false).map(String.init)
+            guard parts.count == 6, let inc = UInt64(parts[1]), let p = Int(parts[2]), let issued = UInt64(parts[3]) else { return nil }
+            self.init(stream: parts[5], incarnation: inc, partition: p, from: parts[4], issuedMs: issued)
+            guard self.token == token else { return nil }
+        }
+    }
+
+    private func getShardIterator(_ j: JSON, _ respond: @escaping Respond) throws {
+        let d = try streamName(j, existing: true)
+        guard let shard = try string(j, "ShardId") else { throw Failure.invalid("ShardId is required") }
+        let p = try KinesisAPI.partition(ofShard: shard, d)
+        func sequence() throws -> String {
+            guard let s = try string(j, "StartingSequenceNumber"), Sequence.parse(s) != nil else {
+                throw Failure.invalid("StartingSequenceNumber must be a sequence number this stream returned")
+            }
+            return s
+        }
+        let type = try string(j, "ShardIteratorType") ?? ""
+        let from: String
+        switch type {
+        case "TRIM_HORIZON": from = "trim-horizon"
+        case "AT_SEQUENCE_NUMBER": from = "at:" + (try sequence())
+        case "AFTER_SEQUENCE_NUMBER": from = "after:" + (try sequence())
+        case "AT_TIMESTAMP":
+            guard case .number(let t)? = j["Timestamp"], let seconds = Double(t), seconds >= 0 else {
+                throw Failure.invalid("AT_TIMESTAMP needs Timestamp (seconds since the epoch)")
+            }
+            from = "time:\(UInt64(seconds * 1000))"
+        case "LATEST":
+            // LATEST means after what is committed now: resolved at once, so records put between
+            // this call and the first GetRecords are not skipped.
+            call("GET", "/v1/streams/\(d.name)/partitions/\(p)/records", ["from": "latest", "limit": "1"], nil, respond) { r in
+                guard let next = r["next"]?.stringValue else { throw Failure("InternalFailure", "malformed read answer") }
+                return .object([("ShardIterator", .string(Iterator(stream: d.name, incarnation: d.incarnation, partition: p,
+                                                                   from: next, issuedMs: Streams.wallMs()).token))])
+            }
+            return
+        default:
+            throw Failure.invalid("ShardIteratorType must be TRIM_HORIZON, LATEST, AT_SEQUENCE_NUMBER, AFTER_SEQUENCE_NUMBER or AT_TIMESTAMP")
+        }
+        let it = Iterator(stream: d.name, incarnation: d.incarnation, partition: p, from: from, issuedMs: Streams.wallMs())
+        respond(KinesisAPI.ok(.object([("ShardIterator", .string(it.token))])))
+    }
+
+    private func getRecords(_ j: JSON, _ respond: @escaping Respond) throws {
+        guard let token = try string(j, "ShardIterator"), let it = Iterator(token: token) else {
+            throw Failure.invalid("Invalid ShardIterator")
+        }
+        let limit = try int(j, "Limit") ?? 10_000
+        guard (1...10_000).contains(limit) else { throw Failure.invalid("Limit must be 1 to 10000") }
+        guard Streams.wallMs() < it.issuedMs + KinesisAPI.iteratorLifetimeMs else {
+            throw Failure("ExpiredIteratorException", "Iterator expired. The iterator was created at time \(it.issuedMs) while right now it is \(Streams.wallMs()) which is further in the future than the tolerated delay of \(KinesisAPI.iteratorLifetimeMs) milliseconds.")
+        }
+        guard let d = streams.definitions[it.stream], d.incarnation == it.incarnation else {
+            throw Failure("ResourceNotFoundException", "Stream \(it.stream) under account \(KinesisAPI.account) not found.")
+        }
+        call("GET", "/v1/streams/\(d.name)/partitions/\(it.partition)/records", ["from": it.from, "limit": String(limit)], nil, respond) { r in
+            guard case .array(let records)? = r["records"], let next = r["next"]?.stringValue else {
+                throw Failure("InternalFailure", "malformed read answer")
+            }
+            let out: [JSON] = records.map { rec in
+                let ms = if case .number(let t)? = rec["timestamp"] { Double(t) ?? 0 } else { 0.0 }
+                return .object([("SequenceNumber", rec["sequence"] ?? .null), ("ApproximateArrivalTimestamp", .number(String(ms / 1000))),
+                                ("Data", rec["data"] ?? .null), ("PartitionKey", rec["key"] ?? .null)])
+            }
+            let nextIterator = Iterator(stream: d.name, incarnation: d.incarnation, partition: it.partition, from: next, issuedMs: Streams.wallMs())
+            let behind = if case .number(let b)? = r["behindMs"] { b } else { "0" }
+            return .object([("Records", .array(out)), ("NextShardIterator", .string(nextIterator.token)),
+                            ("MillisBehindLatest", .number(behind))])
+        }
+    }
+}
+
+extension JSON {
+    var objectMembers: [(String, JSON)] { if case .object(let m) = self { m } else { [] } }
+}
