@@ -69,18 +69,47 @@ public struct RouteInputs: Hashable, Sendable {
     /// Optional capacity coupling: available agents per region. A region that publishes a number
     /// gets at most its share of the published agents; one that publishes none is uncapped.
     public var capacity: [String: Int64]
+    /// Region-to-region RTTs from the nodes' published Vivaldi measurements. Decides only
+    /// through `resolvedEdges` (RTTs an edge's config lacks); also shown to operators.
+    public var regionRTT: RegionRTT
 
     public init(split: SplitConfig = SplitConfig(), health: HealthView = HealthView(),
-                edges: EdgeConfig = EdgeConfig(), capacity: [String: Int64] = [:]) {
+                edges: EdgeConfig = EdgeConfig(), capacity: [String: Int64] = [:], regionRTT: RegionRTT = RegionRTT()) {
         self.split = split
         self.health = health
         self.edges = edges
         self.capacity = capacity
+        self.regionRTT = regionRTT
     }
 
-    /// A stable 64-bit hash of a canonical encoding of every input (sorted, integers only): equal
-    /// fingerprints on two nodes mean equal inputs, so equal answers.
+    /// The edges as the plan sees them: configured RTTs as they are, and for every region the
+    /// matrix knows but an edge's config lacks, the estimate `min over configured r of
+    /// (edge → r) + (r → region)` (`RegionRTT.estimate`). A complete config is unchanged, so a
+    /// new region is planned sensibly without reconfiguring every edge.
+    public var resolvedEdges: EdgeConfig {
+        guard !regionRTT.isEmpty else { return edges }
+        // Only regions that can have a share (the matrix also knows regions the split leaves
+        // out: estimating those would change the fingerprint for nothing).
+        let shared = split.weights.isEmpty ? Set(health.knownRegions) : Set(split.weights.filter { $0.value > 0 }.keys)
+        let regions = regionRTT.regions.filter { shared.contains($0) }
+        guard !regions.isEmpty else { return edges }
+        var out = edges
+        for (name, edge) in edges.edges {
+            var filled = edge
+            for r in regions where edge.rttMicros[r] == nil {
+                if let v = regionRTT.estimate(edge, to: r) { filled.rttMicros[r] = v }
+            }
+            out.edges[name] = filled
+        }
+        return out
+    }
+
+    /// A stable 64-bit hash of a canonical encoding of every input that decides (sorted,
+    /// integers only): equal fingerprints on two nodes mean equal inputs, so equal answers. The
+    /// RTT matrix enters only through the edge RTTs it fills in, so a new measurement changes
+    /// the fingerprint only when it changes the plan's costs (never for a complete edges config).
     public var fingerprint: UInt64 {
+        let edges = resolvedEdges
         var w = ByteWriter(capacity: 256)
         w.u8(1)  // encoding version
         func string(_ s: String) { let b = Array(s.utf8); w.u32(UInt32(b.count)); w.raw(b) }

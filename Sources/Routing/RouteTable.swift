@@ -34,6 +34,9 @@ public enum RouteError: Error, Hashable, Sendable {
 public struct RouteTable: Sendable {
     public let inputs: RouteInputs
     public let fingerprint: UInt64
+    /// The edges with RTTs their config lacks estimated from the region matrix
+    /// (`RouteInputs.resolvedEdges`): what the plan used.
+    public let resolvedEdges: EdgeConfig
     /// Regions that can get contacts (a share or a pinned edge), sorted by name.
     public let regions: [String]
     /// Per region: can it take contacts now (healthy node, not drained)?
@@ -54,6 +57,8 @@ public struct RouteTable: Sendable {
         self.inputs = inputs
         fingerprint = inputs.fingerprint
         let split = inputs.split
+        let edges = inputs.resolvedEdges
+        resolvedEdges = edges
         var weights: [String: Int64] = [:]
         if split.weights.isEmpty {
             for r in inputs.health.knownRegions { weights[r] = 10_000 }
@@ -94,7 +99,7 @@ public struct RouteTable: Sendable {
         let solved = regions.indices.filter { demand[$0] > 0 }
         if !planned.isEmpty && !solved.isEmpty {
             let cost = planned.map { e in
-                solved.map { inputs.edges.edges[e]!.rttMicros[regions[$0]].map { max(0, $0) } ?? EdgeConfig.unknownRTTMicros }
+                solved.map { edges.edges[e]!.rttMicros[regions[$0]].map { max(0, $0) } ?? EdgeConfig.unknownRTTMicros }
             }
             let supply = planned.map { min(max(inputs.edges.edges[$0]!.volume, 1), EdgeConfig.maxVolume) * RouteTable.unitsPerVolume }
             let plan = Transport.solve(cost: cost, supply: supply, demand: solved.map { demand[$0] })
