@@ -181,6 +181,9 @@ public final class Node {
             [(self.config.name, self.config.region, self.membership.leaving ? .left : .alive, self.config.role == "witness")]
                 + self.membership.members.values.map { ($0.name, $0.state.meta.region, $0.status, $0.state.meta.role == "witness") }
         }
+        routes.rttEstimate = { [unowned self] name in
+            self.membership.members[name]?.coordinate.map { self.membership.vivaldi.coordinate.distance(to: $0) }
+        }
         routes.start()
         watchParent()
         for sig in [SIGINT, SIGTERM] {

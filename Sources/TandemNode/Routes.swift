@@ -15,7 +15,10 @@ import TandemCore
 ///   the last-writer-wins merge);
 /// * health: this node's membership view through a `HealthTracker` (hold-down), plus each
 ///   node's instance health, which the node itself publishes in `_routing` (`health/<node>`)
-///   when its `--instance-health` poll flips.
+///   when its `--instance-health` poll flips;
+/// * region-to-region RTTs: each node publishes its own Vivaldi estimates to every other region
+///   (`rtt/<node>`, whole ms, damped by `RTTPublisher`), and every node builds the same matrix
+///   from the same items (`RegionRTT.build`).
 final class Routes {
     static let table = "_routing"
     static let schema = KeySchema(partitionKey: "key")
@@ -32,6 +35,12 @@ final class Routes {
         var instanceHealthInterval: Duration = .milliseconds(500)
         /// Consecutive failed polls before the instance counts as unhealthy.
         var instanceHealthFailures = 2
+        /// How often this node compares its RTT estimates with what it published.
+        var rttCheckInterval: Duration = .seconds(1)
+        /// No publication before this long after start: Vivaldi needs some probes to converge.
+        var rttWarmUp: Duration = .seconds(5)
+        /// At most one rewrite of `rtt/<node>` per interval (and only for a move > 20 %).
+        var rttMinInterval: Duration = .seconds(10)
     }
 
     struct Stats {
@@ -55,6 +64,13 @@ final class Routes {
     private var pollGeneration: UInt64 = 0
     private var pollFailures = 0
     private var instanceHealthy = true
+    /// This node's Vivaldi estimate of the RTT to a member (nil: no coordinate yet).
+    var rttEstimate: (String) -> Duration? = { _ in nil }
+    private let selfRegion: String
+    private var rttPublisher: RTTPublisher
+    private let rttTimer: Timer
+    private var startedAt: Instant
+    private var rttWriting = false
     /// The membership view, this node included, set by the node.
     var members: () -> [(name: String, region: String, status: MemberStatus, witness: Bool)] = { [] }
     /// This node sees at most half the cluster: it keeps its last health view (see
@@ -65,7 +81,11 @@ final class Routes {
         self.tables = tables
         self.loop = loop
         self.selfName = selfName
+        self.selfRegion = selfRegion
         self.settings = settings
+        rttPublisher = RTTPublisher(minInterval: settings.rttMinInterval)
+        rttTimer = Timer(loop: loop)
+        startedAt = loop.now
         tracker = HealthTracker(holdDown: settings.holdDown, selfName: selfName, selfRegion: selfRegion,
                                 selfReturning: returning, now: loop.now)
         current = RouteTable(RouteInputs())
@@ -80,6 +100,11 @@ final class Routes {
         if settings.instanceHealthURL == nil && readConfig().healthy[selfName] == false {
             write("health/\(selfName)", ["healthy": true]) { _ in }
         }
+        startedAt = loop.now
+        if let mine = readConfig().rtt[selfName], mine.region == selfRegion {
+            rttPublisher.adopt(mine.rttMs, now: loop.now)  // a restart rewrites only what moved
+        }
+        rttTimer.start(after: settings.rttCheckInterval, repeating: settings.rttCheckInterval) { [weak self] in self?.publishRTT() }
         refresh()
         refreshTimer.start(after: settings.refreshInterval, repeating: settings.refreshInterval) { [weak self] in self?.refresh() }
         if let url = settings.instanceHealthURL {
@@ -110,7 +135,7 @@ final class Routes {
             tracker.observe(view, now: loop.now)
         }
         let inputs = RouteInputs(split: config.split, health: tracker.view(now: loop.now), edges: config.edges,
-                                 capacity: config.capacity)
+                                 capacity: config.capacity, regionRTT: RegionRTT.build(config.rtt))
         guard inputs != current.inputs else { return }
         let started = loop.now
         current = RouteTable(inputs)
@@ -123,6 +148,7 @@ final class Routes {
         var edges = EdgeConfig()
         var capacity: [String: Int64] = [:]
         var healthy: [String: Bool] = [:]
+        var rtt: [String: RTTReport] = [:]
     }
 
     private var parsedCache: [String: (text: String, value: Any)] = [:]
@@ -152,6 +178,8 @@ final class Routes {
                 c.capacity[String(name.dropFirst(9))] = Int64(agents)
             } else if name.hasPrefix("health/"), let healthy = doc["healthy"] as? Bool {
                 c.healthy[String(name.dropFirst(7))] = healthy
+            } else if name.hasPrefix("rtt/"), let region = doc["region"] as? String, let rtt = doc["rttMs"] as? [String: Int] {
+                c.rtt[String(name.dropFirst(4))] = RTTReport(region: region, rttMs: rtt.mapValues { Int64($0) })
             }
         }
         return c
@@ -173,6 +201,35 @@ final class Routes {
         tables.put(table: Routes.table, key: ItemKey(partition: .string(key)), values: values) { [weak self] error in
             self?.refresh()
             done(error)
+        }
+    }
+
+    // ==== ------------------------------------------------------------------------------------
+    // MARK: RTT publication
+
+    /// This node's estimate of the RTT to each other region: the mean of its Vivaldi estimates
+    /// of that region's live nodes (witnesses included: they answer probes like anyone), whole ms.
+    func measuredRTT() -> [String: Int64] {
+        var sums: [String: (total: Double, count: Int)] = [:]
+        for m in members() where m.name != selfName && m.status.isLive && m.region != selfRegion && !m.region.isEmpty {
+            guard let d = rttEstimate(m.name) else { continue }
+            let old = sums[m.region] ?? (0, 0)
+            sums[m.region] = (old.total + d.milliseconds, old.count + 1)
+        }
+        return sums.mapValues { Int64(($0.total / Double($0.count)).rounded()) }
+    }
+
+    /// Publishes `rtt/<node>` when `RTTPublisher` says so (first time after the warm-up, then
+    /// only a move of more than 20 %, at most every `rttMinInterval`).
+    private func publishRTT() {
+        guard !rttWriting, loop.now >= startedAt + settings.rttWarmUp else { return }
+        guard let values = rttPublisher.next(measured: measuredRTT(), now: loop.now) else { return }
+        rttWriting = true
+        write("rtt/\(selfName)", ["region": selfRegion, "rttMs": values]) { [weak self] error in
+            guard let self else { return }
+            self.rttWriting = false
+            // Not written: start over from what the table holds.
+            if error != nil { self.rttPublisher = RTTPublisher(minInterval: self.settings.rttMinInterval) }
         }
     }
 
@@ -243,6 +300,9 @@ final class Routes {
         case ("GET", 2, "split"): respond(showSplit())
         case ("PUT", 2, "split"): putSplit(request.body, respond)
         case ("GET", 2, "edges"): respond(showEdges())
+        case ("GET", 3, "regions") where s[2] == "rtt": respond(showRTT())
+        case (_, 3, "regions") where s[2] == "rtt":
+            respond(.error(405, "method_not_allowed", "\(request.method) is not allowed on \(request.path)"))
         case ("PUT", 2, "edges"): putEdges(request.body, respond)
         case ("POST", 4, "regions") where s[3] == "drain" || s[3] == "undrain":
             write("drain/\(s[2])", ["drained": s[3] == "drain"]) { [weak self] error in
@@ -359,10 +419,24 @@ final class Routes {
         var edges: [String: Any] = [:]
         for (name, e) in current.inputs.edges.edges {
             var entry: [String: Any] = ["rttMs": e.rttMicros.mapValues { Double($0) / 1000 }, "volume": e.volume]
+            var estimated: [String: Double] = [:]
+            for (r, v) in current.resolvedEdges.edges[name]?.rttMicros ?? [:] where e.rttMicros[r] == nil { estimated[r] = Double(v) / 1000 }
+            if !estimated.isEmpty { entry["estimatedMs"] = estimated }
             if let plan = current.planShares(edge: name) { entry["plan"] = plan.mapValues { ($0 * 10_000).rounded() / 10_000 } }
             edges[name] = entry
         }
         return .json(200, ["edges": edges, "table": fingerprintText(current.fingerprint)])
+    }
+
+    /// `GET /v1/regions/rtt`: the region-to-region matrix this node's table uses (symmetric, ms)
+    /// and the per-node reports it is built from.
+    private func showRTT() -> HTTPResponse {
+        let m = current.inputs.regionRTT
+        var matrix: [String: [String: Double]] = [:]
+        for (a, row) in m.micros { matrix[a] = row.mapValues { Double($0) / 1000 } }
+        var nodes: [String: Any] = [:]
+        for (name, report) in readConfig().rtt { nodes[name] = ["region": report.region, "rttMs": report.rttMs] }
+        return .json(200, ["rttMs": matrix, "nodes": nodes, "measuredHere": measuredRTT(), "table": fingerprintText(current.fingerprint)])
     }
 
     /// `{"edges": {"nyc": {"rttMs": {"us-east-1": 8, …}, "volume": 3}, …}}`; the short form

@@ -170,4 +170,48 @@ import Testing
             (0..<3).allSatisfy { table(cluster, $0)?.eligible.count == 3 }
         }, "the partition did not heal")
     }
+
+    /// The region-to-region matrix node `i` routes with (`GET /v1/regions/rtt`), in ms.
+    func rttMatrix(_ cluster: LocalCluster, _ i: Int) -> [String: [String: Double]]? {
+        guard let r = try? call("GET", cluster.nodes[i].api, "/v1/regions/rtt"), r.status == 200 else { return nil }
+        return (object(r)["rttMs"] as? [String: [String: Any]])?.mapValues { $0.compactMapValues { ($0 as? NSNumber)?.doubleValue } }
+    }
+
+    @Test func publishedRTTsShowTheRegionOfADelayedNode() throws {
+        let cluster = try start()
+        func rtt(_ i: Int, _ a: String, _ b: String) -> Double? { rttMatrix(cluster, i)?[a]?[b] }
+        let pairs = [("region-0", "region-1"), ("region-0", "region-2"), ("region-1", "region-2")]
+        // Every node publishes after its warm-up; every node builds the same matrix from the items.
+        let published = eventually(timeout: .seconds(30), interval: .milliseconds(200)) {
+            (0..<3).allSatisfy { i in pairs.allSatisfy { rtt(i, $0.0, $0.1) != nil } }
+        }
+        #expect(published, "no RTT matrix: \((0..<3).map { rttMatrix(cluster, $0).map { "\($0)" } ?? "-" })")
+        let before = try #require(rtt(0, "region-0", "region-1"))
+        #expect(before < 8, "loopback RTT estimate \(before) ms")
+
+        // n2 (region-1) now sends everything 15 ms late: its probes and acks take 15 ms longer.
+        #expect(cluster.setChaos(1, delayMs: 15))
+        let grew = eventually(timeout: .seconds(45), interval: .milliseconds(200)) {
+            (0..<3).allSatisfy { i in
+                (rtt(i, "region-0", "region-1") ?? 0) >= before + 8 && (rtt(i, "region-1", "region-2") ?? 0) >= before + 8
+            }
+        }
+        #expect(grew, "matrix did not show region-1 farther: \((0..<3).map { rttMatrix(cluster, $0).map { "\($0)" } ?? "-" })")
+        // The pair without the delayed node is still near, and all nodes hold the same matrix.
+        #expect((rtt(0, "region-0", "region-2") ?? 99) < 8)
+        #expect(eventually(timeout: .seconds(5)) { rttMatrix(cluster, 0) == rttMatrix(cluster, 1) && rttMatrix(cluster, 1) == rttMatrix(cluster, 2) })
+        #expect(try call("POST", cluster.nodes[0].api, "/v1/regions/rtt").status == 405)
+
+        // An edge configured without region-1 gets an estimate through the matrix.
+        #expect(try call("PUT", cluster.nodes[0].api, "/v1/split", #"{"weights":{"region-0":50,"region-1":50}}"#).status == 200)
+        #expect(try call("PUT", cluster.nodes[0].api, "/v1/edges", #"{"edges":{"nyc":{"region-0":20}}}"#).status == 200)
+        let estimated = eventually(timeout: .seconds(10), interval: .milliseconds(100)) {
+            guard let r = try? call("GET", cluster.nodes[2].api, "/v1/edges"),
+                  let nyc = (object(r)["edges"] as? [String: Any])?["nyc"] as? [String: Any],
+                  let ms = (nyc["estimatedMs"] as? [String: Any])?["region-1"] as? NSNumber else { return false }
+            return ms.doubleValue >= 20 + before + 8
+        }
+        #expect(estimated, "nyc has no estimate for region-1")
+        cluster.setChaos(1)
+    }
 }
