@@ -71,6 +71,9 @@ final class Routes {
     private let rttTimer: Timer
     private var startedAt: Instant
     private var rttWriting = false
+    /// The matrix from the latest `rtt/<node>` items (the table's own may be older when the
+    /// difference changed no edge estimate).
+    private(set) var regionRTT = RegionRTT()
     /// The membership view, this node included, set by the node.
     var members: () -> [(name: String, region: String, status: MemberStatus, witness: Bool)] = { [] }
     /// This node sees at most half the cluster: it keeps its last health view (see
@@ -134,9 +137,17 @@ final class Routes {
             }
             tracker.observe(view, now: loop.now)
         }
+        regionRTT = RegionRTT.build(config.rtt)
         let inputs = RouteInputs(split: config.split, health: tracker.view(now: loop.now), edges: config.edges,
-                                 capacity: config.capacity, regionRTT: RegionRTT.build(config.rtt))
+                                 capacity: config.capacity, regionRTT: regionRTT)
         guard inputs != current.inputs else { return }
+        // A new matrix that changes no edge estimate changes no decision (and no fingerprint):
+        // keep the table, so an RTT publication is not a route change.
+        if inputs.regionRTT != current.inputs.regionRTT {
+            var same = inputs
+            same.regionRTT = current.inputs.regionRTT
+            if same == current.inputs && inputs.resolvedEdges == current.resolvedEdges { return }
+        }
         let started = loop.now
         current = RouteTable(inputs)
         stats.recomputes += 1
@@ -428,10 +439,10 @@ final class Routes {
         return .json(200, ["edges": edges, "table": fingerprintText(current.fingerprint)])
     }
 
-    /// `GET /v1/regions/rtt`: the region-to-region matrix this node's table uses (symmetric, ms)
-    /// and the per-node reports it is built from.
+    /// `GET /v1/regions/rtt`: the region-to-region matrix from the published reports (symmetric,
+    /// ms), the reports themselves, and this node's current estimates.
     private func showRTT() -> HTTPResponse {
-        let m = current.inputs.regionRTT
+        let m = regionRTT
         var matrix: [String: [String: Double]] = [:]
         for (a, row) in m.micros { matrix[a] = row.mapValues { Double($0) / 1000 } }
         var nodes: [String: Any] = [:]

@@ -189,6 +189,9 @@ import Testing
         let before = try #require(rtt(0, "region-0", "region-1"))
         #expect(before < 8, "loopback RTT estimate \(before) ms")
 
+        let recomputes = (0..<3).map { cluster.metric("tandem_route_table_recomputes_total", node: $0) }
+        let fingerprints = (0..<3).map { table(cluster, $0)?.fingerprint }
+
         // n2 (region-1) now sends everything 15 ms late: its probes and acks take 15 ms longer.
         #expect(cluster.setChaos(1, delayMs: 15))
         let grew = eventually(timeout: .seconds(45), interval: .milliseconds(200)) {
@@ -199,6 +202,9 @@ import Testing
         #expect(grew, "matrix did not show region-1 farther: \((0..<3).map { rttMatrix(cluster, $0).map { "\($0)" } ?? "-" })")
         // The pair without the delayed node is still near, and all nodes hold the same matrix.
         #expect((rtt(0, "region-0", "region-2") ?? 99) < 8)
+        // With no edge lacking a region, a new matrix is not a route change: same tables.
+        #expect((0..<3).map { cluster.metric("tandem_route_table_recomputes_total", node: $0) } == recomputes)
+        #expect((0..<3).map { table(cluster, $0)?.fingerprint } == fingerprints)
         #expect(eventually(timeout: .seconds(5)) { rttMatrix(cluster, 0) == rttMatrix(cluster, 1) && rttMatrix(cluster, 1) == rttMatrix(cluster, 2) })
         #expect(try call("POST", cluster.nodes[0].api, "/v1/regions/rtt").status == 405)
 
