@@ -59,7 +59,7 @@ struct SplitCommand: ParsableCommand {
 struct EdgesCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "edges", abstract: "Where callers come in and their RTT to each region.",
-        subcommands: [Set.self, Show.self])
+        subcommands: [Set.self, Show.self, RTT.self])
 
     struct Set: ParsableCommand {
         @Argument(help: "JSON: {\"edges\": {\"nyc\": {\"rttMs\": {\"us-east-1\": 8, \"eu-west-1\": 75}, \"volume\": 1}}}") var file: String
@@ -73,6 +73,13 @@ struct EdgesCommand: ParsableCommand {
     struct Show: ParsableCommand {
         @OptionGroup var options: SplitCommand.Options
         func run() throws { try TableCommand.call(options.api, "GET", "/v1/edges") }
+    }
+
+    struct RTT: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "The region-to-region RTT matrix the nodes publish (fills RTTs an edge's config lacks).")
+        @OptionGroup var options: SplitCommand.Options
+        func run() throws { try TableCommand.call(options.api, "GET", "/v1/regions/rtt") }
     }
 }
 
