@@ -43,9 +43,8 @@ final class DynamoAPI {
             case "DescribeTable": respond(DynamoAPI.ok(.object([("Table", description(try table(request).name))])))
             case "DeleteTable": try deleteTable(request, respond)
             case "ListTables": respond(DynamoAPI.ok(try listTables(request)))
-            case "DescribeTimeToLive":
-                _ = try table(request)
-                respond(DynamoAPI.ok(.object([("TimeToLiveDescription", .object([("TimeToLiveStatus", .string("DISABLED"))]))])))
+            case "DescribeTimeToLive": respond(DynamoAPI.ok(try describeTimeToLive(request)))
+            case "UpdateTimeToLive": try updateTimeToLive(request, respond)
             default:
                 throw DynamoError("UnknownOperationException", "Operation \(op) is not supported")
             }
@@ -157,8 +156,21 @@ final class DynamoAPI {
     }
 
     private func visible(_ table: String, _ key: ItemKey) -> [String: AttributeValue]? {
-        tables.replicas[table]?.state(key)?.visible
+        TimeToLive.visible(tables.replicas[table]?.state(key), attribute: ttlAttribute(table), nowMs: Tables.wallMs())
     }
+
+    /// The item's state for a write, with its expiry applied if its TTL has passed (so an update
+    /// starts from an absent item, not the expired one), and that expiry's delete to commit too.
+    private func current(_ table: String, _ key: ItemKey) -> (ItemState, ItemState?) {
+        var state = tables.replicas[table]!.state(key) ?? ItemState()
+        guard let attribute = ttlAttribute(table),
+              let expiry = TimeToLive.expiryDelete(state, attribute: attribute, nowMs: Tables.wallMs()) else { return (state, nil) }
+        state.merge(expiry)
+        return (state, expiry)
+    }
+
+    /// The table's TTL attribute if TTL is enabled (the `_ttl` reserved table, replicated).
+    func ttlAttribute(_ table: String) -> String? { tables.ttlAttribute(table) }
 
     private func returnValues(_ j: JSON, allowed: [String]) throws(DynamoError) -> String {
         let rv = try string(j, "ReturnValues") ?? "NONE"
@@ -214,11 +226,12 @@ final class DynamoAPI {
         let condition = try string(j, "ConditionExpression").map { text throws(DynamoError) in try p.condition(text) }
         try p.checkAllUsed()
         let rv = try returnValues(j, allowed: ["NONE", "ALL_OLD"])
-        var state = tables.replicas[name]!.state(k) ?? ItemState()
+        let (start, expired) = current(name, k)
+        var state = start
         let old = state.visible
         try conditionChecked(condition, old, j, respond) {
             let delta = state.put(item, at: tables.core.now(wallMs: Tables.wallMs()))
-            commit(name, k, delta, rv == "ALL_OLD" ? old : nil, respond)
+            commit(name, k, expired.map { $0.merged(delta) } ?? delta, rv == "ALL_OLD" ? old : nil, respond)
         }
     }
 
@@ -243,11 +256,12 @@ final class DynamoAPI {
         let condition = try string(j, "ConditionExpression").map { text throws(DynamoError) in try p.condition(text) }
         try p.checkAllUsed()
         let rv = try returnValues(j, allowed: ["NONE", "ALL_OLD"])
-        var state = tables.replicas[name]!.state(k) ?? ItemState()
+        let (start, expired) = current(name, k)
+        var state = start
         let old = state.visible
         try conditionChecked(condition, old, j, respond) {
             let delta = state.delete(at: tables.core.now(wallMs: Tables.wallMs()))
-            commit(name, k, delta, rv == "ALL_OLD" ? old : nil, respond)
+            commit(name, k, expired.map { $0.merged(delta) } ?? delta, rv == "ALL_OLD" ? old : nil, respond)
         }
     }
 
@@ -260,7 +274,8 @@ final class DynamoAPI {
         let condition = try string(j, "ConditionExpression").map { text throws(DynamoError) in try p.condition(text) }
         try p.checkAllUsed()
         let rv = try returnValues(j, allowed: ["NONE", "ALL_OLD", "UPDATED_OLD", "ALL_NEW", "UPDATED_NEW"])
-        var state = tables.replicas[name]!.state(k) ?? ItemState()
+        let (start, expired) = current(name, k)
+        var state = start
         let old = state.visible
         try conditionChecked(condition, old, j, respond) {
             let t = tables.core.now(wallMs: Tables.wallMs())
@@ -279,7 +294,7 @@ final class DynamoAPI {
             case "UPDATED_NEW": project(new, update.sets.map(\.0) + update.adds.map(\.0) + update.deletes.map(\.0))
             default: nil
             }
-            commit(name, k, delta, attributes.flatMap { $0.isEmpty ? nil : $0 }, respond)
+            commit(name, k, expired.map { $0.merged(delta) } ?? delta, attributes.flatMap { $0.isEmpty ? nil : $0 }, respond)
         }
     }
 
@@ -434,6 +449,7 @@ final class DynamoAPI {
             start = keys.firstIndex { forward ? after < $0 : $0 < after } ?? keys.count
         }
         let replica = tables.replicas[table]!
+        let ttl = ttlAttribute(table), now = Tables.wallMs()
         var items: [JSON] = []
         var scanned = 0, count = 0, bytes = 0
         var last: ItemKey?
@@ -441,7 +457,7 @@ final class DynamoAPI {
         while i < keys.count, scanned < (limit ?? Int.max), bytes < DynamoAPI.maxPageBytes {
             let k = keys[i]
             i += 1
-            guard let item = replica.state(k)?.visible else { continue }
+            guard let item = TimeToLive.visible(replica.state(k), attribute: ttl, nowMs: now) else { continue }
             scanned += 1
             bytes += DynamoJSON.size(item)
             last = k
@@ -540,8 +556,9 @@ final class DynamoAPI {
             definitions.append(.object([("AttributeName", .string(sk)), ("AttributeType", .string(schema.sortKeyType))]))
         }
         var count = 0, bytes = 0
+        let ttl = ttlAttribute(name), now = Tables.wallMs()
         for state in r?.items.values ?? [:].values {
-            guard let v = state.visible else { continue }
+            guard let v = TimeToLive.visible(state, attribute: ttl, nowMs: now) else { continue }
             count += 1
             bytes += DynamoJSON.size(v)
         }
@@ -619,5 +636,44 @@ final class DynamoAPI {
         var out: [(String, JSON)] = [("TableNames", .array(names.prefix(limit).map { .string($0) }))]
         if names.count > limit { out.append(("LastEvaluatedTableName", .string(names[limit - 1]))) }
         return .object(out)
+    }
+
+    // ==== ------------------------------------------------------------------------------------
+    // MARK: time to live
+
+    private func describeTimeToLive(_ j: JSON) throws -> JSON {
+        let (name, _) = try table(j)
+        let d: [(String, JSON)] = if let a = ttlAttribute(name) {
+            [("TimeToLiveStatus", .string("ENABLED")), ("AttributeName", .string(a))]
+        } else {
+            [("TimeToLiveStatus", .string("DISABLED"))]
+        }
+        return .object([("TimeToLiveDescription", .object(d))])
+    }
+
+    /// Enables or disables TTL on a table: one item of the reserved `_ttl` table, so the setting
+    /// replicates like any write (and every node expires the same items).
+    private func updateTimeToLive(_ j: JSON) throws -> (String, String?, JSON) {
+        let (name, _) = try table(j)
+        guard case .object? = j["TimeToLiveSpecification"], let spec = j["TimeToLiveSpecification"] else {
+            throw DynamoError.validation("1 validation error detected: Value null at 'timeToLiveSpecification' failed to satisfy constraint: Member must not be null")
+        }
+        guard case .bool(let enabled)? = spec["Enabled"] else { throw DynamoError.validation("TimeToLiveSpecification.Enabled must be a boolean") }
+        guard let attribute = try string(spec, "AttributeName"), !attribute.isEmpty, attribute.utf8.count <= 255 else {
+            throw DynamoError.validation("TimeToLiveSpecification.AttributeName must be 1 to 255 characters")
+        }
+        let current = ttlAttribute(name)
+        if enabled, current != nil { throw DynamoError.validation("TimeToLive is already enabled") }
+        if !enabled, current == nil { throw DynamoError.validation("TimeToLive is already disabled") }
+        if !enabled, current != attribute { throw DynamoError.validation("TimeToLive is active on a different AttributeName: current value is \(current!)") }
+        return (name, enabled ? attribute : nil, .object([("TimeToLiveSpecification", .object([("Enabled", .bool(enabled)), ("AttributeName", .string(attribute))]))]))
+    }
+
+    private func updateTimeToLive(_ j: JSON, _ respond: @escaping Respond) throws {
+        let (name, attribute, answer) = try updateTimeToLive(j)
+        tables.setTTL(name, attribute: attribute) { error in
+            if let error { return respond(DynamoAPI.error(DynamoError("InternalServerError", error.message))) }
+            respond(DynamoAPI.ok(answer))
+        }
     }
 }
