@@ -404,10 +404,38 @@ final class DynamoAPI {
         case .bool(let b)?: forward = b
         default: throw DynamoError.serialization("ScanIndexForward must be a boolean")
         }
-        let replica = tables.replicas[name]!
-        var keys = replica.items.keys.filter { $0.partition == kc.partition && ($0.sort.map(kc.sort) ?? true) }.sorted()
-        if !forward { keys.reverse() }
-        return try page(j, &p, name, schema, keys, forward: forward)
+        // Walk the partition from its start (or the ExclusiveStartKey) in the table's key order,
+        // in the requested direction. The sort-key condition holds on one contiguous run of the
+        // partition (every operator is a range, begins_with included: keys order by bytes), so
+        // the walk ends when the run does.
+        let order = tables.replicas[name]!.sortedKeys
+        let pk = kc.partition, sortTest = kc.sort
+        return try page(j, &p, name, schema) { after throws(DynamoError) in
+            if let after, after.partition != pk {
+                throw .validation("The provided starting key is outside query boundaries based on provided conditions")
+            }
+            let base: AnyIterator<ItemKey>
+            if forward {
+                let start = after ?? ItemKey(partition: pk, sort: nil)
+                base = order.ascending { after == nil ? !($0 < start) : start < $0 }
+            } else if let after {
+                base = order.descending { !($0 < after) }
+            } else {
+                base = order.descending { pk < $0.partition }
+            }
+            var matched = false, done = false
+            return AnyIterator {
+                while !done, let k = base.next(), k.partition == pk {
+                    if k.sort.map(sortTest) ?? true {
+                        matched = true
+                        return k
+                    }
+                    if matched { break }
+                }
+                done = true
+                return nil
+            }
+        }
     }
 
     private func scan(_ j: JSON) throws -> JSON {
@@ -419,21 +447,31 @@ final class DynamoAPI {
         guard (segment == nil) == (total == nil) else {
             throw DynamoError.validation("The TotalSegments parameter is required but was not present in the request when Segment parameter is present")
         }
-        var keys = tables.replicas[name]!.items.keys.sorted()
         if let segment, let total {
             guard (1...1_000_000).contains(total), (0..<total).contains(segment) else {
                 throw DynamoError.validation("The Segment parameter is zero-based and must be less than parameter TotalSegments: Segment: \(segment) is not less than TotalSegments: \(total)")
             }
-            // Segments split the key space by hash, so every item is in exactly one.
-            keys = keys.filter { Int(stableHash64($0.bytes) % UInt64(total)) == segment }
         }
-        return try page(j, &p, name, schema, keys, forward: true)
+        let order = tables.replicas[name]!.sortedKeys
+        return try page(j, &p, name, schema) { after in
+            let keys = order.ascending(after: after)
+            guard let segment, let total, total > 1 else { return keys }
+            // Segments split the key space by hash, so every item is in exactly one.
+            return AnyIterator {
+                while let k = keys.next() {
+                    if Int(stableHash64(k.bytes) % UInt64(total)) == segment { return k }
+                }
+                return nil
+            }
+        }
     }
 
-    /// One page of Query/Scan over `keys` (in result order): ExclusiveStartKey, Limit (items
-    /// evaluated, before the filter, as DynamoDB counts), the 1 MB page limit, FilterExpression,
-    /// ProjectionExpression and Select.
-    private func page(_ j: JSON, _ p: inout ExpressionParser, _ table: String, _ schema: KeySchema, _ keys: [ItemKey], forward: Bool) throws -> JSON {
+    /// One page of Query/Scan over `walk(ExclusiveStartKey)` (the keys after it, in result
+    /// order): Limit (items evaluated, before the filter, as DynamoDB counts), the 1 MB page
+    /// limit, FilterExpression, ProjectionExpression and Select. Only the keys the page reads
+    /// (and one more, to know whether there is a next page) are visited.
+    private func page(_ j: JSON, _ p: inout ExpressionParser, _ table: String, _ schema: KeySchema,
+                      walk: (ItemKey?) throws(DynamoError) -> AnyIterator<ItemKey>) throws -> JSON {
         let filter = try string(j, "FilterExpression").map { text throws(DynamoError) in try p.condition(text, kind: "FilterExpression") }
         let projection = try string(j, "ProjectionExpression").map { text throws(DynamoError) in try p.projection(text) }
         try p.checkAllUsed()
@@ -443,20 +481,17 @@ final class DynamoAPI {
         guard ["ALL_ATTRIBUTES", "COUNT", "SPECIFIC_ATTRIBUTES"].contains(select) else {
             throw DynamoError.validation("Select \(select) is not supported (there are no secondary indexes)")
         }
-        var start = 0
-        if let esk = j["ExclusiveStartKey"], esk != .null {
-            let after = try key(esk, schema)
-            start = keys.firstIndex { forward ? after < $0 : $0 < after } ?? keys.count
-        }
+        var after: ItemKey?
+        if let esk = j["ExclusiveStartKey"], esk != .null { after = try key(esk, schema) }
+        let keys = try walk(after)
         let replica = tables.replicas[table]!
         let ttl = ttlAttribute(table), now = Tables.wallMs()
         var items: [JSON] = []
         var scanned = 0, count = 0, bytes = 0
         var last: ItemKey?
-        var i = start
-        while i < keys.count, scanned < (limit ?? Int.max), bytes < DynamoAPI.maxPageBytes {
-            let k = keys[i]
-            i += 1
+        var next = keys.next()
+        while let k = next, scanned < (limit ?? Int.max), bytes < DynamoAPI.maxPageBytes {
+            next = keys.next()
             guard let item = TimeToLive.visible(replica.state(k), attribute: ttl, nowMs: now) else { continue }
             scanned += 1
             bytes += DynamoJSON.size(item)
@@ -468,7 +503,7 @@ final class DynamoAPI {
         var out: [(String, JSON)] = []
         if select != "COUNT" { out.append(("Items", .array(items))) }
         out += [("Count", .number(String(count))), ("ScannedCount", .number(String(scanned)))]
-        if i < keys.count, let last { out.append(("LastEvaluatedKey", DynamoJSON.json(keyAttributes(last, schema)))) }
+        if next != nil, let last { out.append(("LastEvaluatedKey", DynamoJSON.json(keyAttributes(last, schema)))) }
         return .object(out)
     }
 
