@@ -305,6 +305,10 @@ final class DynamoAPI {
     private struct KeyCondition {
         var partition: KeyValue
         var sort: (KeyValue) -> Bool = { _ in true }
+        /// Bounds of the matching sort keys where the condition gives them: a walk starts at
+        /// `low` (ascending) or `high` (descending) instead of the partition's end.
+        var low: KeyValue?
+        var high: KeyValue?
     }
 
     private func keyCondition(_ c: Condition, _ schema: KeySchema) throws(DynamoError) -> KeyCondition {
@@ -333,9 +337,11 @@ final class DynamoAPI {
         }
         var partition: KeyValue?
         var sort: ((KeyValue) -> Bool)?
+        var low: KeyValue?, high: KeyValue?
         for part in parts {
             var name: String?
             var test: ((KeyValue) -> Bool)?
+            var bounds: (KeyValue?, KeyValue?) = (nil, nil)
             var equalsValue: Operand?
             switch part {
             case .compare(let a, let op, let b):
@@ -347,6 +353,11 @@ final class DynamoAPI {
                 if cmp == .eq { equalsValue = value }
                 let type = n == schema.partitionKey ? schema.partitionKeyType : schema.sortKeyType
                 let v = try keyValue(value, type)
+                bounds = switch cmp {
+                case .eq: (v, v)
+                case .lt, .le: (nil, v)
+                default: (v, nil)
+                }
                 test = switch cmp {
                 case .eq: { $0 == v }
                 case .lt: { $0 < v }
@@ -362,10 +373,13 @@ final class DynamoAPI {
                     throw .validation("Invalid KeyConditionExpression: The BETWEEN operator requires upper bound to be greater than or equal to lower bound; lower bound operand: AttributeValue: {\(l)}, upper bound operand: AttributeValue: {\(h)}")
                 }
                 test = { $0 >= l && $0 <= h }
+                bounds = (l, h)
             case .beginsWith(let a, let b):
                 guard let n = keyName(a) else { throw .validation("Query key condition not supported") }
                 name = n
-                switch try keyValue(b, schema.sortKeyType) {
+                let prefixValue = try keyValue(b, schema.sortKeyType)
+                bounds = (prefixValue, nil)  // every key with the prefix sorts at or after it
+                switch prefixValue {
                 case .string(let prefix): test = { if case .string(let s) = $0 { s.utf8.starts(with: prefix.utf8) } else { false } }
                 case .binary(let prefix): test = { if case .binary(let s) = $0 { s.starts(with: prefix) } else { false } }
                 default: throw .validation("Invalid KeyConditionExpression: Incorrect operand type for operator or function; operator or function: begins_with, operand type: N")
@@ -381,12 +395,13 @@ final class DynamoAPI {
             } else if name == schema.sortKey {
                 guard sort == nil else { throw .validation("KeyConditionExpressions must only contain one condition per key") }
                 sort = test
+                (low, high) = bounds
             } else {
                 throw .validation("Query condition missed key schema element: \(name ?? "")")
             }
         }
         guard let partition else { throw .validation("Query condition missed key schema element: \(schema.partitionKey)") }
-        return KeyCondition(partition: partition, sort: sort ?? { _ in true })
+        return KeyCondition(partition: partition, sort: sort ?? { _ in true }, low: low, high: high)
     }
 
     private func query(_ j: JSON) throws -> JSON {
@@ -409,17 +424,20 @@ final class DynamoAPI {
         // partition (every operator is a range, begins_with included: keys order by bytes), so
         // the walk ends when the run does.
         let order = tables.replicas[name]!.sortedKeys
-        let pk = kc.partition, sortTest = kc.sort
+        let pk = kc.partition, sortTest = kc.sort, low = kc.low, high = kc.high
         return try page(j, &p, name, schema) { after throws(DynamoError) in
             if let after, after.partition != pk {
                 throw .validation("The provided starting key is outside query boundaries based on provided conditions")
             }
             let base: AnyIterator<ItemKey>
             if forward {
-                let start = after ?? ItemKey(partition: pk, sort: nil)
+                let start = after ?? ItemKey(partition: pk, sort: low)
                 base = order.ascending { after == nil ? !($0 < start) : start < $0 }
             } else if let after {
                 base = order.descending { !($0 < after) }
+            } else if let high {
+                let end = ItemKey(partition: pk, sort: high)
+                base = order.descending { end < $0 }
             } else {
                 base = order.descending { pk < $0.partition }
             }

@@ -19,13 +19,26 @@ class QueryTests(tandem.DynamoTest):
         return [int(i["sk"]["N"]) for i in page["Items"]]
 
     def test_key_condition_operators(self):
-        # =, <, <=, >, >=, BETWEEN on the sort key.
+        # =, <, <=, >, >=, BETWEEN on the sort key, in both directions and in pages of 2 (the walk
+        # starts at the condition's bound and resumes at LastEvaluatedKey).
         cases = {"sk = :a": [3], "sk < :a": [0, 1, 2], "sk <= :a": [0, 1, 2, 3], "sk > :b": [18, 19], "sk >= :b": [17, 18, 19],
                  "sk BETWEEN :a AND :c": [3, 4, 5]}
         for cond, want in cases.items():
-            page = self.query(KeyConditionExpression="pk = :p AND " + cond,
-                              values={k: v for k, v in {":a": {"N": "3"}, ":b": {"N": "17"}, ":c": {"N": "5"}}.items() if k in cond})
+            values = {k: v for k, v in {":a": {"N": "3"}, ":b": {"N": "17"}, ":c": {"N": "5"}}.items() if k in cond}
+            page = self.query(KeyConditionExpression="pk = :p AND " + cond, values=values)
             self.assertEqual(self.sks(page), want, cond)
+            for forward in (True, False):
+                seen, start = [], None
+                while True:
+                    kw = dict(KeyConditionExpression="pk = :p AND " + cond, values=values, Limit=2, ScanIndexForward=forward)
+                    if start:
+                        kw["ExclusiveStartKey"] = start
+                    page = self.query(**kw)
+                    seen += self.sks(page)
+                    start = page.get("LastEvaluatedKey")
+                    if not start:
+                        break
+                self.assertEqual(seen, want if forward else want[::-1], (cond, forward))
 
     def test_paging_forward_and_backward(self):
         # Limit pages through the partition; LastEvaluatedKey resumes exactly; none after the last page.
@@ -64,8 +77,11 @@ class StringSortKeyQueryTests(tandem.DynamoTest):
 
     def test_begins_with(self):
         # begins_with on a string sort key, e.g. dates as prefixes.
-        for sk in ["2026-01-02", "2026-02-01", "2025-12-31"]:
+        for sk in ["2026-01-02", "2026-02-01", "2025-12-31", "2027-01-01", "2026"]:
             self.ddb.put_item(TableName=self.table, Item=self.key("c", sk))
         page = self.ddb.query(TableName=self.table, KeyConditionExpression="pk = :p AND begins_with(sk, :y)",
                               ExpressionAttributeValues={":p": {"S": "c"}, ":y": {"S": "2026-"}})
         self.assertEqual([i["sk"]["S"] for i in page["Items"]], ["2026-01-02", "2026-02-01"])
+        back = self.ddb.query(TableName=self.table, KeyConditionExpression="pk = :p AND begins_with(sk, :y)", ScanIndexForward=False,
+                              ExpressionAttributeValues={":p": {"S": "c"}, ":y": {"S": "2026-"}})
+        self.assertEqual([i["sk"]["S"] for i in back["Items"]], ["2026-02-01", "2026-01-02"])
