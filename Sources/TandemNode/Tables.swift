@@ -54,6 +54,8 @@ final class Tables {
     private let ttlTimer: Timer
     /// Expired items deleted by this node's sweep.
     private(set) var ttlDeleted = 0
+    /// Per table, the key the TTL sweep resumes after (nil: from the start).
+    private var ttlCursor: [String: ItemKey] = [:]
     private var rng = SystemRandomNumberGenerator()
 
     init(store: LMDBStore, loop: EventLoop, peerID: String, replication: Replication = Replication()) throws {
@@ -138,18 +140,32 @@ final class Tables {
 
     /// Deletes expired items of every table with TTL on. Each delete is derived from the item
     /// alone (`TimeToLive.expiryDelete`), so every node that sweeps the same item issues the same
-    /// delete: nodes need not agree on who sweeps.
-    func sweepExpired(maxDeletes: Int = 10_000) {
+    /// delete: nodes need not agree on who sweeps. Each call visits at most `maxVisits` keys per
+    /// table, resuming where the last one stopped (reads hide expired items meanwhile), so a big
+    /// table never stalls the loop.
+    func sweepExpired(maxVisits: Int = 20_000) {
         let now = Tables.wallMs()
         var deltas: [(table: String, key: ItemKey, delta: ItemState)] = []
         for (name, replica) in core.replicas where !name.hasPrefix("_") {
-            guard let attribute = ttlAttribute(name) else { continue }
-            for (key, state) in replica.items {
-                guard let d = TimeToLive.expiryDelete(state, attribute: attribute, nowMs: now) else { continue }
-                deltas.append((name, key, d))
-                if deltas.count >= maxDeletes { break }
+            guard let attribute = ttlAttribute(name) else {
+                ttlCursor[name] = nil
+                continue
+            }
+            let keys = replica.sortedKeys.ascending(after: ttlCursor[name])
+            var visited = 0
+            ttlCursor[name] = nil
+            while let key = keys.next() {
+                if let state = replica.state(key), let d = TimeToLive.expiryDelete(state, attribute: attribute, nowMs: now) {
+                    deltas.append((name, key, d))
+                }
+                visited += 1
+                if visited == maxVisits {
+                    ttlCursor[name] = key
+                    break
+                }
             }
         }
+        for name in ttlCursor.keys where core.replicas[name] == nil { ttlCursor[name] = nil }
         guard !deltas.isEmpty else { return }
         ttlDeleted += deltas.count
         commit(deltas) { _ in }
