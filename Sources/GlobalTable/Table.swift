@@ -191,6 +191,8 @@ public struct TableReplica: Sendable {
     /// or re-scans the whole table on the loop.
     private var hashes: [ItemKey: UInt64] = [:]
     private var bucketKeys = [Set<ItemKey>](repeating: [], count: MerkleDigest.bucketCount)
+    /// Every key in order (Query and Scan walk from their start instead of sorting the table).
+    public private(set) var sortedKeys = SortedKeys()
 
     public init(name: String, schema: KeySchema) {
         self.name = name
@@ -208,7 +210,10 @@ public struct TableReplica: Sendable {
         let hash = MerkleDigest.itemHash(key, bytes)
         let bucket = MerkleDigest.bucket(of: key)
         digest.replace(bucket: bucket, oldHash: hashes[key], newHash: hash)
-        if before == nil { bucketKeys[bucket].insert(key) }
+        if before == nil {
+            bucketKeys[bucket].insert(key)
+            sortedKeys.insert(key)
+        }
         items[key] = next
         encoded[key] = bytes
         hashes[key] = hash
@@ -225,12 +230,14 @@ public struct TableReplica: Sendable {
             encoded[key] = nil
             hashes[key] = nil
             bucketKeys[bucket].remove(key)
+            sortedKeys.remove(key)
             return
         }
         let bytes = ItemCodec.encode(state)
         let hash = MerkleDigest.itemHash(key, bytes)
         digest.replace(bucket: bucket, oldHash: nil, newHash: hash)
         bucketKeys[bucket].insert(key)
+        sortedKeys.insert(key)
         items[key] = state
         encoded[key] = bytes
         hashes[key] = hash
@@ -249,20 +256,27 @@ public struct TableReplica: Sendable {
     /// Visible items of one partition in sort-key order, from `after` (exclusive), up to `limit`.
     public func query(partition: KeyValue, where match: (KeyValue?) -> Bool = { _ in true },
                       after: ItemKey? = nil, limit: Int) -> (items: [(ItemKey, [String: AttributeValue])], more: Bool) {
-        let keys = items.keys.filter { k in k.partition == partition && match(k.sort) && (after.map { $0 < k } ?? true) }.sorted()
-        return page(keys, limit: limit)
+        let start = after ?? ItemKey(partition: partition, sort: nil)
+        let keys = sortedKeys.ascending { after == nil ? !($0 < start) : start < $0 }
+        return page(limit: limit) {
+            while let k = keys.next(), k.partition == partition {
+                if match(k.sort) { return k }
+            }
+            return nil
+        }
     }
 
     /// All visible items in key order, from `after` (exclusive), up to `limit`.
     public func scan(after: ItemKey? = nil, limit: Int) -> (items: [(ItemKey, [String: AttributeValue])], more: Bool) {
-        page(items.keys.filter { k in after.map { $0 < k } ?? true }.sorted(), limit: limit)
+        let keys = sortedKeys.ascending(after: after)
+        return page(limit: limit) { keys.next() }
     }
 
-    private func page(_ keys: [ItemKey], limit: Int) -> (items: [(ItemKey, [String: AttributeValue])], more: Bool) {
+    private func page(limit: Int, _ next: () -> ItemKey?) -> (items: [(ItemKey, [String: AttributeValue])], more: Bool) {
         var out: [(ItemKey, [String: AttributeValue])] = []
-        for (i, k) in keys.enumerated() {
+        while let k = next() {
             guard let v = items[k]!.visible else { continue }
-            if out.count == limit { return (out, i < keys.count) }
+            if out.count == limit { return (out, true) }
             out.append((k, v))
         }
         return (out, false)

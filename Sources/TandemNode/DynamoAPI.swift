@@ -43,9 +43,8 @@ final class DynamoAPI {
             case "DescribeTable": respond(DynamoAPI.ok(.object([("Table", description(try table(request).name))])))
             case "DeleteTable": try deleteTable(request, respond)
             case "ListTables": respond(DynamoAPI.ok(try listTables(request)))
-            case "DescribeTimeToLive":
-                _ = try table(request)
-                respond(DynamoAPI.ok(.object([("TimeToLiveDescription", .object([("TimeToLiveStatus", .string("DISABLED"))]))])))
+            case "DescribeTimeToLive": respond(DynamoAPI.ok(try describeTimeToLive(request)))
+            case "UpdateTimeToLive": try updateTimeToLive(request, respond)
             default:
                 throw DynamoError("UnknownOperationException", "Operation \(op) is not supported")
             }
@@ -157,8 +156,21 @@ final class DynamoAPI {
     }
 
     private func visible(_ table: String, _ key: ItemKey) -> [String: AttributeValue]? {
-        tables.replicas[table]?.state(key)?.visible
+        TimeToLive.visible(tables.replicas[table]?.state(key), attribute: ttlAttribute(table), nowMs: Tables.wallMs())
     }
+
+    /// The item's state for a write, with its expiry applied if its TTL has passed (so an update
+    /// starts from an absent item, not the expired one), and that expiry's delete to commit too.
+    private func current(_ table: String, _ key: ItemKey) -> (ItemState, ItemState?) {
+        var state = tables.replicas[table]!.state(key) ?? ItemState()
+        guard let attribute = ttlAttribute(table),
+              let expiry = TimeToLive.expiryDelete(state, attribute: attribute, nowMs: Tables.wallMs()) else { return (state, nil) }
+        state.merge(expiry)
+        return (state, expiry)
+    }
+
+    /// The table's TTL attribute if TTL is enabled (the `_ttl` reserved table, replicated).
+    func ttlAttribute(_ table: String) -> String? { tables.ttlAttribute(table) }
 
     private func returnValues(_ j: JSON, allowed: [String]) throws(DynamoError) -> String {
         let rv = try string(j, "ReturnValues") ?? "NONE"
@@ -214,11 +226,12 @@ final class DynamoAPI {
         let condition = try string(j, "ConditionExpression").map { text throws(DynamoError) in try p.condition(text) }
         try p.checkAllUsed()
         let rv = try returnValues(j, allowed: ["NONE", "ALL_OLD"])
-        var state = tables.replicas[name]!.state(k) ?? ItemState()
+        let (start, expired) = current(name, k)
+        var state = start
         let old = state.visible
         try conditionChecked(condition, old, j, respond) {
             let delta = state.put(item, at: tables.core.now(wallMs: Tables.wallMs()))
-            commit(name, k, delta, rv == "ALL_OLD" ? old : nil, respond)
+            commit(name, k, expired.map { $0.merged(delta) } ?? delta, rv == "ALL_OLD" ? old : nil, respond)
         }
     }
 
@@ -243,11 +256,12 @@ final class DynamoAPI {
         let condition = try string(j, "ConditionExpression").map { text throws(DynamoError) in try p.condition(text) }
         try p.checkAllUsed()
         let rv = try returnValues(j, allowed: ["NONE", "ALL_OLD"])
-        var state = tables.replicas[name]!.state(k) ?? ItemState()
+        let (start, expired) = current(name, k)
+        var state = start
         let old = state.visible
         try conditionChecked(condition, old, j, respond) {
             let delta = state.delete(at: tables.core.now(wallMs: Tables.wallMs()))
-            commit(name, k, delta, rv == "ALL_OLD" ? old : nil, respond)
+            commit(name, k, expired.map { $0.merged(delta) } ?? delta, rv == "ALL_OLD" ? old : nil, respond)
         }
     }
 
@@ -260,7 +274,8 @@ final class DynamoAPI {
         let condition = try string(j, "ConditionExpression").map { text throws(DynamoError) in try p.condition(text) }
         try p.checkAllUsed()
         let rv = try returnValues(j, allowed: ["NONE", "ALL_OLD", "UPDATED_OLD", "ALL_NEW", "UPDATED_NEW"])
-        var state = tables.replicas[name]!.state(k) ?? ItemState()
+        let (start, expired) = current(name, k)
+        var state = start
         let old = state.visible
         try conditionChecked(condition, old, j, respond) {
             let t = tables.core.now(wallMs: Tables.wallMs())
@@ -279,7 +294,7 @@ final class DynamoAPI {
             case "UPDATED_NEW": project(new, update.sets.map(\.0) + update.adds.map(\.0) + update.deletes.map(\.0))
             default: nil
             }
-            commit(name, k, delta, attributes.flatMap { $0.isEmpty ? nil : $0 }, respond)
+            commit(name, k, expired.map { $0.merged(delta) } ?? delta, attributes.flatMap { $0.isEmpty ? nil : $0 }, respond)
         }
     }
 
@@ -290,6 +305,10 @@ final class DynamoAPI {
     private struct KeyCondition {
         var partition: KeyValue
         var sort: (KeyValue) -> Bool = { _ in true }
+        /// Bounds of the matching sort keys where the condition gives them: a walk starts at
+        /// `low` (ascending) or `high` (descending) instead of the partition's end.
+        var low: KeyValue?
+        var high: KeyValue?
     }
 
     private func keyCondition(_ c: Condition, _ schema: KeySchema) throws(DynamoError) -> KeyCondition {
@@ -318,9 +337,11 @@ final class DynamoAPI {
         }
         var partition: KeyValue?
         var sort: ((KeyValue) -> Bool)?
+        var low: KeyValue?, high: KeyValue?
         for part in parts {
             var name: String?
             var test: ((KeyValue) -> Bool)?
+            var bounds: (KeyValue?, KeyValue?) = (nil, nil)
             var equalsValue: Operand?
             switch part {
             case .compare(let a, let op, let b):
@@ -332,6 +353,11 @@ final class DynamoAPI {
                 if cmp == .eq { equalsValue = value }
                 let type = n == schema.partitionKey ? schema.partitionKeyType : schema.sortKeyType
                 let v = try keyValue(value, type)
+                bounds = switch cmp {
+                case .eq: (v, v)
+                case .lt, .le: (nil, v)
+                default: (v, nil)
+                }
                 test = switch cmp {
                 case .eq: { $0 == v }
                 case .lt: { $0 < v }
@@ -347,10 +373,13 @@ final class DynamoAPI {
                     throw .validation("Invalid KeyConditionExpression: The BETWEEN operator requires upper bound to be greater than or equal to lower bound; lower bound operand: AttributeValue: {\(l)}, upper bound operand: AttributeValue: {\(h)}")
                 }
                 test = { $0 >= l && $0 <= h }
+                bounds = (l, h)
             case .beginsWith(let a, let b):
                 guard let n = keyName(a) else { throw .validation("Query key condition not supported") }
                 name = n
-                switch try keyValue(b, schema.sortKeyType) {
+                let prefixValue = try keyValue(b, schema.sortKeyType)
+                bounds = (prefixValue, nil)  // every key with the prefix sorts at or after it
+                switch prefixValue {
                 case .string(let prefix): test = { if case .string(let s) = $0 { s.utf8.starts(with: prefix.utf8) } else { false } }
                 case .binary(let prefix): test = { if case .binary(let s) = $0 { s.starts(with: prefix) } else { false } }
                 default: throw .validation("Invalid KeyConditionExpression: Incorrect operand type for operator or function; operator or function: begins_with, operand type: N")
@@ -366,12 +395,13 @@ final class DynamoAPI {
             } else if name == schema.sortKey {
                 guard sort == nil else { throw .validation("KeyConditionExpressions must only contain one condition per key") }
                 sort = test
+                (low, high) = bounds
             } else {
                 throw .validation("Query condition missed key schema element: \(name ?? "")")
             }
         }
         guard let partition else { throw .validation("Query condition missed key schema element: \(schema.partitionKey)") }
-        return KeyCondition(partition: partition, sort: sort ?? { _ in true })
+        return KeyCondition(partition: partition, sort: sort ?? { _ in true }, low: low, high: high)
     }
 
     private func query(_ j: JSON) throws -> JSON {
@@ -389,10 +419,41 @@ final class DynamoAPI {
         case .bool(let b)?: forward = b
         default: throw DynamoError.serialization("ScanIndexForward must be a boolean")
         }
-        let replica = tables.replicas[name]!
-        var keys = replica.items.keys.filter { $0.partition == kc.partition && ($0.sort.map(kc.sort) ?? true) }.sorted()
-        if !forward { keys.reverse() }
-        return try page(j, &p, name, schema, keys, forward: forward)
+        // Walk the partition from its start (or the ExclusiveStartKey) in the table's key order,
+        // in the requested direction. The sort-key condition holds on one contiguous run of the
+        // partition (every operator is a range, begins_with included: keys order by bytes), so
+        // the walk ends when the run does.
+        let order = tables.replicas[name]!.sortedKeys
+        let pk = kc.partition, sortTest = kc.sort, low = kc.low, high = kc.high
+        return try page(j, &p, name, schema) { after throws(DynamoError) in
+            if let after, after.partition != pk {
+                throw .validation("The provided starting key is outside query boundaries based on provided conditions")
+            }
+            let base: AnyIterator<ItemKey>
+            if forward {
+                let start = after ?? ItemKey(partition: pk, sort: low)
+                base = order.ascending { after == nil ? !($0 < start) : start < $0 }
+            } else if let after {
+                base = order.descending { !($0 < after) }
+            } else if let high {
+                let end = ItemKey(partition: pk, sort: high)
+                base = order.descending { end < $0 }
+            } else {
+                base = order.descending { pk < $0.partition }
+            }
+            var matched = false, done = false
+            return AnyIterator {
+                while !done, let k = base.next(), k.partition == pk {
+                    if k.sort.map(sortTest) ?? true {
+                        matched = true
+                        return k
+                    }
+                    if matched { break }
+                }
+                done = true
+                return nil
+            }
+        }
     }
 
     private func scan(_ j: JSON) throws -> JSON {
@@ -404,21 +465,31 @@ final class DynamoAPI {
         guard (segment == nil) == (total == nil) else {
             throw DynamoError.validation("The TotalSegments parameter is required but was not present in the request when Segment parameter is present")
         }
-        var keys = tables.replicas[name]!.items.keys.sorted()
         if let segment, let total {
             guard (1...1_000_000).contains(total), (0..<total).contains(segment) else {
                 throw DynamoError.validation("The Segment parameter is zero-based and must be less than parameter TotalSegments: Segment: \(segment) is not less than TotalSegments: \(total)")
             }
-            // Segments split the key space by hash, so every item is in exactly one.
-            keys = keys.filter { Int(stableHash64($0.bytes) % UInt64(total)) == segment }
         }
-        return try page(j, &p, name, schema, keys, forward: true)
+        let order = tables.replicas[name]!.sortedKeys
+        return try page(j, &p, name, schema) { after in
+            let keys = order.ascending(after: after)
+            guard let segment, let total, total > 1 else { return keys }
+            // Segments split the key space by hash, so every item is in exactly one.
+            return AnyIterator {
+                while let k = keys.next() {
+                    if Int(stableHash64(k.bytes) % UInt64(total)) == segment { return k }
+                }
+                return nil
+            }
+        }
     }
 
-    /// One page of Query/Scan over `keys` (in result order): ExclusiveStartKey, Limit (items
-    /// evaluated, before the filter, as DynamoDB counts), the 1 MB page limit, FilterExpression,
-    /// ProjectionExpression and Select.
-    private func page(_ j: JSON, _ p: inout ExpressionParser, _ table: String, _ schema: KeySchema, _ keys: [ItemKey], forward: Bool) throws -> JSON {
+    /// One page of Query/Scan over `walk(ExclusiveStartKey)` (the keys after it, in result
+    /// order): Limit (items evaluated, before the filter, as DynamoDB counts), the 1 MB page
+    /// limit, FilterExpression, ProjectionExpression and Select. Only the keys the page reads
+    /// (and one more, to know whether there is a next page) are visited.
+    private func page(_ j: JSON, _ p: inout ExpressionParser, _ table: String, _ schema: KeySchema,
+                      walk: (ItemKey?) throws(DynamoError) -> AnyIterator<ItemKey>) throws -> JSON {
         let filter = try string(j, "FilterExpression").map { text throws(DynamoError) in try p.condition(text, kind: "FilterExpression") }
         let projection = try string(j, "ProjectionExpression").map { text throws(DynamoError) in try p.projection(text) }
         try p.checkAllUsed()
@@ -428,20 +499,18 @@ final class DynamoAPI {
         guard ["ALL_ATTRIBUTES", "COUNT", "SPECIFIC_ATTRIBUTES"].contains(select) else {
             throw DynamoError.validation("Select \(select) is not supported (there are no secondary indexes)")
         }
-        var start = 0
-        if let esk = j["ExclusiveStartKey"], esk != .null {
-            let after = try key(esk, schema)
-            start = keys.firstIndex { forward ? after < $0 : $0 < after } ?? keys.count
-        }
+        var after: ItemKey?
+        if let esk = j["ExclusiveStartKey"], esk != .null { after = try key(esk, schema) }
+        let keys = try walk(after)
         let replica = tables.replicas[table]!
+        let ttl = ttlAttribute(table), now = Tables.wallMs()
         var items: [JSON] = []
         var scanned = 0, count = 0, bytes = 0
         var last: ItemKey?
-        var i = start
-        while i < keys.count, scanned < (limit ?? Int.max), bytes < DynamoAPI.maxPageBytes {
-            let k = keys[i]
-            i += 1
-            guard let item = replica.state(k)?.visible else { continue }
+        var next = keys.next()
+        while let k = next, scanned < (limit ?? Int.max), bytes < DynamoAPI.maxPageBytes {
+            next = keys.next()
+            guard let item = TimeToLive.visible(replica.state(k), attribute: ttl, nowMs: now) else { continue }
             scanned += 1
             bytes += DynamoJSON.size(item)
             last = k
@@ -452,7 +521,7 @@ final class DynamoAPI {
         var out: [(String, JSON)] = []
         if select != "COUNT" { out.append(("Items", .array(items))) }
         out += [("Count", .number(String(count))), ("ScannedCount", .number(String(scanned)))]
-        if i < keys.count, let last { out.append(("LastEvaluatedKey", DynamoJSON.json(keyAttributes(last, schema)))) }
+        if next != nil, let last { out.append(("LastEvaluatedKey", DynamoJSON.json(keyAttributes(last, schema)))) }
         return .object(out)
     }
 
@@ -540,8 +609,9 @@ final class DynamoAPI {
             definitions.append(.object([("AttributeName", .string(sk)), ("AttributeType", .string(schema.sortKeyType))]))
         }
         var count = 0, bytes = 0
+        let ttl = ttlAttribute(name), now = Tables.wallMs()
         for state in r?.items.values ?? [:].values {
-            guard let v = state.visible else { continue }
+            guard let v = TimeToLive.visible(state, attribute: ttl, nowMs: now) else { continue }
             count += 1
             bytes += DynamoJSON.size(v)
         }
@@ -619,5 +689,44 @@ final class DynamoAPI {
         var out: [(String, JSON)] = [("TableNames", .array(names.prefix(limit).map { .string($0) }))]
         if names.count > limit { out.append(("LastEvaluatedTableName", .string(names[limit - 1]))) }
         return .object(out)
+    }
+
+    // ==== ------------------------------------------------------------------------------------
+    // MARK: time to live
+
+    private func describeTimeToLive(_ j: JSON) throws -> JSON {
+        let (name, _) = try table(j)
+        let d: [(String, JSON)] = if let a = ttlAttribute(name) {
+            [("TimeToLiveStatus", .string("ENABLED")), ("AttributeName", .string(a))]
+        } else {
+            [("TimeToLiveStatus", .string("DISABLED"))]
+        }
+        return .object([("TimeToLiveDescription", .object(d))])
+    }
+
+    /// Enables or disables TTL on a table: one item of the reserved `_ttl` table, so the setting
+    /// replicates like any write (and every node expires the same items).
+    private func updateTimeToLive(_ j: JSON) throws -> (String, String?, JSON) {
+        let (name, _) = try table(j)
+        guard case .object? = j["TimeToLiveSpecification"], let spec = j["TimeToLiveSpecification"] else {
+            throw DynamoError.validation("1 validation error detected: Value null at 'timeToLiveSpecification' failed to satisfy constraint: Member must not be null")
+        }
+        guard case .bool(let enabled)? = spec["Enabled"] else { throw DynamoError.validation("TimeToLiveSpecification.Enabled must be a boolean") }
+        guard let attribute = try string(spec, "AttributeName"), !attribute.isEmpty, attribute.utf8.count <= 255 else {
+            throw DynamoError.validation("TimeToLiveSpecification.AttributeName must be 1 to 255 characters")
+        }
+        let current = ttlAttribute(name)
+        if enabled, current != nil { throw DynamoError.validation("TimeToLive is already enabled") }
+        if !enabled, current == nil { throw DynamoError.validation("TimeToLive is already disabled") }
+        if !enabled, current != attribute { throw DynamoError.validation("TimeToLive is active on a different AttributeName: current value is \(current!)") }
+        return (name, enabled ? attribute : nil, .object([("TimeToLiveSpecification", .object([("Enabled", .bool(enabled)), ("AttributeName", .string(attribute))]))]))
+    }
+
+    private func updateTimeToLive(_ j: JSON, _ respond: @escaping Respond) throws {
+        let (name, attribute, answer) = try updateTimeToLive(j)
+        tables.setTTL(name, attribute: attribute) { error in
+            if let error { return respond(DynamoAPI.error(DynamoError("InternalServerError", error.message))) }
+            respond(DynamoAPI.ok(answer))
+        }
     }
 }

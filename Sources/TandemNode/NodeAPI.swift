@@ -224,6 +224,7 @@ extension Node {
         metric("tandem_table_commits_total", "counter", "LMDB commits (each may carry many writes).", c.commits)
         metric("tandem_table_writes_committed_total", "counter", "Writes made durable.", c.writes)
         metric("tandem_table_commit_failures_total", "counter", "Commits that failed (writes not acknowledged).", c.failures)
+        metric("tandem_ttl_deleted_total", "counter", "Expired items (DynamoDB TTL) this node's sweep deleted.", tables.ttlDeleted)
         metric("tandem_table_deltas_sent_total", "counter", "Deltas acknowledged by peers.", t.deltasSent)
         metric("tandem_table_deltas_received_total", "counter", "Deltas received from peers.", t.deltasReceived)
         metric("tandem_table_deltas_dropped_total", "counter", "Deltas dropped from full or dead-peer queues (anti-entropy repairs).", t.deltasDropped)

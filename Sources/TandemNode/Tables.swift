@@ -16,7 +16,11 @@ final class Tables {
     /// competing incarnations of them, and clients can neither create nor drop them.
     static let reserved: [(name: String, schema: KeySchema)] = [
         ("_streams", KeySchema(partitionKey: "name")), ("_checkpoints", KeySchema(partitionKey: "id")),
+        (Tables.ttlTable, KeySchema(partitionKey: "table")),
     ]
+    /// TTL settings of client tables (DynamoDB's UpdateTimeToLive): one item per table, naming
+    /// the attribute and the table incarnation (catalog timestamp) it was set for.
+    static let ttlTable = "_ttl"
 
     /// Tables, clock and every replication decision (pure; `GlobalTable.TableNode`).
     let core: TableNode
@@ -32,6 +36,8 @@ final class Tables {
         var antiEntropyInterval: Duration = .seconds(2)
         var stabilityInterval: Duration = .seconds(1)
         var compactionInterval: Duration = .milliseconds(100)
+        /// How often expired items (TTL) are looked for and deleted.
+        var ttlSweepInterval: Duration = .seconds(1)
         var core = TableNode.Settings()
     }
 
@@ -45,6 +51,11 @@ final class Tables {
     private let antiEntropyTimer: Timer
     private let stabilityTimer: Timer
     private let compactionTimer: Timer
+    private let ttlTimer: Timer
+    /// Expired items deleted by this node's sweep.
+    private(set) var ttlDeleted = 0
+    /// Per table, the key the TTL sweep resumes after (nil: from the start).
+    private var ttlCursor: [String: ItemKey] = [:]
     private var rng = SystemRandomNumberGenerator()
 
     init(store: LMDBStore, loop: EventLoop, peerID: String, replication: Replication = Replication()) throws {
@@ -56,6 +67,7 @@ final class Tables {
         antiEntropyTimer = Timer(loop: loop)
         stabilityTimer = Timer(loop: loop)
         compactionTimer = Timer(loop: loop)
+        ttlTimer = Timer(loop: loop)
         for (key, value) in try store.scan(prefix: Tables.catalogPrefix) {
             let name = String(decoding: key.dropFirst(), as: UTF8.self)
             guard let entry = try TableSyncCodec.decodeDeltas(value).catalog[name] else { continue }
@@ -94,6 +106,69 @@ final class Tables {
             let writes = self.core.compactionStep()
             if !writes.isEmpty { self.store(writes) }
         }
+        ttlTimer.start(after: replication.ttlSweepInterval, repeating: replication.ttlSweepInterval) { [weak self] in
+            self?.sweepExpired()
+        }
+    }
+
+    // ==== ------------------------------------------------------------------------------------
+    // MARK: time to live
+
+    /// The TTL attribute of `table` if TTL is enabled on this incarnation of it.
+    func ttlAttribute(_ table: String) -> String? {
+        guard !table.hasPrefix("_"), let entry = core.catalog[table], !entry.deleted,
+              let v = core.replicas[Tables.ttlTable]?.state(ItemKey(partition: .string(table)))?.visible,
+              case .string(let attribute)? = v["attribute"],
+              case .number(let incarnation)? = v["incarnation"], incarnation.description == String(entry.at.time) else { return nil }
+        return attribute
+    }
+
+    /// Enables (`attribute`) or disables (nil) TTL on a table, durably and replicated.
+    func setTTL(_ table: String, attribute: String?, _ done: @escaping (TandemError?) -> Void) {
+        guard let entry = core.catalog[table], !entry.deleted else { return done(TandemError(.notFound, "no table '\(table)'")) }
+        let key = ItemKey(partition: .string(table))
+        var state = replicas[Tables.ttlTable]!.state(key) ?? ItemState()
+        let t = core.now(wallMs: Tables.wallMs())
+        let delta = if let attribute {
+            state.put(["table": .string(table), "attribute": .string(attribute),
+                       "incarnation": .number(DecimalNumber(String(entry.at.time))!)], at: t)
+        } else {
+            state.delete(at: t)
+        }
+        commit([(Tables.ttlTable, key, delta)], done)
+    }
+
+    /// Deletes expired items of every table with TTL on. Each delete is derived from the item
+    /// alone (`TimeToLive.expiryDelete`), so every node that sweeps the same item issues the same
+    /// delete: nodes need not agree on who sweeps. Each call visits at most `maxVisits` keys per
+    /// table, resuming where the last one stopped (reads hide expired items meanwhile), so a big
+    /// table never stalls the loop.
+    func sweepExpired(maxVisits: Int = 20_000) {
+        let now = Tables.wallMs()
+        var deltas: [(table: String, key: ItemKey, delta: ItemState)] = []
+        for (name, replica) in core.replicas where !name.hasPrefix("_") {
+            guard let attribute = ttlAttribute(name) else {
+                ttlCursor[name] = nil
+                continue
+            }
+            let keys = replica.sortedKeys.ascending(after: ttlCursor[name])
+            var visited = 0
+            ttlCursor[name] = nil
+            while let key = keys.next() {
+                if let state = replica.state(key), let d = TimeToLive.expiryDelete(state, attribute: attribute, nowMs: now) {
+                    deltas.append((name, key, d))
+                }
+                visited += 1
+                if visited == maxVisits {
+                    ttlCursor[name] = key
+                    break
+                }
+            }
+        }
+        for name in ttlCursor.keys where core.replicas[name] == nil { ttlCursor[name] = nil }
+        guard !deltas.isEmpty else { return }
+        ttlDeleted += deltas.count
+        commit(deltas) { _ in }
     }
 
     /// Membership as the core sees it; called before each decision that depends on it.

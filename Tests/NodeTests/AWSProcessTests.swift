@@ -177,4 +177,53 @@ import Testing
         #expect(AWSProcessTests.errorType(try kinesis("PutRecord", #"{"StreamName":"nope","PartitionKey":"k","Data":"eA=="}"#)) == "ResourceNotFoundException")
         #expect(try kinesis("ListStreams", "{}").json["StreamNames"] == .array([.string("events")]))
     }
+
+    /// TTL: the setting replicates; an item whose TTL has passed reads as absent on both nodes
+    /// and is then deleted by both nodes' sweeps with the same delete, so the replicas end equal
+    /// (same digest) with no conflict.
+    @Test func timeToLiveExpiresOnEveryNodeIdentically() throws {
+        let cluster = try LocalCluster(size: 2)
+        try cluster.startAll()
+        #expect(AWSProcessTests.formed(cluster))
+        let a = cluster.nodes[0].api, b = cluster.nodes[1].api
+        try AWSProcessTests.createTable(a, "sessions", sortKey: false)
+        #expect(eventually(timeout: .seconds(10)) { (try? AWSProcessTests.ddb(b, "DescribeTable", #"{"TableName":"sessions"}"#).status) == 200 })
+        let off = try AWSProcessTests.ddb(b, "DescribeTimeToLive", #"{"TableName":"sessions"}"#)
+        #expect(off.json["TimeToLiveDescription"]?["TimeToLiveStatus"] == .string("DISABLED"))
+        let on = try AWSProcessTests.ddb(a, "UpdateTimeToLive", #"{"TableName":"sessions","TimeToLiveSpecification":{"Enabled":true,"AttributeName":"exp"}}"#)
+        #expect(on.json["TimeToLiveSpecification"]?["Enabled"] == .bool(true), "\(on)")
+        #expect(AWSProcessTests.errorType(try AWSProcessTests.ddb(a, "UpdateTimeToLive", #"{"TableName":"sessions","TimeToLiveSpecification":{"Enabled":true,"AttributeName":"exp"}}"#)) == "ValidationException")
+        #expect(eventually(timeout: .seconds(10)) {
+            (try? AWSProcessTests.ddb(b, "DescribeTimeToLive", #"{"TableName":"sessions"}"#).json["TimeToLiveDescription"]?["AttributeName"]) == .string("exp")
+        }, "the setting replicates")
+
+        let now = Int(Date().timeIntervalSince1970)
+        for (node, pk, exp) in [(a, "soon", "\(now + 3)"), (b, "kept", "\(now + 3600)"), (a, "past", "\(now - 10)"), (b, "none", "")] {
+            let ttl = exp.isEmpty ? "" : #","exp":{"N":"\#(exp)"}"#
+            #expect(try AWSProcessTests.ddb(node, "PutItem", #"{"TableName":"sessions","Item":{"pk":{"S":"\#(pk)"}\#(ttl)}}"#).status == 200)
+        }
+        func keys(_ api: String) -> [String] {
+            guard case .array(let items)? = try? AWSProcessTests.ddb(api, "Scan", #"{"TableName":"sessions"}"#).json["Items"] else { return ["?"] }
+            return items.compactMap { $0["pk"]?["S"]?.stringValue }.sorted()
+        }
+        #expect(eventually(timeout: .seconds(2)) { keys(a) == ["kept", "none", "soon"] && keys(b) == ["kept", "none", "soon"] },
+                "an item already expired is absent at once: \(keys(a)) \(keys(b))")
+        #expect(try AWSProcessTests.ddb(b, "GetItem", #"{"TableName":"sessions","Key":{"pk":{"S":"past"}}}"#).json == .object([]))
+        #expect(eventually(timeout: .seconds(8)) { keys(a) == ["kept", "none"] && keys(b) == ["kept", "none"] }, "\(keys(a)) \(keys(b))")
+        #expect(try AWSProcessTests.ddb(a, "GetItem", #"{"TableName":"sessions","Key":{"pk":{"S":"soon"}}}"#).json == .object([]))
+
+        // Both sweeps delete; the replicas converge to the same bytes (equal digests).
+        func digest(_ api: String) -> JSON? {
+            (try? HTTPClient.request("GET", api, "/v1/tables/sessions")).flatMap { try? JSON.parse($0.body) }?["digest"]
+        }
+        #expect(eventually(timeout: .seconds(10)) { digest(a) != nil && digest(a) == digest(b) }, "\(String(describing: digest(a))) \(String(describing: digest(b)))")
+        #expect(eventually(timeout: .seconds(5)) { (cluster.metric("tandem_ttl_deleted_total", node: 0) ?? 0) + (cluster.metric("tandem_ttl_deleted_total", node: 1) ?? 0) >= 2 })
+
+        // An UpdateItem on an expired item starts from nothing: its counter does not resume.
+        #expect(try AWSProcessTests.ddb(a, "PutItem", #"{"TableName":"sessions","Item":{"pk":{"S":"c"},"n":{"N":"5"},"exp":{"N":"\#(now - 5)"}}}"#).status == 200)
+        let up = try AWSProcessTests.ddb(a, "UpdateItem", #"{"TableName":"sessions","Key":{"pk":{"S":"c"}},"UpdateExpression":"ADD n :one","ExpressionAttributeValues":{":one":{"N":"1"}},"ReturnValues":"ALL_NEW"}"#)
+        #expect(up.json["Attributes"] == .object([("n", .object([("N", .string("1"))])), ("pk", .object([("S", .string("c"))]))]) || up.json["Attributes"] == .object([("pk", .object([("S", .string("c"))])), ("n", .object([("N", .string("1"))]))]), "\(up)")
+        let disable = try AWSProcessTests.ddb(b, "UpdateTimeToLive", #"{"TableName":"sessions","TimeToLiveSpecification":{"Enabled":false,"AttributeName":"exp"}}"#)
+        #expect(disable.status == 200, "\(disable)")
+    }
 }
