@@ -110,4 +110,49 @@ import Glibc
         let missing = acked.filter { Self.call("GET", api, "/v1/tables/profiles/items/\($0)")?.status != 200 }
         #expect(missing.isEmpty, "\(missing.count) acknowledged writes lost: \(missing.prefix(5))")
     }
+
+    /// A stream partition whose log cannot be written stops the node (exit 70, one critical log
+    /// line) rather than vote or acknowledge without its disk; no record is acknowledged.
+    @Test(.enabled(if: getuid() == 0, "mounting a tmpfs needs root"))
+    func aFullDiskStopsAStreamNodeCleanly() throws {
+        let cluster = try LocalCluster(size: 1)
+        let dir = cluster.nodes[0].dataDir
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        guard Self.sh(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", dir]) == 0 else {
+            Issue.record("cannot mount a tmpfs at \(dir)")
+            return
+        }
+        defer {
+            cluster.kill9(0)
+            _ = Self.sh(["umount", "-l", dir])
+        }
+        try cluster.start(0)
+        let api = cluster.nodes[0].api
+        #expect(eventually(timeout: .seconds(10)) { cluster.view(from: 0) != nil })
+        #expect(Self.call("PUT", api, "/v1/streams/events", #"{"partitions":1,"retentionHours":24}"#)?.status == 201)
+        let data = Base64.encode([UInt8](repeating: 0x61, count: 48 << 10))
+        #expect(eventually(timeout: .seconds(10)) {
+            Self.call("POST", api, "/v1/streams/events/records", #"{"key":"k","data":"\#(data)"}"#)?.status == 200
+        })
+        _ = Self.fill(dir + "/filler")
+        var acked = 0
+        for _ in 0..<200 {
+            guard let r = Self.call("POST", api, "/v1/streams/events/records", #"{"key":"k","data":"\#(data)"}"#) else { break }
+            if r.status == 200 { acked += 1 }
+        }
+        let pid = cluster.nodes[0].pid!
+        var status: Int32 = 0
+        #expect(eventually(timeout: .seconds(10)) { waitpid(pid, &status, WNOHANG) == pid }, "the node kept running on a full disk")
+        #expect((status >> 8) & 0xff == 70, "exit status \(status)")
+        #expect(cluster.log(0).contains("stopping"), "no log line saying why")
+        // Whatever was acknowledged before the disk failed is still there after a restart
+        // once space returns (records acknowledged on a full disk reused free space).
+        try FileManager.default.removeItem(atPath: dir + "/filler")
+        try cluster.start(0)
+        #expect(eventually(timeout: .seconds(15)) {
+            guard let r = Self.call("GET", api, "/v1/streams/events/partitions/0/records?limit=1000"), r.status == 200,
+                  case .array(let records)? = (try? JSON.parse(r.body))?["records"] else { return false }
+            return records.count >= 1 + acked
+        }, "acknowledged records missing after the restart (\(acked) acknowledged on the full disk)")
+    }
 }
