@@ -171,7 +171,15 @@ public enum Torture {
                        round, cluster.nodes[victim].name, loadMs, puts.count, increments, unknown, records.count,
                        problems.isEmpty ? "all present" : "\(problems.count) VIOLATIONS"))
             for p in problems.prefix(10) { say("  " + p) }
-            if !problems.isEmpty { say("  logs kept under \(cluster.root)"); break }
+            if !problems.isEmpty {
+                // The cluster's root goes with it; keep the logs and data dirs for a post-mortem.
+                let kept = NSTemporaryDirectory() + "tandem-torture-\(o.seed)"
+                for i in cluster.nodes.indices { cluster.kill9(i) }
+                try? FileManager.default.removeItem(atPath: kept)
+                try? FileManager.default.copyItem(atPath: cluster.root, toPath: kept)
+                say("  logs and data dirs kept under \(kept)")
+                break
+            }
         }
         for i in cluster.nodes.indices { cluster.kill9(i) }
         return report
