@@ -24,6 +24,8 @@ public struct TandemError: Error, CustomStringConvertible, Sendable {
         /// timeout, retrying it cannot apply it twice.
         public static let notDelivered = Code("not_delivered", httpStatus: 503)
         public static let io = Code("io_error", httpStatus: 500)
+        /// The data dir's disk is full: nothing was written.
+        public static let diskFull = Code("disk_full", httpStatus: 507)
         public static let invalidArgument = Code("invalid_argument", httpStatus: 400)
     }
 

@@ -2,6 +2,10 @@ import CLMDB
 import CLibUV
 import TandemCore
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// The node's durable key-value store: one LMDB environment in the data dir. A committed write
 /// transaction is on disk (LMDB syncs on commit), so a write acknowledged after `commit` survives
 /// `kill -9` and power loss.
@@ -23,7 +27,13 @@ final class LMDBStore: @unchecked Sendable {
     deinit { mdb_env_close(env) }
 
     private func check(_ rc: Int32, _ what: String) throws {
-        guard rc == 0 else { throw TandemError(.io, "lmdb \(what): \(String(cString: mdb_strerror(rc)))") }
+        guard rc == 0 else {
+            // A full disk (or quota) is its own answer: 507, and it clears when space returns.
+            if rc == ENOSPC || rc == EDQUOT || rc == MDB_MAP_FULL {
+                throw TandemError(.diskFull, "lmdb \(what): \(String(cString: mdb_strerror(rc))); write not made, retry when space returns")
+            }
+            throw TandemError(.io, "lmdb \(what): \(String(cString: mdb_strerror(rc)))")
+        }
     }
 
     /// Every pair whose key starts with `prefix`, in key order.

@@ -26,6 +26,8 @@ public final class LocalCluster {
     public var regions = ["region-0", "region-1", "region-2"]
     /// Bearer token for the helpers below, when nodes run with `--api-tokens`.
     public var token: String?
+    /// Extra arguments for every `tandem node` (e.g. `--keyring FILE`).
+    public var nodeArgs: [String] = []
     var auth: [(String, String)] { token.map { [("Authorization", "Bearer \($0)")] } ?? [] }
 
     public init(size: Int, profile: String = "fast", chaos: Bool = false, binary: String? = nil) throws {
@@ -88,7 +90,7 @@ public final class LocalCluster {
         if i != 0 { args += ["--seed", nodes[0].bind] }
         if chaos { args.append("--chaos") }
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
-        nodes[i].pid = try spawn(binary, args + extraArgs, log: "\(root)/\(n.name).log")
+        nodes[i].pid = try spawn(binary, args + nodeArgs + extraArgs, log: "\(root)/\(n.name).log")
     }
 
     public func startAll() throws { for i in nodes.indices { try start(i) } }
@@ -138,6 +140,16 @@ public final class LocalCluster {
             return Double(line.split(separator: " ")[1])
         }
         return nil
+    }
+
+    /// CPU time (user + system) node `i` has used, from /proc; nil if it is not running.
+    public func cpuSeconds(_ i: Int) -> Double? {
+        guard let pid = nodes[i].pid, let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return nil }
+        // Fields after the command name: state is field 3, utime 14 and stime 15.
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        guard fields.count > 12, let u = Double(fields[11]), let s = Double(fields[12]) else { return nil }
+        return (u + s) / Double(sysconf(Int32(_SC_CLK_TCK)))
     }
 
     public func log(_ i: Int) -> String { (try? String(contentsOfFile: "\(root)/\(nodes[i].name).log", encoding: .utf8)) ?? "" }

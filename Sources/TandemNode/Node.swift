@@ -73,6 +73,7 @@ public final class Node {
     private lazy var udpDelay = DelayLine(loop: loop)
     private var lastMalformedLog: Instant = .zero
     private var lastUnauthenticatedLog: Instant = .zero
+    private var lastCommitFailureLog: Instant = .zero
     /// Cluster encryption (nil: traffic is plain).
     let keyring: Keyring?
     /// Client API tokens (nil: the API is open).
@@ -142,6 +143,13 @@ public final class Node {
 
         try udp.start { [unowned self] bytes, from in self.receive(bytes, from: from) }
         peers.onUnauthenticated = { [unowned self] from in self.logUnauthenticated(from?.description ?? "?", "peer frame") }
+        tables.onCommitFailure = { [unowned self] error in
+            // Writes are refused (5xx, counted) while the disk fails; reads go on. One line per 10 s.
+            let now = self.loop.now
+            guard now - self.lastCommitFailureLog > .seconds(10) else { return }
+            self.lastCommitFailureLog = now
+            self.logger.error("table writes failing, refused and not acknowledged; reads continue", metadata: ["error": "\(error)"])
+        }
         peers.onRequest = { [unowned self] frame, from, reply in self.serve(frame, from: from, reply: reply) }
         peers.isBlocked = { [unowned self] address in self.chaos.blocked.contains(address) }
         peers.delay = { [unowned self] host in self.chaos.delay(to: host) }

@@ -183,6 +183,9 @@ final class Tables {
     /// Client writes waiting for (or in) a group commit before new ones get 503 + Retry-After.
     static let maxQueuedWrites = 50_000
 
+    /// Called for every failed commit (the node logs it, rate-limited).
+    var onCommitFailure: (TandemError) -> Void = { _ in }
+
     static func wallMs() -> UInt64 { UInt64(Date().timeIntervalSince1970 * 1000) }
 
     static func itemStorageKey(_ table: String, _ key: ItemKey) -> [UInt8] {
@@ -205,7 +208,10 @@ final class Tables {
 
     /// Makes `writes` durable, then calls `done`.
     private func store(_ writes: [TableNode.StoreWrite], _ done: @escaping (TandemError?) -> Void = { _ in }) {
-        committer.submit(writes.map(Tables.storageWrite), done)
+        committer.submit(writes.map(Tables.storageWrite)) { [weak self] error in
+            if let error { self?.onCommitFailure(error) }
+            done(error)
+        }
     }
 
     // MARK: schema encoding

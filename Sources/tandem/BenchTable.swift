@@ -11,14 +11,48 @@ struct TableBench: ParsableCommand {
     @Option(help: "Seconds per throughput phase.") var seconds = 10
     @Option(help: "Keep-alive client connections.") var connections = 50
     @Option(help: "Seconds of partition in the repair test.") var partitionSeconds = 60
-    @Option(help: "Comma-separated parts: throughput, lag, repair (default all).") var only: String?
+    @Option(help: "Comma-separated parts: throughput, lag, repair, gossip (default all).") var only: String?
+    @Option(help: "Run every node with --keyring FILE (to measure the cost of encryption).") var keyring: String?
 
     func run() throws {
-        let parts = Set((only ?? "throughput,lag,repair").split(separator: ",").map(String.init))
-        print("global tables benchmark — real nodes on 127.0.0.1, load generator on the same 2 cores\n")
+        let parts = Set((only ?? "throughput,lag,repair,gossip").split(separator: ",").map(String.init))
+        print("global tables benchmark — real nodes on 127.0.0.1, load generator on the same 2 cores; encryption \(keyring == nil ? "off" : "on (--keyring)")\n")
         if parts.contains("throughput") { try throughput() }
         if parts.contains("lag") { try lag() }
         if parts.contains("repair") { try repair() }
+        if parts.contains("gossip") { try gossip() }
+    }
+
+    /// Traffic and node CPU over a phase: gossip and peer bytes out, all nodes together.
+    struct Usage {
+        var gossipBytes = 0.0, gossipPackets = 0.0, peerBytes = 0.0, cpu = 0.0
+        static func sample(_ c: LocalCluster) -> Usage {
+            var u = Usage()
+            for i in c.nodes.indices {
+                u.gossipBytes += c.metric("tandem_gossip_bytes_out_total", node: i) ?? 0
+                u.gossipPackets += c.metric("tandem_gossip_packets_out_total", node: i) ?? 0
+                u.peerBytes += c.metric("tandem_peer_bytes_out_total", node: i) ?? 0
+                u.cpu += c.cpuSeconds(i) ?? 0
+            }
+            return u
+        }
+        func line(since b: Usage, seconds: Double, nodes: Int) -> String {
+            String(format: "gossip %.0f packets/s, %.1f KB/s; peer links %.1f KB/s; node CPU %.1f%% of a core per node (all %d nodes)",
+                   (gossipPackets - b.gossipPackets) / seconds, (gossipBytes - b.gossipBytes) / seconds / 1e3,
+                   (peerBytes - b.peerBytes) / seconds / 1e3, (cpu - b.cpu) / seconds / Double(nodes) * 100, nodes)
+        }
+    }
+
+    /// Membership alone: three idle nodes gossiping (fast profile, probe every 100 ms).
+    func gossip() throws {
+        let cluster = try start(3)
+        let before = Usage.sample(cluster)
+        let clock = ContinuousClock()
+        let t0 = clock.now
+        Thread.sleep(forTimeInterval: Double(seconds))
+        let after = Usage.sample(cluster)
+        print("• idle 3-node cluster (fast profile) for \(seconds) s: " + after.line(since: before, seconds: (clock.now - t0).seconds, nodes: 3) + "\n")
+        fflush(nil)
     }
 
     static let value = String(repeating: "x", count: 200)
@@ -26,6 +60,7 @@ struct TableBench: ParsableCommand {
 
     func start(_ size: Int, chaos: Bool = false) throws -> LocalCluster {
         let cluster = try LocalCluster(size: size, profile: "fast", chaos: chaos)
+        if let keyring { cluster.nodeArgs = ["--keyring", keyring] }
         try cluster.startAll()
         let names = cluster.nodes.map(\.name)
         guard eventually(timeout: .seconds(20), { (0..<size).allSatisfy { i in names.allSatisfy { cluster.view(from: i)?[$0]?.status == "alive" } } }) else {
@@ -70,12 +105,16 @@ struct TableBench: ParsableCommand {
 
     func lag() throws {
         let cluster = try start(2)
+        let before = Usage.sample(cluster)
+        let clock = ContinuousClock()
+        let t0 = clock.now
         var i = 0
         let load = try LoadGenerator(target: cluster.nodes[0].api) {
             i += 1
             return ("PUT", "/v1/tables/bench/items/lag\(i)", TableBench.item(i))
         }.run(connections: 20, duration: .seconds(Int64(seconds)), ratePerSecond: 5_000)
         _ = eventually(timeout: .seconds(10)) { (cluster.metric("tandem_table_replication_lag_ms_count", node: 1) ?? 0) >= Double(load.requests) }
+        let usage = Usage.sample(cluster).line(since: before, seconds: (clock.now - t0).seconds, nodes: 2)
         let (p50, p99, count) = lagPercentiles(cluster, node: 1)
         if ProcessInfo.processInfo.environment["TANDEM_BENCH_DEBUG"] != nil {
             print((try? HTTPClient.request("GET", cluster.nodes[1].api, "/metrics").text)?.split(separator: "\n").filter { $0.hasPrefix("tandem_table") }.joined(separator: "\n") ?? "")
@@ -83,6 +122,7 @@ struct TableBench: ParsableCommand {
         print(String(format: "• replication lag write→visible on the other node at %.0f writes/s: p50 ≤ %@ ms, p99 ≤ %@ ms (%d deltas, HLC ms resolution)",
                      load.perSecond, p50, p99, count))
         let met = (Double(p50) ?? 99) <= 5 && (Double(p99) ?? 999) <= 50
+        print("    " + usage)
         print("    target p50 < 5 ms, p99 < 50 ms: \(met ? "MET" : "MISSED")\n")
         fflush(nil)
     }

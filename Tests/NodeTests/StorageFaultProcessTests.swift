@@ -1,0 +1,158 @@
+import Foundation
+import TandemCore
+import TandemNode
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A full disk under a real node: its data dir is a small tmpfs (needs root to mount), filled
+/// up while the node runs. Writes that cannot be made durable are refused with 507
+/// `disk_full` JSON and counted, never acknowledged; reads and health go on; writes succeed
+/// again once space returns; and after `kill -9` and a restart every acknowledged write is there.
+@Suite(.serialized) struct StorageFaultProcessTests {
+    static func call(_ method: String, _ api: String, _ path: String, _ body: String? = nil) -> HTTPClient.Response? {
+        try? HTTPClient.request(method, api, path, body: body.map { Array($0.utf8) }, timeout: .seconds(5))
+    }
+
+    static func sh(_ args: [String]) -> Int32 {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = args
+        guard (try? p.run()) != nil else { return -1 }
+        p.waitUntilExit()
+        return p.terminationStatus
+    }
+
+    /// Writes a filler file until the file system refuses (ENOSPC); returns its size.
+    static func fill(_ path: String) -> Int {
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        guard fd >= 0 else { return 0 }
+        defer { close(fd) }
+        let chunk = [UInt8](repeating: 0x55, count: 64 << 10)
+        var total = 0
+        while true {
+            let n = chunk.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+            if n <= 0 { break }
+            total += n
+        }
+        for size in [4096, 512, 1] {  // the last pages
+            let small = [UInt8](repeating: 0x55, count: size)
+            while small.withUnsafeBytes({ write(fd, $0.baseAddress, $0.count) }) > 0 { total += size }
+        }
+        return total
+    }
+
+    @Test(.enabled(if: getuid() == 0, "mounting a tmpfs needs root"))
+    func aFullDiskRefusesWritesKeepsReadingAndRecovers() throws {
+        let cluster = try LocalCluster(size: 1)
+        let dir = cluster.nodes[0].dataDir
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        guard Self.sh(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", dir]) == 0 else {
+            Issue.record("cannot mount a tmpfs at \(dir)")
+            return
+        }
+        defer {
+            cluster.kill9(0)
+            _ = Self.sh(["umount", "-l", dir])
+        }
+        try cluster.start(0)
+        let api = cluster.nodes[0].api
+        #expect(eventually(timeout: .seconds(10)) { cluster.view(from: 0) != nil })
+        #expect(Self.call("PUT", api, "/v1/tables/profiles", #"{"partitionKey":"id"}"#)?.status == 201)
+
+        let pad = String(repeating: "x", count: 48 << 10)
+        var acked: [String] = []
+        for i in 0..<20 where Self.call("PUT", api, "/v1/tables/profiles/items/before-\(i)", #"{"pad":"\#(pad)"}"#)?.status == 200 {
+            acked.append("before-\(i)")
+        }
+        #expect(acked.count == 20)
+
+        // The disk fills up.
+        let filler = dir + "/filler"
+        let filled = Self.fill(filler)
+        #expect(filled > 0)
+        var refused = 0
+        var other: [String] = []
+        for i in 0..<200 {
+            guard let r = Self.call("PUT", api, "/v1/tables/profiles/items/full-\(i)", #"{"pad":"\#(pad)"}"#) else {
+                other.append("no answer"); continue
+            }
+            switch r.status {
+            case 200: acked.append("full-\(i)")  // LMDB reused free pages: really durable
+            case 507:
+                refused += 1
+                let j = try? JSON.parse(r.body)
+                #expect(j?["error"]?.stringValue == "disk_full", "\(r.text)")
+            default: other.append("\(r.status) \(r.text)")
+            }
+        }
+        #expect(refused > 0, "no write was refused on a full disk")
+        #expect(other.isEmpty, "unexpected answers: \(other.prefix(3))")
+        #expect((cluster.metric("tandem_table_commit_failures_total", node: 0) ?? 0) >= Double(refused))
+        // Reads and health go on.
+        #expect(Self.call("GET", api, "/v1/health")?.status == 200)
+        #expect(Self.call("GET", api, "/v1/tables/profiles/items/before-3")?.status == 200)
+        #expect(cluster.log(0).contains("table writes failing"))
+
+        // Space returns: writes succeed again.
+        try FileManager.default.removeItem(atPath: filler)
+        #expect(eventually(timeout: .seconds(5)) {
+            Self.call("PUT", api, "/v1/tables/profiles/items/after", #"{"pad":"\#(pad)"}"#)?.status == 200
+        })
+        acked.append("after")
+
+        // Every acknowledged write is on disk.
+        cluster.kill9(0)
+        try cluster.start(0)
+        #expect(eventually(timeout: .seconds(10)) { cluster.view(from: 0) != nil })
+        let missing = acked.filter { Self.call("GET", api, "/v1/tables/profiles/items/\($0)")?.status != 200 }
+        #expect(missing.isEmpty, "\(missing.count) acknowledged writes lost: \(missing.prefix(5))")
+    }
+
+    /// A stream partition whose log cannot be written stops the node (exit 70, one critical log
+    /// line) rather than vote or acknowledge without its disk; no record is acknowledged.
+    @Test(.enabled(if: getuid() == 0, "mounting a tmpfs needs root"))
+    func aFullDiskStopsAStreamNodeCleanly() throws {
+        let cluster = try LocalCluster(size: 1)
+        let dir = cluster.nodes[0].dataDir
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        guard Self.sh(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", dir]) == 0 else {
+            Issue.record("cannot mount a tmpfs at \(dir)")
+            return
+        }
+        defer {
+            cluster.kill9(0)
+            _ = Self.sh(["umount", "-l", dir])
+        }
+        try cluster.start(0)
+        let api = cluster.nodes[0].api
+        #expect(eventually(timeout: .seconds(10)) { cluster.view(from: 0) != nil })
+        #expect(Self.call("PUT", api, "/v1/streams/events", #"{"partitions":1,"retentionHours":24}"#)?.status == 201)
+        let data = Base64.encode([UInt8](repeating: 0x61, count: 48 << 10))
+        #expect(eventually(timeout: .seconds(10)) {
+            Self.call("POST", api, "/v1/streams/events/records", #"{"key":"k","data":"\#(data)"}"#)?.status == 200
+        })
+        _ = Self.fill(dir + "/filler")
+        var acked = 0
+        for _ in 0..<200 {
+            guard let r = Self.call("POST", api, "/v1/streams/events/records", #"{"key":"k","data":"\#(data)"}"#) else { break }
+            if r.status == 200 { acked += 1 }
+        }
+        let pid = cluster.nodes[0].pid!
+        var status: Int32 = 0
+        #expect(eventually(timeout: .seconds(10)) { waitpid(pid, &status, WNOHANG) == pid }, "the node kept running on a full disk")
+        #expect((status >> 8) & 0xff == 70, "exit status \(status)")
+        #expect(cluster.log(0).contains("stopping"), "no log line saying why")
+        // Whatever was acknowledged before the disk failed is still there after a restart
+        // once space returns (records acknowledged on a full disk reused free space).
+        try FileManager.default.removeItem(atPath: dir + "/filler")
+        try cluster.start(0)
+        #expect(eventually(timeout: .seconds(15)) {
+            guard let r = Self.call("GET", api, "/v1/streams/events/partitions/0/records?limit=1000"), r.status == 200,
+                  case .array(let records)? = (try? JSON.parse(r.body))?["records"] else { return false }
+            return records.count >= 1 + acked
+        }, "acknowledged records missing after the restart (\(acked) acknowledged on the full disk)")
+    }
+}
