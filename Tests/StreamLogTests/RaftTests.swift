@@ -233,6 +233,30 @@ import Testing
         #expect(c["a"].progress["c"]?.match == c["a"].lastIndex)
     }
 
+    /// A follower whose ack arrives after others already committed those entries learns the
+    /// commit index from the answer to that ack, not at the next heartbeat or batch (readers on
+    /// followers wait for it).
+    @Test func aLateAckOfCommittedEntriesGetsTheCommitIndexAtOnce() throws {
+        let c = RaftTestCluster(voters: ["a", "b", "c"])
+        c.elect("a")
+        c.stabilize()
+        #expect(c["a"].progress["c"]?.state == .replicate)
+        try c.propose("a", "x")
+        let index = c["a"].lastIndex
+        // Both appends are out, carrying the old commit index; b's ack commits the entry.
+        let toC = c.inFlight.filter { $0.to == "c" }
+        c.inFlight.removeAll { $0.to == "c" }
+        #expect(toC.count == 1)
+        c.stabilize()
+        #expect(c["a"].commitIndex == index && c["b"].commitIndex == index)
+        #expect(c["c"].commitIndex < index)
+        // Only then does c get its append and ack it; time does not move (no heartbeat).
+        c.inFlight = toC
+        c.stabilize()
+        #expect(c["c"].commitIndex == index, "the leader answers a late ack of committed entries with the commit index")
+        #expect(c.appliedRecords("c") == ["x"])
+    }
+
     @Test func aFollowerAcksOnlyAfterPersisting() throws {
         let c = RaftTestCluster(voters: ["a", "b", "c"])
         c.elect("a")
