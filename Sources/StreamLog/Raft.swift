@@ -472,6 +472,8 @@ public final class RaftNode {
     }
     /// Voters campaign; witnesses and non-members never do.
     public var isPromotable: Bool { configuration.voters.contains(id) }
+    /// The newest configuration in the log has committed (no change is pending).
+    public var configurationCommitted: Bool { configurations.last!.index <= commitIndex }
 
     /// When `tick` must next be called.
     public var nextDeadline: Instant {

@@ -173,7 +173,7 @@ public final class Node {
         streams.members = { [unowned self] in
             self.membership.memberStates.map {
                 Streams.MemberInfo(name: $0.name, address: $0.address, api: $0.meta.api, region: $0.meta.region,
-                                   role: $0.meta.role, alive: $0.status == .alive)
+                                   role: $0.meta.role, alive: $0.status == .alive, left: $0.status == .left)
             }
         }
         streams.start()

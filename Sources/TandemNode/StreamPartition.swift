@@ -43,7 +43,7 @@ final class StreamPartition {
     let log: SegmentLog
     let directory: String
     /// Voters in preference order: the first is where this partition's leader should live.
-    let preferred: [String]
+    var preferred: [String]
     private let hardStateFile: RaftHardStateFile
     private let loop: EventLoop
     private let tickTimer: Timer
@@ -173,6 +173,12 @@ final class StreamPartition {
             readWaiters.removeAll { $0.deadline <= now }
             for r in late { r.wake() }
         }
+    }
+
+    /// Proposes one single-server membership change (leader only; see `Streams.replaceDepartedVoters`).
+    func proposeChange(_ change: ConfigurationChange) throws(RaftError) {
+        try raft.proposeConfigurationChange(change, now: loop.now)
+        drive()
     }
 
     /// Hands leadership away (graceful shutdown) or to `target` (spreading leaders).

@@ -153,6 +153,75 @@ import Glibc
         #expect(after?.status == 200, "\(after?.text ?? "no answer")")
     }
 
+    /// Partition `p`'s voters (names) as node `i`'s definition has them.
+    static func replicas(_ cluster: LocalCluster, _ stream: String, partition p: Int, from i: Int) -> [String]? {
+        guard let r = call("GET", cluster.nodes[i].api, "/v1/streams/\(stream)"), r.status == 200,
+              let j = try? JSON.parse(r.body), case .array(let parts)? = j["partitionDetails"], parts.count > p,
+              case .array(let names)? = parts[p]["replicas"] else { return nil }
+        return names.compactMap(\.stringValue)
+    }
+
+    /// A voter that leaves gracefully is replaced: the partition's leader adds another live
+    /// node, then removes the departed one, and stores the new placement; puts carry on and the
+    /// new voter serves every acknowledged record.
+    @Test func aVoterThatLeavesIsReplaced() throws {
+        let cluster = try LocalCluster(size: 4, profile: "fast")
+        cluster.logLevel = "info"
+        try cluster.startAll()
+        #expect(Self.formed(cluster), "cluster did not form")
+        let apis = cluster.nodes.map(\.api)
+        #expect(Self.call("PUT", apis[0], "/v1/streams/moves", #"{"partitions":4}"#)?.status == 201)
+        guard let p = (0..<4).first(where: { Self.replicas(cluster, "moves", partition: $0, from: 0)?.contains("n4") == true }),
+              let before = Self.replicas(cluster, "moves", partition: p, from: 0) else {
+            Issue.record("no partition placed on n4")
+            return
+        }
+        #expect(eventually(timeout: .seconds(10)) { Self.leader(cluster, "moves", partition: p, from: 0) != nil }, "no leader")
+
+        // Records on partition p (keys are hashed; keep those that land there), through n1–n3.
+        var acked: [UInt64: String] = [:]
+        func putSome(_ tag: String, _ n: Int) {
+            var k = 0
+            while acked.count < n && k < 2000 {
+                k += 1
+                let data = "\(tag)-\(k)"
+                let ok = eventually(timeout: .seconds(10)) {
+                    guard let r = Self.call("POST", apis[k % 3], "/v1/streams/moves/records", Self.putBody("key-\(tag)-\(k)", data)),
+                          r.status == 200, let j = try? JSON.parse(r.body),
+                          let seq = j["sequence"]?.stringValue.flatMap({ UInt64($0) }), case .number(let part)? = j["partition"] else { return false }
+                    if Int(part) == p { acked[seq] = data }
+                    return true
+                }
+                if !ok { Issue.record("put \(data) failed"); return }
+            }
+        }
+        putSome("before", 20)
+
+        #expect(cluster.terminate(3) == 0)
+        var after: [String] = []
+        let replaced = eventually(timeout: .seconds(30), interval: .milliseconds(200)) {
+            after = Self.replicas(cluster, "moves", partition: p, from: 1) ?? []
+            return after.count == 3 && !after.contains("n4")
+        }
+        #expect(replaced, "voters of partition \(p) still \(after) (were \(before))")
+        guard replaced, let newcomer = after.first(where: { !before.contains($0) }),
+              let ni = cluster.nodes.firstIndex(where: { $0.name == newcomer }) else { return }
+        #expect(eventually(timeout: .seconds(10)) { Self.replicas(cluster, "moves", partition: p, from: 0) == after },
+                "the new placement did not reach n1")
+        #expect(cluster.log(0).contains("replacing a departed voter") || cluster.log(1).contains("replacing a departed voter")
+                || cluster.log(2).contains("replacing a departed voter"))
+
+        putSome("after", 40)
+        var log: [(UInt64, String, String)]?
+        let complete = eventually(timeout: .seconds(10)) {
+            log = Self.readAll(apis[ni], "moves", partition: p)
+            let seen = Dictionary((log ?? []).map { ($0.0, $0.2) }, uniquingKeysWith: { a, _ in a })
+            return acked.allSatisfy { seen[$0.key] == $0.value }
+        }
+        #expect(complete, "\(newcomer) serves \(log?.count ?? -1) records; \(acked.count) acknowledged")
+        #expect(Self.leader(cluster, "moves", partition: p, from: ni) != nil)
+    }
+
     @Test func consumerResumesFromItsCheckpoints() throws {
         let cluster = try LocalCluster(size: 1, profile: "fast")
         try cluster.start(0)
