@@ -86,7 +86,8 @@ final class StreamPartition {
     private(set) var writesSynced = 0
     private(set) var leaderSince: Instant?
 
-    init(id: GroupID, directory: String, configuration: RaftConfiguration, preferred: [String], selfID: String,
+    init(id: GroupID, directory: String, configuration: RaftConfiguration, logSettings: SegmentLog.Settings = SegmentLog.Settings(),
+         preferred: [String], selfID: String,
          settings: RaftSettings, loop: EventLoop,
          send: @escaping (String, GroupID, RaftMessage) -> Void, fatal: @escaping (String) -> Void) throws {
         self.id = id
@@ -96,7 +97,7 @@ final class StreamPartition {
         self.send = send
         self.fatal = fatal
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        log = try SegmentLog(directory: directory + "/log")
+        log = try SegmentLog(directory: directory + "/log", settings: logSettings)
         hardStateFile = RaftHardStateFile(path: directory + "/hardstate")
         let loaded = try hardStateFile.load()
         let hs = HardState(term: loaded?.term ?? 0, vote: loaded?.vote, commit: loaded?.commit ?? 0)

@@ -90,8 +90,14 @@ final class Streams {
     private var timers: [ObjectIdentifier: Timer] = [:]
     private var stopping = false
 
+    /// A retention hour in ms and the segment size: fixed, except in tests (`--stream-hour-ms`).
+    let hourMs: UInt64
+    let segmentBytes: Int
+
     init(loop: EventLoop, logger: Logger, selfID: String, isWitness: Bool, profile: String, dataDir: String,
-         tables: Tables, peers: PeerLinks) {
+         tables: Tables, peers: PeerLinks, hourMs: UInt64 = 3_600_000, segmentBytes: Int = 64 << 20) {
+        self.hourMs = hourMs
+        self.segmentBytes = segmentBytes
         self.loop = loop
         self.logger = logger
         self.selfID = selfID
@@ -130,7 +136,8 @@ final class Streams {
         if housekeepingRounds % 4 == 0 { reconcile() }
         if housekeepingRounds % 20 == 0 && !stopping { spreadLeaders() }
         if housekeepingRounds % 10 == 5 && !stopping { replaceDepartedVoters() }
-        if housekeepingRounds % 1200 == 0 { applyRetention() }
+        // Every minute (every eighth of a retention hour when tests shorten it).
+        if housekeepingRounds % Int(max(1, min(1200, hourMs / 8 / 50))) == 0 { applyRetention() }
     }
 
     /// Runs `body` once after `delay` on the loop.
@@ -247,6 +254,9 @@ final class Streams {
             let part = try StreamPartition(
                 id: gid, directory: "\(root)/\(d.name)/\(d.incarnation)/\(gid.partition)",
                 configuration: configuration,
+                // Segments also roll by age (a quarter of the retention), so a quiet partition's
+                // old records expire without waiting for a full segment.
+                logSettings: SegmentLog.Settings(segmentBytesMax: segmentBytes, segmentAgeMaxMs: UInt64(d.retentionHours) * hourMs / 4),
                 preferred: d.voters[gid.partition], selfID: selfID, settings: settings, loop: loop,
                 send: { [unowned self] to, g, m in self.send(to, g, m) },
                 fatal: { [unowned self] why in self.fatal(why) })
@@ -347,7 +357,7 @@ final class Streams {
         let now = Streams.wallMs()
         for p in partitions.values {
             guard let d = definitions[p.id.stream] else { continue }
-            let cutoff = now - min(now, UInt64(d.retentionHours) * 3_600_000)
+            let cutoff = now - min(now, UInt64(d.retentionHours) * hourMs)
             _ = try? p.log.trimOlderThan(timestampMs: cutoff, below: p.commitIndex + 1)
         }
     }

@@ -224,6 +224,68 @@ import Glibc
         #expect(Self.leader(cluster, "moves", partition: p, from: ni) != nil)
     }
 
+    /// Retention with a shortened hour (2 s) and small segments: old records go in whole
+    /// segments (the first segment file left starts at the first readable sequence), reads from
+    /// `trim-horizon` start after them, and a partition written slowly still expires its old
+    /// records because segments also roll by age.
+    @Test func retentionDropsWholeOldSegmentsAndTrimHorizonMoves() throws {
+        let cluster = try LocalCluster(size: 1, profile: "fast")
+        try cluster.start(0, extraArgs: ["--stream-hour-ms", "2000", "--stream-segment-bytes", "16384"])
+        #expect(Self.formed(cluster))
+        let api = cluster.nodes[0].api
+        #expect(Self.call("PUT", api, "/v1/streams/short", #"{"partitions":1,"retentionHours":1}"#)?.status == 201)
+        func put(_ data: String) -> UInt64? {
+            var seq: UInt64?
+            _ = eventually(timeout: .seconds(5)) {
+                guard let r = Self.call("POST", api, "/v1/streams/short/records", Self.putBody("k", data)), r.status == 200 else { return false }
+                seq = (try? JSON.parse(r.body))?["sequence"]?.stringValue.flatMap { UInt64($0) }
+                return seq != nil
+            }
+            return seq
+        }
+        let old = (0..<40).compactMap { put("old-\($0)-" + String(repeating: "x", count: 200)) }
+        #expect(old.count == 40)
+        #expect(Self.readAll(api, "short", partition: 0)?.first?.2.hasPrefix("old-0-") == true)
+
+        // A trickle (one record every 100 ms, never a full segment) for longer than the retention.
+        var recent: [(UInt64, String)] = []
+        let start = Date()
+        var k = 0
+        var trimmed = false
+        while Date().timeIntervalSince(start) < 8 {
+            k += 1
+            if let s = put("new-\(k)") { recent.append((s, "new-\(k)")) }
+            usleep(100_000)
+            if Date().timeIntervalSince(start) > 3, let log = Self.readAll(api, "short", partition: 0),
+               let first = log.first, first.0 > old.last!, !log.contains(where: { $0.2.hasPrefix("old-") }) {
+                trimmed = true
+                break
+            }
+        }
+        #expect(trimmed, "records older than the retention are still served")
+        guard let log = Self.readAll(api, "short", partition: 0), let first = log.first else {
+            Issue.record("cannot read")
+            return
+        }
+        // trim-horizon starts at the first record of the oldest segment left.
+        let stream = "\(cluster.root)/n1/streams/short"
+        let inc = (try? FileManager.default.contentsOfDirectory(atPath: stream))?.first ?? "?"
+        let files = ((try? FileManager.default.contentsOfDirectory(atPath: "\(stream)/\(inc)/0/log")) ?? [])
+            .filter { $0.hasSuffix(".log") }.compactMap { UInt64($0.prefix(20)) }.sorted()
+        #expect(files.first == first.0, "oldest segment starts at \(files.first ?? 0), first readable record \(first.0)")
+        // Nothing after the trim point is missing: the recent records from there on are all served.
+        let served = Set(log.map(\.0))
+        #expect(recent.filter { $0.0 >= first.0 }.allSatisfy { served.contains($0.0) })
+        #expect(!recent.isEmpty && log.last?.0 == recent.last?.0)
+        // A reader from trim-horizon with an old position is moved to the first retained record.
+        let r = Self.call("GET", api, "/v1/streams/short/partitions/0/records?from=at:1&limit=10")
+        var firstAt: UInt64?
+        if let body = r.flatMap({ try? JSON.parse($0.body) }), case .array(let records)? = body["records"] {
+            firstAt = records.first?["sequence"]?.stringValue.flatMap { UInt64($0) }
+        }
+        #expect(firstAt == first.0)
+    }
+
     @Test func consumerResumesFromItsCheckpoints() throws {
         let cluster = try LocalCluster(size: 1, profile: "fast")
         try cluster.start(0)
