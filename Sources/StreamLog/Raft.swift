@@ -434,13 +434,18 @@ public final class RaftNode {
     ///   - hardState: as last persisted (zero for a new node).
     ///   - applied: what the shell has already applied; committed entries after it are handed
     ///     out again.
+    ///   - laterConfigurations: configuration entries in `storage` after `configurationIndex`,
+    ///     oldest first (so a restarted member uses the newest one, and truncating one restores
+    ///     the one before).
     public init(id: String, configuration: RaftConfiguration, configurationIndex: UInt64 = 0,
+                laterConfigurations: [(index: UInt64, configuration: RaftConfiguration)] = [],
                 hardState: HardState, storage: LogStorage, settings: RaftSettings,
                 applied: UInt64 = 0, seed: UInt64, now: Instant) {
         self.id = id
         self.settings = settings
-        self.configuration = configuration
         self.configurations = [(configurationIndex, configuration)]
+            + laterConfigurations.filter { $0.index > configurationIndex && $0.index <= storage.lastIndex }.sorted { $0.index < $1.index }
+        self.configuration = configurations.last!.configuration
         self.term = hardState.term
         self.vote = hardState.vote
         self.log = RaftLog(storage: storage)
@@ -472,6 +477,8 @@ public final class RaftNode {
     }
     /// Voters campaign; witnesses and non-members never do.
     public var isPromotable: Bool { configuration.voters.contains(id) }
+    /// The newest configuration in the log has committed (no change is pending).
+    public var configurationCommitted: Bool { configurations.last!.index <= commitIndex }
 
     /// When `tick` must next be called.
     public var nextDeadline: Instant {

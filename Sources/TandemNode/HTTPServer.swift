@@ -15,8 +15,10 @@ public struct HTTPRequest {
     }
 
     /// Path segments, percent-decoded (`/v1/tables/a%2Fb` → `["v1", "tables", "a/b"]`).
+    /// (Foundation's decoding only for segments that hold a `%`: on the put path it cost the
+    /// leader about an eighth of its CPU, every router asking once per request.)
     public var segments: [String] {
-        path.split(separator: "/").map { $0.removingPercentEncoding ?? String($0) }
+        path.split(separator: "/").map { $0.utf8.contains(UInt8(ascii: "%")) ? ($0.removingPercentEncoding ?? String($0)) : String($0) }
     }
 }
 

@@ -35,6 +35,9 @@ public struct NodeConfig {
     public var apiTokensPath: String?
     /// HTTP limits (`--request-timeout`, `--max-client-connections`).
     public var httpLimits = HTTPServer.Limits()
+    /// Streams, for tests only: how long a retention "hour" is, and the segment size.
+    public var streamHourMs: UInt64 = 3_600_000
+    public var streamSegmentBytes: Int = 64 << 20
 
     public init(name: String, region: String, bind: String, api: String, dataDir: String) {
         self.name = name
@@ -136,7 +139,8 @@ public final class Node {
         peers = PeerLinks(loop: loop, server: peerServer, keyring: keyring)
         http = try HTTPServer(loop: loop, bind: apiAddress, limits: config.httpLimits)
         streams = Streams(loop: loop, logger: logger, selfID: bindAddress.description, isWitness: config.role == "witness",
-                          profile: config.profileName, dataDir: config.dataDir, tables: tables, peers: peers)
+                          profile: config.profileName, dataDir: config.dataDir, tables: tables, peers: peers,
+                          hourMs: config.streamHourMs, segmentBytes: config.streamSegmentBytes)
         dynamo = DynamoAPI(tables: tables)
         kinesis = KinesisAPI(streams: streams)
         tickTimer = Timer(loop: loop)
@@ -181,7 +185,7 @@ public final class Node {
         streams.members = { [unowned self] in
             self.membership.memberStates.map {
                 Streams.MemberInfo(name: $0.name, address: $0.address, api: $0.meta.api, region: $0.meta.region,
-                                   role: $0.meta.role, alive: $0.status == .alive)
+                                   role: $0.meta.role, alive: $0.status == .alive, left: $0.status == .left)
             }
         }
         streams.start()

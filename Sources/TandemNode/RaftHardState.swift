@@ -1,4 +1,5 @@
 import Foundation
+import StreamLog
 import TandemCore
 
 #if canImport(Glibc)
@@ -62,6 +63,50 @@ public struct RaftHardStateFile: Sendable {
             w.shortString(vote)
         } else {
             w.bool(false)
+        }
+        try DurableFile.write(path, DurableFile.sealed(w))
+    }
+}
+
+/// The configuration entries of one partition's log, oldest first (`configurations`).
+public struct RaftConfigurationFile: Sendable {
+    public struct Record: Sendable, Equatable {
+        public var index: UInt64
+        public var term: UInt64
+        public var configuration: RaftConfiguration
+    }
+    static let magic: UInt32 = 0x5452_4346  // "TRCF"
+    static let version: UInt8 = 1
+
+    public let path: String
+    public init(path: String) { self.path = path }
+
+    public func load() throws -> [Record] {
+        guard let bytes = try DurableFile.read(path, limit: 1 << 20) else { return [] }
+        do {
+            var r = try DurableFile.checkedBody(bytes, magic: Self.magic, version: Self.version)
+            var out: [Record] = []
+            for _ in 0..<(try r.u32()) {
+                let index = try r.u64()
+                let term = try r.u64()
+                out.append(Record(index: index, term: term, configuration: try RaftConfiguration.decode(try r.blob(limit: 1 << 16))))
+            }
+            guard r.isAtEnd else { throw TandemError(.malformed, "trailing bytes") }
+            return out
+        } catch {
+            throw TandemError(.corrupt, "Raft configurations \(path) are unreadable: \(error)")
+        }
+    }
+
+    public func store(_ records: [Record]) throws {
+        var w = ByteWriter(capacity: 64 + records.count * 128)
+        w.u32(Self.magic)
+        w.u8(Self.version)
+        w.u32(UInt32(records.count))
+        for rec in records {
+            w.u64(rec.index)
+            w.u64(rec.term)
+            w.blob(rec.configuration.encoded())
         }
         try DurableFile.write(path, DurableFile.sealed(w))
     }

@@ -58,18 +58,24 @@ public final class SegmentLog: LogStorage, @unchecked Sendable {
         /// Recent entries kept in memory (data bytes plus headers), so followers catching up
         /// and readers at the head do not go to the file. 0 disables the cache.
         public var tailCacheBytesMax: Int = 4 << 20
+        /// A new segment also starts when the entry being appended is this many milliseconds
+        /// (entry timestamps) younger than the current segment's first record, so a quiet
+        /// partition's old records can expire without waiting for a full segment. 0: never.
+        public var segmentAgeMaxMs: UInt64 = 0
 
         public init(
             segmentBytesMax: Int = 64 << 20,
             indexIntervalBytes: Int = 4096,
             recordBytesMax: Int = 8 << 20,
-            tailCacheBytesMax: Int = 4 << 20
+            tailCacheBytesMax: Int = 4 << 20,
+            segmentAgeMaxMs: UInt64 = 0
         ) {
             precondition(segmentBytesMax > 0 && indexIntervalBytes > 0 && recordBytesMax > 0 && tailCacheBytesMax >= 0)
             self.segmentBytesMax = segmentBytesMax
             self.indexIntervalBytes = indexIntervalBytes
             self.recordBytesMax = recordBytesMax
             self.tailCacheBytesMax = tailCacheBytesMax
+            self.segmentAgeMaxMs = segmentAgeMaxMs
         }
     }
 
@@ -409,7 +415,9 @@ public final class SegmentLog: LogStorage, @unchecked Sendable {
             var seg = segments.last
             for e in entries {
                 let size = Self.headerBytes + e.data.count
-                if let s = seg, s.fileSize + buffer.count > 0, s.fileSize + buffer.count + size > settings.segmentBytesMax {
+                if let s = seg, s.fileSize + buffer.count > 0,
+                   s.fileSize + buffer.count + size > settings.segmentBytesMax
+                    || Self.aged(first: s.points.first?.timestamp ?? headers.first?.timestamp, now: e.timestamp, max: settings.segmentAgeMaxMs) {
                     try flush(s, &buffer, &headers)
                     s.sealed = true  // its hint is written once a sync has made it durable
                     seg = nil
@@ -426,6 +434,12 @@ public final class SegmentLog: LogStorage, @unchecked Sendable {
             try flush(seg!, &buffer, &headers)
             cacheAppend(entries)
         }
+    }
+
+    /// The time roll: a segment whose first record is `max` ms older than the entry to append.
+    static func aged(first: UInt64?, now: UInt64, max: UInt64) -> Bool {
+        guard max > 0, let first, now >= first else { return false }
+        return now - first >= max
     }
 
     private func flush(_ seg: Segment, _ buffer: inout [UInt8], _ headers: inout [RecordHeader]) throws {

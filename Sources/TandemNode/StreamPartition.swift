@@ -43,8 +43,12 @@ final class StreamPartition {
     let log: SegmentLog
     let directory: String
     /// Voters in preference order: the first is where this partition's leader should live.
-    let preferred: [String]
+    var preferred: [String]
     private let hardStateFile: RaftHardStateFile
+    /// Configuration entries in the log (index, term, configuration), so a restarted replica
+    /// uses the newest one rather than the placement it was created with.
+    private let configurationFile: RaftConfigurationFile
+    private var configurationHistory: [RaftConfigurationFile.Record]
     private let loop: EventLoop
     private let tickTimer: Timer
     private let driveTimer: Timer
@@ -86,7 +90,8 @@ final class StreamPartition {
     private(set) var writesSynced = 0
     private(set) var leaderSince: Instant?
 
-    init(id: GroupID, directory: String, configuration: RaftConfiguration, preferred: [String], selfID: String,
+    init(id: GroupID, directory: String, configuration: RaftConfiguration, logSettings: SegmentLog.Settings = SegmentLog.Settings(),
+         preferred: [String], selfID: String,
          settings: RaftSettings, loop: EventLoop,
          send: @escaping (String, GroupID, RaftMessage) -> Void, fatal: @escaping (String) -> Void) throws {
         self.id = id
@@ -96,10 +101,17 @@ final class StreamPartition {
         self.send = send
         self.fatal = fatal
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        log = try SegmentLog(directory: directory + "/log")
+        let log = try SegmentLog(directory: directory + "/log", settings: logSettings)
+        self.log = log
         hardStateFile = RaftHardStateFile(path: directory + "/hardstate")
         let loaded = try hardStateFile.load()
         let hs = HardState(term: loaded?.term ?? 0, vote: loaded?.vote, commit: loaded?.commit ?? 0)
+        configurationFile = RaftConfigurationFile(path: directory + "/configurations")
+        // Only entries still in the log (an unsynced one may have been lost, or replaced);
+        // those below the first index were committed before they were trimmed.
+        configurationHistory = try configurationFile.load().filter { r in
+            r.index <= log.lastIndex && (r.index < log.firstIndex || log.term(at: r.index) == r.term)
+        }
         storedHardState = hs
         var start = loop.now
         // A brand-new group on its preferred node campaigns early (its election deadline is
@@ -109,7 +121,9 @@ final class StreamPartition {
             let back = settings.electionTimeout.nanoseconds * 2 - Duration.milliseconds(50).nanoseconds
             start = Instant(nanoseconds: start.nanoseconds - UInt64(max(0, back)))
         }
-        raft = RaftNode(id: selfID, configuration: configuration, hardState: hs, storage: log, settings: settings,
+        raft = RaftNode(id: selfID, configuration: configuration,
+                        laterConfigurations: configurationHistory.map { ($0.index, $0.configuration) },
+                        hardState: hs, storage: log, settings: settings,
                         applied: hs.commit, seed: UInt64.random(in: .min ... .max), now: start)
         tickTimer = Timer(loop: loop)
         driveTimer = Timer(loop: loop)
@@ -175,6 +189,12 @@ final class StreamPartition {
         }
     }
 
+    /// Proposes one single-server membership change (leader only; see `Streams.replaceDepartedVoters`).
+    func proposeChange(_ change: ConfigurationChange) throws(RaftError) {
+        try raft.proposeConfigurationChange(change, now: loop.now)
+        drive()
+    }
+
     /// Hands leadership away (graceful shutdown) or to `target` (spreading leaders).
     func transferLeadership(to target: String?) {
         guard raft.role == .leader else { return }
@@ -209,6 +229,7 @@ final class StreamPartition {
             do {
                 if let reset = rd.resetLog { try log.reset(after: reset.index, term: reset.term) }
                 if !rd.entries.isEmpty { try log.append(rd.entries) }
+                try noteConfigurations(rd)
             } catch {
                 return fatal("stream \(id): cannot write the log: \(error)")
             }
@@ -234,6 +255,24 @@ final class StreamPartition {
         if committed { wakeReaders() }
         if !unsynced.isEmpty && !syncing { startSync() }
         scheduleTick()
+    }
+
+    /// Keeps the configuration file equal to the configuration entries in the log. Written on
+    /// the spot (rare); an entry a crash then loses is ignored on open.
+    private func noteConfigurations(_ rd: RaftReady) throws {
+        var history = configurationHistory
+        if let reset = rd.resetLog {
+            history = [RaftConfigurationFile.Record(index: reset.index, term: reset.term, configuration: raft.configuration)]
+        }
+        if let first = rd.entries.first?.index { history.removeAll { $0.index >= first } }
+        for e in rd.entries where e.kind == .configuration {
+            if let c = try? RaftConfiguration.decode(e.data) {
+                history.append(RaftConfigurationFile.Record(index: e.index, term: e.term, configuration: c))
+            }
+        }
+        guard history != configurationHistory else { return }
+        configurationHistory = history
+        try configurationFile.store(history)
     }
 
     private func scheduleTick() {

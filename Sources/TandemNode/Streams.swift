@@ -42,6 +42,8 @@ final class Streams {
         /// Per partition: voters in preference order, and witnesses.
         var voters: [[String]]
         var witnesses: [[String]]
+        /// The placement as stored (to notice when a leader rewrites it after a replacement).
+        var placementText = ""
     }
 
     struct MemberInfo {
@@ -51,6 +53,8 @@ final class Streams {
         var region: String
         var role: String
         var alive: Bool
+        /// Left the cluster gracefully: gone for good, so its partition replicas are replaced.
+        var left = false
     }
 
     struct Stats {
@@ -86,8 +90,14 @@ final class Streams {
     private var timers: [ObjectIdentifier: Timer] = [:]
     private var stopping = false
 
+    /// A retention hour in ms and the segment size: fixed, except in tests (`--stream-hour-ms`).
+    let hourMs: UInt64
+    let segmentBytes: Int
+
     init(loop: EventLoop, logger: Logger, selfID: String, isWitness: Bool, profile: String, dataDir: String,
-         tables: Tables, peers: PeerLinks) {
+         tables: Tables, peers: PeerLinks, hourMs: UInt64 = 3_600_000, segmentBytes: Int = 64 << 20) {
+        self.hourMs = hourMs
+        self.segmentBytes = segmentBytes
         self.loop = loop
         self.logger = logger
         self.selfID = selfID
@@ -125,7 +135,9 @@ final class Streams {
         for p in partitions.values { p.expire(now: now) }
         if housekeepingRounds % 4 == 0 { reconcile() }
         if housekeepingRounds % 20 == 0 && !stopping { spreadLeaders() }
-        if housekeepingRounds % 1200 == 0 { applyRetention() }
+        if housekeepingRounds % 10 == 5 && !stopping { replaceDepartedVoters() }
+        // Every minute (every eighth of a retention hour when tests shorten it).
+        if housekeepingRounds % Int(max(1, min(1200, hourMs / 8 / 50))) == 0 { applyRetention() }
     }
 
     /// Runs `body` once after `delay` on the loop.
@@ -161,7 +173,24 @@ final class Streams {
             voters.append(v.compactMap(\.stringValue))
             witnesses.append(w.compactMap(\.stringValue))
         }
-        return Definition(name: name, partitions: partitions, retentionHours: retention, incarnation: inc, voters: voters, witnesses: witnesses)
+        return Definition(name: name, partitions: partitions, retentionHours: retention, incarnation: inc, voters: voters, witnesses: witnesses,
+                          placementText: placementText)
+    }
+
+    /// The catalog item for a definition (its placement as a JSON string).
+    static func item(name: String, partitions: Int, retentionHours: Int, incarnation: UInt64,
+                     voters: [[String]], witnesses: [[String]]) -> JSON {
+        let placement = JSON.array(zip(voters, witnesses).map { v, w in
+            .object([("voters", .array(v.map { .string($0) })), ("witnesses", .array(w.map { .string($0) }))])
+        })
+        return JSON.object([("name", .string(name)), ("partitions", .number(String(partitions))),
+                            ("retentionHours", .number(String(retentionHours))), ("incarnation", .string(String(incarnation))),
+                            ("placement", .string(placement.serialized))])
+    }
+
+    /// Rendezvous order of `candidates` for partition `p` of `stream` (highest hash first).
+    static func ranked(_ stream: String, _ p: Int, _ candidates: [String]) -> [String] {
+        candidates.map { ($0, stableHash64(Array("\(stream)/\(p)/\($0)".utf8))) }.sorted { $0.1 > $1.1 }.map(\.0)
     }
 
     /// Rendezvous placement for a new stream (see the type doc).
@@ -172,9 +201,7 @@ final class Streams {
         var voters: [[String]] = []
         var witnesses: [[String]] = []
         for p in 0..<partitions {
-            func ranked(_ xs: [String]) -> [String] {
-                xs.map { ($0, stableHash64(Array("\(name)/\(p)/\($0)".utf8))) }.sorted { $0.1 > $1.1 }.map(\.0)
-            }
+            func ranked(_ xs: [String]) -> [String] { Streams.ranked(name, p, xs) }
             let v = Array(ranked(full).prefix(Streams.replicationFactor))
             voters.append(v)
             witnesses.append(Array(ranked(witness).prefix(max(0, Streams.replicationFactor - v.count))))
@@ -188,8 +215,10 @@ final class Streams {
         for state in tables.replicas[Streams.catalogTable]?.items.values.map({ $0 }) ?? [] {
             guard let visible = state.visible else { continue }
             let j = PlainJSON.json(visible)
-            // Placement never changes within an incarnation: parse each definition once.
-            if let name = j["name"]?.stringValue, let known = definitions[name], j["incarnation"]?.stringValue == String(known.incarnation) {
+            // Parse each definition once per incarnation and placement (a leader rewrites the
+            // placement after replacing a departed voter).
+            if let name = j["name"]?.stringValue, let known = definitions[name], j["incarnation"]?.stringValue == String(known.incarnation),
+               j["placement"]?.stringValue == known.placementText {
                 defs[name] = known
             } else if let d = Streams.decode(j) {
                 defs[d.name] = d
@@ -207,21 +236,109 @@ final class Streams {
             }
             logger.info("closed stream partition", metadata: ["partition": "\(gid)"])
         }
+        for (gid, part) in partitions {
+            if let d = defs[gid.stream], gid.partition < d.partitions { part.preferred = d.voters[gid.partition] }
+        }
         for d in defs.values {
             for p in 0..<d.partitions where d.voters[p].contains(selfID) || d.witnesses[p].contains(selfID) {
                 let gid = GroupID(stream: d.name, incarnation: d.incarnation, partition: p)
                 guard partitions[gid] == nil else { continue }
-                do {
-                    partitions[gid] = try StreamPartition(
-                        id: gid, directory: "\(root)/\(d.name)/\(d.incarnation)/\(p)",
-                        configuration: RaftConfiguration(voters: d.voters[p], witnesses: d.witnesses[p]),
-                        preferred: d.voters[p], selfID: selfID, settings: settings, loop: loop,
-                        send: { [unowned self] to, g, m in self.send(to, g, m) },
-                        fatal: { [unowned self] why in self.fatal(why) })
-                } catch {
-                    logger.error("cannot open stream partition", metadata: ["partition": "\(gid)", "error": "\(error)"])
-                }
+                open(gid, d, configuration: RaftConfiguration(voters: d.voters[p], witnesses: d.witnesses[p]))
             }
+        }
+    }
+
+    @discardableResult
+    private func open(_ gid: GroupID, _ d: Definition, configuration: RaftConfiguration) -> StreamPartition? {
+        do {
+            let part = try StreamPartition(
+                id: gid, directory: "\(root)/\(d.name)/\(d.incarnation)/\(gid.partition)",
+                configuration: configuration,
+                // Segments also roll by age (a quarter of the retention), so a quiet partition's
+                // old records expire without waiting for a full segment.
+                logSettings: SegmentLog.Settings(segmentBytesMax: segmentBytes, segmentAgeMaxMs: UInt64(d.retentionHours) * hourMs / 4),
+                preferred: d.voters[gid.partition], selfID: selfID, settings: settings, loop: loop,
+                send: { [unowned self] to, g, m in self.send(to, g, m) },
+                fatal: { [unowned self] why in self.fatal(why) })
+            partitions[gid] = part
+            return part
+        } catch {
+            logger.error("cannot open stream partition", metadata: ["partition": "\(gid)", "error": "\(error)"])
+            return nil
+        }
+    }
+
+    /// A leader's message for a partition this node does not hold, from a voter of its
+    /// placement: the leader added this node (a replacement, before the definition says so).
+    /// The replica opens with an empty configuration and learns the real one from the log.
+    private func openAddedReplica(_ g: GroupID, _ m: RaftMessage) -> StreamPartition? {
+        guard !isWitness, !stopping, let d = definitions[g.stream], d.incarnation == g.incarnation, g.partition < d.partitions,
+              d.voters[g.partition].contains(m.from) else { return nil }
+        switch m.body {
+        case .append, .heartbeat, .installStart: break
+        default: return nil
+        }
+        logger.info("opening a partition replica this node was added to", metadata: ["partition": "\(g)", "leader": "\(m.from)"])
+        return open(g, d, configuration: RaftConfiguration(voters: []))
+    }
+
+    // ==== ------------------------------------------------------------------------------------
+    // MARK: Re-placement
+
+    /// A voter that left the cluster for good (graceful leave) is replaced by the partition's
+    /// leader, one single-server change at a time: first add the next live non-witness member
+    /// in rendezvous order that is not in the group, then (once that has committed) remove the
+    /// departed voter; with no candidate left, just remove it. Once the group's configuration
+    /// has committed and differs from the stored placement, the leader writes the placement
+    /// back to the catalog, so `describe`, forwarding and the new member see it.
+    private func replaceDepartedVoters() {
+        let all = members()
+        let left = Set(all.filter(\.left).map(\.address))
+        let live = all.filter { $0.alive && !$0.left && $0.role != "witness" }.map(\.address)
+        for p in partitions.values where p.canPropose {
+            guard let d = definitions[p.id.stream], d.incarnation == p.id.incarnation else { continue }
+            let config = p.raft.configuration
+            guard p.raft.configurationCommitted else { continue }
+            if let gone = config.voters.first(where: { left.contains($0) && $0 != selfID }) {
+                let staying = config.voters.filter { !left.contains($0) }
+                let change: ConfigurationChange
+                if staying.count < Streams.replicationFactor,
+                   let next = Streams.ranked(d.name, p.id.partition, live.filter { !config.contains($0) }).first {
+                    change = .addVoter(next)
+                } else {
+                    change = .remove(gone)
+                }
+                do {
+                    try p.proposeChange(change)
+                    logger.info("replacing a departed voter", metadata: ["partition": "\(p.id)", "departed": "\(gone)", "change": "\(change)"])
+                } catch {
+                    // Not yet (this term's first commit pending, a transfer): next round.
+                }
+            } else if Set(config.voters) != Set(d.voters[p.id.partition]) || Set(config.witnesses) != Set(d.witnesses[p.id.partition]) {
+                writeBackPlacement(d, p.id.partition, config)
+            }
+        }
+    }
+
+    private var placementWrittenAt: [String: Instant] = [:]
+
+    /// Stores partition `pi`'s committed configuration in the stream's definition. Different
+    /// partitions' leaders may write the same item concurrently (last writer wins): each keeps
+    /// rewriting while the stored placement differs from its group, so they converge.
+    private func writeBackPlacement(_ d: Definition, _ pi: Int, _ config: RaftConfiguration) {
+        if let last = placementWrittenAt[d.name], loop.now - last < .seconds(1) { return }
+        placementWrittenAt[d.name] = loop.now
+        var voters = d.voters
+        var witnesses = d.witnesses
+        // Keep the preference order of those who stay; newcomers go last.
+        voters[pi] = d.voters[pi].filter { config.voters.contains($0) } + config.voters.filter { !d.voters[pi].contains($0) }
+        witnesses[pi] = d.witnesses[pi].filter { config.witnesses.contains($0) } + config.witnesses.filter { !d.witnesses[pi].contains($0) }
+        let item = Streams.item(name: d.name, partitions: d.partitions, retentionHours: d.retentionHours, incarnation: d.incarnation,
+                                voters: voters, witnesses: witnesses)
+        logger.info("storing a partition's new placement", metadata: ["partition": "\(d.name)/\(pi)", "voters": "\(voters[pi])"])
+        writeItem(Streams.catalogTable, d.name, item) { [weak self] r in
+            if r.status != 200 { self?.logger.warning("cannot store placement", metadata: ["stream": "\(d.name)", "status": "\(r.status)"]) }
+            self?.reconcile()
         }
     }
 
@@ -240,7 +357,7 @@ final class Streams {
         let now = Streams.wallMs()
         for p in partitions.values {
             guard let d = definitions[p.id.stream] else { continue }
-            let cutoff = now - min(now, UInt64(d.retentionHours) * 3_600_000)
+            let cutoff = now - min(now, UInt64(d.retentionHours) * hourMs)
             _ = try? p.log.trimOlderThan(timestampMs: cutoff, below: p.commitIndex + 1)
         }
     }
@@ -303,7 +420,7 @@ final class Streams {
                         reconciled = true
                         reconcile()
                     }
-                    guard let p = partitions[g] else {
+                    guard let p = partitions[g] ?? openAddedReplica(g, m) else {
                         stats.unknownGroupMessages += 1
                         continue
                     }
@@ -523,12 +640,8 @@ final class Streams {
         guard voters.allSatisfy({ !$0.isEmpty }) else {
             throw TandemError(.unavailable, "no live non-witness member to place partitions on")
         }
-        let placement = JSON.array(zip(voters, witnesses).map { v, w in
-            .object([("voters", .array(v.map { .string($0) })), ("witnesses", .array(w.map { .string($0) }))])
-        })
-        let item = JSON.object([("name", .string(name)), ("partitions", .number(String(partitions))),
-                                ("retentionHours", .number(String(retention))), ("incarnation", .string(String(Streams.wallMs()))),
-                                ("placement", .string(placement.serialized))])
+        let item = Streams.item(name: name, partitions: partitions, retentionHours: retention, incarnation: Streams.wallMs(),
+                                voters: voters, witnesses: witnesses)
         writeItem(Streams.catalogTable, name, item) { [weak self] r in
             guard let self else { return }
             guard r.status == 200 else { return respond(r) }

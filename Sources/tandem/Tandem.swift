@@ -39,6 +39,8 @@ struct NodeCommand: ParsableCommand {
     var requestTimeout: Double = 10
     @Option(name: .customLong("max-client-connections"), help: "HTTP connections one client IP may hold (default 256; more get 429).")
     var maxClientConnections: Int = 256
+    @Option(name: .customLong("stream-hour-ms"), help: .hidden) var streamHourMs: UInt64 = 3_600_000
+    @Option(name: .customLong("stream-segment-bytes"), help: .hidden) var streamSegmentBytes: Int = 64 << 20
 
     func validate() throws {
         guard MembershipSettings.profile(named: profile) != nil else {
@@ -49,6 +51,7 @@ struct NodeCommand: ParsableCommand {
             throw ValidationError("--instance-health must be an http:// URL")
         }
         guard (0.1...3600).contains(requestTimeout) else { throw ValidationError("--request-timeout must be 0.1 to 3600 seconds") }
+        guard streamHourMs >= 100, streamSegmentBytes >= 1024 else { throw ValidationError("--stream-hour-ms ≥ 100, --stream-segment-bytes ≥ 1024") }
         guard maxClientConnections >= 1 else { throw ValidationError("--max-client-connections must be at least 1") }
         if let holdDown, !(0...3600).contains(holdDown) { throw ValidationError("--hold-down must be 0 to 3600 seconds") }
         guard !bind.hasPrefix("0.0.0.0") else {
@@ -76,6 +79,8 @@ struct NodeCommand: ParsableCommand {
         config.httpLimits.headerTimeout = .milliseconds(Int64(requestTimeout * 1000))
         config.httpLimits.bodyTimeout = max(config.httpLimits.bodyTimeout, config.httpLimits.headerTimeout)
         config.httpLimits.maxConnectionsPerClient = maxClientConnections
+        config.streamHourMs = streamHourMs
+        config.streamSegmentBytes = streamSegmentBytes
         let node: Node
         do {
             node = try Node(config: config, logger: Logger(label: "tandem.\(name)"))

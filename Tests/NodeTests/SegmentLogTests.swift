@@ -353,6 +353,36 @@ func recordBytes(_ e: LogEntry) -> Int { 33 + e.data.count }
         #expect(reopened.entries(from: 1, to: .max, maxBytes: .max) == Array(all[Int(first - 1)...]) + makeEntries(301...320, term: 4))
     }
 
+    /// Segments also roll by age, so retention can drop a slowly written partition's old
+    /// records long before a segment fills: each segment spans less than `segmentAgeMaxMs` of
+    /// entry timestamps, one batch or one entry at a time alike.
+    @Test func segmentsRollByAge() throws {
+        let entries = (1...60).map { i in LogEntry(index: UInt64(i), term: 1, timestamp: 1000 + UInt64(i) * 30, data: [UInt8](repeating: 7, count: 40)) }
+        let settings = SegmentLog.Settings(segmentBytesMax: 1 << 20, indexIntervalBytes: 200, tailCacheBytesMax: 0, segmentAgeMaxMs: 100)
+        var layouts: [[UInt64]] = []
+        for oneByOne in [false, true] {
+            let dir = TempDir()
+            let log = try SegmentLog(directory: dir.path, settings: settings)
+            if oneByOne { for e in entries { try log.append([e]) } } else { try log.append(entries) }
+            try log.sync()
+            let firsts = log.segmentFirstIndexes
+            layouts.append(firsts)
+            // First records at 1030, 1150, 1270, ...: every fourth entry starts a segment.
+            #expect(firsts == Array(stride(from: 1, through: 60, by: 4)).map(UInt64.init), "\(firsts)")
+            // Retention at 1400 drops the segments wholly before it (their last record < 1400).
+            #expect(try log.trimOlderThan(timestampMs: 1400) == 3)
+            #expect(log.firstIndex == 13 && log.entries(from: 1, to: 13, maxBytes: .max).map(\.index) == [13])
+            let reopened = try SegmentLog(directory: dir.path, settings: settings)
+            #expect(reopened.firstIndex == 13 && reopened.lastIndex == 60)
+        }
+        #expect(layouts[0] == layouts[1])
+        // Off by default: one segment.
+        let dir = TempDir()
+        let log = try SegmentLog(directory: dir.path, settings: SegmentLog.Settings(segmentBytesMax: 1 << 20))
+        try log.append(entries)
+        #expect(log.segmentFirstIndexes == [1])
+    }
+
     @Test func interruptedTrimIsFinishedOnOpen() throws {
         let dir = TempDir()
         let log = try SegmentLog(directory: dir.path, settings: smallSegments)

@@ -153,6 +153,139 @@ import Glibc
         #expect(after?.status == 200, "\(after?.text ?? "no answer")")
     }
 
+    /// Partition `p`'s voters (names) as node `i`'s definition has them.
+    static func replicas(_ cluster: LocalCluster, _ stream: String, partition p: Int, from i: Int) -> [String]? {
+        guard let r = call("GET", cluster.nodes[i].api, "/v1/streams/\(stream)"), r.status == 200,
+              let j = try? JSON.parse(r.body), case .array(let parts)? = j["partitionDetails"], parts.count > p,
+              case .array(let names)? = parts[p]["replicas"] else { return nil }
+        return names.compactMap(\.stringValue)
+    }
+
+    /// A voter that leaves gracefully is replaced: the partition's leader adds another live
+    /// node, then removes the departed one, and stores the new placement; puts carry on and the
+    /// new voter serves every acknowledged record.
+    @Test func aVoterThatLeavesIsReplaced() throws {
+        let cluster = try LocalCluster(size: 4, profile: "fast")
+        cluster.logLevel = "info"
+        try cluster.startAll()
+        #expect(Self.formed(cluster), "cluster did not form")
+        let apis = cluster.nodes.map(\.api)
+        #expect(Self.call("PUT", apis[0], "/v1/streams/moves", #"{"partitions":4}"#)?.status == 201)
+        guard let p = (0..<4).first(where: { Self.replicas(cluster, "moves", partition: $0, from: 0)?.contains("n4") == true }),
+              let before = Self.replicas(cluster, "moves", partition: p, from: 0) else {
+            Issue.record("no partition placed on n4")
+            return
+        }
+        // Asked of a replica (a non-replica knows a leader only once it forwarded a put there).
+        let holder = cluster.nodes.firstIndex { before.contains($0.name) && $0.name != "n4" }!
+        #expect(eventually(timeout: .seconds(10)) { Self.leader(cluster, "moves", partition: p, from: holder) != nil }, "no leader")
+
+        // Records on partition p (keys are hashed; keep those that land there), through n1–n3.
+        var acked: [UInt64: String] = [:]
+        func putSome(_ tag: String, _ n: Int) {
+            var k = 0
+            while acked.count < n && k < 2000 {
+                k += 1
+                let data = "\(tag)-\(k)"
+                let ok = eventually(timeout: .seconds(10)) {
+                    guard let r = Self.call("POST", apis[k % 3], "/v1/streams/moves/records", Self.putBody("key-\(tag)-\(k)", data)),
+                          r.status == 200, let j = try? JSON.parse(r.body),
+                          let seq = j["sequence"]?.stringValue.flatMap({ UInt64($0) }), case .number(let part)? = j["partition"] else { return false }
+                    if Int(part) == p { acked[seq] = data }
+                    return true
+                }
+                if !ok { Issue.record("put \(data) failed"); return }
+            }
+        }
+        putSome("before", 20)
+
+        #expect(cluster.terminate(3) == 0)
+        var after: [String] = []
+        let replaced = eventually(timeout: .seconds(30), interval: .milliseconds(200)) {
+            after = Self.replicas(cluster, "moves", partition: p, from: 1) ?? []
+            return after.count == 3 && !after.contains("n4")
+        }
+        #expect(replaced, "voters of partition \(p) still \(after) (were \(before))")
+        guard replaced, let newcomer = after.first(where: { !before.contains($0) }),
+              let ni = cluster.nodes.firstIndex(where: { $0.name == newcomer }) else { return }
+        #expect(eventually(timeout: .seconds(10)) { Self.replicas(cluster, "moves", partition: p, from: 0) == after },
+                "the new placement did not reach n1")
+        #expect(cluster.log(0).contains("replacing a departed voter") || cluster.log(1).contains("replacing a departed voter")
+                || cluster.log(2).contains("replacing a departed voter"))
+
+        putSome("after", 40)
+        var log: [(UInt64, String, String)]?
+        let complete = eventually(timeout: .seconds(10)) {
+            log = Self.readAll(apis[ni], "moves", partition: p)
+            let seen = Dictionary((log ?? []).map { ($0.0, $0.2) }, uniquingKeysWith: { a, _ in a })
+            return acked.allSatisfy { seen[$0.key] == $0.value }
+        }
+        #expect(complete, "\(newcomer) serves \(log?.count ?? -1) records; \(acked.count) acknowledged")
+        #expect(Self.leader(cluster, "moves", partition: p, from: ni) != nil)
+    }
+
+    /// Retention with a shortened hour (2 s) and small segments: old records go in whole
+    /// segments (the first segment file left starts at the first readable sequence), reads from
+    /// `trim-horizon` start after them, and a partition written slowly still expires its old
+    /// records because segments also roll by age.
+    @Test func retentionDropsWholeOldSegmentsAndTrimHorizonMoves() throws {
+        let cluster = try LocalCluster(size: 1, profile: "fast")
+        try cluster.start(0, extraArgs: ["--stream-hour-ms", "2000", "--stream-segment-bytes", "16384"])
+        #expect(Self.formed(cluster))
+        let api = cluster.nodes[0].api
+        #expect(Self.call("PUT", api, "/v1/streams/short", #"{"partitions":1,"retentionHours":1}"#)?.status == 201)
+        func put(_ data: String) -> UInt64? {
+            var seq: UInt64?
+            _ = eventually(timeout: .seconds(5)) {
+                guard let r = Self.call("POST", api, "/v1/streams/short/records", Self.putBody("k", data)), r.status == 200 else { return false }
+                seq = (try? JSON.parse(r.body))?["sequence"]?.stringValue.flatMap { UInt64($0) }
+                return seq != nil
+            }
+            return seq
+        }
+        let old = (0..<40).compactMap { put("old-\($0)-" + String(repeating: "x", count: 200)) }
+        #expect(old.count == 40)
+        #expect(Self.readAll(api, "short", partition: 0)?.first?.2.hasPrefix("old-0-") == true)
+
+        // A trickle (one record every 100 ms, never a full segment) for longer than the retention.
+        var recent: [(UInt64, String)] = []
+        let start = Date()
+        var k = 0
+        var trimmed = false
+        while Date().timeIntervalSince(start) < 8 {
+            k += 1
+            if let s = put("new-\(k)") { recent.append((s, "new-\(k)")) }
+            usleep(100_000)
+            if Date().timeIntervalSince(start) > 3, let log = Self.readAll(api, "short", partition: 0),
+               let first = log.first, first.0 > old.last!, !log.contains(where: { $0.2.hasPrefix("old-") }) {
+                trimmed = true
+                break
+            }
+        }
+        #expect(trimmed, "records older than the retention are still served")
+        guard let log = Self.readAll(api, "short", partition: 0), let first = log.first else {
+            Issue.record("cannot read")
+            return
+        }
+        // trim-horizon starts at the first record of the oldest segment left.
+        let stream = "\(cluster.root)/n1/streams/short"
+        let inc = (try? FileManager.default.contentsOfDirectory(atPath: stream))?.first ?? "?"
+        let files = ((try? FileManager.default.contentsOfDirectory(atPath: "\(stream)/\(inc)/0/log")) ?? [])
+            .filter { $0.hasSuffix(".log") }.compactMap { UInt64($0.prefix(20)) }.sorted()
+        #expect(files.first == first.0, "oldest segment starts at \(files.first ?? 0), first readable record \(first.0)")
+        // Nothing after the trim point is missing: the recent records from there on are all served.
+        let served = Set(log.map(\.0))
+        #expect(recent.filter { $0.0 >= first.0 }.allSatisfy { served.contains($0.0) })
+        #expect(!recent.isEmpty && log.last?.0 == recent.last?.0)
+        // A reader from trim-horizon with an old position is moved to the first retained record.
+        let r = Self.call("GET", api, "/v1/streams/short/partitions/0/records?from=at:1&limit=10")
+        var firstAt: UInt64?
+        if let body = r.flatMap({ try? JSON.parse($0.body) }), case .array(let records)? = body["records"] {
+            firstAt = records.first?["sequence"]?.stringValue.flatMap { UInt64($0) }
+        }
+        #expect(firstAt == first.0)
+    }
+
     @Test func consumerResumesFromItsCheckpoints() throws {
         let cluster = try LocalCluster(size: 1, profile: "fast")
         try cluster.start(0)

@@ -233,6 +233,52 @@ import Testing
         #expect(c["a"].progress["c"]?.match == c["a"].lastIndex)
     }
 
+    /// A follower whose ack arrives after others already committed those entries learns the
+    /// commit index from the answer to that ack, not at the next heartbeat or batch (readers on
+    /// followers wait for it).
+    @Test func aLateAckOfCommittedEntriesGetsTheCommitIndexAtOnce() throws {
+        let c = RaftTestCluster(voters: ["a", "b", "c"])
+        c.elect("a")
+        c.stabilize()
+        #expect(c["a"].progress["c"]?.state == .replicate)
+        try c.propose("a", "x")
+        let index = c["a"].lastIndex
+        // Both appends are out, carrying the old commit index; b's ack commits the entry.
+        let toC = c.inFlight.filter { $0.to == "c" }
+        c.inFlight.removeAll { $0.to == "c" }
+        #expect(toC.count == 1)
+        c.stabilize()
+        #expect(c["a"].commitIndex == index && c["b"].commitIndex == index)
+        #expect(c["c"].commitIndex < index)
+        // Only then does c get its append and ack it; time does not move (no heartbeat).
+        c.inFlight = toC
+        c.stabilize()
+        #expect(c["c"].commitIndex == index, "the leader answers a late ack of committed entries with the commit index")
+        #expect(c.appliedRecords("c") == ["x"])
+    }
+
+    /// A restarted member starts from the newest configuration entry in its log (the shell
+    /// keeps a list of them), not the one the group was created with; one past the log's end
+    /// (lost in a crash) is ignored, and one a new leader overwrites gives way to the one before.
+    @Test func aRestartedMemberUsesTheNewestConfigurationInItsLog() {
+        let base = RaftConfiguration(voters: ["a", "b", "c"])
+        let added = RaftConfiguration(voters: ["a", "b", "c", "d"])
+        func node(_ later: [(index: UInt64, configuration: RaftConfiguration)]) -> (RaftNode, MemoryLogStorage) {
+            let storage = MemoryLogStorage()
+            storage.append((1...3).map { LogEntry(index: $0, term: 1) })
+            storage.sync()
+            return (RaftNode(id: "b", configuration: base, laterConfigurations: later, hardState: HardState(term: 1), storage: storage,
+                             settings: RaftTestCluster.testSettings, seed: 1, now: Instant(nanoseconds: 1)), storage)
+        }
+        #expect(node([(2, added)]).0.configuration == added)
+        #expect(node([(5, added)]).0.configuration == base, "an entry past the log's end was lost")
+        let (b, _) = node([(3, added)])
+        // A leader of term 2 whose log matches through 2 overwrites entry 3.
+        b.step(RaftMessage(from: "a", term: 2, body: .append(prevIndex: 2, prevTerm: 1, entries: [LogEntry(index: 3, term: 2)], commit: 0)),
+               now: Instant(nanoseconds: 2))
+        #expect(b.configuration == base)
+    }
+
     @Test func aFollowerAcksOnlyAfterPersisting() throws {
         let c = RaftTestCluster(voters: ["a", "b", "c"])
         c.elect("a")
