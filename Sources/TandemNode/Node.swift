@@ -183,9 +183,12 @@ public final class Node {
         }
         tables.start()
         streams.members = { [unowned self] in
+            // A suspect is not yet a failure (SWIM): it still counts for placement and
+            // forwarding, so a brief suspicion while a stream is created cannot leave a node out
+            // of its replicas for good.
             self.membership.memberStates.map {
                 Streams.MemberInfo(name: $0.name, address: $0.address, api: $0.meta.api, region: $0.meta.region,
-                                   role: $0.meta.role, alive: $0.status == .alive, left: $0.status == .left)
+                                   role: $0.meta.role, alive: $0.status == .alive || $0.status == .suspect, left: $0.status == .left)
             }
         }
         streams.start()
@@ -387,6 +390,9 @@ public final class Node {
                 }
 
             case .memberChanged(let state, let previous):
+                // Tables learn at once: a write made right after a peer joins must be queued
+                // for it (waiting for the next timer left it to anti-entropy).
+                tables.syncMembers()
                 routes.refresh()
                 logger.info("member \(state.status)", metadata: [
                     "member": "\(state.name)", "region": "\(state.meta.region)", "address": "\(state.address)",
