@@ -20,6 +20,7 @@ struct CheckCommand: ParsableCommand {
     @Option(help: "Counter writer threads.") var counterWriters = 4
     @Option(help: "Set writer threads.") var setWriters = 2
     @Option(help: "Packet loss (percent) kept on every region for the whole run, on top of the faults.") var loss = 0
+    @Option(help: "Seconds the cluster may take to route around a dead region, or to agree again after a change.") var routeBound = 5.0
 
     func run() throws {
         let seed = seed ?? UInt64.random(in: 1...999_999)
@@ -27,6 +28,7 @@ struct CheckCommand: ParsableCommand {
         print("chaos check: \(regions.count) regions, \(Int(seconds)) s of faults, seed \(seed)")
         let run = CheckRun(apis: apis, regions: regions, nemesis: nemesis, seed: seed)
         run.backgroundLoss = loss
+        run.routeBound = routeBound
         if loss > 0 { print("with \(loss)% packet loss on every region throughout") }
         try run.setUp()
         let started = Date()
