@@ -378,7 +378,7 @@ public final class TableNode {
 
     /// Per peer: up to when our writes are durable there, and whether a gap holds that back.
     public var coverage: [String: (covered: UInt64, gap: Bool)] {
-        streams.mapValues { _ in (0, false) }.reduce(into: [:]) { out, e in out[e.key] = (covered(e.key), streams[e.key]!.gap) }
+        Dictionary(uniqueKeysWithValues: streams.map { peer, s in (peer, (covered(peer), s.gap)) })
     }
 
     public var reportsReceived: [String: Report] { reports }
