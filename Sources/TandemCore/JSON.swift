@@ -41,6 +41,31 @@ public indirect enum JSON: Equatable, Sendable {
         return value
     }
 
+    /// Where the string whose contents start at `start` ends (its closing quote) when it holds
+    /// no escape and no control character, and whether it is all ASCII; nil otherwise. Eight
+    /// bytes at a time while none is special (base64 payloads are long runs of such bytes).
+    public static func plainString(_ b: UnsafeBufferPointer<UInt8>, from start: Int) -> (end: Int, ascii: Bool)? {
+        var k = start
+        var high: UInt8 = 0
+        let ones: UInt64 = 0x0101_0101_0101_0101, highs: UInt64 = 0x8080_8080_8080_8080
+        while k + 8 <= b.count {
+            let x = UnsafeRawPointer(b.baseAddress! + k).loadUnaligned(as: UInt64.self)
+            let quote = x ^ (ones &* 0x22), slash = x ^ (ones &* 0x5C)
+            // A zero byte in `quote` or `slash`, a byte below 0x20, or a byte ≥ 0x80.
+            let special = ((quote &- ones) & ~quote) | ((slash &- ones) & ~slash) | (x &- ones &* 0x20) | x
+            if special & highs != 0 { break }
+            k += 8
+        }
+        while k < b.count {
+            let c = b[k]
+            if c == UInt8(ascii: "\"") { return (k, high < 0x80) }
+            if c == UInt8(ascii: "\\") || c < 0x20 { return nil }
+            high |= c
+            k += 1
+        }
+        return nil
+    }
+
     struct Parser {
         let bytes: [UInt8]
         let maxDepth: Int
@@ -139,20 +164,10 @@ public indirect enum JSON: Equatable, Sendable {
             // Most strings hold no escapes: find the closing quote and validate the run whole.
             let start = i
             let plain: String?? = bytes.withUnsafeBufferPointer { b in
-                var k = start
-                var high: UInt8 = 0
-                while k < b.count {
-                    let c = b[k]
-                    if c == UInt8(ascii: "\"") {
-                        let run = UnsafeBufferPointer(rebasing: b[start..<k])
-                        // ASCII needs no validation; anything else is validated, not repaired.
-                        return .some(high < 0x80 ? String(decoding: run, as: UTF8.self) : String(validating: run, as: UTF8.self))
-                    }
-                    if c == UInt8(ascii: "\\") || c < 0x20 { return nil }
-                    high |= c
-                    k += 1
-                }
-                return nil
+                guard let (end, ascii) = JSON.plainString(b, from: start) else { return nil }
+                let run = UnsafeBufferPointer(rebasing: b[start..<end])
+                // ASCII needs no validation; anything else is validated, not repaired.
+                return .some(ascii ? String(decoding: run, as: UTF8.self) : String(validating: run, as: UTF8.self))
             }
             if let plain {
                 guard let s = plain else { throw error("string is not UTF-8") }

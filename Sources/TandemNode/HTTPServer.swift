@@ -329,8 +329,8 @@ final class HTTPConnection {
     func beginMessage() -> Int32 {
         url.removeAll(keepingCapacity: true)
         headers.removeAll(keepingCapacity: true)
-        field.removeAll()
-        value.removeAll()
+        field.removeAll(keepingCapacity: true)
+        value.removeAll(keepingCapacity: true)
         inValue = false
         headerBytes = 0
         bodyBytes.removeAll()
@@ -372,8 +372,8 @@ final class HTTPConnection {
 
     private func finishHeader() {
         headers.append((String(decoding: field, as: UTF8.self), String(decoding: value, as: UTF8.self)))
-        field.removeAll()
-        value.removeAll()
+        field.removeAll(keepingCapacity: true)
+        value.removeAll(keepingCapacity: true)
         inValue = false
     }
 

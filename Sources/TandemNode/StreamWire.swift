@@ -49,6 +49,52 @@ enum StreamRecord {
         return w.bytes
     }
 
+    /// The common body `{"key":"…","data":"<base64>"}` (members in either order, whitespace
+    /// anywhere, no escapes) straight to (key, encoded record), base64 decoded in place: on the
+    /// put path a JSON tree cost more than all of Raft. Nil for any other shape, which then
+    /// goes through the JSON parser and gets its precise error there.
+    static func encodeSimpleBody(_ body: [UInt8]) -> (key: String, record: [UInt8])? {
+        body.withUnsafeBufferPointer { b -> (key: String, record: [UInt8])? in
+            var i = 0
+            func space() { while i < b.count, b[i] == 0x20 || b[i] == 0x09 || b[i] == 0x0A || b[i] == 0x0D { i += 1 } }
+            func expect(_ c: UInt8) -> Bool {
+                space()
+                guard i < b.count, b[i] == c else { return false }
+                i += 1
+                return true
+            }
+            /// The range of a string without escapes or control characters.
+            func string() -> Range<Int>? {
+                guard expect(UInt8(ascii: "\"")), let (end, _) = JSON.plainString(b, from: i) else { return nil }
+                defer { i = end + 1 }
+                return i..<end
+            }
+            guard expect(UInt8(ascii: "{")) else { return nil }
+            var key: Range<Int>?, data: Range<Int>?
+            for member in 0..<2 {
+                guard let name = string(), expect(UInt8(ascii: ":")), let value = string() else { return nil }
+                switch name.count == 3 ? 0 : name.count == 4 ? 1 : 2 {
+                case 0 where b[name.lowerBound] == 0x6B && b[name.lowerBound + 1] == 0x65 && b[name.lowerBound + 2] == 0x79 && key == nil: key = value
+                case 1 where b[name.lowerBound] == 0x64 && b[name.lowerBound + 1] == 0x61 && b[name.lowerBound + 2] == 0x74
+                    && b[name.lowerBound + 3] == 0x61 && data == nil: data = value
+                default: return nil
+                }
+                guard expect(member == 0 ? UInt8(ascii: ",") : UInt8(ascii: "}")) else { return nil }
+            }
+            space()
+            guard i == b.count, let key, let data, (1...maxKeyBytes).contains(key.count),
+                  let keyText = String(validating: UnsafeBufferPointer(rebasing: b[key]), as: UTF8.self),
+                  let decoded = Base64.decode(UnsafeBufferPointer(rebasing: b[data])), decoded.count <= maxDataBytes else { return nil }
+            var record: [UInt8] = []
+            record.reserveCapacity(2 + key.count + decoded.count)
+            record.append(version)
+            record.append(UInt8(key.count))
+            record.append(contentsOf: UnsafeBufferPointer(rebasing: b[key]))
+            record.append(contentsOf: decoded)
+            return (keyText, record)
+        }
+    }
+
     static func decode(_ bytes: [UInt8]) -> (key: String, data: ArraySlice<UInt8>)? {
         var r = ByteReader(bytes)
         guard (try? r.u8()) == version, let key = try? r.shortString() else { return nil }

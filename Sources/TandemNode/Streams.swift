@@ -665,6 +665,15 @@ final class Streams {
 
     private func put(_ stream: String, _ body: [UInt8], _ respond: @escaping (HTTPResponse) -> Void) throws {
         let d = try definition(stream)
+        if let (key, record) = StreamRecord.encodeSimpleBody(body) {
+            // One record in the usual shape: no JSON tree, no per-partition bookkeeping.
+            let p = partition(forKey: key, partitions: d.partitions)
+            let gid = GroupID(stream: d.name, incarnation: d.incarnation, partition: p)
+            return submit(gid, [record], deadline: loop.now + Streams.noLeaderWait, hops: 0) { [weak self] result in
+                guard let self else { return }
+                respond(self.putResponse([result], partitions: [p], batch: false))
+            }
+        }
         let j = try JSON.parse(body)
         let batch: Bool
         var items: [JSON]

@@ -51,6 +51,22 @@ import Testing
         }
     }
 
+    /// Strings of every length around the 8-byte scanning step, with a special character
+    /// (quote, backslash, control, non-ASCII) at every position, survive a round trip.
+    @Test func stringsRoundTripWithSpecialsAtEveryPosition() throws {
+        for n in 0..<20 {
+            for special in ["\"", "\\", "\n", "\u{1}", "é", "😀", "x"] {
+                for at in 0...n {
+                    var chars = Array(repeating: "a", count: n)
+                    chars.insert(special, at: at)
+                    let text = chars.joined()
+                    let encoded = JSON.array([.string(text)]).serialized
+                    #expect(try JSON.parse(Array(encoded.utf8)) == .array([.string(text)]), "\(encoded)")
+                }
+            }
+        }
+    }
+
     @Test func jsonStringsWithAndWithoutEscapes() throws {
         #expect(try JSON.parse(Array(#"["plain", "a\"b", "tab\tend", "é", "\u00e9\ud83d\ude00", ""]"#.utf8))
                 == .array([.string("plain"), .string("a\"b"), .string("tab\tend"), .string("é"), .string("é😀"), .string("")]))
