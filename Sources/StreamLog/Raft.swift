@@ -211,6 +211,8 @@ public struct FollowerProgress: Sendable, Equatable {
     var recentActive = true
     /// `match` at the previous heartbeat response (to notice a stalled pipeline).
     var matchAtHeartbeat: UInt64 = 0
+    /// The leader's durable index as last told to this follower (in an append or `persisted`).
+    var persistedSent: UInt64 = 0
 
     mutating func becomeProbe() {
         state = .probe
@@ -422,6 +424,11 @@ public final class RaftNode {
     /// Configuration entries in the log, oldest first, so truncating one restores the one before.
     private var configurations: [(index: UInt64, configuration: RaftConfiguration)]
     private var lastTimestamp: UInt64 = 0
+    /// Follower: how far the current term's leader said its log is durable, and how far our
+    /// log is known to equal its (the end of the appends we accepted from it this term). Both
+    /// reset whenever the term or the leader changes.
+    private var leaderDurable: UInt64 = 0
+    private var matchesLeaderThrough: UInt64 = 0
 
     private var outbox: [RaftOutgoing] = []
     private var outboxAfterPersist: [RaftOutgoing] = []
@@ -525,8 +532,13 @@ public final class RaftNode {
     public func appended(through position: LogPosition, now: Instant) {
         self.now = now
         log.stable(through: position)
-        // The leader counts itself only for what is on its disk, so this may commit.
-        if role == .leader { maybeCommit() }
+        if role == .leader {
+            // The leader counts itself only for what is on its disk, so this may commit.
+            maybeCommit()
+            tellFollowersDurable()
+        } else {
+            commitFromLeaderDurability()
+        }
     }
 
     // ==== ------------------------------------------------------------------------------------
@@ -693,7 +705,7 @@ public final class RaftNode {
                 break  // a pre-vote never changes anyone's term
             case .preVoteResponse(granted: true):
                 break  // carries the term we would campaign for, not a newer leader's
-            case .append, .heartbeat, .installStart:
+            case .append, .heartbeat, .installStart, .persisted:
                 becomeFollower(term: m.term, leader: m.from)
             default:
                 becomeFollower(term: m.term, leader: nil)
@@ -701,7 +713,7 @@ public final class RaftNode {
         } else if m.term < term {
             metrics.staleMessagesDropped += 1
             switch m.body {
-            case .append, .heartbeat, .installStart:
+            case .append, .heartbeat, .installStart, .persisted:
                 // A deposed leader that came back: our term makes it step down. (With pre-vote,
                 // its followers never bumped their terms, so without this it could stay stuck.)
                 send(to: m.from, .heartbeatResponse)
@@ -738,9 +750,16 @@ public final class RaftNode {
             guard role == .candidate else { return }
             tally(m.from, granted)
 
-        case .append(let prevIndex, let prevTerm, let entries, let commit):
+        case .append(let prevIndex, let prevTerm, let entries, let commit, let persisted):
             guard followLeader(m.from) else { return }
             handleAppend(from: m.from, prevIndex: prevIndex, prevTerm: prevTerm, entries: entries, commit: commit)
+            leaderDurable = max(leaderDurable, persisted)
+            commitFromLeaderDurability()
+
+        case .persisted(let index):
+            guard followLeader(m.from) else { return }
+            leaderDurable = max(leaderDurable, index)
+            commitFromLeaderDurability()
 
         case .heartbeat(let commit):
             guard followLeader(m.from) else { return }
@@ -811,6 +830,9 @@ public final class RaftNode {
         }
         // Only what this message proved matches: a longer stale suffix may follow it.
         let lastNew = prevIndex + UInt64(entries.count)
+        // In this term only this leader writes entries, and never changes its own: what
+        // matched it once keeps matching until the term ends.
+        matchesLeaderThrough = max(matchesLeaderThrough, lastNew)
         advanceCommit(to: min(commit, lastNew))
         send(to: leaderID, .appendResponse(success: true, index: lastNew, hintIndex: 0, hintTerm: 0))
     }
@@ -898,7 +920,8 @@ public final class RaftNode {
         // commit index moved; send it only for that, and only when nothing is in flight (so it
         // cannot be rejected for a gap).
         if pr.state == .replicate && entries.isEmpty && (!commitOnly || !pr.inflight.isEmpty) { return }
-        send(to: peer, .append(prevIndex: prevIndex, prevTerm: prevTerm, entries: entries, commit: commitIndex))
+        send(to: peer, .append(prevIndex: prevIndex, prevTerm: prevTerm, entries: entries, commit: commitIndex, persisted: log.durableIndex))
+        pr.persistedSent = max(pr.persistedSent, log.durableIndex)
         switch pr.state {
         case .probe: pr.paused = true
         case .replicate:
@@ -926,6 +949,48 @@ public final class RaftNode {
         // A leader removed from the configuration steps down once its removal commits (§4.2.2).
         if !configuration.contains(id) && configurations.last!.index <= commitIndex {
             becomeFollower(term: term, leader: nil)
+        }
+    }
+
+    /// Follower: an entry of the current term that both this node and the leader hold on disk
+    /// is committed when the two of them are a majority (3 members; §5.4.2: an entry of the
+    /// leader's term stored on a majority is committed, since no later leader can be elected
+    /// without it). Learning it here saves the round trip of our ack to the leader and the
+    /// leader's commit index back: a put forwarded through this node is answered one round
+    /// trip earlier (what matters where regions are far apart).
+    ///
+    /// Why this is safe: the leader's log is durable through `leaderDurable` and ours equals
+    /// it through `matchesLeaderThrough` (both said by this term's leader), and ours is durable
+    /// through `log.durableIndex`; so everything up to the least of the three is on both disks,
+    /// and it ends in an entry of this term. The majority is counted in the configuration in
+    /// force at that index — the leader's and ours alike, since the logs agree there. Any
+    /// configuration a later leader could be elected under differs from it by one server
+    /// (single-server changes; the next change waits for a commit of its leader's term), and
+    /// with at most 3 members every majority of a neighbouring configuration still includes
+    /// this node or the leader — the same argument that lets the leader count the pair.
+    private func commitFromLeaderDurability() {
+        guard role == .follower, let leader else { return }
+        let both = min(leaderDurable, matchesLeaderThrough, log.durableIndex)
+        guard both > commitIndex, log.term(at: both) == term else { return }
+        guard let config = configurations.last(where: { $0.index <= both })?.configuration,
+              config.contains(id), config.contains(leader), config.quorum <= 2 else { return }
+        advanceCommit(to: both)
+    }
+
+    /// Leader, after its own fsync: followers that got entries before they were durable here
+    /// hear that they now are, so they can commit without waiting for our count of their ack
+    /// (`commitFromLeaderDurability`). Only in groups where two members are a majority, and
+    /// only to followers whose own ack has not already covered those entries.
+    private func tellFollowersDurable() {
+        guard configuration.quorum <= 2 else { return }
+        let durable = log.durableIndex
+        for peer in peers {
+            guard var pr = progress[peer], pr.state == .replicate else { continue }
+            let sent = min(durable, pr.next - 1)
+            guard sent > pr.persistedSent, sent > pr.match else { continue }
+            send(to: peer, .persisted(index: durable))
+            pr.persistedSent = durable
+            progress[peer] = pr
         }
     }
 
@@ -966,6 +1031,8 @@ public final class RaftNode {
 
     private func campaign(preVote: Bool, transfer: Bool) {
         leader = nil
+        leaderDurable = 0
+        matchesLeaderThrough = 0
         votes = [id: true]
         if preVote {
             role = .preCandidate
@@ -998,6 +1065,10 @@ public final class RaftNode {
     }
 
     private func becomeFollower(term newTerm: UInt64, leader newLeader: String?) {
+        if newTerm != term || newLeader != leader {
+            leaderDurable = 0
+            matchesLeaderThrough = 0
+        }
         if newTerm > term {
             term = newTerm
             vote = nil
