@@ -59,6 +59,8 @@ final class Streams {
 
     struct Stats {
         var putsForwarded = 0
+        /// Forwarded puts answered by this replica as soon as it had committed them.
+        var putsAnsweredByReplica = 0
         var putsServedForPeers = 0
         var readsProxied = 0
         var unknownGroupMessages = 0
@@ -82,6 +84,11 @@ final class Streams {
     private var leaderHints: [GroupID: String] = [:]
     private(set) var stats = Stats()
 
+    /// Tags of puts this node forwards as a replica (see `StreamRecord`): random per process,
+    /// then a count.
+    private let origin = UInt64.random(in: 1 ... .max)
+    private var putsTagged: UInt64 = 0
+
     private var outbox: [String: (buffer: [UInt8], count: Int)] = [:]
     private let flushTimer: Timer
     private var flushScheduled = false
@@ -93,10 +100,14 @@ final class Streams {
     /// A retention hour in ms and the segment size: fixed, except in tests (`--stream-hour-ms`).
     let hourMs: UInt64
     let segmentBytes: Int
+    /// False only for the benchmark's before/after comparison (`--stream-leader-answers-only`).
+    let replicasAnswerForwardedPuts: Bool
 
     init(loop: EventLoop, logger: Logger, selfID: String, isWitness: Bool, profile: String, dataDir: String,
-         tables: Tables, peers: PeerLinks, hourMs: UInt64 = 3_600_000, segmentBytes: Int = 64 << 20) {
+         tables: Tables, peers: PeerLinks, hourMs: UInt64 = 3_600_000, segmentBytes: Int = 64 << 20,
+         replicasAnswerForwardedPuts: Bool = true) {
         self.hourMs = hourMs
+        self.replicasAnswerForwardedPuts = replicasAnswerForwardedPuts
         self.segmentBytes = segmentBytes
         self.loop = loop
         self.logger = logger
@@ -257,7 +268,7 @@ final class Streams {
                 // Segments also roll by age (a quarter of the retention), so a quiet partition's
                 // old records expire without waiting for a full segment.
                 logSettings: SegmentLog.Settings(segmentBytesMax: segmentBytes, segmentAgeMaxMs: UInt64(d.retentionHours) * hourMs / 4),
-                preferred: d.voters[gid.partition], selfID: selfID, settings: settings, loop: loop,
+                preferred: d.voters[gid.partition], selfID: selfID, origin: origin, settings: settings, loop: loop,
                 send: { [unowned self] to, g, m in self.send(to, g, m) },
                 fatal: { [unowned self] why in self.fatal(why) })
             partitions[gid] = part
@@ -476,22 +487,41 @@ final class Streams {
             let candidates = d.voters[g.partition].filter { alive.contains($0) }
             if !candidates.isEmpty { target = candidates[attempt % candidates.count] }
         }
-        func retry() {
+        func retry(_ done: @escaping (PutResult) -> Void) {
             guard loop.now < deadline else { return done(.failure(.noLeader(g.description))) }
             after(.milliseconds(10)) { [weak self] in self?.submit(g, records, deadline: deadline, hops: hops, attempt: attempt + 1, done) }
         }
-        guard let target, target != selfID, hops < 3 else { return retry() }
+        guard let target, target != selfID, hops < 3 else { return retry(done) }
         if peers.isBackingOff(target) {
             // Just failed to connect (a dead leader, most likely): look again shortly rather
             // than queue behind the reconnect backoff.
             if leaderHints[g] == target { leaderHints[g] = nil }
-            return retry()
+            return retry(done)
         }
         stats.putsForwarded += 1
+        // Only one answer reaches the client: this replica's, once it has committed the put,
+        // or the leader's (or the failure), whichever comes first.
+        let once = AnswerOnce(done)
+        var sent = records
+        var put: UInt64?
+        if let local, replicasAnswerForwardedPuts {
+            // A replica will see the records come back in the leader's append: tagged, it
+            // recognises them and answers once it has committed them — a round trip before
+            // the leader's answer could arrive.
+            putsTagged += 1
+            put = putsTagged
+            sent[0] = StreamRecord.tagged(records[0], origin: origin, put: putsTagged)
+            local.awaitForwarded(put: putsTagged, count: records.count) { [weak self] range in
+                self?.stats.putsAnsweredByReplica += 1
+                once(.success(range))
+            }
+        }
         let waitMs = UInt32(max(0, (deadline - now).milliseconds))
-        let payload = StreamWire.encode(StreamWire.PutRequest(group: g, hops: hops + 1, waitMs: waitMs, records: records))
+        let payload = StreamWire.encode(StreamWire.PutRequest(group: g, hops: hops + 1, waitMs: waitMs, records: sent))
         peers.request(to: target, kind: StreamFrameKind.put, payload: payload,
-                      timeout: .milliseconds(Int64(waitMs)) + Streams.commitTimeout + .seconds(1)) { [weak self] result in
+                      timeout: .milliseconds(Int64(waitMs)) + Streams.commitTimeout + .seconds(1)) { [weak self, weak local] result in
+            if let put { local?.forgetForwarded(put: put) }
+            let done = once.callAsFunction
             guard let self else { return }
             switch result {
             case .success(let frame):
@@ -500,18 +530,29 @@ final class Streams {
                     return done(.failure(PutFailure(status: 502, code: "bad_peer_answer", message: "malformed answer from \(target)", retryable: true)))
                 }
                 if let leader, leader != self.selfID { self.leaderHints[g] = leader } else { self.leaderHints[g] = nil }
-                if case .failure(let f) = answer, f.code == "no_leader", self.loop.now < deadline { return retry() }
+                if case .failure(let f) = answer, f.code == "no_leader", self.loop.now < deadline { return retry(done) }
                 done(answer)
             case .failure(let error):
                 if self.leaderHints[g] == target { self.leaderHints[g] = nil }
                 // Never sent (the link could not connect): look for the leader again.
-                if error.code == .notDelivered { return retry() }
+                if error.code == .notDelivered { return retry(done) }
                 // Sent, but no answer: the leader may have appended it. Proposing again could
                 // append it twice, so the client learns the outcome is unknown (a Kinesis
                 // client retrying a failed PutRecord faces the same choice).
                 done(.failure(PutFailure(status: 503, code: "unknown_outcome",
                                          message: "no answer from \(target); the records may or may not have been appended", retryable: true)))
             }
+        }
+    }
+
+    /// Passes on the first answer only.
+    final class AnswerOnce {
+        private var done: ((PutResult) -> Void)?
+        init(_ done: @escaping (PutResult) -> Void) { self.done = done }
+        func callAsFunction(_ result: PutResult) {
+            guard let d = done else { return }
+            done = nil
+            d(result)
         }
     }
 
@@ -915,6 +956,9 @@ final class Streams {
         for (code, n) in stats.errors.sorted(by: { $0.key < $1.key }) { out += "tandem_stream_errors_total{code=\"\(code)\"} \(n)\n" }
         family("tandem_stream_puts_forwarded_total", "counter", "Puts forwarded to another node.")
         out += "tandem_stream_puts_forwarded_total \(stats.putsForwarded)\n"
+        family("tandem_stream_puts_answered_by_replica_total", "counter",
+               "Puts this node forwarded and answered itself once its replica had committed them (before the leader's answer).")
+        out += "tandem_stream_puts_answered_by_replica_total \(stats.putsAnsweredByReplica)\n"
         family("tandem_stream_puts_for_peers_total", "counter", "Forwarded puts served for other nodes.")
         out += "tandem_stream_puts_for_peers_total \(stats.putsServedForPeers)\n"
         family("tandem_stream_reads_proxied_total", "counter", "Reads proxied to a replica.")
