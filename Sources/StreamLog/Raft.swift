@@ -486,6 +486,18 @@ public final class RaftNode {
     public var isPromotable: Bool { configuration.voters.contains(id) }
     /// The newest configuration in the log has committed (no change is pending).
     public var configurationCommitted: Bool { configurations.last!.index <= commitIndex }
+    /// This node was a member, a configuration removed it, that removal has committed, and
+    /// its log ends at that entry: the shell may drop the replica's data. Ending there matters:
+    /// the leader sends a member it removes nothing past the removing entry, so this node has
+    /// acked nothing a later configuration adding it back could have counted; and everything
+    /// up to the removal is on a majority of the members that remain. A replica that was
+    /// never a member in its log (opened for a leader that is adding it, or started over after
+    /// installStart) is not "removed", however its configuration reads.
+    public var isRemoved: Bool {
+        let newest = configurations.last!
+        guard !newest.configuration.contains(id), newest.index <= commitIndex, log.lastIndex == newest.index else { return false }
+        return configurations.dropLast().contains { $0.configuration.contains(id) }
+    }
 
     /// When `tick` must next be called.
     public var nextDeadline: Instant {
@@ -554,7 +566,7 @@ public final class RaftNode {
         }
         if now >= heartbeatDue {
             heartbeatDue = now + settings.heartbeatInterval
-            for peer in peers { send(to: peer, .heartbeat(commit: min(progress[peer]!.match, commitIndex))) }
+            for peer in replicationTargets { send(to: peer, .heartbeat(commit: min(progress[peer]!.match, commitIndex))) }
         }
         if now >= checkQuorumDue {
             checkQuorumDue = now + settings.electionTimeout
@@ -566,7 +578,8 @@ public final class RaftNode {
                 becomeFollower(term: term, leader: nil)
                 return
             }
-            for peer in peers { progress[peer]!.recentActive = false }
+            releaseRemovedMembers(dropSilent: true)
+            for peer in replicationTargets { progress[peer]!.recentActive = false }
         }
         if let tr = transfer, now >= tr.deadline {
             // §3.10: the target did not take over within an election timeout; resume service.
@@ -678,7 +691,7 @@ public final class RaftNode {
             stamped[k].timestamp = lastTimestamp
         }
         appendToLog(stamped)
-        for peer in peers { sendAppend(to: peer) }
+        for peer in replicationTargets { sendAppend(to: peer) }
         maybeCommit()  // a group of one commits as soon as its own write is durable
     }
 
@@ -877,6 +890,10 @@ public final class RaftNode {
             if transfer?.target == peer && pr.match == log.lastIndex {
                 send(to: peer, .timeoutNow)
             }
+            if !configuration.contains(peer) {
+                releaseRemovedMembers()
+                guard progress[peer] != nil else { return }
+            }
         } else {
             // Stale rejections (of something already superseded) change nothing.
             if pr.state == .replicate && index <= pr.match { return }
@@ -894,6 +911,10 @@ public final class RaftNode {
     // MARK: Replication (leader)
 
     private var peers: [String] { configuration.members.filter { $0 != id } }
+    /// Leader: everyone it replicates to — the members, and a member the newest (uncommitted)
+    /// configuration removes, until that commits (so the removed member can learn that it is
+    /// out, and the shell can drop its data: `isRemoved`). Sorted, for determinism.
+    private var replicationTargets: [String] { progress.keys.sorted() }
 
     /// Sends what `peer` lacks, if its window allows. `installStart` when that has been trimmed.
     /// `commitOnly`: an empty append may go just to carry a new commit index.
@@ -914,7 +935,9 @@ public final class RaftNode {
             progress[peer] = pr
             return
         }
-        var entries = log.entries(from: pr.next, to: log.lastIndex, maxBytes: settings.maxBatchBytes)
+        // A member the newest configuration removes gets nothing past that entry (`isRemoved`).
+        let last = configuration.contains(peer) ? log.lastIndex : configurations.last!.index
+        var entries = log.entries(from: pr.next, to: last, maxBytes: settings.maxBatchBytes)
         if entries.count > RaftMessage.maxEntries { entries.removeLast(entries.count - RaftMessage.maxEntries) }
         // An empty append in replicate state says nothing a heartbeat does not, except that the
         // commit index moved; send it only for that, and only when nothing is in flight (so it
@@ -943,9 +966,10 @@ public final class RaftNode {
         guard quorumIndex > commitIndex, log.term(at: quorumIndex) == term else { return }
         advanceCommit(to: quorumIndex)
         // Tell caught-up followers at once rather than at the next heartbeat.
-        for peer in peers where progress[peer]!.state == .replicate && progress[peer]!.inflight.isEmpty {
+        for peer in replicationTargets where progress[peer]!.state == .replicate && progress[peer]!.inflight.isEmpty {
             sendAppend(to: peer, commitOnly: true)
         }
+        releaseRemovedMembers()
         // A leader removed from the configuration steps down once its removal commits (§4.2.2).
         if !configuration.contains(id) && configurations.last!.index <= commitIndex {
             becomeFollower(term: term, leader: nil)
@@ -984,13 +1008,30 @@ public final class RaftNode {
     private func tellFollowersDurable() {
         guard configuration.quorum <= 2 else { return }
         let durable = log.durableIndex
-        for peer in peers {
+        for peer in replicationTargets {
             guard var pr = progress[peer], pr.state == .replicate else { continue }
             let sent = min(durable, pr.next - 1)
             guard sent > pr.persistedSent, sent > pr.match else { continue }
             send(to: peer, .persisted(index: durable))
             pr.persistedSent = durable
             progress[peer] = pr
+        }
+    }
+
+    /// Members the committed newest configuration removed: one that holds everything through
+    /// its removal gets a last heartbeat carrying the commit index (so it knows it is out, see
+    /// `isRemoved`) and nothing more; one silent for a check-quorum period is dropped as well.
+    private func releaseRemovedMembers(dropSilent: Bool = false) {
+        guard role == .leader, configurationCommitted else { return }
+        let removal = configurations.last!.index
+        for peer in replicationTargets where !configuration.contains(peer) {
+            let pr = progress[peer]!
+            if pr.match >= removal {
+                send(to: peer, .heartbeat(commit: min(pr.match, commitIndex)))
+                progress[peer] = nil
+            } else if dropSilent && !pr.recentActive {
+                progress[peer] = nil
+            }
         }
     }
 
@@ -1022,7 +1063,13 @@ public final class RaftNode {
             for peer in peers where progress[peer] == nil {
                 progress[peer] = FollowerProgress(next: log.lastIndex + 1)
             }
-            for peer in progress.keys where !configuration.contains(peer) { progress[peer] = nil }
+            // A member the new configuration removes keeps getting entries until that commits
+            // (`maybeCommit` drops it); one removed by a configuration that was overwritten
+            // meanwhile is dropped at once.
+            let outgoing = configurations.count > 1 ? configurations[configurations.count - 2].configuration : configuration
+            for peer in progress.keys where !configuration.contains(peer) && (configurationCommitted || !outgoing.contains(peer)) {
+                progress[peer] = nil
+            }
         }
     }
 

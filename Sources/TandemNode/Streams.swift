@@ -96,6 +96,7 @@ final class Streams {
     private var housekeepingRounds = 0
     private var timers: [ObjectIdentifier: Timer] = [:]
     private var stopping = false
+    private let startedAt: Instant
 
     /// A retention hour in ms and the segment size: fixed, except in tests (`--stream-hour-ms`).
     let hourMs: UInt64
@@ -123,6 +124,7 @@ final class Streams {
         self.peers = peers
         flushTimer = Timer(loop: loop)
         housekeeping = Timer(loop: loop)
+        startedAt = loop.now
     }
 
     func start() {
@@ -147,6 +149,7 @@ final class Streams {
         if housekeepingRounds % 4 == 0 { reconcile() }
         if housekeepingRounds % 20 == 0 && !stopping { spreadLeaders() }
         if housekeepingRounds % 10 == 5 && !stopping { replaceDepartedVoters() }
+        if housekeepingRounds % 10 == 0 { dropRemovedReplicas() }
         // Every minute (every eighth of a retention hour when tests shorten it).
         if housekeepingRounds % Int(max(1, min(1200, hourMs / 8 / 50))) == 0 { applyRetention() }
     }
@@ -296,32 +299,31 @@ final class Streams {
     // ==== ------------------------------------------------------------------------------------
     // MARK: Re-placement
 
-    /// A voter that left the cluster for good (graceful leave) is replaced by the partition's
-    /// leader, one single-server change at a time: first add the next live non-witness member
-    /// in rendezvous order that is not in the group, then (once that has committed) remove the
-    /// departed voter; with no candidate left, just remove it. Once the group's configuration
-    /// has committed and differs from the stored placement, the leader writes the placement
-    /// back to the catalog, so `describe`, forwarding and the new member see it.
+    /// A voter that is gone for good is replaced by the partition's leader, one single-server
+    /// change at a time (`replacementStep`). Once the group's configuration has committed and
+    /// differs from the stored placement, the leader writes the placement back to the catalog,
+    /// so `describe`, forwarding and the new member see it.
+    ///
+    /// Gone for good: its member left the cluster (graceful leave), or the membership layer
+    /// no longer lists it at all (it forgets members dead or left for longer than it keeps
+    /// them) — the latter only once this node has been up long enough to have heard of everyone.
     private func replaceDepartedVoters() {
         let all = members()
-        let left = Set(all.filter(\.left).map(\.address))
+        var gone = Set(all.filter(\.left).map(\.address))
+        if loop.now - startedAt >= Streams.forgottenAfterUptime {
+            let known = Set(all.map(\.address))
+            for p in partitions.values { gone.formUnion(p.raft.configuration.voters.filter { !known.contains($0) }) }
+        }
         let live = all.filter { $0.alive && !$0.left && $0.role != "witness" }.map(\.address)
         for p in partitions.values where p.canPropose {
             guard let d = definitions[p.id.stream], d.incarnation == p.id.incarnation else { continue }
             let config = p.raft.configuration
             guard p.raft.configurationCommitted else { continue }
-            if let gone = config.voters.first(where: { left.contains($0) && $0 != selfID }) {
-                let staying = config.voters.filter { !left.contains($0) }
-                let change: ConfigurationChange
-                if staying.count < Streams.replicationFactor,
-                   let next = Streams.ranked(d.name, p.id.partition, live.filter { !config.contains($0) }).first {
-                    change = .addVoter(next)
-                } else {
-                    change = .remove(gone)
-                }
+            if let change = Streams.replacementStep(stream: d.name, partition: p.id.partition, configuration: config,
+                                                    placed: d.voters[p.id.partition], gone: gone, live: live, selfID: selfID) {
                 do {
                     try p.proposeChange(change)
-                    logger.info("replacing a departed voter", metadata: ["partition": "\(p.id)", "departed": "\(gone)", "change": "\(change)"])
+                    logger.info("replacing a departed voter", metadata: ["partition": "\(p.id)", "change": "\(change)"])
                 } catch {
                     // Not yet (this term's first commit pending, a transfer): next round.
                 }
@@ -329,6 +331,48 @@ final class Streams {
                 writeBackPlacement(d, p.id.partition, config)
             }
         }
+    }
+
+    /// A replica whose group removed this node drops its data: once its Raft log says so
+    /// (`RaftNode.isRemoved`: the removal committed, and the log ends at it, so this node acked
+    /// nothing since that a later configuration could count) and the stored placement agrees.
+    /// Term and vote stay (the `hardstate` file, a few bytes): should the group add this node
+    /// back, its new replica must not vote twice in a term it already voted in.
+    private func dropRemovedReplicas() {
+        for (gid, part) in partitions where part.raft.isRemoved {
+            guard let d = definitions[gid.stream], d.incarnation == gid.incarnation, gid.partition < d.partitions,
+                  !d.voters[gid.partition].contains(selfID), !d.witnesses[gid.partition].contains(selfID) else { continue }
+            part.close()
+            partitions[gid] = nil
+            leaderHints[gid] = nil
+            try? FileManager.default.removeItem(atPath: part.directory + "/log")
+            try? FileManager.default.removeItem(atPath: part.directory + "/configurations")
+            logger.info("dropped the data of a partition this node was removed from", metadata: ["partition": "\(gid)"])
+        }
+    }
+
+    /// How long a node runs before a voter missing from its member list counts as gone.
+    static let forgottenAfterUptime: Duration = .seconds(60)
+
+    /// The next change replacing `gone` voters of one partition, or nil when there is none.
+    ///
+    /// Remove first, then add. A departed voter never acks again: adding the newcomer first
+    /// would make 4 voters with quorum 3 of which only 3 are alive, one of them empty — every
+    /// commit would wait for the newcomer to copy the whole log, and one more failure would
+    /// stop the group. Removed first, the group is 2 voters with quorum 2 (no less tolerant
+    /// than 3 with one gone), and the newcomer then joins a group of 3 with quorum 2 and
+    /// catches up without holding commits back. Adds only back up to the stored placement's
+    /// size (or the replication factor): the newcomer is the next live non-witness member in
+    /// rendezvous order that is not in the group; with none, the group stays smaller.
+    static func replacementStep(stream: String, partition: Int, configuration: RaftConfiguration, placed: [String],
+                                gone: Set<String>, live: [String], selfID: String) -> ConfigurationChange? {
+        // The leader never removes itself here: it hands leadership over when it leaves.
+        if let departed = configuration.voters.first(where: { gone.contains($0) && $0 != selfID }) {
+            return .remove(departed)
+        }
+        guard configuration.voters.count < min(replicationFactor, placed.count) else { return nil }
+        let candidates = live.filter { !configuration.contains($0) && !gone.contains($0) }
+        return ranked(stream, partition, candidates).first.map { .addVoter($0) }
     }
 
     private var placementWrittenAt: [String: Instant] = [:]

@@ -211,6 +211,53 @@ import Testing
         #expect(c.appliedRecords("d") == ["after the change"])
     }
 
+    /// A member being removed gets entries up to the removing configuration, then (once that
+    /// commits) the commit index, and nothing more: it knows it is out (`isRemoved`), and its
+    /// log ends at its removal, so it has acked nothing a later configuration could count.
+    /// Added back, it is a member again; a newcomer still catching up is never "removed".
+    @Test func aRemovedMemberLearnsItIsOut() throws {
+        let c = RaftTestCluster(voters: ["a", "b", "c"])
+        c.elect("a")
+        c.advance(.milliseconds(200))
+        #expect(!c["c"].isRemoved)
+        let removal = try c["a"].proposeConfigurationChange(.remove("c"), now: c.now)
+        try c.propose("a", "right after")
+        c.advance(.milliseconds(300))
+        #expect(c["a"].configurationCommitted && c["a"].progress["c"] == nil)
+        #expect(c["c"].lastIndex == removal && c["c"].commitIndex == removal)
+        #expect(c["c"].isRemoved && !c["b"].isRemoved && !c["a"].isRemoved)
+        try c.propose("a", "later")
+        c.advance(.milliseconds(300))
+        #expect(c["c"].lastIndex == removal, "nothing past its removal")
+        #expect(c.appliedRecords("b") == ["right after", "later"])
+
+        // Added back: it gets the log again and is a member.
+        _ = try c["a"].proposeConfigurationChange(.addVoter("c"), now: c.now)
+        c.process("a")
+        c.advance(.milliseconds(300))
+        #expect(!c["c"].isRemoved && c["c"].configuration.contains("c"))
+        #expect(c["c"].lastIndex == c["a"].lastIndex)
+
+        // A newcomer replaying the log through an old removal of itself is not removed.
+        c.add("c2", configuration: RaftConfiguration(voters: []))
+        #expect(!c["c2"].isRemoved)
+    }
+
+    /// A removed member that stays silent is dropped by the leader after a check-quorum period.
+    @Test func aSilentRemovedMemberIsDropped() throws {
+        let c = RaftTestCluster(voters: ["a", "b", "c"])
+        c.elect("a")
+        c.advance(.milliseconds(200))
+        c.isolated = ["c"]
+        _ = try c["a"].proposeConfigurationChange(.remove("c"), now: c.now)
+        c.process("a")
+        c.advance(.milliseconds(200))
+        #expect(c["a"].configurationCommitted && c["a"].progress["c"] != nil)
+        c.advance(.seconds(3))
+        #expect(c["a"].progress["c"] == nil && c["a"].role == .leader)
+        #expect(!c["c"].isRemoved, "it never heard")
+    }
+
     /// A follower whose next entry was trimmed by retention is told to start after the trim
     /// point (those records expired) and then catches up normally.
     @Test func laggingFollowerBehindTheTrimPointGetsInstallStart() throws {
@@ -279,6 +326,35 @@ import Testing
         b.step(RaftMessage(from: "a", term: 2, body: .append(prevIndex: 2, prevTerm: 1, entries: [LogEntry(index: 3, term: 2)], commit: 0, persisted: 0)),
                now: Instant(nanoseconds: 2))
         #expect(b.configuration == base)
+    }
+
+    /// Why a departed voter is removed before its replacement is added (`Streams.replacementStep`):
+    /// with c dead and the newcomer d not (yet) answering, adding d first makes 4 voters with
+    /// quorum 3 and only a and b to ack — nothing commits, the change included. Removing c
+    /// first leaves a and b a quorum of 2, and then of {a, b, d} while d catches up.
+    @Test func replacingADeadVoterRemovesFirst() throws {
+        for removeFirst in [true, false] {
+            let c = RaftTestCluster(voters: ["a", "b", "c"])
+            c.add("d", configuration: RaftConfiguration(voters: []))
+            c.elect("a")
+            c.advance(.milliseconds(200))
+            c.isolated = ["c", "d"]
+            let changes: [ConfigurationChange] = removeFirst ? [.remove("c"), .addVoter("d")] : [.addVoter("d"), .remove("c")]
+            for change in changes {
+                _ = try? c["a"].proposeConfigurationChange(change, now: c.now)
+                c.process("a")
+                c.advance(.milliseconds(300))
+            }
+            try? c.propose("a", "after")
+            c.advance(.milliseconds(300))
+            if removeFirst {
+                #expect(c["a"].configuration == RaftConfiguration(voters: ["a", "b", "d"]) && c["a"].configurationCommitted)
+                #expect(c.appliedRecords("a") == ["after"], "the group commits without c and d")
+            } else {
+                #expect(!c["a"].configurationCommitted, "adding first: the change itself cannot commit")
+                #expect(c.appliedRecords("a").isEmpty)
+            }
+        }
     }
 
     @Test func aFollowerAcksOnlyAfterPersisting() throws {
