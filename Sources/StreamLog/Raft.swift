@@ -432,6 +432,10 @@ public final class RaftNode {
 
     private var outbox: [RaftOutgoing] = []
     private var outboxAfterPersist: [RaftOutgoing] = []
+    /// New entries not yet offered to the followers. Sending waits for `ready()`, so every
+    /// proposal made between two readies travels in one append per follower (one frame, one
+    /// write) instead of one each.
+    private var appendPending = false
     private var reportedHardState: HardState
     private var reportedSoftState: SoftState
 
@@ -508,7 +512,7 @@ public final class RaftNode {
     }
 
     public var hasReady: Bool {
-        !outbox.isEmpty || !outboxAfterPersist.isEmpty || log.hasNew || commitIndex > appliedIndex
+        !outbox.isEmpty || !outboxAfterPersist.isEmpty || appendPending || log.hasNew || commitIndex > appliedIndex
             || hardState != reportedHardState || softState != reportedSoftState
     }
 
@@ -518,6 +522,10 @@ public final class RaftNode {
     /// Takes everything the shell must do now (see `RaftReady` for the order).
     public func ready() -> RaftReady {
         var rd = RaftReady()
+        if appendPending {
+            appendPending = false
+            if role == .leader { for peer in replicationTargets { sendAppend(to: peer) } }
+        }
         if softState != reportedSoftState {
             reportedSoftState = softState
             rd.softState = softState
@@ -691,7 +699,7 @@ public final class RaftNode {
             stamped[k].timestamp = lastTimestamp
         }
         appendToLog(stamped)
-        for peer in replicationTargets { sendAppend(to: peer) }
+        appendPending = true
         maybeCommit()  // a group of one commits as soon as its own write is durable
     }
 

@@ -49,7 +49,12 @@ public indirect enum JSON: Equatable, Sendable {
         func error(_ what: String) -> TandemError { TandemError(.badRequest, "invalid JSON at byte \(i): \(what)") }
 
         mutating func skipSpace() {
-            while i < bytes.count, [0x20, 0x09, 0x0A, 0x0D].contains(bytes[i]) { i += 1 }
+            while i < bytes.count {
+                switch bytes[i] {
+                case 0x20, 0x09, 0x0A, 0x0D: i += 1
+                default: return
+                }
+            }
         }
 
         mutating func value(depth: Int) throws(TandemError) -> JSON {
@@ -131,6 +136,29 @@ public indirect enum JSON: Equatable, Sendable {
 
         mutating func string() throws(TandemError) -> String {
             i += 1  // opening quote
+            // Most strings hold no escapes: find the closing quote and validate the run whole.
+            let start = i
+            let plain: String?? = bytes.withUnsafeBufferPointer { b in
+                var k = start
+                var high: UInt8 = 0
+                while k < b.count {
+                    let c = b[k]
+                    if c == UInt8(ascii: "\"") {
+                        let run = UnsafeBufferPointer(rebasing: b[start..<k])
+                        // ASCII needs no validation; anything else is validated, not repaired.
+                        return .some(high < 0x80 ? String(decoding: run, as: UTF8.self) : String(validating: run, as: UTF8.self))
+                    }
+                    if c == UInt8(ascii: "\\") || c < 0x20 { return nil }
+                    high |= c
+                    k += 1
+                }
+                return nil
+            }
+            if let plain {
+                guard let s = plain else { throw error("string is not UTF-8") }
+                i += s.utf8.count + 1
+                return s
+            }
             var out: [UInt8] = []
             while i < bytes.count {
                 let c = bytes[i]

@@ -91,8 +91,14 @@ enum StreamRecord {
 /// Sequence numbers are Raft indexes written as 20-digit decimal strings, so they sort as text too.
 enum Sequence {
     static func format(_ index: UInt64) -> String {
-        let digits = String(index)
-        return String(repeating: "0", count: max(0, 20 - digits.count)) + digits
+        String(unsafeUninitializedCapacity: 20) { out in
+            var v = index
+            for k in stride(from: 19, through: 0, by: -1) {
+                out[k] = UInt8(ascii: "0") + UInt8(v % 10)
+                v /= 10
+            }
+            return 20
+        }
     }
 
     static func parse(_ text: String) -> UInt64? {

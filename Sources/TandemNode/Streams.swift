@@ -800,7 +800,16 @@ final class Streams {
         func ok(_ p: Int, _ seq: UInt64) -> String { "{\"partition\":\(p),\"sequence\":\"\(Sequence.format(seq))\"}" }
         if !batch {
             switch results[0] {
-            case .success(let r): return HTTPResponse(status: 200, body: Array((ok(partitions[0], r.lowerBound) + "\n").utf8))
+            case .success(let r):
+                // The hot path of single puts: bytes appended directly.
+                var body: [UInt8] = []
+                body.reserveCapacity(64)
+                body.append(contentsOf: #"{"partition":"#.utf8)
+                body.append(contentsOf: String(partitions[0]).utf8)
+                body.append(contentsOf: #","sequence":""#.utf8)
+                body.append(contentsOf: Sequence.format(r.lowerBound).utf8)
+                body.append(contentsOf: "\"}\n".utf8)
+                return HTTPResponse(status: 200, body: body)
             case .failure(let f): return Streams.failure(f)
             }
         }

@@ -118,15 +118,34 @@ struct StreamBench: ParsableCommand {
         return String(format: "group commit on the leader: %.0f fsyncs for %.0f committed proposals", fsyncs, committed)
     }
 
+    /// User + system CPU seconds of each node process and, last, of this process.
+    func cpuSeconds(_ cluster: LocalCluster) -> [Double] {
+        let tick = Double(sysconf(Int32(_SC_CLK_TCK)))
+        func of(_ pid: pid_t) -> Double {
+            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+                  let close = stat.lastIndex(of: ")") else { return 0 }
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            // After the command: state is field 3, utime 14 and stime 15 (1-based, proc(5)).
+            return ((Double(fields[11]) ?? 0) + (Double(fields[12]) ?? 0)) / tick
+        }
+        return cluster.nodes.map { $0.pid.map(of) ?? 0 } + [of(getpid())]
+    }
+
     // MARK: parts
 
     func pipelined(_ cluster: LocalCluster, _ leader: Int) throws {
+        let before = cpuSeconds(cluster)
         let r = try LoadGenerator(target: cluster.nodes[leader].api) { ("POST", StreamBench.path, StreamBench.body) }
             .run(connections: 256, duration: .seconds(Int64(seconds)))
+        let cpu = zip(cpuSeconds(cluster), before).map { ($0 - $1) * 1e6 / Double(max(r.requests, 1)) }
         line("256 puts outstanding to one partition, client at the leader",
              String(format: "%.0f records/s, p50 %.2f ms, p99 %.2f ms, errors %d (n=%d); %@", r.perSecond, r.percentile(0.5), r.percentile(0.99),
                     r.errors, r.requests, syncStats(cluster, leader)),
              target: "≥ 80,000 records/s, p99 ≤ 10 ms", met: r.perSecond >= 80_000 && r.percentile(0.99) <= 10)
+        // What limits it on a shared machine: CPU per record in each process (user + system).
+        let nodes = cpu.dropLast().enumerated().map { "\($0.offset == leader ? "leader" : "follower") \(String(format: "%.1f", $0.element))" }
+        print(String(format: "    CPU per record, µs: %@, load generator %.1f (machine: %d cores)\n", nodes.joined(separator: ", "), cpu.last!,
+                     ProcessInfo.processInfo.activeProcessorCount))
         // The same load as batches of 100 records per request (what a real producer does).
         var records: [String] = []
         for i in 0..<100 { records.append("{\"key\":\"k\(i)\",\"data\":\"\(Base64.encode(StreamBench.payload))\"}") }
