@@ -38,6 +38,9 @@ public struct NodeConfig {
     /// Streams, for tests only: how long a retention "hour" is, and the segment size.
     public var streamHourMs: UInt64 = 3_600_000
     public var streamSegmentBytes: Int = 64 << 20
+    /// Streams, for the benchmark's comparison: a put forwarded by a replica is answered only
+    /// by the leader (as before replicas answered puts they have committed themselves).
+    public var streamLeaderAnswersOnly = false
 
     public init(name: String, region: String, bind: String, api: String, dataDir: String) {
         self.name = name
@@ -140,7 +143,8 @@ public final class Node {
         http = try HTTPServer(loop: loop, bind: apiAddress, limits: config.httpLimits)
         streams = Streams(loop: loop, logger: logger, selfID: bindAddress.description, isWitness: config.role == "witness",
                           profile: config.profileName, dataDir: config.dataDir, tables: tables, peers: peers,
-                          hourMs: config.streamHourMs, segmentBytes: config.streamSegmentBytes)
+                          hourMs: config.streamHourMs, segmentBytes: config.streamSegmentBytes,
+                          replicasAnswerForwardedPuts: !config.streamLeaderAnswersOnly)
         dynamo = DynamoAPI(tables: tables)
         kinesis = KinesisAPI(streams: streams)
         tickTimer = Timer(loop: loop)

@@ -33,10 +33,16 @@ struct GroupID: Hashable, CustomStringConvertible {
     }
 }
 
-/// The payload of a record entry in the log: `version u8 | key shortString | data…`.
+/// The payload of a record entry in the log: `version u8 | key shortString | data…`, or for the
+/// first record of a put a replica forwarded to the leader, `2 | origin u64 | put u64 | key | data`.
 /// The key travels with the record so readers can hand it back and consumers can group by it.
+/// The tag lets the forwarding replica recognise the put when the leader's append brings it
+/// back, and answer as soon as it has committed it (`StreamPartition.awaitForwarded`): the
+/// origin is random per process, so a restarted node or another node never takes a record
+/// for one of its own; the put number counts that process's forwards.
 enum StreamRecord {
     static let version: UInt8 = 1
+    static let taggedVersion: UInt8 = 2
     static let maxKeyBytes = 255
     /// Like Kinesis: a record's data is at most 1 MiB (the request may carry up to 4 MiB).
     static let maxDataBytes = 1 << 20
@@ -95,9 +101,35 @@ enum StreamRecord {
         }
     }
 
+    /// `record` (either version) with the tag (origin, put) in place of any it had.
+    static func tagged(_ record: [UInt8], origin: UInt64, put: UInt64) -> [UInt8] {
+        let body = record.first == taggedVersion ? record.dropFirst(17) : record.dropFirst()
+        var w = ByteWriter(capacity: record.count + 17)
+        w.u8(taggedVersion)
+        w.u64(origin)
+        w.u64(put)
+        w.raw(body)
+        return w.bytes
+    }
+
+    /// The tag of a tagged record, else nil.
+    static func tag(_ bytes: [UInt8]) -> (origin: UInt64, put: UInt64)? {
+        guard bytes.first == taggedVersion else { return nil }
+        var r = ByteReader(bytes)
+        _ = try? r.u8()
+        guard let origin = try? r.u64(), let put = try? r.u64() else { return nil }
+        return (origin, put)
+    }
+
     static func decode(_ bytes: [UInt8]) -> (key: String, data: ArraySlice<UInt8>)? {
         var r = ByteReader(bytes)
-        guard (try? r.u8()) == version, let key = try? r.shortString() else { return nil }
+        switch try? r.u8() {
+        case version: break
+        case taggedVersion:
+            guard (try? r.u64()) != nil, (try? r.u64()) != nil else { return nil }
+        default: return nil
+        }
+        guard let key = try? r.shortString() else { return nil }
         return (key, bytes[r.offset...])
     }
 }

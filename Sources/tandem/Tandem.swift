@@ -41,6 +41,7 @@ struct NodeCommand: ParsableCommand {
     var maxClientConnections: Int = 256
     @Option(name: .customLong("stream-hour-ms"), help: .hidden) var streamHourMs: UInt64 = 3_600_000
     @Option(name: .customLong("stream-segment-bytes"), help: .hidden) var streamSegmentBytes: Int = 64 << 20
+    @Flag(name: .customLong("stream-leader-answers-only"), help: .hidden) var streamLeaderAnswersOnly = false
 
     func validate() throws {
         guard MembershipSettings.profile(named: profile) != nil else {
@@ -81,6 +82,7 @@ struct NodeCommand: ParsableCommand {
         config.httpLimits.maxConnectionsPerClient = maxClientConnections
         config.streamHourMs = streamHourMs
         config.streamSegmentBytes = streamSegmentBytes
+        config.streamLeaderAnswersOnly = streamLeaderAnswersOnly
         let node: Node
         do {
             node = try Node(config: config, logger: Logger(label: "tandem.\(name)"))
