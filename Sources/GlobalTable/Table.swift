@@ -56,7 +56,8 @@ public struct ItemKey: Hashable, Comparable, Sendable {
     }
 
     public static func < (a: ItemKey, b: ItemKey) -> Bool {
-        if a.partition != b.partition { return a.partition < b.partition }
+        let c = SetElement.order(a.partition, b.partition)
+        if c != 0 { return c < 0 }
         switch (a.sort, b.sort) {
         case (nil, nil): return false
         case (nil, _): return true

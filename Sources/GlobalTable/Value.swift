@@ -36,13 +36,29 @@ public enum SetElement: Hashable, Sendable, Comparable {
     case number(DecimalNumber)
     case binary([UInt8])
 
-    public static func < (a: SetElement, b: SetElement) -> Bool {
+    public static func < (a: SetElement, b: SetElement) -> Bool { order(a, b) < 0 }
+
+    /// Negative, zero or positive as `a` sorts before, with or after `b`: one pass where
+    /// `!=` then `<` would compare twice (keys are compared on every write, to keep them sorted).
+    public static func order(_ a: SetElement, _ b: SetElement) -> Int {
         switch (a, b) {
-        case (.string(let x), .string(let y)): Array(x.utf8).lexicographicallyPrecedes(Array(y.utf8))
-        case (.number(let x), .number(let y)): x < y
-        case (.binary(let x), .binary(let y)): x.lexicographicallyPrecedes(y)
-        default: a.rank < b.rank
+        case (.string(let x), .string(let y)): return bytewise(x, y)
+        case (.number(let x), .number(let y)): return x < y ? -1 : y < x ? 1 : 0
+        case (.binary(let x), .binary(let y)):
+            return x.withUnsafeBufferPointer { p in y.withUnsafeBufferPointer { q in bytewise(p, q) } }
+        default: return a.rank - b.rank
         }
+    }
+
+    /// UTF-8 byte order (which is code point order), without copying either string.
+    static func bytewise(_ x: String, _ y: String) -> Int {
+        var x = x, y = y
+        return x.withUTF8 { p in y.withUTF8 { q in bytewise(p, q) } }
+    }
+
+    static func bytewise(_ p: UnsafeBufferPointer<UInt8>, _ q: UnsafeBufferPointer<UInt8>) -> Int {
+        for k in 0..<min(p.count, q.count) where p[k] != q[k] { return p[k] < q[k] ? -1 : 1 }
+        return p.count - q.count
     }
 
     public var rank: Int {

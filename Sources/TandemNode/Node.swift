@@ -415,7 +415,7 @@ public final class Node {
     /// Dispatches an AWS JSON-protocol request by its target (`DynamoDB_20120810.GetItem`).
     /// Signatures are accepted and not checked.
     private func aws(_ target: String, _ request: HTTPRequest, _ respond: @escaping (HTTPResponse) -> Void) {
-        let parts = target.split(separator: ".", maxSplits: 1).map(String.init)
+        let parts = target.utf8.split(separator: UInt8(ascii: "."), maxSplits: 1).map { String(Substring($0)) }
         switch parts.first {
         case "DynamoDB_20120810": dynamo.handle(parts.count == 2 ? parts[1] : "", request.body, respond)
         case "Kinesis_20131202": kinesis.handle(parts.count == 2 ? parts[1] : "", request.body, respond)

@@ -34,6 +34,25 @@ import Testing
         }
     }
 
+    /// Keys sort as DynamoDB sorts them: strings by UTF-8 bytes (not by Swift's Unicode
+    /// ordering: "é" precomposed sorts after "e\u{301}" composed here, Swift calls them equal),
+    /// binary bytewise, numbers numerically; `order` agrees with `<` both ways.
+    @Test func keysSortByUTF8BytesAndBytes() {
+        var rng = SeededGenerator(seed: 9)
+        let alphabet = ["a", "b", "z", "A", "0", "é", "e\u{301}", "😀", "\u{7F}", "\u{80}", "ÿ"]
+        for _ in 0..<2000 {
+            let x = (0..<Int(rng.next() % 4)).map { _ in alphabet[Int(rng.next() % UInt64(alphabet.count))] }.joined()
+            let y = (0..<Int(rng.next() % 4)).map { _ in alphabet[Int(rng.next() % UInt64(alphabet.count))] }.joined()
+            #expect((SetElement.string(x) < .string(y)) == Array(x.utf8).lexicographicallyPrecedes(Array(y.utf8)), "\(x) \(y)")
+            #expect((SetElement.order(.string(x), .string(y)) == 0) == (Array(x.utf8) == Array(y.utf8)))
+            let bx = Array(x.utf8), by = Array(y.utf8)
+            #expect((SetElement.binary(bx) < .binary(by)) == bx.lexicographicallyPrecedes(by))
+            let (m, n) = (Int(rng.next() % 100) - 50, Int(rng.next() % 100) - 50)
+            #expect((SetElement.number(DecimalNumber(m)) < .number(DecimalNumber(n))) == (m < n))
+        }
+        #expect(SetElement.string("zzz") < .number(DecimalNumber(0)))  // different types: by rank
+    }
+
     /// The replica keeps the index as keys come and go; queries read only their partition.
     @Test func replicaQueryAndScanUseTheIndex() {
         var t = TableReplica(name: "t", schema: KeySchema(partitionKey: "pk", sortKey: "sk", sortKeyType: "N"))
