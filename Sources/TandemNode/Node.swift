@@ -31,7 +31,8 @@ public struct NodeConfig {
     /// `--keyring FILE`: seal all cluster traffic. A keyring persisted in the data dir (rotated
     /// with `tandem keys`) takes precedence over the file.
     public var keyringPath: String?
-    /// `--api-tokens FILE`: `TOKEN ROLE` per line; when set, the HTTP API requires a bearer token.
+    /// `--api-tokens FILE`: `TOKEN ROLE [ACCESS_KEY_ID]` per line; when set, the HTTP API requires a bearer
+    /// token, or (AWS APIs) a SigV4 signature by an access key id of the file.
     public var apiTokensPath: String?
     /// HTTP limits (`--request-timeout`, `--max-client-connections`).
     public var httpLimits = HTTPServer.Limits()
@@ -159,11 +160,13 @@ public final class Node {
         peers.delay = { [unowned self] host in self.chaos.delay(to: host) }
         http.handler = { [unowned self] request, respond in
             // Authorization happens here, once, before any endpoint sees the request.
-            if let denial = self.apiTokens?.check(request) { return respond(denial) }
-            // The AWS JSON protocols: `POST /` naming the operation in X-Amz-Target.
+            // The AWS JSON protocols: `POST /` naming the operation in X-Amz-Target (SigV4 or a
+            // bearer token, answered in the services' error shapes).
             if request.method == "POST", request.path == "/", let target = request.header("X-Amz-Target") {
+                if let denial = self.apiTokens?.checkAWS(request, target: target, nowMs: Int64(Tables.wallMs())) { return respond(denial) }
                 return self.aws(target, request, respond)
             }
+            if let denial = self.apiTokens?.check(request) { return respond(denial) }
             if !self.routes.route(request, respond) && !self.tables.route(request, respond) && !self.streams.route(request, respond) {
                 respond(self.route(request))
             }
