@@ -470,17 +470,14 @@ final class DynamoAPI {
                 throw DynamoError.validation("The Segment parameter is zero-based and must be less than parameter TotalSegments: Segment: \(segment) is not less than TotalSegments: \(total)")
             }
         }
-        let order = tables.replicas[name]!.sortedKeys
-        return try page(j, &p, name, schema) { after in
-            let keys = order.ascending(after: after)
-            guard let segment, let total, total > 1 else { return keys }
-            // Segments split the key space by hash, so every item is in exactly one.
-            return AnyIterator {
-                while let k = keys.next() {
-                    if Int(stableHash64(k.bytes) % UInt64(total)) == segment { return k }
-                }
-                return nil
+        let replica = tables.replicas[name]!
+        return try page(j, &p, name, schema) { after throws(DynamoError) in
+            guard let segment, let total, total > 1 else { return replica.sortedKeys.ascending(after: after) }
+            // A segment is a range of partition-key hashes: it reads only its own keys.
+            if let after, ScanKey(after).segment(of: total) != segment {
+                throw .validation("The provided Exclusive start key does not map to the provided segment")
             }
+            return replica.segmentKeys(segment, of: total, after: after)
         }
     }
 
