@@ -39,6 +39,10 @@ public struct NodeConfig {
     /// Streams, for tests only: how long a retention "hour" is, and the segment size.
     public var streamHourMs: UInt64 = 3_600_000
     public var streamSegmentBytes: Int = 64 << 20
+    /// Table writes waiting for the disk before new ones are refused (tests set 0: all refused).
+    public var maxQueuedWrites = 50_000
+    /// Stream puts waiting for their commit, per partition, before new ones are refused.
+    public var maxPendingPuts = 10_000
 
     public init(name: String, region: String, bind: String, api: String, dataDir: String) {
         self.name = name
@@ -133,6 +137,7 @@ public final class Node {
         apiTokens = try config.apiTokensPath.map { try APITokens.load(path: $0) }
         store = try LMDBStore(path: config.dataDir)
         tables = try Tables(store: store, loop: loop, peerID: try SocketAddress(config.bind).description)
+        tables.maxQueuedWrites = config.maxQueuedWrites
         routes = Routes(tables: tables, loop: loop, selfName: config.name, selfRegion: config.region, returning: incarnation > 1,
                         settings: Routes.Settings(holdDown: config.holdDown, instanceHealthURL: config.instanceHealthURL))
         udp = try UDPSocket(loop: loop, bind: bindAddress)
@@ -143,6 +148,7 @@ public final class Node {
                           profile: config.profileName, dataDir: config.dataDir, tables: tables, peers: peers,
                           hourMs: config.streamHourMs, segmentBytes: config.streamSegmentBytes)
         dynamo = DynamoAPI(tables: tables)
+        streams.maxPendingPuts = config.maxPendingPuts
         kinesis = KinesisAPI(streams: streams)
         tickTimer = Timer(loop: loop)
 

@@ -41,6 +41,8 @@ struct NodeCommand: ParsableCommand {
     var maxClientConnections: Int = 256
     @Option(name: .customLong("stream-hour-ms"), help: .hidden) var streamHourMs: UInt64 = 3_600_000
     @Option(name: .customLong("stream-segment-bytes"), help: .hidden) var streamSegmentBytes: Int = 64 << 20
+    @Option(name: .customLong("max-queued-writes"), help: .hidden) var maxQueuedWrites: Int = 50_000
+    @Option(name: .customLong("max-pending-puts"), help: .hidden) var maxPendingPuts: Int = 10_000
 
     func validate() throws {
         guard MembershipSettings.profile(named: profile) != nil else {
@@ -81,6 +83,8 @@ struct NodeCommand: ParsableCommand {
         config.httpLimits.maxConnectionsPerClient = maxClientConnections
         config.streamHourMs = streamHourMs
         config.streamSegmentBytes = streamSegmentBytes
+        config.maxQueuedWrites = maxQueuedWrites
+        config.maxPendingPuts = maxPendingPuts
         let node: Node
         do {
             node = try Node(config: config, logger: Logger(label: "tandem.\(name)"))
