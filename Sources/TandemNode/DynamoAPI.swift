@@ -35,7 +35,7 @@ final class DynamoAPI {
             // DynamoDB throttles (SDKs back off and retry this code), reads go on.
             if DynamoAPI.itemWrites.contains(op), tables.overloaded {
                 throw DynamoError("ProvisionedThroughputExceededException",
-                                  "The node's disk is behind (\(tables.maxQueuedWrites) writes waiting); the request was throttled, retry with backoff")
+                                  "The node's disk is behind (at least \(tables.maxQueuedWrites) writes waiting for it); the request was throttled, retry with backoff")
             }
             switch op {
             case "GetItem": respond(DynamoAPI.ok(try getItem(request)))
