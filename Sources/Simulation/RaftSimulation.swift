@@ -28,6 +28,11 @@ public struct RaftSimConfig: Sendable {
 /// election safety, log matching, leader completeness, state machine safety, and for the
 /// client: no record applied that was not proposed, none applied twice, and every
 /// acknowledged record at its index on every replica that has committed that index.
+///
+/// Proposals made on a follower travel to the leader it knows like a forwarded put, and are
+/// acknowledged twice over, as the node does it: by the leader when it applies them, and by the
+/// forwarding follower when it applies its own record (which, with the follower commit rule,
+/// may come before the leader has counted a majority). Both must name the same index.
 public final class RaftSimulation {
     final class Node {
         let id: String
@@ -51,6 +56,8 @@ public final class RaftSimulation {
         case deliver(to: Int, bytes: [UInt8])
         case writeDone(node: Int, generation: Int, Write)
         case propose
+        /// A proposal forwarded by a follower arrives at the node it took for the leader.
+        case forward(from: Int, generation: Int, to: Int)
     }
 
     private struct LogKey: Hashable {
@@ -79,6 +86,10 @@ public final class RaftSimulation {
     /// Records the client was told are committed: payload → index.
     public private(set) var acknowledged: [String: UInt64] = [:]
     public private(set) var proposedCount = 0
+    /// Acknowledgements by the follower that forwarded the proposal, and how many of those
+    /// came while that term's leader had not yet committed the record.
+    public private(set) var acknowledgedByForwarder = 0
+    public private(set) var acknowledgedBeforeLeaderCommit = 0
 
     let nodes: [Node]
     private var rng: SeededGenerator
@@ -93,6 +104,8 @@ public final class RaftSimulation {
     private var appliedMax: UInt64 = 0
     private var indexOfPayload: [String: UInt64] = [:]
     private var proposals: [String: Proposal] = [:]
+    /// Proposals that came through a follower: payload → that follower and its life.
+    private var forwardedBy: [String: (node: Int, generation: Int)] = [:]
     private var nextPayload = 0
 
     public init(seed: UInt64, config: RaftSimConfig = RaftSimConfig()) {
@@ -279,20 +292,25 @@ public final class RaftSimulation {
 
         case .propose:
             queue.push(now + config.proposalInterval, .propose)
-            var i = Int(rng.next() % UInt64(nodes.count))
+            let i = Int(rng.next() % UInt64(nodes.count))
             guard let core = nodes[i].core else { return }
-            if core.role != .leader {
-                // Forward to the leader it knows, as the API would.
+            guard core.role == .leader else {
+                // Forward to the leader it knows, as the API would, over the same lossy network.
                 guard let hint = core.leader, let j = nodes.firstIndex(where: { $0.id == hint }),
-                      nodes[j].core != nil, group[i] == group[j] else { return }
-                i = j
+                      group[i] == group[j], !rng.chance(config.lossRate) else { return }
+                queue.push(now + config.latency + randomDuration(config.jitter), .forward(from: i, generation: nodes[i].generation, to: j))
+                return
             }
             _ = propose(on: i)
+
+        case .forward(let i, let generation, let j):
+            guard nodes[j].core?.role == .leader else { return }
+            _ = propose(on: j, forwardedBy: (i, generation))
         }
     }
 
     @discardableResult
-    private func propose(on i: Int) -> String? {
+    private func propose(on i: Int, forwardedBy origin: (node: Int, generation: Int)? = nil) -> String? {
         guard let core = nodes[i].core else { return nil }
         let count = 1 + Int(rng.next() % 3)
         let payloads = (0..<count).map { _ -> String in
@@ -305,6 +323,7 @@ public final class RaftSimulation {
         proposedCount += count
         for (k, p) in payloads.enumerated() {
             proposals[p] = Proposal(node: i, generation: nodes[i].generation, index: range.lowerBound + UInt64(k), term: core.term)
+            if let origin { forwardedBy[p] = origin }
         }
         drive(i)
         return payloads.last
@@ -412,7 +431,25 @@ public final class RaftSimulation {
         guard let payload, let proposal = proposals[payload] else { return }
         // The proposing leader, still in the same life, applying its own entry: the client hears "committed".
         if proposal.node == i, proposal.generation == nodes[i].generation, proposal.index == e.index, proposal.term == e.term {
-            acknowledged[payload] = e.index
+            acknowledge(payload, at: e.index, by: i)
         }
+        // The follower that forwarded it, still in the same life, applying its own record
+        // (it recognises it by the record's id, as a node does by the put's tag).
+        if let origin = forwardedBy[payload], origin.node == i, origin.generation == nodes[i].generation {
+            acknowledge(payload, at: e.index, by: i)
+            acknowledgedByForwarder += 1
+            if let l = leaderOfTerm[e.term].flatMap({ id in nodes.firstIndex { $0.id == id } }),
+               let leader = nodes[l].core, leader.term == e.term, leader.role == .leader, leader.commitIndex < e.index {
+                acknowledgedBeforeLeaderCommit += 1
+            }
+        }
+    }
+
+    /// The client hears "committed at `index`": it must never hear another index for it.
+    private func acknowledge(_ payload: String, at index: UInt64, by i: Int) {
+        if let earlier = acknowledged[payload], earlier != index {
+            violate("\(payload) acknowledged at \(earlier) and by \(nodes[i].id) at \(index)")
+        }
+        acknowledged[payload] = index
     }
 }

@@ -211,6 +211,8 @@ public struct FollowerProgress: Sendable, Equatable {
     var recentActive = true
     /// `match` at the previous heartbeat response (to notice a stalled pipeline).
     var matchAtHeartbeat: UInt64 = 0
+    /// The leader's durable index as last told to this follower (in an append or `persisted`).
+    var persistedSent: UInt64 = 0
 
     mutating func becomeProbe() {
         state = .probe
@@ -422,9 +424,18 @@ public final class RaftNode {
     /// Configuration entries in the log, oldest first, so truncating one restores the one before.
     private var configurations: [(index: UInt64, configuration: RaftConfiguration)]
     private var lastTimestamp: UInt64 = 0
+    /// Follower: how far the current term's leader said its log is durable, and how far our
+    /// log is known to equal its (the end of the appends we accepted from it this term). Both
+    /// reset whenever the term or the leader changes.
+    private var leaderDurable: UInt64 = 0
+    private var matchesLeaderThrough: UInt64 = 0
 
     private var outbox: [RaftOutgoing] = []
     private var outboxAfterPersist: [RaftOutgoing] = []
+    /// New entries not yet offered to the followers. Sending waits for `ready()`, so every
+    /// proposal made between two readies travels in one append per follower (one frame, one
+    /// write) instead of one each.
+    private var appendPending = false
     private var reportedHardState: HardState
     private var reportedSoftState: SoftState
 
@@ -479,6 +490,18 @@ public final class RaftNode {
     public var isPromotable: Bool { configuration.voters.contains(id) }
     /// The newest configuration in the log has committed (no change is pending).
     public var configurationCommitted: Bool { configurations.last!.index <= commitIndex }
+    /// This node was a member, a configuration removed it, that removal has committed, and
+    /// its log ends at that entry: the shell may drop the replica's data. Ending there matters:
+    /// the leader sends a member it removes nothing past the removing entry, so this node has
+    /// acked nothing a later configuration adding it back could have counted; and everything
+    /// up to the removal is on a majority of the members that remain. A replica that was
+    /// never a member in its log (opened for a leader that is adding it, or started over after
+    /// installStart) is not "removed", however its configuration reads.
+    public var isRemoved: Bool {
+        let newest = configurations.last!
+        guard !newest.configuration.contains(id), newest.index <= commitIndex, log.lastIndex == newest.index else { return false }
+        return configurations.dropLast().contains { $0.configuration.contains(id) }
+    }
 
     /// When `tick` must next be called.
     public var nextDeadline: Instant {
@@ -489,7 +512,7 @@ public final class RaftNode {
     }
 
     public var hasReady: Bool {
-        !outbox.isEmpty || !outboxAfterPersist.isEmpty || log.hasNew || commitIndex > appliedIndex
+        !outbox.isEmpty || !outboxAfterPersist.isEmpty || appendPending || log.hasNew || commitIndex > appliedIndex
             || hardState != reportedHardState || softState != reportedSoftState
     }
 
@@ -499,6 +522,10 @@ public final class RaftNode {
     /// Takes everything the shell must do now (see `RaftReady` for the order).
     public func ready() -> RaftReady {
         var rd = RaftReady()
+        if appendPending {
+            appendPending = false
+            if role == .leader { for peer in replicationTargets { sendAppend(to: peer) } }
+        }
         if softState != reportedSoftState {
             reportedSoftState = softState
             rd.softState = softState
@@ -525,8 +552,13 @@ public final class RaftNode {
     public func appended(through position: LogPosition, now: Instant) {
         self.now = now
         log.stable(through: position)
-        // The leader counts itself only for what is on its disk, so this may commit.
-        if role == .leader { maybeCommit() }
+        if role == .leader {
+            // The leader counts itself only for what is on its disk, so this may commit.
+            maybeCommit()
+            tellFollowersDurable()
+        } else {
+            commitFromLeaderDurability()
+        }
     }
 
     // ==== ------------------------------------------------------------------------------------
@@ -542,7 +574,7 @@ public final class RaftNode {
         }
         if now >= heartbeatDue {
             heartbeatDue = now + settings.heartbeatInterval
-            for peer in peers { send(to: peer, .heartbeat(commit: min(progress[peer]!.match, commitIndex))) }
+            for peer in replicationTargets { send(to: peer, .heartbeat(commit: min(progress[peer]!.match, commitIndex))) }
         }
         if now >= checkQuorumDue {
             checkQuorumDue = now + settings.electionTimeout
@@ -554,7 +586,8 @@ public final class RaftNode {
                 becomeFollower(term: term, leader: nil)
                 return
             }
-            for peer in peers { progress[peer]!.recentActive = false }
+            releaseRemovedMembers(dropSilent: true)
+            for peer in replicationTargets { progress[peer]!.recentActive = false }
         }
         if let tr = transfer, now >= tr.deadline {
             // §3.10: the target did not take over within an election timeout; resume service.
@@ -666,7 +699,7 @@ public final class RaftNode {
             stamped[k].timestamp = lastTimestamp
         }
         appendToLog(stamped)
-        for peer in peers { sendAppend(to: peer) }
+        appendPending = true
         maybeCommit()  // a group of one commits as soon as its own write is durable
     }
 
@@ -693,7 +726,7 @@ public final class RaftNode {
                 break  // a pre-vote never changes anyone's term
             case .preVoteResponse(granted: true):
                 break  // carries the term we would campaign for, not a newer leader's
-            case .append, .heartbeat, .installStart:
+            case .append, .heartbeat, .installStart, .persisted:
                 becomeFollower(term: m.term, leader: m.from)
             default:
                 becomeFollower(term: m.term, leader: nil)
@@ -701,7 +734,7 @@ public final class RaftNode {
         } else if m.term < term {
             metrics.staleMessagesDropped += 1
             switch m.body {
-            case .append, .heartbeat, .installStart:
+            case .append, .heartbeat, .installStart, .persisted:
                 // A deposed leader that came back: our term makes it step down. (With pre-vote,
                 // its followers never bumped their terms, so without this it could stay stuck.)
                 send(to: m.from, .heartbeatResponse)
@@ -738,9 +771,16 @@ public final class RaftNode {
             guard role == .candidate else { return }
             tally(m.from, granted)
 
-        case .append(let prevIndex, let prevTerm, let entries, let commit):
+        case .append(let prevIndex, let prevTerm, let entries, let commit, let persisted):
             guard followLeader(m.from) else { return }
             handleAppend(from: m.from, prevIndex: prevIndex, prevTerm: prevTerm, entries: entries, commit: commit)
+            leaderDurable = max(leaderDurable, persisted)
+            commitFromLeaderDurability()
+
+        case .persisted(let index):
+            guard followLeader(m.from) else { return }
+            leaderDurable = max(leaderDurable, index)
+            commitFromLeaderDurability()
 
         case .heartbeat(let commit):
             guard followLeader(m.from) else { return }
@@ -811,6 +851,9 @@ public final class RaftNode {
         }
         // Only what this message proved matches: a longer stale suffix may follow it.
         let lastNew = prevIndex + UInt64(entries.count)
+        // In this term only this leader writes entries, and never changes its own: what
+        // matched it once keeps matching until the term ends.
+        matchesLeaderThrough = max(matchesLeaderThrough, lastNew)
         advanceCommit(to: min(commit, lastNew))
         send(to: leaderID, .appendResponse(success: true, index: lastNew, hintIndex: 0, hintTerm: 0))
     }
@@ -855,6 +898,10 @@ public final class RaftNode {
             if transfer?.target == peer && pr.match == log.lastIndex {
                 send(to: peer, .timeoutNow)
             }
+            if !configuration.contains(peer) {
+                releaseRemovedMembers()
+                guard progress[peer] != nil else { return }
+            }
         } else {
             // Stale rejections (of something already superseded) change nothing.
             if pr.state == .replicate && index <= pr.match { return }
@@ -872,6 +919,10 @@ public final class RaftNode {
     // MARK: Replication (leader)
 
     private var peers: [String] { configuration.members.filter { $0 != id } }
+    /// Leader: everyone it replicates to — the members, and a member the newest (uncommitted)
+    /// configuration removes, until that commits (so the removed member can learn that it is
+    /// out, and the shell can drop its data: `isRemoved`). Sorted, for determinism.
+    private var replicationTargets: [String] { progress.keys.sorted() }
 
     /// Sends what `peer` lacks, if its window allows. `installStart` when that has been trimmed.
     /// `commitOnly`: an empty append may go just to carry a new commit index.
@@ -892,13 +943,16 @@ public final class RaftNode {
             progress[peer] = pr
             return
         }
-        var entries = log.entries(from: pr.next, to: log.lastIndex, maxBytes: settings.maxBatchBytes)
+        // A member the newest configuration removes gets nothing past that entry (`isRemoved`).
+        let last = configuration.contains(peer) ? log.lastIndex : configurations.last!.index
+        var entries = log.entries(from: pr.next, to: last, maxBytes: settings.maxBatchBytes)
         if entries.count > RaftMessage.maxEntries { entries.removeLast(entries.count - RaftMessage.maxEntries) }
         // An empty append in replicate state says nothing a heartbeat does not, except that the
         // commit index moved; send it only for that, and only when nothing is in flight (so it
         // cannot be rejected for a gap).
         if pr.state == .replicate && entries.isEmpty && (!commitOnly || !pr.inflight.isEmpty) { return }
-        send(to: peer, .append(prevIndex: prevIndex, prevTerm: prevTerm, entries: entries, commit: commitIndex))
+        send(to: peer, .append(prevIndex: prevIndex, prevTerm: prevTerm, entries: entries, commit: commitIndex, persisted: log.durableIndex))
+        pr.persistedSent = max(pr.persistedSent, log.durableIndex)
         switch pr.state {
         case .probe: pr.paused = true
         case .replicate:
@@ -920,12 +974,72 @@ public final class RaftNode {
         guard quorumIndex > commitIndex, log.term(at: quorumIndex) == term else { return }
         advanceCommit(to: quorumIndex)
         // Tell caught-up followers at once rather than at the next heartbeat.
-        for peer in peers where progress[peer]!.state == .replicate && progress[peer]!.inflight.isEmpty {
+        for peer in replicationTargets where progress[peer]!.state == .replicate && progress[peer]!.inflight.isEmpty {
             sendAppend(to: peer, commitOnly: true)
         }
+        releaseRemovedMembers()
         // A leader removed from the configuration steps down once its removal commits (§4.2.2).
         if !configuration.contains(id) && configurations.last!.index <= commitIndex {
             becomeFollower(term: term, leader: nil)
+        }
+    }
+
+    /// Follower: an entry of the current term that both this node and the leader hold on disk
+    /// is committed when the two of them are a majority (3 members; §5.4.2: an entry of the
+    /// leader's term stored on a majority is committed, since no later leader can be elected
+    /// without it). Learning it here saves the round trip of our ack to the leader and the
+    /// leader's commit index back: a put forwarded through this node is answered one round
+    /// trip earlier (what matters where regions are far apart).
+    ///
+    /// Why this is safe: the leader's log is durable through `leaderDurable` and ours equals
+    /// it through `matchesLeaderThrough` (both said by this term's leader), and ours is durable
+    /// through `log.durableIndex`; so everything up to the least of the three is on both disks,
+    /// and it ends in an entry of this term. The majority is counted in the configuration in
+    /// force at that index — the leader's and ours alike, since the logs agree there. Any
+    /// configuration a later leader could be elected under differs from it by one server
+    /// (single-server changes; the next change waits for a commit of its leader's term), and
+    /// with at most 3 members every majority of a neighbouring configuration still includes
+    /// this node or the leader — the same argument that lets the leader count the pair.
+    private func commitFromLeaderDurability() {
+        guard role == .follower, let leader else { return }
+        let both = min(leaderDurable, matchesLeaderThrough, log.durableIndex)
+        guard both > commitIndex, log.term(at: both) == term else { return }
+        guard let config = configurations.last(where: { $0.index <= both })?.configuration,
+              config.contains(id), config.contains(leader), config.quorum <= 2 else { return }
+        advanceCommit(to: both)
+    }
+
+    /// Leader, after its own fsync: followers that got entries before they were durable here
+    /// hear that they now are, so they can commit without waiting for our count of their ack
+    /// (`commitFromLeaderDurability`). Only in groups where two members are a majority, and
+    /// only to followers whose own ack has not already covered those entries.
+    private func tellFollowersDurable() {
+        guard configuration.quorum <= 2 else { return }
+        let durable = log.durableIndex
+        for peer in replicationTargets {
+            guard var pr = progress[peer], pr.state == .replicate else { continue }
+            let sent = min(durable, pr.next - 1)
+            guard sent > pr.persistedSent, sent > pr.match else { continue }
+            send(to: peer, .persisted(index: durable))
+            pr.persistedSent = durable
+            progress[peer] = pr
+        }
+    }
+
+    /// Members the committed newest configuration removed: one that holds everything through
+    /// its removal gets a last heartbeat carrying the commit index (so it knows it is out, see
+    /// `isRemoved`) and nothing more; one silent for a check-quorum period is dropped as well.
+    private func releaseRemovedMembers(dropSilent: Bool = false) {
+        guard role == .leader, configurationCommitted else { return }
+        let removal = configurations.last!.index
+        for peer in replicationTargets where !configuration.contains(peer) {
+            let pr = progress[peer]!
+            if pr.match >= removal {
+                send(to: peer, .heartbeat(commit: min(pr.match, commitIndex)))
+                progress[peer] = nil
+            } else if dropSilent && !pr.recentActive {
+                progress[peer] = nil
+            }
         }
     }
 
@@ -957,7 +1071,13 @@ public final class RaftNode {
             for peer in peers where progress[peer] == nil {
                 progress[peer] = FollowerProgress(next: log.lastIndex + 1)
             }
-            for peer in progress.keys where !configuration.contains(peer) { progress[peer] = nil }
+            // A member the new configuration removes keeps getting entries until that commits
+            // (`maybeCommit` drops it); one removed by a configuration that was overwritten
+            // meanwhile is dropped at once.
+            let outgoing = configurations.count > 1 ? configurations[configurations.count - 2].configuration : configuration
+            for peer in progress.keys where !configuration.contains(peer) && (configurationCommitted || !outgoing.contains(peer)) {
+                progress[peer] = nil
+            }
         }
     }
 
@@ -966,6 +1086,8 @@ public final class RaftNode {
 
     private func campaign(preVote: Bool, transfer: Bool) {
         leader = nil
+        leaderDurable = 0
+        matchesLeaderThrough = 0
         votes = [id: true]
         if preVote {
             role = .preCandidate
@@ -998,6 +1120,10 @@ public final class RaftNode {
     }
 
     private func becomeFollower(term newTerm: UInt64, leader newLeader: String?) {
+        if newTerm != term || newLeader != leader {
+            leaderDurable = 0
+            matchesLeaderThrough = 0
+        }
         if newTerm > term {
             term = newTerm
             vote = nil

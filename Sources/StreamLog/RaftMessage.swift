@@ -14,7 +14,9 @@ public struct RaftMessage: Sendable, Equatable {
         case requestVote(lastIndex: UInt64, lastTerm: UInt64, transfer: Bool)
         case voteResponse(granted: Bool)
         /// AppendEntries. `entries` follow `prevIndex` without gaps (checked on decode).
-        case append(prevIndex: UInt64, prevTerm: UInt64, entries: [LogEntry], commit: UInt64)
+        /// `persisted`: the leader's log was durable through here when it sent this (it replicates
+        /// before its own fsync, so this often trails the entries); see `persisted(index:)`.
+        case append(prevIndex: UInt64, prevTerm: UInt64, entries: [LogEntry], commit: UInt64, persisted: UInt64)
         /// On success `index` is the last index the follower now holds durably that matches the
         /// leader; on rejection it is the `prevIndex` that did not match, and `hintIndex`/`hintTerm`
         /// say where the follower's log could match (fast backtracking, etcd's `findConflictByTerm`).
@@ -27,6 +29,11 @@ public struct RaftMessage: Sendable, Equatable {
         case installStart(index: UInt64, term: UInt64, configuration: RaftConfiguration)
         /// Leadership transfer: campaign now, without pre-vote.
         case timeoutNow
+        /// The leader's log is now durable through `index` (sent after its fsync, to a follower
+        /// that got those entries before they were durable). With the follower's own copy that
+        /// is two holders; where two are a majority the follower knows they are committed
+        /// without waiting for the leader to count its ack (see `RaftNode.commitFromLeaderDurability`).
+        case persisted(index: UInt64)
     }
 
     public var from: String
@@ -42,7 +49,7 @@ public struct RaftMessage: Sendable, Equatable {
     // ==== ------------------------------------------------------------------------------------
     // MARK: Codec
 
-    public static let version: UInt8 = 1
+    public static let version: UInt8 = 2
     /// More entries than any batch the leader builds (`RaftSettings.maxBatchBytes` stops it first).
     public static let maxEntries = 65_535
     /// One record's data; the shell rejects larger puts before they reach Raft.
@@ -71,11 +78,12 @@ public struct RaftMessage: Sendable, Equatable {
         case .voteResponse(let granted):
             w.u8(4)
             w.bool(granted)
-        case .append(let prevIndex, let prevTerm, let entries, let commit):
+        case .append(let prevIndex, let prevTerm, let entries, let commit, let persisted):
             w.u8(5)
             w.u64(prevIndex)
             w.u64(prevTerm)
             w.u64(commit)
+            w.u64(persisted)
             w.u16(UInt16(entries.count))
             for e in entries {
                 w.u64(e.index)
@@ -102,6 +110,9 @@ public struct RaftMessage: Sendable, Equatable {
             configuration.encode(into: &w)
         case .timeoutNow:
             w.u8(10)
+        case .persisted(let index):
+            w.u8(11)
+            w.u64(index)
         }
         return w.bytes
     }
@@ -125,6 +136,7 @@ public struct RaftMessage: Sendable, Equatable {
             let prevIndex = try r.u64()
             let prevTerm = try r.u64()
             let commit = try r.u64()
+            let persisted = try r.u64()
             let n = try r.count16(limit: maxEntries, minElementSize: minEntrySize)
             var entries: [LogEntry] = []
             entries.reserveCapacity(n)
@@ -142,7 +154,7 @@ public struct RaftMessage: Sendable, Equatable {
                 let data = try r.blob(limit: maxEntryBytes)
                 entries.append(LogEntry(index: index, term: entryTerm, kind: kind, timestamp: timestamp, data: data))
             }
-            body = .append(prevIndex: prevIndex, prevTerm: prevTerm, entries: entries, commit: commit)
+            body = .append(prevIndex: prevIndex, prevTerm: prevTerm, entries: entries, commit: commit, persisted: persisted)
         case 6:
             body = .appendResponse(success: try r.bool(), index: try r.u64(), hintIndex: try r.u64(), hintTerm: try r.u64())
         case 7: body = .heartbeat(commit: try r.u64())
@@ -150,6 +162,7 @@ public struct RaftMessage: Sendable, Equatable {
         case 9:
             body = .installStart(index: try r.u64(), term: try r.u64(), configuration: try RaftConfiguration.decode(from: &r))
         case 10: body = .timeoutNow
+        case 11: body = .persisted(index: try r.u64())
         case let t: throw TandemError(.malformed, "unknown raft message type \(t)")
         }
         guard r.isAtEnd else { throw TandemError(.malformed, "\(r.remaining) trailing bytes after raft message") }

@@ -41,6 +41,31 @@ public indirect enum JSON: Equatable, Sendable {
         return value
     }
 
+    /// Where the string whose contents start at `start` ends (its closing quote) when it holds
+    /// no escape and no control character, and whether it is all ASCII; nil otherwise. Eight
+    /// bytes at a time while none is special (base64 payloads are long runs of such bytes).
+    public static func plainString(_ b: UnsafeBufferPointer<UInt8>, from start: Int) -> (end: Int, ascii: Bool)? {
+        var k = start
+        var high: UInt8 = 0
+        let ones: UInt64 = 0x0101_0101_0101_0101, highs: UInt64 = 0x8080_8080_8080_8080
+        while k + 8 <= b.count {
+            let x = UnsafeRawPointer(b.baseAddress! + k).loadUnaligned(as: UInt64.self)
+            let quote = x ^ (ones &* 0x22), slash = x ^ (ones &* 0x5C)
+            // A zero byte in `quote` or `slash`, a byte below 0x20, or a byte ≥ 0x80.
+            let special = ((quote &- ones) & ~quote) | ((slash &- ones) & ~slash) | (x &- ones &* 0x20) | x
+            if special & highs != 0 { break }
+            k += 8
+        }
+        while k < b.count {
+            let c = b[k]
+            if c == UInt8(ascii: "\"") { return (k, high < 0x80) }
+            if c == UInt8(ascii: "\\") || c < 0x20 { return nil }
+            high |= c
+            k += 1
+        }
+        return nil
+    }
+
     struct Parser {
         let bytes: [UInt8]
         let maxDepth: Int
@@ -49,7 +74,12 @@ public indirect enum JSON: Equatable, Sendable {
         func error(_ what: String) -> TandemError { TandemError(.badRequest, "invalid JSON at byte \(i): \(what)") }
 
         mutating func skipSpace() {
-            while i < bytes.count, [0x20, 0x09, 0x0A, 0x0D].contains(bytes[i]) { i += 1 }
+            while i < bytes.count {
+                switch bytes[i] {
+                case 0x20, 0x09, 0x0A, 0x0D: i += 1
+                default: return
+                }
+            }
         }
 
         mutating func value(depth: Int) throws(TandemError) -> JSON {
@@ -131,6 +161,19 @@ public indirect enum JSON: Equatable, Sendable {
 
         mutating func string() throws(TandemError) -> String {
             i += 1  // opening quote
+            // Most strings hold no escapes: find the closing quote and validate the run whole.
+            let start = i
+            let plain: String?? = bytes.withUnsafeBufferPointer { b in
+                guard let (end, ascii) = JSON.plainString(b, from: start) else { return nil }
+                let run = UnsafeBufferPointer(rebasing: b[start..<end])
+                // ASCII needs no validation; anything else is validated, not repaired.
+                return .some(ascii ? String(decoding: run, as: UTF8.self) : String(validating: run, as: UTF8.self))
+            }
+            if let plain {
+                guard let s = plain else { throw error("string is not UTF-8") }
+                i += s.utf8.count + 1
+                return s
+            }
             var out: [UInt8] = []
             while i < bytes.count {
                 let c = bytes[i]

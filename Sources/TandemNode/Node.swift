@@ -43,6 +43,9 @@ public struct NodeConfig {
     public var maxQueuedWrites = 50_000
     /// Stream puts waiting for their commit, per partition, before new ones are refused.
     public var maxPendingPuts = 10_000
+    /// Streams, for the benchmark's comparison: a put forwarded by a replica is answered only
+    /// by the leader (as before replicas answered puts they have committed themselves).
+    public var streamLeaderAnswersOnly = false
 
     public init(name: String, region: String, bind: String, api: String, dataDir: String) {
         self.name = name
@@ -146,7 +149,8 @@ public final class Node {
         http = try HTTPServer(loop: loop, bind: apiAddress, limits: config.httpLimits)
         streams = Streams(loop: loop, logger: logger, selfID: bindAddress.description, isWitness: config.role == "witness",
                           profile: config.profileName, dataDir: config.dataDir, tables: tables, peers: peers,
-                          hourMs: config.streamHourMs, segmentBytes: config.streamSegmentBytes)
+                          hourMs: config.streamHourMs, segmentBytes: config.streamSegmentBytes,
+                          replicasAnswerForwardedPuts: !config.streamLeaderAnswersOnly)
         dynamo = DynamoAPI(tables: tables)
         streams.maxPendingPuts = config.maxPendingPuts
         kinesis = KinesisAPI(streams: streams)

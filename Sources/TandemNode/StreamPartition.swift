@@ -80,6 +80,18 @@ final class StreamPartition {
         var done: (Result<ClosedRange<UInt64>, PutFailure>) -> Void
     }
     private var waiters: [Waiter] = []
+    /// Puts this replica forwarded to the leader, by put number (the tag on their first
+    /// record): answered as soon as this replica has committed them, which with the follower
+    /// commit rule (`RaftNode.commitFromLeaderDurability`) is about one round trip before the
+    /// leader's answer could arrive. `at` is where the tagged record was seen in the log.
+    private struct Forwarded {
+        var count: Int
+        var at: LogPosition?
+        var done: (ClosedRange<UInt64>) -> Void
+    }
+    private var forwarded: [UInt64: Forwarded] = [:]
+    /// This process's origin in record tags (random per process, see `StreamRecord`).
+    let origin: UInt64
     /// Long-polling readers, woken when the commit index moves.
     private var readWaiters: [(deadline: Instant, wake: () -> Void)] = []
 
@@ -91,12 +103,13 @@ final class StreamPartition {
     private(set) var leaderSince: Instant?
 
     init(id: GroupID, directory: String, configuration: RaftConfiguration, logSettings: SegmentLog.Settings = SegmentLog.Settings(),
-         preferred: [String], selfID: String,
+         preferred: [String], selfID: String, origin: UInt64 = 0,
          settings: RaftSettings, loop: EventLoop,
          send: @escaping (String, GroupID, RaftMessage) -> Void, fatal: @escaping (String) -> Void) throws {
         self.id = id
         self.directory = directory
         self.preferred = preferred
+        self.origin = origin
         self.loop = loop
         self.send = send
         self.fatal = fatal
@@ -168,6 +181,18 @@ final class StreamPartition {
         }
     }
 
+    /// A put of `count` records forwarded to the leader with tag `put` on its first record:
+    /// `done` runs once this replica has committed them (the leader's answer is the fallback;
+    /// the caller makes sure only the first of the two reaches the client).
+    func awaitForwarded(put: UInt64, count: Int, _ done: @escaping (ClosedRange<UInt64>) -> Void) {
+        forwarded[put] = Forwarded(count: count, at: nil, done: done)
+    }
+
+    /// The leader answered (or the forward failed): stop watching for the put.
+    func forgetForwarded(put: UInt64) {
+        forwarded[put] = nil
+    }
+
     func waitForCommit(until deadline: Instant, _ wake: @escaping () -> Void) {
         readWaiters.append((deadline, wake))
     }
@@ -214,6 +239,8 @@ final class StreamPartition {
         waiters = []
         for r in readWaiters { r.wake() }
         readWaiters = []
+        // Forwarded puts still get the leader's answer.
+        forwarded = [:]
     }
 
     // ==== ------------------------------------------------------------------------------------
@@ -226,6 +253,7 @@ final class StreamPartition {
             if let soft = rd.softState {
                 leaderSince = soft.role == .leader ? loop.now : nil
             }
+            if !forwarded.isEmpty { noteForwarded(rd.entries) }
             do {
                 if let reset = rd.resetLog { try log.reset(after: reset.index, term: reset.term) }
                 if !rd.entries.isEmpty { try log.append(rd.entries) }
@@ -288,8 +316,30 @@ final class StreamPartition {
         }
     }
 
+    /// Where the leader's appends bring back the first record of a put this replica forwarded.
+    private func noteForwarded(_ entries: [LogEntry]) {
+        for e in entries where e.kind == .record && e.data.first == StreamRecord.taggedVersion {
+            guard let tag = StreamRecord.tag(e.data), tag.origin == origin, forwarded[tag.put] != nil else { continue }
+            forwarded[tag.put]!.at = LogPosition(index: e.index, term: e.term)
+        }
+    }
+
+    /// Answers forwarded puts whose records this replica has now committed. Same term at both
+    /// ends: the leader of that term appended the put's records in one run from the tagged one.
+    /// A put whose entry was overwritten is left to the leader's answer.
+    private func answerForwarded(through index: UInt64) {
+        for (put, f) in forwarded {
+            guard let at = f.at else { continue }
+            let last = at.index + UInt64(f.count) - 1
+            guard last <= index, raft.term(at: at.index) == at.term, raft.term(at: last) == at.term else { continue }
+            forwarded[put] = nil
+            f.done(at.index...last)
+        }
+    }
+
     /// Answers the puts whose records are now committed, or lost to a leader change.
     private func applyCommitted(through index: UInt64) {
+        if !forwarded.isEmpty { answerForwarded(through: index) }
         guard !waiters.isEmpty else { return }
         let now = loop.now
         var keep: [Waiter] = []
@@ -299,7 +349,11 @@ final class StreamPartition {
                 continue
             }
             // Same term at both ends: in one term only one leader appends, so this is our run.
-            if raft.term(at: w.range.lowerBound) == w.term && raft.term(at: w.range.upperBound) == w.term {
+            // Still leading in that term says the same without two log lookups (a leader never
+            // rewrites its own log, and never leads the same term twice).
+            let ours = (raft.role == .leader && raft.term == w.term)
+                || (raft.term(at: w.range.lowerBound) == w.term && raft.term(at: w.range.upperBound) == w.term)
+            if ours {
                 appendLatency.record(now - w.proposedAt)
                 w.done(.success(w.range))
             } else {

@@ -33,10 +33,16 @@ struct GroupID: Hashable, CustomStringConvertible {
     }
 }
 
-/// The payload of a record entry in the log: `version u8 | key shortString | data…`.
+/// The payload of a record entry in the log: `version u8 | key shortString | data…`, or for the
+/// first record of a put a replica forwarded to the leader, `2 | origin u64 | put u64 | key | data`.
 /// The key travels with the record so readers can hand it back and consumers can group by it.
+/// The tag lets the forwarding replica recognise the put when the leader's append brings it
+/// back, and answer as soon as it has committed it (`StreamPartition.awaitForwarded`): the
+/// origin is random per process, so a restarted node or another node never takes a record
+/// for one of its own; the put number counts that process's forwards.
 enum StreamRecord {
     static let version: UInt8 = 1
+    static let taggedVersion: UInt8 = 2
     static let maxKeyBytes = 255
     /// Like Kinesis: a record's data is at most 1 MiB (the request may carry up to 4 MiB).
     static let maxDataBytes = 1 << 20
@@ -49,9 +55,81 @@ enum StreamRecord {
         return w.bytes
     }
 
+    /// The common body `{"key":"…","data":"<base64>"}` (members in either order, whitespace
+    /// anywhere, no escapes) straight to (key, encoded record), base64 decoded in place: on the
+    /// put path a JSON tree cost more than all of Raft. Nil for any other shape, which then
+    /// goes through the JSON parser and gets its precise error there.
+    static func encodeSimpleBody(_ body: [UInt8]) -> (key: String, record: [UInt8])? {
+        body.withUnsafeBufferPointer { b -> (key: String, record: [UInt8])? in
+            var i = 0
+            func space() { while i < b.count, b[i] == 0x20 || b[i] == 0x09 || b[i] == 0x0A || b[i] == 0x0D { i += 1 } }
+            func expect(_ c: UInt8) -> Bool {
+                space()
+                guard i < b.count, b[i] == c else { return false }
+                i += 1
+                return true
+            }
+            /// The range of a string without escapes or control characters.
+            func string() -> Range<Int>? {
+                guard expect(UInt8(ascii: "\"")), let (end, _) = JSON.plainString(b, from: i) else { return nil }
+                defer { i = end + 1 }
+                return i..<end
+            }
+            guard expect(UInt8(ascii: "{")) else { return nil }
+            var key: Range<Int>?, data: Range<Int>?
+            for member in 0..<2 {
+                guard let name = string(), expect(UInt8(ascii: ":")), let value = string() else { return nil }
+                switch name.count == 3 ? 0 : name.count == 4 ? 1 : 2 {
+                case 0 where b[name.lowerBound] == 0x6B && b[name.lowerBound + 1] == 0x65 && b[name.lowerBound + 2] == 0x79 && key == nil: key = value
+                case 1 where b[name.lowerBound] == 0x64 && b[name.lowerBound + 1] == 0x61 && b[name.lowerBound + 2] == 0x74
+                    && b[name.lowerBound + 3] == 0x61 && data == nil: data = value
+                default: return nil
+                }
+                guard expect(member == 0 ? UInt8(ascii: ",") : UInt8(ascii: "}")) else { return nil }
+            }
+            space()
+            guard i == b.count, let key, let data, (1...maxKeyBytes).contains(key.count),
+                  let keyText = String(validating: UnsafeBufferPointer(rebasing: b[key]), as: UTF8.self),
+                  let decoded = Base64.decode(UnsafeBufferPointer(rebasing: b[data])), decoded.count <= maxDataBytes else { return nil }
+            var record: [UInt8] = []
+            record.reserveCapacity(2 + key.count + decoded.count)
+            record.append(version)
+            record.append(UInt8(key.count))
+            record.append(contentsOf: UnsafeBufferPointer(rebasing: b[key]))
+            record.append(contentsOf: decoded)
+            return (keyText, record)
+        }
+    }
+
+    /// `record` (either version) with the tag (origin, put) in place of any it had.
+    static func tagged(_ record: [UInt8], origin: UInt64, put: UInt64) -> [UInt8] {
+        let body = record.first == taggedVersion ? record.dropFirst(17) : record.dropFirst()
+        var w = ByteWriter(capacity: record.count + 17)
+        w.u8(taggedVersion)
+        w.u64(origin)
+        w.u64(put)
+        w.raw(body)
+        return w.bytes
+    }
+
+    /// The tag of a tagged record, else nil.
+    static func tag(_ bytes: [UInt8]) -> (origin: UInt64, put: UInt64)? {
+        guard bytes.first == taggedVersion else { return nil }
+        var r = ByteReader(bytes)
+        _ = try? r.u8()
+        guard let origin = try? r.u64(), let put = try? r.u64() else { return nil }
+        return (origin, put)
+    }
+
     static func decode(_ bytes: [UInt8]) -> (key: String, data: ArraySlice<UInt8>)? {
         var r = ByteReader(bytes)
-        guard (try? r.u8()) == version, let key = try? r.shortString() else { return nil }
+        switch try? r.u8() {
+        case version: break
+        case taggedVersion:
+            guard (try? r.u64()) != nil, (try? r.u64()) != nil else { return nil }
+        default: return nil
+        }
+        guard let key = try? r.shortString() else { return nil }
         return (key, bytes[r.offset...])
     }
 }
@@ -59,8 +137,14 @@ enum StreamRecord {
 /// Sequence numbers are Raft indexes written as 20-digit decimal strings, so they sort as text too.
 enum Sequence {
     static func format(_ index: UInt64) -> String {
-        let digits = String(index)
-        return String(repeating: "0", count: max(0, 20 - digits.count)) + digits
+        String(unsafeUninitializedCapacity: 20) { out in
+            var v = index
+            for k in stride(from: 19, through: 0, by: -1) {
+                out[k] = UInt8(ascii: "0") + UInt8(v % 10)
+                v /= 10
+            }
+            return 20
+        }
     }
 
     static func parse(_ text: String) -> UInt64? {

@@ -62,6 +62,8 @@ final class Streams {
 
     struct Stats {
         var putsForwarded = 0
+        /// Forwarded puts answered by this replica as soon as it had committed them.
+        var putsAnsweredByReplica = 0
         var putsServedForPeers = 0
         var readsProxied = 0
         var unknownGroupMessages = 0
@@ -85,6 +87,11 @@ final class Streams {
     private var leaderHints: [GroupID: String] = [:]
     private(set) var stats = Stats()
 
+    /// Tags of puts this node forwards as a replica (see `StreamRecord`): random per process,
+    /// then a count.
+    private let origin = UInt64.random(in: 1 ... .max)
+    private var putsTagged: UInt64 = 0
+
     private var outbox: [String: (buffer: [UInt8], count: Int)] = [:]
     private let flushTimer: Timer
     private var flushScheduled = false
@@ -92,14 +99,19 @@ final class Streams {
     private var housekeepingRounds = 0
     private var timers: [ObjectIdentifier: Timer] = [:]
     private var stopping = false
+    private let startedAt: Instant
 
     /// A retention hour in ms and the segment size: fixed, except in tests (`--stream-hour-ms`).
     let hourMs: UInt64
     let segmentBytes: Int
+    /// False only for the benchmark's before/after comparison (`--stream-leader-answers-only`).
+    let replicasAnswerForwardedPuts: Bool
 
     init(loop: EventLoop, logger: Logger, selfID: String, isWitness: Bool, profile: String, dataDir: String,
-         tables: Tables, peers: PeerLinks, hourMs: UInt64 = 3_600_000, segmentBytes: Int = 64 << 20) {
+         tables: Tables, peers: PeerLinks, hourMs: UInt64 = 3_600_000, segmentBytes: Int = 64 << 20,
+         replicasAnswerForwardedPuts: Bool = true) {
         self.hourMs = hourMs
+        self.replicasAnswerForwardedPuts = replicasAnswerForwardedPuts
         self.segmentBytes = segmentBytes
         self.loop = loop
         self.logger = logger
@@ -115,6 +127,7 @@ final class Streams {
         self.peers = peers
         flushTimer = Timer(loop: loop)
         housekeeping = Timer(loop: loop)
+        startedAt = loop.now
     }
 
     func start() {
@@ -139,6 +152,7 @@ final class Streams {
         if housekeepingRounds % 4 == 0 { reconcile() }
         if housekeepingRounds % 20 == 0 && !stopping { spreadLeaders() }
         if housekeepingRounds % 10 == 5 && !stopping { replaceDepartedVoters() }
+        if housekeepingRounds % 10 == 0 { dropRemovedReplicas() }
         // Every minute (every eighth of a retention hour when tests shorten it).
         if housekeepingRounds % Int(max(1, min(1200, hourMs / 8 / 50))) == 0 { applyRetention() }
     }
@@ -260,7 +274,7 @@ final class Streams {
                 // Segments also roll by age (a quarter of the retention), so a quiet partition's
                 // old records expire without waiting for a full segment.
                 logSettings: SegmentLog.Settings(segmentBytesMax: segmentBytes, segmentAgeMaxMs: UInt64(d.retentionHours) * hourMs / 4),
-                preferred: d.voters[gid.partition], selfID: selfID, settings: settings, loop: loop,
+                preferred: d.voters[gid.partition], selfID: selfID, origin: origin, settings: settings, loop: loop,
                 send: { [unowned self] to, g, m in self.send(to, g, m) },
                 fatal: { [unowned self] why in self.fatal(why) })
             partitions[gid] = part
@@ -288,32 +302,31 @@ final class Streams {
     // ==== ------------------------------------------------------------------------------------
     // MARK: Re-placement
 
-    /// A voter that left the cluster for good (graceful leave) is replaced by the partition's
-    /// leader, one single-server change at a time: first add the next live non-witness member
-    /// in rendezvous order that is not in the group, then (once that has committed) remove the
-    /// departed voter; with no candidate left, just remove it. Once the group's configuration
-    /// has committed and differs from the stored placement, the leader writes the placement
-    /// back to the catalog, so `describe`, forwarding and the new member see it.
+    /// A voter that is gone for good is replaced by the partition's leader, one single-server
+    /// change at a time (`replacementStep`). Once the group's configuration has committed and
+    /// differs from the stored placement, the leader writes the placement back to the catalog,
+    /// so `describe`, forwarding and the new member see it.
+    ///
+    /// Gone for good: its member left the cluster (graceful leave), or the membership layer
+    /// no longer lists it at all (it forgets members dead or left for longer than it keeps
+    /// them) — the latter only once this node has been up long enough to have heard of everyone.
     private func replaceDepartedVoters() {
         let all = members()
-        let left = Set(all.filter(\.left).map(\.address))
+        var gone = Set(all.filter(\.left).map(\.address))
+        if loop.now - startedAt >= Streams.forgottenAfterUptime {
+            let known = Set(all.map(\.address))
+            for p in partitions.values { gone.formUnion(p.raft.configuration.voters.filter { !known.contains($0) }) }
+        }
         let live = all.filter { $0.alive && !$0.left && $0.role != "witness" }.map(\.address)
         for p in partitions.values where p.canPropose {
             guard let d = definitions[p.id.stream], d.incarnation == p.id.incarnation else { continue }
             let config = p.raft.configuration
             guard p.raft.configurationCommitted else { continue }
-            if let gone = config.voters.first(where: { left.contains($0) && $0 != selfID }) {
-                let staying = config.voters.filter { !left.contains($0) }
-                let change: ConfigurationChange
-                if staying.count < Streams.replicationFactor,
-                   let next = Streams.ranked(d.name, p.id.partition, live.filter { !config.contains($0) }).first {
-                    change = .addVoter(next)
-                } else {
-                    change = .remove(gone)
-                }
+            if let change = Streams.replacementStep(stream: d.name, partition: p.id.partition, configuration: config,
+                                                    placed: d.voters[p.id.partition], gone: gone, live: live, selfID: selfID) {
                 do {
                     try p.proposeChange(change)
-                    logger.info("replacing a departed voter", metadata: ["partition": "\(p.id)", "departed": "\(gone)", "change": "\(change)"])
+                    logger.info("replacing a departed voter", metadata: ["partition": "\(p.id)", "change": "\(change)"])
                 } catch {
                     // Not yet (this term's first commit pending, a transfer): next round.
                 }
@@ -321,6 +334,48 @@ final class Streams {
                 writeBackPlacement(d, p.id.partition, config)
             }
         }
+    }
+
+    /// A replica whose group removed this node drops its data: once its Raft log says so
+    /// (`RaftNode.isRemoved`: the removal committed, and the log ends at it, so this node acked
+    /// nothing since that a later configuration could count) and the stored placement agrees.
+    /// Term and vote stay (the `hardstate` file, a few bytes): should the group add this node
+    /// back, its new replica must not vote twice in a term it already voted in.
+    private func dropRemovedReplicas() {
+        for (gid, part) in partitions where part.raft.isRemoved {
+            guard let d = definitions[gid.stream], d.incarnation == gid.incarnation, gid.partition < d.partitions,
+                  !d.voters[gid.partition].contains(selfID), !d.witnesses[gid.partition].contains(selfID) else { continue }
+            part.close()
+            partitions[gid] = nil
+            leaderHints[gid] = nil
+            try? FileManager.default.removeItem(atPath: part.directory + "/log")
+            try? FileManager.default.removeItem(atPath: part.directory + "/configurations")
+            logger.info("dropped the data of a partition this node was removed from", metadata: ["partition": "\(gid)"])
+        }
+    }
+
+    /// How long a node runs before a voter missing from its member list counts as gone.
+    static let forgottenAfterUptime: Duration = .seconds(60)
+
+    /// The next change replacing `gone` voters of one partition, or nil when there is none.
+    ///
+    /// Remove first, then add. A departed voter never acks again: adding the newcomer first
+    /// would make 4 voters with quorum 3 of which only 3 are alive, one of them empty — every
+    /// commit would wait for the newcomer to copy the whole log, and one more failure would
+    /// stop the group. Removed first, the group is 2 voters with quorum 2 (no less tolerant
+    /// than 3 with one gone), and the newcomer then joins a group of 3 with quorum 2 and
+    /// catches up without holding commits back. Adds only back up to the stored placement's
+    /// size (or the replication factor): the newcomer is the next live non-witness member in
+    /// rendezvous order that is not in the group; with none, the group stays smaller.
+    static func replacementStep(stream: String, partition: Int, configuration: RaftConfiguration, placed: [String],
+                                gone: Set<String>, live: [String], selfID: String) -> ConfigurationChange? {
+        // The leader never removes itself here: it hands leadership over when it leaves.
+        if let departed = configuration.voters.first(where: { gone.contains($0) && $0 != selfID }) {
+            return .remove(departed)
+        }
+        guard configuration.voters.count < min(replicationFactor, placed.count) else { return nil }
+        let candidates = live.filter { !configuration.contains($0) && !gone.contains($0) }
+        return ranked(stream, partition, candidates).first.map { .addVoter($0) }
     }
 
     private var placementWrittenAt: [String: Instant] = [:]
@@ -484,22 +539,41 @@ final class Streams {
             let candidates = d.voters[g.partition].filter { alive.contains($0) }
             if !candidates.isEmpty { target = candidates[attempt % candidates.count] }
         }
-        func retry() {
+        func retry(_ done: @escaping (PutResult) -> Void) {
             guard loop.now < deadline else { return done(.failure(.noLeader(g.description))) }
             after(.milliseconds(10)) { [weak self] in self?.submit(g, records, deadline: deadline, hops: hops, attempt: attempt + 1, done) }
         }
-        guard let target, target != selfID, hops < 3 else { return retry() }
+        guard let target, target != selfID, hops < 3 else { return retry(done) }
         if peers.isBackingOff(target) {
             // Just failed to connect (a dead leader, most likely): look again shortly rather
             // than queue behind the reconnect backoff.
             if leaderHints[g] == target { leaderHints[g] = nil }
-            return retry()
+            return retry(done)
         }
         stats.putsForwarded += 1
+        // Only one answer reaches the client: this replica's, once it has committed the put,
+        // or the leader's (or the failure), whichever comes first.
+        let once = AnswerOnce(done)
+        var sent = records
+        var put: UInt64?
+        if let local, replicasAnswerForwardedPuts {
+            // A replica will see the records come back in the leader's append: tagged, it
+            // recognises them and answers once it has committed them — a round trip before
+            // the leader's answer could arrive.
+            putsTagged += 1
+            put = putsTagged
+            sent[0] = StreamRecord.tagged(records[0], origin: origin, put: putsTagged)
+            local.awaitForwarded(put: putsTagged, count: records.count) { [weak self] range in
+                self?.stats.putsAnsweredByReplica += 1
+                once(.success(range))
+            }
+        }
         let waitMs = UInt32(max(0, (deadline - now).milliseconds))
-        let payload = StreamWire.encode(StreamWire.PutRequest(group: g, hops: hops + 1, waitMs: waitMs, records: records))
+        let payload = StreamWire.encode(StreamWire.PutRequest(group: g, hops: hops + 1, waitMs: waitMs, records: sent))
         peers.request(to: target, kind: StreamFrameKind.put, payload: payload,
-                      timeout: .milliseconds(Int64(waitMs)) + Streams.commitTimeout + .seconds(1)) { [weak self] result in
+                      timeout: .milliseconds(Int64(waitMs)) + Streams.commitTimeout + .seconds(1)) { [weak self, weak local] result in
+            if let put { local?.forgetForwarded(put: put) }
+            let done = once.callAsFunction
             guard let self else { return }
             switch result {
             case .success(let frame):
@@ -508,18 +582,29 @@ final class Streams {
                     return done(.failure(PutFailure(status: 502, code: "bad_peer_answer", message: "malformed answer from \(target)", retryable: true)))
                 }
                 if let leader, leader != self.selfID { self.leaderHints[g] = leader } else { self.leaderHints[g] = nil }
-                if case .failure(let f) = answer, f.code == "no_leader", self.loop.now < deadline { return retry() }
+                if case .failure(let f) = answer, f.code == "no_leader", self.loop.now < deadline { return retry(done) }
                 done(answer)
             case .failure(let error):
                 if self.leaderHints[g] == target { self.leaderHints[g] = nil }
                 // Never sent (the link could not connect): look for the leader again.
-                if error.code == .notDelivered { return retry() }
+                if error.code == .notDelivered { return retry(done) }
                 // Sent, but no answer: the leader may have appended it. Proposing again could
                 // append it twice, so the client learns the outcome is unknown (a Kinesis
                 // client retrying a failed PutRecord faces the same choice).
                 done(.failure(PutFailure(status: 503, code: "unknown_outcome",
                                          message: "no answer from \(target); the records may or may not have been appended", retryable: true)))
             }
+        }
+    }
+
+    /// Passes on the first answer only.
+    final class AnswerOnce {
+        private var done: ((PutResult) -> Void)?
+        init(_ done: @escaping (PutResult) -> Void) { self.done = done }
+        func callAsFunction(_ result: PutResult) {
+            guard let d = done else { return }
+            done = nil
+            d(result)
         }
     }
 
@@ -673,6 +758,15 @@ final class Streams {
 
     private func put(_ stream: String, _ body: [UInt8], _ respond: @escaping (HTTPResponse) -> Void) throws {
         let d = try definition(stream)
+        if let (key, record) = StreamRecord.encodeSimpleBody(body) {
+            // One record in the usual shape: no JSON tree, no per-partition bookkeeping.
+            let p = partition(forKey: key, partitions: d.partitions)
+            let gid = GroupID(stream: d.name, incarnation: d.incarnation, partition: p)
+            return submit(gid, [record], deadline: loop.now + Streams.noLeaderWait, hops: 0) { [weak self] result in
+                guard let self else { return }
+                respond(self.putResponse([result], partitions: [p], batch: false))
+            }
+        }
         let j = try JSON.parse(body)
         let batch: Bool
         var items: [JSON]
@@ -723,7 +817,16 @@ final class Streams {
         func ok(_ p: Int, _ seq: UInt64) -> String { "{\"partition\":\(p),\"sequence\":\"\(Sequence.format(seq))\"}" }
         if !batch {
             switch results[0] {
-            case .success(let r): return HTTPResponse(status: 200, body: Array((ok(partitions[0], r.lowerBound) + "\n").utf8))
+            case .success(let r):
+                // The hot path of single puts: bytes appended directly.
+                var body: [UInt8] = []
+                body.reserveCapacity(64)
+                body.append(contentsOf: #"{"partition":"#.utf8)
+                body.append(contentsOf: String(partitions[0]).utf8)
+                body.append(contentsOf: #","sequence":""#.utf8)
+                body.append(contentsOf: Sequence.format(r.lowerBound).utf8)
+                body.append(contentsOf: "\"}\n".utf8)
+                return HTTPResponse(status: 200, body: body)
             case .failure(let f): return Streams.failure(f)
             }
         }
@@ -923,6 +1026,9 @@ final class Streams {
         for (code, n) in stats.errors.sorted(by: { $0.key < $1.key }) { out += "tandem_stream_errors_total{code=\"\(code)\"} \(n)\n" }
         family("tandem_stream_puts_forwarded_total", "counter", "Puts forwarded to another node.")
         out += "tandem_stream_puts_forwarded_total \(stats.putsForwarded)\n"
+        family("tandem_stream_puts_answered_by_replica_total", "counter",
+               "Puts this node forwarded and answered itself once its replica had committed them (before the leader's answer).")
+        out += "tandem_stream_puts_answered_by_replica_total \(stats.putsAnsweredByReplica)\n"
         family("tandem_stream_puts_for_peers_total", "counter", "Forwarded puts served for other nodes.")
         out += "tandem_stream_puts_for_peers_total \(stats.putsServedForPeers)\n"
         family("tandem_stream_reads_proxied_total", "counter", "Reads proxied to a replica.")

@@ -15,12 +15,13 @@ struct StreamBench: ParsableCommand {
     @Option(help: "Seconds per load phase.") var seconds = 10
     @Option(help: "Failover runs with the fast profile.") var fastRuns = 7
     @Option(help: "Failover runs with the lan (default) profile.") var lanRuns = 3
-    @Option(help: "Comma-separated parts: pipelined, serial, delivery, failover (default all).") var only: String?
+    @Option(help: "Comma-separated parts: pipelined, serial, delivery, failover, follower-wan (default all).") var only: String?
+    @Option(help: "One-way delay between nodes (ms) for follower-wan.") var wanDelayMs = 20
 
     static let fsyncPolicy = "fsync: every put acknowledged only after fsync on a majority (leader included), group commit"
 
     func run() throws {
-        let parts = Set((only ?? "pipelined,serial,delivery,failover").split(separator: ",").map(String.init))
+        let parts = Set((only ?? "pipelined,serial,delivery,failover,follower-wan").split(separator: ",").map(String.init))
         print("streams benchmark — 3 real nodes on 127.0.0.1, 256-byte records, load generator on the same \(ProcessInfo.processInfo.activeProcessorCount) cores")
         print("\(StreamBench.fsyncPolicy); data dirs under \(NSTemporaryDirectory())\n")
         fflush(nil)
@@ -35,6 +36,7 @@ struct StreamBench: ParsableCommand {
             try failover(profile: "fast", runs: fastRuns, target: "median ≤ 0.6 s, max ≤ 1 s") { $0.median <= 0.6 && $0.max <= 1 }
             try failover(profile: "lan", runs: lanRuns, target: "reported (default profile)") { _ in true }
         }
+        if parts.contains("follower-wan") { try followerWAN() }
     }
 
     @Sendable static func wallNs() -> UInt64 {
@@ -47,12 +49,17 @@ struct StreamBench: ParsableCommand {
     static let body = Array("{\"key\":\"k\",\"data\":\"\(Base64.encode(payload))\"}".utf8)
     static let path = "/v1/streams/bench/records"
 
-    /// Three nodes, stream `bench` with one partition; returns the leader's index.
-    func start(profile: String) throws -> (LocalCluster, Int) {
-        let cluster = try LocalCluster(size: 3, profile: profile)
+    /// Three nodes, stream `bench` with one partition; returns the leader's index. With
+    /// `delayMs`, every node delays what it sends to peers by that much (`--chaos`).
+    func start(profile: String, delayMs: Int = 0, nodeArgs: [String] = []) throws -> (LocalCluster, Int) {
+        let cluster = try LocalCluster(size: 3, profile: profile, chaos: delayMs > 0)
+        cluster.nodeArgs = nodeArgs
         try cluster.startAll()
         guard eventually(timeout: .seconds(20), { (0..<3).allSatisfy { cluster.view(from: $0)?.values.filter { $0.status == "alive" }.count == 3 } }) else {
             throw ValidationError("cluster did not form")
+        }
+        if delayMs > 0 {
+            for i in 0..<3 where !cluster.setChaos(i, delayMs: delayMs) { throw ValidationError("cannot set the delay on node \(i)") }
         }
         let r = try HTTPClient.request("PUT", cluster.nodes[0].api, "/v1/streams/bench", body: Array(#"{"partitions":1}"#.utf8))
         guard r.status == 201 else { throw ValidationError("create stream: \(r.text)") }
@@ -111,15 +118,34 @@ struct StreamBench: ParsableCommand {
         return String(format: "group commit on the leader: %.0f fsyncs for %.0f committed proposals", fsyncs, committed)
     }
 
+    /// User + system CPU seconds of each node process and, last, of this process.
+    func cpuSeconds(_ cluster: LocalCluster) -> [Double] {
+        let tick = Double(sysconf(Int32(_SC_CLK_TCK)))
+        func of(_ pid: pid_t) -> Double {
+            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+                  let close = stat.lastIndex(of: ")") else { return 0 }
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            // After the command: state is field 3, utime 14 and stime 15 (1-based, proc(5)).
+            return ((Double(fields[11]) ?? 0) + (Double(fields[12]) ?? 0)) / tick
+        }
+        return cluster.nodes.map { $0.pid.map(of) ?? 0 } + [of(getpid())]
+    }
+
     // MARK: parts
 
     func pipelined(_ cluster: LocalCluster, _ leader: Int) throws {
+        let before = cpuSeconds(cluster)
         let r = try LoadGenerator(target: cluster.nodes[leader].api) { ("POST", StreamBench.path, StreamBench.body) }
             .run(connections: 256, duration: .seconds(Int64(seconds)))
+        let cpu = zip(cpuSeconds(cluster), before).map { ($0 - $1) * 1e6 / Double(max(r.requests, 1)) }
         line("256 puts outstanding to one partition, client at the leader",
              String(format: "%.0f records/s, p50 %.2f ms, p99 %.2f ms, errors %d (n=%d); %@", r.perSecond, r.percentile(0.5), r.percentile(0.99),
                     r.errors, r.requests, syncStats(cluster, leader)),
              target: "≥ 80,000 records/s, p99 ≤ 10 ms", met: r.perSecond >= 80_000 && r.percentile(0.99) <= 10)
+        // What limits it on a shared machine: CPU per record in each process (user + system).
+        let nodes = cpu.dropLast().enumerated().map { "\($0.offset == leader ? "leader" : "follower") \(String(format: "%.1f", $0.element))" }
+        print(String(format: "    CPU per record, µs: %@, load generator %.1f (machine: %d cores)\n", nodes.joined(separator: ", "), cpu.last!,
+                     ProcessInfo.processInfo.activeProcessorCount))
         // The same load as batches of 100 records per request (what a real producer does).
         var records: [String] = []
         for i in 0..<100 { records.append("{\"key\":\"k\(i)\",\"data\":\"\(Base64.encode(StreamBench.payload))\"}") }
@@ -186,6 +212,32 @@ struct StreamBench: ParsableCommand {
         line("delivery put → read by a long-polling reader on a follower, at \(Int(r.perSecond.rounded())) puts/s",
              String(format: "p50 %.3f ms, p99 %.3f ms, max %.3f ms (%d of %d records seen)", p(0.5), p(0.99), ms.last ?? .nan, ms.count, r.requests),
              target: "p99 ≤ 1 ms", met: p(0.99) <= 1)
+    }
+
+    /// One put at a time with `wanDelayMs` one way between every two nodes: at the leader (one
+    /// round trip to a follower), and through a follower, answered by the leader only (two round
+    /// trips: forward, append, ack, answer) and by the follower once it has committed the
+    /// record (one: forward, append carrying it; the leader's fsync notice follows the append).
+    func followerWAN() throws {
+        var figures: [(String, LoadGenerator.Result)] = []
+        for (label, args) in [("answered by the leader only (before)", ["--stream-leader-answers-only"]),
+                              ("answered by the follower once it has committed the record (after)", [])] {
+            let (cluster, leader) = try start(profile: "lan", delayMs: wanDelayMs, nodeArgs: args)
+            let follower = (0..<3).first { $0 != leader }!
+            if figures.isEmpty {
+                let r = try LoadGenerator(target: cluster.nodes[leader].api) { ("POST", StreamBench.path, StreamBench.body) }
+                    .run(connections: 1, duration: .seconds(Int64(seconds)))
+                figures.append(("at the leader", r))
+            }
+            let r = try LoadGenerator(target: cluster.nodes[follower].api) { ("POST", StreamBench.path, StreamBench.body) }
+                .run(connections: 1, duration: .seconds(Int64(seconds)))
+            figures.append(("through a follower, " + label, r))
+        }
+        for (label, r) in figures {
+            line("one put at a time, \(wanDelayMs) ms one-way between nodes, client \(label)",
+                 String(format: "p50 %.2f ms, p99 %.2f ms (n=%d, errors %d)", r.percentile(0.5), r.percentile(0.99), r.requests, r.errors),
+                 target: "report it (one round trip is \(2 * wanDelayMs) ms)", met: nil)
+        }
     }
 
     func failover(profile: String, runs: Int, target: String, met: ((median: Double, max: Double)) -> Bool) throws {

@@ -43,6 +43,7 @@ struct NodeCommand: ParsableCommand {
     @Option(name: .customLong("stream-segment-bytes"), help: .hidden) var streamSegmentBytes: Int = 64 << 20
     @Option(name: .customLong("max-queued-writes"), help: .hidden) var maxQueuedWrites: Int = 50_000
     @Option(name: .customLong("max-pending-puts"), help: .hidden) var maxPendingPuts: Int = 10_000
+    @Flag(name: .customLong("stream-leader-answers-only"), help: .hidden) var streamLeaderAnswersOnly = false
 
     func validate() throws {
         guard MembershipSettings.profile(named: profile) != nil else {
@@ -85,6 +86,7 @@ struct NodeCommand: ParsableCommand {
         config.streamSegmentBytes = streamSegmentBytes
         config.maxQueuedWrites = maxQueuedWrites
         config.maxPendingPuts = maxPendingPuts
+        config.streamLeaderAnswersOnly = streamLeaderAnswersOnly
         let node: Node
         do {
             node = try Node(config: config, logger: Logger(label: "tandem.\(name)"))

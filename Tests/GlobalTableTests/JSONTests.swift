@@ -40,6 +40,39 @@ import Testing
         #expect(Base64.encode(Array("hello".utf8)) == "aGVsbG8=")
         #expect(Base64.decode("aGVsbG8") == nil)
         #expect(Base64.decode("a=GV") == nil)
+        // RFC 4648 test vectors, and padding only at the end.
+        let vectors = ["": "", "f": "Zg==", "fo": "Zm8=", "foo": "Zm9v", "foob": "Zm9vYg==", "fooba": "Zm9vYmE=", "foobar": "Zm9vYmFy"]
+        for (plain, coded) in vectors {
+            #expect(Base64.encode(Array(plain.utf8)) == coded)
+            #expect(Base64.decode(coded) == Array(plain.utf8))
+        }
+        for bad in ["Zg=a", "Z===", "====", "Zm9v====", "Zm9 ", "Zm9\u{0}", "Zm=v", "=m9v", "Zm9vé==="] {
+            #expect(Base64.decode(bad) == nil, "\(bad)")
+        }
+    }
+
+    /// Strings of every length around the 8-byte scanning step, with a special character
+    /// (quote, backslash, control, non-ASCII) at every position, survive a round trip.
+    @Test func stringsRoundTripWithSpecialsAtEveryPosition() throws {
+        for n in 0..<20 {
+            for special in ["\"", "\\", "\n", "\u{1}", "é", "😀", "x"] {
+                for at in 0...n {
+                    var chars = Array(repeating: "a", count: n)
+                    chars.insert(special, at: at)
+                    let text = chars.joined()
+                    let encoded = JSON.array([.string(text)]).serialized
+                    #expect(try JSON.parse(Array(encoded.utf8)) == .array([.string(text)]), "\(encoded)")
+                }
+            }
+        }
+    }
+
+    @Test func jsonStringsWithAndWithoutEscapes() throws {
+        #expect(try JSON.parse(Array(#"["plain", "a\"b", "tab\tend", "é", "\u00e9\ud83d\ude00", ""]"#.utf8))
+                == .array([.string("plain"), .string("a\"b"), .string("tab\tend"), .string("é"), .string("é😀"), .string("")]))
+        #expect(throws: TandemError.self) { try JSON.parse(Array("[\"a\u{1}b\"]".utf8)) }
+        #expect(throws: TandemError.self) { try JSON.parse([0x22, 0xFF, 0xFE, 0x22]) }
+        #expect(throws: TandemError.self) { try JSON.parse(Array(#""unterminated"#.utf8)) }
     }
 
     @Test func plainJSONMapsToDynamoDBTypesAndBack() throws {

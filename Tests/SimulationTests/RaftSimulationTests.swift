@@ -29,11 +29,14 @@ import Testing
 
     @Test func threeNodesUnderFaultsStaySafeAndRecover() {
         var acked = 0
+        var early = 0
         for seed in scenarioSeeds(200, salt: 700) {
             let sim = Self.chaosRun(seed: seed, config: RaftSimConfig(), faults: .seconds(3))
             acked += sim.acknowledged.count
+            early += sim.acknowledgedBeforeLeaderCommit
         }
         #expect(acked > 0)
+        #expect(early > 0, "no follower acknowledged before its leader's commit under faults")
     }
 
     @Test func fiveNodesUnderFaultsStaySafeAndRecover() {
@@ -52,6 +55,29 @@ import Testing
             #expect(sim.violations.isEmpty, "seed \(seed): \(sim.violations)")
             // Nearly every proposal after the first election is acknowledged (a few are in flight).
             #expect(sim.acknowledged.count > sim.proposedCount * 8 / 10, "seed \(seed): \(sim.acknowledged.count) of \(sim.proposedCount)")
+        }
+    }
+
+    /// Proposals forwarded through a follower are acknowledged by that follower, often before
+    /// the leader has counted a majority (it and the leader hold them on disk: 2 of 3). With 5
+    /// members two copies are no majority, so the follower only ever learns commits from the
+    /// leader. Either way every acknowledgement names the index the record holds everywhere.
+    @Test func forwardingFollowersAcknowledgeEarlyOnlyWhereTwoAreAMajority() {
+        for seed in scenarioSeeds(5, salt: 950) {
+            let sim = RaftSimulation(seed: seed)
+            sim.run(for: .seconds(2))
+            sim.checkAcknowledgedRecords()
+            #expect(sim.violations.isEmpty, "seed \(seed): \(sim.violations)")
+            #expect(sim.acknowledgedByForwarder > 10 && sim.acknowledgedBeforeLeaderCommit > sim.acknowledgedByForwarder / 4,
+                    "seed \(seed): \(sim.acknowledgedByForwarder) by forwarders, \(sim.acknowledgedBeforeLeaderCommit) before the leader's commit")
+            var five = RaftSimConfig()
+            five.nodes = 5
+            let wide = RaftSimulation(seed: seed, config: five)
+            wide.run(for: .seconds(2))
+            wide.checkAcknowledgedRecords()
+            #expect(wide.violations.isEmpty, "seed \(seed): \(wide.violations)")
+            #expect(wide.acknowledgedByForwarder > 10 && wide.acknowledgedBeforeLeaderCommit == 0,
+                    "seed \(seed): \(wide.acknowledgedByForwarder) by forwarders, \(wide.acknowledgedBeforeLeaderCommit) before the leader's commit")
         }
     }
 

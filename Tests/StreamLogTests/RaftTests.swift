@@ -64,9 +64,9 @@ import Testing
         c.isolated = ["s5"]
         // s1 wins term 4 and replicates 2@2 to s3 and s4, but its own no-op (3@4) is lost.
         c.rewrite = { m in
-            guard case .append(let prevIndex, let prevTerm, let entries, let commit) = m.message.body else { return m }
+            guard case .append(let prevIndex, let prevTerm, let entries, let commit, let persisted) = m.message.body else { return m }
             var held = m
-            held.message.body = .append(prevIndex: prevIndex, prevTerm: prevTerm, entries: entries.filter { $0.index < 3 }, commit: commit)
+            held.message.body = .append(prevIndex: prevIndex, prevTerm: prevTerm, entries: entries.filter { $0.index < 3 }, commit: commit, persisted: persisted)
             return held
         }
         c.elect("s1")
@@ -211,6 +211,53 @@ import Testing
         #expect(c.appliedRecords("d") == ["after the change"])
     }
 
+    /// A member being removed gets entries up to the removing configuration, then (once that
+    /// commits) the commit index, and nothing more: it knows it is out (`isRemoved`), and its
+    /// log ends at its removal, so it has acked nothing a later configuration could count.
+    /// Added back, it is a member again; a newcomer still catching up is never "removed".
+    @Test func aRemovedMemberLearnsItIsOut() throws {
+        let c = RaftTestCluster(voters: ["a", "b", "c"])
+        c.elect("a")
+        c.advance(.milliseconds(200))
+        #expect(!c["c"].isRemoved)
+        let removal = try c["a"].proposeConfigurationChange(.remove("c"), now: c.now)
+        try c.propose("a", "right after")
+        c.advance(.milliseconds(300))
+        #expect(c["a"].configurationCommitted && c["a"].progress["c"] == nil)
+        #expect(c["c"].lastIndex == removal && c["c"].commitIndex == removal)
+        #expect(c["c"].isRemoved && !c["b"].isRemoved && !c["a"].isRemoved)
+        try c.propose("a", "later")
+        c.advance(.milliseconds(300))
+        #expect(c["c"].lastIndex == removal, "nothing past its removal")
+        #expect(c.appliedRecords("b") == ["right after", "later"])
+
+        // Added back: it gets the log again and is a member.
+        _ = try c["a"].proposeConfigurationChange(.addVoter("c"), now: c.now)
+        c.process("a")
+        c.advance(.milliseconds(300))
+        #expect(!c["c"].isRemoved && c["c"].configuration.contains("c"))
+        #expect(c["c"].lastIndex == c["a"].lastIndex)
+
+        // A newcomer replaying the log through an old removal of itself is not removed.
+        c.add("c2", configuration: RaftConfiguration(voters: []))
+        #expect(!c["c2"].isRemoved)
+    }
+
+    /// A removed member that stays silent is dropped by the leader after a check-quorum period.
+    @Test func aSilentRemovedMemberIsDropped() throws {
+        let c = RaftTestCluster(voters: ["a", "b", "c"])
+        c.elect("a")
+        c.advance(.milliseconds(200))
+        c.isolated = ["c"]
+        _ = try c["a"].proposeConfigurationChange(.remove("c"), now: c.now)
+        c.process("a")
+        c.advance(.milliseconds(200))
+        #expect(c["a"].configurationCommitted && c["a"].progress["c"] != nil)
+        c.advance(.seconds(3))
+        #expect(c["a"].progress["c"] == nil && c["a"].role == .leader)
+        #expect(!c["c"].isRemoved, "it never heard")
+    }
+
     /// A follower whose next entry was trimmed by retention is told to start after the trim
     /// point (those records expired) and then catches up normally.
     @Test func laggingFollowerBehindTheTrimPointGetsInstallStart() throws {
@@ -243,8 +290,10 @@ import Testing
         #expect(c["a"].progress["c"]?.state == .replicate)
         try c.propose("a", "x")
         let index = c["a"].lastIndex
-        // Both appends are out, carrying the old commit index; b's ack commits the entry.
-        let toC = c.inFlight.filter { $0.to == "c" }
+        // Both appends are out, carrying the old commit index; b's ack commits the entry. The
+        // leader's note that the entry is on its disk is lost on the way to c (else c would
+        // commit by itself, and this would not test the leader's answer).
+        let toC = c.inFlight.filter { if $0.to == "c", case .append = $0.message.body { true } else { false } }
         c.inFlight.removeAll { $0.to == "c" }
         #expect(toC.count == 1)
         c.stabilize()
@@ -274,9 +323,38 @@ import Testing
         #expect(node([(5, added)]).0.configuration == base, "an entry past the log's end was lost")
         let (b, _) = node([(3, added)])
         // A leader of term 2 whose log matches through 2 overwrites entry 3.
-        b.step(RaftMessage(from: "a", term: 2, body: .append(prevIndex: 2, prevTerm: 1, entries: [LogEntry(index: 3, term: 2)], commit: 0)),
+        b.step(RaftMessage(from: "a", term: 2, body: .append(prevIndex: 2, prevTerm: 1, entries: [LogEntry(index: 3, term: 2)], commit: 0, persisted: 0)),
                now: Instant(nanoseconds: 2))
         #expect(b.configuration == base)
+    }
+
+    /// Why a departed voter is removed before its replacement is added (`Streams.replacementStep`):
+    /// with c dead and the newcomer d not (yet) answering, adding d first makes 4 voters with
+    /// quorum 3 and only a and b to ack — nothing commits, the change included. Removing c
+    /// first leaves a and b a quorum of 2, and then of {a, b, d} while d catches up.
+    @Test func replacingADeadVoterRemovesFirst() throws {
+        for removeFirst in [true, false] {
+            let c = RaftTestCluster(voters: ["a", "b", "c"])
+            c.add("d", configuration: RaftConfiguration(voters: []))
+            c.elect("a")
+            c.advance(.milliseconds(200))
+            c.isolated = ["c", "d"]
+            let changes: [ConfigurationChange] = removeFirst ? [.remove("c"), .addVoter("d")] : [.addVoter("d"), .remove("c")]
+            for change in changes {
+                _ = try? c["a"].proposeConfigurationChange(change, now: c.now)
+                c.process("a")
+                c.advance(.milliseconds(300))
+            }
+            try? c.propose("a", "after")
+            c.advance(.milliseconds(300))
+            if removeFirst {
+                #expect(c["a"].configuration == RaftConfiguration(voters: ["a", "b", "d"]) && c["a"].configurationCommitted)
+                #expect(c.appliedRecords("a") == ["after"], "the group commits without c and d")
+            } else {
+                #expect(!c["a"].configurationCommitted, "adding first: the change itself cannot commit")
+                #expect(c.appliedRecords("a").isEmpty)
+            }
+        }
     }
 
     @Test func aFollowerAcksOnlyAfterPersisting() throws {
@@ -292,6 +370,105 @@ import Testing
     }
 }
 
+/// A follower that holds an entry of the current term on disk, and has heard that the leader
+/// does too, knows it is committed where the two are a majority — without waiting for the
+/// leader to count its ack (one round trip fewer for a put forwarded through it).
+@Suite struct FollowerCommitTests {
+    /// The instant-disk shell of `RaftTestCluster.process`, without sending anything.
+    static func persist(_ c: RaftTestCluster, _ id: String, _ rd: RaftReady) {
+        c.storages[id]!.append(rd.entries)
+        c.storages[id]!.sync()
+        if let p = rd.persistedPosition { c[id].appended(through: p, now: c.now) }
+    }
+
+    @Test func aFollowerCommitsWhatItAndTheLeaderHoldOnDisk() throws {
+        let c = RaftTestCluster(voters: ["a", "b", "c"])
+        c.elect("a")
+        c.advance(.milliseconds(200))
+        let (a, b) = (c["a"], c["b"])
+        let before = b.commitIndex
+        let index = try a.propose([[1, 2, 3]], timestamp: 0, now: c.now).upperBound
+        let rd = a.ready()
+        // The leader replicates before its own fsync, and says so.
+        guard let toB = rd.messages.first(where: { $0.to == "b" }),
+              case .append(_, _, let entries, _, let persisted) = toB.message.body else {
+            Issue.record("no append to b: \(rd.messages)")
+            return
+        }
+        #expect(entries.last?.index == index && persisted < index)
+        b.step(toB.message, now: c.now)
+        let acks = b.ready()
+        Self.persist(c, "b", acks)
+        #expect(b.commitIndex == before, "only b's copy is known durable")
+
+        // The leader's fsync: it tells b (and c), whose acks it has not seen.
+        Self.persist(c, "a", rd)
+        let after = a.ready()
+        #expect(a.commitIndex < index, "the leader has counted no ack yet")
+        let notices = after.messages.filter { if case .persisted(index) = $0.message.body { true } else { false } }
+        #expect(Set(notices.map(\.to)) == ["b", "c"], "\(after.messages)")
+        b.step(notices.first { $0.to == "b" }!.message, now: c.now)
+        #expect(b.commitIndex == index)
+        #expect(b.ready().committedEntries.last?.index == index)
+        // c got the notice but not the entry: nothing to commit there.
+        c["c"].step(notices.first { $0.to == "c" }!.message, now: c.now)
+        #expect(c["c"].commitIndex == before)
+    }
+
+    /// The other order: the leader's notice first, then the follower's own fsync.
+    @Test func theFollowersOwnFsyncCanComeLast() throws {
+        let c = RaftTestCluster(voters: ["a", "b", "c"])
+        c.elect("a")
+        c.advance(.milliseconds(200))
+        let (a, b) = (c["a"], c["b"])
+        let index = try a.propose([[7]], timestamp: 0, now: c.now).upperBound
+        let rd = a.ready()
+        b.step(rd.messages.first { $0.to == "b" }!.message, now: c.now)
+        let pending = b.ready()
+        Self.persist(c, "a", rd)
+        let notice = a.ready().messages.first { $0.to == "b" }!
+        b.step(notice.message, now: c.now)
+        #expect(b.commitIndex < index, "b's own copy is not durable yet")
+        Self.persist(c, "b", pending)
+        #expect(b.commitIndex == index)
+    }
+
+    /// With 5 members two copies are not a majority: no notices, and a notice would not count.
+    @Test func notInAGroupWhereTwoAreNoMajority() throws {
+        let c = RaftTestCluster(voters: ["a", "b", "c", "d", "e"])
+        c.elect("a")
+        c.advance(.milliseconds(200))
+        let (a, b) = (c["a"], c["b"])
+        let before = b.commitIndex
+        let index = try a.propose([[1]], timestamp: 0, now: c.now).upperBound
+        let rd = a.ready()
+        b.step(rd.messages.first { $0.to == "b" }!.message, now: c.now)
+        Self.persist(c, "b", b.ready())
+        Self.persist(c, "a", rd)
+        let after = a.ready()
+        #expect(!after.messages.contains { if case .persisted = $0.message.body { true } else { false } })
+        b.step(RaftMessage(from: "a", term: a.term, body: .persisted(index: index)), now: c.now)
+        #expect(b.commitIndex == before)
+    }
+
+    /// An entry of an earlier term on both disks is not committed by this rule (Figure 8): only
+    /// an entry of the leader's own term is.
+    @Test func anEarlierTermsEntryIsNotCommittedThisWay() {
+        let c = RaftTestCluster(voters: ["a", "b", "c"], logs: ["a": [1, 1, 1], "b": [1, 1, 1], "c": [1]], terms: ["a": 1, "b": 1, "c": 1])
+        let b = c["b"]
+        // a leads term 2; its no-op has not reached b, but b's log matches through 3.
+        b.step(RaftMessage(from: "a", term: 2, body: .append(prevIndex: 3, prevTerm: 1, entries: [], commit: 0, persisted: 3)), now: c.now)
+        b.step(RaftMessage(from: "a", term: 2, body: .persisted(index: 3)), now: c.now)
+        #expect(b.leader == "a" && b.commitIndex == 0)
+        // The no-op of term 2 on both disks commits it and everything before it.
+        b.step(RaftMessage(from: "a", term: 2, body: .append(prevIndex: 3, prevTerm: 1, entries: [LogEntry(index: 4, term: 2, kind: .noop)],
+                                                             commit: 0, persisted: 4)), now: c.now)
+        #expect(b.commitIndex == 0, "b's copy of 4 is not durable yet")
+        Self.persist(c, "b", b.ready())
+        #expect(b.commitIndex == 4)
+    }
+}
+
 @Suite struct RaftMessageCodecTests {
     static let samples: [RaftMessage] = [
         RaftMessage(from: "a", term: 3, body: .preVote(lastIndex: 10, lastTerm: 2)),
@@ -301,13 +478,14 @@ import Testing
         RaftMessage(from: "a", term: 4, body: .append(prevIndex: 9, prevTerm: 2, entries: [
             LogEntry(index: 10, term: 4, kind: .noop, timestamp: 7),
             LogEntry(index: 11, term: 4, kind: .record, timestamp: 8, data: [1, 2, 3]),
-        ], commit: 9)),
+        ], commit: 9, persisted: 10)),
         RaftMessage(from: "b", term: 4, body: .appendResponse(success: false, index: 9, hintIndex: 7, hintTerm: 1)),
         RaftMessage(from: "a", term: 4, body: .heartbeat(commit: 11)),
         RaftMessage(from: "b", term: 4, body: .heartbeatResponse),
         RaftMessage(from: "a", term: 4, body: .installStart(index: 100, term: 3,
                                                              configuration: RaftConfiguration(voters: ["a", "b"], witnesses: ["w"]))),
         RaftMessage(from: "a", term: 4, body: .timeoutNow),
+        RaftMessage(from: "a", term: 4, body: .persisted(index: 11)),
     ]
 
     @Test func everyMessageRoundTrips() throws {
@@ -319,7 +497,7 @@ import Testing
     @Test func appendWithAGapIsRejected() {
         let m = RaftMessage(from: "a", term: 1, body: .append(prevIndex: 1, prevTerm: 1, entries: [
             LogEntry(index: 3, term: 1),
-        ], commit: 0))
+        ], commit: 0, persisted: 0))
         #expect(throws: TandemError.self) { try RaftMessage.decode(m.encode()) }
     }
 
