@@ -4,8 +4,9 @@
     scripts/bench-query.py --binary PATH [--partitions 1000] [--per-partition 100]
 
 Starts one node, loads partitions × per-partition items with BatchWriteItem, then times Query
-pages (Limit 25 through one partition, with ExclusiveStartKey) and Scan pages (Limit 100) and
-prints the median and p99 per page.
+pages (Limit 25 through one partition, with ExclusiveStartKey), Scan pages (Limit 100) and the
+pages of one parallel-scan segment (Limit 100, segment 5 of 16) and prints the median and p99
+per page.
 """
 import argparse
 import http.client
@@ -98,6 +99,16 @@ try:
     print("Query page   median %.2f ms  p99 %.2f ms (Limit 25, %d-item partitions)" % (*timed(query_page, a.pages), a.per_partition))
     state["start"] = None
     print("Scan page    median %.2f ms  p99 %.2f ms (Limit 100 of %d items)" % (*timed(scan_page, a.pages), items))
+
+    def segment_page():
+        # Pages of one segment of 16 (a parallel scan's worker), through to its end and again.
+        body = {"TableName": "bench", "Limit": 100, "Segment": 5, "TotalSegments": 16}
+        if state["start"]:
+            body["ExclusiveStartKey"] = state["start"]
+        state["start"] = call("Scan", body).get("LastEvaluatedKey")
+
+    state["start"] = None
+    print("Segment page median %.2f ms  p99 %.2f ms (Limit 100, segment 5 of 16)" % timed(segment_page, a.pages))
 finally:
     node.kill()
     node.wait()

@@ -1,16 +1,21 @@
-/// A table's keys in order, kept up to date as keys appear and go, so Query and Scan start at
-/// their first key by binary search and walk only what they return: blocks of at most
-/// `2 × blockSize` sorted keys (a one-level B-tree). Insert and remove cost a binary search and
-/// a move within one block; a block splits when full and goes when empty.
-public struct SortedKeys: Sendable {
-    static let blockSize = 256
-    private var blocks: [[ItemKey]] = []
+import TandemCore
+
+/// A table's keys in key order (Query, and Scan without segments).
+public typealias SortedKeys = SortedList<ItemKey>
+
+/// Keys in order, kept up to date as keys appear and go, so Query and Scan start at their first
+/// key by binary search and walk only what they return: blocks of at most `2 × blockSize`
+/// sorted keys (a one-level B-tree). Insert and remove cost a binary search and a move within
+/// one block; a block splits when full and goes when empty.
+public struct SortedList<Key: Comparable & Sendable>: Sendable {
+    static var blockSize: Int { 256 }
+    private var blocks: [[Key]] = []
     public private(set) var count = 0
 
     public init() {}
 
     /// First index in `a` where `pred` holds (`pred` is false then true along `a`).
-    private static func point(_ a: [ItemKey], _ pred: (ItemKey) -> Bool) -> Int {
+    private static func point(_ a: [Key], _ pred: (Key) -> Bool) -> Int {
         var lo = 0, hi = a.count
         while lo < hi {
             let mid = (lo + hi) / 2
@@ -20,7 +25,7 @@ public struct SortedKeys: Sendable {
     }
 
     /// The first position (block, index) where `pred` holds; `(blocks.count, 0)` if none.
-    private func position(_ pred: (ItemKey) -> Bool) -> (Int, Int) {
+    private func position(_ pred: (Key) -> Bool) -> (Int, Int) {
         var lo = 0, hi = blocks.count
         while lo < hi {
             let mid = (lo + hi) / 2
@@ -29,11 +34,11 @@ public struct SortedKeys: Sendable {
         // Blocks before `lo` start with keys where pred is false: the point is in block lo - 1
         // (or at the start of block lo).
         guard lo > 0 else { return (0, 0) }
-        let i = SortedKeys.point(blocks[lo - 1], pred)
+        let i = SortedList.point(blocks[lo - 1], pred)
         return i < blocks[lo - 1].count ? (lo - 1, i) : (lo, 0)
     }
 
-    public mutating func insert(_ key: ItemKey) {
+    public mutating func insert(_ key: Key) {
         guard !blocks.isEmpty else {
             blocks = [[key]]
             count = 1
@@ -48,14 +53,14 @@ public struct SortedKeys: Sendable {
         }
         blocks[b].insert(key, at: i)
         count += 1
-        if blocks[b].count >= 2 * SortedKeys.blockSize {
-            let tail = Array(blocks[b][SortedKeys.blockSize...])
-            blocks[b].removeSubrange(SortedKeys.blockSize...)
+        if blocks[b].count >= 2 * SortedList.blockSize {
+            let tail = Array(blocks[b][SortedList.blockSize...])
+            blocks[b].removeSubrange(SortedList.blockSize...)
             blocks.insert(tail, at: b + 1)
         }
     }
 
-    public mutating func remove(_ key: ItemKey) {
+    public mutating func remove(_ key: Key) {
         let (b, i) = position { !($0 < key) }
         guard b < blocks.count, blocks[b][i] == key else { return }
         blocks[b].remove(at: i)
@@ -64,7 +69,7 @@ public struct SortedKeys: Sendable {
     }
 
     /// Keys in ascending order from the first one where `pred` holds (`pred`: false, then true).
-    public func ascending(fromFirstWhere pred: (ItemKey) -> Bool) -> AnyIterator<ItemKey> {
+    public func ascending(fromFirstWhere pred: (Key) -> Bool) -> AnyIterator<Key> {
         var (b, i) = position(pred)
         let blocks = self.blocks
         return AnyIterator {
@@ -77,7 +82,7 @@ public struct SortedKeys: Sendable {
     }
 
     /// Keys in descending order from the last one where `pred` does not hold.
-    public func descending(fromLastBefore pred: (ItemKey) -> Bool) -> AnyIterator<ItemKey> {
+    public func descending(fromLastBefore pred: (Key) -> Bool) -> AnyIterator<Key> {
         var (b, i) = position(pred)
         let blocks = self.blocks
         return AnyIterator {
@@ -92,8 +97,34 @@ public struct SortedKeys: Sendable {
     }
 
     /// Keys after `key` (all keys if nil), ascending.
-    public func ascending(after key: ItemKey?) -> AnyIterator<ItemKey> {
+    public func ascending(after key: Key?) -> AnyIterator<Key> {
         guard let key else { return ascending { _ in true } }
         return ascending { key < $0 }
     }
+}
+
+/// A key's place in the scan order: by a hash of its partition key, then the key. Segments of a
+/// parallel Scan are ranges of that hash, so each segment is one contiguous run of this order
+/// (read from its start by binary search), every item is in exactly one segment, an item
+/// collection stays in one segment in sort-key order (as in DynamoDB), and an
+/// ExclusiveStartKey finds its place from the key alone, even after that item is gone.
+public struct ScanKey: Comparable, Sendable {
+    public let hash: UInt64
+    public let key: ItemKey
+
+    public init(_ key: ItemKey) {
+        self.key = key
+        // FNV-1a spreads short keys poorly over its high bits, which pick the segment: finish
+        // with splitmix64's mixer. Stable across nodes, so a LastEvaluatedKey works on any node.
+        var z = stableHash64(ItemKey(partition: key.partition).bytes)
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        hash = z ^ (z >> 31)
+    }
+
+    /// The segment of `total` this key belongs to: the hash's place in `total` equal ranges.
+    public func segment(of total: Int) -> Int { Int(hash.multipliedFullWidth(by: UInt64(total)).high) }
+
+    public static func < (a: ScanKey, b: ScanKey) -> Bool { a.hash != b.hash ? a.hash < b.hash : a.key < b.key }
+    public static func == (a: ScanKey, b: ScanKey) -> Bool { a.hash == b.hash && a.key == b.key }
 }

@@ -194,6 +194,8 @@ public struct TableReplica: Sendable {
     private var bucketKeys = [Set<ItemKey>](repeating: [], count: MerkleDigest.bucketCount)
     /// Every key in order (Query and Scan walk from their start instead of sorting the table).
     public private(set) var sortedKeys = SortedKeys()
+    /// Every key in scan order (by partition-key hash): a Scan segment is one run of it.
+    public private(set) var scanOrder = SortedList<ScanKey>()
 
     public init(name: String, schema: KeySchema) {
         self.name = name
@@ -214,6 +216,7 @@ public struct TableReplica: Sendable {
         if before == nil {
             bucketKeys[bucket].insert(key)
             sortedKeys.insert(key)
+            scanOrder.insert(ScanKey(key))
         }
         items[key] = next
         encoded[key] = bytes
@@ -232,6 +235,7 @@ public struct TableReplica: Sendable {
             hashes[key] = nil
             bucketKeys[bucket].remove(key)
             sortedKeys.remove(key)
+            scanOrder.remove(ScanKey(key))
             return
         }
         let bytes = ItemCodec.encode(state)
@@ -239,6 +243,7 @@ public struct TableReplica: Sendable {
         digest.replace(bucket: bucket, oldHash: nil, newHash: hash)
         bucketKeys[bucket].insert(key)
         sortedKeys.insert(key)
+        scanOrder.insert(ScanKey(key))
         items[key] = state
         encoded[key] = bytes
         hashes[key] = hash
@@ -271,6 +276,21 @@ public struct TableReplica: Sendable {
     public func scan(after: ItemKey? = nil, limit: Int) -> (items: [(ItemKey, [String: AttributeValue])], more: Bool) {
         let keys = sortedKeys.ascending(after: after)
         return page(limit: limit) { keys.next() }
+    }
+
+    /// The keys of Scan segment `segment` of `total`, in scan order, after `after` (which must be
+    /// of that segment): only that segment's run of the scan order is read.
+    public func segmentKeys(_ segment: Int, of total: Int, after: ItemKey? = nil) -> AnyIterator<ItemKey> {
+        let start = after.map(ScanKey.init)
+        let keys = scanOrder.ascending { k in start.map { $0 < k } ?? (k.segment(of: total) >= segment) }
+        var done = false
+        return AnyIterator {
+            guard !done, let k = keys.next(), k.segment(of: total) == segment else {
+                done = true
+                return nil
+            }
+            return k.key
+        }
     }
 
     private func page(limit: Int, _ next: () -> ItemKey?) -> (items: [(ItemKey, [String: AttributeValue])], more: Bool) {

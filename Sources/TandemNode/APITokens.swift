@@ -2,11 +2,15 @@ import CSodium
 import Foundation
 import TandemCore
 
-/// Bearer tokens for the client API (`--api-tokens FILE`, one `TOKEN ROLE` per line).
+/// Bearer tokens for the client API (`--api-tokens FILE`, one `TOKEN ROLE [ACCESS_KEY_ID]` per line).
 ///
 /// Tokens are kept only as BLAKE2b hashes and compared with `sodium_memcmp` against every
 /// entry, so neither the time taken nor an early exit tells a client how much of a guess was
 /// right, and the length of a guess leaks nothing either. Tokens are never logged.
+///
+/// A line that names an access key id also lets AWS SDKs in (SigV4, `AWSAuth.swift`) with that
+/// id and the token as secret access key. Verifying an HMAC needs the secret itself, so those
+/// tokens are kept in memory as well as hashed; lines without an id keep only the hash.
 public struct APITokens {
     public enum Role: Int, Comparable, CustomStringConvertible, Sendable {
         case read = 1, write, admin
@@ -23,6 +27,8 @@ public struct APITokens {
     }
 
     private var entries: [(hash: [UInt8], role: Role)] = []
+    /// Access key id → secret access key and role, for SigV4.
+    private var accessKeys: [String: (secret: [UInt8], role: Role)] = [:]
     public var count: Int { entries.count }
 
     public init(_ text: String) throws {
@@ -32,11 +38,20 @@ public struct APITokens {
             if t.isEmpty || t.hasPrefix("#") { continue }
             let parts = t.split(whereSeparator: \.isWhitespace)
             // The line number, never the token, goes into the error.
-            guard parts.count == 2, let role = Role(String(parts[1])) else {
-                throw TandemError(.invalidArgument, "api tokens line \(n + 1): expected 'TOKEN ROLE' with ROLE read, write or admin")
+            guard parts.count == 2 || parts.count == 3, let role = Role(String(parts[1])) else {
+                throw TandemError(.invalidArgument, "api tokens line \(n + 1): expected 'TOKEN ROLE [ACCESS_KEY_ID]' with ROLE read, write or admin")
             }
             guard parts[0].utf8.count >= 16 else {
                 throw TandemError(.invalidArgument, "api tokens line \(n + 1): a token must be at least 16 characters")
+            }
+            if parts.count == 3 {
+                // The id goes into SigV4's credential scope (`ID/DATE/REGION/SERVICE/…`): no '/'.
+                let id = String(parts[2])
+                guard (1...128).contains(id.utf8.count), id.utf8.allSatisfy({ $0 < 128 && (isalnum(Int32($0)) != 0 || "._-".utf8.contains($0)) }) else {
+                    throw TandemError(.invalidArgument, "api tokens line \(n + 1): an access key id is 1 to 128 letters, digits, '.', '_' or '-'")
+                }
+                guard accessKeys[id] == nil else { throw TandemError(.invalidArgument, "api tokens line \(n + 1): access key id \(id) appears twice") }
+                accessKeys[id] = (Array(parts[0].utf8), role)
             }
             entries.append((APITokens.hash(String(parts[0])), role))
         }
@@ -66,6 +81,10 @@ public struct APITokens {
         }
         return found
     }
+
+    /// The secret access key and role of an access key id (ids are not secret: AWS too says
+    /// whether one exists).
+    public func accessKey(_ id: String) -> (secret: [UInt8], role: Role)? { accessKeys[id] }
 
     /// The role a request needs; nil means open to all. The one table of who may do what:
     /// reads need `read`, changes to data `write`, and changes to the cluster's shape, keys and

@@ -15,6 +15,7 @@ final class DynamoAPI {
     static let contentType = "application/x-amz-json-1.0"
     static let maxItemBytes = 400 * 1024
     static let maxPageBytes = 1 << 20
+    static let itemWrites: Set<String> = ["PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem"]
 
     let tables: Tables
 
@@ -30,6 +31,12 @@ final class DynamoAPI {
                 throw DynamoError.serialization("Could not parse request body as JSON")
             }
             guard case .object = request else { throw DynamoError.serialization("The request body must be a JSON object") }
+            // Item writes wait for the disk; past the node's bound they are throttled the way
+            // DynamoDB throttles (SDKs back off and retry this code), reads go on.
+            if DynamoAPI.itemWrites.contains(op), tables.overloaded {
+                throw DynamoError("ProvisionedThroughputExceededException",
+                                  "The node's disk is behind (at least \(tables.maxQueuedWrites) writes waiting for it); the request was throttled, retry with backoff")
+            }
             switch op {
             case "GetItem": respond(DynamoAPI.ok(try getItem(request)))
             case "PutItem": try putItem(request, respond)
@@ -80,6 +87,41 @@ final class DynamoAPI {
         guard let v = j[field], v != .null else { return nil }
         guard case .number(let t) = v, let n = Int(t) else { throw .serialization("\(field) must be an integer") }
         return n
+    }
+
+    /// `ReturnConsumedCapacity`: nil for NONE, else whether INDEXES (which adds the `Table` part).
+    /// `ReturnItemCollectionMetrics` is checked too and answers nothing: DynamoDB returns item
+    /// collection metrics only for tables with local secondary indexes, which Tandem has not.
+    private func capacityMode(_ j: JSON) throws(DynamoError) -> Bool? {
+        let metrics = try string(j, "ReturnItemCollectionMetrics") ?? "NONE"
+        guard ["SIZE", "NONE"].contains(metrics) else {
+            throw .validation("1 validation error detected: Value '\(metrics)' at 'returnItemCollectionMetrics' failed to satisfy constraint: Member must satisfy enum value set: [SIZE, NONE]")
+        }
+        switch try string(j, "ReturnConsumedCapacity") ?? "NONE" {
+        case "NONE": return nil
+        case "TOTAL": return false
+        case "INDEXES": return true
+        case let v: throw .validation("1 validation error detected: Value '\(v)' at 'returnConsumedCapacity' failed to satisfy constraint: Member must satisfy enum value set: [INDEXES, TOTAL, NONE]")
+        }
+    }
+
+    /// Capacity units by DynamoDB's on-demand rules, from item sizes: a read is 4 KB (half for an
+    /// eventually consistent one: Tandem's reads are all local, so ConsistentRead only changes the
+    /// figure), a write 1 KB, at least one unit each. Reported, never enforced.
+    static func readUnits(_ bytes: Int, consistent: Bool) -> Double { Double(max(1, (bytes + 4095) / 4096)) * (consistent ? 1 : 0.5) }
+    static func writeUnits(_ bytes: Int) -> Double { Double(max(1, (bytes + 1023) / 1024)) }
+
+    static func consumed(_ table: String, _ units: Double, indexes: Bool) -> JSON {
+        let n = JSON.number(String(units))
+        return .object([("TableName", .string(table)), ("CapacityUnits", n)] + (indexes ? [("Table", .object([("CapacityUnits", n)]))] : []))
+    }
+
+    private func consistent(_ j: JSON) throws(DynamoError) -> Bool {
+        switch j["ConsistentRead"] {
+        case nil, .null?: return false
+        case .bool(let b)?: return b
+        default: throw .serialization("ConsistentRead must be a boolean")
+        }
     }
 
     private func refuseLegacy(_ j: JSON, _ fields: [String]) throws(DynamoError) {
@@ -188,11 +230,14 @@ final class DynamoAPI {
     /// A failed condition that returns the old item (`ReturnValuesOnConditionCheckFailure`).
     struct ConditionFailed: Error { var item: [String: AttributeValue] }
 
-    /// Commits one write and answers with `attributes` (or `{}`).
-    private func commit(_ table: String, _ key: ItemKey, _ delta: ItemState, _ attributes: [String: AttributeValue]?, _ respond: @escaping Respond) {
+    /// Commits one write and answers with `attributes` (or `{}`), and the write's capacity if
+    /// asked (`units` of `capacity`, the request's mode).
+    private func commit(_ table: String, _ key: ItemKey, _ delta: ItemState, _ attributes: [String: AttributeValue]?,
+                        capacity: Bool?, units: Double, _ respond: @escaping Respond) {
         tables.commit([(table, key, delta)]) { error in
             if let error { return respond(DynamoAPI.error(DynamoError("InternalServerError", error.message))) }
-            respond(DynamoAPI.ok(.object(attributes.map { [("Attributes", DynamoJSON.json($0))] } ?? [])))
+            let consumed = capacity.map { [("ConsumedCapacity", DynamoAPI.consumed(table, units, indexes: $0))] } ?? []
+            respond(DynamoAPI.ok(.object((attributes.map { [("Attributes", DynamoJSON.json($0))] } ?? []) + consumed)))
         }
     }
 
@@ -212,8 +257,11 @@ final class DynamoAPI {
         var p = try parser(j)
         let projection = try string(j, "ProjectionExpression").map { text throws(DynamoError) in try p.projection(text) }
         try p.checkAllUsed()
-        guard let item = visible(name, k) else { return .object([]) }
-        return .object([("Item", DynamoJSON.json(projection.map { project(item, $0) } ?? item))])
+        let capacity = try capacityMode(j), strong = try consistent(j)
+        let item = visible(name, k)
+        let consumed = capacity.map { [("ConsumedCapacity", DynamoAPI.consumed(name, DynamoAPI.readUnits(item.map(DynamoJSON.size) ?? 0, consistent: strong), indexes: $0))] } ?? []
+        guard let item else { return .object(consumed) }
+        return .object([("Item", DynamoJSON.json(projection.map { project(item, $0) } ?? item))] + consumed)
     }
 
     private func putItem(_ j: JSON, _ respond: @escaping Respond) throws {
@@ -226,12 +274,14 @@ final class DynamoAPI {
         let condition = try string(j, "ConditionExpression").map { text throws(DynamoError) in try p.condition(text) }
         try p.checkAllUsed()
         let rv = try returnValues(j, allowed: ["NONE", "ALL_OLD"])
+        let capacity = try capacityMode(j)
         let (start, expired) = current(name, k)
         var state = start
         let old = state.visible
         try conditionChecked(condition, old, j, respond) {
             let delta = state.put(item, at: tables.core.now(wallMs: Tables.wallMs()))
-            commit(name, k, expired.map { $0.merged(delta) } ?? delta, rv == "ALL_OLD" ? old : nil, respond)
+            let units = DynamoAPI.writeUnits(max(DynamoJSON.size(item), old.map(DynamoJSON.size) ?? 0))
+            commit(name, k, expired.map { $0.merged(delta) } ?? delta, rv == "ALL_OLD" ? old : nil, capacity: capacity, units: units, respond)
         }
     }
 
@@ -256,12 +306,14 @@ final class DynamoAPI {
         let condition = try string(j, "ConditionExpression").map { text throws(DynamoError) in try p.condition(text) }
         try p.checkAllUsed()
         let rv = try returnValues(j, allowed: ["NONE", "ALL_OLD"])
+        let capacity = try capacityMode(j)
         let (start, expired) = current(name, k)
         var state = start
         let old = state.visible
         try conditionChecked(condition, old, j, respond) {
             let delta = state.delete(at: tables.core.now(wallMs: Tables.wallMs()))
-            commit(name, k, expired.map { $0.merged(delta) } ?? delta, rv == "ALL_OLD" ? old : nil, respond)
+            let units = DynamoAPI.writeUnits(old.map(DynamoJSON.size) ?? 0)
+            commit(name, k, expired.map { $0.merged(delta) } ?? delta, rv == "ALL_OLD" ? old : nil, capacity: capacity, units: units, respond)
         }
     }
 
@@ -274,6 +326,7 @@ final class DynamoAPI {
         let condition = try string(j, "ConditionExpression").map { text throws(DynamoError) in try p.condition(text) }
         try p.checkAllUsed()
         let rv = try returnValues(j, allowed: ["NONE", "ALL_OLD", "UPDATED_OLD", "ALL_NEW", "UPDATED_NEW"])
+        let capacity = try capacityMode(j)
         let (start, expired) = current(name, k)
         var state = start
         let old = state.visible
@@ -294,7 +347,9 @@ final class DynamoAPI {
             case "UPDATED_NEW": project(new, update.sets.map(\.0) + update.adds.map(\.0) + update.deletes.map(\.0))
             default: nil
             }
-            commit(name, k, expired.map { $0.merged(delta) } ?? delta, attributes.flatMap { $0.isEmpty ? nil : $0 }, respond)
+            let units = DynamoAPI.writeUnits(max(DynamoJSON.size(new), old.map(DynamoJSON.size) ?? 0))
+            commit(name, k, expired.map { $0.merged(delta) } ?? delta, attributes.flatMap { $0.isEmpty ? nil : $0 },
+                   capacity: capacity, units: units, respond)
         }
     }
 
@@ -470,17 +525,14 @@ final class DynamoAPI {
                 throw DynamoError.validation("The Segment parameter is zero-based and must be less than parameter TotalSegments: Segment: \(segment) is not less than TotalSegments: \(total)")
             }
         }
-        let order = tables.replicas[name]!.sortedKeys
-        return try page(j, &p, name, schema) { after in
-            let keys = order.ascending(after: after)
-            guard let segment, let total, total > 1 else { return keys }
-            // Segments split the key space by hash, so every item is in exactly one.
-            return AnyIterator {
-                while let k = keys.next() {
-                    if Int(stableHash64(k.bytes) % UInt64(total)) == segment { return k }
-                }
-                return nil
+        let replica = tables.replicas[name]!
+        return try page(j, &p, name, schema) { after throws(DynamoError) in
+            guard let segment, let total, total > 1 else { return replica.sortedKeys.ascending(after: after) }
+            // A segment is a range of partition-key hashes: it reads only its own keys.
+            if let after, ScanKey(after).segment(of: total) != segment {
+                throw .validation("The provided Exclusive start key does not map to the provided segment")
             }
+            return replica.segmentKeys(segment, of: total, after: after)
         }
     }
 
@@ -496,9 +548,16 @@ final class DynamoAPI {
         let limit = try int(j, "Limit")
         if let limit, limit < 1 { throw DynamoError.validation("1 validation error detected: Value '\(limit)' at 'limit' failed to satisfy constraint: Member must have value greater than or equal to 1") }
         let select = try string(j, "Select") ?? (projection == nil ? "ALL_ATTRIBUTES" : "SPECIFIC_ATTRIBUTES")
-        guard ["ALL_ATTRIBUTES", "COUNT", "SPECIFIC_ATTRIBUTES"].contains(select) else {
-            throw DynamoError.validation("Select \(select) is not supported (there are no secondary indexes)")
+        switch select {
+        case "ALL_ATTRIBUTES", "COUNT", "SPECIFIC_ATTRIBUTES": break
+        case "ALL_PROJECTED_ATTRIBUTES": throw DynamoError.validation("ALL_PROJECTED_ATTRIBUTES can be used only when Querying using an IndexName")
+        default: throw DynamoError.validation("1 validation error detected: Value '\(select)' at 'select' failed to satisfy constraint: Member must satisfy enum value set: [SPECIFIC_ATTRIBUTES, COUNT, ALL_ATTRIBUTES, ALL_PROJECTED_ATTRIBUTES]")
         }
+        // DynamoDB: with a ProjectionExpression, Select may only be SPECIFIC_ATTRIBUTES.
+        if projection != nil, select != "SPECIFIC_ATTRIBUTES" {
+            throw DynamoError.validation("Cannot specify the ProjectionExpression when choosing to get \(select == "COUNT" ? "only the COUNT" : select)")
+        }
+        let capacity = try capacityMode(j), strong = try consistent(j)
         var after: ItemKey?
         if let esk = j["ExclusiveStartKey"], esk != .null { after = try key(esk, schema) }
         let keys = try walk(after)
@@ -522,6 +581,8 @@ final class DynamoAPI {
         if select != "COUNT" { out.append(("Items", .array(items))) }
         out += [("Count", .number(String(count))), ("ScannedCount", .number(String(scanned)))]
         if next != nil, let last { out.append(("LastEvaluatedKey", DynamoJSON.json(keyAttributes(last, schema)))) }
+        // A page is charged for every item it read (before the filter), rounded up once.
+        if let capacity { out.append(("ConsumedCapacity", DynamoAPI.consumed(table, DynamoAPI.readUnits(bytes, consistent: strong), indexes: capacity))) }
         return .object(out)
     }
 
@@ -532,7 +593,9 @@ final class DynamoAPI {
         guard case .object(let requests)? = j["RequestItems"], !requests.isEmpty else {
             throw DynamoError.validation("1 validation error detected: Value at 'requestItems' failed to satisfy constraint: Member must have length greater than or equal to 1")
         }
+        let capacity = try capacityMode(j)
         var responses: [(String, JSON)] = []
+        var consumed: [JSON] = []
         var total = 0
         for (tableName, r) in requests {
             let (name, schema) = try table(named: tableName)
@@ -543,22 +606,30 @@ final class DynamoAPI {
             var p = try parser(r)
             let projection = try string(r, "ProjectionExpression").map { text throws(DynamoError) in try p.projection(text) }
             try p.checkAllUsed()
+            let strong = try consistent(r)
             var seen = Set<ItemKey>()
             var items: [JSON] = []
+            var units = 0.0
             for kj in keysJSON {
                 let k = try key(kj, schema)
                 guard seen.insert(k).inserted else { throw DynamoError.validation("Provided list of item keys contains duplicates") }
-                if let item = visible(name, k) { items.append(DynamoJSON.json(projection.map { project(item, $0) } ?? item)) }
+                let item = visible(name, k)
+                units += DynamoAPI.readUnits(item.map(DynamoJSON.size) ?? 0, consistent: strong)
+                if let item { items.append(DynamoJSON.json(projection.map { project(item, $0) } ?? item)) }
             }
             responses.append((name, .array(items)))
+            if let capacity { consumed.append(DynamoAPI.consumed(name, units, indexes: capacity)) }
         }
-        return .object([("Responses", .object(responses)), ("UnprocessedKeys", .object([]))])
+        // Every key is read at once from the local replica: nothing is ever left unprocessed.
+        return .object([("Responses", .object(responses)), ("UnprocessedKeys", .object([]))]
+            + (capacity != nil ? [("ConsumedCapacity", .array(consumed))] : []))
     }
 
     private func batchWrite(_ j: JSON, _ respond: @escaping Respond) throws {
         guard case .object(let requests)? = j["RequestItems"], !requests.isEmpty else {
             throw DynamoError.validation("1 validation error detected: Value at 'requestItems' failed to satisfy constraint: Member must have length greater than or equal to 1")
         }
+        let capacity = try capacityMode(j)
         // Everything is validated before anything is written: a bad request writes nothing.
         var writes: [(table: String, key: ItemKey, item: [String: AttributeValue]?)] = []
         for (tableName, list) in requests {
@@ -590,9 +661,17 @@ final class DynamoAPI {
             var state = tables.replicas[w.table]!.state(w.key) ?? ItemState()
             return (w.table, w.key, w.item.map { state.put($0, at: t) } ?? state.delete(at: t))
         }
+        // Per table, in request order, the units of each write (the larger of the old and new item).
+        var units: [(String, Double)] = []
+        for w in writes {
+            let size = max(w.item.map(DynamoJSON.size) ?? 0, visible(w.table, w.key).map(DynamoJSON.size) ?? 0)
+            if let i = units.firstIndex(where: { $0.0 == w.table }) { units[i].1 += DynamoAPI.writeUnits(size) } else { units.append((w.table, DynamoAPI.writeUnits(size))) }
+        }
         tables.commit(deltas) { error in
             if let error { return respond(DynamoAPI.error(DynamoError("InternalServerError", error.message))) }
-            respond(DynamoAPI.ok(.object([("UnprocessedItems", .object([]))])))
+            // All or nothing: a batch is one group commit, or throttled whole when the disk is behind.
+            let consumed: [(String, JSON)] = capacity.map { c in [("ConsumedCapacity", .array(units.map { DynamoAPI.consumed($0.0, $0.1, indexes: c) }))] } ?? []
+            respond(DynamoAPI.ok(.object([("UnprocessedItems", .object([]))] + consumed)))
         }
     }
 

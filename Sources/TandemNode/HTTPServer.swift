@@ -13,8 +13,11 @@ public struct HTTPRequest {
     public var query: [String: String]
     public var headers: [(name: String, value: String)]
     public var body: [UInt8]
+    /// The query as sent, still encoded (SigV4 signs it in that form).
+    public var rawQuery: String
 
-    public init(method: String, path: String, query: [String: String], headers: [(name: String, value: String)], body: [UInt8]) {
+    public init(method: String, path: String, query: [String: String], headers: [(name: String, value: String)], body: [UInt8],
+                rawQuery: String = "") {
         self.method = method
         self.path = path
         // Foundation's decoding only for segments that hold a `%` (it is slow).
@@ -24,6 +27,7 @@ public struct HTTPRequest {
         self.query = query
         self.headers = headers
         self.body = body
+        self.rawQuery = rawQuery
     }
 
     /// The first header of this name (ASCII case-insensitive, as HTTP field names are).
@@ -402,7 +406,8 @@ final class HTTPConnection {
         let keepAlive = http_should_keep_alive(parser) != 0
         let target = String(decoding: url, as: UTF8.self)
         let (path, query) = HTTPConnection.splitTarget(target)
-        let request = HTTPRequest(method: method, path: path, query: query, headers: headers, body: bodyBytes)
+        let rawQuery = target.firstIndex(of: "?").map { String(target[target.index(after: $0)...]) } ?? ""
+        let request = HTTPRequest(method: method, path: path, query: query, headers: headers, body: bodyBytes, rawQuery: rawQuery)
         guard slots.count < limits.maxPipelined, connection.pendingWriteBytes < limits.maxUnreadResponseBytes else {
             // A client that pipelines without reading would make us buffer without bound.
             connection.close()

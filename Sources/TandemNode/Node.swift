@@ -31,13 +31,18 @@ public struct NodeConfig {
     /// `--keyring FILE`: seal all cluster traffic. A keyring persisted in the data dir (rotated
     /// with `tandem keys`) takes precedence over the file.
     public var keyringPath: String?
-    /// `--api-tokens FILE`: `TOKEN ROLE` per line; when set, the HTTP API requires a bearer token.
+    /// `--api-tokens FILE`: `TOKEN ROLE [ACCESS_KEY_ID]` per line; when set, the HTTP API requires a bearer
+    /// token, or (AWS APIs) a SigV4 signature by an access key id of the file.
     public var apiTokensPath: String?
     /// HTTP limits (`--request-timeout`, `--max-client-connections`).
     public var httpLimits = HTTPServer.Limits()
     /// Streams, for tests only: how long a retention "hour" is, and the segment size.
     public var streamHourMs: UInt64 = 3_600_000
     public var streamSegmentBytes: Int = 64 << 20
+    /// Table writes waiting for the disk before new ones are refused (tests set 0: all refused).
+    public var maxQueuedWrites = 50_000
+    /// Stream puts waiting for their commit, per partition, before new ones are refused.
+    public var maxPendingPuts = 10_000
     /// Streams, for the benchmark's comparison: a put forwarded by a replica is answered only
     /// by the leader (as before replicas answered puts they have committed themselves).
     public var streamLeaderAnswersOnly = false
@@ -135,6 +140,7 @@ public final class Node {
         apiTokens = try config.apiTokensPath.map { try APITokens.load(path: $0) }
         store = try LMDBStore(path: config.dataDir)
         tables = try Tables(store: store, loop: loop, peerID: try SocketAddress(config.bind).description)
+        tables.maxQueuedWrites = config.maxQueuedWrites
         routes = Routes(tables: tables, loop: loop, selfName: config.name, selfRegion: config.region, returning: incarnation > 1,
                         settings: Routes.Settings(holdDown: config.holdDown, instanceHealthURL: config.instanceHealthURL))
         udp = try UDPSocket(loop: loop, bind: bindAddress)
@@ -146,6 +152,7 @@ public final class Node {
                           hourMs: config.streamHourMs, segmentBytes: config.streamSegmentBytes,
                           replicasAnswerForwardedPuts: !config.streamLeaderAnswersOnly)
         dynamo = DynamoAPI(tables: tables)
+        streams.maxPendingPuts = config.maxPendingPuts
         kinesis = KinesisAPI(streams: streams)
         tickTimer = Timer(loop: loop)
 
@@ -163,11 +170,13 @@ public final class Node {
         peers.delay = { [unowned self] host in self.chaos.delay(to: host) }
         http.handler = { [unowned self] request, respond in
             // Authorization happens here, once, before any endpoint sees the request.
-            if let denial = self.apiTokens?.check(request) { return respond(denial) }
-            // The AWS JSON protocols: `POST /` naming the operation in X-Amz-Target.
+            // The AWS JSON protocols: `POST /` naming the operation in X-Amz-Target (SigV4 or a
+            // bearer token, answered in the services' error shapes).
             if request.method == "POST", request.path == "/", let target = request.header("X-Amz-Target") {
+                if let denial = self.apiTokens?.checkAWS(request, target: target, nowMs: Int64(Tables.wallMs())) { return respond(denial) }
                 return self.aws(target, request, respond)
             }
+            if let denial = self.apiTokens?.check(request) { return respond(denial) }
             if !self.routes.route(request, respond) && !self.tables.route(request, respond) && !self.streams.route(request, respond) {
                 respond(self.route(request))
             }

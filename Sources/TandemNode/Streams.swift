@@ -30,6 +30,9 @@ final class Streams {
     static let replicationFactor = 3
     static let noLeaderWait: Duration = .seconds(2)
     static let commitTimeout: Duration = .seconds(5)
+    /// Puts (requests, not records) waiting for their commit on a partition's leader before new
+    /// ones get 503 `overloaded` (Kinesis: ProvisionedThroughputExceededException).
+    var maxPendingPuts = 10_000
     static let maxWaitMs = 20_000
     static let maxReadBytes = 2 << 20
 
@@ -517,6 +520,11 @@ final class Streams {
         }
         let local = partitions[g]
         if let local, local.canPropose {
+            // Puts waiting for their commit are bounded per partition: past the bound the leader
+            // (or its followers) is behind, and a client is told to back off instead of queueing.
+            guard local.pendingPuts < maxPendingPuts else {
+                return done(.failure(PutFailure(status: 503, code: "overloaded", message: "\(local.pendingPuts) puts to \(g.description) are waiting for their commit; retry shortly", retryable: true)))
+            }
             do {
                 return try local.propose(records, wallMs: Streams.wallMs(), commitTimeout: Streams.commitTimeout, done)
             } catch {

@@ -180,8 +180,11 @@ final class Tables {
 
     var replicas: [String: TableReplica] { core.replicas }
 
-    /// Client writes waiting for (or in) a group commit before new ones get 503 + Retry-After.
-    static let maxQueuedWrites = 50_000
+    /// Client writes waiting for (or in) a group commit before new ones get 503 + Retry-After
+    /// (DynamoDB API: ProvisionedThroughputExceededException).
+    var maxQueuedWrites = 50_000
+    /// The disk is behind: client writes are refused until the queue drains.
+    var overloaded: Bool { committer.queuedWrites >= maxQueuedWrites }
 
     /// Called for every failed commit (the node logs it, rate-limited).
     var onCommitFailure: (TandemError) -> Void = { _ in }
@@ -247,7 +250,7 @@ final class Tables {
             }
             // Writes wait for the group commit; past the bound the disk is behind, and a client
             // is told to come back rather than queue without limit (reads go on).
-            if !fromNode, request.method != "GET", committer.queuedWrites >= Tables.maxQueuedWrites {
+            if !fromNode, request.method != "GET", overloaded {
                 var r = HTTPResponse.error(503, "overloaded", "\(committer.queuedWrites) writes are waiting for disk; retry shortly")
                 r.headers.append(("Retry-After", "1"))
                 respond(r)

@@ -33,7 +33,7 @@ struct NodeCommand: ParsableCommand {
     var holdDown: Double?
     @Option(help: "File of base64 32-byte cluster keys, one per line, the first the primary: seals all gossip and peer traffic (tandem keys generate).")
     var keyring: String?
-    @Option(name: .customLong("api-tokens"), help: "File of 'TOKEN ROLE' lines (roles read, write, admin): the API then requires Authorization: Bearer TOKEN.")
+    @Option(name: .customLong("api-tokens"), help: "File of 'TOKEN ROLE [ACCESS_KEY_ID]' lines (roles read, write, admin): the API then requires Authorization: Bearer TOKEN, or on the AWS APIs a SigV4 signature with ACCESS_KEY_ID and TOKEN as secret.")
     var apiTokens: String?
     @Option(name: .customLong("request-timeout"), help: "Seconds a client has to send a request's headers (slow clients get 408; default 10).")
     var requestTimeout: Double = 10
@@ -41,6 +41,8 @@ struct NodeCommand: ParsableCommand {
     var maxClientConnections: Int = 256
     @Option(name: .customLong("stream-hour-ms"), help: .hidden) var streamHourMs: UInt64 = 3_600_000
     @Option(name: .customLong("stream-segment-bytes"), help: .hidden) var streamSegmentBytes: Int = 64 << 20
+    @Option(name: .customLong("max-queued-writes"), help: .hidden) var maxQueuedWrites: Int = 50_000
+    @Option(name: .customLong("max-pending-puts"), help: .hidden) var maxPendingPuts: Int = 10_000
     @Flag(name: .customLong("stream-leader-answers-only"), help: .hidden) var streamLeaderAnswersOnly = false
 
     func validate() throws {
@@ -82,6 +84,8 @@ struct NodeCommand: ParsableCommand {
         config.httpLimits.maxConnectionsPerClient = maxClientConnections
         config.streamHourMs = streamHourMs
         config.streamSegmentBytes = streamSegmentBytes
+        config.maxQueuedWrites = maxQueuedWrites
+        config.maxPendingPuts = maxPendingPuts
         config.streamLeaderAnswersOnly = streamLeaderAnswersOnly
         let node: Node
         do {

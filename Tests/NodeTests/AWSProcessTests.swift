@@ -1,6 +1,6 @@
 import Foundation
 import TandemCore
-import TandemNode
+@testable import TandemNode
 import Testing
 
 /// The DynamoDB and Kinesis JSON wire APIs on real processes, driven with raw JSON as an AWS SDK
@@ -176,6 +176,59 @@ import Testing
         #expect(AWSProcessTests.errorType(try kinesis("GetShardIterator", #"{"StreamName":"events","ShardId":"shardId-000000000009","ShardIteratorType":"LATEST"}"#)) == "ResourceNotFoundException")
         #expect(AWSProcessTests.errorType(try kinesis("PutRecord", #"{"StreamName":"nope","PartitionKey":"k","Data":"eA=="}"#)) == "ResourceNotFoundException")
         #expect(try kinesis("ListStreams", "{}").json["StreamNames"] == .array([.string("events")]))
+    }
+
+    /// Overload: item writes past the node's bound of writes waiting for the disk, and stream
+    /// puts past the bound of puts waiting for their commit, are throttled as the services throttle
+    /// (ProvisionedThroughputExceededException, which SDKs retry with backoff); reads go on. Both
+    /// bounds are 0 here, so every write is over them.
+    @Test func overloadIsThrottling() throws {
+        let cluster = try LocalCluster(size: 1)
+        try cluster.start(0, extraArgs: ["--max-queued-writes", "0", "--max-pending-puts", "0"])
+        let api = cluster.nodes[0].api
+        #expect(eventually(timeout: .seconds(10)) { cluster.view(from: 0) != nil })
+        try AWSProcessTests.createTable(api, "calls", sortKey: false)
+        for (op, body) in [("PutItem", #"{"TableName":"calls","Item":{"pk":{"S":"a"}}}"#),
+                           ("UpdateItem", #"{"TableName":"calls","Key":{"pk":{"S":"a"}},"UpdateExpression":"ADD n :one","ExpressionAttributeValues":{":one":{"N":"1"}}}"#),
+                           ("DeleteItem", #"{"TableName":"calls","Key":{"pk":{"S":"a"}}}"#),
+                           ("BatchWriteItem", #"{"RequestItems":{"calls":[{"PutRequest":{"Item":{"pk":{"S":"b"}}}}]}}"#)] {
+            let r = try AWSProcessTests.ddb(api, op, body)
+            #expect(r.status == 400 && AWSProcessTests.errorType(r) == "ProvisionedThroughputExceededException", "\(op): \(r)")
+        }
+        #expect(try AWSProcessTests.ddb(api, "GetItem", #"{"TableName":"calls","Key":{"pk":{"S":"a"}}}"#).json == .object([]))
+
+        func kinesis(_ op: String, _ body: String) throws -> (status: Int, json: JSON) { try AWSProcessTests.aws(api, "Kinesis_20131202.\(op)", body) }
+        #expect(try kinesis("CreateStream", #"{"StreamName":"events","ShardCount":1}"#).status == 200)
+        #expect(eventually(timeout: .seconds(10)) {
+            (try? kinesis("DescribeStreamSummary", #"{"StreamName":"events"}"#).json["StreamDescriptionSummary"]?["StreamStatus"]) == .string("ACTIVE")
+        })
+        let one = try kinesis("PutRecord", #"{"StreamName":"events","PartitionKey":"c1","Data":"eA=="}"#)
+        #expect(AWSProcessTests.errorType(one) == "ProvisionedThroughputExceededException", "\(one)")
+        let batch = try kinesis("PutRecords", #"{"StreamName":"events","Records":[{"PartitionKey":"c1","Data":"eA=="},{"PartitionKey":"c2","Data":"eQ=="}]}"#)
+        #expect(batch.json["FailedRecordCount"] == .number("2"), "\(batch)")
+        guard case .array(let results)? = batch.json["Records"] else { Issue.record("no Records: \(batch)"); return }
+        #expect(results.allSatisfy { $0["ErrorCode"] == .string("ProvisionedThroughputExceededException") }, "\(batch)")
+    }
+
+    /// A shard iterator older than 5 minutes is ExpiredIteratorException; a fresh one for the same
+    /// position reads (the token is built here as the node builds it, with an old issue time).
+    @Test func oldShardIteratorsExpire() throws {
+        let cluster = try LocalCluster(size: 1)
+        try cluster.start(0)
+        let api = cluster.nodes[0].api
+        #expect(eventually(timeout: .seconds(10)) { cluster.view(from: 0) != nil })
+        func kinesis(_ op: String, _ body: String) throws -> (status: Int, json: JSON) { try AWSProcessTests.aws(api, "Kinesis_20131202.\(op)", body) }
+        #expect(try kinesis("CreateStream", #"{"StreamName":"events","ShardCount":1}"#).status == 200)
+        #expect(eventually(timeout: .seconds(10)) {
+            (try? kinesis("DescribeStreamSummary", #"{"StreamName":"events"}"#).json["StreamDescriptionSummary"]?["StreamStatus"]) == .string("ACTIVE")
+        })
+        let fresh = try kinesis("GetShardIterator", #"{"StreamName":"events","ShardId":"shardId-000000000000","ShardIteratorType":"TRIM_HORIZON"}"#)
+        let token = try #require(fresh.json["ShardIterator"]?.stringValue)
+        var old = try #require(KinesisAPI.Iterator(token: token))
+        old.issuedMs -= KinesisAPI.iteratorLifetimeMs + 1000
+        let expired = try kinesis("GetRecords", #"{"ShardIterator":"\#(old.token)"}"#)
+        #expect(expired.status == 400 && AWSProcessTests.errorType(expired) == "ExpiredIteratorException", "\(expired)")
+        #expect(try kinesis("GetRecords", #"{"ShardIterator":"\#(token)"}"#).status == 200)
     }
 
     /// TTL: the setting replicates; an item whose TTL has passed reads as absent on both nodes

@@ -63,6 +63,15 @@ def wait_for(predicate, timeout=10.0, interval=0.05):
         time.sleep(interval)
 
 
+def start_node(binary, root, i, bind, api, extra):
+    """One `tandem node` (n{i+1}, region-{i}) with its data dir and log under `root`."""
+    args = [binary, "node", "--name", "n%d" % (i + 1), "--region", "region-%d" % i,
+            "--bind", bind, "--api", api, "--data-dir", "%s/n%d" % (root, i + 1),
+            "--profile", "fast", "--log-level", "warning"] + extra
+    with open("%s/n%d.log" % (root, i + 1), "w") as log:
+        return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+
+
 class Cluster:
     """Two nodes (or the ones named in TANDEM_ENDPOINTS)."""
 
@@ -81,13 +90,7 @@ class Cluster:
         binds = ["127.0.0.1:%d" % (base + i) for i in range(2)]
         self.endpoints = ["127.0.0.1:%d" % (base + 2 + i) for i in range(2)]
         for i in range(2):
-            args = [binary, "node", "--name", "n%d" % (i + 1), "--region", "region-%d" % i,
-                    "--bind", binds[i], "--api", self.endpoints[i], "--data-dir", "%s/n%d" % (self.root, i + 1),
-                    "--profile", "fast", "--log-level", "warning"]
-            if i:
-                args += ["--seed", binds[0]]
-            with open("%s/n%d.log" % (self.root, i + 1), "w") as log:
-                self.procs.append(subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT))
+            self.procs.append(start_node(binary, self.root, i, binds[i], self.endpoints[i], ["--seed", binds[0]] if i else []))
         atexit.register(self.stop)
         formed = wait_for(lambda: all(
             len([m for m in _get(e, "/v1/members")["members"] if m["status"] == "alive"]) == 2 for e in self.endpoints), 20)
@@ -116,12 +119,13 @@ def cluster():
     return _cluster
 
 
-def client(service, node=0):
-    """A boto3 client for node `node` (0 = A, 1 = B), as application code would make one."""
-    c = cluster()
-    endpoint = c.endpoints[min(node, len(c.endpoints) - 1)]
+def client(service, node=0, endpoint=None, key_id="x", secret="x"):
+    """A boto3 client for node `node` (0 = A, 1 = B), or for `endpoint`, as application code would make one."""
+    if endpoint is None:
+        c = cluster()
+        endpoint = c.endpoints[min(node, len(c.endpoints) - 1)]
     return boto3.client(service, endpoint_url="http://" + endpoint, region_name="us-east-1",
-                        aws_access_key_id="x", aws_secret_access_key="x",
+                        aws_access_key_id=key_id, aws_secret_access_key=secret,
                         config=Config(retries={"max_attempts": 2}, connect_timeout=2, read_timeout=10))
 
 
