@@ -148,13 +148,63 @@ func recordBytes(_ e: LogEntry) -> Int { 33 + e.data.count }
     }
 
     /// Entries 1...n, synced and closed; returns where the last record starts in the last file.
+    /// A synced log whose last segment file holds exactly its records: the zeros preallocated
+    /// after them are cut off here, so tests can damage the records' bytes precisely (the
+    /// preallocation itself is `preallocatedZerosAreNotATornWrite`'s subject).
     func writeClosedLog(_ dir: TempDir, _ all: [LogEntry]) throws -> (file: String, lastRecordAt: Int) {
         let log = try SegmentLog(directory: dir.path, settings: smallSegments)
         try log.append(all)
         try log.sync()
         let lastFirst = log.segmentFirstIndexes.last!
         let before = all.filter { $0.index >= lastFirst && $0.index < all.last!.index }.reduce(0) { $0 + recordBytes($1) }
-        return (dir.files(".log").last!, before)
+        let file = dir.files(".log").last!
+        let bytes = dir.read(file)
+        let end = before + recordBytes(all.last!)
+        #expect(bytes.count > end && bytes[end...].allSatisfy { $0 == 0 }, "the active segment is preallocated with zeros")
+        dir.write(file, Array(bytes[..<end]))
+        return (file, before)
+    }
+
+    /// The active segment grows in preallocated steps; after a crash its zeros read as the end
+    /// of the log (not a torn write), a torn record before them is still cut, and sealed
+    /// segments end exactly at their last record.
+    @Test func preallocatedZerosAreNotATornWrite() throws {
+        let dir = TempDir()
+        let all = makeEntries(1...300)
+        var firsts: [UInt64] = []
+        do {
+            let log = try SegmentLog(directory: dir.path, settings: smallSegments)
+            try log.append(all)
+            try log.sync()
+            firsts = log.segmentFirstIndexes
+        }  // no clean close: what a kill leaves
+        for (k, first) in firsts.enumerated() {
+            let records = all.filter { $0.index >= first && (k + 1 == firsts.count || $0.index < firsts[k + 1]) }.reduce(0) { $0 + recordBytes($1) }
+            let size = dir.read(SegmentLogTests.name(first)).count
+            if k + 1 < firsts.count { #expect(size == records, "sealed segment \(first)") } else { #expect(size > records, "active segment") }
+        }
+        let pristine = dir.snapshot()
+        let log = try SegmentLog(directory: dir.path, settings: smallSegments)
+        #expect(log.entries(from: 1, to: .max, maxBytes: .max) == all)
+        #expect(log.recovery.tornBytes == 0 && log.recovery.tornReason == nil)
+        try log.append(makeEntries(301...320))
+        try log.sync()
+        #expect(try SegmentLog(directory: dir.path, settings: smallSegments).entries(from: 1, to: .max, maxBytes: .max) == all + makeEntries(301...320))
+
+        // A record half written into the zeros: cut there, and the log goes on after it.
+        dir.restore(pristine)
+        let name = SegmentLogTests.name(firsts.last!)
+        var bytes = dir.read(name)
+        let end = all.filter { $0.index >= firsts.last! }.reduce(0) { $0 + recordBytes($1) }
+        let extra = makeEntries(301...301)[0]
+        var encoded: [UInt8] = []
+        SegmentLog.encode(extra, into: &encoded)
+        for (i, b) in encoded.prefix(encoded.count - 1).enumerated() { bytes[end + i] = b }  // all but its last byte
+        dir.write(name, bytes)
+        let torn = try SegmentLog(directory: dir.path, settings: smallSegments)
+        #expect(torn.lastIndex == 300)
+        #expect(torn.recovery.tornReason != nil)
+        #expect(torn.entries(from: 1, to: .max, maxBytes: .max) == all)
     }
 
     @Test func tornTailIsCutAtEveryOffset() throws {
@@ -169,7 +219,9 @@ func recordBytes(_ e: LogEntry) -> Int { 33 + e.data.count }
             dir.write(file, Array(full[..<length]))
             let log = try SegmentLog(directory: dir.path, settings: smallSegments)
             #expect(log.lastIndex == 99, "cut at \(length)")
-            #expect(log.recovery.tornBytes == length - start)
+            // Written bytes that are all zeros cannot be told from preallocated space: the log
+            // ends there all the same, only without a torn-write report.
+            #expect(log.recovery.tornBytes == (full[start..<length].allSatisfy { $0 == 0 } ? 0 : length - start))
             #expect(log.durableIndex == 99)
             // Appending continues right after the surviving record, and survives a reopen.
             let fresh = makeEntries(100...102, term: 2, seed: 5)
@@ -187,8 +239,9 @@ func recordBytes(_ e: LogEntry) -> Int { 33 + e.data.count }
         let (file, _) = try writeClosedLog(dir, all)
         let pristine = dir.snapshot()
         var rng = SeededGenerator(seed: 4)
-        // Random bytes, zeros (a file extended but never written), and a header whose length
-        // claims far more than the limit (must not be allocated).
+        // Random bytes, zeros (a file extended but never written: preallocation, so the log
+        // ends there without a torn write), and a header whose length claims far more than the
+        // limit (must not be allocated).
         var tails: [[UInt8]] = (0..<30).map { _ in (0..<Int(rng.next() % 200) + 1).map { _ in UInt8(truncatingIfNeeded: rng.next()) } }
         tails.append([UInt8](repeating: 0, count: 4096))
         tails.append([0xFF, 0xFF, 0xFF, 0xF0] + [UInt8](repeating: 1, count: 60))
@@ -197,7 +250,7 @@ func recordBytes(_ e: LogEntry) -> Int { 33 + e.data.count }
             dir.write(file, pristine[file]! + tail)
             let log = try SegmentLog(directory: dir.path, settings: smallSegments)
             #expect(log.lastIndex == 100)
-            #expect(log.recovery.tornBytes == tail.count)
+            #expect(log.recovery.tornBytes == (tail.allSatisfy { $0 == 0 } ? 0 : tail.count))
             #expect(log.entries(from: 1, to: .max, maxBytes: .max) == all)
             try log.append(makeEntries(101...101))
             #expect(try SegmentLog(directory: dir.path, settings: smallSegments).lastIndex == 101)
