@@ -72,7 +72,9 @@ public final class Node {
     private var shutdownTimer: Timer?
     let startedAt: Instant
     var shell = ShellStats()
-    var chaos = ChaosSettings()
+    var chaos = ChaosSettings() {
+        didSet { DiskFaults.process.fsyncFails = chaos.fsyncFails }
+    }
     private lazy var udpDelay = DelayLine(loop: loop)
     private var lastMalformedLog: Instant = .zero
     private var lastUnauthenticatedLog: Instant = .zero
@@ -104,6 +106,8 @@ public final class Node {
         /// One-way delay of everything sent to peers, and per destination host (IP) on top.
         var delay: Duration = .zero
         var delays: [String: Duration] = [:]
+        /// Every fsync of this node's stores fails with EIO (`DiskFaults`).
+        var fsyncFails = false
 
         func delay(to host: String) -> Duration { delay + (delays[host] ?? .zero) }
     }
