@@ -2,83 +2,6 @@ import CHTTPParser
 import Foundation
 import TandemCore
 
-public struct HTTPRequest {
-    public var method: String
-    /// The path without its query, percent-decoded per segment later by the router.
-    public var path: String
-    public var query: [String: String]
-    public var headers: [(name: String, value: String)]
-    public var body: [UInt8]
-
-    public func header(_ name: String) -> String? {
-        headers.first { $0.name.caseInsensitiveCompare(name) == .orderedSame }?.value
-    }
-
-    /// Path segments, percent-decoded (`/v1/tables/a%2Fb` → `["v1", "tables", "a/b"]`).
-    /// (Foundation's decoding only for segments that hold a `%`: on the put path it cost the
-    /// leader about an eighth of its CPU, every router asking once per request.)
-    public var segments: [String] {
-        path.split(separator: "/").map { $0.utf8.contains(UInt8(ascii: "%")) ? ($0.removingPercentEncoding ?? String($0)) : String($0) }
-    }
-}
-
-public struct HTTPResponse {
-    public var status: Int
-    public var headers: [(String, String)]
-    public var body: [UInt8]
-
-    public init(status: Int, contentType: String = "application/json", body: [UInt8]) {
-        self.status = status
-        self.headers = [("Content-Type", contentType)]
-        self.body = body
-    }
-
-    /// A JSON response from any JSONSerialization-compatible value.
-    public static func json(_ status: Int, _ object: Any) -> HTTPResponse {
-        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
-        return HTTPResponse(status: status, body: Array(data) + [0x0A])
-    }
-
-    /// The one error shape of the API: `{"error": code, "message": text}`.
-    public static func error(_ status: Int, _ code: String, _ message: String) -> HTTPResponse {
-        json(status, ["error": code, "message": message])
-    }
-
-    public static func error(_ e: TandemError) -> HTTPResponse {
-        error(e.code.httpStatus, e.code.name, e.message)
-    }
-
-    func encode(keepAlive: Bool) -> [UInt8] {
-        var head = "HTTP/1.1 \(status) \(HTTPResponse.reason(status))\r\n"
-        for (k, v) in headers { head += "\(k): \(v)\r\n" }
-        head += "Content-Length: \(body.count)\r\n"
-        head += keepAlive ? "Connection: keep-alive\r\n\r\n" : "Connection: close\r\n\r\n"
-        return Array(head.utf8) + body
-    }
-
-    static func reason(_ status: Int) -> String {
-        switch status {
-        case 200: "OK"
-        case 201: "Created"
-        case 204: "No Content"
-        case 400: "Bad Request"
-        case 401: "Unauthorized"
-        case 403: "Forbidden"
-        case 404: "Not Found"
-        case 405: "Method Not Allowed"
-        case 408: "Request Timeout"
-        case 409: "Conflict"
-        case 413: "Content Too Large"
-        case 414: "URI Too Long"
-        case 429: "Too Many Requests"
-        case 431: "Request Header Fields Too Large"
-        case 500: "Internal Server Error"
-        case 503: "Service Unavailable"
-        default: "Status"
-        }
-    }
-}
-
 /// HTTP/1.1 on the loop, parsed by the C http-parser library: keep-alive, pipelining (answers
 /// in request order), and hard limits on every part of a request, each violation answered with
 /// a JSON error and counted.
@@ -171,39 +94,16 @@ public final class HTTPServer {
     func countRequest() { stats.requests += 1 }
 }
 
-/// The parser's callbacks find their connection through `parser->data`.
-/// Written once at first use and only read after, from any loop thread.
-nonisolated(unsafe) private let parserSettings: UnsafeMutablePointer<http_parser_settings> = {
-    let s = UnsafeMutablePointer<http_parser_settings>.allocate(capacity: 1)
-    http_parser_settings_init(s)
-    s.pointee.on_message_begin = { p in HTTPConnection.from(p).beginMessage() }
-    s.pointee.on_url = { p, at, n in HTTPConnection.from(p).url(at, n) }
-    s.pointee.on_header_field = { p, at, n in HTTPConnection.from(p).headerField(at, n) }
-    s.pointee.on_header_value = { p, at, n in HTTPConnection.from(p).headerValue(at, n) }
-    s.pointee.on_headers_complete = { p in HTTPConnection.from(p).headersComplete() }
-    s.pointee.on_body = { p, at, n in HTTPConnection.from(p).body(at, n) }
-    s.pointee.on_message_complete = { p in HTTPConnection.from(p).messageComplete() }
-    return s
-}()
-
+/// One client connection: a request parser fed from the socket, the slow-request and idle
+/// timers, and the answers in request order.
 final class HTTPConnection {
     private weak var server: HTTPServer?
     private let connection: TCPConnection
-    private let parser: UnsafeMutablePointer<http_parser>
+    private let parser: HTTPRequestParser
     private let limits: HTTPServer.Limits
     private var idleTimer: Timer?
     /// The slow-request deadline of the request being read (headers, then body).
     private var requestTimer: Timer?
-
-    private var url: [UInt8] = []
-    private var headers: [(name: String, value: String)] = []
-    private var field: [UInt8] = []
-    private var value: [UInt8] = []
-    private var inValue = false
-    private var headerBytes = 0
-    private var bodyBytes: [UInt8] = []
-    /// Set by a callback that rejects the request; answered once parsing stops.
-    private var rejection: HTTPResponse?
 
     /// Responses in request order: pipelined requests may complete out of order.
     private var slots: [HTTPResponse?] = []
@@ -215,19 +115,19 @@ final class HTTPConnection {
         self.server = server
         self.connection = connection
         self.limits = server.limits
-        parser = .allocate(capacity: 1)
-        http_parser_init(parser, HTTP_REQUEST)
-        parser.pointee.data = Unmanaged.passUnretained(self).toOpaque()
+        parser = HTTPRequestParser(limits: server.limits)
         let timer = Timer(loop: server.loop)
         idleTimer = timer
         requestTimer = Timer(loop: server.loop)
+        parser.onPhase = { [unowned self] phase in
+            switch phase {
+            case .headers: self.armRequestTimer(self.limits.headerTimeout, "headers")
+            case .body: self.armRequestTimer(self.limits.bodyTimeout, "body")
+            case .complete: self.requestTimer?.stop()
+            }
+        }
+        parser.onRequest = { [unowned self] request, keepAlive in self.serve(request, keepAlive: keepAlive) }
         armIdleTimer()
-    }
-
-    deinit { parser.deallocate() }
-
-    static func from(_ p: UnsafeMutablePointer<http_parser>?) -> HTTPConnection {
-        Unmanaged<HTTPConnection>.fromOpaque(p!.pointee.data).takeUnretainedValue()
     }
 
     private func armIdleTimer() {
@@ -258,111 +158,23 @@ final class HTTPConnection {
     func feed(_ bytes: UnsafeRawBufferPointer) {
         guard !closeAfterFlush, !isClosed else { return }
         armIdleTimer()
-        let parsed = http_parser_execute(parser, parserSettings, bytes.baseAddress?.assumingMemoryBound(to: CChar.self), bytes.count)
-        let errno = parser.pointee.http_errno
-        if closeAfterFlush && rejection == nil { return }  // paused after a last request: not an error
-        if rejection != nil || errno != HPE_OK.rawValue || parsed != bytes.count {
-            server?.countBadRequest()
-            let response = rejection ?? HTTPResponse.error(400, "malformed_request",
-                "could not parse HTTP request: \(String(cString: http_errno_description(http_errno(rawValue: errno))))")
-            rejection = nil
-            slots.append(response)
-            keepAliveBySlot.append(false)
-            closeAfterFlush = true
-            flush()
-        }
+        guard let response = parser.feed(bytes) else { return }
+        server?.countBadRequest()
+        slots.append(response)
+        keepAliveBySlot.append(false)
+        closeAfterFlush = true
+        flush()
     }
 
-    // MARK: parser callbacks (return non-zero to stop parsing)
-
-    func beginMessage() -> Int32 {
-        url.removeAll(keepingCapacity: true)
-        headers.removeAll(keepingCapacity: true)
-        field.removeAll()
-        value.removeAll()
-        inValue = false
-        headerBytes = 0
-        bodyBytes.removeAll()
-        armRequestTimer(limits.headerTimeout, "headers")
-        return 0
-    }
-
-    func url(_ at: UnsafePointer<CChar>?, _ n: Int) -> Int32 {
-        guard url.count + n <= limits.maxURLBytes else {
-            return reject(.error(414, "uri_too_long", "request target exceeds \(limits.maxURLBytes) bytes"))
-        }
-        url.append(contentsOf: UnsafeRawBufferPointer(start: at, count: n))
-        return 0
-    }
-
-    func headerField(_ at: UnsafePointer<CChar>?, _ n: Int) -> Int32 {
-        if inValue { finishHeader() }
-        guard addHeaderBytes(n) else { return 0 }
-        field.append(contentsOf: UnsafeRawBufferPointer(start: at, count: n))
-        return 0
-    }
-
-    func headerValue(_ at: UnsafePointer<CChar>?, _ n: Int) -> Int32 {
-        inValue = true
-        guard addHeaderBytes(n) else { return 0 }
-        value.append(contentsOf: UnsafeRawBufferPointer(start: at, count: n))
-        return 0
-    }
-
-    private func addHeaderBytes(_ n: Int) -> Bool {
-        headerBytes += n
-        if headerBytes > limits.maxHeaderBytes || headers.count >= limits.maxHeaders {
-            _ = reject(.error(431, "headers_too_large",
-                              "headers exceed \(limits.maxHeaderBytes) bytes or \(limits.maxHeaders) fields"))
-            return false
-        }
-        return true
-    }
-
-    private func finishHeader() {
-        headers.append((String(decoding: field, as: UTF8.self), String(decoding: value, as: UTF8.self)))
-        field.removeAll()
-        value.removeAll()
-        inValue = false
-    }
-
-    /// Refuses a declared body that is too large before any of it is read.
-    func headersComplete() -> Int32 {
-        let declared = parser.pointee.content_length
-        if declared != UInt64.max && declared > UInt64(limits.maxBodyBytes) {
-            return reject(.error(413, "body_too_large", "request body of \(declared) bytes exceeds \(limits.maxBodyBytes)"))
-        }
-        armRequestTimer(limits.bodyTimeout, "body")
-        return 0
-    }
-
-    func body(_ at: UnsafePointer<CChar>?, _ n: Int) -> Int32 {
-        guard bodyBytes.count + n <= limits.maxBodyBytes else {
-            return reject(.error(413, "body_too_large", "request body exceeds \(limits.maxBodyBytes) bytes"))
-        }
-        bodyBytes.append(contentsOf: UnsafeRawBufferPointer(start: at, count: n))
-        return 0
-    }
-
-    func messageComplete() -> Int32 {
-        requestTimer?.stop()
-        if inValue { finishHeader() }
-        let method = String(cString: http_method_str(http_method(rawValue: parser.pointee.method)))
-        let keepAlive = http_should_keep_alive(parser) != 0
-        let target = String(decoding: url, as: UTF8.self)
-        let (path, query) = HTTPConnection.splitTarget(target)
-        let request = HTTPRequest(method: method, path: path, query: query, headers: headers, body: bodyBytes)
+    /// A complete request; false stops reading (the connection is dropped).
+    private func serve(_ request: HTTPRequest, keepAlive: Bool) -> Bool {
         guard slots.count < limits.maxPipelined, connection.pendingWriteBytes < limits.maxUnreadResponseBytes else {
             // A client that pipelines without reading would make us buffer without bound.
             connection.close()
-            http_parser_pause(parser, 1)
-            return 0
+            return false
         }
-        if !keepAlive {
-            // Nothing after a `Connection: close` request is read, let alone executed.
-            closeAfterFlush = true
-            http_parser_pause(parser, 1)
-        }
+        // Nothing after a `Connection: close` request is read, let alone executed.
+        if !keepAlive { closeAfterFlush = true }
         let slot = slots.count
         slots.append(nil)
         keepAliveBySlot.append(keepAlive)
@@ -372,15 +184,7 @@ final class HTTPConnection {
             self.slots[slot] = response
             self.flush()
         }
-        return 0
-    }
-
-    /// Stops the parser (pausing works from every callback; a non-zero return from
-    /// on_headers_complete would mean "skip the body" instead).
-    private func reject(_ response: HTTPResponse) -> Int32 {
-        if rejection == nil { rejection = response }
-        http_parser_pause(parser, 1)
-        return 0
+        return true
     }
 
     private func flush() {
@@ -394,21 +198,5 @@ final class HTTPConnection {
                 return
             }
         }
-    }
-
-    static func splitTarget(_ target: String) -> (String, [String: String]) {
-        guard let q = target.firstIndex(of: "?") else { return (target, [:]) }
-        var query: [String: String] = [:]
-        for pair in target[target.index(after: q)...].split(separator: "&") {
-            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-            query[decodeComponent(parts[0])] = parts.count > 1 ? decodeComponent(parts[1]) : ""
-        }
-        return (String(target[..<q]), query)
-    }
-
-    /// `+` is a space and `%XX` a byte; most components have neither and skip Foundation.
-    static func decodeComponent(_ s: Substring) -> String {
-        guard s.utf8.contains(where: { $0 == UInt8(ascii: "%") || $0 == UInt8(ascii: "+") }) else { return String(s) }
-        return String(s).replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? String(s)
     }
 }
