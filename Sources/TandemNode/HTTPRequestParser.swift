@@ -23,7 +23,7 @@ nonisolated(unsafe) private let parserSettings: UnsafeMutablePointer<http_parser
 final class HTTPRequestParser {
     enum Phase { case headers, body, complete }
 
-    let limits: HTTPServer.Limits
+    let limits: HTTPLimits
     /// A request started (its header deadline starts), its headers are complete (the body
     /// deadline starts), or it is complete.
     var onPhase: (Phase) -> Void = { _ in }
@@ -44,7 +44,7 @@ final class HTTPRequestParser {
     /// A `Connection: close` request was read: nothing after it is.
     private(set) var finished = false
 
-    init(limits: HTTPServer.Limits) {
+    init(limits: HTTPLimits) {
         self.limits = limits
         parser = .allocate(capacity: 1)
         http_parser_init(parser, HTTP_REQUEST)

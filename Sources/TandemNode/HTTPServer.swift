@@ -6,28 +6,8 @@ import TandemCore
 /// in request order), and hard limits on every part of a request, each violation answered with
 /// a JSON error and counted.
 public final class HTTPServer {
-    public struct Limits {
-        public var maxURLBytes = 8 << 10
-        public var maxHeaderBytes = 32 << 10
-        public var maxHeaders = 100
-        public var maxBodyBytes = 4 << 20
-        public var maxConnections = 512
-        /// Connections from one client IP: one client cannot take the whole pool (half of it
-        /// leaves room for others while a load generator on one host still gets 256).
-        public var maxConnectionsPerClient = 256
-        /// From a request's first byte until its headers are complete, and then until its body
-        /// is: a client trickling bytes (slow loris) is answered 408 and cut off, whatever its
-        /// pace keeps the idle timer from doing.
-        public var headerTimeout: Duration = .seconds(10)
-        public var bodyTimeout: Duration = .seconds(30)
-        /// Requests parsed but not yet answered on one connection (pipelining), and bytes of
-        /// answers the client has not read: past either, the connection is closed.
-        public var maxPipelined = 32
-        public var maxUnreadResponseBytes = 4 << 20
-        /// A connection with no traffic for this long is closed (also bounds slow requests).
-        public var idleTimeout: Duration = .seconds(30)
-        public init() {}
-    }
+    /// (Its own type so the request parser builds without the server: see `HTTPRequestParser`.)
+    public typealias Limits = HTTPLimits
 
     public struct Stats {
         public var connectionsAccepted = 0
