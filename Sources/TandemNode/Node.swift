@@ -150,7 +150,9 @@ public final class Node {
         tickTimer = Timer(loop: loop)
 
         try udp.start { [unowned self] bytes, from in self.receive(bytes, from: from) }
-        peers.onUnauthenticated = { [unowned self] from in self.logUnauthenticated(from?.description ?? "?", "peer frame") }
+        peers.onUnauthenticated = { [unowned self] from in self.logUnauthenticated(from?.description ?? "?", "peer frame not sealed with a keyring key") }
+        peers.onReplayed = { [unowned self] from in self.logUnauthenticated(from?.description ?? "?", "replayed peer frame (not the next of a fresh session)") }
+        peers.wallMs = { Tables.wallMs() }
         tables.onCommitFailure = { [unowned self] error in
             // Writes are refused (5xx, counted) while the disk fails; reads go on. One line per 10 s.
             let now = self.loop.now
@@ -265,7 +267,7 @@ public final class Node {
             case .ok(let plain): bytes = plain
             case .unauthenticated:
                 shell.unauthenticatedPackets += 1
-                return logUnauthenticated(sender, "gossip datagram")
+                return logUnauthenticated(sender, "gossip datagram not sealed with a keyring key")
             case .replayed:
                 shell.replayedPackets += 1
                 return
@@ -294,7 +296,7 @@ public final class Node {
         let now = loop.now
         guard now - lastUnauthenticatedLog > .seconds(10) else { return }
         lastUnauthenticatedLog = now
-        logger.warning("dropped \(what) not sealed with a keyring key", metadata: ["from": "\(sender)"])
+        logger.warning("dropped \(what)", metadata: ["from": "\(sender)"])
     }
 
     /// The data dir's keyring (rotations survive restarts), else `--keyring`, copied into the

@@ -215,6 +215,7 @@ extension Node {
         metric("tandem_peer_bytes_out_total", "counter", "Peer link bytes sent.", p.bytesOut)
         metric("tandem_peer_malformed_frames_total", "counter", "Peer frames rejected (size, version, checksum, payload).", p.malformedFrames)
         metric("tandem_peer_unauthenticated_frames_total", "counter", "Peer frames no keyring key opened (connection closed, unanswered).", p.unauthenticatedFrames)
+        metric("tandem_peer_replayed_frames_total", "counter", "Sealed peer frames refused as replays (connection closed, unanswered).", p.replayedFrames)
         metric("tandem_peer_connect_failures_total", "counter", "Failed peer connection attempts.", p.connectFailures)
         metric("tandem_peer_request_timeouts_total", "counter", "Peer requests that timed out.", p.requestTimeouts)
         let h = http.stats
