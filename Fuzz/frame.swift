@@ -1,4 +1,4 @@
-// libFuzzer harness: the peer frame decoder, plain and sealed (Frame.swift, Keyring.swift),
+// libFuzzer harness: the peer frame decoder, plain and sealed with session checks (Frame.swift, Keyring.swift),
 // fed the input in two chunks split at a point the input picks. Built by scripts/fuzz.
 import TandemCore
 
@@ -10,10 +10,13 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let split = Int(data[0]) % size
     let bytes = Array(UnsafeBufferPointer(start: data + 1, count: size - 1))
     for keyring in [nil, ring] {
-        var decoder = FrameDecoder(maxFrameSize: 1 << 16, keyring: keyring)
-        let cut = min(split, bytes.count)
-        _ = try? Array(bytes[..<cut]).withUnsafeBytes { try decoder.feed($0) }
-        _ = try? Array(bytes[cut...]).withUnsafeBytes { try decoder.feed($0) }
+        // The accepting side (a fresh session) and the connecting side (a fixed one).
+        for session in [FrameSession(accepting: FrameSessionGuard()), FrameSession(connectingAtMs: 1_000_000)] {
+            var decoder = FrameDecoder(maxFrameSize: 1 << 16, keyring: keyring, session: session)
+            let cut = min(split, bytes.count)
+            _ = try? Array(bytes[..<cut]).withUnsafeBytes { try decoder.feed($0, nowMs: 1_000_000) }
+            _ = try? Array(bytes[cut...]).withUnsafeBytes { try decoder.feed($0, nowMs: 1_000_000) }
+        }
     }
     _ = ring.open(bytes, purpose: .frame)
     var replay = ReplayGuard(windowMs: 30_000, capacity: 64)

@@ -81,7 +81,9 @@ public enum DynamoUpdate {
             lists[listPath] = updated
         }
         for (listPath, value) in lists {
-            delta.merge(state.set(DocumentPath(listPath.attribute, listPath.mapKeys ?? []), value, at: t))
+            let keys = listPath.mapKeys ?? []
+            guard keys.count + value.depth <= ItemCodec.maxDepth else { throw .validation("Nesting Levels have exceeded supported limits") }
+            delta.merge(state.set(DocumentPath(listPath.attribute, keys), value, at: t))
         }
         return delta
     }

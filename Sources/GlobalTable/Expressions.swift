@@ -416,6 +416,11 @@ public struct ExpressionParser {
                 try c.expect("]")
                 elements.append(.index(i))
             } else {
+                // The stored form holds at most this many levels (a path's keys are nesting too);
+                // a deeper path would make an item that cannot be read back.
+                guard elements.count <= ItemCodec.maxDepth + 1 else {
+                    throw .validation("Invalid \(c.kind): The document path has too many nesting levels; nesting levels: \(elements.count - 1)")
+                }
                 return AttributePath(elements)
             }
         }

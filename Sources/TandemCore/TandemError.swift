@@ -26,6 +26,9 @@ public struct TandemError: Error, CustomStringConvertible, Sendable {
         public static let io = Code("io_error", httpStatus: 500)
         /// The data dir's disk is full: nothing was written.
         public static let diskFull = Code("disk_full", httpStatus: 507)
+        /// An fsync (or another write to the disk) failed: the write was not made durable and
+        /// not acknowledged. Retryable: the node recovers by itself when the disk does.
+        public static let diskFailed = Code("disk_failed", httpStatus: 503)
         public static let invalidArgument = Code("invalid_argument", httpStatus: 400)
     }
 

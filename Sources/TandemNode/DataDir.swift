@@ -60,7 +60,7 @@ public final class DataDir {
         guard fd >= 0 else { throw TandemError(.io, "open \(tmp): \(String(cString: strerror(errno)))") }
         let bytes = Array(content.utf8)
         let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-        let synced = fsync(fd)
+        let synced = DiskFaults.process.fsync(fd)
         close(fd)
         guard written == bytes.count, synced == 0 else {
             throw TandemError(.io, "write \(tmp): \(String(cString: strerror(errno)))")
@@ -68,7 +68,7 @@ public final class DataDir {
         guard rename(tmp, file) == 0 else { throw TandemError(.io, "rename \(tmp): \(String(cString: strerror(errno)))") }
         let dir = open((file as NSString).deletingLastPathComponent, O_RDONLY | O_CLOEXEC)
         if dir >= 0 {
-            fsync(dir)
+            _ = DiskFaults.process.fsync(dir)
             close(dir)
         }
     }

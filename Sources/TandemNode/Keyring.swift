@@ -13,8 +13,7 @@ import TandemCore
 ///
 /// Datagrams also carry the sender's wall time inside the seal; `ReplayGuard` rejects one that
 /// is older than its window or was already seen, so a captured packet replayed changes nothing.
-/// (Frames ride TCP; replaying a captured stream re-delivers idempotent CRDT deltas and stale
-/// Raft messages, which both protocols already ignore.)
+/// Peer frames carry their connection's session and sequence instead (`FrameSession`).
 public final class Keyring {
     public static let keySize = Int(crypto_aead_xchacha20poly1305_ietf_KEYBYTES)  // 32
     public static let nonceSize = Int(crypto_aead_xchacha20poly1305_ietf_NPUBBYTES)  // 24

@@ -12,8 +12,10 @@ import Glibc
 final class LMDBStore: @unchecked Sendable {
     private var env: OpaquePointer?
     private var dbi: MDB_dbi = 0
+    private let faults: DiskFaults
 
-    init(path: String, mapSizeBytes: Int = 16 << 30) throws {
+    init(path: String, mapSizeBytes: Int = 16 << 30, faults: DiskFaults = .process) throws {
+        self.faults = faults
         try check(mdb_env_create(&env), "create environment")
         try check(mdb_env_set_maxdbs(env, 4), "set max dbs")
         try check(mdb_env_set_mapsize(env, mapSizeBytes), "set map size")
@@ -31,6 +33,11 @@ final class LMDBStore: @unchecked Sendable {
             // A full disk (or quota) is its own answer: 507, and it clears when space returns.
             if rc == ENOSPC || rc == EDQUOT || rc == MDB_MAP_FULL {
                 throw TandemError(.diskFull, "lmdb \(what): \(String(cString: mdb_strerror(rc))); write not made, retry when space returns")
+            }
+            // A failed fsync in the commit: LMDB aborted the transaction (the meta page that
+            // would publish it was not written), so nothing changed on disk.
+            if rc == EIO {
+                throw TandemError(.diskFailed, "lmdb \(what): fsync failed (\(String(cString: mdb_strerror(rc)))); the write is not durable and was not acknowledged; retry when the disk recovers")
             }
             throw TandemError(.io, "lmdb \(what): \(String(cString: mdb_strerror(rc)))")
         }
@@ -80,6 +87,13 @@ final class LMDBStore: @unchecked Sendable {
                 mdb_txn_abort(txn)
                 try check(rc, "write")
             }
+        }
+        // The injected fault fails the commit where LMDB's own data fsync would: LMDB then
+        // aborts the transaction before writing the meta page, so nothing becomes visible or
+        // durable, and the next commit starts from the last good state.
+        if faults.injectFailure() {
+            mdb_txn_abort(txn)
+            try check(EIO, "commit")
         }
         try check(mdb_txn_commit(txn), "commit")
     }

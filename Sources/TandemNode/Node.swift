@@ -80,7 +80,9 @@ public final class Node {
     private var shutdownTimer: Timer?
     let startedAt: Instant
     var shell = ShellStats()
-    var chaos = ChaosSettings()
+    var chaos = ChaosSettings() {
+        didSet { DiskFaults.process.fsyncFails = chaos.fsyncFails }
+    }
     private lazy var udpDelay = DelayLine(loop: loop)
     private var lastMalformedLog: Instant = .zero
     private var lastUnauthenticatedLog: Instant = .zero
@@ -112,6 +114,8 @@ public final class Node {
         /// One-way delay of everything sent to peers, and per destination host (IP) on top.
         var delay: Duration = .zero
         var delays: [String: Duration] = [:]
+        /// Every fsync of this node's stores fails with EIO (`DiskFaults`).
+        var fsyncFails = false
 
         func delay(to host: String) -> Duration { delay + (delays[host] ?? .zero) }
     }
@@ -157,7 +161,9 @@ public final class Node {
         tickTimer = Timer(loop: loop)
 
         try udp.start { [unowned self] bytes, from in self.receive(bytes, from: from) }
-        peers.onUnauthenticated = { [unowned self] from in self.logUnauthenticated(from?.description ?? "?", "peer frame") }
+        peers.onUnauthenticated = { [unowned self] from in self.logUnauthenticated(from?.description ?? "?", "peer frame not sealed with a keyring key") }
+        peers.onReplayed = { [unowned self] from in self.logUnauthenticated(from?.description ?? "?", "replayed peer frame (not the next of a fresh session)") }
+        peers.wallMs = { Tables.wallMs() }
         tables.onCommitFailure = { [unowned self] error in
             // Writes are refused (5xx, counted) while the disk fails; reads go on. One line per 10 s.
             let now = self.loop.now
@@ -274,7 +280,7 @@ public final class Node {
             case .ok(let plain): bytes = plain
             case .unauthenticated:
                 shell.unauthenticatedPackets += 1
-                return logUnauthenticated(sender, "gossip datagram")
+                return logUnauthenticated(sender, "gossip datagram not sealed with a keyring key")
             case .replayed:
                 shell.replayedPackets += 1
                 return
@@ -303,7 +309,7 @@ public final class Node {
         let now = loop.now
         guard now - lastUnauthenticatedLog > .seconds(10) else { return }
         lastUnauthenticatedLog = now
-        logger.warning("dropped \(what) not sealed with a keyring key", metadata: ["from": "\(sender)"])
+        logger.warning("dropped \(what)", metadata: ["from": "\(sender)"])
     }
 
     /// The data dir's keyring (rotations survive restarts), else `--keyring`, copied into the

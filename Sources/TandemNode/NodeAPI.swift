@@ -23,7 +23,7 @@ extension Node {
         case ("DELETE", ["v1", "chaos"]):
             guard config.chaos else { return chaosDisabled }
             chaos = ChaosSettings()
-            return .json(200, ["dropRate": 0, "block": [String]()])
+            return .json(200, ["dropRate": 0, "block": [String](), "fsyncFails": false])
         case (_, let s) where s.count >= 2 && s[0] == "v1" && s[1] == "keys":
             return keysEndpoint(request)
         case (_, ["v1", "health"]), (_, ["v1", "members"]), (_, ["metrics"]), (_, ["v1", "chaos"]):
@@ -155,11 +155,16 @@ extension Node {
                 next.delays[host] = .milliseconds(Int64(d))
             }
         }
+        if let fails = object["fsyncFails"] {
+            guard let f = fails as? Bool else { return .error(400, "invalid_argument", "fsyncFails must be true or false") }
+            next.fsyncFails = f
+        }
         chaos = next
         logger.notice("chaos settings changed", metadata: ["dropRate": "\(next.dropRate)", "block": "\(next.blocked.sorted())",
-                                                           "delay": "\(next.delay)", "delays": "\(next.delays.count)"])
+                                                           "delay": "\(next.delay)", "delays": "\(next.delays.count)",
+                                                           "fsyncFails": "\(next.fsyncFails)"])
         return .json(200, ["dropRate": next.dropRate, "block": next.blocked.sorted(), "delayMs": Double(next.delay.nanoseconds / 1_000_000),
-                           "delays": next.delays.mapValues { Double($0.nanoseconds / 1_000_000) }])
+                           "delays": next.delays.mapValues { Double($0.nanoseconds / 1_000_000) }, "fsyncFails": next.fsyncFails])
     }
 
     /// Prometheus text exposition format, version 0.0.4.
@@ -202,6 +207,7 @@ extension Node {
         metric("tandem_gossip_unauthenticated_packets_total", "counter", "Gossip datagrams no keyring key opened, dropped unanswered.", shell.unauthenticatedPackets)
         metric("tandem_gossip_replayed_packets_total", "counter", "Sealed datagrams refused as too old, from the future, or seen before.", shell.replayedPackets)
         metric("tandem_chaos_dropped_total", "counter", "Datagrams dropped by opt-in fault injection.", shell.chaosDropped)
+        metric("tandem_chaos_fsync_failures_total", "counter", "fsyncs failed by opt-in disk fault injection.", DiskFaults.process.injected)
         let p = peers.stats
         metric("tandem_peer_frames_in_total", "counter", "Peer frames received.", p.framesIn)
         metric("tandem_peer_frames_out_total", "counter", "Peer frames sent.", p.framesOut)
@@ -209,6 +215,7 @@ extension Node {
         metric("tandem_peer_bytes_out_total", "counter", "Peer link bytes sent.", p.bytesOut)
         metric("tandem_peer_malformed_frames_total", "counter", "Peer frames rejected (size, version, checksum, payload).", p.malformedFrames)
         metric("tandem_peer_unauthenticated_frames_total", "counter", "Peer frames no keyring key opened (connection closed, unanswered).", p.unauthenticatedFrames)
+        metric("tandem_peer_replayed_frames_total", "counter", "Sealed peer frames refused as replays (connection closed, unanswered).", p.replayedFrames)
         metric("tandem_peer_connect_failures_total", "counter", "Failed peer connection attempts.", p.connectFailures)
         metric("tandem_peer_request_timeouts_total", "counter", "Peer requests that timed out.", p.requestTimeouts)
         let h = http.stats

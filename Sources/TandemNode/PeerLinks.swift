@@ -1,3 +1,4 @@
+import Foundation
 import TandemCore
 
 /// TCP links to peers, one per address, opened on demand and re-opened after a failure
@@ -27,14 +28,20 @@ public final class PeerLinks {
         public var connectionsRefused = 0
         /// Frames no keyring key opened (the connection is closed, nothing answered).
         public var unauthenticatedFrames = 0
+        /// Sealed frames that were not the next of a fresh session: replayed, repeated,
+        /// reordered or spliced from another connection (the connection is closed).
+        public var replayedFrames = 0
     }
 
     private final class Link {
         var connection: TCPConnection?
         var connected = false
+        /// Plain frames waiting for the connection (sealed when written: the seal names the session).
         var queue: [[UInt8]] = []
         var queuedBytes = 0
         var decoder: FrameDecoder
+        /// The session of the current connection (sealed links).
+        var session: FrameSession?
         var backoff: Duration
         var retryAfter: Instant = .zero
         init(maxFrameSize: Int, keyring: Keyring?, backoff: Duration) {
@@ -67,6 +74,12 @@ public final class PeerLinks {
     public let keyring: Keyring?
     /// Told about each frame no keyring key opened (the node logs it, rate-limited).
     public var onUnauthenticated: (SocketAddress?) -> Void = { _ in }
+    /// Told about each sealed frame refused as a replay (the node logs it, rate-limited).
+    public var onReplayed: (SocketAddress?) -> Void = { _ in }
+    /// Wall time in ms: a session's first frame must be from within the replay window.
+    public var wallMs: () -> UInt64 = { UInt64(Date().timeIntervalSince1970 * 1000) }
+    /// Sessions inbound connections have started (each may start only once).
+    private let acceptedSessions = FrameSessionGuard()
 
     public init(loop: EventLoop, server: TCPServer, keyring: Keyring? = nil, limits: Limits = Limits()) {
         self.loop = loop
@@ -90,19 +103,15 @@ public final class PeerLinks {
             self?.finish(id, .failure(TandemError(.unavailable, "request to \(address) timed out")))
         }
         guard !isBlocked(address) else { return }  // a blocked peer behaves like a silent one
-        let bytes = wire(Frame(kind: kind, requestID: id, payload: payload))
+        let bytes = Frame(kind: kind, requestID: id, payload: payload).encode()
         delayLine.after(delay(PeerLinks.host(of: address))) { [weak self] in self?.enqueue(bytes, to: address) }
     }
 
-    /// A frame as it goes on the wire: plain, or its body sealed under the primary key.
-    func wire(_ frame: Frame) -> [UInt8] {
-        let plain = frame.encode()
+    /// A plain frame as it goes on the wire of a connection: as is, or sealed under the primary
+    /// key with the connection's session (nil: an accepting side that has not heard its peer).
+    func wire(_ plain: [UInt8], _ session: FrameSession?) -> [UInt8]? {
         guard let keyring else { return plain }
-        let sealed = keyring.seal(Array(plain[4...]), purpose: .frame)
-        var w = ByteWriter(capacity: sealed.count + 4)
-        w.u32(UInt32(sealed.count))
-        w.raw(sealed)
-        return w.bytes
+        return session?.seal(plain, keyring: keyring)
     }
 
     /// The host part of `host:port`.
@@ -115,7 +124,7 @@ public final class PeerLinks {
     /// when the link is down or its queue is full; the protocol above retries (Raft does).
     public func send(to address: String, kind: UInt8, payload: [UInt8]) {
         guard !isBlocked(address) else { return }
-        let bytes = wire(Frame(kind: kind, requestID: 0, payload: payload))
+        let bytes = Frame(kind: kind, requestID: 0, payload: payload).encode()
         delayLine.after(delay(PeerLinks.host(of: address))) { [weak self] in self?.enqueue(bytes, to: address) }
     }
 
@@ -140,8 +149,10 @@ public final class PeerLinks {
         }()
         guard link.queuedBytes + bytes.count <= limits.maxQueuedBytes else { return }
         if link.connected, let c = link.connection, c.pendingWriteBytes < limits.maxQueuedBytes {
-            c.write(bytes)
-            count(out: bytes.count)
+            if let sealed = wire(bytes, link.session) {
+                c.write(sealed)
+                count(out: sealed.count)
+            }
             return
         }
         link.queue.append(bytes)
@@ -174,21 +185,26 @@ public final class PeerLinks {
             }
             link.connected = true
             link.backoff = self.limits.reconnectBackoffMin
+            // Every connection is a new session: frames sealed for an earlier one are refused.
+            let session = FrameSession(connectingAtMs: self.wallMs())
+            link.session = session
+            link.decoder = FrameDecoder(maxFrameSize: self.limits.maxFrameSize, keyring: self.keyring, session: session)
             c.onData = { [weak self, weak link] bytes in
                 guard let self, let link else { return }
-                self.receive(bytes, on: c, decoder: &link.decoder, reply: nil)
+                self.receive(bytes, on: c, decoder: &link.decoder, reply: nil, session: session)
             }
             c.onClose = { [weak self, weak link] in
                 guard let self, let link else { return }
                 link.connection = nil
                 link.connected = false
-                link.decoder = FrameDecoder(maxFrameSize: self.limits.maxFrameSize, keyring: self.keyring)
+                link.session = nil
                 self.failAll(address, TandemError(.unavailable, "link to \(address) closed"))
             }
             c.startReading()
             for bytes in link.queue {
-                c.write(bytes)
-                self.count(out: bytes.count)
+                guard let sealed = self.wire(bytes, session) else { continue }
+                c.write(sealed)
+                self.count(out: sealed.count)
             }
             link.queue.removeAll()
             link.queuedBytes = 0
@@ -221,7 +237,8 @@ public final class PeerLinks {
             idle.stop()
             self?.inbound -= 1
         }
-        var decoder = FrameDecoder(maxFrameSize: limits.maxFrameSize, keyring: keyring)
+        let session = FrameSession(accepting: acceptedSessions)
+        var decoder = FrameDecoder(maxFrameSize: limits.maxFrameSize, keyring: keyring, session: session)
         c.onData = { [weak self, weak c] bytes in
             guard let self, let c else { return }
             idle.start(after: idleTimeout) { [weak c] in c?.close() }
@@ -229,23 +246,26 @@ public final class PeerLinks {
                 c.close()
                 return
             }
-            self.receive(bytes, on: c, decoder: &decoder, reply: c)
+            self.receive(bytes, on: c, decoder: &decoder, reply: c, session: session)
         }
         c.startReading()
     }
 
     private func receive(_ bytes: UnsafeRawBufferPointer, on c: TCPConnection, decoder: inout FrameDecoder,
-                         reply: TCPConnection?) {
+                         reply: TCPConnection?, session: FrameSession) {
         stats.bytesIn += bytes.count
         let frames: [Frame]
         do {
-            frames = try decoder.feed(bytes)
+            frames = try decoder.feed(bytes, nowMs: keyring == nil ? 0 : wallMs())
         } catch {
-            // A peer that sends garbage, or holds no key of ours, loses its connection unanswered;
-            // the node keeps running.
+            // A peer that sends garbage, holds no key of ours, or replays what it recorded loses
+            // its connection unanswered; the node keeps running.
             if error.code == FrameDecoder.unauthenticated {
                 stats.unauthenticatedFrames += 1
                 onUnauthenticated(c.peer)
+            } else if error.code == FrameDecoder.replayed {
+                stats.replayedFrames += 1
+                onReplayed(c.peer)
             } else {
                 stats.malformedFrames += 1
             }
@@ -262,20 +282,20 @@ public final class PeerLinks {
                 let delay = reply.peer.map { self.delay(PeerLinks.host(of: $0.description)) } ?? .zero
                 onRequest(frame, reply.peer) { [weak self, weak reply] payload in
                     guard id != 0 else { return }  // 0: one-way, no answer
-                    self?.delayLine.after(delay) { self?.respond(on: reply, kind: kind, id: id, payload: payload) }
+                    self?.delayLine.after(delay) { self?.respond(on: reply, session, kind: kind, id: id, payload: payload) }
                 }
             }
         }
     }
 
-    private func respond(on reply: TCPConnection?, kind: UInt8, id: UInt32, payload: [UInt8]) {
+    private func respond(on reply: TCPConnection?, _ session: FrameSession, kind: UInt8, id: UInt32, payload: [UInt8]) {
         guard let reply, reply.isOpen else { return }
         // A peer that sends requests and never reads the answers loses the link.
         guard reply.pendingWriteBytes < limits.maxQueuedBytes else {
             reply.close()
             return
         }
-        let bytes = wire(Frame(kind: kind, requestID: id, payload: payload))
+        guard let bytes = wire(Frame(kind: kind, requestID: id, payload: payload).encode(), session) else { return }
         reply.write(bytes)
         count(out: bytes.count)
     }

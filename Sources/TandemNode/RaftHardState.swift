@@ -34,7 +34,13 @@ public struct RaftHardStateFile: Sendable {
 
     public let path: String
 
-    public init(path: String) { self.path = path }
+    /// Where the write's fsyncs go (fault injection).
+    public let faults: DiskFaults
+
+    public init(path: String, faults: DiskFaults = .process) {
+        self.path = path
+        self.faults = faults
+    }
 
     /// The stored state, or nil when the file does not exist (a new group).
     public func load() throws -> RaftHardState? {
@@ -64,7 +70,7 @@ public struct RaftHardStateFile: Sendable {
         } else {
             w.bool(false)
         }
-        try DurableFile.write(path, DurableFile.sealed(w))
+        try DurableFile.write(path, DurableFile.sealed(w), faults: faults)
     }
 }
 
@@ -79,7 +85,13 @@ public struct RaftConfigurationFile: Sendable {
     static let version: UInt8 = 1
 
     public let path: String
-    public init(path: String) { self.path = path }
+    /// Where the write's fsyncs go (fault injection).
+    public let faults: DiskFaults
+
+    public init(path: String, faults: DiskFaults = .process) {
+        self.path = path
+        self.faults = faults
+    }
 
     public func load() throws -> [Record] {
         guard let bytes = try DurableFile.read(path, limit: 1 << 20) else { return [] }
@@ -108,7 +120,7 @@ public struct RaftConfigurationFile: Sendable {
             w.u64(rec.term)
             w.blob(rec.configuration.encoded())
         }
-        try DurableFile.write(path, DurableFile.sealed(w))
+        try DurableFile.write(path, DurableFile.sealed(w), faults: faults)
     }
 }
 
@@ -120,7 +132,15 @@ extension TandemError.Code {
 /// Small whole files written atomically and durably, with a trailing CRC32C.
 enum DurableFile {
     static func errno(_ what: String) -> TandemError {
-        TandemError(.io, "\(what): \(String(cString: strerror(Glibc.errno)))")
+        let e = Glibc.errno
+        // A full disk clears when space returns, a failed write or fsync when the disk does;
+        // each has its own answer (507, 503) rather than a bare 500.
+        let code: TandemError.Code = switch e {
+        case ENOSPC, EDQUOT: .diskFull
+        case EIO: .diskFailed
+        default: .io
+        }
+        return TandemError(code, "\(what): \(String(cString: strerror(e)))")
     }
 
     /// Append the CRC32C of everything written so far.
@@ -163,27 +183,27 @@ enum DurableFile {
 
     /// Write to a temporary file, fsync it, rename over the target, fsync the directory: a crash
     /// at any instant leaves either the old or the new content (DataDir.writeDurably, for bytes).
-    static func write(_ path: String, _ bytes: [UInt8]) throws {
+    static func write(_ path: String, _ bytes: [UInt8], faults: DiskFaults = .process) throws {
         let tmp = path + ".tmp"
         let fd = open(tmp, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw errno("open \(tmp)") }
         do {
             try pwriteFully(fd, bytes, at: 0)
-            guard fsync(fd) == 0 else { throw errno("fsync \(tmp)") }
+            guard faults.fsync(fd) == 0 else { throw errno("fsync \(tmp)") }
         } catch {
             close(fd)
             throw error
         }
         close(fd)
         guard rename(tmp, path) == 0 else { throw errno("rename \(tmp)") }
-        try syncDirectory(of: path)
+        try syncDirectory(of: path, faults: faults)
     }
 
-    static func syncDirectory(of path: String) throws {
+    static func syncDirectory(of path: String, faults: DiskFaults = .process) throws {
         let dir = open((path as NSString).deletingLastPathComponent, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard dir >= 0 else { throw errno("open directory of \(path)") }
         defer { close(dir) }
-        guard fsync(dir) == 0 else { throw errno("fsync directory of \(path)") }
+        guard faults.fsync(dir) == 0 else { throw errno("fsync directory of \(path)") }
     }
 
     /// pwrite until everything is written (a regular file may still take a short write).

@@ -96,10 +96,14 @@ public final class SegmentLog: LogStorage, @unchecked Sendable {
         public var tornSegmentsDeleted = 0
         /// Segments an interrupted trim or reset left behind, deleted.
         public var staleSegmentsDeleted = 0
+        /// Entries written after the last successful fsync before a disk failure, cut on reopen.
+        public var unsyncedEntriesDropped = 0
     }
 
     public let directory: String
     public let settings: Settings
+    /// Where every fsync goes (fault injection in tests).
+    public let faults: DiskFaults
     public private(set) var recovery = Recovery()
 
     private let lock = NSLock()
@@ -135,13 +139,25 @@ public final class SegmentLog: LogStorage, @unchecked Sendable {
     // MARK: Opening
 
     /// Open (creating if needed) the log in `directory`, repairing a torn tail.
-    public init(directory: String, settings: Settings = Settings()) throws {
+    ///
+    /// `keepingThrough`: reopening after a failed fsync (see `failure`), the highest index the
+    /// last successful sync covered. What was written after it is of unknown durability: the
+    /// page cache still shows it, but a failed fsync may have dropped those pages from the way
+    /// to the disk, so reading it back proves nothing (PostgreSQL's "fsyncgate"). It is cut,
+    /// durably, and Raft fetches it again from the leader; none of it was acknowledged.
+    public init(directory: String, settings: Settings = Settings(), faults: DiskFaults = .process,
+                keepingThrough: UInt64? = nil) throws {
         self.directory = directory
         self.settings = settings
+        self.faults = faults
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         dirFD = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard dirFD >= 0 else { throw DurableFile.errno("open \(directory)") }
         try recover()
+        if let keep = keepingThrough.map({ max($0, baseIndex) }), keep < lastIndexLocked {
+            recovery.unsyncedEntriesDropped = Int(lastIndexLocked - keep)
+            try cutSuffixLocked(from: keep + 1)
+        }
     }
 
     deinit { close(dirFD) }
@@ -232,13 +248,13 @@ public final class SegmentLog: LogStorage, @unchecked Sendable {
             // Drop preallocated zeros (and whatever lies past them, never part of the log): a
             // sealed segment must end at its last record; the active one grows them again.
             try release(seg)
-            guard fsync(seg.fd) == 0 else { throw DurableFile.errno("fsync \(seg.logPath)") }
+            guard faults.fsync(seg.fd) == 0 else { throw DurableFile.errno("fsync \(seg.logPath)") }
             if k < segments.count - 1 {
                 seg.sealed = true
                 writeHint(seg)
             }
         }
-        guard fsync(dirFD) == 0 else { throw DurableFile.errno("fsync \(directory)") }
+        guard faults.fsync(dirFD) == 0 else { throw DurableFile.errno("fsync \(directory)") }
         durable = lastIndexLocked
     }
 
@@ -537,7 +553,7 @@ public final class SegmentLog: LogStorage, @unchecked Sendable {
         unlink(seg.hintPath)
         seg.sealed = false
         seg.cut(at: cut, index: index, previous: prev)
-        guard ftruncate(seg.fd, off_t(cut)) == 0, fsync(seg.fd) == 0, fsync(dirFD) == 0 else {
+        guard ftruncate(seg.fd, off_t(cut)) == 0, faults.fsync(seg.fd) == 0, faults.fsync(dirFD) == 0 else {
             // The files no longer match what we hold: refuse further writes (see `failure`).
             let error = DurableFile.errno("cutting \(seg.logPath) at byte \(cut)")
             failure = failure ?? error
@@ -570,11 +586,11 @@ public final class SegmentLog: LogStorage, @unchecked Sendable {
         }
         var error: TandemError?
         // Data and size only (fdatasync): with preallocation the size rarely changes.
-        for seg in batch where fdatasync(seg.fd) != 0 {
+        for seg in batch where faults.fdatasync(seg.fd) != 0 {
             error = DurableFile.errno("fsync \(seg.logPath)")
             break
         }
-        if error == nil, syncDirectory, fsync(dirFD) != 0 { error = DurableFile.errno("fsync \(directory)") }
+        if error == nil, syncDirectory, faults.fsync(dirFD) != 0 { error = DurableFile.errno("fsync \(directory)") }
         try locked {
             let ceiling = syncCeilings.removeValue(forKey: ticket)!
             if let error {
@@ -663,7 +679,7 @@ public final class SegmentLog: LogStorage, @unchecked Sendable {
                 segments.removeLast()
                 cutAny = true
             }
-            if cutAny { guard fsync(dirFD) == 0 else { throw DurableFile.errno("fsync \(directory)") } }
+            if cutAny { guard faults.fsync(dirFD) == 0 else { throw DurableFile.errno("fsync \(directory)") } }
             try writeMeta(base: index, term: term)
             for seg in segments {
                 seg.deleted = true
@@ -686,7 +702,7 @@ public final class SegmentLog: LogStorage, @unchecked Sendable {
         w.u8(Self.formatVersion)
         w.u64(base)
         w.u64(term)
-        try DurableFile.write(path("log.meta"), DurableFile.sealed(w))
+        try DurableFile.write(path("log.meta"), DurableFile.sealed(w), faults: faults)
         baseIndex = base
         baseTerm = term
     }

@@ -56,7 +56,13 @@ final class StreamPartition {
     private var scheduledTick: Instant?
     /// Carries messages to peers (batched per destination by `Streams`).
     private let send: (String, GroupID, RaftMessage) -> Void
-    private let fatal: (String) -> Void
+    /// Told once when the log or hard state cannot be written or synced (see `stopForDiskFailure`).
+    private let onDiskFailure: (String) -> Void
+    /// The disk failed: this replica no longer votes, acknowledges, leads or answers; `Streams`
+    /// reopens it from disk once the disk works again.
+    private(set) var stopped = false
+    private(set) var stopReason: String?
+    private(set) var stoppedByFullDisk = false
 
     /// A write made to the page cache, waiting for the fsync that covers it.
     private struct PendingWrite {
@@ -102,19 +108,21 @@ final class StreamPartition {
     private(set) var writesSynced = 0
     private(set) var leaderSince: Instant?
 
+    /// `keepingThrough`: reopening after a disk failure, the last index the log had synced
+    /// (`SegmentLog.init` cuts what came after it).
     init(id: GroupID, directory: String, configuration: RaftConfiguration, logSettings: SegmentLog.Settings = SegmentLog.Settings(),
          preferred: [String], selfID: String, origin: UInt64 = 0,
-         settings: RaftSettings, loop: EventLoop,
-         send: @escaping (String, GroupID, RaftMessage) -> Void, fatal: @escaping (String) -> Void) throws {
+         settings: RaftSettings, loop: EventLoop, keepingThrough: UInt64? = nil,
+         send: @escaping (String, GroupID, RaftMessage) -> Void, onDiskFailure: @escaping (String) -> Void) throws {
         self.id = id
         self.directory = directory
         self.preferred = preferred
         self.origin = origin
         self.loop = loop
         self.send = send
-        self.fatal = fatal
+        self.onDiskFailure = onDiskFailure
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        let log = try SegmentLog(directory: directory + "/log", settings: logSettings)
+        let log = try SegmentLog(directory: directory + "/log", settings: logSettings, keepingThrough: keepingThrough)
         self.log = log
         hardStateFile = RaftHardStateFile(path: directory + "/hardstate")
         let loaded = try hardStateFile.load()
@@ -124,6 +132,13 @@ final class StreamPartition {
         // those below the first index were committed before they were trimmed.
         configurationHistory = try configurationFile.load().filter { r in
             r.index <= log.lastIndex && (r.index < log.firstIndex || log.term(at: r.index) == r.term)
+        }
+        if keepingThrough != nil {
+            // After a failed sync, what these files show may sit only in the page cache (a
+            // rename whose directory fsync failed): write them again, durably, before acting on
+            // them, so a vote this replica repeats cannot be undone by a power cut.
+            if let loaded { try hardStateFile.store(loaded) }
+            try configurationFile.store(configurationHistory)
         }
         storedHardState = hs
         var start = loop.now
@@ -155,6 +170,7 @@ final class StreamPartition {
     // MARK: Inputs
 
     func step(_ m: RaftMessage) {
+        guard !stopped else { return }
         raft.step(m, now: loop.now)
         drive()
     }
@@ -163,6 +179,7 @@ final class StreamPartition {
     func propose(_ records: [[UInt8]], wallMs: UInt64, commitTimeout: Duration,
                  _ done: @escaping (Result<ClosedRange<UInt64>, PutFailure>) -> Void) throws(RaftError) {
         let now = loop.now
+        guard !stopped else { throw RaftError(.notLeader, "this replica stopped: its disk failed") }
         let range = try raft.propose(records, timestamp: wallMs, now: now)
         waiters.append(Waiter(range: range, term: raft.term, proposedAt: now, deadline: now + commitTimeout, done: done))
         driveSoon()
@@ -216,6 +233,7 @@ final class StreamPartition {
 
     /// Proposes one single-server membership change (leader only; see `Streams.replaceDepartedVoters`).
     func proposeChange(_ change: ConfigurationChange) throws(RaftError) {
+        guard !stopped else { throw RaftError(.notLeader, "this replica stopped: its disk failed") }
         try raft.proposeConfigurationChange(change, now: loop.now)
         drive()
     }
@@ -229,6 +247,7 @@ final class StreamPartition {
 
     /// Durably records the commit index as well (graceful shutdown: readers restart with it).
     func close() {
+        guard !stopped else { return }
         tickTimer.stop()
         driveTimer.stop()
         let hs = raft.hardState
@@ -247,6 +266,7 @@ final class StreamPartition {
     // MARK: The shell loop
 
     private func drive() {
+        guard !stopped else { return }
         var committed = false
         while raft.hasReady {
             let rd = raft.ready()
@@ -259,7 +279,7 @@ final class StreamPartition {
                 if !rd.entries.isEmpty { try log.append(rd.entries) }
                 try noteConfigurations(rd)
             } catch {
-                return fatal("stream \(id): cannot write the log: \(error)")
+                return stopForDiskFailure(error, "cannot write the log")
             }
             for m in rd.messages { send(m.to, id, m.message) }
             if !rd.committedEntries.isEmpty {
@@ -422,7 +442,8 @@ final class StreamPartition {
 
     private func synced(_ taken: [PendingWrite], job: SyncJob, started: Instant) {
         syncing = false
-        if let error = job.error { return fatal("stream \(id): fsync failed: \(error)") }
+        guard !stopped else { return }
+        if let error = job.error { return stopForDiskFailure(error, "fsync failed") }
         let now = loop.now
         fsyncLatency.record(now - started)
         fsyncs += 1
@@ -441,9 +462,36 @@ final class StreamPartition {
         drive()
     }
 
+    /// The log or hard state could not be made durable. Raft must not go on as if it had been:
+    /// the votes and acks waiting for this sync would claim entries the disk may not hold, and
+    /// retrying the fsync proves nothing (after a failure the kernel may have dropped the dirty
+    /// pages and a second fsync succeeds without them). So the replica stops at once: no more
+    /// votes, acks, heartbeats or answers; its followers elect another leader, and puts waiting
+    /// here are told the outcome is unknown (the other replicas may still commit them).
+    /// `Streams` reopens it from disk, cutting everything after the last good sync.
+    private func stopForDiskFailure(_ error: Error, _ context: String) {
+        guard !stopped else { return }
+        let why = "\(context): \(error)"
+        stopped = true
+        stopReason = why
+        stoppedByFullDisk = (error as? TandemError)?.code == .diskFull
+        tickTimer.stop()
+        driveTimer.stop()
+        unsynced = []
+        let failure = PutFailure.disk(id, full: stoppedByFullDisk,
+                                      "cannot write its log on this node (\(why)); the records were not acknowledged here and may still commit on other replicas; retry")
+        for w in waiters { w.done(.failure(failure)) }
+        waiters = []
+        for r in readWaiters { r.wake() }
+        readWaiters = []
+        onDiskFailure(why)
+    }
+
     // ==== ------------------------------------------------------------------------------------
     // MARK: Views
 
     var commitIndex: UInt64 { raft.commitIndex }
+    /// A sync job is out on the thread pool.
+    var isSyncing: Bool { syncing }
     var pendingPuts: Int { waiters.count }
 }

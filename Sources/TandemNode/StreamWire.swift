@@ -160,6 +160,12 @@ struct PutFailure: Error {
     var message: String
     var retryable: Bool
 
+    /// A replica's disk failed (503 `disk_failed`) or is full (507 `disk_full`, as for tables).
+    static func disk(_ g: GroupID, full: Bool, _ what: String) -> PutFailure {
+        let code: TandemError.Code = full ? .diskFull : .diskFailed
+        return PutFailure(status: code.httpStatus, code: code.name, message: "partition \(g) \(what)", retryable: true)
+    }
+
     static func noLeader(_ g: String) -> PutFailure {
         PutFailure(status: 503, code: "no_leader", message: "partition \(g) has no leader right now", retryable: true)
     }

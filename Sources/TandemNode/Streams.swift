@@ -69,6 +69,23 @@ final class Streams {
         var unknownGroupMessages = 0
         var malformedFrames = 0
         var errors: [String: Int] = [:]
+        var diskFailures = 0
+        var replicasReopened = 0
+    }
+
+    /// A replica stopped by a disk failure (`StreamPartition.stopForDiskFailure`), reopened
+    /// from disk every second until that works.
+    struct StoppedReplica {
+        /// The last index its log had synced: what comes after is cut on reopen.
+        var durableThrough: UInt64
+        var reason: String
+        /// Stopped by a full disk (answered 507 `disk_full`) rather than a failing one.
+        var full: Bool
+        var since: Instant
+        var attempts = 0
+        /// The stopped replica, kept until a sync it had started on the pool has returned: a
+        /// reopen must not race a job still writing through the old log.
+        var old: StreamPartition?
     }
 
     let loop: EventLoop
@@ -84,6 +101,7 @@ final class Streams {
 
     private(set) var definitions: [String: Definition] = [:]
     private(set) var partitions: [GroupID: StreamPartition] = [:]
+    private(set) var stoppedReplicas: [GroupID: StoppedReplica] = [:]
     private var leaderHints: [GroupID: String] = [:]
     private(set) var stats = Stats()
 
@@ -150,6 +168,7 @@ final class Streams {
         let now = loop.now
         for p in partitions.values { p.expire(now: now) }
         if housekeepingRounds % 4 == 0 { reconcile() }
+        if housekeepingRounds % 20 == 10 { reopenStopped() }
         if housekeepingRounds % 20 == 0 && !stopping { spreadLeaders() }
         if housekeepingRounds % 10 == 5 && !stopping { replaceDepartedVoters() }
         if housekeepingRounds % 10 == 0 { dropRemovedReplicas() }
@@ -246,12 +265,12 @@ final class Streams {
             part.close()
             partitions[gid] = nil
             leaderHints[gid] = nil
-            try? FileManager.default.removeItem(atPath: part.directory)
-            let streamDir = (part.directory as NSString).deletingLastPathComponent
-            if (try? FileManager.default.contentsOfDirectory(atPath: streamDir))?.isEmpty ?? false {
-                try? FileManager.default.removeItem(atPath: streamDir)
-            }
+            removeDirectory(part.directory)
             logger.info("closed stream partition", metadata: ["partition": "\(gid)"])
+        }
+        for gid in stoppedReplicas.keys where defs[gid.stream]?.incarnation != gid.incarnation {
+            stoppedReplicas[gid] = nil
+            removeDirectory(directory(gid))
         }
         for (gid, part) in partitions {
             if let d = defs[gid.stream], gid.partition < d.partitions { part.preferred = d.voters[gid.partition] }
@@ -259,29 +278,88 @@ final class Streams {
         for d in defs.values {
             for p in 0..<d.partitions where d.voters[p].contains(selfID) || d.witnesses[p].contains(selfID) {
                 let gid = GroupID(stream: d.name, incarnation: d.incarnation, partition: p)
-                guard partitions[gid] == nil else { continue }
+                guard partitions[gid] == nil, stoppedReplicas[gid] == nil else { continue }
                 open(gid, d, configuration: RaftConfiguration(voters: d.voters[p], witnesses: d.witnesses[p]))
             }
         }
     }
 
+    private func directory(_ gid: GroupID) -> String { "\(root)/\(gid.stream)/\(gid.incarnation)/\(gid.partition)" }
+
+    private func removeDirectory(_ path: String) {
+        try? FileManager.default.removeItem(atPath: path)
+        let streamDir = (path as NSString).deletingLastPathComponent
+        if (try? FileManager.default.contentsOfDirectory(atPath: streamDir))?.isEmpty ?? false {
+            try? FileManager.default.removeItem(atPath: streamDir)
+        }
+    }
+
+    /// `keepingThrough`: reopening a replica stopped by a disk failure (see `reopenStopped`).
     @discardableResult
-    private func open(_ gid: GroupID, _ d: Definition, configuration: RaftConfiguration) -> StreamPartition? {
+    private func open(_ gid: GroupID, _ d: Definition, configuration: RaftConfiguration,
+                      keepingThrough: UInt64? = nil) -> StreamPartition? {
         do {
             let part = try StreamPartition(
-                id: gid, directory: "\(root)/\(d.name)/\(d.incarnation)/\(gid.partition)",
+                id: gid, directory: directory(gid),
                 configuration: configuration,
                 // Segments also roll by age (a quarter of the retention), so a quiet partition's
                 // old records expire without waiting for a full segment.
                 logSettings: SegmentLog.Settings(segmentBytesMax: segmentBytes, segmentAgeMaxMs: UInt64(d.retentionHours) * hourMs / 4),
                 preferred: d.voters[gid.partition], selfID: selfID, origin: origin, settings: settings, loop: loop,
+                keepingThrough: keepingThrough,
                 send: { [unowned self] to, g, m in self.send(to, g, m) },
-                fatal: { [unowned self] why in self.fatal(why) })
+                onDiskFailure: { [unowned self] why in self.replicaStopped(gid, why) })
+            if part.stopped {  // failed in its first drive, before it was ours
+                noteStopped(gid, part, part.stopReason ?? "disk failure")
+                return nil
+            }
             partitions[gid] = part
             return part
         } catch {
-            logger.error("cannot open stream partition", metadata: ["partition": "\(gid)", "error": "\(error)"])
+            if keepingThrough != nil {
+                stoppedReplicas[gid]?.reason = "reopening: \(error)"
+            } else {
+                logger.error("cannot open stream partition", metadata: ["partition": "\(gid)", "error": "\(error)"])
+            }
             return nil
+        }
+    }
+
+    /// A replica's disk failed (it has stopped itself): take it out of service here, keep its
+    /// files, and reopen it once the disk works (`reopenStopped`). The node and its other
+    /// partitions and tables go on; the group elects a leader among the other replicas.
+    private func replicaStopped(_ gid: GroupID, _ why: String) {
+        guard let part = partitions[gid], part.stopped else { return }
+        partitions[gid] = nil
+        noteStopped(gid, part, why)
+    }
+
+    private func noteStopped(_ gid: GroupID, _ part: StreamPartition, _ why: String) {
+        let durable = part.log.durableIndex
+        leaderHints[gid] = nil
+        stats.diskFailures += 1
+        stoppedReplicas[gid] = StoppedReplica(durableThrough: durable, reason: why, full: part.stoppedByFullDisk, since: loop.now, old: part)
+        logger.critical("stream partition stopped: its disk failed; it votes and acknowledges nothing until it reopens (tried every second)",
+                        metadata: ["partition": "\(gid)", "error": "\(why)", "durableThrough": "\(durable)"])
+    }
+
+    /// Reopens stopped replicas as a restart would, but cutting what their logs wrote after the
+    /// last good sync. While the disk still fails the reopen's own fsyncs fail and it waits for
+    /// the next round.
+    private func reopenStopped() {
+        for (gid, stopped) in stoppedReplicas.sorted(by: { $0.key.description < $1.key.description }) {
+            guard let d = definitions[gid.stream], d.incarnation == gid.incarnation, gid.partition < d.partitions,
+                  !(stopped.old?.isSyncing ?? false) else { continue }
+            stoppedReplicas[gid]?.old = nil
+            stoppedReplicas[gid]?.attempts += 1
+            let config = RaftConfiguration(voters: d.voters[gid.partition], witnesses: d.witnesses[gid.partition])
+            guard let part = open(gid, d, configuration: config, keepingThrough: stopped.durableThrough) else { continue }
+            stoppedReplicas[gid] = nil
+            stats.replicasReopened += 1
+            logger.notice("stream partition reopened after a disk failure", metadata: [
+                "partition": "\(gid)", "stoppedMs": "\(Int((loop.now - stopped.since).milliseconds))",
+                "unsyncedEntriesDropped": "\(part.log.recovery.unsyncedEntriesDropped)",
+            ])
         }
     }
 
@@ -289,7 +367,7 @@ final class Streams {
     /// placement: the leader added this node (a replacement, before the definition says so).
     /// The replica opens with an empty configuration and learns the real one from the log.
     private func openAddedReplica(_ g: GroupID, _ m: RaftMessage) -> StreamPartition? {
-        guard !isWitness, !stopping, let d = definitions[g.stream], d.incarnation == g.incarnation, g.partition < d.partitions,
+        guard !isWitness, !stopping, stoppedReplicas[g] == nil, let d = definitions[g.stream], d.incarnation == g.incarnation, g.partition < d.partitions,
               d.voters[g.partition].contains(m.from) else { return nil }
         switch m.body {
         case .append, .heartbeat, .installStart: break
@@ -398,12 +476,6 @@ final class Streams {
             if r.status != 200 { self?.logger.warning("cannot store placement", metadata: ["stream": "\(d.name)", "status": "\(r.status)"]) }
             self?.reconcile()
         }
-    }
-
-    /// A partition whose disk failed must not keep voting or acknowledging: stop the node.
-    private func fatal(_ why: String) {
-        logger.critical("\(why); stopping")
-        exit(70)
     }
 
     private func definition(_ name: String) throws(TandemError) -> Definition {
@@ -532,18 +604,27 @@ final class Streams {
             }
         }
         let now = loop.now
+        let stoppedHere = stoppedReplicas[g]
         var target = local?.raft.leader ?? leaderHints[g]
         if local == nil && target == nil {
             // Not a replica and no hint: any live replica knows the leader (rotating on failure).
+            // A replica stopped here by its disk knows nothing: ask the others.
             let alive = Set(members().filter(\.alive).map(\.address))
-            let candidates = d.voters[g.partition].filter { alive.contains($0) }
+            let candidates = d.voters[g.partition].filter { alive.contains($0) && !(stoppedHere != nil && $0 == selfID) }
             if !candidates.isEmpty { target = candidates[attempt % candidates.count] }
         }
         func retry(_ done: @escaping (PutResult) -> Void) {
             guard loop.now < deadline else { return done(.failure(.noLeader(g.description))) }
             after(.milliseconds(10)) { [weak self] in self?.submit(g, records, deadline: deadline, hops: hops, attempt: attempt + 1, done) }
         }
-        guard let target, target != selfID, hops < 3 else { return retry(done) }
+        guard let target, target != selfID, hops < 3 else {
+            if let stoppedHere, target == nil || target == selfID {
+                // Nobody else to ask: say why at once rather than wait out the deadline.
+                return done(.failure(PutFailure.disk(g, full: stoppedHere.full,
+                    "cannot write its log on this node (\(stoppedHere.reason)); nothing was appended; retry when the disk recovers")))
+            }
+            return retry(done)
+        }
         if peers.isBackingOff(target) {
             // Just failed to connect (a dead leader, most likely): look again shortly rather
             // than queue behind the reconnect backoff.
@@ -694,6 +775,9 @@ final class Streams {
                                         ("lagEntries", .number(String(r.lastIndex - min(match, r.lastIndex))))])
                     })))
                 }
+            } else if let stopped = stoppedReplicas[gid] {
+                m += [("local", .bool(true)), ("role", .string("stopped")), ("stoppedReason", .string(stopped.reason)),
+                      ("durableThrough", .number(String(stopped.durableThrough)))]
             } else {
                 m += [("local", .bool(false)), ("leader", name(of: leaderHints[gid]))]
             }
@@ -1037,6 +1121,12 @@ final class Streams {
         out += "tandem_stream_unknown_group_messages_total \(stats.unknownGroupMessages)\n"
         family("tandem_stream_malformed_frames_total", "counter", "Malformed stream peer frames.")
         out += "tandem_stream_malformed_frames_total \(stats.malformedFrames)\n"
+        family("tandem_stream_disk_failures_total", "counter", "Replicas stopped because their log could not be written or synced.")
+        out += "tandem_stream_disk_failures_total \(stats.diskFailures)\n"
+        family("tandem_stream_replicas_reopened_total", "counter", "Stopped replicas reopened once their disk worked again.")
+        out += "tandem_stream_replicas_reopened_total \(stats.replicasReopened)\n"
+        family("tandem_stream_replicas_stopped", "gauge", "Replicas stopped by a disk failure right now.")
+        out += "tandem_stream_replicas_stopped \(stoppedReplicas.count)\n"
         return out
     }
 }

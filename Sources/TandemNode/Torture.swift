@@ -77,6 +77,14 @@ public enum Torture {
 
         let ledger = Ledger()
         var report = Report()
+        /// The cluster's root goes with it; keep the logs and data dirs for a post-mortem.
+        func keepForPostMortem() {
+            let kept = NSTemporaryDirectory() + "tandem-torture-\(o.seed)"
+            for i in cluster.nodes.indices { cluster.kill9(i) }
+            try? FileManager.default.removeItem(atPath: kept)
+            try? FileManager.default.copyItem(atPath: cluster.root, toPath: kept)
+            say("  logs and data dirs kept under \(kept)")
+        }
         say("torture: \(n) nodes, \(o.rounds) rounds, seed \(o.seed), data under \(cluster.root)")
         for round in 1...o.rounds {
             ledger.locked { ledger.stop = false }
@@ -96,7 +104,10 @@ public enum Torture {
             _ = eventually(timeout: .seconds(10)) { writers.allSatisfy(\.isFinished) }
             try cluster.start(victim)
             guard formed() else {
-                report.violations.append("round \(round): the cluster did not re-form after restarting \(cluster.nodes[victim].name)")
+                let problem = "round \(round): the cluster did not re-form after restarting \(cluster.nodes[victim].name)"
+                report.violations.append(problem)
+                say("  " + problem)
+                keepForPostMortem()
                 break
             }
             let (puts, increments, unknown, records, dups) = ledger.locked {
@@ -172,12 +183,7 @@ public enum Torture {
                        problems.isEmpty ? "all present" : "\(problems.count) VIOLATIONS"))
             for p in problems.prefix(10) { say("  " + p) }
             if !problems.isEmpty {
-                // The cluster's root goes with it; keep the logs and data dirs for a post-mortem.
-                let kept = NSTemporaryDirectory() + "tandem-torture-\(o.seed)"
-                for i in cluster.nodes.indices { cluster.kill9(i) }
-                try? FileManager.default.removeItem(atPath: kept)
-                try? FileManager.default.copyItem(atPath: cluster.root, toPath: kept)
-                say("  logs and data dirs kept under \(kept)")
+                keepForPostMortem()
                 break
             }
         }

@@ -150,4 +150,38 @@ import Testing
         #expect(throws: DynamoError.self) { try DynamoJSON.value(try JSON.parse(Array(#"{"SS":["a","a"]}"#.utf8))) }
         #expect(throws: DynamoError.self) { try DynamoJSON.value(try JSON.parse(Array(#"{"S":"a","N":"1"}"#.utf8))) }
     }
+
+    /// Fuzz regression (scripts/fuzz expr: `REMOVE s.a.b.a.b…`, 37 path elements): a REMOVE or
+    /// ADD at a path deeper than the stored form allows was accepted and produced an item the
+    /// codec could not read back (a depth it refuses on load; past 255 keys the encoder trapped).
+    /// Such paths are refused as DynamoDB refuses them, and whatever an update accepts
+    /// round-trips through the codec.
+    @Test func pathsDeeperThanTheStoredFormAreRefused() throws {
+        let deep = "s" + String(repeating: ".a", count: ItemCodec.maxDepth + 1)  // 33 keys
+        let legal = "s" + String(repeating: ".a", count: ItemCodec.maxDepth)
+        let values: [String: AttributeValue] = [":one": .number(DecimalNumber(1)), ":ss": .stringSet(["x"])]
+        for text in ["REMOVE \(deep)", "ADD \(deep) :one", "DELETE \(deep) :ss", "SET \(deep) = :one",
+                     "REMOVE s" + String(repeating: ".a", count: 300)] {
+            var p = ExpressionParser(values: values)
+            #expect(error { _ = try p.update(text) }.contains("nesting levels"), "\(text.prefix(40))")
+        }
+        var p = ExpressionParser(values: values)
+        #expect(error { _ = try p.condition("attribute_exists(\(deep))") }.contains("nesting levels"))
+        for text in ["REMOVE \(legal)"] {  // (ADD and SET need the parent maps to exist)
+            var p = ExpressionParser()
+            let u = try p.update(text)
+            var state = ItemState()
+            _ = try DynamoUpdate.apply(u, to: &state, keyNames: ["id"], at: HLC(physicalMs: 1, logical: 0, node: 1))
+            #expect(try ItemCodec.decode(ItemCodec.encode(state)) == state, "\(text.prefix(40))")
+        }
+        // A list element written through an index counts its list's depth too.
+        var nested = AttributeValue.number(DecimalNumber(1))
+        for _ in 0..<ItemCodec.maxDepth { nested = .list([nested]) }
+        var q = ExpressionParser(values: [":deep": nested])
+        let u = try q.update("SET l[0] = :deep")
+        var state = ItemState()
+        _ = state.put(["id": .string("c-1"), "l": .list([.null])], at: HLC(physicalMs: 1, logical: 0, node: 1))
+        #expect(error { _ = try DynamoUpdate.apply(u, to: &state, keyNames: ["id"], at: HLC(physicalMs: 2, logical: 0, node: 1)) }
+            .contains("Nesting Levels"))
+    }
 }

@@ -83,30 +83,88 @@ import Glibc
     @Test func frameDecoderOpensSealedFramesAndRefusesPlainOnes() throws {
         let ring = try Keyring(keys: [a])
         let frames = (1...3).map { Frame(kind: 7, requestID: UInt32($0), payload: Array(repeating: UInt8($0), count: $0 * 100)) }
-        var stream: [UInt8] = []
-        for f in frames {
-            let sealed = ring.seal(Array(f.encode()[4...]), purpose: .frame)
-            var w = ByteWriter()
-            w.u32(UInt32(sealed.count))
-            w.raw(sealed)
-            stream += w.bytes
-        }
+        let now: UInt64 = 5_000_000
+        let connecting = FrameSession(connectingAtMs: now)
+        let stream = frames.flatMap { connecting.seal($0.encode(), keyring: ring)! }
+        #expect(stream.count == frames.map { $0.encode().count + Keyring.overhead + FrameSession.headerSize }.reduce(0, +))
         var decoder = FrameDecoder(maxFrameSize: 1 << 20, keyring: ring)
         var out: [Frame] = []
         for chunk in stride(from: 0, to: stream.count, by: 37) {  // arbitrary split points
             let part = Array(stream[chunk..<min(stream.count, chunk + 37)])
-            out += try part.withUnsafeBytes { try decoder.feed($0) }
+            out += try part.withUnsafeBytes { try decoder.feed($0, nowMs: now + 10) }
         }
         #expect(out == frames)
         var keyed = FrameDecoder(maxFrameSize: 1 << 20, keyring: ring)
         let plain = frames[0].encode()
-        #expect((try? plain.withUnsafeBytes { try keyed.feed($0) }) == nil)
+        #expect((try? plain.withUnsafeBytes { try keyed.feed($0, nowMs: now) }) == nil)
         var other = FrameDecoder(maxFrameSize: 1 << 20, keyring: try Keyring(keys: [b]))
         do {
-            _ = try stream.withUnsafeBytes { try other.feed($0) }
+            _ = try stream.withUnsafeBytes { try other.feed($0, nowMs: now) }
             Issue.record("a frame under a foreign key was accepted")
         } catch {
             #expect((error as? TandemError)?.code == FrameDecoder.unauthenticated)
         }
+    }
+
+    /// Peer frames carry their connection's session and sequence inside the seal: a recorded
+    /// connection played to the node again is refused at its first frame (its session was seen,
+    /// or is older than the window), and within a connection a repeated, skipped or spliced
+    /// frame is refused; answers are bound to the connecting side's session the same way.
+    @Test func replayedSealedFramesAreRefused() throws {
+        let ring = try Keyring(keys: [a])
+        let now: UInt64 = 5_000_000
+        let accepted = FrameSessionGuard()
+        func decode(_ d: inout FrameDecoder, _ bytes: [UInt8], at: UInt64 = 5_000_010) -> Result<[Frame], TandemError> {
+            do {
+                return .success(try bytes.withUnsafeBytes { try d.feed($0, nowMs: at) })
+            } catch {
+                return .failure(error as? TandemError ?? TandemError(.malformed, "\(error)"))
+            }
+        }
+        func isReplay(_ r: Result<[Frame], TandemError>) -> Bool {
+            if case .failure(let e) = r { return e.code == FrameDecoder.replayed }
+            return false
+        }
+        let frames = (1...3).map { Frame(kind: 7, requestID: UInt32($0), payload: [UInt8($0)]) }
+        let client = FrameSession(connectingAtMs: now)
+        let recorded = frames.map { client.seal($0.encode(), keyring: ring)! }
+
+        // The genuine connection.
+        let serverSession = FrameSession(accepting: accepted)
+        var server = FrameDecoder(maxFrameSize: 1 << 20, keyring: ring, session: serverSession)
+        #expect(try decode(&server, recorded.flatMap { $0 }).get() == frames)
+        // A frame repeated on it, or one from another connection spliced in.
+        #expect(isReplay(decode(&server, recorded[2])))
+        var server2 = FrameDecoder(maxFrameSize: 1 << 20, keyring: ring, session: FrameSession(accepting: accepted))
+        let other = FrameSession(connectingAtMs: now)
+        _ = try decode(&server2, other.seal(frames[0].encode(), keyring: ring)!).get()
+        #expect(isReplay(decode(&server2, recorded[1])))
+        // A skipped frame (sequence 3 after 1).
+        var server3 = FrameDecoder(maxFrameSize: 1 << 20, keyring: ring, session: FrameSession(accepting: accepted))
+        let third = FrameSession(connectingAtMs: now)
+        let thirds = frames.map { third.seal($0.encode(), keyring: ring)! }
+        _ = try decode(&server3, thirds[0]).get()
+        #expect(isReplay(decode(&server3, thirds[2])))
+
+        // The whole recording played to the node again on a new connection: refused at once,
+        // within the window (session seen) and after it (too old, even on a node that forgot).
+        var replay = FrameDecoder(maxFrameSize: 1 << 20, keyring: ring, session: FrameSession(accepting: accepted))
+        #expect(isReplay(decode(&replay, recorded.flatMap { $0 })))
+        var late = FrameDecoder(maxFrameSize: 1 << 20, keyring: ring, session: FrameSession(accepting: FrameSessionGuard()))
+        #expect(isReplay(decode(&late, recorded.flatMap { $0 }, at: now + 31_000)))
+        // A connection's later frames alone cannot start a session either.
+        var tail = FrameDecoder(maxFrameSize: 1 << 20, keyring: ring, session: FrameSession(accepting: FrameSessionGuard()))
+        #expect(isReplay(decode(&tail, recorded[1])))
+
+        // Answers: sealed with the session the server learned, accepted once by the client.
+        let answer = Frame(kind: 7 | Frame.responseBit, requestID: 1, payload: [9])
+        let sealedAnswer = serverSession.seal(answer.encode(), keyring: ring)!
+        var clientSide = FrameDecoder(maxFrameSize: 1 << 20, keyring: ring, session: client)
+        #expect(try decode(&clientSide, sealedAnswer).get() == [answer])
+        #expect(isReplay(decode(&clientSide, sealedAnswer)))
+        var otherClient = FrameDecoder(maxFrameSize: 1 << 20, keyring: ring, session: FrameSession(connectingAtMs: now))
+        #expect(isReplay(decode(&otherClient, serverSession.seal(answer.encode(), keyring: ring)!)))
+        // An accepting side that has heard nothing has nothing to answer with.
+        #expect(FrameSession(accepting: accepted).seal(answer.encode(), keyring: ring) == nil)
     }
 }

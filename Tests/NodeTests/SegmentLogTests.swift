@@ -520,6 +520,43 @@ func recordBytes(_ e: LogEntry) -> Int { 33 + e.data.count }
     }
 
     /// CRC32C (slicing-by-8) against the standard check value and a bit-at-a-time reference.
+    /// After a failed fsync nothing more is trusted: appends and syncs keep failing, the
+    /// durable index stays where the last good sync left it, and reopening with it cuts every
+    /// entry written after it (across segments), durably, while the fault lasts it cannot.
+    @Test func failedFsyncIsPermanentAndReopenCutsTheUnsyncedSuffix() throws {
+        let dir = TempDir()
+        let faults = DiskFaults()
+        let all = makeEntries(1...300)
+        var durable: UInt64 = 0
+        do {
+            let log = try SegmentLog(directory: dir.path, settings: smallSegments, faults: faults)
+            try log.append(Array(all[0..<100]))
+            try log.sync()
+            durable = log.durableIndex
+            #expect(durable == 100)
+            try log.append(Array(all[100..<250]))  // into the page cache, over several segments
+            faults.fsyncFails = true
+            #expect(throws: TandemError.self) { try log.sync() }
+            #expect(log.durableIndex == 100)
+            faults.fsyncFails = false
+            // A later fsync could succeed without the pages the failed one dropped: refused.
+            #expect(throws: TandemError.self) { try log.sync() }
+            #expect(throws: TandemError.self) { try log.append(Array(all[250..<251])) }
+            #expect(log.durableIndex == 100)
+        }
+        faults.fsyncFails = true
+        #expect(throws: TandemError.self) { try SegmentLog(directory: dir.path, settings: smallSegments, faults: faults, keepingThrough: durable) }
+        faults.fsyncFails = false
+        let reopened = try SegmentLog(directory: dir.path, settings: smallSegments, faults: faults, keepingThrough: durable)
+        #expect(reopened.lastIndex == 100 && reopened.durableIndex == 100)
+        #expect(reopened.recovery.unsyncedEntriesDropped == 150)
+        #expect(reopened.entries(from: 1, to: .max, maxBytes: .max) == Array(all[0..<100]))
+        try reopened.append(Array(all[100..<300]))
+        try reopened.sync()
+        #expect(try SegmentLog(directory: dir.path, settings: smallSegments).entries(from: 1, to: .max, maxBytes: .max) == all)
+        #expect(faults.injected == 2)
+    }
+
     @Test func checksumMatchesTheReference() {
         #expect(CRC32C.checksum(Array("123456789".utf8)) == 0xE306_9283)
         func reference(_ bytes: [UInt8], seed: UInt32) -> UInt32 {

@@ -1,0 +1,56 @@
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Disk fault injection: every fsync the node's stores make (LMDB commits, stream segments,
+/// Raft hard state, data dir files) goes through `fsync(_:)`, which fails with EIO while
+/// `fsyncFails` is set, as a dying disk or a lost iSCSI path would. Set through the chaos API
+/// (`POST /v1/chaos {"fsyncFails":true}`, needs `--chaos`); off otherwise.
+///
+/// One instance per process (`process`) because the syncs run on libuv's thread pool, far from
+/// any node object; a unit test that wants a failing disk of its own passes its own instance.
+public final class DiskFaults: @unchecked Sendable {
+    public static let process = DiskFaults()
+
+    private let lock = NSLock()
+    private var failing = false
+    private var count = 0
+
+    public init() {}
+
+    public var fsyncFails: Bool {
+        get { lock.withLock { failing } }
+        set { lock.withLock { failing = newValue } }
+    }
+
+    /// fsyncs refused so far.
+    public var injected: Int { lock.withLock { count } }
+
+    /// `fdatasync(2)`, or -1 with errno EIO while the fault is on.
+    public func fdatasync(_ fd: Int32) -> Int32 {
+        if injectFailure() {
+            errno = EIO
+            return -1
+        }
+        return Glibc.fdatasync(fd)
+    }
+
+    /// `fsync(2)`, or -1 with errno EIO while the fault is on.
+    public func fsync(_ fd: Int32) -> Int32 {
+        if injectFailure() {
+            errno = EIO
+            return -1
+        }
+        return Glibc.fsync(fd)
+    }
+
+    /// True (and counted) when a sync must fail now; for stores whose sync is not a plain fsync.
+    func injectFailure() -> Bool {
+        lock.withLock {
+            if failing { count += 1 }
+            return failing
+        }
+    }
+}
