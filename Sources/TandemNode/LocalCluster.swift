@@ -122,6 +122,16 @@ public final class LocalCluster {
     }
 
     /// `name → (status, incarnation)` as node `i` sees the cluster, or nil if it does not answer.
+    /// "running", or how the process ended (reaping it), for post-mortems.
+    public func processState(_ i: Int) -> String {
+        guard let pid = nodes[i].pid else { return "not started" }
+        var status: Int32 = 0
+        guard waitpid(pid, &status, WNOHANG) == pid else { return "running, pid \(pid)" }
+        nodes[i].pid = nil
+        let signal = status & 0x7f
+        return signal == 0 ? "exited with status \((status >> 8) & 0xff)" : "killed by signal \(signal)"
+    }
+
     public func view(from i: Int) -> [String: (status: String, incarnation: Int)]? {
         guard let r = try? HTTPClient.request("GET", nodes[i].api, "/v1/members", headers: auth, timeout: .seconds(1)), r.status == 200,
               let object = r.json() as? [String: Any], let members = object["members"] as? [[String: Any]] else { return nil }

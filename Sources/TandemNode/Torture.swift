@@ -59,6 +59,7 @@ public enum Torture {
     public static func run(_ o: Options, say: (String) -> Void = { print($0); fflush(nil) }) throws -> Report {
         var rng = SeededGenerator(seed: o.seed)
         let cluster = try LocalCluster(size: o.nodes, profile: "fast", binary: o.binary)
+        cluster.logLevel = "info"  // kept for the post-mortem of a failed round
         try cluster.startAll()
         let n = o.nodes
         let apis = cluster.nodes.map(\.api)
@@ -104,7 +105,13 @@ public enum Torture {
             _ = eventually(timeout: .seconds(10)) { writers.allSatisfy(\.isFinished) }
             try cluster.start(victim)
             guard formed() else {
-                let problem = "round \(round): the cluster did not re-form after restarting \(cluster.nodes[victim].name)"
+                // Each node's view, to tell a node that never came up from one nobody accepts.
+                let views = (0..<n).map { i in
+                    "\(cluster.nodes[i].name) [\(cluster.processState(i))] sees " + (cluster.view(from: i).map { v in
+                        v.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value.status)@\($0.value.incarnation)" }.joined(separator: ",")
+                    } ?? "nothing (no answer)")
+                }
+                let problem = "round \(round): the cluster did not re-form after restarting \(cluster.nodes[victim].name): \(views.joined(separator: "; "))"
                 report.violations.append(problem)
                 say("  " + problem)
                 keepForPostMortem()

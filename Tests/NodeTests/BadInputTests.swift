@@ -212,6 +212,38 @@ func rawExchange(_ address: SocketAddress, _ bytes: [UInt8]) throws -> String {
         #expect((cluster.metric("tandem_http_requests_total", node: 0) ?? 99999) < 5_000)
     }
 
+    /// Clients that send requests and reset the connection while the answers are being written:
+    /// the node's writes then fail with EPIPE, which must be an error, not SIGPIPE killing it.
+    @Test func clientsThatResetMidAnswerDoNotKillTheNode() throws {
+        let cluster = try LocalCluster(size: 1)
+        try cluster.start(0)
+        let api = cluster.nodes[0].api
+        #expect(eventually(timeout: .seconds(10)) { cluster.view(from: 0) != nil })
+        let address = try SocketAddress(api)
+        let parts = address.description.split(separator: ":")
+        let requests = Array(String(repeating: "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", count: 30).utf8)
+        for _ in 0..<200 {
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            var addr = sockaddr_in()
+            addr.sin_family = sa_family_t(AF_INET)
+            addr.sin_port = in_port_t(UInt16(parts[1])!.bigEndian)
+            addr.sin_addr.s_addr = inet_addr(String(parts[0]))
+            let rc = withUnsafePointer(to: &addr) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            if rc == 0 {
+                _ = requests.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
+                var one = [UInt8](repeating: 0, count: 1)
+                _ = recv(fd, &one, 1, 0)  // the first answer is being written: now reset
+                var reset = linger(l_onoff: 1, l_linger: 0)
+                setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, socklen_t(MemoryLayout<linger>.size))
+            }
+            close(fd)
+        }
+        #expect(cluster.processState(0).hasPrefix("running"), "the node died: \(cluster.processState(0))")
+        #expect(try HTTPClient.request("GET", api, "/v1/health").status == 200)
+    }
+
     @Test func nothingAfterConnectionCloseIsExecuted() throws {
         let cluster = try LocalCluster(size: 1, chaos: true)
         try cluster.start(0)
