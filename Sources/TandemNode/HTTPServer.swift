@@ -182,10 +182,19 @@ final class HTTPConnection {
         server?.countRequest()
         server?.handler(request) { [weak self] response in
             guard let self, !self.isClosed, slot < self.slots.count, self.slots[slot] == nil else { return }
-            self.slots[slot] = response
+            self.slots[slot] = HTTPConnection.withRetryAfter(response)
             self.flush()
         }
         return true
+    }
+
+    /// Every "come back later" (503, 429) says when: one place, so no endpoint forgets it.
+    static func withRetryAfter(_ response: HTTPResponse) -> HTTPResponse {
+        guard response.status == 503 || response.status == 429,
+              !response.headers.contains(where: { HTTPRequest.sameField($0.0, "Retry-After") }) else { return response }
+        var r = response
+        r.headers.append(("Retry-After", "1"))
+        return r
     }
 
     private func flush() {
