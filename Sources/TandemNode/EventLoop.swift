@@ -69,6 +69,45 @@ func closeAndFree<H>(_ handle: UnsafeMutablePointer<H>) {
     }
 }
 
+/// Runs its callback once, right after the loop's current poll phase (a libuv check handle):
+/// work gathered from every read of one loop turn is done together, with no extra turn. While
+/// armed, an idle handle keeps that poll from blocking (armed from a timer, the callback must
+/// not wait for the next I/O).
+public final class AfterPoll {
+    let check: UnsafeMutablePointer<uv_check_t>
+    let idle: UnsafeMutablePointer<uv_idle_t>
+    private let callback: () -> Void
+    private var armed = false
+
+    public init(loop: EventLoop, _ callback: @escaping () -> Void) {
+        self.callback = callback
+        check = .allocate(capacity: 1)
+        idle = .allocate(capacity: 1)
+        uv_check_init(loop.raw, check)
+        uv_idle_init(loop.raw, idle)
+        check.pointee.data = Unmanaged.passUnretained(self).toOpaque()
+    }
+
+    deinit {
+        closeAndFree(check)
+        closeAndFree(idle)
+    }
+
+    public func arm() {
+        guard !armed else { return }
+        armed = true
+        uv_idle_start(idle) { _ in }
+        uv_check_start(check) { h in
+            guard let data = h?.pointee.data else { return }
+            let me: AfterPoll = owner(data)
+            me.armed = false
+            uv_check_stop(me.check)
+            uv_idle_stop(me.idle)
+            me.callback()
+        }
+    }
+}
+
 /// A one-shot or repeating timer.
 public final class Timer {
     let handle: UnsafeMutablePointer<uv_timer_t>

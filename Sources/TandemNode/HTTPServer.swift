@@ -36,6 +36,19 @@ public final class HTTPServer {
         server.start { [weak self] c in self?.accept(c) }
     }
 
+    /// Connections with answers to write once this loop turn's reads are done.
+    private var toFlush: [HTTPConnection] = []
+    private lazy var flushAfterPoll = AfterPoll(loop: loop) { [unowned self] in
+        let ready = self.toFlush
+        self.toFlush = []
+        for c in ready { c.pendingFlush() }
+    }
+
+    func afterPoll(_ c: HTTPConnection) {
+        toFlush.append(c)
+        flushAfterPoll.arm()
+    }
+
     private func accept(_ c: TCPConnection) {
         guard connections.count < limits.maxConnections else {
             stats.connectionsRejected += 1
@@ -94,6 +107,10 @@ final class HTTPConnection {
     /// Responses in request order: pipelined requests may complete out of order.
     private var slots: [HTTPResponse?] = []
     private var keepAliveBySlot: [Bool] = []
+    /// How many answers were written: request k's answer lives at `slots[k - written]`. (An
+    /// index into `slots` taken when the request arrived went stale once earlier answers were
+    /// written, and a pipelined answer completing later landed in another request's slot.)
+    private var written = 0
     private var closeAfterFlush = false
     private var isClosed = false
 
@@ -176,14 +193,16 @@ final class HTTPConnection {
         }
         // Nothing after a `Connection: close` request is read, let alone executed.
         if !keepAlive { closeAfterFlush = true }
-        let slot = slots.count
+        let number = written + slots.count
         slots.append(nil)
         keepAliveBySlot.append(keepAlive)
         server?.countRequest()
         server?.handler(request) { [weak self] response in
-            guard let self, !self.isClosed, slot < self.slots.count, self.slots[slot] == nil else { return }
+            guard let self, !self.isClosed else { return }
+            let slot = number - self.written
+            guard slot >= 0, slot < self.slots.count, self.slots[slot] == nil else { return }
             self.slots[slot] = HTTPConnection.withRetryAfter(response)
-            self.flush()
+            self.flushSoon()
         }
         return true
     }
@@ -197,16 +216,37 @@ final class HTTPConnection {
         return r
     }
 
+    /// Writes every answer that is ready, in request order, in one write: answers to pipelined
+    /// requests that complete in the same loop turn share a syscall. Answers completed by the
+    /// handler wait for the end of the poll phase (`flushSoon`), not for another turn.
     private func flush() {
+        var out: [UInt8] = []
+        defer { if !out.isEmpty { connection.write(out) } }
         while let first = slots.first, let response = first {
             let keepAlive = keepAliveBySlot.first!
-            connection.write(response.encode(keepAlive: keepAlive))
+            out.append(contentsOf: response.encode(keepAlive: keepAlive))
             slots.removeFirst()
             keepAliveBySlot.removeFirst()
+            written += 1
             if !keepAlive {
+                connection.write(out)
+                out = []
                 connection.closeGracefully()
                 return
             }
         }
+    }
+
+    private var flushPending = false
+
+    private func flushSoon() {
+        guard !flushPending, let server else { return flush() }
+        flushPending = true
+        server.afterPoll(self)
+    }
+
+    func pendingFlush() {
+        flushPending = false
+        if !isClosed { flush() }
     }
 }

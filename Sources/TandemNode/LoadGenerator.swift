@@ -24,7 +24,12 @@ public final class LoadGenerator {
     private final class Client {
         var connection: TCPConnection?
         var buffer: [UInt8] = []
-        var sentAt: UInt64 = 0
+        /// Send times of the requests in flight, oldest first (answers come in request order).
+        var sentAt: [UInt64] = []
+        var oldest = 0
+        var inFlight: Int { sentAt.count - oldest }
+        /// Requests made in this loop turn, written together.
+        var outgoing: [UInt8] = []
     }
 
     private let loop = EventLoop()
@@ -52,7 +57,9 @@ public final class LoadGenerator {
     /// Statuses that count as served (a get of a missing key answering 404 is served).
     public var served: (Int) -> Bool = { (200..<300).contains($0) }
 
-    public func run(connections: Int, duration: Duration, ratePerSecond: Double? = nil, maxRequests: Int? = nil) -> Result {
+    /// `pipeline` requests in flight per connection (HTTP/1.1 pipelining; 1 is one at a time).
+    public func run(connections: Int, duration: Duration, ratePerSecond: Double? = nil, maxRequests: Int? = nil,
+                    pipeline: Int = 1) -> Result {
         self.ratePerSecond = ratePerSecond
         self.maxRequests = maxRequests
         started = loop.now.nanoseconds
@@ -70,7 +77,8 @@ public final class LoadGenerator {
                 c.onData = { [unowned self] bytes in self.receive(client, bytes) }
                 c.onClose = { [unowned self] in self.active -= 1 }
                 c.startReading()
-                self.send(client)
+                for _ in 0..<max(1, pipeline) { self.send(client) }
+                self.writeOut(client)
             }
         }
         while active > 0 { loop.runOnce() }
@@ -81,7 +89,7 @@ public final class LoadGenerator {
     private func send(_ client: Client) {
         let now = loop.now.nanoseconds
         if now >= stopAt || (maxRequests.map { issued >= $0 } ?? false) {
-            client.connection?.close()
+            if client.inFlight == 0 { client.connection?.close() }
             return
         }
         if let rate = ratePerSecond {
@@ -92,6 +100,7 @@ public final class LoadGenerator {
                 timer.start(after: .nanoseconds(Int64(due - now))) { [unowned self] in
                     _ = timer
                     self.transmit(client)
+                    self.writeOut(client)
                 }
                 return
             }
@@ -118,8 +127,14 @@ public final class LoadGenerator {
         } else {
             out.append(contentsOf: "\r\n".utf8)
         }
-        client.sentAt = loop.now.nanoseconds
-        client.connection?.write(out)
+        client.sentAt.append(loop.now.nanoseconds)
+        client.outgoing.append(contentsOf: out)
+    }
+
+    private func writeOut(_ client: Client) {
+        guard !client.outgoing.isEmpty else { return }
+        client.connection?.write(client.outgoing)
+        client.outgoing.removeAll(keepingCapacity: true)
     }
 
     /// ` HTTP/1.1`, Host and the extra headers: the same for every request.
@@ -135,14 +150,22 @@ public final class LoadGenerator {
         client.buffer.append(contentsOf: bytes)
         while let (status, total) = LoadGenerator.parseResponse(client.buffer) {
             client.buffer.removeFirst(total)
+            guard client.inFlight > 0 else { break }  // an answer to nothing: the server misbehaves
+            let sent = client.sentAt[client.oldest]
+            client.oldest += 1
+            if client.oldest > 4096 {
+                client.sentAt.removeFirst(client.oldest)
+                client.oldest = 0
+            }
             if served(status) {
                 result.requests += 1
-                result.latenciesMs.append(Double(loop.now.nanoseconds - client.sentAt) / 1e6)
+                result.latenciesMs.append(Double(loop.now.nanoseconds - sent) / 1e6)
             } else {
                 result.errors += 1
             }
             send(client)
         }
+        writeOut(client)
     }
 
     /// The status and the whole response's length, once `buffer` holds a complete response.

@@ -212,6 +212,30 @@ func rawExchange(_ address: SocketAddress, _ bytes: [UInt8]) throws -> String {
         #expect((cluster.metric("tandem_http_requests_total", node: 0) ?? 99999) < 5_000)
     }
 
+    /// Pipelined requests whose answers complete later (stream puts answer after commit) are
+    /// answered each with its own answer, in request order. (A slot index taken on arrival went
+    /// stale once earlier answers were written: 2 of 8 pipelined puts were answered.)
+    @Test func pipelinedPutsAreAnsweredInOrder() throws {
+        let cluster = try LocalCluster(size: 1)
+        try cluster.start(0)
+        let api = cluster.nodes[0].api
+        #expect(eventually(timeout: .seconds(10)) { cluster.view(from: 0) != nil })
+        #expect(try HTTPClient.request("PUT", api, "/v1/streams/pipe", body: Array(#"{"partitions":1}"#.utf8)).status == 201)
+        #expect(eventually(timeout: .seconds(10)) {
+            (try? HTTPClient.request("POST", api, "/v1/streams/pipe/records", body: Array(#"{"key":"k","data":"eA=="}"#.utf8)))?.status == 200
+        })
+        var bytes: [UInt8] = []
+        for i in 0..<8 {
+            let body = #"{"key":"k\#(i)","data":"\#(Base64.encode(Array("record \(i)".utf8)))"}"#
+            bytes += Array("POST /v1/streams/pipe/records HTTP/1.1\r\nHost: x\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)".utf8)
+        }
+        bytes += Array("GET /v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".utf8)
+        let answers = try rawExchange(try SocketAddress(api), bytes)
+        let sequences = answers.components(separatedBy: "\"sequence\":\"").dropFirst().compactMap { UInt64($0.prefix(20)) }
+        #expect(answers.components(separatedBy: "HTTP/1.1 200").count - 1 == 9, "\(answers)")
+        #expect(sequences.count == 8 && sequences == sequences.sorted() && Set(sequences).count == 8, "\(sequences)")
+    }
+
     /// Clients that send requests and reset the connection while the answers are being written:
     /// the node's writes then fail with EPIPE, which must be an error, not SIGPIPE killing it.
     @Test func clientsThatResetMidAnswerDoNotKillTheNode() throws {
