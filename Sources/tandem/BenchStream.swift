@@ -17,6 +17,7 @@ struct StreamBench: ParsableCommand {
     @Option(help: "Failover runs with the lan (default) profile.") var lanRuns = 3
     @Option(help: "Comma-separated parts: pipelined, serial, delivery, failover, follower-wan (default all).") var only: String?
     @Option(help: "One-way delay between nodes (ms) for follower-wan.") var wanDelayMs = 20
+    @Option(help: "Requests in flight per connection in the HTTP-pipelined run (256 in all).") var depth = 4
 
     static let fsyncPolicy = "fsync: every put acknowledged only after fsync on a majority (leader included), group commit"
 
@@ -146,14 +147,14 @@ struct StreamBench: ParsableCommand {
         let nodes = cpu.dropLast().enumerated().map { "\($0.offset == leader ? "leader" : "follower") \(String(format: "%.1f", $0.element))" }
         print(String(format: "    CPU per record, µs: %@, load generator %.1f (machine: %d cores)\n", nodes.joined(separator: ", "), cpu.last!,
                      ProcessInfo.processInfo.activeProcessorCount))
-        // The same 256 outstanding as HTTP/1.1 pipelining: 32 keep-alive connections with 8
-        // requests in flight each (a producer's connection pool); answers that complete together
-        // share a write.
+        // The same 256 outstanding as HTTP/1.1 pipelining: 256 / depth keep-alive connections
+        // with `depth` requests in flight each (a producer's connection pool); answers that
+        // complete together share a write.
         let beforePipelined = cpuSeconds(cluster)
         let p = try LoadGenerator(target: cluster.nodes[leader].api) { ("POST", StreamBench.path, StreamBench.body) }
-            .run(connections: 32, duration: .seconds(Int64(seconds)), pipeline: 8)
+            .run(connections: 256 / depth, duration: .seconds(Int64(seconds)), pipeline: depth)
         let pcpu = zip(cpuSeconds(cluster), beforePipelined).map { ($0 - $1) * 1e6 / Double(max(p.requests, 1)) }
-        line("256 puts outstanding to one partition as 32 connections × 8 pipelined, client at the leader",
+        line("256 puts outstanding to one partition as \(256 / depth) connections × \(depth) pipelined, client at the leader",
              String(format: "%.0f records/s, p50 %.2f ms, p99 %.2f ms, errors %d (n=%d)", p.perSecond, p.percentile(0.5), p.percentile(0.99),
                     p.errors, p.requests),
              target: "≥ 80,000 records/s, p99 ≤ 10 ms", met: p.perSecond >= 80_000 && p.percentile(0.99) <= 10)
