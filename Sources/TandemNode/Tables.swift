@@ -257,7 +257,7 @@ final class Tables {
             switch (request.method, s.count) {
             case ("GET", 2): respond(listTables())
             case ("PUT", 3): try createTable(s[2], request.body, respond)
-            case ("GET", 3): respond(try describe(try replica(s[2])))
+            case ("GET", 3): respond(describe(try replica(s[2])))
             case ("DELETE", 3): try deleteTable(s[2], respond)
             case ("GET", 4) where s[3] == "items": respond(try query(try replica(s[2]), request.query))
             case (_, 5...6) where s[3] == "items": try item(request, table: s[2], keyParts: Array(s[4...]), respond)
