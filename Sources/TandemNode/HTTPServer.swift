@@ -77,9 +77,7 @@ public final class HTTPServer {
 
     /// Answers a connection we will not serve, telling the client when to come back.
     private func refuse(_ c: TCPConnection, _ response: HTTPResponse) {
-        var r = response
-        r.headers.append(("Retry-After", "1"))
-        c.write(r.encode(keepAlive: false))
+        c.write(HTTPConnection.withRetryAfter(response).encode(keepAlive: false))
         c.closeGracefully(linger: .milliseconds(200))
     }
 
@@ -221,26 +219,22 @@ final class HTTPConnection {
     /// handler wait for the end of the poll phase (`flushSoon`), not for another turn.
     private func flush() {
         var out: [UInt8] = []
-        defer { if !out.isEmpty { connection.write(out) } }
-        while let first = slots.first, let response = first {
-            let keepAlive = keepAliveBySlot.first!
-            out.append(contentsOf: response.encode(keepAlive: keepAlive))
+        var last = false
+        while !last, let first = slots.first, let response = first {
             slots.removeFirst()
-            keepAliveBySlot.removeFirst()
+            last = !keepAliveBySlot.removeFirst()
             written += 1
-            if !keepAlive {
-                connection.write(out)
-                out = []
-                connection.closeGracefully()
-                return
-            }
+            out.append(contentsOf: response.encode(keepAlive: !last))
         }
+        if !out.isEmpty { connection.write(out) }
+        if last { connection.closeGracefully() }
     }
 
     private var flushPending = false
 
     private func flushSoon() {
-        guard !flushPending, let server else { return flush() }
+        guard !flushPending else { return }  // already due after this poll phase
+        guard let server else { return flush() }
         flushPending = true
         server.afterPoll(self)
     }

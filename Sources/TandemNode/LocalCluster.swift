@@ -152,9 +152,21 @@ public final class LocalCluster {
         return nil
     }
 
+    /// The sum of a metric over all its label sets on node `i` (`name{…} v` lines); 0 when absent.
+    public func metricTotal(_ name: String, node i: Int) -> Double {
+        guard let r = try? HTTPClient.request("GET", nodes[i].api, "/metrics", headers: auth, timeout: .seconds(1)), r.status == 200 else { return 0 }
+        return r.text.split(separator: "\n").filter { $0.hasPrefix(name + "{") || $0.hasPrefix(name + " ") }
+            .compactMap { Double($0.split(separator: " ").last ?? "") }.reduce(0, +)
+    }
+
     /// CPU time (user + system) node `i` has used, from /proc; nil if it is not running.
     public func cpuSeconds(_ i: Int) -> Double? {
-        guard let pid = nodes[i].pid, let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+        nodes[i].pid.flatMap(LocalCluster.cpuSeconds(pid:))
+    }
+
+    /// CPU time (user + system) process `pid` has used, from /proc.
+    public static func cpuSeconds(pid: pid_t) -> Double? {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
               let close = stat.lastIndex(of: ")") else { return nil }
         // Fields after the command name: state is field 3, utime 14 and stime 15.
         let fields = stat[stat.index(after: close)...].split(separator: " ")

@@ -110,26 +110,13 @@ struct StreamBench: ParsableCommand {
     }
 
     func syncStats(_ cluster: LocalCluster, _ i: Int) -> String {
-        guard let text = try? HTTPClient.request("GET", cluster.nodes[i].api, "/metrics").text else { return "" }
-        func value(_ prefix: String) -> Double {
-            text.split(separator: "\n").filter { $0.hasPrefix(prefix) }.compactMap { Double($0.split(separator: " ").last ?? "") }.reduce(0, +)
-        }
-        let fsyncs = value("tandem_stream_fsyncs_total{")
-        let committed = value("tandem_stream_append_latency_ms_count{")
-        return String(format: "group commit on the leader: %.0f fsyncs for %.0f committed proposals", fsyncs, committed)
+        String(format: "group commit on the leader: %.0f fsyncs for %.0f committed proposals",
+               cluster.metricTotal("tandem_stream_fsyncs_total", node: i), cluster.metricTotal("tandem_stream_append_latency_ms_count", node: i))
     }
 
     /// User + system CPU seconds of each node process and, last, of this process.
     func cpuSeconds(_ cluster: LocalCluster) -> [Double] {
-        let tick = Double(sysconf(Int32(_SC_CLK_TCK)))
-        func of(_ pid: pid_t) -> Double {
-            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-                  let close = stat.lastIndex(of: ")") else { return 0 }
-            let fields = stat[stat.index(after: close)...].split(separator: " ")
-            // After the command: state is field 3, utime 14 and stime 15 (1-based, proc(5)).
-            return ((Double(fields[11]) ?? 0) + (Double(fields[12]) ?? 0)) / tick
-        }
-        return cluster.nodes.map { $0.pid.map(of) ?? 0 } + [of(getpid())]
+        cluster.nodes.indices.map { cluster.cpuSeconds($0) ?? 0 } + [LocalCluster.cpuSeconds(pid: getpid()) ?? 0]
     }
 
     // MARK: parts
@@ -173,11 +160,7 @@ struct StreamBench: ParsableCommand {
 
     /// Sum (ms) and count of fsyncs on node `i` so far, from its metrics.
     func fsyncTotals(_ cluster: LocalCluster, _ i: Int) -> (sum: Double, count: Double) {
-        guard let text = try? HTTPClient.request("GET", cluster.nodes[i].api, "/metrics").text else { return (0, 0) }
-        func value(_ prefix: String) -> Double {
-            text.split(separator: "\n").filter { $0.hasPrefix(prefix) }.compactMap { Double($0.split(separator: " ").last ?? "") }.reduce(0, +)
-        }
-        return (value("tandem_stream_fsync_latency_ms_sum{"), value("tandem_stream_fsync_latency_ms_count{"))
+        (cluster.metricTotal("tandem_stream_fsync_latency_ms_sum", node: i), cluster.metricTotal("tandem_stream_fsync_latency_ms_count", node: i))
     }
 
     func serial(_ cluster: LocalCluster, _ leader: Int, _ follower: Int) throws {
