@@ -113,22 +113,18 @@ public final class LoadGenerator {
         let r = nextRequest()
         // Built as bytes: the generator shares the cores with the nodes it measures, so every
         // microsecond it spends is one they do not get.
-        var out: [UInt8] = []
-        out.reserveCapacity(requestHead.count + 96 + (r.body?.count ?? 0))
-        out.append(contentsOf: r.method.utf8)
-        out.append(0x20)
-        out.append(contentsOf: r.path.utf8)
-        out.append(contentsOf: requestHead)
+        // Appended to the requests made in this loop turn, written together (`writeOut`).
+        client.outgoing.append(contentsOf: r.method.utf8)
+        client.outgoing.append(0x20)
+        client.outgoing.append(contentsOf: r.path.utf8)
+        client.outgoing.append(contentsOf: requestHead)
         if let body = r.body {
-            out.append(contentsOf: "Content-Type: application/json\r\nContent-Length: ".utf8)
-            out.append(contentsOf: String(body.count).utf8)
-            out.append(contentsOf: "\r\n\r\n".utf8)
-            out.append(contentsOf: body)
+            client.outgoing.append(contentsOf: "Content-Type: application/json\r\nContent-Length: \(body.count)\r\n\r\n".utf8)
+            client.outgoing.append(contentsOf: body)
         } else {
-            out.append(contentsOf: "\r\n".utf8)
+            client.outgoing.append(contentsOf: "\r\n".utf8)
         }
         client.sentAt.append(loop.now.nanoseconds)
-        client.outgoing.append(contentsOf: out)
     }
 
     private func writeOut(_ client: Client) {
