@@ -29,21 +29,14 @@ public final class DiskFaults: @unchecked Sendable {
     public var injected: Int { lock.withLock { count } }
 
     /// `fdatasync(2)`, or -1 with errno EIO while the fault is on.
-    public func fdatasync(_ fd: Int32) -> Int32 {
-        if injectFailure() {
-            errno = EIO
-            return -1
-        }
-        return Glibc.fdatasync(fd)
-    }
+    public func fdatasync(_ fd: Int32) -> Int32 { injectFailure() ? eio() : Glibc.fdatasync(fd) }
 
     /// `fsync(2)`, or -1 with errno EIO while the fault is on.
-    public func fsync(_ fd: Int32) -> Int32 {
-        if injectFailure() {
-            errno = EIO
-            return -1
-        }
-        return Glibc.fsync(fd)
+    public func fsync(_ fd: Int32) -> Int32 { injectFailure() ? eio() : Glibc.fsync(fd) }
+
+    private func eio() -> Int32 {
+        errno = EIO
+        return -1
     }
 
     /// True (and counted) when a sync must fail now; for stores whose sync is not a plain fsync.

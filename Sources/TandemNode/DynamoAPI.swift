@@ -231,12 +231,12 @@ final class DynamoAPI {
     struct ConditionFailed: Error { var item: [String: AttributeValue] }
 
     /// Commits one write and answers with `attributes` (or `{}`), and the write's capacity if
-    /// asked (`units` of `capacity`, the request's mode).
+    /// asked (`units` of `capacity`, the request's mode; sized only then, not on every write).
     private func commit(_ table: String, _ key: ItemKey, _ delta: ItemState, _ attributes: [String: AttributeValue]?,
-                        capacity: Bool?, units: Double, _ respond: @escaping Respond) {
+                        capacity: Bool?, units: @escaping @autoclosure () -> Double, _ respond: @escaping Respond) {
         tables.commit([(table, key, delta)]) { error in
             if let error { return respond(DynamoAPI.error(DynamoError("InternalServerError", error.message))) }
-            let consumed = capacity.map { [("ConsumedCapacity", DynamoAPI.consumed(table, units, indexes: $0))] } ?? []
+            let consumed = capacity.map { [("ConsumedCapacity", DynamoAPI.consumed(table, units(), indexes: $0))] } ?? []
             respond(DynamoAPI.ok(.object((attributes.map { [("Attributes", DynamoJSON.json($0))] } ?? []) + consumed)))
         }
     }
@@ -280,8 +280,8 @@ final class DynamoAPI {
         let old = state.visible
         try conditionChecked(condition, old, j, respond) {
             let delta = state.put(item, at: tables.core.now(wallMs: Tables.wallMs()))
-            let units = DynamoAPI.writeUnits(max(DynamoJSON.size(item), old.map(DynamoJSON.size) ?? 0))
-            commit(name, k, expired.map { $0.merged(delta) } ?? delta, rv == "ALL_OLD" ? old : nil, capacity: capacity, units: units, respond)
+            commit(name, k, expired.map { $0.merged(delta) } ?? delta, rv == "ALL_OLD" ? old : nil, capacity: capacity,
+                   units: DynamoAPI.writeUnits(max(DynamoJSON.size(item), old.map(DynamoJSON.size) ?? 0)), respond)
         }
     }
 
@@ -312,8 +312,8 @@ final class DynamoAPI {
         let old = state.visible
         try conditionChecked(condition, old, j, respond) {
             let delta = state.delete(at: tables.core.now(wallMs: Tables.wallMs()))
-            let units = DynamoAPI.writeUnits(old.map(DynamoJSON.size) ?? 0)
-            commit(name, k, expired.map { $0.merged(delta) } ?? delta, rv == "ALL_OLD" ? old : nil, capacity: capacity, units: units, respond)
+            commit(name, k, expired.map { $0.merged(delta) } ?? delta, rv == "ALL_OLD" ? old : nil, capacity: capacity,
+                   units: DynamoAPI.writeUnits(old.map(DynamoJSON.size) ?? 0), respond)
         }
     }
 
@@ -347,9 +347,8 @@ final class DynamoAPI {
             case "UPDATED_NEW": project(new, update.sets.map(\.0) + update.adds.map(\.0) + update.deletes.map(\.0))
             default: nil
             }
-            let units = DynamoAPI.writeUnits(max(DynamoJSON.size(new), old.map(DynamoJSON.size) ?? 0))
             commit(name, k, expired.map { $0.merged(delta) } ?? delta, attributes.flatMap { $0.isEmpty ? nil : $0 },
-                   capacity: capacity, units: units, respond)
+                   capacity: capacity, units: DynamoAPI.writeUnits(max(DynamoJSON.size(new), old.map(DynamoJSON.size) ?? 0)), respond)
         }
     }
 
@@ -560,7 +559,7 @@ final class DynamoAPI {
         }
         // Per table, in request order, the units of each write (the larger of the old and new item).
         var units: [(String, Double)] = []
-        for w in writes {
+        for w in writes where capacity != nil {
             let size = max(w.item.map(DynamoJSON.size) ?? 0, visible(w.table, w.key).map(DynamoJSON.size) ?? 0)
             if let i = units.firstIndex(where: { $0.0 == w.table }) { units[i].1 += DynamoAPI.writeUnits(size) } else { units.append((w.table, DynamoAPI.writeUnits(size))) }
         }

@@ -38,7 +38,7 @@ final class KinesisAPI {
             guard case .object = j else { throw Failure("SerializationException", "The request body must be a JSON object") }
             switch op {
             case "CreateStream": try createStream(j, respond)
-            case "DeleteStream": try call("DELETE", "/v1/streams/\(try streamName(j, existing: true).name)", nil, respond) { _ in .object([]) }
+            case "DeleteStream": call("DELETE", "/v1/streams/\(try streamName(j, existing: true).name)", nil, respond) { _ in .object([]) }
             case "ListStreams": respond(KinesisAPI.ok(try listStreams(j)))
             case "DescribeStreamSummary": respond(KinesisAPI.ok(.object([("StreamDescriptionSummary", .object(try summary(try streamName(j, existing: true))))])))
             case "DescribeStream":
@@ -325,13 +325,13 @@ final class KinesisAPI {
             call("GET", "/v1/streams/\(d.name)/partitions/\(p)/records", ["from": "latest", "limit": "1"], nil, respond) { r in
                 guard let next = r["next"]?.stringValue else { throw Failure("InternalFailure", "malformed read answer") }
                 return .object([("ShardIterator", .string(Iterator(stream: d.name, incarnation: d.incarnation, partition: p,
-                                                                   from: next, issuedMs: Streams.wallMs()).token))])
+                                                                   from: next, issuedMs: Tables.wallMs()).token))])
             }
             return
         default:
             throw Failure.invalid("ShardIteratorType must be TRIM_HORIZON, LATEST, AT_SEQUENCE_NUMBER, AFTER_SEQUENCE_NUMBER or AT_TIMESTAMP")
         }
-        let it = Iterator(stream: d.name, incarnation: d.incarnation, partition: p, from: from, issuedMs: Streams.wallMs())
+        let it = Iterator(stream: d.name, incarnation: d.incarnation, partition: p, from: from, issuedMs: Tables.wallMs())
         respond(KinesisAPI.ok(.object([("ShardIterator", .string(it.token))])))
     }
 
@@ -341,8 +341,8 @@ final class KinesisAPI {
         }
         let limit = try int(j, "Limit") ?? 10_000
         guard (1...10_000).contains(limit) else { throw Failure.invalid("Limit must be 1 to 10000") }
-        guard Streams.wallMs() < it.issuedMs + KinesisAPI.iteratorLifetimeMs else {
-            throw Failure("ExpiredIteratorException", "Iterator expired. The iterator was created at time \(it.issuedMs) while right now it is \(Streams.wallMs()) which is further in the future than the tolerated delay of \(KinesisAPI.iteratorLifetimeMs) milliseconds.")
+        guard Tables.wallMs() < it.issuedMs + KinesisAPI.iteratorLifetimeMs else {
+            throw Failure("ExpiredIteratorException", "Iterator expired. The iterator was created at time \(it.issuedMs) while right now it is \(Tables.wallMs()) which is further in the future than the tolerated delay of \(KinesisAPI.iteratorLifetimeMs) milliseconds.")
         }
         guard let d = streams.definitions[it.stream], d.incarnation == it.incarnation else {
             throw Failure("ResourceNotFoundException", "Stream \(it.stream) under account \(KinesisAPI.account) not found.")
@@ -356,7 +356,7 @@ final class KinesisAPI {
                 return .object([("SequenceNumber", rec["sequence"] ?? .null), ("ApproximateArrivalTimestamp", .number(String(ms / 1000))),
                                 ("Data", rec["data"] ?? .null), ("PartitionKey", rec["key"] ?? .null)])
             }
-            let nextIterator = Iterator(stream: d.name, incarnation: d.incarnation, partition: it.partition, from: next, issuedMs: Streams.wallMs())
+            let nextIterator = Iterator(stream: d.name, incarnation: d.incarnation, partition: it.partition, from: next, issuedMs: Tables.wallMs())
             let behind = if case .number(let b)? = r["behindMs"] { b } else { "0" }
             return .object([("Records", .array(out)), ("NextShardIterator", .string(nextIterator.token)),
                             ("MillisBehindLatest", .number(behind))])

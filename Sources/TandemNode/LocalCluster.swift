@@ -121,7 +121,6 @@ public final class LocalCluster {
         return (try? HTTPClient.request("POST", nodes[i].api, "/v1/chaos", body: Array(body.utf8), headers: auth, timeout: .seconds(2)))?.status == 200
     }
 
-    /// `name → (status, incarnation)` as node `i` sees the cluster, or nil if it does not answer.
     /// "running", or how the process ended (reaping it), for post-mortems.
     public func processState(_ i: Int) -> String {
         guard let pid = nodes[i].pid else { return "not started" }
@@ -132,6 +131,7 @@ public final class LocalCluster {
         return signal == 0 ? "exited with status \((status >> 8) & 0xff)" : "killed by signal \(signal)"
     }
 
+    /// `name → (status, incarnation)` as node `i` sees the cluster, or nil if it does not answer.
     public func view(from i: Int) -> [String: (status: String, incarnation: Int)]? {
         guard let r = try? HTTPClient.request("GET", nodes[i].api, "/v1/members", headers: auth, timeout: .seconds(1)), r.status == 200,
               let object = r.json() as? [String: Any], let members = object["members"] as? [[String: Any]] else { return nil }

@@ -163,7 +163,6 @@ public final class Node {
         try udp.start { [unowned self] bytes, from in self.receive(bytes, from: from) }
         peers.onUnauthenticated = { [unowned self] from in self.logUnauthenticated(from?.description ?? "?", "peer frame not sealed with a keyring key") }
         peers.onReplayed = { [unowned self] from in self.logUnauthenticated(from?.description ?? "?", "replayed peer frame (not the next of a fresh session)") }
-        peers.wallMs = { Tables.wallMs() }
         tables.onCommitFailure = { [unowned self] error in
             // Writes are refused (5xx, counted) while the disk fails; reads go on. One line per 10 s.
             let now = self.loop.now
@@ -173,7 +172,7 @@ public final class Node {
         }
         peers.onRequest = { [unowned self] frame, from, reply in self.serve(frame, from: from, reply: reply) }
         peers.isBlocked = { [unowned self] address in self.chaos.blocked.contains(address) }
-        peers.delay = { [unowned self] host in self.chaos.delay(to: host) }
+        if config.chaos { peers.delay = { [unowned self] host in self.chaos.delay(to: host) } }
         http.handler = { [unowned self] request, respond in
             // Authorization happens here, once, before any endpoint sees the request.
             // The AWS JSON protocols: `POST /` naming the operation in X-Amz-Target (SigV4 or a
@@ -378,7 +377,11 @@ public final class Node {
                 let bytes = keyring?.sealDatagram(plain, nowMs: Tables.wallMs()) ?? plain
                 shell.packetsOut += 1
                 shell.bytesOut += bytes.count
-                udpDelay.after(chaos.delay(to: PeerLinks.host(of: to))) { [weak self] in self?.udp.send(bytes, to: address) }
+                if config.chaos {
+                    udpDelay.after(chaos.delay(to: PeerLinks.host(of: to))) { [weak self] in self?.udp.send(bytes, to: address) }
+                } else {
+                    udp.send(bytes, to: address)
+                }
 
             case .pushPull(let to, let join):
                 let payload = membership.pushPullMessage(join: join).encode()
@@ -425,10 +428,8 @@ public final class Node {
     // ==== ------------------------------------------------------------------------------------
     // MARK: Shutdown
 
-    /// Leaves gracefully: announce, keep gossiping briefly so the notice spreads, then stop.
-    /// A second signal stops at once.
-    /// Dispatches an AWS JSON-protocol request by its target (`DynamoDB_20120810.GetItem`).
-    /// Signatures are accepted and not checked.
+    /// Dispatches an AWS JSON-protocol request by its target (`DynamoDB_20120810.GetItem`);
+    /// authorization (bearer token or SigV4) was checked before it gets here.
     private func aws(_ target: String, _ request: HTTPRequest, _ respond: @escaping (HTTPResponse) -> Void) {
         let parts = target.utf8.split(separator: UInt8(ascii: "."), maxSplits: 1).map { String(Substring($0)) }
         switch parts.first {
@@ -439,6 +440,8 @@ public final class Node {
         }
     }
 
+    /// Leaves gracefully: announce, keep gossiping briefly so the notice spreads, then stop.
+    /// A second signal stops at once.
     func shutdown() {
         if shutdownTimer != nil {
             loop.stop()

@@ -68,7 +68,8 @@ public final class PeerLinks {
     public var isBlocked: (String) -> Bool = { _ in false }
     /// Opt-in one-way delay of what we send to a host (an IP address, so replies on inbound
     /// connections, which show only an ephemeral port, are delayed alike).
-    public var delay: (String) -> Duration = { _ in .zero }
+    /// Nil (the default, and without `--chaos`) costs nothing per frame.
+    public var delay: ((String) -> Duration)?
     private lazy var delayLine = DelayLine(loop: loop)
     /// Seals every frame when set (`--keyring`); shared with the node, so rotations apply here.
     public let keyring: Keyring?
@@ -77,7 +78,7 @@ public final class PeerLinks {
     /// Told about each sealed frame refused as a replay (the node logs it, rate-limited).
     public var onReplayed: (SocketAddress?) -> Void = { _ in }
     /// Wall time in ms: a session's first frame must be from within the replay window.
-    public var wallMs: () -> UInt64 = { UInt64(Date().timeIntervalSince1970 * 1000) }
+    public var wallMs: () -> UInt64 = Tables.wallMs
     /// Sessions inbound connections have started (each may start only once).
     private let acceptedSessions = FrameSessionGuard()
 
@@ -104,7 +105,13 @@ public final class PeerLinks {
         }
         guard !isBlocked(address) else { return }  // a blocked peer behaves like a silent one
         let bytes = Frame(kind: kind, requestID: id, payload: payload).encode()
-        delayLine.after(delay(PeerLinks.host(of: address))) { [weak self] in self?.enqueue(bytes, to: address) }
+        delayed(to: address) { [weak self] in self?.enqueue(bytes, to: address) }
+    }
+
+    /// Runs `send` now, or after the chaos delay towards `address`'s host when one is set.
+    private func delayed(to address: String, _ send: @escaping () -> Void) {
+        guard let delay else { return send() }
+        delayLine.after(delay(PeerLinks.host(of: address)), send)
     }
 
     /// A plain frame as it goes on the wire of a connection: as is, or sealed under the primary
@@ -125,7 +132,7 @@ public final class PeerLinks {
     public func send(to address: String, kind: UInt8, payload: [UInt8]) {
         guard !isBlocked(address) else { return }
         let bytes = Frame(kind: kind, requestID: 0, payload: payload).encode()
-        delayLine.after(delay(PeerLinks.host(of: address))) { [weak self] in self?.enqueue(bytes, to: address) }
+        delayed(to: address) { [weak self] in self?.enqueue(bytes, to: address) }
     }
 
     /// The last connection attempt to `address` failed and the next one waits for its backoff:
@@ -279,10 +286,10 @@ public final class PeerLinks {
             } else if let reply {
                 let kind = frame.kind | Frame.responseBit
                 let id = frame.requestID
-                let delay = reply.peer.map { self.delay(PeerLinks.host(of: $0.description)) } ?? .zero
                 onRequest(frame, reply.peer) { [weak self, weak reply] payload in
-                    guard id != 0 else { return }  // 0: one-way, no answer
-                    self?.delayLine.after(delay) { self?.respond(on: reply, session, kind: kind, id: id, payload: payload) }
+                    guard id != 0, let self else { return }  // 0: one-way, no answer
+                    let peer = reply?.peer?.description ?? ""
+                    self.delayed(to: peer) { [weak self] in self?.respond(on: reply, session, kind: kind, id: id, payload: payload) }
                 }
             }
         }

@@ -996,10 +996,12 @@ struct RecordCursor {
         let left = end - offset
         if left == 0 { return .end }
         // Zeros where a header belongs: the preallocated rest of the file, not a record (no
-        // record starts with a zero length, zero CRC and index 0: indexes start at 1).
+        // record starts with a zero length, zero CRC and index 0: indexes start at 1). Looked
+        // at only when the length field reads zero, not for every record.
         try fill(min(left, SegmentLog.headerBytes))
         let head = offset - bufferStart
-        if buffer[head..<(head + min(left, SegmentLog.headerBytes))].allSatisfy({ $0 == 0 }) { return .end }
+        if left < 4 || load32(head) == 0,
+           buffer[head..<(head + min(left, SegmentLog.headerBytes))].allSatisfy({ $0 == 0 }) { return .end }
         if left < SegmentLog.headerBytes { return .bad("partial header: \(left) bytes") }
         let length = Int(load32(offset - bufferStart))
         if length > recordBytesMax { return .bad("length \(length) above the limit \(recordBytesMax)") }

@@ -48,11 +48,19 @@ enum StreamRecord {
     static let maxDataBytes = 1 << 20
 
     static func encode(key: String, data: [UInt8]) -> [UInt8] {
-        var w = ByteWriter(capacity: data.count + key.utf8.count + 2)
-        w.u8(version)
-        w.shortString(key)
-        w.raw(data)
-        return w.bytes
+        var key = key
+        return key.withUTF8 { encode(keyBytes: $0, data: data) }
+    }
+
+    /// `version | key length | key | data`; the key is at most `maxKeyBytes` (checked by callers).
+    static func encode(keyBytes: UnsafeBufferPointer<UInt8>, data: [UInt8]) -> [UInt8] {
+        var record: [UInt8] = []
+        record.reserveCapacity(2 + keyBytes.count + data.count)
+        record.append(version)
+        record.append(UInt8(keyBytes.count))
+        record.append(contentsOf: keyBytes)
+        record.append(contentsOf: data)
+        return record
     }
 
     /// The common body `{"key":"…","data":"<base64>"}` (members in either order, whitespace
@@ -91,13 +99,7 @@ enum StreamRecord {
             guard i == b.count, let key, let data, (1...maxKeyBytes).contains(key.count),
                   let keyText = String(validating: UnsafeBufferPointer(rebasing: b[key]), as: UTF8.self),
                   let decoded = Base64.decode(UnsafeBufferPointer(rebasing: b[data])), decoded.count <= maxDataBytes else { return nil }
-            var record: [UInt8] = []
-            record.reserveCapacity(2 + key.count + decoded.count)
-            record.append(version)
-            record.append(UInt8(key.count))
-            record.append(contentsOf: UnsafeBufferPointer(rebasing: b[key]))
-            record.append(contentsOf: decoded)
-            return (keyText, record)
+            return (keyText, encode(keyBytes: UnsafeBufferPointer(rebasing: b[key]), data: decoded))
         }
     }
 

@@ -187,8 +187,6 @@ final class Streams {
         }
     }
 
-    static func wallMs() -> UInt64 { UInt64(Date().timeIntervalSince1970 * 1000) }
-
     // ==== ------------------------------------------------------------------------------------
     // MARK: Catalog
 
@@ -484,7 +482,7 @@ final class Streams {
     }
 
     private func applyRetention() {
-        let now = Streams.wallMs()
+        let now = Tables.wallMs()
         for p in partitions.values {
             guard let d = definitions[p.id.stream] else { continue }
             let cutoff = now - min(now, UInt64(d.retentionHours) * hourMs)
@@ -513,11 +511,12 @@ final class Streams {
         var w = ByteWriter(capacity: 64)
         g.encode(into: &w)
         w.blob(m.encode())
-        var entry = outbox[to] ?? ([], 0)
-        entry.buffer.append(contentsOf: w.bytes)
-        entry.count += 1
-        outbox[to] = entry
-        if entry.buffer.count >= 1 << 20 || entry.count >= StreamWire.maxMessagesPerFrame {
+        // Appended in place: a copy taken out of the dictionary and put back copied the whole
+        // pending buffer on every message.
+        outbox[to, default: ([], 0)].buffer.append(contentsOf: w.bytes)
+        outbox[to, default: ([], 0)].count += 1
+        let (bytes, count) = (outbox[to]!.buffer.count, outbox[to]!.count)
+        if bytes >= 1 << 20 || count >= StreamWire.maxMessagesPerFrame {
             flush(to)
         } else if !flushScheduled {
             flushScheduled = true
@@ -598,7 +597,7 @@ final class Streams {
                 return done(.failure(PutFailure(status: 503, code: "overloaded", message: "\(local.pendingPuts) puts to \(g.description) are waiting for their commit; retry shortly", retryable: true)))
             }
             do {
-                return try local.propose(records, wallMs: Streams.wallMs(), commitTimeout: Streams.commitTimeout, done)
+                return try local.propose(records, wallMs: Tables.wallMs(), commitTimeout: Streams.commitTimeout, done)
             } catch {
                 // Lost leadership in between: fall through and look for the leader.
             }
@@ -817,7 +816,7 @@ final class Streams {
         guard voters.allSatisfy({ !$0.isEmpty }) else {
             throw TandemError(.unavailable, "no live non-witness member to place partitions on")
         }
-        let item = Streams.item(name: name, partitions: partitions, retentionHours: retention, incarnation: Streams.wallMs(),
+        let item = Streams.item(name: name, partitions: partitions, retentionHours: retention, incarnation: Tables.wallMs(),
                                 voters: voters, witnesses: witnesses)
         writeItem(Streams.catalogTable, name, item) { [weak self] r in
             guard let self else { return }
@@ -898,33 +897,33 @@ final class Streams {
     }
 
     private func putResponse(_ results: [PutResult], partitions: [Int], batch: Bool) -> HTTPResponse {
-        func ok(_ p: Int, _ seq: UInt64) -> String { "{\"partition\":\(p),\"sequence\":\"\(Sequence.format(seq))\"}" }
-        if !batch {
-            switch results[0] {
-            case .success(let r):
-                // The hot path of single puts: bytes appended directly.
-                var body: [UInt8] = []
-                body.reserveCapacity(64)
-                body.append(contentsOf: #"{"partition":"#.utf8)
-                body.append(contentsOf: String(partitions[0]).utf8)
-                body.append(contentsOf: #","sequence":""#.utf8)
-                body.append(contentsOf: Sequence.format(r.lowerBound).utf8)
-                body.append(contentsOf: "\"}\n".utf8)
-                return HTTPResponse(status: 200, body: body)
-            case .failure(let f): return Streams.failure(f)
-            }
-        }
-        var failed = 0
-        let parts: [String] = zip(results, partitions).map { result, p in
+        // Bytes appended directly: single puts are the hot path.
+        var body: [UInt8] = []
+        body.reserveCapacity(64 * results.count)
+        func add(_ s: String) { body.append(contentsOf: s.utf8) }
+        func record(_ result: PutResult, _ p: Int) {
             switch result {
-            case .success(let r): return ok(p, r.lowerBound)
+            case .success(let r):
+                add(#"{"partition":"#); add(String(p)); add(#","sequence":""#); add(Sequence.format(r.lowerBound)); add(#""}"#)
             case .failure(let f):
-                failed += 1
-                return JSON.object([("partition", .number(String(p))), ("error", .string(f.code)), ("message", .string(f.message)),
-                                    ("retryable", .bool(f.retryable))]).serialized
+                add(JSON.object([("partition", .number(String(p))), ("error", .string(f.code)), ("message", .string(f.message)),
+                                 ("retryable", .bool(f.retryable))]).serialized)
             }
         }
-        return HTTPResponse(status: 200, body: Array("{\"failedRecordCount\":\(failed),\"records\":[\(parts.joined(separator: ","))]}\n".utf8))
+        if !batch {
+            if case .failure(let f) = results[0] { return Streams.failure(f) }
+            record(results[0], partitions[0])
+        } else {
+            let failed = results.filter { if case .failure = $0 { true } else { false } }.count
+            add(#"{"failedRecordCount":\#(failed),"records":["#)
+            for (k, (result, p)) in zip(results, partitions).enumerated() {
+                if k > 0 { add(",") }
+                record(result, p)
+            }
+            add("]}")
+        }
+        body.append(0x0A)
+        return HTTPResponse(status: 200, body: body)
     }
 
     // MARK: read
