@@ -576,6 +576,7 @@ extension Condition {
 /// come back in index order, compacted, as DynamoDB returns them).
 public func project(_ item: [String: AttributeValue], _ paths: [AttributePath]) -> [String: AttributeValue] {
     var out: [String: AttributeValue] = [:]
+    var previous: [PathElement] = []  // of the last path inserted
     for p in paths.sorted(by: { $0.elements.lexicographicallyPrecedes($1.elements) { a, b in
         switch (a, b) {
         case (.index(let x), .index(let y)): x < y
@@ -585,23 +586,32 @@ public func project(_ item: [String: AttributeValue], _ paths: [AttributePath]) 
         }
     } }) {
         guard let v = p.resolve(in: item) else { continue }
-        out[p.attribute] = inserting(out[p.attribute], p.elements.dropFirst(), v)
+        let shared = zip(previous, p.elements).prefix { $0 == $1 }.count
+        out[p.attribute] = inserting(out[p.attribute], p.elements.dropFirst(), v, shared: shared)
+        previous = p.elements
     }
     return out
 }
 
-private func inserting(_ container: AttributeValue?, _ rest: ArraySlice<PathElement>, _ value: AttributeValue) -> AttributeValue {
+/// `rest` keeps its indices into the whole path; the first `shared` elements are those of the
+/// previous path inserted.
+private func inserting(_ container: AttributeValue?, _ rest: ArraySlice<PathElement>, _ value: AttributeValue,
+                       shared: Int) -> AttributeValue {
     guard let first = rest.first else { return value }
     switch first {
     case .key(let k):
         var m: [String: AttributeValue] = if case .map(let m)? = container { m } else { [:] }
-        m[k] = inserting(m[k], rest.dropFirst(), value)
+        m[k] = inserting(m[k], rest.dropFirst(), value, shared: shared)
         return .map(m)
     case .index:
         // Paths arrive sorted, so elements land in index order; a deeper path into the same
-        // element as the previous one merges into it.
+        // element as the previous path goes into that element, not a new one.
         var l: [AttributeValue] = if case .list(let l)? = container { l } else { [] }
-        l.append(inserting(nil, rest.dropFirst(), value))
+        if rest.startIndex < shared, let last = l.popLast() {
+            l.append(inserting(last, rest.dropFirst(), value, shared: shared))
+        } else {
+            l.append(inserting(nil, rest.dropFirst(), value, shared: shared))
+        }
         return .list(l)
     }
 }

@@ -75,6 +75,23 @@ import Testing
         ])
     }
 
+    /// Paths into the same list element come back in one element, as DynamoDB returns them
+    /// (`a[0].b, a[0].c` is `[{b, c}]`, not `[{b}, {c}]`); different elements stay apart.
+    @Test func projectionMergesPathsIntoTheSameListElement() throws {
+        let item: [String: AttributeValue] = ["a": .list([
+            .map(["b": .string("1"), "c": .string("2"), "d": .string("3")]),
+            .map(["b": .string("4"), "c": .string("5")]),
+            .map(["b": .list([.string("x"), .string("y")])]),
+        ])]
+        var p = ExpressionParser()
+        let paths = try p.projection("a[1].b, a[0].c, a[0].b, a[2].b[1], a[2].b[0]")
+        #expect(project(item, paths) == ["a": .list([
+            .map(["b": .string("1"), "c": .string("2")]),
+            .map(["b": .string("4")]),
+            .map(["b": .list([.string("x"), .string("y")])]),
+        ])])
+    }
+
     @Test func badInputIsAValidationException() {
         #expect(error { var p = ExpressionParser(); _ = try p.condition("a = :missing") }
             == "Invalid ConditionExpression: An expression attribute value used in expression is not defined; attribute value: :missing")
