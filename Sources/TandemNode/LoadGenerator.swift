@@ -42,6 +42,9 @@ public final class LoadGenerator {
     private var nextRequest: () -> (method: String, path: String, body: [UInt8]?)
     private var ratePerSecond: Double?
     private var issued = 0
+    /// Paced slots handed out: each request takes its own (k / rate), including those waiting on
+    /// a timer, so idle connections do not all wait for the same slot and then go off together.
+    private var slots = 0
     private var maxRequests: Int?
     private var active = 0
 
@@ -94,7 +97,8 @@ public final class LoadGenerator {
         }
         if let rate = ratePerSecond {
             // Pace: request k is due at started + k / rate.
-            let due = started + UInt64(Double(issued) / rate * 1e9)
+            let due = started + UInt64(Double(slots) / rate * 1e9)
+            slots += 1
             if due > now {
                 let timer = Timer(loop: loop)
                 timer.start(after: .nanoseconds(Int64(due - now))) { [unowned self] in
