@@ -17,8 +17,14 @@ public enum HTTPClient {
 
     public static func request(_ method: String, _ address: String, _ path: String, body: [UInt8]? = nil,
                                headers: [(String, String)] = [], timeout: Duration = .seconds(5)) throws -> Response {
-        let target = try SocketAddress(address)
-        var head = "\(method) \(path) HTTP/1.1\r\nHost: \(address)\r\nConnection: close\r\n"
+        try exchange(try SocketAddress(address), message(method, address, path, body: body, headers: headers, keepAlive: false),
+                     timeout: timeout)
+    }
+
+    static func message(_ method: String, _ address: String, _ path: String, body: [UInt8]?,
+                        headers: [(String, String)], keepAlive: Bool) -> [UInt8] {
+        var head = "\(method) \(path) HTTP/1.1\r\nHost: \(address)\r\n"
+        if !keepAlive { head += "Connection: close\r\n" }
         for (k, v) in headers { head += "\(k): \(v)\r\n" }
         // The CLI and tooling authenticate with the token in TANDEM_TOKEN (never a flag: flags
         // show in `ps`), unless the caller passes its own.
@@ -27,7 +33,7 @@ public enum HTTPClient {
         }
         if let body { head += "Content-Type: application/json\r\nContent-Length: \(body.count)\r\n" }
         head += "\r\n"
-        return try exchange(target, Array(head.utf8) + (body ?? []), timeout: timeout)
+        return Array(head.utf8) + (body ?? [])
     }
 
     /// Sends raw bytes and returns the parsed response (tests use it for malformed requests).
@@ -66,6 +72,20 @@ public enum HTTPClient {
         return try parse(received)
     }
 
+    /// Where a response that starts `raw` ends, once all of it is there (nil until then, or
+    /// when it has no Content-Length and so ends when the connection closes).
+    static func responseEnd(_ raw: [UInt8]) -> Int? {
+        guard let split = raw.firstRange(of: [13, 10, 13, 10] as [UInt8]) else { return nil }
+        let head = String(decoding: raw[..<split.lowerBound], as: UTF8.self)
+        for line in head.split(separator: "\r\n").dropFirst() {
+            let kv = line.split(separator: ":", maxSplits: 1)
+            if kv.count == 2, kv[0].lowercased() == "content-length", let n = Int(kv[1].trimmingCharacters(in: .whitespaces)) {
+                return raw.count >= split.upperBound + n ? split.upperBound + n : nil
+            }
+        }
+        return nil
+    }
+
     static func parse(_ raw: [UInt8]) throws -> Response {
         let separator: [UInt8] = [13, 10, 13, 10]
         guard let split = raw.firstRange(of: separator) else {
@@ -86,5 +106,87 @@ public enum HTTPClient {
             }
         }
         return Response(status: status, body: body)
+    }
+}
+
+/// A kept-alive HTTP/1.1 connection to one node, for clients that ask it many times (a
+/// long-polling reader): no connection set up per request, and a response is complete at its
+/// Content-Length rather than when the server closes. Blocking, on a private loop; one thread.
+public final class HTTPSession {
+    public let address: String
+    private let target: SocketAddress
+    private let loop = EventLoop()
+    private var connection: TCPConnection?
+    private var received: [UInt8] = []
+    private var closed = true
+
+    public init(_ address: String) throws {
+        self.address = address
+        target = try SocketAddress(address)
+    }
+
+    deinit {
+        connection?.close()
+        loop.runOnce()
+    }
+
+    /// A GET is sent again, once, on a new connection when a kept-alive one turns out to have
+    /// been closed by the node before answering (it idles connections out); other methods are
+    /// not, since the node may have acted on them.
+    public func request(_ method: String, _ path: String, body: [UInt8]? = nil, headers: [(String, String)] = [],
+                        timeout: Duration = .seconds(5)) throws -> HTTPClient.Response {
+        let reused = !closed
+        do {
+            return try exchange(HTTPClient.message(method, address, path, body: body, headers: headers, keepAlive: true), timeout: timeout)
+        } catch let e as TandemError where reused && method == "GET" && e.code == .notDelivered {
+            return try exchange(HTTPClient.message(method, address, path, body: body, headers: headers, keepAlive: true), timeout: timeout)
+        }
+    }
+
+    private func exchange(_ bytes: [UInt8], timeout: Duration) throws -> HTTPClient.Response {
+        var failure: Error?
+        var timedOut = false
+        let timer = Timer(loop: loop)
+        defer { timer.stop() }
+        timer.start(after: timeout) { timedOut = true }
+        if closed {
+            var connecting = true
+            received = []
+            connection = TCPConnection.connect(loop: loop, to: target, timeout: timeout) { [weak self] c, error in
+                connecting = false
+                guard let self, let c else { failure = error; return }
+                self.closed = false
+                c.onData = { [weak self] in self?.received.append(contentsOf: $0) }
+                c.onClose = { [weak self] in self?.closed = true }
+                c.startReading()
+            }
+            while connecting && !timedOut { loop.runOnce() }
+            if let failure { throw failure }
+            if timedOut { drop(); throw TandemError(.unavailable, "connecting to \(target) timed out") }
+        }
+        connection?.write(bytes)
+        while !timedOut {
+            if let end = HTTPClient.responseEnd(received) {
+                let response = try HTTPClient.parse(Array(received[..<end]))
+                received.removeFirst(end)
+                return response
+            }
+            if closed {
+                defer { drop() }
+                if received.isEmpty { throw TandemError(.notDelivered, "\(target) closed the connection before answering") }
+                return try HTTPClient.parse(received)
+            }
+            loop.runOnce()
+        }
+        drop()
+        throw TandemError(.unavailable, "request to \(target) timed out")
+    }
+
+    /// Forgets the connection (a timed-out answer may still arrive on it).
+    private func drop() {
+        connection?.close()
+        connection = nil
+        closed = true
+        received = []
     }
 }

@@ -195,10 +195,12 @@ struct StreamBench: ParsableCommand {
         let api = cluster.nodes[follower].api
         let reader = Thread {
             var from = start
+            // Kept alive, as a consumer's SDK would: no connection set up between two polls.
+            guard let session = try? HTTPSession(api) else { return }
             while true {
                 samples.lock.lock(); let stop = samples.stop; samples.lock.unlock()
                 if stop { return }
-                guard let r = try? HTTPClient.request("GET", api, "/v1/streams/bench/partitions/0/records?from=\(from)&limit=1000&waitMs=500"),
+                guard let r = try? session.request("GET", "/v1/streams/bench/partitions/0/records?from=\(from)&limit=1000&waitMs=500"),
                       r.status == 200, let j = try? JSON.parse(r.body), case .array(let records)? = j["records"], let next = j["next"]?.stringValue else { continue }
                 let now = StreamBench.wallNs()
                 samples.lock.lock()

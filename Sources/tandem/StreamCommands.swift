@@ -92,9 +92,10 @@ struct StreamCommand: ParsableCommand {
         @OptionGroup var options: Options
         func run() throws {
             var position = from
+            let session = try HTTPSession(options.api)
             while true {
                 let wait = follow ? 10_000 : 0
-                let r = try request(options.api, "GET", path("v1", "streams", stream, "partitions", String(partition), "records")
+                let r = try session.request("GET", path("v1", "streams", stream, "partitions", String(partition), "records")
                                     + "?from=\(position)&limit=\(limit)&waitMs=\(wait)", timeout: .seconds(30))
                 guard r.status == 200, let j = try? JSON.parse(r.body), case .array(let records)? = j["records"],
                       let next = j["next"]?.stringValue else {
@@ -154,12 +155,13 @@ struct StreamCommand: ParsableCommand {
                 usleep(200_000)
             }
             let recordsPath = StreamCommand.path("v1", "streams", stream, "partitions", String(p), "records")
+            guard let session = try? HTTPSession(api) else { return }
             while true {
                 shared.lock.lock()
                 let stop = shared.done
                 shared.lock.unlock()
                 if stop { return }
-                guard let r = try? request(api, "GET", recordsPath + "?from=\(position)&limit=500&waitMs=1000", timeout: .seconds(10)),
+                guard let r = try? session.request("GET", recordsPath + "?from=\(position)&limit=500&waitMs=1000", timeout: .seconds(10)),
                       r.status == 200, let j = try? JSON.parse(r.body), case .array(let records)? = j["records"],
                       let next = j["next"]?.stringValue else {
                     usleep(200_000)
@@ -178,7 +180,7 @@ struct StreamCommand: ParsableCommand {
                 shared.lock.unlock()
                 // Checkpoint only what was printed; a crash before this reprints (at-least-once).
                 if let lastSequence {
-                    while (try? request(api, "PUT", checkpointPath, "{\"sequence\":\"\(lastSequence)\"}"))?.status != 200 {
+                    while (try? session.request("PUT", checkpointPath, body: Array("{\"sequence\":\"\(lastSequence)\"}".utf8)))?.status != 200 {
                         usleep(200_000)
                     }
                 }
