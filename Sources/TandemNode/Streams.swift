@@ -1099,6 +1099,8 @@ final class Streams {
         for p in sorted { out += "tandem_stream_leader_changes_total{\(labels(p))} \(p.raft.metrics.leaderChanges)\n" }
         family("tandem_stream_fsyncs_total", "counter", "Group-commit fsyncs.")
         for p in sorted { out += "tandem_stream_fsyncs_total{\(labels(p))} \(p.fsyncs)\n" }
+        family("tandem_stream_fsyncs_on_loop_total", "counter", "Group-commit fsyncs small enough to run on the event loop instead of the thread pool.")
+        for p in sorted { out += "tandem_stream_fsyncs_on_loop_total{\(labels(p))} \(p.syncsOnLoop)\n" }
         family("tandem_stream_synced_writes_total", "counter", "Raft ready writes made durable (many per fsync under load).")
         for p in sorted { out += "tandem_stream_synced_writes_total{\(labels(p))} \(p.writesSynced)\n" }
         family("tandem_stream_append_latency_ms", "histogram", "On the leader: propose to commit, in ms.")

@@ -69,6 +69,8 @@ import Glibc
         #expect(eventually(timeout: .seconds(10)) { Self.leader(cluster, "events", partition: 0, from: 0) != nil }, "no leader elected")
 
         // Three writers, one through each node, each record named by its writer and number.
+        // The third puts batches of 8: a few entries sync on the event loop, many on the thread
+        // pool (`StreamPartition.syncOnLoop`), and the kill must lose neither.
         let acks = Acks()
         let writers = (0..<3).map { w in
             Thread {
@@ -76,14 +78,21 @@ import Glibc
                 while true {
                     acks.lock.lock(); let stop = acks.stop; acks.lock.unlock()
                     if stop { return }
-                    i += 1
-                    let data = "w\(w)-\(i)"
-                    guard let r = Self.call("POST", apis[w], "/v1/streams/events/records", Self.putBody("k\(w)", data), timeout: .seconds(3)),
-                          r.status == 200, let seq = (try? JSON.parse(r.body))?["sequence"]?.stringValue.flatMap({ UInt64($0) }) else {
+                    let datas = (1...(w == 2 ? 8 : 1)).map { k in "w\(w)-\(i + k)" }
+                    i += datas.count
+                    let body = datas.count == 1 ? Self.putBody("k\(w)", datas[0])
+                        : "{\"records\":[" + datas.map { Self.putBody("k\(w)", $0) }.joined(separator: ",") + "]}"
+                    guard let r = Self.call("POST", apis[w], "/v1/streams/events/records", body, timeout: .seconds(3)), r.status == 200,
+                          let j = try? JSON.parse(r.body) else {
                         usleep(5_000)
                         continue
                     }
-                    acks.lock.lock(); acks.acked[seq] = data; acks.lock.unlock()
+                    let results: [JSON] = if case .array(let rs)? = j["records"] { rs } else { [j] }
+                    acks.lock.lock()
+                    for (data, result) in zip(datas, results) {
+                        if let seq = result["sequence"]?.stringValue.flatMap({ UInt64($0) }) { acks.acked[seq] = data }
+                    }
+                    acks.lock.unlock()
                 }
             }
         }
@@ -121,6 +130,9 @@ import Glibc
             #expect(zip(log, log.dropFirst()).allSatisfy { $0.0 < $1.0 }, "sequences not increasing on \(cluster.nodes[i].name)")
             logs.append(log)
         }
+        let syncs = cluster.metricTotal("tandem_stream_fsyncs_total", node: survivors[0])
+        let onLoop = cluster.metricTotal("tandem_stream_fsyncs_on_loop_total", node: survivors[0])
+        #expect(onLoop > 0 && syncs > onLoop, "expected syncs on the loop and on the pool: \(onLoop) of \(syncs) on the loop")
         let common = min(logs[0].count, logs[1].count)
         #expect(logs[0].prefix(common).map(\.0) == logs[1].prefix(common).map(\.0)
                 && logs[0].prefix(common).map(\.2) == logs[1].prefix(common).map(\.2), "survivors disagree on the order")
