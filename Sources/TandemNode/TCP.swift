@@ -93,13 +93,29 @@ public final class TCPConnection {
 
     public func write(_ bytes: [UInt8]) {
         guard isOpen, !bytes.isEmpty else { return }
-        let copy = UnsafeMutablePointer<CChar>.allocate(capacity: bytes.count)
-        bytes.withUnsafeBytes { copy.initialize(from: $0.bindMemory(to: CChar.self).baseAddress!, count: bytes.count) }
+        // Most writes go out at once. uv_try_write makes them without a request, a copy of the
+        // bytes, and libuv's completion pass, which re-arms the socket in epoll: an epoll_ctl
+        // per write, measured as one syscall in four on a node answering puts. It refuses
+        // (EAGAIN) while earlier writes are still queued, so the order holds.
+        var sent = 0
+        let rc = bytes.withUnsafeBytes { raw in
+            var buf = uv_buf_init(UnsafeMutablePointer(mutating: raw.baseAddress!.assumingMemoryBound(to: CChar.self)), UInt32(raw.count))
+            return handle.withMemoryRebound(to: uv_stream_t.self, capacity: 1) { uv_try_write($0, &buf, 1) }
+        }
+        if rc >= 0 {
+            sent = Int(rc)
+            if sent == bytes.count { return }
+        } else if rc != UV_EAGAIN.rawValue {
+            return close()
+        }
+        let count = bytes.count - sent
+        let copy = UnsafeMutablePointer<CChar>.allocate(capacity: count)
+        bytes.withUnsafeBytes { copy.initialize(from: $0.baseAddress!.advanced(by: sent).assumingMemoryBound(to: CChar.self), count: count) }
         let req = UnsafeMutablePointer<uv_write_t>.allocate(capacity: 1)
         req.pointee.data = UnsafeMutableRawPointer(copy)
-        var buf = uv_buf_init(copy, UInt32(bytes.count))
-        pendingWriteBytes += bytes.count
-        let rc = handle.withMemoryRebound(to: uv_stream_t.self, capacity: 1) { stream in
+        var buf = uv_buf_init(copy, UInt32(count))
+        pendingWriteBytes += count
+        let queued = handle.withMemoryRebound(to: uv_stream_t.self, capacity: 1) { stream in
             uv_write(req, stream, &buf, 1) { req, _ in
                 req!.pointee.data.assumingMemoryBound(to: CChar.self).deallocate()
                 let stream = req!.pointee.handle
@@ -110,12 +126,12 @@ public final class TCPConnection {
                 req!.deallocate()
             }
         }
-        writeSizes.append(bytes.count)
-        if rc < 0 {
+        writeSizes.append(count)
+        if queued < 0 {
             copy.deallocate()
             req.deallocate()
             writeSizes.removeLast()
-            pendingWriteBytes -= bytes.count
+            pendingWriteBytes -= count
             close()
         }
     }
