@@ -54,8 +54,8 @@ final class StreamPartition {
     private let driveTimer: Timer
     /// Runs a small sync on the loop (see `syncOnLoop`), after this turn's messages went out.
     private let syncTimer: Timer
-    /// A sync on the loop was slow: syncs use the pool until then.
-    private var poolOnlyUntil = Instant(nanoseconds: 0)
+    /// The last sync took longer than `slowSync`: the next one goes to the pool.
+    private var lastSyncSlow = false
     private var driveScheduled = false
     private var scheduledTick: Instant?
     /// Carries messages to peers (batched per destination by `Streams`).
@@ -441,14 +441,14 @@ final class StreamPartition {
     /// fdatasync itself (38 + 43 µs at the median, 335 + 375 µs at p99, against 214 µs). So a
     /// sync of a few entries, with no term or vote to store (those take several fsyncs), runs on
     /// the loop, which has nothing else queued at such rates. Many entries mean the loop is busy:
-    /// they go to the pool, and the next batch grows while they sync. A slow sync on the loop
-    /// sends syncs to the pool for a while: a stalling disk must not hold up gossip and reads.
-    private func syncOnLoop(entries: Int, storesHardState: Bool, now: Instant) -> Bool {
-        !storesHardState && entries <= StreamPartition.loopSyncMaxEntries && now >= poolOnlyUntil
+    /// they go to the pool, and the next batch grows while they sync. After a slow sync the next
+    /// ones go to the pool until one is quick again: a stalling disk must not hold up gossip and
+    /// reads, while a single hiccup (seen: 14 ms once in 10 s) should not cost the fast path.
+    private func syncOnLoop(entries: Int, storesHardState: Bool) -> Bool {
+        !storesHardState && entries <= StreamPartition.loopSyncMaxEntries && !lastSyncSlow
     }
     static let loopSyncMaxEntries = 4
-    static let slowLoopSync = Duration.milliseconds(10)
-    static let poolAfterSlowSync = Duration.seconds(5)
+    static let slowSync = Duration.milliseconds(10)
 
     private func startSync() {
         let taken = unsynced
@@ -459,15 +459,11 @@ final class StreamPartition {
         let started = loop.now
         let hs = taken.last { $0.hardState != nil }?.hardState
         let job = SyncJob(log: log, hardStateFile: hardStateFile, hardState: hs, taken: taken, started: started, owner: self)
-        if syncOnLoop(entries: takenEntries, storesHardState: hs != nil, now: started) {
+        if syncOnLoop(entries: takenEntries, storesHardState: hs != nil) {
             syncTimer.start(after: .zero) { [weak self] in
                 job.run()
-                guard let self else { return }
-                self.syncsOnLoop += 1
-                if self.loop.now - job.started > StreamPartition.slowLoopSync {
-                    self.poolOnlyUntil = self.loop.now + StreamPartition.poolAfterSlowSync
-                }
-                self.synced(job.taken, job: job, started: job.started)
+                self?.syncsOnLoop += 1
+                self?.synced(job.taken, job: job, started: job.started)
             }
             return
         }
@@ -488,6 +484,7 @@ final class StreamPartition {
         if let error = job.error { return stopForDiskFailure(error, "fsync failed") }
         let now = loop.now
         fsyncLatency.record(now - started)
+        lastSyncSlow = now - started > StreamPartition.slowSync
         fsyncs += 1
         writesSynced += taken.count
         if let hs = job.hardState { storedHardState = hs }

@@ -114,6 +114,21 @@ struct StreamBench: ParsableCommand {
                cluster.metricTotal("tandem_stream_fsyncs_total", node: i), cluster.metricTotal("tandem_stream_append_latency_ms_count", node: i))
     }
 
+    /// Fsyncs so far on each node: all, and those run on the event loop (`syncOnLoop`).
+    func syncCounts(_ cluster: LocalCluster) -> [(all: Double, onLoop: Double)] {
+        cluster.nodes.indices.map { (cluster.metricTotal("tandem_stream_fsyncs_total", node: $0),
+                                     cluster.metricTotal("tandem_stream_fsyncs_on_loop_total", node: $0)) }
+    }
+
+    /// "syncs on the event loop: leader 3% of 812, follower …" since `before`.
+    func loopShare(_ cluster: LocalCluster, _ leader: Int, since before: [(all: Double, onLoop: Double)]) -> String {
+        let parts = zip(syncCounts(cluster), before).enumerated().map { i, c in
+            let (all, onLoop) = (c.0.all - c.1.all, c.0.onLoop - c.1.onLoop)
+            return "\(i == leader ? "leader" : "follower") \(all > 0 ? Int((100 * onLoop / all).rounded()) : 0)% of \(Int(all))"
+        }
+        return "    fsyncs run on the event loop rather than the pool: " + parts.joined(separator: ", ") + "\n"
+    }
+
     /// User + system CPU seconds of each node process and, last, of this process.
     func cpuSeconds(_ cluster: LocalCluster) -> [Double] {
         cluster.nodes.indices.map { cluster.cpuSeconds($0) ?? 0 } + [LocalCluster.cpuSeconds(pid: getpid()) ?? 0]
@@ -138,6 +153,7 @@ struct StreamBench: ParsableCommand {
         // with `depth` requests in flight each (a producer's connection pool); answers that
         // complete together share a write.
         let beforePipelined = cpuSeconds(cluster)
+        let syncsBefore = syncCounts(cluster)
         let p = try LoadGenerator(target: cluster.nodes[leader].api) { ("POST", StreamBench.path, StreamBench.body) }
             .run(connections: 256 / depth, duration: .seconds(Int64(seconds)), pipeline: depth)
         let pcpu = zip(cpuSeconds(cluster), beforePipelined).map { ($0 - $1) * 1e6 / Double(max(p.requests, 1)) }
@@ -146,7 +162,8 @@ struct StreamBench: ParsableCommand {
                     p.errors, p.requests),
              target: "≥ 80,000 records/s, p99 ≤ 10 ms", met: p.perSecond >= 80_000 && p.percentile(0.99) <= 10)
         let pnodes = pcpu.dropLast().enumerated().map { "\($0.offset == leader ? "leader" : "follower") \(String(format: "%.1f", $0.element))" }
-        print(String(format: "    CPU per record, µs: %@, load generator %.1f\n", pnodes.joined(separator: ", "), pcpu.last!))
+        print(String(format: "    CPU per record, µs: %@, load generator %.1f", pnodes.joined(separator: ", "), pcpu.last!))
+        print(loopShare(cluster, leader, since: syncsBefore))
         // The same load as batches of 100 records per request (what a real producer does).
         var records: [String] = []
         for i in 0..<100 { records.append("{\"key\":\"k\(i)\",\"data\":\"\(Base64.encode(StreamBench.payload))\"}") }
@@ -214,6 +231,7 @@ struct StreamBench: ParsableCommand {
             }
         }
         reader.start()
+        let syncsBefore = syncCounts(cluster)
         let r = try LoadGenerator(target: cluster.nodes[leader].api) {
             var data = Array(String(StreamBench.wallNs()).utf8) + [UInt8(ascii: " ")]
             data += [UInt8](repeating: UInt8(ascii: "x"), count: 256 - data.count)
@@ -225,6 +243,7 @@ struct StreamBench: ParsableCommand {
         line("delivery put → read by a long-polling reader on a follower, at \(Int(r.perSecond.rounded())) puts/s",
              String(format: "p50 %.3f ms, p99 %.3f ms, max %.3f ms (%d of %d records seen)", p(0.5), p(0.99), ms.last ?? .nan, ms.count, r.requests),
              target: "p99 ≤ 1 ms", met: p(0.99) <= 1)
+        print(loopShare(cluster, leader, since: syncsBefore))
     }
 
     /// One put at a time with `wanDelayMs` one way between every two nodes: at the leader (one
