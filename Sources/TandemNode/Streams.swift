@@ -246,8 +246,12 @@ final class Streams {
     /// Reads the catalog table; opens the partitions this node replicates, closes the others.
     func reconcile() {
         var defs: [String: Definition] = [:]
-        for state in tables.replicas[Streams.catalogTable]?.items.values.map({ $0 }) ?? [] {
-            guard let visible = state.visible else { continue }
+        var deleted: Set<String> = []
+        for (key, state) in tables.replicas[Streams.catalogTable]?.items ?? [:] {
+            guard let visible = state.visible else {
+                if case .string(let name) = key.partition { deleted.insert(name) }
+                continue
+            }
             let j = PlainJSON.json(visible)
             // Parse each definition once per incarnation and placement (a leader rewrites the
             // placement after replacing a departed voter).
@@ -270,6 +274,7 @@ final class Streams {
             stoppedReplicas[gid] = nil
             removeDirectory(directory(gid))
         }
+        sweepDeadIncarnations(defs, deleted: deleted)
         for (gid, part) in partitions {
             if let d = defs[gid.stream], gid.partition < d.partitions { part.preferred = d.voters[gid.partition] }
         }
@@ -279,6 +284,24 @@ final class Streams {
                 guard partitions[gid] == nil, stoppedReplicas[gid] == nil else { continue }
                 open(gid, d, configuration: RaftConfiguration(voters: d.voters[p], witnesses: d.witnesses[p]))
             }
+        }
+    }
+
+    /// Removes what is left on disk of streams the catalog says were deleted or re-created,
+    /// where no open replica was closed with it: the `hardstate` a replica keeps after its group
+    /// removed it, or the whole directory of a node that was down while its stream was deleted.
+    /// A name the catalog does not hold at all is left alone: its definition may not have
+    /// replicated here yet.
+    private func sweepDeadIncarnations(_ defs: [String: Definition], deleted: Set<String>) {
+        let fm = FileManager.default
+        guard let names = try? fm.contentsOfDirectory(atPath: root) else { return }
+        for name in names where defs[name] != nil || deleted.contains(name) {
+            let live = defs[name].map { String($0.incarnation) }
+            for incarnation in (try? fm.contentsOfDirectory(atPath: "\(root)/\(name)")) ?? [] where incarnation != live {
+                try? fm.removeItem(atPath: "\(root)/\(name)/\(incarnation)")
+                logger.info("removed the data of a deleted stream", metadata: ["stream": "\(name)", "incarnation": "\(incarnation)"])
+            }
+            if live == nil { try? fm.removeItem(atPath: "\(root)/\(name)") }
         }
     }
 

@@ -347,6 +347,37 @@ import Glibc
         #expect(firstAt == first.0)
     }
 
+    /// A deleted stream leaves nothing on disk, even where no open replica was closed with it
+    /// (a replica dropped after its group removed it keeps only its `hardstate`; a node down
+    /// while the stream was deleted has it all). A name the catalog has never held stays: its
+    /// definition may simply not have arrived yet.
+    @Test func deletedStreamsLeaveNothingOnDisk() throws {
+        let cluster = try LocalCluster(size: 1, profile: "fast")
+        try cluster.startAll()
+        #expect(Self.formed(cluster))
+        let api = cluster.nodes[0].api
+        let root = "\(cluster.root)/n1/streams"
+        #expect(Self.call("PUT", api, "/v1/streams/gone", #"{"partitions":2}"#)?.status == 201)
+        #expect(Self.call("PUT", api, "/v1/streams/kept", #"{"partitions":1}"#)?.status == 201)
+        #expect(eventually(timeout: .seconds(10)) { Self.call("POST", api, "/v1/streams/gone/records", Self.putBody("k", "x"))?.status == 200 })
+        let fm = FileManager.default
+        let keptIncarnation = (try? fm.contentsOfDirectory(atPath: "\(root)/kept"))?.first ?? "?"
+        #expect(Self.call("DELETE", api, "/v1/streams/gone")?.status == 200)
+        #expect(eventually(timeout: .seconds(5)) { !fm.fileExists(atPath: "\(root)/gone") })
+
+        // Leftovers as a removed replica or a node down during the delete would have them.
+        for dir in ["gone/12345/0", "kept/12345/0", "never-created/12345/0"] {
+            try fm.createDirectory(atPath: "\(root)/\(dir)", withIntermediateDirectories: true)
+            try Data([1, 2, 3]).write(to: URL(fileURLWithPath: "\(root)/\(dir)/hardstate"))
+        }
+        #expect(eventually(timeout: .seconds(5)) {
+            !fm.fileExists(atPath: "\(root)/gone") && !fm.fileExists(atPath: "\(root)/kept/12345")
+        }, "leftovers of deleted and replaced incarnations are still there")
+        #expect(fm.fileExists(atPath: "\(root)/never-created/12345/0/hardstate"), "a name the catalog never held was removed")
+        #expect(fm.fileExists(atPath: "\(root)/kept/\(keptIncarnation)/0"), "the live stream lost its data")
+        #expect(Self.call("POST", api, "/v1/streams/kept/records", Self.putBody("k", "still here"))?.status == 200)
+    }
+
     @Test func consumerResumesFromItsCheckpoints() throws {
         let cluster = try LocalCluster(size: 1, profile: "fast")
         try cluster.start(0)
