@@ -98,6 +98,8 @@ public enum ConfigurationChange: Sendable, Equatable {
 
 /// What must be on disk before this node answers anyone (Figure 2's persistent state).
 /// `commit` is not needed for safety; keeping it lets a restarted node serve reads sooner.
+/// It is written only along with a new term or vote (`RaftReady.hardState`): on its own it
+/// would cost a sync per commit.
 public struct HardState: Sendable, Equatable {
     public var term: UInt64
     public var vote: String?
@@ -108,6 +110,9 @@ public struct HardState: Sendable, Equatable {
         self.vote = vote
         self.commit = commit
     }
+
+    /// Same term and vote: nothing that must be written.
+    func sameVote(_ other: HardState) -> Bool { term == other.term && vote == other.vote }
 }
 
 public enum RaftRole: String, Sendable {
@@ -148,7 +153,8 @@ public struct RaftOutgoing: Sendable, Equatable {
 public struct RaftReady: Sendable {
     /// Changed leader or role, if any.
     public var softState: SoftState?
-    /// Write when non-nil (after the entries).
+    /// Write when non-nil (after the entries): the term or vote changed. A commit index that
+    /// moved alone is not here (see `HardState`).
     public var hardState: HardState?
     /// Discard the whole durable log first; it now continues after this position.
     public var resetLog: LogPosition?
@@ -483,6 +489,14 @@ public final class RaftNode {
     public var lastIndex: UInt64 { log.lastIndex }
     /// Term of the entry at `index`, unstable or durable.
     public func term(at index: UInt64) -> UInt64? { log.term(at: index) }
+
+    /// Whether the entries at `range` are still those the leader of `term` appended there (a
+    /// put's records, to answer it). One leader per term, and it appends a put's records in one
+    /// run: the same term at both ends means the whole run is still that put. Still leading in
+    /// `term` says the same without two lookups (a leader never rewrites its own log).
+    public func holds(_ range: ClosedRange<UInt64>, appendedIn term: UInt64) -> Bool {
+        (role == .leader && self.term == term) || (log.term(at: range.lowerBound) == term && log.term(at: range.upperBound) == term)
+    }
     public func entries(from: UInt64, to: UInt64, maxBytes: Int = .max) -> [LogEntry] {
         log.entries(from: from, to: to, maxBytes: maxBytes)
     }
@@ -513,7 +527,7 @@ public final class RaftNode {
 
     public var hasReady: Bool {
         !outbox.isEmpty || !outboxAfterPersist.isEmpty || appendPending || log.hasNew || commitIndex > appliedIndex
-            || hardState != reportedHardState || softState != reportedSoftState
+            || !hardState.sameVote(reportedHardState) || softState != reportedSoftState
     }
 
     // ==== ------------------------------------------------------------------------------------
@@ -530,7 +544,7 @@ public final class RaftNode {
             reportedSoftState = softState
             rd.softState = softState
         }
-        if hardState != reportedHardState {
+        if !hardState.sameVote(reportedHardState) {
             reportedHardState = hardState
             rd.hardState = hardState
         }

@@ -295,15 +295,9 @@ final class StreamPartition {
                 committed = true
                 applyCommitted(through: rd.committedEntries.last!.index)
             }
-            var hardState: HardState?
-            if let hs = rd.hardState, hs.term != storedHardState.term || hs.vote != storedHardState.vote {
-                hardState = hs
-            }
-            // A commit index alone needs no fsync (it is not needed for safety).
-            let needsDisk = rd.resetLog != nil || !rd.entries.isEmpty || hardState != nil
-            if needsDisk || !unsynced.isEmpty || syncing {
+            if rd.mustPersist || !unsynced.isEmpty || syncing {
                 // Messages after persist also wait for every *earlier* write to be durable.
-                unsynced.append(PendingWrite(position: rd.persistedPosition, hardState: hardState,
+                unsynced.append(PendingWrite(position: rd.persistedPosition, hardState: rd.hardState,
                                              messages: rd.messagesAfterPersist, at: loop.now))
                 unsyncedEntries += rd.entries.count
             } else {
@@ -354,14 +348,13 @@ final class StreamPartition {
         }
     }
 
-    /// Answers forwarded puts whose records this replica has now committed. Same term at both
-    /// ends: the leader of that term appended the put's records in one run from the tagged one.
-    /// A put whose entry was overwritten is left to the leader's answer.
+    /// Answers forwarded puts whose records this replica has now committed. A put whose entry
+    /// was overwritten is left to the leader's answer.
     private func answerForwarded(through index: UInt64) {
         for (put, f) in forwarded {
             guard let at = f.at else { continue }
             let last = at.index + UInt64(f.count) - 1
-            guard last <= index, raft.term(at: at.index) == at.term, raft.term(at: last) == at.term else { continue }
+            guard last <= index, raft.holds(at.index...last, appendedIn: at.term) else { continue }
             forwarded[put] = nil
             f.done(at.index...last)
         }
@@ -378,12 +371,7 @@ final class StreamPartition {
                 keep.append(w)
                 continue
             }
-            // Same term at both ends: in one term only one leader appends, so this is our run.
-            // Still leading in that term says the same without two log lookups (a leader never
-            // rewrites its own log, and never leads the same term twice).
-            let ours = (raft.role == .leader && raft.term == w.term)
-                || (raft.term(at: w.range.lowerBound) == w.term && raft.term(at: w.range.upperBound) == w.term)
-            if ours {
+            if raft.holds(w.range, appendedIn: w.term) {
                 appendLatency.record(now - w.proposedAt)
                 w.done(.success(w.range))
             } else {
