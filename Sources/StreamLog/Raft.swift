@@ -434,6 +434,9 @@ public final class RaftNode {
     /// log is known to equal its (the end of the appends we accepted from it this term). Both
     /// reset whenever the term or the leader changes.
     private var leaderDurable: UInt64 = 0
+    /// A leader told this node that its committed configuration at this index leaves it out
+    /// (`RaftMessage.Body.removed`); forgotten as soon as a leader replicates to it again.
+    private var removedAt: UInt64?
     private var matchesLeaderThrough: UInt64 = 0
 
     private var outbox: [RaftOutgoing] = []
@@ -501,7 +504,10 @@ public final class RaftNode {
         log.entries(from: from, to: to, maxBytes: maxBytes)
     }
     /// Voters campaign; witnesses and non-members never do.
-    public var isPromotable: Bool { configuration.voters.contains(id) }
+    public var isPromotable: Bool { configuration.voters.contains(id) && !toldRemoved }
+    /// A leader said its committed configuration leaves this node out, and this node knows of no
+    /// newer configuration (one adding it back).
+    private var toldRemoved: Bool { removedAt.map { configurations.last!.index <= $0 } ?? false }
     /// The newest configuration in the log has committed (no change is pending).
     public var configurationCommitted: Bool { configurations.last!.index <= commitIndex }
     /// This node was a member, a configuration removed it, that removal has committed, and
@@ -510,8 +516,11 @@ public final class RaftNode {
     /// acked nothing a later configuration adding it back could have counted; and everything
     /// up to the removal is on a majority of the members that remain. A replica that was
     /// never a member in its log (opened for a leader that is adding it, or started over after
-    /// installStart) is not "removed", however its configuration reads.
+    /// installStart) is not "removed", however its configuration reads. A member removed while
+    /// it could not hear is removed once a leader says so (`toldRemoved`): it acked nothing
+    /// since, and the removal's commit put everything before it on a majority of the rest.
     public var isRemoved: Bool {
+        if toldRemoved { return true }
         let newest = configurations.last!
         guard !newest.configuration.contains(id), newest.index <= commitIndex, log.lastIndex == newest.index else { return false }
         return configurations.dropLast().contains { $0.configuration.contains(id) }
@@ -582,7 +591,10 @@ public final class RaftNode {
         self.now = now
         guard role == .leader else {
             if now >= electionDeadline {
-                if isPromotable { campaign(preVote: settings.preVote, transfer: false) } else { resetElectionDeadline() }
+                if isPromotable { campaign(preVote: settings.preVote, transfer: false) } else {
+                    askWhetherRemoved()
+                    resetElectionDeadline()
+                }
             }
             return
         }
@@ -724,6 +736,20 @@ public final class RaftNode {
         self.now = now
         guard m.from != id else { return }
 
+        // A node our committed configuration left out asks for a vote: it was removed while it
+        // could not hear (down, cut off) and campaigns on its old configuration. The leader tells
+        // it, so it stops and its shell can drop the data. Only the leader: its log holds every
+        // configuration that may still count (a follower's may lack the one adding the node back,
+        // whose leader already counts the node's acks).
+        switch m.body {
+        case .preVote, .requestVote:
+            if role == .leader && configurationCommitted && !configuration.contains(m.from) {
+                send(to: m.from, .removed(configurationIndex: configurations.last!.index))
+                return
+            }
+        default: break
+        }
+
         if m.term > term {
             switch m.body {
             case .preVote, .requestVote(_, _, transfer: false):
@@ -796,6 +822,12 @@ public final class RaftNode {
             leaderDurable = max(leaderDurable, index)
             commitFromLeaderDurability()
 
+        case .removed(let index):
+            // Not while a leader replicates to us: then this notice is older than our being
+            // added back (it came late), and acting on it could drop entries we acked.
+            guard leader == nil || now >= leaderContactAt + settings.electionTimeout else { return }
+            removedAt = max(removedAt ?? 0, index)
+
         case .heartbeat(let commit):
             guard followLeader(m.from) else { return }
             // The leader sends at most our match index, so this never passes our log.
@@ -837,6 +869,7 @@ public final class RaftNode {
             return false
         }
         if role != .follower || leader != from { becomeFollower(term: term, leader: from) }
+        removedAt = nil
         leaderContactAt = now
         resetElectionDeadline()
         return true
@@ -1025,6 +1058,18 @@ public final class RaftNode {
         guard let config = configurations.last(where: { $0.index <= both })?.configuration,
               config.contains(id), config.contains(leader), config.quorum <= 2 else { return }
         advanceCommit(to: both)
+    }
+
+    /// A former member whose newest configuration leaves it out, with no leader talking to it:
+    /// it got the entry removing it but not (down, cut off) the commit that makes the removal
+    /// final, so it cannot tell whether it is out, and it cannot campaign. It asks the members
+    /// with a pre-vote at its own term (which moves no one's state); a leader whose removal of
+    /// it committed answers `removed`, the others a refusal it ignores.
+    private func askWhetherRemoved() {
+        guard !configuration.contains(id), !toldRemoved, configurations.dropLast().contains(where: { $0.configuration.contains(id) }) else { return }
+        for peer in configuration.members where peer != id {
+            send(to: peer, .preVote(lastIndex: log.lastIndex, lastTerm: log.lastTerm))
+        }
     }
 
     /// Leader, after its own fsync: followers that got entries before they were durable here

@@ -34,6 +34,10 @@ public struct RaftMessage: Sendable, Equatable {
         /// is two holders; where two are a majority the follower knows they are committed
         /// without waiting for the leader to count its ack (see `RaftNode.commitFromLeaderDurability`).
         case persisted(index: UInt64)
+        /// The leader's newest configuration, at `configurationIndex`, has committed and does not
+        /// hold the node that asked for a vote: a member removed while it was down (so it never got
+        /// the removing entry) learns that it is out and may drop its data (`RaftNode.isRemoved`).
+        case removed(configurationIndex: UInt64)
     }
 
     public var from: String
@@ -113,6 +117,9 @@ public struct RaftMessage: Sendable, Equatable {
         case .persisted(let index):
             w.u8(11)
             w.u64(index)
+        case .removed(let index):
+            w.u8(12)
+            w.u64(index)
         }
         return w.bytes
     }
@@ -163,6 +170,7 @@ public struct RaftMessage: Sendable, Equatable {
             body = .installStart(index: try r.u64(), term: try r.u64(), configuration: try RaftConfiguration.decode(from: &r))
         case 10: body = .timeoutNow
         case 11: body = .persisted(index: try r.u64())
+        case 12: body = .removed(configurationIndex: try r.u64())
         case let t: throw TandemError(.malformed, "unknown raft message type \(t)")
         }
         guard r.isAtEnd else { throw TandemError(.malformed, "\(r.remaining) trailing bytes after raft message") }

@@ -140,6 +140,12 @@ final class StreamPartition {
         configurationHistory = try configurationFile.load().filter { r in
             r.index <= log.lastIndex && (r.index < log.firstIndex || log.term(at: r.index) == r.term)
         }
+        if loaded == nil && configurationHistory.isEmpty {
+            // A new replica records the configuration it starts with (as "index 0"): should its
+            // group remove it while it is down, it can reopen on it later and ask (`Streams.openStaleReplicas`).
+            configurationHistory = [RaftConfigurationFile.Record(index: 0, term: 0, configuration: configuration)]
+            try configurationFile.store(configurationHistory)
+        }
         if keepingThrough != nil {
             // After a failed sync, what these files show may sit only in the page cache (a
             // rename whose directory fsync failed): write them again, durably, before acting on

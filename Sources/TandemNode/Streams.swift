@@ -285,6 +285,7 @@ final class Streams {
                 open(gid, d, configuration: RaftConfiguration(voters: d.voters[p], witnesses: d.witnesses[p]))
             }
         }
+        openStaleReplicas()
     }
 
     /// Removes what is left on disk of streams the catalog says were deleted or re-created,
@@ -452,6 +453,32 @@ final class Streams {
             logger.info("dropped the data of a partition this node was removed from", metadata: ["partition": "\(gid)"])
         }
     }
+
+    /// Replicas on disk that the stored placement no longer lists, reopened on the configuration
+    /// they knew (once per stream incarnation and process, when its definition is first seen): the group removed this node while it was down, so its log
+    /// lacks the removal, and only the group can say whether it is out. Its members answer the
+    /// replica's vote requests with `removed` (`RaftNode.isRemoved`), and `dropRemovedReplicas`
+    /// then drops the data. (Still a member after all — a placement being rewritten — it simply
+    /// serves again.) A replica whose data was already dropped holds only `hardstate`; one from
+    /// before configurations were recorded at creation cannot be reopened and is left as it is.
+    private func openStaleReplicas() {
+        let fm = FileManager.default
+        for d in definitions.values where !staleScanned.contains("\(d.name)/\(d.incarnation)") {
+            staleScanned.insert("\(d.name)/\(d.incarnation)")
+            let dir = "\(root)/\(d.name)/\(d.incarnation)"
+            for name in (try? fm.contentsOfDirectory(atPath: dir)) ?? [] {
+                guard let p = Int(name), p >= 0, p < d.partitions else { continue }
+                let gid = GroupID(stream: d.name, incarnation: d.incarnation, partition: p)
+                guard partitions[gid] == nil, stoppedReplicas[gid] == nil, fm.fileExists(atPath: "\(dir)/\(name)/log"),
+                      let initial = try? RaftConfigurationFile(path: "\(dir)/\(name)/configurations").load().first(where: { $0.index == 0 })
+                else { continue }
+                logger.info("reopening a replica the placement no longer lists, to learn whether it was removed", metadata: ["partition": "\(gid)"])
+                open(gid, d, configuration: initial.configuration)
+            }
+        }
+    }
+
+    private var staleScanned: Set<String> = []
 
     /// How long a node runs before a voter missing from its member list counts as gone.
     static let forgottenAfterUptime: Duration = .seconds(60)

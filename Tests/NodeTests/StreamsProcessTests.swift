@@ -283,6 +283,21 @@ import Glibc
         }
         #expect(complete, "\(newcomer) serves \(log?.count ?? -1) records; \(acked.count) acknowledged")
         #expect(Self.leader(cluster, "moves", partition: p, from: ni) != nil)
+
+        // n4 comes back: it was removed while down, so its log never got the removal. Its
+        // replica asks for votes on the old configuration, the leader answers that it is out,
+        // and it drops the data (keeping term and vote) without disturbing the group.
+        let partitionDir = "\(cluster.root)/n4/streams/moves"
+        let incarnation = (try? FileManager.default.contentsOfDirectory(atPath: partitionDir))?.first ?? "?"
+        let replicaDir = "\(partitionDir)/\(incarnation)/\(p)"
+        #expect(FileManager.default.fileExists(atPath: replicaDir + "/log"), "n4 had no data for partition \(p) to begin with")
+        try cluster.start(3)
+        #expect(eventually(timeout: .seconds(20), interval: .milliseconds(200)) { !FileManager.default.fileExists(atPath: replicaDir + "/log") },
+                "n4 kept the log of partition \(p) it was removed from while down")
+        #expect(FileManager.default.fileExists(atPath: replicaDir + "/hardstate"))
+        #expect(cluster.log(3).contains("dropped the data of a partition this node was removed from"))
+        #expect(Self.replicas(cluster, "moves", partition: p, from: 0) == after, "the group changed")
+        putSome("back", 50)
     }
 
     /// Retention with a shortened hour (2 s) and small segments: old records go in whole

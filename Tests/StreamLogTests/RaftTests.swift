@@ -243,19 +243,82 @@ import Testing
         #expect(!c["c2"].isRemoved)
     }
 
-    /// A removed member that stays silent is dropped by the leader after a check-quorum period.
+    /// A removed member that stays silent is dropped by the leader after a check-quorum period;
+    /// when it comes back it learns from the leader that it is out.
     @Test func aSilentRemovedMemberIsDropped() throws {
         let c = RaftTestCluster(voters: ["a", "b", "c"])
         c.elect("a")
         c.advance(.milliseconds(200))
         c.isolated = ["c"]
-        _ = try c["a"].proposeConfigurationChange(.remove("c"), now: c.now)
+        let removal = try c["a"].proposeConfigurationChange(.remove("c"), now: c.now)
         c.process("a")
         c.advance(.milliseconds(200))
         #expect(c["a"].configurationCommitted && c["a"].progress["c"] != nil)
         c.advance(.seconds(3))
         #expect(c["a"].progress["c"] == nil && c["a"].role == .leader)
         #expect(!c["c"].isRemoved, "it never heard")
+
+        // Back on the network it campaigns on its old configuration; the leader's answer to its
+        // pre-vote tells it it is out: it stops campaigning and the shell may drop its data.
+        let term = c["a"].term
+        c.isolated = []
+        c.advance(.seconds(3))
+        #expect(c["c"].isRemoved && !c["c"].isPromotable)
+        #expect(c.leaders == ["a"] && c["a"].term == term, "the removed node disrupted the group")
+        let elections = c["c"].metrics.preVotesStarted
+        c.advance(.seconds(5))
+        #expect(c["c"].metrics.preVotesStarted == elections, "it keeps campaigning")
+
+        // Added back, it is a member again: replication makes it forget the notice, and a copy of
+        // the notice arriving late (reordered) is ignored, so entries it acks are never dropped.
+        // Here it first gets only the entries before the one adding it back (the first batch cut
+        // short, then nothing more for a while).
+        let removed = RaftMessage(from: "a", term: c["a"].term, body: .removed(configurationIndex: removal))
+        try c.propose("a", "while c was out")
+        c.stabilize()
+        let readd = try c["a"].proposeConfigurationChange(.addVoter("c"), now: c.now)
+        final class Once { var cut = false }
+        let once = Once()
+        c.dropIf = { m, _ in m.to == "c" && once.cut }
+        c.rewrite = { m in
+            guard m.to == "c", case .append(let prev, let prevTerm, let entries, let commit, let persisted) = m.message.body,
+                  entries.contains(where: { $0.index == readd }) else { return m }
+            once.cut = true
+            var cut = m
+            cut.message.body = .append(prevIndex: prev, prevTerm: prevTerm, entries: entries.filter { $0.index < readd },
+                                       commit: commit, persisted: persisted)
+            return cut
+        }
+        c.process("a")
+        c.advance(.milliseconds(300))
+        #expect(c["c"].lastIndex == readd - 1 && c["c"].leader == "a", "it should hold everything before its re-add")
+        #expect(!c["c"].isRemoved, "replication from a leader did not clear the notice")
+        c["c"].step(removed, now: c.now)
+        #expect(!c["c"].isRemoved, "a late notice would drop entries it has acked")
+        c.rewrite = { $0 }
+        c.dropIf = { _, _ in false }
+        c.advance(.milliseconds(500))
+        #expect(!c["c"].isRemoved && c["c"].isPromotable && c["c"].lastIndex == c["a"].lastIndex)
+    }
+
+    /// A member that got the entry removing it but never heard that it committed (its acks were
+    /// lost, then the leader dropped it as silent) cannot campaign on a configuration without
+    /// itself; it asks the members, and learns from them that it is out.
+    @Test func aMemberThatMissedItsRemovalsCommitAsks() throws {
+        let c = RaftTestCluster(voters: ["a", "b", "c"])
+        c.elect("a")
+        c.advance(.milliseconds(200))
+        c.dropIf = { _, from in from == "c" }
+        let removal = try c["a"].proposeConfigurationChange(.remove("c"), now: c.now)
+        c.process("a")
+        c.advance(.seconds(3))
+        #expect(c["c"].lastIndex >= removal && c["c"].commitIndex < removal && c["a"].commitIndex >= removal)
+        #expect(c["a"].progress["c"] == nil, "the leader still tracks c")
+        #expect(!c["c"].isRemoved && !c["c"].isPromotable)
+        c.dropIf = { _, _ in false }
+        c.advance(.seconds(3))
+        #expect(c["c"].isRemoved, "c never learned that it was removed")
+        #expect(c.leaders == ["a"])
     }
 
     /// A follower whose next entry was trimmed by retention is told to start after the trim
@@ -486,6 +549,7 @@ import Testing
                                                              configuration: RaftConfiguration(voters: ["a", "b"], witnesses: ["w"]))),
         RaftMessage(from: "a", term: 4, body: .timeoutNow),
         RaftMessage(from: "a", term: 4, body: .persisted(index: 11)),
+        RaftMessage(from: "a", term: 4, body: .removed(configurationIndex: 9)),
     ]
 
     @Test func everyMessageRoundTrips() throws {
