@@ -1020,12 +1020,8 @@ public final class RaftNode {
         let quorumIndex = matches[configuration.quorum - 1]
         guard quorumIndex > commitIndex, log.term(at: quorumIndex) == term else { return }
         advanceCommit(to: quorumIndex)
-        // Tell caught-up followers at once rather than at the next heartbeat — unless they
-        // know already: one that acked these entries and was told they are durable here has
-        // committed them itself (`commitFromLeaderDurability`), and the message would only wake it.
+        // Tell caught-up followers at once rather than at the next heartbeat.
         for peer in replicationTargets where progress[peer]!.state == .replicate && progress[peer]!.inflight.isEmpty {
-            let pr = progress[peer]!
-            if configuration.quorum <= 2 && configuration.contains(peer) && min(pr.match, pr.persistedSent) >= quorumIndex { continue }
             sendAppend(to: peer, commitOnly: true)
         }
         releaseRemovedMembers()
