@@ -294,6 +294,10 @@ final class Streams {
     /// A name the catalog does not hold at all is left alone: its definition may not have
     /// replicated here yet.
     private func sweepDeadIncarnations(_ defs: [String: Definition], deleted: Set<String>) {
+        // Only when the catalog changed (reconcile runs every 200 ms; the disk need not be listed as often).
+        let catalog = SweptCatalog(live: defs.mapValues(\.incarnation), deleted: deleted)
+        guard catalog != sweptCatalog else { return }
+        sweptCatalog = catalog
         let fm = FileManager.default
         guard let names = try? fm.contentsOfDirectory(atPath: root) else { return }
         for name in names where defs[name] != nil || deleted.contains(name) {
@@ -479,6 +483,11 @@ final class Streams {
     }
 
     private var staleScanned: Set<String> = []
+    private struct SweptCatalog: Equatable {
+        var live: [String: UInt64]
+        var deleted: Set<String>
+    }
+    private var sweptCatalog: SweptCatalog?
 
     /// How long a node runs before a voter missing from its member list counts as gone.
     static let forgottenAfterUptime: Duration = .seconds(60)
