@@ -95,7 +95,7 @@ public final class TCPConnection {
         guard isOpen, !bytes.isEmpty else { return }
         // Most writes go out at once. uv_try_write makes them without a request, a copy of the
         // bytes, and libuv's completion pass, which re-arms the socket in epoll: an epoll_ctl
-        // per write, measured as one syscall in four on a node answering puts. It refuses
+        // per write, measured as one syscall in five on a node answering puts. It refuses
         // (EAGAIN) while earlier writes are still queued, so the order holds.
         var sent = 0
         let rc = bytes.withUnsafeBytes { raw in
