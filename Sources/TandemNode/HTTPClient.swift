@@ -182,8 +182,11 @@ public final class HTTPSession {
         throw TandemError(.unavailable, "request to \(target) timed out")
     }
 
-    /// Forgets the connection (a timed-out answer may still arrive on it).
+    /// Forgets the connection (a timed-out answer may still arrive on it). Its callbacks go
+    /// first: its close, reported later, must not mark a newer connection closed.
     private func drop() {
+        connection?.onData = { _ in }
+        connection?.onClose = {}
         connection?.close()
         connection = nil
         closed = true
