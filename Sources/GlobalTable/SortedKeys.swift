@@ -116,10 +116,7 @@ public struct ScanKey: Comparable, Sendable {
         self.key = key
         // FNV-1a spreads short keys poorly over its high bits, which pick the segment: finish
         // with splitmix64's mixer. Stable across nodes, so a LastEvaluatedKey works on any node.
-        var z = stableHash64(ItemKey(partition: key.partition).bytes)
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        hash = z ^ (z >> 31)
+        hash = splitmix64Mix(stableHash64(ItemKey(partition: key.partition).bytes))
     }
 
     /// The segment of `total` this key belongs to: the hash's place in `total` equal ranges.

@@ -17,10 +17,7 @@ public enum Rendezvous {
     /// 64-bit finaliser (splitmix64): every input bit flips about half the output bits.
     @inlinable
     public static func mix(_ x: UInt64) -> UInt64 {
-        var z = x &+ 0x9E37_79B9_7F4A_7C15
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
+        splitmix64Mix(x &+ 0x9E37_79B9_7F4A_7C15)
     }
 
     /// The contact's hash, computed once per decision.

@@ -11,10 +11,7 @@ public struct SeededGenerator: RandomNumberGenerator, Sendable {
         var x = seed
         func next() -> UInt64 {
             x &+= 0x9E37_79B9_7F4A_7C15
-            var z = x
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
+            return splitmix64Mix(x)
         }
         s = (next(), next(), next(), next())
     }
@@ -38,4 +35,15 @@ public struct SeededGenerator: RandomNumberGenerator, Sendable {
 
     /// True with probability `p`.
     public mutating func chance(_ p: Double) -> Bool { p > 0 && unit() < p }
+}
+
+/// splitmix64's finaliser: every input bit flips about half the output bits. Shared by the
+/// seeded generator, rendezvous hashing and scan segments, whose outputs must never change
+/// (seeds replay runs; nodes must agree on hashes).
+@inlinable
+public func splitmix64Mix(_ x: UInt64) -> UInt64 {
+    var z = x
+    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+    return z ^ (z >> 31)
 }
