@@ -26,6 +26,11 @@ import Glibc
     }
 
     /// Writes a filler file until the file system refuses (ENOSPC); returns its size.
+    /// The last lines of a node's log, for a failure message.
+    static func tail(_ log: String, lines: Int = 40) -> String {
+        log.split(separator: "\n").suffix(lines).joined(separator: "\n")
+    }
+
     static func fill(_ path: String) -> Int {
         let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
         guard fd >= 0 else { return 0 }
@@ -98,15 +103,21 @@ import Glibc
 
         // Space returns: writes succeed again.
         try FileManager.default.removeItem(atPath: filler)
-        #expect(eventually(timeout: .seconds(5)) {
-            Self.call("PUT", api, "/v1/tables/profiles/items/after", #"{"pad":"\#(pad)"}"#)?.status == 200
-        })
-        acked.append("after")
+        var lastAnswer = "none"
+        let recovered = eventually(timeout: .seconds(5)) {
+            let r = Self.call("PUT", api, "/v1/tables/profiles/items/after", #"{"pad":"\#(pad)"}"#)
+            lastAnswer = r.map { "\($0.status) \($0.text)" } ?? "no answer"
+            return r?.status == 200
+        }
+        #expect(recovered, "writes still fail after space returned (last: \(lastAnswer)); node log:\n\(Self.tail(cluster.log(0)))")
+        if recovered { acked.append("after") }
 
         // Every acknowledged write is on disk.
         cluster.kill9(0)
         try cluster.start(0)
-        #expect(eventually(timeout: .seconds(10)) { cluster.view(from: 0) != nil })
+        let up = eventually(timeout: .seconds(10)) { cluster.view(from: 0) != nil }
+        #expect(up, "the node did not come back after kill -9; its log:\n\(Self.tail(cluster.log(0)))")
+        guard up else { return }
         let missing = acked.filter { Self.call("GET", api, "/v1/tables/profiles/items/\($0)")?.status != 200 }
         #expect(missing.isEmpty, "\(missing.count) acknowledged writes lost: \(missing.prefix(5))")
     }
