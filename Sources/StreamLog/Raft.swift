@@ -523,8 +523,10 @@ public final class RaftNode {
         if toldRemoved { return true }
         let newest = configurations.last!
         guard !newest.configuration.contains(id), newest.index <= commitIndex, log.lastIndex == newest.index else { return false }
-        return configurations.dropLast().contains { $0.configuration.contains(id) }
+        return wasMember
     }
+    /// A configuration before the newest included this node.
+    private var wasMember: Bool { configurations.dropLast().contains { $0.configuration.contains(id) } }
 
     /// When `tick` must next be called.
     public var nextDeadline: Instant {
@@ -1062,7 +1064,7 @@ public final class RaftNode {
     /// with a pre-vote at its own term (which moves no one's state); a leader whose removal of
     /// it committed answers `removed`, the others a refusal it ignores.
     private func askWhetherRemoved() {
-        guard !configuration.contains(id), !toldRemoved, configurations.dropLast().contains(where: { $0.configuration.contains(id) }) else { return }
+        guard !configuration.contains(id), !toldRemoved, wasMember else { return }
         for peer in configuration.members where peer != id {
             send(to: peer, .preVote(lastIndex: log.lastIndex, lastTerm: log.lastTerm))
         }

@@ -30,13 +30,16 @@ public final class EventLoop {
     let raw: UnsafeMutablePointer<uv_loop_t>
 
     public init() {
-        // A write to a socket its peer has reset raises SIGPIPE, whose default action ends the
-        // process; libuv reports EPIPE instead only when the signal is ignored. Without this a
-        // client hanging up mid-answer killed the node (seen under load in the crash torture).
-        signal(SIGPIPE, SIG_IGN)
+        _ = EventLoop.ignoreSIGPIPE
         raw = .allocate(capacity: 1)
         uv_loop_init(raw)
     }
+
+    /// A write to a socket its peer has reset raises SIGPIPE, whose default action ends the
+    /// process; libuv reports EPIPE instead only when the signal is ignored. Without this a
+    /// client hanging up mid-answer killed the node (seen under load in the crash torture).
+    /// Process-wide, so once, by the first loop.
+    private static let ignoreSIGPIPE: Void = { signal(SIGPIPE, SIG_IGN) }()
 
     deinit {
         // Give pending close callbacks a chance to run, then release the loop.

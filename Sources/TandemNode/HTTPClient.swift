@@ -73,17 +73,24 @@ public enum HTTPClient {
     }
 
     /// Where a response that starts `raw` ends, once all of it is there (nil until then, or
-    /// when it has no Content-Length and so ends when the connection closes).
-    static func responseEnd(_ raw: [UInt8]) -> Int? {
+    /// when it has no Content-Length and so ends when the connection closes), and whether the
+    /// server closes the connection after it (`Connection: close`).
+    static func responseEnd(_ raw: [UInt8]) -> (end: Int, closes: Bool)? {
         guard let split = raw.firstRange(of: [13, 10, 13, 10] as [UInt8]) else { return nil }
-        let head = String(decoding: raw[..<split.lowerBound], as: UTF8.self)
-        for line in head.split(separator: "\r\n").dropFirst() {
+        var length: Int?
+        var closes = false
+        for line in String(decoding: raw[..<split.lowerBound], as: UTF8.self).split(separator: "\r\n").dropFirst() {
             let kv = line.split(separator: ":", maxSplits: 1)
-            if kv.count == 2, kv[0].lowercased() == "content-length", let n = Int(kv[1].trimmingCharacters(in: .whitespaces)) {
-                return raw.count >= split.upperBound + n ? split.upperBound + n : nil
+            guard kv.count == 2 else { continue }
+            let value = kv[1].trimmingCharacters(in: .whitespaces)
+            switch kv[0].lowercased() {
+            case "content-length": length = Int(value)
+            case "connection": closes = value.lowercased() == "close"
+            default: break
             }
         }
-        return nil
+        guard let length, raw.count >= split.upperBound + length else { return nil }
+        return (split.upperBound + length, closes)
     }
 
     static func parse(_ raw: [UInt8]) throws -> Response {
@@ -136,10 +143,11 @@ public final class HTTPSession {
     public func request(_ method: String, _ path: String, body: [UInt8]? = nil, headers: [(String, String)] = [],
                         timeout: Duration = .seconds(5)) throws -> HTTPClient.Response {
         let reused = !closed
+        let bytes = HTTPClient.message(method, address, path, body: body, headers: headers, keepAlive: true)
         do {
-            return try exchange(HTTPClient.message(method, address, path, body: body, headers: headers, keepAlive: true), timeout: timeout)
+            return try exchange(bytes, timeout: timeout)
         } catch let e as TandemError where reused && method == "GET" && e.code == .notDelivered {
-            return try exchange(HTTPClient.message(method, address, path, body: body, headers: headers, keepAlive: true), timeout: timeout)
+            return try exchange(bytes, timeout: timeout)
         }
     }
 
@@ -166,9 +174,12 @@ public final class HTTPSession {
         }
         connection?.write(bytes)
         while !timedOut {
-            if let end = HTTPClient.responseEnd(received) {
+            if let (end, closes) = HTTPClient.responseEnd(received) {
                 let response = try HTTPClient.parse(Array(received[..<end]))
                 received.removeFirst(end)
+                // The node closes after this answer (a refusal, an error): the next request
+                // goes on a new connection rather than onto this one.
+                if closes { drop() }
                 return response
             }
             if closed {

@@ -109,9 +109,9 @@ public final class PeerLinks {
     }
 
     /// Runs `send` now, or after the chaos delay towards `address`'s host when one is set.
-    private func delayed(to address: String, _ send: @escaping () -> Void) {
+    private func delayed(to address: @autoclosure () -> String, _ send: @escaping () -> Void) {
         guard let delay else { return send() }
-        delayLine.after(delay(PeerLinks.host(of: address)), send)
+        delayLine.after(delay(PeerLinks.host(of: address())), send)
     }
 
     /// A plain frame as it goes on the wire of a connection: as is, or sealed under the primary
@@ -288,8 +288,7 @@ public final class PeerLinks {
                 let id = frame.requestID
                 onRequest(frame, reply.peer) { [weak self, weak reply] payload in
                     guard id != 0, let self else { return }  // 0: one-way, no answer
-                    let peer = reply?.peer?.description ?? ""
-                    self.delayed(to: peer) { [weak self] in self?.respond(on: reply, session, kind: kind, id: id, payload: payload) }
+                    self.delayed(to: reply?.peer?.description ?? "") { [weak self] in self?.respond(on: reply, session, kind: kind, id: id, payload: payload) }
                 }
             }
         }

@@ -140,9 +140,10 @@ final class StreamPartition {
         configurationHistory = try configurationFile.load().filter { r in
             r.index <= log.lastIndex && (r.index < log.firstIndex || log.term(at: r.index) == r.term)
         }
-        if loaded == nil && configurationHistory.isEmpty {
-            // A new replica records the configuration it starts with (as "index 0"): should its
-            // group remove it while it is down, it can reopen on it later and ask (`Streams.openStaleReplicas`).
+        if configurationHistory.isEmpty && log.lastIndex == 0 {
+            // A replica starting empty (new, or added back after its data was dropped) records the
+            // configuration it starts with (as "index 0"): should its group remove it while it is
+            // down, it can reopen on it later and ask (`Streams.openStaleReplicas`).
             configurationHistory = [RaftConfigurationFile.Record(index: 0, term: 0, configuration: configuration)]
             try configurationFile.store(configurationHistory)
         }
@@ -265,6 +266,7 @@ final class StreamPartition {
         guard !stopped else { return }
         tickTimer.stop()
         driveTimer.stop()
+        syncTimer.stop()
         let hs = raft.hardState
         if hs != storedHardState, raft.persistedIndex >= hs.commit {
             try? hardStateFile.store(RaftHardState(term: hs.term, vote: hs.vote, commit: hs.commit))

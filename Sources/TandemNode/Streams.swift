@@ -459,8 +459,9 @@ final class Streams {
     }
 
     /// Replicas on disk that the stored placement no longer lists, reopened on the configuration
-    /// they knew (once per stream incarnation and process, when its definition is first seen): the group removed this node while it was down, so its log
-    /// lacks the removal, and only the group can say whether it is out. Its members answer the
+    /// they knew (once per stream incarnation and process, when its definition is first seen):
+    /// the group removed this node while it was down, so its log lacks the removal, and only the
+    /// group can say whether it is out. Its members answer the
     /// replica's vote requests with `removed` (`RaftNode.isRemoved`), and `dropRemovedReplicas`
     /// then drops the data. (Still a member after all — a placement being rewritten — it simply
     /// serves again.) A replica whose data was already dropped holds only `hardstate`; one from
@@ -471,7 +472,7 @@ final class Streams {
             staleScanned.insert("\(d.name)/\(d.incarnation)")
             let dir = "\(root)/\(d.name)/\(d.incarnation)"
             for name in (try? fm.contentsOfDirectory(atPath: dir)) ?? [] {
-                guard let p = Int(name), p >= 0, p < d.partitions else { continue }
+                guard let p = Int(name), p >= 0, p < d.partitions, !d.voters[p].contains(selfID), !d.witnesses[p].contains(selfID) else { continue }
                 let gid = GroupID(stream: d.name, incarnation: d.incarnation, partition: p)
                 guard partitions[gid] == nil, stoppedReplicas[gid] == nil, fm.fileExists(atPath: "\(dir)/\(name)/log"),
                       let initial = try? RaftConfigurationFile(path: "\(dir)/\(name)/configurations").load().first(where: { $0.index == 0 })

@@ -180,7 +180,8 @@ struct StreamCommand: ParsableCommand {
                 shared.lock.unlock()
                 // Checkpoint only what was printed; a crash before this reprints (at-least-once).
                 if let lastSequence {
-                    while (try? session.request("PUT", checkpointPath, body: Array("{\"sequence\":\"\(lastSequence)\"}".utf8)))?.status != 200 {
+                    while (try? session.request("PUT", checkpointPath, body: Array("{\"sequence\":\"\(lastSequence)\"}".utf8),
+                                                timeout: .seconds(10)))?.status != 200 {
                         usleep(200_000)
                     }
                 }
