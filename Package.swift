@@ -31,19 +31,34 @@ let package = Package(
         .target(name: "Routing", dependencies: ["TandemCore"], swiftSettings: fast),
         .target(name: "Simulation", dependencies: ["TandemCore", "Membership", "GlobalTable", "StreamLog"]),
 
-        // The libuv shell and the CLI.
+        // The libuv shell, in rooms (docs/ARCHITECTURE.md): transport (event loop, TCP, HTTP, peer
+        // frames and links, keys), storage (segment log, LMDB, hard state, data dir), then the
+        // services and wire APIs of one node. Only these import the C libraries.
+        .target(
+            name: "Transport",
+            dependencies: ["TandemCore", "CLibUV", "CHTTPParser", "CSodium"],
+            swiftSettings: fast
+        ),
+        .target(
+            name: "Storage",
+            dependencies: ["TandemCore", "StreamLog", "Transport", "CLMDB"],
+            swiftSettings: fast
+        ),
         .target(
             name: "TandemNode",
             dependencies: [
-                "TandemCore", "Membership", "GlobalTable", "StreamLog", "Routing", "CLibUV", "CHTTPParser", "CLMDB", "CSodium",
+                "TandemCore", "Membership", "GlobalTable", "StreamLog", "Routing", "Transport", "Storage", "CSodium",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: fast
         ),
+        // What tests, benchmarks and the demo use and a node does not: local clusters of real
+        // processes, the load generator, the crash torture.
+        .target(name: "TandemTestKit", dependencies: ["TandemCore", "Transport"], swiftSettings: fast),
         .executableTarget(
             name: "tandem",
             dependencies: [
-                "TandemNode", "TandemCore", "Membership", "Simulation", "Routing",
+                "TandemNode", "TandemTestKit", "Transport", "Storage", "TandemCore", "Membership", "Simulation", "Routing",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -54,6 +69,6 @@ let package = Package(
         .testTarget(name: "RoutingTests", dependencies: ["Routing", "Simulation", "Membership", "TandemCore"]),
         .testTarget(name: "StreamLogTests", dependencies: ["StreamLog", "TandemCore"]),
         .testTarget(name: "SimulationTests", dependencies: ["Simulation", "Membership", "GlobalTable", "StreamLog", "TandemCore"]),
-        .testTarget(name: "NodeTests", dependencies: ["TandemNode", "TandemCore", "Membership", "GlobalTable", "StreamLog", "Routing"]),
+        .testTarget(name: "NodeTests", dependencies: ["TandemNode", "TandemTestKit", "Transport", "Storage", "TandemCore", "Membership", "GlobalTable", "StreamLog", "Routing"]),
     ]
 )

@@ -1,8 +1,10 @@
-import GlobalTable
 import Foundation
+import GlobalTable
 import Logging
 import Membership
+import Storage
 import TandemCore
+import Transport
 
 #if canImport(Glibc)
 import Glibc
@@ -75,9 +77,9 @@ public final class Node {
     let dynamo: DynamoAPI
     let kinesis: KinesisAPI
     private let peerServer: TCPServer
-    private let tickTimer: Timer
+    private let tickTimer: LoopTimer
     private var signals: [SignalWatcher] = []
-    private var shutdownTimer: Timer?
+    private var shutdownTimer: LoopTimer?
     let startedAt: Instant
     var shell = ShellStats()
     var chaos = ChaosSettings() {
@@ -158,7 +160,7 @@ public final class Node {
         dynamo = DynamoAPI(tables: tables)
         streams.maxPendingPuts = config.maxPendingPuts
         kinesis = KinesisAPI(streams: streams)
-        tickTimer = Timer(loop: loop)
+        tickTimer = LoopTimer(loop: loop)
 
         try udp.start { [unowned self] bytes, from in self.receive(bytes, from: from) }
         peers.onUnauthenticated = { [unowned self] from in self.logUnauthenticated(from?.description ?? "?", "peer frame not sealed with a keyring key") }
@@ -234,13 +236,13 @@ public final class Node {
         apply(membership.join(seeds: seeds, now: loop.now))
     }
 
-    private var parentWatch: Timer?
+    private var parentWatch: LoopTimer?
 
     /// Tooling that launches nodes (tests, demo, bench) sets `TANDEM_PARENT_PID`: the node exits
     /// when that process is gone, so a killed test run never leaves nodes behind.
     private func watchParent() {
         guard let raw = ProcessInfo.processInfo.environment["TANDEM_PARENT_PID"], let pid = Int32(raw) else { return }
-        let timer = Timer(loop: loop)
+        let timer = LoopTimer(loop: loop)
         parentWatch = timer
         timer.start(after: .seconds(1), repeating: .seconds(1)) { [unowned self] in
             if kill(pid, 0) != 0 && errno == ESRCH {
@@ -450,7 +452,7 @@ public final class Node {
         logger.info("leaving cluster", metadata: ["name": "\(config.name)"])
         apply(membership.leave(now: loop.now))
         streams.shutdown()
-        let timer = Timer(loop: loop)
+        let timer = LoopTimer(loop: loop)
         shutdownTimer = timer
         timer.start(after: config.settings.leaveGrace) { [unowned self] in self.loop.stop() }
     }

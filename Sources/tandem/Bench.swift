@@ -2,8 +2,11 @@ import ArgumentParser
 import Foundation
 import Membership
 import Simulation
+import Storage
 import TandemCore
 import TandemNode
+import TandemTestKit
+import Transport
 
 #if canImport(Glibc)
 import Glibc

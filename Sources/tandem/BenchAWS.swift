@@ -1,7 +1,10 @@
 import ArgumentParser
 import Foundation
+import Storage
 import TandemCore
 import TandemNode
+import TandemTestKit
+import Transport
 
 /// Figures for the AWS-compatible APIs on one node: raw keep-alive HTTP load (no SDK) against
 /// PutItem, GetItem, UpdateItem ADD and PutRecords, each as req/s and p99.

@@ -1,8 +1,11 @@
 import ArgumentParser
 import Foundation
 import Routing
+import Storage
 import TandemCore
 import TandemNode
+import TandemTestKit
+import Transport
 
 #if canImport(Glibc)
 import Glibc

@@ -1,7 +1,10 @@
 import ArgumentParser
 import Foundation
+import Storage
 import TandemCore
 import TandemNode
+import TandemTestKit
+import Transport
 
 #if canImport(Glibc)
 import Glibc

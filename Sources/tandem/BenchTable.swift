@@ -1,7 +1,10 @@
 import ArgumentParser
 import Foundation
+import Storage
 import TandemCore
 import TandemNode
+import TandemTestKit
+import Transport
 
 /// Figures for global tables, each against its target (real processes on loopback; the load
 /// generator shares the machine's cores with the nodes).

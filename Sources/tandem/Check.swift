@@ -1,7 +1,10 @@
 import ArgumentParser
 import Foundation
+import Storage
 import TandemCore
 import TandemNode
+import TandemTestKit
+import Transport
 
 /// `tandem check`: the chaos checker. Workloads run against every node while a seeded nemesis
 /// kills, stalls, partitions and degrades regions through a fault command (`cluster/chaos`);

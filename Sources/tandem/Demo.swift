@@ -1,7 +1,10 @@
 import ArgumentParser
 import Foundation
+import Storage
 import TandemCore
 import TandemNode
+import TandemTestKit
+import Transport
 
 /// The README's main job: a contact center running active-active in three regions on loopback.
 /// Callers arrive at edges and are routed; agents log in and change status (a global table and

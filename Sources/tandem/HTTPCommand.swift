@@ -1,6 +1,9 @@
 import ArgumentParser
 import Foundation
+import Storage
 import TandemNode
+import TandemTestKit
+import Transport
 
 /// `tandem http METHOD HOST:PORT PATH [--body JSON]`: one request to a node's API, the answer on
 /// stdout; exit status 1 on a 4xx/5xx. Tooling (cluster/) uses it so it needs no curl.

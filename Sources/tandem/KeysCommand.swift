@@ -1,6 +1,9 @@
 import ArgumentParser
 import Foundation
+import Storage
 import TandemNode
+import TandemTestKit
+import Transport
 
 /// `tandem keys generate|list|install|use|remove`: the cluster keyring. Rotation without
 /// downtime: `install` the new key everywhere, `use` it everywhere, then `remove` the old one.

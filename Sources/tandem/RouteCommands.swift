@@ -1,6 +1,9 @@
 import ArgumentParser
 import Foundation
+import Storage
 import TandemNode
+import TandemTestKit
+import Transport
 
 /// `tandem split …`: the target split, drains, and what the table makes of them.
 struct SplitCommand: ParsableCommand {

@@ -1,7 +1,10 @@
 import ArgumentParser
 import Foundation
+import Storage
 import TandemCore
 import TandemNode
+import TandemTestKit
+import Transport
 
 /// `tandem stream …`: the streams API from the command line.
 struct StreamCommand: ParsableCommand {

@@ -1,7 +1,10 @@
 import ArgumentParser
 import Foundation
+import Storage
 import TandemCore
 import TandemNode
+import TandemTestKit
+import Transport
 
 /// `tandem table …`: the global-table API from the command line.
 struct TableCommand: ParsableCommand {

@@ -2,7 +2,10 @@ import ArgumentParser
 import Foundation
 import Logging
 import Membership
+import Storage
 import TandemNode
+import TandemTestKit
+import Transport
 
 @main
 struct Tandem: ParsableCommand {

@@ -1,6 +1,9 @@
 import ArgumentParser
 import Foundation
+import Storage
 import TandemNode
+import TandemTestKit
+import Transport
 
 /// `tandem torture`: `kill -9` a random node at a random moment under a mixed write load, restart
 /// it on its data dir, and check that every acknowledged write is there (see `Torture`).

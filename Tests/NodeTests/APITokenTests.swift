@@ -1,7 +1,10 @@
 import Foundation
+import Storage
 import TandemCore
 import TandemNode
+import TandemTestKit
 import Testing
+import Transport
 
 /// Bearer tokens: the role table, and a real node answering 401/403 as JSON.
 @Suite(.serialized) struct APITokenTests {

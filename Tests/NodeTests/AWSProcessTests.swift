@@ -1,7 +1,10 @@
 import Foundation
+@testable import Storage
 import TandemCore
 @testable import TandemNode
+@testable import TandemTestKit
 import Testing
+@testable import Transport
 
 /// The DynamoDB and Kinesis JSON wire APIs on real processes, driven with raw JSON as an AWS SDK
 /// sends it (`POST /`, `X-Amz-Target`).

@@ -1,6 +1,9 @@
 import Foundation
+import Storage
 import TandemNode
+import TandemTestKit
 import Testing
+import Transport
 
 #if canImport(Glibc)
 import Glibc

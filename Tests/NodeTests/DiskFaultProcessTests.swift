@@ -1,7 +1,10 @@
 import Foundation
+import Storage
 import TandemCore
 import TandemNode
+import TandemTestKit
 import Testing
+import Transport
 
 /// A failing fsync under a real node (`POST /v1/chaos {"fsyncFails":true}` makes every fsync of
 /// its stores fail with EIO, as a dying disk would): table writes and stream records are

@@ -1,6 +1,9 @@
+import Storage
 import TandemCore
 import TandemNode
+import TandemTestKit
 import Testing
+import Transport
 
 @Suite struct FrameDecoderTests {
     func feed(_ decoder: inout FrameDecoder, _ bytes: [UInt8]) throws -> [Frame] {

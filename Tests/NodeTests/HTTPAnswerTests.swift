@@ -1,5 +1,8 @@
-import Testing
+@testable import Storage
 @testable import TandemNode
+@testable import TandemTestKit
+import Testing
+@testable import Transport
 
 /// Answers that ask the client to come back (503, 429) say when, whichever endpoint made them.
 @Suite struct HTTPAnswerTests {

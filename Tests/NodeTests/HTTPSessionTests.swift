@@ -1,6 +1,9 @@
 import Foundation
-import Testing
+import Storage
 import TandemNode
+import TandemTestKit
+import Testing
+import Transport
 
 /// The kept-alive client long-polling readers use (`stream read --follow`, `stream consume`).
 @Suite(.serialized) struct HTTPSessionTests {

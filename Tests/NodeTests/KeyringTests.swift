@@ -1,8 +1,11 @@
 import Foundation
 import Membership
+import Storage
 import TandemCore
 import TandemNode
+import TandemTestKit
 import Testing
+import Transport
 
 #if canImport(Glibc)
 import Glibc

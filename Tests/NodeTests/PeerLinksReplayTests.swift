@@ -1,14 +1,17 @@
 import Foundation
+@testable import Storage
 import TandemCore
 @testable import TandemNode
+@testable import TandemTestKit
 import Testing
+@testable import Transport
 
 /// Peer links in one process on real loopback sockets: a connection recorded off the wire
 /// and played back to a node is refused and counted, and the node answers nothing for it.
 @Suite struct PeerLinksReplayTests {
     /// Runs `loop` until `condition` holds or 5 s pass (a repeating timer keeps it waking).
     static func run(_ loop: EventLoop, until condition: () -> Bool) -> Bool {
-        let tick = Timer(loop: loop)
+        let tick = LoopTimer(loop: loop)
         tick.start(after: .milliseconds(5), repeating: .milliseconds(5)) {}
         defer { tick.stop() }
         let deadline = ContinuousClock.now + .seconds(5)

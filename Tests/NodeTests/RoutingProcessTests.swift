@@ -1,7 +1,10 @@
 import Foundation
+import Storage
 import TandemCore
 import TandemNode
+import TandemTestKit
 import Testing
+import Transport
 
 /// Routing on real `tandem node` processes: the HTTP API, the same answer from every node, and
 /// failover after `kill -9`.

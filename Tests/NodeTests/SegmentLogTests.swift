@@ -1,8 +1,11 @@
 import Foundation
+@testable import Storage
 import StreamLog
 import TandemCore
 @testable import TandemNode
+@testable import TandemTestKit
 import Testing
+@testable import Transport
 
 /// A fresh directory under /tmp, removed when the test ends.
 final class TempDir {

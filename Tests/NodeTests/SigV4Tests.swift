@@ -1,7 +1,10 @@
 import Foundation
+import Storage
 import TandemCore
 import TandemNode
+import TandemTestKit
 import Testing
+import Transport
 
 /// SigV4 verification: AWS's published test vectors (signature-v4-test-suite, credentials
 /// AKIDEXAMPLE, 2015-08-30 12:36:00 UTC, us-east-1, service "service"), then the checks a node

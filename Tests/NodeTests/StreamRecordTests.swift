@@ -1,6 +1,9 @@
-import Testing
+@testable import Storage
 import TandemCore
 @testable import TandemNode
+@testable import TandemTestKit
+import Testing
+@testable import Transport
 
 /// The put path's shortcut for `{"key","data"}` bodies must encode exactly what the general
 /// JSON path encodes, and leave every other shape (and every bad input) to that path.

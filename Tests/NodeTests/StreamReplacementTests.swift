@@ -1,6 +1,9 @@
+@testable import Storage
 import StreamLog
 @testable import TandemNode
+@testable import TandemTestKit
 import Testing
+@testable import Transport
 
 /// Which single-server change replaces a partition's departed voters, step by step.
 @Suite struct StreamReplacementTests {

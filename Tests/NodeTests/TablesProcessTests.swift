@@ -1,7 +1,10 @@
 import Foundation
+import Storage
 import TandemCore
 import TandemNode
+import TandemTestKit
 import Testing
+import Transport
 
 #if canImport(Glibc)
 import Glibc

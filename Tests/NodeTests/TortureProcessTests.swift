@@ -1,6 +1,9 @@
 import Foundation
+import Storage
 import TandemNode
+import TandemTestKit
 import Testing
+import Transport
 
 /// A short crash torture: 3 rounds of `kill -9` under puts, increments and stream records on 3
 /// nodes; nothing acknowledged is lost (`scripts/torture` runs 20 or more rounds).

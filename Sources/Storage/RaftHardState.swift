@@ -1,6 +1,7 @@
 import Foundation
 import StreamLog
 import TandemCore
+import Transport
 
 #if canImport(Glibc)
 import Glibc
@@ -80,6 +81,11 @@ public struct RaftConfigurationFile: Sendable {
         public var index: UInt64
         public var term: UInt64
         public var configuration: RaftConfiguration
+        public init(index: UInt64, term: UInt64, configuration: RaftConfiguration) {
+            self.index = index
+            self.term = term
+            self.configuration = configuration
+        }
     }
     static let magic: UInt32 = 0x5452_4346  // "TRCF"
     static let version: UInt8 = 1

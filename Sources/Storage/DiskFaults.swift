@@ -1,4 +1,5 @@
 import Foundation
+import Transport
 
 #if canImport(Glibc)
 import Glibc

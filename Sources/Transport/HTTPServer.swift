@@ -96,7 +96,7 @@ final class HTTPConnection {
     /// One timer serves both deadlines below. Restarting a libuv timer on every read and
     /// request showed up on the put path, so activity only moves the deadlines (loop time, ms)
     /// and the timer, when it fires, re-arms for whichever comes next.
-    private var timer: Timer?
+    private var timer: LoopTimer?
     private var timerDueMs: UInt64 = .max
     private var lastActivityMs: UInt64 = 0
     /// The slow-request deadline of the request being read (headers, then body).
@@ -117,7 +117,7 @@ final class HTTPConnection {
         self.connection = connection
         self.limits = server.limits
         parser = HTTPRequestParser(limits: server.limits)
-        timer = Timer(loop: server.loop)
+        timer = LoopTimer(loop: server.loop)
         parser.onPhase = { [unowned self] phase in
             switch phase {
             case .headers: self.setRequestDeadline(self.limits.headerTimeout, "headers")

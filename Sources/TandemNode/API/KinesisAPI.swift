@@ -1,5 +1,7 @@
 import Foundation
+import Storage
 import TandemCore
+import Transport
 
 /// Kinesis Data Streams' JSON wire API (`POST /`, `X-Amz-Target: Kinesis_20131202.<Op>`) over
 /// streams. Each operation is translated into a request of the streams API (`Streams.route`),

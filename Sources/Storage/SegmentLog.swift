@@ -1,6 +1,7 @@
 import Foundation
 import StreamLog
 import TandemCore
+import Transport
 
 #if canImport(Glibc)
 import Glibc

@@ -1,5 +1,7 @@
+import Storage
 import StreamLog
 import TandemCore
+import Transport
 
 /// Peer frame kinds used by streams (1 is push-pull, 2–4 are tables).
 enum StreamFrameKind {

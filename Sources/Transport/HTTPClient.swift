@@ -42,7 +42,7 @@ public enum HTTPClient {
         var received: [UInt8] = []
         var failure: Error?
         var done = false
-        let timer = Timer(loop: loop)
+        let timer = LoopTimer(loop: loop)
         var connection: TCPConnection?
         timer.start(after: timeout) {
             failure = TandemError(.unavailable, "request to \(target) timed out")
@@ -93,7 +93,7 @@ public enum HTTPClient {
         return (split.upperBound + length, closes)
     }
 
-    static func parse(_ raw: [UInt8]) throws -> Response {
+    public static func parse(_ raw: [UInt8]) throws -> Response {
         let separator: [UInt8] = [13, 10, 13, 10]
         guard let split = raw.firstRange(of: separator) else {
             throw TandemError(.malformed, "incomplete HTTP response (\(raw.count) bytes)")
@@ -154,7 +154,7 @@ public final class HTTPSession {
     private func exchange(_ bytes: [UInt8], timeout: Duration) throws -> HTTPClient.Response {
         var failure: Error?
         var timedOut = false
-        let timer = Timer(loop: loop)
+        let timer = LoopTimer(loop: loop)
         defer { timer.stop() }
         timer.start(after: timeout) { timedOut = true }
         if closed {

@@ -1,5 +1,7 @@
 import CSodium
 import Foundation
+import Storage
+import Transport
 
 /// AWS Signature Version 4, the way AWS SDKs sign requests, for verifying them: the canonical
 /// request, the string to sign, the signing key derived from the secret and the credential scope.

@@ -1,5 +1,6 @@
 import Foundation
 import TandemCore
+import Transport
 
 #if canImport(Glibc)
 import Glibc

@@ -1,6 +1,8 @@
 import Foundation
 import GlobalTable
+import Storage
 import TandemCore
+import Transport
 
 /// Global tables on one node: the in-memory replicas (the read path), the HLC, durable writes
 /// through LMDB group commit (a write is acknowledged only after its commit is on disk), and
@@ -47,11 +49,11 @@ final class Tables {
     private(set) var lagCounts = [Int](repeating: 0, count: Tables.lagBoundsMs.count + 1)
     private(set) var lagSumMs = 0.0
     private var flushScheduled = false
-    private let flushTimer: Timer
-    private let antiEntropyTimer: Timer
-    private let stabilityTimer: Timer
-    private let compactionTimer: Timer
-    private let ttlTimer: Timer
+    private let flushTimer: LoopTimer
+    private let antiEntropyTimer: LoopTimer
+    private let stabilityTimer: LoopTimer
+    private let compactionTimer: LoopTimer
+    private let ttlTimer: LoopTimer
     /// Expired items deleted by this node's sweep.
     private(set) var ttlDeleted = 0
     /// Per table, the key the TTL sweep resumes after (nil: from the start).
@@ -63,11 +65,11 @@ final class Tables {
         self.replication = replication
         core = TableNode(id: peerID, settings: replication.core)
         committer = GroupCommitter(loop: loop, store: store)
-        flushTimer = Timer(loop: loop)
-        antiEntropyTimer = Timer(loop: loop)
-        stabilityTimer = Timer(loop: loop)
-        compactionTimer = Timer(loop: loop)
-        ttlTimer = Timer(loop: loop)
+        flushTimer = LoopTimer(loop: loop)
+        antiEntropyTimer = LoopTimer(loop: loop)
+        stabilityTimer = LoopTimer(loop: loop)
+        compactionTimer = LoopTimer(loop: loop)
+        ttlTimer = LoopTimer(loop: loop)
         for (key, value) in try store.scan(prefix: Tables.catalogPrefix) {
             let name = String(decoding: key.dropFirst(), as: UTF8.self)
             guard let entry = try TableSyncCodec.decodeDeltas(value).catalog[name] else { continue }
@@ -189,7 +191,7 @@ final class Tables {
     /// Called for every failed commit (the node logs it, rate-limited).
     var onCommitFailure: (TandemError) -> Void = { _ in }
 
-    static func wallMs() -> UInt64 { UInt64(Date().timeIntervalSince1970 * 1000) }
+    static func wallMs() -> UInt64 { WallClock.nowMs() }
 
     static func itemStorageKey(_ table: String, _ key: ItemKey) -> [UInt8] {
         var w = ByteWriter()

@@ -51,6 +51,37 @@ public final class EventLoop {
     /// Monotonic time in nanoseconds (`uv_hrtime`), the only clock the cores ever see.
     public var now: Instant { Instant(nanoseconds: uv_hrtime()) }
 
+    /// Runs `job` on libuv's thread pool, then `done` back on this loop's thread: the one way the
+    /// shell moves blocking work (fsync, an LMDB commit) off the loop. `job` must touch nothing
+    /// the loop thread touches meanwhile; what it produces is handed to `done`.
+    public func work(_ job: @escaping @Sendable () -> Void, then done: @escaping () -> Void) {
+        let req = UnsafeMutablePointer<uv_work_t>.allocate(capacity: 1)
+        req.pointee.data = Unmanaged.passRetained(WorkItem(job: job, done: done)).toOpaque()
+        let rc = uv_queue_work(raw, req, { req in
+            Unmanaged<WorkItem>.fromOpaque(req!.pointee.data).takeUnretainedValue().job()
+        }, { req, _ in
+            let item = Unmanaged<WorkItem>.fromOpaque(req!.pointee.data).takeRetainedValue()
+            req!.deallocate()
+            item.done()
+        })
+        // Only fails for a loop that is closing or a null callback: run the job here instead.
+        if rc != 0 {
+            let item = Unmanaged<WorkItem>.fromOpaque(req.pointee.data!).takeRetainedValue()
+            req.deallocate()
+            item.job()
+            item.done()
+        }
+    }
+
+    private final class WorkItem: @unchecked Sendable {
+        let job: @Sendable () -> Void
+        let done: () -> Void
+        init(job: @escaping @Sendable () -> Void, done: @escaping () -> Void) {
+            self.job = job
+            self.done = done
+        }
+    }
+
     public func run() { uv_run(raw, UV_RUN_DEFAULT) }
     public func runOnce() { uv_run(raw, UV_RUN_ONCE) }
     public func stop() { uv_stop(raw) }
@@ -112,7 +143,7 @@ public final class AfterPoll {
 }
 
 /// A one-shot or repeating timer.
-public final class Timer {
+public final class LoopTimer {
     let handle: UnsafeMutablePointer<uv_timer_t>
     private var callback: () -> Void = {}
 
@@ -132,7 +163,7 @@ public final class Timer {
         let repeatMs = repeating.map { UInt64(max(1, $0.nanoseconds / 1_000_000)) } ?? 0
         uv_timer_start(handle, { h in
             guard let data = h?.pointee.data else { return }
-            let timer: Timer = owner(data)
+            let timer: LoopTimer = owner(data)
             timer.callback()
         }, ms, repeatMs)
     }

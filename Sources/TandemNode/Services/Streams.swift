@@ -1,8 +1,10 @@
 import Foundation
 import GlobalTable
 import Logging
+import Storage
 import StreamLog
 import TandemCore
+import Transport
 
 /// Streams on one node: the catalog, the partition replicas this node holds, the put path
 /// (forwarding to the leader), the read path (any replica, up to its commit index), consumer
@@ -111,11 +113,11 @@ final class Streams {
     private var putsTagged: UInt64 = 0
 
     private var outbox: [String: (buffer: [UInt8], count: Int)] = [:]
-    private let flushTimer: Timer
+    private let flushTimer: LoopTimer
     private var flushScheduled = false
-    private let housekeeping: Timer
+    private let housekeeping: LoopTimer
     private var housekeepingRounds = 0
-    private var timers: [ObjectIdentifier: Timer] = [:]
+    private var timers: [ObjectIdentifier: LoopTimer] = [:]
     private var stopping = false
     private let startedAt: Instant
 
@@ -143,8 +145,8 @@ final class Streams {
         self.root = dataDir + "/streams"
         self.tables = tables
         self.peers = peers
-        flushTimer = Timer(loop: loop)
-        housekeeping = Timer(loop: loop)
+        flushTimer = LoopTimer(loop: loop)
+        housekeeping = LoopTimer(loop: loop)
         startedAt = loop.now
     }
 
@@ -178,7 +180,7 @@ final class Streams {
 
     /// Runs `body` once after `delay` on the loop.
     private func after(_ delay: Duration, _ body: @escaping () -> Void) {
-        let t = Timer(loop: loop)
+        let t = LoopTimer(loop: loop)
         let key = ObjectIdentifier(t)
         timers[key] = t
         t.start(after: delay) { [weak self] in

@@ -96,14 +96,14 @@ public final class Keyring {
     }
 
     private static let sodiumReady: Bool = sodium_init() >= 0
-    static func initSodium() { precondition(sodiumReady, "libsodium failed to initialize") }
+    public static func initSodium() { precondition(sodiumReady, "libsodium failed to initialize") }
 
     // MARK: Rotation (install, use, remove), each refusing what would break the cluster.
 
     public func key(idHex: String) -> Key? { keys.first { $0.idHex == idHex.lowercased() } }
 
     /// Puts back an earlier state (a change that could not be persisted is undone).
-    func restore(_ previous: [Key]) { keys = previous }
+    public func restore(_ previous: [Key]) { keys = previous }
 
     /// Adds a key (accepted from now on); true if it was new.
     @discardableResult

@@ -9,7 +9,7 @@ public final class TCPConnection {
     private var readBuffer: UnsafeMutablePointer<CChar>?
     static let readBufferSize = 65536
     private var selfRetain: Unmanaged<TCPConnection>?
-    private var connectTimer: Timer?
+    private var connectTimer: LoopTimer?
     private var connectCallback: ((UVError?) -> Void)?
 
     public var onData: (UnsafeRawBufferPointer) -> Void = { _ in }
@@ -60,7 +60,7 @@ public final class TCPConnection {
             c.close()
             return c
         }
-        let timer = Timer(loop: loop)
+        let timer = LoopTimer(loop: loop)
         c.connectTimer = timer
         timer.start(after: timeout) { [weak c] in
             guard let c, let cb = c.connectCallback else { return }
@@ -148,7 +148,7 @@ public final class TCPConnection {
     public func closeGracefully(linger: Duration = .seconds(2)) {
         guard isOpen, lingerTimer == nil else { return }
         onData = { _ in }
-        let timer = Timer(loop: loop)
+        let timer = LoopTimer(loop: loop)
         lingerTimer = timer
         timer.start(after: linger) { [weak self] in self?.close() }
         let req = UnsafeMutablePointer<uv_shutdown_t>.allocate(capacity: 1)
@@ -161,7 +161,7 @@ public final class TCPConnection {
         }
     }
 
-    private var lingerTimer: Timer?
+    private var lingerTimer: LoopTimer?
 
     /// Closes once; `onClose` runs once libuv has released the handle.
     public func close() {

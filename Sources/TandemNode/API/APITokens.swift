@@ -1,6 +1,8 @@
 import CSodium
 import Foundation
+import Storage
 import TandemCore
+import Transport
 
 /// Bearer tokens for the client API (`--api-tokens FILE`, one `TOKEN ROLE [ACCESS_KEY_ID]` per line).
 ///

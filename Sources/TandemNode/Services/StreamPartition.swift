@@ -1,7 +1,8 @@
-import CLibUV
 import Foundation
+import Storage
 import StreamLog
 import TandemCore
+import Transport
 
 /// Latency histogram in milliseconds for `/metrics` (cumulative buckets, Prometheus style).
 struct LatencyHistogram {
@@ -50,10 +51,10 @@ final class StreamPartition {
     private let configurationFile: RaftConfigurationFile
     private var configurationHistory: [RaftConfigurationFile.Record]
     private let loop: EventLoop
-    private let tickTimer: Timer
-    private let driveTimer: Timer
+    private let tickTimer: LoopTimer
+    private let driveTimer: LoopTimer
     /// Runs a small sync on the loop (see `syncOnLoop`), after this turn's messages went out.
-    private let syncTimer: Timer
+    private let syncTimer: LoopTimer
     /// The last sync took longer than `slowSync`: the next one goes to the pool.
     private var lastSyncSlow = false
     private var driveScheduled = false
@@ -167,9 +168,9 @@ final class StreamPartition {
                         laterConfigurations: configurationHistory.map { ($0.index, $0.configuration) },
                         hardState: hs, storage: log, settings: settings,
                         applied: hs.commit, seed: UInt64.random(in: .min ... .max), now: start)
-        tickTimer = Timer(loop: loop)
-        driveTimer = Timer(loop: loop)
-        syncTimer = Timer(loop: loop)
+        tickTimer = LoopTimer(loop: loop)
+        driveTimer = LoopTimer(loop: loop)
+        syncTimer = LoopTimer(loop: loop)
         drive()
     }
 
@@ -463,15 +464,7 @@ final class StreamPartition {
             }
             return
         }
-        let req = UnsafeMutablePointer<uv_work_t>.allocate(capacity: 1)
-        req.pointee.data = Unmanaged.passRetained(job).toOpaque()
-        uv_queue_work(loop.raw, req, { req in
-            Unmanaged<SyncJob>.fromOpaque(req!.pointee.data).takeUnretainedValue().run()
-        }, { req, _ in
-            let job = Unmanaged<SyncJob>.fromOpaque(req!.pointee.data).takeRetainedValue()
-            req!.deallocate()
-            job.owner?.synced(job.taken, job: job, started: job.started)
-        })
+        loop.work({ job.run() }, then: { job.owner?.synced(job.taken, job: job, started: job.started) })
     }
 
     private func synced(_ taken: [PendingWrite], job: SyncJob, started: Instant) {

@@ -1,6 +1,6 @@
 import CLMDB
-import CLibUV
 import TandemCore
+import Transport
 
 #if canImport(Glibc)
 import Glibc
@@ -9,12 +9,12 @@ import Glibc
 /// The node's durable key-value store: one LMDB environment in the data dir. A committed write
 /// transaction is on disk (LMDB syncs on commit), so a write acknowledged after `commit` survives
 /// `kill -9` and power loss.
-final class LMDBStore: @unchecked Sendable {
+public final class LMDBStore: @unchecked Sendable {
     private var env: OpaquePointer?
     private var dbi: MDB_dbi = 0
     private let faults: DiskFaults
 
-    init(path: String, mapSizeBytes: Int = 16 << 30, faults: DiskFaults = .process) throws {
+    public init(path: String, mapSizeBytes: Int = 16 << 30, faults: DiskFaults = .process) throws {
         self.faults = faults
         try check(mdb_env_create(&env), "create environment")
         try check(mdb_env_set_maxdbs(env, 4), "set max dbs")
@@ -44,7 +44,7 @@ final class LMDBStore: @unchecked Sendable {
     }
 
     /// Every pair whose key starts with `prefix`, in key order.
-    func scan(prefix: [UInt8]) throws -> [(key: [UInt8], value: [UInt8])] {
+    public func scan(prefix: [UInt8]) throws -> [(key: [UInt8], value: [UInt8])] {
         var txn: OpaquePointer?
         try check(mdb_txn_begin(env, nil, UInt32(MDB_RDONLY), &txn), "begin read")
         defer { mdb_txn_abort(txn) }
@@ -70,7 +70,7 @@ final class LMDBStore: @unchecked Sendable {
     }
 
     /// Applies puts (value) and deletes (nil) in one transaction and syncs it.
-    func commit(_ writes: [(key: [UInt8], value: [UInt8]?)]) throws {
+    public func commit(_ writes: [(key: [UInt8], value: [UInt8]?)]) throws {
         var txn: OpaquePointer?
         try check(mdb_txn_begin(env, nil, 0, &txn), "begin write")
         for (key, value) in writes {
@@ -102,8 +102,8 @@ final class LMDBStore: @unchecked Sendable {
 /// Group commit: writes that arrive while a commit is running wait and go together in the
 /// next one, so many writers share one fsync. Commits run on libuv's thread pool; completions
 /// run on the loop thread, in submission order.
-final class GroupCommitter {
-    typealias Write = (key: [UInt8], value: [UInt8]?)
+public final class GroupCommitter {
+    public typealias Write = (key: [UInt8], value: [UInt8]?)
 
     private final class Batch: @unchecked Sendable {
         let store: LMDBStore
@@ -119,18 +119,18 @@ final class GroupCommitter {
     private let store: LMDBStore
     private var waiting: [(writes: [Write], done: (TandemError?) -> Void)] = []
     private var running: [(TandemError?) -> Void]?
-    private(set) var commits = 0
-    private(set) var writesCommitted = 0
-    private(set) var failures = 0
+    public private(set) var commits = 0
+    public private(set) var writesCommitted = 0
+    public private(set) var failures = 0
     /// Submissions waiting for a commit, including the one running.
-    var queuedWrites: Int { waiting.count + (running?.count ?? 0) }
+    public var queuedWrites: Int { waiting.count + (running?.count ?? 0) }
 
-    init(loop: EventLoop, store: LMDBStore) {
+    public init(loop: EventLoop, store: LMDBStore) {
         self.loop = loop
         self.store = store
     }
 
-    func submit(_ writes: [Write], _ done: @escaping (TandemError?) -> Void) {
+    public func submit(_ writes: [Write], _ done: @escaping (TandemError?) -> Void) {
         waiting.append((writes, done))
         if running == nil { startBatch() }
     }
@@ -141,31 +141,15 @@ final class GroupCommitter {
         waiting = []
         running = taken.map(\.done)
         let batch = Batch(store: store, writes: taken.flatMap(\.writes))
-        let req = UnsafeMutablePointer<uv_work_t>.allocate(capacity: 1)
-        req.pointee.data = Unmanaged.passRetained(BatchContext(batch: batch, owner: self)).toOpaque()
-        uv_queue_work(loop.raw, req, { req in
-            let context = Unmanaged<BatchContext>.fromOpaque(req!.pointee.data).takeUnretainedValue()
+        loop.work({
             do {
-                try context.batch.store.commit(context.batch.writes)
+                try batch.store.commit(batch.writes)
             } catch let e as TandemError {
-                context.batch.error = e
+                batch.error = e
             } catch {
-                context.batch.error = TandemError(.io, "\(error)")
+                batch.error = TandemError(.io, "\(error)")
             }
-        }, { req, _ in
-            let context = Unmanaged<BatchContext>.fromOpaque(req!.pointee.data).takeRetainedValue()
-            req!.deallocate()
-            context.owner?.finish(context.batch)
-        })
-    }
-
-    private final class BatchContext: @unchecked Sendable {
-        let batch: Batch
-        weak var owner: GroupCommitter?
-        init(batch: Batch, owner: GroupCommitter) {
-            self.batch = batch
-            self.owner = owner
-        }
+        }, then: { [weak self] in self?.finish(batch) })
     }
 
     private func finish(_ batch: Batch) {

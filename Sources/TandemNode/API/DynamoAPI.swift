@@ -1,6 +1,8 @@
 import Foundation
 import GlobalTable
+import Storage
 import TandemCore
+import Transport
 
 /// DynamoDB's JSON wire API (`POST /`, `X-Amz-Target: DynamoDB_20120810.<Op>`) over global
 /// tables, so AWS SDK code runs against a node by changing its endpoint.

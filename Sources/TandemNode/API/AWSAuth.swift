@@ -1,6 +1,8 @@
 import CSodium
 import Foundation
+import Storage
 import TandemCore
+import Transport
 
 /// Authorization of the AWS-compatible `POST /` when API tokens are on: AWS SDKs sign with
 /// SigV4 (an access key id from the tokens file, its token as secret access key); a bearer token

@@ -3,20 +3,20 @@ import TandemCore
 /// Holds actions back for a while, then runs them in due order (ties in arrival order): the
 /// opt-in one-way delay of peer traffic (`--chaos`, `delayMs` / `delays`). This kernel has no
 /// netem, so `cluster/` uses it for latency between regions; it is off unless set.
-final class DelayLine {
+public final class DelayLine {
     private let loop: EventLoop
-    private let timer: Timer
+    private let timer: LoopTimer
     private var waiting: [(due: Instant, seq: UInt64, run: () -> Void)] = []
     private var seq: UInt64 = 0
 
-    init(loop: EventLoop) {
+    public init(loop: EventLoop) {
         self.loop = loop
-        timer = Timer(loop: loop)
+        timer = LoopTimer(loop: loop)
     }
 
-    var count: Int { waiting.count }
+    public var count: Int { waiting.count }
 
-    func after(_ delay: Duration, _ run: @escaping () -> Void) {
+    public func after(_ delay: Duration, _ run: @escaping () -> Void) {
         guard delay > .zero else { return run() }
         seq += 1
         let due = loop.now + delay

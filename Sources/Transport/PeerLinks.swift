@@ -52,7 +52,7 @@ public final class PeerLinks {
 
     private struct Pending {
         var address: String
-        var timer: Timer
+        var timer: LoopTimer
         var completion: (Result<Frame, TandemError>) -> Void
     }
 
@@ -78,7 +78,7 @@ public final class PeerLinks {
     /// Told about each sealed frame refused as a replay (the node logs it, rate-limited).
     public var onReplayed: (SocketAddress?) -> Void = { _ in }
     /// Wall time in ms: a session's first frame must be from within the replay window.
-    public var wallMs: () -> UInt64 = Tables.wallMs
+    public var wallMs: () -> UInt64 = WallClock.nowMs
     /// Sessions inbound connections have started (each may start only once).
     private let acceptedSessions = FrameSessionGuard()
 
@@ -97,7 +97,7 @@ public final class PeerLinks {
                         _ completion: @escaping (Result<Frame, TandemError>) -> Void) {
         nextRequestID = nextRequestID == UInt32.max ? 1 : nextRequestID + 1
         let id = nextRequestID
-        let timer = Timer(loop: loop)
+        let timer = LoopTimer(loop: loop)
         pending[id] = Pending(address: address, timer: timer, completion: completion)
         timer.start(after: timeout) { [weak self] in
             self?.stats.requestTimeouts += 1
@@ -122,7 +122,7 @@ public final class PeerLinks {
     }
 
     /// The host part of `host:port`.
-    static func host(of address: String) -> String {
+    public static func host(of address: String) -> String {
         guard let colon = address.lastIndex(of: ":") else { return address }
         return String(address[..<colon])
     }
@@ -237,7 +237,7 @@ public final class PeerLinks {
             return
         }
         inbound += 1
-        let idle = Timer(loop: loop)
+        let idle = LoopTimer(loop: loop)
         let idleTimeout = limits.inboundIdleTimeout
         idle.start(after: idleTimeout) { [weak c] in c?.close() }
         c.onClose = { [weak self] in

@@ -1,6 +1,8 @@
 import Foundation
 import Membership
+import Storage
 import TandemCore
+import Transport
 
 /// The HTTP API: health, members, metrics, and (opt-in) chaos.
 extension Node {

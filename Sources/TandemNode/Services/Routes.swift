@@ -2,7 +2,9 @@ import Foundation
 import GlobalTable
 import Membership
 import Routing
+import Storage
 import TandemCore
+import Transport
 
 /// The routing shell: gathers the route table's inputs on this node, rebuilds the table when
 /// they change, and serves `/v1/route`, `/v1/split`, `/v1/regions/{r}/drain|undrain|capacity`
@@ -57,9 +59,9 @@ final class Routes {
     private var tracker: HealthTracker
     private(set) var current: RouteTable
     private(set) var stats = Stats()
-    private let refreshTimer: Timer
-    private var pollTimer: Timer?
-    private let pollTimeout: Timer
+    private let refreshTimer: LoopTimer
+    private var pollTimer: LoopTimer?
+    private let pollTimeout: LoopTimer
     private var pollConnection: TCPConnection?
     private var pollGeneration: UInt64 = 0
     private var pollFailures = 0
@@ -68,7 +70,7 @@ final class Routes {
     var rttEstimate: (String) -> Duration? = { _ in nil }
     private let selfRegion: String
     private var rttPublisher: RTTPublisher
-    private let rttTimer: Timer
+    private let rttTimer: LoopTimer
     private var startedAt: Instant
     private var rttWriting = false
     /// The matrix from the latest `rtt/<node>` items (the table's own may be older when the
@@ -87,13 +89,13 @@ final class Routes {
         self.selfRegion = selfRegion
         self.settings = settings
         rttPublisher = RTTPublisher(minInterval: settings.rttMinInterval)
-        rttTimer = Timer(loop: loop)
+        rttTimer = LoopTimer(loop: loop)
         startedAt = loop.now
         tracker = HealthTracker(holdDown: settings.holdDown, selfName: selfName, selfRegion: selfRegion,
                                 selfReturning: returning, now: loop.now)
         current = RouteTable(RouteInputs())
-        refreshTimer = Timer(loop: loop)
-        pollTimeout = Timer(loop: loop)
+        refreshTimer = LoopTimer(loop: loop)
+        pollTimeout = LoopTimer(loop: loop)
         tables.reserve(Routes.table, Routes.catalogEntry)
     }
 
@@ -111,7 +113,7 @@ final class Routes {
         refresh()
         refreshTimer.start(after: settings.refreshInterval, repeating: settings.refreshInterval) { [weak self] in self?.refresh() }
         if let url = settings.instanceHealthURL {
-            let timer = Timer(loop: loop)
+            let timer = LoopTimer(loop: loop)
             pollTimer = timer
             timer.start(after: .zero, repeating: settings.instanceHealthInterval) { [weak self] in self?.pollInstance(url) }
         }

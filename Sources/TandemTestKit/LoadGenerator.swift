@@ -1,5 +1,6 @@
 import Foundation
 import TandemCore
+import Transport
 
 /// A closed-loop HTTP load generator on its own libuv loop: `connections` keep-alive
 /// connections, each sending its next request as soon as the previous answer arrives, for
@@ -100,7 +101,7 @@ public final class LoadGenerator {
             let due = started + UInt64(Double(slots) / rate * 1e9)
             slots += 1
             if due > now {
-                let timer = Timer(loop: loop)
+                let timer = LoopTimer(loop: loop)
                 timer.start(after: .nanoseconds(Int64(due - now))) { [unowned self] in
                     _ = timer
                     self.transmit(client)
