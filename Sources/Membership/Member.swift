@@ -22,16 +22,23 @@ public enum MemberStatus: UInt8, Sendable, CustomStringConvertible, CaseIterable
     public var isLive: Bool { self == .alive || self == .suspect }
 }
 
+/// What a node is for. Carried on the wire as its raw value; anything else is malformed.
+public enum NodeRole: String, Hashable, Sendable {
+    /// A full node: serves clients, holds table and stream replicas, takes contacts.
+    case voter
+    /// Votes in Raft and counts toward a partition's majority; serves no clients, takes no contacts.
+    case witness
+}
+
 /// What a member says about itself, carried in every `alive` message and push-pull entry.
 public struct MemberMeta: Hashable, Sendable {
     /// The region this node serves (`us-east-1`).
     public var region: String
     /// `host:port` of its HTTP API, so any node can point a client at any other.
     public var api: String
-    /// `voter` (a full node) or `witness` (votes in Raft, serves no clients).
-    public var role: String
+    public var role: NodeRole
 
-    public init(region: String, api: String, role: String = "voter") {
+    public init(region: String, api: String, role: NodeRole = .voter) {
         self.region = region
         self.api = api
         self.role = role

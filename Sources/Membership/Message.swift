@@ -162,7 +162,7 @@ public struct Packet: Hashable, Sendable {
         w.u64(s.incarnation)
         w.shortString(s.meta.region)
         w.shortString(s.meta.api)
-        w.shortString(s.meta.role)
+        w.shortString(s.meta.role.rawValue)
     }
 
     static func decodeState(from r: inout ByteReader, status: MemberStatus) throws(TandemError) -> MemberState {
@@ -170,7 +170,11 @@ public struct Packet: Hashable, Sendable {
         guard !name.isEmpty else { throw TandemError(.malformed, "empty member name") }
         let address = try r.shortString()
         let inc = try r.u64()
-        let meta = MemberMeta(region: try r.shortString(), api: try r.shortString(), role: try r.shortString())
+        let region = try r.shortString()
+        let api = try r.shortString()
+        let roleName = try r.shortString()
+        guard let role = NodeRole(rawValue: roleName) else { throw TandemError(.malformed, "unknown member role '\(roleName)'") }
+        let meta = MemberMeta(region: region, api: api, role: role)
         return MemberState(name: name, address: address, incarnation: inc, status: status, meta: meta)
     }
 }

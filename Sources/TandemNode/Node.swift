@@ -15,7 +15,7 @@ let RLIMIT_NOFILE_VALUE = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
 public struct NodeConfig {
     public var name: String
     public var region: String
-    public var role = "voter"
+    public var role = NodeRole.voter
     /// `host:port` for gossip (UDP) and peer links (TCP), also the address others use.
     public var bind: String
     /// `host:port` of the HTTP API.
@@ -126,7 +126,7 @@ public final class Node {
         self.config = config
         self.logger = logger
         Node.raiseOpenFileLimit()
-        for (flag, value) in [("name", config.name), ("region", config.region), ("role", config.role)] {
+        for (flag, value) in [("name", config.name), ("region", config.region), ("role", config.role.rawValue)] {
             guard !value.isEmpty, ByteWriter.fitsShortString(value) else {
                 throw TandemError(.invalidArgument, "--\(flag) must be 1 to 255 bytes of UTF-8")
             }
@@ -153,7 +153,7 @@ public final class Node {
         peerServer = try TCPServer(loop: loop, bind: bindAddress)
         peers = PeerLinks(loop: loop, server: peerServer, keyring: keyring)
         http = try HTTPServer(loop: loop, bind: apiAddress, limits: config.httpLimits)
-        streams = Streams(loop: loop, logger: logger, selfID: bindAddress.description, isWitness: config.role == "witness",
+        streams = Streams(loop: loop, logger: logger, selfID: bindAddress.description, isWitness: config.role == .witness,
                           profile: config.profileName, dataDir: config.dataDir, tables: tables, peers: peers,
                           hourMs: config.streamHourMs, segmentBytes: config.streamSegmentBytes,
                           replicasAnswerForwardedPuts: !config.streamLeaderAnswersOnly)
@@ -213,8 +213,8 @@ public final class Node {
         }
         streams.start()
         routes.members = { [unowned self] in
-            [(self.config.name, self.config.region, self.membership.leaving ? .left : .alive, self.config.role == "witness")]
-                + self.membership.members.values.map { ($0.name, $0.state.meta.region, $0.status, $0.state.meta.role == "witness") }
+            [(self.config.name, self.config.region, self.membership.leaving ? .left : .alive, self.config.role == .witness)]
+                + self.membership.members.values.map { ($0.name, $0.state.meta.region, $0.status, $0.state.meta.role == .witness) }
         }
         routes.rttEstimate = { [unowned self] name in
             self.membership.members[name]?.coordinate.map { self.membership.vivaldi.coordinate.distance(to: $0) }

@@ -76,7 +76,7 @@ struct NodeCommand: ParsableCommand {
         config.seeds = seed
         config.profileName = profile
         config.settings = MembershipSettings.profile(named: profile)!
-        config.role = witness ? "witness" : "voter"
+        config.role = witness ? .witness : .voter
         config.chaos = chaos
         config.holdDown = .milliseconds(Int64((holdDown ?? (profile == "fast" ? 2 : 10)) * 1000))
         config.instanceHealthURL = instanceHealth

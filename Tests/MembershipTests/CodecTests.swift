@@ -16,9 +16,9 @@ import Testing
         .nack(seq: 4),
         .pingReq(seq: 5, target: "node-2", targetAddress: "10.0.0.2:7946"),
         .alive(MemberState(name: "node-3", address: "[::1]:7946", incarnation: .max, status: .alive,
-                           meta: MemberMeta(region: "eu-west-1", api: "10.0.0.3:8080", role: "witness"))),
+                           meta: MemberMeta(region: "eu-west-1", api: "10.0.0.3:8080", role: .witness))),
         .alive(MemberState(name: "ünïcødé-名前", address: "h:1", incarnation: 0, status: .alive,
-                           meta: MemberMeta(region: "", api: "", role: ""))),
+                           meta: MemberMeta(region: "", api: "", role: .voter))),
         .suspect(name: "node-4", incarnation: 7, from: "node-5"),
         .dead(name: "node-6", incarnation: 8, from: "node-7"),
         .leave(name: "node-8", incarnation: 9),
@@ -130,17 +130,16 @@ import Testing
     }
 
     @Test func datagramOfExactlyMaxSizeIsAccepted() throws {
-        // One alive message padded to fill the datagram to the byte.
+        // One alive message padded to fill the datagram to the byte (name, address, region, api).
         func packet(padding: Int) -> Packet {
-            Packet([.alive(MemberState(name: "n", address: "a", incarnation: 1, status: .alive,
-                                       meta: MemberMeta(region: String(repeating: "r", count: min(255, padding)),
-                                                        api: String(repeating: "p", count: min(255, max(0, padding - 255))),
-                                                        role: String(repeating: "o", count: max(0, padding - 510))))),
-                    .pingReq(seq: 1, target: String(repeating: "t", count: 255), targetAddress: String(repeating: "x", count: 255)),
-                    .pingReq(seq: 2, target: String(repeating: "u", count: 255), targetAddress: String(repeating: "y", count: 255))])
+            func part(_ c: Character, _ i: Int) -> String { String(repeating: c, count: min(254, max(0, padding - 254 * i))) }
+            return Packet([.alive(MemberState(name: "n" + part("m", 0), address: "a" + part("b", 1), incarnation: 1, status: .alive,
+                                              meta: MemberMeta(region: part("r", 2), api: part("p", 3)))),
+                           .pingReq(seq: 1, target: String(repeating: "t", count: 255), targetAddress: String(repeating: "x", count: 255)),
+                           .pingReq(seq: 2, target: String(repeating: "u", count: 255), targetAddress: String(repeating: "y", count: 255))])
         }
         let base = packet(padding: 0).encode().count
-        #expect(Packet.maxSize - base + 1 < 3 * 255, "padding must fit in the three meta strings")
+        #expect(Packet.maxSize - base + 1 < 4 * 254, "padding must fit in the name, address and two meta strings")
         let exact = packet(padding: Packet.maxSize - base)
         let bytes = exact.encode()
         #expect(bytes.count == Packet.maxSize)
@@ -148,6 +147,16 @@ import Testing
         let over = packet(padding: Packet.maxSize - base + 1).encode()
         #expect(over.count == Packet.maxSize + 1)
         #expect(code { try Packet.decode(over) } == TandemError.Code.tooLarge.name)
+    }
+
+    @Test func unknownRoleIsMalformed() throws {
+        let packet = Packet([.alive(MemberState(name: "n", address: "a:1", incarnation: 1, status: .alive,
+                                                meta: MemberMeta(region: "r", api: "p", role: .witness)))])
+        var bytes = packet.encode()
+        #expect(try Packet.decode(bytes) == packet)
+        let at = try #require(bytes.firstRange(of: Array("witness".utf8)))
+        bytes.replaceSubrange(at, with: Array("admiral".utf8))
+        #expect(code { try Packet.decode(bytes) } == TandemError.Code.malformed.name)
     }
 
     @Test func tooManyMessagesAreRejected() throws {
@@ -235,9 +244,9 @@ import Testing
         MemberState(name: "node-0", address: "10.0.0.1:7946", incarnation: 3, status: .alive,
                     meta: MemberMeta(region: "us-east-1", api: "10.0.0.1:8080")),
         MemberState(name: "node-1", address: "10.0.0.2:7946", incarnation: 0, status: .suspect,
-                    meta: MemberMeta(region: "eu-west-1", api: "10.0.0.2:8080", role: "witness")),
+                    meta: MemberMeta(region: "eu-west-1", api: "10.0.0.2:8080", role: .witness)),
         MemberState(name: "node-2", address: "10.0.0.3:7946", incarnation: .max, status: .dead,
-                    meta: MemberMeta(region: "", api: "", role: "")),
+                    meta: MemberMeta(region: "", api: "", role: .voter)),
         MemberState(name: "ñødé-3", address: "[fe80::1]:7946", incarnation: 9, status: .left,
                     meta: MemberMeta(region: "ap-south-1", api: "x")),
     ])

@@ -1,6 +1,7 @@
 import Foundation
 import GlobalTable
 import Logging
+import Membership
 import Storage
 import StreamLog
 import TandemCore
@@ -56,7 +57,7 @@ final class Streams {
         var address: String
         var api: String
         var region: String
-        var role: String
+        var role: NodeRole
         var alive: Bool
         /// Left the cluster gracefully: gone for good, so its partition replicas are replaced.
         var left = false
@@ -232,8 +233,8 @@ final class Streams {
     /// Rendezvous placement for a new stream (see the type doc).
     func place(_ name: String, partitions: Int) -> (voters: [[String]], witnesses: [[String]]) {
         let live = members().filter(\.alive)
-        let full = live.filter { $0.role != "witness" }.map(\.address)
-        let witness = live.filter { $0.role == "witness" }.map(\.address)
+        let full = live.filter { $0.role != .witness }.map(\.address)
+        let witness = live.filter { $0.role == .witness }.map(\.address)
         var voters: [[String]] = []
         var witnesses: [[String]] = []
         for p in 0..<partitions {
@@ -423,7 +424,7 @@ final class Streams {
             let known = Set(all.map(\.address))
             for p in partitions.values { gone.formUnion(p.raft.configuration.voters.filter { !known.contains($0) }) }
         }
-        let live = all.filter { $0.alive && !$0.left && $0.role != "witness" }.map(\.address)
+        let live = all.filter { $0.alive && !$0.left && $0.role != .witness }.map(\.address)
         for p in partitions.values where p.canPropose {
             guard let d = definitions[p.id.stream], d.incarnation == p.id.incarnation else { continue }
             let config = p.raft.configuration
