@@ -44,8 +44,8 @@ import Glibc
 /// write; the file is cut there (ftruncate + fsync), later segments are deleted, and the damage is
 /// reported in `recovery`. A bad record *before* the last hinted segment cannot be a torn write,
 /// so it throws a `.corrupt` error instead of dropping data. Reads that meet a bad record in a
-/// trusted segment throw from `readEntries`/`verify`; through the non-throwing `LogStorage`
-/// methods they stop the process, since serving a damaged log to Raft would be worse.
+/// trusted segment throw (`term(at:)`, `entries`, `verify`); Raft then halts that replica and
+/// the shell stops it, as for a failed fsync, rather than serve a damaged log.
 public final class SegmentLog: LogStorage, @unchecked Sendable {
     public struct Settings: Sendable {
         /// A new segment starts when the current one would grow past this. Retention deletes
@@ -319,29 +319,19 @@ public final class SegmentLog: LogStorage, @unchecked Sendable {
 
     private var lastIndexLocked: UInt64 { segments.last?.lastIndex ?? baseIndex }
 
-    public func term(at index: UInt64) -> UInt64? {
-        do {
-            return try locked { try termLocked(at: index) }
-        } catch {
-            refuseToServe(error)
-        }
+    public func term(at index: UInt64) throws -> UInt64? {
+        try faults.checkRead(directory)
+        return try locked { try termLocked(at: index) }
     }
 
-    public func entries(from: UInt64, to: UInt64, maxBytes: Int) -> [LogEntry] {
-        do {
-            return try readEntries(from: from, to: to, maxBytes: maxBytes)
-        } catch {
-            refuseToServe(error)
-        }
+    public func entries(from: UInt64, to: UInt64, maxBytes: Int) throws -> [LogEntry] {
+        try faults.checkRead(directory)
+        return try locked { try readLocked(from: from, to: to, maxBytes: maxBytes) }
     }
 
-    /// `entries(from:to:maxBytes:)` that reports a damaged or unreadable file instead of stopping.
+    /// The same as `entries(from:to:maxBytes:)` (the name the REST read path uses).
     public func readEntries(from: UInt64, to: UInt64, maxBytes: Int) throws -> [LogEntry] {
-        try locked { try readLocked(from: from, to: to, maxBytes: maxBytes) }
-    }
-
-    private func refuseToServe(_ error: Error) -> Never {
-        fatalError("SegmentLog \(directory): \(error); refusing to serve a log that cannot be read back intact")
+        try entries(from: from, to: to, maxBytes: maxBytes)
     }
 
     private func termLocked(at index: UInt64) throws -> UInt64? {
@@ -1145,8 +1135,8 @@ extension SegmentLog {
                 + "files \(rate(reads, fromFiles)), tail cache \(rate(reads, fromCache))"
         )
         let terms = 20_000
-        let termLookups = seconds {
-            for _ in 0..<terms { _ = cold.term(at: 1 + rng.next() % UInt64(records)) }
+        let termLookups = try seconds {
+            for _ in 0..<terms { _ = try cold.term(at: 1 + rng.next() % UInt64(records)) }
         }
         lines.append("term(at:) at random indexes from files: \(rate(terms, termLookups))")
         try? FileManager.default.removeItem(atPath: directory)
