@@ -588,6 +588,13 @@ func recordBytes(_ e: LogEntry) -> Int { 33 + e.data.count }
             try file.store(state)
             #expect(try file.load() == state)
         }
+        // The format, byte for byte: magic "TRHS", version 1, term, commit, vote (flag, length,
+        // UTF-8), CRC32C of all that (big-endian).
+        try file.store(HardState(term: 3, vote: "node-b", commit: 17))
+        let be64 = { (v: UInt64) in (0..<8).map { UInt8(truncatingIfNeeded: v >> (56 - 8 * $0)) } }
+        let body: [UInt8] = [0x54, 0x52, 0x48, 0x53, 1] + be64(3) + be64(17) + [1, 6] + Array("node-b".utf8)
+        let crc = CRC32C.checksum(body)
+        #expect(dir.read("raft.state") == body + (0..<4).map { UInt8(truncatingIfNeeded: crc >> (24 - 8 * $0)) })
         var bytes = dir.read("raft.state")
         bytes[6] ^= 1
         dir.write("raft.state", bytes)

@@ -281,7 +281,8 @@ final class StreamPartition {
         driveTimer.stop()
         syncTimer.stop()
         let hs = raft.hardState
-        if hs != storedHardState, raft.persistedIndex >= hs.commit {
+        // Not from a halted core: what it decided after its last ready must not leave it.
+        if hs != storedHardState, raft.persistedIndex >= hs.commit, raft.storageFailure == nil {
             try? hardStateFile.store(hs)
         }
         for w in waiters { w.done(.failure(PutFailure(status: 503, code: "shutting_down", message: "node is stopping", retryable: true))) }
