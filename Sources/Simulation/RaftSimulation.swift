@@ -16,6 +16,9 @@ public struct RaftSimConfig: Sendable {
     public var fsyncJitter: Duration = .milliseconds(4)
     /// How often the client proposes (1–3 records, on a random node, forwarded to its leader).
     public var proposalInterval: Duration = .milliseconds(15)
+    /// `runWithFaults` also makes a node's log reads fail now and then (`failReads`). Off by
+    /// default, so the runs of existing seeds stay what they were.
+    public var readFaults = false
     public init() {}
 }
 
@@ -90,6 +93,8 @@ public final class RaftSimulation {
     /// came while that term's leader had not yet committed the record.
     public private(set) var acknowledgedByForwarder = 0
     public private(set) var acknowledgedBeforeLeaderCommit = 0
+    /// Nodes stopped because a log read failed and their core halted.
+    public private(set) var readFailureStops = 0
 
     let nodes: [Node]
     private var rng: SeededGenerator
@@ -136,6 +141,14 @@ public final class RaftSimulation {
     }
 
     public func isUp(_ i: Int) -> Bool { nodes[i].core != nil }
+
+    /// Node `i`'s log reads fail from now on, until it restarts: its core halts at its next
+    /// read, and the shell loop stops it as a real node's shell stops the replica (a crash:
+    /// what was not synced is gone, as a reopen cuts it). A restart finds a working disk.
+    public func failReads(_ i: Int) {
+        guard nodes[i].core != nil else { return }
+        nodes[i].storage.readsFail = true
+    }
 
     /// Splits nodes into groups that cannot reach each other; unlisted nodes join group 0.
     public func partition(_ groups: [[Int]]) {
@@ -187,6 +200,7 @@ public final class RaftSimulation {
         while now < end {
             run(for: .milliseconds(20 + Int64(rng.next() % 180)))
             let i = Int(rng.next() % UInt64(nodes.count))
+            if config.readFaults && rng.next() % 8 == 0 { failReads(i) }
             switch rng.next() % 100 {
             case 0..<20: crash(i)
             case 20..<45: restart(i)
@@ -222,7 +236,7 @@ public final class RaftSimulation {
     /// A leader that every running node follows, with an entry of its own term committed.
     public var hasStableLeader: Bool {
         guard let l = leaders.first, leaders.count == 1, let core = nodes[l].core else { return false }
-        guard core.term(at: core.commitIndex) == core.term else { return false }
+        guard inspect(nodes[l], { try core.term(at: core.commitIndex) }) == core.term else { return false }
         return nodes.allSatisfy { $0.core == nil || $0.core!.leader == core.id }
     }
 
@@ -243,7 +257,7 @@ public final class RaftSimulation {
         for (payload, index) in acknowledged.sorted(by: { $0.value < $1.value }) {
             for n in nodes {
                 guard let core = n.core, core.commitIndex >= index, index >= core.firstIndex else { continue }
-                let e = core.entries(from: index, to: index).first
+                let e = inspect(n) { try core.entries(from: index, to: index).first }
                 if e.map({ String(decoding: $0.data, as: UTF8.self) }) != payload {
                     violate("acknowledged \(payload) at \(index) but \(n.id) holds \(String(describing: e))")
                 }
@@ -257,6 +271,7 @@ public final class RaftSimulation {
     private func boot(_ i: Int) {
         let n = nodes[i]
         n.generation += 1
+        n.storage.readsFail = false
         let restored = n.storage.lastConfiguration()
         n.core = RaftNode(id: n.id, configuration: restored?.configuration ?? configuration,
                           configurationIndex: restored?.index ?? 0, hardState: n.durableHardState,
@@ -318,6 +333,7 @@ public final class RaftSimulation {
             return "p\(nextPayload)"
         }
         guard let range = try? core.propose(payloads.map { Array($0.utf8) }, timestamp: now.nanoseconds / 1_000_000, now: now) else {
+            drive(i)  // a read that failed in there halted the core: the loop stops the node
             return nil
         }
         proposedCount += count
@@ -338,8 +354,14 @@ public final class RaftSimulation {
             rounds += 1
             precondition(rounds < 1000, "\(n.id): ready() never drains")
             let rd = core.ready()
+            if rd.storageFailure != nil {
+                // Nothing in this ready may be acted on (the rule atop Raft.swift).
+                readFailureStops += 1
+                crash(i)
+                return
+            }
             if let soft = rd.softState, soft.role == .leader { becameLeader(i, core) }
-            for e in rd.entries { checkLogMatching(e, core) }
+            for e in rd.entries { checkLogMatching(e, i, core) }
             if let r = rd.resetLog { n.storage.reset(after: r) }
             n.storage.append(rd.entries)
             for m in rd.messages { send(m, from: i) }
@@ -375,6 +397,18 @@ public final class RaftSimulation {
     // ==== ------------------------------------------------------------------------------------
     // MARK: Invariants
 
+    /// What a node's log holds, for the invariant checks, whatever fault its reads have.
+    private func inspect<T>(_ n: Node, _ read: () throws -> T) -> T {
+        let failing = n.storage.readsFail
+        n.storage.readsFail = false
+        defer { n.storage.readsFail = failing }
+        do {
+            return try read()
+        } catch {
+            preconditionFailure("\(n.id): memory log read failed with no fault set: \(error)")
+        }
+    }
+
     private func violate(_ what: String) {
         if violations.count < 20 { violations.append("t=\(now): \(what)") }
     }
@@ -389,8 +423,9 @@ public final class RaftSimulation {
         guard appliedMax >= core.firstIndex else { return }
         for index in core.firstIndex...appliedMax {
             guard let a = applied[index] else { continue }
-            if core.term(at: index) != a.term {
-                violate("leader \(core.id) of term \(core.term) lacks committed \(index)@\(a.term) (has \(String(describing: core.term(at: index))))")
+            let held = inspect(nodes[i]) { try core.term(at: index) }
+            if held != a.term {
+                violate("leader \(core.id) of term \(core.term) lacks committed \(index)@\(a.term) (has \(String(describing: held)))")
                 return
             }
         }
@@ -398,8 +433,8 @@ public final class RaftSimulation {
 
     /// Log matching, inductively: one (index, term) always names the same entry, preceded by
     /// the same term — so two logs agreeing on an entry agree on everything before it.
-    private func checkLogMatching(_ e: LogEntry, _ core: RaftNode) {
-        let facts = EntryFacts(kind: e.kind, dataHash: stableHash64(e.data), prevTerm: core.term(at: e.index - 1))
+    private func checkLogMatching(_ e: LogEntry, _ i: Int, _ core: RaftNode) {
+        let facts = EntryFacts(kind: e.kind, dataHash: stableHash64(e.data), prevTerm: inspect(nodes[i]) { try core.term(at: e.index - 1) })
         let key = LogKey(index: e.index, term: e.term)
         if let known = entryFacts[key] {
             if known != facts { violate("log matching: \(e.index)@\(e.term) differs on \(core.id): \(known) vs \(facts)") }

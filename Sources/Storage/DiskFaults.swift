@@ -1,4 +1,5 @@
 import Foundation
+import TandemCore
 import Transport
 
 #if canImport(Glibc)
@@ -10,6 +11,11 @@ import Glibc
 /// `fsyncFails` is set, as a dying disk or a lost iSCSI path would. Set through the chaos API
 /// (`POST /v1/chaos {"fsyncFails":true}`, needs `--chaos`); off otherwise.
 ///
+/// Reads fail the same way while `readFailsUnder` is set: every `term(at:)` and `entries` of a
+/// stream log whose directory contains that string throws EIO, as an unreadable sector would
+/// (`{"readFailsUnder":"/events/"}` picks one stream's replicas). It fails reads the tail cache
+/// would have answered too, so a test need not first push entries out of the cache.
+///
 /// One instance per process (`process`) because the syncs run on libuv's thread pool, far from
 /// any node object; a unit test that wants a failing disk of its own passes its own instance.
 public final class DiskFaults: @unchecked Sendable {
@@ -18,6 +24,8 @@ public final class DiskFaults: @unchecked Sendable {
     private let lock = NSLock()
     private var failing = false
     private var count = 0
+    private var readFailPattern: String?
+    private var readCount = 0
 
     public init() {}
 
@@ -28,6 +36,24 @@ public final class DiskFaults: @unchecked Sendable {
 
     /// fsyncs refused so far.
     public var injected: Int { lock.withLock { count } }
+
+    public var readFailsUnder: String? {
+        get { lock.withLock { readFailPattern } }
+        set { lock.withLock { readFailPattern = newValue.flatMap { $0.isEmpty ? nil : $0 } } }
+    }
+
+    /// Reads refused so far.
+    public var injectedReads: Int { lock.withLock { readCount } }
+
+    /// Throws EIO (`.diskFailed`) when reads under `path` must fail now.
+    func checkRead(_ path: String) throws {
+        let fail = lock.withLock {
+            guard let p = readFailPattern, path.contains(p) else { return false }
+            readCount += 1
+            return true
+        }
+        if fail { throw TandemError(.diskFailed, "read of \(path): \(String(cString: strerror(EIO))) (injected)") }
+    }
 
     /// `fdatasync(2)`, or -1 with errno EIO while the fault is on.
     public func fdatasync(_ fd: Int32) -> Int32 { injectFailure() ? eio() : Glibc.fdatasync(fd) }

@@ -7,24 +7,8 @@ import Transport
 import Glibc
 #endif
 
-/// What Raft must remember across a crash besides the log (Raft §5.1, Figure 2): the current
-/// term and the vote cast in it (so a node never votes twice in one term), and the commit index
-/// (not required for safety, but it lets a restarted node serve reads up to it without waiting
-/// for a leader).
-public struct RaftHardState: Sendable, Equatable {
-    public var term: UInt64
-    /// Name of the node voted for in `term`, if any.
-    public var vote: String?
-    public var commit: UInt64
-
-    public init(term: UInt64 = 0, vote: String? = nil, commit: UInt64 = 0) {
-        self.term = term
-        self.vote = vote
-        self.commit = commit
-    }
-}
-
-/// The hard state of one Raft group in a small file:
+/// The hard state of one Raft group (the core's `HardState`: term, vote, commit index) in a
+/// small file:
 /// `magic "TRHS" | version u8 | term u64 | commit u64 | hasVote u8 | vote shortString? | crc32c u32`
 /// (big-endian, CRC over everything before it). Every store replaces the whole file through
 /// temp + fsync + rename + directory fsync, so a crash leaves the old or the new state, never a
@@ -44,7 +28,7 @@ public struct RaftHardStateFile: Sendable {
     }
 
     /// The stored state, or nil when the file does not exist (a new group).
-    public func load() throws -> RaftHardState? {
+    public func load() throws -> HardState? {
         guard let bytes = try DurableFile.read(path, limit: 4096) else { return nil }
         do {
             var r = try DurableFile.checkedBody(bytes, magic: Self.magic, version: Self.version)
@@ -52,13 +36,13 @@ public struct RaftHardStateFile: Sendable {
             let commit = try r.u64()
             let vote = try r.bool() ? try r.shortString() : nil
             guard r.isAtEnd else { throw TandemError(.malformed, "trailing bytes") }
-            return RaftHardState(term: term, vote: vote, commit: commit)
+            return HardState(term: term, vote: vote, commit: commit)
         } catch {
             throw TandemError(.corrupt, "Raft hard state \(path) is unreadable: \(error)")
         }
     }
 
-    public func store(_ state: RaftHardState) throws {
+    public func store(_ state: HardState) throws {
         var w = ByteWriter(capacity: 64)
         w.u32(Self.magic)
         w.u8(Self.version)

@@ -30,6 +30,10 @@ public struct LogEntry: Sendable, Equatable {
 /// What the Raft core may read of the durable log. The shell backs it with segment files;
 /// tests and the simulator back it with memory. Writes go the other way: the core hands the
 /// shell entries to append (in `RaftReady`), and the shell makes them durable.
+///
+/// The reads that may go to the disk throw (an unreadable or damaged file); the core then
+/// halts and says so in its next `RaftReady.storageFailure` (the rule is at the top of
+/// Raft.swift). The bounds are kept in memory and cannot fail.
 public protocol LogStorage: AnyObject {
     /// First index still held (1 until retention trims the head).
     var firstIndex: UInt64 { get }
@@ -37,10 +41,17 @@ public protocol LogStorage: AnyObject {
     var lastIndex: UInt64 { get }
     /// Term of the entry at `index`; also answers for `firstIndex - 1` (the term of the last
     /// trimmed entry, kept so log matching works at the boundary). Nil outside that range.
-    func term(at index: UInt64) -> UInt64?
+    func term(at index: UInt64) throws -> UInt64?
     /// Entries in `from...to` (clamped to what is held), stopping once `maxBytes` of data is
     /// collected but always returning at least one entry when any is in range.
-    func entries(from: UInt64, to: UInt64, maxBytes: Int) -> [LogEntry]
+    func entries(from: UInt64, to: UInt64, maxBytes: Int) throws -> [LogEntry]
+}
+
+/// A `LogStorage` read failed, as the halted core reports it (`RaftReady.storageFailure`).
+public struct StorageReadFailure: Error, Sendable, Equatable, CustomStringConvertible {
+    public var message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { "storage read failed: \(message)" }
 }
 
 /// Which partition a record key belongs to: FNV-1a 64 of the key's UTF-8 bytes, modulo the

@@ -9,19 +9,32 @@ public final class MemoryLogStorage: LogStorage {
     public private(set) var boundary = LogPosition(index: 0, term: 0)
     /// Entries through this index survive a crash.
     public private(set) var syncedIndex: UInt64 = 0
+    /// While set, every read throws, as a disk that stopped answering would (fault injection
+    /// for the core's halting on a failed read).
+    public var readsFail = false
+
+    public struct ReadFault: Error, CustomStringConvertible {
+        public var description: String { "injected read fault" }
+    }
 
     public init() {}
 
     public var firstIndex: UInt64 { boundary.index + 1 }
     public var lastIndex: UInt64 { boundary.index + UInt64(log.count) }
 
-    public func term(at index: UInt64) -> UInt64? {
+    public func term(at index: UInt64) throws -> UInt64? {
+        if readsFail { throw ReadFault() }
+        return heldTerm(at: index)
+    }
+
+    private func heldTerm(at index: UInt64) -> UInt64? {
         if index == boundary.index { return boundary.term }
         guard index > boundary.index, index <= lastIndex else { return nil }
         return log[Int(index - boundary.index - 1)].term
     }
 
-    public func entries(from: UInt64, to: UInt64, maxBytes: Int) -> [LogEntry] {
+    public func entries(from: UInt64, to: UInt64, maxBytes: Int) throws -> [LogEntry] {
+        if readsFail { throw ReadFault() }
         let lo = max(from, firstIndex)
         let hi = min(to, lastIndex)
         guard lo <= hi else { return [] }
@@ -62,7 +75,7 @@ public final class MemoryLogStorage: LogStorage {
     public func trim(before index: UInt64) {
         guard index > firstIndex else { return }
         let cut = min(index, lastIndex + 1)
-        let boundaryTerm = term(at: cut - 1)!
+        let boundaryTerm = heldTerm(at: cut - 1)!
         log.removeFirst(Int(cut - firstIndex))
         boundary = LogPosition(index: cut - 1, term: boundaryTerm)
         syncedIndex = max(syncedIndex, boundary.index)

@@ -27,6 +27,19 @@ import TandemCore
 //     }
 //
 // Nothing here reads a clock, touches a disk or a socket, or draws global randomness.
+//
+// Storage reads can fail (`LogStorage` throws: an unreadable or damaged segment). The rule:
+// - An input (tick, step, propose…, appended, or ready itself) whose read fails *halts* the
+//   node where it stood. The input is abandoned half done, so nothing it decided may leave the
+//   node: the next `ready()` carries only `storageFailure` (no entries, no hard state, no
+//   messages, no committed entries), `hasReady` is false after it, and every later input is
+//   ignored (`propose` and the other requests throw `storageFailed`).
+// - The shell then stops the replica, as for a failed fsync, and later reopens it from disk
+//   with a new `RaftNode`. To the group that is a crash right after the last ready the shell
+//   carried out, which Raft is built to survive: what was durable stays durable, and what was
+//   only in memory (unsent messages, unwritten votes and entries) is as if never decided.
+// - Queries that read the log (`term(at:)`, `entries`, `holds`) change nothing: they throw,
+//   and the shell treats that failure the same way.
 
 // ==== ------------------------------------------------------------------------------------
 // MARK: Settings and value types
@@ -164,6 +177,9 @@ public struct RaftReady: Sendable {
     public var messagesAfterPersist: [RaftOutgoing] = []
     /// Committed entries, in order, to make visible to readers (and to acknowledge puts).
     public var committedEntries: [LogEntry] = []
+    /// A storage read failed and the node halted (see the rule at the top of this file): when
+    /// set, everything else here is empty, and the shell must stop the replica.
+    public var storageFailure: StorageReadFailure?
 
     public var mustPersist: Bool { hardState != nil || resetLog != nil || !entries.isEmpty }
     /// What to pass to `RaftNode.appended(through:now:)` once the write is durable.
@@ -243,6 +259,8 @@ public struct RaftError: Error, Sendable, Equatable, CustomStringConvertible {
         /// committed an entry of its term (thesis §4.1, and the bug fix of 2015).
         public static let configurationChangePending = Code("configuration_change_pending")
         public static let invalidRequest = Code("invalid_request")
+        /// A storage read failed and the node halted; the shell stops and reopens the replica.
+        public static let storageFailed = Code("storage_failed")
     }
 
     public var code: Code
@@ -283,26 +301,26 @@ struct RaftLog {
 
     var firstIndex: UInt64 { pendingReset.map { $0.index + 1 } ?? storage.firstIndex }
     var lastIndex: UInt64 { offset + UInt64(unstable.count) - 1 }
-    var lastTerm: UInt64 { term(at: lastIndex) ?? 0 }
+    var lastTerm: UInt64 { get throws { try term(at: lastIndex) ?? 0 } }
     /// Everything through here is durable (the leader's own "match").
     var durableIndex: UInt64 { pendingReset == nil ? offset - 1 : 0 }
 
     /// Term at `index`, for `firstIndex - 1 ... lastIndex`; nil elsewhere.
-    func term(at index: UInt64) -> UInt64? {
+    func term(at index: UInt64) throws -> UInt64? {
         if let r = pendingReset, index <= r.index { return index == r.index ? r.term : nil }
         if index >= offset {
             let k = index - offset
             return k < UInt64(unstable.count) ? unstable[Int(k)].term : nil
         }
-        return storage.term(at: index)
+        return try storage.term(at: index)
     }
 
-    func entries(from: UInt64, to: UInt64, maxBytes: Int) -> [LogEntry] {
+    func entries(from: UInt64, to: UInt64, maxBytes: Int) throws -> [LogEntry] {
         let hi = min(to, lastIndex)
         guard from <= hi else { return [] }
         var out: [LogEntry] = []
         if from < offset {
-            out = storage.entries(from: from, to: min(hi, offset - 1), maxBytes: maxBytes)
+            out = try storage.entries(from: from, to: min(hi, offset - 1), maxBytes: maxBytes)
             // Storage stopped early on the byte limit (or the range was trimmed under us).
             guard let last = out.last, last.index == min(hi, offset - 1) else { return out }
         }
@@ -319,8 +337,9 @@ struct RaftLog {
     }
 
     /// True when the candidate's log is at least as up to date as ours (§5.4.1).
-    func isUpToDate(lastIndex otherIndex: UInt64, lastTerm otherTerm: UInt64) -> Bool {
-        otherTerm > lastTerm || (otherTerm == lastTerm && otherIndex >= lastIndex)
+    func isUpToDate(lastIndex otherIndex: UInt64, lastTerm otherTerm: UInt64) throws -> Bool {
+        let lastTerm = try self.lastTerm
+        return otherTerm > lastTerm || (otherTerm == lastTerm && otherIndex >= lastIndex)
     }
 
     /// Appends a gap-free run starting at or before `lastIndex + 1`, dropping what it replaces.
@@ -348,14 +367,14 @@ struct RaftLog {
 
     /// The shell reports `position` durable. A report about entries that were replaced since
     /// (the term no longer matches) is ignored: the replacement's own report will come.
-    mutating func stable(through position: LogPosition) {
+    mutating func stable(through position: LogPosition) throws {
         if let r = pendingReset {
             // Only the reset itself, or an entry written after it, proves the reset durable.
-            guard resetHandedOut, position == r || (position.index > r.index && term(at: position.index) == position.term)
+            guard resetHandedOut, try position == r || (position.index > r.index && term(at: position.index) == position.term)
             else { return }
             pendingReset = nil
         }
-        guard term(at: position.index) == position.term else { return }
+        guard try term(at: position.index) == position.term else { return }
         let through = min(position.index, handedOut)
         guard through >= offset else { return }
         unstable.removeFirst(Int(through - offset + 1))
@@ -381,10 +400,10 @@ struct RaftLog {
 
     /// The last index at or before `index` whose term is at most `term`; where a log with an
     /// entry (`index`, `term`) could match ours. Below what we hold, `index` itself.
-    func lastIndex(atOrBefore index: UInt64, withTermAtMost term: UInt64) -> LogPosition {
+    func lastIndex(atOrBefore index: UInt64, withTermAtMost term: UInt64) throws -> LogPosition {
         var i = min(index, lastIndex)
         while true {
-            guard let t = self.term(at: i) else { return LogPosition(index: i, term: 0) }
+            guard let t = try self.term(at: i) else { return LogPosition(index: i, term: 0) }
             if t <= term || i == 0 { return LogPosition(index: i, term: t) }
             i -= 1
         }
@@ -417,6 +436,10 @@ public final class RaftNode {
     public private(set) var progress: [String: FollowerProgress] = [:]
     /// When a leadership transfer is under way: to whom, and when it is abandoned.
     public private(set) var transfer: (target: String, deadline: Instant)?
+    /// A storage read failed: the node has halted (see the rule at the top of this file).
+    public private(set) var storageFailure: StorageReadFailure?
+    /// The halt went out in a `ready()`; nothing more will.
+    private var storageFailureReported = false
 
     var log: RaftLog
     private var rng: SeededGenerator
@@ -491,17 +514,18 @@ public final class RaftNode {
     public var firstIndex: UInt64 { log.firstIndex }
     public var lastIndex: UInt64 { log.lastIndex }
     /// Term of the entry at `index`, unstable or durable.
-    public func term(at index: UInt64) -> UInt64? { log.term(at: index) }
+    public func term(at index: UInt64) throws -> UInt64? { try log.term(at: index) }
 
     /// Whether the entries at `range` are still those the leader of `term` appended there (a
     /// put's records, to answer it). One leader per term, and it appends a put's records in one
     /// run: the same term at both ends means the whole run is still that put. Still leading in
     /// `term` says the same without two lookups (a leader never rewrites its own log).
-    public func holds(_ range: ClosedRange<UInt64>, appendedIn term: UInt64) -> Bool {
-        (role == .leader && self.term == term) || (log.term(at: range.lowerBound) == term && log.term(at: range.upperBound) == term)
+    public func holds(_ range: ClosedRange<UInt64>, appendedIn term: UInt64) throws -> Bool {
+        if role == .leader && self.term == term { return true }
+        return try log.term(at: range.lowerBound) == term && log.term(at: range.upperBound) == term
     }
-    public func entries(from: UInt64, to: UInt64, maxBytes: Int = .max) -> [LogEntry] {
-        log.entries(from: from, to: to, maxBytes: maxBytes)
+    public func entries(from: UInt64, to: UInt64, maxBytes: Int = .max) throws -> [LogEntry] {
+        try log.entries(from: from, to: to, maxBytes: maxBytes)
     }
     /// Voters campaign; witnesses and non-members never do.
     public var isPromotable: Bool { configuration.voters.contains(id) && !toldRemoved }
@@ -537,7 +561,8 @@ public final class RaftNode {
     }
 
     public var hasReady: Bool {
-        !outbox.isEmpty || !outboxAfterPersist.isEmpty || appendPending || log.hasNew || commitIndex > appliedIndex
+        if storageFailure != nil { return !storageFailureReported }
+        return !outbox.isEmpty || !outboxAfterPersist.isEmpty || appendPending || log.hasNew || commitIndex > appliedIndex
             || !hardState.sameVote(reportedHardState) || softState != reportedSoftState
     }
 
@@ -546,10 +571,23 @@ public final class RaftNode {
 
     /// Takes everything the shell must do now (see `RaftReady` for the order).
     public func ready() -> RaftReady {
+        if storageFailure == nil {
+            do {
+                return try takeReady()
+            } catch {
+                halt(error)
+            }
+        }
+        // Halted: only the failure, once; what was decided since the last ready stays here.
+        storageFailureReported = true
+        return RaftReady(storageFailure: storageFailure)
+    }
+
+    private func takeReady() throws -> RaftReady {
         var rd = RaftReady()
         if appendPending {
             appendPending = false
-            if role == .leader { for peer in replicationTargets { sendAppend(to: peer) } }
+            if role == .leader { for peer in replicationTargets { try sendAppend(to: peer) } }
         }
         if softState != reportedSoftState {
             reportedSoftState = softState
@@ -567,7 +605,7 @@ public final class RaftNode {
         outboxAfterPersist = []
         if appliedIndex + 1 < log.firstIndex { appliedIndex = log.firstIndex - 1 }  // trimmed or reset
         if commitIndex > appliedIndex {
-            rd.committedEntries = log.entries(from: appliedIndex + 1, to: commitIndex, maxBytes: settings.maxBatchBytes)
+            rd.committedEntries = try log.entries(from: appliedIndex + 1, to: commitIndex, maxBytes: settings.maxBatchBytes)
             appliedIndex = rd.committedEntries.last?.index ?? appliedIndex
         }
         return rd
@@ -576,13 +614,44 @@ public final class RaftNode {
     /// The shell made everything through `position` durable (a ready's `persistedPosition`).
     public func appended(through position: LogPosition, now: Instant) {
         self.now = now
-        log.stable(through: position)
-        if role == .leader {
-            // The leader counts itself only for what is on its disk, so this may commit.
-            maybeCommit()
-            tellFollowersDurable()
-        } else {
-            commitFromLeaderDurability()
+        haltOnStorageFailure {
+            try log.stable(through: position)
+            if role == .leader {
+                // The leader counts itself only for what is on its disk, so this may commit.
+                try maybeCommit()
+                tellFollowersDurable()
+            } else {
+                try commitFromLeaderDurability()
+            }
+        }
+    }
+
+    /// Runs an input; a storage read failing inside it halts the node (see the top of this file).
+    private func haltOnStorageFailure(_ input: () throws -> Void) {
+        guard storageFailure == nil else { return }
+        do {
+            try input()
+        } catch {
+            halt(error)
+        }
+    }
+
+    private func halt(_ error: Error) {
+        storageFailure = storageFailure ?? StorageReadFailure("\(id): \(error)")
+    }
+
+    /// For the requests that throw `RaftError`: refuse them on a halted node.
+    private func checkNotHalted() throws(RaftError) {
+        if let storageFailure { throw RaftError(.storageFailed, storageFailure.description) }
+    }
+
+    /// A request's body: a storage read failing inside it halts the node and fails the request.
+    private func haltingRequest<T>(_ body: () throws -> T) throws(RaftError) -> T {
+        do {
+            return try body()
+        } catch {
+            halt(error)
+            throw RaftError(.storageFailed, storageFailure!.description)
         }
     }
 
@@ -591,10 +660,14 @@ public final class RaftNode {
 
     public func tick(now: Instant) {
         self.now = now
+        haltOnStorageFailure { try tickLeaderOrNot() }
+    }
+
+    private func tickLeaderOrNot() throws {
         guard role == .leader else {
             if now >= electionDeadline {
-                if isPromotable { campaign(preVote: settings.preVote, transfer: false) } else {
-                    askWhetherRemoved()
+                if isPromotable { try campaign(preVote: settings.preVote, transfer: false) } else {
+                    try askWhetherRemoved()
                     resetElectionDeadline()
                 }
             }
@@ -645,13 +718,14 @@ public final class RaftNode {
     @discardableResult
     public func propose(_ records: [[UInt8]], timestamp: UInt64, now: Instant) throws(RaftError) -> ClosedRange<UInt64> {
         self.now = now
+        try checkNotHalted()
         try checkCanPropose()
         guard !records.isEmpty, records.count <= RaftMessage.maxEntries,
               records.allSatisfy({ $0.count <= RaftMessage.maxEntryBytes }) else {
             throw RaftError(.invalidRequest, "empty batch, too many records, or a record over \(RaftMessage.maxEntryBytes) bytes")
         }
         let first = log.lastIndex + 1
-        appendAsLeader(records.map { LogEntry(index: 0, term: 0, kind: .record, timestamp: timestamp, data: $0) })
+        try haltingRequest { try appendAsLeader(records.map { LogEntry(index: 0, term: 0, kind: .record, timestamp: timestamp, data: $0) }) }
         metrics.entriesProposed += records.count
         return first...log.lastIndex
     }
@@ -662,8 +736,9 @@ public final class RaftNode {
     @discardableResult
     public func proposeConfigurationChange(_ change: ConfigurationChange, now: Instant) throws(RaftError) -> UInt64 {
         self.now = now
+        try checkNotHalted()
         try checkCanPropose()
-        guard log.term(at: commitIndex) == term, configurations.last!.index <= commitIndex else {
+        guard try haltingRequest({ try log.term(at: commitIndex) }) == term, configurations.last!.index <= commitIndex else {
             throw RaftError(.configurationChangePending, "a configuration change or this term's first commit is pending")
         }
         var voters = configuration.voters
@@ -682,7 +757,7 @@ public final class RaftNode {
         guard !voters.isEmpty else { throw RaftError(.invalidRequest, "the last voter cannot be removed") }
         let next = RaftConfiguration(voters: voters, witnesses: witnesses)
         guard next != configuration else { throw RaftError(.invalidRequest, "no change") }
-        appendAsLeader([LogEntry(index: 0, term: 0, kind: .configuration, timestamp: lastTimestamp, data: next.encoded())])
+        try haltingRequest { try appendAsLeader([LogEntry(index: 0, term: 0, kind: .configuration, timestamp: lastTimestamp, data: next.encoded())]) }
         return log.lastIndex
     }
 
@@ -691,6 +766,7 @@ public final class RaftNode {
     /// to campaign at once; after an election timeout without success it carries on.
     public func transferLeadership(to target: String? = nil, now: Instant) throws(RaftError) {
         self.now = now
+        try checkNotHalted()
         guard role == .leader else { throw RaftError(.notLeader, leaderHint: leader, "not the leader") }
         let candidates = configuration.voters.filter { $0 != id }
         guard let chosen = target ?? candidates.max(by: { progress[$0]!.match < progress[$1]!.match }) else {
@@ -706,7 +782,7 @@ public final class RaftNode {
         if progress[chosen]!.match == log.lastIndex {
             send(to: chosen, .timeoutNow)
         } else {
-            sendAppend(to: chosen)
+            try haltingRequest { try sendAppend(to: chosen) }
         }
     }
 
@@ -716,7 +792,7 @@ public final class RaftNode {
         guard transfer == nil else { throw RaftError(.transferInProgress, leaderHint: transfer?.target, "leadership transfer in progress") }
     }
 
-    private func appendAsLeader(_ entries: [LogEntry]) {
+    private func appendAsLeader(_ entries: [LogEntry]) throws {
         var stamped = entries
         var index = log.lastIndex
         for k in stamped.indices {
@@ -728,7 +804,7 @@ public final class RaftNode {
         }
         appendToLog(stamped)
         appendPending = true
-        maybeCommit()  // a group of one commits as soon as its own write is durable
+        try maybeCommit()  // a group of one commits as soon as its own write is durable
     }
 
     // ==== ------------------------------------------------------------------------------------
@@ -737,7 +813,10 @@ public final class RaftNode {
     public func step(_ m: RaftMessage, now: Instant) {
         self.now = now
         guard m.from != id else { return }
+        haltOnStorageFailure { try handle(m) }
+    }
 
+    private func handle(_ m: RaftMessage) throws {
         // A node our committed configuration left out asks for a vote: it was removed while it
         // could not hear (down, cut off) and campaigns on its old configuration. The leader tells
         // it, so it stops and its shell can drop the data. Only the leader: its log holds every
@@ -789,13 +868,13 @@ public final class RaftNode {
 
         switch m.body {
         case .preVote(let lastIndex, let lastTerm):
-            let granted = m.term > term && log.isUpToDate(lastIndex: lastIndex, lastTerm: lastTerm)
+            let granted = try m.term > term && log.isUpToDate(lastIndex: lastIndex, lastTerm: lastTerm)
             send(to: m.from, .preVoteResponse(granted: granted), term: granted ? m.term : term)
 
         case .requestVote(let lastIndex, let lastTerm, _):
             // One vote per term (§5.2), only for a log at least as complete as ours (§5.4.1).
             let canVote = vote == m.from || (vote == nil && leader == nil)
-            let granted = canVote && log.isUpToDate(lastIndex: lastIndex, lastTerm: lastTerm)
+            let granted = try canVote && log.isUpToDate(lastIndex: lastIndex, lastTerm: lastTerm)
             if granted {
                 vote = m.from
                 resetElectionDeadline()
@@ -807,22 +886,22 @@ public final class RaftNode {
 
         case .preVoteResponse(let granted):
             guard role == .preCandidate, m.term == (granted ? term + 1 : term) else { return }
-            tally(m.from, granted)
+            try tally(m.from, granted)
 
         case .voteResponse(let granted):
             guard role == .candidate else { return }
-            tally(m.from, granted)
+            try tally(m.from, granted)
 
         case .append(let prevIndex, let prevTerm, let entries, let commit, let persisted):
             guard followLeader(m.from) else { return }
-            handleAppend(from: m.from, prevIndex: prevIndex, prevTerm: prevTerm, entries: entries, commit: commit)
+            try handleAppend(from: m.from, prevIndex: prevIndex, prevTerm: prevTerm, entries: entries, commit: commit)
             leaderDurable = max(leaderDurable, persisted)
-            commitFromLeaderDurability()
+            try commitFromLeaderDurability()
 
         case .persisted(let index):
             guard followLeader(m.from) else { return }
             leaderDurable = max(leaderDurable, index)
-            commitFromLeaderDurability()
+            try commitFromLeaderDurability()
 
         case .removed(let index):
             // Not while a leader replicates to us: then this notice is older than our being
@@ -838,16 +917,16 @@ public final class RaftNode {
 
         case .installStart(let index, let entryTerm, let configuration):
             guard followLeader(m.from) else { return }
-            handleInstallStart(from: m.from, position: LogPosition(index: index, term: entryTerm), configuration: configuration)
+            try handleInstallStart(from: m.from, position: LogPosition(index: index, term: entryTerm), configuration: configuration)
 
         case .timeoutNow:
             // A transfer: campaign at once, skipping pre-vote (the leader agreed to go).
             guard role == .follower, isPromotable else { return }
-            campaign(preVote: false, transfer: true)
+            try campaign(preVote: false, transfer: true)
 
         case .appendResponse(let success, let index, let hintIndex, let hintTerm):
             guard role == .leader, progress[m.from] != nil else { return }
-            handleAppendResponse(from: m.from, success: success, index: index, hint: LogPosition(index: hintIndex, term: hintTerm))
+            try handleAppendResponse(from: m.from, success: success, index: index, hint: LogPosition(index: hintIndex, term: hintTerm))
 
         case .heartbeatResponse:
             guard role == .leader, var pr = progress[m.from] else { return }
@@ -859,7 +938,7 @@ public final class RaftNode {
             if pr.state == .replicate && pr.match < log.lastIndex && pr.match == pr.matchAtHeartbeat { pr.becomeProbe() }
             pr.matchAtHeartbeat = pr.match
             progress[m.from] = pr
-            if pr.match < log.lastIndex { sendAppend(to: m.from) }
+            if pr.match < log.lastIndex { try sendAppend(to: m.from) }
         }
     }
 
@@ -877,23 +956,23 @@ public final class RaftNode {
         return true
     }
 
-    private func handleAppend(from leaderID: String, prevIndex: UInt64, prevTerm: UInt64, entries: [LogEntry], commit: UInt64) {
+    private func handleAppend(from leaderID: String, prevIndex: UInt64, prevTerm: UInt64, entries: [LogEntry], commit: UInt64) throws {
         if prevIndex < commitIndex {
             // A late duplicate: what we committed matches the leader; say how far.
             send(to: leaderID, .appendResponse(success: true, index: commitIndex, hintIndex: 0, hintTerm: 0))
             return
         }
-        guard log.term(at: prevIndex) == prevTerm else {
+        guard try log.term(at: prevIndex) == prevTerm else {
             // §5.3 with etcd's fast backtracking: point the leader at the last entry whose term
             // is at most `prevTerm`, so it skips a whole term of mismatches per round trip.
             metrics.appendsRejected += 1
-            let hint = log.lastIndex(atOrBefore: prevIndex, withTermAtMost: prevTerm)
+            let hint = try log.lastIndex(atOrBefore: prevIndex, withTermAtMost: prevTerm)
             send(to: leaderID, .appendResponse(success: false, index: prevIndex, hintIndex: hint.index, hintTerm: hint.term))
             return
         }
         // Skip what we already have; the first entry whose term differs (or is missing) and
         // everything after it replace our suffix (§5.3: delete the conflict and all that follow).
-        if let k = entries.firstIndex(where: { log.term(at: $0.index) != $0.term }) {
+        if let k = try entries.firstIndex(where: { try log.term(at: $0.index) != $0.term }) {
             precondition(entries[k].index > commitIndex,
                          "\(id): leader \(leaderID) overwrites committed entry \(entries[k].index) (commit \(commitIndex))")
             appendToLog(Array(entries[k...]))
@@ -907,8 +986,8 @@ public final class RaftNode {
         send(to: leaderID, .appendResponse(success: true, index: lastNew, hintIndex: 0, hintTerm: 0))
     }
 
-    private func handleInstallStart(from leaderID: String, position: LogPosition, configuration: RaftConfiguration) {
-        if log.term(at: position.index) == position.term || position.index <= commitIndex {
+    private func handleInstallStart(from leaderID: String, position: LogPosition, configuration: RaftConfiguration) throws {
+        if try log.term(at: position.index) == position.term || position.index <= commitIndex {
             // Not behind after all (a duplicate, or our log reached it meanwhile).
             send(to: leaderID, .appendResponse(success: true, index: max(commitIndex, min(position.index, log.lastIndex)), hintIndex: 0, hintTerm: 0))
             return
@@ -923,7 +1002,7 @@ public final class RaftNode {
         send(to: leaderID, .appendResponse(success: true, index: position.index, hintIndex: 0, hintTerm: 0))
     }
 
-    private func handleAppendResponse(from peer: String, success: Bool, index: UInt64, hint: LogPosition) {
+    private func handleAppendResponse(from peer: String, success: Bool, index: UInt64, hint: LogPosition) throws {
         var pr = progress[peer]!
         pr.recentActive = true
         // Entries this follower just acked that were already committed by other acks: the
@@ -943,7 +1022,7 @@ public final class RaftNode {
             }
             pr.paused = false
             progress[peer] = pr
-            maybeCommit()
+            try maybeCommit()
             if transfer?.target == peer && pr.match == log.lastIndex {
                 send(to: peer, .timeoutNow)
             }
@@ -956,12 +1035,12 @@ public final class RaftNode {
             if pr.state == .replicate && index <= pr.match { return }
             if pr.state == .probe && index != pr.next - 1 { return }
             // Back to probing, from where the follower's hint says the logs could match.
-            let probe = hint.term > 0 ? log.lastIndex(atOrBefore: hint.index, withTermAtMost: hint.term).index : hint.index
+            let probe = hint.term > 0 ? try log.lastIndex(atOrBefore: hint.index, withTermAtMost: hint.term).index : hint.index
             pr.becomeProbe()
             pr.next = max(pr.match + 1, min(index, probe + 1))
             progress[peer] = pr
         }
-        sendAppend(to: peer, commitOnly: alreadyCommitted)
+        try sendAppend(to: peer, commitOnly: alreadyCommitted)
     }
 
     // ==== ------------------------------------------------------------------------------------
@@ -975,16 +1054,16 @@ public final class RaftNode {
 
     /// Sends what `peer` lacks, if its window allows. `installStart` when that has been trimmed.
     /// `commitOnly`: an empty append may go just to carry a new commit index.
-    private func sendAppend(to peer: String, commitOnly: Bool = false) {
+    private func sendAppend(to peer: String, commitOnly: Bool = false) throws {
         guard var pr = progress[peer] else { return }
         if pr.state == .probe && pr.paused { return }
         if pr.state == .replicate && pr.inflight.count >= settings.maxInflightBatches { return }
         let prevIndex = pr.next - 1
-        guard prevIndex >= log.firstIndex - 1, let prevTerm = log.term(at: prevIndex) else {
+        guard prevIndex >= log.firstIndex - 1, let prevTerm = try log.term(at: prevIndex) else {
             // Behind our first retained entry: those records expired, so it starts after them.
             let boundary = log.firstIndex - 1
             let config = configurations.last(where: { $0.index <= boundary })?.configuration ?? configurations[0].configuration
-            send(to: peer, .installStart(index: boundary, term: log.term(at: boundary)!, configuration: config))
+            send(to: peer, .installStart(index: boundary, term: try log.term(at: boundary)!, configuration: config))
             metrics.installStartsSent += 1
             pr.state = .probe
             pr.next = boundary + 1
@@ -994,7 +1073,7 @@ public final class RaftNode {
         }
         // A member the newest configuration removes gets nothing past that entry (`isRemoved`).
         let last = configuration.contains(peer) ? log.lastIndex : configurations.last!.index
-        var entries = log.entries(from: pr.next, to: last, maxBytes: settings.maxBatchBytes)
+        var entries = try log.entries(from: pr.next, to: last, maxBytes: settings.maxBatchBytes)
         if entries.count > RaftMessage.maxEntries { entries.removeLast(entries.count - RaftMessage.maxEntries) }
         // An empty append in replicate state says nothing a heartbeat does not, except that the
         // commit index moved; send it only for that, and only when nothing is in flight (so it
@@ -1016,15 +1095,15 @@ public final class RaftNode {
     /// §5.3–5.4.2: the highest index on a quorum (counting this node only for what is on its
     /// disk), committed only if it is of the current term — Figure 8: an older-term entry on a
     /// majority can still be overwritten; it commits indirectly, under one of ours.
-    private func maybeCommit() {
+    private func maybeCommit() throws {
         guard role == .leader else { return }
         let matches = configuration.members.map { $0 == id ? log.durableIndex : progress[$0]?.match ?? 0 }.sorted(by: >)
         let quorumIndex = matches[configuration.quorum - 1]
-        guard quorumIndex > commitIndex, log.term(at: quorumIndex) == term else { return }
+        guard quorumIndex > commitIndex, try log.term(at: quorumIndex) == term else { return }
         advanceCommit(to: quorumIndex)
         // Tell caught-up followers at once rather than at the next heartbeat.
         for peer in replicationTargets where progress[peer]!.state == .replicate && progress[peer]!.inflight.isEmpty {
-            sendAppend(to: peer, commitOnly: true)
+            try sendAppend(to: peer, commitOnly: true)
         }
         releaseRemovedMembers()
         // A leader removed from the configuration steps down once its removal commits (§4.2.2).
@@ -1049,10 +1128,10 @@ public final class RaftNode {
     /// (single-server changes; the next change waits for a commit of its leader's term), and
     /// with at most 3 members every majority of a neighbouring configuration still includes
     /// this node or the leader — the same argument that lets the leader count the pair.
-    private func commitFromLeaderDurability() {
+    private func commitFromLeaderDurability() throws {
         guard role == .follower, let leader else { return }
         let both = min(leaderDurable, matchesLeaderThrough, log.durableIndex)
-        guard both > commitIndex, log.term(at: both) == term else { return }
+        guard both > commitIndex, try log.term(at: both) == term else { return }
         guard let config = configurations.last(where: { $0.index <= both })?.configuration,
               config.contains(id), config.contains(leader), config.quorum <= 2 else { return }
         advanceCommit(to: both)
@@ -1063,10 +1142,11 @@ public final class RaftNode {
     /// final, so it cannot tell whether it is out, and it cannot campaign. It asks the members
     /// with a pre-vote at its own term (which moves no one's state); a leader whose removal of
     /// it committed answers `removed`, the others a refusal it ignores.
-    private func askWhetherRemoved() {
+    private func askWhetherRemoved() throws {
         guard !configuration.contains(id), !toldRemoved, wasMember else { return }
+        let lastTerm = try log.lastTerm
         for peer in configuration.members where peer != id {
-            send(to: peer, .preVote(lastIndex: log.lastIndex, lastTerm: log.lastTerm))
+            send(to: peer, .preVote(lastIndex: log.lastIndex, lastTerm: lastTerm))
         }
     }
 
@@ -1145,7 +1225,8 @@ public final class RaftNode {
     // ==== ------------------------------------------------------------------------------------
     // MARK: Elections
 
-    private func campaign(preVote: Bool, transfer: Bool) {
+    private func campaign(preVote: Bool, transfer: Bool) throws {
+        let lastTerm = try log.lastTerm  // read before anything changes
         leader = nil
         leaderDurable = 0
         matchesLeaderThrough = 0
@@ -1162,19 +1243,19 @@ public final class RaftNode {
         }
         resetElectionDeadline()
         let body: RaftMessage.Body = preVote
-            ? .preVote(lastIndex: log.lastIndex, lastTerm: log.lastTerm)
-            : .requestVote(lastIndex: log.lastIndex, lastTerm: log.lastTerm, transfer: transfer)
+            ? .preVote(lastIndex: log.lastIndex, lastTerm: lastTerm)
+            : .requestVote(lastIndex: log.lastIndex, lastTerm: lastTerm, transfer: transfer)
         for peer in peers { send(to: peer, body, term: preVote ? term + 1 : term) }
-        tally(id, true)
+        try tally(id, true)
     }
 
-    private func tally(_ from: String, _ granted: Bool) {
+    private func tally(_ from: String, _ granted: Bool) throws {
         votes[from] = granted
         let members = configuration.members
         let yes = members.filter { votes[$0] == true }.count
         let no = members.filter { votes[$0] == false }.count
         if yes >= configuration.quorum {
-            if role == .preCandidate { campaign(preVote: false, transfer: false) } else { becomeLeader() }
+            if role == .preCandidate { try campaign(preVote: false, transfer: false) } else { try becomeLeader() }
         } else if no > members.count - configuration.quorum {
             becomeFollower(term: term, leader: nil)
         }
@@ -1200,7 +1281,7 @@ public final class RaftNode {
         resetElectionDeadline()
     }
 
-    private func becomeLeader() {
+    private func becomeLeader() throws {
         role = .leader
         leader = id
         votes = [:]
@@ -1210,10 +1291,10 @@ public final class RaftNode {
         for peer in peers { progress[peer] = FollowerProgress(next: log.lastIndex + 1) }
         heartbeatDue = now + settings.heartbeatInterval
         checkQuorumDue = now + settings.electionTimeout
-        lastTimestamp = log.entries(from: log.lastIndex, to: log.lastIndex, maxBytes: 0).last?.timestamp ?? 0
+        lastTimestamp = try log.entries(from: log.lastIndex, to: log.lastIndex, maxBytes: 0).last?.timestamp ?? 0
         // §5.4.2 / §8: an entry of our own term commits everything before it, and tells
         // everyone who leads; without it earlier entries could wait for the next proposal.
-        appendAsLeader([LogEntry(index: 0, term: 0, kind: .noop, timestamp: lastTimestamp)])
+        try appendAsLeader([LogEntry(index: 0, term: 0, kind: .noop, timestamp: lastTimestamp)])
     }
 
     // ==== ------------------------------------------------------------------------------------

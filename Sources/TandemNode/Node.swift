@@ -83,7 +83,10 @@ public final class Node {
     let startedAt: Instant
     var shell = ShellStats()
     var chaos = ChaosSettings() {
-        didSet { DiskFaults.process.fsyncFails = chaos.fsyncFails }
+        didSet {
+            DiskFaults.process.fsyncFails = chaos.fsyncFails
+            DiskFaults.process.readFailsUnder = chaos.readFailsUnder
+        }
     }
     private lazy var udpDelay = DelayLine(loop: loop)
     private var lastMalformedLog: Instant = .zero
@@ -118,6 +121,8 @@ public final class Node {
         var delays: [String: Duration] = [:]
         /// Every fsync of this node's stores fails with EIO (`DiskFaults`).
         var fsyncFails = false
+        /// Reads of the stream logs whose directory contains this fail with EIO (`DiskFaults`).
+        var readFailsUnder: String?
 
         func delay(to host: String) -> Duration { delay + (delays[host] ?? .zero) }
     }

@@ -117,8 +117,9 @@ public final class LocalCluster {
 
     /// Sets fault injection on node `i` (needs `chaos: true`).
     @discardableResult
-    public func setChaos(_ i: Int, dropRate: Double = 0, block: [String] = [], delayMs: Int = 0, fsyncFails: Bool = false) -> Bool {
-        let body = "{\"dropRate\":\(dropRate),\"delayMs\":\(delayMs),\"fsyncFails\":\(fsyncFails),\"block\":[\(block.map { "\"\($0)\"" }.joined(separator: ","))]}"
+    public func setChaos(_ i: Int, dropRate: Double = 0, block: [String] = [], delayMs: Int = 0, fsyncFails: Bool = false,
+                         readFailsUnder: String = "") -> Bool {
+        let body = "{\"dropRate\":\(dropRate),\"delayMs\":\(delayMs),\"fsyncFails\":\(fsyncFails),\"readFailsUnder\":\"\(readFailsUnder)\",\"block\":[\(block.map { "\"\($0)\"" }.joined(separator: ","))]}"
         return (try? HTTPClient.request("POST", nodes[i].api, "/v1/chaos", body: Array(body.utf8), headers: auth, timeout: .seconds(2)))?.status == 200
     }
 

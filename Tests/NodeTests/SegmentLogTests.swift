@@ -49,7 +49,7 @@ func recordBytes(_ e: LogEntry) -> Int { 33 + e.data.count }
             try? FileManager.default.removeItem(atPath: dir.path)
             do {
                 let log = try SegmentLog(directory: dir.path, settings: settings)
-                #expect(log.firstIndex == 1 && log.lastIndex == 0 && log.term(at: 0) == 0)
+                #expect(try log.firstIndex == 1 && log.lastIndex == 0 && log.term(at: 0) == 0)
                 var rng = SeededGenerator(seed: 9)
                 var next = 0
                 while next < all.count {
@@ -60,31 +60,31 @@ func recordBytes(_ e: LogEntry) -> Int { 33 + e.data.count }
                 try log.sync()
                 #expect(log.segmentFirstIndexes.count > 10)
                 #expect(log.lastIndex == 600 && log.durableIndex == 600)
-                #expect(log.entries(from: 1, to: .max, maxBytes: .max) == all)
+                #expect(try log.entries(from: 1, to: .max, maxBytes: .max) == all)
                 for _ in 0..<200 {
                     let a = rng.next() % 600 + 1
                     let b = a + rng.next() % 50
-                    #expect(log.entries(from: a, to: b, maxBytes: .max) == Array(all[Int(a - 1)..<Int(min(b, 600))]))
-                    #expect(log.term(at: a) == 1)
+                    #expect(try log.entries(from: a, to: b, maxBytes: .max) == Array(all[Int(a - 1)..<Int(min(b, 600))]))
+                    #expect(try log.term(at: a) == 1)
                 }
                 // maxBytes stops early but always yields one entry.
-                let limited = log.entries(from: 10, to: 600, maxBytes: 300)
+                let limited = try log.entries(from: 10, to: 600, maxBytes: 300)
                 #expect(!limited.isEmpty && limited.first == all[9])
                 #expect(limited.dropFirst().reduce(0) { $0 + $1.data.count } <= 300)
-                #expect(log.entries(from: 10, to: 600, maxBytes: 0).count == 1)
-                #expect(log.term(at: 601) == nil && log.entries(from: 601, to: 700, maxBytes: .max).isEmpty)
+                #expect(try log.entries(from: 10, to: 600, maxBytes: 0).count == 1)
+                #expect(try log.term(at: 601) == nil && log.entries(from: 601, to: 700, maxBytes: .max).isEmpty)
             }
             // Reopen: sealed segments come from their hints, only the active one is scanned.
             let log = try SegmentLog(directory: dir.path, settings: settings)
             #expect(log.recovery.segmentsScanned == 1 && log.recovery.tornBytes == 0)
-            #expect(log.entries(from: 1, to: .max, maxBytes: .max) == all)
+            #expect(try log.entries(from: 1, to: .max, maxBytes: .max) == all)
             #expect(dir.files(".idx").count == log.segmentFirstIndexes.count - 1)
         }
         // A missing hint is rebuilt by scanning.
         try FileManager.default.removeItem(atPath: dir.file(dir.files(".idx")[2]))
         let log = try SegmentLog(directory: dir.path, settings: smallSegments)
         #expect(log.recovery.segmentsScanned == 2)
-        #expect(log.entries(from: 1, to: .max, maxBytes: .max) == all)
+        #expect(try log.entries(from: 1, to: .max, maxBytes: .max) == all)
         #expect(dir.files(".idx").count == log.segmentFirstIndexes.count - 1)
     }
 
@@ -100,13 +100,13 @@ func recordBytes(_ e: LogEntry) -> Int { 33 + e.data.count }
             let log = try SegmentLog(directory: dir.path, settings: settings)
             try log.append(all)
             try log.sync()
-            #expect(log.entries(from: 1, to: .max, maxBytes: .max) == all)
-            for i in 1...60 { #expect(log.entries(from: UInt64(i), to: UInt64(i), maxBytes: 0) == [all[i - 1]]) }
+            #expect(try log.entries(from: 1, to: .max, maxBytes: .max) == all)
+            for i in 1...60 { #expect(try log.entries(from: UInt64(i), to: UInt64(i), maxBytes: 0) == [all[i - 1]]) }
         }
         for idx in dir.files(".idx") { try FileManager.default.removeItem(atPath: dir.file(idx)) }
         let log = try SegmentLog(directory: dir.path, settings: settings)
         #expect(log.recovery.segmentsScanned == log.segmentFirstIndexes.count && log.recovery.tornBytes == 0)
-        #expect(log.entries(from: 1, to: .max, maxBytes: .max) == all)
+        #expect(try log.entries(from: 1, to: .max, maxBytes: .max) == all)
         try log.verify()
     }
 
@@ -125,16 +125,16 @@ func recordBytes(_ e: LogEntry) -> Int { 33 + e.data.count }
             #expect(log.segmentFirstIndexes.last! <= cut + 30)
             #expect(log.durableIndex <= cut - 1)
             let expected = Array(old[0..<Int(cut - 1)]) + replacement
-            #expect(log.entries(from: 1, to: .max, maxBytes: .max) == expected)
+            #expect(try log.entries(from: 1, to: .max, maxBytes: .max) == expected)
             try log.sync()
             #expect(log.durableIndex == cut + 30)
             let reopened = try SegmentLog(directory: dir.path, settings: smallSegments)
-            #expect(reopened.entries(from: 1, to: .max, maxBytes: .max) == expected)
+            #expect(try reopened.entries(from: 1, to: .max, maxBytes: .max) == expected)
             #expect(reopened.recovery.tornBytes == 0)
         }
         // Overwriting from the very first index empties the log first.
         try log.append(makeEntries(1...3, term: 50))
-        #expect(log.lastIndex == 3 && log.term(at: 3) == 50 && log.segmentFirstIndexes == [1])
+        #expect(try log.lastIndex == 3 && log.term(at: 3) == 50 && log.segmentFirstIndexes == [1])
     }
 
     @Test func badAppendsAreRefused() throws {
@@ -188,7 +188,7 @@ func recordBytes(_ e: LogEntry) -> Int { 33 + e.data.count }
         }
         let pristine = dir.snapshot()
         let log = try SegmentLog(directory: dir.path, settings: smallSegments)
-        #expect(log.entries(from: 1, to: .max, maxBytes: .max) == all)
+        #expect(try log.entries(from: 1, to: .max, maxBytes: .max) == all)
         #expect(log.recovery.tornBytes == 0 && log.recovery.tornReason == nil)
         try log.append(makeEntries(301...320))
         try log.sync()
@@ -207,7 +207,7 @@ func recordBytes(_ e: LogEntry) -> Int { 33 + e.data.count }
         let torn = try SegmentLog(directory: dir.path, settings: smallSegments)
         #expect(torn.lastIndex == 300)
         #expect(torn.recovery.tornReason != nil)
-        #expect(torn.entries(from: 1, to: .max, maxBytes: .max) == all)
+        #expect(try torn.entries(from: 1, to: .max, maxBytes: .max) == all)
     }
 
     @Test func tornTailIsCutAtEveryOffset() throws {
@@ -231,7 +231,7 @@ func recordBytes(_ e: LogEntry) -> Int { 33 + e.data.count }
             try log.append(fresh)
             try log.sync()
             let reopened = try SegmentLog(directory: dir.path, settings: smallSegments)
-            #expect(reopened.entries(from: 1, to: .max, maxBytes: .max) == Array(all.dropLast()) + fresh)
+            #expect(try reopened.entries(from: 1, to: .max, maxBytes: .max) == Array(all.dropLast()) + fresh)
             #expect(reopened.recovery.tornBytes == 0)
         }
     }
@@ -254,7 +254,7 @@ func recordBytes(_ e: LogEntry) -> Int { 33 + e.data.count }
             let log = try SegmentLog(directory: dir.path, settings: smallSegments)
             #expect(log.lastIndex == 100)
             #expect(log.recovery.tornBytes == (tail.allSatisfy { $0 == 0 } ? 0 : tail.count))
-            #expect(log.entries(from: 1, to: .max, maxBytes: .max) == all)
+            #expect(try log.entries(from: 1, to: .max, maxBytes: .max) == all)
             try log.append(makeEntries(101...101))
             #expect(try SegmentLog(directory: dir.path, settings: smallSegments).lastIndex == 101)
         }
@@ -297,7 +297,7 @@ func recordBytes(_ e: LogEntry) -> Int { 33 + e.data.count }
         let log = try SegmentLog(directory: dir.path, settings: smallSegments)
         #expect(log.lastIndex == firsts[k] + 1)
         #expect(log.recovery.tornSegmentsDeleted == 1)
-        #expect(log.entries(from: 1, to: .max, maxBytes: .max) == Array(all[0..<Int(firsts[k] + 1)]))
+        #expect(try log.entries(from: 1, to: .max, maxBytes: .max) == Array(all[0..<Int(firsts[k] + 1)]))
     }
 
     @Test func unsyncedSegmentThatLostItsEnd() throws {
@@ -322,7 +322,7 @@ func recordBytes(_ e: LogEntry) -> Int { 33 + e.data.count }
             let last = length == 0 ? firsts[k] - 1 : firsts[k] + 2
             #expect(log.lastIndex == last)
             #expect(log.recovery.tornSegmentsDeleted == 2)
-            #expect(log.entries(from: 1, to: .max, maxBytes: .max) == Array(all[0..<Int(last)]))
+            #expect(try log.entries(from: 1, to: .max, maxBytes: .max) == Array(all[0..<Int(last)]))
             try log.append(makeEntries((last + 1)...(last + 1)))
             #expect(try SegmentLog(directory: dir.path, settings: smallSegments).lastIndex == last + 1)
         }
@@ -387,15 +387,15 @@ func recordBytes(_ e: LogEntry) -> Int { 33 + e.data.count }
         #expect(log.firstIndex == firsts[1])
         #expect(try log.trim(before: firsts[3] + 2) == 2)
         #expect(log.firstIndex == firsts[3])
-        #expect(log.term(at: firsts[3] - 1) == 1 && log.term(at: firsts[3] - 2) == nil)
-        #expect(log.entries(from: 1, to: firsts[3] + 1, maxBytes: .max) == Array(all[Int(firsts[3] - 1)...Int(firsts[3])]))
+        #expect(try log.term(at: firsts[3] - 1) == 1 && log.term(at: firsts[3] - 2) == nil)
+        #expect(try log.entries(from: 1, to: firsts[3] + 1, maxBytes: .max) == Array(all[Int(firsts[3] - 1)...Int(firsts[3])]))
         #expect(dir.files(".log").count == firsts.count - 3)
 
         // Timestamps are 1000 + i/3*10: drop segments whose last record is older than entry 150's.
         let cutoff = all[149].timestamp
         let dropped = try log.trimOlderThan(timestampMs: cutoff)
         #expect(dropped > 0)
-        #expect(log.entries(from: log.firstIndex - 1, to: log.firstIndex - 1, maxBytes: .max).isEmpty)
+        #expect(try log.entries(from: log.firstIndex - 1, to: log.firstIndex - 1, maxBytes: .max).isEmpty)
         let prevLast = log.firstIndex - 1
         #expect(all[Int(prevLast) - 1].timestamp < cutoff)
         #expect(all[Int(log.firstIndex) - 1].timestamp >= cutoff || log.segmentFirstIndexes.first == log.firstIndex)
@@ -405,8 +405,8 @@ func recordBytes(_ e: LogEntry) -> Int { 33 + e.data.count }
         let first = log.firstIndex
         let reopened = try SegmentLog(directory: dir.path, settings: smallSegments)
         #expect(reopened.firstIndex == first && reopened.lastIndex == 320)
-        #expect(reopened.term(at: first - 1) == 1 && reopened.term(at: 320) == 4)
-        #expect(reopened.entries(from: 1, to: .max, maxBytes: .max) == Array(all[Int(first - 1)...]) + makeEntries(301...320, term: 4))
+        #expect(try reopened.term(at: first - 1) == 1 && reopened.term(at: 320) == 4)
+        #expect(try reopened.entries(from: 1, to: .max, maxBytes: .max) == Array(all[Int(first - 1)...]) + makeEntries(301...320, term: 4))
     }
 
     /// Segments also roll by age, so retention can drop a slowly written partition's old
@@ -427,7 +427,7 @@ func recordBytes(_ e: LogEntry) -> Int { 33 + e.data.count }
             #expect(firsts == Array(stride(from: 1, through: 60, by: 4)).map(UInt64.init), "\(firsts)")
             // Retention at 1400 drops the segments wholly before it (their last record < 1400).
             #expect(try log.trimOlderThan(timestampMs: 1400) == 3)
-            #expect(log.firstIndex == 13 && log.entries(from: 1, to: 13, maxBytes: .max).map(\.index) == [13])
+            #expect(try log.firstIndex == 13 && log.entries(from: 1, to: 13, maxBytes: .max).map(\.index) == [13])
             let reopened = try SegmentLog(directory: dir.path, settings: settings)
             #expect(reopened.firstIndex == 13 && reopened.lastIndex == 60)
         }
@@ -461,20 +461,20 @@ func recordBytes(_ e: LogEntry) -> Int { 33 + e.data.count }
         try log.sync()
         try log.reset(after: 1000, term: 7)
         #expect(log.firstIndex == 1001 && log.lastIndex == 1000 && log.durableIndex == 1000)
-        #expect(log.term(at: 1000) == 7 && log.term(at: 999) == nil)
-        #expect(log.entries(from: 1, to: .max, maxBytes: .max).isEmpty)
+        #expect(try log.term(at: 1000) == 7 && log.term(at: 999) == nil)
+        #expect(try log.entries(from: 1, to: .max, maxBytes: .max).isEmpty)
         #expect(throws: TandemError.self) { try log.append(makeEntries(5...6, term: 7)) }
         #expect(throws: TandemError.self) { try log.append(makeEntries(1002...1003, term: 7)) }
         try log.append(makeEntries(1001...1050, term: 7))
         try log.sync()
         let reopened = try SegmentLog(directory: dir.path, settings: smallSegments)
-        #expect(reopened.firstIndex == 1001 && reopened.lastIndex == 1050 && reopened.term(at: 1000) == 7)
-        #expect(reopened.entries(from: 1, to: .max, maxBytes: .max) == makeEntries(1001...1050, term: 7))
+        #expect(try reopened.firstIndex == 1001 && reopened.lastIndex == 1050 && reopened.term(at: 1000) == 7)
+        #expect(try reopened.entries(from: 1, to: .max, maxBytes: .max) == makeEntries(1001...1050, term: 7))
 
         // A reset inside the log, and an empty reopen right after it.
         try reopened.reset(after: 20, term: 9)
         let empty = try SegmentLog(directory: dir.path, settings: smallSegments)
-        #expect(empty.firstIndex == 21 && empty.lastIndex == 20 && empty.term(at: 20) == 9)
+        #expect(try empty.firstIndex == 21 && empty.lastIndex == 20 && empty.term(at: 20) == 9)
         #expect(dir.files(".log").isEmpty)
     }
 
@@ -519,7 +519,7 @@ func recordBytes(_ e: LogEntry) -> Int { 33 + e.data.count }
         #expect(log.segmentFirstIndexes.count > 50)
         let reopened = try SegmentLog(directory: dir.path)
         #expect(reopened.lastIndex == 20_000 && reopened.recovery.segmentsScanned == 1)
-        #expect(reopened.entries(from: 19_990, to: .max, maxBytes: .max).map(\.index) == Array(19_990...20_000))
+        #expect(try reopened.entries(from: 19_990, to: .max, maxBytes: .max).map(\.index) == Array(19_990...20_000))
     }
 
     /// CRC32C (slicing-by-8) against the standard check value and a bit-at-a-time reference.
@@ -553,7 +553,7 @@ func recordBytes(_ e: LogEntry) -> Int { 33 + e.data.count }
         let reopened = try SegmentLog(directory: dir.path, settings: smallSegments, faults: faults, keepingThrough: durable)
         #expect(reopened.lastIndex == 100 && reopened.durableIndex == 100)
         #expect(reopened.recovery.unsyncedEntriesDropped == 150)
-        #expect(reopened.entries(from: 1, to: .max, maxBytes: .max) == Array(all[0..<100]))
+        #expect(try reopened.entries(from: 1, to: .max, maxBytes: .max) == Array(all[0..<100]))
         try reopened.append(Array(all[100..<300]))
         try reopened.sync()
         #expect(try SegmentLog(directory: dir.path, settings: smallSegments).entries(from: 1, to: .max, maxBytes: .max) == all)
@@ -584,10 +584,17 @@ func recordBytes(_ e: LogEntry) -> Int { 33 + e.data.count }
         try FileManager.default.createDirectory(atPath: dir.path, withIntermediateDirectories: true)
         let file = RaftHardStateFile(path: dir.file("raft.state"))
         #expect(try file.load() == nil)
-        for state in [RaftHardState(term: 3, vote: "node-b", commit: 17), RaftHardState(term: 4, vote: nil, commit: 20)] {
+        for state in [HardState(term: 3, vote: "node-b", commit: 17), HardState(term: 4, vote: nil, commit: 20)] {
             try file.store(state)
             #expect(try file.load() == state)
         }
+        // The format, byte for byte: magic "TRHS", version 1, term, commit, vote (flag, length,
+        // UTF-8), CRC32C of all that (big-endian).
+        try file.store(HardState(term: 3, vote: "node-b", commit: 17))
+        let be64 = { (v: UInt64) in (0..<8).map { UInt8(truncatingIfNeeded: v >> (56 - 8 * $0)) } }
+        let body: [UInt8] = [0x54, 0x52, 0x48, 0x53, 1] + be64(3) + be64(17) + [1, 6] + Array("node-b".utf8)
+        let crc = CRC32C.checksum(body)
+        #expect(dir.read("raft.state") == body + (0..<4).map { UInt8(truncatingIfNeeded: crc >> (24 - 8 * $0)) })
         var bytes = dir.read("raft.state")
         bytes[6] ^= 1
         dir.write("raft.state", bytes)

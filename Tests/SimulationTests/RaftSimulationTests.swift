@@ -39,6 +39,18 @@ import Testing
         #expect(early > 0, "no follower acknowledged before its leader's commit under faults")
     }
 
+    /// Log reads that fail now and then as well: a halted core is stopped like a crashed node
+    /// and restarted on the same storage; every invariant still holds, and the group recovers.
+    @Test func failingLogReadsStaySafeAndRecover() {
+        var config = RaftSimConfig()
+        config.readFaults = true
+        var stops = 0
+        for seed in scenarioSeeds(40, salt: 750) {
+            stops += Self.chaosRun(seed: seed, config: config, faults: .seconds(2)).readFailureStops
+        }
+        #expect(stops > 0, "no read fault ever halted a node")
+    }
+
     @Test func fiveNodesUnderFaultsStaySafeAndRecover() {
         var config = RaftSimConfig()
         config.nodes = 5

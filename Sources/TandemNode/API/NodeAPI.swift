@@ -161,10 +161,14 @@ extension Node {
             guard let f = fails as? Bool else { return .error(400, "invalid_argument", "fsyncFails must be true or false") }
             next.fsyncFails = f
         }
+        if let under = object["readFailsUnder"] {
+            guard let u = under as? String else { return .error(400, "invalid_argument", "readFailsUnder must be a string (\"\" for none)") }
+            next.readFailsUnder = u.isEmpty ? nil : u
+        }
         chaos = next
         logger.notice("chaos settings changed", metadata: ["dropRate": "\(next.dropRate)", "block": "\(next.blocked.sorted())",
                                                            "delay": "\(next.delay)", "delays": "\(next.delays.count)",
-                                                           "fsyncFails": "\(next.fsyncFails)"])
+                                                           "fsyncFails": "\(next.fsyncFails)", "readFailsUnder": "\(next.readFailsUnder ?? "")"])
         return .json(200, ["dropRate": next.dropRate, "block": next.blocked.sorted(), "delayMs": Double(next.delay.nanoseconds / 1_000_000),
                            "delays": next.delays.mapValues { Double($0.nanoseconds / 1_000_000) }, "fsyncFails": next.fsyncFails])
     }
@@ -210,6 +214,7 @@ extension Node {
         metric("tandem_gossip_replayed_packets_total", "counter", "Sealed datagrams refused as too old, from the future, or seen before.", shell.replayedPackets)
         metric("tandem_chaos_dropped_total", "counter", "Datagrams dropped by opt-in fault injection.", shell.chaosDropped)
         metric("tandem_chaos_fsync_failures_total", "counter", "fsyncs failed by opt-in disk fault injection.", DiskFaults.process.injected)
+        metric("tandem_chaos_read_failures_total", "counter", "Stream log reads failed by opt-in disk fault injection.", DiskFaults.process.injectedReads)
         let p = peers.stats
         metric("tandem_peer_frames_in_total", "counter", "Peer frames received.", p.framesIn)
         metric("tandem_peer_frames_out_total", "counter", "Peer frames sent.", p.framesOut)

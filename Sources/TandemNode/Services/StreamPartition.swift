@@ -61,10 +61,11 @@ final class StreamPartition {
     private var scheduledTick: Instant?
     /// Carries messages to peers (batched per destination by `Streams`).
     private let send: (String, GroupID, RaftMessage) -> Void
-    /// Told once when the log or hard state cannot be written or synced (see `stopForDiskFailure`).
+    /// Told once when the log or hard state cannot be written, synced or read back (see
+    /// `stopForDiskFailure`).
     private let onDiskFailure: (String) -> Void
-    /// The disk failed: this replica no longer votes, acknowledges, leads or answers; `Streams`
-    /// reopens it from disk once the disk works again.
+    /// The disk failed (a write, a sync or a read): this replica no longer votes, acknowledges,
+    /// leads or answers; `Streams` reopens it from disk once the disk works again.
     private(set) var stopped = false
     private(set) var stopReason: String?
     private(set) var stoppedByFullDisk = false
@@ -134,12 +135,12 @@ final class StreamPartition {
         self.log = log
         hardStateFile = RaftHardStateFile(path: directory + "/hardstate")
         let loaded = try hardStateFile.load()
-        let hs = HardState(term: loaded?.term ?? 0, vote: loaded?.vote, commit: loaded?.commit ?? 0)
+        let hs = loaded ?? HardState()
         configurationFile = RaftConfigurationFile(path: directory + "/configurations")
         // Only entries still in the log (an unsynced one may have been lost, or replaced);
         // those below the first index were committed before they were trimmed.
         configurationHistory = try configurationFile.load().filter { r in
-            r.index <= log.lastIndex && (r.index < log.firstIndex || log.term(at: r.index) == r.term)
+            try r.index <= log.lastIndex && (r.index < log.firstIndex || log.term(at: r.index) == r.term)
         }
         if configurationHistory.isEmpty && log.lastIndex == 0 {
             // A replica starting empty (new, or added back after its data was dropped) records the
@@ -197,7 +198,13 @@ final class StreamPartition {
                  _ done: @escaping (Result<ClosedRange<UInt64>, PutFailure>) -> Void) throws(RaftError) {
         let now = loop.now
         guard !stopped else { throw RaftError(.notLeader, "this replica stopped: its disk failed") }
-        let range = try raft.propose(records, timestamp: wallMs, now: now)
+        let range: ClosedRange<UInt64>
+        do {
+            range = try raft.propose(records, timestamp: wallMs, now: now)
+        } catch {
+            if error.code == .storageFailed { driveSoon() }  // the core halted: stop the replica
+            throw error
+        }
         waiters.append(Waiter(range: range, term: raft.term, proposedAt: now, deadline: now + commitTimeout, done: done))
         driveSoon()
     }
@@ -251,7 +258,12 @@ final class StreamPartition {
     /// Proposes one single-server membership change (leader only; see `Streams.replaceDepartedVoters`).
     func proposeChange(_ change: ConfigurationChange) throws(RaftError) {
         guard !stopped else { throw RaftError(.notLeader, "this replica stopped: its disk failed") }
-        try raft.proposeConfigurationChange(change, now: loop.now)
+        do {
+            try raft.proposeConfigurationChange(change, now: loop.now)
+        } catch {
+            if error.code == .storageFailed { driveSoon() }  // the core halted: stop the replica
+            throw error
+        }
         drive()
     }
 
@@ -269,8 +281,9 @@ final class StreamPartition {
         driveTimer.stop()
         syncTimer.stop()
         let hs = raft.hardState
-        if hs != storedHardState, raft.persistedIndex >= hs.commit {
-            try? hardStateFile.store(RaftHardState(term: hs.term, vote: hs.vote, commit: hs.commit))
+        // Not from a halted core: what it decided after its last ready must not leave it.
+        if hs != storedHardState, raft.persistedIndex >= hs.commit, raft.storageFailure == nil {
+            try? hardStateFile.store(hs)
         }
         for w in waiters { w.done(.failure(PutFailure(status: 503, code: "shutting_down", message: "node is stopping", retryable: true))) }
         waiters = []
@@ -288,6 +301,9 @@ final class StreamPartition {
         var committed = false
         while raft.hasReady {
             let rd = raft.ready()
+            // A read of the log failed and the core halted (the rule atop Raft.swift): nothing
+            // in this ready may be acted on; stop as for a failed fsync.
+            if let failure = rd.storageFailure { return stopForDiskFailure(failure, "cannot read the log") }
             if let soft = rd.softState {
                 leaderSince = soft.role == .leader ? loop.now : nil
             }
@@ -302,7 +318,11 @@ final class StreamPartition {
             for m in rd.messages { send(m.to, id, m.message) }
             if !rd.committedEntries.isEmpty {
                 committed = true
-                applyCommitted(through: rd.committedEntries.last!.index)
+                do {
+                    try applyCommitted(through: rd.committedEntries.last!.index)
+                } catch {
+                    return stopForDiskFailure(error, "cannot read the log")
+                }
             }
             if rd.mustPersist || !unsynced.isEmpty || syncing {
                 // Messages after persist also wait for every *earlier* write to be durable.
@@ -359,28 +379,37 @@ final class StreamPartition {
 
     /// Answers forwarded puts whose records this replica has now committed. A put whose entry
     /// was overwritten is left to the leader's answer.
-    private func answerForwarded(through index: UInt64) {
+    private func answerForwarded(through index: UInt64) throws {
         for (put, f) in forwarded {
             guard let at = f.at else { continue }
             let last = at.index + UInt64(f.count) - 1
-            guard last <= index, raft.holds(at.index...last, appendedIn: at.term) else { continue }
+            guard last <= index, try raft.holds(at.index...last, appendedIn: at.term) else { continue }
             forwarded[put] = nil
             f.done(at.index...last)
         }
     }
 
     /// Answers the puts whose records are now committed, or lost to a leader change.
-    private func applyCommitted(through index: UInt64) {
-        if !forwarded.isEmpty { answerForwarded(through: index) }
+    private func applyCommitted(through index: UInt64) throws {
+        if !forwarded.isEmpty { try answerForwarded(through: index) }
         guard !waiters.isEmpty else { return }
         let now = loop.now
         var keep: [Waiter] = []
-        for w in waiters {
+        // On a failed read the waiters not yet answered stay, for `stopForDiskFailure` to fail.
+        defer { waiters = keep }
+        for (k, w) in waiters.enumerated() {
             guard w.range.upperBound <= index else {
                 keep.append(w)
                 continue
             }
-            if raft.holds(w.range, appendedIn: w.term) {
+            let held: Bool
+            do {
+                held = try raft.holds(w.range, appendedIn: w.term)
+            } catch {
+                keep.append(contentsOf: waiters[k...])
+                throw error
+            }
+            if held {
                 appendLatency.record(now - w.proposedAt)
                 w.done(.success(w.range))
             } else {
@@ -388,7 +417,6 @@ final class StreamPartition {
                                            message: "the leader changed before the records committed; they were not written", retryable: true)))
             }
         }
-        waiters = keep
     }
 
     private func wakeReaders() {
@@ -424,7 +452,7 @@ final class StreamPartition {
                 // Entries first, then term and vote (Raft's order: a vote names a log).
                 try log.sync()
                 if let hardState {
-                    try hardStateFile.store(RaftHardState(term: hardState.term, vote: hardState.vote, commit: hardState.commit))
+                    try hardStateFile.store(hardState)
                 }
             } catch {
                 self.error = error
@@ -482,7 +510,13 @@ final class StreamPartition {
             if let p = w.position {
                 // A suffix cut while the fsync ran may have replaced these entries: then they
                 // are not what was synced, and saying so (acks) would be a lie. Dropping is loss.
-                guard p.index <= durable, log.term(at: p.index) == p.term || p.index < log.firstIndex else { continue }
+                let stillThere: Bool
+                do {
+                    stillThere = try p.index <= durable && (log.term(at: p.index) == p.term || p.index < log.firstIndex)
+                } catch {
+                    return stopForDiskFailure(error, "cannot read the log")
+                }
+                guard stillThere else { continue }
                 raft.appended(through: p, now: now)
             }
             for m in w.messages { send(m.to, id, m.message) }
@@ -490,7 +524,9 @@ final class StreamPartition {
         drive()
     }
 
-    /// The log or hard state could not be made durable. Raft must not go on as if it had been:
+    /// The log or hard state could not be made durable, or the log could not be read back (then
+    /// Raft has halted, or the shell could not check what it was about to report). Raft must not
+    /// go on as if it had been:
     /// the votes and acks waiting for this sync would claim entries the disk may not hold, and
     /// retrying the fsync proves nothing (after a failure the kernel may have dropped the dirty
     /// pages and a second fsync succeeds without them). So the replica stops at once: no more
@@ -507,7 +543,7 @@ final class StreamPartition {
         driveTimer.stop()
         unsynced = []
         let failure = PutFailure.disk(id, full: stoppedByFullDisk,
-                                      "cannot write its log on this node (\(why)); the records were not acknowledged here and may still commit on other replicas; retry")
+                                      "cannot use its log on this node (\(why)); the records were not acknowledged here and may still commit on other replicas; retry")
         for w in waiters { w.done(.failure(failure)) }
         waiters = []
         for r in readWaiters { r.wake() }

@@ -1066,7 +1066,7 @@ final class Streams {
             return
         }
         var behind: UInt64 = 0
-        if last < commit, let ts = lastTimestamp, let tip = part.raft.entries(from: commit, to: commit, maxBytes: 1).first {
+        if last < commit, let ts = lastTimestamp, let tip = (try? part.raft.entries(from: commit, to: commit, maxBytes: 1))?.first {
             behind = tip.timestamp > ts ? tip.timestamp - ts : 0
         }
         out += "],\"next\":\"after:\(Sequence.format(last))\",\"behindMs\":\(behind)}\n"
