@@ -181,6 +181,9 @@ public final class TableNode {
     private enum Undo {
         case item(String, ItemKey, ItemState?)
         case table(String, CatalogEntry?, TableReplica?)
+        /// `resyncedAt` before a resync: undone, the resync is asked for again (we must not
+        /// claim to have dropped pre-stable state that a failed commit put back).
+        case resync(UInt64)
     }
     private var undo: [Undo] = []
     private var outbox: [Request] = []
@@ -458,6 +461,8 @@ public final class TableNode {
             case .table(let name, let entry, let replica):
                 catalog[name] = entry
                 replicas[name] = replica
+            case .resync(let at):
+                resyncedAt = at
             }
         }
         undo = []
@@ -483,8 +488,6 @@ public final class TableNode {
         }
         return out
     }
-
-    public var hasQueuedDeltas: Bool { streams.values.contains { $0.inFlight == nil && !$0.queue.isEmpty } || !catalogOutbox.isEmpty }
 
     private func request(_ to: String, _ kind: UInt8, _ payload: [UInt8]) -> Request {
         defer { nextRequestID += 1 }
@@ -685,6 +688,7 @@ public final class TableNode {
             switch record {
             case .item(let table, let key, _): dirty[table, default: []].insert(key)
             case .table(let name, _, _): dirtyTables.insert(name)
+            case .resync: break
             }
         }
         // Writes at or after the oldest one still queued or in flight to this peer are on
@@ -854,6 +858,7 @@ public final class TableNode {
     /// the cluster's stable time; the rest comes back by anti-entropy, without tombstones lost.
     private func resync(at theirStable: UInt64) -> [StoreWrite] {
         stats.resyncs += 1
+        undo.append(.resync(resyncedAt))
         resyncedAt = theirStable
         stable = max(stable, theirStable)
         var writes: [StoreWrite] = []

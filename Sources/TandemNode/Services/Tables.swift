@@ -294,7 +294,7 @@ final class Tables {
             // Writes wait for the group commit; past the bound the disk is behind, and a client
             // is told to come back rather than queue without limit (reads go on).
             if !fromNode, request.method != "GET", overloaded {
-                respond(.error(503, "overloaded", "\(committer.queuedWrites) writes are waiting for disk; retry shortly"))
+                respond(.error(503, "overloaded", "\(queuedWrites) writes are waiting for disk; retry shortly"))
                 return true
             }
             switch (request.method, s.count) {
