@@ -1,17 +1,62 @@
 import TandemCore
 
-/// One node's global tables and every replication decision about them, as a pure state
-/// machine: the shell feeds it local writes, peer messages, responses, membership and the wall
-/// time, and carries out what it returns (store these writes durably, send these requests,
-/// reply after the writes are durable). The simulator drives the same code.
-///
+// One node's global tables and every replication decision about them, as a pure state
+// machine: the shell feeds it inputs (local writes, peer requests and answers, membership,
+// timers, each with the wall time) and carries out one output, `TableReady`. The simulator
+// drives the same code.
+//
+// The shell's loop (the ordering contract):
+//
+//     feed inputs: write(...), createTable/deleteTable, receive(...), responded(...),
+//                  membersChanged, startAntiEntropy, updateStability, stabilityRound,
+//                  compactionStep
+//     while no store is running, let rd = node.ready(wallMs:) {
+//         1. store rd.writes durably, in one commit (group commit: everything the inputs
+//            made since the last ready goes together); then node.stored(error)
+//         2. then answer rd.replies: by ticket, with the commit's error if it failed
+//            (or the reply's own error); a peer's reply only if the commit succeeded
+//         3. then send rd.messages (also after a failed commit: a message only ever holds
+//            what was durable before this ready was taken)
+//     }
+//
+// So a write is acknowledged only once it is on disk, and its delta leaves the node only
+// after that: `stored(nil)` is what releases a ready's deltas (and catalog changes) into the
+// peer streams, and they go out in a later ready. A failed store releases nothing and undoes,
+// in memory, every change not yet durable — that batch and everything queued since, which
+// was computed on top of it — so a write the disk refused is neither readable nor replicated.
+// There is at most one ready with writes outstanding: the next one is computed after the
+// outcome of the last is known, so its bytes never carry a change that failed.
+//
+// Changes are applied to memory at once and rolled back on a failed commit, rather than
+// applied after it: a write's delta is made on the state the writes before it left (two
+// increments in one group commit both count; a condition sees the writes ahead of it), reads
+// need no overlay, and the put path stays one merge plus one undo record. The price is that
+// a read may see a write in the millisecond before its commit; a failure is rare, and then
+// nothing of it stays.
+//
+// Nothing here reads a clock, touches a disk or a socket, or draws global randomness.
+
+/// What the core asks of the shell, in the order the contract above gives.
+public struct TableReady: Sendable {
+    /// Make these durable in one commit, then report with `TableNode.stored(_:)`.
+    public var writes: [TableNode.StoreWrite] = []
+    /// Then answer these tickets.
+    public var replies: [TableNode.Reply] = []
+    /// Then send these requests; report each answer with `TableNode.responded(to:payload:wallMs:)`.
+    public var messages: [TableNode.Request] = []
+
+    public var isEmpty: Bool { writes.isEmpty && replies.isEmpty && messages.isEmpty }
+}
+
 /// Replication has three parts:
-/// - **Delta streams.** A local write's delta is queued for every live peer and sent in
-///   batches, one batch in flight per peer; the peer answers once the batch is durable there.
-///   A failed batch goes back to the front of its queue; a queue over its bound, or the queue
-///   of a peer that died, is dropped — anti-entropy carries those writes instead.
+/// - **Delta streams.** A local write's delta, once durable here, is queued for every live
+///   peer and sent in batches, one batch in flight per peer; the peer answers once the batch
+///   is durable there. A failed batch goes back to the front of its queue; a queue over its
+///   bound, or the queue of a peer that died, is dropped — anti-entropy carries those writes
+///   instead.
 /// - **Anti-entropy.** Every few seconds, with one random live peer: our bucket digests →
-///   its item hashes for differing buckets → we push the items it lacks or holds otherwise.
+///   its item hashes for differing buckets → we push the items it lacks or holds otherwise
+///   (only durable ones: an item with a change not yet stored waits for the next round).
 /// - **Stability.** Each node tracks, per peer, up to what time all of its own writes are
 ///   durable there (`covered`); the minimum over peers is what it reports to everyone, and the
 ///   minimum of all reports is the stable time below which tombstones are collected (see
@@ -28,6 +73,8 @@ public final class TableNode {
         public var retentionMs: UInt64 = 24 * 3_600_000
         /// Items compacted per `compactionStep`.
         public var compactionBatch = 2_000
+        /// After a failed delta batch, how long its stream waits before it is sent again.
+        public var retryDelayMs: UInt64 = 50
         public init() {}
     }
 
@@ -47,7 +94,7 @@ public final class TableNode {
         case stability([UInt8])
     }
 
-    /// A request to a peer; the shell reports the answer with `responded(to:payload:)`.
+    /// A request to a peer; the shell reports the answer with `responded(to:payload:wallMs:)`.
     public struct Request: Equatable, Sendable {
         public var id: UInt64
         public var to: String
@@ -55,11 +102,22 @@ public final class TableNode {
         public var payload: [UInt8]
     }
 
+    /// The answer to an input that waits for the disk: a local write's acknowledgement, or the
+    /// reply to a peer's request. `ticket` is what the input returned.
+    public struct Reply: Sendable {
+        public var ticket: UInt64
+        /// For a peer's request, the bytes to answer with (nil: no answer — it was refused or
+        /// malformed). Always nil for a local write.
+        public var payload: [UInt8]?
+        /// Failed before its commit: it was made on top of a change whose commit failed.
+        public var error: TandemError?
+    }
+
     /// What handling a peer's request produced: writes to make durable, then the reply to send
     /// (nil: no reply — the request was refused or malformed).
-    public struct Handled: Sendable {
-        public var writes: [StoreWrite] = []
-        public var reply: [UInt8]?
+    struct Handled {
+        var writes: [StoreWrite] = []
+        var reply: [UInt8]?
     }
 
     public struct Stats: Sendable {
@@ -101,8 +159,35 @@ public final class TableNode {
         /// `covered` stays where it is.
         var gap = true
         var drops = 0
+        /// A failed batch waits until this wall time before it goes again.
+        var retryAt: UInt64 = 0
     }
     private var streams: [String: PeerStream] = [:]
+
+    // ==== the way out (see the contract at the top of the file)
+    /// Changes made since the last ready: writes to store, replies waiting for them, and the
+    /// deltas and catalog entries they release once durable.
+    private struct Batch {
+        var writes: [StoreWrite] = []
+        var replies: [Reply] = []
+        var deltas: [TableDelta] = []
+        var catalog: [(String, CatalogEntry)] = []
+    }
+    private var queued = Batch()
+    /// The ready whose writes are being stored, and how many undo records it covers.
+    private var storing: (batch: Batch, undoCount: Int)?
+    /// How to return memory to what is on disk: one record per change not yet durable, oldest
+    /// first (undone newest first).
+    private enum Undo {
+        case item(String, ItemKey, ItemState?)
+        case table(String, CatalogEntry?, TableReplica?)
+        /// `resyncedAt` before a resync: undone, the resync is asked for again (we must not
+        /// claim to have dropped pre-stable state that a failed commit put back).
+        case resync(UInt64)
+    }
+    private var undo: [Undo] = []
+    private var outbox: [Request] = []
+    private var nextTicket: UInt64 = 1
 
     // ==== anti-entropy
     private struct Round {
@@ -205,55 +290,86 @@ public final class TableNode {
 
     public func now(wallMs: UInt64) -> HLC { clock.now(wallMs: wallMs) }
 
-    /// Creates (or re-creates) a table; nil if it exists with this schema already.
-    public func createTable(_ name: String, schema: KeySchema, wallMs: UInt64) throws(TandemError) -> [StoreWrite]? {
+    /// Creates (or re-creates) a table; nil if it exists with this schema already, else the
+    /// ticket of its reply (once durable).
+    public func createTable(_ name: String, schema: KeySchema, wallMs: UInt64) throws(TandemError) -> UInt64? {
         if let existing = replicas[name] {
             guard existing.schema == schema else {
                 throw TandemError(TandemError.Code("table_exists", httpStatus: 409), "table '\(name)' exists with another key schema")
             }
             return nil
         }
-        var writes: [StoreWrite] = []
-        adopt(name, CatalogEntry(schema: schema, at: clock.now(wallMs: wallMs)), &writes)
-        broadcastCatalog(name)
-        return writes
+        adopt(name, CatalogEntry(schema: schema, at: clock.now(wallMs: wallMs)), &queued.writes)
+        queued.catalog.append((name, catalog[name]!))
+        return reply(nil)
     }
 
-    public func deleteTable(_ name: String, wallMs: UInt64) throws(TandemError) -> [StoreWrite] {
+    /// Drops a table; the ticket of its reply (once durable).
+    public func deleteTable(_ name: String, wallMs: UInt64) throws(TandemError) -> UInt64 {
         guard let r = replicas[name] else { throw TandemError(.notFound, "no table '\(name)'") }
-        var writes: [StoreWrite] = []
-        adopt(name, CatalogEntry(schema: r.schema, at: clock.now(wallMs: wallMs), deleted: true), &writes)
-        broadcastCatalog(name)
-        return writes
+        adopt(name, CatalogEntry(schema: r.schema, at: clock.now(wallMs: wallMs), deleted: true), &queued.writes)
+        queued.catalog.append((name, catalog[name]!))
+        return reply(nil)
     }
 
-    /// Applies a local write's delta (made by the caller on a copy of the item's state at `t`)
-    /// and queues it for every live peer. Returns the store write.
-    public func apply(table: String, key: ItemKey, delta: ItemState) -> StoreWrite {
-        replicas[table]!.merge(key, delta)
-        noteGarbage(table, key)
-        let d = TableDelta(table: table, entry: catalog[table]!, key: key, state: delta)
-        for peer in live {
-            var s = streams[peer, default: PeerStream()]
-            if s.queue.count >= settings.maxQueuedPerPeer {
-                s.queue.removeFirst()
-                s.gap = true
-                s.drops += 1
-                stats.deltasDropped += 1
-            }
-            s.queue.append(d)
-            streams[peer] = s
+    /// Applies local deltas (each made by the caller on a copy of the item's state at `t`),
+    /// all or none: the reply with the returned ticket comes once they are durable, and only
+    /// then do they go to the peers.
+    public func write(_ writes: [(table: String, key: ItemKey, delta: ItemState)]) throws(TandemError) -> UInt64 {
+        for w in writes where replicas[w.table] == nil { throw TandemError(.notFound, "no table '\(w.table)'") }
+        for w in writes {
+            mergeItem(w.table, w.key, w.delta)
+            queued.deltas.append(TableDelta(table: w.table, entry: catalog[w.table]!, key: w.key, state: w.delta))
+            queued.writes.append(.item(table: w.table, key: w.key, state: replicas[w.table]!.encodedState(w.key)))
         }
-        return .item(table: table, key: key, state: replicas[table]!.encodedState(key))
+        return reply(nil)
     }
 
-    /// Catalog changes go to every live peer at once, outside the item streams.
+    /// Queues a reply (after the writes queued before it) and returns its ticket.
+    private func reply(_ payload: [UInt8]?) -> UInt64 {
+        defer { nextTicket += 1 }
+        queued.replies.append(Reply(ticket: nextTicket, payload: payload))
+        return nextTicket
+    }
+
+    /// Merges into the replica, remembering how to undo it; true if anything changed.
+    @discardableResult
+    private func mergeItem(_ table: String, _ key: ItemKey, _ delta: ItemState) -> Bool {
+        let before = replicas[table]!.state(key)
+        guard replicas[table]!.merge(key, delta) else { return false }
+        undo.append(.item(table, key, before))
+        noteGarbage(table, key)
+        return true
+    }
+
+    private func replaceItem(_ table: String, _ key: ItemKey, with state: ItemState?) {
+        undo.append(.item(table, key, replicas[table]!.state(key)))
+        replicas[table]!.replace(key, with: state)
+    }
+
+    /// A durable change of ours: to every live peer's stream (a full queue drops its oldest,
+    /// leaving a gap for anti-entropy to close).
+    private func release(_ batch: Batch) {
+        for d in batch.deltas {
+            for peer in live {
+                var s = streams[peer, default: PeerStream()]
+                if s.queue.count >= settings.maxQueuedPerPeer {
+                    s.queue.removeFirst()
+                    s.gap = true
+                    s.drops += 1
+                    stats.deltasDropped += 1
+                }
+                s.queue.append(d)
+                streams[peer] = s
+            }
+        }
+        for (name, entry) in batch.catalog {
+            for peer in live { catalogOutbox[peer, default: [:]][name] = entry }
+        }
+    }
+
+    /// Catalog changes go to every live peer at once (once durable), outside the item streams.
     private var catalogOutbox: [String: [String: CatalogEntry]] = [:]
-
-    private func broadcastCatalog(_ name: String) {
-        guard let entry = catalog[name] else { return }
-        for peer in live { catalogOutbox[peer, default: [:]][name] = entry }
-    }
 
     /// Makes `entry` the catalog's word on `name` if it wins, dropping the items of a table
     /// incarnation it replaces.
@@ -261,6 +377,7 @@ public final class TableNode {
         let current = catalog[name]
         let winner = CatalogEntry.join(current, entry)
         guard winner != current else { return }
+        undo.append(.table(name, current, replicas[name]))
         catalog[name] = winner
         writes.append(.catalog(name, winner))
         if let old = replicas[name] {
@@ -305,15 +422,63 @@ public final class TableNode {
     // ==== ------------------------------------------------------------------------------------
     // MARK: Sending
 
+    // ==== ------------------------------------------------------------------------------------
+    // MARK: The output
+
+    /// What to do now (nil: nothing), in the contract's order. Nil while a ready's writes are
+    /// being stored: what came since waits for the outcome, and goes in the next commit.
+    public func ready(wallMs: UInt64) -> TableReady? {
+        guard storing == nil else { return nil }
+        let rd = TableReady(writes: queued.writes, replies: queued.replies, messages: outbox + flush(wallMs: wallMs))
+        outbox = []
+        if !rd.writes.isEmpty {
+            storing = (queued, undo.count)
+        } else {
+            // Nothing to store: everything these replies wait for is durable already.
+            release(queued)
+        }
+        queued = Batch()
+        return rd.isEmpty ? nil : rd
+    }
+
+    /// The outcome of the last ready's commit. Success releases its deltas and catalog
+    /// changes to the peers. Failure undoes in memory every change not yet durable (that
+    /// batch, and all queued since: they were made on top of it) and fails their replies, so
+    /// nothing the disk refused stays readable or is ever sent.
+    public func stored(_ error: TandemError?) {
+        guard let (batch, undoCount) = storing else { return }
+        storing = nil
+        if error == nil {
+            undo.removeFirst(undoCount)
+            release(batch)
+            return
+        }
+        for record in undo.reversed() {
+            switch record {
+            case .item(let table, let key, let before):
+                replicas[table]?.replace(key, with: before)
+                noteGarbage(table, key)
+            case .table(let name, let entry, let replica):
+                catalog[name] = entry
+                replicas[name] = replica
+            case .resync(let at):
+                resyncedAt = at
+            }
+        }
+        undo = []
+        let failed = TandemError(error!.code, "not stored: a change it was made on failed to commit (\(error!.message))")
+        queued = Batch(replies: queued.replies.map { Reply(ticket: $0.ticket, payload: nil, error: failed) })
+    }
+
     /// The batches to send now: per live peer, the next batch if none is in flight.
-    public func flush() -> [Request] {
+    private func flush(wallMs: UInt64) -> [Request] {
         var out: [Request] = []
         for (peer, entries) in catalogOutbox.sorted(by: { $0.key < $1.key }) where live.contains(peer) {
             out.append(request(peer, Kind.deltas, TableSyncCodec.encode(deltas: [], catalog: entries)))
         }
         catalogOutbox = [:]
         for peer in live.sorted() {
-            guard var s = streams[peer], s.inFlight == nil, !s.queue.isEmpty else { continue }
+            guard var s = streams[peer], s.inFlight == nil, !s.queue.isEmpty, wallMs >= s.retryAt else { continue }
             let batch = Array(s.queue.prefix(settings.maxBatch))
             s.queue.removeFirst(batch.count)
             let r = request(peer, Kind.deltas, TableSyncCodec.encode(deltas: batch))
@@ -323,8 +488,6 @@ public final class TableNode {
         }
         return out
     }
-
-    public var hasQueuedDeltas: Bool { streams.values.contains { $0.inFlight == nil && !$0.queue.isEmpty } || !catalogOutbox.isEmpty }
 
     private func request(_ to: String, _ kind: UInt8, _ payload: [UInt8]) -> Request {
         defer { nextRequestID += 1 }
@@ -337,8 +500,8 @@ public final class TableNode {
 
     /// A peer's answer to one of our requests (nil: it failed — timeout, link down, refused):
     /// a delta batch's acknowledgement, the summaries that open an anti-entropy round's
-    /// pushes, or a push's acknowledgement. Returns writes to make and requests to send.
-    public func responded(to requestID: UInt64, payload answer: [UInt8]?, wallMs: UInt64) -> (writes: [StoreWrite], requests: [Request]) {
+    /// pushes, or a push's acknowledgement.
+    public func responded(to requestID: UInt64, payload answer: [UInt8]?, wallMs: UInt64) {
         var payload: [UInt8]?
         if let answer {
             var r = ByteReader(answer)
@@ -357,23 +520,24 @@ public final class TableNode {
                 if let last = f.deltas.last?.state.lastWriteTime { s.covered = max(s.covered, s.gap ? 0 : last) }
             } else if live.contains(peer) {
                 s.queue.insert(contentsOf: f.deltas, at: 0)
+                s.retryAt = wallMs + settings.retryDelayMs
                 stats.deltasResent += f.deltas.count
             }
             streams[peer] = s
-            return ([], [])
+            return
         }
-        guard var r = round else { return ([], []) }
+        guard var r = round else { return }
         if r.opening == requestID {
             r.opening = nil
             round = r
-            return receiveSummaries(payload, wallMs: wallMs)
+            receiveSummaries(payload, wallMs: wallMs)
+            return
         }
         if r.pending.remove(requestID) != nil {
             if payload == nil { r.clean = false }
             round = r
             finishRoundIfDone()
         }
-        return ([], [])
     }
 
     /// Per peer: up to when our writes are durable there, and whether a gap holds that back.
@@ -394,7 +558,15 @@ public final class TableNode {
     // ==== ------------------------------------------------------------------------------------
     // MARK: Receiving
 
-    public func handle(kind: UInt8, payload: [UInt8], wallMs: UInt64) -> Handled {
+    /// A peer's request: merged; the reply with the returned ticket comes once it (and
+    /// everything before it) is durable.
+    public func receive(kind: UInt8, payload: [UInt8], wallMs: UInt64) -> UInt64 {
+        let handled = handle(kind: kind, payload: payload, wallMs: wallMs)
+        queued.writes += handled.writes
+        return reply(handled.reply)
+    }
+
+    func handle(kind: UInt8, payload: [UInt8], wallMs: UInt64) -> Handled {
         var r = ByteReader(payload)
         guard let sender = try? ItemCodec.readString(&r), let theirClock = try? r.u64() else {
             stats.malformed += 1
@@ -454,11 +626,11 @@ public final class TableNode {
             adopt(d.table, d.entry, &writes)
             guard let entry = catalog[d.table], !entry.deleted, entry.at == d.entry.at else { continue }
             if let local = replicas[d.table]!.state(d.key), local.supersedes(d.state) { stats.conflictsResolved += 1 }
-            if replicas[d.table]!.merge(d.key, d.state) {
+            if mergeItem(d.table, d.key, d.state) {
                 // What a peer that has not compacted yet sends back is dropped again at once.
                 if compactedAt > 0, let state = replicas[d.table]!.state(d.key), state.hasGarbage {
                     let compacted = state.compacted(stable: compactedAt)
-                    if compacted != state { replicas[d.table]!.replace(d.key, with: compacted) }
+                    if compacted != state { replaceItem(d.table, d.key, with: compacted) }
                 }
                 noteGarbage(d.table, d.key)
                 stats.mergesApplied += 1
@@ -479,26 +651,46 @@ public final class TableNode {
     // MARK: Anti-entropy
 
     /// Opens a round with a random live peer (`pick` chooses from the sorted live peers).
-    public func startAntiEntropy(wallMs: UInt64, pick: (Int) -> Int) -> [Request] {
-        guard round == nil, !live.isEmpty else { return [] }
+    public func startAntiEntropy(wallMs: UInt64, pick: (Int) -> Int) {
+        guard round == nil, !live.isEmpty else { return }
         let peers = live.sorted()
         let peer = peers[pick(peers.count)]
         stats.antiEntropyRounds += 1
         let s = streams[peer] ?? PeerStream()
-        let r = request(peer, Kind.digests, TableSyncCodec.encode(digests: replicas.mapValues(\.digest), catalog: catalog))
+        let r = request(peer, Kind.digests, TableSyncCodec.encode(digests: replicas.mapValues(\.digest), catalog: durableCatalog))
         round = Round(peer: peer, startedAt: clock.last, dropsAtStart: s.drops, opening: r.id)
-        return [r]
+        outbox.append(r)
+    }
+
+    /// The catalog as it is on disk: what peers may be told (a change not yet stored may
+    /// still be undone).
+    private var durableCatalog: [String: CatalogEntry] {
+        var c = catalog
+        var seen = Set<String>()
+        for case .table(let name, let entry, _) in undo where seen.insert(name).inserted { c[name] = entry }
+        return c
     }
 
     /// The peer's answer to our digests: push the items it lacks or holds otherwise.
-    private func receiveSummaries(_ payload: [UInt8]?, wallMs: UInt64) -> (writes: [StoreWrite], requests: [Request]) {
-        guard var r = round else { return ([], []) }
+    private func receiveSummaries(_ payload: [UInt8]?, wallMs: UInt64) {
+        guard var r = round else { return }
         guard let payload, let (summaries, entries) = try? TableNode.decodeSummaries(payload) else {
             if payload != nil { stats.malformed += 1 }
             round = nil
-            return ([], [])
+            return
         }
-        let writes = merge([], entries, wallMs: wallMs)
+        queued.writes += merge([], entries, wallMs: wallMs)
+        // Only durable state is pushed: an item or table with a change not yet stored waits
+        // for the next round (and this one is not clean).
+        var dirty: [String: Set<ItemKey>] = [:]
+        var dirtyTables = Set<String>()
+        for record in undo {
+            switch record {
+            case .item(let table, let key, _): dirty[table, default: []].insert(key)
+            case .table(let name, _, _): dirtyTables.insert(name)
+            case .resync: break
+            }
+        }
         // Writes at or after the oldest one still queued or in flight to this peer are on
         // their way by the delta stream; repairing them too would only duplicate traffic.
         let s = streams[r.peer] ?? PeerStream()
@@ -506,12 +698,16 @@ public final class TableNode {
         var push: [TableDelta] = []
         for (name, summary) in summaries {
             guard let replica = replicas[name], let entry = catalog[name], entry.at == summary.tableAt else { continue }
+            if dirtyTables.contains(name) {
+                r.clean = false
+                continue
+            }
             var theirs: [ItemKey: UInt64] = [:]
             for (k, h) in summary.items { theirs[k] = h }
             for bucket in summary.buckets {
                 for key in replica.keys(inBucket: bucket) where theirs[key] != replica.itemHash(key) {
                     let state = replica.state(key)!
-                    if state.lastWriteTime < horizon {
+                    if state.lastWriteTime < horizon, dirty[name]?.contains(key) != true {
                         push.append(TableDelta(table: name, entry: entry, key: key, state: state))
                     } else {
                         r.clean = false
@@ -520,17 +716,15 @@ public final class TableNode {
             }
         }
         stats.itemsRepaired += push.count
-        var requests: [Request] = []
         for start in stride(from: 0, to: push.count, by: settings.maxBatch) {
             let part = Array(push[start..<min(push.count, start + settings.maxBatch)])
             let q = request(r.peer, Kind.deltas, TableSyncCodec.encode(deltas: part))
             stats.repairBytes += q.payload.count
             r.pending.insert(q.id)
-            requests.append(q)
+            outbox.append(q)
         }
         round = r
         finishRoundIfDone()
-        return (writes, requests)
     }
 
     private func finishRoundIfDone() {
@@ -550,7 +744,7 @@ public final class TableNode {
     /// our item hashes.
     func summaries(for theirDigests: [String: [UInt64]]) -> [UInt8] {
         var w = ByteWriter(capacity: 1024)
-        w.blob(TableSyncCodec.encode(deltas: [], catalog: catalog))
+        w.blob(TableSyncCodec.encode(deltas: [], catalog: durableCatalog))
         let names = replicas.keys.sorted()
         w.u32(UInt32(names.count))
         for name in names {
@@ -608,12 +802,16 @@ public final class TableNode {
     /// Our own writes up to this time are durable on every member we count.
     var ownCovered: UInt64 {
         var c = clock.last
+        // A write not yet stored here has not gone to anyone yet.
+        for d in queued.deltas + (storing?.batch.deltas ?? []) {
+            c = min(c, d.state.lastWriteTime > 0 ? d.state.lastWriteTime - 1 : 0)
+        }
         for peer in known where expired[peer] == nil { c = min(c, covered(peer)) }
         return c
     }
 
     /// Our report, for every live peer (expired ones learn from it that they must resync).
-    public func stabilityRound(wallMs: UInt64) -> [Request] {
+    public func stabilityRound(wallMs: UInt64) {
         // An idle node's clock moves on too (any later write of ours is stamped after this), so
         // the stable time can pass the last write and its tombstones be collected.
         _ = clock.now(wallMs: wallMs)
@@ -624,7 +822,7 @@ public final class TableNode {
         let gone = expired.keys.sorted()
         w.u32(UInt32(gone.count))
         for name in gone { ItemCodec.string(name, &w) }
-        return live.sorted().map { request($0, Kind.stability, w.bytes) }
+        outbox += live.sorted().map { request($0, Kind.stability, w.bytes) }
     }
 
     private func receiveReport(from sender: String, _ body: [UInt8], wallMs: UInt64) -> Handled {
@@ -660,11 +858,13 @@ public final class TableNode {
     /// the cluster's stable time; the rest comes back by anti-entropy, without tombstones lost.
     private func resync(at theirStable: UInt64) -> [StoreWrite] {
         stats.resyncs += 1
+        undo.append(.resync(resyncedAt))
         resyncedAt = theirStable
         stable = max(stable, theirStable)
         var writes: [StoreWrite] = []
         for (name, replica) in replicas {
             var fresh = TableReplica(name: name, schema: replica.schema)
+            undo.append(.table(name, catalog[name], replica))
             for (key, state) in replica.items {
                 let kept = state.admitted(stable: theirStable)
                 if kept.marker != .zero || !kept.attributes.isEmpty {
@@ -681,8 +881,8 @@ public final class TableNode {
         return writes
     }
 
-    /// Re-evaluates who counts and the stable time; returns the stability record when it moved.
-    public func updateStability(wallMs: UInt64) -> [StoreWrite] {
+    /// Re-evaluates who counts and the stable time; stores the stability record when it moved.
+    public func updateStability(wallMs: UInt64) {
         var changed = false
         // Members gone past the retention bound stop holding collection back — if the members
         // left are a majority, so that at most one side of a partition ever moves on.
@@ -707,13 +907,13 @@ public final class TableNode {
             collectible = max(collectible, first.stable)
             stableReached.removeFirst()
         }
-        return changed ? [.stability(encodedStability)] : []
+        if changed { queued.writes.append(.stability(encodedStability)) }
     }
 
-    /// Compacts up to `compactionBatch` items against the stable time; returns the writes.
-    public func compactionStep() -> [StoreWrite] {
+    /// Compacts up to `compactionBatch` items against the stable time.
+    public func compactionStep() {
         if compactionQueue.isEmpty {
-            guard collectible > compactedAt else { return [] }
+            guard collectible > compactedAt else { return }
             compactedAt = collectible
             for (name, keys) in garbage { for key in keys { compactionQueue.append((name, key)) } }
         }
@@ -727,11 +927,11 @@ public final class TableNode {
             let compacted = state.compacted(stable: compactedAt)
             if !(compacted?.hasGarbage ?? false) { garbage[name]?.remove(key) }
             guard compacted != state else { continue }
-            replicas[name]!.replace(key, with: compacted)
+            replaceItem(name, key, with: compacted)
             if compacted == nil { stats.itemsCollected += 1 } else { stats.itemsCompacted += 1 }
             writes.append(.item(table: name, key: key, state: replicas[name]!.encodedState(key)))
         }
         compactionQueue.removeLast(n)
-        return writes
+        queued.writes += writes
     }
 }

@@ -224,8 +224,8 @@ public struct TableReplica: Sendable {
         return true
     }
 
-    /// Replaces an item's state outright (nil removes it): only tombstone collection does this,
-    /// and only with a state that reads the same.
+    /// Replaces an item's state outright (nil removes it): tombstone collection does this, with
+    /// a state that reads the same, and a failed commit, to put back what is on disk.
     public mutating func replace(_ key: ItemKey, with state: ItemState?) {
         let bucket = MerkleDigest.bucket(of: key)
         if let old = hashes[key] { digest.remove(bucket: bucket, hash: old) }

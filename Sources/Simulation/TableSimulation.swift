@@ -2,10 +2,10 @@ import GlobalTable
 import TandemCore
 
 /// A deterministic simulation of global-table replication: N `TableNode` cores on one virtual
-/// clock, driven the way the shell drives them (group commit before acknowledging, replies
-/// after durability, periodic anti-entropy, stability reports and compaction), over a network
-/// with delay, reordering, loss and partitions, with crashes that lose whatever was not yet
-/// committed. Clients write random operations on random nodes; the run records every delta
+/// clock, driven the way the shell drives them (each `TableReady`: store, then reply, then
+/// send; periodic anti-entropy, stability reports and compaction), over a network with delay,
+/// reordering, loss and partitions, with crashes that lose whatever was not yet committed,
+/// and (if configured) commits the disk refuses. Clients write random operations on random nodes; the run records every delta
 /// issued and which ones were acknowledged, so a test can check the final replicas against
 /// the merge they must equal. A run is a pure function of its seed.
 public final class TableSimulation {
@@ -20,6 +20,8 @@ public final class TableSimulation {
         public var antiEntropyMs: UInt64 = 200
         public var stabilityMs: UInt64 = 100
         public var compactionMs: UInt64 = 50
+        /// The chance that a commit fails (the disk refuses it; nothing of it is stored).
+        public var storeFailureRate = 0.0
         public var core = TableNode.Settings()
         public init() {}
     }
@@ -30,6 +32,8 @@ public final class TableSimulation {
         public var key: ItemKey
         public var delta: ItemState
         public var acknowledged = false
+        /// Its commit failed (or one it was made on top of): it must appear nowhere.
+        public var failed = false
     }
 
     enum DiskKey: Hashable {
@@ -42,9 +46,11 @@ public final class TableSimulation {
         var core: TableNode?
         var generation = 0
         var disk: [DiskKey: [UInt8]] = [:]
-        var pending: [(writes: [TableNode.StoreWrite], done: () -> Void)] = []
-        var commitScheduled = false
-        var flushScheduled = false
+        /// A ready's writes are being stored (the next ready waits for the outcome).
+        var storing = false
+        var pumpScheduled = false
+        /// By ticket: what to do with the reply.
+        var waiting: [UInt64: (TandemError?, [UInt8]?) -> Void] = [:]
         var awaiting: [UInt64: TableNode.Request] = [:]
         var skewMs: UInt64 = 0
     }
@@ -53,8 +59,8 @@ public final class TableSimulation {
         case request(to: Int, generation: Int, from: Int, fromGeneration: Int, TableNode.Request)
         case response(to: Int, generation: Int, id: UInt64, payload: [UInt8]?)
         case timeout(node: Int, generation: Int, id: UInt64)
-        case commit(node: Int, generation: Int)
-        case flush(node: Int, generation: Int)
+        case commit(node: Int, generation: Int, TableReady)
+        case pump(node: Int, generation: Int)
         case antiEntropy(node: Int, generation: Int)
         case stability(node: Int, generation: Int)
         case compaction(node: Int, generation: Int)
@@ -83,7 +89,9 @@ public final class TableSimulation {
         }
         // The table exists everywhere, durably, before the clients start (creating it is not
         // under test here).
-        let writes = try! nodes[0].core!.createTable(TableSimulation.table, schema: KeySchema(partitionKey: "id"), wallMs: 1)!
+        _ = try! nodes[0].core!.createTable(TableSimulation.table, schema: KeySchema(partitionKey: "id"), wallMs: 1)!
+        let writes = nodes[0].core!.ready(wallMs: 1)!.writes
+        nodes[0].core!.stored(nil)
         let entry = nodes[0].core!.catalog[TableSimulation.table]!
         for i in 0..<config.nodes {
             if i > 0 { nodes[i].core!.load(catalogEntry: entry, name: TableSimulation.table) }
@@ -103,9 +111,9 @@ public final class TableSimulation {
     public func crash(_ i: Int) {
         nodes[i].core = nil
         nodes[i].generation += 1
-        nodes[i].pending = []  // not yet committed: lost
-        nodes[i].commitScheduled = false
-        nodes[i].flushScheduled = false
+        nodes[i].storing = false  // the commit under way: lost
+        nodes[i].pumpScheduled = false
+        nodes[i].waiting = [:]
         nodes[i].awaiting = [:]
     }
 
@@ -164,11 +172,18 @@ public final class TableSimulation {
         default: delta = state.set("note", .number(DecimalNumber(Int(rng.next() % 100))), at: t)
         }
         guard let delta else { return }
+        write(i, key, delta)
+    }
+
+    /// Writes through the core; the reply marks it acknowledged or failed.
+    private func write(_ i: Int, _ key: ItemKey, _ delta: ItemState) {
         let index = writes.count
         writes.append(Write(node: i, key: key, delta: delta))
-        let write = core.apply(table: TableSimulation.table, key: key, delta: delta)
-        scheduleFlush(i)
-        commit(i, [write]) { [unowned self] in self.writes[index].acknowledged = true }
+        let ticket = try! nodes[i].core!.write([(TableSimulation.table, key, delta)])
+        nodes[i].waiting[ticket] = { [unowned self] error, _ in
+            if error == nil { self.writes[index].acknowledged = true } else { self.writes[index].failed = true }
+        }
+        schedulePump(i)
     }
 
     /// A client deletes one item on node `i`.
@@ -176,12 +191,7 @@ public final class TableSimulation {
         guard let core = nodes[i].core, let replica = core.replicas[TableSimulation.table] else { return }
         syncMembers(i)
         var state = replica.state(key) ?? ItemState()
-        let delta = state.delete(at: core.now(wallMs: wall(i)))
-        let index = writes.count
-        writes.append(Write(node: i, key: key, delta: delta))
-        let write = core.apply(table: TableSimulation.table, key: key, delta: delta)
-        scheduleFlush(i)
-        commit(i, [write]) { [unowned self] in self.writes[index].acknowledged = true }
+        write(i, key, state.delete(at: core.now(wallMs: wall(i))))
     }
 
     /// Runs the simulation for `ms` of virtual time.
@@ -213,17 +223,30 @@ public final class TableSimulation {
         nodes[i].core?.membersChanged(view, wallMs: wall(i))
     }
 
-    private func commit(_ i: Int, _ writes: [TableNode.StoreWrite], _ done: @escaping () -> Void = {}) {
-        nodes[i].pending.append((writes, done))
-        guard !nodes[i].commitScheduled else { return }
-        nodes[i].commitScheduled = true
-        queue.push(at(draw(config.commitDelayMs)), .commit(node: i, generation: nodes[i].generation))
+    /// Takes the core's output at the next event, so inputs of one moment go together.
+    private func schedulePump(_ i: Int, afterMs delay: UInt64 = 0) {
+        guard !nodes[i].pumpScheduled || delay > 0 else { return }
+        if delay == 0 { nodes[i].pumpScheduled = true }
+        queue.push(at(delay), .pump(node: i, generation: nodes[i].generation))
     }
 
-    private func scheduleFlush(_ i: Int) {
-        guard !nodes[i].flushScheduled else { return }
-        nodes[i].flushScheduled = true
-        queue.push(at(0), .flush(node: i, generation: nodes[i].generation))
+    /// The shell's loop: each ready's writes are stored (after a commit delay), then its
+    /// replies answered, then its messages sent; one commit at a time.
+    private func pump(_ i: Int) {
+        while !nodes[i].storing, let core = nodes[i].core, let rd = core.ready(wallMs: wall(i)) {
+            if rd.writes.isEmpty {
+                deliver(i, rd, nil)
+                continue
+            }
+            nodes[i].storing = true
+            queue.push(at(draw(config.commitDelayMs)), .commit(node: i, generation: nodes[i].generation, rd))
+        }
+    }
+
+    private func deliver(_ i: Int, _ rd: TableReady, _ error: TandemError?) {
+        nodes[i].core!.stored(error)
+        for r in rd.replies { nodes[i].waiting.removeValue(forKey: r.ticket)?(error ?? r.error, r.payload) }
+        send(i, rd.messages)
     }
 
     private func send(_ i: Int, _ requests: [TableNode.Request]) {
@@ -243,43 +266,47 @@ public final class TableSimulation {
         case .request(let to, let g, let from, let fromG, let r):
             guard nodes[to].generation == g, let core = nodes[to].core else { return }
             syncMembers(to)
-            let h = core.handle(kind: r.kind, payload: r.payload, wallMs: wall(to))
-            guard let reply = h.reply else { return }
-            commit(to, h.writes) { [unowned self] in
-                guard self.reachable(to, from), !self.rng.chance(self.config.lossRate) else { return }
+            let ticket = core.receive(kind: r.kind, payload: r.payload, wallMs: wall(to))
+            nodes[to].waiting[ticket] = { [unowned self] error, reply in
+                guard error == nil, let reply, self.reachable(to, from), !self.rng.chance(self.config.lossRate) else { return }
                 self.queue.push(self.at(self.draw(self.config.latencyMs)), .response(to: from, generation: fromG, id: r.id, payload: reply))
             }
+            schedulePump(to)
         case .response(let i, let g, let id, let payload):
             answer(i, g, id, payload)
         case .timeout(let i, let g, let id):
             answer(i, g, id, nil)
-        case .commit(let i, let g):
+        case .commit(let i, let g, let rd):
             guard nodes[i].generation == g else { return }
-            let batch = nodes[i].pending
-            nodes[i].pending = []
-            nodes[i].commitScheduled = false
-            for (writes, _) in batch { for w in writes { store(i, w) } }
-            for (_, done) in batch { done() }
-        case .flush(let i, let g):
-            guard nodes[i].generation == g, let core = nodes[i].core else { return }
-            nodes[i].flushScheduled = false
+            nodes[i].storing = false
+            // A refused commit stores nothing of the batch (LMDB aborts the transaction).
+            let error = rng.chance(config.storeFailureRate) ? TandemError(.diskFailed, "simulated fsync failure") : nil
+            if error == nil { for w in rd.writes { store(i, w) } }
             syncMembers(i)
-            send(i, core.flush())
+            deliver(i, rd, error)
+            pump(i)
+        case .pump(let i, let g):
+            guard nodes[i].generation == g, nodes[i].core != nil else { return }
+            nodes[i].pumpScheduled = false
+            syncMembers(i)
+            pump(i)
         case .antiEntropy(let i, let g):
             guard nodes[i].generation == g, let core = nodes[i].core else { return }
             syncMembers(i)
-            send(i, core.startAntiEntropy(wallMs: wall(i)) { Int(self.rng.next() % UInt64($0)) })
+            core.startAntiEntropy(wallMs: wall(i)) { Int(self.rng.next() % UInt64($0)) }
+            schedulePump(i)
             queue.push(at(config.antiEntropyMs), .antiEntropy(node: i, generation: g))
         case .stability(let i, let g):
             guard nodes[i].generation == g, let core = nodes[i].core else { return }
             syncMembers(i)
-            commit(i, core.updateStability(wallMs: wall(i)))
-            send(i, core.stabilityRound(wallMs: wall(i)))
+            core.updateStability(wallMs: wall(i))
+            core.stabilityRound(wallMs: wall(i))
+            schedulePump(i)
             queue.push(at(config.stabilityMs), .stability(node: i, generation: g))
         case .compaction(let i, let g):
             guard nodes[i].generation == g, let core = nodes[i].core else { return }
-            let writes = core.compactionStep()
-            if !writes.isEmpty { commit(i, writes) }
+            core.compactionStep()
+            schedulePump(i)
             queue.push(at(config.compactionMs), .compaction(node: i, generation: g))
         }
     }
@@ -287,10 +314,10 @@ public final class TableSimulation {
     private func answer(_ i: Int, _ g: Int, _ id: UInt64, _ payload: [UInt8]?) {
         guard nodes[i].generation == g, let core = nodes[i].core, nodes[i].awaiting.removeValue(forKey: id) != nil else { return }
         syncMembers(i)
-        let (writes, more) = core.responded(to: id, payload: payload, wallMs: wall(i))
-        if !writes.isEmpty { commit(i, writes) }
-        send(i, more)
-        if core.hasQueuedDeltas { scheduleFlush(i) }
+        core.responded(to: id, payload: payload, wallMs: wall(i))
+        schedulePump(i)
+        // A failed batch waits out the core's retry delay before its stream goes again.
+        if payload == nil { schedulePump(i, afterMs: config.core.retryDelayMs) }
     }
 
     private func store(_ i: Int, _ w: TableNode.StoreWrite) {

@@ -13,6 +13,9 @@ public final class LMDBStore: @unchecked Sendable {
     private var env: OpaquePointer?
     private var dbi: MDB_dbi = 0
     private let faults: DiskFaults
+    /// The longest key LMDB takes (its default build, `mdb_env_get_maxkeysize`); a longer one
+    /// fails the whole transaction with MDB_BAD_VALSIZE, so callers keep their keys within it.
+    public static let maxKeyBytes = 511
 
     public init(path: String, mapSizeBytes: Int = 16 << 30, faults: DiskFaults = .process) throws {
         self.faults = faults

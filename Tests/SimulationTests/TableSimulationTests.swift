@@ -82,27 +82,47 @@ import Testing
             #expect(acknowledged > 100, "seed \(seed): only \(acknowledged) writes acknowledged")
             #expect(faults.crashes + faults.partitions > 0, "seed \(seed): no faults were injected")
 
-            // The final state of each key is the merge of some of the writes made to it: all the
-            // acknowledged ones, perhaps some that were not (replicated before their node
-            // crashed), nothing else. Compared fully compacted, so collected tombstones and the
-            // writes they covered compare alike.
-            let replica = sim.core(0)!.replicas[TableSimulation.table]!
-            let horizon = sim.writes.map { $0.delta.lastWriteTime }.max()! + 1
-            func settled(_ s: ItemState) -> ItemState { s.compacted(stable: horizon) ?? ItemState() }
-            var byKey: [ItemKey: [TableSimulation.Write]] = [:]
-            for w in sim.writes { byKey[w.key, default: []].append(w) }
-            for (key, writes) in byKey.sorted(by: { $0.key < $1.key }) {
-                let final = settled(replica.state(key) ?? ItemState())
-                let acknowledged = writes.filter(\.acknowledged).reduce(ItemState()) { $0.merged($1.delta) }
-                let unacknowledged = writes.filter { !$0.acknowledged }
-                #expect(unacknowledged.count <= 10, "seed \(seed): \(unacknowledged.count) unacknowledged writes to \(key)")
-                let explained = (0..<(1 << min(unacknowledged.count, 10))).contains { subset in
-                    var s = acknowledged
-                    for (i, w) in unacknowledged.enumerated() where subset & (1 << i) != 0 { s.merge(w.delta) }
-                    return settled(s) == final
-                }
-                #expect(explained, "seed \(seed): \(key) is not the merge of its acknowledged writes and some unacknowledged ones")
+            expectMergeOfWrites(sim, seed: seed)
+        }
+    }
+
+    /// The final state of each key is the merge of some of the writes made to it: all the
+    /// acknowledged ones, perhaps some that were not (replicated before their node crashed),
+    /// nothing else — never one whose commit failed. Compared fully compacted, so collected
+    /// tombstones and the writes they covered compare alike.
+    func expectMergeOfWrites(_ sim: TableSimulation, seed: UInt64) {
+        let replica = sim.core(0)!.replicas[TableSimulation.table]!
+        let horizon = sim.writes.map { $0.delta.lastWriteTime }.max()! + 1
+        func settled(_ s: ItemState) -> ItemState { s.compacted(stable: horizon) ?? ItemState() }
+        var byKey: [ItemKey: [TableSimulation.Write]] = [:]
+        for w in sim.writes { byKey[w.key, default: []].append(w) }
+        for (key, writes) in byKey.sorted(by: { $0.key < $1.key }) {
+            let final = settled(replica.state(key) ?? ItemState())
+            let acknowledged = writes.filter(\.acknowledged).reduce(ItemState()) { $0.merged($1.delta) }
+            let unacknowledged = writes.filter { !$0.acknowledged && !$0.failed }
+            #expect(unacknowledged.count <= 10, "seed \(seed): \(unacknowledged.count) unacknowledged writes to \(key)")
+            let explained = (0..<(1 << min(unacknowledged.count, 10))).contains { subset in
+                var s = acknowledged
+                for (i, w) in unacknowledged.enumerated() where subset & (1 << i) != 0 { s.merge(w.delta) }
+                return settled(s) == final
             }
+            #expect(explained, "seed \(seed): \(key) is not the merge of its acknowledged writes and some unacknowledged (not failed) ones")
+        }
+    }
+
+    /// Commits the disk refuses, on top of the other faults: a write whose commit failed (or
+    /// that was made on top of one that did) is reported failed, and appears on no replica.
+    @Test func writesWhoseCommitFailedAppearNowhere() {
+        for seed in scenarioSeeds(6, salt: 33) {
+            var config = TableSimulation.Config()
+            config.storeFailureRate = 0.1
+            let sim = TableSimulation(seed: seed, config: config)
+            _ = runWithFaults(sim, seed: seed, steps: 100)
+            #expect(settle(sim), "seed \(seed): replicas did not converge")
+            let failed = sim.writes.filter(\.failed).count
+            #expect(failed > 0, "seed \(seed): no commit failed")
+            #expect(sim.writes.filter(\.acknowledged).count > 50, "seed \(seed): too few writes acknowledged")
+            expectMergeOfWrites(sim, seed: seed)
         }
     }
 

@@ -188,9 +188,28 @@ final class DynamoAPI {
             return k
         }
         let pk = try part(schema.partitionKey, schema.partitionKeyType)
+        // DynamoDB's key limits (and its words for them).
+        guard DynamoAPI.keyBytes(pk) <= 2048 else {
+            throw .validation("One or more parameter values were invalid: Size of hashkey has exceeded the maximum size limit of2048 bytes")
+        }
         var sk: KeyValue?
-        if let s = schema.sortKey { sk = try part(s, schema.sortKeyType) }
+        if let s = schema.sortKey {
+            sk = try part(s, schema.sortKeyType)
+            guard DynamoAPI.keyBytes(sk!) <= 1024 else {
+                throw .validation("One or more parameter values were invalid: Aggregated size of all range keys has exceeded the size limit of 1024 bytes")
+            }
+        }
         return ItemKey(partition: pk, sort: sk)
+    }
+
+    /// A key value's size as DynamoDB counts it against the key limits: a string's UTF-8
+    /// bytes, a binary's bytes (a number is at most 38 digits, far within).
+    static func keyBytes(_ k: KeyValue) -> Int {
+        switch k {
+        case .string(let s): s.utf8.count
+        case .binary(let b): b.count
+        default: 0
+        }
     }
 
     private func keyAttributes(_ k: ItemKey, _ schema: KeySchema) -> [String: AttributeValue] {

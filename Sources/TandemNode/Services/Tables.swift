@@ -1,3 +1,4 @@
+import CSodium
 import Foundation
 import GlobalTable
 import Storage
@@ -6,13 +7,19 @@ import Transport
 
 /// Global tables on one node: the in-memory replicas (the read path), the HLC, durable writes
 /// through LMDB group commit (a write is acknowledged only after its commit is on disk), and
-/// replication: deltas to every live peer, digest anti-entropy. The merge rules are all in
-/// `GlobalTable`; this only moves deltas and decides when.
+/// replication: deltas to every live peer, digest anti-entropy. Every decision is the core's
+/// (`GlobalTable.TableNode`); this feeds it inputs and carries out its one output,
+/// `TableReady`, in the order written at the top of `Replication.swift`: store, then reply,
+/// then send.
 final class Tables {
     static let maxItemBytes = 400 * 1024
     static let catalogPrefix: [UInt8] = [0x01]
     static let itemPrefix: [UInt8] = [0x02]
     static let stabilityKey: [UInt8] = [0x03]
+    /// Items whose storage key would pass LMDB's key limit (`LMDBStore.maxKeyBytes`): stored
+    /// under a hash of the table and key, with the full key in the value (`longItemValue`).
+    /// Keys that fit stay in the `itemPrefix` form, so existing data loads as it always did.
+    static let longItemPrefix: [UInt8] = [0x04]
     /// Tables the node keeps for itself (stream catalog, consumer checkpoints). Every node starts
     /// with the same catalog entry for them (a fixed timestamp), so no two nodes ever create
     /// competing incarnations of them, and clients can neither create nor drop them.
@@ -48,8 +55,13 @@ final class Tables {
     static let lagBoundsMs: [Double] = [0.5, 1, 2, 3, 5, 10, 20, 50, 100, 250, 500, 1000, 5000]
     private(set) var lagCounts = [Int](repeating: 0, count: Tables.lagBoundsMs.count + 1)
     private(set) var lagSumMs = 0.0
-    private var flushScheduled = false
-    private let flushTimer: LoopTimer
+    private var pumpScheduled = false
+    private let pumpTimer: LoopTimer
+    /// A ready's writes are being committed; the next ready waits for the outcome.
+    private var storing = false
+    /// By ticket (`TableNode.Reply`): what to do with the reply — the error if the write
+    /// failed, and for a peer's request the bytes to answer with.
+    private var waiting: [UInt64: (TandemError?, [UInt8]?) -> Void] = [:]
     private let antiEntropyTimer: LoopTimer
     private let stabilityTimer: LoopTimer
     private let compactionTimer: LoopTimer
@@ -65,7 +77,7 @@ final class Tables {
         self.replication = replication
         core = TableNode(id: peerID, settings: replication.core)
         committer = GroupCommitter(loop: loop, store: store)
-        flushTimer = LoopTimer(loop: loop)
+        pumpTimer = LoopTimer(loop: loop)
         antiEntropyTimer = LoopTimer(loop: loop)
         stabilityTimer = LoopTimer(loop: loop)
         compactionTimer = LoopTimer(loop: loop)
@@ -86,6 +98,10 @@ final class Tables {
             let itemKey = try ItemKey(bytes: Array(key[(3 + nameLength)...]))
             core.load(table: name, key: itemKey, state: try ItemCodec.decode(value))
         }
+        for (_, value) in try store.scan(prefix: Tables.longItemPrefix) {
+            let (name, itemKey, state) = try Tables.decodeLongItem(value)
+            core.load(table: name, key: itemKey, state: try ItemCodec.decode(state))
+        }
         for (_, value) in try store.scan(prefix: Tables.stabilityKey) { try core.load(stability: value) }
         _ = core.now(wallMs: Tables.wallMs())
     }
@@ -95,18 +111,20 @@ final class Tables {
         antiEntropyTimer.start(after: replication.antiEntropyInterval, repeating: replication.antiEntropyInterval) { [weak self] in
             guard let self else { return }
             self.syncMembers()
-            self.send(self.core.startAntiEntropy(wallMs: Tables.wallMs()) { Int.random(in: 0..<$0, using: &self.rng) })
+            self.core.startAntiEntropy(wallMs: Tables.wallMs()) { Int.random(in: 0..<$0, using: &self.rng) }
+            self.schedulePump()
         }
         stabilityTimer.start(after: replication.stabilityInterval, repeating: replication.stabilityInterval) { [weak self] in
             guard let self else { return }
             self.syncMembers()
-            self.store(self.core.updateStability(wallMs: Tables.wallMs()))
-            self.send(self.core.stabilityRound(wallMs: Tables.wallMs()))
+            self.core.updateStability(wallMs: Tables.wallMs())
+            self.core.stabilityRound(wallMs: Tables.wallMs())
+            self.schedulePump()
         }
         compactionTimer.start(after: replication.compactionInterval, repeating: replication.compactionInterval) { [weak self] in
             guard let self else { return }
-            let writes = self.core.compactionStep()
-            if !writes.isEmpty { self.store(writes) }
+            self.core.compactionStep()
+            self.schedulePump()
         }
         ttlTimer.start(after: replication.ttlSweepInterval, repeating: replication.ttlSweepInterval) { [weak self] in
             self?.sweepExpired()
@@ -129,7 +147,7 @@ final class Tables {
     func setTTL(_ table: String, attribute: String?, _ done: @escaping (TandemError?) -> Void) {
         guard let entry = core.catalog[table], !entry.deleted else { return done(TandemError(.notFound, "no table '\(table)'")) }
         let key = ItemKey(partition: .string(table))
-        var state = replicas[Tables.ttlTable]!.state(key) ?? ItemState()
+        var state = replicas[Tables.ttlTable]?.state(key) ?? ItemState()
         let t = core.now(wallMs: Tables.wallMs())
         let delta = if let attribute {
             state.put(["table": .string(table), "attribute": .string(attribute),
@@ -182,18 +200,30 @@ final class Tables {
 
     var replicas: [String: TableReplica] { core.replicas }
 
-    /// Client writes waiting for (or in) a group commit before new ones get 503 + Retry-After
+    /// Writes waiting for (or in) a group commit before new client writes get 503 + Retry-After
     /// (DynamoDB API: ProvisionedThroughputExceededException).
     var maxQueuedWrites = 50_000
+    /// Writes (and peer requests) waiting for the disk.
+    var queuedWrites: Int { waiting.count }
     /// The disk is behind: client writes are refused until the queue drains.
-    var overloaded: Bool { committer.queuedWrites >= maxQueuedWrites }
+    var overloaded: Bool { queuedWrites >= maxQueuedWrites }
 
     /// Called for every failed commit (the node logs it, rate-limited).
     var onCommitFailure: (TandemError) -> Void = { _ in }
 
     static func wallMs() -> UInt64 { WallClock.nowMs() }
 
+    /// Where an item is stored: `itemPrefix`, the table name and the key, if that fits in an
+    /// LMDB key; else `longItemPrefix` and a SHA-256 of the same bytes (DynamoDB allows
+    /// 2,048-byte partition keys and 1,024-byte sort keys; LMDB keys end at 511 bytes). Which
+    /// form depends only on the length, so every write of an item lands on the same key.
     static func itemStorageKey(_ table: String, _ key: ItemKey) -> [UInt8] {
+        let full = itemKeyBytes(table, key)
+        guard full.count > LMDBStore.maxKeyBytes else { return full }
+        return longItemPrefix + sha256(Array(full.dropFirst()))
+    }
+
+    private static func itemKeyBytes(_ table: String, _ key: ItemKey) -> [UInt8] {
         var w = ByteWriter()
         w.raw(itemPrefix)
         let name = Array(table.utf8)
@@ -203,19 +233,30 @@ final class Tables {
         return w.bytes
     }
 
-    static func storageWrite(_ write: TableNode.StoreWrite) -> GroupCommitter.Write {
-        switch write {
-        case .catalog(let name, let entry): (catalogPrefix + Array(name.utf8), TableSyncCodec.encode(deltas: [], catalog: [name: entry]))
-        case .item(let table, let key, let state): (itemStorageKey(table, key), state)
-        case .stability(let bytes): (stabilityKey, bytes)
-        }
+    /// A long-keyed item's value: the table name and full key, then the state.
+    static func longItemValue(_ table: String, _ key: ItemKey, _ state: [UInt8]) -> [UInt8] {
+        var w = ByteWriter(capacity: state.count + key.bytes.count + 64)
+        w.blob(Array(table.utf8))
+        w.blob(key.bytes)
+        w.raw(state)
+        return w.bytes
     }
 
-    /// Makes `writes` durable, then calls `done`.
-    private func store(_ writes: [TableNode.StoreWrite], _ done: @escaping (TandemError?) -> Void = { _ in }) {
-        committer.submit(writes.map(Tables.storageWrite)) { [weak self] error in
-            if let error { self?.onCommitFailure(error) }
-            done(error)
+    static func decodeLongItem(_ value: [UInt8]) throws -> (String, ItemKey, [UInt8]) {
+        var r = ByteReader(value)
+        let name = String(decoding: try r.blob(limit: 255), as: UTF8.self)
+        let key = try ItemKey(bytes: try r.blob(limit: value.count))
+        return (name, key, Array(value[r.offset...]))
+    }
+
+    static func storageWrite(_ write: TableNode.StoreWrite) -> GroupCommitter.Write {
+        switch write {
+        case .catalog(let name, let entry): return (catalogPrefix + Array(name.utf8), TableSyncCodec.encode(deltas: [], catalog: [name: entry]))
+        case .item(let table, let key, let state):
+            let storageKey = itemStorageKey(table, key)
+            guard storageKey.starts(with: longItemPrefix) else { return (storageKey, state) }
+            return (storageKey, state.map { longItemValue(table, key, $0) })
+        case .stability(let bytes): return (stabilityKey, bytes)
         }
     }
 
@@ -253,7 +294,7 @@ final class Tables {
             // Writes wait for the group commit; past the bound the disk is behind, and a client
             // is told to come back rather than queue without limit (reads go on).
             if !fromNode, request.method != "GET", overloaded {
-                respond(.error(503, "overloaded", "\(committer.queuedWrites) writes are waiting for disk; retry shortly"))
+                respond(.error(503, "overloaded", "\(queuedWrites) writes are waiting for disk; retry shortly"))
                 return true
             }
             switch (request.method, s.count) {
@@ -278,34 +319,54 @@ final class Tables {
     func reserve(_ name: String, _ entry: CatalogEntry) {
         guard core.replicas[name] == nil else { return }
         core.load(catalogEntry: entry, name: name)
-        store([.catalog(name, entry)])
+        committer.submit([Tables.storageWrite(.catalog(name, entry))]) { [weak self] error in
+            if let error { self?.onCommitFailure(error) }
+        }
     }
 
-    /// Writes one item (a put) from inside the node, durably and replicated like a client
-    /// write: used for reserved tables such as routing's `_routing`.
+    // ==== ------------------------------------------------------------------------------------
+    // MARK: Writing from inside the node
+    //
+    // The one write API for code in the node (streams, routes, the DynamoDB adapter, TTL):
+    // `put`, `delete` and `commit`. Each is a local write like a client's: stamped by the
+    // node's clock, merged, stored through the group commit, then replicated.
+    //
+    // The contract: `done(nil)` is called only after the write is on disk. `done(error)` means
+    // none of it is: it is not readable (memory is put back to what is on disk) and it is
+    // never sent to a peer. `done` runs on the loop thread, exactly once.
+
+    /// Replaces the item at `key` with `values` (which hold its key attributes).
     func put(table: String, key: ItemKey, values: [String: AttributeValue], _ done: @escaping (TandemError?) -> Void) {
-        guard replicas[table] != nil else { return done(TandemError(.notFound, "no table '\(table)'")) }
-        var state = replicas[table]!.state(key) ?? ItemState()
-        let delta = state.put(values, at: core.now(wallMs: Tables.wallMs()))
-        let write = core.apply(table: table, key: key, delta: delta)
-        scheduleFlush()
-        store([write], done)
+        var state = replicas[table]?.state(key) ?? ItemState()
+        commit([(table, key, state.put(values, at: core.now(wallMs: Tables.wallMs())))], done)
     }
 
-    /// Applies local deltas (made on copies of the items' states) and makes them durable, then
-    /// `done`: the write path of the DynamoDB API, the same as this API's own.
+    /// Deletes the item at `key` (a tombstone, replicated like any write).
+    func delete(table: String, key: ItemKey, _ done: @escaping (TandemError?) -> Void) {
+        var state = replicas[table]?.state(key) ?? ItemState()
+        commit([(table, key, state.delete(at: core.now(wallMs: Tables.wallMs())))], done)
+    }
+
+    /// Applies local deltas (each made on a copy of its item's state, stamped by
+    /// `core.now`) all together — one commit, all or nothing — then `done`.
     func commit(_ writes: [(table: String, key: ItemKey, delta: ItemState)], _ done: @escaping (TandemError?) -> Void) {
-        let stored = writes.map { core.apply(table: $0.table, key: $0.key, delta: $0.delta) }
-        scheduleFlush()
-        store(stored, done)
+        let ticket: UInt64
+        do {
+            ticket = try core.write(writes)
+        } catch {
+            return done(error)
+        }
+        waiting[ticket] = { error, _ in done(error) }
+        schedulePump()
     }
 
     /// Creates or drops a client table durably (the DynamoDB API's CreateTable/DeleteTable).
     func changeTable(_ name: String, schema: KeySchema?, _ done: @escaping (TandemError?) -> Void) throws {
         syncMembers()
-        let writes = if let schema { try core.createTable(name, schema: schema, wallMs: Tables.wallMs()) ?? [] } else { try core.deleteTable(name, wallMs: Tables.wallMs()) }
-        scheduleFlush()
-        store(writes, done)
+        let ticket = if let schema { try core.createTable(name, schema: schema, wallMs: Tables.wallMs()) } else { try core.deleteTable(name, wallMs: Tables.wallMs()) }
+        guard let ticket else { return done(nil) }
+        waiting[ticket] = { error, _ in done(error) }
+        schedulePump()
     }
 
     private func replica(_ name: String) throws -> TableReplica {
@@ -340,12 +401,8 @@ final class Tables {
             throw TandemError(.badRequest, "table names are 3 to 255 characters of letters, digits, '_', '.' and '-'")
         }
         let schema = try Tables.decodeSchema(body)
-        syncMembers()
-        guard let writes = try core.createTable(name, schema: schema, wallMs: Tables.wallMs()) else {
-            return respond(describe(try replica(name)))
-        }
-        scheduleFlush()
-        store(writes) { [weak self] error in
+        guard replicas[name]?.schema != schema else { return respond(describe(try replica(name))) }
+        try changeTable(name, schema: schema) { [weak self] error in
             guard let self else { return }
             if let error { return respond(.error(error)) }
             respond(self.json(201, self.tableJSON(self.replicas[name] ?? TableReplica(name: name, schema: schema))))
@@ -354,10 +411,7 @@ final class Tables {
 
     private func deleteTable(_ name: String, _ respond: @escaping (HTTPResponse) -> Void) throws {
         guard !name.hasPrefix("_") else { throw TandemError(.badRequest, "table names starting with '_' are reserved") }
-        syncMembers()
-        let writes = try core.deleteTable(name, wallMs: Tables.wallMs())
-        scheduleFlush()
-        store(writes) { error in
+        try changeTable(name, schema: nil) { error in
             respond(error.map { .error($0) } ?? .json(200, ["deleted": name]))
         }
     }
@@ -409,9 +463,7 @@ final class Tables {
         guard ItemCodec.encode(state).count <= Tables.maxItemBytes + 4096 else {
             throw TandemError(.tooLarge, "item exceeds \(Tables.maxItemBytes) bytes")
         }
-        let write = core.apply(table: table, key: key, delta: delta)
-        scheduleFlush()
-        store([write]) { [weak self] error in
+        commit([(table, key, delta)]) { [weak self] error in
             guard let self else { return }
             if let error { return respond(.error(error)) }
             let visible = self.replicas[table]?.state(key)?.visible
@@ -490,15 +542,42 @@ final class Tables {
 // MARK: Replication (the core decides; this carries it out)
 
 extension Tables {
-    /// Sends queued deltas at the next loop turn, so writes made in one turn travel together.
-    private func scheduleFlush(after delay: Duration = .zero) {
-        guard !flushScheduled else { return }
-        flushScheduled = true
-        flushTimer.start(after: delay) { [weak self] in
+    /// Takes the core's output at the next loop turn, so the inputs of one turn go together.
+    private func schedulePump(after delay: Duration = .zero) {
+        guard !pumpScheduled else { return }
+        pumpScheduled = true
+        pumpTimer.start(after: delay) { [weak self] in
             guard let self else { return }
-            self.flushScheduled = false
-            self.send(self.core.flush())
+            self.pumpScheduled = false
+            self.pump()
         }
+    }
+
+    /// The loop of the contract in `Replication.swift`: store a ready's writes (one commit at
+    /// a time; what comes meanwhile goes in the next — the group commit), then its replies,
+    /// then its messages.
+    private func pump() {
+        while !storing, let rd = core.ready(wallMs: Tables.wallMs()) {
+            if rd.writes.isEmpty {
+                deliver(rd, nil)
+                continue
+            }
+            storing = true
+            committer.submit(rd.writes.map(Tables.storageWrite)) { [weak self] error in
+                guard let self else { return }
+                self.storing = false
+                if let error { self.onCommitFailure(error) }
+                self.syncMembers()
+                self.deliver(rd, error)
+                self.pump()
+            }
+        }
+    }
+
+    private func deliver(_ rd: TableReady, _ error: TandemError?) {
+        core.stored(error)
+        for r in rd.replies { waiting.removeValue(forKey: r.ticket)?(error ?? r.error, r.payload) }
+        send(rd.messages)
     }
 
     private func send(_ requests: [TableNode.Request]) {
@@ -506,22 +585,22 @@ extension Tables {
             request(r.to, r.kind, r.payload) { [weak self] result in
                 guard let self else { return }
                 let payload: [UInt8]? = if case .success(let frame) = result { frame.payload } else { nil }
-                let (writes, more) = self.core.responded(to: r.id, payload: payload, wallMs: Tables.wallMs())
-                if !writes.isEmpty { self.store(writes) }
-                self.send(more)
+                self.core.responded(to: r.id, payload: payload, wallMs: Tables.wallMs())
                 self.recordLag()
-                // More waiting: go again at once after a success, after a pause after a failure.
-                if self.core.hasQueuedDeltas { self.scheduleFlush(after: payload == nil ? .milliseconds(50) : .zero) }
+                // A failed batch waits out the core's retry delay; pump again after it.
+                self.schedulePump(after: payload == nil ? .milliseconds(Int64(self.replication.core.retryDelayMs)) : .zero)
             }
         }
     }
 
     /// A peer's table frame: merged, made durable, then answered.
     func serve(kind: UInt8, payload: [UInt8], reply: @escaping ([UInt8]) -> Void) {
-        let handled = core.handle(kind: kind, payload: payload, wallMs: Tables.wallMs())
+        let ticket = core.receive(kind: kind, payload: payload, wallMs: Tables.wallMs())
         recordLag()
-        guard let answer = handled.reply else { return }
-        store(handled.writes) { error in if error == nil { reply(answer) } }
+        waiting[ticket] = { error, answer in
+            if error == nil, let answer { reply(answer) }
+        }
+        schedulePump()
     }
 
     private func recordLag() {
@@ -530,4 +609,11 @@ extension Tables {
             lagSumMs += lag
         }
     }
+}
+
+/// SHA-256 (libsodium), for long item keys.
+private func sha256(_ bytes: [UInt8]) -> [UInt8] {
+    var out = [UInt8](repeating: 0, count: 32)
+    _ = bytes.withUnsafeBufferPointer { p in crypto_hash_sha256(&out, p.baseAddress, UInt64(p.count)) }
+    return out
 }

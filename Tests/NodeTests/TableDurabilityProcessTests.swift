@@ -1,0 +1,100 @@
+import Foundation
+import TandemCore
+@testable import TandemTestKit
+import Testing
+@testable import Transport
+
+/// Table writes and the disk, on real processes: keys as long as DynamoDB allows (past LMDB's
+/// 511-byte key limit) are stored and load back under their full key after a `kill -9`; a
+/// write the disk refuses is neither readable nor replicated to a peer.
+@Suite(.serialized) struct TableDurabilityProcessTests {
+    static func call(_ method: String, _ api: String, _ path: String, _ body: String? = nil) -> HTTPClient.Response? {
+        try? HTTPClient.request(method, api, path, body: body.map { Array($0.utf8) }, timeout: .seconds(5))
+    }
+
+    static func ddb(_ api: String, _ op: String, _ body: String) throws -> (status: Int, json: JSON) {
+        try AWSProcessTests.ddb(api, op, body)
+    }
+
+    @Test func longPartitionAndSortKeysAreStoredAndSurviveARestart() throws {
+        let cluster = try LocalCluster(size: 1)
+        defer { cluster.kill9(0) }
+        try cluster.start(0)
+        let api = cluster.nodes[0].api
+        #expect(eventually(timeout: .seconds(10)) { cluster.view(from: 0) != nil })
+        // A long table name leaves even less room in an LMDB key.
+        let table = "long-keys-" + String(repeating: "t", count: 200)
+        let create = try Self.ddb(api, "CreateTable", #"{"TableName":"\#(table)","KeySchema":[{"AttributeName":"pk","KeyType":"HASH"},{"AttributeName":"sk","KeyType":"RANGE"}],"AttributeDefinitions":[{"AttributeName":"pk","AttributeType":"S"},{"AttributeName":"sk","AttributeType":"S"}],"BillingMode":"PAY_PER_REQUEST"}"#)
+        #expect(create.status == 200, "\(create)")
+
+        let pk = String(repeating: "p", count: 2_000), sk = String(repeating: "s", count: 1_000)
+        func key(_ pk: String, _ sk: String) -> String { #"{"pk":{"S":"\#(pk)"},"sk":{"S":"\#(sk)"}}"# }
+        let put = try Self.ddb(api, "PutItem", #"{"TableName":"\#(table)","Item":{"pk":{"S":"\#(pk)"},"sk":{"S":"\#(sk)"},"v":{"N":"7"}}}"#)
+        #expect(put.status == 200, "\(put)")
+        // A short key beside it (the storage form existing data has), and a long one deleted.
+        #expect(try Self.ddb(api, "PutItem", #"{"TableName":"\#(table)","Item":{"pk":{"S":"short"},"sk":{"S":"a"},"v":{"N":"1"}}}"#).status == 200)
+        let gone = String(repeating: "g", count: 1_500)
+        #expect(try Self.ddb(api, "PutItem", #"{"TableName":"\#(table)","Item":{"pk":{"S":"\#(gone)"},"sk":{"S":"\#(sk)"}}}"#).status == 200)
+        #expect(try Self.ddb(api, "DeleteItem", #"{"TableName":"\#(table)","Key":\#(key(gone, sk))}"#).status == 200)
+
+        // Past DynamoDB's limits: refused, as DynamoDB refuses them.
+        let tooLongPK = try Self.ddb(api, "PutItem", #"{"TableName":"\#(table)","Item":{"pk":{"S":"\#(String(repeating: "p", count: 2_049))"},"sk":{"S":"a"}}}"#)
+        #expect(tooLongPK.status == 400 && AWSProcessTests.errorType(tooLongPK) == "ValidationException", "\(tooLongPK)")
+        let tooLongSK = try Self.ddb(api, "PutItem", #"{"TableName":"\#(table)","Item":{"pk":{"S":"a"},"sk":{"S":"\#(String(repeating: "s", count: 1_025))"}}}"#)
+        #expect(tooLongSK.status == 400 && AWSProcessTests.errorType(tooLongSK) == "ValidationException", "\(tooLongSK)")
+
+        func check(_ when: String) throws {
+            let got = try Self.ddb(api, "GetItem", #"{"TableName":"\#(table)","Key":\#(key(pk, sk)),"ConsistentRead":true}"#)
+            #expect(got.json["Item"]?["pk"] == .object([("S", .string(pk))]), "\(when): the long-keyed item's partition key")
+            #expect(got.json["Item"]?["sk"] == .object([("S", .string(sk))]), "\(when): the long-keyed item's sort key")
+            #expect(got.json["Item"]?["v"] == .object([("N", .string("7"))]), "\(when): the long-keyed item")
+            let short = try Self.ddb(api, "GetItem", #"{"TableName":"\#(table)","Key":\#(key("short", "a"))}"#)
+            #expect(short.json["Item"]?["v"] == .object([("N", .string("1"))]), "\(when): the short-keyed item")
+            let deleted = try Self.ddb(api, "GetItem", #"{"TableName":"\#(table)","Key":\#(key(gone, sk))}"#)
+            #expect(deleted.status == 200 && deleted.json["Item"] == nil, "\(when): the deleted long-keyed item is back")
+            let query = try Self.ddb(api, "Query", #"{"TableName":"\#(table)","KeyConditionExpression":"pk = :p","ExpressionAttributeValues":{":p":{"S":"\#(pk)"}}}"#)
+            #expect(query.json["Count"] == .number("1"), "\(when): query by the long partition key: \(query.json["Count"] ?? .null)")
+        }
+        try check("before the restart")
+
+        cluster.kill9(0)
+        try cluster.start(0)
+        #expect(eventually(timeout: .seconds(10)) { cluster.view(from: 0) != nil }, "the node did not come back: \(cluster.log(0).suffix(2_000))")
+        try check("after the restart")
+    }
+
+    @Test func aWriteTheDiskRefusesIsNotVisibleAndNotReplicated() throws {
+        let cluster = try LocalCluster(size: 2, chaos: true)
+        defer { for i in 0..<2 { cluster.kill9(i) } }
+        try cluster.startAll()
+        #expect(AWSProcessTests.formed(cluster), "the cluster did not form")
+        let a = cluster.nodes[0].api, b = cluster.nodes[1].api
+        #expect(Self.call("PUT", a, "/v1/tables/profiles", #"{"partitionKey":"id"}"#)?.status == 201)
+        #expect(Self.call("PUT", a, "/v1/tables/profiles/items/before", #"{"n":1}"#)?.status == 200)
+        #expect(eventually(timeout: .seconds(10)) { Self.call("GET", b, "/v1/tables/profiles/items/before")?.status == 200 })
+
+        // The disk of node 0 refuses every commit: a put, a new item and an update of an old one.
+        #expect(cluster.setChaos(0, fsyncFails: true))
+        let refused = Self.call("PUT", a, "/v1/tables/profiles/items/refused", #"{"n":2}"#)
+        #expect(refused?.status == 503, "\(refused?.status ?? 0) \(refused?.text ?? "")")
+        let patched = Self.call("PATCH", a, "/v1/tables/profiles/items/before", #"{"set":{"n":99}}"#)
+        #expect(patched?.status == 503, "\(patched?.status ?? 0) \(patched?.text ?? "")")
+        // Not readable on the node that refused it (nor after its later commits succeed).
+        #expect(Self.call("GET", a, "/v1/tables/profiles/items/refused")?.status == 404)
+        #expect(Self.call("GET", a, "/v1/tables/profiles/items/before")?.text.contains("99") == false)
+
+        // The disk recovers; a later write goes through and reaches the peer, and the two
+        // replicas come to the same digest (anti-entropy has compared them): the refused
+        // writes are on neither.
+        #expect(cluster.setChaos(0, fsyncFails: false))
+        #expect(Self.call("PUT", a, "/v1/tables/profiles/items/after", #"{"n":3}"#)?.status == 200)
+        #expect(eventually(timeout: .seconds(10)) { Self.call("GET", b, "/v1/tables/profiles/items/after")?.status == 200 })
+        func digest(_ api: String) -> String? { (try? JSON.parse(Self.call("GET", api, "/v1/tables/profiles")?.body ?? []))?["digest"]?.stringValue }
+        #expect(eventually(timeout: .seconds(15)) { digest(a) != nil && digest(a) == digest(b) })
+        for (name, api) in [("node 0", a), ("node 1", b)] {
+            #expect(Self.call("GET", api, "/v1/tables/profiles/items/refused")?.status == 404, "the refused item is on \(name)")
+            let before = Self.call("GET", api, "/v1/tables/profiles/items/before")
+            #expect(before?.status == 200 && before?.text.contains("99") == false, "the refused update is on \(name): \(before?.text ?? "")")
+        }
+    }
+}
