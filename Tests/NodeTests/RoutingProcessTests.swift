@@ -1,7 +1,9 @@
 import Foundation
+import GlobalTable
+import Routing
 import Storage
 import TandemCore
-import TandemNode
+@testable import TandemNode
 import TandemTestKit
 import Testing
 import Transport
@@ -222,5 +224,66 @@ import Transport
         }
         #expect(estimated, "nyc has no estimate for region-1")
         cluster.setChaos(1)
+    }
+}
+
+/// The `_routing` items: typed attributes written and read back, and the JSON text older nodes
+/// wrote (still on disk, still written by them) read as the same config.
+@Suite struct RoutingConfigTests {
+    let split = SplitConfig(weights: ["region-0": 4000, "region-1": 6000], overrides: ["nyc": "region-0"])
+    let edges = EdgeConfig(edges: ["nyc": .init(rttMicros: ["region-0": 8000, "region-1": 70_500], volume: 2)])
+
+    /// The config every test expects, from whichever form.
+    var expected: RoutingConfig {
+        var c = RoutingConfig()
+        c.split = split
+        c.split.drained = ["region-1"]
+        c.edges = edges
+        c.capacity = ["region-0": 12]
+        c.healthy = ["n2": false]
+        c.rtt = ["n1": RTTReport(region: "region-0", rttMs: ["region-1": 40])]
+        return c
+    }
+
+    @Test func typedItemsReadBackAsWritten() {
+        let items: [(key: String, attributes: [String: AttributeValue])] = [
+            ("split", RoutingConfig.item(split: split)), ("edges", RoutingConfig.item(edges: edges)),
+            ("drain/region-1", RoutingConfig.item(drained: true)), ("drain/region-0", RoutingConfig.item(drained: false)),
+            ("capacity/region-0", RoutingConfig.item(agents: 12)), ("health/n2", RoutingConfig.item(healthy: false)),
+            ("rtt/n1", RoutingConfig.item(rtt: RTTReport(region: "region-0", rttMs: ["region-1": 40]))),
+        ]
+        #expect(RoutingConfig(items: items) == expected)
+        // Numbers, maps and bools, not text.
+        #expect(RoutingConfig.item(split: split)["weights"] == .map(["region-0": .number(DecimalNumber(4000)), "region-1": .number(DecimalNumber(6000))]))
+        #expect(items.allSatisfy { $0.attributes["doc"] == nil })
+    }
+
+    @Test func theOldJSONTextFormReadsAsTheSameConfig() {
+        // Byte for byte what the JSON form wrote (sorted keys), in its `doc` string attribute.
+        func legacy(_ text: String) -> [String: AttributeValue] { ["doc": .string(text)] }
+        let items: [(key: String, attributes: [String: AttributeValue])] = [
+            ("split", legacy(#"{"overrides":{"nyc":"region-0"},"weights":{"region-0":4000,"region-1":6000}}"#)),
+            ("edges", legacy(#"{"edges":{"nyc":{"rttMicros":{"region-0":8000,"region-1":70500},"volume":2}}}"#)),
+            ("drain/region-1", legacy(#"{"drained":true}"#)), ("drain/region-0", legacy(#"{"drained":false}"#)),
+            ("capacity/region-0", legacy(#"{"agents":12}"#)), ("health/n2", legacy(#"{"healthy":false}"#)),
+            ("rtt/n1", legacy(#"{"region":"region-0","rttMs":{"region-1":40}}"#)),
+        ]
+        #expect(RoutingConfig(items: items) == expected)
+    }
+
+    @Test func fieldsOfTheWrongTypeAreIgnored() {
+        let items: [(key: String, attributes: [String: AttributeValue])] = [
+            // One fractional weight drops the whole map, as the JSON form's `[String: Int]` did.
+            ("split", ["doc": .string(#"{"weights":{"region-0":40.5,"region-1":60},"overrides":{"nyc":"region-0"}}"#)]),
+            ("capacity/region-0", ["agents": .string("12")]),
+            ("health/n2", ["doc": .string("not json")]),
+            ("edges", ["edges": .map(["nyc": .map(["rttMicros": .map(["region-0": .number(DecimalNumber(8000))])]),
+                                      "lon": .map(["volume": .number(DecimalNumber(1))])])]),
+        ]
+        let c = RoutingConfig(items: items)
+        #expect(c.split.weights.isEmpty && c.split.overrides == ["nyc": "region-0"])
+        #expect(c.capacity.isEmpty && c.healthy.isEmpty)
+        // An edge without RTTs is skipped; a missing volume is 1.
+        #expect(c.edges == EdgeConfig(edges: ["nyc": .init(rttMicros: ["region-0": 8000], volume: 1)]))
     }
 }

@@ -59,37 +59,46 @@ extension Instant {
 }
 
 /// The route table driven by the membership simulator's views: every simulated node keeps a
-/// `HealthTracker` fed from its own membership core, and builds its table from it.
+/// `RouteView` fed from its own membership core, as the node shell does, and builds its table
+/// from it.
 @Suite struct SimulatedFailoverTests {
     static let weights = ["region-0": 4000, "region-1": 3500, "region-2": 2500]
 
     final class Router {
-        var trackers: [HealthTracker?]
+        var views: [RouteView?]
         let holdDown: Duration
         init(count: Int, holdDown: Duration) {
-            trackers = Array(repeating: nil, count: count)
+            views = Array(repeating: nil, count: count)
             self.holdDown = holdDown
         }
 
-        /// Feeds node `i`'s membership view to its tracker and returns its table (nil when down).
+        static func status(_ s: MemberStatus) -> RouteMember.Status {
+            switch s {
+            case .alive: .alive
+            case .suspect: .suspect
+            case .dead: .dead
+            case .left: .left
+            }
+        }
+
+        /// Feeds node `i`'s membership view to its route view and returns its table (nil when down).
         func table(_ sim: MembershipSimulation, _ i: Int) -> RouteTable? {
             guard let core = sim.nodes[i].instance else {
-                trackers[i] = nil
+                views[i] = nil
                 return nil
             }
-            if trackers[i] == nil {
-                trackers[i] = HealthTracker(holdDown: holdDown, selfName: core.myself.name, selfRegion: core.myself.meta.region,
-                                            selfReturning: core.myself.incarnation > 1, now: sim.now)
+            if views[i] == nil {
+                views[i] = RouteView(holdDown: holdDown, selfName: core.myself.name, selfRegion: core.myself.meta.region,
+                                     selfReturning: core.myself.incarnation > 1, now: sim.now)
             }
-            var view = [NodeHealth(name: core.myself.name, region: core.myself.meta.region, serving: true)]
+            var members = [RouteMember(name: core.myself.name, region: core.myself.meta.region, status: .alive,
+                                       witness: core.myself.meta.role == .witness)]
             for m in core.members.values {
-                view.append(NodeHealth(name: m.name, region: m.state.meta.region, serving: m.status.isLive))
+                members.append(RouteMember(name: m.name, region: m.state.meta.region, status: Router.status(m.status),
+                                           witness: m.state.meta.role == .witness))
             }
-            // As the node shell does: a node in the minority keeps its last view.
-            let known = core.members.values.filter { $0.status != .left }
-            let alive = known.filter { $0.status == .alive }.count + 1
-            if !HealthTracker.inMinority(live: alive, known: known.count + 1) { trackers[i]!.observe(view, now: sim.now) }
-            let health = trackers[i]!.view(now: sim.now)
+            views[i]!.observe(members, instanceHealthy: [:], now: sim.now)
+            let health = views[i]!.health(now: sim.now)
             return RouteTable(RouteInputs(split: SplitConfig(weights: SimulatedFailoverTests.weights), health: health))
         }
 
@@ -120,7 +129,7 @@ extension Instant {
         #expect(Set(first[0]) == Set(SimulatedFailoverTests.weights.keys))
 
         sim.crash(1)
-        router.trackers[1] = nil  // its memory dies with it
+        router.views[1] = nil  // its memory dies with it
         // Converged: both survivors route nothing to region-1, and agree.
         let converged = sim.run(until: { s in
             let a = router.answers(s, 0, ids)!, b = router.answers(s, 2, ids)!

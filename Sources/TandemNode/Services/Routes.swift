@@ -1,4 +1,3 @@
-import Foundation
 import GlobalTable
 import Membership
 import Routing
@@ -8,14 +7,15 @@ import Transport
 
 /// The routing shell: gathers the route table's inputs on this node, rebuilds the table when
 /// they change, and serves `/v1/route`, `/v1/split`, `/v1/regions/{r}/drain|undrain|capacity`
-/// and `/v1/edges`. All routing rules are in the `Routing` core.
+/// and `/v1/edges` (handlers in `API/RoutesREST.swift`). All routing rules are in the `Routing`
+/// core, the membership-to-health assembly and the minority rule included (`RouteView`).
 ///
 /// Inputs:
 /// * split, drains, overrides, edges and capacity: items of the reserved global table
-///   `_routing`, so every node reads the same ones (one item per drain, per region's capacity
-///   and per node's instance health, so concurrent changes of different regions both survive
-///   the last-writer-wins merge);
-/// * health: this node's membership view through a `HealthTracker` (hold-down), plus each
+///   `_routing` (typed attributes, see `RoutingConfig`), so every node reads the same ones (one
+///   item per drain, per region's capacity and per node's instance health, so concurrent changes
+///   of different regions both survive the last-writer-wins merge);
+/// * health: this node's membership view through a `RouteView` (hold-down, minority), plus each
 ///   node's instance health, which the node itself publishes in `_routing` (`health/<node>`)
 ///   when its `--instance-health` poll flips;
 /// * region-to-region RTTs: each node publishes its own Vivaldi estimates to every other region
@@ -56,9 +56,10 @@ final class Routes {
     private let loop: EventLoop
     private let selfName: String
     let settings: Settings
-    private var tracker: HealthTracker
+    private var view: RouteView
     private(set) var current: RouteTable
-    private(set) var stats = Stats()
+    /// Counted by the HTTP handlers too (`RoutesREST.swift`).
+    var stats = Stats()
     private let refreshTimer: LoopTimer
     private var pollTimer: LoopTimer?
     private let pollTimeout: LoopTimer
@@ -79,8 +80,8 @@ final class Routes {
     /// The membership view, this node included, set by the node.
     var members: () -> [(name: String, region: String, status: MemberStatus, witness: Bool)] = { [] }
     /// This node sees at most half the cluster: it keeps its last health view (see
-    /// `HealthTracker.inMinority`).
-    private(set) var minority = false
+    /// `RouteView.observe`).
+    var minority: Bool { view.minority }
 
     init(tables: Tables, loop: EventLoop, selfName: String, selfRegion: String, returning: Bool, settings: Settings) {
         self.tables = tables
@@ -91,8 +92,8 @@ final class Routes {
         rttPublisher = RTTPublisher(minInterval: settings.rttMinInterval)
         rttTimer = LoopTimer(loop: loop)
         startedAt = loop.now
-        tracker = HealthTracker(holdDown: settings.holdDown, selfName: selfName, selfRegion: selfRegion,
-                                selfReturning: returning, now: loop.now)
+        view = RouteView(holdDown: settings.holdDown, selfName: selfName, selfRegion: selfRegion,
+                         selfReturning: returning, now: loop.now)
         current = RouteTable(RouteInputs())
         refreshTimer = LoopTimer(loop: loop)
         pollTimeout = LoopTimer(loop: loop)
@@ -103,7 +104,7 @@ final class Routes {
         // A flag this node published in an earlier life (with `--instance-health`) must not
         // outlive the flag itself.
         if settings.instanceHealthURL == nil && readConfig().healthy[selfName] == false {
-            write("health/\(selfName)", ["healthy": true]) { _ in }
+            write("health/\(selfName)", RoutingConfig.item(healthy: true)) { _ in }
         }
         startedAt = loop.now
         if let mine = readConfig().rtt[selfName], mine.region == selfRegion {
@@ -126,21 +127,10 @@ final class Routes {
     /// every `refreshInterval`.
     func refresh() {
         let config = readConfig()
-        let all = members()
-        let known = all.filter { $0.status != .left }
-        // Only `alive` counts here (suspects are still served): across a partition the others
-        // turn suspect within a probe round of each other, long before the first is declared
-        // dead, so the minority freezes before it has removed anyone.
-        minority = HealthTracker.inMinority(live: known.filter { $0.status == .alive }.count, known: known.count)
-        if !minority {
-            var view: [NodeHealth] = []
-            for m in all where !m.witness {
-                view.append(NodeHealth(name: m.name, region: m.region, serving: m.status.isLive && config.healthy[m.name] != false))
-            }
-            tracker.observe(view, now: loop.now)
-        }
+        let seen = members().map { RouteMember(name: $0.name, region: $0.region, status: Routes.status($0.status), witness: $0.witness) }
+        view.observe(seen, instanceHealthy: config.healthy, now: loop.now)
         regionRTT = RegionRTT.build(config.rtt)
-        let inputs = RouteInputs(split: config.split, health: tracker.view(now: loop.now), edges: config.edges,
+        let inputs = RouteInputs(split: config.split, health: view.health(now: loop.now), edges: config.edges,
                                  capacity: config.capacity, regionRTT: regionRTT)
         guard inputs != current.inputs else { return }
         // A new matrix that changes no edge estimate changes no decision (and no fingerprint):
@@ -156,61 +146,31 @@ final class Routes {
         stats.lastRecomputeMicros = (loop.now - started).milliseconds * 1000
     }
 
-    private struct Config {
-        var split = SplitConfig()
-        var edges = EdgeConfig()
-        var capacity: [String: Int64] = [:]
-        var healthy: [String: Bool] = [:]
-        var rtt: [String: RTTReport] = [:]
+    /// Routing does not import Membership: its own status of a member.
+    static func status(_ s: MemberStatus) -> RouteMember.Status {
+        switch s {
+        case .alive: .alive
+        case .suspect: .suspect
+        case .dead: .dead
+        case .left: .left
+        }
     }
 
-    private var parsedCache: [String: (text: String, value: Any)] = [:]
-
-    /// One JSON document per item (attribute `doc`), parsed once per change.
-    private func document(_ key: String, _ text: String) -> [String: Any]? {
-        if let cached = parsedCache[key], cached.text == text { return cached.value as? [String: Any] }
-        let value = (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String: Any]
-        parsedCache[key] = (text, value as Any)
-        return value
-    }
-
-    private func readConfig() -> Config {
-        var c = Config()
-        guard let replica = tables.replicas[Routes.table] else { return c }
+    /// Every input item of `_routing`, decoded (typed attributes, or an older node's JSON text).
+    func readConfig() -> RoutingConfig {
+        guard let replica = tables.replicas[Routes.table] else { return RoutingConfig() }
+        var items: [(key: String, attributes: [String: AttributeValue])] = []
         for (key, state) in replica.items {
-            guard case .string(let name) = key.partition, let item = state.visible,
-                  case .string(let text)? = item["doc"], let doc = document(name, text) else { continue }
-            if name == "split" {
-                c.split.weights = (doc["weights"] as? [String: Int]) ?? [:]
-                c.split.overrides = (doc["overrides"] as? [String: String]) ?? [:]
-            } else if name == "edges" {
-                c.edges = Routes.edges(doc)
-            } else if name.hasPrefix("drain/"), doc["drained"] as? Bool == true {
-                c.split.drained.insert(String(name.dropFirst(6)))
-            } else if name.hasPrefix("capacity/"), let agents = doc["agents"] as? Int {
-                c.capacity[String(name.dropFirst(9))] = Int64(agents)
-            } else if name.hasPrefix("health/"), let healthy = doc["healthy"] as? Bool {
-                c.healthy[String(name.dropFirst(7))] = healthy
-            } else if name.hasPrefix("rtt/"), let region = doc["region"] as? String, let rtt = doc["rttMs"] as? [String: Int] {
-                c.rtt[String(name.dropFirst(4))] = RTTReport(region: region, rttMs: rtt.mapValues { Int64($0) })
-            }
+            guard case .string(let name) = key.partition, let item = state.visible else { continue }
+            items.append((name, item))
         }
-        return c
+        return RoutingConfig(items: items)
     }
 
-    static func edges(_ doc: [String: Any]) -> EdgeConfig {
-        var out = EdgeConfig()
-        for (name, value) in (doc["edges"] as? [String: Any]) ?? [:] {
-            guard let e = value as? [String: Any], let rtt = e["rttMicros"] as? [String: Int] else { continue }
-            out.edges[name] = EdgeConfig.Edge(rttMicros: rtt.mapValues { Int64($0) }, volume: Int64(e["volume"] as? Int ?? 1))
-        }
-        return out
-    }
-
-    /// Writes one `_routing` item durably (replicated like any table write).
-    private func write(_ key: String, _ doc: Any, _ done: @escaping (TandemError?) -> Void) {
-        let data = (try? JSONSerialization.data(withJSONObject: doc, options: [.sortedKeys])) ?? Data("{}".utf8)
-        let values: [String: AttributeValue] = ["key": .string(key), "doc": .string(String(decoding: data, as: UTF8.self))]
+    /// Writes one `_routing` item durably (replicated like any table write), replacing it whole.
+    func write(_ key: String, _ fields: [String: AttributeValue], _ done: @escaping (TandemError?) -> Void) {
+        var values = fields
+        values["key"] = .string(key)
         tables.put(table: Routes.table, key: ItemKey(partition: .string(key)), values: values) { [weak self] error in
             self?.refresh()
             done(error)
@@ -238,7 +198,7 @@ final class Routes {
         guard !rttWriting, loop.now >= startedAt + settings.rttWarmUp else { return }
         guard let values = rttPublisher.next(measured: measuredRTT(), now: loop.now) else { return }
         rttWriting = true
-        write("rtt/\(selfName)", ["region": selfRegion, "rttMs": values]) { [weak self] error in
+        write("rtt/\(selfName)", RoutingConfig.item(rtt: RTTReport(region: selfRegion, rttMs: values))) { [weak self] error in
             guard let self else { return }
             self.rttWriting = false
             // Not written: start over from what the table holds.
@@ -286,7 +246,7 @@ final class Routes {
         let published = readConfig().healthy[selfName]
         guard next != instanceHealthy || published != next else { return }
         instanceHealthy = next
-        write("health/\(selfName)", ["healthy": next]) { _ in }
+        write("health/\(selfName)", RoutingConfig.item(healthy: next)) { _ in }
     }
 
     static func parseURL(_ url: String) -> (String, String)? {
@@ -294,200 +254,6 @@ final class Routes {
         let rest = url.dropFirst(7)
         let slash = rest.firstIndex(of: "/") ?? rest.endIndex
         return (String(rest[..<slash]), slash == rest.endIndex ? "/" : String(rest[slash...]))
-    }
-
-    // ==== ------------------------------------------------------------------------------------
-    // MARK: HTTP
-
-    /// Handles the routing endpoints; false if the path is not ours.
-    func route(_ request: HTTPRequest, _ respond: @escaping (HTTPResponse) -> Void) -> Bool {
-        // The hot path first, before any splitting of the path.
-        if request.path == "/v1/route" && request.method == "GET" {
-            respond(decide(request.query))
-            return true
-        }
-        let s = request.segments
-        guard s.count >= 2, s[0] == "v1" else { return false }
-        switch (request.method, s.count, s[1]) {
-        case ("GET", 2, "route"): respond(decide(request.query))
-        case ("GET", 2, "split"): respond(showSplit())
-        case ("PUT", 2, "split"): putSplit(request.body, respond)
-        case ("GET", 2, "edges"): respond(showEdges())
-        case ("GET", 3, "regions") where s[2] == "rtt": respond(showRTT())
-        case (_, 3, "regions") where s[2] == "rtt":
-            respond(.error(405, "method_not_allowed", "\(request.method) is not allowed on \(request.path)"))
-        case ("PUT", 2, "edges"): putEdges(request.body, respond)
-        case ("POST", 4, "regions") where s[3] == "drain" || s[3] == "undrain":
-            write("drain/\(s[2])", ["drained": s[3] == "drain"]) { [weak self] error in
-                guard let self else { return }
-                respond(error.map { .error($0) } ?? self.showSplit())
-            }
-        case ("PUT", 4, "regions") where s[3] == "capacity":
-            guard let doc = try? JSONSerialization.jsonObject(with: Data(request.body)) as? [String: Any],
-                  let agents = doc["agents"] as? Int, agents >= 0 else {
-                respond(.error(400, "invalid_argument", "body must be {\"agents\": N} with N ≥ 0"))
-                return true
-            }
-            write("capacity/\(s[2])", ["agents": agents]) { [weak self] error in
-                guard let self else { return }
-                respond(error.map { .error($0) } ?? self.showSplit())
-            }
-        case (_, 2, "route"), (_, 2, "split"), (_, 2, "edges"):
-            respond(.error(405, "method_not_allowed", "\(request.method) is not allowed on \(request.path)"))
-        default:
-            return false
-        }
-        return true
-    }
-
-    /// `GET /v1/route?contact=&edge=`: the hot path, so the answer is written by hand.
-    private func decide(_ query: [String: String]) -> HTTPResponse {
-        guard let contact = query["contact"], !contact.isEmpty else {
-            stats.errors += 1
-            return .error(400, "invalid_argument", "contact (the contact id) is required: /v1/route?contact=ID&edge=E")
-        }
-        let edge = query["edge"].flatMap { $0.isEmpty ? nil : $0 }
-        do {
-            let d = try current.decide(contact: contact, edge: edge)
-            stats.decisions += 1
-            var out = "{\"contact\":\(Routes.quote(contact)),\"region\":\(Routes.quote(d.region)),\"node\":\(Routes.quote(d.node)),\"fallbacks\":["
-            for (i, f) in d.fallbacks.enumerated() { out += (i == 0 ? "" : ",") + Routes.quote(f) }
-            out += "],\"table\":\"\(fingerprintText(d.fingerprint))\"}\n"
-            return HTTPResponse(status: 200, body: Array(out.utf8))
-        } catch .unknownEdge(let e) {
-            stats.errors += 1
-            return .error(400, "unknown_edge", "no edge '\(e)' in the edges config (GET /v1/edges)")
-        } catch {
-            stats.errors += 1
-            return .error(503, "no_healthy_region", "no region can take contacts: every region with a share is dead, drained or unhealthy")
-        }
-    }
-
-    static func quote(_ s: String) -> String {
-        var out = "\""
-        for u in s.unicodeScalars {
-            switch u {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case _ where u.value < 0x20: out += String(format: "\\u%04x", u.value)
-            default: out.unicodeScalars.append(u)
-            }
-        }
-        return out + "\""
-    }
-
-    /// Percent with up to two decimals from basis points (5000 → 50, 3333 → 33.33).
-    static func percent(_ bp: Int) -> Any { bp % 100 == 0 ? bp / 100 : Double(bp) / 100 }
-
-    private func showSplit() -> HTTPResponse {
-        let t = current
-        var weights: [String: Any] = [:]
-        for (r, w) in t.inputs.split.weights { weights[r] = Routes.percent(w) }
-        func rounded(_ m: [String: Double]) -> [String: Double] { m.mapValues { ($0 * 1_000_000).rounded() / 10_000 } }
-        var health: [String: Any] = [:]
-        for r in Set(t.regions).union(t.inputs.health.knownRegions) {
-            health[r] = [
-                "nodes": t.inputs.health.nodes[r] ?? [],
-                "drained": t.inputs.split.drained.contains(r),
-                "eligible": t.regions.firstIndex(of: r).map { t.eligible[$0] } ?? false,
-            ]
-        }
-        return .json(200, [
-            "minority": minority, "weights": weights, "drained": t.inputs.split.drained.sorted(), "overrides": t.inputs.split.overrides,
-            "target": rounded(t.targetShares), "effective": rounded(t.effectiveShares), "regions": health,
-            "capacity": t.inputs.capacity, "table": fingerprintText(t.fingerprint),
-        ])
-    }
-
-    private func putSplit(_ body: [UInt8], _ respond: @escaping (HTTPResponse) -> Void) {
-        guard let doc = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any],
-              let raw = doc["weights"] as? [String: Any], !raw.isEmpty else {
-            return respond(.error(400, "invalid_argument", "body must be {\"weights\": {\"region\": percent, …}}"))
-        }
-        var weights: [String: Int] = [:]
-        for (r, v) in raw {
-            guard let n = (v as? NSNumber)?.doubleValue, n >= 0, n <= 10_000, !r.isEmpty,
-                  abs((n * 100).rounded() - n * 100) < 1e-6 else {
-                return respond(.error(400, "invalid_argument", "weight of '\(r)' must be a number from 0 to 10000 with at most two decimals"))
-            }
-            weights[r] = Int((n * 100).rounded())
-        }
-        guard weights.values.contains(where: { $0 > 0 }) else {
-            return respond(.error(400, "invalid_argument", "at least one region needs a weight above 0"))
-        }
-        var overrides: [String: String] = [:]
-        if let o = doc["overrides"] {
-            guard let m = o as? [String: String] else {
-                return respond(.error(400, "invalid_argument", "overrides must be {\"edge\": \"region\", …}"))
-            }
-            overrides = m
-        }
-        write("split", ["weights": weights, "overrides": overrides]) { [weak self] error in
-            guard let self else { return }
-            respond(error.map { .error($0) } ?? self.showSplit())
-        }
-    }
-
-    private func showEdges() -> HTTPResponse {
-        var edges: [String: Any] = [:]
-        for (name, e) in current.inputs.edges.edges {
-            var entry: [String: Any] = ["rttMs": e.rttMicros.mapValues { Double($0) / 1000 }, "volume": e.volume]
-            var estimated: [String: Double] = [:]
-            for (r, v) in current.resolvedEdges.edges[name]?.rttMicros ?? [:] where e.rttMicros[r] == nil { estimated[r] = Double(v) / 1000 }
-            if !estimated.isEmpty { entry["estimatedMs"] = estimated }
-            if let plan = current.planShares(edge: name) { entry["plan"] = plan.mapValues { ($0 * 10_000).rounded() / 10_000 } }
-            edges[name] = entry
-        }
-        return .json(200, ["edges": edges, "table": fingerprintText(current.fingerprint)])
-    }
-
-    /// `GET /v1/regions/rtt`: the region-to-region matrix from the published reports (symmetric,
-    /// ms), the reports themselves, and this node's current estimates.
-    private func showRTT() -> HTTPResponse {
-        let m = regionRTT
-        var matrix: [String: [String: Double]] = [:]
-        for (a, row) in m.micros { matrix[a] = row.mapValues { Double($0) / 1000 } }
-        var nodes: [String: Any] = [:]
-        for (name, report) in readConfig().rtt { nodes[name] = ["region": report.region, "rttMs": report.rttMs] }
-        return .json(200, ["rttMs": matrix, "nodes": nodes, "measuredHere": measuredRTT(), "table": fingerprintText(current.fingerprint)])
-    }
-
-    /// `{"edges": {"nyc": {"rttMs": {"us-east-1": 8, …}, "volume": 3}, …}}`; the short form
-    /// `{"edges": {"nyc": {"us-east-1": 8, …}}}` is accepted too.
-    private func putEdges(_ body: [UInt8], _ respond: @escaping (HTTPResponse) -> Void) {
-        guard let doc = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any],
-              let raw = doc["edges"] as? [String: Any] else {
-            return respond(.error(400, "invalid_argument", "body must be {\"edges\": {\"edge\": {\"rttMs\": {\"region\": ms}, \"volume\": n}}}"))
-        }
-        guard raw.count <= EdgeConfig.maxEdges else {
-            return respond(.error(400, "invalid_argument", "at most \(EdgeConfig.maxEdges) edges"))
-        }
-        var edges: [String: Any] = [:]
-        for (name, value) in raw {
-            guard let e = value as? [String: Any], !name.isEmpty else {
-                return respond(.error(400, "invalid_argument", "edge '\(name)' must be an object"))
-            }
-            let rtt = (e["rttMs"] as? [String: Any]) ?? (e["volume"] == nil ? e : [:])
-            var micros: [String: Int] = [:]
-            for (r, v) in rtt {
-                guard let ms = (v as? NSNumber)?.doubleValue, ms >= 0, ms < 100_000 else {
-                    return respond(.error(400, "invalid_argument", "edge '\(name)': RTT to '\(r)' must be 0 to 100000 ms"))
-                }
-                micros[r] = Int((ms * 1000).rounded())
-            }
-            guard !micros.isEmpty else {
-                return respond(.error(400, "invalid_argument", "edge '\(name)' needs an RTT to at least one region"))
-            }
-            let volume = (e["volume"] as? NSNumber)?.intValue ?? 1
-            guard volume >= 1, volume <= Int(EdgeConfig.maxVolume) else {
-                return respond(.error(400, "invalid_argument", "edge '\(name)': volume must be 1 to \(EdgeConfig.maxVolume)"))
-            }
-            edges[name] = ["rttMicros": micros, "volume": volume]
-        }
-        write("edges", ["edges": edges]) { [weak self] error in
-            guard let self else { return }
-            respond(error.map { .error($0) } ?? self.showEdges())
-        }
     }
 
     // ==== ------------------------------------------------------------------------------------
