@@ -141,19 +141,28 @@ struct MembershipBench: ParsableCommand {
         // Each datagram passes the sender's and the receiver's dropper: 1 − (1 − d)² = 10%.
         let d = 1 - (0.9).squareRoot()
         for i in 0..<5 { cluster.setChaos(i, dropRate: d) }
-        let before = (0..<5).map { cluster.metric("tandem_gossip_bytes_out_total", node: $0) ?? 0 }
+        let before = metricEverywhere(cluster, "tandem_gossip_bytes_out_total", nodes: 0..<5)
         let clock = ContinuousClock()
         let t0 = clock.now
         _ = eventually(timeout: .seconds(Int64(seconds))) { false }
         let elapsed = (clock.now - t0).seconds
-        let after = (0..<5).map { cluster.metric("tandem_gossip_bytes_out_total", node: $0) ?? 0 }
+        let after = metricEverywhere(cluster, "tandem_gossip_bytes_out_total", nodes: 0..<5)
         let falseDead = (0..<5).reduce(0) { $0 + deadLines(cluster.log($1)).count }
-        let suspicions = (0..<5).reduce(0.0) { $0 + (cluster.metric("tandem_membership_suspicions_total", node: $1) ?? 0) }
-        let refutations = (0..<5).reduce(0.0) { $0 + (cluster.metric("tandem_membership_refutations_total", node: $1) ?? 0) }
-        print("• 10% packet loss on every link, lan, \(seconds) s: false dead = \(falseDead)  (target 0) \(falseDead == 0 ? "MET" : "MISSED")")
-        print("    suspicions raised \(Int(suspicions)), refuted \(Int(refutations)); all still alive: \(waitAllAlive(cluster, timeout: .seconds(5)))")
-        let rates = zip(before, after).map { ($1 - $0) / elapsed }
-        print(String(format: "• gossip load, 5 nodes, lan, 10%% loss: %.0f bytes/s per node out (mean)\n", rates.reduce(0, +) / 5))
+        func total(_ name: String) -> String {
+            metricEverywhere(cluster, name, nodes: 0..<5).map { String(Int($0.reduce(0, +))) } ?? "unknown (a node's /metrics did not answer)"
+        }
+        // Dead lines come from the nodes' logs; a node that is not alive at the end may not
+        // have logged what it saw, so the count is judged only when all are.
+        let allAlive = waitAllAlive(cluster, timeout: .seconds(5))
+        print("• 10% packet loss on every link, lan, \(seconds) s: false dead = \(falseDead)  (target 0) " +
+              verdict(falseDead == 0, errors: allAlive ? 0 : 1, samples: 1))
+        print("    suspicions raised \(total("tandem_membership_suspicions_total")), refuted \(total("tandem_membership_refutations_total")); all still alive: \(allAlive)")
+        if let before, let after {
+            let rates = zip(before, after).map { ($1 - $0) / elapsed }
+            print(String(format: "• gossip load, 5 nodes, lan, 10%% loss: %.0f bytes/s per node out (mean)\n", rates.reduce(0, +) / 5))
+        } else {
+            print("• gossip load, 5 nodes, lan, 10% loss: unknown (a node's /metrics did not answer)\n")
+        }
         fflush(nil)
         for i in 0..<5 { cluster.kill9(i) }
     }
@@ -177,10 +186,12 @@ struct MembershipBench: ParsableCommand {
         }
         let healthyDead = (0..<5).reduce(0) { n, i in n + deadLines(cluster.log(i)).filter { !$0.contains("member=\(stalledName) ") }.count }
         let stalledDead = (0..<5).reduce(0) { n, i in n + deadLines(cluster.log(i)).filter { $0.contains("member=\(stalledName) ") }.count }
-        let refutations = cluster.metric("tandem_membership_refutations_total", node: stalled) ?? 0
-        let noticed = cluster.metric("tandem_membership_stalls_total", node: stalled) ?? 0
-        print("• one node stalled 5 s every 15 s (\(stalls) stalls, lan): healthy nodes marked dead = \(healthyDead)  (target 0) \(healthyDead == 0 ? "MET" : "MISSED")")
-        print("    stalled node: declared dead \(stalledDead) times by others, refuted \(Int(refutations)) times, noticed its own stall \(Int(noticed)) times; all alive at the end: \(waitAllAlive(cluster, timeout: .seconds(10)))\n")
+        let refutations = cluster.metric("tandem_membership_refutations_total", node: stalled).map { String(Int($0)) } ?? "unknown"
+        let noticed = cluster.metric("tandem_membership_stalls_total", node: stalled).map { String(Int($0)) } ?? "unknown"
+        let allAlive = waitAllAlive(cluster, timeout: .seconds(10))
+        print("• one node stalled 5 s every 15 s (\(stalls) stalls, lan): healthy nodes marked dead = \(healthyDead)  (target 0) " +
+              verdict(healthyDead == 0, errors: allAlive ? 0 : 1, samples: stalls))
+        print("    stalled node: declared dead \(stalledDead) times by others, refuted \(refutations) times, noticed its own stall \(noticed) times; all alive at the end: \(allAlive)\n")
         fflush(nil)
         for i in 0..<5 { cluster.kill9(i) }
     }
@@ -230,4 +241,24 @@ struct MembershipBench: ParsableCommand {
         print("    target \(target): \(met ? "MET" : "MISSED")\n")
         fflush(nil)
     }
+}
+
+/// The verdict on a target. MET or MISSED only when the run can be judged: a run with errors,
+/// or with fewer samples than it needs, says so instead, since its figure may be the favourable
+/// one only because the failures were left out of it.
+func verdict(_ met: Bool, errors: Int = 0, samples: Int, need: Int = 1) -> String {
+    if errors > 0 { return "NOT JUDGED (\(errors) errors)" }
+    if samples < need { return "NOT JUDGED (\(samples) samples, \(need) needed)" }
+    return met ? "MET" : "MISSED"
+}
+
+/// A metric on every node, or nil when any node's /metrics does not answer (a missing reading
+/// is not a zero).
+func metricEverywhere(_ cluster: LocalCluster, _ name: String, nodes: some Sequence<Int>) -> [Double]? {
+    var out: [Double] = []
+    for i in nodes {
+        guard let v = cluster.metric(name, node: i) else { return nil }
+        out.append(v)
+    }
+    return out
 }

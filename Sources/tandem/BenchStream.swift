@@ -106,9 +106,11 @@ struct StreamBench: ParsableCommand {
         return cluster.nodes.firstIndex { $0.name == name }
     }
 
-    func line(_ what: String, _ figures: String, target: String, met: Bool?) {
+    /// `met` nil: a figure reported without a target. With a target, errors or too few samples
+    /// make it NOT JUDGED (see `verdict`).
+    func line(_ what: String, _ figures: String, target: String, met: Bool?, errors: Int = 0, samples: Int = 1, need: Int = 1) {
         print("• \(what): \(figures)")
-        print("    target \(target): \(met.map { $0 ? "MET" : "MISSED" } ?? "reported")   [\(StreamBench.fsyncPolicy)]\n")
+        print("    target \(target): \(met.map { verdict($0, errors: errors, samples: samples, need: need) } ?? "reported")   [\(StreamBench.fsyncPolicy)]\n")
         fflush(nil)
     }
 
@@ -147,7 +149,8 @@ struct StreamBench: ParsableCommand {
         line("256 puts outstanding to one partition, client at the leader",
              String(format: "%.0f records/s, p50 %.2f ms, p99 %.2f ms, errors %d (n=%d); %@", r.perSecond, r.percentile(0.5), r.percentile(0.99),
                     r.errors, r.requests, syncStats(cluster, leader)),
-             target: "≥ 80,000 records/s, p99 ≤ 10 ms", met: r.perSecond >= 80_000 && r.percentile(0.99) <= 10)
+             target: "≥ 80,000 records/s, p99 ≤ 10 ms", met: r.perSecond >= 80_000 && r.percentile(0.99) <= 10,
+             errors: r.errors, samples: r.requests)
         // What limits it on a shared machine: CPU per record in each process (user + system).
         let nodes = cpu.dropLast().enumerated().map { "\($0.offset == leader ? "leader" : "follower") \(String(format: "%.1f", $0.element))" }
         print(String(format: "    CPU per record, µs: %@, load generator %.1f (machine: %d cores)\n", nodes.joined(separator: ", "), cpu.last!,
@@ -163,18 +166,21 @@ struct StreamBench: ParsableCommand {
         line("256 puts outstanding to one partition as \(256 / depth) connections × \(depth) pipelined, client at the leader",
              String(format: "%.0f records/s, p50 %.2f ms, p99 %.2f ms, errors %d (n=%d)", p.perSecond, p.percentile(0.5), p.percentile(0.99),
                     p.errors, p.requests),
-             target: "≥ 80,000 records/s, p99 ≤ 10 ms", met: p.perSecond >= 80_000 && p.percentile(0.99) <= 10)
+             target: "≥ 80,000 records/s, p99 ≤ 10 ms", met: p.perSecond >= 80_000 && p.percentile(0.99) <= 10,
+             errors: p.errors, samples: p.requests)
         let pnodes = pcpu.dropLast().enumerated().map { "\($0.offset == leader ? "leader" : "follower") \(String(format: "%.1f", $0.element))" }
         print(String(format: "    CPU per record, µs: %@, load generator %.1f", pnodes.joined(separator: ", "), pcpu.last!))
         print(loopShare(cluster, leader, since: syncsBefore))
-        // The same load as batches of 100 records per request (what a real producer does).
+        // The same load as batches of 100 records per request (what a real producer does). A
+        // batch answered 200 may report some records failed: only written records count.
         var records: [String] = []
         for i in 0..<100 { records.append("{\"key\":\"k\(i)\",\"data\":\"\(Base64.encode(StreamBench.payload))\"}") }
         let batch = Array("{\"records\":[\(records.joined(separator: ","))]}".utf8)
-        let b = try LoadGenerator(target: cluster.nodes[leader].api) { ("POST", StreamBench.path, batch) }
-            .run(connections: 16, duration: .seconds(Int64(seconds)))
+        let b = BatchLoad(target: cluster.nodes[leader].api, path: StreamBench.path, body: batch, recordsPerBatch: 100,
+                          failedKey: "failedRecordCount").run(connections: 16, seconds: seconds)
         line("16 batches of 100 records outstanding, client at the leader",
-             String(format: "%.0f records/s, batch p50 %.2f ms, p99 %.2f ms, errors %d", b.perSecond * 100, b.percentile(0.5), b.percentile(0.99), b.errors),
+             String(format: "%.0f records/s written, batch p50 %.2f ms, p99 %.2f ms, errors %d, records reported failed %d (n=%d batches)",
+                    b.recordsPerSecond, b.percentile(0.5), b.percentile(0.99), b.errors, b.failedRecords, b.batches),
              target: "(extra figure, no target)", met: nil)
     }
 
@@ -193,7 +199,8 @@ struct StreamBench: ParsableCommand {
              String(format: "p50 %.3f ms, p99 %.3f ms (n=%d, errors %d); mean fsync meanwhile: leader %.3f ms, follower %.3f ms (the floor: a put waits for both)",
                     atLeader.percentile(0.5), atLeader.percentile(0.99), atLeader.requests, atLeader.errors,
                     mean(before.0, after.0), mean(before.1, after.1)),
-             target: "p50 ≤ 0.35 ms, p99 ≤ 1 ms", met: atLeader.percentile(0.5) <= 0.35 && atLeader.percentile(0.99) <= 1)
+             target: "p50 ≤ 0.35 ms, p99 ≤ 1 ms", met: atLeader.percentile(0.5) <= 0.35 && atLeader.percentile(0.99) <= 1,
+             errors: atLeader.errors, samples: atLeader.requests)
         let viaFollower = try LoadGenerator(target: cluster.nodes[follower].api) { ("POST", StreamBench.path, StreamBench.body) }
             .run(connections: 1, duration: .seconds(Int64(seconds)))
         line("one put at a time, client at a follower (forwarded to the leader)",
@@ -208,6 +215,8 @@ struct StreamBench: ParsableCommand {
             let lock = NSLock()
             var ms: [Double] = []
             var stop = false
+            /// Polls that failed or were not answered 200 with records.
+            var readErrors = 0
         }
         let samples = Samples()
         let tip = try HTTPClient.request("GET", cluster.nodes[follower].api, "/v1/streams/bench/partitions/0/records?from=latest&limit=1")
@@ -221,7 +230,10 @@ struct StreamBench: ParsableCommand {
                 samples.lock.lock(); let stop = samples.stop; samples.lock.unlock()
                 if stop { return }
                 guard let r = try? session.request("GET", "/v1/streams/bench/partitions/0/records?from=\(from)&limit=1000&waitMs=500"),
-                      r.status == 200, let j = try? JSON.parse(r.body), case .array(let records)? = j["records"], let next = j["next"]?.stringValue else { continue }
+                      r.status == 200, let j = try? JSON.parse(r.body), case .array(let records)? = j["records"], let next = j["next"]?.stringValue else {
+                    samples.lock.withLock { samples.readErrors += 1 }
+                    continue
+                }
                 let now = StreamBench.wallNs()
                 samples.lock.lock()
                 for rec in records {
@@ -241,11 +253,14 @@ struct StreamBench: ParsableCommand {
             return ("POST", StreamBench.path, Array("{\"key\":\"k\",\"data\":\"\(Base64.encode(data))\"}".utf8))
         }.run(connections: 8, duration: .seconds(Int64(seconds)), ratePerSecond: 1_000)
         _ = eventually(timeout: .seconds(5)) { samples.lock.lock(); defer { samples.lock.unlock() }; return samples.ms.count >= r.requests }
-        samples.lock.lock(); samples.stop = true; let ms = samples.ms.sorted(); samples.lock.unlock()
+        samples.lock.lock(); samples.stop = true; let ms = samples.ms.sorted(); let readErrors = samples.readErrors; samples.lock.unlock()
         func p(_ q: Double) -> Double { ms.isEmpty ? .nan : ms[min(ms.count - 1, Int(Double(ms.count) * q))] }
+        // Judged only when the reader saw every acknowledged put: a record it missed has no
+        // delivery time, and leaving it out would flatter the percentiles.
         line("delivery put → read by a long-polling reader on a follower, at \(Int(r.perSecond.rounded())) puts/s",
-             String(format: "p50 %.3f ms, p99 %.3f ms, max %.3f ms (%d of %d records seen)", p(0.5), p(0.99), ms.last ?? .nan, ms.count, r.requests),
-             target: "p99 ≤ 1 ms", met: p(0.99) <= 1)
+             String(format: "p50 %.3f ms, p99 %.3f ms, max %.3f ms (%d of %d records seen; put errors %d, read errors %d)",
+                    p(0.5), p(0.99), ms.last ?? .nan, ms.count, r.requests, r.errors, readErrors),
+             target: "p99 ≤ 1 ms", met: p(0.99) <= 1, errors: r.errors + readErrors, samples: ms.count, need: max(1, r.requests))
         print(loopShare(cluster, leader, since: syncsBefore))
     }
 

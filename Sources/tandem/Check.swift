@@ -32,6 +32,7 @@ struct CheckCommand: ParsableCommand {
         let run = CheckRun(apis: apis, regions: regions, nemesis: nemesis, seed: seed)
         run.backgroundLoss = loss
         run.routeBound = routeBound
+        run.setWriters = setWriters
         if loss > 0 { print("with \(loss)% packet loss on every region throughout") }
         try run.setUp()
         let started = Date()
@@ -74,8 +75,25 @@ final class CheckRun: @unchecked Sendable {
     static let partitions = 3
     var stream: String { "check-\(run)" }
     /// Route answers (prober at 100 Hz on every node) and the fault timeline they are judged by.
+    /// `contact` indexes `probeContacts`.
     struct Answer { var at: Date; var node: Int; var contact: Int; var region: String }
     var answers: [Answer] = []
+    /// Contacts the prober asks about, two homed in each region when the run starts, so that
+    /// every region's failover shows in the answers.
+    var probeContacts: [String] = []
+    static let probeHz = 100.0
+    /// Threads probing each node. Slots are 10 ms apart; a request that waits out its 200 ms
+    /// timeout (a lost packet, a stalled node) holds one thread, and the others keep the
+    /// schedule. Under 10% loss about a fifth of requests time out, ~4 threads' worth at 100 Hz.
+    static let probeThreads = 8
+    /// Per node: probe slots due, requests sent, answers, and when probing started and ended.
+    var probeStats: [(sent: Int, failed: Int, missed: Int)] = []
+    var probeSlots: [Int] = []
+    var probingFrom = Date(), probingUntil = Date()
+    /// The least share of a node's answerable probes (due while it was neither killed nor
+    /// stopped) that must be answered for its route answers to be judged.
+    static let minAnsweredShare = 0.5
+    var setWriters = 2
     var events: [(at: Date, fault: String, undo: Bool)] = []
     var backgroundLoss = 0
     /// How long the cluster may take to route around a dead region or agree again.
@@ -130,6 +148,20 @@ final class CheckRun: @unchecked Sendable {
               eventually(timeout: .seconds(30), { self.call("POST", 0, "/v1/streams/\(self.stream)/records", #"{"key":"warm-up","data":"AA=="}"#)?.status == 200 }) else {
             throw CheckFailure("the stream '\(stream)' did not become writable on every node")
         }
+        // Probe contacts: two homed in each region, once the split routes to every region.
+        guard eventually(timeout: .seconds(30), interval: .milliseconds(500), {
+            var byRegion: [String: [String]] = [:]
+            for c in (0..<2_000).map({ "probe-\($0)" }) {
+                guard let r = self.call("GET", 0, "/v1/route?contact=\(c)"), r.status == 200,
+                      let region = (try? JSON.parse(r.body))?["region"]?.stringValue else { return false }
+                if byRegion[region, default: []].count < 2 { byRegion[region, default: []].append(c) }
+                if self.regionNames.allSatisfy({ byRegion[$0]?.count == 2 }) {
+                    self.probeContacts = self.regionNames.flatMap { byRegion[$0]! }
+                    return true
+                }
+            }
+            return false
+        }) else { throw CheckFailure("no probe contacts homed in every region (is every region eligible?)") }
     }
 
     /// Runs a fault command and waits for it (posix_spawn + waitpid: Foundation's Process can
@@ -146,18 +178,36 @@ final class CheckRun: @unchecked Sendable {
     // MARK: Workloads
 
     func startWorkloads(counterWriters: Int, setWriters: Int, streamWriters: Int = 2) {
-        threads.append(Thread { [self] in
-            while !isStopping {
-                for node in apis.indices {
-                    for c in 0..<4 {
-                        guard let r = call("GET", node, "/v1/route?contact=probe-\(c)", timeout: .milliseconds(200)), r.status == 200,
-                              let j = try? JSON.parse(r.body), let region = j["region"]?.stringValue else { break }
-                        lock.withLock { answers.append(Answer(at: Date(), node: node, contact: c, region: region)) }
+        // The prober: slot k of a node is due at start + k / probeHz and asks about contact
+        // k mod n. A slot no thread could take while it was due is missed, never sent late.
+        let start = Date()
+        probingFrom = start
+        probeStats = Array(repeating: (0, 0, 0), count: apis.count)
+        probeSlots = Array(repeating: 0, count: apis.count)
+        for node in apis.indices {
+            for _ in 0..<CheckRun.probeThreads {
+                threads.append(Thread { [self] in
+                    let session = try? HTTPSession(apis[node])
+                    while !isStopping {
+                        let k = lock.withLock { defer { probeSlots[node] += 1 }; return probeSlots[node] }
+                        let due = start.addingTimeInterval(Double(k) / CheckRun.probeHz)
+                        let wait = due.timeIntervalSinceNow
+                        if wait < -1 / CheckRun.probeHz {
+                            lock.withLock { probeStats[node].missed += 1 }
+                            continue
+                        }
+                        if wait > 0 { usleep(UInt32(wait * 1e6)) }
+                        let c = k % probeContacts.count
+                        let r = try? session?.request("GET", "/v1/route?contact=\(probeContacts[c])", timeout: .milliseconds(200))
+                        let region = r.flatMap { $0.status == 200 ? (try? JSON.parse($0.body))?["region"]?.stringValue : nil }
+                        lock.withLock {
+                            probeStats[node].sent += 1
+                            if let region { answers.append(Answer(at: Date(), node: node, contact: c, region: region)) } else { probeStats[node].failed += 1 }
+                        }
                     }
-                }
-                Thread.sleep(forTimeInterval: 0.01)
+                })
             }
-        })
+        }
         for w in 0..<streamWriters {
             threads.append(Thread { [self] in
                 var local = SeededGenerator(seed: UInt64(w) &+ 4242)
@@ -211,7 +261,10 @@ final class CheckRun: @unchecked Sendable {
     }
 
     func stopWorkloads() {
-        lock.withLock { stopping = true }
+        lock.withLock {
+            stopping = true
+            probingUntil = Date()
+        }
         _ = eventually(timeout: .seconds(30)) { self.threads.allSatisfy(\.isFinished) }
     }
 
@@ -302,13 +355,15 @@ final class CheckRun: @unchecked Sendable {
 
         // Sets: the add-wins expectation, element by element, on every node.
         var wrong: [String] = []
-        for w in 0..<8 {
+        for w in 0..<setWriters {
             let contents = apis.indices.map { i -> Set<String>? in
                 guard let r = read(i, "/v1/tables/check/items/\(run)-set-\(w)") else { return nil }
                 if r.status == 404 { return [] }
                 guard r.status == 200, let j = try? JSON.parse(r.body), case .array(let xs)? = j["item"]?["members"]?["$SS"] else { return [] }
                 return Set(xs.compactMap(\.stringValue))
             }
+            // A node that cannot be read cannot be checked: that is a failure, not a skip.
+            for (i, c) in contents.enumerated() where c == nil { wrong.append("set-\(w) unreadable on \(regions[i])") }
             if Set(contents.map { $0.map { $0.sorted() } }).count != 1 { wrong.append("set-\(w) differs between nodes") }
             guard let seen = contents.first ?? nil else { continue }
             for (e, presence) in expected where e.hasPrefix("e-\(w)-") {
@@ -328,21 +383,80 @@ final class CheckRun: @unchecked Sendable {
     /// nodes that answer agree again within the bound — except while a partition lasts, when
     /// each side keeps its own view by design (the minority freezes its view; see Routing).
     func verifyRoutes(_ v: inout Verdict) {
-        let (answers, events) = lock.withLock { (self.answers, self.events) }
-        var stale = 0
-        var worstFailover = 0.0
-        var deadWindows: [(from: Date, to: Date, region: String)] = []
+        let (answers, events, stats) = lock.withLock { (self.answers, self.events, self.probeStats) }
+
+        // Enough answers to judge by? A node's answerable probes are those due while it was
+        // neither killed nor stopped (the client is never partitioned away). Faults cost a
+        // working prober some answers (lost packets, 200 ms timeouts); when fewer than half
+        // of a node's answerable probes were answered, the prober was not keeping up, and
+        // what it missed is no longer a small random sample of what the node did.
+        var downSeconds = Array(repeating: 0.0, count: apis.count)
+        var deadWindows: [(from: Date, to: Date, node: Int)] = []
         for (k, e) in events.enumerated() where !e.undo {
             let parts = e.fault.split(separator: " ")
             guard parts[0] == "kill" || parts[0] == "stop", let i = regions.firstIndex(of: String(parts[1])) else { continue }
-            let end = events[(k + 1)...].first { $0.undo && $0.fault == e.fault }?.at ?? Date()
-            deadWindows.append((e.at, end, regionNames[i]))
-            let naming = answers.filter { $0.at > e.at && $0.at < end && $0.region == regionNames[i] && $0.node != i }
-            if let last = naming.map({ $0.at.timeIntervalSince(e.at) }).max() { worstFailover = max(worstFailover, last) }
-            stale += naming.filter { $0.at.timeIntervalSince(e.at) > routeBound }.count
+            let end = events[(k + 1)...].first { $0.undo && $0.fault == e.fault }?.at ?? probingUntil
+            deadWindows.append((e.at, end, i))
+            downSeconds[i] += end.timeIntervalSince(e.at)
         }
-        v.check(stale == 0, String(format: "routes: no answer named a region dead for more than %.0f s (slowest failover %.2f s over %d kills/stalls; %d answers)",
-                                   routeBound, worstFailover, deadWindows.count, answers.count))
+        let seconds = probingUntil.timeIntervalSince(probingFrom)
+        var enough = true
+        var perNode: [String] = []
+        var dueAll = 0, answeredAll = 0
+        for i in apis.indices {
+            let due = Int(seconds * CheckRun.probeHz)
+            let answerable = max(1, Int((seconds - downSeconds[i]) * CheckRun.probeHz))
+            let answered = answers.filter { $0.node == i }.count
+            dueAll += due
+            answeredAll += answered
+            if Double(answered) < CheckRun.minAnsweredShare * Double(answerable) { enough = false }
+            perNode.append(String(format: "%@ %d of %d answerable (%.0f%%; %d due, %d sent, %d failed, %d slots missed)",
+                                  regions[i], answered, answerable, 100 * Double(answered) / Double(answerable), due,
+                                  stats[i].sent, stats[i].failed, stats[i].missed))
+        }
+        v.check(enough, String(format: "prober: %d answers of %d probes due (%d Hz × %d nodes × %.0f s); at least %.0f%% of each node's answerable probes needed to judge routes",
+                               answeredAll, dueAll, Int(CheckRun.probeHz), apis.count, seconds, 100 * CheckRun.minAnsweredShare))
+        for l in perNode { v.report += "        \(l)\n" }
+
+        // Failover after each kill or stall of region X. The contacts survivors sent to X in
+        // the second before the fault must, after it, first still name X (the failover is the
+        // last such answer) and then name another region. A fault with no answers before it,
+        // or none naming X after it, is unobserved: never a failover of 0 s. X taking no probe
+        // contact at the fault (still in its hold-down after an earlier fault) has none to see.
+        var stale = 0
+        var failovers: [Double] = []
+        var unobserved: [String] = []
+        var notRouted = 0
+        for w in deadWindows {
+            let x = regionNames[w.node]
+            let survivors = answers.filter { $0.node != w.node }
+            let before = survivors.filter { $0.at < w.from && $0.at >= w.from.addingTimeInterval(-1) }
+            let homed = Set(before.filter { $0.region == x }.map(\.contact))
+            let after = survivors.filter { $0.at > w.from && $0.at < w.to && homed.contains($0.contact) }
+            stale += survivors.filter { $0.at > w.from && $0.at < w.to && $0.region == x && $0.at.timeIntervalSince(w.from) > routeBound }.count
+            let label = String(format: "%@ at +%.1f s", regions[w.node], w.from.timeIntervalSince(probingFrom))
+            if before.isEmpty {
+                unobserved.append("\(label): no answers in the second before")
+                continue
+            }
+            if homed.isEmpty {
+                notRouted += 1
+                continue
+            }
+            guard let lastStale = after.filter({ $0.region == x }).map(\.at).max() else {
+                unobserved.append("\(label): no answer after it named \(x)")
+                continue
+            }
+            guard after.contains(where: { $0.at > lastStale && $0.region != x }) else {
+                unobserved.append("\(label): still named \(x) at the last answer before the fault ended")
+                continue
+            }
+            failovers.append(lastStale.timeIntervalSince(w.from))
+        }
+        let slowest = failovers.max().map { String(format: "%.2f s", $0) } ?? "none observed"
+        v.check(stale == 0, String(format: "routes: no answer named a region dead for more than %.0f s (%d answers did)", routeBound, stale))
+        v.check(unobserved.isEmpty, "routes: failover seen after every kill/stall (slowest \(slowest); \(failovers.count) observed, \(unobserved.count) unobserved, \(notRouted) not taking probe contacts at the time, of \(deadWindows.count) kills/stalls; \(answers.count) answers)")
+        for l in unobserved.prefix(10) { v.report += "        \(l)\n" }
 
         // Agreement: answers in 100 ms buckets; a bucket agrees when every node that answered
         // gave the same region for each probe contact.

@@ -65,7 +65,13 @@ final class ContactCenter: @unchecked Sendable {
     // Measured by the workloads (under `lock`).
     struct Routed { var at: Date; var asked: Int; var region: String; var table: String }
     var routed: [Routed] = []
-    var routeErrors = 0
+    /// Route requests that failed or were not answered 200, by the node asked.
+    var routeErrors: [Int] = []
+    /// Contacts the prober asks about: ones the victim's region takes before the kill, so that
+    /// every probe names it until the node asked has failed over.
+    var probeContacts: [String] = []
+    /// Prober requests that failed or were not answered 200, by the node asked.
+    var probeErrors: [Int] = []
     var counterAcked: [String: Int] = [:]  // queue → acknowledged `offered` increments
     var counterUnknown: [String: Int] = [:]
     var recordsAcked: [String: Set<String>] = [:]  // stream → payload ids acknowledged
@@ -122,6 +128,10 @@ final class ContactCenter: @unchecked Sendable {
                     && self.call("GET", i, "/v1/route?contact=warm-up&edge=nyc")?.status == 200
             }
         }) else { throw DemoError("streams or routes not ready on every node") }
+        probeContacts = (0..<2_000).lazy.map { "probe-\($0)" }.filter { c in
+            self.call("GET", 0, "/v1/route?contact=\(c)&edge=london").flatMap { try? JSON.parse($0.body) }?["region"]?.stringValue == self.regions[self.victim]
+        }.prefix(4).map { $0 }
+        guard !probeContacts.isEmpty else { throw DemoError("no probe contact routes to \(regions[victim])") }
         let fingerprints = Set(cluster.nodes.indices.compactMap { routeTable($0) })
         say("split \(regions.map { "\($0) \(String(format: "%.0f", 100.0 / Double(regions.count)))%" }.joined(separator: " / ")), edges nyc/london/singapore; tables agents, queues; streams agent-events, contact-events — every node serves route table \(fingerprints.joined(separator: ","))")
     }
@@ -150,7 +160,7 @@ final class ContactCenter: @unchecked Sendable {
                     let asked = live[Int(rng.next() % UInt64(live.count))]
                     guard let r = call("GET", asked, "/v1/route?contact=\(contact)&edge=\(edge)", timeout: .milliseconds(500)), r.status == 200,
                           let j = try? JSON.parse(r.body), let region = j["region"]?.stringValue else {
-                        lock.withLock { routeErrors += 1 }
+                        lock.withLock { routeErrors.append(asked) }
                         continue
                     }
                     lock.withLock { routed.append(Routed(at: Date(), asked: asked, region: region, table: j["table"]?.stringValue ?? "")) }
@@ -183,10 +193,12 @@ final class ContactCenter: @unchecked Sendable {
         threads.append(Thread { [self] in
             while !isStopping {
                 for i in regions.indices where alive(i) {
-                    for c in 0..<4 {
-                        if let r = call("GET", i, "/v1/route?contact=probe-\(c)&edge=london", timeout: .milliseconds(300)), r.status == 200,
+                    for c in probeContacts {
+                        if let r = call("GET", i, "/v1/route?contact=\(c)&edge=london", timeout: .milliseconds(300)), r.status == 200,
                            let j = try? JSON.parse(r.body), let region = j["region"]?.stringValue {
                             lock.withLock { probes.append((Date(), i, region)) }
+                        } else {
+                            lock.withLock { probeErrors.append(i) }
                         }
                     }
                 }
@@ -248,8 +260,9 @@ final class ContactCenter: @unchecked Sendable {
         var at = Date()
         var routedCount = 0
         var events: [Int] = []
-        var lagSum: [Double] = []
-        var lagCount: [Double] = []
+        /// nil where the node's /metrics did not answer.
+        var lagSum: [Double?] = []
+        var lagCount: [Double?] = []
     }
 
     func snapshot() -> Snapshot {
@@ -259,8 +272,8 @@ final class ContactCenter: @unchecked Sendable {
             s.events = eventsByNode
         }
         for i in regions.indices {
-            s.lagSum.append(alive(i) ? cluster.metric("tandem_table_replication_lag_ms_sum", node: i) ?? 0 : 0)
-            s.lagCount.append(alive(i) ? cluster.metric("tandem_table_replication_lag_ms_count", node: i) ?? 0 : 0)
+            s.lagSum.append(alive(i) ? cluster.metric("tandem_table_replication_lag_ms_sum", node: i) : nil)
+            s.lagCount.append(alive(i) ? cluster.metric("tandem_table_replication_lag_ms_count", node: i) : nil)
         }
         return s
     }
@@ -284,10 +297,14 @@ final class ContactCenter: @unchecked Sendable {
             let share = window.isEmpty ? 0 : Double(window.filter { $0.region == r }.count) / Double(window.count) * 100
             let avail = availableAgents(asking: i, region: r)
             let events = Double(b.events[i] - a.events[i]) / dt
-            let n = b.lagCount[i] - a.lagCount[i]
-            let lag = n > 0 ? (b.lagSum[i] - a.lagSum[i]) / n : 0
+            // Lag over the window; "?" when a reading is missing (not 0), "-" when nothing arrived.
+            var lag = "?"
+            if let c0 = a.lagCount[i], let c1 = b.lagCount[i], let s0 = a.lagSum[i], let s1 = b.lagSum[i] {
+                lag = c1 > c0 ? String(format: "%.1f", (s1 - s0) / (c1 - c0)) : "-"
+            }
             let agents = (avail ?? "?").padding(toLength: 5, withPad: " ", startingAt: 0)
-            let cell = String(format: "%4.0f%%  %@  %8.0f  %6.1f  %@", share, agents as NSString, events, lag,
+            lag = String(repeating: " ", count: max(0, 6 - lag.count)) + lag
+            let cell = String(format: "%4.0f%%  %@  %8.0f  %@  %@", share, agents as NSString, events, lag as NSString,
                               (routeTable(i) ?? "?") as NSString)
             cols.append(cell.padding(toLength: 42, withPad: " ", startingAt: 0))
         }
@@ -310,20 +327,37 @@ final class ContactCenter: @unchecked Sendable {
         print("\nSummary (measured)")
         let dead = regions[victim]
         let (kill, restart, probes, routed) = lock.withLock { (killedAt!, restartedAt, self.probes, self.routed) }
+        let (probeErrors, routeErrors) = lock.withLock { (self.probeErrors, self.routeErrors) }
+        // Requests to the killed region fail while it is down and restarting: expected. Those
+        // to the others are errors, and the figures below do not include them.
+        let survivorErrors = probeErrors.filter { $0 != victim }.count + routeErrors.filter { $0 != victim }.count
+        print("  requests that failed: \(survivorErrors) to the live regions (prober \(probeErrors.filter { $0 != victim }.count), callers \(routeErrors.filter { $0 != victim }.count)); \(probeErrors.count + routeErrors.count - survivorErrors) to \(dead) (expected while it is down)")
+        if survivorErrors > 0 { ok = false }
         // Failover: from the kill until the last answer, from any survivor, that still named the
-        // dead region (the prober asks every live node 100 times a second).
+        // dead region (the prober asks every live node 100 times a second about contacts that
+        // region took before the kill). With no such answer the failover was not seen: it is
+        // reported as such, never as 0 s.
         let window = probes.filter { $0.at > kill && (restart == nil || $0.at < restart!) }
         let stale = window.filter { $0.region == dead }
-        let failover = stale.map { $0.at.timeIntervalSince(kill) }.max() ?? 0
-        print(String(format: "  failover: every node routed around %@ %.3f s after the kill (%d prober answers after it, %d still naming it)",
-                     dead, failover, window.count, stale.count))
-        let during = routed.filter { $0.at > kill && $0.at.timeIntervalSince(kill) <= max(failover, 0.001) }
-        let misrouted = during.filter { $0.region == dead }.count
-        print("  contacts routed to the dead region during convergence: \(misrouted) of \(during.count)")
-        let afterward = routed.filter { $0.at.timeIntervalSince(kill) > failover + 0.5 && (restart == nil || $0.at < restart!) }
+        let failover = stale.map { $0.at.timeIntervalSince(kill) }.max()
+        if let failover {
+            print(String(format: "  failover: every node routed around %@ %.3f s after the kill (%d prober answers after it, %d still naming it)",
+                         dead, failover, window.count, stale.count))
+        } else {
+            print("  failover: NOT OBSERVED — no prober answer after the kill named \(dead) (\(window.count) answers, \(probeErrors.filter { $0 != victim }.count) probes failed)")
+            ok = false
+        }
+        let failoverOrNow = failover ?? 0
+        if failover != nil {
+            let during = routed.filter { $0.at > kill && $0.at.timeIntervalSince(kill) <= failoverOrNow }
+            let misrouted = during.filter { $0.region == dead }.count
+            print("  contacts routed to the dead region during convergence: \(misrouted) of \(during.count)")
+        }
+        let afterward = routed.filter { $0.at.timeIntervalSince(kill) > failoverOrNow + 0.5 && (restart == nil || $0.at < restart!) }
         let wrong = afterward.filter { $0.region == dead }.count
         print("  after convergence, until the restart: \(wrong) of \(afterward.count) contacts routed to it")
-        if wrong > 0 { ok = false }
+        // No contact routed in that time would leave "routed around it" unseen.
+        if wrong > 0 || afterward.isEmpty { ok = false }
         if let restart {
             let back = routed.filter { $0.at > restart && $0.region == dead }.first.map { $0.at.timeIntervalSince(restart) }
             print(back.map { String(format: "  %@ took contacts again %.2f s after its restart (hold-down included)", dead, $0) }
