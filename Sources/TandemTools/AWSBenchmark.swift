@@ -1,35 +1,37 @@
-import ArgumentParser
 import Foundation
-import Storage
 import TandemCore
-import TandemNode
 import TandemTestKit
 import Transport
 
 /// Figures for the AWS-compatible APIs on one node: raw keep-alive HTTP load (no SDK) against
 /// PutItem, GetItem, UpdateItem ADD and PutRecords, each as req/s and p99.
-struct AWSBench: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "aws")
+public struct AWSBenchmark {
+    public struct Options: Sendable {
+        public var seconds = 10
+        public var connections = 50
 
-    @Option(help: "Seconds per operation.") var seconds = 10
-    @Option(help: "Keep-alive client connections.") var connections = 50
+        public init() {}
+    }
 
-    func run() throws {
+    public let options: Options
+    public init(_ options: Options) { self.options = options }
+
+    public func run() throws {
         print("AWS-compatible APIs benchmark — one node on 127.0.0.1, load generator on the same cores\n")
         let cluster = try LocalCluster(size: 1, profile: "fast")
         try cluster.startAll()
         let api = cluster.nodes[0].api
-        guard eventually(timeout: .seconds(20), { cluster.view(from: 0) != nil }) else { throw ValidationError("node did not start") }
+        guard eventually(timeout: .seconds(20), { cluster.view(from: 0) != nil }) else { throw ToolError("node did not start") }
         func call(_ target: String, _ body: String) throws -> HTTPClient.Response {
             try HTTPClient.request("POST", api, "/", body: Array(body.utf8), headers: [("X-Amz-Target", target)])
         }
         let table = try call("DynamoDB_20120810.CreateTable", #"{"TableName":"bench","KeySchema":[{"AttributeName":"id","KeyType":"HASH"}],"AttributeDefinitions":[{"AttributeName":"id","AttributeType":"S"}]}"#)
-        guard table.status == 200 else { throw ValidationError("CreateTable: \(table.status) \(table.text)") }
+        guard table.status == 200 else { throw ToolError("CreateTable: \(table.status) \(table.text)") }
         let stream = try call("Kinesis_20131202.CreateStream", #"{"StreamName":"bench","ShardCount":4}"#)
-        guard stream.status == 200 else { throw ValidationError("CreateStream: \(stream.status) \(stream.text)") }
+        guard stream.status == 200 else { throw ToolError("CreateStream: \(stream.status) \(stream.text)") }
         guard eventually(timeout: .seconds(20), {
             (try? call("Kinesis_20131202.DescribeStreamSummary", #"{"StreamName":"bench"}"#).text.contains("\"ACTIVE\"")) == true
-        }) else { throw ValidationError("stream did not become active") }
+        }) else { throw ToolError("stream did not become active") }
 
         var rng = SystemRandomNumberGenerator()
         // An item's size as DynamoDB counts it (attribute names plus values): "id" + "k00042"
@@ -41,7 +43,7 @@ struct AWSBench: ParsableCommand {
                      _ body: @escaping () -> String) throws {
             let g = try LoadGenerator(target: api) { ("POST", "/", Array(body().utf8)) }
             g.headers = [("X-Amz-Target", target)]
-            let r = g.run(connections: connections, duration: .seconds(Int64(seconds)))
+            let r = g.run(connections: options.connections, duration: .seconds(Int64(options.seconds)))
             print("• \(what): " + String(format: "%.0f/s, p50 %.2f ms, p99 %.2f ms, errors %d (n=%d)",
                                          r.perSecond, r.percentile(0.5), r.percentile(0.99), r.errors, r.requests))
             if let goal, let met { print("    target \(goal): \(verdict(met(r), errors: r.errors, samples: r.requests))") }
@@ -63,7 +65,7 @@ struct AWSBench: ParsableCommand {
         let records = (0..<100).map { #"{"PartitionKey":"k\#($0)","Data":"\#(data)"}"# }.joined(separator: ",")
         let b = BatchLoad(target: api, path: "/", headers: [("X-Amz-Target", "Kinesis_20131202.PutRecords")],
                           body: Array(#"{"StreamName":"bench","Records":[\#(records)]}"#.utf8), recordsPerBatch: 100,
-                          failedKey: "FailedRecordCount").run(connections: connections, seconds: seconds)
+                          failedKey: "FailedRecordCount").run(connections: options.connections, seconds: options.seconds)
         print("• PutRecords, 100 records of 200 bytes per request: " +
               String(format: "%.0f/s, p50 %.2f ms, p99 %.2f ms, errors %d (n=%d); %.0f records/s written, %d records reported failed\n",
                      Double(b.batches) / max(b.seconds, 1e-9), b.percentile(0.5), b.percentile(0.99), b.errors, b.batches,

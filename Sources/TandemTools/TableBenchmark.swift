@@ -1,25 +1,27 @@
-import ArgumentParser
 import Foundation
-import Storage
 import TandemCore
-import TandemNode
 import TandemTestKit
 import Transport
 
 /// Figures for global tables, each against its target (real processes on loopback; the load
 /// generator shares the machine's cores with the nodes).
-struct TableBench: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "table")
+public struct TableBenchmark {
+    public struct Options: Sendable {
+        public var seconds = 10
+        public var connections = 50
+        public var partitionSeconds = 60
+        public var only: String?
+        public var keyring: String?
 
-    @Option(help: "Seconds per throughput phase.") var seconds = 10
-    @Option(help: "Keep-alive client connections.") var connections = 50
-    @Option(help: "Seconds of partition in the repair test.") var partitionSeconds = 60
-    @Option(help: "Comma-separated parts: throughput, lag, repair, gossip (default all).") var only: String?
-    @Option(help: "Run every node with --keyring FILE (to measure the cost of encryption).") var keyring: String?
+        public init() {}
+    }
 
-    func run() throws {
-        let parts = Set((only ?? "throughput,lag,repair,gossip").split(separator: ",").map(String.init))
-        print("global tables benchmark — real nodes on 127.0.0.1, load generator on the same 2 cores; encryption \(keyring == nil ? "off" : "on (--keyring)")\n")
+    public let options: Options
+    public init(_ options: Options) { self.options = options }
+
+    public func run() throws {
+        let parts = Set((options.only ?? "throughput,lag,repair,gossip").split(separator: ",").map(String.init))
+        print("global tables benchmark — real nodes on 127.0.0.1, load generator on the same 2 cores; encryption \(options.keyring == nil ? "off" : "on (--keyring)")\n")
         if parts.contains("throughput") { try throughput() }
         if parts.contains("lag") { try lag() }
         if parts.contains("repair") { try repair() }
@@ -60,9 +62,9 @@ struct TableBench: ParsableCommand {
         let before = Usage.sample(cluster)
         let clock = ContinuousClock()
         let t0 = clock.now
-        Thread.sleep(forTimeInterval: Double(seconds))
+        Thread.sleep(forTimeInterval: Double(options.seconds))
         let after = Usage.sample(cluster)
-        print("• idle 3-node cluster (fast profile) for \(seconds) s: " + after.line(since: before, seconds: (clock.now - t0).seconds, nodes: 3) + "\n")
+        print("• idle 3-node cluster (fast profile) for \(options.seconds) s: " + after.line(since: before, seconds: (clock.now - t0).seconds, nodes: 3) + "\n")
         fflush(nil)
     }
 
@@ -78,16 +80,16 @@ struct TableBench: ParsableCommand {
 
     func start(_ size: Int, chaos: Bool = false) throws -> LocalCluster {
         let cluster = try LocalCluster(size: size, profile: "fast", chaos: chaos)
-        if let keyring { cluster.nodeArgs = ["--keyring", keyring] }
+        if let keyring = options.keyring { cluster.nodeArgs = ["--keyring", keyring] }
         try cluster.startAll()
         let names = cluster.nodes.map(\.name)
         guard eventually(timeout: .seconds(20), { (0..<size).allSatisfy { i in names.allSatisfy { cluster.view(from: i)?[$0]?.status == "alive" } } }) else {
-            throw ValidationError("cluster did not form")
+            throw ToolError("cluster did not form")
         }
         let create = try HTTPClient.request("PUT", cluster.nodes[0].api, "/v1/tables/bench", body: Array(#"{"partitionKey":"id"}"#.utf8))
-        guard create.status == 201 else { throw ValidationError("create table: \(create.text)") }
+        guard create.status == 201 else { throw ToolError("create table: \(create.text)") }
         guard eventually(timeout: .seconds(10), { (0..<size).allSatisfy { (try? HTTPClient.request("GET", cluster.nodes[$0].api, "/v1/tables/bench"))?.status == 200 } }) else {
-            throw ValidationError("table did not replicate")
+            throw ToolError("table did not replicate")
         }
         return cluster
     }
@@ -105,16 +107,16 @@ struct TableBench: ParsableCommand {
         var rng = SystemRandomNumberGenerator()
         let puts = try LoadGenerator(target: api) {
             let id = Int.random(in: 0..<100_000, using: &rng)
-            return ("PUT", "/v1/tables/bench/items/k\(id)", TableBench.item(id))
-        }.run(connections: connections, duration: .seconds(Int64(seconds)))
-        report("one node, \(connections) clients, \(TableBench.itemBytes)-byte items, durable puts", puts, target: "≥ 20,000/s, p99 < 5 ms",
+            return ("PUT", "/v1/tables/bench/items/k\(id)", TableBenchmark.item(id))
+        }.run(connections: options.connections, duration: .seconds(Int64(options.seconds)))
+        report("one node, \(options.connections) clients, \(TableBenchmark.itemBytes)-byte items, durable puts", puts, target: "≥ 20,000/s, p99 < 5 ms",
                met: puts.perSecond >= 20_000 && puts.percentile(0.99) < 5)
         let getter = try LoadGenerator(target: api) {
             ("GET", "/v1/tables/bench/items/k\(Int.random(in: 0..<100_000, using: &rng))", nil)
         }
         getter.served = { $0 == 200 || $0 == 404 }
-        let gets = getter.run(connections: connections, duration: .seconds(Int64(seconds)))
-        report("one node, \(connections) clients, gets (hits and misses)", gets, target: "≥ 40,000/s, p99 < 5 ms",
+        let gets = getter.run(connections: options.connections, duration: .seconds(Int64(options.seconds)))
+        report("one node, \(options.connections) clients, gets (hits and misses)", gets, target: "≥ 40,000/s, p99 < 5 ms",
                met: gets.perSecond >= 40_000 && gets.percentile(0.99) < 5)
         if let commits = cluster.metric("tandem_table_commits_total", node: 0),
            let writes = cluster.metric("tandem_table_writes_committed_total", node: 0) {
@@ -132,8 +134,8 @@ struct TableBench: ParsableCommand {
         var i = 0
         let load = try LoadGenerator(target: cluster.nodes[0].api) {
             i += 1
-            return ("PUT", "/v1/tables/bench/items/lag\(i)", TableBench.item(i))
-        }.run(connections: 20, duration: .seconds(Int64(seconds)), ratePerSecond: 5_000)
+            return ("PUT", "/v1/tables/bench/items/lag\(i)", TableBenchmark.item(i))
+        }.run(connections: 20, duration: .seconds(Int64(options.seconds)), ratePerSecond: 5_000)
         _ = eventually(timeout: .seconds(10)) { (cluster.metric("tandem_table_replication_lag_ms_count", node: 1) ?? 0) >= Double(load.requests) }
         let usage = Usage.sample(cluster).line(since: before, seconds: (clock.now - t0).seconds, nodes: 2)
         let (p50, p99, count) = lagPercentiles(cluster, node: 1)
@@ -172,8 +174,8 @@ struct TableBench: ParsableCommand {
         var i = 0
         let load = try LoadGenerator(target: a.api) {
             i += 1
-            return ("PUT", "/v1/tables/bench/items/p\(i)", TableBench.item(i))
-        }.run(connections: 10, duration: .seconds(Int64(partitionSeconds)), ratePerSecond: 1_000)
+            return ("PUT", "/v1/tables/bench/items/p\(i)", TableBenchmark.item(i))
+        }.run(connections: 10, duration: .seconds(Int64(options.partitionSeconds)), ratePerSecond: 1_000)
         func peerBytes() -> Double? {
             metricEverywhere(cluster, "tandem_peer_bytes_out_total", nodes: 0..<2)?.reduce(0, +)
         }
@@ -190,11 +192,11 @@ struct TableBench: ParsableCommand {
         // A node whose /metrics did not answer makes the traffic unknown: an error, not 0 bytes.
         var repairBytes: Double?
         if let before = bytesBefore, let after = peerBytes() { repairBytes = after - before }
-        let itemBytes = Double(load.requests) * Double(TableBench.item(0).count + 120)
+        let itemBytes = Double(load.requests) * Double(TableBenchmark.item(0).count + 120)
         let traffic = repairBytes.map { String(format: "%.1f MB for %d items written (≈ %.1f× their size)", $0 / 1e6, load.requests, $0 / max(itemBytes, 1)) }
             ?? "unknown (the nodes' /metrics did not answer)"
         print(String(format: "• repair after a %d s partition at %.0f writes/s: roots equal %.2f s after the heal (%@); repair traffic %@; %d write errors",
-                     partitionSeconds, load.perSecond, took, equal ? "converged" : "NOT converged", traffic, load.errors))
+                     options.partitionSeconds, load.perSecond, took, equal ? "converged" : "NOT converged", traffic, load.errors))
         let met = equal && took <= 10 && (repairBytes ?? .infinity) <= 2 * itemBytes
         print("    target within 10 s, ≤ 2× changed bytes: \(verdict(met, errors: load.errors + (repairBytes == nil ? 1 : 0), samples: load.requests))\n")
         fflush(nil)
