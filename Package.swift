@@ -55,10 +55,16 @@ let package = Package(
         // What tests, benchmarks and the demo use and a node does not: local clusters of real
         // processes, the load generator, the crash torture.
         .target(name: "TandemTestKit", dependencies: ["TandemCore", "Transport"], swiftSettings: fast),
+        // Benchmarks, the demo and the chaos checker: the logic behind `tandem bench|demo|check`,
+        // each a type run with an options struct; the CLI only parses flags and calls in.
+        .target(
+            name: "TandemTools",
+            dependencies: ["TandemTestKit", "Transport", "TandemCore", "Routing", "Membership", "Simulation"]
+        ),
         .executableTarget(
             name: "tandem",
             dependencies: [
-                "TandemNode", "TandemTestKit", "Transport", "Storage", "TandemCore", "Membership", "Simulation", "Routing",
+                "TandemTools", "TandemNode", "TandemTestKit", "Transport", "Storage", "TandemCore", "Membership", "Routing",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

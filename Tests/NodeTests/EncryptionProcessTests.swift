@@ -30,11 +30,16 @@ import Glibc
         try cluster.start(2, extraArgs: ["--keyring", wrong])
         try cluster.start(3)  // no keyring at all
         #expect(eventually(timeout: .seconds(10)) { cluster.view(from: 1)?["n1"]?.status == "alive" && cluster.view(from: 0)?["n2"]?.status == "alive" })
-        // Give the outsiders time to try (join retries, gossip), then check nobody let them in.
+        // Let the outsiders try, then check nobody let them in. Each join attempt is a push-pull
+        // to the seed (n1), refused there as an unauthenticated frame: wait for the first
+        // refusals, then for as many again (they kept retrying after being refused).
         #expect(eventually(timeout: .seconds(10)) {
             (cluster.metric("tandem_peer_unauthenticated_frames_total", node: 0) ?? 0) >= 2
         })
-        usleep(1_500_000)
+        let refusedFirst = cluster.metric("tandem_peer_unauthenticated_frames_total", node: 0) ?? .infinity
+        #expect(eventually(timeout: .seconds(15)) {
+            (cluster.metric("tandem_peer_unauthenticated_frames_total", node: 0) ?? 0) >= 2 * refusedFirst
+        }, "the outsiders did not try again after their first refusals (\(refusedFirst) refused)")
         for i in 0...1 {
             let v = cluster.view(from: i) ?? [:]
             #expect(v["n3"] == nil && v["n4"] == nil, "n\(i + 1) let an outsider in: \(v)")
@@ -133,6 +138,12 @@ final class TestUDPSocket {
         return (status, (try? String(contentsOfFile: log, encoding: .utf8)) ?? "")
     }
 
+    /// Peer frames node `i` has received; -1 when its /metrics does not answer (never "more";
+    /// a baseline that could not be read is +∞ for the same reason).
+    func framesIn(_ cluster: LocalCluster, _ i: Int) -> Double {
+        cluster.metric("tandem_peer_frames_in_total", node: i) ?? -1
+    }
+
     func allAlive(_ cluster: LocalCluster) -> Bool {
         (0..<cluster.nodes.count).allSatisfy { i in
             guard let v = cluster.view(from: i) else { return false }
@@ -154,7 +165,11 @@ final class TestUDPSocket {
         #expect(install.output.components(separatedBy: "ok: changed").count - 1 == 3, "\(install.output)")
         let use = keys(cluster, ["use", new])
         #expect(use.status == 0, "\(use.output)")
-        usleep(500_000)
+        // Every node now seals with the new key. Before the old one goes, wait until every node
+        // has received peer frames since, so nothing sealed with the old key is still in flight.
+        let afterUse = (0..<3).map { cluster.metric("tandem_peer_frames_in_total", node: $0) ?? .infinity }
+        #expect(eventually(timeout: .seconds(15)) { (0..<3).allSatisfy { i in framesIn(cluster, i) > afterUse[i] } },
+                "peer traffic did not resume on every node after the switch")
         let remove = keys(cluster, ["remove", old])
         #expect(remove.status == 0, "\(remove.output)")
         let list = keys(cluster, ["list"])
@@ -163,12 +178,18 @@ final class TestUDPSocket {
         let refused = keys(cluster, ["remove", new])
         #expect(refused.status != 0 && refused.output.contains("FAILED: 409"), "\(refused.output)")
 
-        // Traffic now runs on the new key only, and nobody was lost on the way.
-        let framesBefore = cluster.metric("tandem_peer_frames_in_total", node: 0) ?? 0
-        usleep(2_000_000)
+        // Traffic now runs on the new key only: peer frames keep arriving on every node (each
+        // sealed with the new key, the only one left), none was refused, and nobody was lost on
+        // the way: all alive, and no node ever declared a member dead.
+        let framesBefore = (0..<3).map { cluster.metric("tandem_peer_frames_in_total", node: $0) ?? .infinity }
+        #expect(eventually(timeout: .seconds(15)) { (0..<3).allSatisfy { i in framesIn(cluster, i) > framesBefore[i] } },
+                "peer traffic stopped after the old key was removed")
         #expect(allAlive(cluster), "a member dropped out during rotation: \(String(describing: cluster.view(from: 0)))")
-        #expect((cluster.metric("tandem_peer_frames_in_total", node: 0) ?? 0) >= framesBefore)
-        #expect((0..<3).allSatisfy { cluster.metric("tandem_gossip_unauthenticated_packets_total", node: $0) == 0 })
+        for i in 0..<3 {
+            #expect(cluster.metric("tandem_membership_deaths_declared_total", node: i) == 0, "n\(i + 1) declared a member dead")
+            #expect(cluster.metric("tandem_gossip_unauthenticated_packets_total", node: i) == 0, "n\(i + 1) refused datagrams")
+            #expect(cluster.metric("tandem_peer_unauthenticated_frames_total", node: i) == 0, "n\(i + 1) refused peer frames")
+        }
 
         // A restart uses the data dir's keyring (the new key), not the stale --keyring file.
         cluster.kill9(2)
