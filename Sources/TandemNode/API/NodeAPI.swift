@@ -40,7 +40,7 @@ extension Node {
         let members: [[String: Any]] = membership.memberStates.map { s in
             var entry: [String: Any] = [
                 "name": s.name, "region": s.meta.region, "address": s.address, "api": s.meta.api,
-                "role": s.meta.role, "status": s.status.description, "incarnation": s.incarnation,
+                "role": s.meta.role.rawValue, "status": s.status.description, "incarnation": s.incarnation,
                 "self": s.name == config.name,
             ]
             if let c = membership.members[s.name]?.coordinate {
