@@ -89,9 +89,19 @@ public enum Placement {
         /// each starts from (the placement's).
         public var open: [Opening] = []
 
+        public init(close: [PartitionRef] = [], open: [Opening] = []) {
+            self.close = close
+            self.open = open
+        }
+
         public struct Opening: Equatable, Sendable {
             public var partition: PartitionRef
             public var configuration: RaftConfiguration
+
+            public init(partition: PartitionRef, configuration: RaftConfiguration) {
+                self.partition = partition
+                self.configuration = configuration
+            }
         }
     }
 
