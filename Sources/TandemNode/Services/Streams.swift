@@ -334,7 +334,7 @@ final class Streams {
     // MARK: Re-placement
 
     /// A voter that is gone for good is replaced by the partition's leader, one single-server
-    /// change at a time (`replacementStep`). Once the group's configuration has committed and
+    /// change at a time (`Placement.replacementStep`). Once the group's configuration has committed and
     /// differs from the stored placement, the leader writes the placement back to the catalog,
     /// so `describe`, forwarding and the new member see it.
     ///
