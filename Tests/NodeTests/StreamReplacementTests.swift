@@ -9,8 +9,8 @@ import Testing
 @Suite struct StreamReplacementTests {
     static func step(_ voters: [String], witnesses: [String] = [], placed: [String], gone: Set<String>, live: [String],
                      selfID: String = "a") -> ConfigurationChange? {
-        Streams.replacementStep(stream: "s", partition: 0, configuration: RaftConfiguration(voters: voters, witnesses: witnesses),
-                                placed: placed, gone: gone, live: live, selfID: selfID)
+        Placement.replacementStep(stream: "s", partition: 0, configuration: RaftConfiguration(voters: voters, witnesses: witnesses),
+                                  placed: placed, gone: gone, live: live, selfID: selfID)
     }
 
     @Test func removeTheDepartedVoterFirstThenAdd() {
@@ -18,7 +18,7 @@ import Testing
         let live = ["a", "b", "d", "e"]
         #expect(Self.step(["a", "b", "c"], placed: placed, gone: ["c"], live: live) == .remove("c"))
         // Once that committed: add the next live member in rendezvous order.
-        let next = Streams.ranked("s", 0, ["d", "e"]).first!
+        let next = Placement.ranked("s", 0, ["d", "e"]).first!
         #expect(Self.step(["a", "b"], placed: placed, gone: ["c"], live: live) == .addVoter(next))
         // Back to three: nothing more (the leader then writes the placement back).
         #expect(Self.step(["a", "b", next], placed: placed, gone: ["c"], live: live) == nil)

@@ -4,8 +4,8 @@ import TandemCore
 import Transport
 
 /// Kinesis Data Streams' JSON wire API (`POST /`, `X-Amz-Target: Kinesis_20131202.<Op>`) over
-/// streams. Each operation is translated into a request of the streams API (`Streams.route`),
-/// so forwarding to leaders, proxied reads and long polls work as they do there.
+/// streams. Each operation is translated into calls of the streams service (`StreamsService`),
+/// so forwarding to leaders and proxied reads work as they do for the REST API.
 ///
 /// Shards are the stream's partitions (`shardId-000000000003` is partition 3), sequence numbers
 /// are the partition log's indexes. A record goes to the partition its PartitionKey hashes to
@@ -40,7 +40,11 @@ final class KinesisAPI {
             guard case .object = j else { throw Failure("SerializationException", "The request body must be a JSON object") }
             switch op {
             case "CreateStream": try createStream(j, respond)
-            case "DeleteStream": call("DELETE", "/v1/streams/\(try streamName(j, existing: true).name)", nil, respond) { _ in .object([]) }
+            case "DeleteStream":
+                streams.deleteStream(try streamName(j, existing: true).name) { [self] error in
+                    if let error { return respond(failed(error)) }
+                    respond(KinesisAPI.ok(.object([])))
+                }
             case "ListStreams": respond(KinesisAPI.ok(try listStreams(j)))
             case "DescribeStreamSummary": respond(KinesisAPI.ok(.object([("StreamDescriptionSummary", .object(try summary(try streamName(j, existing: true))))])))
             case "DescribeStream":
@@ -72,6 +76,8 @@ final class KinesisAPI {
             }
         } catch let f as Failure {
             respond(KinesisAPI.error(f))
+        } catch let e as StreamsError {
+            respond(KinesisAPI.error(KinesisAPI.failure(e)))
         } catch let e as TandemError {
             respond(KinesisAPI.error(Failure.invalid(e.message)))
         } catch {
@@ -86,36 +92,20 @@ final class KinesisAPI {
         return HTTPResponse(status: f.type == "InternalFailure" ? 500 : 400, contentType: contentType, body: Array(body.serialized.utf8))
     }
 
-    /// A streams-API answer's error as Kinesis names it.
-    static func failure(status: Int, _ body: [UInt8]) -> Failure {
-        let j = try? JSON.parse(body)
-        let message = j?["message"]?.stringValue ?? "request failed with status \(status)"
-        switch status {
-        case 404: return Failure("ResourceNotFoundException", message)
-        case 400, 409, 413: return Failure.invalid(message)
-        case 429, 503: return Failure("ProvisionedThroughputExceededException", message)
-        default: return Failure("InternalFailure", message)
+    /// A streams service error as Kinesis names it.
+    static func failure(_ e: StreamsError) -> Failure {
+        switch e.status {
+        case 404: Failure("ResourceNotFoundException", e.message)
+        case 400, 409, 413: Failure.invalid(e.message)
+        case 429, 503: Failure("ProvisionedThroughputExceededException", e.message)
+        default: Failure("InternalFailure", e.message)
         }
     }
 
-    /// Sends one request to the streams API; a 2xx answer is turned into the response by `body`.
-    private func call(_ method: String, _ path: String, _ query: [String: String] = [:], _ payload: JSON?, _ respond: @escaping Respond,
-                      _ body: @escaping (JSON) throws -> JSON) {
-        let request = HTTPRequest(method: method, path: path, query: query, headers: [], body: payload.map { Array($0.serialized.utf8) } ?? [])
-        _ = streams.route(request) { r in
-            guard (200..<300).contains(r.status) else { return respond(KinesisAPI.error(KinesisAPI.failure(status: r.status, r.body))) }
-            do {
-                respond(KinesisAPI.ok(try body(try JSON.parse(r.body))))
-            } catch let f as Failure {
-                respond(KinesisAPI.error(f))
-            } catch {
-                respond(KinesisAPI.error(Failure("InternalFailure", "\(error)")))
-            }
-        }
-    }
-
-    private func call(_ method: String, _ path: String, _ payload: JSON?, _ respond: @escaping Respond, _ body: @escaping (JSON) throws -> JSON) {
-        call(method, path, [:], payload, respond, body)
+    /// The answer to a failed streams call, counted as the streams API counts its errors.
+    private func failed(_ e: StreamsError) -> HTTPResponse {
+        streams.countError(e.code)
+        return KinesisAPI.error(KinesisAPI.failure(e))
     }
 
     // MARK: helpers
@@ -158,17 +148,7 @@ final class KinesisAPI {
 
     /// ACTIVE once every partition has a leader this node knows of (puts succeed), else CREATING.
     private func status(_ d: Streams.Definition) -> String {
-        let parts = streamsDescribe(d)["partitionDetails"]
-        guard case .array(let list)? = parts else { return "ACTIVE" }
-        return list.allSatisfy { ($0["leader"] ?? .null) != .null } ? "ACTIVE" : "CREATING"
-    }
-
-    private func streamsDescribe(_ d: Streams.Definition) -> JSON {
-        var out = JSON.null
-        _ = streams.route(HTTPRequest(method: "GET", path: "/v1/streams/\(d.name)", query: [:], headers: [], body: [])) { r in
-            out = (try? JSON.parse(r.body)) ?? .null
-        }
-        return out
+        streams.describe(d).partitions.allSatisfy { $0.leader != nil } ? "ACTIVE" : "CREATING"
     }
 
     private func summary(_ d: Streams.Definition) throws -> [(String, JSON)] {
@@ -207,7 +187,10 @@ final class KinesisAPI {
         if streams.definitions[name] != nil {
             throw Failure("ResourceInUseException", "Stream \(name) under account \(KinesisAPI.account) already exists.")
         }
-        call("PUT", "/v1/streams/\(name)", .object([("partitions", .number(String(count)))]), respond) { _ in .object([]) }
+        streams.createStream(name, partitions: count, retentionHours: 24) { [self] result in
+            if case .failure(let e) = result { return respond(failed(e)) }
+            respond(KinesisAPI.ok(.object([])))
+        }
     }
 
     private func listStreams(_ j: JSON) throws -> JSON {
@@ -239,30 +222,43 @@ final class KinesisAPI {
         } else {
             entries = [j]
         }
-        var records: [JSON] = []
+        var records: [(key: String, record: [UInt8])] = []
         for e in entries {
             guard let key = try string(e, "PartitionKey"), (1...256).contains(key.count), key.utf8.count <= StreamRecord.maxKeyBytes else {
                 throw Failure.invalid("PartitionKey must be 1 to 256 characters")
             }
             guard let data = try string(e, "Data"), let bytes = Base64.decode(data) else { throw Failure.invalid("Data must be base64") }
             guard bytes.count <= StreamRecord.maxDataBytes else { throw Failure.invalid("Data is at most 1 MiB") }
-            records.append(.object([("key", .string(key)), ("data", .string(data))]))
+            records.append((key, StreamRecord.encode(key: key, data: bytes)))
         }
-        let payload: JSON = batch ? .object([("records", .array(records))]) : records[0]
-        call("POST", "/v1/streams/\(d.name)/records", payload, respond) { r in
-            func entry(_ x: JSON) -> JSON {
-                if let seq = x["sequence"]?.stringValue, case .number(let p)? = x["partition"], let pn = Int(p) {
-                    return .object([("SequenceNumber", .string(seq)), ("ShardId", .string(KinesisAPI.shardID(pn)))])
+        func entry(_ p: Int, _ sequence: UInt64) -> [(String, JSON)] {
+            [("SequenceNumber", .string(Sequence.format(sequence))), ("ShardId", .string(KinesisAPI.shardID(p)))]
+        }
+        guard batch else {
+            return streams.putRecord(d.name, key: records[0].key, record: records[0].record) { [self] result in
+                switch result {
+                case .success(let r): respond(KinesisAPI.ok(.object(entry(r.partition, r.sequence) + [("EncryptionType", .string("NONE"))])))
+                case .failure(let e): respond(failed(e))
                 }
-                let retryable = x["retryable"] == .bool(true)
-                return .object([("ErrorCode", .string(retryable ? "ProvisionedThroughputExceededException" : "InternalFailure")),
-                                ("ErrorMessage", .string(x["message"]?.stringValue ?? "failed"))])
             }
-            guard batch else { return .object(Array((entry(r).objectMembers) + [("EncryptionType", .string("NONE"))])) }
-            guard case .array(let results)? = r["records"] else { throw Failure("InternalFailure", "malformed put answer") }
-            let out = results.map(entry)
-            let failed = out.filter { $0["ErrorCode"] != nil }.count
-            return .object([("FailedRecordCount", .number(String(failed))), ("Records", .array(out)), ("EncryptionType", .string("NONE"))])
+        }
+        streams.putRecords(d.name, records) { [self] result in
+            switch result {
+            case .success(let outcomes):
+                let out: [JSON] = outcomes.map { o in
+                    switch o.result {
+                    case .success(let seq): return .object(entry(o.partition, seq))
+                    case .failure(let f):
+                        return .object([("ErrorCode", .string(f.retryable ? "ProvisionedThroughputExceededException" : "InternalFailure")),
+                                        ("ErrorMessage", .string(f.message))])
+                    }
+                }
+                let failed = outcomes.filter { if case .failure = $0.result { true } else { false } }.count
+                respond(KinesisAPI.ok(.object([("FailedRecordCount", .number(String(failed))), ("Records", .array(out)),
+                                               ("EncryptionType", .string("NONE"))])))
+            case .failure(let e):
+                respond(failed(e))
+            }
         }
     }
 
@@ -324,10 +320,14 @@ final class KinesisAPI {
         case "LATEST":
             // LATEST means after what is committed now: resolved at once, so records put between
             // this call and the first GetRecords are not skipped.
-            call("GET", "/v1/streams/\(d.name)/partitions/\(p)/records", ["from": "latest", "limit": "1"], nil, respond) { r in
-                guard let next = r["next"]?.stringValue else { throw Failure("InternalFailure", "malformed read answer") }
-                return .object([("ShardIterator", .string(Iterator(stream: d.name, incarnation: d.incarnation, partition: p,
-                                                                   from: next, issuedMs: Tables.wallMs()).token))])
+            streams.read(d.name, partition: p, try ReadQuery(from: .latest, limit: 1)) { [self] result in
+                switch result {
+                case .success(let r):
+                    let it = Iterator(stream: d.name, incarnation: d.incarnation, partition: p, from: r.next.text, issuedMs: Tables.wallMs())
+                    respond(KinesisAPI.ok(.object([("ShardIterator", .string(it.token))])))
+                case .failure(let e):
+                    respond(failed(e))
+                }
             }
             return
         default:
@@ -349,23 +349,23 @@ final class KinesisAPI {
         guard let d = streams.definitions[it.stream], d.incarnation == it.incarnation else {
             throw Failure("ResourceNotFoundException", "Stream \(it.stream) under account \(KinesisAPI.account) not found.")
         }
-        call("GET", "/v1/streams/\(d.name)/partitions/\(it.partition)/records", ["from": it.from, "limit": String(limit)], nil, respond) { r in
-            guard case .array(let records)? = r["records"], let next = r["next"]?.stringValue else {
-                throw Failure("InternalFailure", "malformed read answer")
+        // The position was written by this API (the token is checksummed): a bad one is an invalid argument.
+        let from: ReadPosition
+        do { from = try ReadPosition(parsing: it.from) } catch { throw KinesisAPI.failure(error) }
+        streams.read(d.name, partition: it.partition, try ReadQuery(from: from, limit: limit)) { [self] result in
+            switch result {
+            case .success(let r):
+                let out: [JSON] = r.records.map { rec in
+                    .object([("SequenceNumber", .string(Sequence.format(rec.sequence))),
+                             ("ApproximateArrivalTimestamp", .number(String(Double(rec.timestamp) / 1000))),
+                             ("Data", .string(Base64.encode(rec.data))), ("PartitionKey", .string(rec.key))])
+                }
+                let next = Iterator(stream: d.name, incarnation: d.incarnation, partition: it.partition, from: r.next.text, issuedMs: Tables.wallMs())
+                respond(KinesisAPI.ok(.object([("Records", .array(out)), ("NextShardIterator", .string(next.token)),
+                                               ("MillisBehindLatest", .number(String(r.behindMs)))])))
+            case .failure(let e):
+                respond(failed(e))
             }
-            let out: [JSON] = records.map { rec in
-                let ms = if case .number(let t)? = rec["timestamp"] { Double(t) ?? 0 } else { 0.0 }
-                return .object([("SequenceNumber", rec["sequence"] ?? .null), ("ApproximateArrivalTimestamp", .number(String(ms / 1000))),
-                                ("Data", rec["data"] ?? .null), ("PartitionKey", rec["key"] ?? .null)])
-            }
-            let nextIterator = Iterator(stream: d.name, incarnation: d.incarnation, partition: it.partition, from: next, issuedMs: Tables.wallMs())
-            let behind = if case .number(let b)? = r["behindMs"] { b } else { "0" }
-            return .object([("Records", .array(out)), ("NextShardIterator", .string(nextIterator.token)),
-                            ("MillisBehindLatest", .number(behind))])
         }
     }
-}
-
-extension JSON {
-    var objectMembers: [(String, JSON)] { if case .object(let m) = self { m } else { [] } }
 }
