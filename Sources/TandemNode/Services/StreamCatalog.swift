@@ -96,16 +96,3 @@ extension Streams {
                    values: ["id": .string(id), "sequence": .string(Sequence.format(sequence))], done)
     }
 }
-
-extension Tables {
-    /// Deletes one item from inside the node, durably and replicated like a client delete.
-    /// (Streams' own, built on `commit`, until the typed table-write API's `delete` lands:
-    /// then this one goes.)
-    func delete(table: String, key: ItemKey, _ done: @escaping (TandemError?) -> Void) {
-        guard replicas[table] != nil else { return done(TandemError(.notFound, "no table '\(table)'")) }
-        // Only the item is copied out (a copy of the replica held across the write would copy all its items).
-        var state = replicas[table]!.state(key) ?? ItemState()
-        let delta = state.delete(at: core.now(wallMs: Tables.wallMs()))
-        commit([(table: table, key: key, delta: delta)], done)
-    }
-}

@@ -533,6 +533,10 @@ final class StreamPartition {
     /// votes, acks, heartbeats or answers; its followers elect another leader, and puts waiting
     /// here are told the outcome is unknown (the other replicas may still commit them).
     /// `Streams` reopens it from disk, cutting everything after the last good sync.
+    /// A read of this replica's log failed (a client read, not the core's): the replica stops as
+    /// for a failed fsync, since what the disk holds is no longer known; `Streams` reopens it.
+    func readFailed(_ error: Error) { stopForDiskFailure(error, "cannot read the log") }
+
     private func stopForDiskFailure(_ error: Error, _ context: String) {
         guard !stopped else { return }
         let why = "\(context): \(error)"

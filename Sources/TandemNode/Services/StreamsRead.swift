@@ -192,7 +192,10 @@ extension Streams {
             do {
                 entries = try part.log.readEntries(from: from, to: min(commit, from + UInt64(limit) - 1), maxBytes: Streams.maxReadBytes)
             } catch {
-                return done(.failure(StreamsError(status: 500, code: "io_error", message: "\(error)")))
+                part.readFailed(error)
+                return done(.failure(StreamsError(status: 503, code: "disk_failed",
+                                                  message: "cannot read this replica's log (\(error)); it is stopped and reopened, retry",
+                                                  retryable: true)))
             }
             for e in entries {
                 last = e.index
@@ -212,7 +215,7 @@ extension Streams {
             return
         }
         var behind: UInt64 = 0
-        if last < commit, let ts = records.last?.timestamp, let tip = part.raft.entries(from: commit, to: commit, maxBytes: 1).first {
+        if last < commit, let ts = records.last?.timestamp, let tip = (try? part.raft.entries(from: commit, to: commit, maxBytes: 1))?.first {
             behind = tip.timestamp > ts ? tip.timestamp - ts : 0
         }
         done(.success(ReadResult(records: records, last: last, behindMs: behind)))
