@@ -175,108 +175,88 @@ extension Node {
 
     /// Prometheus text exposition format, version 0.0.4.
     func metricsText() -> String {
-        var out = ""
-        func metric(_ name: String, _ type: String, _ help: String, _ value: Int) {
-            out += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n\(name) \(value)\n"
-        }
+        var out = MetricsText()
         let m = membership.stats
-        metric("tandem_membership_probes_total", "counter", "Direct probes started.", m.probes)
-        metric("tandem_membership_acks_total", "counter", "Probe acks received.", m.acks)
-        metric("tandem_membership_nacks_total", "counter", "Lifeguard nacks received.", m.nacks)
-        metric("tandem_membership_indirect_probes_total", "counter", "Ping-req requests sent.", m.indirectProbes)
-        metric("tandem_membership_indirect_relays_total", "counter", "Ping-req requests served for others.", m.indirectRelays)
-        metric("tandem_membership_suspicions_total", "counter", "Suspicions raised by this node's probes.", m.suspicionsRaised)
-        metric("tandem_membership_confirmations_total", "counter", "Suspicion confirmations received.", m.confirmations)
-        metric("tandem_membership_refutations_total", "counter", "Times this node refuted its own suspicion or death.", m.refutations)
-        metric("tandem_membership_deaths_declared_total", "counter", "Members this node declared dead.", m.deathsDeclared)
-        metric("tandem_membership_dead_retries_total", "counter", "Pings sent to dead members.", m.deadRetries)
-        metric("tandem_membership_push_pulls_total", "counter", "Push-pull state syncs started.", m.pushPulls)
-        metric("tandem_membership_push_pull_failures_total", "counter", "Push-pull syncs that failed.", m.pushPullFailures)
-        metric("tandem_membership_stalls_total", "counter", "Times this process noticed it had been stalled.", m.stalls)
-        metric("tandem_membership_messages_in_total", "counter", "Gossip messages received.", m.messagesIn)
-        metric("tandem_membership_messages_out_total", "counter", "Gossip messages sent.", m.messagesOut)
-        metric("tandem_membership_pings_for_others_total", "counter", "Pings naming another member (a reused address), not answered.", m.pingsForOthers)
-        metric("tandem_membership_address_conflicts_total", "counter", "Alive claims for a live member from another address, refused.", m.addressConflicts)
-        metric("tandem_membership_local_health", "gauge", "Lifeguard local health score (0 is healthy).", membership.awareness)
-        metric("tandem_membership_incarnation", "gauge", "This node's incarnation.", Int(membership.myself.incarnation))
-        out += "# HELP tandem_membership_members Members by status in this node's view.\n# TYPE tandem_membership_members gauge\n"
+        out.add("tandem_membership_probes_total", .counter, "Direct probes started.", m.probes)
+        out.add("tandem_membership_acks_total", .counter, "Probe acks received.", m.acks)
+        out.add("tandem_membership_nacks_total", .counter, "Lifeguard nacks received.", m.nacks)
+        out.add("tandem_membership_indirect_probes_total", .counter, "Ping-req requests sent.", m.indirectProbes)
+        out.add("tandem_membership_indirect_relays_total", .counter, "Ping-req requests served for others.", m.indirectRelays)
+        out.add("tandem_membership_suspicions_total", .counter, "Suspicions raised by this node's probes.", m.suspicionsRaised)
+        out.add("tandem_membership_confirmations_total", .counter, "Suspicion confirmations received.", m.confirmations)
+        out.add("tandem_membership_refutations_total", .counter, "Times this node refuted its own suspicion or death.", m.refutations)
+        out.add("tandem_membership_deaths_declared_total", .counter, "Members this node declared dead.", m.deathsDeclared)
+        out.add("tandem_membership_dead_retries_total", .counter, "Pings sent to dead members.", m.deadRetries)
+        out.add("tandem_membership_push_pulls_total", .counter, "Push-pull state syncs started.", m.pushPulls)
+        out.add("tandem_membership_push_pull_failures_total", .counter, "Push-pull syncs that failed.", m.pushPullFailures)
+        out.add("tandem_membership_stalls_total", .counter, "Times this process noticed it had been stalled.", m.stalls)
+        out.add("tandem_membership_messages_in_total", .counter, "Gossip messages received.", m.messagesIn)
+        out.add("tandem_membership_messages_out_total", .counter, "Gossip messages sent.", m.messagesOut)
+        out.add("tandem_membership_pings_for_others_total", .counter, "Pings naming another member (a reused address), not answered.", m.pingsForOthers)
+        out.add("tandem_membership_address_conflicts_total", .counter, "Alive claims for a live member from another address, refused.", m.addressConflicts)
+        out.add("tandem_membership_local_health", .gauge, "Lifeguard local health score (0 is healthy).", membership.awareness)
+        out.add("tandem_membership_incarnation", .gauge, "This node's incarnation.", Int(membership.myself.incarnation))
         let states = membership.memberStates
-        for status in MemberStatus.allCases {
-            out += "tandem_membership_members{status=\"\(status)\"} \(states.filter { $0.status == status }.count)\n"
-        }
-        metric("tandem_gossip_packets_in_total", "counter", "Gossip datagrams received.", shell.packetsIn)
-        metric("tandem_gossip_packets_out_total", "counter", "Gossip datagrams sent.", shell.packetsOut)
-        metric("tandem_gossip_bytes_in_total", "counter", "Gossip bytes received.", shell.bytesIn)
-        metric("tandem_gossip_bytes_out_total", "counter", "Gossip bytes sent.", shell.bytesOut)
-        metric("tandem_gossip_malformed_packets_total", "counter", "Gossip datagrams dropped as malformed or foreign.", shell.malformedPackets)
-        metric("tandem_gossip_send_failures_total", "counter", "Datagrams the kernel would not take.", udp.sendFailures)
-        metric("tandem_gossip_unauthenticated_packets_total", "counter", "Gossip datagrams no keyring key opened, dropped unanswered.", shell.unauthenticatedPackets)
-        metric("tandem_gossip_replayed_packets_total", "counter", "Sealed datagrams refused as too old, from the future, or seen before.", shell.replayedPackets)
-        metric("tandem_chaos_dropped_total", "counter", "Datagrams dropped by opt-in fault injection.", shell.chaosDropped)
-        metric("tandem_chaos_fsync_failures_total", "counter", "fsyncs failed by opt-in disk fault injection.", DiskFaults.process.injected)
-        metric("tandem_chaos_read_failures_total", "counter", "Stream log reads failed by opt-in disk fault injection.", DiskFaults.process.injectedReads)
+        out.add("tandem_membership_members", .gauge, "Members by status in this node's view.",
+                samples: MemberStatus.allCases.map { status in ([("status", "\(status)")], states.filter { $0.status == status }.count) })
+        out.add("tandem_gossip_packets_in_total", .counter, "Gossip datagrams received.", shell.packetsIn)
+        out.add("tandem_gossip_packets_out_total", .counter, "Gossip datagrams sent.", shell.packetsOut)
+        out.add("tandem_gossip_bytes_in_total", .counter, "Gossip bytes received.", shell.bytesIn)
+        out.add("tandem_gossip_bytes_out_total", .counter, "Gossip bytes sent.", shell.bytesOut)
+        out.add("tandem_gossip_malformed_packets_total", .counter, "Gossip datagrams dropped as malformed or foreign.", shell.malformedPackets)
+        out.add("tandem_gossip_send_failures_total", .counter, "Datagrams the kernel would not take.", udp.sendFailures)
+        out.add("tandem_gossip_unauthenticated_packets_total", .counter, "Gossip datagrams no keyring key opened, dropped unanswered.", shell.unauthenticatedPackets)
+        out.add("tandem_gossip_replayed_packets_total", .counter, "Sealed datagrams refused as too old, from the future, or seen before.", shell.replayedPackets)
+        out.add("tandem_chaos_dropped_total", .counter, "Datagrams dropped by opt-in fault injection.", shell.chaosDropped)
+        out.add("tandem_chaos_fsync_failures_total", .counter, "fsyncs failed by opt-in disk fault injection.", DiskFaults.process.injected)
+        out.add("tandem_chaos_read_failures_total", .counter, "Stream log reads failed by opt-in disk fault injection.", DiskFaults.process.injectedReads)
         let p = peers.stats
-        metric("tandem_peer_frames_in_total", "counter", "Peer frames received.", p.framesIn)
-        metric("tandem_peer_frames_out_total", "counter", "Peer frames sent.", p.framesOut)
-        metric("tandem_peer_bytes_in_total", "counter", "Peer link bytes received.", p.bytesIn)
-        metric("tandem_peer_bytes_out_total", "counter", "Peer link bytes sent.", p.bytesOut)
-        metric("tandem_peer_malformed_frames_total", "counter", "Peer frames rejected (size, version, checksum, payload).", p.malformedFrames)
-        metric("tandem_peer_unauthenticated_frames_total", "counter", "Peer frames no keyring key opened (connection closed, unanswered).", p.unauthenticatedFrames)
-        metric("tandem_peer_replayed_frames_total", "counter", "Sealed peer frames refused as replays (connection closed, unanswered).", p.replayedFrames)
-        metric("tandem_peer_connect_failures_total", "counter", "Failed peer connection attempts.", p.connectFailures)
-        metric("tandem_peer_request_timeouts_total", "counter", "Peer requests that timed out.", p.requestTimeouts)
+        out.add("tandem_peer_frames_in_total", .counter, "Peer frames received.", p.framesIn)
+        out.add("tandem_peer_frames_out_total", .counter, "Peer frames sent.", p.framesOut)
+        out.add("tandem_peer_bytes_in_total", .counter, "Peer link bytes received.", p.bytesIn)
+        out.add("tandem_peer_bytes_out_total", .counter, "Peer link bytes sent.", p.bytesOut)
+        out.add("tandem_peer_malformed_frames_total", .counter, "Peer frames rejected (size, version, checksum, payload).", p.malformedFrames)
+        out.add("tandem_peer_unauthenticated_frames_total", .counter, "Peer frames no keyring key opened (connection closed, unanswered).", p.unauthenticatedFrames)
+        out.add("tandem_peer_replayed_frames_total", .counter, "Sealed peer frames refused as replays (connection closed, unanswered).", p.replayedFrames)
+        out.add("tandem_peer_connect_failures_total", .counter, "Failed peer connection attempts.", p.connectFailures)
+        out.add("tandem_peer_request_timeouts_total", .counter, "Peer requests that timed out.", p.requestTimeouts)
         let h = http.stats
-        metric("tandem_http_requests_total", "counter", "HTTP requests parsed.", h.requests)
-        metric("tandem_http_bad_requests_total", "counter", "HTTP requests rejected as malformed or over a limit.", h.badRequests)
-        metric("tandem_http_connections_total", "counter", "HTTP connections accepted.", h.connectionsAccepted)
-        metric("tandem_http_connections_rejected_total", "counter", "HTTP connections refused at the connection limit.", h.connectionsRejected)
-        metric("tandem_http_client_limit_rejected_total", "counter", "HTTP connections refused (429) at the per-client limit.", h.clientLimitRejected)
-        metric("tandem_http_request_timeouts_total", "counter", "Requests answered 408: headers or body too slow.", h.requestTimeouts)
-        metric("tandem_data_dir_write_failures_total", "counter", "Failed durable writes to the data dir.", shell.persistFailures)
+        out.add("tandem_http_requests_total", .counter, "HTTP requests parsed.", h.requests)
+        out.add("tandem_http_bad_requests_total", .counter, "HTTP requests rejected as malformed or over a limit.", h.badRequests)
+        out.add("tandem_http_connections_total", .counter, "HTTP connections accepted.", h.connectionsAccepted)
+        out.add("tandem_http_connections_rejected_total", .counter, "HTTP connections refused at the connection limit.", h.connectionsRejected)
+        out.add("tandem_http_client_limit_rejected_total", .counter, "HTTP connections refused (429) at the per-client limit.", h.clientLimitRejected)
+        out.add("tandem_http_request_timeouts_total", .counter, "Requests answered 408: headers or body too slow.", h.requestTimeouts)
+        out.add("tandem_data_dir_write_failures_total", .counter, "Failed durable writes to the data dir.", shell.persistFailures)
         let t = tables.core.stats
         let c = tables.stats
-        metric("tandem_table_commits_total", "counter", "LMDB commits (each may carry many writes).", c.commits)
-        metric("tandem_table_writes_committed_total", "counter", "Writes made durable.", c.writes)
-        metric("tandem_table_commit_failures_total", "counter", "Commits that failed (writes not acknowledged).", c.failures)
-        metric("tandem_ttl_deleted_total", "counter", "Expired items (DynamoDB TTL) this node's sweep deleted.", tables.ttlDeleted)
-        metric("tandem_table_deltas_sent_total", "counter", "Deltas acknowledged by peers.", t.deltasSent)
-        metric("tandem_table_deltas_received_total", "counter", "Deltas received from peers.", t.deltasReceived)
-        metric("tandem_table_deltas_dropped_total", "counter", "Deltas dropped from full or dead-peer queues (anti-entropy repairs).", t.deltasDropped)
-        metric("tandem_table_merges_total", "counter", "Remote deltas that changed an item here.", t.mergesApplied)
-        metric("tandem_table_anti_entropy_rounds_total", "counter", "Digest exchanges started.", t.antiEntropyRounds)
-        metric("tandem_table_items_repaired_total", "counter", "Items pushed to peers by anti-entropy.", t.itemsRepaired)
-        metric("tandem_table_conflicts_resolved_total", "counter", "Remote deltas merged with concurrent local state (neither contained the other).", t.conflictsResolved)
-        metric("tandem_table_repair_bytes_total", "counter", "Bytes of anti-entropy pushes.", t.repairBytes)
-        metric("tandem_table_deltas_resent_total", "counter", "Deltas sent again after a failed batch.", t.deltasResent)
-        metric("tandem_table_clock_clamped_total", "counter", "Remote timestamps too far ahead of our clock, clamped.", t.clockClamped)
-        metric("tandem_table_refused_from_expired_total", "counter", "Sync messages refused from members that must resync first.", t.refusedFromExpired)
-        metric("tandem_table_items_compacted_total", "counter", "Items whose tombstones were collected.", t.itemsCompacted)
-        metric("tandem_table_items_collected_total", "counter", "Deleted items dropped once their delete was stable.", t.itemsCollected)
-        metric("tandem_table_resyncs_total", "counter", "Times this node resynced after being expired.", t.resyncs)
-        metric("tandem_table_stable_lag_ms", "gauge", "Wall time minus the stable time tombstones are collected below.",
+        out.add("tandem_table_commits_total", .counter, "LMDB commits (each may carry many writes).", c.commits)
+        out.add("tandem_table_writes_committed_total", .counter, "Writes made durable.", c.writes)
+        out.add("tandem_table_commit_failures_total", .counter, "Commits that failed (writes not acknowledged).", c.failures)
+        out.add("tandem_ttl_deleted_total", .counter, "Expired items (DynamoDB TTL) this node's sweep deleted.", tables.ttlDeleted)
+        out.add("tandem_table_deltas_sent_total", .counter, "Deltas acknowledged by peers.", t.deltasSent)
+        out.add("tandem_table_deltas_received_total", .counter, "Deltas received from peers.", t.deltasReceived)
+        out.add("tandem_table_deltas_dropped_total", .counter, "Deltas dropped from full or dead-peer queues (anti-entropy repairs).", t.deltasDropped)
+        out.add("tandem_table_merges_total", .counter, "Remote deltas that changed an item here.", t.mergesApplied)
+        out.add("tandem_table_anti_entropy_rounds_total", .counter, "Digest exchanges started.", t.antiEntropyRounds)
+        out.add("tandem_table_items_repaired_total", .counter, "Items pushed to peers by anti-entropy.", t.itemsRepaired)
+        out.add("tandem_table_conflicts_resolved_total", .counter, "Remote deltas merged with concurrent local state (neither contained the other).", t.conflictsResolved)
+        out.add("tandem_table_repair_bytes_total", .counter, "Bytes of anti-entropy pushes.", t.repairBytes)
+        out.add("tandem_table_deltas_resent_total", .counter, "Deltas sent again after a failed batch.", t.deltasResent)
+        out.add("tandem_table_clock_clamped_total", .counter, "Remote timestamps too far ahead of our clock, clamped.", t.clockClamped)
+        out.add("tandem_table_refused_from_expired_total", .counter, "Sync messages refused from members that must resync first.", t.refusedFromExpired)
+        out.add("tandem_table_items_compacted_total", .counter, "Items whose tombstones were collected.", t.itemsCompacted)
+        out.add("tandem_table_items_collected_total", .counter, "Deleted items dropped once their delete was stable.", t.itemsCollected)
+        out.add("tandem_table_resyncs_total", .counter, "Times this node resynced after being expired.", t.resyncs)
+        out.add("tandem_table_stable_lag_ms", .gauge, "Wall time minus the stable time tombstones are collected below.",
                tables.core.stable == 0 ? 0 : Int(Tables.wallMs()) - Int(tables.core.stable >> 16))
-        metric("tandem_table_malformed_total", "counter", "Malformed table sync messages.", t.malformed)
-        out += replicationLagHistogram()
-        out += streams.metricsText()
-        out += routes.metricsText()
+        out.add("tandem_table_malformed_total", .counter, "Malformed table sync messages.", t.malformed)
+        out.add("tandem_table_replication_lag_ms", "Write on its origin to applied here, in ms.", histograms: [([], tables.replicationLag)])
+        streams.metrics(&out)
+        routes.metrics(&out)
         let dropped = shell.malformedPackets + p.malformedFrames + h.badRequests + t.malformed
-        metric("tandem_malformed_input_total", "counter", "All malformed input dropped (gossip, peer, HTTP).", dropped)
-        return out
+        out.add("tandem_malformed_input_total", .counter, "All malformed input dropped (gossip, peer, HTTP).", dropped)
+        return out.text
     }
 
-    /// Replication lag (write on the origin → applied here, by HLC wall time) as a histogram.
-    private func replicationLagHistogram() -> String {
-        var out = "# HELP tandem_table_replication_lag_ms Write on its origin to applied here, in ms.\n"
-        out += "# TYPE tandem_table_replication_lag_ms histogram\n"
-        var cumulative = 0
-        for (i, bound) in Tables.lagBoundsMs.enumerated() {
-            cumulative += tables.lagCounts[i]
-            out += "tandem_table_replication_lag_ms_bucket{le=\"\(bound)\"} \(cumulative)\n"
-        }
-        cumulative += tables.lagCounts.last!
-        out += "tandem_table_replication_lag_ms_bucket{le=\"+Inf\"} \(cumulative)\n"
-        out += "tandem_table_replication_lag_ms_sum \(tables.lagSumMs)\n"
-        out += "tandem_table_replication_lag_ms_count \(cumulative)\n"
-        return out
-    }
 }

@@ -259,22 +259,15 @@ final class Routes {
     // ==== ------------------------------------------------------------------------------------
     // MARK: Metrics
 
-    func metricsText() -> String {
-        var out = ""
-        func metric(_ name: String, _ type: String, _ help: String, _ value: String) {
-            out += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n\(name) \(value)\n"
-        }
-        metric("tandem_route_decisions_total", "counter", "Route decisions answered.", "\(stats.decisions)")
-        metric("tandem_route_errors_total", "counter", "Route queries answered with an error (400 or 503).", "\(stats.errors)")
-        metric("tandem_route_table_recomputes_total", "counter", "Route tables rebuilt after an input changed.", "\(stats.recomputes)")
-        metric("tandem_route_table_recompute_us", "gauge", "Time the last rebuild took, in µs.", "\(stats.lastRecomputeMicros)")
-        metric("tandem_route_minority", "gauge", "1 while this node sees at most half the cluster and keeps its last health view.", minority ? "1" : "0")
-        out += "# HELP tandem_route_table_info The current route table (fingerprint of its inputs).\n# TYPE tandem_route_table_info gauge\n"
-        out += "tandem_route_table_info{fingerprint=\"\(fingerprintText(current.fingerprint))\"} 1\n"
-        out += "# HELP tandem_route_region_eligible Regions that may take contacts now (1) or not (0).\n# TYPE tandem_route_region_eligible gauge\n"
-        for (i, r) in current.regions.enumerated() {
-            out += "tandem_route_region_eligible{region=\"\(r)\"} \(current.eligible[i] ? 1 : 0)\n"
-        }
-        return out
+    func metrics(_ out: inout MetricsText) {
+        out.add("tandem_route_decisions_total", .counter, "Route decisions answered.", stats.decisions)
+        out.add("tandem_route_errors_total", .counter, "Route queries answered with an error (400 or 503).", stats.errors)
+        out.add("tandem_route_table_recomputes_total", .counter, "Route tables rebuilt after an input changed.", stats.recomputes)
+        out.add("tandem_route_table_recompute_us", .gauge, "Time the last rebuild took, in µs.", stats.lastRecomputeMicros)
+        out.add("tandem_route_minority", .gauge, "1 while this node sees at most half the cluster and keeps its last health view.", minority ? 1 : 0)
+        out.add("tandem_route_table_info", .gauge, "The current route table (fingerprint of its inputs).",
+                samples: [([("fingerprint", fingerprintText(current.fingerprint))], 1)])
+        out.add("tandem_route_region_eligible", .gauge, "Regions that may take contacts now (1) or not (0).",
+                samples: current.regions.enumerated().map { i, r in ([("region", r)], current.eligible[i] ? 1 : 0) })
     }
 }

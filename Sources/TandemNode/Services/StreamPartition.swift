@@ -4,30 +4,11 @@ import StreamLog
 import TandemCore
 import Transport
 
-/// Latency histogram in milliseconds for `/metrics` (cumulative buckets, Prometheus style).
-struct LatencyHistogram {
-    static let boundsMs: [Double] = [0.1, 0.25, 0.5, 1, 2, 5, 10, 25, 50, 100, 250, 1000, 5000]
-    private(set) var counts = [Int](repeating: 0, count: LatencyHistogram.boundsMs.count + 1)
-    private(set) var sumMs = 0.0
+extension Histogram {
+    /// Latency in milliseconds, for `/metrics`.
+    static func latencyMs() -> Histogram { Histogram(bounds: [0.1, 0.25, 0.5, 1, 2, 5, 10, 25, 50, 100, 250, 1000, 5000]) }
 
-    mutating func record(_ d: Duration) {
-        let ms = d.milliseconds
-        counts[LatencyHistogram.boundsMs.firstIndex { ms <= $0 } ?? LatencyHistogram.boundsMs.count] += 1
-        sumMs += ms
-    }
-
-    func render(_ name: String, labels: String) -> String {
-        var out = ""
-        var cumulative = 0
-        for (i, bound) in LatencyHistogram.boundsMs.enumerated() {
-            cumulative += counts[i]
-            out += "\(name)_bucket{\(labels),le=\"\(bound)\"} \(cumulative)\n"
-        }
-        cumulative += counts.last!
-        out += "\(name)_bucket{\(labels),le=\"+Inf\"} \(cumulative)\n"
-        out += "\(name)_sum{\(labels)} \(sumMs)\n\(name)_count{\(labels)} \(cumulative)\n"
-        return out
-    }
+    mutating func record(_ d: Duration) { record(d.milliseconds) }
 }
 
 /// One partition replica on this node: a `RaftNode`, its `SegmentLog` and hard-state file, and
@@ -109,8 +90,8 @@ final class StreamPartition {
     private var readWaiters: [(deadline: Instant, wake: () -> Void)] = []
 
     // Metrics.
-    private(set) var appendLatency = LatencyHistogram()
-    private(set) var fsyncLatency = LatencyHistogram()
+    private(set) var appendLatency = Histogram.latencyMs()
+    private(set) var fsyncLatency = Histogram.latencyMs()
     private(set) var fsyncs = 0
     /// Of those, run on the loop (see `syncOnLoop`).
     private(set) var syncsOnLoop = 0

@@ -50,11 +50,8 @@ final class Tables {
         var core = TableNode.Settings()
     }
 
-    /// Write→applied lag on this node for deltas from peers, by HLC physical time (ms): counts
-    /// per bucket (upper bounds in `lagBoundsMs`, the last bucket is +Inf), and the sum.
-    static let lagBoundsMs: [Double] = [0.5, 1, 2, 3, 5, 10, 20, 50, 100, 250, 500, 1000, 5000]
-    private(set) var lagCounts = [Int](repeating: 0, count: Tables.lagBoundsMs.count + 1)
-    private(set) var lagSumMs = 0.0
+    /// Write→applied lag on this node for deltas from peers, by HLC physical time (ms).
+    private(set) var replicationLag = Histogram(bounds: [0.5, 1, 2, 3, 5, 10, 20, 50, 100, 250, 500, 1000, 5000])
     private var pumpScheduled = false
     private let pumpTimer: LoopTimer
     /// A ready's writes are being committed; the next ready waits for the outcome.
@@ -604,10 +601,7 @@ extension Tables {
     }
 
     private func recordLag() {
-        for lag in core.takeLagSamples() {
-            lagCounts[Tables.lagBoundsMs.firstIndex { lag <= $0 } ?? Tables.lagBoundsMs.count] += 1
-            lagSumMs += lag
-        }
+        for lag in core.takeLagSamples() { replicationLag.record(lag) }
     }
 }
 
