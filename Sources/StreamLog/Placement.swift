@@ -110,9 +110,14 @@ public enum Placement {
     /// close: a replica the placement no longer lists stays until its group says it was
     /// removed (the shell's `dropRemovedReplicas`), since only the group knows. Sorted, so
     /// the plan is the same whatever order the catalog was read in.
-    public static func reconcile(definitions: [String: StreamDefinition], held: Set<PartitionRef>, selfID: String) -> ReconcilePlan {
+    ///
+    /// `unreadable`: streams whose catalog item is there but this node cannot decode (written by
+    /// a newer version, or damaged). Their replicas are never closed on that account: a definition
+    /// we cannot read is not a deleted stream, and closing removes the data.
+    public static func reconcile(definitions: [String: StreamDefinition], unreadable: Set<String> = [], held: Set<PartitionRef>,
+                                 selfID: String) -> ReconcilePlan {
         var plan = ReconcilePlan()
-        plan.close = held.filter { definitions[$0.stream]?.incarnation != $0.incarnation }.sorted()
+        plan.close = held.filter { !unreadable.contains($0.stream) && definitions[$0.stream]?.incarnation != $0.incarnation }.sorted()
         for d in definitions.values.sorted(by: { $0.name < $1.name }) {
             for p in 0..<d.partitions where d.voters[p].contains(selfID) || d.witnesses[p].contains(selfID) {
                 let ref = PartitionRef(stream: d.name, incarnation: d.incarnation, partition: p)

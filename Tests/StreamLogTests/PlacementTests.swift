@@ -77,6 +77,14 @@ import Testing
         #expect(plan.open.map(\.partition) == [PartitionRef(stream: "s", incarnation: 9, partition: 1)])
     }
 
+    @Test func reconcileNeverClosesAStreamWhoseDefinitionItCannotRead() {
+        // `new` is in the catalog in a form this node cannot decode (a newer version wrote it):
+        // that is not a delete, and closing would remove the data.
+        let held: Set = [PartitionRef(stream: "new", incarnation: 5, partition: 0)]
+        #expect(Placement.reconcile(definitions: [:], unreadable: ["new"], held: held, selfID: "a") == .init())
+        #expect(Placement.reconcile(definitions: [:], held: held, selfID: "a").close == held.sorted())
+    }
+
     @Test func reconcileLeavesAReplicaThePlacementNoLongerListsToItsGroup() {
         // Same incarnation, placement rewritten without this node: only the group can say it was
         // removed, so the replica stays open until it does.

@@ -60,17 +60,19 @@ extension Streams {
     }
 
     /// Every definition the catalog holds, and the names it holds deleted (tombstones).
-    func readCatalog() -> (definitions: [String: Definition], deleted: Set<String>) {
+    func readCatalog() -> (definitions: [String: Definition], deleted: Set<String>, unreadable: Set<String>) {
         var defs: [String: Definition] = [:]
         var deleted: Set<String> = []
+        var unreadable: Set<String> = []
         for (key, state) in tables.replicas[Streams.catalogTable]?.items ?? [:] {
+            guard case .string(let name) = key.partition else { continue }
             guard let visible = state.visible else {
-                if case .string(let name) = key.partition { deleted.insert(name) }
+                deleted.insert(name)
                 continue
             }
-            if let d = Streams.decodeDefinition(visible) { defs[d.name] = d }
+            if let d = Streams.decodeDefinition(visible) { defs[d.name] = d } else { unreadable.insert(name) }
         }
-        return (defs, deleted)
+        return (defs, deleted, unreadable)
     }
 
     func writeDefinition(_ d: Definition, _ done: @escaping (TandemError?) -> Void) {

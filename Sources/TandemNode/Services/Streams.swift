@@ -190,10 +190,15 @@ final class Streams {
     /// Reads the catalog table; opens the partitions this node replicates, closes those of
     /// deleted or re-created streams (`Placement.reconcile`).
     func reconcile() {
-        let (defs, deleted) = readCatalog()
+        let (defs, deleted, unreadable) = readCatalog()
         definitions = defs
+        for name in unreadable.subtracting(unreadableLogged) {
+            logger.warning("cannot read a stream's catalog item (a newer version's, or damaged); its replicas here are kept as they are",
+                           metadata: ["stream": "\(name)"])
+        }
+        unreadableLogged = unreadable
         let held = Set(partitions.keys.map(\.ref)).union(stoppedReplicas.keys.map(\.ref))
-        let plan = Placement.reconcile(definitions: defs, held: held, selfID: selfID)
+        let plan = Placement.reconcile(definitions: defs, unreadable: unreadable, held: held, selfID: selfID)
         for ref in plan.close {
             let gid = GroupID(ref)
             if let part = partitions.removeValue(forKey: gid) {
@@ -412,6 +417,8 @@ final class Streams {
     }
 
     private var staleScanned: Set<String> = []
+    /// Catalog items this node could not decode, warned about once each.
+    private var unreadableLogged: Set<String> = []
     private struct SweptCatalog: Equatable {
         var live: [String: UInt64]
         var deleted: Set<String>
