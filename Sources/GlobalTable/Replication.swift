@@ -11,12 +11,13 @@ import TandemCore
 //                  membersChanged, startAntiEntropy, updateStability, stabilityRound,
 //                  compactionStep
 //     while no store is running, let rd = node.ready(wallMs:) {
-//         1. store rd.writes durably, in one commit (group commit: everything the inputs
+//         1. send rd.messages, at once: a message only ever holds what was durable before
+//            this ready was taken, so it need not wait for this ready's commit (waiting cost
+//            a delta one more commit of lag under load)
+//         2. store rd.writes durably, in one commit (group commit: everything the inputs
 //            made since the last ready goes together); then node.stored(error)
-//         2. then answer rd.replies: by ticket, with the commit's error if it failed
+//         3. then answer rd.replies: by ticket, with the commit's error if it failed
 //            (or the reply's own error); a peer's reply only if the commit succeeded
-//         3. then send rd.messages (also after a failed commit: a message only ever holds
-//            what was durable before this ready was taken)
 //     }
 //
 // So a write is acknowledged only once it is on disk, and its delta leaves the node only
@@ -42,7 +43,8 @@ public struct TableReady: Sendable {
     public var writes: [TableNode.StoreWrite] = []
     /// Then answer these tickets.
     public var replies: [TableNode.Reply] = []
-    /// Then send these requests; report each answer with `TableNode.responded(to:payload:wallMs:)`.
+    /// Send these requests (at once: they hold only what was already durable); report each
+    /// answer with `TableNode.responded(to:payload:wallMs:)`.
     public var messages: [TableNode.Request] = []
 
     public var isEmpty: Bool { writes.isEmpty && replies.isEmpty && messages.isEmpty }

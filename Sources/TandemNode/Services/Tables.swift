@@ -550,13 +550,14 @@ extension Tables {
         }
     }
 
-    /// The loop of the contract in `Replication.swift`: store a ready's writes (one commit at
-    /// a time; what comes meanwhile goes in the next — the group commit), then its replies,
-    /// then its messages.
+    /// The loop of the contract in `Replication.swift`: a ready's messages go at once (they only
+    /// carry what was durable before it), its writes are stored (one commit at a time; what comes
+    /// meanwhile goes in the next — the group commit), then its replies are answered.
     private func pump() {
         while !storing, let rd = core.ready(wallMs: Tables.wallMs()) {
+            send(rd.messages)
             if rd.writes.isEmpty {
-                deliver(rd, nil)
+                finish(rd, nil)
                 continue
             }
             storing = true
@@ -565,16 +566,15 @@ extension Tables {
                 self.storing = false
                 if let error { self.onCommitFailure(error) }
                 self.syncMembers()
-                self.deliver(rd, error)
+                self.finish(rd, error)
                 self.pump()
             }
         }
     }
 
-    private func deliver(_ rd: TableReady, _ error: TandemError?) {
+    private func finish(_ rd: TableReady, _ error: TandemError?) {
         core.stored(error)
         for r in rd.replies { waiting.removeValue(forKey: r.ticket)?(error ?? r.error, r.payload) }
-        send(rd.messages)
     }
 
     private func send(_ requests: [TableNode.Request]) {
