@@ -409,7 +409,7 @@ final class Tables {
     private func deleteTable(_ name: String, _ respond: @escaping (HTTPResponse) -> Void) throws {
         guard !name.hasPrefix("_") else { throw TandemError(.badRequest, "table names starting with '_' are reserved") }
         try changeTable(name, schema: nil) { error in
-            respond(error.map { .error($0) } ?? .json(200, ["deleted": name]))
+            respond(error.map { .error($0) } ?? .json(200, ["deleted": JSON(name)]))
         }
     }
 
