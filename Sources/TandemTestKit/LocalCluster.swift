@@ -1,4 +1,5 @@
 import Foundation
+import TandemCore
 import Transport
 
 #if canImport(Glibc)
@@ -136,10 +137,10 @@ public final class LocalCluster {
     /// `name → (status, incarnation)` as node `i` sees the cluster, or nil if it does not answer.
     public func view(from i: Int) -> [String: (status: String, incarnation: Int)]? {
         guard let r = try? HTTPClient.request("GET", nodes[i].api, "/v1/members", headers: auth, timeout: .seconds(1)), r.status == 200,
-              let object = r.json() as? [String: Any], let members = object["members"] as? [[String: Any]] else { return nil }
+              let members = r.json()?["members"]?.arrayValue else { return nil }
         var out: [String: (String, Int)] = [:]
         for m in members {
-            if let name = m["name"] as? String, let status = m["status"] as? String, let inc = m["incarnation"] as? Int {
+            if let name = m["name"]?.stringValue, let status = m["status"]?.stringValue, let inc = m["incarnation"]?.intValue {
                 out[name] = (status, inc)
             }
         }

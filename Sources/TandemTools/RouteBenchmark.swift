@@ -125,20 +125,21 @@ public struct RouteBenchmark {
 
     func eligible(_ cluster: LocalCluster, _ i: Int) -> Set<String>? {
         guard let r = try? HTTPClient.request("GET", cluster.nodes[i].api, "/v1/split", timeout: .seconds(1)), r.status == 200,
-              let o = r.json() as? [String: Any], let regions = o["regions"] as? [String: [String: Any]] else { return nil }
-        return Set(regions.filter { $0.value["eligible"] as? Bool == true }.keys)
+              let regions = r.json()?["regions"]?.objectValue else { return nil }
+        return Set(regions.filter { $0.1["eligible"]?.boolValue == true }.map(\.0))
     }
 
     func http() throws {
         let cluster = try start(3)
         let api = cluster.nodes[0].api
-        var edges: [String: Any] = [:]
+        var edges: [String: JSON] = [:]
         var rng = SeededGenerator(seed: 9)
         for e in 0..<50 {
-            edges["edge-\(e)"] = ["rttMs": ["region-0": 1 + Int(rng.next() % 150), "region-1": 1 + Int(rng.next() % 150), "region-2": 1 + Int(rng.next() % 150)]]
+            edges["edge-\(e)"] = ["rttMs": ["region-0": JSON(1 + Int(rng.next() % 150)), "region-1": JSON(1 + Int(rng.next() % 150)),
+                                           "region-2": JSON(1 + Int(rng.next() % 150))]]
         }
-        let body = try JSONSerialization.data(withJSONObject: ["edges": edges])
-        guard try HTTPClient.request("PUT", api, "/v1/edges", body: Array(body)).status == 200,
+        let body: JSON = ["edges": JSON(edges)]
+        guard try HTTPClient.request("PUT", api, "/v1/edges", body: Array(body.serialized.utf8)).status == 200,
               try HTTPClient.request("PUT", api, "/v1/split", body: Array(#"{"weights":{"region-0":40,"region-1":35,"region-2":25}}"#.utf8)).status == 200,
               eventually(timeout: .seconds(10), { self.eligible(cluster, 0)?.count == 3 }) else {
             throw ToolError("could not configure routing")
@@ -199,7 +200,7 @@ public struct RouteBenchmark {
             // Contacts that the victim's region takes now: each probe of one of these answers the
             // dead region until the prober's node has failed over.
             let victimContacts = (0..<2_000).map { "P-\(run)-\($0)" }.filter { c in
-                ((try? HTTPClient.request("GET", cluster.nodes[0].api, "/v1/route?contact=\(c)"))?.json() as? [String: Any])?["region"] as? String == dead
+                (try? HTTPClient.request("GET", cluster.nodes[0].api, "/v1/route?contact=\(c)"))?.json()?["region"]?.stringValue == dead
             }.prefix(100)
             guard !victimContacts.isEmpty else { throw ToolError("no contact routed to \(dead)") }
             let clock = ContinuousClock()
@@ -221,7 +222,7 @@ public struct RouteBenchmark {
                     let c = round % 2 == 0 ? victimContacts[victimContacts.startIndex + round / 2 % victimContacts.count] : "R-\(run)-\(round)"
                     probesSent += 1
                     guard let r = try? HTTPClient.request("GET", cluster.nodes[s].api, "/v1/route?contact=\(c)", timeout: .seconds(1)), r.status == 200,
-                          let region = (r.json() as? [String: Any])?["region"] as? String else {
+                          let region = r.json()?["region"]?.stringValue else {
                         probeErrors += 1
                         clean = false
                         continue

@@ -8,7 +8,8 @@ public enum HTTPClient {
         public var status: Int
         public var body: [UInt8]
         public var text: String { String(decoding: body, as: UTF8.self) }
-        public func json() -> Any? { try? JSONSerialization.jsonObject(with: Data(body)) }
+        /// The body as JSON, or nil if it is not JSON.
+        public func json() -> JSON? { try? JSON.parse(body) }
     }
 
     public static var defaultToken: String? {

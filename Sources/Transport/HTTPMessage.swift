@@ -50,15 +50,16 @@ public struct HTTPResponse {
         self.body = body
     }
 
-    /// A JSON response from any JSONSerialization-compatible value.
-    public static func json(_ status: Int, _ object: Any) -> HTTPResponse {
-        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
-        return HTTPResponse(status: status, body: Array(data) + [0x0A])
+    /// A JSON answer and a newline. Slashes are escaped (`\/`) as JSONSerialization wrote them
+    /// here, so these answers keep their bytes; build objects from dictionaries (`["a": …]`,
+    /// `JSON([String: JSON])`) for the sorted keys they always had.
+    public static func json(_ status: Int, _ body: JSON) -> HTTPResponse {
+        HTTPResponse(status: status, body: Array(body.serialized(escapingSlashes: true).utf8) + [0x0A])
     }
 
     /// The one error shape of the API: `{"error": code, "message": text}`.
     public static func error(_ status: Int, _ code: String, _ message: String) -> HTTPResponse {
-        json(status, ["error": code, "message": message])
+        json(status, ["error": JSON(code), "message": JSON(message)])
     }
 
     public static func error(_ e: TandemError) -> HTTPResponse {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Storage
+import TandemCore
 import TandemNode
 import TandemTestKit
 import Transport
@@ -36,8 +37,8 @@ struct KeysCommand: ParsableCommand {
         @Option(help: "host:port of any node's API.") var api: String
         func run() throws {
             _ = try Keyring.Key(base64: key)
-            let body = try JSONSerialization.data(withJSONObject: ["key": key])
-            try fanOut(api) { node in try HTTPClient.request("POST", node, "/v1/keys", body: Array(body)) } describe: { changeText($0) }
+            let body: JSON = ["key": JSON(key)]
+            try fanOut(api) { node in try HTTPClient.request("POST", node, "/v1/keys", body: Array(body.serialized.utf8)) } describe: { changeText($0) }
         }
     }
 
@@ -67,29 +68,28 @@ private func keyID(_ text: String) throws -> String {
     return try Keyring.Key(base64: text).idHex
 }
 
-private func changeText(_ object: [String: Any]) -> String {
-    let changed = (object["changed"] as? Bool) == true
-    return "\(changed ? "changed" : "already so"); primary \(object["primary"] ?? "?"), \((object["keys"] as? [String])?.count ?? 0) keys"
+private func changeText(_ object: JSON) -> String {
+    let changed = object["changed"]?.boolValue == true
+    return "\(changed ? "changed" : "already so"); primary \(object["primary"]?.stringValue ?? "?"), \(object["keys"]?.arrayValue?.count ?? 0) keys"
 }
 
 /// Runs `call` on every live member's API, printing `NAME  ok: …` or `NAME  FAILED: …` per node.
 private func fanOut(_ api: String, _ call: (String) throws -> HTTPClient.Response,
-                    describe: ([String: Any]) -> String) throws {
+                    describe: (JSON) -> String) throws {
     let members = try HTTPClient.request("GET", api, "/v1/members")
-    guard members.status == 200, let object = members.json() as? [String: Any],
-          let list = object["members"] as? [[String: Any]] else {
+    guard members.status == 200, let list = members.json()?["members"]?.arrayValue else {
         throw ValidationError("cannot list members at \(api): \(members.status) \(members.text)")
     }
     var failures = 0
-    for m in list.sorted(by: { "\($0["name"] ?? "")" < "\($1["name"] ?? "")" }) {
-        let name = "\(m["name"] ?? "?")"
-        guard (m["status"] as? String) == "alive", let nodeAPI = m["api"] as? String else {
-            print("\(name)  skipped: \(m["status"] ?? "unknown")")
+    for m in list.sorted(by: { fieldText($0["name"]) < fieldText($1["name"]) }) {
+        let name = m["name"]?.stringValue ?? "?"
+        guard m["status"]?.stringValue == "alive", let nodeAPI = m["api"]?.stringValue else {
+            print("\(name)  skipped: \(m["status"]?.stringValue ?? "unknown")")
             continue
         }
         do {
             let r = try call(nodeAPI)
-            if r.status == 200, let answer = r.json() as? [String: Any] {
+            if r.status == 200, let answer = r.json(), answer.objectValue != nil {
                 print("\(name)  ok: \(describe(answer))")
             } else {
                 failures += 1

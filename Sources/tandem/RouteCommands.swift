@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Storage
+import TandemCore
 import TandemNode
 import TandemTestKit
 import Transport
@@ -21,7 +22,7 @@ struct SplitCommand: ParsableCommand {
         @Option(help: "edge=region: pin an edge to a region (repeatable).") var pin: [String] = []
         @OptionGroup var options: Options
         func run() throws {
-            var w: [String: Any] = [:]
+            var w: [String: Double] = [:]
             for entry in weights {
                 let kv = entry.split(separator: "=", maxSplits: 1)
                 guard kv.count == 2, let n = Double(kv[1]) else { throw ValidationError("'\(entry)' is not region=percent") }
@@ -33,8 +34,8 @@ struct SplitCommand: ParsableCommand {
                 guard kv.count == 2 else { throw ValidationError("'\(entry)' is not edge=region") }
                 pins[String(kv[0])] = String(kv[1])
             }
-            let body = try JSONSerialization.data(withJSONObject: ["weights": w, "overrides": pins], options: [.sortedKeys])
-            try TableCommand.call(options.api, "PUT", "/v1/split", String(decoding: body, as: UTF8.self))
+            let body: JSON = ["weights": JSON(w.mapValues { JSON($0) }), "overrides": JSON(pins.mapValues { JSON($0) })]
+            try TableCommand.call(options.api, "PUT", "/v1/split", body.serialized)
         }
     }
 

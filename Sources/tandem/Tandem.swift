@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import Membership
 import Storage
+import TandemCore
 import TandemNode
 import TandemTestKit
 import Transport
@@ -121,19 +122,28 @@ struct MembersCommand: ParsableCommand {
     }
 }
 
+/// A string or number field as printed in a table ("" when absent).
+func fieldText(_ j: JSON?) -> String {
+    switch j {
+    case .string(let s)?: s
+    case .number(let n)?: n
+    default: ""
+    }
+}
+
 /// The `tandem members` table for a `/v1/members` answer.
 func membersTable(_ response: HTTPClient.Response) throws -> String {
-    guard let object = response.json() as? [String: Any], let members = object["members"] as? [[String: Any]] else {
+    guard let members = response.json()?["members"]?.arrayValue else {
         throw ValidationError("unexpected answer: \(response.text)")
     }
     let header = ["NAME", "REGION", "ADDRESS", "API", "STATUS", "INC", "RTT"]
     var rows = [header]
     for m in members {
-        let me = (m["self"] as? Bool) == true
+        let me = m["self"]?.boolValue == true
         rows.append([
-            "\(m["name"] ?? "")\(me ? " *" : "")", "\(m["region"] ?? "")", "\(m["address"] ?? "")",
-            "\(m["api"] ?? "")", "\(m["status"] ?? "")", "\(m["incarnation"] ?? "")",
-            (m["rttEstimateMs"] as? Double).map { String(format: "%.2fms", $0) } ?? "-",
+            "\(fieldText(m["name"]))\(me ? " *" : "")", fieldText(m["region"]), fieldText(m["address"]),
+            fieldText(m["api"]), fieldText(m["status"]), fieldText(m["incarnation"]),
+            m["rttEstimateMs"]?.doubleValue.map { String(format: "%.2fms", $0) } ?? "-",
         ])
     }
     let widths = header.indices.map { i in rows.map { $0[i].count }.max()! }

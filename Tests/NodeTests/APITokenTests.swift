@@ -66,14 +66,14 @@ import Transport
         #expect(eventually(timeout: .seconds(5)) { call("GET", "/v1/health", nil)?.status == 200 })
         let missing = call("GET", "/v1/members", nil)
         #expect(missing?.status == 401)
-        #expect((missing?.json() as? [String: Any])?["error"] as? String == "unauthorized")
+        #expect(missing?.json()?["error"]?.stringValue == "unauthorized")
         #expect(call("GET", "/v1/members", "wrong-0123456789abcdef")?.status == 401)
         #expect(call("GET", "/v1/members", "reader-0123456789abcdef")?.status == 200)
         #expect(call("GET", "/metrics", "reader-0123456789abcdef")?.status == 200)
         let schema = #"{"partitionKey":"agentId"}"#
         let forbidden = call("PUT", "/v1/tables/agents", "writer-0123456789abcdef", schema)
         #expect(forbidden?.status == 403)
-        #expect((forbidden?.json() as? [String: Any])?["error"] as? String == "forbidden")
+        #expect(forbidden?.json()?["error"]?.stringValue == "forbidden")
         #expect(call("PUT", "/v1/tables/agents", "admin-0123456789abcdefg", schema).map { $0.status < 300 } == true)
         #expect(call("PUT", "/v1/tables/agents/items/a1", "reader-0123456789abcdef", #"{"s":"x"}"#)?.status == 403)
         #expect(eventually(timeout: .seconds(5)) {

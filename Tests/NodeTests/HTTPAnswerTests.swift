@@ -1,4 +1,6 @@
+import Foundation
 @testable import Storage
+import TandemCore
 @testable import TandemNode
 @testable import TandemTestKit
 import Testing
@@ -19,5 +21,25 @@ import Testing
         for status in [200, 400, 404, 500, 507] {
             #expect(!HTTPConnection.withRetryAfter(.error(status, "x", "y")).headers.contains { $0.0 == "Retry-After" })
         }
+    }
+
+    /// The typed answers print what JSONSerialization (`.sortedKeys`) printed for the same values:
+    /// key order (numeric, case-insensitive), numbers (1.0 → `1`), escaped slashes.
+    @Test func jsonAnswersKeepTheBytesJSONSerializationWrote() throws {
+        let keys = ["region-2", "region-10", "Edge-a", "edge-9", "edge-10", "b", "B", "_x", "a_b", "a-b", "aa",
+                    "127.0.0.9", "127.0.0.10", "rttMs", "rttEstimateMs", "delayMs", "delays", "n09", "n9", ""]
+        let doubles = [1.0, 0.5, 0.25, 1e-5, 1e20, 33.33, 0.3333, 66.67, 8.5, -0.0, 0, 123456.789, 1e16]
+        let texts = ["a/b", "q\"uote", "back\\slash", "line\nbreak", "tab\t", "é😀"]
+        var old: [String: Any] = [:]
+        var new: [String: JSON] = [:]
+        for (i, k) in keys.enumerated() {
+            let d = doubles[i % doubles.count], t = texts[i % texts.count]
+            old[k] = ["d": d, "i": i, "big": UInt64.max, "t": t, "b": i % 2 == 0, "l": [t, k]] as [String: Any]
+            new[k] = ["d": JSON(d), "i": JSON(i), "big": JSON(UInt64.max), "t": JSON(t), "b": JSON(i % 2 == 0), "l": JSON([t, k])]
+        }
+        let want = try JSONSerialization.data(withJSONObject: old, options: [.sortedKeys])
+        let got = HTTPResponse.json(200, JSON(new)).body
+        #expect(String(decoding: got, as: UTF8.self) == String(decoding: want, as: UTF8.self) + "\n")
+        #expect(HTTPResponse.json(200, ["nan": JSON(Double.nan)]).body == Array(#"{"nan":null}"#.utf8) + [0x0A])
     }
 }

@@ -15,7 +15,7 @@ import Transport
         try HTTPClient.request(method, api, path, body: body.map { Array($0.utf8) }, timeout: .seconds(5))
     }
 
-    func object(_ r: HTTPClient.Response) -> [String: Any] { (r.json() as? [String: Any]) ?? [:] }
+    func object(_ r: HTTPClient.Response) -> JSON { r.json() ?? .object([]) }
 
     /// Three nodes, one per region, all alive in every view.
     func start(holdDown: Double = 1) throws -> LocalCluster {
@@ -34,14 +34,14 @@ import Transport
     /// The table fingerprint node `i` reports, with the regions it may route to.
     func table(_ cluster: LocalCluster, _ i: Int) -> (fingerprint: String, eligible: Set<String>)? {
         guard let r = try? call("GET", cluster.nodes[i].api, "/v1/split"), r.status == 200,
-              let fp = object(r)["table"] as? String, let regions = object(r)["regions"] as? [String: [String: Any]] else { return nil }
-        return (fp, Set(regions.filter { $0.value["eligible"] as? Bool == true }.keys))
+              let fp = object(r)["table"]?.stringValue, let regions = object(r)["regions"]?.objectValue else { return nil }
+        return (fp, Set(regions.filter { $0.1["eligible"]?.boolValue == true }.map(\.0)))
     }
 
     func region(_ cluster: LocalCluster, _ i: Int, _ contact: String, edge: String? = nil) -> String? {
         let path = "/v1/route?contact=\(contact)" + (edge.map { "&edge=\($0)" } ?? "")
         guard let r = try? call("GET", cluster.nodes[i].api, path), r.status == 200 else { return nil }
-        return object(r)["region"] as? String
+        return object(r)["region"]?.stringValue
     }
 
     @Test func everyNodeGivesTheSameAnswerAndTheAPIValidates() throws {
@@ -69,17 +69,17 @@ import Transport
 
         let full = try call("GET", a, "/v1/route?contact=C-1001&edge=nyc")
         let d = object(full)
-        #expect(full.status == 200 && d["contact"] as? String == "C-1001" && (d["fallbacks"] as? [String])?.count == 2)
-        #expect(["n1", "n2", "n3"].contains(d["node"] as? String ?? ""))
+        #expect(full.status == 200 && d["contact"]?.stringValue == "C-1001" && d["fallbacks"]?.arrayValue.map { $0.count == 2 && $0.allSatisfy { $0.stringValue != nil } } == true)
+        #expect(["n1", "n2", "n3"].contains(d["node"]?.stringValue ?? ""))
 
         // Query components are decoded (`+` is a space, `%XX` a byte) and the id is echoed as JSON.
         let odd = try call("GET", a, "/v1/route?contact=a%2Bb+c%22%C3%A9")
-        #expect(object(odd)["contact"] as? String == "a+b c\"é")
+        #expect(object(odd)["contact"]?.stringValue == "a+b c\"é")
 
         // Errors: 400 without a contact, 400 for an unknown edge, 503 with every region drained.
         #expect(try call("GET", a, "/v1/route?edge=nyc").status == 400)
         let unknown = try call("GET", a, "/v1/route?contact=x&edge=mars")
-        #expect(unknown.status == 400 && object(unknown)["error"] as? String == "unknown_edge")
+        #expect(unknown.status == 400 && object(unknown)["error"]?.stringValue == "unknown_edge")
         #expect(try call("PUT", a, "/v1/split", #"{"weights":{"region-0":-1}}"#).status == 400)
         #expect(try call("PUT", a, "/v1/edges", #"{"edges":{"x":{}}}"#).status == 400)
         #expect(try call("DELETE", a, "/v1/tables/_routing").status == 403)
@@ -89,7 +89,7 @@ import Transport
         let drained = eventually(timeout: .seconds(10)) { (try? call("GET", a, "/v1/route?contact=x"))?.status == 503 }
         #expect(drained)
         let none = try call("GET", a, "/v1/route?contact=x")
-        #expect(object(none)["error"] as? String == "no_healthy_region")
+        #expect(object(none)["error"]?.stringValue == "no_healthy_region")
         #expect(try call("POST", a, "/v1/regions/region-1/undrain").status == 200)
         #expect(eventually(timeout: .seconds(10)) { (0..<3).allSatisfy { region(cluster, $0, "x") == "region-1" } })
         #expect(cluster.metric("tandem_route_decisions_total", node: 0).map { $0 > 0 } == true)
@@ -168,7 +168,7 @@ import Transport
             return v["n1"]?.status == "dead" && v["n2"]?.status == "dead"
         })
         let isolated = try call("GET", cluster.nodes[2].api, "/v1/split")
-        #expect(object(isolated)["minority"] as? Bool == true)
+        #expect(object(isolated)["minority"]?.boolValue == true)
         #expect(table(cluster, 2)?.eligible.count == 3)
         for i in 0..<3 { cluster.setChaos(i) }
         #expect(eventually(timeout: .seconds(20), interval: .milliseconds(50)) {
@@ -179,7 +179,13 @@ import Transport
     /// The region-to-region matrix node `i` routes with (`GET /v1/regions/rtt`), in ms.
     func rttMatrix(_ cluster: LocalCluster, _ i: Int) -> [String: [String: Double]]? {
         guard let r = try? call("GET", cluster.nodes[i].api, "/v1/regions/rtt"), r.status == 200 else { return nil }
-        return (object(r)["rttMs"] as? [String: [String: Any]])?.mapValues { $0.compactMapValues { ($0 as? NSNumber)?.doubleValue } }
+        guard let rows = object(r)["rttMs"]?.objectValue else { return nil }
+        var matrix: [String: [String: Double]] = [:]
+        for (a, row) in rows {
+            guard let cells = row.objectValue else { return nil }
+            matrix[a] = Dictionary(cells.compactMap { b, ms in ms.doubleValue.map { (b, $0) } }, uniquingKeysWith: { x, _ in x })
+        }
+        return matrix
     }
 
     @Test func publishedRTTsShowTheRegionOfADelayedNode() throws {
@@ -218,9 +224,8 @@ import Transport
         #expect(try call("PUT", cluster.nodes[0].api, "/v1/edges", #"{"edges":{"nyc":{"region-0":20}}}"#).status == 200)
         let estimated = eventually(timeout: .seconds(10), interval: .milliseconds(100)) {
             guard let r = try? call("GET", cluster.nodes[2].api, "/v1/edges"),
-                  let nyc = (object(r)["edges"] as? [String: Any])?["nyc"] as? [String: Any],
-                  let ms = (nyc["estimatedMs"] as? [String: Any])?["region-1"] as? NSNumber else { return false }
-            return ms.doubleValue >= 20 + before + 8
+                  let ms = object(r)["edges"]?["nyc"]?["estimatedMs"]?["region-1"]?.doubleValue else { return false }
+            return ms >= 20 + before + 8
         }
         #expect(estimated, "nyc has no estimate for region-1")
         cluster.setChaos(1)

@@ -12,9 +12,9 @@ extension Node {
         case ("GET", ["v1", "health"]):
             return .json(200, [
                 "status": membership.leaving ? "leaving" : "ok",
-                "name": config.name, "region": config.region,
-                "joined": membership.joined,
-                "uptimeMs": Int((loop.now - startedAt).milliseconds),
+                "name": JSON(config.name), "region": JSON(config.region),
+                "joined": JSON(membership.joined),
+                "uptimeMs": JSON(Int((loop.now - startedAt).milliseconds)),
             ])
         case ("GET", ["v1", "members"]):
             return membersResponse()
@@ -25,7 +25,7 @@ extension Node {
         case ("DELETE", ["v1", "chaos"]):
             guard config.chaos else { return chaosDisabled }
             chaos = ChaosSettings()
-            return .json(200, ["dropRate": 0, "block": [String](), "fsyncFails": false])
+            return .json(200, ["dropRate": 0, "block": [], "fsyncFails": false])
         case (_, let s) where s.count >= 2 && s[0] == "v1" && s[1] == "keys":
             return keysEndpoint(request)
         case (_, ["v1", "health"]), (_, ["v1", "members"]), (_, ["metrics"]), (_, ["v1", "chaos"]):
@@ -37,18 +37,18 @@ extension Node {
 
     private func membersResponse() -> HTTPResponse {
         let me = membership.vivaldi.coordinate
-        let members: [[String: Any]] = membership.memberStates.map { s in
-            var entry: [String: Any] = [
-                "name": s.name, "region": s.meta.region, "address": s.address, "api": s.meta.api,
-                "role": s.meta.role.rawValue, "status": s.status.description, "incarnation": s.incarnation,
-                "self": s.name == config.name,
+        let members: [JSON] = membership.memberStates.map { s in
+            var entry: [String: JSON] = [
+                "name": JSON(s.name), "region": JSON(s.meta.region), "address": JSON(s.address), "api": JSON(s.meta.api),
+                "role": JSON(s.meta.role.rawValue), "status": JSON(s.status.description), "incarnation": JSON(s.incarnation),
+                "self": JSON(s.name == config.name),
             ]
             if let c = membership.members[s.name]?.coordinate {
-                entry["rttEstimateMs"] = (me.distance(to: c).milliseconds * 1000).rounded() / 1000
+                entry["rttEstimateMs"] = JSON((me.distance(to: c).milliseconds * 1000).rounded() / 1000)
             }
-            return entry
+            return JSON(entry)
         }
-        return .json(200, ["self": config.name, "localHealth": membership.awareness, "members": members])
+        return .json(200, ["self": JSON(config.name), "localHealth": JSON(membership.awareness), "members": .array(members)])
     }
 
     /// The keyring of this node only (`tandem keys` fans out over members):
@@ -60,7 +60,7 @@ extension Node {
             return .error(409, "encryption_off", "this node runs without --keyring; start it with one to use keys")
         }
         func state(_ changed: Bool) -> HTTPResponse {
-            .json(200, ["node": config.name, "changed": changed, "primary": keyring.primary.idHex, "keys": keyring.keys.map(\.idHex)])
+            .json(200, ["node": JSON(config.name), "changed": JSON(changed), "primary": JSON(keyring.primary.idHex), "keys": JSON(keyring.keys.map(\.idHex))])
         }
         func change(_ what: String, _ body: () throws -> Bool) -> HTTPResponse {
             let before = keyring.keys
@@ -88,8 +88,7 @@ extension Node {
         case ("GET", 2):
             return state(false)
         case ("POST", 2):
-            guard let object = try? JSONSerialization.jsonObject(with: Data(request.body)) as? [String: Any],
-                  let text = object["key"] as? String else {
+            guard let text = (try? JSON.parse(request.body))?["key"]?.stringValue else {
                 return .error(400, "invalid_json", "body must be {\"key\": \"<base64 32-byte key>\"}")
             }
             return change("install") { keyring.install(try Keyring.Key(base64: text)) }
@@ -119,18 +118,18 @@ extension Node {
 
     private func setChaos(_ request: HTTPRequest) -> HTTPResponse {
         guard config.chaos else { return chaosDisabled }
-        guard let object = try? JSONSerialization.jsonObject(with: Data(request.body)) as? [String: Any] else {
+        guard let object = try? JSON.parse(request.body), object.objectValue != nil else {
             return .error(400, "invalid_json", "body must be a JSON object like {\"dropRate\":0.1,\"block\":[\"127.0.0.1:7947\"]}")
         }
         var next = ChaosSettings()
         if let rate = object["dropRate"] {
-            guard let r = rate as? Double, (0...1).contains(r) else {
+            guard let r = rate.doubleValue, (0...1).contains(r) else {
                 return .error(400, "invalid_argument", "dropRate must be a number between 0 and 1")
             }
             next.dropRate = r
         }
         if let block = object["block"] {
-            guard let list = block as? [String] else {
+            guard let list = block.arrayValue?.compactMap(\.stringValue), list.count == block.arrayValue?.count else {
                 return .error(400, "invalid_argument", "block must be an array of host:port strings")
             }
             for a in list {
@@ -141,36 +140,37 @@ extension Node {
             }
         }
         if let ms = object["delayMs"] {
-            guard let d = ms as? Double, (0...60_000).contains(d) else {
+            guard let d = ms.doubleValue, (0...60_000).contains(d) else {
                 return .error(400, "invalid_argument", "delayMs must be a number of milliseconds, 0 to 60000")
             }
             next.delay = .milliseconds(Int64(d))
         }
         if let delays = object["delays"] {
-            guard let map = delays as? [String: Any] else {
+            guard let map = delays.objectValue else {
                 return .error(400, "invalid_argument", "delays must map a peer host (IP) to milliseconds")
             }
             for (host, value) in map {
-                guard let d = value as? Double, (0...60_000).contains(d), (try? SocketAddress("\(host):1")) != nil else {
+                guard let d = value.doubleValue, (0...60_000).contains(d), (try? SocketAddress("\(host):1")) != nil else {
                     return .error(400, "invalid_argument", "delays: '\(host)' must be an IP address mapped to 0 to 60000 ms")
                 }
                 next.delays[host] = .milliseconds(Int64(d))
             }
         }
         if let fails = object["fsyncFails"] {
-            guard let f = fails as? Bool else { return .error(400, "invalid_argument", "fsyncFails must be true or false") }
+            guard let f = fails.boolValue else { return .error(400, "invalid_argument", "fsyncFails must be true or false") }
             next.fsyncFails = f
         }
         if let under = object["readFailsUnder"] {
-            guard let u = under as? String else { return .error(400, "invalid_argument", "readFailsUnder must be a string (\"\" for none)") }
+            guard let u = under.stringValue else { return .error(400, "invalid_argument", "readFailsUnder must be a string (\"\" for none)") }
             next.readFailsUnder = u.isEmpty ? nil : u
         }
         chaos = next
         logger.notice("chaos settings changed", metadata: ["dropRate": "\(next.dropRate)", "block": "\(next.blocked.sorted())",
                                                            "delay": "\(next.delay)", "delays": "\(next.delays.count)",
                                                            "fsyncFails": "\(next.fsyncFails)", "readFailsUnder": "\(next.readFailsUnder ?? "")"])
-        return .json(200, ["dropRate": next.dropRate, "block": next.blocked.sorted(), "delayMs": Double(next.delay.nanoseconds / 1_000_000),
-                           "delays": next.delays.mapValues { Double($0.nanoseconds / 1_000_000) }, "fsyncFails": next.fsyncFails])
+        return .json(200, ["dropRate": JSON(next.dropRate), "block": JSON(next.blocked.sorted()),
+                           "delayMs": JSON(Double(next.delay.nanoseconds / 1_000_000)),
+                           "delays": JSON(next.delays.mapValues { JSON(Double($0.nanoseconds / 1_000_000)) }), "fsyncFails": JSON(next.fsyncFails)])
     }
 
     /// Prometheus text exposition format, version 0.0.4.

@@ -87,25 +87,25 @@ extension Routes {
     }
 
     /// Percent with up to two decimals from basis points (5000 → 50, 3333 → 33.33).
-    static func percent(_ bp: Int) -> Any { bp % 100 == 0 ? bp / 100 : Double(bp) / 100 }
+    static func percent(_ bp: Int) -> JSON { bp % 100 == 0 ? JSON(bp / 100) : JSON(Double(bp) / 100) }
 
     private func showSplit() -> HTTPResponse {
         let t = current
-        var weights: [String: Any] = [:]
-        for (r, w) in t.inputs.split.weights { weights[r] = Routes.percent(w) }
-        func rounded(_ m: [String: Double]) -> [String: Double] { m.mapValues { ($0 * 1_000_000).rounded() / 10_000 } }
-        var health: [String: Any] = [:]
+        let weights = t.inputs.split.weights.mapValues(Routes.percent)
+        func rounded(_ m: [String: Double]) -> JSON { JSON(m.mapValues { JSON(($0 * 1_000_000).rounded() / 10_000) }) }
+        var health: [String: JSON] = [:]
         for r in Set(t.regions).union(t.inputs.health.knownRegions) {
             health[r] = [
-                "nodes": t.inputs.health.nodes[r] ?? [],
-                "drained": t.inputs.split.drained.contains(r),
-                "eligible": t.regions.firstIndex(of: r).map { t.eligible[$0] } ?? false,
+                "nodes": JSON(t.inputs.health.nodes[r] ?? []),
+                "drained": JSON(t.inputs.split.drained.contains(r)),
+                "eligible": JSON(t.regions.firstIndex(of: r).map { t.eligible[$0] } ?? false),
             ]
         }
         return .json(200, [
-            "minority": minority, "weights": weights, "drained": t.inputs.split.drained.sorted(), "overrides": t.inputs.split.overrides,
-            "target": rounded(t.targetShares), "effective": rounded(t.effectiveShares), "regions": health,
-            "capacity": t.inputs.capacity, "table": fingerprintText(t.fingerprint),
+            "minority": JSON(minority), "weights": JSON(weights), "drained": JSON(t.inputs.split.drained.sorted()),
+            "overrides": JSON(t.inputs.split.overrides.mapValues(JSON.string)),
+            "target": rounded(t.targetShares), "effective": rounded(t.effectiveShares), "regions": JSON(health),
+            "capacity": JSON(t.inputs.capacity.mapValues { JSON($0) }), "table": JSON(fingerprintText(t.fingerprint)),
         ])
     }
 
@@ -143,27 +143,28 @@ extension Routes {
     }
 
     private func showEdges() -> HTTPResponse {
-        var edges: [String: Any] = [:]
+        var edges: [String: JSON] = [:]
         for (name, e) in current.inputs.edges.edges {
-            var entry: [String: Any] = ["rttMs": e.rttMicros.mapValues { Double($0) / 1000 }, "volume": e.volume]
-            var estimated: [String: Double] = [:]
-            for (r, v) in current.resolvedEdges.edges[name]?.rttMicros ?? [:] where e.rttMicros[r] == nil { estimated[r] = Double(v) / 1000 }
-            if !estimated.isEmpty { entry["estimatedMs"] = estimated }
-            if let plan = current.planShares(edge: name) { entry["plan"] = plan.mapValues { ($0 * 10_000).rounded() / 10_000 } }
-            edges[name] = entry
+            var entry: [String: JSON] = ["rttMs": JSON(e.rttMicros.mapValues { JSON(Double($0) / 1000) }), "volume": JSON(e.volume)]
+            var estimated: [String: JSON] = [:]
+            for (r, v) in current.resolvedEdges.edges[name]?.rttMicros ?? [:] where e.rttMicros[r] == nil { estimated[r] = JSON(Double(v) / 1000) }
+            if !estimated.isEmpty { entry["estimatedMs"] = JSON(estimated) }
+            if let plan = current.planShares(edge: name) { entry["plan"] = JSON(plan.mapValues { JSON(($0 * 10_000).rounded() / 10_000) }) }
+            edges[name] = JSON(entry)
         }
-        return .json(200, ["edges": edges, "table": fingerprintText(current.fingerprint)])
+        return .json(200, ["edges": JSON(edges), "table": JSON(fingerprintText(current.fingerprint))])
     }
 
     /// `GET /v1/regions/rtt`: the region-to-region matrix from the published reports (symmetric,
     /// ms), the reports themselves, and this node's current estimates.
     private func showRTT() -> HTTPResponse {
         let m = regionRTT
-        var matrix: [String: [String: Double]] = [:]
-        for (a, row) in m.micros { matrix[a] = row.mapValues { Double($0) / 1000 } }
-        var nodes: [String: Any] = [:]
-        for (name, report) in readConfig().rtt { nodes[name] = ["region": report.region, "rttMs": report.rttMs] }
-        return .json(200, ["rttMs": matrix, "nodes": nodes, "measuredHere": measuredRTT(), "table": fingerprintText(current.fingerprint)])
+        var matrix: [String: JSON] = [:]
+        for (a, row) in m.micros { matrix[a] = JSON(row.mapValues { JSON(Double($0) / 1000) }) }
+        var nodes: [String: JSON] = [:]
+        for (name, report) in readConfig().rtt { nodes[name] = ["region": JSON(report.region), "rttMs": JSON(report.rttMs.mapValues { JSON($0) })] }
+        return .json(200, ["rttMs": JSON(matrix), "nodes": JSON(nodes), "measuredHere": JSON(measuredRTT().mapValues { JSON($0) }),
+                           "table": JSON(fingerprintText(current.fingerprint))])
     }
 
     /// `{"edges": {"nyc": {"rttMs": {"us-east-1": 8, …}, "volume": 3}, …}}`; the short form

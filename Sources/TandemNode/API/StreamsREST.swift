@@ -46,7 +46,7 @@ struct StreamsREST {
             case ("DELETE", 3):
                 streams.deleteStream(s[2]) { error in
                     if let error { return fail(error) }
-                    respond(.json(200, ["deleted": s[2]]))
+                    respond(.json(200, ["deleted": JSON(s[2])]))
                 }
             case ("POST", 4) where s[3] == "records":
                 try put(s[2], request.body, respond, fail)

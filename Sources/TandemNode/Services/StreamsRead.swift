@@ -255,6 +255,6 @@ extension StreamsError {
     /// The read and REST APIs' error answer.
     var response: HTTPResponse {
         guard let retryable else { return .error(status, code, message) }
-        return .json(status, ["error": code, "message": message, "retryable": retryable])
+        return .json(status, ["error": JSON(code), "message": JSON(message), "retryable": JSON(retryable)])
     }
 }

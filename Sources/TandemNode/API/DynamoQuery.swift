@@ -1,0 +1,138 @@
+import Foundation
+import GlobalTable
+import Storage
+import TandemCore
+import Transport
+
+/// DynamoDB: Query and Scan: pages of a table in key order, filtered and projected, at most
+/// `maxPageBytes` a page.
+extension DynamoAPI {
+    // MARK: query and scan
+
+    func query(_ j: JSON) throws -> JSON {
+        try refuseLegacy(j, ["KeyConditions", "QueryFilter", "AttributesToGet", "ConditionalOperator"])
+        let (name, schema) = try table(j)
+        if try string(j, "IndexName") != nil { throw DynamoError.validation("Secondary indexes are not supported") }
+        var p = try parser(j)
+        guard let kce = try string(j, "KeyConditionExpression") else {
+            throw DynamoError.validation("Either the KeyConditions or KeyConditionExpression parameter must be specified in the request.")
+        }
+        let kc = try KeyCondition(try p.condition(kce, kind: "KeyConditionExpression"), schema: schema)
+        let forward: Bool
+        switch j["ScanIndexForward"] {
+        case nil, .null?: forward = true
+        case .bool(let b)?: forward = b
+        default: throw DynamoError.serialization("ScanIndexForward must be a boolean")
+        }
+        // Walk the partition from its start (or the ExclusiveStartKey) in the table's key order,
+        // in the requested direction. The sort-key condition holds on one contiguous run of the
+        // partition (every operator is a range, begins_with included: keys order by bytes), so
+        // the walk ends when the run does.
+        let order = tables.replicas[name]!.sortedKeys
+        let pk = kc.partition, sortTest = kc.sort, low = kc.low, high = kc.high
+        return try page(j, &p, name, schema) { after throws(DynamoError) in
+            if let after, after.partition != pk {
+                throw .validation("The provided starting key is outside query boundaries based on provided conditions")
+            }
+            let base: AnyIterator<ItemKey>
+            if forward {
+                let start = after ?? ItemKey(partition: pk, sort: low)
+                base = order.ascending { after == nil ? !($0 < start) : start < $0 }
+            } else if let after {
+                base = order.descending { !($0 < after) }
+            } else if let high {
+                let end = ItemKey(partition: pk, sort: high)
+                base = order.descending { end < $0 }
+            } else {
+                base = order.descending { pk < $0.partition }
+            }
+            var matched = false, done = false
+            return AnyIterator {
+                while !done, let k = base.next(), k.partition == pk {
+                    if k.sort.map(sortTest) ?? true {
+                        matched = true
+                        return k
+                    }
+                    if matched { break }
+                }
+                done = true
+                return nil
+            }
+        }
+    }
+
+    func scan(_ j: JSON) throws -> JSON {
+        try refuseLegacy(j, ["ScanFilter", "AttributesToGet", "ConditionalOperator"])
+        let (name, schema) = try table(j)
+        if try string(j, "IndexName") != nil { throw DynamoError.validation("Secondary indexes are not supported") }
+        var p = try parser(j)
+        let segment = try int(j, "Segment"), total = try int(j, "TotalSegments")
+        guard (segment == nil) == (total == nil) else {
+            throw DynamoError.validation("The TotalSegments parameter is required but was not present in the request when Segment parameter is present")
+        }
+        if let segment, let total {
+            guard (1...1_000_000).contains(total), (0..<total).contains(segment) else {
+                throw DynamoError.validation("The Segment parameter is zero-based and must be less than parameter TotalSegments: Segment: \(segment) is not less than TotalSegments: \(total)")
+            }
+        }
+        let replica = tables.replicas[name]!
+        return try page(j, &p, name, schema) { after throws(DynamoError) in
+            guard let segment, let total, total > 1 else { return replica.sortedKeys.ascending(after: after) }
+            // A segment is a range of partition-key hashes: it reads only its own keys.
+            if let after, ScanKey(after).segment(of: total) != segment {
+                throw .validation("The provided Exclusive start key does not map to the provided segment")
+            }
+            return replica.segmentKeys(segment, of: total, after: after)
+        }
+    }
+
+    /// One page of Query/Scan over `walk(ExclusiveStartKey)` (the keys after it, in result
+    /// order): Limit (items evaluated, before the filter, as DynamoDB counts), the 1 MB page
+    /// limit, FilterExpression, ProjectionExpression and Select. Only the keys the page reads
+    /// (and one more, to know whether there is a next page) are visited.
+    private func page(_ j: JSON, _ p: inout ExpressionParser, _ table: String, _ schema: KeySchema,
+                      walk: (ItemKey?) throws(DynamoError) -> AnyIterator<ItemKey>) throws -> JSON {
+        let filter = try string(j, "FilterExpression").map { text throws(DynamoError) in try p.condition(text, kind: "FilterExpression") }
+        let projection = try string(j, "ProjectionExpression").map { text throws(DynamoError) in try p.projection(text) }
+        try p.checkAllUsed()
+        let limit = try int(j, "Limit")
+        if let limit, limit < 1 { throw DynamoError.validation("1 validation error detected: Value '\(limit)' at 'limit' failed to satisfy constraint: Member must have value greater than or equal to 1") }
+        let select = try string(j, "Select") ?? (projection == nil ? "ALL_ATTRIBUTES" : "SPECIFIC_ATTRIBUTES")
+        switch select {
+        case "ALL_ATTRIBUTES", "COUNT", "SPECIFIC_ATTRIBUTES": break
+        case "ALL_PROJECTED_ATTRIBUTES": throw DynamoError.validation("ALL_PROJECTED_ATTRIBUTES can be used only when Querying using an IndexName")
+        default: throw DynamoError.validation("1 validation error detected: Value '\(select)' at 'select' failed to satisfy constraint: Member must satisfy enum value set: [SPECIFIC_ATTRIBUTES, COUNT, ALL_ATTRIBUTES, ALL_PROJECTED_ATTRIBUTES]")
+        }
+        // DynamoDB: with a ProjectionExpression, Select may only be SPECIFIC_ATTRIBUTES.
+        if projection != nil, select != "SPECIFIC_ATTRIBUTES" {
+            throw DynamoError.validation("Cannot specify the ProjectionExpression when choosing to get \(select == "COUNT" ? "only the COUNT" : select)")
+        }
+        let capacity = try capacityMode(j), strong = try consistent(j)
+        var after: ItemKey?
+        if let esk = j["ExclusiveStartKey"], esk != .null { after = try key(esk, schema) }
+        let keys = try walk(after)
+        let replica = tables.replicas[table]!
+        let ttl = ttlAttribute(table), now = Tables.wallMs()
+        var items: [JSON] = []
+        var scanned = 0, count = 0, bytes = 0
+        var last: ItemKey?
+        var next = keys.next()
+        while let k = next, scanned < (limit ?? Int.max), bytes < DynamoAPI.maxPageBytes {
+            next = keys.next()
+            guard let item = TimeToLive.visible(replica.state(k), attribute: ttl, nowMs: now) else { continue }
+            scanned += 1
+            bytes += DynamoJSON.size(item)
+            last = k
+            guard try filter?.evaluate(item) ?? true else { continue }
+            count += 1
+            if select != "COUNT" { items.append(DynamoJSON.json(projection.map { project(item, $0) } ?? item)) }
+        }
+        var out: [(String, JSON)] = []
+        if select != "COUNT" { out.append(("Items", .array(items))) }
+        out += [("Count", .number(String(count))), ("ScannedCount", .number(String(scanned)))]
+        if next != nil, let last { out.append(("LastEvaluatedKey", DynamoJSON.json(keyAttributes(last, schema)))) }
+        // A page is charged for every item it read (before the filter), rounded up once.
+        if let capacity { out.append(("ConsumedCapacity", DynamoAPI.consumed(table, DynamoAPI.readUnits(bytes, consistent: strong), indexes: capacity))) }
+        return .object(out)
+    }
+}

@@ -1,0 +1,141 @@
+import Foundation
+import GlobalTable
+import Storage
+import TandemCore
+import Transport
+
+/// DynamoDB: CreateTable, DescribeTable, DeleteTable, ListTables and the time-to-live settings.
+extension DynamoAPI {
+    // MARK: tables
+
+    func description(_ name: String, status: String = "ACTIVE") -> JSON {
+        let r = tables.replicas[name]
+        let schema = r?.schema ?? KeySchema(partitionKey: "")
+        var keySchema: [JSON] = [.object([("AttributeName", .string(schema.partitionKey)), ("KeyType", .string("HASH"))])]
+        var definitions: [JSON] = [.object([("AttributeName", .string(schema.partitionKey)), ("AttributeType", .string(schema.partitionKeyType))])]
+        if let sk = schema.sortKey {
+            keySchema.append(.object([("AttributeName", .string(sk)), ("KeyType", .string("RANGE"))]))
+            definitions.append(.object([("AttributeName", .string(sk)), ("AttributeType", .string(schema.sortKeyType))]))
+        }
+        var count = 0, bytes = 0
+        let ttl = ttlAttribute(name), now = Tables.wallMs()
+        for state in r?.items.values ?? [:].values {
+            guard let v = TimeToLive.visible(state, attribute: ttl, nowMs: now) else { continue }
+            count += 1
+            bytes += DynamoJSON.size(v)
+        }
+        let created = Double(tables.core.catalog[name]?.at.physicalMs ?? 0) / 1000
+        return .object([
+            ("TableName", .string(name)), ("TableStatus", .string(status)),
+            ("TableArn", .string("arn:aws:dynamodb:tandem:000000000000:table/\(name)")),
+            ("KeySchema", .array(keySchema)), ("AttributeDefinitions", .array(definitions)),
+            ("CreationDateTime", .number(String(created))), ("ItemCount", .number(String(count))),
+            ("TableSizeBytes", .number(String(bytes))),
+            ("BillingModeSummary", .object([("BillingMode", .string("PAY_PER_REQUEST"))])),
+            ("ProvisionedThroughput", .object([("NumberOfDecreasesToday", .number("0")), ("ReadCapacityUnits", .number("0")),
+                                               ("WriteCapacityUnits", .number("0"))])),
+        ])
+    }
+
+    func createTable(_ j: JSON, _ respond: @escaping Respond) throws {
+        guard let name = try string(j, "TableName") else { throw DynamoError.validation("TableName is required") }
+        guard (3...255).contains(name.utf8.count), !name.hasPrefix("_"),
+              name.unicodeScalars.allSatisfy({ ($0.isASCII && CharacterSet.alphanumerics.contains($0)) || "_.-".unicodeScalars.contains($0) }) else {
+            throw DynamoError.validation("TableName must be 3 to 255 characters of [a-zA-Z0-9_.-], not starting with '_'")
+        }
+        for unsupported in ["GlobalSecondaryIndexes", "LocalSecondaryIndexes"] where j[unsupported] != nil && j[unsupported] != .array([]) {
+            throw DynamoError.validation("\(unsupported) are not supported")
+        }
+        guard case .array(let ks)? = j["KeySchema"], (1...2).contains(ks.count) else {
+            throw DynamoError.validation("1 validation error detected: Value at 'keySchema' failed to satisfy constraint: Member must have length less than or equal to 2")
+        }
+        guard case .array(let ads)? = j["AttributeDefinitions"] else { throw DynamoError.validation("AttributeDefinitions is required") }
+        var types: [String: String] = [:]
+        for ad in ads {
+            guard let n = try string(ad, "AttributeName"), let t = try string(ad, "AttributeType"), ["S", "N", "B"].contains(t) else {
+                throw DynamoError.validation("Each attribute definition has an AttributeName and an AttributeType of S, N or B")
+            }
+            types[n] = t
+        }
+        var hash: String?, range: String?
+        for (i, k) in ks.enumerated() {
+            guard let n = try string(k, "AttributeName"), let t = try string(k, "KeyType") else {
+                throw DynamoError.validation("Each key schema element has an AttributeName and a KeyType")
+            }
+            switch (t, i) {
+            case ("HASH", 0): hash = n
+            case ("RANGE", 1): range = n
+            default: throw DynamoError.validation("Invalid KeySchema: The first KeySchemaElement is not a HASH key type")
+            }
+        }
+        guard let hash, range != hash else { throw DynamoError.validation("Both the Hash Key and the Range Key element in the KeySchema have the same name") }
+        guard Set(types.keys) == Set([hash] + (range.map { [$0] } ?? [])) else {
+            throw DynamoError.validation("One or more parameter values were invalid: Number of attributes in KeySchema does not exactly match number of attributes defined in AttributeDefinitions")
+        }
+        if tables.replicas[name] != nil { throw DynamoError("ResourceInUseException", "Table already exists: \(name)") }
+        let schema = KeySchema(partitionKey: hash, sortKey: range, partitionKeyType: types[hash]!, sortKeyType: range.map { types[$0]! } ?? "S")
+        try tables.changeTable(name, schema: schema) { [weak self] error in
+            guard let self else { return }
+            if let error { return respond(DynamoAPI.error(DynamoError("InternalServerError", error.message))) }
+            respond(DynamoAPI.ok(.object([("TableDescription", self.description(name))])))
+        }
+    }
+
+    func deleteTable(_ j: JSON, _ respond: @escaping Respond) throws {
+        let (name, _) = try table(j)
+        let before = description(name, status: "DELETING")
+        try tables.changeTable(name, schema: nil) { error in
+            if let error { return respond(DynamoAPI.error(DynamoError("InternalServerError", error.message))) }
+            respond(DynamoAPI.ok(.object([("TableDescription", before)])))
+        }
+    }
+
+    func listTables(_ j: JSON) throws -> JSON {
+        let limit = try int(j, "Limit") ?? 100
+        guard (1...100).contains(limit) else { throw DynamoError.validation("Limit must be between 1 and 100") }
+        let after = try string(j, "ExclusiveStartTableName")
+        let names = tables.replicas.keys.filter { n in !n.hasPrefix("_") && (after.map { n > $0 } ?? true) }.sorted()
+        var out: [(String, JSON)] = [("TableNames", .array(names.prefix(limit).map { .string($0) }))]
+        if names.count > limit { out.append(("LastEvaluatedTableName", .string(names[limit - 1]))) }
+        return .object(out)
+    }
+
+    // ==== ------------------------------------------------------------------------------------
+    // MARK: time to live
+
+    func describeTimeToLive(_ j: JSON) throws -> JSON {
+        let (name, _) = try table(j)
+        let d: [(String, JSON)] = if let a = ttlAttribute(name) {
+            [("TimeToLiveStatus", .string("ENABLED")), ("AttributeName", .string(a))]
+        } else {
+            [("TimeToLiveStatus", .string("DISABLED"))]
+        }
+        return .object([("TimeToLiveDescription", .object(d))])
+    }
+
+    /// Enables or disables TTL on a table: one item of the reserved `_ttl` table, so the setting
+    /// replicates like any write (and every node expires the same items).
+    func updateTimeToLive(_ j: JSON) throws -> (String, String?, JSON) {
+        let (name, _) = try table(j)
+        guard case .object? = j["TimeToLiveSpecification"], let spec = j["TimeToLiveSpecification"] else {
+            throw DynamoError.validation("1 validation error detected: Value null at 'timeToLiveSpecification' failed to satisfy constraint: Member must not be null")
+        }
+        guard case .bool(let enabled)? = spec["Enabled"] else { throw DynamoError.validation("TimeToLiveSpecification.Enabled must be a boolean") }
+        guard let attribute = try string(spec, "AttributeName"), !attribute.isEmpty, attribute.utf8.count <= 255 else {
+            throw DynamoError.validation("TimeToLiveSpecification.AttributeName must be 1 to 255 characters")
+        }
+        let current = ttlAttribute(name)
+        if enabled, current != nil { throw DynamoError.validation("TimeToLive is already enabled") }
+        if !enabled, current == nil { throw DynamoError.validation("TimeToLive is already disabled") }
+        if !enabled, current != attribute { throw DynamoError.validation("TimeToLive is active on a different AttributeName: current value is \(current!)") }
+        return (name, enabled ? attribute : nil, .object([("TimeToLiveSpecification", .object([("Enabled", .bool(enabled)), ("AttributeName", .string(attribute))]))]))
+    }
+
+    func updateTimeToLive(_ j: JSON, _ respond: @escaping Respond) throws {
+        let (name, attribute, answer) = try updateTimeToLive(j)
+        tables.setTTL(name, attribute: attribute) { error in
+            if let error { return respond(DynamoAPI.error(DynamoError("InternalServerError", error.message))) }
+            respond(DynamoAPI.ok(answer))
+        }
+    }
+}
