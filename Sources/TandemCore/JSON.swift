@@ -247,46 +247,42 @@ public indirect enum JSON: Equatable, Sendable {
 
     // MARK: Writing
 
-    public var serialized: String { serialized(escapingSlashes: false) }
-
-    /// `escapingSlashes`: `/` written as `\/`, as Foundation's JSONSerialization wrote it (the
-    /// REST answers it used to write keep their bytes).
-    public func serialized(escapingSlashes: Bool) -> String {
+    public var serialized: String {
         var out = ""
-        write(to: &out, escapingSlashes: escapingSlashes)
+        write(to: &out)
         return out
     }
 
-    func write(to out: inout String, escapingSlashes: Bool = false) {
+    func write(to out: inout String) {
         switch self {
         case .null: out += "null"
         case .bool(let b): out += b ? "true" : "false"
         case .number(let n): out += n
-        case .string(let s): JSON.quote(s, into: &out, escapingSlashes: escapingSlashes)
+        case .string(let s): JSON.quote(s, into: &out)
         case .array(let items):
             out += "["
             for (k, v) in items.enumerated() {
                 if k > 0 { out += "," }
-                v.write(to: &out, escapingSlashes: escapingSlashes)
+                v.write(to: &out)
             }
             out += "]"
         case .object(let members):
             out += "{"
             for (k, (name, v)) in members.enumerated() {
                 if k > 0 { out += "," }
-                JSON.quote(name, into: &out, escapingSlashes: escapingSlashes)
+                JSON.quote(name, into: &out)
                 out += ":"
-                v.write(to: &out, escapingSlashes: escapingSlashes)
+                v.write(to: &out)
             }
             out += "}"
         }
     }
 
-    static func quote(_ s: String, into out: inout String, escapingSlashes: Bool = false) {
+    static func quote(_ s: String, into out: inout String) {
         out += "\""
         // Most strings need no escaping: append them whole (per-scalar appends dominated the
         // cost of answering a write).
-        if !s.utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") || (escapingSlashes && $0 == UInt8(ascii: "/")) }) {
+        if !s.utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) {
             out += s
             out += "\""
             return
@@ -295,7 +291,6 @@ public indirect enum JSON: Equatable, Sendable {
             switch u {
             case "\"": out += "\\\""
             case "\\": out += "\\\\"
-            case "/" where escapingSlashes: out += "\\/"
             case "\n": out += "\\n"
             case "\r": out += "\\r"
             case "\t": out += "\\t"
@@ -322,9 +317,9 @@ extension JSON: ExpressibleByStringLiteral, ExpressibleByIntegerLiteral, Express
     public init(integerLiteral value: Int) { self = .number(String(value)) }
     public init(booleanLiteral value: Bool) { self = .bool(value) }
     public init(arrayLiteral elements: JSON...) { self = .array(elements) }
-    /// Members in `JSON.keyOrder`, as from a dictionary (write `.object([...])` to keep an order).
+    /// Members sorted by key, as from a dictionary (write `.object([...])` to keep an order).
     public init(dictionaryLiteral elements: (String, JSON)...) {
-        self = .object(elements.sorted { JSON.keyOrder($0.0, $1.0) })
+        self = .object(elements.sorted { $0.0 < $1.0 })
     }
 
     public init(_ s: String) { self = .string(s) }
@@ -339,49 +334,6 @@ extension JSON: ExpressibleByStringLiteral, ExpressibleByIntegerLiteral, Express
         self = .number(text.hasSuffix(".0") ? String(text.dropLast(2)) : text)
     }
     public init(_ strings: [String]) { self = .array(strings.map(JSON.string)) }
-    /// An object from a dictionary, its members in `JSON.keyOrder`.
-    public init(_ members: [String: JSON]) { self = .object(members.sorted { JSON.keyOrder($0.key, $1.key) }) }
-
-    /// The order JSONSerialization's `.sortedKeys` wrote object members in (Foundation compares
-    /// keys with the system locale, numerically, ignoring case), kept so the answers it wrote
-    /// keep their bytes: digit runs by value (`n9` before `n10`), letters ignoring case, then
-    /// space and ASCII punctuation in ICU's order before digits before letters; on a tie, fewer
-    /// characters and then lowercase first. Other characters sort after letters by code point
-    /// (Foundation's order for them is not reproduced).
-    public static func keyOrder(_ a: String, _ b: String) -> Bool {
-        let x = Array(a.utf8), y = Array(b.utf8)
-        func isDigit(_ c: UInt8) -> Bool { c >= 0x30 && c <= 0x39 }
-        var i = 0, j = 0
-        while i < x.count && j < y.count {
-            if isDigit(x[i]) && isDigit(y[j]) {
-                var ie = i, je = j
-                while ie < x.count && isDigit(x[ie]) { ie += 1 }
-                while je < y.count && isDigit(y[je]) { je += 1 }
-                let p = x[i..<ie].drop { $0 == 0x30 }, q = y[j..<je].drop { $0 == 0x30 }
-                if p.count != q.count { return p.count < q.count }
-                if !p.elementsEqual(q) { return p.lexicographicallyPrecedes(q) }
-                i = ie
-                j = je
-                continue
-            }
-            let r = keyRank(x[i]), s = keyRank(y[j])
-            if r != s { return r < s }
-            i += 1
-            j += 1
-        }
-        if i < x.count || j < y.count { return i == x.count }
-        if x.count != y.count { return x.count < y.count }
-        func swappedCase(_ c: UInt8) -> UInt8 { (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A) ? c ^ 0x20 : c }
-        return x.lazy.map(swappedCase).lexicographicallyPrecedes(y.lazy.map(swappedCase))
-    }
-
-    private static let keyPunctuation = Array(" _-,;:!?.'\"()[]{}@*/\\&#%`^+<=>|~$".utf8)
-
-    private static func keyRank(_ c: UInt8) -> Int {
-        if let k = keyPunctuation.firstIndex(of: c) { return k }
-        if c >= 0x30 && c <= 0x39 { return 100 }
-        if c >= 0x41 && c <= 0x5A { return 200 + Int(c | 0x20) }
-        if c >= 0x61 && c <= 0x7A { return 200 + Int(c) }
-        return 1000 + Int(c)
-    }
+    /// An object from a dictionary, its members sorted by key (answers do not change between runs).
+    public init(_ members: [String: JSON]) { self = .object(members.sorted { $0.key < $1.key }) }
 }

@@ -50,11 +50,10 @@ public struct HTTPResponse {
         self.body = body
     }
 
-    /// A JSON answer and a newline. Slashes are escaped (`\/`) as JSONSerialization wrote them
-    /// here, so these answers keep their bytes; build objects from dictionaries (`["a": …]`,
-    /// `JSON([String: JSON])`) for the sorted keys they always had.
+    /// A JSON answer and a newline. Objects built from dictionaries (`["a": …]`,
+    /// `JSON([String: JSON])`) have their keys sorted, so an answer is the same on every run.
     public static func json(_ status: Int, _ body: JSON) -> HTTPResponse {
-        HTTPResponse(status: status, body: Array(body.serialized(escapingSlashes: true).utf8) + [0x0A])
+        HTTPResponse(status: status, body: Array(body.serialized.utf8) + [0x0A])
     }
 
     /// The one error shape of the API: `{"error": code, "message": text}`.
