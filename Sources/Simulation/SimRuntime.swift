@@ -75,18 +75,18 @@ final class SimRuntime<Event> {
     /// a stream's; `send` draws its own).
     func delay(from: Int, to: Int) -> Duration {
         let link = network.config(from: from, to: to)
-        return link.latency + random(below: link.jitter)
+        return link.latency + random(below: link.jitter, unit: link.unit)
     }
 
-    /// Uniform in `0..<d` (whole nanoseconds); zero when `d` is not positive.
-    func random(below d: Duration) -> Duration {
-        let n = d.nanoseconds
-        return .nanoseconds(n > 0 ? Int64(rng.next() % UInt64(n)) : 0)
+    /// Uniform in `0..<d`, in whole `unit`s; zero when `d` is less than one unit.
+    func random(below d: Duration, unit: Duration = .nanoseconds(1)) -> Duration {
+        let n = d.nanoseconds / unit.nanoseconds
+        return unit * Int(n > 0 ? rng.next() % UInt64(n) : 0)
     }
 
-    /// Uniform in `r` (whole nanoseconds).
-    func random(in r: ClosedRange<Duration>) -> Duration {
-        r.lowerBound + random(below: r.upperBound - r.lowerBound + .nanoseconds(1))
+    /// Uniform in `r`, in whole `unit`s.
+    func random(in r: ClosedRange<Duration>, unit: Duration = .nanoseconds(1)) -> Duration {
+        r.lowerBound + random(below: r.upperBound - r.lowerBound + unit, unit: unit)
     }
 
     // ==== ------------------------------------------------------------------------------------
@@ -158,13 +158,16 @@ public struct SimNetworkConfig: Sendable {
     public var lossRate: Double
     /// Probability that a message is delivered twice.
     public var duplicateRate: Double
+    /// Jitter is drawn in whole units of this (a shell with a millisecond timer uses 1 ms).
+    public var unit: Duration
 
     public init(latency: Duration = .microseconds(500), jitter: Duration = .microseconds(500),
-                lossRate: Double = 0, duplicateRate: Double = 0) {
+                lossRate: Double = 0, duplicateRate: Double = 0, unit: Duration = .nanoseconds(1)) {
         self.latency = latency
         self.jitter = jitter
         self.lossRate = lossRate
         self.duplicateRate = duplicateRate
+        self.unit = unit
     }
 }
 
