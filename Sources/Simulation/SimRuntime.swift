@@ -224,8 +224,6 @@ struct EventQueue<Element> {
     private var heap: [Entry] = []
     private var counter: UInt64 = 0
 
-    var count: Int { heap.count }
-
     mutating func push(_ at: Instant, _ element: Element) {
         counter += 1
         heap.append(Entry(at: at, order: counter, element: element))
