@@ -6,25 +6,23 @@ import TandemCore
 public struct RaftSimConfig: Sendable {
     public var nodes = 3
     public var settings: RaftSettings = .fast
-    /// One-way delay: `latency` plus a uniform draw from `0..<jitter` (jitter reorders).
-    public var latency: Duration = .milliseconds(1)
-    public var jitter: Duration = .milliseconds(3)
-    public var lossRate = 0.0
-    public var duplicateRate = 0.0
+    /// Every link's behaviour at the start (`runWithFaults` changes loss and duplication).
+    public var network = SimNetworkConfig(latency: .milliseconds(1), jitter: .milliseconds(3))
     /// An fsync completes `fsyncLatency` plus up to `fsyncJitter` after it starts, in order.
     public var fsyncLatency: Duration = .milliseconds(1)
     public var fsyncJitter: Duration = .milliseconds(4)
     /// How often the client proposes (1–3 records, on a random node, forwarded to its leader).
     public var proposalInterval: Duration = .milliseconds(15)
-    /// `runWithFaults` also makes a node's log reads fail now and then (`failReads`). Off by
-    /// default, so the runs of existing seeds stay what they were.
+    /// `runWithFaults` also makes a node's log reads fail now and then (`failReads`), in half
+    /// of its protocol-specific faults (the other half: retention trims). Off by default, so
+    /// the runs of existing seeds stay what they were.
     public var readFaults = false
     public init() {}
 }
 
-/// A deterministic simulation of one Raft group: N `RaftNode`s on `MemoryLogStorage`, a
-/// virtual clock, a lossy reordering network, disks whose fsyncs complete later, and crashes
-/// that lose whatever was not synced. Each node runs the shell loop a real node runs
+/// A deterministic simulation of one Raft group on the shared `SimRuntime`: N `RaftNode`s on
+/// `MemoryLogStorage`, the runtime's clock and lossy reordering network, disks whose fsyncs
+/// complete later, and crashes that lose whatever was not synced. Each node runs the shell loop a real node runs
 /// (ready → write + send → apply → on fsync: appended + send the rest).
 ///
 /// Invariants are checked as the run goes; the first violations are kept in `violations`:
@@ -42,7 +40,6 @@ public final class RaftSimulation {
         let storage = MemoryLogStorage()
         var durableHardState = HardState()
         var core: RaftNode?
-        var generation = 0
         var scheduledTick: Instant?
         var lastWriteDone = Instant.zero
         init(id: String) { self.id = id }
@@ -54,13 +51,15 @@ public final class RaftSimulation {
         var messages: [RaftOutgoing]
     }
 
+    /// Events for a node are addressed to its life (the runtime drops them when it ends).
     private enum Event {
-        case tick(node: Int, generation: Int)
+        case tick(node: Int)
         case deliver(to: Int, bytes: [UInt8])
-        case writeDone(node: Int, generation: Int, Write)
+        case writeDone(node: Int, Write)
         case propose
-        /// A proposal forwarded by a follower arrives at the node it took for the leader.
-        case forward(from: Int, generation: Int, to: Int)
+        /// A proposal forwarded by a follower (in its life `fromLife`) arrives at the node it
+        /// took for the leader.
+        case forward(from: Int, fromLife: Int, to: Int)
     }
 
     private struct LogKey: Hashable {
@@ -76,16 +75,14 @@ public final class RaftSimulation {
 
     private struct Proposal {
         var node: Int
-        var generation: Int
+        var life: Int
         var index: UInt64
         var term: UInt64
     }
 
-    public var config: RaftSimConfig
-    public private(set) var now = Instant(nanoseconds: 1_000_000_000)
+    public let config: RaftSimConfig
     public private(set) var violations: [String] = []
     public private(set) var messagesSent = 0
-    public private(set) var eventsProcessed = 0
     /// Records the client was told are committed: payload → index.
     public private(set) var acknowledged: [String: UInt64] = [:]
     public private(set) var proposedCount = 0
@@ -97,9 +94,7 @@ public final class RaftSimulation {
     public private(set) var readFailureStops = 0
 
     let nodes: [Node]
-    private var rng: SeededGenerator
-    private var queue = EventQueue<Event>()
-    private var group: [Int]
+    private let runtime: SimRuntime<Event>
     private let configuration: RaftConfiguration
 
     private var leaderOfTerm: [UInt64: String] = [:]
@@ -110,19 +105,21 @@ public final class RaftSimulation {
     private var indexOfPayload: [String: UInt64] = [:]
     private var proposals: [String: Proposal] = [:]
     /// Proposals that came through a follower: payload → that follower and its life.
-    private var forwardedBy: [String: (node: Int, generation: Int)] = [:]
+    private var forwardedBy: [String: (node: Int, life: Int)] = [:]
     private var nextPayload = 0
 
     public init(seed: UInt64, config: RaftSimConfig = RaftSimConfig()) {
         self.config = config
-        self.rng = SeededGenerator(seed: seed)
+        self.runtime = SimRuntime(seed: seed, network: config.network)
         let ids = (0..<config.nodes).map { "r\($0)" }
         self.configuration = RaftConfiguration(voters: ids)
         self.nodes = ids.map { Node(id: $0) }
-        self.group = Array(repeating: 0, count: config.nodes)
         for i in nodes.indices { boot(i) }
-        queue.push(now + config.proposalInterval, .propose)
+        runtime.schedule(.propose, after: config.proposalInterval)
     }
+
+    public var now: Instant { runtime.now }
+    public var eventsProcessed: Int { runtime.eventsProcessed }
 
     // ==== ------------------------------------------------------------------------------------
     // MARK: Script
@@ -130,7 +127,7 @@ public final class RaftSimulation {
     public func crash(_ i: Int) {
         guard nodes[i].core != nil else { return }
         nodes[i].core = nil
-        nodes[i].generation += 1
+        runtime.newLife(i)
         nodes[i].storage.dropUnsynced()
         nodes[i].scheduledTick = nil
     }
@@ -151,12 +148,9 @@ public final class RaftSimulation {
     }
 
     /// Splits nodes into groups that cannot reach each other; unlisted nodes join group 0.
-    public func partition(_ groups: [[Int]]) {
-        group = Array(repeating: 0, count: nodes.count)
-        for (g, members) in groups.enumerated() { for i in members { group[i] = g } }
-    }
+    public func partition(_ groups: [[Int]]) { runtime.network.partition(groups) }
 
-    public func heal() { group = Array(repeating: 0, count: nodes.count) }
+    public func heal() { runtime.network.heal() }
 
     /// Retention on node `i`: drops applied, synced entries, keeping the last `keep`.
     public func trim(_ i: Int, keep: UInt64) {
@@ -166,54 +160,22 @@ public final class RaftSimulation {
         nodes[i].storage.trim(before: limit - keep + 1)
     }
 
-    public func run(for duration: Duration) {
-        let end = now + duration
-        while let (at, event) = queue.peek(), at <= end {
-            _ = queue.pop()
-            now = at
-            eventsProcessed += 1
-            handle(event)
-        }
-        now = end
-    }
+    public func run(for duration: Duration) { runtime.run(for: duration, handle) }
 
     /// Runs until `condition` holds or `limit` passes; the virtual time it took, or nil.
     public func run(until condition: (RaftSimulation) -> Bool, limit: Duration) -> Duration? {
-        let start = now
-        let end = now + limit
-        if condition(self) { return .zero }
-        while let (at, event) = queue.peek(), at <= end {
-            _ = queue.pop()
-            now = at
-            eventsProcessed += 1
-            handle(event)
-            if condition(self) { return now - start }
-        }
-        now = end
-        return nil
+        runtime.run(until: { condition(self) }, limit: limit, handle)
     }
 
-    /// Random faults for `duration`: crashes and restarts, partitions and heals, bursts of
-    /// loss and duplication, retention trims — one every 20–200 ms.
+    /// The runtime's random faults for `duration` (crashes, restarts, partitions, heals, loss
+    /// bursts); Raft's own, in their place now and then: retention trims, and failing log
+    /// reads if `config.readFaults`.
     public func runWithFaults(for duration: Duration) {
-        let end = now + duration
-        while now < end {
-            run(for: .milliseconds(20 + Int64(rng.next() % 180)))
-            let i = Int(rng.next() % UInt64(nodes.count))
-            if config.readFaults && rng.next() % 8 == 0 { failReads(i) }
-            switch rng.next() % 100 {
-            case 0..<20: crash(i)
-            case 20..<45: restart(i)
-            case 45..<55: partition([[i]])
-            case 55..<62:
-                var shuffled = Array(nodes.indices)
-                shuffled.shuffle(using: &rng)
-                partition([Array(shuffled.prefix(nodes.count / 2))])
-            case 62..<75: heal()
-            case 75..<85:
-                config.lossRate = [0, 0.02, 0.1, 0.3][Int(rng.next() % 4)]
-                config.duplicateRate = [0, 0.05][Int(rng.next() % 2)]
-            default: trim(i, keep: rng.next() % 20)
+        runtime.runWithFaults(for: duration, nodes: nodes.count, handle, crash: crash, restart: restart) { i in
+            if config.readFaults && runtime.rng.next() % 2 == 0 {
+                failReads(i)
+            } else {
+                trim(i, keep: runtime.rng.next() % 20)
             }
         }
     }
@@ -221,8 +183,8 @@ public final class RaftSimulation {
     /// Ends every fault: heal, no loss, every node up.
     public func quiesce() {
         heal()
-        config.lossRate = 0
-        config.duplicateRate = 0
+        runtime.network.config.lossRate = 0
+        runtime.network.config.duplicateRate = 0
         for i in nodes.indices { restart(i) }
     }
 
@@ -270,12 +232,12 @@ public final class RaftSimulation {
 
     private func boot(_ i: Int) {
         let n = nodes[i]
-        n.generation += 1
+        runtime.newLife(i)
         n.storage.readsFail = false
         let restored = n.storage.lastConfiguration()
         n.core = RaftNode(id: n.id, configuration: restored?.configuration ?? configuration,
                           configurationIndex: restored?.index ?? 0, hardState: n.durableHardState,
-                          storage: n.storage, settings: config.settings, seed: rng.next(), now: now)
+                          storage: n.storage, settings: config.settings, seed: runtime.rng.next(), now: now)
         n.lastWriteDone = now
         n.scheduledTick = nil
         drive(i)
@@ -283,8 +245,8 @@ public final class RaftSimulation {
 
     private func handle(_ event: Event) {
         switch event {
-        case .tick(let i, let generation):
-            guard nodes[i].generation == generation, let core = nodes[i].core, nodes[i].scheduledTick == now else { return }
+        case .tick(let i):
+            guard let core = nodes[i].core, nodes[i].scheduledTick == now else { return }
             nodes[i].scheduledTick = nil
             core.tick(now: now)
             drive(i)
@@ -297,8 +259,8 @@ public final class RaftSimulation {
             core.step(message, now: now)
             drive(i)
 
-        case .writeDone(let i, let generation, let write):
-            guard nodes[i].generation == generation, let core = nodes[i].core else { return }
+        case .writeDone(let i, let write):
+            guard let core = nodes[i].core else { return }
             nodes[i].storage.sync()
             if let hs = write.hardState { nodes[i].durableHardState = hs }
             if let p = write.position { core.appended(through: p, now: now) }
@@ -306,28 +268,27 @@ public final class RaftSimulation {
             drive(i)
 
         case .propose:
-            queue.push(now + config.proposalInterval, .propose)
-            let i = Int(rng.next() % UInt64(nodes.count))
+            runtime.schedule(.propose, after: config.proposalInterval)
+            let i = Int(runtime.rng.next() % UInt64(nodes.count))
             guard let core = nodes[i].core else { return }
             guard core.role == .leader else {
                 // Forward to the leader it knows, as the API would, over the same lossy network.
-                guard let hint = core.leader, let j = nodes.firstIndex(where: { $0.id == hint }),
-                      group[i] == group[j], !rng.chance(config.lossRate) else { return }
-                queue.push(now + config.latency + randomDuration(config.jitter), .forward(from: i, generation: nodes[i].generation, to: j))
+                guard let hint = core.leader, let j = nodes.firstIndex(where: { $0.id == hint }) else { return }
+                runtime.send(.forward(from: i, fromLife: runtime.life(of: i), to: j), from: i, to: j)
                 return
             }
             _ = propose(on: i)
 
-        case .forward(let i, let generation, let j):
+        case .forward(let i, let fromLife, let j):
             guard nodes[j].core?.role == .leader else { return }
-            _ = propose(on: j, forwardedBy: (i, generation))
+            _ = propose(on: j, forwardedBy: (i, fromLife))
         }
     }
 
     @discardableResult
-    private func propose(on i: Int, forwardedBy origin: (node: Int, generation: Int)? = nil) -> String? {
+    private func propose(on i: Int, forwardedBy origin: (node: Int, life: Int)? = nil) -> String? {
         guard let core = nodes[i].core else { return nil }
-        let count = 1 + Int(rng.next() % 3)
+        let count = 1 + Int(runtime.rng.next() % 3)
         let payloads = (0..<count).map { _ -> String in
             nextPayload += 1
             return "p\(nextPayload)"
@@ -338,7 +299,7 @@ public final class RaftSimulation {
         }
         proposedCount += count
         for (k, p) in payloads.enumerated() {
-            proposals[p] = Proposal(node: i, generation: nodes[i].generation, index: range.lowerBound + UInt64(k), term: core.term)
+            proposals[p] = Proposal(node: i, life: runtime.life(of: i), index: range.lowerBound + UInt64(k), term: core.term)
             if let origin { forwardedBy[p] = origin }
         }
         drive(i)
@@ -366,32 +327,24 @@ public final class RaftSimulation {
             n.storage.append(rd.entries)
             for m in rd.messages { send(m, from: i) }
             for e in rd.committedEntries { apply(e, at: i) }
-            let fsync = rd.mustPersist ? config.fsyncLatency + randomDuration(config.fsyncJitter) : .zero
+            let fsync = rd.mustPersist ? config.fsyncLatency + runtime.random(below: config.fsyncJitter) : .zero
             let done = max(now + fsync, n.lastWriteDone)
             n.lastWriteDone = done
-            queue.push(done, .writeDone(node: i, generation: n.generation,
-                                        Write(hardState: rd.hardState, position: rd.persistedPosition, messages: rd.messagesAfterPersist)))
+            runtime.schedule(.writeDone(node: i, Write(hardState: rd.hardState, position: rd.persistedPosition, messages: rd.messagesAfterPersist)),
+                             at: done, to: i)
         }
         let next = max(core.nextDeadline, now)
         if n.scheduledTick.map({ next < $0 }) ?? true {
             n.scheduledTick = next
-            queue.push(next, .tick(node: i, generation: n.generation))
+            runtime.schedule(.tick(node: i), at: next, to: i)
         }
     }
 
     private func send(_ m: RaftOutgoing, from i: Int) {
         let bytes = m.message.encode()
         messagesSent += 1
-        guard let j = nodes.firstIndex(where: { $0.id == m.to }), group[i] == group[j], !rng.chance(config.lossRate) else { return }
-        queue.push(now + config.latency + randomDuration(config.jitter), .deliver(to: j, bytes: bytes))
-        if rng.chance(config.duplicateRate) {
-            queue.push(now + config.latency + randomDuration(config.jitter), .deliver(to: j, bytes: bytes))
-        }
-    }
-
-    private func randomDuration(_ d: Duration) -> Duration {
-        let n = d.nanoseconds
-        return .nanoseconds(n > 0 ? Int64(rng.next() % UInt64(n)) : 0)
+        guard let j = nodes.firstIndex(where: { $0.id == m.to }) else { return }
+        runtime.send(.deliver(to: j, bytes: bytes), from: i, to: j)
     }
 
     // ==== ------------------------------------------------------------------------------------
@@ -465,12 +418,12 @@ public final class RaftSimulation {
         }
         guard let payload, let proposal = proposals[payload] else { return }
         // The proposing leader, still in the same life, applying its own entry: the client hears "committed".
-        if proposal.node == i, proposal.generation == nodes[i].generation, proposal.index == e.index, proposal.term == e.term {
+        if proposal.node == i, proposal.life == runtime.life(of: i), proposal.index == e.index, proposal.term == e.term {
             acknowledge(payload, at: e.index, by: i)
         }
         // The follower that forwarded it, still in the same life, applying its own record
         // (it recognises it by the record's id, as a node does by the put's tag).
-        if let origin = forwardedBy[payload], origin.node == i, origin.generation == nodes[i].generation {
+        if let origin = forwardedBy[payload], origin.node == i, origin.life == runtime.life(of: i) {
             acknowledge(payload, at: e.index, by: i)
             acknowledgedByForwarder += 1
             if let l = leaderOfTerm[e.term].flatMap({ id in nodes.firstIndex { $0.id == id } }),

@@ -1,25 +1,26 @@
 import GlobalTable
 import TandemCore
 
-/// A deterministic simulation of global-table replication: N `TableNode` cores on one virtual
-/// clock, driven the way the shell drives them (each `TableReady`: store, then reply, then
-/// send; periodic anti-entropy, stability reports and compaction), over a network with delay,
-/// reordering, loss and partitions, with crashes that lose whatever was not yet committed,
-/// and (if configured) commits the disk refuses. Clients write random operations on random nodes; the run records every delta
+/// A deterministic simulation of global-table replication on the shared `SimRuntime`: N
+/// `TableNode` cores driven the way the shell drives them (each `TableReady`: store, then
+/// reply, then send; periodic anti-entropy, stability reports and compaction), over the
+/// runtime's network (delay, reordering, loss, partitions), with crashes that lose whatever was
+/// not yet committed, and (if configured) commits the disk refuses. Clients write random operations on random nodes; the run records every delta
 /// issued and which ones were acknowledged, so a test can check the final replicas against
 /// the merge they must equal. A run is a pure function of its seed.
 public final class TableSimulation {
     public struct Config: Sendable {
         public var nodes = 3
         public var keys = 12
-        public var latencyMs: ClosedRange<UInt64> = 1...15
-        public var lossRate = 0.05
-        public var commitDelayMs: ClosedRange<UInt64> = 1...4
-        public var requestTimeoutMs: UInt64 = 300
-        public var clockSkewMs: ClosedRange<UInt64> = 0...40
-        public var antiEntropyMs: UInt64 = 200
-        public var stabilityMs: UInt64 = 100
-        public var compactionMs: UInt64 = 50
+        /// Every link: 1–15 ms one way (whole ms), 5% loss.
+        public var network = SimNetworkConfig(latency: .milliseconds(1), jitter: .milliseconds(15), lossRate: 0.05, unit: TableSimulation.ms)
+        public var commitDelay: ClosedRange<Duration> = .milliseconds(1) ... .milliseconds(4)
+        public var requestTimeout: Duration = .milliseconds(300)
+        /// How far each node's wall clock is ahead of virtual time.
+        public var clockSkew: ClosedRange<Duration> = .zero ... .milliseconds(40)
+        public var antiEntropyInterval: Duration = .milliseconds(200)
+        public var stabilityInterval: Duration = .milliseconds(100)
+        public var compactionInterval: Duration = .milliseconds(50)
         /// The chance that a commit fails (the disk refuses it; nothing of it is stored).
         public var storeFailureRate = 0.0
         public var core = TableNode.Settings()
@@ -44,7 +45,6 @@ public final class TableSimulation {
 
     struct Node {
         var core: TableNode?
-        var generation = 0
         var disk: [DiskKey: [UInt8]] = [:]
         /// A ready's writes are being stored (the next ready waits for the outcome).
         var storing = false
@@ -52,38 +52,38 @@ public final class TableSimulation {
         /// By ticket: what to do with the reply.
         var waiting: [UInt64: (TandemError?, [UInt8]?) -> Void] = [:]
         var awaiting: [UInt64: TableNode.Request] = [:]
-        var skewMs: UInt64 = 0
+        var skew: Duration = .zero
     }
 
+    /// Every event is addressed to a node's life (the runtime drops it when that life ends).
     enum Event {
-        case request(to: Int, generation: Int, from: Int, fromGeneration: Int, TableNode.Request)
-        case response(to: Int, generation: Int, id: UInt64, payload: [UInt8]?)
-        case timeout(node: Int, generation: Int, id: UInt64)
-        case commit(node: Int, generation: Int, TableReady)
-        case pump(node: Int, generation: Int)
-        case antiEntropy(node: Int, generation: Int)
-        case stability(node: Int, generation: Int)
-        case compaction(node: Int, generation: Int)
+        case request(to: Int, from: Int, fromLife: Int, TableNode.Request)
+        /// The answer to request `id`; nil when it timed out.
+        case response(to: Int, id: UInt64, payload: [UInt8]?)
+        case commit(node: Int, TableReady)
+        case pump(node: Int)
+        case antiEntropy(node: Int)
+        case stability(node: Int)
+        case compaction(node: Int)
     }
 
     public static let table = "agents"
+    /// The table's shell keeps time in whole milliseconds (its cores take wall time in ms), so
+    /// every delay here is drawn in whole ms.
+    static let ms = Duration.milliseconds(1)
     public let config: Config
-    public private(set) var nowMs: UInt64 = 1_000_000
     public private(set) var writes: [Write] = []
     public private(set) var messages = 0
     var nodes: [Node] = []
-    var rng: SeededGenerator
-    private var queue = EventQueue<Event>()
-    /// Partition group per node: nodes in different groups cannot reach each other.
-    public private(set) var group: [Int]
+    private let runtime: SimRuntime<Event>
 
     public init(seed: UInt64, config: Config = Config()) {
         self.config = config
-        rng = SeededGenerator(seed: seed)
-        group = Array(repeating: 0, count: config.nodes)
+        // Wall clocks start far from zero, as real ones do (the table is created at 1 ms).
+        runtime = SimRuntime(seed: seed, network: config.network, start: Instant(nanoseconds: 1_000 * 1_000_000_000))
         for i in 0..<config.nodes {
             var n = Node()
-            n.skewMs = draw(config.clockSkewMs)
+            n.skew = runtime.random(in: config.clockSkew, unit: Self.ms)
             nodes.append(n)
             start(i)
         }
@@ -101,6 +101,8 @@ public final class TableSimulation {
 
     public static func id(_ i: Int) -> String { "n\(i)" }
 
+    public var now: Instant { runtime.now }
+
     // ==== ------------------------------------------------------------------------------------
     // MARK: Script
 
@@ -110,7 +112,7 @@ public final class TableSimulation {
 
     public func crash(_ i: Int) {
         nodes[i].core = nil
-        nodes[i].generation += 1
+        runtime.newLife(i)
         nodes[i].storing = false  // the commit under way: lost
         nodes[i].pumpScheduled = false
         nodes[i].waiting = [:]
@@ -120,6 +122,7 @@ public final class TableSimulation {
     /// Starts (or restarts) a node from what its disk holds.
     public func start(_ i: Int) {
         guard nodes[i].core == nil else { return }
+        runtime.newLife(i)
         let core = TableNode(id: TableSimulation.id(i), settings: config.core)
         var catalog: [(String, [UInt8])] = [], items: [(String, ItemKey, [UInt8])] = []
         for (k, v) in nodes[i].disk {
@@ -134,42 +137,40 @@ public final class TableSimulation {
         }
         for (t, key, v) in items.sorted(by: { $0.1 < $1.1 }) { core.load(table: t, key: key, state: try! ItemCodec.decode(v)) }
         nodes[i].core = core
-        let g = nodes[i].generation
-        queue.push(at(draw(0...config.antiEntropyMs)), .antiEntropy(node: i, generation: g))
-        queue.push(at(draw(0...config.stabilityMs)), .stability(node: i, generation: g))
-        queue.push(at(config.compactionMs), .compaction(node: i, generation: g))
+        runtime.schedule(.antiEntropy(node: i), after: runtime.random(in: .zero ... config.antiEntropyInterval, unit: Self.ms), to: i)
+        runtime.schedule(.stability(node: i), after: runtime.random(in: .zero ... config.stabilityInterval, unit: Self.ms), to: i)
+        runtime.schedule(.compaction(node: i), after: config.compactionInterval, to: i)
     }
 
-    public func partition(_ groups: [[Int]]) {
-        for (g, members) in groups.enumerated() { for i in members { group[i] = g } }
-    }
+    /// Splits the nodes into groups that cannot reach each other; unlisted nodes join group 0.
+    public func partition(_ groups: [[Int]]) { runtime.network.partition(groups) }
 
-    public func heal() { group = Array(repeating: 0, count: config.nodes) }
+    public func heal() { runtime.network.heal() }
 
     /// A client on node `i` makes one random write (if the node is up).
     public func clientWrite(on i: Int) {
         guard let core = nodes[i].core, let replica = core.replicas[TableSimulation.table] else { return }
         syncMembers(i)
-        let key = ItemKey(partition: .string("k\(rng.next() % UInt64(config.keys))"))
+        let key = ItemKey(partition: .string("k\(runtime.rng.next() % UInt64(config.keys))"))
         var state = replica.state(key) ?? ItemState()
         let t = core.now(wallMs: wall(i))
         let elements: [SetElement] = ["billing", "voice", "chat"].map { .string($0) }
         let delta: ItemState?
         let city = DocumentPath("profile", ["address", "city"])
-        switch rng.next() % 14 {
-        case 10: delta = state.set(city, .string("c\(rng.next() % 3)"), at: t)
+        switch runtime.rng.next() % 14 {
+        case 10: delta = state.set(city, .string("c\(runtime.rng.next() % 3)"), at: t)
         case 11: delta = state.remove(city, at: t)
         case 12: delta = state.set("profile", .map(["tier": .string("gold")]), at: t)
         case 13: delta = state.add(DocumentPath("profile", ["visits"]), DecimalNumber(1), at: t)
-        case 0: delta = state.put(["id": .string("x"), "status": .string("s\(rng.next() % 4)")], at: t)
+        case 0: delta = state.put(["id": .string("x"), "status": .string("s\(runtime.rng.next() % 4)")], at: t)
         case 1: delta = state.delete(at: t)
-        case 2: delta = state.set("status", .string("s\(rng.next() % 4)"), at: t)
+        case 2: delta = state.set("status", .string("s\(runtime.rng.next() % 4)"), at: t)
         case 3: delta = state.remove("status", at: t)
-        case 4, 5: delta = state.add("handled", DecimalNumber(Int(rng.next() % 5) - 1), at: t)
-        case 6: delta = state.addToSet("skills", [elements[Int(rng.next() % 3)]], at: t)
-        case 7: delta = state.removeFromSet("skills", [elements[Int(rng.next() % 3)]], at: t)
+        case 4, 5: delta = state.add("handled", DecimalNumber(Int(runtime.rng.next() % 5) - 1), at: t)
+        case 6: delta = state.addToSet("skills", [elements[Int(runtime.rng.next() % 3)]], at: t)
+        case 7: delta = state.removeFromSet("skills", [elements[Int(runtime.rng.next() % 3)]], at: t)
         case 8: delta = state.set("skills", .stringSet(["voice"]), at: t)
-        default: delta = state.set("note", .number(DecimalNumber(Int(rng.next() % 100))), at: t)
+        default: delta = state.set("note", .number(DecimalNumber(Int(runtime.rng.next() % 100))), at: t)
         }
         guard let delta else { return }
         write(i, key, delta)
@@ -194,27 +195,15 @@ public final class TableSimulation {
         write(i, key, state.delete(at: core.now(wallMs: wall(i))))
     }
 
-    /// Runs the simulation for `ms` of virtual time.
-    public func run(forMs ms: UInt64) {
-        let end = nowMs + ms
-        while let (t, _) = queue.peek(), t.nanoseconds <= end * 1_000_000 {
-            let (_, e) = queue.pop()!
-            nowMs = t.nanoseconds / 1_000_000
-            handle(e)
-        }
-        nowMs = end
-    }
+    public func run(for duration: Duration) { runtime.run(for: duration, handle) }
 
     // ==== ------------------------------------------------------------------------------------
     // MARK: The shell, as the node runs it
 
-    private func at(_ delayMs: UInt64) -> Instant { Instant(nanoseconds: (nowMs + delayMs) * 1_000_000) }
+    /// Node `i`'s wall clock, in the milliseconds the core takes.
+    private func wall(_ i: Int) -> UInt64 { (now + nodes[i].skew).nanoseconds / 1_000_000 }
 
-    private func draw(_ r: ClosedRange<UInt64>) -> UInt64 { r.lowerBound + rng.next() % (r.upperBound - r.lowerBound + 1) }
-
-    private func wall(_ i: Int) -> UInt64 { nowMs + nodes[i].skewMs }
-
-    private func reachable(_ a: Int, _ b: Int) -> Bool { group[a] == group[b] && nodes[b].core != nil }
+    private func reachable(_ a: Int, _ b: Int) -> Bool { runtime.network.canReach(a, b) && nodes[b].core != nil }
 
     /// Membership as a node would see it (detection is immediate here; SWIM's own timing is
     /// the membership simulation's business).
@@ -224,10 +213,10 @@ public final class TableSimulation {
     }
 
     /// Takes the core's output at the next event, so inputs of one moment go together.
-    private func schedulePump(_ i: Int, afterMs delay: UInt64 = 0) {
-        guard !nodes[i].pumpScheduled || delay > 0 else { return }
-        if delay == 0 { nodes[i].pumpScheduled = true }
-        queue.push(at(delay), .pump(node: i, generation: nodes[i].generation))
+    private func schedulePump(_ i: Int, after delay: Duration = .zero) {
+        guard !nodes[i].pumpScheduled || delay > .zero else { return }
+        if delay == .zero { nodes[i].pumpScheduled = true }
+        runtime.schedule(.pump(node: i), after: delay, to: i)
     }
 
     /// The shell's loop: each ready's writes are stored (after a commit delay), then its
@@ -239,7 +228,7 @@ public final class TableSimulation {
                 continue
             }
             nodes[i].storing = true
-            queue.push(at(draw(config.commitDelayMs)), .commit(node: i, generation: nodes[i].generation, rd))
+            runtime.schedule(.commit(node: i, rd), after: runtime.random(in: config.commitDelay, unit: Self.ms), to: i)
         }
     }
 
@@ -254,70 +243,62 @@ public final class TableSimulation {
             messages += 1
             nodes[i].awaiting[r.id] = r
             let to = Int(r.to.dropFirst())!
-            queue.push(at(config.requestTimeoutMs), .timeout(node: i, generation: nodes[i].generation, id: r.id))
-            guard reachable(i, to), !rng.chance(config.lossRate) else { continue }
-            queue.push(at(draw(config.latencyMs)), .request(to: to, generation: nodes[to].generation, from: i,
-                                                              fromGeneration: nodes[i].generation, r))
+            runtime.schedule(.response(to: i, id: r.id, payload: nil), after: config.requestTimeout, to: i)
+            guard nodes[to].core != nil else { continue }
+            runtime.send(.request(to: to, from: i, fromLife: runtime.life(of: i), r), from: i, to: to)
         }
     }
 
     private func handle(_ e: Event) {
         switch e {
-        case .request(let to, let g, let from, let fromG, let r):
-            guard nodes[to].generation == g, let core = nodes[to].core else { return }
+        case .request(let to, let from, let fromLife, let r):
+            guard let core = nodes[to].core else { return }
             syncMembers(to)
             let ticket = core.receive(kind: r.kind, payload: r.payload, wallMs: wall(to))
             nodes[to].waiting[ticket] = { [unowned self] error, reply in
-                guard error == nil, let reply, self.reachable(to, from), !self.rng.chance(self.config.lossRate) else { return }
-                self.queue.push(self.at(self.draw(self.config.latencyMs)), .response(to: from, generation: fromG, id: r.id, payload: reply))
+                guard error == nil, let reply, self.nodes[from].core != nil else { return }
+                self.runtime.send(.response(to: from, id: r.id, payload: reply), from: to, to: from, life: fromLife)
             }
             schedulePump(to)
-        case .response(let i, let g, let id, let payload):
-            answer(i, g, id, payload)
-        case .timeout(let i, let g, let id):
-            answer(i, g, id, nil)
-        case .commit(let i, let g, let rd):
-            guard nodes[i].generation == g else { return }
+        case .response(let i, let id, let payload):
+            guard let core = nodes[i].core, nodes[i].awaiting.removeValue(forKey: id) != nil else { return }
+            syncMembers(i)
+            core.responded(to: id, payload: payload, wallMs: wall(i))
+            schedulePump(i)
+            // A failed batch waits out the core's retry delay before its stream goes again.
+            if payload == nil { schedulePump(i, after: .milliseconds(Int64(config.core.retryDelayMs))) }
+        case .commit(let i, let rd):
             nodes[i].storing = false
             // A refused commit stores nothing of the batch (LMDB aborts the transaction).
-            let error = rng.chance(config.storeFailureRate) ? TandemError(.diskFailed, "simulated fsync failure") : nil
+            let error = runtime.rng.chance(config.storeFailureRate) ? TandemError(.diskFailed, "simulated fsync failure") : nil
             if error == nil { for w in rd.writes { store(i, w) } }
             syncMembers(i)
             deliver(i, rd, error)
             pump(i)
-        case .pump(let i, let g):
-            guard nodes[i].generation == g, nodes[i].core != nil else { return }
+        case .pump(let i):
+            guard nodes[i].core != nil else { return }
             nodes[i].pumpScheduled = false
             syncMembers(i)
             pump(i)
-        case .antiEntropy(let i, let g):
-            guard nodes[i].generation == g, let core = nodes[i].core else { return }
+        case .antiEntropy(let i):
+            guard let core = nodes[i].core else { return }
             syncMembers(i)
-            core.startAntiEntropy(wallMs: wall(i)) { Int(self.rng.next() % UInt64($0)) }
+            core.startAntiEntropy(wallMs: wall(i)) { Int(self.runtime.rng.next() % UInt64($0)) }
             schedulePump(i)
-            queue.push(at(config.antiEntropyMs), .antiEntropy(node: i, generation: g))
-        case .stability(let i, let g):
-            guard nodes[i].generation == g, let core = nodes[i].core else { return }
+            runtime.schedule(.antiEntropy(node: i), after: config.antiEntropyInterval, to: i)
+        case .stability(let i):
+            guard let core = nodes[i].core else { return }
             syncMembers(i)
             core.updateStability(wallMs: wall(i))
             core.stabilityRound(wallMs: wall(i))
             schedulePump(i)
-            queue.push(at(config.stabilityMs), .stability(node: i, generation: g))
-        case .compaction(let i, let g):
-            guard nodes[i].generation == g, let core = nodes[i].core else { return }
+            runtime.schedule(.stability(node: i), after: config.stabilityInterval, to: i)
+        case .compaction(let i):
+            guard let core = nodes[i].core else { return }
             core.compactionStep()
             schedulePump(i)
-            queue.push(at(config.compactionMs), .compaction(node: i, generation: g))
+            runtime.schedule(.compaction(node: i), after: config.compactionInterval, to: i)
         }
-    }
-
-    private func answer(_ i: Int, _ g: Int, _ id: UInt64, _ payload: [UInt8]?) {
-        guard nodes[i].generation == g, let core = nodes[i].core, nodes[i].awaiting.removeValue(forKey: id) != nil else { return }
-        syncMembers(i)
-        core.responded(to: id, payload: payload, wallMs: wall(i))
-        schedulePump(i)
-        // A failed batch waits out the core's retry delay before its stream goes again.
-        if payload == nil { schedulePump(i, afterMs: config.core.retryDelayMs) }
     }
 
     private func store(_ i: Int, _ w: TableNode.StoreWrite) {

@@ -48,7 +48,7 @@ import Testing
                     break
                 }
             }
-            sim.run(forMs: 50)
+            sim.run(for: .milliseconds(50))
         }
         sim.heal()
         for i in 0..<n { sim.start(i) }
@@ -61,10 +61,10 @@ import Testing
     func settle(_ sim: TableSimulation) -> Bool {
         let last = sim.writes.map { $0.delta.lastWriteTime }.max() ?? 0
         for _ in 0..<600 {
-            sim.run(forMs: 100)
+            sim.run(for: .milliseconds(100))
             let collected = (0..<sim.config.nodes).allSatisfy { (sim.core($0)?.collectible ?? 0) > last }
             if collected && converged(sim) {
-                sim.run(forMs: 2_000)
+                sim.run(for: .milliseconds(2_000))
                 return converged(sim)
             }
         }
@@ -137,15 +137,15 @@ import Testing
             let sim = TableSimulation(seed: seed, config: config)
             for _ in 0..<40 {
                 for i in 0..<5 { sim.clientWrite(on: i) }
-                sim.run(forMs: 50)
+                sim.run(for: .milliseconds(50))
             }
             #expect(settle(sim), "seed \(seed): did not converge before the partition")
             let before = sim.core(4)!.replicas[TableSimulation.table]!
             sim.partition([[0, 1, 2, 3], [4]])
             // The majority deletes everything the straggler holds, then waits out the retention.
-            for i in 0..<4 { sim.run(forMs: 20); _ = i }
+            for i in 0..<4 { sim.run(for: .milliseconds(20)); _ = i }
             for key in before.items.keys { sim.deleteOn(0, key) }
-            sim.run(forMs: 4_000)
+            sim.run(for: .milliseconds(4_000))
             #expect(sim.core(0)!.expired["n4"] != nil, "seed \(seed): n4 was not expired")
             #expect(sim.core(0)!.stats.itemsCollected > 0, "seed \(seed): no deleted item was collected")
             // The straggler keeps writing to other attributes of old items meanwhile — those
