@@ -25,7 +25,7 @@ struct KeysCommand: ParsableCommand {
         @Option(help: "host:port of any node's API.") var api: String
         func run() throws {
             try fanOut(api) { node in try HTTPClient.request("GET", node, "/v1/keys") } describe: { object in
-                let keys = (object["keys"] as? [String]) ?? []
+                let keys = object["keys"]?.arrayValue?.compactMap(\.stringValue) ?? []
                 return keys.enumerated().map { $0.offset == 0 ? "\($0.element) (primary)" : $0.element }.joined(separator: ", ")
             }
         }

@@ -1,4 +1,5 @@
 import Foundation
+@testable import Storage
 import StreamLog
 import TandemCore
 import Transport
@@ -14,7 +15,7 @@ extension SegmentLog {
     /// Append + sync throughput and read speed, as lines of text. No test asserts on it. Run:
     /// `TANDEM_BENCH=1 .build/…/TandemPackageTests.xctest --testing-library swift-testing
     /// --filter SegmentLogTests/benchmark` (a release build with `-enable-testing` for real figures).
-    public static func benchmark(directory: String, records: Int = 100_000, recordBytes: Int = 256, batch: Int = 256) throws -> [String] {
+    static func benchmark(directory: String, records: Int = 100_000, recordBytes: Int = 256, batch: Int = 256) throws -> [String] {
         var lines: [String] = []
         let payload = (0..<recordBytes).map { UInt8(truncatingIfNeeded: $0 &* 31) }
         func entries(from first: UInt64, _ n: Int) -> [LogEntry] {
