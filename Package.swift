@@ -14,7 +14,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
-        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0")
     ],
     targets: [
         // C libraries, each behind a tiny system-library target. Only TandemNode imports them.
@@ -48,7 +48,7 @@ let package = Package(
             name: "TandemNode",
             dependencies: [
                 "TandemCore", "Membership", "GlobalTable", "StreamLog", "Routing", "Transport", "Storage", "CSodium",
-                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Logging", package: "swift-log")
             ],
             swiftSettings: fast
         ),
@@ -66,7 +66,7 @@ let package = Package(
             dependencies: [
                 "TandemTools", "TandemNode", "TandemTestKit", "Transport", "Storage", "TandemCore", "Membership", "Routing",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Logging", package: "swift-log")
             ]
         ),
 
@@ -75,6 +75,10 @@ let package = Package(
         .testTarget(name: "RoutingTests", dependencies: ["Routing", "Simulation", "Membership", "TandemCore"]),
         .testTarget(name: "StreamLogTests", dependencies: ["StreamLog", "TandemCore"]),
         .testTarget(name: "SimulationTests", dependencies: ["Simulation", "Membership", "GlobalTable", "StreamLog", "TandemCore"]),
-        .testTarget(name: "NodeTests", dependencies: ["TandemNode", "TandemTestKit", "Transport", "Storage", "TandemCore", "Membership", "GlobalTable", "StreamLog", "Routing"]),
+        .testTarget(
+            name: "NodeTests",
+            dependencies: [
+                "TandemNode", "TandemTestKit", "Transport", "Storage", "TandemCore", "Membership", "GlobalTable", "StreamLog", "Routing"
+            ])
     ]
 )

@@ -15,16 +15,21 @@ let values: [String: AttributeValue] = [
     ":neg": value(#"{"N":"-1E-130"}"#), ":b": value(#"{"B":"AQI="}"#), ":z": value(#"{"NULL":true}"#),
     ":true": value(#"{"BOOL":true}"#), ":l": value(#"{"L":[{"N":"1"},{"S":"y"}]}"#),
     ":m": value(#"{"M":{"k":{"S":"v"},"n":{"N":"2"}}}"#), ":ss": value(#"{"SS":["x","y"]}"#),
-    ":ns": value(#"{"NS":["1","2.5"]}"#), ":bs": value(#"{"BS":["AQI="]}"#),
+    ":ns": value(#"{"NS":["1","2.5"]}"#), ":bs": value(#"{"BS":["AQI="]}"#)
 ]
-let item = try! DynamoJSON.item(try! JSON.parse(Array(#"""
-    {"pk":{"S":"k"},"sk":{"N":"3"},"a":{"N":"1"},"n":{"N":"7"},"s":{"S":"xyz"},"b":{"B":"AQID"},
-     "l":{"L":[{"N":"1"},{"M":{"x":{"S":"y"}}},{"L":[]}]},"m":{"M":{"b":{"M":{"c":{"S":"d"}}},"n":{"N":"2"}}},
-     "ss":{"SS":["x","y"]},"ns":{"NS":["1","2"]},"z":{"NULL":true},"t":{"BOOL":false}}
-    """#.utf8)))
-let schemas = [KeySchema(partitionKey: "pk", sortKey: "sk", partitionKeyType: "S", sortKeyType: "N"),
-               KeySchema(partitionKey: "pk", sortKey: "s", partitionKeyType: "S", sortKeyType: "S"),
-               KeySchema(partitionKey: "b", sortKey: nil, partitionKeyType: "B")]
+let item = try! DynamoJSON.item(
+    try! JSON.parse(
+        Array(
+            #"""
+            {"pk":{"S":"k"},"sk":{"N":"3"},"a":{"N":"1"},"n":{"N":"7"},"s":{"S":"xyz"},"b":{"B":"AQID"},
+             "l":{"L":[{"N":"1"},{"M":{"x":{"S":"y"}}},{"L":[]}]},"m":{"M":{"b":{"M":{"c":{"S":"d"}}},"n":{"N":"2"}}},
+             "ss":{"SS":["x","y"]},"ns":{"NS":["1","2"]},"z":{"NULL":true},"t":{"BOOL":false}}
+            """#.utf8)))
+let schemas = [
+    KeySchema(partitionKey: "pk", sortKey: "sk", partitionKeyType: "S", sortKeyType: "N"),
+    KeySchema(partitionKey: "pk", sortKey: "s", partitionKeyType: "S", sortKeyType: "S"),
+    KeySchema(partitionKey: "b", sortKey: nil, partitionKeyType: "B")
+]
 let keys: [KeyValue] = [.string("x"), .string("xyz"), .string(""), .binary([1, 2])]
 let t0 = HLC(physicalMs: 1_000, logical: 0, node: 1)
 

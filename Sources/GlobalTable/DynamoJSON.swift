@@ -23,7 +23,8 @@ public enum DynamoJSON {
     public static func value(_ json: JSON, depth: Int = 0) throws(DynamoError) -> AttributeValue {
         guard depth <= ItemCodec.maxDepth else { throw .validation("Nesting Levels have exceeded supported limits") }
         guard case .object(let members) = json, members.count == 1, let (tag, body) = members.first else {
-            throw .validation("Supplied AttributeValue has more than one datatypes set, must contain exactly one of the supported datatypes")
+            throw .validation(
+                "Supplied AttributeValue has more than one datatypes set, must contain exactly one of the supported datatypes")
         }
         func string(_ j: JSON) throws(DynamoError) -> String {
             guard case .string(let s) = j else { throw .serialization("\(tag) value must be a string") }
@@ -36,7 +37,9 @@ public enum DynamoJSON {
             return n
         }
         func bytes(_ j: JSON) throws(DynamoError) -> [UInt8] {
-            guard let b = Base64.decode(try string(j)) else { throw .serialization("Base64 encoded length is expected a multiple of 4 bytes") }
+            guard let b = Base64.decode(try string(j)) else {
+                throw .serialization("Base64 encoded length is expected a multiple of 4 bytes")
+            }
             return b
         }
         func list() throws(DynamoError) -> [JSON] {
@@ -59,7 +62,9 @@ public enum DynamoJSON {
             guard case .bool(let b) = body else { throw .serialization("BOOL value must be true or false") }
             return .bool(b)
         case "NULL":
-            guard case .bool(true) = body else { throw .validation("One or more parameter values were invalid: Null attribute value types must have the value of true") }
+            guard case .bool(true) = body else {
+                throw .validation("One or more parameter values were invalid: Null attribute value types must have the value of true")
+            }
             return .null
         case "M":
             guard case .object(let m) = body else { throw .serialization("M value must be an object") }

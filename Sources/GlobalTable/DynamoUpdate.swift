@@ -10,10 +10,13 @@ import TandemCore
 /// - A path through a list index (`l[2]`) rewrites the list that holds it, as one value.
 /// Values are computed from the item as it was before the update, as DynamoDB does.
 public enum DynamoUpdate {
-    public static func apply(_ u: UpdateExpression, to state: inout ItemState, keyNames: [String], at t: HLC) throws(DynamoError) -> ItemState {
+    public static func apply(_ u: UpdateExpression, to state: inout ItemState, keyNames: [String], at t: HLC) throws(DynamoError)
+        -> ItemState
+    {
         let old = state.visible ?? [:]
         for p in u.paths where keyNames.contains(p.attribute) {
-            throw .validation("One or more parameter values were invalid: Cannot update attribute \(p.attribute). This attribute is part of the key")
+            throw .validation(
+                "One or more parameter values were invalid: Cannot update attribute \(p.attribute). This attribute is part of the key")
         }
         var delta = ItemState()
         var wholeValues: [(AttributePath, AttributeValue?)] = []  // writes through list indexes
@@ -38,11 +41,17 @@ public enum DynamoUpdate {
             }
         }
         for p in u.removes {
-            if let keys = p.mapKeys { delta.merge(state.remove(DocumentPath(p.attribute, keys), at: t)) } else { wholeValues.append((p, nil)) }
+            if let keys = p.mapKeys {
+                delta.merge(state.remove(DocumentPath(p.attribute, keys), at: t))
+            } else {
+                wholeValues.append((p, nil))
+            }
         }
         for (p, v) in u.adds + u.deletes.map({ ($0.0, $0.1) }) {
             let isAdd = u.adds.contains { $0.0 == p }
-            guard let keys = p.mapKeys else { throw .validation("Invalid UpdateExpression: ADD and DELETE do not take list indexes; path: \(p)") }
+            guard let keys = p.mapKeys else {
+                throw .validation("Invalid UpdateExpression: ADD and DELETE do not take list indexes; path: \(p)")
+            }
             try checkParent(p, old)
             let path = DocumentPath(p.attribute, keys)
             let current = p.resolve(in: old)
@@ -61,7 +70,9 @@ public enum DynamoUpdate {
                 }
                 delta.merge(d)
             default:
-                throw .validation("Invalid UpdateExpression: Incorrect operand type for operator or function; operator: \(isAdd ? "ADD" : "DELETE"), operand type: \(typeWord(v))")
+                throw .validation(
+                    "Invalid UpdateExpression: Incorrect operand type for operator or function; operator: \(isAdd ? "ADD" : "DELETE"), operand type: \(typeWord(v))"
+                )
             }
         }
         // List edits: each rewrites its list from the old item (paths never overlap, but two may

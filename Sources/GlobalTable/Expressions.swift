@@ -235,7 +235,9 @@ public struct ExpressionParser {
         guard c.peek == nil else { throw c.error("expected ',' or end of expression") }
         for (i, a) in out.enumerated() {
             for b in out[(i + 1)...] where a.overlaps(b) {
-                throw .validation("Invalid ProjectionExpression: Two document paths overlap with each other; must remove or rewrite one of these paths; path one: [\(a)], path two: [\(b)]")
+                throw .validation(
+                    "Invalid ProjectionExpression: Two document paths overlap with each other; must remove or rewrite one of these paths; path one: [\(a)], path two: [\(b)]"
+                )
             }
         }
         return out
@@ -275,7 +277,9 @@ public struct ExpressionParser {
         let paths = u.paths
         for (i, a) in paths.enumerated() {
             for b in paths[(i + 1)...] where a.overlaps(b) {
-                throw .validation("Invalid UpdateExpression: Two document paths overlap with each other; must remove or rewrite one of these paths; path one: [\(a)], path two: [\(b)]")
+                throw .validation(
+                    "Invalid UpdateExpression: Two document paths overlap with each other; must remove or rewrite one of these paths; path one: [\(a)], path two: [\(b)]"
+                )
             }
         }
         return u
@@ -285,11 +289,14 @@ public struct ExpressionParser {
     public func checkAllUsed() throws(DynamoError) {
         let unusedValues = Set(values.keys).subtracting(usedValues)
         if !unusedValues.isEmpty {
-            throw .validation("Value provided in ExpressionAttributeValues unused in expressions: keys: {\(unusedValues.sorted().joined(separator: ", "))}")
+            throw .validation(
+                "Value provided in ExpressionAttributeValues unused in expressions: keys: {\(unusedValues.sorted().joined(separator: ", "))}"
+            )
         }
         let unusedNames = Set(names.keys).subtracting(usedNames)
         if !unusedNames.isEmpty {
-            throw .validation("Value provided in ExpressionAttributeNames unused in expressions: keys: {\(unusedNames.sorted().joined(separator: ", "))}")
+            throw .validation(
+                "Value provided in ExpressionAttributeNames unused in expressions: keys: {\(unusedNames.sorted().joined(separator: ", "))}")
         }
     }
 
@@ -312,7 +319,9 @@ public struct ExpressionParser {
         return try primaryCondition(&c)
     }
 
-    private static let conditionFunctions: Set<String> = ["attribute_exists", "attribute_not_exists", "attribute_type", "begins_with", "contains"]
+    private static let conditionFunctions: Set<String> = [
+        "attribute_exists", "attribute_not_exists", "attribute_type", "begins_with", "contains"
+    ]
 
     private mutating func primaryCondition(_ c: inout Cursor) throws(DynamoError) -> Condition {
         if c.accept("(") {
@@ -357,7 +366,10 @@ public struct ExpressionParser {
             var list = [try operand(&c)]
             while c.accept(",") { list.append(try operand(&c)) }
             try c.expect(")")
-            guard list.count <= 100 else { throw .validation("Invalid \(c.kind): The IN operator is provided with too many operands; number of operands: \(list.count)") }
+            guard list.count <= 100 else {
+                throw .validation(
+                    "Invalid \(c.kind): The IN operator is provided with too many operands; number of operands: \(list.count)")
+            }
             return .isIn(left, list)
         }
         throw c.error("expected a comparison, BETWEEN, IN or a function")
@@ -367,7 +379,13 @@ public struct ExpressionParser {
     private mutating func setValue(_ c: inout Cursor) throws(DynamoError) -> Operand {
         var left = try operand(&c, update: true)
         while true {
-            if c.accept("+") { left = .plus(left, try operand(&c, update: true)) } else if c.accept("-") { left = .minus(left, try operand(&c, update: true)) } else { return left }
+            if c.accept("+") {
+                left = .plus(left, try operand(&c, update: true))
+            } else if c.accept("-") {
+                left = .minus(left, try operand(&c, update: true))
+            } else {
+                return left
+            }
         }
     }
 
@@ -376,7 +394,8 @@ public struct ExpressionParser {
         case .value(let v)?:
             c.at += 1
             guard let value = values[v] else {
-                throw .validation("Invalid \(c.kind): An expression attribute value used in expression is not defined; attribute value: \(v)")
+                throw .validation(
+                    "Invalid \(c.kind): An expression attribute value used in expression is not defined; attribute value: \(v)")
             }
             usedValues.insert(v)
             return .value(value)
@@ -419,7 +438,8 @@ public struct ExpressionParser {
                 // The stored form holds at most this many levels (a path's keys are nesting too);
                 // a deeper path would make an item that cannot be read back.
                 guard elements.count <= ItemCodec.maxDepth + 1 else {
-                    throw .validation("Invalid \(c.kind): The document path has too many nesting levels; nesting levels: \(elements.count - 1)")
+                    throw .validation(
+                        "Invalid \(c.kind): The document path has too many nesting levels; nesting levels: \(elements.count - 1)")
                 }
                 return AttributePath(elements)
             }
@@ -430,7 +450,8 @@ public struct ExpressionParser {
         switch c.next() {
         case .name(let n)?:
             guard let real = names[n] else {
-                throw .validation("Invalid \(c.kind): An expression attribute name used in the document path is not defined; attribute name: \(n)")
+                throw .validation(
+                    "Invalid \(c.kind): An expression attribute name used in the document path is not defined; attribute name: \(n)")
             }
             usedNames.insert(n)
             return real
@@ -472,23 +493,26 @@ extension Operand {
         case .value(let v): return v
         case .size(let p):
             guard let v = p.resolve(in: item) else { return nil }
-            let n: Int? = switch v {
-            case .string(let s): s.utf8.count
-            case .binary(let b): b.count
-            case .map(let m): m.count
-            case .list(let l): l.count
-            case .stringSet(let s): s.count
-            case .numberSet(let s): s.count
-            case .binarySet(let s): s.count
-            default: nil
-            }
+            let n: Int? =
+                switch v {
+                case .string(let s): s.utf8.count
+                case .binary(let b): b.count
+                case .map(let m): m.count
+                case .list(let l): l.count
+                case .stringSet(let s): s.count
+                case .numberSet(let s): s.count
+                case .binarySet(let s): s.count
+                default: nil
+                }
             return n.map { .number(DecimalNumber($0)) }
         case .ifNotExists(let p, let fallback):
             if let v = p.resolve(in: item) { return v }
             return try fallback.evaluate(item)
         case .listAppend(let a, let b):
             guard case .list(let x)? = try a.evaluate(item), case .list(let y)? = try b.evaluate(item) else {
-                throw .validation("Invalid UpdateExpression: Incorrect operand type for operator or function; operator or function: list_append, operand type: not a list")
+                throw .validation(
+                    "Invalid UpdateExpression: Incorrect operand type for operator or function; operator or function: list_append, operand type: not a list"
+                )
             }
             return .list(x + y)
         case .plus(let a, let b), .minus(let a, let b):
@@ -499,7 +523,9 @@ extension Operand {
             guard case .number(let m) = x, case .number(let n) = y else {
                 throw .validation("An operand in the update expression has an incorrect data type")
             }
-            guard let sum = op == "+" ? m + n : m + (-n) else { throw .validation("Number overflow. Attempting to store a number with magnitude larger than supported range") }
+            guard let sum = op == "+" ? m + n : m + (-n) else {
+                throw .validation("Number overflow. Attempting to store a number with magnitude larger than supported range")
+            }
             return .number(sum)
         }
     }
@@ -520,7 +546,9 @@ extension Condition {
         case .attributeType(let p, let t):
             guard case .string(let type)? = try t.evaluate(item) else { return false }
             guard ["S", "N", "B", "BOOL", "NULL", "M", "L", "SS", "NS", "BS"].contains(type) else {
-                throw .validation("Invalid ConditionExpression: Invalid attribute type name found; type: \(type), valid types: { B,NULL,SS,BOOL,L,BS,N,NS,S,M }")
+                throw .validation(
+                    "Invalid ConditionExpression: Invalid attribute type name found; type: \(type), valid types: { B,NULL,SS,BOOL,L,BS,N,NS,S,M }"
+                )
             }
             return p.resolve(in: item)?.typeName == type
         case .beginsWith(let a, let b):
@@ -556,7 +584,8 @@ extension Condition {
             }
         case .between(let a, let low, let high):
             guard let x = try a.evaluate(item), let l = try low.evaluate(item), let h = try high.evaluate(item),
-                  let lo = Condition.order(x, l), let hi = Condition.order(x, h) else { return false }
+                let lo = Condition.order(x, l), let hi = Condition.order(x, h)
+            else { return false }
             return lo >= 0 && hi <= 0
         case .isIn(let a, let list):
             guard let x = try a.evaluate(item) else { return false }
@@ -577,14 +606,16 @@ extension Condition {
 public func project(_ item: [String: AttributeValue], _ paths: [AttributePath]) -> [String: AttributeValue] {
     var out: [String: AttributeValue] = [:]
     var previous: [PathElement] = []  // of the last path inserted
-    for p in paths.sorted(by: { $0.elements.lexicographicallyPrecedes($1.elements) { a, b in
-        switch (a, b) {
-        case (.index(let x), .index(let y)): x < y
-        case (.key(let x), .key(let y)): x < y
-        case (.key, .index): true
-        case (.index, .key): false
+    for p in paths.sorted(by: {
+        $0.elements.lexicographicallyPrecedes($1.elements) { a, b in
+            switch (a, b) {
+            case (.index(let x), .index(let y)): x < y
+            case (.key(let x), .key(let y)): x < y
+            case (.key, .index): true
+            case (.index, .key): false
+            }
         }
-    } }) {
+    }) {
         guard let v = p.resolve(in: item) else { continue }
         let shared = zip(previous, p.elements).prefix { $0 == $1 }.count
         out[p.attribute] = inserting(out[p.attribute], p.elements.dropFirst(), v, shared: shared)
@@ -595,8 +626,10 @@ public func project(_ item: [String: AttributeValue], _ paths: [AttributePath]) 
 
 /// `rest` keeps its indices into the whole path; the first `shared` elements are those of the
 /// previous path inserted.
-private func inserting(_ container: AttributeValue?, _ rest: ArraySlice<PathElement>, _ value: AttributeValue,
-                       shared: Int) -> AttributeValue {
+private func inserting(
+    _ container: AttributeValue?, _ rest: ArraySlice<PathElement>, _ value: AttributeValue,
+    shared: Int
+) -> AttributeValue {
     guard let first = rest.first else { return value }
     switch first {
     case .key(let k):

@@ -12,7 +12,9 @@ public enum ItemPatch {
         guard case .object(let members) = body else { throw TandemError(.badRequest, "a patch is a JSON object") }
         func path(_ text: String, _ op: String) throws(TandemError) -> DocumentPath {
             let p = try DocumentPath(parsing: text)
-            guard !keyNames.contains(p.attribute) else { throw TandemError(.badRequest, "'\(op)' cannot change key attribute '\(p.attribute)'") }
+            guard !keyNames.contains(p.attribute) else {
+                throw TandemError(.badRequest, "'\(op)' cannot change key attribute '\(p.attribute)'")
+            }
             return p
         }
         func object(_ v: JSON, _ op: String) throws(TandemError) -> [(DocumentPath, JSON)] {

@@ -28,7 +28,9 @@ public struct KeyCondition {
             return nil
         }
         func keyValue(_ o: Operand, _ type: String) throws(DynamoError) -> KeyValue {
-            guard case .value(let v) = o else { throw .validation("Invalid KeyConditionExpression: a key is compared with an expression attribute value") }
+            guard case .value(let v) = o else {
+                throw .validation("Invalid KeyConditionExpression: a key is compared with an expression attribute value")
+            }
             guard let k = KeyValue(v), v.typeName == type else {
                 throw .validation("One or more parameter values were invalid: Condition parameter type does not match schema type")
             }
@@ -52,24 +54,28 @@ public struct KeyCondition {
                 if cmp == .eq { equalsValue = value }
                 let type = n == schema.partitionKey ? schema.partitionKeyType : schema.sortKeyType
                 let v = try keyValue(value, type)
-                bounds = switch cmp {
-                case .eq: (v, v)
-                case .lt, .le: (nil, v)
-                default: (v, nil)
-                }
-                test = switch cmp {
-                case .eq: { $0 == v }
-                case .lt: { $0 < v }
-                case .le: { $0 <= v }
-                case .gt: { $0 > v }
-                default: { $0 >= v }
-                }
+                bounds =
+                    switch cmp {
+                    case .eq: (v, v)
+                    case .lt, .le: (nil, v)
+                    default: (v, nil)
+                    }
+                test =
+                    switch cmp {
+                    case .eq: { $0 == v }
+                    case .lt: { $0 < v }
+                    case .le: { $0 <= v }
+                    case .gt: { $0 > v }
+                    default: { $0 >= v }
+                    }
             case .between(let a, let lo, let hi):
                 guard let n = keyName(a) else { throw .validation("Query key condition not supported") }
                 name = n
                 let l = try keyValue(lo, schema.sortKeyType), h = try keyValue(hi, schema.sortKeyType)
                 guard l <= h else {
-                    throw .validation("Invalid KeyConditionExpression: The BETWEEN operator requires upper bound to be greater than or equal to lower bound; lower bound operand: AttributeValue: {\(l)}, upper bound operand: AttributeValue: {\(h)}")
+                    throw .validation(
+                        "Invalid KeyConditionExpression: The BETWEEN operator requires upper bound to be greater than or equal to lower bound; lower bound operand: AttributeValue: {\(l)}, upper bound operand: AttributeValue: {\(h)}"
+                    )
                 }
                 test = { $0 >= l && $0 <= h }
                 bounds = (l, h)
@@ -81,7 +87,10 @@ public struct KeyCondition {
                 switch prefixValue {
                 case .string(let prefix): test = { if case .string(let s) = $0 { s.utf8.starts(with: prefix.utf8) } else { false } }
                 case .binary(let prefix): test = { if case .binary(let s) = $0 { s.starts(with: prefix) } else { false } }
-                default: throw .validation("Invalid KeyConditionExpression: Incorrect operand type for operator or function; operator or function: begins_with, operand type: N")
+                default:
+                    throw .validation(
+                        "Invalid KeyConditionExpression: Incorrect operand type for operator or function; operator or function: begins_with, operand type: N"
+                    )
                 }
             default:
                 throw .validation("Invalid KeyConditionExpression: only =, <, <=, >, >=, BETWEEN and begins_with on key attributes")

@@ -830,7 +830,8 @@ public final class TableNode {
     private func receiveReport(from sender: String, _ body: [UInt8], wallMs: UInt64) -> Handled {
         var r = ByteReader(body)
         guard let covered = try? r.u64(), let theirStable = try? r.u64(), let resynced = try? r.u64(),
-              let n = try? ItemCodec.boundedCount(&r, minSize: 4) else {
+            let n = try? ItemCodec.boundedCount(&r, minSize: 4)
+        else {
             stats.malformed += 1
             return Handled()
         }

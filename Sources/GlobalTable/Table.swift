@@ -136,7 +136,9 @@ public struct KeySchema: Hashable, Sendable {
             }
             return k
         }
-        return ItemKey(partition: try part(partitionKey, partitionKeyType), sort: try sortKey.map { n throws(TandemError) in try part(n, sortKeyType) })
+        return ItemKey(
+            partition: try part(partitionKey, partitionKeyType), sort: try sortKey.map { n throws(TandemError) in try part(n, sortKeyType) }
+        )
     }
 }
 
@@ -260,8 +262,10 @@ public struct TableReplica: Sendable {
     public func itemHash(_ key: ItemKey) -> UInt64? { hashes[key] }
 
     /// Visible items of one partition in sort-key order, from `after` (exclusive), up to `limit`.
-    public func query(partition: KeyValue, where match: (KeyValue?) -> Bool = { _ in true },
-                      after: ItemKey? = nil, limit: Int) -> (items: [(ItemKey, [String: AttributeValue])], more: Bool) {
+    public func query(
+        partition: KeyValue, where match: (KeyValue?) -> Bool = { _ in true },
+        after: ItemKey? = nil, limit: Int
+    ) -> (items: [(ItemKey, [String: AttributeValue])], more: Bool) {
         let start = after ?? ItemKey(partition: partition, sort: nil)
         let keys = sortedKeys.ascending { after == nil ? !($0 < start) : start < $0 }
         return page(limit: limit) {

@@ -59,8 +59,9 @@ public enum TableSyncCodec {
         let skType = try r.shortString()
         for t in [pkType, skType] where !["S", "N", "B"].contains(t) { throw TandemError(.malformed, "bad key type \(t)") }
         let at = try ItemCodec.readHLC(&r)
-        return CatalogEntry(schema: KeySchema(partitionKey: pk, sortKey: sk, partitionKeyType: pkType, sortKeyType: skType),
-                            at: at, deleted: try r.bool())
+        return CatalogEntry(
+            schema: KeySchema(partitionKey: pk, sortKey: sk, partitionKeyType: pkType, sortKeyType: skType),
+            at: at, deleted: try r.bool())
     }
 
     static func encodeCatalog(_ catalog: [String: CatalogEntry], _ w: inout ByteWriter) {
@@ -128,7 +129,8 @@ public enum TableSyncCodec {
         return w.bytes
     }
 
-    public static func decodeDigests(_ bytes: [UInt8]) throws(TandemError) -> (digests: [String: [UInt64]], catalog: [String: CatalogEntry]) {
+    public static func decodeDigests(_ bytes: [UInt8]) throws(TandemError) -> (digests: [String: [UInt64]], catalog: [String: CatalogEntry])
+    {
         var r = ByteReader(bytes)
         let v = try r.u8()
         guard v == version else { throw TandemError(.unsupportedVersion, "table sync version \(v)") }

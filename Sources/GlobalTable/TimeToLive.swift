@@ -40,7 +40,8 @@ public enum TimeToLive {
     /// `max(expiry, latest write + 1)` by node 0. Nil if the item is not expired.
     public static func expiryDelete(_ state: ItemState, attribute: String, nowMs: UInt64) -> ItemState? {
         guard let v = state.visible, isExpired(v, attribute: attribute, nowMs: nowMs),
-              let s = expirySeconds(v[attribute]) else { return nil }
+            let s = expirySeconds(v[attribute])
+        else { return nil }
         let expiry = UInt64(s) * 1000 << 16
         var copy = state
         return copy.delete(at: HLC(time: max(expiry, state.lastWriteTime + 1), node: 0))

@@ -1,9 +1,9 @@
 import TandemCore
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// What the membership core asks its shell to do.
@@ -126,8 +126,10 @@ public struct MembershipInstance: Sendable {
     /// - Parameters:
     ///   - incarnation: one more than any incarnation this node used before (from its data dir).
     ///   - seed: seeds this core's random choices (probe order, gossip targets).
-    public init(settings: MembershipSettings, name: String, address: String, meta: MemberMeta,
-                incarnation: UInt64, seed: UInt64, now: Instant) {
+    public init(
+        settings: MembershipSettings, name: String, address: String, meta: MemberMeta,
+        incarnation: UInt64, seed: UInt64, now: Instant
+    ) {
         self.settings = settings
         self.myself = MemberState(name: name, address: address, incarnation: incarnation, status: .alive, meta: meta)
         self.rng = SeededGenerator(seed: seed)
@@ -258,12 +260,14 @@ public struct MembershipInstance: Sendable {
         guard !leaving, let target = nextProbeTarget() else { return }
         let member = members[target]!
         let seq = nextSequence()
-        probe = ProbeInFlight(seq: seq, target: target, incarnation: member.incarnation, sentAt: now,
-                              directDeadline: now + scaled(settings.probeTimeout), endsAt: nextProbeAt)
+        probe = ProbeInFlight(
+            seq: seq, target: target, incarnation: member.incarnation, sentAt: now,
+            directDeadline: now + scaled(settings.probeTimeout), endsAt: nextProbeAt)
         stats.probes += 1
         // Buddy rule (Lifeguard §IV-C): a suspect hears of its suspicion from whoever probes it.
-        send([.ping(seq: seq, target: target)], to: member.state.address, into: &out,
-             about: member.status == .suspect ? member : nil)
+        send(
+            [.ping(seq: seq, target: target)], to: member.state.address, into: &out,
+            about: member.status == .suspect ? member : nil)
     }
 
     /// Round-robin over live members in a random order, reshuffled each lap (SWIM §4.3), so
@@ -298,8 +302,9 @@ public struct MembershipInstance: Sendable {
         guard let target = members[p.target] else { return }
         let probed = p.target
         for helper in randomMembers(settings.indirectChecks, where: { $0.status == .alive && $0.name != probed }) {
-            send([.pingReq(seq: p.seq, target: p.target, targetAddress: target.state.address)],
-                 to: helper.state.address, into: &out)
+            send(
+                [.pingReq(seq: p.seq, target: p.target, targetAddress: target.state.address)],
+                to: helper.state.address, into: &out)
             stats.indirectProbes += 1
             p.expectedNacks += 1
         }
@@ -378,8 +383,9 @@ public struct MembershipInstance: Sendable {
         case .pingReq(let seq, let target, let targetAddress):
             guard relays.count < MembershipInstance.maxRelays, target != myself.name else { return }
             let relaySeq = nextSequence()
-            relays[relaySeq] = IndirectRelay(originalSeq: seq, requester: from,
-                                             nackAt: now + settings.probeTimeout * 0.8)
+            relays[relaySeq] = IndirectRelay(
+                originalSeq: seq, requester: from,
+                nackAt: now + settings.probeTimeout * 0.8)
             stats.indirectRelays += 1
             send([.ping(seq: relaySeq, target: target)], to: targetAddress, into: &out)
 
@@ -393,8 +399,10 @@ public struct MembershipInstance: Sendable {
     private mutating func handleAlive(_ s: MemberState, into out: inout [MembershipDirective]) {
         if s.name == myself.name {
             // Someone holds a newer or different "me" (a previous life, or a name clash).
-            if !leaving, s.incarnation > myself.incarnation
-                || (s.incarnation == myself.incarnation && (s.address != myself.address || s.meta != myself.meta)) {
+            if !leaving,
+                s.incarnation > myself.incarnation
+                    || (s.incarnation == myself.incarnation && (s.address != myself.address || s.meta != myself.meta))
+            {
                 refute(seen: s.incarnation, into: &out)
             }
             return
@@ -438,8 +446,10 @@ public struct MembershipInstance: Sendable {
         }
     }
 
-    private mutating func handleSuspect(_ name: String, incarnation inc: UInt64, from: String,
-                                        into out: inout [MembershipDirective]) {
+    private mutating func handleSuspect(
+        _ name: String, incarnation inc: UInt64, from: String,
+        into out: inout [MembershipDirective]
+    ) {
         if name == myself.name {
             if !leaving { refute(seen: inc, into: &out) }
             return
@@ -462,8 +472,9 @@ public struct MembershipInstance: Sendable {
         var wanted = Int(settings.suspicionMult) - 2
         if n - 2 < wanted { wanted = 0 }
         let minTimeout = Suspicion.minTimeout(settings: settings, clusterSize: n)
-        suspicions[name] = Suspicion(incarnation: inc, from: from, now: now, minTimeout: minTimeout,
-                                     maxTimeout: minTimeout * settings.suspicionMaxTimeoutMult, wanted: wanted)
+        suspicions[name] = Suspicion(
+            incarnation: inc, from: from, now: now, minTimeout: minTimeout,
+            maxTimeout: minTimeout * settings.suspicionMaxTimeoutMult, wanted: wanted)
         if !suspectsToProbe.contains(name) { suspectsToProbe.append(name) }
         broadcast(.suspect(name: name, incarnation: inc, from: from))
         if previous != .suspect { out.append(.memberChanged(m.state, previous: previous)) }
@@ -476,8 +487,10 @@ public struct MembershipInstance: Sendable {
         handleDead(name, incarnation: s.incarnation, from: myself.name, into: &out)
     }
 
-    private mutating func handleDead(_ name: String, incarnation inc: UInt64, from: String,
-                                     into out: inout [MembershipDirective]) {
+    private mutating func handleDead(
+        _ name: String, incarnation inc: UInt64, from: String,
+        into out: inout [MembershipDirective]
+    ) {
         if name == myself.name {
             if !leaving { refute(seen: inc, into: &out) }
             return
@@ -534,8 +547,10 @@ public struct MembershipInstance: Sendable {
 
     /// Sends `control` to `address` with as many queued updates as fit. `about`: a member whose
     /// current state (suspect/dead) must ride first — it is news to that member itself.
-    private mutating func send(_ control: [SwimMessage], to address: String, into out: inout [MembershipDirective],
-                               about: Member? = nil) {
+    private mutating func send(
+        _ control: [SwimMessage], to address: String, into out: inout [MembershipDirective],
+        about: Member? = nil
+    ) {
         var messages = control
         var budget = Packet.maxSize - Packet.headerSize - control.reduce(0) { $0 + Packet.encodedSize($1) }
         var skip: String?
@@ -615,15 +630,18 @@ public struct MembershipInstance: Sendable {
     /// Another node opened a push-pull: merge its view and answer with ours (after the merge, so
     /// any refutation it provoked is in the answer).
     public mutating func onPushPullRequest(_ message: PushPullMessage, from: String, now: Instant)
-        -> (reply: PushPullMessage, directives: [MembershipDirective]) {
+        -> (reply: PushPullMessage, directives: [MembershipDirective])
+    {
         self.now = now
         var out: [MembershipDirective] = []
         merge(message, into: &out)
         return (pushPullMessage(join: false), out)
     }
 
-    public mutating func onPushPullResponse(_ message: PushPullMessage, from: String, join: Bool,
-                                            now: Instant) -> [MembershipDirective] {
+    public mutating func onPushPullResponse(
+        _ message: PushPullMessage, from: String, join: Bool,
+        now: Instant
+    ) -> [MembershipDirective] {
         self.now = now
         var out: [MembershipDirective] = []
         guard message.senderName != myself.name else { return out }  // a seed that was ourselves
@@ -667,7 +685,8 @@ public struct MembershipInstance: Sendable {
         nextReapAt = now + .seconds(1)
         for m in members.values {
             let age = now - m.statusChangedAt
-            let expired = (m.status == .dead && age > settings.deadRetainTime)
+            let expired =
+                (m.status == .dead && age > settings.deadRetainTime)
                 || (m.status == .left && age > settings.leftRetainTime)
             if expired {
                 forget(m.name)

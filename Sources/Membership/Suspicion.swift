@@ -1,8 +1,8 @@
 import TandemCore
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// Lifeguard's dynamic suspicion timeout (Dadgar et al., "Lifeguard: Local Health Awareness for

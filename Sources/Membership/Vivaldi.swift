@@ -13,8 +13,10 @@ public struct VivaldiCoordinate: Hashable, Sendable {
     public var error: Double
     public var height: Double
 
-    public init(vector: [Double] = Array(repeating: 0, count: VivaldiCoordinate.dimensions),
-                error: Double = Vivaldi.errorMax, height: Double = Vivaldi.heightMin) {
+    public init(
+        vector: [Double] = Array(repeating: 0, count: VivaldiCoordinate.dimensions),
+        error: Double = Vivaldi.errorMax, height: Double = Vivaldi.heightMin
+    ) {
         self.vector = vector
         self.error = error
         self.height = height
@@ -76,8 +78,10 @@ public struct Vivaldi: Sendable {
 
     public init() {}
 
-    public mutating func observe(rtt: Duration, from peer: String, peerCoordinate other: VivaldiCoordinate,
-                                 rng: inout SeededGenerator) {
+    public mutating func observe(
+        rtt: Duration, from peer: String, peerCoordinate other: VivaldiCoordinate,
+        rng: inout SeededGenerator
+    ) {
         let raw = rtt.seconds
         guard raw > 0, raw < 10, other.isValid else { return }
         var window = samples[peer, default: []]
@@ -94,7 +98,8 @@ public struct Vivaldi: Sendable {
         applyForce(Vivaldi.cc * weight * (rttSeconds - dist), from: other, rng: &rng)
 
         // Gravity keeps the whole coordinate system from drifting away from the origin.
-        let origin = VivaldiCoordinate(vector: Array(repeating: 0, count: VivaldiCoordinate.dimensions), error: 0, height: Vivaldi.heightMin)
+        let origin = VivaldiCoordinate(
+            vector: Array(repeating: 0, count: VivaldiCoordinate.dimensions), error: 0, height: Vivaldi.heightMin)
         let d = coordinate.rawDistance(to: origin)
         let pull = (d / Vivaldi.gravityRho) * (d / Vivaldi.gravityRho)
         applyForce(-pull, from: origin, rng: &rng)

@@ -38,11 +38,11 @@ public enum Rendezvous {
     /// `−log2(u)` in Q32 for `u = (⌊h / 2¹¹⌋ + 1) / 2⁵³ ∈ (0, 1]`: small is a strong draw.
     @inlinable
     public static func negLog2(_ h: UInt64) -> UInt64 {
-        let y = (h >> 11) &+ 1                               // 1 ... 2⁵³
-        let k = UInt64(63 - y.leadingZeroBitCount)           // ⌊log2 y⌋
-        let fraction = (y << (63 - k)) << 1                  // the mantissa's bits after the point
-        let index = Int(fraction >> 52)                      // top 12 bits
-        let rest = (fraction >> 20) & 0xFFFF_FFFF            // next 32 bits, for interpolation
+        let y = (h >> 11) &+ 1  // 1 ... 2⁵³
+        let k = UInt64(63 - y.leadingZeroBitCount)  // ⌊log2 y⌋
+        let fraction = (y << (63 - k)) << 1  // the mantissa's bits after the point
+        let index = Int(fraction >> 52)  // top 12 bits
+        let rest = (fraction >> 20) & 0xFFFF_FFFF  // next 32 bits, for interpolation
         let lo = log2Table[index], hi = log2Table[index + 1]
         let log2y = (k << 32) + lo + (((hi - lo) * rest) >> 32)
         return (53 << 32) - log2y
@@ -58,7 +58,7 @@ public enum Rendezvous {
             // m² in Q4.124 → back to Q2.62.
             let (high, low) = m.multipliedFullWidth(by: m)
             m = (high << 2) | (low >> 62)
-            if m >= (UInt64(1) << 63) {                      // m² ≥ 2: this bit is 1
+            if m >= (UInt64(1) << 63) {  // m² ≥ 2: this bit is 1
                 result |= UInt64(1) << UInt64(bit)
                 m >>= 1
             }

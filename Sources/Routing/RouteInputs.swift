@@ -73,8 +73,10 @@ public struct RouteInputs: Hashable, Sendable {
     /// through `resolvedEdges` (RTTs an edge's config lacks); also shown to operators.
     public var regionRTT: RegionRTT
 
-    public init(split: SplitConfig = SplitConfig(), health: HealthView = HealthView(),
-                edges: EdgeConfig = EdgeConfig(), capacity: [String: Int64] = [:], regionRTT: RegionRTT = RegionRTT()) {
+    public init(
+        split: SplitConfig = SplitConfig(), health: HealthView = HealthView(),
+        edges: EdgeConfig = EdgeConfig(), capacity: [String: Int64] = [:], regionRTT: RegionRTT = RegionRTT()
+    ) {
         self.split = split
         self.health = health
         self.edges = edges

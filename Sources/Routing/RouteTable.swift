@@ -70,7 +70,9 @@ public struct RouteTable: Sendable {
         // Past the limit (the API refuses more), the first edges by name are planned; the rest
         // route by the plain split.
         let planned = Array(inputs.edges.edges.keys.filter { pinned[$0] == nil }.sorted().prefix(EdgeConfig.maxEdges))
-        let total = planned.isEmpty ? RouteTable.unitsPerVolume
+        let total =
+            planned.isEmpty
+            ? RouteTable.unitsPerVolume
             : planned.reduce(0) { $0 + min(max(inputs.edges.edges[$1]!.volume, 1), EdgeConfig.maxVolume) * RouteTable.unitsPerVolume }
         let demandByRegion = RouteTable.capped(total: total, regions: weighted, weights: weights, capacity: inputs.capacity)
 
@@ -165,14 +167,17 @@ public struct RouteTable: Sendable {
             var fallbacks: [String] = []
             fallbacks.reserveCapacity(count - 1)
             for k in 1..<count { fallbacks.append(regions[ranked[k].index]) }
-            return RouteDecision(contact: contact, region: regions[best], node: node(h, in: best),
-                                 fallbacks: fallbacks, fingerprint: fingerprint)
+            return RouteDecision(
+                contact: contact, region: regions[best], node: node(h, in: best),
+                fallbacks: fallbacks, fingerprint: fingerprint)
         }
     }
 
     @inline(__always)
-    static func better(_ a: (tier: Int, draw: UInt64, weight: UInt64, index: Int),
-                       _ b: (tier: Int, draw: UInt64, weight: UInt64, index: Int)) -> Bool {
+    static func better(
+        _ a: (tier: Int, draw: UInt64, weight: UInt64, index: Int),
+        _ b: (tier: Int, draw: UInt64, weight: UInt64, index: Int)
+    ) -> Bool {
         if a.tier != b.tier { return a.tier < b.tier }
         if Rendezvous.ties(a.draw, a.weight, b.draw, b.weight) { return a.index < b.index }
         return Rendezvous.beats(a.draw, a.weight, b.draw, b.weight)

@@ -34,8 +34,9 @@ public struct RouteView: Sendable {
     public private(set) var minority = false
 
     public init(holdDown: Duration, selfName: String, selfRegion: String, selfReturning: Bool, now: Instant) {
-        tracker = HealthTracker(holdDown: holdDown, selfName: selfName, selfRegion: selfRegion,
-                                selfReturning: selfReturning, now: now)
+        tracker = HealthTracker(
+            holdDown: holdDown, selfName: selfName, selfRegion: selfRegion,
+            selfReturning: selfReturning, now: now)
     }
 
     /// Takes one membership view. `instanceHealthy` holds the instance health each node published

@@ -8,10 +8,12 @@
 public enum Transport {
     /// Picks the solver: sorted greedy for two regions, min-cost flow otherwise.
     public static func solve(cost: [[Int64]], supply: [Int64], demand: [Int64]) -> [[Int64]] {
-        precondition(supply.reduce(0, +) == demand.reduce(0, +),
-                     "transport: supply \(supply.reduce(0, +)) != demand \(demand.reduce(0, +))")
-        precondition(cost.count == supply.count && cost.allSatisfy { $0.count == demand.count && $0.allSatisfy { $0 >= 0 } },
-                     "transport: cost must be \(supply.count)×\(demand.count) and non-negative")
+        precondition(
+            supply.reduce(0, +) == demand.reduce(0, +),
+            "transport: supply \(supply.reduce(0, +)) != demand \(demand.reduce(0, +))")
+        precondition(
+            cost.count == supply.count && cost.allSatisfy { $0.count == demand.count && $0.allSatisfy { $0 >= 0 } },
+            "transport: cost must be \(supply.count)×\(demand.count) and non-negative")
         if demand.count == 2 { return twoRegions(cost: cost, supply: supply, demand: demand) }
         return minCostFlow(cost: cost, supply: supply, demand: demand)
     }
@@ -40,7 +42,7 @@ public enum Transport {
     /// supply, a region's demand or empties a cell, so there are about E+R rounds.
     public static func minCostFlow(cost: [[Int64]], supply: [Int64], demand: [Int64]) -> [[Int64]] {
         let E = supply.count, R = demand.count
-        let n = E + R + 1                          // edges, regions, sink (the source is implicit)
+        let n = E + R + 1  // edges, regions, sink (the source is implicit)
         let sink = E + R
         var flow = [[Int64]](repeating: [Int64](repeating: 0, count: R), count: E)
         var supplyLeft = supply, demandLeft = demand

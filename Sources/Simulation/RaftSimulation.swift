@@ -235,9 +235,10 @@ public final class RaftSimulation {
         runtime.newLife(i)
         n.storage.readsFail = false
         let restored = n.storage.lastConfiguration()
-        n.core = RaftNode(id: n.id, configuration: restored?.configuration ?? configuration,
-                          configurationIndex: restored?.index ?? 0, hardState: n.durableHardState,
-                          storage: n.storage, settings: config.settings, seed: runtime.rng.next(), now: now)
+        n.core = RaftNode(
+            id: n.id, configuration: restored?.configuration ?? configuration,
+            configurationIndex: restored?.index ?? 0, hardState: n.durableHardState,
+            storage: n.storage, settings: config.settings, seed: runtime.rng.next(), now: now)
         n.lastWriteDone = now
         n.scheduledTick = nil
         drive(i)
@@ -330,8 +331,9 @@ public final class RaftSimulation {
             let fsync = rd.mustPersist ? config.fsyncLatency + runtime.random(below: config.fsyncJitter) : .zero
             let done = max(now + fsync, n.lastWriteDone)
             n.lastWriteDone = done
-            runtime.schedule(.writeDone(node: i, Write(hardState: rd.hardState, position: rd.persistedPosition, messages: rd.messagesAfterPersist)),
-                             at: done, to: i)
+            runtime.schedule(
+                .writeDone(node: i, Write(hardState: rd.hardState, position: rd.persistedPosition, messages: rd.messagesAfterPersist)),
+                at: done, to: i)
         }
         let next = max(core.nextDeadline, now)
         if n.scheduledTick.map({ next < $0 }) ?? true {
@@ -402,7 +404,8 @@ public final class RaftSimulation {
         let payload = e.kind == .record ? String(decoding: e.data, as: UTF8.self) : nil
         if let a = applied[e.index] {
             if a.term != e.term || a.facts != facts {
-                violate("\(nodes[i].id) applied \(e.index)@\(e.term) \(payload ?? "\(e.kind)") where \(a.term) \(a.payload ?? "") was applied")
+                violate(
+                    "\(nodes[i].id) applied \(e.index)@\(e.term) \(payload ?? "\(e.kind)") where \(a.term) \(a.payload ?? "") was applied")
                 return
             }
         } else {
@@ -427,7 +430,8 @@ public final class RaftSimulation {
             acknowledge(payload, at: e.index, by: i)
             acknowledgedByForwarder += 1
             if let l = leaderOfTerm[e.term].flatMap({ id in nodes.firstIndex { $0.id == id } }),
-               let leader = nodes[l].core, leader.term == e.term, leader.role == .leader, leader.commitIndex < e.index {
+                let leader = nodes[l].core, leader.term == e.term, leader.role == .leader, leader.commitIndex < e.index
+            {
                 acknowledgedBeforeLeaderCommit += 1
             }
         }

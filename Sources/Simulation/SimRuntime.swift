@@ -125,8 +125,10 @@ final class SimRuntime<Event> {
     /// Random faults among `nodes` nodes for `duration`, one every 20–200 ms: crashes and
     /// restarts (the protocol's hooks), a node isolated, the cluster split in half, heals,
     /// bursts of loss and duplication, and otherwise the protocol's own fault on a node (`other`).
-    func runWithFaults(for duration: Duration, nodes: Int, _ handle: (Event) -> Void,
-                       crash: (Int) -> Void, restart: (Int) -> Void, other: (Int) -> Void) {
+    func runWithFaults(
+        for duration: Duration, nodes: Int, _ handle: (Event) -> Void,
+        crash: (Int) -> Void, restart: (Int) -> Void, other: (Int) -> Void
+    ) {
         let end = now + duration
         while now < end {
             run(for: .milliseconds(20 + Int64(rng.next() % 180)), handle)
@@ -161,8 +163,10 @@ public struct SimNetworkConfig: Sendable {
     /// Jitter is drawn in whole units of this (a shell with a millisecond timer uses 1 ms).
     public var unit: Duration
 
-    public init(latency: Duration = .microseconds(500), jitter: Duration = .microseconds(500),
-                lossRate: Double = 0, duplicateRate: Double = 0, unit: Duration = .nanoseconds(1)) {
+    public init(
+        latency: Duration = .microseconds(500), jitter: Duration = .microseconds(500),
+        lossRate: Double = 0, duplicateRate: Double = 0, unit: Duration = .nanoseconds(1)
+    ) {
         self.latency = latency
         self.jitter = jitter
         self.lossRate = lossRate

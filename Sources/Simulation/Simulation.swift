@@ -180,14 +180,16 @@ public final class MembershipSimulation {
 
         case .pushPullRequest(let i, let life, let from, let fromLife, let message):
             guard runtime.life(of: i) == life, nodes[i].isUp, canReach(i, from) else {
-                runtime.schedule(.pushPullFailed(to: from, target: nodes[i].address, join: message.join),
-                                 after: tcpTimeout, to: from, life: fromLife)
+                runtime.schedule(
+                    .pushPullFailed(to: from, target: nodes[i].address, join: message.join),
+                    after: tcpTimeout, to: from, life: fromLife)
                 return
             }
             let (reply, directives) = nodes[i].instance!.onPushPullRequest(message, from: nodes[from].address, now: now)
             carryOut(directives, from: i)
-            runtime.schedule(.pushPullResponse(to: from, from: nodes[i].address, message: reply, join: message.join),
-                             after: runtime.delay(from: i, to: from), to: from, life: fromLife)
+            runtime.schedule(
+                .pushPullResponse(to: from, from: nodes[i].address, message: reply, join: message.join),
+                after: runtime.delay(from: i, to: from), to: from, life: fromLife)
 
         case .pushPullResponse(let i, let from, let message, let join):
             guard nodes[i].isUp else { return }
@@ -215,15 +217,18 @@ public final class MembershipSimulation {
                     runtime.schedule(.pushPullFailed(to: i, target: to, join: join), after: tcpTimeout, to: i)
                     continue
                 }
-                runtime.schedule(.pushPullRequest(to: j, life: runtime.life(of: j), from: i, fromLife: runtime.life(of: i), message: message),
-                                 after: runtime.delay(from: i, to: j))
+                runtime.schedule(
+                    .pushPullRequest(to: j, life: runtime.life(of: j), from: i, fromLife: runtime.life(of: i), message: message),
+                    after: runtime.delay(from: i, to: j))
             case .persistIncarnation(let inc):
                 nodes[i].persistedIncarnation = max(nodes[i].persistedIncarnation, inc)
             case .memberChanged(let state, _):
                 let subjectUp = indexByAddress[state.address].map { nodes[$0].isUp } ?? false
-                observations.append(Observation(at: now, observer: nodes[i].name, subject: state.name,
-                                                status: state.status, incarnation: state.incarnation,
-                                                subjectWasUp: subjectUp))
+                observations.append(
+                    Observation(
+                        at: now, observer: nodes[i].name, subject: state.name,
+                        status: state.status, incarnation: state.incarnation,
+                        subjectWasUp: subjectUp))
             }
         }
         if nodes[i].isUp {

@@ -13,7 +13,8 @@ public final class TableSimulation {
         public var nodes = 3
         public var keys = 12
         /// Every link: 1–15 ms one way (whole ms), 5% loss.
-        public var network = SimNetworkConfig(latency: .milliseconds(1), jitter: .milliseconds(15), lossRate: 0.05, unit: TableSimulation.ms)
+        public var network = SimNetworkConfig(
+            latency: .milliseconds(1), jitter: .milliseconds(15), lossRate: 0.05, unit: TableSimulation.ms)
         public var commitDelay: ClosedRange<Duration> = .milliseconds(1) ... .milliseconds(4)
         public var requestTimeout: Duration = .milliseconds(300)
         /// How far each node's wall clock is ahead of virtual time.
@@ -137,8 +138,8 @@ public final class TableSimulation {
         }
         for (t, key, v) in items.sorted(by: { $0.1 < $1.1 }) { core.load(table: t, key: key, state: try! ItemCodec.decode(v)) }
         nodes[i].core = core
-        runtime.schedule(.antiEntropy(node: i), after: runtime.random(in: .zero ... config.antiEntropyInterval, unit: Self.ms), to: i)
-        runtime.schedule(.stability(node: i), after: runtime.random(in: .zero ... config.stabilityInterval, unit: Self.ms), to: i)
+        runtime.schedule(.antiEntropy(node: i), after: runtime.random(in: .zero...config.antiEntropyInterval, unit: Self.ms), to: i)
+        runtime.schedule(.stability(node: i), after: runtime.random(in: .zero...config.stabilityInterval, unit: Self.ms), to: i)
         runtime.schedule(.compaction(node: i), after: config.compactionInterval, to: i)
     }
 

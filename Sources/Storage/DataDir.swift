@@ -3,7 +3,7 @@ import TandemCore
 import Transport
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The node's data directory: what must survive a restart.

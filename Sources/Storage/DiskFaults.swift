@@ -3,7 +3,7 @@ import TandemCore
 import Transport
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Disk fault injection: every fsync the node's stores make (LMDB commits, stream segments,

@@ -3,7 +3,7 @@ import TandemCore
 import Transport
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The node's durable key-value store: one LMDB environment in the data dir. A committed write
@@ -40,7 +40,10 @@ public final class LMDBStore: @unchecked Sendable {
             // A failed fsync in the commit: LMDB aborted the transaction (the meta page that
             // would publish it was not written), so nothing changed on disk.
             if rc == EIO {
-                throw TandemError(.diskFailed, "lmdb \(what): fsync failed (\(String(cString: mdb_strerror(rc)))); the write is not durable and was not acknowledged; retry when the disk recovers")
+                throw TandemError(
+                    .diskFailed,
+                    "lmdb \(what): fsync failed (\(String(cString: mdb_strerror(rc)))); the write is not durable and was not acknowledged; retry when the disk recovers"
+                )
             }
             throw TandemError(.io, "lmdb \(what): \(String(cString: mdb_strerror(rc)))")
         }
@@ -144,15 +147,16 @@ public final class GroupCommitter {
         waiting = []
         running = taken.map(\.done)
         let batch = Batch(store: store, writes: taken.flatMap(\.writes))
-        loop.work({
-            do {
-                try batch.store.commit(batch.writes)
-            } catch let e as TandemError {
-                batch.error = e
-            } catch {
-                batch.error = TandemError(.io, "\(error)")
-            }
-        }, then: { [weak self] in self?.finish(batch) })
+        loop.work(
+            {
+                do {
+                    try batch.store.commit(batch.writes)
+                } catch let e as TandemError {
+                    batch.error = e
+                } catch {
+                    batch.error = TandemError(.io, "\(error)")
+                }
+            }, then: { [weak self] in self?.finish(batch) })
     }
 
     private func finish(_ batch: Batch) {

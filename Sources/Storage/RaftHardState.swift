@@ -4,7 +4,7 @@ import TandemCore
 import Transport
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The hard state of one Raft group (the core's `HardState`: term, vote, commit index) in a
@@ -125,11 +125,12 @@ enum DurableFile {
         let e = Glibc.errno
         // A full disk clears when space returns, a failed write or fsync when the disk does;
         // each has its own answer (507, 503) rather than a bare 500.
-        let code: TandemError.Code = switch e {
-        case ENOSPC, EDQUOT: .diskFull
-        case EIO: .diskFailed
-        default: .io
-        }
+        let code: TandemError.Code =
+            switch e {
+            case ENOSPC, EDQUOT: .diskFull
+            case EIO: .diskFailed
+            default: .io
+            }
         return TandemError(code, "\(what): \(String(cString: strerror(e)))")
     }
 

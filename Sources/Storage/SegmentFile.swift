@@ -4,7 +4,7 @@ import TandemCore
 import Transport
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 // The segment file format: one record's encoding and checksum, the in-memory view of a
@@ -190,7 +190,10 @@ struct RecordCursor {
         try fill(min(left, SegmentLog.headerBytes))
         let head = offset - bufferStart
         if left < 4 || load32(head) == 0,
-           buffer[head..<(head + min(left, SegmentLog.headerBytes))].allSatisfy({ $0 == 0 }) { return .end }
+            buffer[head..<(head + min(left, SegmentLog.headerBytes))].allSatisfy({ $0 == 0 })
+        {
+            return .end
+        }
         if left < SegmentLog.headerBytes { return .bad("partial header: \(left) bytes") }
         let length = Int(load32(offset - bufferStart))
         if length > recordBytesMax { return .bad("length \(length) above the limit \(recordBytesMax)") }
@@ -204,7 +207,8 @@ struct RecordCursor {
         }
         if !crcOK { return .bad("checksum mismatch") }
         guard let kind = LogEntry.Kind(rawValue: buffer[at + 24]) else { return .bad("unknown kind \(buffer[at + 24])") }
-        let header = RecordHeader(index: load64(at + 8), term: load64(at + 16), kind: kind, timestamp: load64(at + 25), offset: offset, size: size)
+        let header = RecordHeader(
+            index: load64(at + 8), term: load64(at + 16), kind: kind, timestamp: load64(at + 25), offset: offset, size: size)
         let data = header.index >= dataFrom ? Array(buffer[(at + SegmentLog.headerBytes)..<(at + size)]) : []
         offset += size
         return .record(header, data)
@@ -238,7 +242,6 @@ struct RecordCursor {
         buffer.withUnsafeBytes { UInt64(bigEndian: $0.loadUnaligned(fromByteOffset: at, as: UInt64.self)) }
     }
 }
-
 
 @inline(__always) private func putU32(_ buf: inout [UInt8], _ v: UInt32) {
     withUnsafeBytes(of: v.bigEndian) { buf.append(contentsOf: $0) }

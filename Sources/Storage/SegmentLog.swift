@@ -4,7 +4,7 @@ import TandemCore
 import Transport
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The durable log of one stream partition: append-only segment files in one directory.
@@ -146,8 +146,10 @@ public final class SegmentLog: LogStorage, @unchecked Sendable {
     /// page cache still shows it, but a failed fsync may have dropped those pages from the way
     /// to the disk, so reading it back proves nothing (PostgreSQL's "fsyncgate"). It is cut,
     /// durably, and Raft fetches it again from the leader; none of it was acknowledged.
-    public init(directory: String, settings: Settings = Settings(), faults: DiskFaults = .process,
-                keepingThrough: UInt64? = nil) throws {
+    public init(
+        directory: String, settings: Settings = Settings(), faults: DiskFaults = .process,
+        keepingThrough: UInt64? = nil
+    ) throws {
         self.directory = directory
         self.settings = settings
         self.faults = faults
@@ -294,8 +296,10 @@ public final class SegmentLog: LogStorage, @unchecked Sendable {
             for e in entries {
                 let size = Self.headerBytes + e.data.count
                 if let s = seg, s.fileSize + buffer.count > 0,
-                   s.fileSize + buffer.count + size > settings.segmentBytesMax
-                    || Self.aged(first: s.points.first?.timestamp ?? headers.first?.timestamp, now: e.timestamp, max: settings.segmentAgeMaxMs) {
+                    s.fileSize + buffer.count + size > settings.segmentBytesMax
+                        || Self.aged(
+                            first: s.points.first?.timestamp ?? headers.first?.timestamp, now: e.timestamp, max: settings.segmentAgeMaxMs)
+                {
                     try flush(s, &buffer, &headers)
                     try release(s)
                     s.sealed = true  // its hint is written once a sync has made it durable

@@ -4,7 +4,7 @@ import TandemCore
 import Transport
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 // Opening a `SegmentLog`: recovery of a torn tail (see "Recovery" in SegmentLog.swift) and
@@ -61,7 +61,8 @@ extension SegmentLog {
                 // After an unsynced segment that lost its end, the next one no longer follows
                 // on: it is unsynced too, so it goes. After a synced one this is lost data.
                 guard k - 1 > lastHinted else {
-                    throw TandemError(.corrupt, "\(seg.logPath) starts at index \(seg.firstIndex), expected \(expected): a segment is missing")
+                    throw TandemError(
+                        .corrupt, "\(seg.logPath) starts at index \(seg.firstIndex), expected \(expected): a segment is missing")
                 }
                 recovery.tornReason = recovery.tornReason ?? "\(seg.logPath) does not follow index \(expected - 1)"
                 recovery.tornBytes += dropSegments(from: k)

@@ -4,7 +4,7 @@ import TandemCore
 import Transport
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 // Seeking by time, retention (trimming whole segments from the head), reset after

@@ -53,8 +53,9 @@ public final class MemoryLogStorage: LogStorage {
     /// one's index — the shell's rule for every `RaftReady.entries`.
     public func append(_ entries: [LogEntry]) {
         guard let first = entries.first else { return }
-        precondition(first.index >= firstIndex && first.index <= lastIndex + 1,
-                     "append at \(first.index) to a log holding \(firstIndex)...\(lastIndex)")
+        precondition(
+            first.index >= firstIndex && first.index <= lastIndex + 1,
+            "append at \(first.index) to a log holding \(firstIndex)...\(lastIndex)")
         log.removeLast(Int(lastIndex + 1 - first.index))
         syncedIndex = min(syncedIndex, first.index - 1)
         for (k, e) in entries.enumerated() {

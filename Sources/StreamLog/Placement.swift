@@ -69,7 +69,8 @@ public enum Placement {
     /// `witnesses` (also in rendezvous order) fill the group up, since they vote but hold no
     /// records and cannot lead. A partition with no data node gets no voter (the caller refuses).
     public static func place(stream: String, partitions: Int, dataNodes: [String], witnesses: [String])
-        -> (voters: [[String]], witnesses: [[String]]) {
+        -> (voters: [[String]], witnesses: [[String]])
+    {
         var voters: [[String]] = []
         var placedWitnesses: [[String]] = []
         for p in 0..<partitions {
@@ -114,8 +115,10 @@ public enum Placement {
     /// `unreadable`: streams whose catalog item is there but this node cannot decode (written by
     /// a newer version, or damaged). Their replicas are never closed on that account: a definition
     /// we cannot read is not a deleted stream, and closing removes the data.
-    public static func reconcile(definitions: [String: StreamDefinition], unreadable: Set<String> = [], held: Set<PartitionRef>,
-                                 selfID: String) -> ReconcilePlan {
+    public static func reconcile(
+        definitions: [String: StreamDefinition], unreadable: Set<String> = [], held: Set<PartitionRef>,
+        selfID: String
+    ) -> ReconcilePlan {
         var plan = ReconcilePlan()
         plan.close = held.filter { !unreadable.contains($0.stream) && definitions[$0.stream]?.incarnation != $0.incarnation }.sorted()
         for d in definitions.values.sorted(by: { $0.name < $1.name }) {
@@ -138,8 +141,10 @@ public enum Placement {
     /// catches up without holding commits back. Adds only back up to the stored placement's
     /// size (or the replication factor): the newcomer is the next live non-witness member in
     /// rendezvous order that is not in the group; with none, the group stays smaller.
-    public static func replacementStep(stream: String, partition: Int, configuration: RaftConfiguration, placed: [String],
-                                       gone: Set<String>, live: [String], selfID: String) -> ConfigurationChange? {
+    public static func replacementStep(
+        stream: String, partition: Int, configuration: RaftConfiguration, placed: [String],
+        gone: Set<String>, live: [String], selfID: String
+    ) -> ConfigurationChange? {
         // The leader never removes itself here: it hands leadership over when it leaves.
         if let departed = configuration.voters.first(where: { gone.contains($0) && $0 != selfID }) {
             return .remove(departed)
@@ -153,10 +158,13 @@ public enum Placement {
     /// stored one (after a replacement), or nil when they hold the same members. Those who stay
     /// keep their preference order (the preferred leader stays preferred); newcomers go last.
     public static func stored(voters: [String], witnesses: [String], configuration: RaftConfiguration)
-        -> (voters: [String], witnesses: [String])? {
+        -> (voters: [String], witnesses: [String])?
+    {
         guard Set(configuration.voters) != Set(voters) || Set(configuration.witnesses) != Set(witnesses) else { return nil }
-        return (voters.filter { configuration.voters.contains($0) } + configuration.voters.filter { !voters.contains($0) },
-                witnesses.filter { configuration.witnesses.contains($0) } + configuration.witnesses.filter { !witnesses.contains($0) })
+        return (
+            voters.filter { configuration.voters.contains($0) } + configuration.voters.filter { !voters.contains($0) },
+            witnesses.filter { configuration.witnesses.contains($0) } + configuration.witnesses.filter { !witnesses.contains($0) }
+        )
     }
 
     /// Whom a leader hands its partition to, or nil to keep it: the first alive voter of the
@@ -166,11 +174,14 @@ public enum Placement {
     /// the one the placement spread the leaders over).
     /// - `ledFor`: how long this node has led (nil: not known).
     /// - `match`: the leader's view of each follower's match index.
-    public static func handoffTarget(preferred: [String], alive: Set<String>, selfID: String, ledFor: Duration?,
-                                     match: [String: UInt64], lastIndex: UInt64) -> String? {
+    public static func handoffTarget(
+        preferred: [String], alive: Set<String>, selfID: String, ledFor: Duration?,
+        match: [String: UInt64], lastIndex: UInt64
+    ) -> String? {
         guard let ledFor, ledFor >= handoffAfter,
-              let target = preferred.first(where: { alive.contains($0) }), target != selfID,
-              match[target] == lastIndex else { return nil }
+            let target = preferred.first(where: { alive.contains($0) }), target != selfID,
+            match[target] == lastIndex
+        else { return nil }
         return target
     }
 }

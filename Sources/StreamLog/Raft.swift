@@ -63,8 +63,10 @@ public struct RaftSettings: Sendable, Equatable {
     /// Data bytes in one AppendEntries batch, and in one `committedEntries` slice.
     public var maxBatchBytes: Int
 
-    public init(electionTimeout: Duration, heartbeatInterval: Duration, preVote: Bool = true,
-                checkQuorum: Bool = true, maxInflightBatches: Int = 16, maxBatchBytes: Int = 1 << 20) {
+    public init(
+        electionTimeout: Duration, heartbeatInterval: Duration, preVote: Bool = true,
+        checkQuorum: Bool = true, maxInflightBatches: Int = 16, maxBatchBytes: Int = 1 << 20
+    ) {
         precondition(heartbeatInterval < electionTimeout, "heartbeat must be shorter than the election timeout")
         precondition(maxInflightBatches > 0 && maxBatchBytes > 0)
         self.electionTimeout = electionTimeout
@@ -480,13 +482,16 @@ public final class RaftNode {
     ///   - laterConfigurations: configuration entries in `storage` after `configurationIndex`,
     ///     oldest first (so a restarted member uses the newest one, and truncating one restores
     ///     the one before).
-    public init(id: String, configuration: RaftConfiguration, configurationIndex: UInt64 = 0,
-                laterConfigurations: [(index: UInt64, configuration: RaftConfiguration)] = [],
-                hardState: HardState, storage: LogStorage, settings: RaftSettings,
-                applied: UInt64 = 0, seed: UInt64, now: Instant) {
+    public init(
+        id: String, configuration: RaftConfiguration, configurationIndex: UInt64 = 0,
+        laterConfigurations: [(index: UInt64, configuration: RaftConfiguration)] = [],
+        hardState: HardState, storage: LogStorage, settings: RaftSettings,
+        applied: UInt64 = 0, seed: UInt64, now: Instant
+    ) {
         self.id = id
         self.settings = settings
-        self.configurations = [(configurationIndex, configuration)]
+        self.configurations =
+            [(configurationIndex, configuration)]
             + laterConfigurations.filter { $0.index > configurationIndex && $0.index <= storage.lastIndex }.sorted { $0.index < $1.index }
         self.configuration = configurations.last!.configuration
         self.term = hardState.term
@@ -666,7 +671,9 @@ public final class RaftNode {
     private func tickLeaderOrNot() throws {
         guard role == .leader else {
             if now >= electionDeadline {
-                if isPromotable { try campaign(preVote: settings.preVote, transfer: false) } else {
+                if isPromotable {
+                    try campaign(preVote: settings.preVote, transfer: false)
+                } else {
                     try askWhetherRemoved()
                     resetElectionDeadline()
                 }
@@ -721,11 +728,14 @@ public final class RaftNode {
         try checkNotHalted()
         try checkCanPropose()
         guard !records.isEmpty, records.count <= RaftMessage.maxEntries,
-              records.allSatisfy({ $0.count <= RaftMessage.maxEntryBytes }) else {
+            records.allSatisfy({ $0.count <= RaftMessage.maxEntryBytes })
+        else {
             throw RaftError(.invalidRequest, "empty batch, too many records, or a record over \(RaftMessage.maxEntryBytes) bytes")
         }
         let first = log.lastIndex + 1
-        try haltingRequest { try appendAsLeader(records.map { LogEntry(index: 0, term: 0, kind: .record, timestamp: timestamp, data: $0) }) }
+        try haltingRequest {
+            try appendAsLeader(records.map { LogEntry(index: 0, term: 0, kind: .record, timestamp: timestamp, data: $0) })
+        }
         metrics.entriesProposed += records.count
         return first...log.lastIndex
     }
@@ -757,7 +767,9 @@ public final class RaftNode {
         guard !voters.isEmpty else { throw RaftError(.invalidRequest, "the last voter cannot be removed") }
         let next = RaftConfiguration(voters: voters, witnesses: witnesses)
         guard next != configuration else { throw RaftError(.invalidRequest, "no change") }
-        try haltingRequest { try appendAsLeader([LogEntry(index: 0, term: 0, kind: .configuration, timestamp: lastTimestamp, data: next.encoded())]) }
+        try haltingRequest {
+            try appendAsLeader([LogEntry(index: 0, term: 0, kind: .configuration, timestamp: lastTimestamp, data: next.encoded())])
+        }
         return log.lastIndex
     }
 
@@ -973,8 +985,9 @@ public final class RaftNode {
         // Skip what we already have; the first entry whose term differs (or is missing) and
         // everything after it replace our suffix (§5.3: delete the conflict and all that follow).
         if let k = try entries.firstIndex(where: { try log.term(at: $0.index) != $0.term }) {
-            precondition(entries[k].index > commitIndex,
-                         "\(id): leader \(leaderID) overwrites committed entry \(entries[k].index) (commit \(commitIndex))")
+            precondition(
+                entries[k].index > commitIndex,
+                "\(id): leader \(leaderID) overwrites committed entry \(entries[k].index) (commit \(commitIndex))")
             appendToLog(Array(entries[k...]))
         }
         // Only what this message proved matches: a longer stale suffix may follow it.
@@ -989,7 +1002,9 @@ public final class RaftNode {
     private func handleInstallStart(from leaderID: String, position: LogPosition, configuration: RaftConfiguration) throws {
         if try log.term(at: position.index) == position.term || position.index <= commitIndex {
             // Not behind after all (a duplicate, or our log reached it meanwhile).
-            send(to: leaderID, .appendResponse(success: true, index: max(commitIndex, min(position.index, log.lastIndex)), hintIndex: 0, hintTerm: 0))
+            send(
+                to: leaderID,
+                .appendResponse(success: true, index: max(commitIndex, min(position.index, log.lastIndex)), hintIndex: 0, hintTerm: 0))
             return
         }
         metrics.installStartsReceived += 1
@@ -1079,7 +1094,8 @@ public final class RaftNode {
         // commit index moved; send it only for that, and only when nothing is in flight (so it
         // cannot be rejected for a gap).
         if pr.state == .replicate && entries.isEmpty && (!commitOnly || !pr.inflight.isEmpty) { return }
-        send(to: peer, .append(prevIndex: prevIndex, prevTerm: prevTerm, entries: entries, commit: commitIndex, persisted: log.durableIndex))
+        send(
+            to: peer, .append(prevIndex: prevIndex, prevTerm: prevTerm, entries: entries, commit: commitIndex, persisted: log.durableIndex))
         pr.persistedSent = max(pr.persistedSent, log.durableIndex)
         switch pr.state {
         case .probe: pr.paused = true
@@ -1133,7 +1149,8 @@ public final class RaftNode {
         let both = min(leaderDurable, matchesLeaderThrough, log.durableIndex)
         guard both > commitIndex, try log.term(at: both) == term else { return }
         guard let config = configurations.last(where: { $0.index <= both })?.configuration,
-              config.contains(id), config.contains(leader), config.quorum <= 2 else { return }
+            config.contains(id), config.contains(leader), config.quorum <= 2
+        else { return }
         advanceCommit(to: both)
     }
 
@@ -1242,7 +1259,8 @@ public final class RaftNode {
             metrics.electionsStarted += 1
         }
         resetElectionDeadline()
-        let body: RaftMessage.Body = preVote
+        let body: RaftMessage.Body =
+            preVote
             ? .preVote(lastIndex: log.lastIndex, lastTerm: lastTerm)
             : .requestVote(lastIndex: log.lastIndex, lastTerm: lastTerm, transfer: transfer)
         for peer in peers { send(to: peer, body, term: preVote ? term + 1 : term) }

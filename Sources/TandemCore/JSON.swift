@@ -312,7 +312,8 @@ public indirect enum JSON: Equatable, Sendable {
 /// Typed building of documents, so an answer is checked by the compiler (a value that could not
 /// be written used to turn a whole answer into `{}` at run time).
 extension JSON: ExpressibleByStringLiteral, ExpressibleByIntegerLiteral, ExpressibleByBooleanLiteral,
-                ExpressibleByArrayLiteral, ExpressibleByDictionaryLiteral {
+    ExpressibleByArrayLiteral, ExpressibleByDictionaryLiteral
+{
     public init(stringLiteral value: String) { self = .string(value) }
     public init(integerLiteral value: Int) { self = .number(String(value)) }
     public init(booleanLiteral value: Bool) { self = .bool(value) }

@@ -13,7 +13,8 @@ public struct Instant: Comparable, Hashable, Sendable, CustomStringConvertible {
 
     public static func + (a: Instant, d: Duration) -> Instant {
         let n = d.nanoseconds
-        return n >= 0 ? Instant(nanoseconds: a.nanoseconds &+ UInt64(n))
+        return n >= 0
+            ? Instant(nanoseconds: a.nanoseconds &+ UInt64(n))
             : Instant(nanoseconds: a.nanoseconds &- min(a.nanoseconds, UInt64(-n)))
     }
 

@@ -7,8 +7,8 @@ import TandemCore
 import Transport
 
 #if canImport(Glibc)
-import Glibc
-let RLIMIT_NOFILE_VALUE = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
+    import Glibc
+    let RLIMIT_NOFILE_VALUE = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
 #endif
 
 /// How to start a node (the `tandem node` flags).
@@ -152,24 +152,30 @@ public final class Node {
         store = try LMDBStore(path: config.dataDir)
         tables = try Tables(store: store, loop: loop, peerID: try SocketAddress(config.bind).description)
         tables.maxQueuedWrites = config.maxQueuedWrites
-        routes = Routes(tables: tables, loop: loop, selfName: config.name, selfRegion: config.region, returning: incarnation > 1,
-                        settings: Routes.Settings(holdDown: config.holdDown, instanceHealthURL: config.instanceHealthURL))
+        routes = Routes(
+            tables: tables, loop: loop, selfName: config.name, selfRegion: config.region, returning: incarnation > 1,
+            settings: Routes.Settings(holdDown: config.holdDown, instanceHealthURL: config.instanceHealthURL))
         udp = try UDPSocket(loop: loop, bind: bindAddress)
         peerServer = try TCPServer(loop: loop, bind: bindAddress)
         peers = PeerLinks(loop: loop, server: peerServer, keyring: keyring)
         http = try HTTPServer(loop: loop, bind: apiAddress, limits: config.httpLimits)
-        streams = Streams(loop: loop, logger: logger, selfID: bindAddress.description, isWitness: config.role == .witness,
-                          profile: config.profileName, dataDir: config.dataDir, tables: tables, peers: peers,
-                          hourMs: config.streamHourMs, segmentBytes: config.streamSegmentBytes,
-                          replicasAnswerForwardedPuts: !config.streamLeaderAnswersOnly)
+        streams = Streams(
+            loop: loop, logger: logger, selfID: bindAddress.description, isWitness: config.role == .witness,
+            profile: config.profileName, dataDir: config.dataDir, tables: tables, peers: peers,
+            hourMs: config.streamHourMs, segmentBytes: config.streamSegmentBytes,
+            replicasAnswerForwardedPuts: !config.streamLeaderAnswersOnly)
         dynamo = DynamoAPI(tables: tables)
         streams.maxPendingPuts = config.maxPendingPuts
         kinesis = KinesisAPI(streams: streams)
         tickTimer = LoopTimer(loop: loop)
 
         try udp.start { [unowned self] bytes, from in self.receive(bytes, from: from) }
-        peers.onUnauthenticated = { [unowned self] from in self.logUnauthenticated(from?.description ?? "?", "peer frame not sealed with a keyring key") }
-        peers.onReplayed = { [unowned self] from in self.logUnauthenticated(from?.description ?? "?", "replayed peer frame (not the next of a fresh session)") }
+        peers.onUnauthenticated = { [unowned self] from in
+            self.logUnauthenticated(from?.description ?? "?", "peer frame not sealed with a keyring key")
+        }
+        peers.onReplayed = { [unowned self] from in
+            self.logUnauthenticated(from?.description ?? "?", "replayed peer frame (not the next of a fresh session)")
+        }
         tables.onCommitFailure = { [unowned self] error in
             // Writes are refused (5xx, counted) while the disk fails; reads go on. One line per 10 s.
             let now = self.loop.now
@@ -212,8 +218,9 @@ public final class Node {
             // forwarding, so a brief suspicion while a stream is created cannot leave a node out
             // of its replicas for good.
             self.membership.memberStates.map {
-                Streams.MemberInfo(name: $0.name, address: $0.address, api: $0.meta.api, region: $0.meta.region,
-                                   role: $0.meta.role, alive: $0.status == .alive || $0.status == .suspect, left: $0.status == .left)
+                Streams.MemberInfo(
+                    name: $0.name, address: $0.address, api: $0.meta.api, region: $0.meta.region,
+                    role: $0.meta.role, alive: $0.status == .alive || $0.status == .suspect, left: $0.status == .left)
             }
         }
         streams.start()
@@ -229,12 +236,14 @@ public final class Node {
         for sig in [SIGINT, SIGTERM] {
             signals.append(SignalWatcher(loop: loop, signal: sig) { [unowned self] in self.shutdown() })
         }
-        logger.info("node started", metadata: [
-            "name": "\(config.name)", "region": "\(config.region)", "bind": "\(bindAddress)",
-            "api": "\(apiAddress)", "incarnation": "\(incarnation)", "profile": "\(config.profileName)",
-            "apiTokens": "\(apiTokens.map { "\($0.count)" } ?? "off")",
-            "encryption": "\(keyring.map { "on, \($0.keys.count) keys, primary \($0.primary.idHex)" } ?? "off")",
-        ])
+        logger.info(
+            "node started",
+            metadata: [
+                "name": "\(config.name)", "region": "\(config.region)", "bind": "\(bindAddress)",
+                "api": "\(apiAddress)", "incarnation": "\(incarnation)", "profile": "\(config.profileName)",
+                "apiTokens": "\(apiTokens.map { "\($0.count)" } ?? "off")",
+                "encryption": "\(keyring.map { "on, \($0.keys.count) keys, primary \($0.primary.idHex)" } ?? "off")"
+            ])
         // Seeds in canonical form, so `localhost:7946` and our own address compare equal.
         var seeds: [String] = []
         for seed in config.seeds { seeds.append(try SocketAddress(seed).description) }
@@ -392,7 +401,8 @@ public final class Node {
 
             case .pushPull(let to, let join):
                 let payload = membership.pushPullMessage(join: join).encode()
-                peers.request(to: to, kind: FrameKind.pushPull, payload: payload, timeout: config.settings.pushPullTimeout) { [weak self] result in
+                peers.request(to: to, kind: FrameKind.pushPull, payload: payload, timeout: config.settings.pushPullTimeout) {
+                    [weak self] result in
                     guard let self else { return }
                     switch result {
                     case .success(let frame):
@@ -423,10 +433,12 @@ public final class Node {
                 // for it (waiting for the next timer left it to anti-entropy).
                 tables.syncMembers()
                 routes.refresh()
-                logger.info("member \(state.status)", metadata: [
-                    "member": "\(state.name)", "region": "\(state.meta.region)", "address": "\(state.address)",
-                    "incarnation": "\(state.incarnation)", "was": "\(previous.map { "\($0)" } ?? "unknown")",
-                ])
+                logger.info(
+                    "member \(state.status)",
+                    metadata: [
+                        "member": "\(state.name)", "region": "\(state.meta.region)", "address": "\(state.address)",
+                        "incarnation": "\(state.incarnation)", "was": "\(previous.map { "\($0)" } ?? "unknown")"
+                    ])
             }
         }
         schedule()

@@ -62,8 +62,10 @@ public final class LoadGenerator {
     public var served: (Int) -> Bool = { (200..<300).contains($0) }
 
     /// `pipeline` requests in flight per connection (HTTP/1.1 pipelining; 1 is one at a time).
-    public func run(connections: Int, duration: Duration, ratePerSecond: Double? = nil, maxRequests: Int? = nil,
-                    pipeline: Int = 1) -> Result {
+    public func run(
+        connections: Int, duration: Duration, ratePerSecond: Double? = nil, maxRequests: Int? = nil,
+        pipeline: Int = 1
+    ) -> Result {
         self.ratePerSecond = ratePerSecond
         self.maxRequests = maxRequests
         started = loop.now.nanoseconds
@@ -188,7 +190,8 @@ public final class LoadGenerator {
             var length = 0
             var line = 0
             while line < end {
-                if line + name.count <= end, (0..<name.count).allSatisfy({ (b[line + $0] | 0x20) == name[$0] || b[line + $0] == name[$0] }) {
+                if line + name.count <= end, (0..<name.count).allSatisfy({ (b[line + $0] | 0x20) == name[$0] || b[line + $0] == name[$0] })
+                {
                     var k = line + name.count
                     while k < end, b[k] == 32 { k += 1 }
                     while k < end, b[k] >= 48, b[k] <= 57 { length = length * 10 + Int(b[k] - 48); k += 1 }
@@ -202,4 +205,3 @@ public final class LoadGenerator {
         }
     }
 }
-

@@ -3,7 +3,7 @@ import TandemCore
 import Transport
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Real `tandem node` processes on 127.0.0.1 ports, each with its own data dir under one
@@ -38,8 +38,10 @@ public final class LocalCluster {
         self.profile = profile
         let base = LocalCluster.freePortBase(count: size * 2)
         for i in 0..<size {
-            nodes.append(NodeProcess(name: "n\(i + 1)", bind: "127.0.0.1:\(base + i)", api: "127.0.0.1:\(base + size + i)",
-                                     dataDir: "\(root)/n\(i + 1)", pid: nil))
+            nodes.append(
+                NodeProcess(
+                    name: "n\(i + 1)", bind: "127.0.0.1:\(base + i)", api: "127.0.0.1:\(base + size + i)",
+                    dataDir: "\(root)/n\(i + 1)", pid: nil))
         }
         self.chaos = chaos
     }
@@ -79,7 +81,9 @@ public final class LocalCluster {
             addr.sin_family = sa_family_t(AF_INET)
             addr.sin_port = in_port_t(UInt16(port).bigEndian)
             addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-            let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+            let rc = withUnsafePointer(to: &addr) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
             if rc != 0 { return false }
         }
         return true
@@ -87,8 +91,10 @@ public final class LocalCluster {
 
     public func start(_ i: Int, extraArgs: [String] = []) throws {
         let n = nodes[i]
-        var args = ["node", "--name", n.name, "--region", regions[i % regions.count], "--bind", n.bind, "--api", n.api,
-                    "--data-dir", n.dataDir, "--profile", profile, "--log-level", logLevel]
+        var args = [
+            "node", "--name", n.name, "--region", regions[i % regions.count], "--bind", n.bind, "--api", n.api,
+            "--data-dir", n.dataDir, "--profile", profile, "--log-level", logLevel
+        ]
         if i != 0 { args += ["--seed", nodes[0].bind] }
         if chaos { args.append("--chaos") }
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
@@ -118,10 +124,14 @@ public final class LocalCluster {
 
     /// Sets fault injection on node `i` (needs `chaos: true`).
     @discardableResult
-    public func setChaos(_ i: Int, dropRate: Double = 0, block: [String] = [], delayMs: Int = 0, fsyncFails: Bool = false,
-                         readFailsUnder: String = "") -> Bool {
-        let body = "{\"dropRate\":\(dropRate),\"delayMs\":\(delayMs),\"fsyncFails\":\(fsyncFails),\"readFailsUnder\":\"\(readFailsUnder)\",\"block\":[\(block.map { "\"\($0)\"" }.joined(separator: ","))]}"
-        return (try? HTTPClient.request("POST", nodes[i].api, "/v1/chaos", body: Array(body.utf8), headers: auth, timeout: .seconds(2)))?.status == 200
+    public func setChaos(
+        _ i: Int, dropRate: Double = 0, block: [String] = [], delayMs: Int = 0, fsyncFails: Bool = false,
+        readFailsUnder: String = ""
+    ) -> Bool {
+        let body =
+            "{\"dropRate\":\(dropRate),\"delayMs\":\(delayMs),\"fsyncFails\":\(fsyncFails),\"readFailsUnder\":\"\(readFailsUnder)\",\"block\":[\(block.map { "\"\($0)\"" }.joined(separator: ","))]}"
+        return (try? HTTPClient.request("POST", nodes[i].api, "/v1/chaos", body: Array(body.utf8), headers: auth, timeout: .seconds(2)))?
+            .status == 200
     }
 
     /// "running", or how the process ended (reaping it), for post-mortems.
@@ -137,7 +147,8 @@ public final class LocalCluster {
     /// `name → (status, incarnation)` as node `i` sees the cluster, or nil if it does not answer.
     public func view(from i: Int) -> [String: (status: String, incarnation: Int)]? {
         guard let r = try? HTTPClient.request("GET", nodes[i].api, "/v1/members", headers: auth, timeout: .seconds(1)), r.status == 200,
-              let members = r.json()?["members"]?.arrayValue else { return nil }
+            let members = r.json()?["members"]?.arrayValue
+        else { return nil }
         var out: [String: (String, Int)] = [:]
         for m in members {
             if let name = m["name"]?.stringValue, let status = m["status"]?.stringValue, let inc = m["incarnation"]?.intValue {
@@ -148,7 +159,9 @@ public final class LocalCluster {
     }
 
     public func metric(_ name: String, node i: Int) -> Double? {
-        guard let r = try? HTTPClient.request("GET", nodes[i].api, "/metrics", headers: auth, timeout: .seconds(1)), r.status == 200 else { return nil }
+        guard let r = try? HTTPClient.request("GET", nodes[i].api, "/metrics", headers: auth, timeout: .seconds(1)), r.status == 200 else {
+            return nil
+        }
         for line in r.text.split(separator: "\n") where line.hasPrefix(name + " ") {
             return Double(line.split(separator: " ")[1])
         }
@@ -157,7 +170,9 @@ public final class LocalCluster {
 
     /// The sum of a metric over all its label sets on node `i` (`name{…} v` lines); 0 when absent.
     public func metricTotal(_ name: String, node i: Int) -> Double {
-        guard let r = try? HTTPClient.request("GET", nodes[i].api, "/metrics", headers: auth, timeout: .seconds(1)), r.status == 200 else { return 0 }
+        guard let r = try? HTTPClient.request("GET", nodes[i].api, "/metrics", headers: auth, timeout: .seconds(1)), r.status == 200 else {
+            return 0
+        }
         return r.text.split(separator: "\n").filter { $0.hasPrefix(name + "{") || $0.hasPrefix(name + " ") }
             .compactMap { Double($0.split(separator: " ").last ?? "") }.reduce(0, +)
     }
@@ -170,7 +185,8 @@ public final class LocalCluster {
     /// CPU time (user + system) process `pid` has used, from /proc.
     public static func cpuSeconds(pid: pid_t) -> Double? {
         guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-              let close = stat.lastIndex(of: ")") else { return nil }
+            let close = stat.lastIndex(of: ")")
+        else { return nil }
         // Fields after the command name: state is field 3, utime 14 and stime 15.
         let fields = stat[stat.index(after: close)...].split(separator: " ")
         guard fields.count > 12, let u = Double(fields[11]), let s = Double(fields[12]) else { return nil }

@@ -3,7 +3,7 @@ import TandemCore
 import Transport
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Crash torture (`tandem torture`, `scripts/torture`, `TortureProcessTests`): real nodes on
@@ -52,12 +52,19 @@ public enum Torture {
         func locked<T>(_ body: () -> T) -> T { lock.lock(); defer { lock.unlock() }; return body() }
     }
 
-    static func call(_ method: String, _ api: String, _ path: String, _ body: String? = nil,
-                     timeout: Duration = .seconds(3)) -> HTTPClient.Response? {
+    static func call(
+        _ method: String, _ api: String, _ path: String, _ body: String? = nil,
+        timeout: Duration = .seconds(3)
+    ) -> HTTPClient.Response? {
         try? HTTPClient.request(method, api, path, body: body.map { Array($0.utf8) }, timeout: timeout)
     }
 
-    public static func run(_ o: Options, say: (String) -> Void = { print($0); fflush(nil) }) throws -> Report {
+    public static func run(
+        _ o: Options,
+        say: (String) -> Void = {
+            print($0); fflush(nil)
+        }
+    ) throws -> Report {
         var rng = SeededGenerator(seed: o.seed)
         let cluster = try LocalCluster(size: o.nodes, profile: "fast", binary: o.binary)
         cluster.logLevel = "info"  // kept for the post-mortem of a failed round
@@ -71,7 +78,8 @@ public enum Torture {
         }
         guard formed() else { throw TandemError(.io, "torture: the cluster did not form") }
         guard call("PUT", apis[0], "/v1/tables/torture", #"{"partitionKey":"id"}"#)?.status == 201,
-              call("PUT", apis[0], "/v1/streams/torture", #"{"partitions":1,"retentionHours":24}"#)?.status == 201 else {
+            call("PUT", apis[0], "/v1/streams/torture", #"{"partitions":1,"retentionHours":24}"#)?.status == 201
+        else {
             throw TandemError(.io, "torture: cannot create the table or the stream")
         }
         _ = eventually(timeout: .seconds(15)) { apis.allSatisfy { call("GET", $0, "/v1/tables/torture")?.status == 200 } }
@@ -91,9 +99,11 @@ public enum Torture {
         for round in 1...o.rounds {
             ledger.locked { ledger.stop = false }
             let writers = (0..<n).flatMap { node in
-                [Thread { putWriter(apis[node], node: node, round: round, ledger) },
-                 Thread { counterWriter(apis[node], ledger) },
-                 Thread { streamWriter(apis[node], node: node, round: round, ledger) }]
+                [
+                    Thread { putWriter(apis[node], node: node, round: round, ledger) },
+                    Thread { counterWriter(apis[node], ledger) },
+                    Thread { streamWriter(apis[node], node: node, round: round, ledger) }
+                ]
             }
             for t in writers { t.start() }
             let victim = Int.random(in: 0..<n, using: &rng)
@@ -108,11 +118,14 @@ public enum Torture {
             guard formed() else {
                 // Each node's view, to tell a node that never came up from one nobody accepts.
                 let views = (0..<n).map { i in
-                    "\(cluster.nodes[i].name) [\(cluster.processState(i))] sees " + (cluster.view(from: i).map { v in
-                        v.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value.status)@\($0.value.incarnation)" }.joined(separator: ",")
-                    } ?? "nothing (no answer)")
+                    "\(cluster.nodes[i].name) [\(cluster.processState(i))] sees "
+                        + (cluster.view(from: i).map { v in
+                            v.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value.status)@\($0.value.incarnation)" }.joined(
+                                separator: ",")
+                        } ?? "nothing (no answer)")
                 }
-                let problem = "round \(round): the cluster did not re-form after restarting \(cluster.nodes[victim].name): \(views.joined(separator: "; "))"
+                let problem =
+                    "round \(round): the cluster did not re-form after restarting \(cluster.nodes[victim].name): \(views.joined(separator: "; "))"
                 report.violations.append(problem)
                 say("  " + problem)
                 keepForPostMortem()
@@ -127,7 +140,9 @@ public enum Torture {
             let own = puts.filter { $0.node == victim }.map(\.id)
             let ownMissing = own.filter { call("GET", apis[victim], "/v1/tables/torture/items/\($0)")?.status != 200 }
             if !ownMissing.isEmpty {
-                problems.append("round \(round): \(ownMissing.count) puts acknowledged by \(cluster.nodes[victim].name) missing after its restart, e.g. \(ownMissing.prefix(3))")
+                problems.append(
+                    "round \(round): \(ownMissing.count) puts acknowledged by \(cluster.nodes[victim].name) missing after its restart, e.g. \(ownMissing.prefix(3))"
+                )
                 report.lostPuts += ownMissing.count
             }
 
@@ -141,12 +156,15 @@ public enum Torture {
                 let missing = puts.filter { $0.node != victim || i != victim }.map(\.id)
                     .filter { call("GET", api, "/v1/tables/torture/items/\($0)")?.status != 200 }
                 if !missing.isEmpty {
-                    problems.append("round \(round): \(missing.count) acknowledged puts missing on \(cluster.nodes[i].name), e.g. \(missing.prefix(3))")
+                    problems.append(
+                        "round \(round): \(missing.count) acknowledged puts missing on \(cluster.nodes[i].name), e.g. \(missing.prefix(3))")
                     report.lostPuts += missing.count
                 }
                 let c = counter(api)
                 if c == nil || c! < increments || c! > increments + unknown {
-                    problems.append("round \(round): counter on \(cluster.nodes[i].name) is \(c.map(String.init) ?? "unreadable"); acknowledged \(increments), unknown \(unknown)")
+                    problems.append(
+                        "round \(round): counter on \(cluster.nodes[i].name) is \(c.map(String.init) ?? "unreadable"); acknowledged \(increments), unknown \(unknown)"
+                    )
                 }
                 report.counter = c ?? report.counter
             }
@@ -168,14 +186,18 @@ public enum Torture {
                 for (seq, key, data) in log {
                     bySequence[seq] = data
                     if !seen.insert(data).inserted { problems.append("round \(round): record \(data) twice on \(name)") }
-                    if !wellFormed(key: key, data: data) { problems.append("round \(round): torn or foreign record at \(seq) on \(name): key \(key), data \(data.prefix(40))") }
+                    if !wellFormed(key: key, data: data) {
+                        problems.append("round \(round): torn or foreign record at \(seq) on \(name): key \(key), data \(data.prefix(40))")
+                    }
                 }
                 if logs[0].map({ "\($0.0)=\($0.2)" }) != log.map({ "\($0.0)=\($0.2)" }) {
                     problems.append("round \(round): stream on \(name) differs from \(cluster.nodes[0].name)")
                 }
                 let lost = records.filter { bySequence[$0.key] != $0.value }
                 if !lost.isEmpty {
-                    problems.append("round \(round): \(lost.count) acknowledged records missing or changed on \(name), e.g. \(lost.prefix(3).map { "\($0.key)=\($0.value)" })")
+                    problems.append(
+                        "round \(round): \(lost.count) acknowledged records missing or changed on \(name), e.g. \(lost.prefix(3).map { "\($0.key)=\($0.value)" })"
+                    )
                     report.lostRecords += lost.count
                 }
             }
@@ -186,9 +208,11 @@ public enum Torture {
             report.unknownIncrements = unknown
             report.ackedRecords = records.count
             report.violations += problems
-            say(String(format: "round %2d: killed %@ after %4d ms; acknowledged so far: %d puts, %d increments (+%d unknown), %d records — %@",
-                       round, cluster.nodes[victim].name, loadMs, puts.count, increments, unknown, records.count,
-                       problems.isEmpty ? "all present" : "\(problems.count) VIOLATIONS"))
+            say(
+                String(
+                    format: "round %2d: killed %@ after %4d ms; acknowledged so far: %d puts, %d increments (+%d unknown), %d records — %@",
+                    round, cluster.nodes[victim].name, loadMs, puts.count, increments, unknown, records.count,
+                    problems.isEmpty ? "all present" : "\(problems.count) VIOLATIONS"))
             for p in problems.prefix(10) { say("  " + p) }
             if !problems.isEmpty {
                 keepForPostMortem()
@@ -255,13 +279,15 @@ public enum Torture {
 
     static func leader(_ api: String) -> String? {
         guard let r = call("GET", api, "/v1/streams/torture"), r.status == 200,
-              let j = try? JSON.parse(r.body), case .array(let parts)? = j["partitionDetails"], let p = parts.first else { return nil }
+            let j = try? JSON.parse(r.body), case .array(let parts)? = j["partitionDetails"], let p = parts.first
+        else { return nil }
         return p["leader"]?.stringValue
     }
 
     static func counter(_ api: String) -> Int? {
         guard let r = call("GET", api, "/v1/tables/torture/items/counter"), r.status == 200,
-              case .number(let t)? = (try? JSON.parse(r.body))?["item"]?["n"] else { return nil }
+            case .number(let t)? = (try? JSON.parse(r.body))?["item"]?["n"]
+        else { return nil }
         return Int(t)
     }
 
@@ -271,10 +297,12 @@ public enum Torture {
         var from = "trim-horizon"
         while true {
             guard let r = call("GET", api, "/v1/streams/torture/partitions/0/records?from=\(from)&limit=1000"), r.status == 200,
-                  let j = try? JSON.parse(r.body), case .array(let records)? = j["records"], let next = j["next"]?.stringValue else { return nil }
+                let j = try? JSON.parse(r.body), case .array(let records)? = j["records"], let next = j["next"]?.stringValue
+            else { return nil }
             for rec in records {
                 guard let seq = rec["sequence"]?.stringValue.flatMap({ UInt64($0) }), let key = rec["key"]?.stringValue,
-                      let data = rec["data"]?.stringValue.flatMap({ Base64.decode($0) }) else { return nil }
+                    let data = rec["data"]?.stringValue.flatMap({ Base64.decode($0) })
+                else { return nil }
                 out.append((seq, key, String(decoding: data, as: UTF8.self)))
             }
             if records.isEmpty { return out }

@@ -25,13 +25,20 @@ public struct AWSBenchmark {
         func call(_ target: String, _ body: String) throws -> HTTPClient.Response {
             try HTTPClient.request("POST", api, "/", body: Array(body.utf8), headers: [("X-Amz-Target", target)])
         }
-        let table = try call("DynamoDB_20120810.CreateTable", #"{"TableName":"bench","KeySchema":[{"AttributeName":"id","KeyType":"HASH"}],"AttributeDefinitions":[{"AttributeName":"id","AttributeType":"S"}]}"#)
+        let table = try call(
+            "DynamoDB_20120810.CreateTable",
+            #"{"TableName":"bench","KeySchema":[{"AttributeName":"id","KeyType":"HASH"}],"AttributeDefinitions":[{"AttributeName":"id","AttributeType":"S"}]}"#
+        )
         guard table.status == 200 else { throw ToolError("CreateTable: \(table.status) \(table.text)") }
         let stream = try call("Kinesis_20131202.CreateStream", #"{"StreamName":"bench","ShardCount":4}"#)
         guard stream.status == 200 else { throw ToolError("CreateStream: \(stream.status) \(stream.text)") }
-        guard eventually(timeout: .seconds(20), {
-            (try? call("Kinesis_20131202.DescribeStreamSummary", #"{"StreamName":"bench"}"#).text.contains("\"ACTIVE\"")) == true
-        }) else { throw ToolError("stream did not become active") }
+        guard
+            eventually(
+                timeout: .seconds(20),
+                {
+                    (try? call("Kinesis_20131202.DescribeStreamSummary", #"{"StreamName":"bench"}"#).text.contains("\"ACTIVE\"")) == true
+                })
+        else { throw ToolError("stream did not become active") }
 
         var rng = SystemRandomNumberGenerator()
         // An item's size as DynamoDB counts it (attribute names plus values): "id" + "k00042"
@@ -39,19 +46,26 @@ public struct AWSBenchmark {
         let itemBytes = 256
         let note = String(repeating: "x", count: itemBytes - "id".count - "k00000".count - "note".count)
         func key(_ n: Int) -> String { "k" + String(repeating: "0", count: max(0, 5 - String(n).count)) + String(n) }
-        func measure(_ what: String, _ target: String, target goal: String? = nil, met: ((LoadGenerator.Result) -> Bool)? = nil,
-                     _ body: @escaping () -> String) throws {
+        func measure(
+            _ what: String, _ target: String, target goal: String? = nil, met: ((LoadGenerator.Result) -> Bool)? = nil,
+            _ body: @escaping () -> String
+        ) throws {
             let g = try LoadGenerator(target: api) { ("POST", "/", Array(body().utf8)) }
             g.headers = [("X-Amz-Target", target)]
             let r = g.run(connections: options.connections, duration: .seconds(Int64(options.seconds)))
-            print("• \(what): " + String(format: "%.0f/s, p50 %.2f ms, p99 %.2f ms, errors %d (n=%d)",
-                                         r.perSecond, r.percentile(0.5), r.percentile(0.99), r.errors, r.requests))
+            print(
+                "• \(what): "
+                    + String(
+                        format: "%.0f/s, p50 %.2f ms, p99 %.2f ms, errors %d (n=%d)",
+                        r.perSecond, r.percentile(0.5), r.percentile(0.99), r.errors, r.requests))
             if let goal, let met { print("    target \(goal): \(verdict(met(r), errors: r.errors, samples: r.requests))") }
             print("")
             fflush(nil)
         }
-        try measure("PutItem, \(itemBytes)-byte items", "DynamoDB_20120810.PutItem", target: "≥ 15,000/s, p99 < 5 ms",
-                    met: { $0.perSecond >= 15_000 && $0.percentile(0.99) < 5 }) {
+        try measure(
+            "PutItem, \(itemBytes)-byte items", "DynamoDB_20120810.PutItem", target: "≥ 15,000/s, p99 < 5 ms",
+            met: { $0.perSecond >= 15_000 && $0.percentile(0.99) < 5 }
+        ) {
             #"{"TableName":"bench","Item":{"id":{"S":"\#(key(Int.random(in: 0..<100_000, using: &rng)))"},"note":{"S":"\#(note)"}}}"#
         }
         try measure("GetItem (hits and misses)", "DynamoDB_20120810.GetItem") {
@@ -63,13 +77,17 @@ public struct AWSBenchmark {
         // Records a 200 answer reports failed were not written: counted per record, not per request.
         let data = Base64.encode([UInt8](repeating: UInt8(ascii: "x"), count: 200))
         let records = (0..<100).map { #"{"PartitionKey":"k\#($0)","Data":"\#(data)"}"# }.joined(separator: ",")
-        let b = BatchLoad(target: api, path: "/", headers: [("X-Amz-Target", "Kinesis_20131202.PutRecords")],
-                          body: Array(#"{"StreamName":"bench","Records":[\#(records)]}"#.utf8), recordsPerBatch: 100,
-                          failedKey: "FailedRecordCount").run(connections: options.connections, seconds: options.seconds)
-        print("• PutRecords, 100 records of 200 bytes per request: " +
-              String(format: "%.0f/s, p50 %.2f ms, p99 %.2f ms, errors %d (n=%d); %.0f records/s written, %d records reported failed\n",
-                     Double(b.batches) / max(b.seconds, 1e-9), b.percentile(0.5), b.percentile(0.99), b.errors, b.batches,
-                     b.recordsPerSecond, b.failedRecords))
+        let b = BatchLoad(
+            target: api, path: "/", headers: [("X-Amz-Target", "Kinesis_20131202.PutRecords")],
+            body: Array(#"{"StreamName":"bench","Records":[\#(records)]}"#.utf8), recordsPerBatch: 100,
+            failedKey: "FailedRecordCount"
+        ).run(connections: options.connections, seconds: options.seconds)
+        print(
+            "• PutRecords, 100 records of 200 bytes per request: "
+                + String(
+                    format: "%.0f/s, p50 %.2f ms, p99 %.2f ms, errors %d (n=%d); %.0f records/s written, %d records reported failed\n",
+                    Double(b.batches) / max(b.seconds, 1e-9), b.percentile(0.5), b.percentile(0.99), b.errors, b.batches,
+                    b.recordsPerSecond, b.failedRecords))
         fflush(nil)
     }
 }

@@ -51,7 +51,8 @@ struct BatchLoad {
                 while clock.now < end {
                     let t0 = clock.now
                     guard let session, let r = try? session.request("POST", path, body: body, headers: headers), r.status == 200,
-                          case .number(let n)? = (try? JSON.parse(r.body))?[failedKey], let failed = Int(n) else {
+                        case .number(let n)? = (try? JSON.parse(r.body))?[failedKey], let failed = Int(n)
+                    else {
                         mine.errors += 1
                         continue
                     }

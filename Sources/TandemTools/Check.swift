@@ -117,7 +117,8 @@ final class CheckRun: @unchecked Sendable {
         rng = SeededGenerator(seed: seed)
     }
 
-    func call(_ method: String, _ node: Int, _ path: String, _ body: String? = nil, timeout: Duration = .seconds(2)) -> HTTPClient.Response? {
+    func call(_ method: String, _ node: Int, _ path: String, _ body: String? = nil, timeout: Duration = .seconds(2)) -> HTTPClient.Response?
+    {
         try? HTTPClient.request(method, apis[node], path, body: body.map { Array($0.utf8) }, timeout: timeout)
     }
 
@@ -136,8 +137,11 @@ final class CheckRun: @unchecked Sendable {
         _ = sh("\(nemesis) clear")
         for r in regions { _ = sh("\(nemesis) start \(r)") }
         if backgroundLoss > 0 { sh("\(nemesis) loss \(backgroundLoss)%") }
-        guard eventually(timeout: .seconds(30), { self.call("PUT", 0, "/v1/tables/check", #"{"partitionKey":"k"}"#)?.status.isSuccess ?? false }),
-              eventually(timeout: .seconds(30), { self.apis.indices.allSatisfy { self.call("GET", $0, "/v1/tables/check")?.status == 200 } }) else {
+        guard
+            eventually(
+                timeout: .seconds(30), { self.call("PUT", 0, "/v1/tables/check", #"{"partitionKey":"k"}"#)?.status.isSuccess ?? false }),
+            eventually(timeout: .seconds(30), { self.apis.indices.allSatisfy { self.call("GET", $0, "/v1/tables/check")?.status == 200 } })
+        else {
             throw CheckFailure("the table 'check' did not reach every node")
         }
         // An equal split over the regions' names as the nodes report them.
@@ -153,24 +157,34 @@ final class CheckRun: @unchecked Sendable {
         }
         let body = #"{"partitions":\#(CheckRun.partitions),"retentionHours":24}"#
         guard eventually(timeout: .seconds(30), { self.call("PUT", 0, "/v1/streams/\(self.stream)", body)?.status.isSuccess ?? false }),
-              eventually(timeout: .seconds(30), { self.apis.indices.allSatisfy { self.call("GET", $0, "/v1/streams/\(self.stream)")?.status == 200 } }),
-              eventually(timeout: .seconds(30), { self.call("POST", 0, "/v1/streams/\(self.stream)/records", #"{"key":"warm-up","data":"AA=="}"#)?.status == 200 }) else {
+            eventually(
+                timeout: .seconds(30),
+                { self.apis.indices.allSatisfy { self.call("GET", $0, "/v1/streams/\(self.stream)")?.status == 200 } }),
+            eventually(
+                timeout: .seconds(30),
+                { self.call("POST", 0, "/v1/streams/\(self.stream)/records", #"{"key":"warm-up","data":"AA=="}"#)?.status == 200 })
+        else {
             throw CheckFailure("the stream '\(stream)' did not become writable on every node")
         }
         // Probe contacts: two homed in each region, once the split routes to every region.
-        guard eventually(timeout: .seconds(30), interval: .milliseconds(500), {
-            var byRegion: [String: [String]] = [:]
-            for c in (0..<2_000).map({ "probe-\($0)" }) {
-                guard let r = self.call("GET", 0, "/v1/route?contact=\(c)"), r.status == 200,
-                      let region = (try? JSON.parse(r.body))?["region"]?.stringValue else { return false }
-                if byRegion[region, default: []].count < 2 { byRegion[region, default: []].append(c) }
-                if self.regionNames.allSatisfy({ byRegion[$0]?.count == 2 }) {
-                    self.probeContacts = self.regionNames.flatMap { byRegion[$0]! }
-                    return true
-                }
-            }
-            return false
-        }) else { throw CheckFailure("no probe contacts homed in every region (is every region eligible?)") }
+        guard
+            eventually(
+                timeout: .seconds(30), interval: .milliseconds(500),
+                {
+                    var byRegion: [String: [String]] = [:]
+                    for c in (0..<2_000).map({ "probe-\($0)" }) {
+                        guard let r = self.call("GET", 0, "/v1/route?contact=\(c)"), r.status == 200,
+                            let region = (try? JSON.parse(r.body))?["region"]?.stringValue
+                        else { return false }
+                        if byRegion[region, default: []].count < 2 { byRegion[region, default: []].append(c) }
+                        if self.regionNames.allSatisfy({ byRegion[$0]?.count == 2 }) {
+                            self.probeContacts = self.regionNames.flatMap { byRegion[$0]! }
+                            return true
+                        }
+                    }
+                    return false
+                })
+        else { throw CheckFailure("no probe contacts homed in every region (is every region eligible?)") }
     }
 
     /// Runs a fault command and waits for it (posix_spawn + waitpid: Foundation's Process can
@@ -195,76 +209,92 @@ final class CheckRun: @unchecked Sendable {
         probeSlots = Array(repeating: 0, count: apis.count)
         for node in apis.indices {
             for _ in 0..<CheckRun.probeThreads {
-                threads.append(Thread { [self] in
-                    let session = try? HTTPSession(apis[node])
-                    while !isStopping {
-                        let k = lock.withLock { defer { probeSlots[node] += 1 }; return probeSlots[node] }
-                        let due = start.addingTimeInterval(Double(k) / CheckRun.probeHz)
-                        let wait = due.timeIntervalSinceNow
-                        if wait < -1 / CheckRun.probeHz {
-                            lock.withLock { probeStats[node].missed += 1 }
-                            continue
+                threads.append(
+                    Thread { [self] in
+                        let session = try? HTTPSession(apis[node])
+                        while !isStopping {
+                            let k = lock.withLock {
+                                defer { probeSlots[node] += 1 }; return probeSlots[node]
+                            }
+                            let due = start.addingTimeInterval(Double(k) / CheckRun.probeHz)
+                            let wait = due.timeIntervalSinceNow
+                            if wait < -1 / CheckRun.probeHz {
+                                lock.withLock { probeStats[node].missed += 1 }
+                                continue
+                            }
+                            if wait > 0 { usleep(UInt32(wait * 1e6)) }
+                            let c = k % probeContacts.count
+                            let r = try? session?.request("GET", "/v1/route?contact=\(probeContacts[c])", timeout: .milliseconds(200))
+                            let region = r.flatMap { $0.status == 200 ? (try? JSON.parse($0.body))?["region"]?.stringValue : nil }
+                            lock.withLock {
+                                probeStats[node].sent += 1
+                                if let region {
+                                    answers.append(Answer(at: Date(), node: node, contact: c, region: region))
+                                } else {
+                                    probeStats[node].failed += 1
+                                }
+                            }
                         }
-                        if wait > 0 { usleep(UInt32(wait * 1e6)) }
-                        let c = k % probeContacts.count
-                        let r = try? session?.request("GET", "/v1/route?contact=\(probeContacts[c])", timeout: .milliseconds(200))
-                        let region = r.flatMap { $0.status == 200 ? (try? JSON.parse($0.body))?["region"]?.stringValue : nil }
-                        lock.withLock {
-                            probeStats[node].sent += 1
-                            if let region { answers.append(Answer(at: Date(), node: node, contact: c, region: region)) } else { probeStats[node].failed += 1 }
-                        }
-                    }
-                })
+                    })
             }
         }
         for w in 0..<streamWriters {
-            threads.append(Thread { [self] in
-                var local = SeededGenerator(seed: UInt64(w) &+ 4242)
-                var i = 0
-                while !isStopping {
-                    i += 1
-                    let payload = "\(run)-\(w)-\(i)", node = Int(local.next() % UInt64(apis.count))
-                    let body = #"{"key":"k-\#(i % 64)","data":"\#(Base64.encode(Array(payload.utf8)))"}"#
-                    let r = call("POST", node, "/v1/streams/\(stream)/records", body, timeout: .seconds(4))
-                    if r?.status == 200, let j = try? JSON.parse(r!.body), case .number(let p)? = j["partition"], let seq = j["sequence"]?.stringValue {
-                        lock.withLock { recordsAcked[payload] = (Int(p) ?? -1, seq) }
-                    } else {
-                        lock.withLock { _ = recordsMaybe.insert(payload) }
-                        Thread.sleep(forTimeInterval: 0.05)
+            threads.append(
+                Thread { [self] in
+                    var local = SeededGenerator(seed: UInt64(w) &+ 4242)
+                    var i = 0
+                    while !isStopping {
+                        i += 1
+                        let payload = "\(run)-\(w)-\(i)", node = Int(local.next() % UInt64(apis.count))
+                        let body = #"{"key":"k-\#(i % 64)","data":"\#(Base64.encode(Array(payload.utf8)))"}"#
+                        let r = call("POST", node, "/v1/streams/\(stream)/records", body, timeout: .seconds(4))
+                        if r?.status == 200, let j = try? JSON.parse(r!.body), case .number(let p)? = j["partition"],
+                            let seq = j["sequence"]?.stringValue
+                        {
+                            lock.withLock { recordsAcked[payload] = (Int(p) ?? -1, seq) }
+                        } else {
+                            lock.withLock { _ = recordsMaybe.insert(payload) }
+                            Thread.sleep(forTimeInterval: 0.05)
+                        }
                     }
-                }
-            })
+                })
         }
         for w in 0..<counterWriters {
-            threads.append(Thread { [self] in
-                var local = SeededGenerator(seed: UInt64(w) &+ 77)
-                while !isStopping {
-                    let k = Int(local.next() % UInt64(CheckRun.counters)), node = Int(local.next() % UInt64(apis.count))
-                    let ok = call("PATCH", node, "/v1/tables/check/items/\(run)-ctr-\(k)", #"{"add":{"n":1}}"#)?.status == 200
-                    lock.withLock { if ok { counterAcked[k] += 1 } else { counterMaybe[k] += 1 } }
-                    if !ok { Thread.sleep(forTimeInterval: 0.05) }
-                }
-            })
+            threads.append(
+                Thread { [self] in
+                    var local = SeededGenerator(seed: UInt64(w) &+ 77)
+                    while !isStopping {
+                        let k = Int(local.next() % UInt64(CheckRun.counters)), node = Int(local.next() % UInt64(apis.count))
+                        let ok = call("PATCH", node, "/v1/tables/check/items/\(run)-ctr-\(k)", #"{"add":{"n":1}}"#)?.status == 200
+                        lock.withLock { if ok { counterAcked[k] += 1 } else { counterMaybe[k] += 1 } }
+                        if !ok { Thread.sleep(forTimeInterval: 0.05) }
+                    }
+                })
         }
         // Each element is added once, and sometimes removed afterwards on the node that took
         // the add (an observed remove: it only removes adds that node has seen).
         for w in 0..<setWriters {
-            threads.append(Thread { [self] in
-                var local = SeededGenerator(seed: UInt64(w) &+ 991)
-                var i = 0
-                while !isStopping {
-                    i += 1
-                    let e = "e-\(w)-\(i)", node = Int(local.next() % UInt64(apis.count))
-                    let added = call("PATCH", node, "/v1/tables/check/items/\(run)-set-\(w)", #"{"addToSet":{"members":["\#(e)"]}}"#)?.status == 200
-                    var presence: Presence = added ? .present : .either
-                    if added && local.next() % 3 == 0 {
-                        let removed = call("PATCH", node, "/v1/tables/check/items/\(run)-set-\(w)", #"{"removeFromSet":{"members":["\#(e)"]}}"#)?.status == 200
-                        presence = removed ? .absent : .either
+            threads.append(
+                Thread { [self] in
+                    var local = SeededGenerator(seed: UInt64(w) &+ 991)
+                    var i = 0
+                    while !isStopping {
+                        i += 1
+                        let e = "e-\(w)-\(i)", node = Int(local.next() % UInt64(apis.count))
+                        let added =
+                            call("PATCH", node, "/v1/tables/check/items/\(run)-set-\(w)", #"{"addToSet":{"members":["\#(e)"]}}"#)?.status
+                            == 200
+                        var presence: Presence = added ? .present : .either
+                        if added && local.next() % 3 == 0 {
+                            let removed =
+                                call("PATCH", node, "/v1/tables/check/items/\(run)-set-\(w)", #"{"removeFromSet":{"members":["\#(e)"]}}"#)?
+                                .status == 200
+                            presence = removed ? .absent : .either
+                        }
+                        lock.withLock { elements[e] = presence }
+                        if !added { Thread.sleep(forTimeInterval: 0.05) }
                     }
-                    lock.withLock { elements[e] = presence }
-                    if !added { Thread.sleep(forTimeInterval: 0.05) }
-                }
-            })
+                })
         }
         for t in threads { t.start() }
     }
@@ -337,7 +367,8 @@ final class CheckRun: @unchecked Sendable {
             return d.allSatisfy { $0 != nil } && Set(d).count == 1
         }
         let convergence = Date().timeIntervalSince(healStart)
-        v.report += "faults injected: \(faults.count) (\(Set(faults.map { $0.split(separator: " ")[0] }).sorted().joined(separator: ", ")))\n"
+        v.report +=
+            "faults injected: \(faults.count) (\(Set(faults.map { $0.split(separator: " ")[0] }).sorted().joined(separator: ", ")))\n"
         v.check(converged, String(format: "every replica of the table equal after the heal (%.1f s)", convergence))
 
         // Counters: every node holds the same value, at least every acknowledged increment and
@@ -348,7 +379,8 @@ final class CheckRun: @unchecked Sendable {
         for k in 0..<CheckRun.counters {
             let values = apis.indices.map { i -> Int? in
                 guard let r = read(i, "/v1/tables/check/items/\(run)-ctr-\(k)"), r.status == 200,
-                      let j = try? JSON.parse(r.body), case .number(let n)? = j["item"]?["n"] else { return acked[k] == 0 && maybe[k] == 0 ? 0 : nil }
+                    let j = try? JSON.parse(r.body), case .number(let n)? = j["item"]?["n"]
+                else { return acked[k] == 0 && maybe[k] == 0 ? 0 : nil }
                 return Int(n)
             }
             let same = Set(values).count == 1
@@ -356,10 +388,13 @@ final class CheckRun: @unchecked Sendable {
             let within = value >= acked[k] && value <= acked[k] + maybe[k]
             if !(same && within) {
                 countersOK = false
-                counterLines.append("ctr-\(k): nodes \(values.map { $0.map(String.init) ?? "?" }), acknowledged \(acked[k]), unknown \(maybe[k])")
+                counterLines.append(
+                    "ctr-\(k): nodes \(values.map { $0.map(String.init) ?? "?" }), acknowledged \(acked[k]), unknown \(maybe[k])")
             }
         }
-        v.check(countersOK, "counters: \(acked.reduce(0, +)) acknowledged increments all counted, none invented (\(maybe.reduce(0, +)) of unknown outcome)")
+        v.check(
+            countersOK,
+            "counters: \(acked.reduce(0, +)) acknowledged increments all counted, none invented (\(maybe.reduce(0, +)) of unknown outcome)")
         for l in counterLines { v.report += "        \(l)\n" }
 
         // Sets: the add-wins expectation, element by element, on every node.
@@ -368,7 +403,9 @@ final class CheckRun: @unchecked Sendable {
             let contents = apis.indices.map { i -> Set<String>? in
                 guard let r = read(i, "/v1/tables/check/items/\(run)-set-\(w)") else { return nil }
                 if r.status == 404 { return [] }
-                guard r.status == 200, let j = try? JSON.parse(r.body), case .array(let xs)? = j["item"]?["members"]?["$SS"] else { return [] }
+                guard r.status == 200, let j = try? JSON.parse(r.body), case .array(let xs)? = j["item"]?["members"]?["$SS"] else {
+                    return []
+                }
                 return Set(xs.compactMap(\.stringValue))
             }
             // A node that cannot be read cannot be checked: that is a failure, not a skip.
@@ -419,12 +456,18 @@ final class CheckRun: @unchecked Sendable {
             dueAll += due
             answeredAll += answered
             if Double(answered) < CheckRun.minAnsweredShare * Double(answerable) { enough = false }
-            perNode.append(String(format: "%@ %d of %d answerable (%.0f%%; %d due, %d sent, %d failed, %d slots missed)",
-                                  regions[i], answered, answerable, 100 * Double(answered) / Double(answerable), due,
-                                  stats[i].sent, stats[i].failed, stats[i].missed))
+            perNode.append(
+                String(
+                    format: "%@ %d of %d answerable (%.0f%%; %d due, %d sent, %d failed, %d slots missed)",
+                    regions[i], answered, answerable, 100 * Double(answered) / Double(answerable), due,
+                    stats[i].sent, stats[i].failed, stats[i].missed))
         }
-        v.check(enough, String(format: "prober: %d answers of %d probes due (%d Hz × %d nodes × %.0f s); at least %.0f%% of each node's answerable probes needed to judge routes",
-                               answeredAll, dueAll, Int(CheckRun.probeHz), apis.count, seconds, 100 * CheckRun.minAnsweredShare))
+        v.check(
+            enough,
+            String(
+                format:
+                    "prober: %d answers of %d probes due (%d Hz × %d nodes × %.0f s); at least %.0f%% of each node's answerable probes needed to judge routes",
+                answeredAll, dueAll, Int(CheckRun.probeHz), apis.count, seconds, 100 * CheckRun.minAnsweredShare))
         for l in perNode { v.report += "        \(l)\n" }
 
         // Failover after each kill or stall of region X. The contacts survivors sent to X in
@@ -442,7 +485,8 @@ final class CheckRun: @unchecked Sendable {
             let before = survivors.filter { $0.at < w.from && $0.at >= w.from.addingTimeInterval(-1) }
             let homed = Set(before.filter { $0.region == x }.map(\.contact))
             let after = survivors.filter { $0.at > w.from && $0.at < w.to && homed.contains($0.contact) }
-            stale += survivors.filter { $0.at > w.from && $0.at < w.to && $0.region == x && $0.at.timeIntervalSince(w.from) > routeBound }.count
+            stale +=
+                survivors.filter { $0.at > w.from && $0.at < w.to && $0.region == x && $0.at.timeIntervalSince(w.from) > routeBound }.count
             let label = String(format: "%@ at +%.1f s", regions[w.node], w.from.timeIntervalSince(probingFrom))
             if before.isEmpty {
                 unobserved.append("\(label): no answers in the second before")
@@ -463,8 +507,12 @@ final class CheckRun: @unchecked Sendable {
             failovers.append(lastStale.timeIntervalSince(w.from))
         }
         let slowest = failovers.max().map { String(format: "%.2f s", $0) } ?? "none observed"
-        v.check(stale == 0, String(format: "routes: no answer named a region dead for more than %.0f s (%d answers did)", routeBound, stale))
-        v.check(unobserved.isEmpty, "routes: failover seen after every kill/stall (slowest \(slowest); \(failovers.count) observed, \(unobserved.count) unobserved, \(notRouted) not taking probe contacts at the time, of \(deadWindows.count) kills/stalls; \(answers.count) answers)")
+        v.check(
+            stale == 0, String(format: "routes: no answer named a region dead for more than %.0f s (%d answers did)", routeBound, stale))
+        v.check(
+            unobserved.isEmpty,
+            "routes: failover seen after every kill/stall (slowest \(slowest); \(failovers.count) observed, \(unobserved.count) unobserved, \(notRouted) not taking probe contacts at the time, of \(deadWindows.count) kills/stalls; \(answers.count) answers)"
+        )
         for l in unobserved.prefix(10) { v.report += "        \(l)\n" }
 
         // Agreement: answers in 100 ms buckets; a bucket agrees when every node that answered
@@ -488,8 +536,11 @@ final class CheckRun: @unchecked Sendable {
                 if t > routeBound { disagreements += 1 }
             }
         }
-        v.check(disagreements == 0, String(format: "routes: every node answered alike within %.0f s of each change (slowest %.1f s over %d changes)",
-                                           routeBound, worstAgreement, changes.count))
+        v.check(
+            disagreements == 0,
+            String(
+                format: "routes: every node answered alike within %.0f s of each change (slowest %.1f s over %d changes)",
+                routeBound, worstAgreement, changes.count))
     }
 
     /// A partition's whole log as one node serves it: (sequence, payload) in order.
@@ -498,9 +549,12 @@ final class CheckRun: @unchecked Sendable {
         var from = "trim-horizon"
         while true {
             guard let r = read(node, "/v1/streams/\(stream)/partitions/\(p)/records?from=\(from)&limit=1000"),
-                  r.status == 200, let j = try? JSON.parse(r.body), case .array(let records)? = j["records"] else { return nil }
+                r.status == 200, let j = try? JSON.parse(r.body), case .array(let records)? = j["records"]
+            else { return nil }
             for rec in records {
-                guard let seq = rec["sequence"]?.stringValue, let data = rec["data"]?.stringValue, let bytes = Base64.decode(data) else { return nil }
+                guard let seq = rec["sequence"]?.stringValue, let data = rec["data"]?.stringValue, let bytes = Base64.decode(data) else {
+                    return nil
+                }
                 out.append((seq, String(decoding: bytes, as: UTF8.self)))
             }
             guard !records.isEmpty, let next = j["next"]?.stringValue else { return out }
@@ -517,7 +571,9 @@ final class CheckRun: @unchecked Sendable {
         // Replicas catch up to the commit index after the heal: wait until they agree.
         let agreed = eventually(timeout: .seconds(60), interval: .milliseconds(500)) {
             logs = (0..<CheckRun.partitions).map { p in self.apis.indices.map { self.readAll($0, partition: p) ?? [] } }
-            return logs.allSatisfy { perNode in perNode.dropFirst().allSatisfy { $0.map(\.0) == perNode[0].map(\.0) && $0.map(\.1) == perNode[0].map(\.1) } }
+            return logs.allSatisfy { perNode in
+                perNode.dropFirst().allSatisfy { $0.map(\.0) == perNode[0].map(\.0) && $0.map(\.1) == perNode[0].map(\.1) }
+            }
         }
         if !agreed { problems.append("replicas of some partition still differ 60 s after the heal") }
         var found: [String: (Int, String)] = [:]
@@ -529,11 +585,18 @@ final class CheckRun: @unchecked Sendable {
             }
         }
         for (payload, at) in acked {
-            guard let f = found[payload] else { problems.append("acknowledged \(payload) (\(at.partition)/\(at.sequence)) is missing"); continue }
-            if f.0 != at.partition || f.1 != at.sequence { problems.append("\(payload) acknowledged at \(at.partition)/\(at.sequence), found at \(f.0)/\(f.1)") }
+            guard let f = found[payload] else {
+                problems.append("acknowledged \(payload) (\(at.partition)/\(at.sequence)) is missing"); continue
+            }
+            if f.0 != at.partition || f.1 != at.sequence {
+                problems.append("\(payload) acknowledged at \(at.partition)/\(at.sequence), found at \(f.0)/\(f.1)")
+            }
         }
         let total = logs.map { $0.first?.count ?? 0 }.reduce(0, +)
-        v.check(problems.isEmpty, "stream: \(acked.count) acknowledged records all present once, at their sequence, same order on every replica (\(total) in the log, \(maybe.count) of unknown outcome)")
+        v.check(
+            problems.isEmpty,
+            "stream: \(acked.count) acknowledged records all present once, at their sequence, same order on every replica (\(total) in the log, \(maybe.count) of unknown outcome)"
+        )
         for l in problems.prefix(10) { v.report += "        \(l)\n" }
     }
 }

@@ -31,7 +31,9 @@ public struct Demo {
         cluster.regions = regionNames
         cluster.logLevel = "info"
         let center = ContactCenter(cluster: cluster, regions: (0..<options.nodes).map { regionNames[$0 % regionNames.count] })
-        print("Tandem demo: a contact center in \(options.nodes) regions on 127.0.0.1, profile '\(options.profile)', \(Int(options.seconds)) s of traffic.")
+        print(
+            "Tandem demo: a contact center in \(options.nodes) regions on 127.0.0.1, profile '\(options.profile)', \(Int(options.seconds)) s of traffic."
+        )
         print("Node logs: \(cluster.root)/*.log\n")
         do {
             try center.setUp()
@@ -102,11 +104,17 @@ final class ContactCenter: @unchecked Sendable {
         let t0 = Date()
         try cluster.startAll()
         let names = cluster.nodes.map(\.name)
-        guard eventually(timeout: .seconds(30), {
-            self.cluster.nodes.indices.allSatisfy { i in names.allSatisfy { self.cluster.view(from: i)?[$0]?.status == "alive" } }
-        }) else { throw DemoError("the cluster did not form") }
-        say(String(format: "%d regions joined in %.2f s: %@", regions.count, Date().timeIntervalSince(t0),
-                   zip(names, regions).map { "\($0) \($1)" }.joined(separator: ", ")))
+        guard
+            eventually(
+                timeout: .seconds(30),
+                {
+                    self.cluster.nodes.indices.allSatisfy { i in names.allSatisfy { self.cluster.view(from: i)?[$0]?.status == "alive" } }
+                })
+        else { throw DemoError("the cluster did not form") }
+        say(
+            String(
+                format: "%d regions joined in %.2f s: %@", regions.count, Date().timeIntervalSince(t0),
+                zip(names, regions).map { "\($0) \($1)" }.joined(separator: ", ")))
 
         let weights = regions.map { "\"\($0)\":\(String(format: "%.2f", 100.0 / Double(regions.count)))" }.joined(separator: ",")
         guard call("PUT", 0, "/v1/split", #"{"weights":{\#(weights)}}"#)?.status == 200 else { throw DemoError("split refused") }
@@ -115,27 +123,40 @@ final class ContactCenter: @unchecked Sendable {
         }.joined(separator: ",")
         guard call("PUT", 0, "/v1/edges", #"{"edges":{\#(edgeJSON)}}"#)?.status == 200 else { throw DemoError("edges refused") }
         for (table, key) in [("agents", "agentId"), ("queues", "queue")] {
-            guard call("PUT", 0, "/v1/tables/\(table)", #"{"partitionKey":"\#(key)"}"#).map({ $0.status < 300 }) ?? false else { throw DemoError("table \(table) refused") }
+            guard call("PUT", 0, "/v1/tables/\(table)", #"{"partitionKey":"\#(key)"}"#).map({ $0.status < 300 }) ?? false else {
+                throw DemoError("table \(table) refused")
+            }
         }
         for stream in ["agent-events", "contact-events"] {
-            guard call("PUT", 0, "/v1/streams/\(stream)", #"{"partitions":3,"retentionHours":24}"#).map({ $0.status < 300 }) ?? false else { throw DemoError("stream \(stream) refused") }
-        }
-        guard eventually(timeout: .seconds(30), {
-            self.cluster.nodes.indices.allSatisfy { i in
-                self.call("POST", i, "/v1/streams/contact-events/records", #"{"key":"warm-up","data":"AA=="}"#)?.status == 200
-                    && self.call("GET", i, "/v1/route?contact=warm-up&edge=nyc")?.status == 200
+            guard call("PUT", 0, "/v1/streams/\(stream)", #"{"partitions":3,"retentionHours":24}"#).map({ $0.status < 300 }) ?? false else {
+                throw DemoError("stream \(stream) refused")
             }
-        }) else { throw DemoError("streams or routes not ready on every node") }
+        }
+        guard
+            eventually(
+                timeout: .seconds(30),
+                {
+                    self.cluster.nodes.indices.allSatisfy { i in
+                        self.call("POST", i, "/v1/streams/contact-events/records", #"{"key":"warm-up","data":"AA=="}"#)?.status == 200
+                            && self.call("GET", i, "/v1/route?contact=warm-up&edge=nyc")?.status == 200
+                    }
+                })
+        else { throw DemoError("streams or routes not ready on every node") }
         probeContacts = (0..<2_000).lazy.map { "probe-\($0)" }.filter { c in
-            self.call("GET", 0, "/v1/route?contact=\(c)&edge=london").flatMap { try? JSON.parse($0.body) }?["region"]?.stringValue == self.regions[self.victim]
+            self.call("GET", 0, "/v1/route?contact=\(c)&edge=london").flatMap { try? JSON.parse($0.body) }?["region"]?.stringValue
+                == self.regions[self.victim]
         }.prefix(4).map { $0 }
         guard !probeContacts.isEmpty else { throw DemoError("no probe contact routes to \(regions[victim])") }
         let fingerprints = Set(cluster.nodes.indices.compactMap { routeTable($0) })
-        say("split \(regions.map { "\($0) \(String(format: "%.0f", 100.0 / Double(regions.count)))%" }.joined(separator: " / ")), edges nyc/london/singapore; tables agents, queues; streams agent-events, contact-events — every node serves route table \(fingerprints.joined(separator: ","))")
+        say(
+            "split \(regions.map { "\($0) \(String(format: "%.0f", 100.0 / Double(regions.count)))%" }.joined(separator: " / ")), edges nyc/london/singapore; tables agents, queues; streams agent-events, contact-events — every node serves route table \(fingerprints.joined(separator: ","))"
+        )
     }
 
     func routeTable(_ i: Int) -> String? {
-        guard let r = call("GET", i, "/v1/split", timeout: .milliseconds(500)), r.status == 200, let j = try? JSON.parse(r.body) else { return nil }
+        guard let r = call("GET", i, "/v1/split", timeout: .milliseconds(500)), r.status == 200, let j = try? JSON.parse(r.body) else {
+            return nil
+        }
         return j["table"]?.stringValue.map { String($0.prefix(8)) }
     }
 
@@ -147,62 +168,72 @@ final class ContactCenter: @unchecked Sendable {
         // Callers: arrive at an edge, ask a random live node where to go, and the contact
         // starts there (a stream record, a queue counter) and ends a moment later.
         for w in 0..<3 {
-            threads.append(Thread { [self] in
-                var rng = SeededGenerator(seed: UInt64(w) &+ 1)
-                var n = 0
-                while !isStopping {
-                    n += 1
-                    let contact = "C-\(w)-\(n)"
-                    let edge = edges.keys.sorted()[Int(rng.next() % 3)]
-                    let live = regions.indices.filter { alive($0) }
-                    let asked = live[Int(rng.next() % UInt64(live.count))]
-                    guard let r = call("GET", asked, "/v1/route?contact=\(contact)&edge=\(edge)", timeout: .milliseconds(500)), r.status == 200,
-                          let j = try? JSON.parse(r.body), let region = j["region"]?.stringValue else {
-                        lock.withLock { routeErrors.append(asked) }
-                        continue
+            threads.append(
+                Thread { [self] in
+                    var rng = SeededGenerator(seed: UInt64(w) &+ 1)
+                    var n = 0
+                    while !isStopping {
+                        n += 1
+                        let contact = "C-\(w)-\(n)"
+                        let edge = edges.keys.sorted()[Int(rng.next() % 3)]
+                        let live = regions.indices.filter { alive($0) }
+                        let asked = live[Int(rng.next() % UInt64(live.count))]
+                        guard let r = call("GET", asked, "/v1/route?contact=\(contact)&edge=\(edge)", timeout: .milliseconds(500)),
+                            r.status == 200,
+                            let j = try? JSON.parse(r.body), let region = j["region"]?.stringValue
+                        else {
+                            lock.withLock { routeErrors.append(asked) }
+                            continue
+                        }
+                        lock.withLock {
+                            routed.append(Routed(at: Date(), asked: asked, region: region, table: j["table"]?.stringValue ?? ""))
+                        }
+                        let home = regions.firstIndex(of: region) ?? asked
+                        let target = alive(home) ? home : asked
+                        record(
+                            target, "contact-events", contact,
+                            "{\"type\":\"start\",\"contact\":\"\(contact)\",\"edge\":\"\(edge)\",\"region\":\"\(region)\"}")
+                        count(target, queue: "\(region)/\(edge)")
+                        record(target, "contact-events", contact, "{\"type\":\"end\",\"contact\":\"\(contact)\"}")
                     }
-                    lock.withLock { routed.append(Routed(at: Date(), asked: asked, region: region, table: j["table"]?.stringValue ?? "")) }
-                    let home = regions.firstIndex(of: region) ?? asked
-                    let target = alive(home) ? home : asked
-                    record(target, "contact-events", contact, "{\"type\":\"start\",\"contact\":\"\(contact)\",\"edge\":\"\(edge)\",\"region\":\"\(region)\"}")
-                    count(target, queue: "\(region)/\(edge)")
-                    record(target, "contact-events", contact, "{\"type\":\"end\",\"contact\":\"\(contact)\"}")
-                }
-            })
+                })
         }
         // Agents: 10 per region log in, then change status; each change is a table write and
         // an event, made in the agent's home region (or, while it is down, a live one).
-        threads.append(Thread { [self] in
-            var rng = SeededGenerator(seed: 99)
-            let statuses = ["available", "on-call", "after-call", "available", "break"]
-            let agents = regions.indices.flatMap { r in (0..<10).map { (id: "a-\(r)-\($0)", home: r) } }
-            lock.withLock { for a in agents { agentsHome[a.id] = a.home } }
-            while !isStopping {
-                let a = agents[Int(rng.next() % UInt64(agents.count))]
-                let status = statuses[Int(rng.next() % UInt64(statuses.count))]
-                let node = alive(a.home) ? a.home : (a.home + 1) % regions.count
-                _ = call("PUT", node, "/v1/tables/agents/items/\(a.id)", #"{"status":"\#(status)","region":"\#(regions[a.home])"}"#)
-                record(node, "agent-events", a.id, "{\"type\":\"status\",\"agent\":\"\(a.id)\",\"status\":\"\(status)\"}")
-                Thread.sleep(forTimeInterval: 0.01)
-            }
-        })
+        threads.append(
+            Thread { [self] in
+                var rng = SeededGenerator(seed: 99)
+                let statuses = ["available", "on-call", "after-call", "available", "break"]
+                let agents = regions.indices.flatMap { r in (0..<10).map { (id: "a-\(r)-\($0)", home: r) } }
+                lock.withLock { for a in agents { agentsHome[a.id] = a.home } }
+                while !isStopping {
+                    let a = agents[Int(rng.next() % UInt64(agents.count))]
+                    let status = statuses[Int(rng.next() % UInt64(statuses.count))]
+                    let node = alive(a.home) ? a.home : (a.home + 1) % regions.count
+                    _ = call("PUT", node, "/v1/tables/agents/items/\(a.id)", #"{"status":"\#(status)","region":"\#(regions[a.home])"}"#)
+                    record(node, "agent-events", a.id, "{\"type\":\"status\",\"agent\":\"\(a.id)\",\"status\":\"\(status)\"}")
+                    Thread.sleep(forTimeInterval: 0.01)
+                }
+            })
         // A prober asks every live node where a few fixed contacts go, 100 times a second: the
         // failover figures come from it.
-        threads.append(Thread { [self] in
-            while !isStopping {
-                for i in regions.indices where alive(i) {
-                    for c in probeContacts {
-                        if let r = call("GET", i, "/v1/route?contact=\(c)&edge=london", timeout: .milliseconds(300)), r.status == 200,
-                           let j = try? JSON.parse(r.body), let region = j["region"]?.stringValue {
-                            lock.withLock { probes.append((Date(), i, region)) }
-                        } else {
-                            lock.withLock { probeErrors.append(i) }
+        threads.append(
+            Thread { [self] in
+                while !isStopping {
+                    for i in regions.indices where alive(i) {
+                        for c in probeContacts {
+                            if let r = call("GET", i, "/v1/route?contact=\(c)&edge=london", timeout: .milliseconds(300)), r.status == 200,
+                                let j = try? JSON.parse(r.body), let region = j["region"]?.stringValue
+                            {
+                                lock.withLock { probes.append((Date(), i, region)) }
+                            } else {
+                                lock.withLock { probeErrors.append(i) }
+                            }
                         }
                     }
+                    Thread.sleep(forTimeInterval: 0.01)
                 }
-                Thread.sleep(forTimeInterval: 0.01)
-            }
-        })
+            })
         for t in threads { t.start() }
 
         let end = started.addingTimeInterval(elapsed + seconds)
@@ -279,7 +310,9 @@ final class ContactCenter: @unchecked Sendable {
     func printHeader() {
         let cols = regions.map { $0.padding(toLength: 42, withPad: " ", startingAt: 0) }.joined()
         print("\n         " + cols)
-        print("         " + regions.map { _ in "share  agents  events/s  lag ms  table".padding(toLength: 42, withPad: " ", startingAt: 0) }.joined())
+        print(
+            "         "
+                + regions.map { _ in "share  agents  events/s  lag ms  table".padding(toLength: 42, withPad: " ", startingAt: 0) }.joined())
         print("         (share of new contacts, agents available, stream events/s taken, mean replication lag, route table)")
     }
 
@@ -302,8 +335,9 @@ final class ContactCenter: @unchecked Sendable {
             }
             let agents = (avail ?? "?").padding(toLength: 5, withPad: " ", startingAt: 0)
             lag = String(repeating: " ", count: max(0, 6 - lag.count)) + lag
-            let cell = String(format: "%4.0f%%  %@  %8.0f  %@  %@", share, agents as NSString, events, lag as NSString,
-                              (routeTable(i) ?? "?") as NSString)
+            let cell = String(
+                format: "%4.0f%%  %@  %8.0f  %@  %@", share, agents as NSString, events, lag as NSString,
+                (routeTable(i) ?? "?") as NSString)
             cols.append(cell.padding(toLength: 42, withPad: " ", startingAt: 0))
         }
         print(String(format: "[%5.1fs] ", elapsed) + cols.joined())
@@ -313,7 +347,8 @@ final class ContactCenter: @unchecked Sendable {
     /// Agents of `region` whose status is `available`, as node `i` reads the agents table.
     func availableAgents(asking i: Int, region: String) -> String? {
         guard let r = call("GET", i, "/v1/tables/agents/items?limit=1000", timeout: .seconds(1)), r.status == 200,
-              let j = try? JSON.parse(r.body), case .array(let items)? = j["items"] else { return nil }
+            let j = try? JSON.parse(r.body), case .array(let items)? = j["items"]
+        else { return nil }
         return String(items.filter { $0["region"]?.stringValue == region && $0["status"]?.stringValue == "available" }.count)
     }
 
@@ -329,7 +364,9 @@ final class ContactCenter: @unchecked Sendable {
         // Requests to the killed region fail while it is down and restarting: expected. Those
         // to the others are errors, and the figures below do not include them.
         let survivorErrors = probeErrors.filter { $0 != victim }.count + routeErrors.filter { $0 != victim }.count
-        print("  requests that failed: \(survivorErrors) to the live regions (prober \(probeErrors.filter { $0 != victim }.count), callers \(routeErrors.filter { $0 != victim }.count)); \(probeErrors.count + routeErrors.count - survivorErrors) to \(dead) (expected while it is down)")
+        print(
+            "  requests that failed: \(survivorErrors) to the live regions (prober \(probeErrors.filter { $0 != victim }.count), callers \(routeErrors.filter { $0 != victim }.count)); \(probeErrors.count + routeErrors.count - survivorErrors) to \(dead) (expected while it is down)"
+        )
         if survivorErrors > 0 { failures.append("\(survivorErrors) requests to live regions failed (the figures leave them out)") }
         // Failover: from the kill until the last answer, from any survivor, that still named the
         // dead region (the prober asks every live node 100 times a second about contacts that
@@ -339,10 +376,15 @@ final class ContactCenter: @unchecked Sendable {
         let stale = window.filter { $0.region == dead }
         let failover = stale.map { $0.at.timeIntervalSince(kill) }.max()
         if let failover {
-            print(String(format: "  failover: every node routed around %@ %.3f s after the kill (%d prober answers after it, %d still naming it)",
-                         dead, failover, window.count, stale.count))
+            print(
+                String(
+                    format:
+                        "  failover: every node routed around %@ %.3f s after the kill (%d prober answers after it, %d still naming it)",
+                    dead, failover, window.count, stale.count))
         } else {
-            print("  failover: NOT OBSERVED — no prober answer after the kill named \(dead) (\(window.count) answers, \(probeErrors.filter { $0 != victim }.count) probes failed)")
+            print(
+                "  failover: NOT OBSERVED — no prober answer after the kill named \(dead) (\(window.count) answers, \(probeErrors.filter { $0 != victim }.count) probes failed)"
+            )
             failures.append("the failover was not observed")
         }
         let failoverOrNow = failover ?? 0
@@ -359,12 +401,15 @@ final class ContactCenter: @unchecked Sendable {
         if afterward.isEmpty { failures.append("no contact was routed between convergence and the restart") }
         if let restart {
             let back = routed.filter { $0.at > restart && $0.region == dead }.first.map { $0.at.timeIntervalSince(restart) }
-            print(back.map { String(format: "  %@ took contacts again %.2f s after its restart (hold-down included)", dead, $0) }
-                  ?? "  \(dead) has not taken contacts again yet (hold-down)")
+            print(
+                back.map { String(format: "  %@ took contacts again %.2f s after its restart (hold-down included)", dead, $0) }
+                    ?? "  \(dead) has not taken contacts again yet (hold-down)")
         }
 
         // Streams: every acknowledged record readable, exactly once, from a surviving node.
-        _ = eventually(timeout: .seconds(20)) { self.alive(self.victim) && self.cluster.view(from: 0)?[self.cluster.nodes[self.victim].name]?.status == "alive" }
+        _ = eventually(timeout: .seconds(20)) {
+            self.alive(self.victim) && self.cluster.view(from: 0)?[self.cluster.nodes[self.victim].name]?.status == "alive"
+        }
         for stream in ["agent-events", "contact-events"] {
             let (acked, unknown) = lock.withLock { (recordsAcked[stream] ?? [], recordsUnknown[stream] ?? []) }
             var found: [String: Int] = [:]
@@ -372,7 +417,9 @@ final class ContactCenter: @unchecked Sendable {
             let missing = acked.filter { found[$0] == nil }.count
             let doubled = found.values.filter { $0 > 1 }.count
             let invented = found.keys.filter { !acked.contains($0) && !unknown.contains($0) }.count
-            print("  \(stream): \(acked.count) records acknowledged, \(acked.count - missing) readable, \(missing) missing, \(doubled) twice, \(invented) never written (\(unknown.count) of unknown outcome)")
+            print(
+                "  \(stream): \(acked.count) records acknowledged, \(acked.count - missing) readable, \(missing) missing, \(doubled) twice, \(invented) never written (\(unknown.count) of unknown outcome)"
+            )
             if missing > 0 || doubled > 0 || invented > 0 { failures.append("\(stream) does not hold exactly the acknowledged records") }
         }
 
@@ -380,19 +427,29 @@ final class ContactCenter: @unchecked Sendable {
         let (acked, unknown) = lock.withLock { (counterAcked, counterUnknown) }
         var totals: [[Int]] = []
         let agreed = eventually(timeout: .seconds(20), interval: .milliseconds(200)) {
-            totals = self.cluster.nodes.indices.map { i in acked.keys.sorted().map { k in
-                guard let r = self.call("GET", i, "/v1/tables/queues/items/\(k)"), let j = try? JSON.parse(r.body),
-                      case .number(let n)? = j["item"]?["offered"] else { return -1 }
-                return Int(n) ?? -1
-            } }
+            totals = self.cluster.nodes.indices.map { i in
+                acked.keys.sorted().map { k in
+                    guard let r = self.call("GET", i, "/v1/tables/queues/items/\(k)"), let j = try? JSON.parse(r.body),
+                        case .number(let n)? = j["item"]?["offered"]
+                    else { return -1 }
+                    return Int(n) ?? -1
+                }
+            }
             return Set(totals).count == 1
         }
         let expected = acked.keys.sorted().map { acked[$0]! }
-        let within = totals.first.map { zip($0, acked.keys.sorted()).allSatisfy { v, k in v >= acked[k]! && v <= acked[k]! + (unknown[k] ?? 0) } } ?? false
-        print("  queue counters: \(expected.reduce(0, +)) acknowledged increments over \(acked.count) queues; every node reads \(totals.first?.reduce(0, +) ?? -1) (\(agreed ? "same on every node" : "NODES DIFFER"), \(unknown.values.reduce(0, +)) of unknown outcome)")
+        let within =
+            totals.first.map { zip($0, acked.keys.sorted()).allSatisfy { v, k in v >= acked[k]! && v <= acked[k]! + (unknown[k] ?? 0) } }
+            ?? false
+        print(
+            "  queue counters: \(expected.reduce(0, +)) acknowledged increments over \(acked.count) queues; every node reads \(totals.first?.reduce(0, +) ?? -1) (\(agreed ? "same on every node" : "NODES DIFFER"), \(unknown.values.reduce(0, +)) of unknown outcome)"
+        )
         if !(agreed && within) { failures.append("queue counters differ between nodes or from the acknowledged increments") }
         let ok = failures.isEmpty
-        print(ok ? "\nOK: nothing acknowledged was lost; every node routed around the dead region." : "\nFAILED: " + failures.joined(separator: "; ") + ".")
+        print(
+            ok
+                ? "\nOK: nothing acknowledged was lost; every node routed around the dead region."
+                : "\nFAILED: " + failures.joined(separator: "; ") + ".")
         return ok
     }
 
@@ -402,7 +459,8 @@ final class ContactCenter: @unchecked Sendable {
         var from = "trim-horizon"
         while true {
             guard let r = call("GET", 0, "/v1/streams/\(stream)/partitions/\(p)/records?from=\(from)&limit=1000", timeout: .seconds(5)),
-                  r.status == 200, let j = try? JSON.parse(r.body), case .array(let records)? = j["records"], !records.isEmpty else { return out }
+                r.status == 200, let j = try? JSON.parse(r.body), case .array(let records)? = j["records"], !records.isEmpty
+            else { return out }
             for rec in records {
                 guard let data = rec["data"]?.stringValue, let bytes = Base64.decode(data) else { continue }
                 out.append(String(String(decoding: bytes, as: UTF8.self).prefix { $0 != " " }))

@@ -6,7 +6,7 @@ import TandemTestKit
 import Transport
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Figures for the membership issue, each against its target. Real processes on loopback; the
@@ -75,8 +75,9 @@ public struct MembershipBenchmark {
             try cluster.start(victim)
             guard waitAllAlive(cluster, timeout: .seconds(30)) else { throw ToolError("\(name) did not rejoin") }
         }
-        report("kill -9 → dead on every survivor, \(profile)", samples, unit: "s", target: "median < \(target) s",
-               met: median(samples) < target)
+        report(
+            "kill -9 → dead on every survivor, \(profile)", samples, unit: "s", target: "median < \(target) s",
+            met: median(samples) < target)
     }
 
     // MARK: partition one node away, then heal
@@ -105,8 +106,9 @@ public struct MembershipBenchmark {
             guard waitAllAlive(cluster, timeout: .seconds(60)) else { throw ToolError("\(profile): no heal") }
             samples.append((clock.now - t0).seconds)
         }
-        report("partition 1 node, heal → all alive everywhere, \(profile)", samples, unit: "s",
-               target: "every run < 1 s", met: (samples.max() ?? 99) < 1.0)
+        report(
+            "partition 1 node, heal → all alive everywhere, \(profile)", samples, unit: "s",
+            target: "every run < 1 s", met: (samples.max() ?? 99) < 1.0)
     }
 
     // MARK: join
@@ -122,8 +124,9 @@ public struct MembershipBenchmark {
             samples.append((clock.now - t0).seconds)
             for i in 0..<5 { cluster.kill9(i) }
         }
-        report("5 nodes started together → all see 5 alive (incl. process start), \(profile)", samples, unit: "s",
-               target: "< 0.25 s", met: median(samples) < 0.25)
+        report(
+            "5 nodes started together → all see 5 alive (incl. process start), \(profile)", samples, unit: "s",
+            target: "< 0.25 s", met: median(samples) < 0.25)
     }
 
     // MARK: false deaths under loss, and under a stalling node
@@ -144,14 +147,18 @@ public struct MembershipBenchmark {
         let after = metricEverywhere(cluster, "tandem_gossip_bytes_out_total", nodes: 0..<5)
         let falseDead = (0..<5).reduce(0) { $0 + deadLines(cluster.log($1)).count }
         func total(_ name: String) -> String {
-            metricEverywhere(cluster, name, nodes: 0..<5).map { String(Int($0.reduce(0, +))) } ?? "unknown (a node's /metrics did not answer)"
+            metricEverywhere(cluster, name, nodes: 0..<5).map { String(Int($0.reduce(0, +))) }
+                ?? "unknown (a node's /metrics did not answer)"
         }
         // Dead lines come from the nodes' logs; a node that is not alive at the end may not
         // have logged what it saw, so the count is judged only when all are.
         let allAlive = waitAllAlive(cluster, timeout: .seconds(5))
-        print("• 10% packet loss on every link, lan, \(seconds) s: false dead = \(falseDead)  (target 0) " +
-              verdict(falseDead == 0, errors: allAlive ? 0 : 1, samples: 1))
-        print("    suspicions raised \(total("tandem_membership_suspicions_total")), refuted \(total("tandem_membership_refutations_total")); all still alive: \(allAlive)")
+        print(
+            "• 10% packet loss on every link, lan, \(seconds) s: false dead = \(falseDead)  (target 0) "
+                + verdict(falseDead == 0, errors: allAlive ? 0 : 1, samples: 1))
+        print(
+            "    suspicions raised \(total("tandem_membership_suspicions_total")), refuted \(total("tandem_membership_refutations_total")); all still alive: \(allAlive)"
+        )
         if let before, let after {
             let rates = zip(before, after).map { ($1 - $0) / elapsed }
             print(String(format: "• gossip load, 5 nodes, lan, 10%% loss: %.0f bytes/s per node out (mean)\n", rates.reduce(0, +) / 5))
@@ -179,14 +186,18 @@ public struct MembershipBenchmark {
             cluster.signal(stalled, SIGCONT)
             _ = eventually(timeout: .seconds(10)) { false }
         }
-        let healthyDead = (0..<5).reduce(0) { n, i in n + deadLines(cluster.log(i)).filter { !$0.contains("member=\(stalledName) ") }.count }
+        let healthyDead = (0..<5).reduce(0) { n, i in n + deadLines(cluster.log(i)).filter { !$0.contains("member=\(stalledName) ") }.count
+        }
         let stalledDead = (0..<5).reduce(0) { n, i in n + deadLines(cluster.log(i)).filter { $0.contains("member=\(stalledName) ") }.count }
         let refutations = cluster.metric("tandem_membership_refutations_total", node: stalled).map { String(Int($0)) } ?? "unknown"
         let noticed = cluster.metric("tandem_membership_stalls_total", node: stalled).map { String(Int($0)) } ?? "unknown"
         let allAlive = waitAllAlive(cluster, timeout: .seconds(10))
-        print("• one node stalled 5 s every 15 s (\(stalls) stalls, lan): healthy nodes marked dead = \(healthyDead)  (target 0) " +
-              verdict(healthyDead == 0, errors: allAlive ? 0 : 1, samples: stalls))
-        print("    stalled node: declared dead \(stalledDead) times by others, refuted \(refutations) times, noticed its own stall \(noticed) times; all alive at the end: \(allAlive)\n")
+        print(
+            "• one node stalled 5 s every 15 s (\(stalls) stalls, lan): healthy nodes marked dead = \(healthyDead)  (target 0) "
+                + verdict(healthyDead == 0, errors: allAlive ? 0 : 1, samples: stalls))
+        print(
+            "    stalled node: declared dead \(stalledDead) times by others, refuted \(refutations) times, noticed its own stall \(noticed) times; all alive at the end: \(allAlive)\n"
+        )
         fflush(nil)
         for i in 0..<5 { cluster.kill9(i) }
     }
@@ -201,7 +212,10 @@ public struct MembershipBenchmark {
             let bytes0 = sim.bytesSent
             sim.run(for: .seconds(300))
             let perNode = Double(sim.bytesSent - bytes0) / 300 / Double(count)
-            print(String(format: "• gossip load, %d nodes, %@, simulated 5 min steady state: %.0f bytes/s per node out", count, profile, perNode))
+            print(
+                String(
+                    format: "• gossip load, %d nodes, %@, simulated 5 min steady state: %.0f bytes/s per node out", count, profile, perNode)
+            )
             fflush(nil)
         }
     }
@@ -231,10 +245,12 @@ public struct MembershipBenchmark {
     func report(_ what: String, _ xs: [Double], unit: String, target: String, met: Bool) {
         let s = xs.sorted()
         let p90 = s[min(s.count - 1, Int(Double(s.count) * 0.9))]
-        print("• \(what): " + String(format: "median %.3f %@, p90 %.3f, min %.3f, max %.3f (n=%d)",
-                                     median(xs), unit, p90, s.first!, s.last!, xs.count))
+        print(
+            "• \(what): "
+                + String(
+                    format: "median %.3f %@, p90 %.3f, min %.3f, max %.3f (n=%d)",
+                    median(xs), unit, p90, s.first!, s.last!, xs.count))
         print("    target \(target): \(met ? "MET" : "MISSED")\n")
         fflush(nil)
     }
 }
-

@@ -5,7 +5,7 @@ import TandemTestKit
 import Transport
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Figures for routing, each against its target: the core in-process, HTTP route queries on a
@@ -83,9 +83,12 @@ public struct RouteBenchmark {
             perDecisionNs.append(Double((clock.now - t0).nanoseconds) / 1_000)
         }
         let s = perDecisionNs.sorted()
-        line("decision in-process (5 regions, 50 edges, region + node + 4 fallbacks)",
-             String(format: "median %.0f ns, p99 %.0f ns per decision (400 batches of 1,000), %d decisions failed", median(s), s[Int(Double(s.count) * 0.99)], failed) + (sink == 0 ? "!" : ""),
-             target: "median < 1 µs", met: median(s) < 1_000, errors: failed)
+        line(
+            "decision in-process (5 regions, 50 edges, region + node + 4 fallbacks)",
+            String(
+                format: "median %.0f ns, p99 %.0f ns per decision (400 batches of 1,000), %d decisions failed", median(s),
+                s[Int(Double(s.count) * 0.99)], failed) + (sink == 0 ? "!" : ""),
+            target: "median < 1 µs", met: median(s) < 1_000, errors: failed)
     }
 
     func recompute(_ inputs: RouteInputs) {
@@ -93,7 +96,7 @@ public struct RouteBenchmark {
         let clock = ContinuousClock()
         var varied = inputs
         for i in 0..<200 {
-            varied.split.weights["region-0"] = 1000 + i      // a new input each time
+            varied.split.weights["region-0"] = 1000 + i  // a new input each time
             let t0 = clock.now
             let table = RouteTable(varied)
             samples.append((clock.now - t0).seconds * 1e6)
@@ -105,10 +108,12 @@ public struct RouteBenchmark {
         let t0 = clock.now
         _ = RouteTable(largest)
         let largestMs = (clock.now - t0).seconds * 1e3
-        line("table recompute (5 regions, 50 edges: apportion, min-cost-flow plan, seeds)",
-             String(format: "median %.0f µs, max %.0f µs (n=%d); at the limit of %d edges: %.1f ms", median(s), s.last!, s.count,
-                    EdgeConfig.maxEdges, largestMs),
-             target: "< 1 ms", met: median(s) < 1_000)
+        line(
+            "table recompute (5 regions, 50 edges: apportion, min-cost-flow plan, seeds)",
+            String(
+                format: "median %.0f µs, max %.0f µs (n=%d); at the limit of %d edges: %.1f ms", median(s), s.last!, s.count,
+                EdgeConfig.maxEdges, largestMs),
+            target: "< 1 ms", met: median(s) < 1_000)
     }
 
     // MARK: HTTP
@@ -117,7 +122,11 @@ public struct RouteBenchmark {
         let cluster = try LocalCluster(size: size, profile: "fast", chaos: chaos)
         for i in 0..<size { try cluster.start(i, extraArgs: ["--hold-down", "\(holdDown)"]) }
         let names = cluster.nodes.map(\.name)
-        guard eventually(timeout: .seconds(20), { (0..<size).allSatisfy { i in names.allSatisfy { cluster.view(from: i)?[$0]?.status == "alive" } } }) else {
+        guard
+            eventually(
+                timeout: .seconds(20), { (0..<size).allSatisfy { i in names.allSatisfy { cluster.view(from: i)?[$0]?.status == "alive" } } }
+            )
+        else {
             throw ToolError("cluster did not form")
         }
         return cluster
@@ -125,7 +134,8 @@ public struct RouteBenchmark {
 
     func eligible(_ cluster: LocalCluster, _ i: Int) -> Set<String>? {
         guard let r = try? HTTPClient.request("GET", cluster.nodes[i].api, "/v1/split", timeout: .seconds(1)), r.status == 200,
-              let regions = r.json()?["regions"]?.objectValue else { return nil }
+            let regions = r.json()?["regions"]?.objectValue
+        else { return nil }
         return Set(regions.filter { $0.1["eligible"]?.boolValue == true }.map(\.0))
     }
 
@@ -135,13 +145,19 @@ public struct RouteBenchmark {
         var edges: [String: JSON] = [:]
         var rng = SeededGenerator(seed: 9)
         for e in 0..<50 {
-            edges["edge-\(e)"] = ["rttMs": ["region-0": JSON(1 + Int(rng.next() % 150)), "region-1": JSON(1 + Int(rng.next() % 150)),
-                                           "region-2": JSON(1 + Int(rng.next() % 150))]]
+            edges["edge-\(e)"] = [
+                "rttMs": [
+                    "region-0": JSON(1 + Int(rng.next() % 150)), "region-1": JSON(1 + Int(rng.next() % 150)),
+                    "region-2": JSON(1 + Int(rng.next() % 150))
+                ]
+            ]
         }
         let body: JSON = ["edges": JSON(edges)]
         guard try HTTPClient.request("PUT", api, "/v1/edges", body: Array(body.serialized.utf8)).status == 200,
-              try HTTPClient.request("PUT", api, "/v1/split", body: Array(#"{"weights":{"region-0":40,"region-1":35,"region-2":25}}"#.utf8)).status == 200,
-              eventually(timeout: .seconds(10), { self.eligible(cluster, 0)?.count == 3 }) else {
+            try HTTPClient.request("PUT", api, "/v1/split", body: Array(#"{"weights":{"region-0":40,"region-1":35,"region-2":25}}"#.utf8))
+                .status == 200,
+            eventually(timeout: .seconds(10), { self.eligible(cluster, 0)?.count == 3 })
+        else {
             throw ToolError("could not configure routing")
         }
         // The same client against a trivial static handler on the same HTTP server code, in this
@@ -165,21 +181,27 @@ public struct RouteBenchmark {
         var routes: [LoadGenerator.Result] = [], statics: [LoadGenerator.Result] = []
         let phase = Duration.seconds(Int64(max(1, options.seconds / 3)))
         for _ in 0..<3 {
-            routes.append(try LoadGenerator(target: api) {
-                i &+= 1
-                return ("GET", "/v1/route?contact=C-\(i)&edge=edge-\(i % 50)", nil)
-            }.run(connections: options.connections, duration: phase))
-            statics.append(try LoadGenerator(target: "127.0.0.1:\(port)") { ("GET", "/static", nil) }
-                .run(connections: options.connections, duration: phase))
+            routes.append(
+                try LoadGenerator(target: api) {
+                    i &+= 1
+                    return ("GET", "/v1/route?contact=C-\(i)&edge=edge-\(i % 50)", nil)
+                }.run(connections: options.connections, duration: phase))
+            statics.append(
+                try LoadGenerator(target: "127.0.0.1:\(port)") { ("GET", "/static", nil) }
+                    .run(connections: options.connections, duration: phase))
         }
         let r = routes.sorted { $0.perSecond < $1.perSecond }[1]
         let st = statics.sorted { $0.perSecond < $1.perSecond }[1]
-        line("HTTP route queries, one node, \(options.connections) keep-alive clients (3 regions, 50 edges), median of 3 alternating phases",
-             String(format: "%.0f/s, p50 %.2f ms, p99 %.2f ms, errors %d (phases: %@/s) — static handler, same client: %.0f/s, errors %d (phases: %@/s); route = %.0f%% of static",
-                    r.perSecond, r.percentile(0.5), r.percentile(0.99), routes.map(\.errors).reduce(0, +),
-                    routes.map { String(format: "%.0f", $0.perSecond) }.joined(separator: ", "), st.perSecond, statics.map(\.errors).reduce(0, +),
-                    statics.map { String(format: "%.0f", $0.perSecond) }.joined(separator: ", "), 100 * r.perSecond / max(st.perSecond, 1)),
-             target: "≥ 30,000/s", met: r.perSecond >= 30_000, errors: routes.map(\.errors).reduce(0, +), samples: r.requests)
+        line(
+            "HTTP route queries, one node, \(options.connections) keep-alive clients (3 regions, 50 edges), median of 3 alternating phases",
+            String(
+                format:
+                    "%.0f/s, p50 %.2f ms, p99 %.2f ms, errors %d (phases: %@/s) — static handler, same client: %.0f/s, errors %d (phases: %@/s); route = %.0f%% of static",
+                r.perSecond, r.percentile(0.5), r.percentile(0.99), routes.map(\.errors).reduce(0, +),
+                routes.map { String(format: "%.0f", $0.perSecond) }.joined(separator: ", "), st.perSecond,
+                statics.map(\.errors).reduce(0, +),
+                statics.map { String(format: "%.0f", $0.perSecond) }.joined(separator: ", "), 100 * r.perSecond / max(st.perSecond, 1)),
+            target: "≥ 30,000/s", met: r.perSecond >= 30_000, errors: routes.map(\.errors).reduce(0, +), samples: r.requests)
     }
 
     // MARK: convergence
@@ -219,10 +241,13 @@ public struct RouteBenchmark {
                 round += 1
                 var clean = true
                 for s in survivors {
-                    let c = round % 2 == 0 ? victimContacts[victimContacts.startIndex + round / 2 % victimContacts.count] : "R-\(run)-\(round)"
+                    let c =
+                        round % 2 == 0 ? victimContacts[victimContacts.startIndex + round / 2 % victimContacts.count] : "R-\(run)-\(round)"
                     probesSent += 1
-                    guard let r = try? HTTPClient.request("GET", cluster.nodes[s].api, "/v1/route?contact=\(c)", timeout: .seconds(1)), r.status == 200,
-                          let region = r.json()?["region"]?.stringValue else {
+                    guard let r = try? HTTPClient.request("GET", cluster.nodes[s].api, "/v1/route?contact=\(c)", timeout: .seconds(1)),
+                        r.status == 200,
+                        let region = r.json()?["region"]?.stringValue
+                    else {
                         probeErrors += 1
                         clean = false
                         continue
@@ -250,10 +275,15 @@ public struct RouteBenchmark {
         }
         let s = times.sorted()
         let figure = s.isEmpty ? "no failover observed" : String(format: "p50 %.3f s, max %.3f s over %d runs", median(s), s.last!, s.count)
-        line("route convergence after kill -9 of 1 of 3 nodes, fast profile, prober at 100 Hz on each survivor",
-             figure + String(format: "; %d of %d runs unobserved (no answer named the dead region); %d of %d probes failed; misrouted during convergence: %d of %d random-contact probes (%.1f%%)",
-                             unobserved, options.runs, probeErrors, probesSent, misrouted, answered, 100 * Double(misrouted) / Double(max(answered, 1))),
-             target: "< 1 s", met: (s.last ?? .infinity) < 1, errors: probeErrors + unobserved, samples: s.count, need: options.runs)
+        line(
+            "route convergence after kill -9 of 1 of 3 nodes, fast profile, prober at 100 Hz on each survivor",
+            figure
+                + String(
+                    format:
+                        "; %d of %d runs unobserved (no answer named the dead region); %d of %d probes failed; misrouted during convergence: %d of %d random-contact probes (%.1f%%)",
+                    unobserved, options.runs, probeErrors, probesSent, misrouted, answered,
+                    100 * Double(misrouted) / Double(max(answered, 1))),
+            target: "< 1 s", met: (s.last ?? .infinity) < 1, errors: probeErrors + unobserved, samples: s.count, need: options.runs)
     }
 
     // MARK: loss
@@ -282,9 +312,10 @@ public struct RouteBenchmark {
         for i in 0..<3 { cluster.setChaos(i) }
         let after = metricEverywhere(cluster, "tandem_route_table_recomputes_total", nodes: 0..<3)
         let changes = after.map { Int(zip($0, before).map { $0 - $1 }.reduce(0, +)) }
-        line("spurious route changes, 3 nodes, \(options.lossSeconds) s with 5 % gossip loss",
-             "\(changes.map(String.init) ?? "unknown (a node's /metrics did not answer)") table recomputes (no input changed); " +
-             "fewest eligible regions seen by a 10 Hz poller: \(smallestView.map(String.init) ?? "none") of 3 (\(unanswered) of \(polls) polls unanswered)",
-             target: "0", met: changes == 0, errors: unanswered + (changes == nil ? 1 : 0), samples: polls - unanswered)
+        line(
+            "spurious route changes, 3 nodes, \(options.lossSeconds) s with 5 % gossip loss",
+            "\(changes.map(String.init) ?? "unknown (a node's /metrics did not answer)") table recomputes (no input changed); "
+                + "fewest eligible regions seen by a 10 Hz poller: \(smallestView.map(String.init) ?? "none") of 3 (\(unanswered) of \(polls) polls unanswered)",
+            target: "0", met: changes == 0, errors: unanswered + (changes == nil ? 1 : 0), samples: polls - unanswered)
     }
 }

@@ -21,7 +21,9 @@ public struct TableBenchmark {
 
     public func run() throws {
         let parts = Set((options.only ?? "throughput,lag,repair,gossip").split(separator: ",").map(String.init))
-        print("global tables benchmark — real nodes on 127.0.0.1, load generator on the same 2 cores; encryption \(options.keyring == nil ? "off" : "on (--keyring)")\n")
+        print(
+            "global tables benchmark — real nodes on 127.0.0.1, load generator on the same 2 cores; encryption \(options.keyring == nil ? "off" : "on (--keyring)")\n"
+        )
         if parts.contains("throughput") { try throughput() }
         if parts.contains("lag") { try lag() }
         if parts.contains("repair") { try repair() }
@@ -50,9 +52,10 @@ public struct TableBenchmark {
             guard unreadable + b.unreadable == 0 else {
                 return "traffic and CPU not given: \(unreadable + b.unreadable) readings of the nodes' metrics failed"
             }
-            return String(format: "gossip %.0f packets/s, %.1f KB/s; peer links %.1f KB/s; node CPU %.1f%% of a core per node (all %d nodes)",
-                          (gossipPackets - b.gossipPackets) / seconds, (gossipBytes - b.gossipBytes) / seconds / 1e3,
-                          (peerBytes - b.peerBytes) / seconds / 1e3, (cpu - b.cpu) / seconds / Double(nodes) * 100, nodes)
+            return String(
+                format: "gossip %.0f packets/s, %.1f KB/s; peer links %.1f KB/s; node CPU %.1f%% of a core per node (all %d nodes)",
+                (gossipPackets - b.gossipPackets) / seconds, (gossipBytes - b.gossipBytes) / seconds / 1e3,
+                (peerBytes - b.peerBytes) / seconds / 1e3, (cpu - b.cpu) / seconds / Double(nodes) * 100, nodes)
         }
     }
 
@@ -64,7 +67,9 @@ public struct TableBenchmark {
         let t0 = clock.now
         Thread.sleep(forTimeInterval: Double(options.seconds))
         let after = Usage.sample(cluster)
-        print("• idle 3-node cluster (fast profile) for \(options.seconds) s: " + after.line(since: before, seconds: (clock.now - t0).seconds, nodes: 3) + "\n")
+        print(
+            "• idle 3-node cluster (fast profile) for \(options.seconds) s: "
+                + after.line(since: before, seconds: (clock.now - t0).seconds, nodes: 3) + "\n")
         fflush(nil)
     }
 
@@ -83,20 +88,31 @@ public struct TableBenchmark {
         if let keyring = options.keyring { cluster.nodeArgs = ["--keyring", keyring] }
         try cluster.startAll()
         let names = cluster.nodes.map(\.name)
-        guard eventually(timeout: .seconds(20), { (0..<size).allSatisfy { i in names.allSatisfy { cluster.view(from: i)?[$0]?.status == "alive" } } }) else {
+        guard
+            eventually(
+                timeout: .seconds(20), { (0..<size).allSatisfy { i in names.allSatisfy { cluster.view(from: i)?[$0]?.status == "alive" } } }
+            )
+        else {
             throw ToolError("cluster did not form")
         }
         let create = try HTTPClient.request("PUT", cluster.nodes[0].api, "/v1/tables/bench", body: Array(#"{"partitionKey":"id"}"#.utf8))
         guard create.status == 201 else { throw ToolError("create table: \(create.text)") }
-        guard eventually(timeout: .seconds(10), { (0..<size).allSatisfy { (try? HTTPClient.request("GET", cluster.nodes[$0].api, "/v1/tables/bench"))?.status == 200 } }) else {
+        guard
+            eventually(
+                timeout: .seconds(10),
+                { (0..<size).allSatisfy { (try? HTTPClient.request("GET", cluster.nodes[$0].api, "/v1/tables/bench"))?.status == 200 } })
+        else {
             throw ToolError("table did not replicate")
         }
         return cluster
     }
 
     func report(_ what: String, _ r: LoadGenerator.Result, target: String, met: Bool) {
-        print("• \(what): " + String(format: "%.0f/s, p50 %.2f ms, p99 %.2f ms, errors %d (n=%d)",
-                                     r.perSecond, r.percentile(0.5), r.percentile(0.99), r.errors, r.requests))
+        print(
+            "• \(what): "
+                + String(
+                    format: "%.0f/s, p50 %.2f ms, p99 %.2f ms, errors %d (n=%d)",
+                    r.perSecond, r.percentile(0.5), r.percentile(0.99), r.errors, r.requests))
         print("    target \(target): \(verdict(met, errors: r.errors, samples: r.requests))\n")
         fflush(nil)
     }
@@ -109,18 +125,25 @@ public struct TableBenchmark {
             let id = Int.random(in: 0..<100_000, using: &rng)
             return ("PUT", "/v1/tables/bench/items/k\(id)", TableBenchmark.item(id))
         }.run(connections: options.connections, duration: .seconds(Int64(options.seconds)))
-        report("one node, \(options.connections) clients, \(TableBenchmark.itemBytes)-byte items, durable puts", puts, target: "≥ 20,000/s, p99 < 5 ms",
-               met: puts.perSecond >= 20_000 && puts.percentile(0.99) < 5)
+        report(
+            "one node, \(options.connections) clients, \(TableBenchmark.itemBytes)-byte items, durable puts", puts,
+            target: "≥ 20,000/s, p99 < 5 ms",
+            met: puts.perSecond >= 20_000 && puts.percentile(0.99) < 5)
         let getter = try LoadGenerator(target: api) {
             ("GET", "/v1/tables/bench/items/k\(Int.random(in: 0..<100_000, using: &rng))", nil)
         }
         getter.served = { $0 == 200 || $0 == 404 }
         let gets = getter.run(connections: options.connections, duration: .seconds(Int64(options.seconds)))
-        report("one node, \(options.connections) clients, gets (hits and misses)", gets, target: "≥ 40,000/s, p99 < 5 ms",
-               met: gets.perSecond >= 40_000 && gets.percentile(0.99) < 5)
+        report(
+            "one node, \(options.connections) clients, gets (hits and misses)", gets, target: "≥ 40,000/s, p99 < 5 ms",
+            met: gets.perSecond >= 40_000 && gets.percentile(0.99) < 5)
         if let commits = cluster.metric("tandem_table_commits_total", node: 0),
-           let writes = cluster.metric("tandem_table_writes_committed_total", node: 0) {
-            print(String(format: "    group commit: %.0f writes in %.0f fsyncs (%.1f writes per commit)\n", writes, commits, writes / max(commits, 1)))
+            let writes = cluster.metric("tandem_table_writes_committed_total", node: 0)
+        {
+            print(
+                String(
+                    format: "    group commit: %.0f writes in %.0f fsyncs (%.1f writes per commit)\n", writes, commits,
+                    writes / max(commits, 1)))
         } else {
             print("    group commit: not given (the node's /metrics did not answer)\n")
         }
@@ -136,20 +159,29 @@ public struct TableBenchmark {
             i += 1
             return ("PUT", "/v1/tables/bench/items/lag\(i)", TableBenchmark.item(i))
         }.run(connections: 20, duration: .seconds(Int64(options.seconds)), ratePerSecond: 5_000)
-        _ = eventually(timeout: .seconds(10)) { (cluster.metric("tandem_table_replication_lag_ms_count", node: 1) ?? 0) >= Double(load.requests) }
+        _ = eventually(timeout: .seconds(10)) {
+            (cluster.metric("tandem_table_replication_lag_ms_count", node: 1) ?? 0) >= Double(load.requests)
+        }
         let usage = Usage.sample(cluster).line(since: before, seconds: (clock.now - t0).seconds, nodes: 2)
         let (p50, p99, count) = lagPercentiles(cluster, node: 1)
         if ProcessInfo.processInfo.environment["TANDEM_BENCH_DEBUG"] != nil {
-            print((try? HTTPClient.request("GET", cluster.nodes[1].api, "/metrics").text)?.split(separator: "\n").filter { $0.hasPrefix("tandem_table") }.joined(separator: "\n") ?? "")
+            print(
+                (try? HTTPClient.request("GET", cluster.nodes[1].api, "/metrics").text)?.split(separator: "\n").filter {
+                    $0.hasPrefix("tandem_table")
+                }.joined(separator: "\n") ?? "")
         }
-        print(String(format: "• replication lag write→visible on the other node at %.0f writes/s: p50 ≤ %@ ms, p99 ≤ %@ ms (%d deltas, HLC ms resolution)",
-                     load.perSecond, p50, p99, count))
+        print(
+            String(
+                format:
+                    "• replication lag write→visible on the other node at %.0f writes/s: p50 ≤ %@ ms, p99 ≤ %@ ms (%d deltas, HLC ms resolution)",
+                load.perSecond, p50, p99, count))
         let met = (Double(p50) ?? 99) <= 5 && (Double(p99) ?? 999) <= 50
         print("    " + usage)
         // Every acknowledged write must have reached the other node as a delta: fewer means
         // the percentiles leave some out.
-        print("    target p50 < 5 ms, p99 < 50 ms: \(verdict(met, errors: load.errors, samples: count, need: load.requests))" +
-              " (\(load.requests) writes acknowledged, \(load.errors) errors)\n")
+        print(
+            "    target p50 < 5 ms, p99 < 50 ms: \(verdict(met, errors: load.errors, samples: count, need: load.requests))"
+                + " (\(load.requests) writes acknowledged, \(load.errors) errors)\n")
         fflush(nil)
     }
 
@@ -193,12 +225,20 @@ public struct TableBenchmark {
         var repairBytes: Double?
         if let before = bytesBefore, let after = peerBytes() { repairBytes = after - before }
         let itemBytes = Double(load.requests) * Double(TableBenchmark.item(0).count + 120)
-        let traffic = repairBytes.map { String(format: "%.1f MB for %d items written (≈ %.1f× their size)", $0 / 1e6, load.requests, $0 / max(itemBytes, 1)) }
+        let traffic =
+            repairBytes.map {
+                String(format: "%.1f MB for %d items written (≈ %.1f× their size)", $0 / 1e6, load.requests, $0 / max(itemBytes, 1))
+            }
             ?? "unknown (the nodes' /metrics did not answer)"
-        print(String(format: "• repair after a %d s partition at %.0f writes/s: roots equal %.2f s after the heal (%@); repair traffic %@; %d write errors",
-                     options.partitionSeconds, load.perSecond, took, equal ? "converged" : "NOT converged", traffic, load.errors))
+        print(
+            String(
+                format:
+                    "• repair after a %d s partition at %.0f writes/s: roots equal %.2f s after the heal (%@); repair traffic %@; %d write errors",
+                options.partitionSeconds, load.perSecond, took, equal ? "converged" : "NOT converged", traffic, load.errors))
         let met = equal && took <= 10 && (repairBytes ?? .infinity) <= 2 * itemBytes
-        print("    target within 10 s, ≤ 2× changed bytes: \(verdict(met, errors: load.errors + (repairBytes == nil ? 1 : 0), samples: load.requests))\n")
+        print(
+            "    target within 10 s, ≤ 2× changed bytes: \(verdict(met, errors: load.errors + (repairBytes == nil ? 1 : 0), samples: load.requests))\n"
+        )
         fflush(nil)
     }
 }

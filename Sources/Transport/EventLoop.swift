@@ -2,7 +2,7 @@ import CLibUV
 import TandemCore
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A libuv error code rendered with libuv's own name and message.
@@ -57,13 +57,16 @@ public final class EventLoop {
     public func work(_ job: @escaping @Sendable () -> Void, then done: @escaping () -> Void) {
         let req = UnsafeMutablePointer<uv_work_t>.allocate(capacity: 1)
         req.pointee.data = Unmanaged.passRetained(WorkItem(job: job, done: done)).toOpaque()
-        let rc = uv_queue_work(raw, req, { req in
-            Unmanaged<WorkItem>.fromOpaque(req!.pointee.data).takeUnretainedValue().job()
-        }, { req, _ in
-            let item = Unmanaged<WorkItem>.fromOpaque(req!.pointee.data).takeRetainedValue()
-            req!.deallocate()
-            item.done()
-        })
+        let rc = uv_queue_work(
+            raw, req,
+            { req in
+                Unmanaged<WorkItem>.fromOpaque(req!.pointee.data).takeUnretainedValue().job()
+            },
+            { req, _ in
+                let item = Unmanaged<WorkItem>.fromOpaque(req!.pointee.data).takeRetainedValue()
+                req!.deallocate()
+                item.done()
+            })
         // Only fails for a loop that is closing or a null callback: run the job here instead.
         if rc != 0 {
             let item = Unmanaged<WorkItem>.fromOpaque(req.pointee.data!).takeRetainedValue()
@@ -161,11 +164,13 @@ public final class LoopTimer {
         self.callback = callback
         let ms = UInt64(max(0, (delay.nanoseconds + 999_999) / 1_000_000))
         let repeatMs = repeating.map { UInt64(max(1, $0.nanoseconds / 1_000_000)) } ?? 0
-        uv_timer_start(handle, { h in
-            guard let data = h?.pointee.data else { return }
-            let timer: LoopTimer = owner(data)
-            timer.callback()
-        }, ms, repeatMs)
+        uv_timer_start(
+            handle,
+            { h in
+                guard let data = h?.pointee.data else { return }
+                let timer: LoopTimer = owner(data)
+                timer.callback()
+            }, ms, repeatMs)
     }
 
     public func stop() { uv_timer_stop(handle) }
@@ -184,11 +189,13 @@ public final class SignalWatcher {
         handle = .allocate(capacity: 1)
         uv_signal_init(loop.raw, handle)
         handle.pointee.data = Unmanaged.passUnretained(self).toOpaque()
-        uv_signal_start(handle, { h, _ in
-            guard let data = h?.pointee.data else { return }
-            let watcher: SignalWatcher = owner(data)
-            watcher.callback()
-        }, signal)
+        uv_signal_start(
+            handle,
+            { h, _ in
+                guard let data = h?.pointee.data else { return }
+                let watcher: SignalWatcher = owner(data)
+                watcher.callback()
+            }, signal)
     }
 
     deinit { closeAndFree(handle) }
@@ -203,7 +210,8 @@ public struct SocketAddress: Hashable, CustomStringConvertible {
 
     public init(_ text: String) throws(TandemError) {
         guard let colon = text.lastIndex(of: ":"), let port = Int32(text[text.index(after: colon)...]),
-              (0...65535).contains(port) else {
+            (0...65535).contains(port)
+        else {
             throw TandemError(.invalidArgument, "address '\(text)' is not host:port")
         }
         var host = String(text[..<colon])
@@ -285,24 +293,29 @@ public final class UDPSocket {
 
     public func start(_ onDatagram: @escaping ([UInt8], SocketAddress) -> Void) throws {
         self.onDatagram = onDatagram
-        try check(uv_udp_recv_start(handle, { h, _, buf in
-            let socket: UDPSocket = owner(h!.pointee.data)
-            buf!.pointee.base = socket.buffer
-            buf!.pointee.len = UDPSocket.bufferSize
-        }, { h, nread, buf, addr, _ in
-            // nread == 0 with an address is an empty datagram (input too: it is counted as malformed).
-            guard nread >= 0, let addr, let data = h?.pointee.data else { return }
-            let socket: UDPSocket = owner(data)
-            let bytes = nread == 0 ? [] : Array(UnsafeRawBufferPointer(start: buf!.pointee.base, count: nread))
-            socket.onDatagram(bytes, SocketAddress(addr))
-        }), "udp recv start")
+        try check(
+            uv_udp_recv_start(
+                handle,
+                { h, _, buf in
+                    let socket: UDPSocket = owner(h!.pointee.data)
+                    buf!.pointee.base = socket.buffer
+                    buf!.pointee.len = UDPSocket.bufferSize
+                },
+                { h, nread, buf, addr, _ in
+                    // nread == 0 with an address is an empty datagram (input too: it is counted as malformed).
+                    guard nread >= 0, let addr, let data = h?.pointee.data else { return }
+                    let socket: UDPSocket = owner(data)
+                    let bytes = nread == 0 ? [] : Array(UnsafeRawBufferPointer(start: buf!.pointee.base, count: nread))
+                    socket.onDatagram(bytes, SocketAddress(addr))
+                }), "udp recv start")
     }
 
     /// Sends at once or drops (UDP semantics); never blocks the loop.
     public func send(_ bytes: [UInt8], to address: SocketAddress) {
         let rc = bytes.withUnsafeBytes { raw -> Int32 in
-            var buf = uv_buf_init(UnsafeMutablePointer(mutating: raw.baseAddress!.assumingMemoryBound(to: CChar.self)),
-                                  UInt32(raw.count))
+            var buf = uv_buf_init(
+                UnsafeMutablePointer(mutating: raw.baseAddress!.assumingMemoryBound(to: CChar.self)),
+                UInt32(raw.count))
             return address.withSockaddr { uv_udp_try_send(handle, &buf, 1, $0) }
         }
         if rc < 0 { sendFailures += 1 }

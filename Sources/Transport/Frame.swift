@@ -107,7 +107,8 @@ public final class FrameSession {
         } else {
             var started = ByteReader(sid)
             guard sequence == 1, let accepted, let startedMs = try? started.u64(),
-                  accepted.admit(sid, startedMs: startedMs, nowMs: nowMs) else { return nil }
+                accepted.admit(sid, startedMs: startedMs, nowMs: nowMs)
+            else { return nil }
             id = sid
         }
         received = sequence

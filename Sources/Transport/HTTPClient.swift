@@ -16,14 +16,19 @@ public enum HTTPClient {
         ProcessInfo.processInfo.environment["TANDEM_TOKEN"].flatMap { $0.isEmpty ? nil : $0 }
     }
 
-    public static func request(_ method: String, _ address: String, _ path: String, body: [UInt8]? = nil,
-                               headers: [(String, String)] = [], timeout: Duration = .seconds(5)) throws -> Response {
-        try exchange(try SocketAddress(address), message(method, address, path, body: body, headers: headers, keepAlive: false),
-                     timeout: timeout)
+    public static func request(
+        _ method: String, _ address: String, _ path: String, body: [UInt8]? = nil,
+        headers: [(String, String)] = [], timeout: Duration = .seconds(5)
+    ) throws -> Response {
+        try exchange(
+            try SocketAddress(address), message(method, address, path, body: body, headers: headers, keepAlive: false),
+            timeout: timeout)
     }
 
-    static func message(_ method: String, _ address: String, _ path: String, body: [UInt8]?,
-                        headers: [(String, String)], keepAlive: Bool) -> [UInt8] {
+    static func message(
+        _ method: String, _ address: String, _ path: String, body: [UInt8]?,
+        headers: [(String, String)], keepAlive: Bool
+    ) -> [UInt8] {
         var head = "\(method) \(path) HTTP/1.1\r\nHost: \(address)\r\n"
         if !keepAlive { head += "Connection: close\r\n" }
         for (k, v) in headers { head += "\(k): \(v)\r\n" }
@@ -109,7 +114,8 @@ public enum HTTPClient {
         for line in head.split(separator: "\r\n").dropFirst() {
             let kv = line.split(separator: ":", maxSplits: 1)
             if kv.count == 2, kv[0].lowercased() == "content-length",
-               let n = Int(kv[1].trimmingCharacters(in: .whitespaces)), n <= body.count {
+                let n = Int(kv[1].trimmingCharacters(in: .whitespaces)), n <= body.count
+            {
                 body = Array(body.prefix(n))
             }
         }
@@ -141,8 +147,10 @@ public final class HTTPSession {
     /// A GET is sent again, once, on a new connection when a kept-alive one turns out to have
     /// been closed by the node before answering (it idles connections out); other methods are
     /// not, since the node may have acted on them.
-    public func request(_ method: String, _ path: String, body: [UInt8]? = nil, headers: [(String, String)] = [],
-                        timeout: Duration = .seconds(5)) throws -> HTTPClient.Response {
+    public func request(
+        _ method: String, _ path: String, body: [UInt8]? = nil, headers: [(String, String)] = [],
+        timeout: Duration = .seconds(5)
+    ) throws -> HTTPClient.Response {
         let reused = !closed
         let bytes = HTTPClient.message(method, address, path, body: body, headers: headers, keepAlive: true)
         do {

@@ -14,13 +14,16 @@ public struct HTTPRequest {
     /// The query as sent, still encoded (SigV4 signs it in that form).
     public var rawQuery: String
 
-    public init(method: String, path: String, query: [String: String], headers: [(name: String, value: String)], body: [UInt8],
-                rawQuery: String = "") {
+    public init(
+        method: String, path: String, query: [String: String], headers: [(name: String, value: String)], body: [UInt8],
+        rawQuery: String = ""
+    ) {
         self.method = method
         self.path = path
         // Foundation's decoding only for segments that hold a `%` (it is slow).
         segments = path.utf8.split(separator: UInt8(ascii: "/")).map {
-            $0.contains(UInt8(ascii: "%")) ? (String(Substring($0)).removingPercentEncoding ?? String(Substring($0))) : String(Substring($0))
+            $0.contains(UInt8(ascii: "%"))
+                ? (String(Substring($0)).removingPercentEncoding ?? String(Substring($0))) : String(Substring($0))
         }
         self.query = query
         self.headers = headers

@@ -65,8 +65,11 @@ final class HTTPRequestParser {
         let errno = parser.pointee.http_errno
         if finished && rejection == nil { return nil }  // paused after a last request: not an error
         guard rejection != nil || errno != HPE_OK.rawValue || parsed != bytes.count else { return nil }
-        let response = rejection ?? HTTPResponse.error(400, "malformed_request",
-            "could not parse HTTP request: \(String(cString: http_errno_description(http_errno(rawValue: errno))))")
+        let response =
+            rejection
+            ?? HTTPResponse.error(
+                400, "malformed_request",
+                "could not parse HTTP request: \(String(cString: http_errno_description(http_errno(rawValue: errno))))")
         rejection = nil
         return response
     }
@@ -110,8 +113,10 @@ final class HTTPRequestParser {
     private func addHeaderBytes(_ n: Int) -> Bool {
         headerBytes += n
         if headerBytes > limits.maxHeaderBytes || headers.count >= limits.maxHeaders {
-            _ = reject(.error(431, "headers_too_large",
-                              "headers exceed \(limits.maxHeaderBytes) bytes or \(limits.maxHeaders) fields"))
+            _ = reject(
+                .error(
+                    431, "headers_too_large",
+                    "headers exceed \(limits.maxHeaderBytes) bytes or \(limits.maxHeaders) fields"))
             return false
         }
         return true

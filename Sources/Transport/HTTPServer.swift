@@ -57,8 +57,11 @@ public final class HTTPServer {
         let client = c.peer.map { PeerLinks.host(of: $0.description) } ?? "?"
         guard perClient[client, default: 0] < limits.maxConnectionsPerClient else {
             stats.clientLimitRejected += 1
-            return refuse(c, .error(429, "too_many_connections_from_client",
-                                    "at most \(limits.maxConnectionsPerClient) connections per client; reuse keep-alive connections"))
+            return refuse(
+                c,
+                .error(
+                    429, "too_many_connections_from_client",
+                    "at most \(limits.maxConnectionsPerClient) connections per client; reuse keep-alive connections"))
         }
         perClient[client, default: 0] += 1
         stats.connectionsAccepted += 1
@@ -208,7 +211,8 @@ final class HTTPConnection {
     /// Every "come back later" (503, 429) says when: one place, so no endpoint forgets it.
     static func withRetryAfter(_ response: HTTPResponse) -> HTTPResponse {
         guard response.status == 503 || response.status == 429,
-              !response.headers.contains(where: { HTTPRequest.sameField($0.0, "Retry-After") }) else { return response }
+            !response.headers.contains(where: { HTTPRequest.sameField($0.0, "Retry-After") })
+        else { return response }
         var r = response
         r.headers.append(("Retry-After", "1"))
         return r

@@ -124,7 +124,9 @@ public final class Keyring {
     /// Removes a key that is not the primary.
     public func remove(_ key: Key) throws {
         guard let i = keys.firstIndex(of: key) else { throw TandemError(.notFound, "key \(key.idHex) is not installed") }
-        guard i != 0 else { throw TandemError(TandemError.Code("conflict", httpStatus: 409), "key \(key.idHex) is the primary; use another key first") }
+        guard i != 0 else {
+            throw TandemError(TandemError.Code("conflict", httpStatus: 409), "key \(key.idHex) is the primary; use another key first")
+        }
         keys.remove(at: i)
     }
 

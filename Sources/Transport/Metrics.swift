@@ -23,8 +23,10 @@ public struct MetricsText {
     }
 
     /// A family with one sample per label set (none at all is a valid, empty family).
-    public mutating func add(_ name: String, _ kind: Kind, _ help: String,
-                             samples: [(labels: [(String, String)], value: any CustomStringConvertible)]) {
+    public mutating func add(
+        _ name: String, _ kind: Kind, _ help: String,
+        samples: [(labels: [(String, String)], value: any CustomStringConvertible)]
+    ) {
         header(name, kind, help)
         for s in samples { text += "\(name)\(MetricsText.labels(s.labels)) \(s.value)\n" }
     }

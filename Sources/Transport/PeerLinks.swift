@@ -93,8 +93,10 @@ public final class PeerLinks {
     // MARK: Outbound
 
     /// Sends a request to `address` and calls `completion` with the response or an error.
-    public func request(to address: String, kind: UInt8, payload: [UInt8], timeout: Duration,
-                        _ completion: @escaping (Result<Frame, TandemError>) -> Void) {
+    public func request(
+        to address: String, kind: UInt8, payload: [UInt8], timeout: Duration,
+        _ completion: @escaping (Result<Frame, TandemError>) -> Void
+    ) {
         nextRequestID = nextRequestID == UInt32.max ? 1 : nextRequestID + 1
         let id = nextRequestID
         let timer = LoopTimer(loop: loop)
@@ -149,11 +151,13 @@ public final class PeerLinks {
     }
 
     private func enqueue(_ bytes: [UInt8], to address: String) {
-        let link = links[address] ?? {
-            let l = Link(maxFrameSize: limits.maxFrameSize, keyring: keyring, backoff: limits.reconnectBackoffMin)
-            links[address] = l
-            return l
-        }()
+        let link =
+            links[address]
+            ?? {
+                let l = Link(maxFrameSize: limits.maxFrameSize, keyring: keyring, backoff: limits.reconnectBackoffMin)
+                links[address] = l
+                return l
+            }()
         guard link.queuedBytes + bytes.count <= limits.maxQueuedBytes else { return }
         if link.connected, let c = link.connection, c.pendingWriteBytes < limits.maxQueuedBytes {
             if let sealed = wire(bytes, link.session) {
@@ -258,8 +262,10 @@ public final class PeerLinks {
         c.startReading()
     }
 
-    private func receive(_ bytes: UnsafeRawBufferPointer, on c: TCPConnection, decoder: inout FrameDecoder,
-                         reply: TCPConnection?, session: FrameSession) {
+    private func receive(
+        _ bytes: UnsafeRawBufferPointer, on c: TCPConnection, decoder: inout FrameDecoder,
+        reply: TCPConnection?, session: FrameSession
+    ) {
         stats.bytesIn += bytes.count
         let frames: [Frame]
         do {
@@ -288,7 +294,9 @@ public final class PeerLinks {
                 let id = frame.requestID
                 onRequest(frame, reply.peer) { [weak self, weak reply] payload in
                     guard id != 0, let self else { return }  // 0: one-way, no answer
-                    self.delayed(to: reply?.peer?.description ?? "") { [weak self] in self?.respond(on: reply, session, kind: kind, id: id, payload: payload) }
+                    self.delayed(to: reply?.peer?.description ?? "") { [weak self] in
+                        self?.respond(on: reply, session, kind: kind, id: id, payload: payload)
+                    }
                 }
             }
         }

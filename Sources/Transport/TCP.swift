@@ -29,8 +29,10 @@ public final class TCPConnection {
     }
 
     /// Connects to `address`, failing after `timeout`.
-    public static func connect(loop: EventLoop, to address: SocketAddress, timeout: Duration,
-                               _ completion: @escaping (TCPConnection?, UVError?) -> Void) -> TCPConnection {
+    public static func connect(
+        loop: EventLoop, to address: SocketAddress, timeout: Duration,
+        _ completion: @escaping (TCPConnection?, UVError?) -> Void
+    ) -> TCPConnection {
         let c = TCPConnection(loop: loop)
         c.peer = address
         c.connectCallback = { error in completion(error == nil ? c : nil, error) }
@@ -75,19 +77,22 @@ public final class TCPConnection {
         guard isOpen else { return }
         readBuffer = .allocate(capacity: TCPConnection.readBufferSize)
         handle.withMemoryRebound(to: uv_stream_t.self, capacity: 1) { stream in
-            _ = uv_read_start(stream, { h, _, buf in
-                let c: TCPConnection = owner(h!.pointee.data)
-                buf!.pointee.base = c.readBuffer
-                buf!.pointee.len = TCPConnection.readBufferSize
-            }, { stream, nread, buf in
-                guard let data = stream?.pointee.data else { return }
-                let c: TCPConnection = owner(data)
-                if nread < 0 {
-                    c.close()
-                } else if nread > 0 {
-                    c.onData(UnsafeRawBufferPointer(start: buf!.pointee.base, count: nread))
-                }
-            })
+            _ = uv_read_start(
+                stream,
+                { h, _, buf in
+                    let c: TCPConnection = owner(h!.pointee.data)
+                    buf!.pointee.base = c.readBuffer
+                    buf!.pointee.len = TCPConnection.readBufferSize
+                },
+                { stream, nread, buf in
+                    guard let data = stream?.pointee.data else { return }
+                    let c: TCPConnection = owner(data)
+                    if nread < 0 {
+                        c.close()
+                    } else if nread > 0 {
+                        c.onData(UnsafeRawBufferPointer(start: buf!.pointee.base, count: nread))
+                    }
+                })
         }
     }
 
@@ -110,7 +115,9 @@ public final class TCPConnection {
         }
         let count = bytes.count - sent
         let copy = UnsafeMutablePointer<CChar>.allocate(capacity: count)
-        bytes.withUnsafeBytes { copy.initialize(from: $0.baseAddress!.advanced(by: sent).assumingMemoryBound(to: CChar.self), count: count) }
+        bytes.withUnsafeBytes {
+            copy.initialize(from: $0.baseAddress!.advanced(by: sent).assumingMemoryBound(to: CChar.self), count: count)
+        }
         let req = UnsafeMutablePointer<uv_write_t>.allocate(capacity: 1)
         req.pointee.data = UnsafeMutableRawPointer(copy)
         var buf = uv_buf_init(copy, UInt32(count))

@@ -7,7 +7,6 @@ struct BenchCommand: ParsableCommand {
         subcommands: [MembershipBench.self, TableBench.self, StreamBench.self, RouteBench.self, AWSBench.self])
 }
 
-
 struct MembershipBench: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "membership")
 

@@ -8,7 +8,8 @@ import TandemTools
 /// does; the summary measures the failover and checks that nothing acknowledged was lost.
 /// Every number printed is measured.
 struct DemoCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "demo", abstract: "Run a local multi-region contact center through a failover.")
+    static let configuration = CommandConfiguration(
+        commandName: "demo", abstract: "Run a local multi-region contact center through a failover.")
 
     @Option(help: "Number of regions (nodes), at least 3.") var nodes = Demo.Options().nodes
     @Option(help: "Timing profile: lan, wan or fast.") var profile = Demo.Options().profile

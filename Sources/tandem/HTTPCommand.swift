@@ -17,8 +17,9 @@ struct HTTPCommand: ParsableCommand {
     @Option(help: "Seconds to wait for the answer.") var timeout = 5.0
 
     func run() throws {
-        let r = try HTTPClient.request(method.uppercased(), api, path, body: body.map { Array($0.utf8) },
-                                       timeout: .milliseconds(Int64(timeout * 1000)))
+        let r = try HTTPClient.request(
+            method.uppercased(), api, path, body: body.map { Array($0.utf8) },
+            timeout: .milliseconds(Int64(timeout * 1000)))
         print(r.text, terminator: r.text.hasSuffix("\n") ? "" : "\n")
         if r.status >= 400 { throw ExitCode(1) }
     }

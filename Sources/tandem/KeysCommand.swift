@@ -12,7 +12,8 @@ import Transport
 /// it took effect; it exits 1 if any node did not.
 struct KeysCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "keys", abstract: "Manage the cluster encryption keyring (set TANDEM_TOKEN to an admin token if the API requires one).",
+        commandName: "keys",
+        abstract: "Manage the cluster encryption keyring (set TANDEM_TOKEN to an admin token if the API requires one).",
         subcommands: [Generate.self, List.self, Install.self, Use.self, Remove.self])
 
     struct Generate: ParsableCommand {
@@ -24,7 +25,9 @@ struct KeysCommand: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Each node's key IDs (primary first).")
         @Option(help: "host:port of any node's API.") var api: String
         func run() throws {
-            try fanOut(api) { node in try HTTPClient.request("GET", node, "/v1/keys") } describe: { object in
+            try fanOut(api) { node in
+                try HTTPClient.request("GET", node, "/v1/keys")
+            } describe: { object in
                 let keys = object["keys"]?.arrayValue?.compactMap(\.stringValue) ?? []
                 return keys.enumerated().map { $0.offset == 0 ? "\($0.element) (primary)" : $0.element }.joined(separator: ", ")
             }
@@ -38,7 +41,11 @@ struct KeysCommand: ParsableCommand {
         func run() throws {
             _ = try Keyring.Key(base64: key)
             let body: JSON = ["key": JSON(key)]
-            try fanOut(api) { node in try HTTPClient.request("POST", node, "/v1/keys", body: Array(body.serialized.utf8)) } describe: { changeText($0) }
+            try fanOut(api) { node in
+                try HTTPClient.request("POST", node, "/v1/keys", body: Array(body.serialized.utf8))
+            } describe: {
+                changeText($0)
+            }
         }
     }
 
@@ -48,7 +55,11 @@ struct KeysCommand: ParsableCommand {
         @Option(help: "host:port of any node's API.") var api: String
         func run() throws {
             let id = try keyID(key)
-            try fanOut(api) { node in try HTTPClient.request("POST", node, "/v1/keys/\(id)/use") } describe: { changeText($0) }
+            try fanOut(api) { node in
+                try HTTPClient.request("POST", node, "/v1/keys/\(id)/use")
+            } describe: {
+                changeText($0)
+            }
         }
     }
 
@@ -58,7 +69,11 @@ struct KeysCommand: ParsableCommand {
         @Option(help: "host:port of any node's API.") var api: String
         func run() throws {
             let id = try keyID(key)
-            try fanOut(api) { node in try HTTPClient.request("DELETE", node, "/v1/keys/\(id)") } describe: { changeText($0) }
+            try fanOut(api) { node in
+                try HTTPClient.request("DELETE", node, "/v1/keys/\(id)")
+            } describe: {
+                changeText($0)
+            }
         }
     }
 }
@@ -70,12 +85,15 @@ private func keyID(_ text: String) throws -> String {
 
 private func changeText(_ object: JSON) -> String {
     let changed = object["changed"]?.boolValue == true
-    return "\(changed ? "changed" : "already so"); primary \(object["primary"]?.stringValue ?? "?"), \(object["keys"]?.arrayValue?.count ?? 0) keys"
+    return
+        "\(changed ? "changed" : "already so"); primary \(object["primary"]?.stringValue ?? "?"), \(object["keys"]?.arrayValue?.count ?? 0) keys"
 }
 
 /// Runs `call` on every live member's API, printing `NAME  ok: …` or `NAME  FAILED: …` per node.
-private func fanOut(_ api: String, _ call: (String) throws -> HTTPClient.Response,
-                    describe: (JSON) -> String) throws {
+private func fanOut(
+    _ api: String, _ call: (String) throws -> HTTPClient.Response,
+    describe: (JSON) -> String
+) throws {
     let members = try HTTPClient.request("GET", api, "/v1/members")
     guard members.status == 200, let list = members.json()?["members"]?.arrayValue else {
         throw ValidationError("cannot list members at \(api): \(members.status) \(members.text)")

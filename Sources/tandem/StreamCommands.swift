@@ -16,7 +16,9 @@ struct StreamCommand: ParsableCommand {
         @Option(help: "host:port of any node's API.") var api: String
     }
 
-    static func request(_ api: String, _ method: String, _ path: String, _ body: String? = nil, timeout: Duration = .seconds(10)) throws -> HTTPClient.Response {
+    static func request(_ api: String, _ method: String, _ path: String, _ body: String? = nil, timeout: Duration = .seconds(10)) throws
+        -> HTTPClient.Response
+    {
         try HTTPClient.request(method, api, path, body: body.map { Array($0.utf8) }, timeout: timeout)
     }
 
@@ -30,7 +32,10 @@ struct StreamCommand: ParsableCommand {
     }
 
     static func path(_ segments: String...) -> String {
-        "/" + segments.map { $0.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(CharacterSet(charactersIn: "/"))) ?? $0 }
+        "/"
+            + segments.map {
+                $0.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(CharacterSet(charactersIn: "/"))) ?? $0
+            }
             .joined(separator: "/")
     }
 
@@ -48,7 +53,10 @@ struct StreamCommand: ParsableCommand {
         @OptionGroup var options: Options
         func run() throws {
             let text = retention.lowercased()
-            let hours: Int? = if text.hasSuffix("d") { Int(text.dropLast()).map { $0 * 24 } } else { Int(text.hasSuffix("h") ? String(text.dropLast()) : text) }
+            let hours: Int? =
+                if text.hasSuffix("d") { Int(text.dropLast()).map { $0 * 24 } } else {
+                    Int(text.hasSuffix("h") ? String(text.dropLast()) : text)
+                }
             guard let hours else { throw ValidationError("--retention is like 24h or 7d") }
             try call(options.api, "PUT", path("v1", "streams", stream), "{\"partitions\":\(partitions),\"retentionHours\":\(hours)}")
         }
@@ -98,10 +106,13 @@ struct StreamCommand: ParsableCommand {
             let session = try HTTPSession(options.api)
             while true {
                 let wait = follow ? 10_000 : 0
-                let r = try session.request("GET", path("v1", "streams", stream, "partitions", String(partition), "records")
-                                    + "?from=\(position)&limit=\(limit)&waitMs=\(wait)", timeout: .seconds(30))
+                let r = try session.request(
+                    "GET",
+                    path("v1", "streams", stream, "partitions", String(partition), "records")
+                        + "?from=\(position)&limit=\(limit)&waitMs=\(wait)", timeout: .seconds(30))
                 guard r.status == 200, let j = try? JSON.parse(r.body), case .array(let records)? = j["records"],
-                      let next = j["next"]?.stringValue else {
+                    let next = j["next"]?.stringValue
+                else {
                     if follow && r.status == 503 { usleep(200_000); continue }
                     FileHandle.standardError.write(Data("error \(r.status): \(r.text)".utf8))
                     throw ExitCode(1)
@@ -165,8 +176,9 @@ struct StreamCommand: ParsableCommand {
                 shared.lock.unlock()
                 if stop { return }
                 guard let r = try? session.request("GET", recordsPath + "?from=\(position)&limit=500&waitMs=1000", timeout: .seconds(10)),
-                      r.status == 200, let j = try? JSON.parse(r.body), case .array(let records)? = j["records"],
-                      let next = j["next"]?.stringValue else {
+                    r.status == 200, let j = try? JSON.parse(r.body), case .array(let records)? = j["records"],
+                    let next = j["next"]?.stringValue
+                else {
                     usleep(200_000)
                     continue
                 }
@@ -183,8 +195,10 @@ struct StreamCommand: ParsableCommand {
                 shared.lock.unlock()
                 // Checkpoint only what was printed; a crash before this reprints (at-least-once).
                 if let lastSequence {
-                    while (try? session.request("PUT", checkpointPath, body: Array("{\"sequence\":\"\(lastSequence)\"}".utf8),
-                                                timeout: .seconds(10)))?.status != 200 {
+                    while (try? session.request(
+                        "PUT", checkpointPath, body: Array("{\"sequence\":\"\(lastSequence)\"}".utf8),
+                        timeout: .seconds(10)))?.status != 200
+                    {
                         usleep(200_000)
                     }
                 }

@@ -10,7 +10,8 @@ import Transport
 struct TableCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "table", abstract: "Create, write and read global tables.",
-        subcommands: [Create.self, List.self, Describe.self, Drop.self, Put.self, Get.self, Update.self, Delete.self, Query.self, Scan.self])
+        subcommands: [Create.self, List.self, Describe.self, Drop.self, Put.self, Get.self, Update.self, Delete.self, Query.self, Scan.self]
+    )
 
     struct Options: ParsableArguments {
         @Option(help: "host:port of any node's API.") var api: String
@@ -26,7 +27,10 @@ struct TableCommand: ParsableCommand {
     }
 
     static func path(_ segments: String...) -> String {
-        "/" + segments.map { $0.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(CharacterSet(charactersIn: "/"))) ?? $0 }
+        "/"
+            + segments.map {
+                $0.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(CharacterSet(charactersIn: "/"))) ?? $0
+            }
             .joined(separator: "/")
     }
 
@@ -144,7 +148,9 @@ struct TableCommand: ParsableCommand {
             if !add.isEmpty { members.append(("add", .object(try pairs(add)))) }
             if !addToSet.isEmpty { members.append(("addToSet", .object(try grouped(addToSet)))) }
             if !removeFromSet.isEmpty { members.append(("removeFromSet", .object(try grouped(removeFromSet)))) }
-            guard !members.isEmpty else { throw ValidationError("nothing to update: give --set, --remove, --add, --add-to-set or --remove-from-set") }
+            guard !members.isEmpty else {
+                throw ValidationError("nothing to update: give --set, --remove, --add, --add-to-set or --remove-from-set")
+            }
             try call(options.api, "PATCH", itemPath(table, pk, sk), JSON.object(members).serialized)
         }
     }

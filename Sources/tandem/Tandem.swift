@@ -13,9 +13,11 @@ struct Tandem: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tandem",
         abstract: "Active-active multi-region infrastructure for contact centers.",
-        subcommands: [NodeCommand.self, MembersCommand.self, TableCommand.self, StreamCommand.self, SplitCommand.self, EdgesCommand.self,
-                      RouteCommand.self, KeysCommand.self, DemoCommand.self, BenchCommand.self, HTTPCommand.self, CheckCommand.self,
-                      TortureCommand.self])
+        subcommands: [
+            NodeCommand.self, MembersCommand.self, TableCommand.self, StreamCommand.self, SplitCommand.self, EdgesCommand.self,
+            RouteCommand.self, KeysCommand.self, DemoCommand.self, BenchCommand.self, HTTPCommand.self, CheckCommand.self,
+            TortureCommand.self
+        ])
 }
 
 struct NodeCommand: ParsableCommand {
@@ -31,15 +33,27 @@ struct NodeCommand: ParsableCommand {
     @Flag(help: "Vote in Raft but serve no clients.") var witness = false
     @Flag(help: "Enable the /v1/chaos fault-injection endpoint (tests only).") var chaos = false
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error.") var logLevel: String = "info"
-    @Option(name: .customLong("instance-health"), help: "http://host:port/path of this region's contact-center instance health check; polled, a failure stops new contacts here.")
+    @Option(
+        name: .customLong("instance-health"),
+        help: "http://host:port/path of this region's contact-center instance health check; polled, a failure stops new contacts here.")
     var instanceHealth: String?
-    @Option(name: .customLong("hold-down"), help: "Seconds a returning node must stay healthy before it takes contacts again (default: 10, fast profile: 2).")
+    @Option(
+        name: .customLong("hold-down"),
+        help: "Seconds a returning node must stay healthy before it takes contacts again (default: 10, fast profile: 2).")
     var holdDown: Double?
-    @Option(help: "File of base64 32-byte cluster keys, one per line, the first the primary: seals all gossip and peer traffic (tandem keys generate).")
+    @Option(
+        help:
+            "File of base64 32-byte cluster keys, one per line, the first the primary: seals all gossip and peer traffic (tandem keys generate)."
+    )
     var keyring: String?
-    @Option(name: .customLong("api-tokens"), help: "File of 'TOKEN ROLE [ACCESS_KEY_ID]' lines (roles read, write, admin): the API then requires Authorization: Bearer TOKEN, or on the AWS APIs a SigV4 signature with ACCESS_KEY_ID and TOKEN as secret.")
+    @Option(
+        name: .customLong("api-tokens"),
+        help:
+            "File of 'TOKEN ROLE [ACCESS_KEY_ID]' lines (roles read, write, admin): the API then requires Authorization: Bearer TOKEN, or on the AWS APIs a SigV4 signature with ACCESS_KEY_ID and TOKEN as secret."
+    )
     var apiTokens: String?
-    @Option(name: .customLong("request-timeout"), help: "Seconds a client has to send a request's headers (slow clients get 408; default 10).")
+    @Option(
+        name: .customLong("request-timeout"), help: "Seconds a client has to send a request's headers (slow clients get 408; default 10).")
     var requestTimeout: Double = 10
     @Option(name: .customLong("max-client-connections"), help: "HTTP connections one client IP may hold (default 256; more get 429).")
     var maxClientConnections: Int = 256
@@ -58,7 +72,9 @@ struct NodeCommand: ParsableCommand {
             throw ValidationError("--instance-health must be an http:// URL")
         }
         guard (0.1...3600).contains(requestTimeout) else { throw ValidationError("--request-timeout must be 0.1 to 3600 seconds") }
-        guard streamHourMs >= 100, streamSegmentBytes >= 1024 else { throw ValidationError("--stream-hour-ms ≥ 100, --stream-segment-bytes ≥ 1024") }
+        guard streamHourMs >= 100, streamSegmentBytes >= 1024 else {
+            throw ValidationError("--stream-hour-ms ≥ 100, --stream-segment-bytes ≥ 1024")
+        }
         guard maxClientConnections >= 1 else { throw ValidationError("--max-client-connections must be at least 1") }
         if let holdDown, !(0...3600).contains(holdDown) { throw ValidationError("--hold-down must be 0 to 3600 seconds") }
         guard !bind.hasPrefix("0.0.0.0") else {
@@ -143,7 +159,7 @@ func membersTable(_ response: HTTPClient.Response) throws -> String {
         rows.append([
             "\(fieldText(m["name"]))\(me ? " *" : "")", fieldText(m["region"]), fieldText(m["address"]),
             fieldText(m["api"]), fieldText(m["status"]), fieldText(m["incarnation"]),
-            m["rttEstimateMs"]?.doubleValue.map { String(format: "%.2fms", $0) } ?? "-",
+            m["rttEstimateMs"]?.doubleValue.map { String(format: "%.2fms", $0) } ?? "-"
         ])
     }
     let widths = header.indices.map { i in rows.map { $0[i].count }.max()! }

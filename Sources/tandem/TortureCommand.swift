@@ -15,7 +15,8 @@ struct TortureCommand: ParsableCommand {
     @Option(help: "Rounds (one kill -9 and restart each).") var rounds = 20
     @Option(help: "Nodes (3 or more keeps the stream writable while one is down).") var nodes = 3
     @Option(help: "Seed for the victims and kill moments (default random).") var seed: UInt64?
-    @Option(name: .customLong("max-load-ms"), help: "Longest load before a kill; the kill comes at a random moment up to it.") var maxLoadMs = 1_500
+    @Option(name: .customLong("max-load-ms"), help: "Longest load before a kill; the kill comes at a random moment up to it.")
+    var maxLoadMs = 1_500
 
     func run() throws {
         var o = Torture.Options()
@@ -27,12 +28,13 @@ struct TortureCommand: ParsableCommand {
         let start = clock.now
         let r = try Torture.run(o)
         let took = clock.now - start
-        print("""
+        print(
+            """
 
-        torture: \(r.rounds)/\(rounds) rounds in \(took.formatted(.units(allowed: [.seconds], fractionalPart: .show(length: 0)))), seed \(o.seed)
-          acknowledged: \(r.ackedPuts) puts, \(r.ackedIncrements) increments (counter \(r.counter), \(r.unknownIncrements) of unknown outcome), \(r.ackedRecords) stream records
-          acknowledged writes lost: \(r.lostPuts) puts, \(r.lostRecords) records; violations: \(r.violations.count)
-        """)
+            torture: \(r.rounds)/\(rounds) rounds in \(took.formatted(.units(allowed: [.seconds], fractionalPart: .show(length: 0)))), seed \(o.seed)
+              acknowledged: \(r.ackedPuts) puts, \(r.ackedIncrements) increments (counter \(r.counter), \(r.unknownIncrements) of unknown outcome), \(r.ackedRecords) stream records
+              acknowledged writes lost: \(r.lostPuts) puts, \(r.lostRecords) records; violations: \(r.violations.count)
+            """)
         if !r.ok || r.rounds < rounds { throw ExitCode(1) }
     }
 }

@@ -48,8 +48,10 @@ import Testing
             // Once `stable` passes every write (quiescence), compaction histories do not matter.
             let settled = max(s.a.lastWriteTime, s.b.lastWriteTime) + 1
             let reference = compact(s.a.merged(s.b), settled)
-            let early = [compact(s.a, s.stable).merged(s.b), compact(s.a, s.stable).merged(compact(s.b, s.stable)),
-                         s.a.merged(compact(s.b, s.stable))]
+            let early = [
+                compact(s.a, s.stable).merged(s.b), compact(s.a, s.stable).merged(compact(s.b, s.stable)),
+                s.a.merged(compact(s.b, s.stable))
+            ]
             for (i, x) in early.enumerated() {
                 #expect(x.visible == s.a.merged(s.b).visible, "case \(i), seed \(seed)")
                 #expect(compact(compact(x, s.stable), settled) == reference, "case \(i), seed \(seed)")

@@ -19,7 +19,7 @@ import Testing
         let value: AttributeValue = .map([
             "s": .string("héllo"), "n": .number(DecimalNumber("-12.5")!), "b": .binary([0, 255]),
             "t": .bool(true), "z": .null, "l": .list([.string("a"), .list([.null])]),
-            "ss": .stringSet(["a", "b"]), "ns": .numberSet([DecimalNumber(1), DecimalNumber(2)]), "bs": .binarySet([[1], [2, 3]]),
+            "ss": .stringSet(["a", "b"]), "ns": .numberSet([DecimalNumber(1), DecimalNumber(2)]), "bs": .binarySet([[1], [2, 3]])
         ])
         var s = ItemState()
         _ = s.put(["v": value], at: HLC(physicalMs: 9, logical: 1, node: 3))

@@ -9,27 +9,35 @@ import Testing
 
     @Test func pathsInEveryOperation() throws {
         var s = ItemState()
-        _ = s.put(["id": .string("a-1"), "profile": .map(["phone": .string("1"), "tags": .stringSet(["a"])])], at: HLC(physicalMs: 1, logical: 0, node: 1))
-        let delta = try Self.patch(&s, #"""
+        _ = s.put(
+            ["id": .string("a-1"), "profile": .map(["phone": .string("1"), "tags": .stringSet(["a"])])],
+            at: HLC(physicalMs: 1, logical: 0, node: 1))
+        let delta = try Self.patch(
+            &s,
+            #"""
             {"set":{"profile.address.city":"Lyon","profile.a\\.b":true,"plain":1},
              "remove":["profile.phone"],
              "add":{"profile.visits":2},
              "addToSet":{"profile.tags":["b"]},
              "removeFromSet":{"profile.tags":["a"]}}
             """#, at: 2)
-        #expect(s.visible?["profile"] == .map([
-            "address": .map(["city": .string("Lyon")]), "a.b": .bool(true),
-            "visits": .number(DecimalNumber(2)), "tags": .stringSet(["b"]),
-        ]))
+        #expect(
+            s.visible?["profile"]
+                == .map([
+                    "address": .map(["city": .string("Lyon")]), "a.b": .bool(true),
+                    "visits": .number(DecimalNumber(2)), "tags": .stringSet(["b"])
+                ]))
         #expect(s.visible?["plain"] == .number(DecimalNumber(1)))
         // The delta carries exactly the path writes, not the whole map.
         #expect(delta.attributes["profile"]?.register == nil)
-        #expect(Set(delta.attributes["profile"]?.paths.keys.map { $0 } ?? []) == [["address", "city"], ["a.b"], ["phone"], ["visits"], ["tags"]])
+        #expect(
+            Set(delta.attributes["profile"]?.paths.keys.map { $0 } ?? []) == [["address", "city"], ["a.b"], ["phone"], ["visits"], ["tags"]]
+        )
     }
 
     @Test(arguments: [
         #"{"set":{"id.x":1}}"#, #"{"remove":["id"]}"#, #"{"set":{"a..b":1}}"#, #"{"remove":["a.\\x"]}"#,
-        #"{"add":{"profile.phone":1}}"#, #"{"addToSet":{"profile":["x"]}}"#, #"{"remove":[1]}"#, #"{"set":[]}"#,
+        #"{"add":{"profile.phone":1}}"#, #"{"addToSet":{"profile":["x"]}}"#, #"{"remove":[1]}"#, #"{"set":[]}"#
     ])
     func badPatchesAreRefused(text: String) {
         var s = ItemState()

@@ -68,7 +68,8 @@ import Testing
     }
 
     @Test func jsonStringsWithAndWithoutEscapes() throws {
-        #expect(try JSON.parse(Array(#"["plain", "a\"b", "tab\tend", "é", "\u00e9\ud83d\ude00", ""]"#.utf8))
+        #expect(
+            try JSON.parse(Array(#"["plain", "a\"b", "tab\tend", "é", "\u00e9\ud83d\ude00", ""]"#.utf8))
                 == .array([.string("plain"), .string("a\"b"), .string("tab\tend"), .string("é"), .string("é😀"), .string("")]))
         #expect(throws: TandemError.self) { try JSON.parse(Array("[\"a\u{1}b\"]".utf8)) }
         #expect(throws: TandemError.self) { try JSON.parse([0x22, 0xFF, 0xFE, 0x22]) }
@@ -76,7 +77,8 @@ import Testing
     }
 
     @Test func plainJSONMapsToDynamoDBTypesAndBack() throws {
-        let text = #"{"agentId":"a-17","handled":4.20E1,"skills":{"$SS":["billing","voice"]},"blob":{"$B":"AAE="},"nested":{"x":[1,{"y":null}]},"ok":true}"#
+        let text =
+            #"{"agentId":"a-17","handled":4.20E1,"skills":{"$SS":["billing","voice"]},"blob":{"$B":"AAE="},"nested":{"x":[1,{"y":null}]},"ok":true}"#
         let value = try PlainJSON.value(try JSON.parse(Array(text.utf8)))
         guard case .map(let m) = value else { Issue.record("not a map"); return }
         #expect(m["handled"] == .number(DecimalNumber(42)))

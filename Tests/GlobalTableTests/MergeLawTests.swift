@@ -15,7 +15,7 @@ import Testing
     /// Nested paths, overlapping on purpose (`m.x` is a prefix of `m.x.y`; `a` is often a string).
     static let paths: [DocumentPath] = [
         DocumentPath("m", ["x"]), DocumentPath("m", ["x", "y"]), DocumentPath("m", ["x", "z"]), DocumentPath("m", ["w"]),
-        DocumentPath("a", ["x"]), DocumentPath("m", ["c"]), DocumentPath("m", ["s"]), DocumentPath("m", ["x", "c"]),
+        DocumentPath("a", ["x"]), DocumentPath("m", ["c"]), DocumentPath("m", ["s"]), DocumentPath("m", ["x", "c"])
     ]
     static let elements: [SetElement] = ["x", "y", "z"].map { .string($0) }
 
@@ -54,8 +54,10 @@ import Testing
                 switch rng.next() % 5 {
                 case 0: delta = states[r].set("m", .map(["x": .map(["y": .string("whole")]), "c": .number(DecimalNumber(4))]), at: t)
                 case 1: delta = states[r].put(["m": .map(["s": .stringSet(["x"]), "w": .string("put")])], at: t)
-                case 2: delta = states[r].add(rng.chance(0.5) ? DocumentPath("m", ["c"]) : path, DecimalNumber(Int(rng.next() % 5) - 2), at: t)
-                case 3: delta = states[r].addToSet(rng.chance(0.5) ? DocumentPath("m", ["s"]) : path, [elements[Int(rng.next() % 3)]], at: t)
+                case 2:
+                    delta = states[r].add(rng.chance(0.5) ? DocumentPath("m", ["c"]) : path, DecimalNumber(Int(rng.next() % 5) - 2), at: t)
+                case 3:
+                    delta = states[r].addToSet(rng.chance(0.5) ? DocumentPath("m", ["s"]) : path, [elements[Int(rng.next() % 3)]], at: t)
                 default: delta = states[r].removeFromSet(DocumentPath("m", ["s"]), [elements[Int(rng.next() % 3)]], at: t)
                 }
             }

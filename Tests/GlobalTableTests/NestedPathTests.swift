@@ -52,7 +52,9 @@ import Testing
         // A whole-map write at a prefix of the path hides older writes below it too.
         let sub = s.set(DocumentPath("profile", ["address"]), .map(["street": .string("Rue")]), at: Self.at(4))
         let merged = Self.mergedInEveryOrder([newer, sub, whole, older])
-        #expect(merged.visible?["profile"] == .map(["phone": .string("9"), "zip": .string("75001"), "address": .map(["street": .string("Rue")])]))
+        #expect(
+            merged.visible?["profile"]
+                == .map(["phone": .string("9"), "zip": .string("75001"), "address": .map(["street": .string("Rue")])]))
         #expect(merged == s)
     }
 
@@ -76,7 +78,9 @@ import Testing
 
     @Test func aPutOfTheItemHidesOlderPathWrites() {
         var s = ItemState()
-        let late = { var x = ItemState(); return x.set(DocumentPath("profile", ["phone"]), .string("late"), at: Self.at(1, 2)) }()
+        let late = {
+            var x = ItemState(); return x.set(DocumentPath("profile", ["phone"]), .string("late"), at: Self.at(1, 2))
+        }()
         _ = s.put(["profile": Self.profile], at: Self.at(2))
         s.merge(late)
         #expect(s.visible?["profile"] == Self.profile)

@@ -20,12 +20,13 @@ import Testing
                 let k = key("p\(rng.next() % 4)", Int(rng.next() % 20))
                 let t = clocks[r].now(wallMs: wall)
                 var state = replicas[r].state(k) ?? ItemState()
-                let delta: ItemState? = switch rng.next() % 4 {
-                case 0: state.set("status", .string("s\(rng.next() % 3)"), at: t)
-                case 1: state.add("handled", DecimalNumber(1), at: t)
-                case 2: state.addToSet("skills", [.string("k\(rng.next() % 3)")], at: t)
-                default: rng.chance(0.2) ? state.delete(at: t) : state.put(["status": .string("new")], at: t)
-                }
+                let delta: ItemState? =
+                    switch rng.next() % 4 {
+                    case 0: state.set("status", .string("s\(rng.next() % 3)"), at: t)
+                    case 1: state.add("handled", DecimalNumber(1), at: t)
+                    case 2: state.addToSet("skills", [.string("k\(rng.next() % 3)")], at: t)
+                    default: rng.chance(0.2) ? state.delete(at: t) : state.put(["status": .string("new")], at: t)
+                    }
                 guard let delta else { continue }
                 replicas[r].merge(k, delta)
                 for o in 0..<3 where o != r && !rng.chance(0.3) { replicas[o].merge(k, delta) }  // 30% lost

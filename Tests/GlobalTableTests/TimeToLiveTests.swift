@@ -16,7 +16,9 @@ import Testing
         #expect(TimeToLive.isExpired(item(String(now)), attribute: "exp", nowMs: nowMs), "due now")
         #expect(TimeToLive.isExpired(item("\(now - 10).75"), attribute: "exp", nowMs: nowMs), "fractions are floored")
         #expect(!TimeToLive.isExpired(item(String(now + 1)), attribute: "exp", nowMs: nowMs), "future")
-        #expect(!TimeToLive.isExpired(item(String(now - UInt64(TimeToLive.maxAgeSeconds) - 1)), attribute: "exp", nowMs: nowMs), "over five years old: ignored")
+        #expect(
+            !TimeToLive.isExpired(item(String(now - UInt64(TimeToLive.maxAgeSeconds) - 1)), attribute: "exp", nowMs: nowMs),
+            "over five years old: ignored")
         #expect(!TimeToLive.isExpired(item("-5"), attribute: "exp", nowMs: nowMs))
         #expect(!TimeToLive.isExpired(item(nil), attribute: "exp", nowMs: nowMs), "no attribute")
         #expect(!TimeToLive.isExpired(["exp": .string("\(now - 5)")], attribute: "exp", nowMs: nowMs), "not a number")

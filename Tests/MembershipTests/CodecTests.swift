@@ -15,13 +15,17 @@ import Testing
         .ack(seq: 0, forwarded: false, coordinate: nil),
         .nack(seq: 4),
         .pingReq(seq: 5, target: "node-2", targetAddress: "10.0.0.2:7946"),
-        .alive(MemberState(name: "node-3", address: "[::1]:7946", incarnation: .max, status: .alive,
-                           meta: MemberMeta(region: "eu-west-1", api: "10.0.0.3:8080", role: .witness))),
-        .alive(MemberState(name: "ünïcødé-名前", address: "h:1", incarnation: 0, status: .alive,
-                           meta: MemberMeta(region: "", api: "", role: .voter))),
+        .alive(
+            MemberState(
+                name: "node-3", address: "[::1]:7946", incarnation: .max, status: .alive,
+                meta: MemberMeta(region: "eu-west-1", api: "10.0.0.3:8080", role: .witness))),
+        .alive(
+            MemberState(
+                name: "ünïcødé-名前", address: "h:1", incarnation: 0, status: .alive,
+                meta: MemberMeta(region: "", api: "", role: .voter))),
         .suspect(name: "node-4", incarnation: 7, from: "node-5"),
         .dead(name: "node-6", incarnation: 8, from: "node-7"),
-        .leave(name: "node-8", incarnation: 9),
+        .leave(name: "node-8", incarnation: 9)
     ]
 
     /// Byte offsets at which a packet of `messages` could legitimately end.
@@ -119,8 +123,11 @@ import Testing
     @Test func oversizeDatagramIsRejected() {
         var messages: [SwimMessage] = []
         while Packet(messages).encode().count <= Packet.maxSize {
-            messages.append(.alive(MemberState(name: "member-\(messages.count)", address: "10.0.0.\(messages.count):7946",
-                                               incarnation: 1, status: .alive, meta: MemberMeta(region: "r", api: "a"))))
+            messages.append(
+                .alive(
+                    MemberState(
+                        name: "member-\(messages.count)", address: "10.0.0.\(messages.count):7946",
+                        incarnation: 1, status: .alive, meta: MemberMeta(region: "r", api: "a"))))
         }
         let bytes = Packet(messages).encode()
         #expect(bytes.count > Packet.maxSize)
@@ -133,10 +140,14 @@ import Testing
         // One alive message padded to fill the datagram to the byte (name, address, region, api).
         func packet(padding: Int) -> Packet {
             func part(_ c: Character, _ i: Int) -> String { String(repeating: c, count: min(254, max(0, padding - 254 * i))) }
-            return Packet([.alive(MemberState(name: "n" + part("m", 0), address: "a" + part("b", 1), incarnation: 1, status: .alive,
-                                              meta: MemberMeta(region: part("r", 2), api: part("p", 3)))),
-                           .pingReq(seq: 1, target: String(repeating: "t", count: 255), targetAddress: String(repeating: "x", count: 255)),
-                           .pingReq(seq: 2, target: String(repeating: "u", count: 255), targetAddress: String(repeating: "y", count: 255))])
+            return Packet([
+                .alive(
+                    MemberState(
+                        name: "n" + part("m", 0), address: "a" + part("b", 1), incarnation: 1, status: .alive,
+                        meta: MemberMeta(region: part("r", 2), api: part("p", 3)))),
+                .pingReq(seq: 1, target: String(repeating: "t", count: 255), targetAddress: String(repeating: "x", count: 255)),
+                .pingReq(seq: 2, target: String(repeating: "u", count: 255), targetAddress: String(repeating: "y", count: 255))
+            ])
         }
         let base = packet(padding: 0).encode().count
         #expect(Packet.maxSize - base + 1 < 4 * 254, "padding must fit in the name, address and two meta strings")
@@ -150,8 +161,12 @@ import Testing
     }
 
     @Test func unknownRoleIsMalformed() throws {
-        let packet = Packet([.alive(MemberState(name: "n", address: "a:1", incarnation: 1, status: .alive,
-                                                meta: MemberMeta(region: "r", api: "p", role: .witness)))])
+        let packet = Packet([
+            .alive(
+                MemberState(
+                    name: "n", address: "a:1", incarnation: 1, status: .alive,
+                    meta: MemberMeta(region: "r", api: "p", role: .witness)))
+        ])
         var bytes = packet.encode()
         #expect(try Packet.decode(bytes) == packet)
         let at = try #require(bytes.firstRange(of: Array("witness".utf8)))
@@ -173,8 +188,12 @@ import Testing
         bytes[9] = 2
         #expect(throws: TandemError.self) { try Packet.decode(bytes) }
         // alive with an empty name.
-        bytes = Packet([.alive(MemberState(name: "", address: "x", incarnation: 1, status: .alive,
-                                           meta: MemberMeta(region: "", api: "")))]).encode()
+        bytes = Packet([
+            .alive(
+                MemberState(
+                    name: "", address: "x", incarnation: 1, status: .alive,
+                    meta: MemberMeta(region: "", api: "")))
+        ]).encode()
         #expect(throws: TandemError.self) { try Packet.decode(bytes) }
         // A string that is not UTF-8.
         bytes = Packet([.ping(seq: 1, target: "ab")]).encode()
@@ -240,16 +259,22 @@ import Testing
 }
 
 @Suite struct PushPullCodecTests {
-    static let message = PushPullMessage(join: true, senderName: "node-0", states: [
-        MemberState(name: "node-0", address: "10.0.0.1:7946", incarnation: 3, status: .alive,
-                    meta: MemberMeta(region: "us-east-1", api: "10.0.0.1:8080")),
-        MemberState(name: "node-1", address: "10.0.0.2:7946", incarnation: 0, status: .suspect,
-                    meta: MemberMeta(region: "eu-west-1", api: "10.0.0.2:8080", role: .witness)),
-        MemberState(name: "node-2", address: "10.0.0.3:7946", incarnation: .max, status: .dead,
-                    meta: MemberMeta(region: "", api: "", role: .voter)),
-        MemberState(name: "ñødé-3", address: "[fe80::1]:7946", incarnation: 9, status: .left,
-                    meta: MemberMeta(region: "ap-south-1", api: "x")),
-    ])
+    static let message = PushPullMessage(
+        join: true, senderName: "node-0",
+        states: [
+            MemberState(
+                name: "node-0", address: "10.0.0.1:7946", incarnation: 3, status: .alive,
+                meta: MemberMeta(region: "us-east-1", api: "10.0.0.1:8080")),
+            MemberState(
+                name: "node-1", address: "10.0.0.2:7946", incarnation: 0, status: .suspect,
+                meta: MemberMeta(region: "eu-west-1", api: "10.0.0.2:8080", role: .witness)),
+            MemberState(
+                name: "node-2", address: "10.0.0.3:7946", incarnation: .max, status: .dead,
+                meta: MemberMeta(region: "", api: "", role: .voter)),
+            MemberState(
+                name: "ñødé-3", address: "[fe80::1]:7946", incarnation: 9, status: .left,
+                meta: MemberMeta(region: "ap-south-1", api: "x"))
+        ])
 
     @Test func roundTrips() throws {
         #expect(try PushPullMessage.decode(Self.message.encode()) == Self.message)
@@ -261,9 +286,10 @@ import Testing
 
     @Test func largeViewRoundTrips() throws {
         let states = (0..<2000).map { i in
-            MemberState(name: "member-\(i)", address: "10.\(i / 65536).\(i / 256 % 256).\(i % 256):7946",
-                        incarnation: UInt64(i), status: MemberStatus(rawValue: UInt8(i % 4))!,
-                        meta: MemberMeta(region: "region-\(i % 5)", api: "api-\(i)"))
+            MemberState(
+                name: "member-\(i)", address: "10.\(i / 65536).\(i / 256 % 256).\(i % 256):7946",
+                incarnation: UInt64(i), status: MemberStatus(rawValue: UInt8(i % 4))!,
+                meta: MemberMeta(region: "region-\(i % 5)", api: "api-\(i)"))
         }
         let m = PushPullMessage(join: false, senderName: "member-0", states: states)
         #expect(try PushPullMessage.decode(m.encode()) == m)
@@ -282,7 +308,7 @@ import Testing
         bytes[0] = PushPullMessage.version &+ 1
         #expect(code { try PushPullMessage.decode(bytes) } == TandemError.Code.unsupportedVersion.name)
         bytes = Self.message.encode()
-        bytes[1] = 7 // join flag
+        bytes[1] = 7  // join flag
         #expect(throws: TandemError.self) { try PushPullMessage.decode(bytes) }
         // A status byte that names no status.
         bytes = Self.message.encode()

@@ -9,7 +9,8 @@ import Testing
     /// never trap.
     @Test func forgedAcksCannotCorruptTheCoordinate() {
         var d = Driver(makeNode("a", peers: ["b", "c"]))
-        let wild = VivaldiCoordinate(vector: [99.9] + Array(repeating: 0, count: VivaldiCoordinate.dimensions - 1), error: 0.001, height: 99)
+        let wild = VivaldiCoordinate(
+            vector: [99.9] + Array(repeating: 0, count: VivaldiCoordinate.dimensions - 1), error: 0.001, height: 99)
         for round in 0..<60 {
             d.run(until: d.now + ms(1000))
             guard let ping = d.pings.last else { continue }

@@ -81,8 +81,9 @@ import Testing
     @Test func remoteDeadBecomesLocalSuspicion() {
         // memberlist's merge rule: one node's stale view cannot kill a member others can reach.
         var a = makeNode("a", peers: ["b", "c"])
-        let view = PushPullMessage(join: false, senderName: "b",
-                                   states: [memberState("b"), memberState("c", status: .dead)])
+        let view = PushPullMessage(
+            join: false, senderName: "b",
+            states: [memberState("b"), memberState("c", status: .dead)])
         _ = a.onPushPullResponse(view, from: addr("b"), join: false, now: t0 + ms(1))
         #expect(a.members["c"]?.status == .suspect)
     }
@@ -91,8 +92,9 @@ import Testing
 @Suite struct LeaveTests {
     @Test func leaveTellsEveryLiveMemberDirectly() {
         var a = makeNode("a", incarnation: 4, peers: ["b", "c", "d", "e"])
-        _ = a.onPacket(Packet([.dead(name: "d", incarnation: 1, from: "b"), .suspect(name: "e", incarnation: 1, from: "b")]),
-                       from: addr("b"), now: t0)
+        _ = a.onPacket(
+            Packet([.dead(name: "d", incarnation: 1, from: "b"), .suspect(name: "e", incarnation: 1, from: "b")]),
+            from: addr("b"), now: t0)
         let out = a.leave(now: t0 + ms(10))
         let notice = SwimMessage.leave(name: "a", incarnation: 4)
         #expect(out.sends.map(\.to).sorted() == [addr("b"), addr("c"), addr("e")], "live members only (suspects too)")

@@ -13,8 +13,9 @@ import Testing
         #expect(ping.to == addr("c"))
         #expect(ping.messages.first?.pingTarget == "c")
         // The notice rides right behind the ping, ahead of any other gossip.
-        #expect(ping.messages.dropFirst().first == .suspect(name: "c", incarnation: 1, from: "a"),
-                "ping to a suspect: \(ping.messages)")
+        #expect(
+            ping.messages.dropFirst().first == .suspect(name: "c", incarnation: 1, from: "a"),
+            "ping to a suspect: \(ping.messages)")
         #expect(ping.messages.filter { $0.subject == "c" }.count == 1, "one notice about c, not two")
     }
 
@@ -174,9 +175,14 @@ import Testing
         // The direct wait stretches to 500 ms × (awareness + 1) before helpers are asked.
         let stretched = second.at + ms(500) * Double(w + 1)
         d.run(until: stretched - ms(1))
-        #expect(!d.sent.contains { $0.messages.first == .pingReq(seq: second.seq, target: second.target, targetAddress: addr(second.target)) })
+        #expect(
+            !d.sent.contains { $0.messages.first == .pingReq(seq: second.seq, target: second.target, targetAddress: addr(second.target)) })
         d.run(until: stretched)
-        #expect(d.sent.contains { $0.at == stretched && $0.messages.first == .pingReq(seq: second.seq, target: second.target, targetAddress: addr(second.target)) })
+        #expect(
+            d.sent.contains {
+                $0.at == stretched
+                    && $0.messages.first == .pingReq(seq: second.seq, target: second.target, targetAddress: addr(second.target))
+            })
     }
 }
 
@@ -230,8 +236,9 @@ import Testing
         let ping = try #require(d.pings.first)
         d.run(until: ping.at + ms(500))
         let helper = try #require(d.sent.first { $0.messages.first?.isPingReq == true })
-        d.deliver([.ack(seq: ping.seq, forwarded: true, coordinate: nil)], from: String(helper.to.dropLast(5)),
-                  at: ping.at + ms(700))
+        d.deliver(
+            [.ack(seq: ping.seq, forwarded: true, coordinate: nil)], from: String(helper.to.dropLast(5)),
+            at: ping.at + ms(700))
         d.run(until: ping.at + .seconds(1))
         #expect(d.node.members[ping.target]?.status == .alive)
         #expect(d.node.awareness == 0)
@@ -297,12 +304,14 @@ import Testing
         // 300 members with long metadata: far more queued updates than one datagram holds.
         var a = makeNode("a")
         let states = (0..<300).map { i in
-            MemberState(name: "member-\(i)-" + String(repeating: "x", count: 40), address: "10.1.\(i / 250).\(i % 250):7946",
-                        incarnation: UInt64(i), status: .alive,
-                        meta: MemberMeta(region: "region-\(i % 7)", api: "10.1.\(i / 250).\(i % 250):8080"))
+            MemberState(
+                name: "member-\(i)-" + String(repeating: "x", count: 40), address: "10.1.\(i / 250).\(i % 250):7946",
+                incarnation: UInt64(i), status: .alive,
+                meta: MemberMeta(region: "region-\(i % 7)", api: "10.1.\(i / 250).\(i % 250):8080"))
         }
-        _ = a.onPushPullResponse(PushPullMessage(join: false, senderName: "member-0", states: states),
-                                 from: "10.1.0.0:7946", join: false, now: t0)
+        _ = a.onPushPullResponse(
+            PushPullMessage(join: false, senderName: "member-0", states: states),
+            from: "10.1.0.0:7946", join: false, now: t0)
         #expect(a.clusterSize == 301)
         var d = Driver(a)
         d.run(until: t0 + .seconds(10))

@@ -16,16 +16,20 @@ func ms(_ n: Int) -> Duration { .milliseconds(n) }
 func addr(_ name: String) -> String { "\(name):7946" }
 
 func memberState(_ name: String, inc: UInt64 = 1, status: MemberStatus = .alive) -> MemberState {
-    MemberState(name: name, address: addr(name), incarnation: inc, status: status,
-                meta: MemberMeta(region: "r-\(name)", api: "\(name):8080"))
+    MemberState(
+        name: name, address: addr(name), incarnation: inc, status: status,
+        meta: MemberMeta(region: "r-\(name)", api: "\(name):8080"))
 }
 
 /// A node named `name` that has learned `peers` (all alive at incarnation 1) at `t0`.
-func makeNode(_ name: String = "a", incarnation: UInt64 = 1, settings: MembershipSettings = .lan,
-              seed: UInt64 = 1, peers: [String] = []) -> MembershipInstance {
-    var node = MembershipInstance(settings: settings, name: name, address: addr(name),
-                                  meta: MemberMeta(region: "r-\(name)", api: "\(name):8080"),
-                                  incarnation: incarnation, seed: seed, now: t0)
+func makeNode(
+    _ name: String = "a", incarnation: UInt64 = 1, settings: MembershipSettings = .lan,
+    seed: UInt64 = 1, peers: [String] = []
+) -> MembershipInstance {
+    var node = MembershipInstance(
+        settings: settings, name: name, address: addr(name),
+        meta: MemberMeta(region: "r-\(name)", api: "\(name):8080"),
+        incarnation: incarnation, seed: seed, now: t0)
     if !peers.isEmpty {
         _ = node.onPacket(Packet(peers.map { .alive(memberState($0)) }), from: addr(peers[0]), now: t0)
     }

@@ -3,9 +3,9 @@ import TandemCore
 import Testing
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// Lifeguard's dynamic suspicion timeout (§IV-B), the arithmetic and how the core uses it.
@@ -30,8 +30,10 @@ import Darwin
         let (lo, hi): (Duration, Duration) = (.seconds(2), .seconds(12))
         // max − (max − min)·log(c+1)/log(k+1) with k = 3: c=1 → 12 − 10·½ = 7 s, c=2 → 12 − 10·log 3/log 4.
         #expect(close(Suspicion.timeout(confirmations: 1, wanted: 3, min: lo, max: hi), .seconds(7)))
-        #expect(close(Suspicion.timeout(confirmations: 2, wanted: 3, min: lo, max: hi),
-                      .nanoseconds(Int64(12e9 - 10e9 * log(3) / log(4)))))
+        #expect(
+            close(
+                Suspicion.timeout(confirmations: 2, wanted: 3, min: lo, max: hi),
+                .nanoseconds(Int64(12e9 - 10e9 * log(3) / log(4)))))
         #expect(Suspicion.timeout(confirmations: 3, wanted: 3, min: lo, max: hi) == lo)
         // Past k it stays at min (never below).
         #expect(Suspicion.timeout(confirmations: 10, wanted: 3, min: lo, max: hi) == lo)
@@ -48,7 +50,7 @@ import Darwin
     }
 
     @Test(arguments: [
-        (0, 1.0), (1, 1.0), (5, 1.0), (10, 1.0), (50, log10(50.0)), (100, 2.0), (1000, 3.0),
+        (0, 1.0), (1, 1.0), (5, 1.0), (10, 1.0), (50, log10(50.0)), (100, 2.0), (1000, 3.0)
     ])
     func minTimeoutScalesWithLog10OfClusterSize(n: Int, scale: Double) {
         let lan = Suspicion.minTimeout(settings: .lan, clusterSize: n)
@@ -174,7 +176,7 @@ import Darwin
         var d = suspecting()
         d.run(until: t0 + ms(999))
         d.tick(at: t0 + ms(1000))
-        d.tick(at: t0 + ms(10_000)) // a 9 s gap: the deadline moves from t0+4 s to t0+13 s
+        d.tick(at: t0 + ms(10_000))  // a 9 s gap: the deadline moves from t0+4 s to t0+13 s
         d.run(until: t0 + .seconds(13) - ms(1))
         #expect(d.node.members["c"]?.status == .suspect)
         #expect(d.node.stats.stalls == 1)

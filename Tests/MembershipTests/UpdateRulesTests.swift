@@ -9,14 +9,15 @@ import Testing
         SwimMessage.dead(name: "a", incarnation: 5, from: "b"),
         SwimMessage.suspect(name: "a", incarnation: 9, from: "b"),
         SwimMessage.dead(name: "a", incarnation: 9, from: "b"),
-        SwimMessage.leave(name: "a", incarnation: 5),
+        SwimMessage.leave(name: "a", incarnation: 5)
     ])
     func rumourAboutSelfIsRefuted(rumour: SwimMessage) throws {
         var a = makeNode("a", incarnation: 5, peers: ["b", "c"])
-        let seen: UInt64 = switch rumour {
-        case .suspect(_, let i, _), .dead(_, let i, _), .leave(_, let i): i
-        default: 0
-        }
+        let seen: UInt64 =
+            switch rumour {
+            case .suspect(_, let i, _), .dead(_, let i, _), .leave(_, let i): i
+            default: 0
+            }
         let out = a.onPacket(Packet([rumour]), from: addr("b"), now: t0 + ms(10))
         #expect(a.myself.incarnation == seen + 1, "refutation must take incarnation \(seen + 1), \(rumour)")
         #expect(out.persisted == [seen + 1], "the new incarnation must be persisted before it is used")
@@ -29,15 +30,17 @@ import Testing
         d.run(until: t0 + .seconds(2), stopWhen: { !$0.sent.isEmpty })
         let first = try #require(d.sent.first)
         #expect(first.messages.contains(.alive(a.myself)), "first packet after refutation: \(first.messages)")
-        #expect(!first.messages.contains { m in
-            if case .alive(let s) = m { s.name == "a" && s.incarnation != seen + 1 } else { false }
-        })
+        #expect(
+            !first.messages.contains { m in
+                if case .alive(let s) = m { s.name == "a" && s.incarnation != seen + 1 } else { false }
+            })
     }
 
     @Test func refutationRidesOnTheAckToThePingThatCarriedTheRumour() throws {
         var a = makeNode("a", incarnation: 3, peers: ["b"])
-        let out = a.onPacket(Packet([.ping(seq: 42, target: "a"), .dead(name: "a", incarnation: 3, from: "b")]),
-                             from: addr("b"), now: t0 + ms(5))
+        let out = a.onPacket(
+            Packet([.ping(seq: 42, target: "a"), .dead(name: "a", incarnation: 3, from: "b")]),
+            from: addr("b"), now: t0 + ms(5))
         #expect(a.myself.incarnation == 4)
         #expect(out.persisted == [4])
         let reply = try #require(out.sends.first { $0.to == addr("b") })
@@ -50,8 +53,10 @@ import Testing
         SwimMessage.dead(name: "a", incarnation: 0, from: "b"),
         SwimMessage.leave(name: "a", incarnation: 4),
         SwimMessage.alive(memberState("a", inc: 4)),
-        SwimMessage.alive(MemberState(name: "a", address: addr("a"), incarnation: 5, status: .alive,
-                                      meta: MemberMeta(region: "r-a", api: "a:8080"))),
+        SwimMessage.alive(
+            MemberState(
+                name: "a", address: addr("a"), incarnation: 5, status: .alive,
+                meta: MemberMeta(region: "r-a", api: "a:8080")))
     ])
     func staleRumourAboutSelfDoesNotBumpIncarnation(rumour: SwimMessage) {
         var a = makeNode("a", incarnation: 5, peers: ["b"])
@@ -82,8 +87,9 @@ import Testing
 
     @Test func pushPullViewCallingSelfDeadIsRefuted() {
         var a = makeNode("a", incarnation: 4, peers: ["b"])
-        let view = PushPullMessage(join: false, senderName: "b",
-                                   states: [memberState("a", inc: 4, status: .dead), memberState("b")])
+        let view = PushPullMessage(
+            join: false, senderName: "b",
+            states: [memberState("a", inc: 4, status: .dead), memberState("b")])
         let (reply, out) = a.onPushPullRequest(view, from: addr("b"), now: t0 + ms(1))
         #expect(a.myself.incarnation == 5)
         #expect(out.persisted == [5])
@@ -179,9 +185,11 @@ import Testing
         var out = apply(&a, .leave(name: "b", incarnation: 1))
         #expect(status(a) == (.left, 1))
         #expect(out.changes.map(\.previous) == [.suspect])
-        for m: SwimMessage in [.alive(memberState("b", inc: 1)), .suspect(name: "b", incarnation: 1, from: "c"),
-                               .dead(name: "b", incarnation: 1, from: "c"), .suspect(name: "b", incarnation: 2, from: "c"),
-                               .dead(name: "b", incarnation: 2, from: "c"), .leave(name: "b", incarnation: 1)] {
+        for m: SwimMessage in [
+            .alive(memberState("b", inc: 1)), .suspect(name: "b", incarnation: 1, from: "c"),
+            .dead(name: "b", incarnation: 1, from: "c"), .suspect(name: "b", incarnation: 2, from: "c"),
+            .dead(name: "b", incarnation: 2, from: "c"), .leave(name: "b", incarnation: 1)
+        ] {
             out = apply(&a, m)
             #expect(status(a) == (.left, 1), "\(m) must not override left")
             #expect(out.changes.isEmpty, "\(m)")
@@ -204,8 +212,10 @@ import Testing
 
     @Test func unknownMemberIsLearnedOnlyFromAlive() {
         var a = watcher()
-        for m: SwimMessage in [.suspect(name: "x", incarnation: 1, from: "c"), .dead(name: "x", incarnation: 1, from: "c"),
-                               .leave(name: "x", incarnation: 1)] {
+        for m: SwimMessage in [
+            .suspect(name: "x", incarnation: 1, from: "c"), .dead(name: "x", incarnation: 1, from: "c"),
+            .leave(name: "x", incarnation: 1)
+        ] {
             _ = apply(&a, m)
             #expect(a.members["x"] == nil, "\(m)")
         }

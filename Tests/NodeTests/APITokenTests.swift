@@ -17,7 +17,9 @@ import Transport
         """
 
     @Test func roleTable() {
-        func need(_ m: String, _ p: String) -> Role? { APITokens.requiredRole(method: m, segments: p.split(separator: "/").map(String.init)) }
+        func need(_ m: String, _ p: String) -> Role? {
+            APITokens.requiredRole(method: m, segments: p.split(separator: "/").map(String.init))
+        }
         #expect(need("GET", "/v1/health") == nil)
         #expect(need("GET", "/metrics") == .read)
         #expect(need("GET", "/v1/members") == .read)
@@ -26,10 +28,12 @@ import Transport
         #expect(need("PATCH", "/v1/tables/agents/items/a1") == .write)
         #expect(need("POST", "/v1/streams/calls/records") == .write)
         #expect(need("GET", "/v1/route") == .read)
-        for (m, p) in [("PUT", "/v1/tables/agents"), ("DELETE", "/v1/tables/agents"), ("PUT", "/v1/streams/calls"),
-                       ("DELETE", "/v1/streams/calls"), ("PUT", "/v1/split"), ("PUT", "/v1/edges"),
-                       ("POST", "/v1/regions/eu/drain"), ("PUT", "/v1/regions/eu/capacity"), ("GET", "/v1/keys"),
-                       ("POST", "/v1/keys"), ("DELETE", "/v1/keys/abcd0123"), ("POST", "/v1/chaos"), ("DELETE", "/v1/chaos")] {
+        for (m, p) in [
+            ("PUT", "/v1/tables/agents"), ("DELETE", "/v1/tables/agents"), ("PUT", "/v1/streams/calls"),
+            ("DELETE", "/v1/streams/calls"), ("PUT", "/v1/split"), ("PUT", "/v1/edges"),
+            ("POST", "/v1/regions/eu/drain"), ("PUT", "/v1/regions/eu/capacity"), ("GET", "/v1/keys"),
+            ("POST", "/v1/keys"), ("DELETE", "/v1/keys/abcd0123"), ("POST", "/v1/chaos"), ("DELETE", "/v1/chaos")
+        ] {
             #expect(need(m, p) == .admin, "\(m) \(p)")
         }
         #expect(need("GET", "/v1/split") == .read)
@@ -60,8 +64,9 @@ import Transport
         try cluster.start(0, extraArgs: ["--api-tokens", path])
         let api = cluster.nodes[0].api
         func call(_ m: String, _ p: String, _ token: String?, _ body: String? = nil) -> HTTPClient.Response? {
-            try? HTTPClient.request(m, api, p, body: body.map { Array($0.utf8) },
-                                    headers: token.map { [("Authorization", "Bearer \($0)")] } ?? [])
+            try? HTTPClient.request(
+                m, api, p, body: body.map { Array($0.utf8) },
+                headers: token.map { [("Authorization", "Bearer \($0)")] } ?? [])
         }
         #expect(eventually(timeout: .seconds(5)) { call("GET", "/v1/health", nil)?.status == 200 })
         let missing = call("GET", "/v1/members", nil)
@@ -76,14 +81,17 @@ import Transport
         #expect(forbidden?.json()?["error"]?.stringValue == "forbidden")
         #expect(call("PUT", "/v1/tables/agents", "admin-0123456789abcdefg", schema).map { $0.status < 300 } == true)
         #expect(call("PUT", "/v1/tables/agents/items/a1", "reader-0123456789abcdef", #"{"s":"x"}"#)?.status == 403)
-        #expect(eventually(timeout: .seconds(5)) {
-            call("PUT", "/v1/tables/agents/items/a1", "writer-0123456789abcdef", #"{"s":"x"}"#).map { $0.status < 300 } == true
-        })
+        #expect(
+            eventually(timeout: .seconds(5)) {
+                call("PUT", "/v1/tables/agents/items/a1", "writer-0123456789abcdef", #"{"s":"x"}"#).map { $0.status < 300 } == true
+            })
         #expect(call("GET", "/v1/tables/agents/items/a1", "reader-0123456789abcdef")?.status == 200)
         #expect(call("POST", "/v1/chaos", "writer-0123456789abcdef", "{}")?.status == 403)
         #expect(call("GET", "/v1/keys", "admin-0123456789abcdefg")?.status == 409)  // allowed; encryption is off
         // The lowercase scheme is accepted; tokens never reach the log.
-        #expect((try? HTTPClient.request("GET", api, "/v1/members", headers: [("authorization", "bearer reader-0123456789abcdef")]))?.status == 200)
+        #expect(
+            (try? HTTPClient.request("GET", api, "/v1/members", headers: [("authorization", "bearer reader-0123456789abcdef")]))?.status
+                == 200)
         #expect(!cluster.log(0).contains("0123456789abcdef"))
     }
 }

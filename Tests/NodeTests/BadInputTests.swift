@@ -8,7 +8,7 @@ import Testing
 import Transport
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Garbage at every port: the node answers what deserves an answer with a JSON error, drops
@@ -88,8 +88,10 @@ import Glibc
         #expect(eventually(timeout: .seconds(10)) { cluster.view(from: 0) != nil })
         let address = try SocketAddress(api)
 
-        func expectJSONError(_ call: @autoclosure () throws -> HTTPClient.Response, _ status: Int,
-                             _ sourceLocation: SourceLocation = #_sourceLocation) {
+        func expectJSONError(
+            _ call: @autoclosure () throws -> HTTPClient.Response, _ status: Int,
+            _ sourceLocation: SourceLocation = #_sourceLocation
+        ) {
             let r: HTTPClient.Response
             do { r = try call() } catch {
                 Issue.record("expected \(status), got \(error)", sourceLocation: sourceLocation)
@@ -97,7 +99,9 @@ import Glibc
             }
             #expect(r.status == status, "got \(r.status): \(r.text)", sourceLocation: sourceLocation)
             let object = r.json()
-            #expect(object?["error"]?.stringValue != nil && object?["message"]?.stringValue != nil, "not a JSON error: \(r.text)", sourceLocation: sourceLocation)
+            #expect(
+                object?["error"]?.stringValue != nil && object?["message"]?.stringValue != nil, "not a JSON error: \(r.text)",
+                sourceLocation: sourceLocation)
         }
 
         expectJSONError(try HTTPClient.request("GET", api, "/v1/nope"), 404)
@@ -132,7 +136,8 @@ import Glibc
         #expect(try HTTPClient.request("POST", api, "/v1/chaos", body: Array(#"{"block":["nowhere"]}"#.utf8)).status == 400)
         #expect(try HTTPClient.request("POST", api, "/v1/chaos", body: Array(#"{"delayMs":-1}"#.utf8)).status == 400)
         #expect(try HTTPClient.request("POST", api, "/v1/chaos", body: Array(#"{"delays":{"nowhere":5}}"#.utf8)).status == 400)
-        let ok = try HTTPClient.request("POST", api, "/v1/chaos", body: Array(#"{"dropRate":0.5,"block":["127.0.0.1:9"],"delays":{"10.0.0.2":20}}"#.utf8))
+        let ok = try HTTPClient.request(
+            "POST", api, "/v1/chaos", body: Array(#"{"dropRate":0.5,"block":["127.0.0.1:9"],"delays":{"10.0.0.2":20}}"#.utf8))
         #expect(ok.status == 200, "\(ok.text)")
         #expect(try HTTPClient.request("DELETE", api, "/v1/chaos").status == 200)
     }
@@ -147,7 +152,8 @@ import Glibc
         for i in 0..<2 { #expect(cluster.setChaos(i, delayMs: 60)) }
         func rtt() -> Double? {
             guard let r = try? HTTPClient.request("GET", cluster.nodes[0].api, "/v1/members"), let j = try? JSON.parse(r.body),
-                  case .array(let members)? = j["members"] else { return nil }
+                case .array(let members)? = j["members"]
+            else { return nil }
             return members.compactMap { m -> Double? in
                 guard m["name"]?.stringValue == "n2", case .number(let n)? = m["rttEstimateMs"] else { return nil }
                 return Double(n)
@@ -224,9 +230,11 @@ func rawExchange(_ address: SocketAddress, _ bytes: [UInt8]) throws -> String {
         let api = cluster.nodes[0].api
         #expect(eventually(timeout: .seconds(10)) { cluster.view(from: 0) != nil })
         #expect(try HTTPClient.request("PUT", api, "/v1/streams/pipe", body: Array(#"{"partitions":1}"#.utf8)).status == 201)
-        #expect(eventually(timeout: .seconds(10)) {
-            (try? HTTPClient.request("POST", api, "/v1/streams/pipe/records", body: Array(#"{"key":"k","data":"eA=="}"#.utf8)))?.status == 200
-        })
+        #expect(
+            eventually(timeout: .seconds(10)) {
+                (try? HTTPClient.request("POST", api, "/v1/streams/pipe/records", body: Array(#"{"key":"k","data":"eA=="}"#.utf8)))?.status
+                    == 200
+            })
         var bytes: [UInt8] = []
         for i in 0..<8 {
             let body = #"{"key":"k\#(i)","data":"\#(Base64.encode(Array("record \(i)".utf8)))"}"#
@@ -277,7 +285,8 @@ func rawExchange(_ address: SocketAddress, _ bytes: [UInt8]) throws -> String {
         let api = cluster.nodes[0].api
         #expect(eventually(timeout: .seconds(10)) { cluster.view(from: 0) != nil })
         let body = #"{"dropRate":1}"#
-        let raw = "GET /v1/health HTTP/1.1\r\nConnection: close\r\n\r\n"
+        let raw =
+            "GET /v1/health HTTP/1.1\r\nConnection: close\r\n\r\n"
             + "POST /v1/chaos HTTP/1.1\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
         let answer = try rawExchange(try SocketAddress(api), Array(raw.utf8))
         #expect(answer.hasPrefix("HTTP/1.1 200"))
@@ -290,8 +299,12 @@ func rawExchange(_ address: SocketAddress, _ bytes: [UInt8]) throws -> String {
         try cluster.start(0)
         #expect(eventually(timeout: .seconds(10)) { cluster.view(from: 0) != nil })
         let log = cluster.root + "/second.log"
-        let pid = try spawn(cluster.binary, ["node", "--name", "other", "--region", "r", "--bind", cluster.nodes[0].bind,
-                                             "--api", "127.0.0.1:1", "--data-dir", cluster.root + "/other"], log: log)
+        let pid = try spawn(
+            cluster.binary,
+            [
+                "node", "--name", "other", "--region", "r", "--bind", cluster.nodes[0].bind,
+                "--api", "127.0.0.1:1", "--data-dir", cluster.root + "/other"
+            ], log: log)
         #expect(waitExit(pid) == 1)
         let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
         #expect(text.contains("bind udp") && text.contains("EADDRINUSE"), "\(text)")

@@ -6,7 +6,7 @@ import Testing
 import Transport
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Real processes on loopback. Each test builds its own cluster on fresh ports and data dirs.
@@ -32,7 +32,9 @@ import Glibc
         // Nobody else was harmed.
         for i in [0, 1, 3, 4] {
             let v = cluster.view(from: i) ?? [:]
-            for other in ["n1", "n2", "n4", "n5"] { #expect(v[other]?.status == "alive", "\(other) seen by n\(i + 1): \(String(describing: v[other]))") }
+            for other in ["n1", "n2", "n4", "n5"] {
+                #expect(v[other]?.status == "alive", "\(other) seen by n\(i + 1): \(String(describing: v[other]))")
+            }
         }
 
         try cluster.start(2)
@@ -66,9 +68,13 @@ import Glibc
         try cluster.start(0)
         #expect(eventually(timeout: .seconds(10)) { cluster.view(from: 0) != nil })
         // A second process on the same data dir is refused (the dir is locked).
-        let pid = try spawn(cluster.binary, ["node", "--name", "n1", "--region", "r", "--bind", "127.0.0.1:1",
-                                             "--api", "127.0.0.1:2", "--data-dir", cluster.nodes[0].dataDir],
-                            log: cluster.root + "/second.log")
+        let pid = try spawn(
+            cluster.binary,
+            [
+                "node", "--name", "n1", "--region", "r", "--bind", "127.0.0.1:1",
+                "--api", "127.0.0.1:2", "--data-dir", cluster.nodes[0].dataDir
+            ],
+            log: cluster.root + "/second.log")
         #expect(waitExit(pid) != 0)
         #expect((try? String(contentsOfFile: cluster.root + "/second.log", encoding: .utf8))?.contains("in use") == true)
     }

@@ -22,10 +22,12 @@ import Transport
     /// The stream's records as `sequence → data`; nil when the read fails.
     static func records(_ api: String) -> [(UInt64, String)]? {
         guard let r = call("GET", api, "/v1/streams/events/partitions/0/records?limit=10000"), r.status == 200,
-              case .array(let list)? = (try? JSON.parse(r.body))?["records"] else { return nil }
+            case .array(let list)? = (try? JSON.parse(r.body))?["records"]
+        else { return nil }
         return list.compactMap { rec in
             guard let seq = rec["sequence"]?.stringValue.flatMap({ UInt64($0) }),
-                  let data = rec["data"]?.stringValue.flatMap({ Base64.decode($0) }) else { return nil }
+                let data = rec["data"]?.stringValue.flatMap({ Base64.decode($0) })
+            else { return nil }
             return (seq, String(decoding: data, as: UTF8.self))
         }
     }
@@ -42,14 +44,19 @@ import Transport
         #expect(eventually(timeout: .seconds(10)) { cluster.view(from: 0) != nil })
         #expect(Self.call("PUT", api, "/v1/tables/profiles", #"{"partitionKey":"id"}"#)?.status == 201)
         #expect(Self.call("PUT", api, "/v1/streams/events", #"{"partitions":1,"retentionHours":24}"#)?.status == 201)
-        #expect(eventually(timeout: .seconds(10)) { Self.call("POST", api, "/v1/streams/events/records", Self.record("first"))?.status == 200 })
+        #expect(
+            eventually(timeout: .seconds(10)) { Self.call("POST", api, "/v1/streams/events/records", Self.record("first"))?.status == 200 })
 
         // Acknowledged before the fault.
         var ackedItems: [String] = []
         var ackedRecords: [UInt64: String] = [:]
         for i in 0..<20 {
-            if Self.call("PUT", api, "/v1/tables/profiles/items/before-\(i)", #"{"n":\#(i)}"#)?.status == 200 { ackedItems.append("before-\(i)") }
-            if let r = Self.call("POST", api, "/v1/streams/events/records", Self.record("before-\(i)")), r.status == 200, let seq = Self.sequence(r) {
+            if Self.call("PUT", api, "/v1/tables/profiles/items/before-\(i)", #"{"n":\#(i)}"#)?.status == 200 {
+                ackedItems.append("before-\(i)")
+            }
+            if let r = Self.call("POST", api, "/v1/streams/events/records", Self.record("before-\(i)")), r.status == 200,
+                let seq = Self.sequence(r)
+            {
                 ackedRecords[seq] = "before-\(i)"
             }
         }
@@ -90,10 +97,11 @@ import Transport
         #expect(eventually(timeout: .seconds(5)) { Self.call("PUT", api, "/v1/tables/profiles/items/after", #"{"n":1}"#)?.status == 200 })
         ackedItems.append("after")
         var after: HTTPClient.Response?
-        #expect(eventually(timeout: .seconds(10)) {
-            after = Self.call("POST", api, "/v1/streams/events/records", Self.record("after"))
-            return after?.status == 200
-        }, "stream writes did not recover: \(after.map { "\($0.status) \($0.text)" } ?? "no answer")")
+        #expect(
+            eventually(timeout: .seconds(10)) {
+                after = Self.call("POST", api, "/v1/streams/events/records", Self.record("after"))
+                return after?.status == 200
+            }, "stream writes did not recover: \(after.map { "\($0.status) \($0.text)" } ?? "no answer")")
         if let after, let seq = Self.sequence(after) { ackedRecords[seq] = "after" }
         #expect((cluster.metric("tandem_stream_replicas_reopened_total", node: 0) ?? 0) == 1)
 
@@ -126,22 +134,25 @@ import Transport
         defer { for i in 0..<3 { cluster.kill9(i) } }
         try cluster.startAll()
         let apis = cluster.nodes.map(\.api)
-        #expect(eventually(timeout: .seconds(20)) {
-            (0..<3).allSatisfy { i in cluster.view(from: i)?.values.filter { $0.status == "alive" }.count == 3 }
-        }, "cluster did not form")
+        #expect(
+            eventually(timeout: .seconds(20)) {
+                (0..<3).allSatisfy { i in cluster.view(from: i)?.values.filter { $0.status == "alive" }.count == 3 }
+            }, "cluster did not form")
         #expect(Self.call("PUT", apis[0], "/v1/streams/events", #"{"partitions":1,"retentionHours":24}"#)?.status == 201)
         func leader(from i: Int) -> Int? {
             guard let r = Self.call("GET", apis[i], "/v1/streams/events"), r.status == 200,
-                  case .array(let parts)? = (try? JSON.parse(r.body))?["partitionDetails"],
-                  let name = parts.first?["leader"]?.stringValue else { return nil }
+                case .array(let parts)? = (try? JSON.parse(r.body))?["partitionDetails"],
+                let name = parts.first?["leader"]?.stringValue
+            else { return nil }
             return cluster.nodes.firstIndex { $0.name == name }
         }
         var l = 0
-        #expect(eventually(timeout: .seconds(10)) {
-            guard let found = leader(from: 0) else { return false }
-            l = found
-            return true
-        }, "no leader")
+        #expect(
+            eventually(timeout: .seconds(10)) {
+                guard let found = leader(from: 0) else { return false }
+                l = found
+                return true
+            }, "no leader")
         var acked: [UInt64: String] = [:]
         func put(_ via: Int, _ data: String) -> HTTPClient.Response? {
             let r = Self.call("POST", apis[via], "/v1/streams/events/records", Self.record(data))
@@ -166,19 +177,22 @@ import Transport
         #expect(eventually(timeout: .seconds(5)) { (cluster.metric("tandem_stream_replicas_reopened_total", node: l) ?? 0) == 1 })
         // Its own replica (reads there are served locally again) catches up to the last record.
         let last = acked.keys.max() ?? 0
-        #expect(eventually(timeout: .seconds(10)) {
-            guard let r = Self.call("GET", apis[l], "/v1/streams/events"), r.status == 200,
-                  case .array(let parts)? = (try? JSON.parse(r.body))?["partitionDetails"], let p = parts.first,
-                  p["local"] == .bool(true), p["role"]?.stringValue != "stopped",
-                  case .number(let text)? = p["commitIndex"], let commit = UInt64(text) else { return false }
-            return commit >= last
-        }, "the reopened replica did not catch up: \(Self.call("GET", apis[l], "/v1/streams/events")?.text ?? "no answer")")
+        #expect(
+            eventually(timeout: .seconds(10)) {
+                guard let r = Self.call("GET", apis[l], "/v1/streams/events"), r.status == 200,
+                    case .array(let parts)? = (try? JSON.parse(r.body))?["partitionDetails"], let p = parts.first,
+                    p["local"] == .bool(true), p["role"]?.stringValue != "stopped",
+                    case .number(let text)? = p["commitIndex"], let commit = UInt64(text)
+                else { return false }
+                return commit >= last
+            }, "the reopened replica did not catch up: \(Self.call("GET", apis[l], "/v1/streams/events")?.text ?? "no answer")")
         var missing = acked
-        #expect(eventually(timeout: .seconds(15)) {
-            guard let records = Self.records(apis[l]) else { return false }
-            let held = Dictionary(records, uniquingKeysWith: { a, _ in a })
-            missing = acked.filter { held[$0.key] != $0.value }
-            return missing.isEmpty
-        }, "the reopened replica lacks acknowledged records: \(missing.prefix(5))")
+        #expect(
+            eventually(timeout: .seconds(15)) {
+                guard let records = Self.records(apis[l]) else { return false }
+                let held = Dictionary(records, uniquingKeysWith: { a, _ in a })
+                missing = acked.filter { held[$0.key] != $0.value }
+                return missing.isEmpty
+            }, "the reopened replica lacks acknowledged records: \(missing.prefix(5))")
     }
 }

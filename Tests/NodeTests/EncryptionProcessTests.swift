@@ -8,7 +8,7 @@ import Testing
 import Transport
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Real nodes with `--keyring`: the cluster forms, a node without the key cannot join and
@@ -29,17 +29,22 @@ import Glibc
         try cluster.start(1, extraArgs: ["--keyring", good])
         try cluster.start(2, extraArgs: ["--keyring", wrong])
         try cluster.start(3)  // no keyring at all
-        #expect(eventually(timeout: .seconds(10)) { cluster.view(from: 1)?["n1"]?.status == "alive" && cluster.view(from: 0)?["n2"]?.status == "alive" })
+        #expect(
+            eventually(timeout: .seconds(10)) {
+                cluster.view(from: 1)?["n1"]?.status == "alive" && cluster.view(from: 0)?["n2"]?.status == "alive"
+            })
         // Let the outsiders try, then check nobody let them in. Each join attempt is a push-pull
         // to the seed (n1), refused there as an unauthenticated frame: wait for the first
         // refusals, then for as many again (they kept retrying after being refused).
-        #expect(eventually(timeout: .seconds(10)) {
-            (cluster.metric("tandem_peer_unauthenticated_frames_total", node: 0) ?? 0) >= 2
-        })
+        #expect(
+            eventually(timeout: .seconds(10)) {
+                (cluster.metric("tandem_peer_unauthenticated_frames_total", node: 0) ?? 0) >= 2
+            })
         let refusedFirst = cluster.metric("tandem_peer_unauthenticated_frames_total", node: 0) ?? .infinity
-        #expect(eventually(timeout: .seconds(15)) {
-            (cluster.metric("tandem_peer_unauthenticated_frames_total", node: 0) ?? 0) >= 2 * refusedFirst
-        }, "the outsiders did not try again after their first refusals (\(refusedFirst) refused)")
+        #expect(
+            eventually(timeout: .seconds(15)) {
+                (cluster.metric("tandem_peer_unauthenticated_frames_total", node: 0) ?? 0) >= 2 * refusedFirst
+            }, "the outsiders did not try again after their first refusals (\(refusedFirst) refused)")
         for i in 0...1 {
             let v = cluster.view(from: i) ?? [:]
             #expect(v["n3"] == nil && v["n4"] == nil, "n\(i + 1) let an outsider in: \(v)")
@@ -50,9 +55,10 @@ import Glibc
             #expect(cluster.metric("tandem_gossip_packets_in_total", node: i) == 0, "outsider n\(i + 1) got an answer")
         }
         #expect(cluster.log(0).contains("not sealed with a keyring key"))
-        print("packets from keyless nodes accepted: 0; unauthenticated frames at n1:",
-              cluster.metric("tandem_peer_unauthenticated_frames_total", node: 0) ?? -1,
-              "datagrams:", cluster.metric("tandem_gossip_unauthenticated_packets_total", node: 0) ?? -1)
+        print(
+            "packets from keyless nodes accepted: 0; unauthenticated frames at n1:",
+            cluster.metric("tandem_peer_unauthenticated_frames_total", node: 0) ?? -1,
+            "datagrams:", cluster.metric("tandem_gossip_unauthenticated_packets_total", node: 0) ?? -1)
     }
 
     @Test func aReplayedDatagramChangesNothing() throws {
@@ -65,19 +71,24 @@ import Glibc
         let socket = try TestUDPSocket()
         defer { socket.close() }
         // A sealed ping is answered (with a sealed ack) ...
-        let captured = ring.sealDatagram(Packet([.ping(seq: 41, target: "n1")]).encode(), nowMs: UInt64(Date().timeIntervalSince1970 * 1000))
+        let captured = ring.sealDatagram(
+            Packet([.ping(seq: 41, target: "n1")]).encode(), nowMs: UInt64(Date().timeIntervalSince1970 * 1000))
         socket.send(captured, to: cluster.nodes[0].bind)
         let answer = socket.receive(timeoutMs: 2000)
         var replayScratch = ReplayGuard()
         #expect(answer != nil, "the genuine ping got no ack")
-        if let answer, case .ok(let plain) = ring.openDatagram(answer, nowMs: UInt64(Date().timeIntervalSince1970 * 1000), guard: &replayScratch) {
+        if let answer,
+            case .ok(let plain) = ring.openDatagram(answer, nowMs: UInt64(Date().timeIntervalSince1970 * 1000), guard: &replayScratch)
+        {
             #expect(try Packet.decode(plain).messages.contains { if case .ack(41, _, _) = $0 { true } else { false } })
         }
         // ... the same bytes again are not, nor is a ping sealed 60 s ago, nor a plain one.
         socket.send(captured, to: cluster.nodes[0].bind)
         #expect(socket.receive(timeoutMs: 1000) == nil, "a replayed ping was answered")
-        socket.send(ring.sealDatagram(Packet([.ping(seq: 42, target: "n1")]).encode(),
-                                      nowMs: UInt64(Date().timeIntervalSince1970 * 1000) - 60_000), to: cluster.nodes[0].bind)
+        socket.send(
+            ring.sealDatagram(
+                Packet([.ping(seq: 42, target: "n1")]).encode(),
+                nowMs: UInt64(Date().timeIntervalSince1970 * 1000) - 60_000), to: cluster.nodes[0].bind)
         #expect(socket.receive(timeoutMs: 1000) == nil, "a stale ping was answered")
         socket.send(Packet([.ping(seq: 43, target: "n1")]).encode(), to: cluster.nodes[0].bind)
         #expect(socket.receive(timeoutMs: 1000) == nil, "a plain ping was answered")
@@ -93,7 +104,9 @@ final class TestUDPSocket {
     init() throws {
         fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
         var addr = Self.address("127.0.0.1:0")
-        let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        let rc = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
         guard rc == 0 else { throw TandemError(.io, "bind failed") }
     }
 
@@ -168,8 +181,9 @@ final class TestUDPSocket {
         // Every node now seals with the new key. Before the old one goes, wait until every node
         // has received peer frames since, so nothing sealed with the old key is still in flight.
         let afterUse = (0..<3).map { cluster.metric("tandem_peer_frames_in_total", node: $0) ?? .infinity }
-        #expect(eventually(timeout: .seconds(15)) { (0..<3).allSatisfy { i in framesIn(cluster, i) > afterUse[i] } },
-                "peer traffic did not resume on every node after the switch")
+        #expect(
+            eventually(timeout: .seconds(15)) { (0..<3).allSatisfy { i in framesIn(cluster, i) > afterUse[i] } },
+            "peer traffic did not resume on every node after the switch")
         let remove = keys(cluster, ["remove", old])
         #expect(remove.status == 0, "\(remove.output)")
         let list = keys(cluster, ["list"])
@@ -182,8 +196,9 @@ final class TestUDPSocket {
         // sealed with the new key, the only one left), none was refused, and nobody was lost on
         // the way: all alive, and no node ever declared a member dead.
         let framesBefore = (0..<3).map { cluster.metric("tandem_peer_frames_in_total", node: $0) ?? .infinity }
-        #expect(eventually(timeout: .seconds(15)) { (0..<3).allSatisfy { i in framesIn(cluster, i) > framesBefore[i] } },
-                "peer traffic stopped after the old key was removed")
+        #expect(
+            eventually(timeout: .seconds(15)) { (0..<3).allSatisfy { i in framesIn(cluster, i) > framesBefore[i] } },
+            "peer traffic stopped after the old key was removed")
         #expect(allAlive(cluster), "a member dropped out during rotation: \(String(describing: cluster.view(from: 0)))")
         for i in 0..<3 {
             #expect(cluster.metric("tandem_membership_deaths_declared_total", node: i) == 0, "n\(i + 1) declared a member dead")
@@ -194,9 +209,10 @@ final class TestUDPSocket {
         // A restart uses the data dir's keyring (the new key), not the stale --keyring file.
         cluster.kill9(2)
         try cluster.start(2, extraArgs: ["--keyring", path])
-        #expect(eventually(timeout: .seconds(15)) {
-            cluster.view(from: 0)?["n3"]?.status == "alive" && cluster.view(from: 2)?["n1"]?.status == "alive"
-        }, "restarted n3 did not rejoin: \(cluster.log(2).suffix(2000))")
+        #expect(
+            eventually(timeout: .seconds(15)) {
+                cluster.view(from: 0)?["n3"]?.status == "alive" && cluster.view(from: 2)?["n1"]?.status == "alive"
+            }, "restarted n3 did not rejoin: \(cluster.log(2).suffix(2000))")
         #expect(!((try? String(contentsOfFile: "\(cluster.nodes[2].dataDir)/keyring", encoding: .utf8)) ?? "").contains(old))
     }
 }

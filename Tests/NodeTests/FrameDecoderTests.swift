@@ -13,7 +13,9 @@ import Transport
     @Test func framesSurviveAnyChunking() throws {
         var rng = SeededGenerator(seed: 3)
         let frames = (0..<50).map { i in
-            Frame(kind: UInt8(i % 3 + 1), requestID: UInt32(i), payload: (0..<Int(rng.next() % 3000)).map { _ in UInt8(truncatingIfNeeded: rng.next()) })
+            Frame(
+                kind: UInt8(i % 3 + 1), requestID: UInt32(i),
+                payload: (0..<Int(rng.next() % 3000)).map { _ in UInt8(truncatingIfNeeded: rng.next()) })
         }
         let stream = frames.flatMap { $0.encode() }
         for _ in 0..<20 {

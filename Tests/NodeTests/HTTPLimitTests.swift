@@ -7,7 +7,7 @@ import Testing
 import Transport
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Slow-request deadlines and the per-client connection limit, on a real node.
@@ -27,7 +27,9 @@ import Glibc
         }
         /// false once the server has closed the connection.
         @discardableResult
-        func send(_ text: String) -> Bool { Array(text.utf8).withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) } > 0 }
+        func send(_ text: String) -> Bool {
+            Array(text.utf8).withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) } > 0
+        }
         /// Everything until the server closes (or the 5 s timeout).
         func readAll() -> String {
             var out: [UInt8] = []
@@ -52,7 +54,8 @@ import Glibc
             while true {
                 if let head = out.firstRange(of: Array("\r\n\r\n".utf8)) {
                     let headers = String(decoding: out[..<head.lowerBound], as: UTF8.self).lowercased()
-                    let length = headers.split(separator: "\r\n").first { $0.hasPrefix("content-length:") }
+                    let length =
+                        headers.split(separator: "\r\n").first { $0.hasPrefix("content-length:") }
                         .flatMap { Int($0.dropFirst("content-length:".count).trimmingCharacters(in: .whitespaces)) } ?? 0
                     if out.count >= head.upperBound + length { break }
                 }
@@ -106,16 +109,17 @@ import Glibc
         // connections are all served. (A try the node refuses counts in the metric below.)
         var held: [Client] = []
         var refusedWhileWaiting = 0
-        #expect(eventually(timeout: .seconds(5)) {
-            held = []  // the last try's connections close before the next opens its own
-            held = (0..<3).compactMap { _ in try? Client(api) }
-            let answers = held.map { c -> String in
-                c.send("GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
-                return c.readResponse()
-            }
-            refusedWhileWaiting += answers.filter { $0.hasPrefix("HTTP/1.1 429") }.count
-            return held.count == 3 && answers.allSatisfy { $0.hasPrefix("HTTP/1.1 200") }
-        }, "three fresh connections were not all served")
+        #expect(
+            eventually(timeout: .seconds(5)) {
+                held = []  // the last try's connections close before the next opens its own
+                held = (0..<3).compactMap { _ in try? Client(api) }
+                let answers = held.map { c -> String in
+                    c.send("GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+                    return c.readResponse()
+                }
+                refusedWhileWaiting += answers.filter { $0.hasPrefix("HTTP/1.1 429") }.count
+                return held.count == 3 && answers.allSatisfy { $0.hasPrefix("HTTP/1.1 200") }
+            }, "three fresh connections were not all served")
         let refused = try Client(api)
         let answer = refused.readAll()
         #expect(answer.hasPrefix("HTTP/1.1 429"), "got: \(answer.prefix(200))")
@@ -127,9 +131,10 @@ import Glibc
         held.removeFirst()
         #expect(eventually(timeout: .seconds(2)) { (try? HTTPClient.request("GET", api, "/v1/health"))?.status == 200 })
         // (the server may see the last client's close a moment after the client does)
-        #expect(eventually(timeout: .seconds(2)) {
-            (cluster.metric("tandem_http_client_limit_rejected_total", node: 0) ?? 0) >= Double(1 + refusedWhileWaiting)
-        })
+        #expect(
+            eventually(timeout: .seconds(2)) {
+                (cluster.metric("tandem_http_client_limit_rejected_total", node: 0) ?? 0) >= Double(1 + refusedWhileWaiting)
+            })
         _ = held
     }
 }

@@ -7,7 +7,7 @@ import Testing
 import Transport
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The HTTP request path (parser, limits, token check, routing, JSON bodies) under mutated
@@ -22,7 +22,7 @@ import Glibc
         "PATCH /v1/tables/fz/items/k1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer writer-0123456789abcdef\r\nTransfer-Encoding: chunked\r\n\r\n9\r\n{\"a\":2.5}\r\n0\r\n\r\n",
         "GET /v1/tables/fz/items?pk=k1&limit=5 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer reader-0123456789abcdef\r\n\r\n",
         "GET /v1/route?region=region-0&x=%41%zz HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer reader-0123456789abcdef\r\n\r\n",
-        "POST /v1/streams/s1/records HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer writer-0123456789abcdef\r\nContent-Length: 28\r\n\r\n{\"key\":\"k\",\"data\":\"aGVsbG8=\"}",
+        "POST /v1/streams/s1/records HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer writer-0123456789abcdef\r\nContent-Length: 28\r\n\r\n{\"key\":\"k\",\"data\":\"aGVsbG8=\"}"
     ]
 
     static func mutate(_ input: [UInt8], _ rng: inout SeededGenerator) -> [UInt8] {
@@ -48,7 +48,9 @@ import Glibc
         var addr = TestUDPSocket.address(address)
         var timeout = timeval(tv_sec: 2, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        let rc = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
         guard rc == 0 else { return [] }
         _ = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
         shutdown(fd, Int32(SHUT_WR))
@@ -76,7 +78,8 @@ import Glibc
         for i in 0..<iterations {
             let seed = Array(Self.seeds[Int(rng.next() % UInt64(Self.seeds.count))].utf8)
             let answer = Self.send(Self.mutate(seed, &rng), to: api)
-            let status = String(decoding: answer.prefix(12), as: UTF8.self).split(separator: " ").dropFirst().first.map(String.init) ?? "none"
+            let status =
+                String(decoding: answer.prefix(12), as: UTF8.self).split(separator: " ").dropFirst().first.map(String.init) ?? "none"
             statuses[status, default: 0] += 1
             if i % 50 == 49 {
                 #expect((try? HTTPClient.request("GET", api, "/v1/health"))?.status == 200, "node stopped serving after \(i + 1) mutants")

@@ -8,7 +8,7 @@ import Testing
 import Transport
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The keyring's seal, the replay guard, and the sealed frame decoder, without processes.
@@ -72,7 +72,9 @@ import Glibc
     @Test func sealedDatagramCarriesItsTime() throws {
         let ring = try Keyring(keys: [a])
         var replay = ReplayGuard()
-        func open(_ ring: Keyring, _ bytes: [UInt8], _ at: UInt64) -> Keyring.DatagramVerdict { ring.openDatagram(bytes, nowMs: at, guard: &replay) }
+        func open(_ ring: Keyring, _ bytes: [UInt8], _ at: UInt64) -> Keyring.DatagramVerdict {
+            ring.openDatagram(bytes, nowMs: at, guard: &replay)
+        }
         let packet = Packet([.ping(seq: 1, target: "n1")]).encode()
         let sealed = ring.sealDatagram(packet, nowMs: 5_000_000)
         #expect(sealed.count == packet.count + Keyring.datagramOverhead)

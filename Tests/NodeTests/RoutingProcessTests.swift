@@ -34,7 +34,8 @@ import Transport
     /// The table fingerprint node `i` reports, with the regions it may route to.
     func table(_ cluster: LocalCluster, _ i: Int) -> (fingerprint: String, eligible: Set<String>)? {
         guard let r = try? call("GET", cluster.nodes[i].api, "/v1/split"), r.status == 200,
-              let fp = object(r)["table"]?.stringValue, let regions = object(r)["regions"]?.objectValue else { return nil }
+            let fp = object(r)["table"]?.stringValue, let regions = object(r)["regions"]?.objectValue
+        else { return nil }
         return (fp, Set(regions.filter { $0.1["eligible"]?.boolValue == true }.map(\.0)))
     }
 
@@ -49,7 +50,8 @@ import Transport
         let a = cluster.nodes[0].api
         let set = try call("PUT", a, "/v1/split", #"{"weights":{"region-0":40,"region-1":35,"region-2":25}}"#)
         #expect(set.status == 200, "\(set.text)")
-        let edges = #"{"edges":{"nyc":{"rttMs":{"region-0":8,"region-1":70,"region-2":150},"volume":2},"lon":{"region-0":75,"region-1":5,"region-2":90}}}"#
+        let edges =
+            #"{"edges":{"nyc":{"rttMs":{"region-0":8,"region-1":70,"region-2":150},"volume":2},"lon":{"region-0":75,"region-1":5,"region-2":90}}}"#
         #expect(try call("PUT", cluster.nodes[1].api, "/v1/edges", edges).status == 200)
         // Config written on two nodes reaches all three: one fingerprint, every region eligible.
         let agreed = eventually(timeout: .seconds(10), interval: .milliseconds(50)) {
@@ -69,7 +71,9 @@ import Transport
 
         let full = try call("GET", a, "/v1/route?contact=C-1001&edge=nyc")
         let d = object(full)
-        #expect(full.status == 200 && d["contact"]?.stringValue == "C-1001" && d["fallbacks"]?.arrayValue.map { $0.count == 2 && $0.allSatisfy { $0.stringValue != nil } } == true)
+        #expect(
+            full.status == 200 && d["contact"]?.stringValue == "C-1001"
+                && d["fallbacks"]?.arrayValue.map { $0.count == 2 && $0.allSatisfy { $0.stringValue != nil } } == true)
         #expect(["n1", "n2", "n3"].contains(d["node"]?.stringValue ?? ""))
 
         // Query components are decoded (`+` is a space, `%XX` a byte) and the id is echoed as JSON.
@@ -129,27 +133,31 @@ import Transport
         try cluster.start(0, extraArgs: ["--hold-down", "1"])
         try cluster.start(1, extraArgs: ["--hold-down", "1"])
         try cluster.start(2, extraArgs: ["--hold-down", "1", "--instance-health", "http://\(cluster.nodes[0].api)/v1/health"])
-        #expect(eventually(timeout: .seconds(20), interval: .milliseconds(50)) {
-            (0..<3).allSatisfy { table(cluster, $0)?.eligible.count == 3 }
-        })
+        #expect(
+            eventually(timeout: .seconds(20), interval: .milliseconds(50)) {
+                (0..<3).allSatisfy { table(cluster, $0)?.eligible.count == 3 }
+            })
         cluster.kill9(0)
-        #expect(eventually(timeout: .seconds(15), interval: .milliseconds(50)) {
-            [1, 2].allSatisfy { table(cluster, $0)?.eligible == ["region-1"] }
-        }, "region-2 still takes contacts with its instance down")
+        #expect(
+            eventually(timeout: .seconds(15), interval: .milliseconds(50)) {
+                [1, 2].allSatisfy { table(cluster, $0)?.eligible == ["region-1"] }
+            }, "region-2 still takes contacts with its instance down")
         #expect(eventually(timeout: .seconds(5)) { region(cluster, 2, "any") == "region-1" })
         try cluster.start(0, extraArgs: ["--hold-down", "1"])
-        #expect(eventually(timeout: .seconds(20), interval: .milliseconds(50)) {
-            (0..<3).allSatisfy { table(cluster, $0)?.eligible.count == 3 }
-        }, "region-2 did not come back with its instance")
+        #expect(
+            eventually(timeout: .seconds(20), interval: .milliseconds(50)) {
+                (0..<3).allSatisfy { table(cluster, $0)?.eligible.count == 3 }
+            }, "region-2 did not come back with its instance")
 
         // Unhealthy again, then n3 restarts without --instance-health: its old flag goes with it.
         cluster.kill9(0)
         #expect(eventually(timeout: .seconds(15), interval: .milliseconds(50)) { table(cluster, 1)?.eligible == ["region-1"] })
         cluster.kill9(2)
         try cluster.start(2, extraArgs: ["--hold-down", "1"])
-        #expect(eventually(timeout: .seconds(20), interval: .milliseconds(50)) {
-            [1, 2].allSatisfy { table(cluster, $0)?.eligible == ["region-1", "region-2"] }
-        }, "a stale unhealthy flag outlived the node's --instance-health")
+        #expect(
+            eventually(timeout: .seconds(20), interval: .milliseconds(50)) {
+                [1, 2].allSatisfy { table(cluster, $0)?.eligible == ["region-1", "region-2"] }
+            }, "a stale unhealthy flag outlived the node's --instance-health")
     }
 
     @Test func theMinoritySideOfAPartitionKeepsItsView() throws {
@@ -160,20 +168,23 @@ import Transport
         cluster.setChaos(2, block: [cluster.nodes[0].bind, cluster.nodes[1].bind])
         // The majority fails region-2 over; the isolated node sees both others dead, yet keeps
         // routing as before rather than taking every contact itself.
-        #expect(eventually(timeout: .seconds(15), interval: .milliseconds(50)) {
-            [0, 1].allSatisfy { table(cluster, $0)?.eligible == ["region-0", "region-1"] }
-        })
-        #expect(eventually(timeout: .seconds(15), interval: .milliseconds(50)) {
-            guard let v = cluster.view(from: 2) else { return false }
-            return v["n1"]?.status == "dead" && v["n2"]?.status == "dead"
-        })
+        #expect(
+            eventually(timeout: .seconds(15), interval: .milliseconds(50)) {
+                [0, 1].allSatisfy { table(cluster, $0)?.eligible == ["region-0", "region-1"] }
+            })
+        #expect(
+            eventually(timeout: .seconds(15), interval: .milliseconds(50)) {
+                guard let v = cluster.view(from: 2) else { return false }
+                return v["n1"]?.status == "dead" && v["n2"]?.status == "dead"
+            })
         let isolated = try call("GET", cluster.nodes[2].api, "/v1/split")
         #expect(object(isolated)["minority"]?.boolValue == true)
         #expect(table(cluster, 2)?.eligible.count == 3)
         for i in 0..<3 { cluster.setChaos(i) }
-        #expect(eventually(timeout: .seconds(20), interval: .milliseconds(50)) {
-            (0..<3).allSatisfy { table(cluster, $0)?.eligible.count == 3 }
-        }, "the partition did not heal")
+        #expect(
+            eventually(timeout: .seconds(20), interval: .milliseconds(50)) {
+                (0..<3).allSatisfy { table(cluster, $0)?.eligible.count == 3 }
+            }, "the partition did not heal")
     }
 
     /// The region-to-region matrix node `i` routes with (`GET /v1/regions/rtt`), in ms.
@@ -216,7 +227,10 @@ import Transport
         // With no edge lacking a region, a new matrix is not a route change: same tables.
         #expect((0..<3).map { cluster.metric("tandem_route_table_recomputes_total", node: $0) } == recomputes)
         #expect((0..<3).map { table(cluster, $0)?.fingerprint } == fingerprints)
-        #expect(eventually(timeout: .seconds(5)) { rttMatrix(cluster, 0) == rttMatrix(cluster, 1) && rttMatrix(cluster, 1) == rttMatrix(cluster, 2) })
+        #expect(
+            eventually(timeout: .seconds(5)) {
+                rttMatrix(cluster, 0) == rttMatrix(cluster, 1) && rttMatrix(cluster, 1) == rttMatrix(cluster, 2)
+            })
         #expect(try call("POST", cluster.nodes[0].api, "/v1/regions/rtt").status == 405)
 
         // An edge configured without region-1 gets an estimate through the matrix.
@@ -224,7 +238,8 @@ import Transport
         #expect(try call("PUT", cluster.nodes[0].api, "/v1/edges", #"{"edges":{"nyc":{"region-0":20}}}"#).status == 200)
         let estimated = eventually(timeout: .seconds(10), interval: .milliseconds(100)) {
             guard let r = try? call("GET", cluster.nodes[2].api, "/v1/edges"),
-                  let ms = object(r)["edges"]?["nyc"]?["estimatedMs"]?["region-1"]?.doubleValue else { return false }
+                let ms = object(r)["edges"]?["nyc"]?["estimatedMs"]?["region-1"]?.doubleValue
+            else { return false }
             return ms >= 20 + before + 8
         }
         #expect(estimated, "nyc has no estimate for region-1")
@@ -255,11 +270,13 @@ import Transport
             ("split", RoutingConfig.item(split: split)), ("edges", RoutingConfig.item(edges: edges)),
             ("drain/region-1", RoutingConfig.item(drained: true)), ("drain/region-0", RoutingConfig.item(drained: false)),
             ("capacity/region-0", RoutingConfig.item(agents: 12)), ("health/n2", RoutingConfig.item(healthy: false)),
-            ("rtt/n1", RoutingConfig.item(rtt: RTTReport(region: "region-0", rttMs: ["region-1": 40]))),
+            ("rtt/n1", RoutingConfig.item(rtt: RTTReport(region: "region-0", rttMs: ["region-1": 40])))
         ]
         #expect(RoutingConfig(items: items) == expected)
         // Numbers, maps and bools, not text.
-        #expect(RoutingConfig.item(split: split)["weights"] == .map(["region-0": .number(DecimalNumber(4000)), "region-1": .number(DecimalNumber(6000))]))
+        #expect(
+            RoutingConfig.item(split: split)["weights"]
+                == .map(["region-0": .number(DecimalNumber(4000)), "region-1": .number(DecimalNumber(6000))]))
         #expect(items.allSatisfy { $0.attributes["doc"] == nil })
     }
 
@@ -271,7 +288,7 @@ import Transport
             ("edges", legacy(#"{"edges":{"nyc":{"rttMicros":{"region-0":8000,"region-1":70500},"volume":2}}}"#)),
             ("drain/region-1", legacy(#"{"drained":true}"#)), ("drain/region-0", legacy(#"{"drained":false}"#)),
             ("capacity/region-0", legacy(#"{"agents":12}"#)), ("health/n2", legacy(#"{"healthy":false}"#)),
-            ("rtt/n1", legacy(#"{"region":"region-0","rttMs":{"region-1":40}}"#)),
+            ("rtt/n1", legacy(#"{"region":"region-0","rttMs":{"region-1":40}}"#))
         ]
         #expect(RoutingConfig(items: items) == expected)
     }
@@ -282,8 +299,15 @@ import Transport
             ("split", ["doc": .string(#"{"weights":{"region-0":40.5,"region-1":60},"overrides":{"nyc":"region-0"}}"#)]),
             ("capacity/region-0", ["agents": .string("12")]),
             ("health/n2", ["doc": .string("not json")]),
-            ("edges", ["edges": .map(["nyc": .map(["rttMicros": .map(["region-0": .number(DecimalNumber(8000))])]),
-                                      "lon": .map(["volume": .number(DecimalNumber(1))])])]),
+            (
+                "edges",
+                [
+                    "edges": .map([
+                        "nyc": .map(["rttMicros": .map(["region-0": .number(DecimalNumber(8000))])]),
+                        "lon": .map(["volume": .number(DecimalNumber(1))])
+                    ])
+                ]
+            )
         ]
         let c = RoutingConfig(items: items)
         #expect(c.split.weights.isEmpty && c.split.overrides == ["nyc": "region-0"])

@@ -5,7 +5,7 @@ import TandemCore
 import Transport
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 // ==== ------------------------------------------------------------------------------------

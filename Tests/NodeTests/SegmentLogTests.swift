@@ -33,7 +33,9 @@ func makeEntries(_ range: ClosedRange<UInt64>, term: UInt64 = 1, seed: UInt64 = 
     return range.map { i in
         let size = Int(rng.next() % 120)
         let kind: LogEntry.Kind = i % 17 == 0 ? .noop : .record
-        return LogEntry(index: i, term: term, kind: kind, timestamp: 1000 + i / 3 * 10, data: (0..<size).map { _ in UInt8(truncatingIfNeeded: rng.next()) })
+        return LogEntry(
+            index: i, term: term, kind: kind, timestamp: 1000 + i / 3 * 10,
+            data: (0..<size).map { _ in UInt8(truncatingIfNeeded: rng.next()) })
     }
 }
 
@@ -93,7 +95,9 @@ func recordBytes(_ e: LogEntry) -> Int { 33 + e.data.count }
         let dir = TempDir()
         var rng = SeededGenerator(seed: 2)
         let all = (1...60).map { i in
-            LogEntry(index: UInt64(i), term: 1, timestamp: UInt64(i), data: (0..<Int(rng.next() % 300_000)).map { _ in UInt8(truncatingIfNeeded: rng.next()) })
+            LogEntry(
+                index: UInt64(i), term: 1, timestamp: UInt64(i),
+                data: (0..<Int(rng.next() % 300_000)).map { _ in UInt8(truncatingIfNeeded: rng.next()) })
         }
         let settings = SegmentLog.Settings(segmentBytesMax: 3 << 20, tailCacheBytesMax: 0)
         do {
@@ -146,7 +150,9 @@ func recordBytes(_ e: LogEntry) -> Int { 33 + e.data.count }
         #expect(throws: TandemError.self) { try log.append([LogEntry(index: 11, term: 2)]) }  // term went down
         #expect(throws: TandemError.self) { try log.append([LogEntry(index: 5, term: 2)]) }  // ... and no cut happens
         #expect(log.lastIndex == 10)
-        #expect(throws: TandemError.self) { try log.append([LogEntry(index: 11, term: 3, data: [UInt8](repeating: 0, count: (8 << 20) + 1))]) }
+        #expect(throws: TandemError.self) {
+            try log.append([LogEntry(index: 11, term: 3, data: [UInt8](repeating: 0, count: (8 << 20) + 1))])
+        }
         #expect(log.lastIndex == 10)
     }
 
@@ -182,9 +188,15 @@ func recordBytes(_ e: LogEntry) -> Int { 33 + e.data.count }
             firsts = log.segmentFirstIndexes
         }  // no clean close: what a kill leaves
         for (k, first) in firsts.enumerated() {
-            let records = all.filter { $0.index >= first && (k + 1 == firsts.count || $0.index < firsts[k + 1]) }.reduce(0) { $0 + recordBytes($1) }
+            let records = all.filter { $0.index >= first && (k + 1 == firsts.count || $0.index < firsts[k + 1]) }.reduce(0) {
+                $0 + recordBytes($1)
+            }
             let size = dir.read(SegmentLogTests.name(first)).count
-            if k + 1 < firsts.count { #expect(size == records, "sealed segment \(first)") } else { #expect(size > records, "active segment") }
+            if k + 1 < firsts.count {
+                #expect(size == records, "sealed segment \(first)")
+            } else {
+                #expect(size > records, "active segment")
+            }
         }
         let pristine = dir.snapshot()
         let log = try SegmentLog(directory: dir.path, settings: smallSegments)
@@ -192,7 +204,9 @@ func recordBytes(_ e: LogEntry) -> Int { 33 + e.data.count }
         #expect(log.recovery.tornBytes == 0 && log.recovery.tornReason == nil)
         try log.append(makeEntries(301...320))
         try log.sync()
-        #expect(try SegmentLog(directory: dir.path, settings: smallSegments).entries(from: 1, to: .max, maxBytes: .max) == all + makeEntries(301...320))
+        #expect(
+            try SegmentLog(directory: dir.path, settings: smallSegments).entries(from: 1, to: .max, maxBytes: .max) == all
+                + makeEntries(301...320))
 
         // A record half written into the zeros: cut there, and the log goes on after it.
         dir.restore(pristine)
@@ -413,7 +427,9 @@ func recordBytes(_ e: LogEntry) -> Int { 33 + e.data.count }
     /// records long before a segment fills: each segment spans less than `segmentAgeMaxMs` of
     /// entry timestamps, one batch or one entry at a time alike.
     @Test func segmentsRollByAge() throws {
-        let entries = (1...60).map { i in LogEntry(index: UInt64(i), term: 1, timestamp: 1000 + UInt64(i) * 30, data: [UInt8](repeating: 7, count: 40)) }
+        let entries = (1...60).map { i in
+            LogEntry(index: UInt64(i), term: 1, timestamp: 1000 + UInt64(i) * 30, data: [UInt8](repeating: 7, count: 40))
+        }
         let settings = SegmentLog.Settings(segmentBytesMax: 1 << 20, indexIntervalBytes: 200, tailCacheBytesMax: 0, segmentAgeMaxMs: 100)
         var layouts: [[UInt64]] = []
         for oneByOne in [false, true] {
@@ -548,7 +564,9 @@ func recordBytes(_ e: LogEntry) -> Int { 33 + e.data.count }
             #expect(log.durableIndex == 100)
         }
         faults.fsyncFails = true
-        #expect(throws: TandemError.self) { try SegmentLog(directory: dir.path, settings: smallSegments, faults: faults, keepingThrough: durable) }
+        #expect(throws: TandemError.self) {
+            try SegmentLog(directory: dir.path, settings: smallSegments, faults: faults, keepingThrough: durable)
+        }
         faults.fsyncFails = false
         let reopened = try SegmentLog(directory: dir.path, settings: smallSegments, faults: faults, keepingThrough: durable)
         #expect(reopened.lastIndex == 100 && reopened.durableIndex == 100)

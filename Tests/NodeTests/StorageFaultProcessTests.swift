@@ -7,7 +7,7 @@ import Testing
 import Transport
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A full disk under a real node: its data dir is a small tmpfs (needs root to mount), filled
@@ -130,7 +130,8 @@ import Glibc
         var from = "trim-horizon", n = 0
         while true {
             guard let r = call("GET", api, "/v1/streams/\(stream)/partitions/0/records?from=\(from)&limit=1000"), r.status == 200,
-                  let j = try? JSON.parse(r.body), case .array(let records)? = j["records"], let next = j["next"]?.stringValue else { return -1 }
+                let j = try? JSON.parse(r.body), case .array(let records)? = j["records"], let next = j["next"]?.stringValue
+            else { return -1 }
             if records.isEmpty { return n }
             n += records.count
             from = next
@@ -160,9 +161,10 @@ import Glibc
         #expect(eventually(timeout: .seconds(10)) { cluster.view(from: 0) != nil })
         #expect(Self.call("PUT", api, "/v1/streams/events", #"{"partitions":1,"retentionHours":24}"#)?.status == 201)
         let data = Base64.encode([UInt8](repeating: 0x61, count: 48 << 10))
-        #expect(eventually(timeout: .seconds(10)) {
-            Self.call("POST", api, "/v1/streams/events/records", #"{"key":"k","data":"\#(data)"}"#)?.status == 200
-        })
+        #expect(
+            eventually(timeout: .seconds(10)) {
+                Self.call("POST", api, "/v1/streams/events/records", #"{"key":"k","data":"\#(data)"}"#)?.status == 200
+            })
         _ = Self.fill(dir + "/filler")
         var acked = 0
         var refused = 0
@@ -186,15 +188,17 @@ import Glibc
 
         // Space returns: the replica reopens by itself and takes records again.
         try FileManager.default.removeItem(atPath: dir + "/filler")
-        #expect(eventually(timeout: .seconds(10)) {
-            Self.call("POST", api, "/v1/streams/events/records", #"{"key":"k","data":"\#(data)"}"#)?.status == 200
-        }, "the stream did not take records after space returned")
+        #expect(
+            eventually(timeout: .seconds(10)) {
+                Self.call("POST", api, "/v1/streams/events/records", #"{"key":"k","data":"\#(data)"}"#)?.status == 200
+            }, "the stream did not take records after space returned")
         acked += 1
         #expect((cluster.metric("tandem_stream_replicas_reopened_total", node: 0) ?? 0) == 1)
         // Whatever was acknowledged is still there, also after a kill -9 and restart.
         cluster.kill9(0)
         try cluster.start(0)
-        #expect(eventually(timeout: .seconds(15)) { Self.countRecords(api, "events") >= 1 + acked },
-                "acknowledged records missing after the restart (\(acked) acknowledged since the disk filled)")
+        #expect(
+            eventually(timeout: .seconds(15)) { Self.countRecords(api, "events") >= 1 + acked },
+            "acknowledged records missing after the restart (\(acked) acknowledged since the disk filled)")
     }
 }

@@ -6,9 +6,10 @@ import Testing
 /// Stream definitions as catalog items: the typed form written now, and the older form (the
 /// placement as JSON text in a string) that data on disk and older nodes still hold.
 @Suite struct StreamCatalogTests {
-    static let definition = StreamDefinition(name: "orders", partitions: 2, retentionHours: 48, incarnation: 1_796_661_607_632,
-                                             voters: [["n1:7000", "n3:7000", "n2:7000"], ["n2:7000", "n1:7000"]],
-                                             witnesses: [[], ["w1:7000"]])
+    static let definition = StreamDefinition(
+        name: "orders", partitions: 2, retentionHours: 48, incarnation: 1_796_661_607_632,
+        voters: [["n1:7000", "n3:7000", "n2:7000"], ["n2:7000", "n1:7000"]],
+        witnesses: [[], ["w1:7000"]])
 
     @Test func theTypedFormRoundTrips() {
         let item = Streams.catalogItem(Self.definition)
@@ -24,10 +25,13 @@ import Testing
 
     @Test func theOlderStringFormIsStillRead() {
         // As nodes before the typed form stored it (the item a client PUT of this JSON made).
-        let placement = #"[{"voters":["n1:7000","n3:7000","n2:7000"],"witnesses":[]},{"voters":["n2:7000","n1:7000"],"witnesses":["w1:7000"]}]"#
-        let old: [String: AttributeValue] = ["name": .string("orders"), "partitions": .number(DecimalNumber(2)),
-                                             "retentionHours": .number(DecimalNumber(48)), "incarnation": .string("1796661607632"),
-                                             "placement": .string(placement)]
+        let placement =
+            #"[{"voters":["n1:7000","n3:7000","n2:7000"],"witnesses":[]},{"voters":["n2:7000","n1:7000"],"witnesses":["w1:7000"]}]"#
+        let old: [String: AttributeValue] = [
+            "name": .string("orders"), "partitions": .number(DecimalNumber(2)),
+            "retentionHours": .number(DecimalNumber(48)), "incarnation": .string("1796661607632"),
+            "placement": .string(placement)
+        ]
         #expect(Streams.decodeDefinition(old) == Self.definition)
     }
 

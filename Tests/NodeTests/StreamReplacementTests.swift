@@ -7,10 +7,13 @@ import Testing
 
 /// Which single-server change replaces a partition's departed voters, step by step.
 @Suite struct StreamReplacementTests {
-    static func step(_ voters: [String], witnesses: [String] = [], placed: [String], gone: Set<String>, live: [String],
-                     selfID: String = "a") -> ConfigurationChange? {
-        Placement.replacementStep(stream: "s", partition: 0, configuration: RaftConfiguration(voters: voters, witnesses: witnesses),
-                                  placed: placed, gone: gone, live: live, selfID: selfID)
+    static func step(
+        _ voters: [String], witnesses: [String] = [], placed: [String], gone: Set<String>, live: [String],
+        selfID: String = "a"
+    ) -> ConfigurationChange? {
+        Placement.replacementStep(
+            stream: "s", partition: 0, configuration: RaftConfiguration(voters: voters, witnesses: witnesses),
+            placed: placed, gone: gone, live: live, selfID: selfID)
     }
 
     @Test func removeTheDepartedVoterFirstThenAdd() {

@@ -7,15 +7,17 @@ import Testing
 import Transport
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Streams on real processes: acknowledged records survive `kill -9` of the leader in the
 /// same order on every node, a restarted node catches up, consumers resume from checkpoints,
 /// and bad input gets JSON errors.
 @Suite(.serialized) struct StreamsProcessTests {
-    static func call(_ method: String, _ api: String, _ path: String, _ body: String? = nil,
-                     timeout: Duration = .seconds(5)) -> HTTPClient.Response? {
+    static func call(
+        _ method: String, _ api: String, _ path: String, _ body: String? = nil,
+        timeout: Duration = .seconds(5)
+    ) -> HTTPClient.Response? {
         try? HTTPClient.request(method, api, path, body: body.map { Array($0.utf8) }, timeout: timeout)
     }
 
@@ -29,7 +31,8 @@ import Glibc
     /// Name of partition `p`'s leader as node `i` sees it.
     static func leader(_ cluster: LocalCluster, _ stream: String, partition p: Int, from i: Int) -> String? {
         guard let r = call("GET", cluster.nodes[i].api, "/v1/streams/\(stream)"), r.status == 200,
-              let j = try? JSON.parse(r.body), case .array(let parts)? = j["partitionDetails"], parts.count > p else { return nil }
+            let j = try? JSON.parse(r.body), case .array(let parts)? = j["partitionDetails"], parts.count > p
+        else { return nil }
         return parts[p]["leader"]?.stringValue
     }
 
@@ -39,10 +42,12 @@ import Glibc
         var from = "trim-horizon"
         while true {
             guard let r = call("GET", api, "/v1/streams/\(stream)/partitions/\(p)/records?from=\(from)&limit=1000"), r.status == 200,
-                  let j = try? JSON.parse(r.body), case .array(let records)? = j["records"], let next = j["next"]?.stringValue else { return nil }
+                let j = try? JSON.parse(r.body), case .array(let records)? = j["records"], let next = j["next"]?.stringValue
+            else { return nil }
             for rec in records {
                 guard let seq = rec["sequence"]?.stringValue.flatMap({ UInt64($0) }), let key = rec["key"]?.stringValue,
-                      let data = rec["data"]?.stringValue.flatMap({ Base64.decode($0) }) else { return nil }
+                    let data = rec["data"]?.stringValue.flatMap({ Base64.decode($0) })
+                else { return nil }
                 out.append((seq, key, String(decoding: data, as: UTF8.self)))
             }
             if records.isEmpty { return out }
@@ -83,10 +88,13 @@ import Glibc
                     if stop { return }
                     let datas = (1...(w == 2 ? 8 : 1)).map { k in "w\(w)-\(i + k)" }
                     i += datas.count
-                    let body = datas.count == 1 ? Self.putBody("k\(w)", datas[0])
+                    let body =
+                        datas.count == 1
+                        ? Self.putBody("k\(w)", datas[0])
                         : "{\"records\":[" + datas.map { Self.putBody("k\(w)", $0) }.joined(separator: ",") + "]}"
                     guard let r = Self.call("POST", apis[w], "/v1/streams/events/records", body, timeout: .seconds(3)), r.status == 200,
-                          let j = try? JSON.parse(r.body) else {
+                        let j = try? JSON.parse(r.body)
+                    else {
                         usleep(5_000)
                         continue
                     }
@@ -103,7 +111,8 @@ import Glibc
         #expect(eventually(timeout: .seconds(20)) { acks.count >= 150 }, "writers did not get going")
 
         guard let leaderName = Self.leader(cluster, "events", partition: 0, from: 0),
-              let victim = cluster.nodes.firstIndex(where: { $0.name == leaderName }) else {
+            let victim = cluster.nodes.firstIndex(where: { $0.name == leaderName })
+        else {
             Issue.record("no leader to kill")
             return
         }
@@ -129,7 +138,10 @@ import Glibc
             }
             let bySeq = Dictionary(log.map { ($0.0, $0.2) }, uniquingKeysWith: { a, _ in a })
             let missing = acked.filter { bySeq[$0.key] != $0.value }
-            #expect(missing.isEmpty, "\(cluster.nodes[i].name) lacks \(missing.count) acknowledged records, e.g. \(missing.sorted { $0.key < $1.key }.prefix(3))")
+            #expect(
+                missing.isEmpty,
+                "\(cluster.nodes[i].name) lacks \(missing.count) acknowledged records, e.g. \(missing.sorted { $0.key < $1.key }.prefix(3))"
+            )
             #expect(zip(log, log.dropFirst()).allSatisfy { $0.0 < $1.0 }, "sequences not increasing on \(cluster.nodes[i].name)")
             logs.append(log)
         }
@@ -137,7 +149,8 @@ import Glibc
         let onLoop = cluster.metricTotal("tandem_stream_fsyncs_on_loop_total", node: survivors[0])
         #expect(onLoop > 0 && syncs > onLoop, "expected syncs on the loop and on the pool: \(onLoop) of \(syncs) on the loop")
         let common = min(logs[0].count, logs[1].count)
-        #expect(logs[0].prefix(common).map(\.0) == logs[1].prefix(common).map(\.0)
+        #expect(
+            logs[0].prefix(common).map(\.0) == logs[1].prefix(common).map(\.0)
                 && logs[0].prefix(common).map(\.2) == logs[1].prefix(common).map(\.2), "survivors disagree on the order")
         // No record appears twice (a retried put may be written twice only if the first failed).
         let datas = logs[0].map(\.2)
@@ -157,7 +170,8 @@ import Glibc
 
         // Graceful shutdown of the leader hands leadership over; puts carry on through the others.
         guard let current = Self.leader(cluster, "events", partition: 0, from: survivors[0]),
-              let leaving = cluster.nodes.firstIndex(where: { $0.name == current }) else {
+            let leaving = cluster.nodes.firstIndex(where: { $0.name == current })
+        else {
             Issue.record("no leader after the restart")
             return
         }
@@ -181,18 +195,21 @@ import Glibc
         #expect(Self.call("PUT", apis[0], "/v1/streams/wan", #"{"partitions":1}"#)?.status == 201)
         // The leader settles on its preferred node a few seconds in; ask a replica (all are).
         var leader: String?
-        #expect(eventually(timeout: .seconds(15)) {
-            leader = Self.leader(cluster, "wan", partition: 0, from: 0)
-            guard let leader, let r = Self.call("GET", apis[0], "/v1/streams/wan"), let j = try? JSON.parse(r.body),
-                  case .array(let parts)? = j["partitionDetails"] else { return false }
-            return parts.first?["preferredLeader"]?.stringValue == leader
-        }, "no leader on the preferred node")
+        #expect(
+            eventually(timeout: .seconds(15)) {
+                leader = Self.leader(cluster, "wan", partition: 0, from: 0)
+                guard let leader, let r = Self.call("GET", apis[0], "/v1/streams/wan"), let j = try? JSON.parse(r.body),
+                    case .array(let parts)? = j["partitionDetails"]
+                else { return false }
+                return parts.first?["preferredLeader"]?.stringValue == leader
+            }, "no leader on the preferred node")
         guard let follower = cluster.nodes.firstIndex(where: { $0.name != leader }) else { return }
         var acked: [UInt64: String] = [:]
         for k in 0..<40 {
             let data = "via-follower-\(k)"
             guard let r = Self.call("POST", apis[follower], "/v1/streams/wan/records", Self.putBody("k\(k)", data)), r.status == 200,
-                  let seq = (try? JSON.parse(r.body))?["sequence"]?.stringValue.flatMap({ UInt64($0) }) else {
+                let seq = (try? JSON.parse(r.body))?["sequence"]?.stringValue.flatMap({ UInt64($0) })
+            else {
                 Issue.record("put \(k) through \(cluster.nodes[follower].name) failed")
                 continue
             }
@@ -217,8 +234,9 @@ import Glibc
     /// Partition `p`'s voters (names) as node `i`'s definition has them.
     static func replicas(_ cluster: LocalCluster, _ stream: String, partition p: Int, from i: Int) -> [String]? {
         guard let r = call("GET", cluster.nodes[i].api, "/v1/streams/\(stream)"), r.status == 200,
-              let j = try? JSON.parse(r.body), case .array(let parts)? = j["partitionDetails"], parts.count > p,
-              case .array(let names)? = parts[p]["replicas"] else { return nil }
+            let j = try? JSON.parse(r.body), case .array(let parts)? = j["partitionDetails"], parts.count > p,
+            case .array(let names)? = parts[p]["replicas"]
+        else { return nil }
         return names.compactMap(\.stringValue)
     }
 
@@ -233,7 +251,8 @@ import Glibc
         let apis = cluster.nodes.map(\.api)
         #expect(Self.call("PUT", apis[0], "/v1/streams/moves", #"{"partitions":4}"#)?.status == 201)
         guard let p = (0..<4).first(where: { Self.replicas(cluster, "moves", partition: $0, from: 0)?.contains("n4") == true }),
-              let before = Self.replicas(cluster, "moves", partition: p, from: 0) else {
+            let before = Self.replicas(cluster, "moves", partition: p, from: 0)
+        else {
             Issue.record("no partition placed on n4")
             return
         }
@@ -250,8 +269,9 @@ import Glibc
                 let data = "\(tag)-\(k)"
                 let ok = eventually(timeout: .seconds(10)) {
                     guard let r = Self.call("POST", apis[k % 3], "/v1/streams/moves/records", Self.putBody("key-\(tag)-\(k)", data)),
-                          r.status == 200, let j = try? JSON.parse(r.body),
-                          let seq = j["sequence"]?.stringValue.flatMap({ UInt64($0) }), case .number(let part)? = j["partition"] else { return false }
+                        r.status == 200, let j = try? JSON.parse(r.body),
+                        let seq = j["sequence"]?.stringValue.flatMap({ UInt64($0) }), case .number(let part)? = j["partition"]
+                    else { return false }
                     if Int(part) == p { acked[seq] = data }
                     return true
                 }
@@ -268,13 +288,18 @@ import Glibc
         }
         #expect(replaced, "voters of partition \(p) still \(after) (were \(before))")
         guard replaced, let newcomer = after.first(where: { !before.contains($0) }),
-              let ni = cluster.nodes.firstIndex(where: { $0.name == newcomer }) else { return }
-        #expect(eventually(timeout: .seconds(10)) { Self.replicas(cluster, "moves", partition: p, from: 0) == after },
-                "the new placement did not reach n1")
+            let ni = cluster.nodes.firstIndex(where: { $0.name == newcomer })
+        else { return }
+        #expect(
+            eventually(timeout: .seconds(10)) { Self.replicas(cluster, "moves", partition: p, from: 0) == after },
+            "the new placement did not reach n1")
         // Removed first, then the newcomer added (adding first would need the empty newcomer for every commit).
         // Each leader's log shows its changes in order.
-        let changes = (0..<3).map { i in cluster.log(i).split(separator: "\n").filter { $0.contains("replacing a departed voter") && $0.contains("moves/\(p)") } }
-        #expect(changes.contains { !$0.isEmpty } && changes.allSatisfy { $0.isEmpty || $0[0].contains("remove(") }
+        let changes = (0..<3).map { i in
+            cluster.log(i).split(separator: "\n").filter { $0.contains("replacing a departed voter") && $0.contains("moves/\(p)") }
+        }
+        #expect(
+            changes.contains { !$0.isEmpty } && changes.allSatisfy { $0.isEmpty || $0[0].contains("remove(") }
                 && changes.joined().contains { $0.contains("addVoter(") }, "changes: \(changes)")
 
         putSome("after", 40)
@@ -295,8 +320,11 @@ import Glibc
         let replicaDir = "\(partitionDir)/\(incarnation)/\(p)"
         #expect(FileManager.default.fileExists(atPath: replicaDir + "/log"), "n4 had no data for partition \(p) to begin with")
         try cluster.start(3)
-        #expect(eventually(timeout: .seconds(20), interval: .milliseconds(200)) { !FileManager.default.fileExists(atPath: replicaDir + "/log") },
-                "n4 kept the log of partition \(p) it was removed from while down")
+        #expect(
+            eventually(timeout: .seconds(20), interval: .milliseconds(200)) {
+                !FileManager.default.fileExists(atPath: replicaDir + "/log")
+            },
+            "n4 kept the log of partition \(p) it was removed from while down")
         #expect(FileManager.default.fileExists(atPath: replicaDir + "/hardstate"))
         #expect(cluster.log(3).contains("dropped the data of a partition this node was removed from"))
         #expect(Self.replicas(cluster, "moves", partition: p, from: 0) == after, "the group changed")
@@ -316,7 +344,9 @@ import Glibc
         func put(_ data: String) -> UInt64? {
             var seq: UInt64?
             _ = eventually(timeout: .seconds(5)) {
-                guard let r = Self.call("POST", api, "/v1/streams/short/records", Self.putBody("k", data)), r.status == 200 else { return false }
+                guard let r = Self.call("POST", api, "/v1/streams/short/records", Self.putBody("k", data)), r.status == 200 else {
+                    return false
+                }
                 seq = (try? JSON.parse(r.body))?["sequence"]?.stringValue.flatMap { UInt64($0) }
                 return seq != nil
             }
@@ -336,7 +366,8 @@ import Glibc
             if let s = put("new-\(k)") { recent.append((s, "new-\(k)")) }
             usleep(100_000)
             if Date().timeIntervalSince(start) > 3, let log = Self.readAll(api, "short", partition: 0),
-               let first = log.first, first.0 > old.last!, !log.contains(where: { $0.2.hasPrefix("old-") }) {
+                let first = log.first, first.0 > old.last!, !log.contains(where: { $0.2.hasPrefix("old-") })
+            {
                 trimmed = true
                 break
             }
@@ -377,7 +408,8 @@ import Glibc
         let root = "\(cluster.root)/n1/streams"
         #expect(Self.call("PUT", api, "/v1/streams/gone", #"{"partitions":2}"#)?.status == 201)
         #expect(Self.call("PUT", api, "/v1/streams/kept", #"{"partitions":1}"#)?.status == 201)
-        #expect(eventually(timeout: .seconds(10)) { Self.call("POST", api, "/v1/streams/gone/records", Self.putBody("k", "x"))?.status == 200 })
+        #expect(
+            eventually(timeout: .seconds(10)) { Self.call("POST", api, "/v1/streams/gone/records", Self.putBody("k", "x"))?.status == 200 })
         let fm = FileManager.default
         let keptIncarnation = (try? fm.contentsOfDirectory(atPath: "\(root)/kept"))?.first ?? "?"
         #expect(Self.call("DELETE", api, "/v1/streams/gone")?.status == 200)
@@ -392,12 +424,16 @@ import Glibc
         }
         try cluster.start(0)
         #expect(Self.formed(cluster))
-        #expect(eventually(timeout: .seconds(5)) {
-            !fm.fileExists(atPath: "\(root)/gone") && !fm.fileExists(atPath: "\(root)/kept/12345")
-        }, "leftovers of deleted and replaced incarnations are still there")
+        #expect(
+            eventually(timeout: .seconds(5)) {
+                !fm.fileExists(atPath: "\(root)/gone") && !fm.fileExists(atPath: "\(root)/kept/12345")
+            }, "leftovers of deleted and replaced incarnations are still there")
         #expect(fm.fileExists(atPath: "\(root)/never-created/12345/0/hardstate"), "a name the catalog never held was removed")
         #expect(fm.fileExists(atPath: "\(root)/kept/\(keptIncarnation)/0"), "the live stream lost its data")
-        #expect(eventually(timeout: .seconds(10)) { Self.call("POST", api, "/v1/streams/kept/records", Self.putBody("k", "still here"))?.status == 200 })
+        #expect(
+            eventually(timeout: .seconds(10)) {
+                Self.call("POST", api, "/v1/streams/kept/records", Self.putBody("k", "still here"))?.status == 200
+            })
     }
 
     @Test func consumerResumesFromItsCheckpoints() throws {
@@ -424,7 +460,8 @@ import Glibc
         // `tandem stream consume` twice: the second run starts after what the first checkpointed.
         func consume(max: Int, run: Int) throws -> [(partition: Int, sequence: UInt64, data: String)] {
             let log = "\(cluster.root)/consume-\(run).out"
-            let pid = try spawn(cluster.binary, ["stream", "consume", "agent-events", "--consumer", "wallboard", "--max", "\(max)", "--api", api], log: log)
+            let pid = try spawn(
+                cluster.binary, ["stream", "consume", "agent-events", "--consumer", "wallboard", "--max", "\(max)", "--api", api], log: log)
             #expect(waitExit(pid) == 0)
             let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
             return text.split(separator: "\n").compactMap { line in
@@ -469,7 +506,7 @@ import Glibc
             ("PUT", "/v1/streams/bad%20name", "{}", 400),
             ("PUT", "/v1/streams/s2", #"{"partitions":0}"#, 400),
             ("PUT", "/v1/streams/s2", #"{"partitions":"four"}"#, 400),
-            ("PATCH", "/v1/streams/s1", "{}", 405),
+            ("PATCH", "/v1/streams/s1", "{}", 405)
         ]
         for (method, path, body, status) in cases {
             let r = Self.call(method, api, path, body)
@@ -506,10 +543,11 @@ import Glibc
         let apis = cluster.nodes.map(\.api)
         #expect(S.call("PUT", apis[0], "/v1/streams/shifts", #"{"partitions":1}"#)?.status == 201)
         var leader: String?
-        #expect(eventually(timeout: .seconds(15)) {
-            leader = S.leader(cluster, "shifts", partition: 0, from: 0)
-            return leader != nil
-        })
+        #expect(
+            eventually(timeout: .seconds(15)) {
+                leader = S.leader(cluster, "shifts", partition: 0, from: 0)
+                return leader != nil
+            })
         #expect(leader != "n3", "the witness leads")
         // Both data nodes and the witness hold the partition (else a kill could not leave a majority).
         let d = S.call("GET", apis[0], "/v1/streams/shifts").flatMap { try? JSON.parse($0.body) }
@@ -519,31 +557,38 @@ import Glibc
         var acked: [UInt64: String] = [:]
         for k in 0..<20 {
             guard let r = S.call("POST", apis[0], "/v1/streams/shifts/records", S.putBody("a-\(k)", "before-\(k)")), r.status == 200,
-                  let j = try? JSON.parse(r.body), let seq = j["sequence"]?.stringValue.flatMap({ UInt64($0) }) else { continue }
+                let j = try? JSON.parse(r.body), let seq = j["sequence"]?.stringValue.flatMap({ UInt64($0) })
+            else { continue }
             acked[seq] = "before-\(k)"
         }
         #expect(acked.count == 20)
 
         // Kill the leading data node (asked now: leadership may have moved to the preferred node
         // since): the other data node and the witness are a majority.
-        #expect(eventually(timeout: .seconds(10)) {
-            leader = S.leader(cluster, "shifts", partition: 0, from: 0)
-            return leader == "n1" || leader == "n2"
-        })
+        #expect(
+            eventually(timeout: .seconds(10)) {
+                leader = S.leader(cluster, "shifts", partition: 0, from: 0)
+                return leader == "n1" || leader == "n2"
+            })
         let victim = leader == "n1" ? 0 : 1
         let survivor = 1 - victim
         cluster.kill9(victim)
         var resumed = false
         for k in 0..<20 where resumed || k == 0 {
             let ok = eventually(timeout: .seconds(resumed ? 15 : 30)) {
-                guard let r = S.call("POST", apis[survivor], "/v1/streams/shifts/records", S.putBody("b-\(k)", "after-\(k)")), r.status == 200,
-                      let j = try? JSON.parse(r.body), let seq = j["sequence"]?.stringValue.flatMap({ UInt64($0) }) else { return false }
+                guard let r = S.call("POST", apis[survivor], "/v1/streams/shifts/records", S.putBody("b-\(k)", "after-\(k)")),
+                    r.status == 200,
+                    let j = try? JSON.parse(r.body), let seq = j["sequence"]?.stringValue.flatMap({ UInt64($0) })
+                else { return false }
                 acked[seq] = "after-\(k)"
                 return true
             }
             resumed = resumed || ok
         }
-        #expect(resumed, "puts did not resume with one data node and the witness; survivor's log: \(cluster.log(survivor).suffix(4000)); witness's log: \(cluster.log(2).suffix(2000))")
+        #expect(
+            resumed,
+            "puts did not resume with one data node and the witness; survivor's log: \(cluster.log(survivor).suffix(4000)); witness's log: \(cluster.log(2).suffix(2000))"
+        )
         let newLeader = S.leader(cluster, "shifts", partition: 0, from: survivor)
         #expect(newLeader == cluster.nodes[survivor].name, "leader \(newLeader ?? "none")")
         let log = S.readAll(apis[survivor], "shifts", partition: 0) ?? []

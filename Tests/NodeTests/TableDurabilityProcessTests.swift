@@ -24,7 +24,10 @@ import Testing
         #expect(eventually(timeout: .seconds(10)) { cluster.view(from: 0) != nil })
         // A long table name leaves even less room in an LMDB key.
         let table = "long-keys-" + String(repeating: "t", count: 200)
-        let create = try Self.ddb(api, "CreateTable", #"{"TableName":"\#(table)","KeySchema":[{"AttributeName":"pk","KeyType":"HASH"},{"AttributeName":"sk","KeyType":"RANGE"}],"AttributeDefinitions":[{"AttributeName":"pk","AttributeType":"S"},{"AttributeName":"sk","AttributeType":"S"}],"BillingMode":"PAY_PER_REQUEST"}"#)
+        let create = try Self.ddb(
+            api, "CreateTable",
+            #"{"TableName":"\#(table)","KeySchema":[{"AttributeName":"pk","KeyType":"HASH"},{"AttributeName":"sk","KeyType":"RANGE"}],"AttributeDefinitions":[{"AttributeName":"pk","AttributeType":"S"},{"AttributeName":"sk","AttributeType":"S"}],"BillingMode":"PAY_PER_REQUEST"}"#
+        )
         #expect(create.status == 200, "\(create)")
 
         let pk = String(repeating: "p", count: 2_000), sk = String(repeating: "s", count: 1_000)
@@ -32,15 +35,20 @@ import Testing
         let put = try Self.ddb(api, "PutItem", #"{"TableName":"\#(table)","Item":{"pk":{"S":"\#(pk)"},"sk":{"S":"\#(sk)"},"v":{"N":"7"}}}"#)
         #expect(put.status == 200, "\(put)")
         // A short key beside it (the storage form existing data has), and a long one deleted.
-        #expect(try Self.ddb(api, "PutItem", #"{"TableName":"\#(table)","Item":{"pk":{"S":"short"},"sk":{"S":"a"},"v":{"N":"1"}}}"#).status == 200)
+        #expect(
+            try Self.ddb(api, "PutItem", #"{"TableName":"\#(table)","Item":{"pk":{"S":"short"},"sk":{"S":"a"},"v":{"N":"1"}}}"#).status
+                == 200)
         let gone = String(repeating: "g", count: 1_500)
-        #expect(try Self.ddb(api, "PutItem", #"{"TableName":"\#(table)","Item":{"pk":{"S":"\#(gone)"},"sk":{"S":"\#(sk)"}}}"#).status == 200)
+        #expect(
+            try Self.ddb(api, "PutItem", #"{"TableName":"\#(table)","Item":{"pk":{"S":"\#(gone)"},"sk":{"S":"\#(sk)"}}}"#).status == 200)
         #expect(try Self.ddb(api, "DeleteItem", #"{"TableName":"\#(table)","Key":\#(key(gone, sk))}"#).status == 200)
 
         // Past DynamoDB's limits: refused, as DynamoDB refuses them.
-        let tooLongPK = try Self.ddb(api, "PutItem", #"{"TableName":"\#(table)","Item":{"pk":{"S":"\#(String(repeating: "p", count: 2_049))"},"sk":{"S":"a"}}}"#)
+        let tooLongPK = try Self.ddb(
+            api, "PutItem", #"{"TableName":"\#(table)","Item":{"pk":{"S":"\#(String(repeating: "p", count: 2_049))"},"sk":{"S":"a"}}}"#)
         #expect(tooLongPK.status == 400 && AWSProcessTests.errorType(tooLongPK) == "ValidationException", "\(tooLongPK)")
-        let tooLongSK = try Self.ddb(api, "PutItem", #"{"TableName":"\#(table)","Item":{"pk":{"S":"a"},"sk":{"S":"\#(String(repeating: "s", count: 1_025))"}}}"#)
+        let tooLongSK = try Self.ddb(
+            api, "PutItem", #"{"TableName":"\#(table)","Item":{"pk":{"S":"a"},"sk":{"S":"\#(String(repeating: "s", count: 1_025))"}}}"#)
         #expect(tooLongSK.status == 400 && AWSProcessTests.errorType(tooLongSK) == "ValidationException", "\(tooLongSK)")
 
         func check(_ when: String) throws {
@@ -52,14 +60,18 @@ import Testing
             #expect(short.json["Item"]?["v"] == .object([("N", .string("1"))]), "\(when): the short-keyed item")
             let deleted = try Self.ddb(api, "GetItem", #"{"TableName":"\#(table)","Key":\#(key(gone, sk))}"#)
             #expect(deleted.status == 200 && deleted.json["Item"] == nil, "\(when): the deleted long-keyed item is back")
-            let query = try Self.ddb(api, "Query", #"{"TableName":"\#(table)","KeyConditionExpression":"pk = :p","ExpressionAttributeValues":{":p":{"S":"\#(pk)"}}}"#)
+            let query = try Self.ddb(
+                api, "Query",
+                #"{"TableName":"\#(table)","KeyConditionExpression":"pk = :p","ExpressionAttributeValues":{":p":{"S":"\#(pk)"}}}"#)
             #expect(query.json["Count"] == .number("1"), "\(when): query by the long partition key: \(query.json["Count"] ?? .null)")
         }
         try check("before the restart")
 
         cluster.kill9(0)
         try cluster.start(0)
-        #expect(eventually(timeout: .seconds(10)) { cluster.view(from: 0) != nil }, "the node did not come back: \(cluster.log(0).suffix(2_000))")
+        #expect(
+            eventually(timeout: .seconds(10)) { cluster.view(from: 0) != nil },
+            "the node did not come back: \(cluster.log(0).suffix(2_000))")
         try check("after the restart")
     }
 
@@ -89,12 +101,15 @@ import Testing
         #expect(cluster.setChaos(0, fsyncFails: false))
         #expect(Self.call("PUT", a, "/v1/tables/profiles/items/after", #"{"n":3}"#)?.status == 200)
         #expect(eventually(timeout: .seconds(10)) { Self.call("GET", b, "/v1/tables/profiles/items/after")?.status == 200 })
-        func digest(_ api: String) -> String? { (try? JSON.parse(Self.call("GET", api, "/v1/tables/profiles")?.body ?? []))?["digest"]?.stringValue }
+        func digest(_ api: String) -> String? {
+            (try? JSON.parse(Self.call("GET", api, "/v1/tables/profiles")?.body ?? []))?["digest"]?.stringValue
+        }
         #expect(eventually(timeout: .seconds(15)) { digest(a) != nil && digest(a) == digest(b) })
         for (name, api) in [("node 0", a), ("node 1", b)] {
             #expect(Self.call("GET", api, "/v1/tables/profiles/items/refused")?.status == 404, "the refused item is on \(name)")
             let before = Self.call("GET", api, "/v1/tables/profiles/items/before")
-            #expect(before?.status == 200 && before?.text.contains("99") == false, "the refused update is on \(name): \(before?.text ?? "")")
+            #expect(
+                before?.status == 200 && before?.text.contains("99") == false, "the refused update is on \(name): \(before?.text ?? "")")
         }
     }
 }

@@ -7,7 +7,7 @@ import Testing
 import Transport
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Global tables on a real process: the HTTP API, and durability under `kill -9`.
@@ -26,10 +26,12 @@ import Glibc
         for day in ["2026-01-02", "2026-01-01", "2025-12-31"] {
             #expect(try call("PUT", api, "/v1/tables/contacts/items/cust-9/\(day)", #"{"queue":"billing","wait":12.50}"#).status == 200)
         }
-        let patched = try call("PATCH", api, "/v1/tables/contacts/items/cust-9/2026-01-01",
-                               #"{"set":{"agent":"a-17"},"add":{"wait":-0.5},"addToSet":{"tags":["vip"]},"remove":["queue"]}"#)
+        let patched = try call(
+            "PATCH", api, "/v1/tables/contacts/items/cust-9/2026-01-01",
+            #"{"set":{"agent":"a-17"},"add":{"wait":-0.5},"addToSet":{"tags":["vip"]},"remove":["queue"]}"#)
         #expect(patched.status == 200, "\(patched.text)")
-        #expect(patched.text.contains(#""wait":12"#) && patched.text.contains(#""tags":{"$SS":["vip"]}"#) && !patched.text.contains("queue"))
+        #expect(
+            patched.text.contains(#""wait":12"#) && patched.text.contains(#""tags":{"$SS":["vip"]}"#) && !patched.text.contains("queue"))
 
         let q = try call("GET", api, "/v1/tables/contacts/items?pk=cust-9&skBegins=2026-&limit=1")
         #expect(q.status == 200)
@@ -47,8 +49,9 @@ import Glibc
         #expect(try call("GET", api, "/v1/tables/contacts/items/cust-9/2026-01-02").status == 404)
 
         // Nested paths: per-path writes, and GET shows a plain nested object.
-        let nested = try call("PATCH", api, "/v1/tables/contacts/items/cust-9/2026-01-01",
-                              #"{"set":{"profile.address.city":"Lyon","profile.a\\.b":1},"add":{"profile.visits":2}}"#)
+        let nested = try call(
+            "PATCH", api, "/v1/tables/contacts/items/cust-9/2026-01-01",
+            #"{"set":{"profile.address.city":"Lyon","profile.a\\.b":1},"add":{"profile.visits":2}}"#)
         #expect(nested.status == 200, "\(nested.text)")
         let got = try JSON.parse(try call("GET", api, "/v1/tables/contacts/items/cust-9/2026-01-01").body)
         #expect(got["item"]?["profile"]?["address"]?["city"] == .string("Lyon"))
@@ -89,12 +92,16 @@ import Glibc
                     i += 1
                     let ok: Bool
                     if i % 2 == 0 {
-                        ok = (try? HTTPClient.request("PUT", api, "/v1/tables/agents/items/a-\(id)",
-                                                      body: Array(#"{"status":"available"}"#.utf8), timeout: .seconds(2)))?.status == 200
+                        ok =
+                            (try? HTTPClient.request(
+                                "PUT", api, "/v1/tables/agents/items/a-\(id)",
+                                body: Array(#"{"status":"available"}"#.utf8), timeout: .seconds(2)))?.status == 200
                         if ok { log.lock.lock(); log.puts.append(id); log.lock.unlock() }
                     } else {
-                        ok = (try? HTTPClient.request("PATCH", api, "/v1/tables/agents/items/total",
-                                                      body: Array(#"{"add":{"n":1}}"#.utf8), timeout: .seconds(2)))?.status == 200
+                        ok =
+                            (try? HTTPClient.request(
+                                "PATCH", api, "/v1/tables/agents/items/total",
+                                body: Array(#"{"add":{"n":1}}"#.utf8), timeout: .seconds(2)))?.status == 200
                         if ok { log.lock.lock(); log.adds += 1; log.lock.unlock() }
                     }
                     if !ok { return }
@@ -102,7 +109,9 @@ import Glibc
             }
         }
         for t in writers { t.start() }
-        _ = eventually(timeout: .seconds(10)) { log.lock.lock(); defer { log.lock.unlock() }; return log.puts.count >= 150 }
+        _ = eventually(timeout: .seconds(10)) {
+            log.lock.lock(); defer { log.lock.unlock() }; return log.puts.count >= 150
+        }
         cluster.kill9(0)
         _ = eventually(timeout: .seconds(10)) { writers.allSatisfy { $0.isFinished } }
         log.lock.lock(); log.stop = true; let puts = log.puts, adds = log.adds; log.lock.unlock()
@@ -136,7 +145,10 @@ import Glibc
         let cluster = try LocalCluster(size: 3, chaos: true)
         try cluster.startAll()
         let apis = cluster.nodes.map(\.api)
-        #expect(eventually(timeout: .seconds(15)) { (0..<3).allSatisfy { cluster.view(from: $0)?.values.filter { $0.status == "alive" }.count == 3 } })
+        #expect(
+            eventually(timeout: .seconds(15)) {
+                (0..<3).allSatisfy { cluster.view(from: $0)?.values.filter { $0.status == "alive" }.count == 3 }
+            })
         #expect(call("PUT", apis[0], "/v1/tables/agents", #"{"partitionKey":"agentId"}"#)?.status == 201)
         #expect(eventually(timeout: .seconds(10)) { call("GET", apis[2], "/v1/tables/agents")?.status == 200 }, "table did not reach n3")
 
@@ -148,12 +160,17 @@ import Glibc
         for api in [apis[1], apis[2]] {
             done.enter()
             Thread {
-                for _ in 0..<50 { _ = try? HTTPClient.request("PATCH", api, "/v1/tables/agents/items/a-17", body: Array(#"{"add":{"handled":1}}"#.utf8)) }
+                for _ in 0..<50 {
+                    _ = try? HTTPClient.request("PATCH", api, "/v1/tables/agents/items/a-17", body: Array(#"{"add":{"handled":1}}"#.utf8))
+                }
                 done.leave()
             }.start()
         }
         done.wait()
-        #expect(eventually(timeout: .seconds(10)) { (0..<3).allSatisfy { number(call("GET", apis[$0], "/v1/tables/agents/items/a-17"), "handled") == "100" } })
+        #expect(
+            eventually(timeout: .seconds(10)) {
+                (0..<3).allSatisfy { number(call("GET", apis[$0], "/v1/tables/agents/items/a-17"), "handled") == "100" }
+            })
 
         // Partition n3 away; write on both sides; heal; everything converges.
         let b = cluster.nodes.map(\.bind)
@@ -177,7 +194,9 @@ import Glibc
             }
         }
         #expect(healed, "replicas did not converge after the heal")
-        #expect((cluster.metric("tandem_table_items_repaired_total", node: 2) ?? 0) + (cluster.metric("tandem_table_items_repaired_total", node: 0) ?? 0) > 0)
+        #expect(
+            (cluster.metric("tandem_table_items_repaired_total", node: 2) ?? 0)
+                + (cluster.metric("tandem_table_items_repaired_total", node: 0) ?? 0) > 0)
     }
 
     /// Keys of every item a node holds, through the scan API's pages.
@@ -186,7 +205,8 @@ import Glibc
         var after = ""
         while true {
             guard let r = call("GET", api, "/v1/tables/\(table)/items?limit=1000\(after)"), r.status == 200,
-                  let page = try? JSON.parse(r.body), case .array(let items)? = page["items"] else { return nil }
+                let page = try? JSON.parse(r.body), case .array(let items)? = page["items"]
+            else { return nil }
             for item in items { if let id = item["agentId"]?.stringValue { out.insert(id) } }
             guard let next = page["next"]?.stringValue else { return out }
             after = "&after=\(next)"
@@ -200,7 +220,10 @@ import Glibc
         let cluster = try LocalCluster(size: 3)
         try cluster.startAll()
         let apis = cluster.nodes.map(\.api)
-        #expect(eventually(timeout: .seconds(15)) { (0..<3).allSatisfy { cluster.view(from: $0)?.values.filter { $0.status == "alive" }.count == 3 } })
+        #expect(
+            eventually(timeout: .seconds(15)) {
+                (0..<3).allSatisfy { cluster.view(from: $0)?.values.filter { $0.status == "alive" }.count == 3 }
+            })
         #expect(call("PUT", apis[0], "/v1/tables/agents", #"{"partitionKey":"agentId"}"#)?.status == 201)
         #expect(eventually(timeout: .seconds(10)) { (0..<3).allSatisfy { call("GET", apis[$0], "/v1/tables/agents")?.status == 200 } })
 
@@ -221,19 +244,27 @@ import Glibc
                     i += 1
                     if i % 2 == 0 {
                         let id = "a-\(w)-\(i)"
-                        guard (try? HTTPClient.request("PUT", api, "/v1/tables/agents/items/\(id)",
-                                                       body: Array(#"{"status":"available"}"#.utf8), timeout: .seconds(2)))?.status == 200 else { return }
+                        guard
+                            (try? HTTPClient.request(
+                                "PUT", api, "/v1/tables/agents/items/\(id)",
+                                body: Array(#"{"status":"available"}"#.utf8), timeout: .seconds(2)))?.status == 200
+                        else { return }
                         log.lock.lock(); log.puts.append(id); log.lock.unlock()
                     } else {
-                        guard (try? HTTPClient.request("PATCH", api, "/v1/tables/agents/items/total",
-                                                       body: Array(#"{"add":{"n":1}}"#.utf8), timeout: .seconds(2)))?.status == 200 else { return }
+                        guard
+                            (try? HTTPClient.request(
+                                "PATCH", api, "/v1/tables/agents/items/total",
+                                body: Array(#"{"add":{"n":1}}"#.utf8), timeout: .seconds(2)))?.status == 200
+                        else { return }
                         log.lock.lock(); log.adds += 1; log.lock.unlock()
                     }
                 }
             }
         }
         for t in writers { t.start() }
-        _ = eventually(timeout: .seconds(10)) { log.lock.lock(); defer { log.lock.unlock() }; return log.puts.count >= 300 }
+        _ = eventually(timeout: .seconds(10)) {
+            log.lock.lock(); defer { log.lock.unlock() }; return log.puts.count >= 300
+        }
         cluster.kill9(1)
         let before = log.lock.withLock { log.puts.count }
         _ = eventually(timeout: .seconds(10)) { log.lock.withLock { log.puts.count } >= before + 300 }
@@ -252,10 +283,11 @@ import Glibc
         // Increments: all acknowledged ones count; the (at most 2) in flight to the killed node
         // when it died may count too. Every node holds the same total.
         let totals = (0..<3).map { number(call("GET", apis[$0], "/v1/tables/agents/items/total"), "n").flatMap { Int($0) } ?? -1 }
-        #expect(eventually(timeout: .seconds(10)) {
-            let t = (0..<3).map { number(call("GET", apis[$0], "/v1/tables/agents/items/total"), "n").flatMap { Int($0) } ?? -1 }
-            return Set(t).count == 1 && t[0] >= adds && t[0] <= adds + 2
-        }, "totals \(totals), acknowledged \(adds)")
+        #expect(
+            eventually(timeout: .seconds(10)) {
+                let t = (0..<3).map { number(call("GET", apis[$0], "/v1/tables/agents/items/total"), "n").flatMap { Int($0) } ?? -1 }
+                return Set(t).count == 1 && t[0] >= adds && t[0] <= adds + 2
+            }, "totals \(totals), acknowledged \(adds)")
     }
 
     /// The issue's test: 8 clients × 1000 `add n 1`, split across two partitioned nodes, then
@@ -264,7 +296,10 @@ import Glibc
         let cluster = try LocalCluster(size: 2, chaos: true)
         try cluster.startAll()
         let apis = cluster.nodes.map(\.api)
-        #expect(eventually(timeout: .seconds(15)) { (0..<2).allSatisfy { cluster.view(from: $0)?.values.filter { $0.status == "alive" }.count == 2 } })
+        #expect(
+            eventually(timeout: .seconds(15)) {
+                (0..<2).allSatisfy { cluster.view(from: $0)?.values.filter { $0.status == "alive" }.count == 2 }
+            })
         #expect(call("PUT", apis[0], "/v1/tables/queues", #"{"partitionKey":"queue"}"#)?.status == 201)
         #expect(eventually(timeout: .seconds(10)) { call("GET", apis[1], "/v1/tables/queues")?.status == 200 })
         cluster.setChaos(0, block: [cluster.nodes[1].bind])
@@ -294,6 +329,7 @@ import Glibc
         let exact = eventually(timeout: .seconds(30)) {
             (0..<2).allSatisfy { number(call("GET", apis[$0], "/v1/tables/queues/items/billing"), "n") == "8000" }
         }
-        #expect(exact, "sums after the heal: \((0..<2).map { number(call("GET", apis[$0], "/v1/tables/queues/items/billing"), "n") ?? "?" })")
+        #expect(
+            exact, "sums after the heal: \((0..<2).map { number(call("GET", apis[$0], "/v1/tables/queues/items/billing"), "n") ?? "?" })")
     }
 }

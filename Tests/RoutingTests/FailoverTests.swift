@@ -43,7 +43,7 @@ extension Instant {
     @Test func forgottenNodesAreHeldDownWhenTheyReturn() {
         var t = HealthTracker(holdDown: .seconds(5), now: .s(0))
         t.observe([a, b], now: .s(0))
-        t.observe([a], now: .s(1))                       // reaped from the membership view
+        t.observe([a], now: .s(1))  // reaped from the membership view
         #expect(t.view(now: .s(1)).nodes["b"] == [])
         t.observe([a, b], now: .s(10))
         #expect(t.view(now: .s(12)).nodes["b"] == [])
@@ -88,14 +88,20 @@ extension Instant {
                 return nil
             }
             if views[i] == nil {
-                views[i] = RouteView(holdDown: holdDown, selfName: core.myself.name, selfRegion: core.myself.meta.region,
-                                     selfReturning: core.myself.incarnation > 1, now: sim.now)
+                views[i] = RouteView(
+                    holdDown: holdDown, selfName: core.myself.name, selfRegion: core.myself.meta.region,
+                    selfReturning: core.myself.incarnation > 1, now: sim.now)
             }
-            var members = [RouteMember(name: core.myself.name, region: core.myself.meta.region, status: .alive,
-                                       witness: core.myself.meta.role == .witness)]
+            var members = [
+                RouteMember(
+                    name: core.myself.name, region: core.myself.meta.region, status: .alive,
+                    witness: core.myself.meta.role == .witness)
+            ]
             for m in core.members.values {
-                members.append(RouteMember(name: m.name, region: m.state.meta.region, status: Router.status(m.status),
-                                           witness: m.state.meta.role == .witness))
+                members.append(
+                    RouteMember(
+                        name: m.name, region: m.state.meta.region, status: Router.status(m.status),
+                        witness: m.state.meta.role == .witness))
             }
             views[i]!.observe(members, instanceHealthy: [:], now: sim.now)
             let health = views[i]!.health(now: sim.now)
@@ -131,10 +137,11 @@ extension Instant {
         sim.crash(1)
         router.views[1] = nil  // its memory dies with it
         // Converged: both survivors route nothing to region-1, and agree.
-        let converged = sim.run(until: { s in
-            let a = router.answers(s, 0, ids)!, b = router.answers(s, 2, ids)!
-            return a == b && !a.contains("region-1")
-        }, limit: .seconds(10))
+        let converged = sim.run(
+            until: { s in
+                let a = router.answers(s, 0, ids)!, b = router.answers(s, 2, ids)!
+                return a == b && !a.contains("region-1")
+            }, limit: .seconds(10))
         #expect(converged != nil, "seed \(seed): survivors still route to the dead region")
         // Zero collateral: only region-1's contacts moved.
         let after = router.answers(sim, 0, ids)!
@@ -148,14 +155,15 @@ extension Instant {
         let restartedAt = sim.now
         // Until the hold-down ends nobody routes to it, then everybody does, identically.
         var sawEarly = false
-        let back = sim.run(until: { s in
-            let answers = (0..<3).map { router.answers(s, $0, ids)! }
-            if s.now - restartedAt < holdDown, let who = answers.firstIndex(where: { $0.contains("region-1") }) {
-                if !sawEarly { print("early: node \(who) at \(s.now - restartedAt)") }
-                sawEarly = true
-            }
-            return answers.allSatisfy { $0 == first[0] }
-        }, limit: .seconds(20))
+        let back = sim.run(
+            until: { s in
+                let answers = (0..<3).map { router.answers(s, $0, ids)! }
+                if s.now - restartedAt < holdDown, let who = answers.firstIndex(where: { $0.contains("region-1") }) {
+                    if !sawEarly { print("early: node \(who) at \(s.now - restartedAt)") }
+                    sawEarly = true
+                }
+                return answers.allSatisfy { $0 == first[0] }
+            }, limit: .seconds(20))
         #expect(!sawEarly, "seed \(seed): region-1 took contacts before its hold-down ended")
         #expect(back != nil, "seed \(seed): region-1 never came back")
         if let back { #expect(back >= holdDown) }
@@ -172,11 +180,12 @@ extension Instant {
         let before = router.answers(sim, 2, ids)!
         sim.partition([[0, 1], [2]])
         var isolatedChanged = false
-        let split = sim.run(until: { s in
-            if router.answers(s, 2, ids)! != before { isolatedChanged = true }
-            let majority = [0, 1].allSatisfy { !router.answers(s, $0, ids)!.contains("region-2") }
-            return majority && s.status(of: 0, seenBy: 2) == .dead && s.status(of: 1, seenBy: 2) == .dead
-        }, limit: .seconds(20))
+        let split = sim.run(
+            until: { s in
+                if router.answers(s, 2, ids)! != before { isolatedChanged = true }
+                let majority = [0, 1].allSatisfy { !router.answers(s, $0, ids)!.contains("region-2") }
+                return majority && s.status(of: 0, seenBy: 2) == .dead && s.status(of: 1, seenBy: 2) == .dead
+            }, limit: .seconds(20))
         #expect(split != nil, "seed \(seed): the partition was not detected")
         #expect(!isolatedChanged, "seed \(seed): the isolated node failed the majority over")
         sim.heal()

@@ -10,7 +10,7 @@ func ms(_ values: [String: Int64]) -> EdgeConfig.Edge { EdgeConfig.Edge(rttMicro
         "nyc": ms(["us-east-1": 8, "eu-west-1": 75]),
         "bos": ms(["us-east-1": 10, "eu-west-1": 70]),
         "lon": ms(["us-east-1": 70, "eu-west-1": 5]),
-        "par": ms(["us-east-1": 80, "eu-west-1": 10]),
+        "par": ms(["us-east-1": 80, "eu-west-1": 10])
     ]
 
     @Test func balancedSplitSendsEveryEdgeToItsNearestRegion() throws {
@@ -42,7 +42,7 @@ func ms(_ values: [String: Int64]) -> EdgeConfig.Edge { EdgeConfig.Edge(rttMicro
 
     @Test func volumesWeighTheSplit() throws {
         var edges = ProximityTests.atlantic
-        edges["nyc"]!.volume = 3      // nyc alone is half the traffic: it fills us-east-1's 50 %
+        edges["nyc"]!.volume = 3  // nyc alone is half the traffic: it fills us-east-1's 50 %
         let table = RouteTable(inputs(["us-east-1": 5000, "eu-west-1": 5000], edges: edges))
         #expect(table.planShares(edge: "nyc") == ["us-east-1": 1])
         #expect(table.planShares(edge: "bos") == ["eu-west-1": 1])
@@ -55,7 +55,7 @@ func ms(_ values: [String: Int64]) -> EdgeConfig.Edge { EdgeConfig.Edge(rttMicro
             "nyc": ms(["us": 5, "eu": 80, "ap": 200]),
             "lon": ms(["us": 75, "eu": 4, "ap": 120]),
             "sin": ms(["us": 220, "eu": 150, "ap": 3]),
-            "mum": ms(["us": 200, "eu": 110, "ap": 30]),
+            "mum": ms(["us": 200, "eu": 110, "ap": 30])
         ]
         let table = RouteTable(inputs(["us": 2500, "eu": 2500, "ap": 5000], edges: edges))
         #expect(table.planShares(edge: "nyc") == ["us": 1])
@@ -106,7 +106,7 @@ func ms(_ values: [String: Int64]) -> EdgeConfig.Edge { EdgeConfig.Edge(rttMicro
         let edges: [String: EdgeConfig.Edge] = [
             "nyc": ms(["us": 5, "eu": 80, "ap": 200]),
             "lon": ms(["us": 75, "eu": 4, "ap": 120]),
-            "sin": ms(["us": 220, "eu": 150, "ap": 3]),
+            "sin": ms(["us": 220, "eu": 150, "ap": 3])
         ]
         let weights = ["us": 5000, "eu": 3000, "ap": 2000]
         let before = RouteTable(inputs(weights, edges: edges))
@@ -115,8 +115,11 @@ func ms(_ values: [String: Int64]) -> EdgeConfig.Edge { EdgeConfig.Edge(rttMicro
             for c in contacts(5_000) {
                 let a = try before.decide(contact: c, edge: edge), b = try after.decide(contact: c, edge: edge)
                 #expect(b.region != "us")
-                if a.region != "us" { #expect(a.region == b.region, "collateral at \(edge): \(c)") }
-                else { #expect(a.fallbacks.first == b.region) }
+                if a.region != "us" {
+                    #expect(a.region == b.region, "collateral at \(edge): \(c)")
+                } else {
+                    #expect(a.fallbacks.first == b.region)
+                }
             }
         }
     }
@@ -134,8 +137,9 @@ func ms(_ values: [String: Int64]) -> EdgeConfig.Edge { EdgeConfig.Edge(rttMicro
     @Test func largestInputsDoNotOverflow() throws {
         var edges: [String: EdgeConfig.Edge] = [:]
         for e in 0..<EdgeConfig.maxEdges {
-            edges["e\(e)"] = EdgeConfig.Edge(rttMicros: ["a": 99_999_000, "b": Int64(e) * 1000, "c": 5],
-                                             volume: EdgeConfig.maxVolume)
+            edges["e\(e)"] = EdgeConfig.Edge(
+                rttMicros: ["a": 99_999_000, "b": Int64(e) * 1000, "c": 5],
+                volume: EdgeConfig.maxVolume)
         }
         let table = RouteTable(inputs(["a": SplitConfig.maxWeight, "b": 1, "c": 3], edges: edges))
         #expect(table.planCost == .max)

@@ -14,7 +14,7 @@ import Testing
             "a1": RTTReport(region: "a", rttMs: ["b": 10, "c": 40]),
             "a2": RTTReport(region: "a", rttMs: ["b": 13]),  // a → b: 11.5 ms
             "b1": RTTReport(region: "b", rttMs: ["a": 12, "b": 99]),  // its own region is ignored
-            "c1": RTTReport(region: "c", rttMs: [:]),
+            "c1": RTTReport(region: "c", rttMs: [:])
         ])
         #expect(m.rtt("a", "b") == 11_750)  // (11,500 + 12,000) / 2
         #expect(m.rtt("b", "a") == 11_750)
@@ -27,7 +27,7 @@ import Testing
             "b1": RTTReport(region: "b", rttMs: ["a": 12]),
             "a2": RTTReport(region: "a", rttMs: ["b": 13]),
             "c1": RTTReport(region: "c", rttMs: [:]),
-            "a1": RTTReport(region: "a", rttMs: ["c": 40, "b": 10]),
+            "a1": RTTReport(region: "a", rttMs: ["c": 40, "b": 10])
         ])
         #expect(again == m)
     }
@@ -36,7 +36,7 @@ import Testing
     static let edges: [String: EdgeConfig.Edge] = [
         "nyc": ms(["us-east-1": 8, "eu-west-1": 75]),
         "lon": ms(["us-east-1": 70, "eu-west-1": 5]),
-        "sao": ms(["us-east-1": 110, "eu-west-1": 150]),
+        "sao": ms(["us-east-1": 110, "eu-west-1": 150])
     ]
     static let measured = matrix([("us-east-1", "us-west-2", 60), ("eu-west-1", "us-west-2", 140), ("us-east-1", "eu-west-1", 70)])
 

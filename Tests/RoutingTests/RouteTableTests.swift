@@ -4,12 +4,15 @@ import TandemCore
 import Testing
 
 /// Inputs with one healthy node per region (`<region>-n1`).
-func inputs(_ weights: [String: Int], edges: [String: EdgeConfig.Edge] = [:], down: Set<String> = [],
-            drained: Set<String> = [], capacity: [String: Int64] = [:]) -> RouteInputs {
+func inputs(
+    _ weights: [String: Int], edges: [String: EdgeConfig.Edge] = [:], down: Set<String> = [],
+    drained: Set<String> = [], capacity: [String: Int64] = [:]
+) -> RouteInputs {
     var nodes: [String: [String]] = [:]
     for r in weights.keys { nodes[r] = down.contains(r) ? [] : ["\(r)-n1"] }
-    return RouteInputs(split: SplitConfig(weights: weights, drained: drained), health: HealthView(nodes: nodes),
-                       edges: EdgeConfig(edges: edges), capacity: capacity)
+    return RouteInputs(
+        split: SplitConfig(weights: weights, drained: drained), health: HealthView(nodes: nodes),
+        edges: EdgeConfig(edges: edges), capacity: capacity)
 }
 
 func contacts(_ n: Int) -> [String] { (0..<n).map { "C-\($0)" } }
@@ -36,8 +39,8 @@ func shares(_ table: RouteTable, _ ids: [String], edge: String? = nil) throws ->
     }
 
     @Test func exactComparisonsNeedNoFloats() {
-        #expect(Rendezvous.beats(1, 3, 1, 2))            // 1/3 < 1/2
-        #expect(!Rendezvous.beats(2, 4, 1, 2))           // equal
+        #expect(Rendezvous.beats(1, 3, 1, 2))  // 1/3 < 1/2
+        #expect(!Rendezvous.beats(2, 4, 1, 2))  // equal
         #expect(Rendezvous.ties(2, 4, 1, 2))
         #expect(Rendezvous.beats(UInt64.max / 2, UInt64.max, UInt64.max / 2 + 1, UInt64.max))
     }
@@ -55,7 +58,7 @@ func shares(_ table: RouteTable, _ ids: [String], edge: String? = nil) throws ->
         for order in [regions, regions.reversed(), [regions[1], regions[2], regions[0]]] {
             var weights: [String: Int] = [:]
             var edges: [String: EdgeConfig.Edge] = [:]
-            for (i, r) in order.enumerated() { weights[r] = 3000 + 500 * (regions.firstIndex(of: r)!) ; _ = i }
+            for (i, r) in order.enumerated() { weights[r] = 3000 + 500 * (regions.firstIndex(of: r)!); _ = i }
             for e in ["nyc", "lon", "bom", "sfo"].shuffled() {
                 var rtt: [String: Int64] = [:]
                 for r in order { rtt[r] = Int64(stableHash64(Array((e + r).utf8)) % 200_000) }
@@ -63,8 +66,11 @@ func shares(_ table: RouteTable, _ ids: [String], edge: String? = nil) throws ->
             }
             var nodes: [String: [String]] = [:]
             for r in order { nodes[r] = ["\(r)-b", "\(r)-a"].shuffled() }
-            tables.append(RouteTable(RouteInputs(split: SplitConfig(weights: weights), health: HealthView(nodes: nodes),
-                                                 edges: EdgeConfig(edges: edges))))
+            tables.append(
+                RouteTable(
+                    RouteInputs(
+                        split: SplitConfig(weights: weights), health: HealthView(nodes: nodes),
+                        edges: EdgeConfig(edges: edges))))
         }
         #expect(Set(tables.map(\.fingerprint)).count == 1)
         for c in contacts(10_000) {
@@ -97,7 +103,7 @@ func shares(_ table: RouteTable, _ ids: [String], edge: String? = nil) throws ->
         ["us-east-1": 7000, "eu-west-1": 3000],
         ["us-east-1": 4000, "eu-west-1": 3500, "ap-south-1": 2500],
         ["a": 3333, "b": 3333, "c": 3334],
-        ["a": 1, "b": 9999],
+        ["a": 1, "b": 9999]
     ])
     func splitIsMetWithinSamplingNoise(weights: [String: Int]) throws {
         let n = 100_000
@@ -218,7 +224,7 @@ func shares(_ table: RouteTable, _ ids: [String], edge: String? = nil) throws ->
         let table = RouteTable(inputs(["a": 5000, "b": 3000, "c": 2000], capacity: ["a": 10, "b": 54, "c": 36]))
         let t = table.targetShares
         #expect(abs(t["a"]! - 0.10) < 1e-6)
-        #expect(abs(t["b"]! - 0.54) < 1e-6)   // 30 + 40·3/5
+        #expect(abs(t["b"]! - 0.54) < 1e-6)  // 30 + 40·3/5
         #expect(abs(t["c"]! - 0.36) < 1e-6)
         let zero = RouteTable(inputs(["a": 5000, "b": 5000], capacity: ["a": 0, "b": 3]))
         #expect(try shares(zero, contacts(1_000))["a"] == nil)

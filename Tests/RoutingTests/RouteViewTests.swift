@@ -43,11 +43,13 @@ import Testing
         var v = fresh(holdDown: .seconds(3))
         let others = [member("a2", "a"), member("a3", "a")]
         v.observe([member("a1", "a"), member("b1", "b"), member("c1", "c"), member("d1", "d")] + others, instanceHealthy: [:], now: .s(0))
-        v.observe([member("a1", "a"), member("b1", "b", .suspect), member("c1", "c", .dead), member("d1", "d", .left)] + others,
-                  instanceHealthy: [:], now: .s(1))
+        v.observe(
+            [member("a1", "a"), member("b1", "b", .suspect), member("c1", "c", .dead), member("d1", "d", .left)] + others,
+            instanceHealthy: [:], now: .s(1))
         #expect(!v.minority)  // 3 alive of the 5 that have not left
         #expect(v.health(now: .s(1)).nodes == ["a": ["a1", "a2", "a3"], "b": ["b1"], "c": [], "d": []])
-        v.observe([member("a1", "a"), member("b1", "b"), member("c1", "c"), member("d1", "d", .left)] + others, instanceHealthy: [:], now: .s(2))
+        v.observe(
+            [member("a1", "a"), member("b1", "b"), member("c1", "c"), member("d1", "d", .left)] + others, instanceHealthy: [:], now: .s(2))
         #expect(v.health(now: .s(4.9)).nodes["c"] == [])
         #expect(v.health(now: .s(5)).nodes == ["a": ["a1", "a2", "a3"], "b": ["b1"], "c": ["c1"], "d": []])
     }
@@ -65,7 +67,8 @@ import Testing
         #expect(v.health(now: .s(10)) == before)
         // Suspects do not count as alive for the rule (the minority freezes before anyone is
         // removed): 2 alive, 3 suspect is still a minority.
-        v.observe(five.map { member($0, String($0.prefix(1)), ["a1", "b1"].contains($0) ? .alive : .suspect) }, instanceHealthy: [:], now: .s(2))
+        v.observe(
+            five.map { member($0, String($0.prefix(1)), ["a1", "b1"].contains($0) ? .alive : .suspect) }, instanceHealthy: [:], now: .s(2))
         #expect(v.minority)
         // Half is not a majority either: 3 alive of 6 known.
         var six = fresh()
@@ -75,7 +78,8 @@ import Testing
         #expect(six.minority)
         #expect(six.health(now: .s(1)).nodes["f"] == ["f1"])
         // The partition heals: 3 of 5 alive is a majority again, and the dead are failed over.
-        v.observe(five.map { member($0, String($0.prefix(1)), $0 == "e1" || $0 == "d1" ? .dead : .alive) }, instanceHealthy: [:], now: .s(3))
+        v.observe(
+            five.map { member($0, String($0.prefix(1)), $0 == "e1" || $0 == "d1" ? .dead : .alive) }, instanceHealthy: [:], now: .s(3))
         #expect(!v.minority)
         #expect(v.health(now: .s(3)).nodes == ["a": ["a1"], "b": ["b1"], "c": ["c1"], "d": [], "e": []])
     }

@@ -19,7 +19,7 @@ import Testing
     // noticed within a probe lap (about n s at worst). fast is ten times quicker.
     static let profiles = [
         Profile(name: "lan", settings: .lan, detect: .seconds(60), rejoin: .seconds(3)),
-        Profile(name: "fast", settings: .fast, detect: .seconds(8), rejoin: .seconds(1)),
+        Profile(name: "fast", settings: .fast, detect: .seconds(8), rejoin: .seconds(1))
     ]
 
     @Test(arguments: profiles)
@@ -54,13 +54,16 @@ import Testing
         sim.crash(victim)
         let detected = sim.run(until: { $0.allSee(victim, as: .dead) }, limit: profile.detect)
         let missing = sim.upNodes.filter { $0 != victim && sim.status(of: victim, seenBy: $0) != .dead }
-        #expect(detected != nil,
-                "seed \(seed) \(profile.name): \(name) (of \(n)) not dead everywhere after \(profile.detect); still not dead at \(missing)")
+        #expect(
+            detected != nil,
+            "seed \(seed) \(profile.name): \(name) (of \(n)) not dead everywhere after \(profile.detect); still not dead at \(missing)")
         let wrongDeaths = sim.observations(since: mark).filter { $0.status == .dead && $0.subject != name }
-        #expect(wrongDeaths.isEmpty,
-                "seed \(seed) \(profile.name): \(wrongDeaths.count) other nodes declared dead, first: \(describe(wrongDeaths.first))")
-        #expect(sim.deathsOfRunningNodes.isEmpty,
-                "seed \(seed) \(profile.name): running node declared dead: \(describe(sim.deathsOfRunningNodes.first))")
+        #expect(
+            wrongDeaths.isEmpty,
+            "seed \(seed) \(profile.name): \(wrongDeaths.count) other nodes declared dead, first: \(describe(wrongDeaths.first))")
+        #expect(
+            sim.deathsOfRunningNodes.isEmpty,
+            "seed \(seed) \(profile.name): running node declared dead: \(describe(sim.deathsOfRunningNodes.first))")
 
         sim.restart(victim)
         let back = sim.run(until: { $0.fullyAgree() }, limit: profile.rejoin)
@@ -69,8 +72,10 @@ import Testing
         #expect(newIncarnation > incarnationAtCrash, "seed \(seed) \(profile.name): \(name) restarted without a higher incarnation")
         for o in sim.upNodes where o != victim {
             let seen = sim.incarnation(of: victim, seenBy: o) ?? 0
-            #expect(seen > incarnationAtCrash && sim.status(of: victim, seenBy: o) == .alive,
-                    "seed \(seed) \(profile.name): \(sim.nodes[o].name) sees \(name) \(String(describing: sim.status(of: victim, seenBy: o))) at incarnation \(seen), crashed at \(incarnationAtCrash)")
+            #expect(
+                seen > incarnationAtCrash && sim.status(of: victim, seenBy: o) == .alive,
+                "seed \(seed) \(profile.name): \(sim.nodes[o].name) sees \(name) \(String(describing: sim.status(of: victim, seenBy: o))) at incarnation \(seen), crashed at \(incarnationAtCrash)"
+            )
         }
 
         // And it stays that way: no flapping, no new suspicions or deaths.
@@ -78,8 +83,10 @@ import Testing
         sim.run(for: profile.detect)
         #expect(sim.fullyAgree(), "seed \(seed) \(profile.name): views diverged after the rejoin")
         let later = sim.observations(since: mark2)
-        #expect(later.isEmpty, "seed \(seed) \(profile.name): \(later.count) status changes after the rejoin, first: \(describe(later.first))")
-        return "n=\(n) victim \(name): dead everywhere after \(detected.map { format3($0.seconds) } ?? "-") s, back after \(back.map { format3($0.milliseconds) } ?? "-") ms"
+        #expect(
+            later.isEmpty, "seed \(seed) \(profile.name): \(later.count) status changes after the rejoin, first: \(describe(later.first))")
+        return
+            "n=\(n) victim \(name): dead everywhere after \(detected.map { format3($0.seconds) } ?? "-") s, back after \(back.map { format3($0.milliseconds) } ?? "-") ms"
     }
 
     @Test func severalCrashesAtOnceAreAllDetected() {

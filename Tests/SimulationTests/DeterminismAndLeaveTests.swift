@@ -32,10 +32,11 @@ import Testing
         sim.run(for: .seconds(3))
         sim.leave(9)
         sim.run(for: .seconds(2))
-        return Run(trace: sim.observationTrace, datagrams: sim.datagramsSent, bytes: sim.bytesSent,
-                   events: sim.eventsProcessed,
-                   views: sim.nodes.map { $0.instance?.memberStates ?? [] },
-                   stats: sim.nodes.compactMap { $0.instance?.stats })
+        return Run(
+            trace: sim.observationTrace, datagrams: sim.datagramsSent, bytes: sim.bytesSent,
+            events: sim.eventsProcessed,
+            views: sim.nodes.map { $0.instance?.memberStates ?? [] },
+            stats: sim.nodes.compactMap { $0.instance?.stats })
     }
 
     @Test func sameSeedSameRun() {
@@ -43,10 +44,13 @@ import Testing
             let first = Self.script(seed: seed)
             let second = Self.script(seed: seed)
             #expect(first.trace.count > 100, "seed \(seed): the script should be eventful (\(first.trace.count) observations)")
-            #expect(first.trace == second.trace,
-                    "seed \(seed): observation sequences differ, first at \(first.trace.indices.first { $0 >= second.trace.count || first.trace[$0] != second.trace[$0] }.map(String.init) ?? "the end")")
-            #expect(first.datagrams == second.datagrams && first.bytes == second.bytes && first.events == second.events,
-                    "seed \(seed): traffic differs")
+            #expect(
+                first.trace == second.trace,
+                "seed \(seed): observation sequences differ, first at \(first.trace.indices.first { $0 >= second.trace.count || first.trace[$0] != second.trace[$0] }.map(String.init) ?? "the end")"
+            )
+            #expect(
+                first.datagrams == second.datagrams && first.bytes == second.bytes && first.events == second.events,
+                "seed \(seed): traffic differs")
             #expect(first.views == second.views, "seed \(seed): final views differ")
             #expect(first.stats == second.stats, "seed \(seed): protocol counters differ")
         }
@@ -54,13 +58,14 @@ import Testing
 
     @Test func differentSeedsDifferentRuns() {
         let seeds = scenarioSeeds(3, salt: 21)
-        guard seeds.count > 1 else { return } // a single replayed seed has nothing to compare with
+        guard seeds.count > 1 else { return }  // a single replayed seed has nothing to compare with
         let runs = seeds.map { Self.script(seed: $0) }
         for i in runs.indices {
             for j in runs.indices where j > i {
                 #expect(runs[i].trace != runs[j].trace, "seeds \(seeds[i]) and \(seeds[j]) gave the same observations")
-                #expect(runs[i].bytes != runs[j].bytes || runs[i].events != runs[j].events,
-                        "seeds \(seeds[i]) and \(seeds[j]) gave the same traffic")
+                #expect(
+                    runs[i].bytes != runs[j].bytes || runs[i].events != runs[j].events,
+                    "seeds \(seeds[i]) and \(seeds[j]) gave the same traffic")
             }
         }
     }
@@ -84,8 +89,9 @@ import Testing
             // Long past any suspicion or dead-retry window.
             sim.run(for: .seconds(90))
             for o in sim.upNodes {
-                #expect(sim.status(of: leaver, seenBy: o) == .left,
-                        "seed \(seed): \(sim.nodes[o].name) sees \(name) as \(String(describing: sim.status(of: leaver, seenBy: o)))")
+                #expect(
+                    sim.status(of: leaver, seenBy: o) == .left,
+                    "seed \(seed): \(sim.nodes[o].name) sees \(name) as \(String(describing: sim.status(of: leaver, seenBy: o)))")
             }
             let bad = sim.observations(since: mark).filter { $0.status != .left }
             #expect(bad.isEmpty, "seed \(seed): \(bad.count) other status changes after the leave, first: \(describe(bad.first))")
@@ -105,8 +111,9 @@ import Testing
             sim.crash(leaver)
             sim.run(for: .seconds(90))
             for o in sim.upNodes {
-                #expect(sim.status(of: leaver, seenBy: o) == .left,
-                        "seed \(seed): \(sim.nodes[o].name) sees n\(leaver) as \(String(describing: sim.status(of: leaver, seenBy: o)))")
+                #expect(
+                    sim.status(of: leaver, seenBy: o) == .left,
+                    "seed \(seed): \(sim.nodes[o].name) sees n\(leaver) as \(String(describing: sim.status(of: leaver, seenBy: o)))")
             }
             // (At 10% loss other members may be falsely suspected now and then; that is not this test's business.)
             let deaths = sim.observations(since: mark).filter { $0.status == .dead && $0.subject == sim.nodes[leaver].name }
@@ -124,7 +131,8 @@ import Testing
             sim.restart(3)
             // Left members are not retried, so a node that missed the rejoin's gossip catches up at its next push-pull.
             let limit = convergeLimit(.fast)
-            #expect(sim.run(until: { $0.fullyAgree() }, limit: limit) != nil, "seed \(seed): n3 did not rejoin within \(limit) after leaving")
+            #expect(
+                sim.run(until: { $0.fullyAgree() }, limit: limit) != nil, "seed \(seed): n3 did not rejoin within \(limit) after leaving")
         }
     }
 }

@@ -19,7 +19,9 @@ import Testing
             sim.addNodes(50)
             sim.run(for: .seconds(600))
             let falseDeaths = sim.deathsOfRunningNodes
-            #expect(falseDeaths.isEmpty, "seed \(seed): \(falseDeaths.count) live nodes declared dead, first: \(String(describing: falseDeaths.first))")
+            #expect(
+                falseDeaths.isEmpty,
+                "seed \(seed): \(falseDeaths.count) live nodes declared dead, first: \(String(describing: falseDeaths.first))")
             // A suspicion may be in flight at any instant; once the loss stops, views must agree.
             sim.network.lossRate = 0
             let settled = sim.run(until: { $0.viewsAgree() }, limit: .seconds(60))
@@ -36,5 +38,5 @@ enum Environment {
 }
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif

@@ -24,12 +24,20 @@ import Testing
     }
 
     static let cases = [
-        Case(profile: "lan", settings: .lan, nodes: 10, minority: [5, 6, 7, 8, 9], split: .seconds(60), minoritySplit: .seconds(60), heal: .seconds(3)),
-        Case(profile: "lan", settings: .lan, nodes: 10, minority: [7], split: .seconds(60), minoritySplit: .seconds(180), heal: .seconds(3)),
-        Case(profile: "lan", settings: .lan, nodes: 10, minority: [0], split: .seconds(60), minoritySplit: .seconds(180), heal: .seconds(3)),
-        Case(profile: "fast", settings: .fast, nodes: 10, minority: [5, 6, 7, 8, 9], split: .seconds(6), minoritySplit: .seconds(6), heal: .seconds(1)),
-        Case(profile: "fast", settings: .fast, nodes: 12, minority: [0, 1, 2], split: .seconds(6), minoritySplit: .seconds(18), heal: .seconds(1)),
-        Case(profile: "fast", settings: .fast, nodes: 10, minority: [3], split: .seconds(6), minoritySplit: .seconds(18), heal: .seconds(1)),
+        Case(
+            profile: "lan", settings: .lan, nodes: 10, minority: [5, 6, 7, 8, 9], split: .seconds(60), minoritySplit: .seconds(60),
+            heal: .seconds(3)),
+        Case(
+            profile: "lan", settings: .lan, nodes: 10, minority: [7], split: .seconds(60), minoritySplit: .seconds(180), heal: .seconds(3)),
+        Case(
+            profile: "lan", settings: .lan, nodes: 10, minority: [0], split: .seconds(60), minoritySplit: .seconds(180), heal: .seconds(3)),
+        Case(
+            profile: "fast", settings: .fast, nodes: 10, minority: [5, 6, 7, 8, 9], split: .seconds(6), minoritySplit: .seconds(6),
+            heal: .seconds(1)),
+        Case(
+            profile: "fast", settings: .fast, nodes: 12, minority: [0, 1, 2], split: .seconds(6), minoritySplit: .seconds(18),
+            heal: .seconds(1)),
+        Case(profile: "fast", settings: .fast, nodes: 10, minority: [3], split: .seconds(6), minoritySplit: .seconds(18), heal: .seconds(1))
     ]
 
     @Test(arguments: cases)
@@ -43,15 +51,17 @@ import Testing
             let side = Dictionary(uniqueKeysWithValues: a.map { (sim.nodes[$0].name, 0) } + b.map { (sim.nodes[$0].name, 1) })
             let mark = sim.observations.count
             sim.partition([a, b])
-            let split = sim.run(until: { s in a.allSatisfy { x in b.allSatisfy { y in s.status(of: y, seenBy: x) == .dead } } },
-                                limit: c.split)
+            let split = sim.run(
+                until: { s in a.allSatisfy { x in b.allSatisfy { y in s.status(of: y, seenBy: x) == .dead } } },
+                limit: c.split)
             #expect(split != nil, "seed \(seed) \(c): the majority did not declare the minority dead within \(c.split)")
-            let split2 = sim.run(until: { s in a.allSatisfy { x in b.allSatisfy { y in s.status(of: x, seenBy: y) == .dead } } },
-                                 limit: c.minoritySplit)
+            let split2 = sim.run(
+                until: { s in a.allSatisfy { x in b.allSatisfy { y in s.status(of: x, seenBy: y) == .dead } } },
+                limit: c.minoritySplit)
             #expect(split2 != nil, "seed \(seed) \(c): the minority did not declare the majority dead within \(c.minoritySplit)")
             let sameSide = sim.observations(since: mark).filter { $0.status == .dead && side[$0.observer] == side[$0.subject] }
             #expect(sameSide.isEmpty, "seed \(seed) \(c): \(sameSide.count) deaths within one side, first: \(describe(sameSide.first))")
-            sim.run(for: c.settings.probeInterval * 20) // stay split a while longer
+            sim.run(for: c.settings.probeInterval * 20)  // stay split a while longer
 
             sim.heal()
             let mark1 = sim.observations.count
@@ -121,7 +131,7 @@ extension Environment {
 }
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif

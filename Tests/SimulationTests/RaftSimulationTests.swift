@@ -17,10 +17,11 @@ import Testing
         let elected = sim.run(until: { $0.hasStableLeader }, limit: limit)
         #expect(elected != nil, "seed \(seed): no stable leader within \(limit) after the faults stopped")
         var marker: String?
-        let committed = sim.run(until: { s in
-            if marker == nil || (s.acknowledged[marker!] == nil && s.leaders.isEmpty) { marker = s.proposeMarker() }
-            return marker.map { s.isAcknowledgedEverywhere($0) } ?? false
-        }, limit: limit)
+        let committed = sim.run(
+            until: { s in
+                if marker == nil || (s.acknowledged[marker!] == nil && s.leaders.isEmpty) { marker = s.proposeMarker() }
+                return marker.map { s.isAcknowledgedEverywhere($0) } ?? false
+            }, limit: limit)
         #expect(committed != nil, "seed \(seed): a proposal did not commit everywhere within \(limit) of quiet")
         sim.checkAcknowledgedRecords()
         #expect(sim.violations.isEmpty, "seed \(seed): \(sim.violations.joined(separator: "\n"))")
@@ -80,16 +81,20 @@ import Testing
             sim.run(for: .seconds(2))
             sim.checkAcknowledgedRecords()
             #expect(sim.violations.isEmpty, "seed \(seed): \(sim.violations)")
-            #expect(sim.acknowledgedByForwarder > 10 && sim.acknowledgedBeforeLeaderCommit > sim.acknowledgedByForwarder / 4,
-                    "seed \(seed): \(sim.acknowledgedByForwarder) by forwarders, \(sim.acknowledgedBeforeLeaderCommit) before the leader's commit")
+            #expect(
+                sim.acknowledgedByForwarder > 10 && sim.acknowledgedBeforeLeaderCommit > sim.acknowledgedByForwarder / 4,
+                "seed \(seed): \(sim.acknowledgedByForwarder) by forwarders, \(sim.acknowledgedBeforeLeaderCommit) before the leader's commit"
+            )
             var five = RaftSimConfig()
             five.nodes = 5
             let wide = RaftSimulation(seed: seed, config: five)
             wide.run(for: .seconds(2))
             wide.checkAcknowledgedRecords()
             #expect(wide.violations.isEmpty, "seed \(seed): \(wide.violations)")
-            #expect(wide.acknowledgedByForwarder > 10 && wide.acknowledgedBeforeLeaderCommit == 0,
-                    "seed \(seed): \(wide.acknowledgedByForwarder) by forwarders, \(wide.acknowledgedBeforeLeaderCommit) before the leader's commit")
+            #expect(
+                wide.acknowledgedByForwarder > 10 && wide.acknowledgedBeforeLeaderCommit == 0,
+                "seed \(seed): \(wide.acknowledgedByForwarder) by forwarders, \(wide.acknowledgedBeforeLeaderCommit) before the leader's commit"
+            )
         }
     }
 

@@ -20,9 +20,11 @@ func convergeLimit(_ settings: MembershipSettings) -> Duration { settings.pushPu
 
 /// A cluster of `count` nodes started together, run until every view agrees (within
 /// `convergeLimit`), then for `settle` more so the start-up gossip has drained.
-func startCluster(seed: UInt64, settings: MembershipSettings, nodes count: Int,
-                  network: SimNetworkConfig = SimNetworkConfig(), settle: Duration? = nil,
-                  sourceLocation: SourceLocation = #_sourceLocation) -> MembershipSimulation {
+func startCluster(
+    seed: UInt64, settings: MembershipSettings, nodes count: Int,
+    network: SimNetworkConfig = SimNetworkConfig(), settle: Duration? = nil,
+    sourceLocation: SourceLocation = #_sourceLocation
+) -> MembershipSimulation {
     let sim = MembershipSimulation(seed: seed, settings: settings, network: network)
     sim.addNodes(count)
     let limit = convergeLimit(settings)
@@ -84,7 +86,7 @@ func describe(_ o: MembershipSimulation.Observation?) -> String {
 }
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif

@@ -14,7 +14,8 @@ import Testing
         guard cores.count == sim.config.nodes, let first = cores.first?.replicas[TableSimulation.table] else { return false }
         return cores.allSatisfy { core in
             guard let r = core.replicas[TableSimulation.table], r.items.count == first.items.count,
-                  core.catalog == cores[0].catalog else { return false }
+                core.catalog == cores[0].catalog
+            else { return false }
             return r.items.keys.allSatisfy { r.encodedState($0) == first.encodedState($0) }
         }
     }

@@ -49,27 +49,34 @@ import Testing
     // MARK: reconcile
 
     static func definition(_ name: String, incarnation: UInt64, voters: [[String]], witnesses: [[String]]? = nil) -> StreamDefinition {
-        StreamDefinition(name: name, partitions: voters.count, retentionHours: 24, incarnation: incarnation, voters: voters,
-                         witnesses: witnesses ?? voters.map { _ in [] })
+        StreamDefinition(
+            name: name, partitions: voters.count, retentionHours: 24, incarnation: incarnation, voters: voters,
+            witnesses: witnesses ?? voters.map { _ in [] })
     }
 
     @Test func reconcileOpensWhatThePlacementGivesThisNode() {
         let d = Self.definition("s", incarnation: 7, voters: [["a", "b", "c"], ["b", "c", "d"]], witnesses: [[], ["a"]])
         let plan = Placement.reconcile(definitions: ["s": d], held: [], selfID: "a")
         #expect(plan.close.isEmpty)
-        #expect(plan.open == [
-            .init(partition: PartitionRef(stream: "s", incarnation: 7, partition: 0), configuration: RaftConfiguration(voters: ["a", "b", "c"])),
-            .init(partition: PartitionRef(stream: "s", incarnation: 7, partition: 1),
-                  configuration: RaftConfiguration(voters: ["b", "c", "d"], witnesses: ["a"])),
-        ])
+        #expect(
+            plan.open == [
+                .init(
+                    partition: PartitionRef(stream: "s", incarnation: 7, partition: 0),
+                    configuration: RaftConfiguration(voters: ["a", "b", "c"])),
+                .init(
+                    partition: PartitionRef(stream: "s", incarnation: 7, partition: 1),
+                    configuration: RaftConfiguration(voters: ["b", "c", "d"], witnesses: ["a"]))
+            ])
         // Held already (open, or stopped by its disk): nothing to open.
         let held: Set = [PartitionRef(stream: "s", incarnation: 7, partition: 0), PartitionRef(stream: "s", incarnation: 7, partition: 1)]
         #expect(Placement.reconcile(definitions: ["s": d], held: held, selfID: "a") == .init())
     }
 
     @Test func reconcileClosesOtherIncarnationsAndDeletedStreams() {
-        let old: Set = [PartitionRef(stream: "s", incarnation: 7, partition: 0), PartitionRef(stream: "s", incarnation: 7, partition: 1),
-                        PartitionRef(stream: "gone", incarnation: 3, partition: 0)]
+        let old: Set = [
+            PartitionRef(stream: "s", incarnation: 7, partition: 0), PartitionRef(stream: "s", incarnation: 7, partition: 1),
+            PartitionRef(stream: "gone", incarnation: 3, partition: 0)
+        ]
         // `s` was re-created (incarnation 9) with this node on partition 1 only; `gone` was deleted.
         let d = Self.definition("s", incarnation: 9, voters: [["b", "c", "d"], ["a", "b", "c"]])
         let plan = Placement.reconcile(definitions: ["s": d], held: old, selfID: "a")
@@ -96,9 +103,11 @@ import Testing
     // MARK: replacement
 
     static func step(_ voters: [String], placed: [String] = ["a", "b", "c"], gone: Set<String>, live: [String], selfID: String = "a")
-        -> ConfigurationChange? {
-        Placement.replacementStep(stream: "s", partition: 0, configuration: RaftConfiguration(voters: voters), placed: placed,
-                                  gone: gone, live: live, selfID: selfID)
+        -> ConfigurationChange?
+    {
+        Placement.replacementStep(
+            stream: "s", partition: 0, configuration: RaftConfiguration(voters: voters), placed: placed,
+            gone: gone, live: live, selfID: selfID)
     }
 
     @Test func replacementRemovesBeforeItAdds() {
@@ -127,7 +136,8 @@ import Testing
 
     @Test func theStoredPlacementKeepsThePreferenceOrder() {
         // "b" left, "d" joined: those who stay keep their order, the newcomer goes last.
-        let stored = Placement.stored(voters: ["c", "b", "a"], witnesses: ["w"], configuration: RaftConfiguration(voters: ["a", "c", "d"], witnesses: ["w"]))
+        let stored = Placement.stored(
+            voters: ["c", "b", "a"], witnesses: ["w"], configuration: RaftConfiguration(voters: ["a", "c", "d"], witnesses: ["w"]))
         #expect(stored?.voters == ["c", "a", "d"] && stored?.witnesses == ["w"])
         // The same members in another order: nothing to store.
         #expect(Placement.stored(voters: ["c", "b", "a"], witnesses: [], configuration: RaftConfiguration(voters: ["a", "b", "c"])) == nil)
@@ -135,8 +145,10 @@ import Testing
 
     // MARK: leader spreading
 
-    static func handoff(_ preferred: [String], alive: Set<String> = ["a", "b", "c"], selfID: String = "c", ledFor: Duration? = .seconds(5),
-                        match: [String: UInt64] = ["a": 10, "b": 10], lastIndex: UInt64 = 10) -> String? {
+    static func handoff(
+        _ preferred: [String], alive: Set<String> = ["a", "b", "c"], selfID: String = "c", ledFor: Duration? = .seconds(5),
+        match: [String: UInt64] = ["a": 10, "b": 10], lastIndex: UInt64 = 10
+    ) -> String? {
         Placement.handoffTarget(preferred: preferred, alive: alive, selfID: selfID, ledFor: ledFor, match: match, lastIndex: lastIndex)
     }
 

@@ -22,29 +22,35 @@ final class RaftTestCluster {
 
     static let testSettings = RaftSettings(electionTimeout: .seconds(1), heartbeatInterval: .milliseconds(100))
 
-    init(voters: [String], witnesses: [String] = [], settings: RaftSettings = RaftTestCluster.testSettings,
-         logs: [String: [UInt64]] = [:], terms: [String: UInt64] = [:]) {
+    init(
+        voters: [String], witnesses: [String] = [], settings: RaftSettings = RaftTestCluster.testSettings,
+        logs: [String: [UInt64]] = [:], terms: [String: UInt64] = [:]
+    ) {
         self.settings = settings
         let config = RaftConfiguration(voters: voters, witnesses: witnesses)
         for id in voters + witnesses {
             // `logs` gives each node's log as a list of terms (index 1, 2, …), Figure-7 style.
             let storage = MemoryLogStorage()
             let entryTerms = logs[id] ?? []
-            storage.append(entryTerms.enumerated().map {
-                LogEntry(index: UInt64($0.offset + 1), term: $0.element, data: Array("\(id)-\($0.offset + 1)".utf8))
-            })
+            storage.append(
+                entryTerms.enumerated().map {
+                    LogEntry(index: UInt64($0.offset + 1), term: $0.element, data: Array("\(id)-\($0.offset + 1)".utf8))
+                })
             storage.sync()
             add(id, configuration: config, storage: storage, hardState: HardState(term: terms[id] ?? entryTerms.last ?? 0))
         }
     }
 
-    func add(_ id: String, configuration: RaftConfiguration, storage: MemoryLogStorage = MemoryLogStorage(), hardState: HardState = HardState()) {
+    func add(
+        _ id: String, configuration: RaftConfiguration, storage: MemoryLogStorage = MemoryLogStorage(), hardState: HardState = HardState()
+    ) {
         seed += 1
         storages[id] = storage
         hardStates[id] = hardState
         applied[id] = []
-        nodes[id] = RaftNode(id: id, configuration: configuration, hardState: hardState, storage: storage,
-                             settings: settings, seed: seed, now: now)
+        nodes[id] = RaftNode(
+            id: id, configuration: configuration, hardState: hardState, storage: storage,
+            settings: settings, seed: seed, now: now)
     }
 
     subscript(_ id: String) -> RaftNode { nodes[id]! }

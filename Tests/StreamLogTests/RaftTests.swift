@@ -38,7 +38,7 @@ import Testing
                 "c": [1, 1, 1, 4, 4, 5, 5, 6, 6, 6, 6],
                 "d": [1, 1, 1, 4, 4, 5, 5, 6, 6, 6, 7, 7],
                 "e": [1, 1, 1, 4, 4, 4, 4],
-                "f": [1, 1, 1, 2, 2, 2, 3, 3, 3, 3, 3],
+                "f": [1, 1, 1, 2, 2, 2, 3, 3, 3, 3, 3]
             ],
             terms: ["leader": 7, "a": 7, "b": 7, "c": 7, "d": 7, "e": 7, "f": 7])
         c.elect("leader")
@@ -66,7 +66,8 @@ import Testing
         c.rewrite = { m in
             guard case .append(let prevIndex, let prevTerm, let entries, let commit, let persisted) = m.message.body else { return m }
             var held = m
-            held.message.body = .append(prevIndex: prevIndex, prevTerm: prevTerm, entries: entries.filter { $0.index < 3 }, commit: commit, persisted: persisted)
+            held.message.body = .append(
+                prevIndex: prevIndex, prevTerm: prevTerm, entries: entries.filter { $0.index < 3 }, commit: commit, persisted: persisted)
             return held
         }
         c.elect("s1")
@@ -282,11 +283,13 @@ import Testing
         c.dropIf = { m, _ in m.to == "c" && once.cut }
         c.rewrite = { m in
             guard m.to == "c", case .append(let prev, let prevTerm, let entries, let commit, let persisted) = m.message.body,
-                  entries.contains(where: { $0.index == readd }) else { return m }
+                entries.contains(where: { $0.index == readd })
+            else { return m }
             once.cut = true
             var cut = m
-            cut.message.body = .append(prevIndex: prev, prevTerm: prevTerm, entries: entries.filter { $0.index < readd },
-                                       commit: commit, persisted: persisted)
+            cut.message.body = .append(
+                prevIndex: prev, prevTerm: prevTerm, entries: entries.filter { $0.index < readd },
+                commit: commit, persisted: persisted)
             return cut
         }
         c.process("a")
@@ -379,15 +382,21 @@ import Testing
             let storage = MemoryLogStorage()
             storage.append((1...3).map { LogEntry(index: $0, term: 1) })
             storage.sync()
-            return (RaftNode(id: "b", configuration: base, laterConfigurations: later, hardState: HardState(term: 1), storage: storage,
-                             settings: RaftTestCluster.testSettings, seed: 1, now: Instant(nanoseconds: 1)), storage)
+            return (
+                RaftNode(
+                    id: "b", configuration: base, laterConfigurations: later, hardState: HardState(term: 1), storage: storage,
+                    settings: RaftTestCluster.testSettings, seed: 1, now: Instant(nanoseconds: 1)), storage
+            )
         }
         #expect(node([(2, added)]).0.configuration == added)
         #expect(node([(5, added)]).0.configuration == base, "an entry past the log's end was lost")
         let (b, _) = node([(3, added)])
         // A leader of term 2 whose log matches through 2 overwrites entry 3.
-        b.step(RaftMessage(from: "a", term: 2, body: .append(prevIndex: 2, prevTerm: 1, entries: [LogEntry(index: 3, term: 2)], commit: 0, persisted: 0)),
-               now: Instant(nanoseconds: 2))
+        b.step(
+            RaftMessage(
+                from: "a", term: 2,
+                body: .append(prevIndex: 2, prevTerm: 1, entries: [LogEntry(index: 3, term: 2)], commit: 0, persisted: 0)),
+            now: Instant(nanoseconds: 2))
         #expect(b.configuration == base)
     }
 
@@ -454,7 +463,8 @@ import Testing
         let rd = a.ready()
         // The leader replicates before its own fsync, and says so.
         guard let toB = rd.messages.first(where: { $0.to == "b" }),
-              case .append(_, _, let entries, _, let persisted) = toB.message.body else {
+            case .append(_, _, let entries, _, let persisted) = toB.message.body
+        else {
             Issue.record("no append to b: \(rd.messages)")
             return
         }
@@ -524,8 +534,12 @@ import Testing
         b.step(RaftMessage(from: "a", term: 2, body: .persisted(index: 3)), now: c.now)
         #expect(b.leader == "a" && b.commitIndex == 0)
         // The no-op of term 2 on both disks commits it and everything before it.
-        b.step(RaftMessage(from: "a", term: 2, body: .append(prevIndex: 3, prevTerm: 1, entries: [LogEntry(index: 4, term: 2, kind: .noop)],
-                                                             commit: 0, persisted: 4)), now: c.now)
+        b.step(
+            RaftMessage(
+                from: "a", term: 2,
+                body: .append(
+                    prevIndex: 3, prevTerm: 1, entries: [LogEntry(index: 4, term: 2, kind: .noop)],
+                    commit: 0, persisted: 4)), now: c.now)
         #expect(b.commitIndex == 0, "b's copy of 4 is not durable yet")
         Self.persist(c, "b", b.ready())
         #expect(b.commitIndex == 4)
@@ -538,18 +552,25 @@ import Testing
         RaftMessage(from: "b", term: 3, body: .preVoteResponse(granted: true)),
         RaftMessage(from: "a", term: 4, body: .requestVote(lastIndex: 10, lastTerm: 2, transfer: true)),
         RaftMessage(from: "c", term: 4, body: .voteResponse(granted: false)),
-        RaftMessage(from: "a", term: 4, body: .append(prevIndex: 9, prevTerm: 2, entries: [
-            LogEntry(index: 10, term: 4, kind: .noop, timestamp: 7),
-            LogEntry(index: 11, term: 4, kind: .record, timestamp: 8, data: [1, 2, 3]),
-        ], commit: 9, persisted: 10)),
+        RaftMessage(
+            from: "a", term: 4,
+            body: .append(
+                prevIndex: 9, prevTerm: 2,
+                entries: [
+                    LogEntry(index: 10, term: 4, kind: .noop, timestamp: 7),
+                    LogEntry(index: 11, term: 4, kind: .record, timestamp: 8, data: [1, 2, 3])
+                ], commit: 9, persisted: 10)),
         RaftMessage(from: "b", term: 4, body: .appendResponse(success: false, index: 9, hintIndex: 7, hintTerm: 1)),
         RaftMessage(from: "a", term: 4, body: .heartbeat(commit: 11)),
         RaftMessage(from: "b", term: 4, body: .heartbeatResponse),
-        RaftMessage(from: "a", term: 4, body: .installStart(index: 100, term: 3,
-                                                             configuration: RaftConfiguration(voters: ["a", "b"], witnesses: ["w"]))),
+        RaftMessage(
+            from: "a", term: 4,
+            body: .installStart(
+                index: 100, term: 3,
+                configuration: RaftConfiguration(voters: ["a", "b"], witnesses: ["w"]))),
         RaftMessage(from: "a", term: 4, body: .timeoutNow),
         RaftMessage(from: "a", term: 4, body: .persisted(index: 11)),
-        RaftMessage(from: "a", term: 4, body: .removed(configurationIndex: 9)),
+        RaftMessage(from: "a", term: 4, body: .removed(configurationIndex: 9))
     ]
 
     @Test func everyMessageRoundTrips() throws {
@@ -559,9 +580,13 @@ import Testing
     }
 
     @Test func appendWithAGapIsRejected() {
-        let m = RaftMessage(from: "a", term: 1, body: .append(prevIndex: 1, prevTerm: 1, entries: [
-            LogEntry(index: 3, term: 1),
-        ], commit: 0, persisted: 0))
+        let m = RaftMessage(
+            from: "a", term: 1,
+            body: .append(
+                prevIndex: 1, prevTerm: 1,
+                entries: [
+                    LogEntry(index: 3, term: 1)
+                ], commit: 0, persisted: 0))
         #expect(throws: TandemError.self) { try RaftMessage.decode(m.encode()) }
     }
 

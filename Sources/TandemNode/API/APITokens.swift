@@ -41,7 +41,8 @@ public struct APITokens {
             let parts = t.split(whereSeparator: \.isWhitespace)
             // The line number, never the token, goes into the error.
             guard parts.count == 2 || parts.count == 3, let role = Role(String(parts[1])) else {
-                throw TandemError(.invalidArgument, "api tokens line \(n + 1): expected 'TOKEN ROLE [ACCESS_KEY_ID]' with ROLE read, write or admin")
+                throw TandemError(
+                    .invalidArgument, "api tokens line \(n + 1): expected 'TOKEN ROLE [ACCESS_KEY_ID]' with ROLE read, write or admin")
             }
             guard parts[0].utf8.count >= 16 else {
                 throw TandemError(.invalidArgument, "api tokens line \(n + 1): a token must be at least 16 characters")
@@ -49,10 +50,15 @@ public struct APITokens {
             if parts.count == 3 {
                 // The id goes into SigV4's credential scope (`ID/DATE/REGION/SERVICE/…`): no '/'.
                 let id = String(parts[2])
-                guard (1...128).contains(id.utf8.count), id.utf8.allSatisfy({ $0 < 128 && (isalnum(Int32($0)) != 0 || "._-".utf8.contains($0)) }) else {
-                    throw TandemError(.invalidArgument, "api tokens line \(n + 1): an access key id is 1 to 128 letters, digits, '.', '_' or '-'")
+                guard (1...128).contains(id.utf8.count),
+                    id.utf8.allSatisfy({ $0 < 128 && (isalnum(Int32($0)) != 0 || "._-".utf8.contains($0)) })
+                else {
+                    throw TandemError(
+                        .invalidArgument, "api tokens line \(n + 1): an access key id is 1 to 128 letters, digits, '.', '_' or '-'")
                 }
-                guard accessKeys[id] == nil else { throw TandemError(.invalidArgument, "api tokens line \(n + 1): access key id \(id) appears twice") }
+                guard accessKeys[id] == nil else {
+                    throw TandemError(.invalidArgument, "api tokens line \(n + 1): access key id \(id) appears twice")
+                }
                 accessKeys[id] = (Array(parts[0].utf8), role)
             }
             entries.append((APITokens.hash(String(parts[0])), role))
@@ -112,7 +118,8 @@ public struct APITokens {
     public func check(_ request: HTTPRequest) -> HTTPResponse? {
         guard let needed = APITokens.requiredRole(method: request.method, segments: request.segments) else { return nil }
         guard let header = request.header("Authorization"), header.count > 7,
-              header.prefix(7).lowercased() == "bearer " else {
+            header.prefix(7).lowercased() == "bearer "
+        else {
             var r = HTTPResponse.error(401, "unauthorized", "this API needs 'Authorization: Bearer TOKEN'")
             r.headers.append(("WWW-Authenticate", "Bearer"))
             return r

@@ -36,8 +36,10 @@ final class DynamoAPI {
             // Item writes wait for the disk; past the node's bound they are throttled the way
             // DynamoDB throttles (SDKs back off and retry this code), reads go on.
             if DynamoAPI.itemWrites.contains(op), tables.overloaded {
-                throw DynamoError("ProvisionedThroughputExceededException",
-                                  "The node's disk is behind (at least \(tables.maxQueuedWrites) writes waiting for it); the request was throttled, retry with backoff")
+                throw DynamoError(
+                    "ProvisionedThroughputExceededException",
+                    "The node's disk is behind (at least \(tables.maxQueuedWrites) writes waiting for it); the request was throttled, retry with backoff"
+                )
             }
             switch op {
             case "GetItem": respond(DynamoAPI.ok(try getItem(request)))
@@ -97,13 +99,18 @@ final class DynamoAPI {
     func capacityMode(_ j: JSON) throws(DynamoError) -> Bool? {
         let metrics = try string(j, "ReturnItemCollectionMetrics") ?? "NONE"
         guard ["SIZE", "NONE"].contains(metrics) else {
-            throw .validation("1 validation error detected: Value '\(metrics)' at 'returnItemCollectionMetrics' failed to satisfy constraint: Member must satisfy enum value set: [SIZE, NONE]")
+            throw .validation(
+                "1 validation error detected: Value '\(metrics)' at 'returnItemCollectionMetrics' failed to satisfy constraint: Member must satisfy enum value set: [SIZE, NONE]"
+            )
         }
         switch try string(j, "ReturnConsumedCapacity") ?? "NONE" {
         case "NONE": return nil
         case "TOTAL": return false
         case "INDEXES": return true
-        case let v: throw .validation("1 validation error detected: Value '\(v)' at 'returnConsumedCapacity' failed to satisfy constraint: Member must satisfy enum value set: [INDEXES, TOTAL, NONE]")
+        case let v:
+            throw .validation(
+                "1 validation error detected: Value '\(v)' at 'returnConsumedCapacity' failed to satisfy constraint: Member must satisfy enum value set: [INDEXES, TOTAL, NONE]"
+            )
         }
     }
 
@@ -115,7 +122,8 @@ final class DynamoAPI {
 
     static func consumed(_ table: String, _ units: Double, indexes: Bool) -> JSON {
         let n = JSON.number(String(units))
-        return .object([("TableName", .string(table)), ("CapacityUnits", n)] + (indexes ? [("Table", .object([("CapacityUnits", n)]))] : []))
+        return .object(
+            [("TableName", .string(table)), ("CapacityUnits", n)] + (indexes ? [("Table", .object([("CapacityUnits", n)]))] : []))
     }
 
     func consistent(_ j: JSON) throws(DynamoError) -> Bool {
@@ -134,7 +142,10 @@ final class DynamoAPI {
 
     /// The table named by `TableName` (client tables only: names starting with `_` are the node's).
     func table(_ j: JSON, field: String = "TableName") throws(DynamoError) -> (name: String, schema: KeySchema) {
-        guard let name = try string(j, field) else { throw .validation("1 validation error detected: Value null at 'tableName' failed to satisfy constraint: Member must not be null") }
+        guard let name = try string(j, field) else {
+            throw .validation(
+                "1 validation error detected: Value null at 'tableName' failed to satisfy constraint: Member must not be null")
+        }
         return try table(named: name)
     }
 
@@ -152,7 +163,9 @@ final class DynamoAPI {
             guard case .object(let members) = n else { throw .serialization("ExpressionAttributeNames must be a map") }
             for (k, v) in members {
                 guard case .string(let s) = v else { throw .serialization("ExpressionAttributeNames values must be strings") }
-                guard k.hasPrefix("#") else { throw .validation("ExpressionAttributeNames contains invalid key: Syntax error; key: \"\(k)\"") }
+                guard k.hasPrefix("#") else {
+                    throw .validation("ExpressionAttributeNames contains invalid key: Syntax error; key: \"\(k)\"")
+                }
                 names[k] = s
             }
         }
@@ -160,7 +173,9 @@ final class DynamoAPI {
         if let v = j["ExpressionAttributeValues"], v != .null {
             guard case .object(let members) = v else { throw .serialization("ExpressionAttributeValues must be a map") }
             for (k, value) in members {
-                guard k.hasPrefix(":") else { throw .validation("ExpressionAttributeValues contains invalid key: Syntax error; key: \"\(k)\"") }
+                guard k.hasPrefix(":") else {
+                    throw .validation("ExpressionAttributeValues contains invalid key: Syntax error; key: \"\(k)\"")
+                }
                 values[k] = try DynamoJSON.value(value)
             }
         }
@@ -181,10 +196,21 @@ final class DynamoAPI {
                 throw .validation(mismatch ?? "One or more parameter values were invalid: Missing the key \(name) in the item")
             }
             guard let k = KeyValue(v), v.typeName == type else {
-                throw .validation(mismatch ?? "One or more parameter values were invalid: Type mismatch for key \(name) expected: \(type) actual: \(v.typeName)")
+                throw .validation(
+                    mismatch
+                        ?? "One or more parameter values were invalid: Type mismatch for key \(name) expected: \(type) actual: \(v.typeName)"
+                )
             }
-            if case .string("") = k { throw .validation("One or more parameter values are not valid. The AttributeValue for a key attribute cannot contain an empty string value. Key: \(name)") }
-            if case .binary([]) = k { throw .validation("One or more parameter values are not valid. The AttributeValue for a key attribute cannot contain an empty binary value. Key: \(name)") }
+            if case .string("") = k {
+                throw .validation(
+                    "One or more parameter values are not valid. The AttributeValue for a key attribute cannot contain an empty string value. Key: \(name)"
+                )
+            }
+            if case .binary([]) = k {
+                throw .validation(
+                    "One or more parameter values are not valid. The AttributeValue for a key attribute cannot contain an empty binary value. Key: \(name)"
+                )
+            }
             return k
         }
         let pk = try part(schema.partitionKey, schema.partitionKeyType)
@@ -196,7 +222,9 @@ final class DynamoAPI {
         if let s = schema.sortKey {
             sk = try part(s, schema.sortKeyType)
             guard DynamoAPI.keyBytes(sk!) <= 1024 else {
-                throw .validation("One or more parameter values were invalid: Aggregated size of all range keys has exceeded the size limit of 1024 bytes")
+                throw .validation(
+                    "One or more parameter values were invalid: Aggregated size of all range keys has exceeded the size limit of 1024 bytes"
+                )
             }
         }
         return ItemKey(partition: pk, sort: sk)
@@ -227,7 +255,8 @@ final class DynamoAPI {
     func current(_ table: String, _ key: ItemKey) -> (ItemState, ItemState?) {
         var state = tables.replicas[table]!.state(key) ?? ItemState()
         guard let attribute = ttlAttribute(table),
-              let expiry = TimeToLive.expiryDelete(state, attribute: attribute, nowMs: Tables.wallMs()) else { return (state, nil) }
+            let expiry = TimeToLive.expiryDelete(state, attribute: attribute, nowMs: Tables.wallMs())
+        else { return (state, nil) }
         state.merge(expiry)
         return (state, expiry)
     }
@@ -237,7 +266,9 @@ final class DynamoAPI {
 
     func returnValues(_ j: JSON, allowed: [String]) throws(DynamoError) -> String {
         let rv = try string(j, "ReturnValues") ?? "NONE"
-        guard allowed.contains(rv) else { throw .validation("ReturnValues can only be \(allowed.joined(separator: ", ")) for this operation") }
+        guard allowed.contains(rv) else {
+            throw .validation("ReturnValues can only be \(allowed.joined(separator: ", ")) for this operation")
+        }
         return rv
     }
 
@@ -253,8 +284,10 @@ final class DynamoAPI {
 
     /// Commits one write and answers with `attributes` (or `{}`), and the write's capacity if
     /// asked (`units` of `capacity`, the request's mode; sized only then, not on every write).
-    func commit(_ table: String, _ key: ItemKey, _ delta: ItemState, _ attributes: [String: AttributeValue]?,
-                        capacity: Bool?, units: @escaping @autoclosure () -> Double, _ respond: @escaping Respond) {
+    func commit(
+        _ table: String, _ key: ItemKey, _ delta: ItemState, _ attributes: [String: AttributeValue]?,
+        capacity: Bool?, units: @escaping @autoclosure () -> Double, _ respond: @escaping Respond
+    ) {
         tables.commit([(table, key, delta)]) { error in
             if let error { return respond(DynamoAPI.error(DynamoError("InternalServerError", error.message))) }
             let consumed = capacity.map { [("ConsumedCapacity", DynamoAPI.consumed(table, units(), indexes: $0))] } ?? []
@@ -264,7 +297,8 @@ final class DynamoAPI {
 
     func checkSize(_ item: [String: AttributeValue], update: Bool = false) throws(DynamoError) {
         guard DynamoJSON.size(item) <= DynamoAPI.maxItemBytes else {
-            throw .validation(update ? "Item size to update has exceeded the maximum allowed size" : "Item size has exceeded the maximum allowed size")
+            throw .validation(
+                update ? "Item size to update has exceeded the maximum allowed size" : "Item size has exceeded the maximum allowed size")
         }
     }
 }

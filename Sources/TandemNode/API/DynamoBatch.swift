@@ -10,7 +10,9 @@ extension DynamoAPI {
 
     func batchGet(_ j: JSON) throws -> JSON {
         guard case .object(let requests)? = j["RequestItems"], !requests.isEmpty else {
-            throw DynamoError.validation("1 validation error detected: Value at 'requestItems' failed to satisfy constraint: Member must have length greater than or equal to 1")
+            throw DynamoError.validation(
+                "1 validation error detected: Value at 'requestItems' failed to satisfy constraint: Member must have length greater than or equal to 1"
+            )
         }
         let capacity = try capacityMode(j)
         var responses: [(String, JSON)] = []
@@ -19,7 +21,9 @@ extension DynamoAPI {
         for (tableName, r) in requests {
             let (name, schema) = try table(named: tableName)
             try refuseLegacy(r, ["AttributesToGet"])
-            guard case .array(let keysJSON)? = r["Keys"], !keysJSON.isEmpty else { throw DynamoError.validation("Keys must be a non-empty list") }
+            guard case .array(let keysJSON)? = r["Keys"], !keysJSON.isEmpty else {
+                throw DynamoError.validation("Keys must be a non-empty list")
+            }
             total += keysJSON.count
             guard total <= 100 else { throw DynamoError.validation("Too many items requested for the BatchGetItem call") }
             var p = try parser(r)
@@ -40,20 +44,25 @@ extension DynamoAPI {
             if let capacity { consumed.append(DynamoAPI.consumed(name, units, indexes: capacity)) }
         }
         // Every key is read at once from the local replica: nothing is ever left unprocessed.
-        return .object([("Responses", .object(responses)), ("UnprocessedKeys", .object([]))]
-            + (capacity != nil ? [("ConsumedCapacity", .array(consumed))] : []))
+        return .object(
+            [("Responses", .object(responses)), ("UnprocessedKeys", .object([]))]
+                + (capacity != nil ? [("ConsumedCapacity", .array(consumed))] : []))
     }
 
     func batchWrite(_ j: JSON, _ respond: @escaping Respond) throws {
         guard case .object(let requests)? = j["RequestItems"], !requests.isEmpty else {
-            throw DynamoError.validation("1 validation error detected: Value at 'requestItems' failed to satisfy constraint: Member must have length greater than or equal to 1")
+            throw DynamoError.validation(
+                "1 validation error detected: Value at 'requestItems' failed to satisfy constraint: Member must have length greater than or equal to 1"
+            )
         }
         let capacity = try capacityMode(j)
         // Everything is validated before anything is written: a bad request writes nothing.
         var writes: [(table: String, key: ItemKey, item: [String: AttributeValue]?)] = []
         for (tableName, list) in requests {
             let (name, schema) = try table(named: tableName)
-            guard case .array(let entries) = list, !entries.isEmpty else { throw DynamoError.validation("Each table in RequestItems needs a non-empty list of requests") }
+            guard case .array(let entries) = list, !entries.isEmpty else {
+                throw DynamoError.validation("Each table in RequestItems needs a non-empty list of requests")
+            }
             var seen = Set<ItemKey>()
             for e in entries {
                 let k: ItemKey
@@ -73,7 +82,9 @@ extension DynamoAPI {
             }
         }
         guard writes.count <= 25 else {
-            throw DynamoError.validation("1 validation error detected: Value at 'requestItems' failed to satisfy constraint: Member must have length less than or equal to 25")
+            throw DynamoError.validation(
+                "1 validation error detected: Value at 'requestItems' failed to satisfy constraint: Member must have length less than or equal to 25"
+            )
         }
         let t = tables.core.now(wallMs: Tables.wallMs())
         let deltas = writes.map { w in
@@ -84,12 +95,17 @@ extension DynamoAPI {
         var units: [(String, Double)] = []
         for w in writes where capacity != nil {
             let size = max(w.item.map(DynamoJSON.size) ?? 0, visible(w.table, w.key).map(DynamoJSON.size) ?? 0)
-            if let i = units.firstIndex(where: { $0.0 == w.table }) { units[i].1 += DynamoAPI.writeUnits(size) } else { units.append((w.table, DynamoAPI.writeUnits(size))) }
+            if let i = units.firstIndex(where: { $0.0 == w.table }) {
+                units[i].1 += DynamoAPI.writeUnits(size)
+            } else {
+                units.append((w.table, DynamoAPI.writeUnits(size)))
+            }
         }
         tables.commit(deltas) { error in
             if let error { return respond(DynamoAPI.error(DynamoError("InternalServerError", error.message))) }
             // All or nothing: a batch is one group commit, or throttled whole when the disk is behind.
-            let consumed: [(String, JSON)] = capacity.map { c in [("ConsumedCapacity", .array(units.map { DynamoAPI.consumed($0.0, $0.1, indexes: c) }))] } ?? []
+            let consumed: [(String, JSON)] =
+                capacity.map { c in [("ConsumedCapacity", .array(units.map { DynamoAPI.consumed($0.0, $0.1, indexes: c) }))] } ?? []
             respond(DynamoAPI.ok(.object([("UnprocessedItems", .object([]))] + consumed)))
         }
     }

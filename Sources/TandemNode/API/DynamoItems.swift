@@ -18,7 +18,15 @@ extension DynamoAPI {
         try p.checkAllUsed()
         let capacity = try capacityMode(j), strong = try consistent(j)
         let item = visible(name, k)
-        let consumed = capacity.map { [("ConsumedCapacity", DynamoAPI.consumed(name, DynamoAPI.readUnits(item.map(DynamoJSON.size) ?? 0, consistent: strong), indexes: $0))] } ?? []
+        let consumed =
+            capacity.map {
+                [
+                    (
+                        "ConsumedCapacity",
+                        DynamoAPI.consumed(name, DynamoAPI.readUnits(item.map(DynamoJSON.size) ?? 0, consistent: strong), indexes: $0)
+                    )
+                ]
+            } ?? []
         guard let item else { return .object(consumed) }
         return .object([("Item", DynamoJSON.json(projection.map { project(item, $0) } ?? item))] + consumed)
     }
@@ -39,19 +47,24 @@ extension DynamoAPI {
         let old = state.visible
         try conditionChecked(condition, old, j, respond) {
             let delta = state.put(item, at: tables.core.now(wallMs: Tables.wallMs()))
-            commit(name, k, expired.map { $0.merged(delta) } ?? delta, rv == "ALL_OLD" ? old : nil, capacity: capacity,
-                   units: DynamoAPI.writeUnits(max(DynamoJSON.size(item), old.map(DynamoJSON.size) ?? 0)), respond)
+            commit(
+                name, k, expired.map { $0.merged(delta) } ?? delta, rv == "ALL_OLD" ? old : nil, capacity: capacity,
+                units: DynamoAPI.writeUnits(max(DynamoJSON.size(item), old.map(DynamoJSON.size) ?? 0)), respond)
         }
     }
 
     /// Runs `body` if the condition holds; otherwise answers ConditionalCheckFailedException.
-    private func conditionChecked(_ c: Condition?, _ old: [String: AttributeValue]?, _ j: JSON, _ respond: Respond,
-                                  _ body: () throws -> Void) throws {
+    private func conditionChecked(
+        _ c: Condition?, _ old: [String: AttributeValue]?, _ j: JSON, _ respond: Respond,
+        _ body: () throws -> Void
+    ) throws {
         do {
             try checkCondition(c, old, j)
         } catch let f as ConditionFailed {
-            let e = JSON.object([("__type", .string("com.amazonaws.dynamodb.v20120810#ConditionalCheckFailedException")),
-                                 ("message", .string("The conditional request failed")), ("Item", DynamoJSON.json(f.item))])
+            let e = JSON.object([
+                ("__type", .string("com.amazonaws.dynamodb.v20120810#ConditionalCheckFailedException")),
+                ("message", .string("The conditional request failed")), ("Item", DynamoJSON.json(f.item))
+            ])
             return respond(HTTPResponse(status: 400, contentType: DynamoAPI.contentType, body: Array(e.serialized.utf8)))
         }
         try body()
@@ -71,8 +84,9 @@ extension DynamoAPI {
         let old = state.visible
         try conditionChecked(condition, old, j, respond) {
             let delta = state.delete(at: tables.core.now(wallMs: Tables.wallMs()))
-            commit(name, k, expired.map { $0.merged(delta) } ?? delta, rv == "ALL_OLD" ? old : nil, capacity: capacity,
-                   units: DynamoAPI.writeUnits(old.map(DynamoJSON.size) ?? 0), respond)
+            commit(
+                name, k, expired.map { $0.merged(delta) } ?? delta, rv == "ALL_OLD" ? old : nil, capacity: capacity,
+                units: DynamoAPI.writeUnits(old.map(DynamoJSON.size) ?? 0), respond)
         }
     }
 
@@ -98,16 +112,18 @@ extension DynamoAPI {
             for (n, v) in keyAttributes(k, schema) { delta.merge(state.set(n, v, at: t)) }
             let new = state.visible ?? [:]
             try checkSize(new, update: true)
-            let attributes: [String: AttributeValue]? = switch rv {
-            case "ALL_OLD": old
-            case "ALL_NEW": new
-            case "UPDATED_OLD": old.map { project($0, update.paths) }
-            // Removed paths are not "updated values" (an index into a list would now name another element).
-            case "UPDATED_NEW": project(new, update.sets.map(\.0) + update.adds.map(\.0) + update.deletes.map(\.0))
-            default: nil
-            }
-            commit(name, k, expired.map { $0.merged(delta) } ?? delta, attributes.flatMap { $0.isEmpty ? nil : $0 },
-                   capacity: capacity, units: DynamoAPI.writeUnits(max(DynamoJSON.size(new), old.map(DynamoJSON.size) ?? 0)), respond)
+            let attributes: [String: AttributeValue]? =
+                switch rv {
+                case "ALL_OLD": old
+                case "ALL_NEW": new
+                case "UPDATED_OLD": old.map { project($0, update.paths) }
+                // Removed paths are not "updated values" (an index into a list would now name another element).
+                case "UPDATED_NEW": project(new, update.sets.map(\.0) + update.adds.map(\.0) + update.deletes.map(\.0))
+                default: nil
+                }
+            commit(
+                name, k, expired.map { $0.merged(delta) } ?? delta, attributes.flatMap { $0.isEmpty ? nil : $0 },
+                capacity: capacity, units: DynamoAPI.writeUnits(max(DynamoJSON.size(new), old.map(DynamoJSON.size) ?? 0)), respond)
         }
     }
 }

@@ -68,11 +68,14 @@ extension DynamoAPI {
         var p = try parser(j)
         let segment = try int(j, "Segment"), total = try int(j, "TotalSegments")
         guard (segment == nil) == (total == nil) else {
-            throw DynamoError.validation("The TotalSegments parameter is required but was not present in the request when Segment parameter is present")
+            throw DynamoError.validation(
+                "The TotalSegments parameter is required but was not present in the request when Segment parameter is present")
         }
         if let segment, let total {
             guard (1...1_000_000).contains(total), (0..<total).contains(segment) else {
-                throw DynamoError.validation("The Segment parameter is zero-based and must be less than parameter TotalSegments: Segment: \(segment) is not less than TotalSegments: \(total)")
+                throw DynamoError.validation(
+                    "The Segment parameter is zero-based and must be less than parameter TotalSegments: Segment: \(segment) is not less than TotalSegments: \(total)"
+                )
             }
         }
         let replica = tables.replicas[name]!
@@ -90,22 +93,33 @@ extension DynamoAPI {
     /// order): Limit (items evaluated, before the filter, as DynamoDB counts), the 1 MB page
     /// limit, FilterExpression, ProjectionExpression and Select. Only the keys the page reads
     /// (and one more, to know whether there is a next page) are visited.
-    private func page(_ j: JSON, _ p: inout ExpressionParser, _ table: String, _ schema: KeySchema,
-                      walk: (ItemKey?) throws(DynamoError) -> AnyIterator<ItemKey>) throws -> JSON {
+    private func page(
+        _ j: JSON, _ p: inout ExpressionParser, _ table: String, _ schema: KeySchema,
+        walk: (ItemKey?) throws(DynamoError) -> AnyIterator<ItemKey>
+    ) throws -> JSON {
         let filter = try string(j, "FilterExpression").map { text throws(DynamoError) in try p.condition(text, kind: "FilterExpression") }
         let projection = try string(j, "ProjectionExpression").map { text throws(DynamoError) in try p.projection(text) }
         try p.checkAllUsed()
         let limit = try int(j, "Limit")
-        if let limit, limit < 1 { throw DynamoError.validation("1 validation error detected: Value '\(limit)' at 'limit' failed to satisfy constraint: Member must have value greater than or equal to 1") }
+        if let limit, limit < 1 {
+            throw DynamoError.validation(
+                "1 validation error detected: Value '\(limit)' at 'limit' failed to satisfy constraint: Member must have value greater than or equal to 1"
+            )
+        }
         let select = try string(j, "Select") ?? (projection == nil ? "ALL_ATTRIBUTES" : "SPECIFIC_ATTRIBUTES")
         switch select {
         case "ALL_ATTRIBUTES", "COUNT", "SPECIFIC_ATTRIBUTES": break
-        case "ALL_PROJECTED_ATTRIBUTES": throw DynamoError.validation("ALL_PROJECTED_ATTRIBUTES can be used only when Querying using an IndexName")
-        default: throw DynamoError.validation("1 validation error detected: Value '\(select)' at 'select' failed to satisfy constraint: Member must satisfy enum value set: [SPECIFIC_ATTRIBUTES, COUNT, ALL_ATTRIBUTES, ALL_PROJECTED_ATTRIBUTES]")
+        case "ALL_PROJECTED_ATTRIBUTES":
+            throw DynamoError.validation("ALL_PROJECTED_ATTRIBUTES can be used only when Querying using an IndexName")
+        default:
+            throw DynamoError.validation(
+                "1 validation error detected: Value '\(select)' at 'select' failed to satisfy constraint: Member must satisfy enum value set: [SPECIFIC_ATTRIBUTES, COUNT, ALL_ATTRIBUTES, ALL_PROJECTED_ATTRIBUTES]"
+            )
         }
         // DynamoDB: with a ProjectionExpression, Select may only be SPECIFIC_ATTRIBUTES.
         if projection != nil, select != "SPECIFIC_ATTRIBUTES" {
-            throw DynamoError.validation("Cannot specify the ProjectionExpression when choosing to get \(select == "COUNT" ? "only the COUNT" : select)")
+            throw DynamoError.validation(
+                "Cannot specify the ProjectionExpression when choosing to get \(select == "COUNT" ? "only the COUNT" : select)")
         }
         let capacity = try capacityMode(j), strong = try consistent(j)
         var after: ItemKey?
@@ -132,7 +146,9 @@ extension DynamoAPI {
         out += [("Count", .number(String(count))), ("ScannedCount", .number(String(scanned)))]
         if next != nil, let last { out.append(("LastEvaluatedKey", DynamoJSON.json(keyAttributes(last, schema)))) }
         // A page is charged for every item it read (before the filter), rounded up once.
-        if let capacity { out.append(("ConsumedCapacity", DynamoAPI.consumed(table, DynamoAPI.readUnits(bytes, consistent: strong), indexes: capacity))) }
+        if let capacity {
+            out.append(("ConsumedCapacity", DynamoAPI.consumed(table, DynamoAPI.readUnits(bytes, consistent: strong), indexes: capacity)))
+        }
         return .object(out)
     }
 }

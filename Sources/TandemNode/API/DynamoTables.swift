@@ -12,7 +12,9 @@ extension DynamoAPI {
         let r = tables.replicas[name]
         let schema = r?.schema ?? KeySchema(partitionKey: "")
         var keySchema: [JSON] = [.object([("AttributeName", .string(schema.partitionKey)), ("KeyType", .string("HASH"))])]
-        var definitions: [JSON] = [.object([("AttributeName", .string(schema.partitionKey)), ("AttributeType", .string(schema.partitionKeyType))])]
+        var definitions: [JSON] = [
+            .object([("AttributeName", .string(schema.partitionKey)), ("AttributeType", .string(schema.partitionKeyType))])
+        ]
         if let sk = schema.sortKey {
             keySchema.append(.object([("AttributeName", .string(sk)), ("KeyType", .string("RANGE"))]))
             definitions.append(.object([("AttributeName", .string(sk)), ("AttributeType", .string(schema.sortKeyType))]))
@@ -32,22 +34,30 @@ extension DynamoAPI {
             ("CreationDateTime", .number(String(created))), ("ItemCount", .number(String(count))),
             ("TableSizeBytes", .number(String(bytes))),
             ("BillingModeSummary", .object([("BillingMode", .string("PAY_PER_REQUEST"))])),
-            ("ProvisionedThroughput", .object([("NumberOfDecreasesToday", .number("0")), ("ReadCapacityUnits", .number("0")),
-                                               ("WriteCapacityUnits", .number("0"))])),
+            (
+                "ProvisionedThroughput",
+                .object([
+                    ("NumberOfDecreasesToday", .number("0")), ("ReadCapacityUnits", .number("0")),
+                    ("WriteCapacityUnits", .number("0"))
+                ])
+            )
         ])
     }
 
     func createTable(_ j: JSON, _ respond: @escaping Respond) throws {
         guard let name = try string(j, "TableName") else { throw DynamoError.validation("TableName is required") }
         guard (3...255).contains(name.utf8.count), !name.hasPrefix("_"),
-              name.unicodeScalars.allSatisfy({ ($0.isASCII && CharacterSet.alphanumerics.contains($0)) || "_.-".unicodeScalars.contains($0) }) else {
+            name.unicodeScalars.allSatisfy({ ($0.isASCII && CharacterSet.alphanumerics.contains($0)) || "_.-".unicodeScalars.contains($0) })
+        else {
             throw DynamoError.validation("TableName must be 3 to 255 characters of [a-zA-Z0-9_.-], not starting with '_'")
         }
         for unsupported in ["GlobalSecondaryIndexes", "LocalSecondaryIndexes"] where j[unsupported] != nil && j[unsupported] != .array([]) {
             throw DynamoError.validation("\(unsupported) are not supported")
         }
         guard case .array(let ks)? = j["KeySchema"], (1...2).contains(ks.count) else {
-            throw DynamoError.validation("1 validation error detected: Value at 'keySchema' failed to satisfy constraint: Member must have length less than or equal to 2")
+            throw DynamoError.validation(
+                "1 validation error detected: Value at 'keySchema' failed to satisfy constraint: Member must have length less than or equal to 2"
+            )
         }
         guard case .array(let ads)? = j["AttributeDefinitions"] else { throw DynamoError.validation("AttributeDefinitions is required") }
         var types: [String: String] = [:]
@@ -68,12 +78,17 @@ extension DynamoAPI {
             default: throw DynamoError.validation("Invalid KeySchema: The first KeySchemaElement is not a HASH key type")
             }
         }
-        guard let hash, range != hash else { throw DynamoError.validation("Both the Hash Key and the Range Key element in the KeySchema have the same name") }
+        guard let hash, range != hash else {
+            throw DynamoError.validation("Both the Hash Key and the Range Key element in the KeySchema have the same name")
+        }
         guard Set(types.keys) == Set([hash] + (range.map { [$0] } ?? [])) else {
-            throw DynamoError.validation("One or more parameter values were invalid: Number of attributes in KeySchema does not exactly match number of attributes defined in AttributeDefinitions")
+            throw DynamoError.validation(
+                "One or more parameter values were invalid: Number of attributes in KeySchema does not exactly match number of attributes defined in AttributeDefinitions"
+            )
         }
         if tables.replicas[name] != nil { throw DynamoError("ResourceInUseException", "Table already exists: \(name)") }
-        let schema = KeySchema(partitionKey: hash, sortKey: range, partitionKeyType: types[hash]!, sortKeyType: range.map { types[$0]! } ?? "S")
+        let schema = KeySchema(
+            partitionKey: hash, sortKey: range, partitionKeyType: types[hash]!, sortKeyType: range.map { types[$0]! } ?? "S")
         try tables.changeTable(name, schema: schema) { [weak self] error in
             guard let self else { return }
             if let error { return respond(DynamoAPI.error(DynamoError("InternalServerError", error.message))) }
@@ -105,11 +120,12 @@ extension DynamoAPI {
 
     func describeTimeToLive(_ j: JSON) throws -> JSON {
         let (name, _) = try table(j)
-        let d: [(String, JSON)] = if let a = ttlAttribute(name) {
-            [("TimeToLiveStatus", .string("ENABLED")), ("AttributeName", .string(a))]
-        } else {
-            [("TimeToLiveStatus", .string("DISABLED"))]
-        }
+        let d: [(String, JSON)] =
+            if let a = ttlAttribute(name) {
+                [("TimeToLiveStatus", .string("ENABLED")), ("AttributeName", .string(a))]
+            } else {
+                [("TimeToLiveStatus", .string("DISABLED"))]
+            }
         return .object([("TimeToLiveDescription", .object(d))])
     }
 
@@ -118,17 +134,26 @@ extension DynamoAPI {
     func updateTimeToLive(_ j: JSON) throws -> (String, String?, JSON) {
         let (name, _) = try table(j)
         guard case .object? = j["TimeToLiveSpecification"], let spec = j["TimeToLiveSpecification"] else {
-            throw DynamoError.validation("1 validation error detected: Value null at 'timeToLiveSpecification' failed to satisfy constraint: Member must not be null")
+            throw DynamoError.validation(
+                "1 validation error detected: Value null at 'timeToLiveSpecification' failed to satisfy constraint: Member must not be null"
+            )
         }
-        guard case .bool(let enabled)? = spec["Enabled"] else { throw DynamoError.validation("TimeToLiveSpecification.Enabled must be a boolean") }
+        guard case .bool(let enabled)? = spec["Enabled"] else {
+            throw DynamoError.validation("TimeToLiveSpecification.Enabled must be a boolean")
+        }
         guard let attribute = try string(spec, "AttributeName"), !attribute.isEmpty, attribute.utf8.count <= 255 else {
             throw DynamoError.validation("TimeToLiveSpecification.AttributeName must be 1 to 255 characters")
         }
         let current = ttlAttribute(name)
         if enabled, current != nil { throw DynamoError.validation("TimeToLive is already enabled") }
         if !enabled, current == nil { throw DynamoError.validation("TimeToLive is already disabled") }
-        if !enabled, current != attribute { throw DynamoError.validation("TimeToLive is active on a different AttributeName: current value is \(current!)") }
-        return (name, enabled ? attribute : nil, .object([("TimeToLiveSpecification", .object([("Enabled", .bool(enabled)), ("AttributeName", .string(attribute))]))]))
+        if !enabled, current != attribute {
+            throw DynamoError.validation("TimeToLive is active on a different AttributeName: current value is \(current!)")
+        }
+        return (
+            name, enabled ? attribute : nil,
+            .object([("TimeToLiveSpecification", .object([("Enabled", .bool(enabled)), ("AttributeName", .string(attribute))]))])
+        )
     }
 
     func updateTimeToLive(_ j: JSON, _ respond: @escaping Respond) throws {

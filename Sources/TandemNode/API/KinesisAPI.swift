@@ -36,7 +36,9 @@ final class KinesisAPI {
     func handle(_ op: String, _ body: [UInt8], _ respond: @escaping Respond) {
         do {
             let j: JSON
-            do { j = try JSON.parse(body.isEmpty ? Array("{}".utf8) : body) } catch { throw Failure("SerializationException", "Could not parse request body as JSON") }
+            do { j = try JSON.parse(body.isEmpty ? Array("{}".utf8) : body) } catch {
+                throw Failure("SerializationException", "Could not parse request body as JSON")
+            }
             guard case .object = j else { throw Failure("SerializationException", "The request body must be a JSON object") }
             switch op {
             case "CreateStream": try createStream(j, respond)
@@ -46,12 +48,21 @@ final class KinesisAPI {
                     respond(KinesisAPI.ok(.object([])))
                 }
             case "ListStreams": respond(KinesisAPI.ok(try listStreams(j)))
-            case "DescribeStreamSummary": respond(KinesisAPI.ok(.object([("StreamDescriptionSummary", .object(try summary(try streamName(j, existing: true))))])))
+            case "DescribeStreamSummary":
+                respond(KinesisAPI.ok(.object([("StreamDescriptionSummary", .object(try summary(try streamName(j, existing: true))))])))
             case "DescribeStream":
                 let d = try streamName(j, existing: true)
                 let shards = try shardPage(d, j, after: try string(j, "ExclusiveStartShardId"), limit: try int(j, "Limit") ?? 100)
-                respond(KinesisAPI.ok(.object([("StreamDescription", .object(try summary(d).filter { $0.0 != "OpenShardCount" && $0.0 != "ConsumerCount" }
-                    + [("Shards", .array(shards.shards)), ("HasMoreShards", .bool(shards.more))]))])))
+                respond(
+                    KinesisAPI.ok(
+                        .object([
+                            (
+                                "StreamDescription",
+                                .object(
+                                    try summary(d).filter { $0.0 != "OpenShardCount" && $0.0 != "ConsumerCount" }
+                                        + [("Shards", .array(shards.shards)), ("HasMoreShards", .bool(shards.more))])
+                            )
+                        ])))
             case "ListShards":
                 var d: Streams.Definition
                 var after = try string(j, "ExclusiveStartShardId")
@@ -123,7 +134,8 @@ final class KinesisAPI {
     }
 
     private func streamName(_ j: JSON, existing: Bool) throws -> Streams.Definition {
-        guard let name = try string(j, "StreamName") ?? (try string(j, "StreamARN")).map({ String($0.split(separator: "/").last ?? "") }) else {
+        guard let name = try string(j, "StreamName") ?? (try string(j, "StreamARN")).map({ String($0.split(separator: "/").last ?? "") })
+        else {
             throw Failure.invalid("StreamName is required")
         }
         guard let d = streams.definitions[name] else {
@@ -152,15 +164,19 @@ final class KinesisAPI {
     }
 
     private func summary(_ d: Streams.Definition) throws -> [(String, JSON)] {
-        [("StreamName", .string(d.name)), ("StreamARN", .string(arn(d.name))), ("StreamStatus", .string(status(d))),
-         ("StreamModeDetails", .object([("StreamMode", .string("PROVISIONED"))])),
-         ("RetentionPeriodHours", .number(String(d.retentionHours))),
-         ("StreamCreationTimestamp", .number(String(Double(d.incarnation) / 1000))),
-         ("EnhancedMonitoring", .array([.object([("ShardLevelMetrics", .array([]))])])), ("EncryptionType", .string("NONE")),
-         ("OpenShardCount", .number(String(d.partitions))), ("ConsumerCount", .number("0"))]
+        [
+            ("StreamName", .string(d.name)), ("StreamARN", .string(arn(d.name))), ("StreamStatus", .string(status(d))),
+            ("StreamModeDetails", .object([("StreamMode", .string("PROVISIONED"))])),
+            ("RetentionPeriodHours", .number(String(d.retentionHours))),
+            ("StreamCreationTimestamp", .number(String(Double(d.incarnation) / 1000))),
+            ("EnhancedMonitoring", .array([.object([("ShardLevelMetrics", .array([]))])])), ("EncryptionType", .string("NONE")),
+            ("OpenShardCount", .number(String(d.partitions))), ("ConsumerCount", .number("0"))
+        ]
     }
 
-    private func shardPage(_ d: Streams.Definition, _ j: JSON, after: String?, limit: Int) throws -> (shards: [JSON], more: Bool, lastID: String?) {
+    private func shardPage(_ d: Streams.Definition, _ j: JSON, after: String?, limit: Int) throws -> (
+        shards: [JSON], more: Bool, lastID: String?
+    ) {
         guard (1...10_000).contains(limit) else { throw Failure.invalid("Limit must be 1 to 10000") }
         let first = try after.map { try KinesisAPI.partition(ofShard: $0, d) + 1 } ?? 0
         let step = UInt128.max / UInt128(d.partitions)
@@ -169,11 +185,12 @@ final class KinesisAPI {
         while p < d.partitions && shards.count < limit {
             let start = step * UInt128(p)
             let end = p == d.partitions - 1 ? UInt128.max : step * UInt128(p + 1) - 1
-            shards.append(.object([
-                ("ShardId", .string(KinesisAPI.shardID(p))),
-                ("HashKeyRange", .object([("StartingHashKey", .string(String(start))), ("EndingHashKey", .string(String(end)))])),
-                ("SequenceNumberRange", .object([("StartingSequenceNumber", .string(Sequence.format(1)))])),
-            ]))
+            shards.append(
+                .object([
+                    ("ShardId", .string(KinesisAPI.shardID(p))),
+                    ("HashKeyRange", .object([("StartingHashKey", .string(String(start))), ("EndingHashKey", .string(String(end)))])),
+                    ("SequenceNumberRange", .object([("StartingSequenceNumber", .string(Sequence.format(1)))]))
+                ]))
             p += 1
         }
         return (shards, p < d.partitions, shards.isEmpty ? nil : KinesisAPI.shardID(p - 1))
@@ -201,11 +218,17 @@ final class KinesisAPI {
         let page = Array(names.prefix(limit))
         return .object([
             ("StreamNames", .array(page.map { .string($0) })), ("HasMoreStreams", .bool(names.count > limit)),
-            ("StreamSummaries", .array(page.map { n in
-                let d = streams.definitions[n]!
-                return .object([("StreamName", .string(n)), ("StreamARN", .string(arn(n))), ("StreamStatus", .string(status(d))),
-                                ("StreamCreationTimestamp", .number(String(Double(d.incarnation) / 1000)))])
-            })),
+            (
+                "StreamSummaries",
+                .array(
+                    page.map { n in
+                        let d = streams.definitions[n]!
+                        return .object([
+                            ("StreamName", .string(n)), ("StreamARN", .string(arn(n))), ("StreamStatus", .string(status(d))),
+                            ("StreamCreationTimestamp", .number(String(Double(d.incarnation) / 1000)))
+                        ])
+                    })
+            )
         ])
     }
 
@@ -237,7 +260,8 @@ final class KinesisAPI {
         guard batch else {
             return streams.putRecord(d.name, key: records[0].key, record: records[0].record) { [self] result in
                 switch result {
-                case .success(let r): respond(KinesisAPI.ok(.object(entry(r.partition, r.sequence) + [("EncryptionType", .string("NONE"))])))
+                case .success(let r):
+                    respond(KinesisAPI.ok(.object(entry(r.partition, r.sequence) + [("EncryptionType", .string("NONE"))])))
                 case .failure(let e): respond(failed(e))
                 }
             }
@@ -249,13 +273,19 @@ final class KinesisAPI {
                     switch o.result {
                     case .success(let seq): return .object(entry(o.partition, seq))
                     case .failure(let f):
-                        return .object([("ErrorCode", .string(f.retryable ? "ProvisionedThroughputExceededException" : "InternalFailure")),
-                                        ("ErrorMessage", .string(f.message))])
+                        return .object([
+                            ("ErrorCode", .string(f.retryable ? "ProvisionedThroughputExceededException" : "InternalFailure")),
+                            ("ErrorMessage", .string(f.message))
+                        ])
                     }
                 }
                 let failed = outcomes.filter { if case .failure = $0.result { true } else { false } }.count
-                respond(KinesisAPI.ok(.object([("FailedRecordCount", .number(String(failed))), ("Records", .array(out)),
-                                               ("EncryptionType", .string("NONE"))])))
+                respond(
+                    KinesisAPI.ok(
+                        .object([
+                            ("FailedRecordCount", .number(String(failed))), ("Records", .array(out)),
+                            ("EncryptionType", .string("NONE"))
+                        ])))
             case .failure(let e):
                 respond(failed(e))
             }
@@ -323,7 +353,8 @@ final class KinesisAPI {
             streams.read(d.name, partition: p, try ReadQuery(from: .latest, limit: 1)) { [self] result in
                 switch result {
                 case .success(let r):
-                    let it = Iterator(stream: d.name, incarnation: d.incarnation, partition: p, from: r.next.text, issuedMs: Tables.wallMs())
+                    let it = Iterator(
+                        stream: d.name, incarnation: d.incarnation, partition: p, from: r.next.text, issuedMs: Tables.wallMs())
                     respond(KinesisAPI.ok(.object([("ShardIterator", .string(it.token))])))
                 case .failure(let e):
                     respond(failed(e))
@@ -331,7 +362,8 @@ final class KinesisAPI {
             }
             return
         default:
-            throw Failure.invalid("ShardIteratorType must be TRIM_HORIZON, LATEST, AT_SEQUENCE_NUMBER, AFTER_SEQUENCE_NUMBER or AT_TIMESTAMP")
+            throw Failure.invalid(
+                "ShardIteratorType must be TRIM_HORIZON, LATEST, AT_SEQUENCE_NUMBER, AFTER_SEQUENCE_NUMBER or AT_TIMESTAMP")
         }
         let it = Iterator(stream: d.name, incarnation: d.incarnation, partition: p, from: from, issuedMs: Tables.wallMs())
         respond(KinesisAPI.ok(.object([("ShardIterator", .string(it.token))])))
@@ -344,7 +376,10 @@ final class KinesisAPI {
         let limit = try int(j, "Limit") ?? 10_000
         guard (1...10_000).contains(limit) else { throw Failure.invalid("Limit must be 1 to 10000") }
         guard Tables.wallMs() < it.issuedMs + KinesisAPI.iteratorLifetimeMs else {
-            throw Failure("ExpiredIteratorException", "Iterator expired. The iterator was created at time \(it.issuedMs) while right now it is \(Tables.wallMs()) which is further in the future than the tolerated delay of \(KinesisAPI.iteratorLifetimeMs) milliseconds.")
+            throw Failure(
+                "ExpiredIteratorException",
+                "Iterator expired. The iterator was created at time \(it.issuedMs) while right now it is \(Tables.wallMs()) which is further in the future than the tolerated delay of \(KinesisAPI.iteratorLifetimeMs) milliseconds."
+            )
         }
         guard let d = streams.definitions[it.stream], d.incarnation == it.incarnation else {
             throw Failure("ResourceNotFoundException", "Stream \(it.stream) under account \(KinesisAPI.account) not found.")
@@ -356,13 +391,20 @@ final class KinesisAPI {
             switch result {
             case .success(let r):
                 let out: [JSON] = r.records.map { rec in
-                    .object([("SequenceNumber", .string(Sequence.format(rec.sequence))),
-                             ("ApproximateArrivalTimestamp", .number(String(Double(rec.timestamp) / 1000))),
-                             ("Data", .string(Base64.encode(rec.data))), ("PartitionKey", .string(rec.key))])
+                    .object([
+                        ("SequenceNumber", .string(Sequence.format(rec.sequence))),
+                        ("ApproximateArrivalTimestamp", .number(String(Double(rec.timestamp) / 1000))),
+                        ("Data", .string(Base64.encode(rec.data))), ("PartitionKey", .string(rec.key))
+                    ])
                 }
-                let next = Iterator(stream: d.name, incarnation: d.incarnation, partition: it.partition, from: r.next.text, issuedMs: Tables.wallMs())
-                respond(KinesisAPI.ok(.object([("Records", .array(out)), ("NextShardIterator", .string(next.token)),
-                                               ("MillisBehindLatest", .number(String(r.behindMs)))])))
+                let next = Iterator(
+                    stream: d.name, incarnation: d.incarnation, partition: it.partition, from: r.next.text, issuedMs: Tables.wallMs())
+                respond(
+                    KinesisAPI.ok(
+                        .object([
+                            ("Records", .array(out)), ("NextShardIterator", .string(next.token)),
+                            ("MillisBehindLatest", .number(String(r.behindMs)))
+                        ])))
             case .failure(let e):
                 respond(failed(e))
             }

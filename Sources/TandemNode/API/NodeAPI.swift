@@ -10,12 +10,14 @@ extension Node {
         let segments = request.segments
         switch (request.method, segments) {
         case ("GET", ["v1", "health"]):
-            return .json(200, [
-                "status": membership.leaving ? "leaving" : "ok",
-                "name": JSON(config.name), "region": JSON(config.region),
-                "joined": JSON(membership.joined),
-                "uptimeMs": JSON(Int((loop.now - startedAt).milliseconds)),
-            ])
+            return .json(
+                200,
+                [
+                    "status": membership.leaving ? "leaving" : "ok",
+                    "name": JSON(config.name), "region": JSON(config.region),
+                    "joined": JSON(membership.joined),
+                    "uptimeMs": JSON(Int((loop.now - startedAt).milliseconds))
+                ])
         case ("GET", ["v1", "members"]):
             return membersResponse()
         case ("GET", ["metrics"]):
@@ -41,7 +43,7 @@ extension Node {
             var entry: [String: JSON] = [
                 "name": JSON(s.name), "region": JSON(s.meta.region), "address": JSON(s.address), "api": JSON(s.meta.api),
                 "role": JSON(s.meta.role.rawValue), "status": JSON(s.status.description), "incarnation": JSON(s.incarnation),
-                "self": JSON(s.name == config.name),
+                "self": JSON(s.name == config.name)
             ]
             if let c = membership.members[s.name]?.coordinate {
                 entry["rttEstimateMs"] = JSON((me.distance(to: c).milliseconds * 1000).rounded() / 1000)
@@ -60,7 +62,12 @@ extension Node {
             return .error(409, "encryption_off", "this node runs without --keyring; start it with one to use keys")
         }
         func state(_ changed: Bool) -> HTTPResponse {
-            .json(200, ["node": JSON(config.name), "changed": JSON(changed), "primary": JSON(keyring.primary.idHex), "keys": JSON(keyring.keys.map(\.idHex))])
+            .json(
+                200,
+                [
+                    "node": JSON(config.name), "changed": JSON(changed), "primary": JSON(keyring.primary.idHex),
+                    "keys": JSON(keyring.keys.map(\.idHex))
+                ])
         }
         func change(_ what: String, _ body: () throws -> Bool) -> HTTPResponse {
             let before = keyring.keys
@@ -68,7 +75,9 @@ extension Node {
                 let changed = try body()
                 if changed {
                     try dataDir.storeKeyring(keyring)
-                    logger.notice("keyring changed", metadata: ["change": "\(what)", "primary": "\(keyring.primary.idHex)", "keys": "\(keyring.keys.count)"])
+                    logger.notice(
+                        "keyring changed",
+                        metadata: ["change": "\(what)", "primary": "\(keyring.primary.idHex)", "keys": "\(keyring.keys.count)"])
                 }
                 return state(changed)
             } catch let e as TandemError {
@@ -161,16 +170,26 @@ extension Node {
             next.fsyncFails = f
         }
         if let under = object["readFailsUnder"] {
-            guard let u = under.stringValue else { return .error(400, "invalid_argument", "readFailsUnder must be a string (\"\" for none)") }
+            guard let u = under.stringValue else {
+                return .error(400, "invalid_argument", "readFailsUnder must be a string (\"\" for none)")
+            }
             next.readFailsUnder = u.isEmpty ? nil : u
         }
         chaos = next
-        logger.notice("chaos settings changed", metadata: ["dropRate": "\(next.dropRate)", "block": "\(next.blocked.sorted())",
-                                                           "delay": "\(next.delay)", "delays": "\(next.delays.count)",
-                                                           "fsyncFails": "\(next.fsyncFails)", "readFailsUnder": "\(next.readFailsUnder ?? "")"])
-        return .json(200, ["dropRate": JSON(next.dropRate), "block": JSON(next.blocked.sorted()),
-                           "delayMs": JSON(Double(next.delay.nanoseconds / 1_000_000)),
-                           "delays": JSON(next.delays.mapValues { JSON(Double($0.nanoseconds / 1_000_000)) }), "fsyncFails": JSON(next.fsyncFails)])
+        logger.notice(
+            "chaos settings changed",
+            metadata: [
+                "dropRate": "\(next.dropRate)", "block": "\(next.blocked.sorted())",
+                "delay": "\(next.delay)", "delays": "\(next.delays.count)",
+                "fsyncFails": "\(next.fsyncFails)", "readFailsUnder": "\(next.readFailsUnder ?? "")"
+            ])
+        return .json(
+            200,
+            [
+                "dropRate": JSON(next.dropRate), "block": JSON(next.blocked.sorted()),
+                "delayMs": JSON(Double(next.delay.nanoseconds / 1_000_000)),
+                "delays": JSON(next.delays.mapValues { JSON(Double($0.nanoseconds / 1_000_000)) }), "fsyncFails": JSON(next.fsyncFails)
+            ])
     }
 
     /// Prometheus text exposition format, version 0.0.4.
@@ -192,40 +211,60 @@ extension Node {
         out.add("tandem_membership_stalls_total", .counter, "Times this process noticed it had been stalled.", m.stalls)
         out.add("tandem_membership_messages_in_total", .counter, "Gossip messages received.", m.messagesIn)
         out.add("tandem_membership_messages_out_total", .counter, "Gossip messages sent.", m.messagesOut)
-        out.add("tandem_membership_pings_for_others_total", .counter, "Pings naming another member (a reused address), not answered.", m.pingsForOthers)
-        out.add("tandem_membership_address_conflicts_total", .counter, "Alive claims for a live member from another address, refused.", m.addressConflicts)
+        out.add(
+            "tandem_membership_pings_for_others_total", .counter, "Pings naming another member (a reused address), not answered.",
+            m.pingsForOthers)
+        out.add(
+            "tandem_membership_address_conflicts_total", .counter, "Alive claims for a live member from another address, refused.",
+            m.addressConflicts)
         out.add("tandem_membership_local_health", .gauge, "Lifeguard local health score (0 is healthy).", membership.awareness)
         out.add("tandem_membership_incarnation", .gauge, "This node's incarnation.", Int(membership.myself.incarnation))
         let states = membership.memberStates
-        out.add("tandem_membership_members", .gauge, "Members by status in this node's view.",
-                samples: MemberStatus.allCases.map { status in ([("status", "\(status)")], states.filter { $0.status == status }.count) })
+        out.add(
+            "tandem_membership_members", .gauge, "Members by status in this node's view.",
+            samples: MemberStatus.allCases.map { status in ([("status", "\(status)")], states.filter { $0.status == status }.count) })
         out.add("tandem_gossip_packets_in_total", .counter, "Gossip datagrams received.", shell.packetsIn)
         out.add("tandem_gossip_packets_out_total", .counter, "Gossip datagrams sent.", shell.packetsOut)
         out.add("tandem_gossip_bytes_in_total", .counter, "Gossip bytes received.", shell.bytesIn)
         out.add("tandem_gossip_bytes_out_total", .counter, "Gossip bytes sent.", shell.bytesOut)
-        out.add("tandem_gossip_malformed_packets_total", .counter, "Gossip datagrams dropped as malformed or foreign.", shell.malformedPackets)
+        out.add(
+            "tandem_gossip_malformed_packets_total", .counter, "Gossip datagrams dropped as malformed or foreign.", shell.malformedPackets)
         out.add("tandem_gossip_send_failures_total", .counter, "Datagrams the kernel would not take.", udp.sendFailures)
-        out.add("tandem_gossip_unauthenticated_packets_total", .counter, "Gossip datagrams no keyring key opened, dropped unanswered.", shell.unauthenticatedPackets)
-        out.add("tandem_gossip_replayed_packets_total", .counter, "Sealed datagrams refused as too old, from the future, or seen before.", shell.replayedPackets)
+        out.add(
+            "tandem_gossip_unauthenticated_packets_total", .counter, "Gossip datagrams no keyring key opened, dropped unanswered.",
+            shell.unauthenticatedPackets)
+        out.add(
+            "tandem_gossip_replayed_packets_total", .counter, "Sealed datagrams refused as too old, from the future, or seen before.",
+            shell.replayedPackets)
         out.add("tandem_chaos_dropped_total", .counter, "Datagrams dropped by opt-in fault injection.", shell.chaosDropped)
         out.add("tandem_chaos_fsync_failures_total", .counter, "fsyncs failed by opt-in disk fault injection.", DiskFaults.process.injected)
-        out.add("tandem_chaos_read_failures_total", .counter, "Stream log reads failed by opt-in disk fault injection.", DiskFaults.process.injectedReads)
+        out.add(
+            "tandem_chaos_read_failures_total", .counter, "Stream log reads failed by opt-in disk fault injection.",
+            DiskFaults.process.injectedReads)
         let p = peers.stats
         out.add("tandem_peer_frames_in_total", .counter, "Peer frames received.", p.framesIn)
         out.add("tandem_peer_frames_out_total", .counter, "Peer frames sent.", p.framesOut)
         out.add("tandem_peer_bytes_in_total", .counter, "Peer link bytes received.", p.bytesIn)
         out.add("tandem_peer_bytes_out_total", .counter, "Peer link bytes sent.", p.bytesOut)
-        out.add("tandem_peer_malformed_frames_total", .counter, "Peer frames rejected (size, version, checksum, payload).", p.malformedFrames)
-        out.add("tandem_peer_unauthenticated_frames_total", .counter, "Peer frames no keyring key opened (connection closed, unanswered).", p.unauthenticatedFrames)
-        out.add("tandem_peer_replayed_frames_total", .counter, "Sealed peer frames refused as replays (connection closed, unanswered).", p.replayedFrames)
+        out.add(
+            "tandem_peer_malformed_frames_total", .counter, "Peer frames rejected (size, version, checksum, payload).", p.malformedFrames)
+        out.add(
+            "tandem_peer_unauthenticated_frames_total", .counter, "Peer frames no keyring key opened (connection closed, unanswered).",
+            p.unauthenticatedFrames)
+        out.add(
+            "tandem_peer_replayed_frames_total", .counter, "Sealed peer frames refused as replays (connection closed, unanswered).",
+            p.replayedFrames)
         out.add("tandem_peer_connect_failures_total", .counter, "Failed peer connection attempts.", p.connectFailures)
         out.add("tandem_peer_request_timeouts_total", .counter, "Peer requests that timed out.", p.requestTimeouts)
         let h = http.stats
         out.add("tandem_http_requests_total", .counter, "HTTP requests parsed.", h.requests)
         out.add("tandem_http_bad_requests_total", .counter, "HTTP requests rejected as malformed or over a limit.", h.badRequests)
         out.add("tandem_http_connections_total", .counter, "HTTP connections accepted.", h.connectionsAccepted)
-        out.add("tandem_http_connections_rejected_total", .counter, "HTTP connections refused at the connection limit.", h.connectionsRejected)
-        out.add("tandem_http_client_limit_rejected_total", .counter, "HTTP connections refused (429) at the per-client limit.", h.clientLimitRejected)
+        out.add(
+            "tandem_http_connections_rejected_total", .counter, "HTTP connections refused at the connection limit.", h.connectionsRejected)
+        out.add(
+            "tandem_http_client_limit_rejected_total", .counter, "HTTP connections refused (429) at the per-client limit.",
+            h.clientLimitRejected)
         out.add("tandem_http_request_timeouts_total", .counter, "Requests answered 408: headers or body too slow.", h.requestTimeouts)
         out.add("tandem_data_dir_write_failures_total", .counter, "Failed durable writes to the data dir.", shell.persistFailures)
         let t = tables.core.stats
@@ -236,20 +275,27 @@ extension Node {
         out.add("tandem_ttl_deleted_total", .counter, "Expired items (DynamoDB TTL) this node's sweep deleted.", tables.ttlDeleted)
         out.add("tandem_table_deltas_sent_total", .counter, "Deltas acknowledged by peers.", t.deltasSent)
         out.add("tandem_table_deltas_received_total", .counter, "Deltas received from peers.", t.deltasReceived)
-        out.add("tandem_table_deltas_dropped_total", .counter, "Deltas dropped from full or dead-peer queues (anti-entropy repairs).", t.deltasDropped)
+        out.add(
+            "tandem_table_deltas_dropped_total", .counter, "Deltas dropped from full or dead-peer queues (anti-entropy repairs).",
+            t.deltasDropped)
         out.add("tandem_table_merges_total", .counter, "Remote deltas that changed an item here.", t.mergesApplied)
         out.add("tandem_table_anti_entropy_rounds_total", .counter, "Digest exchanges started.", t.antiEntropyRounds)
         out.add("tandem_table_items_repaired_total", .counter, "Items pushed to peers by anti-entropy.", t.itemsRepaired)
-        out.add("tandem_table_conflicts_resolved_total", .counter, "Remote deltas merged with concurrent local state (neither contained the other).", t.conflictsResolved)
+        out.add(
+            "tandem_table_conflicts_resolved_total", .counter,
+            "Remote deltas merged with concurrent local state (neither contained the other).", t.conflictsResolved)
         out.add("tandem_table_repair_bytes_total", .counter, "Bytes of anti-entropy pushes.", t.repairBytes)
         out.add("tandem_table_deltas_resent_total", .counter, "Deltas sent again after a failed batch.", t.deltasResent)
         out.add("tandem_table_clock_clamped_total", .counter, "Remote timestamps too far ahead of our clock, clamped.", t.clockClamped)
-        out.add("tandem_table_refused_from_expired_total", .counter, "Sync messages refused from members that must resync first.", t.refusedFromExpired)
+        out.add(
+            "tandem_table_refused_from_expired_total", .counter, "Sync messages refused from members that must resync first.",
+            t.refusedFromExpired)
         out.add("tandem_table_items_compacted_total", .counter, "Items whose tombstones were collected.", t.itemsCompacted)
         out.add("tandem_table_items_collected_total", .counter, "Deleted items dropped once their delete was stable.", t.itemsCollected)
         out.add("tandem_table_resyncs_total", .counter, "Times this node resynced after being expired.", t.resyncs)
-        out.add("tandem_table_stable_lag_ms", .gauge, "Wall time minus the stable time tombstones are collected below.",
-               tables.core.stable == 0 ? 0 : Int(Tables.wallMs()) - Int(tables.core.stable >> 16))
+        out.add(
+            "tandem_table_stable_lag_ms", .gauge, "Wall time minus the stable time tombstones are collected below.",
+            tables.core.stable == 0 ? 0 : Int(Tables.wallMs()) - Int(tables.core.stable >> 16))
         out.add("tandem_table_malformed_total", .counter, "Malformed table sync messages.", t.malformed)
         out.add("tandem_table_replication_lag_ms", "Write on its origin to applied here, in ms.", histograms: [([], tables.replicationLag)])
         streams.metrics(&out)

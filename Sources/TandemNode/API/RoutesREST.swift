@@ -58,7 +58,8 @@ extension Routes {
         do {
             let d = try current.decide(contact: contact, edge: edge)
             stats.decisions += 1
-            var out = "{\"contact\":\(Routes.quote(contact)),\"region\":\(Routes.quote(d.region)),\"node\":\(Routes.quote(d.node)),\"fallbacks\":["
+            var out =
+                "{\"contact\":\(Routes.quote(contact)),\"region\":\(Routes.quote(d.region)),\"node\":\(Routes.quote(d.node)),\"fallbacks\":["
             for (i, f) in d.fallbacks.enumerated() { out += (i == 0 ? "" : ",") + Routes.quote(f) }
             out += "],\"table\":\"\(fingerprintText(d.fingerprint))\"}\n"
             return HTTPResponse(status: 200, body: Array(out.utf8))
@@ -98,15 +99,17 @@ extension Routes {
             health[r] = [
                 "nodes": JSON(t.inputs.health.nodes[r] ?? []),
                 "drained": JSON(t.inputs.split.drained.contains(r)),
-                "eligible": JSON(t.regions.firstIndex(of: r).map { t.eligible[$0] } ?? false),
+                "eligible": JSON(t.regions.firstIndex(of: r).map { t.eligible[$0] } ?? false)
             ]
         }
-        return .json(200, [
-            "minority": JSON(minority), "weights": JSON(weights), "drained": JSON(t.inputs.split.drained.sorted()),
-            "overrides": JSON(t.inputs.split.overrides.mapValues(JSON.string)),
-            "target": rounded(t.targetShares), "effective": rounded(t.effectiveShares), "regions": JSON(health),
-            "capacity": JSON(t.inputs.capacity.mapValues { JSON($0) }), "table": JSON(fingerprintText(t.fingerprint)),
-        ])
+        return .json(
+            200,
+            [
+                "minority": JSON(minority), "weights": JSON(weights), "drained": JSON(t.inputs.split.drained.sorted()),
+                "overrides": JSON(t.inputs.split.overrides.mapValues(JSON.string)),
+                "target": rounded(t.targetShares), "effective": rounded(t.effectiveShares), "regions": JSON(health),
+                "capacity": JSON(t.inputs.capacity.mapValues { JSON($0) }), "table": JSON(fingerprintText(t.fingerprint))
+            ])
     }
 
     private func putSplit(_ body: [UInt8], _ respond: @escaping (HTTPResponse) -> Void) {
@@ -116,8 +119,10 @@ extension Routes {
         var weights: [String: Int] = [:]
         for (r, v) in raw {
             guard let n = Routes.number(v), n >= 0, n <= 10_000, !r.isEmpty,
-                  abs((n * 100).rounded() - n * 100) < 1e-6 else {
-                return respond(.error(400, "invalid_argument", "weight of '\(r)' must be a number from 0 to 10000 with at most two decimals"))
+                abs((n * 100).rounded() - n * 100) < 1e-6
+            else {
+                return respond(
+                    .error(400, "invalid_argument", "weight of '\(r)' must be a number from 0 to 10000 with at most two decimals"))
             }
             weights[r] = Int((n * 100).rounded())
         }
@@ -147,7 +152,9 @@ extension Routes {
         for (name, e) in current.inputs.edges.edges {
             var entry: [String: JSON] = ["rttMs": JSON(e.rttMicros.mapValues { JSON(Double($0) / 1000) }), "volume": JSON(e.volume)]
             var estimated: [String: JSON] = [:]
-            for (r, v) in current.resolvedEdges.edges[name]?.rttMicros ?? [:] where e.rttMicros[r] == nil { estimated[r] = JSON(Double(v) / 1000) }
+            for (r, v) in current.resolvedEdges.edges[name]?.rttMicros ?? [:] where e.rttMicros[r] == nil {
+                estimated[r] = JSON(Double(v) / 1000)
+            }
             if !estimated.isEmpty { entry["estimatedMs"] = JSON(estimated) }
             if let plan = current.planShares(edge: name) { entry["plan"] = JSON(plan.mapValues { JSON(($0 * 10_000).rounded() / 10_000) }) }
             edges[name] = JSON(entry)
@@ -162,16 +169,23 @@ extension Routes {
         var matrix: [String: JSON] = [:]
         for (a, row) in m.micros { matrix[a] = JSON(row.mapValues { JSON(Double($0) / 1000) }) }
         var nodes: [String: JSON] = [:]
-        for (name, report) in readConfig().rtt { nodes[name] = ["region": JSON(report.region), "rttMs": JSON(report.rttMs.mapValues { JSON($0) })] }
-        return .json(200, ["rttMs": JSON(matrix), "nodes": JSON(nodes), "measuredHere": JSON(measuredRTT().mapValues { JSON($0) }),
-                           "table": JSON(fingerprintText(current.fingerprint))])
+        for (name, report) in readConfig().rtt {
+            nodes[name] = ["region": JSON(report.region), "rttMs": JSON(report.rttMs.mapValues { JSON($0) })]
+        }
+        return .json(
+            200,
+            [
+                "rttMs": JSON(matrix), "nodes": JSON(nodes), "measuredHere": JSON(measuredRTT().mapValues { JSON($0) }),
+                "table": JSON(fingerprintText(current.fingerprint))
+            ])
     }
 
     /// `{"edges": {"nyc": {"rttMs": {"us-east-1": 8, …}, "volume": 3}, …}}`; the short form
     /// `{"edges": {"nyc": {"us-east-1": 8, …}}}` is accepted too.
     private func putEdges(_ body: [UInt8], _ respond: @escaping (HTTPResponse) -> Void) {
         guard let doc = Routes.object(body), let raw = doc["edges"].flatMap(Routes.members) else {
-            return respond(.error(400, "invalid_argument", "body must be {\"edges\": {\"edge\": {\"rttMs\": {\"region\": ms}, \"volume\": n}}}"))
+            return respond(
+                .error(400, "invalid_argument", "body must be {\"edges\": {\"edge\": {\"rttMs\": {\"region\": ms}, \"volume\": n}}}"))
         }
         guard raw.count <= EdgeConfig.maxEdges else {
             return respond(.error(400, "invalid_argument", "at most \(EdgeConfig.maxEdges) edges"))

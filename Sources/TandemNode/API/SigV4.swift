@@ -31,7 +31,9 @@ public enum SigV4 {
                 guard kv.count == 2 else { return nil }
                 fields[String(kv[0])] = String(kv[1])
             }
-            guard let credential = fields["Credential"], let signed = fields["SignedHeaders"], let signature = fields["Signature"] else { return nil }
+            guard let credential = fields["Credential"], let signed = fields["SignedHeaders"], let signature = fields["Signature"] else {
+                return nil
+            }
             // The access key id may not hold a '/', so the scope is the last four parts.
             let c = credential.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
             guard c.count == 5, c[4] == "aws4_request", !c[0].isEmpty else { return nil }
@@ -71,7 +73,9 @@ public enum SigV4 {
             pairs.append((encode(decode(kv[0])), kv.count > 1 ? encode(decode(kv[1])) : ""))
         }
         // Byte order of the encoded forms (ASCII), not the locale's.
-        pairs.sort { Array($0.0.utf8).lexicographicallyPrecedes($1.0.utf8) || ($0.0 == $1.0 && Array($0.1.utf8).lexicographicallyPrecedes($1.1.utf8)) }
+        pairs.sort {
+            Array($0.0.utf8).lexicographicallyPrecedes($1.0.utf8) || ($0.0 == $1.0 && Array($0.1.utf8).lexicographicallyPrecedes($1.1.utf8))
+        }
         return pairs.map { "\($0.0)=\($0.1)" }.joined(separator: "&")
     }
 
@@ -88,10 +92,14 @@ public enum SigV4 {
         return out
     }
 
-    public static func canonicalRequest(method: String, rawPath: String, rawQuery: String, headers: [(name: String, value: String)],
-                                        signedHeaders: [String], payload: [UInt8]) -> String {
-        [method, canonicalURI(rawPath), canonicalQuery(rawQuery), canonicalHeaders(headers, signed: signedHeaders),
-         signedHeaders.joined(separator: ";"), hex(sha256(payload))].joined(separator: "\n")
+    public static func canonicalRequest(
+        method: String, rawPath: String, rawQuery: String, headers: [(name: String, value: String)],
+        signedHeaders: [String], payload: [UInt8]
+    ) -> String {
+        [
+            method, canonicalURI(rawPath), canonicalQuery(rawQuery), canonicalHeaders(headers, signed: signedHeaders),
+            signedHeaders.joined(separator: ";"), hex(sha256(payload))
+        ].joined(separator: "\n")
     }
 
     public static func stringToSign(amzDate: String, scope: String, canonicalRequest: String) -> String {
@@ -106,10 +114,13 @@ public enum SigV4 {
     }
 
     /// The signature (32 bytes) of a request as `auth` describes it.
-    public static func signature(secret: [UInt8], auth: Authorization, amzDate: String, method: String, rawPath: String,
-                                 rawQuery: String, headers: [(name: String, value: String)], payload: [UInt8]) -> [UInt8] {
-        let request = canonicalRequest(method: method, rawPath: rawPath, rawQuery: rawQuery, headers: headers,
-                                       signedHeaders: auth.signedHeaders, payload: payload)
+    public static func signature(
+        secret: [UInt8], auth: Authorization, amzDate: String, method: String, rawPath: String,
+        rawQuery: String, headers: [(name: String, value: String)], payload: [UInt8]
+    ) -> [UInt8] {
+        let request = canonicalRequest(
+            method: method, rawPath: rawPath, rawQuery: rawQuery, headers: headers,
+            signedHeaders: auth.signedHeaders, payload: payload)
         let text = stringToSign(amzDate: amzDate, scope: auth.scope, canonicalRequest: request)
         return hmac(signingKey(secret: secret, date: auth.date, region: auth.region, service: auth.service), Array(text.utf8))
     }
@@ -129,7 +140,8 @@ public enum SigV4 {
             return n
         }
         guard let y = number(0..<4), let m = number(4..<6), let d = number(6..<8), let hh = number(9..<11),
-              let mm = number(11..<13), let ss = number(13..<15), (1...12).contains(m), (1...31).contains(d), hh < 24, mm < 60, ss < 61 else { return nil }
+            let mm = number(11..<13), let ss = number(13..<15), (1...12).contains(m), (1...31).contains(d), hh < 24, mm < 60, ss < 61
+        else { return nil }
         // Days from civil (Howard Hinnant's algorithm): no calendar or locale involved.
         let yy = m <= 2 ? y - 1 : y
         let era = yy / 400

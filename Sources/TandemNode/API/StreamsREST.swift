@@ -93,30 +93,46 @@ struct StreamsREST {
     }
 
     private func summary(_ d: Streams.Definition) -> [(String, JSON)] {
-        [("name", .string(d.name)), ("partitions", .number(String(d.partitions))),
-         ("retentionHours", .number(String(d.retentionHours))), ("incarnation", .string(String(d.incarnation)))]
+        [
+            ("name", .string(d.name)), ("partitions", .number(String(d.partitions))),
+            ("retentionHours", .number(String(d.retentionHours))), ("incarnation", .string(String(d.incarnation)))
+        ]
     }
 
     private func describe(_ description: StreamDescription) -> JSON {
         func name(_ n: String?) -> JSON { n.map { .string($0) } ?? .null }
         let parts: [JSON] = description.partitions.map { p in
-            var m: [(String, JSON)] = [("partition", .number(String(p.partition))),
-                                       ("replicas", .array(p.replicas.map { .string($0) })),
-                                       ("witnesses", .array(p.witnesses.map { .string($0) })),
-                                       ("preferredLeader", name(p.preferredLeader))]
+            var m: [(String, JSON)] = [
+                ("partition", .number(String(p.partition))),
+                ("replicas", .array(p.replicas.map { .string($0) })),
+                ("witnesses", .array(p.witnesses.map { .string($0) })),
+                ("preferredLeader", name(p.preferredLeader))
+            ]
             switch p.state {
             case .replica(let role, let leader, let term, let commitIndex, let firstIndex, let lastIndex, let followers):
-                m += [("local", .bool(true)), ("role", .string(role.rawValue)), ("leader", name(leader)),
-                      ("term", .number(String(term))), ("commitIndex", .number(String(commitIndex))),
-                      ("firstIndex", .number(String(firstIndex))), ("lastIndex", .number(String(lastIndex)))]
+                m += [
+                    ("local", .bool(true)), ("role", .string(role.rawValue)), ("leader", name(leader)),
+                    ("term", .number(String(term))), ("commitIndex", .number(String(commitIndex))),
+                    ("firstIndex", .number(String(firstIndex))), ("lastIndex", .number(String(lastIndex)))
+                ]
                 if let followers {
-                    m.append(("followers", .array(followers.map { f in
-                        .object([("node", .string(f.node)), ("match", .number(String(f.match))), ("lagEntries", .number(String(f.lagEntries)))])
-                    })))
+                    m.append(
+                        (
+                            "followers",
+                            .array(
+                                followers.map { f in
+                                    .object([
+                                        ("node", .string(f.node)), ("match", .number(String(f.match))),
+                                        ("lagEntries", .number(String(f.lagEntries)))
+                                    ])
+                                })
+                        ))
                 }
             case .stopped(let reason, let durableThrough):
-                m += [("local", .bool(true)), ("role", .string("stopped")), ("stoppedReason", .string(reason)),
-                      ("durableThrough", .number(String(durableThrough)))]
+                m += [
+                    ("local", .bool(true)), ("role", .string("stopped")), ("stoppedReason", .string(reason)),
+                    ("durableThrough", .number(String(durableThrough)))
+                ]
             case .remote(let leader):
                 m += [("local", .bool(false)), ("leader", name(leader))]
             }
@@ -128,8 +144,10 @@ struct StreamsREST {
     // MARK: put
 
     /// `{"key", "data"}` (one record) or `{"records": [...]}` (a batch, answered per record).
-    private func put(_ stream: String, _ body: [UInt8], _ respond: @escaping (HTTPResponse) -> Void,
-                     _ fail: @escaping (StreamsError) -> Void) throws {
+    private func put(
+        _ stream: String, _ body: [UInt8], _ respond: @escaping (HTTPResponse) -> Void,
+        _ fail: @escaping (StreamsError) -> Void
+    ) throws {
         _ = try streams.definition(stream)
         if let (key, record) = StreamRecord.encodeSimpleBody(body) {
             // One record in the usual shape: no JSON tree (single puts are the hot path).
@@ -176,8 +194,11 @@ struct StreamsREST {
                     switch o.result {
                     case .success(let seq): StreamsREST.appendPut(&body, o.partition, seq)
                     case .failure(let f):
-                        body.append(contentsOf: JSON.object([("partition", .number(String(o.partition))), ("error", .string(f.code)),
-                                                             ("message", .string(f.message)), ("retryable", .bool(f.retryable))]).serialized.utf8)
+                        body.append(
+                            contentsOf: JSON.object([
+                                ("partition", .number(String(o.partition))), ("error", .string(f.code)),
+                                ("message", .string(f.message)), ("retryable", .bool(f.retryable))
+                            ]).serialized.utf8)
                     }
                 }
                 body.append(contentsOf: "]}\n".utf8)
@@ -188,8 +209,10 @@ struct StreamsREST {
         }
     }
 
-    private func putOne(_ stream: String, _ key: String, _ record: [UInt8], _ respond: @escaping (HTTPResponse) -> Void,
-                        _ fail: @escaping (StreamsError) -> Void) {
+    private func putOne(
+        _ stream: String, _ key: String, _ record: [UInt8], _ respond: @escaping (HTTPResponse) -> Void,
+        _ fail: @escaping (StreamsError) -> Void
+    ) {
         streams.putRecord(stream, key: key, record: record) { result in
             switch result {
             case .success(let r):
@@ -216,12 +239,16 @@ struct StreamsREST {
     // MARK: consumer checkpoints
 
     private func checkpointJSON(_ c: StreamCheckpoint) -> JSON {
-        .object([("stream", .string(c.stream)), ("consumer", .string(c.consumer)), ("partition", .number(String(c.partition))),
-                 ("sequence", .string(c.sequence))])
+        .object([
+            ("stream", .string(c.stream)), ("consumer", .string(c.consumer)), ("partition", .number(String(c.partition))),
+            ("sequence", .string(c.sequence))
+        ])
     }
 
-    private func checkpoint(_ request: HTTPRequest, stream: String, consumer: String, partition p: Int,
-                            _ respond: @escaping (HTTPResponse) -> Void, _ fail: @escaping (StreamsError) -> Void) throws {
+    private func checkpoint(
+        _ request: HTTPRequest, stream: String, consumer: String, partition p: Int,
+        _ respond: @escaping (HTTPResponse) -> Void, _ fail: @escaping (StreamsError) -> Void
+    ) throws {
         // Stream, partition and consumer are checked before the method and the body.
         try streams.checkCheckpoint(stream, consumer: consumer, partition: p)
         switch request.method {

@@ -67,8 +67,10 @@ extension Tables {
     }
 
     private func tableJSON(_ r: TableReplica) -> JSON {
-        var members: [(String, JSON)] = [("name", .string(r.name)), ("partitionKey", .string(r.schema.partitionKey)),
-                                         ("partitionKeyType", .string(r.schema.partitionKeyType))]
+        var members: [(String, JSON)] = [
+            ("name", .string(r.name)), ("partitionKey", .string(r.schema.partitionKey)),
+            ("partitionKeyType", .string(r.schema.partitionKeyType))
+        ]
         if let sk = r.schema.sortKey { members += [("sortKey", .string(sk)), ("sortKeyType", .string(r.schema.sortKeyType))] }
         members.append(("items", .number(String(r.items.values.filter { $0.visible != nil }.count))))
         // Equal roots on two nodes mean equal replicas (anti-entropy's view of the table).
@@ -85,7 +87,8 @@ extension Tables {
     private func createTable(_ name: String, _ body: [UInt8], _ respond: @escaping (HTTPResponse) -> Void) throws {
         guard !name.hasPrefix("_") else { throw TandemError(.badRequest, "table names starting with '_' are reserved") }
         guard name.utf8.count >= 3, name.utf8.count <= 255,
-              name.unicodeScalars.allSatisfy({ CharacterSet.alphanumerics.contains($0) || "_.-".unicodeScalars.contains($0) }) else {
+            name.unicodeScalars.allSatisfy({ CharacterSet.alphanumerics.contains($0) || "_.-".unicodeScalars.contains($0) })
+        else {
             throw TandemError(.badRequest, "table names are 3 to 255 characters of letters, digits, '_', '.' and '-'")
         }
         let schema = try Tables.decodeSchema(body)
@@ -111,9 +114,11 @@ extension Tables {
         // writing to it would copy all its items (copy-on-write) on every write.
         let schema = try replica(table).schema
         guard (keyParts.count == 2) == (schema.sortKey != nil) else {
-            throw TandemError(.badRequest, schema.sortKey == nil
-                ? "table '\(table)' has no sort key: use /items/{\(schema.partitionKey)}"
-                : "table '\(table)' needs /items/{\(schema.partitionKey)}/{\(schema.sortKey!)}")
+            throw TandemError(
+                .badRequest,
+                schema.sortKey == nil
+                    ? "table '\(table)' has no sort key: use /items/{\(schema.partitionKey)}"
+                    : "table '\(table)' needs /items/{\(schema.partitionKey)}/{\(schema.sortKey!)}")
         }
         guard let pk = KeySchema.keyValue(keyParts[0], type: schema.partitionKeyType) else {
             throw TandemError(.badRequest, "'\(keyParts[0])' is not a valid \(schema.partitionKeyType) key")
@@ -197,20 +202,24 @@ extension Tables {
             let type = r.schema.sortKeyType
             func bound(_ name: String) throws -> KeyValue? {
                 guard let t = q[name] else { return nil }
-                guard let v = KeySchema.keyValue(t, type: type) else { throw TandemError(.badRequest, "\(name) '\(t)' is not a valid \(type) key") }
+                guard let v = KeySchema.keyValue(t, type: type) else {
+                    throw TandemError(.badRequest, "\(name) '\(t)' is not a valid \(type) key")
+                }
                 return v
             }
             let from = try bound("skFrom"), to = try bound("skTo")
             let prefix = q["skBegins"]
-            page = r.query(partition: pk, where: { sk in
-                guard let sk else { return from == nil && to == nil && prefix == nil }
-                if let from, sk < from { return false }
-                if let to, to < sk { return false }
-                if let prefix {
-                    guard case .string(let s) = sk, s.hasPrefix(prefix) else { return false }
-                }
-                return true
-            }, after: after, limit: limit)
+            page = r.query(
+                partition: pk,
+                where: { sk in
+                    guard let sk else { return from == nil && to == nil && prefix == nil }
+                    if let from, sk < from { return false }
+                    if let to, to < sk { return false }
+                    if let prefix {
+                        guard case .string(let s) = sk, s.hasPrefix(prefix) else { return false }
+                    }
+                    return true
+                }, after: after, limit: limit)
         } else {
             guard q["skBegins"] == nil, q["skFrom"] == nil, q["skTo"] == nil else {
                 throw TandemError(.badRequest, "sort-key conditions need pk")

@@ -92,8 +92,9 @@ final class Routes {
         rttPublisher = RTTPublisher(minInterval: settings.rttMinInterval)
         rttTimer = LoopTimer(loop: loop)
         startedAt = loop.now
-        view = RouteView(holdDown: settings.holdDown, selfName: selfName, selfRegion: selfRegion,
-                         selfReturning: returning, now: loop.now)
+        view = RouteView(
+            holdDown: settings.holdDown, selfName: selfName, selfRegion: selfRegion,
+            selfReturning: returning, now: loop.now)
         current = RouteTable(RouteInputs())
         refreshTimer = LoopTimer(loop: loop)
         pollTimeout = LoopTimer(loop: loop)
@@ -130,8 +131,9 @@ final class Routes {
         let seen = members().map { RouteMember(name: $0.name, region: $0.region, status: Routes.status($0.status), witness: $0.witness) }
         view.observe(seen, instanceHealthy: config.healthy, now: loop.now)
         regionRTT = RegionRTT.build(config.rtt)
-        let inputs = RouteInputs(split: config.split, health: view.health(now: loop.now), edges: config.edges,
-                                 capacity: config.capacity, regionRTT: regionRTT)
+        let inputs = RouteInputs(
+            split: config.split, health: view.health(now: loop.now), edges: config.edges,
+            capacity: config.capacity, regionRTT: regionRTT)
         guard inputs != current.inputs else { return }
         // A new matrix that changes no edge estimate changes no decision (and no fingerprint):
         // keep the table, so an RTT publication is not a route change.
@@ -264,10 +266,14 @@ final class Routes {
         out.add("tandem_route_errors_total", .counter, "Route queries answered with an error (400 or 503).", stats.errors)
         out.add("tandem_route_table_recomputes_total", .counter, "Route tables rebuilt after an input changed.", stats.recomputes)
         out.add("tandem_route_table_recompute_us", .gauge, "Time the last rebuild took, in µs.", stats.lastRecomputeMicros)
-        out.add("tandem_route_minority", .gauge, "1 while this node sees at most half the cluster and keeps its last health view.", minority ? 1 : 0)
-        out.add("tandem_route_table_info", .gauge, "The current route table (fingerprint of its inputs).",
-                samples: [([("fingerprint", fingerprintText(current.fingerprint))], 1)])
-        out.add("tandem_route_region_eligible", .gauge, "Regions that may take contacts now (1) or not (0).",
-                samples: current.regions.enumerated().map { i, r in ([("region", r)], current.eligible[i] ? 1 : 0) })
+        out.add(
+            "tandem_route_minority", .gauge, "1 while this node sees at most half the cluster and keeps its last health view.",
+            minority ? 1 : 0)
+        out.add(
+            "tandem_route_table_info", .gauge, "The current route table (fingerprint of its inputs).",
+            samples: [([("fingerprint", fingerprintText(current.fingerprint))], 1)])
+        out.add(
+            "tandem_route_region_eligible", .gauge, "Regions that may take contacts now (1) or not (0).",
+            samples: current.regions.enumerated().map { i, r in ([("region", r)], current.eligible[i] ? 1 : 0) })
     }
 }

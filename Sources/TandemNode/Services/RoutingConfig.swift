@@ -56,13 +56,19 @@ struct RoutingConfig: Equatable {
     // MARK: Writing (typed attributes, without the key)
 
     static func item(split: SplitConfig) -> [String: AttributeValue] {
-        ["weights": .map(split.weights.mapValues { .number(DecimalNumber($0)) }), "overrides": .map(split.overrides.mapValues { .string($0) })]
+        [
+            "weights": .map(split.weights.mapValues { .number(DecimalNumber($0)) }),
+            "overrides": .map(split.overrides.mapValues { .string($0) })
+        ]
     }
 
     static func item(edges: EdgeConfig) -> [String: AttributeValue] {
-        ["edges": .map(edges.edges.mapValues { e in
-            .map(["rttMicros": numbers(e.rttMicros), "volume": .number(DecimalNumber(Int(e.volume)))])
-        })]
+        [
+            "edges": .map(
+                edges.edges.mapValues { e in
+                    .map(["rttMicros": numbers(e.rttMicros), "volume": .number(DecimalNumber(Int(e.volume)))])
+                })
+        ]
     }
 
     static func item(drained: Bool) -> [String: AttributeValue] { ["drained": .bool(drained)] }

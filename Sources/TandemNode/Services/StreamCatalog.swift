@@ -17,19 +17,23 @@ extension Streams {
         let placement = zip(d.voters, d.witnesses).map { v, w in
             AttributeValue.map(["voters": .list(v.map { .string($0) }), "witnesses": .list(w.map { .string($0) })])
         }
-        return ["name": .string(d.name), "partitions": .number(DecimalNumber(d.partitions)),
-                "retentionHours": .number(DecimalNumber(d.retentionHours)), "incarnation": .string(String(d.incarnation)),
-                "placement": .list(placement)]
+        return [
+            "name": .string(d.name), "partitions": .number(DecimalNumber(d.partitions)),
+            "retentionHours": .number(DecimalNumber(d.retentionHours)), "incarnation": .string(String(d.incarnation)),
+            "placement": .list(placement)
+        ]
     }
 
     /// A definition from its catalog item, in either form; nil if the item is not one.
     static func decodeDefinition(_ item: [String: AttributeValue]) -> Definition? {
         func int(_ k: String) -> Int? { if case .number(let n)? = item[k] { Int(n.description) } else { nil } }
         guard case .string(let name)? = item["name"], let partitions = int("partitions"), let retention = int("retentionHours"),
-              case .string(let incText)? = item["incarnation"], let incarnation = UInt64(incText),
-              let placement = decodePlacement(item["placement"]), placement.count == partitions else { return nil }
-        return Definition(name: name, partitions: partitions, retentionHours: retention, incarnation: incarnation,
-                          voters: placement.map(\.voters), witnesses: placement.map(\.witnesses))
+            case .string(let incText)? = item["incarnation"], let incarnation = UInt64(incText),
+            let placement = decodePlacement(item["placement"]), placement.count == partitions
+        else { return nil }
+        return Definition(
+            name: name, partitions: partitions, retentionHours: retention, incarnation: incarnation,
+            voters: placement.map(\.voters), witnesses: placement.map(\.witnesses))
     }
 
     private static func decodePlacement(_ value: AttributeValue?) -> [(voters: [String], witnesses: [String])]? {
@@ -94,7 +98,8 @@ extension Streams {
 
     func writeCheckpoint(_ stream: String, _ consumer: String, _ p: Int, sequence: UInt64, _ done: @escaping (TandemError?) -> Void) {
         let id = Streams.checkpointID(stream, consumer, p)
-        tables.put(table: Streams.checkpointTable, key: ItemKey(partition: .string(id)),
-                   values: ["id": .string(id), "sequence": .string(Sequence.format(sequence))], done)
+        tables.put(
+            table: Streams.checkpointTable, key: ItemKey(partition: .string(id)),
+            values: ["id": .string(id), "sequence": .string(Sequence.format(sequence))], done)
     }
 }

@@ -100,10 +100,12 @@ final class StreamPartition {
 
     /// `keepingThrough`: reopening after a disk failure, the last index the log had synced
     /// (`SegmentLog.init` cuts what came after it).
-    init(id: GroupID, directory: String, configuration: RaftConfiguration, logSettings: SegmentLog.Settings = SegmentLog.Settings(),
-         preferred: [String], selfID: String, origin: UInt64 = 0,
-         settings: RaftSettings, loop: EventLoop, keepingThrough: UInt64? = nil,
-         send: @escaping (String, GroupID, RaftMessage) -> Void, onDiskFailure: @escaping (String) -> Void) throws {
+    init(
+        id: GroupID, directory: String, configuration: RaftConfiguration, logSettings: SegmentLog.Settings = SegmentLog.Settings(),
+        preferred: [String], selfID: String, origin: UInt64 = 0,
+        settings: RaftSettings, loop: EventLoop, keepingThrough: UInt64? = nil,
+        send: @escaping (String, GroupID, RaftMessage) -> Void, onDiskFailure: @escaping (String) -> Void
+    ) throws {
         self.id = id
         self.directory = directory
         self.preferred = preferred
@@ -146,10 +148,11 @@ final class StreamPartition {
             let back = settings.electionTimeout.nanoseconds * 2 - Duration.milliseconds(50).nanoseconds
             start = Instant(nanoseconds: start.nanoseconds - UInt64(max(0, back)))
         }
-        raft = RaftNode(id: selfID, configuration: configuration,
-                        laterConfigurations: configurationHistory.map { ($0.index, $0.configuration) },
-                        hardState: hs, storage: log, settings: settings,
-                        applied: hs.commit, seed: UInt64.random(in: .min ... .max), now: start)
+        raft = RaftNode(
+            id: selfID, configuration: configuration,
+            laterConfigurations: configurationHistory.map { ($0.index, $0.configuration) },
+            hardState: hs, storage: log, settings: settings,
+            applied: hs.commit, seed: UInt64.random(in: .min ... .max), now: start)
         tickTimer = LoopTimer(loop: loop)
         driveTimer = LoopTimer(loop: loop)
         syncTimer = LoopTimer(loop: loop)
@@ -175,8 +178,10 @@ final class StreamPartition {
     }
 
     /// Proposes records (leader only); `done` runs once they commit or cannot.
-    func propose(_ records: [[UInt8]], wallMs: UInt64, commitTimeout: Duration,
-                 _ done: @escaping (Result<ClosedRange<UInt64>, PutFailure>) -> Void) throws(RaftError) {
+    func propose(
+        _ records: [[UInt8]], wallMs: UInt64, commitTimeout: Duration,
+        _ done: @escaping (Result<ClosedRange<UInt64>, PutFailure>) -> Void
+    ) throws(RaftError) {
         let now = loop.now
         guard !stopped else { throw RaftError(.notLeader, "this replica stopped: its disk failed") }
         let range: ClosedRange<UInt64>
@@ -225,8 +230,11 @@ final class StreamPartition {
             let (late, keep) = (waiters.filter { $0.deadline <= now }, waiters.filter { $0.deadline > now })
             waiters = keep
             for w in late {
-                w.done(.failure(PutFailure(status: 503, code: "timeout",
-                                           message: "not committed in time (it may still commit); retry with care", retryable: true)))
+                w.done(
+                    .failure(
+                        PutFailure(
+                            status: 503, code: "timeout",
+                            message: "not committed in time (it may still commit); retry with care", retryable: true)))
             }
         }
         if readWaiters.contains(where: { $0.deadline <= now }) {
@@ -307,8 +315,10 @@ final class StreamPartition {
             }
             if rd.mustPersist || !unsynced.isEmpty || syncing {
                 // Messages after persist also wait for every *earlier* write to be durable.
-                unsynced.append(PendingWrite(position: rd.persistedPosition, hardState: rd.hardState,
-                                             messages: rd.messagesAfterPersist, at: loop.now))
+                unsynced.append(
+                    PendingWrite(
+                        position: rd.persistedPosition, hardState: rd.hardState,
+                        messages: rd.messagesAfterPersist, at: loop.now))
                 unsyncedEntries += rd.entries.count
             } else {
                 for m in rd.messagesAfterPersist { send(m.to, id, m.message) }
@@ -394,8 +404,11 @@ final class StreamPartition {
                 appendLatency.record(now - w.proposedAt)
                 w.done(.success(w.range))
             } else {
-                w.done(.failure(PutFailure(status: 503, code: "leader_changed",
-                                           message: "the leader changed before the records committed; they were not written", retryable: true)))
+                w.done(
+                    .failure(
+                        PutFailure(
+                            status: 503, code: "leader_changed",
+                            message: "the leader changed before the records committed; they were not written", retryable: true)))
             }
         }
     }
@@ -418,8 +431,10 @@ final class StreamPartition {
         let started: Instant
         var error: Error?
         weak var owner: StreamPartition?
-        init(log: SegmentLog, hardStateFile: RaftHardStateFile, hardState: HardState?, taken: [PendingWrite], started: Instant,
-             owner: StreamPartition) {
+        init(
+            log: SegmentLog, hardStateFile: RaftHardStateFile, hardState: HardState?, taken: [PendingWrite], started: Instant,
+            owner: StreamPartition
+        ) {
             self.taken = taken
             self.started = started
             self.log = log
@@ -527,8 +542,10 @@ final class StreamPartition {
         tickTimer.stop()
         driveTimer.stop()
         unsynced = []
-        let failure = PutFailure.disk(id, full: stoppedByFullDisk,
-                                      "cannot use its log on this node (\(why)); the records were not acknowledged here and may still commit on other replicas; retry")
+        let failure = PutFailure.disk(
+            id, full: stoppedByFullDisk,
+            "cannot use its log on this node (\(why)); the records were not acknowledged here and may still commit on other replicas; retry"
+        )
         for w in waiters { w.done(.failure(failure)) }
         waiters = []
         for r in readWaiters { r.wake() }

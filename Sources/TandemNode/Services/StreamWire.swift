@@ -90,17 +90,21 @@ enum StreamRecord {
             for member in 0..<2 {
                 guard let name = string(), expect(UInt8(ascii: ":")), let value = string() else { return nil }
                 switch name.count == 3 ? 0 : name.count == 4 ? 1 : 2 {
-                case 0 where b[name.lowerBound] == 0x6B && b[name.lowerBound + 1] == 0x65 && b[name.lowerBound + 2] == 0x79 && key == nil: key = value
-                case 1 where b[name.lowerBound] == 0x64 && b[name.lowerBound + 1] == 0x61 && b[name.lowerBound + 2] == 0x74
-                    && b[name.lowerBound + 3] == 0x61 && data == nil: data = value
+                case 0 where b[name.lowerBound] == 0x6B && b[name.lowerBound + 1] == 0x65 && b[name.lowerBound + 2] == 0x79 && key == nil:
+                    key = value
+                case 1
+                where b[name.lowerBound] == 0x64 && b[name.lowerBound + 1] == 0x61 && b[name.lowerBound + 2] == 0x74
+                    && b[name.lowerBound + 3] == 0x61 && data == nil:
+                    data = value
                 default: return nil
                 }
                 guard expect(member == 0 ? UInt8(ascii: ",") : UInt8(ascii: "}")) else { return nil }
             }
             space()
             guard i == b.count, let key, let data, (1...maxKeyBytes).contains(key.count),
-                  let keyText = String(validating: UnsafeBufferPointer(rebasing: b[key]), as: UTF8.self),
-                  let decoded = Base64.decode(UnsafeBufferPointer(rebasing: b[data])), decoded.count <= maxDataBytes else { return nil }
+                let keyText = String(validating: UnsafeBufferPointer(rebasing: b[key]), as: UTF8.self),
+                let decoded = Base64.decode(UnsafeBufferPointer(rebasing: b[data])), decoded.count <= maxDataBytes
+            else { return nil }
             return (keyText, encode(keyBytes: UnsafeBufferPointer(rebasing: b[key]), data: decoded))
         }
     }
@@ -182,8 +186,9 @@ struct PutFailure: Error {
     }
 
     static func decode(_ r: inout ByteReader) throws(TandemError) -> PutFailure {
-        PutFailure(status: Int(try r.u16()), code: try r.shortString(),
-                   message: String(decoding: try r.blob(limit: 1000), as: UTF8.self), retryable: try r.bool())
+        PutFailure(
+            status: Int(try r.u16()), code: try r.shortString(),
+            message: String(decoding: try r.blob(limit: 1000), as: UTF8.self), retryable: try r.bool())
     }
 }
 

@@ -121,9 +121,11 @@ final class Streams {
     /// False only for the benchmark's before/after comparison (`--stream-leader-answers-only`).
     let replicasAnswerForwardedPuts: Bool
 
-    init(loop: EventLoop, logger: Logger, selfID: String, isWitness: Bool, profile: String, dataDir: String,
-         tables: Tables, peers: PeerLinks, hourMs: UInt64 = 3_600_000, segmentBytes: Int = 64 << 20,
-         replicasAnswerForwardedPuts: Bool = true) {
+    init(
+        loop: EventLoop, logger: Logger, selfID: String, isWitness: Bool, profile: String, dataDir: String,
+        tables: Tables, peers: PeerLinks, hourMs: UInt64 = 3_600_000, segmentBytes: Int = 64 << 20,
+        replicasAnswerForwardedPuts: Bool = true
+    ) {
         self.hourMs = hourMs
         self.replicasAnswerForwardedPuts = replicasAnswerForwardedPuts
         self.segmentBytes = segmentBytes
@@ -131,11 +133,12 @@ final class Streams {
         self.logger = logger
         self.selfID = selfID
         self.isWitness = isWitness
-        self.settings = switch profile {
-        case "fast": .fast
-        case "wan": .wan
-        default: .lan
-        }
+        self.settings =
+            switch profile {
+            case "fast": .fast
+            case "wan": .wan
+            default: .lan
+            }
         self.root = dataDir + "/streams"
         self.tables = tables
         self.peers = peers
@@ -183,7 +186,6 @@ final class Streams {
         }
     }
 
-
     // ==== ------------------------------------------------------------------------------------
     // MARK: Catalog
 
@@ -193,8 +195,9 @@ final class Streams {
         let (defs, deleted, unreadable) = readCatalog()
         definitions = defs
         for name in unreadable.subtracting(unreadableLogged) {
-            logger.warning("cannot read a stream's catalog item (a newer version's, or damaged); its replicas here are kept as they are",
-                           metadata: ["stream": "\(name)"])
+            logger.warning(
+                "cannot read a stream's catalog item (a newer version's, or damaged); its replicas here are kept as they are",
+                metadata: ["stream": "\(name)"])
         }
         unreadableLogged = unreadable
         let held = Set(partitions.keys.map(\.ref)).union(stoppedReplicas.keys.map(\.ref))
@@ -254,8 +257,10 @@ final class Streams {
 
     /// `keepingThrough`: reopening a replica stopped by a disk failure (see `reopenStopped`).
     @discardableResult
-    private func open(_ gid: GroupID, _ d: Definition, configuration: RaftConfiguration,
-                      keepingThrough: UInt64? = nil) -> StreamPartition? {
+    private func open(
+        _ gid: GroupID, _ d: Definition, configuration: RaftConfiguration,
+        keepingThrough: UInt64? = nil
+    ) -> StreamPartition? {
         do {
             let part = try StreamPartition(
                 id: gid, directory: directory(gid),
@@ -296,9 +301,11 @@ final class Streams {
         let durable = part.log.durableIndex
         leaderHints[gid] = nil
         stats.diskFailures += 1
-        stoppedReplicas[gid] = StoppedReplica(durableThrough: durable, reason: why, full: part.stoppedByFullDisk, since: loop.now, old: part)
-        logger.critical("stream partition stopped: its disk failed; it votes and acknowledges nothing until it reopens (tried every second)",
-                        metadata: ["partition": "\(gid)", "error": "\(why)", "durableThrough": "\(durable)"])
+        stoppedReplicas[gid] = StoppedReplica(
+            durableThrough: durable, reason: why, full: part.stoppedByFullDisk, since: loop.now, old: part)
+        logger.critical(
+            "stream partition stopped: its disk failed; it votes and acknowledges nothing until it reopens (tried every second)",
+            metadata: ["partition": "\(gid)", "error": "\(why)", "durableThrough": "\(durable)"])
     }
 
     /// Reopens stopped replicas as a restart would, but cutting what their logs wrote after the
@@ -307,17 +314,20 @@ final class Streams {
     private func reopenStopped() {
         for (gid, stopped) in stoppedReplicas.sorted(by: { $0.key.description < $1.key.description }) {
             guard let d = definitions[gid.stream], d.incarnation == gid.incarnation, gid.partition < d.partitions,
-                  !(stopped.old?.isSyncing ?? false) else { continue }
+                !(stopped.old?.isSyncing ?? false)
+            else { continue }
             stoppedReplicas[gid]?.old = nil
             stoppedReplicas[gid]?.attempts += 1
             let config = RaftConfiguration(voters: d.voters[gid.partition], witnesses: d.witnesses[gid.partition])
             guard let part = open(gid, d, configuration: config, keepingThrough: stopped.durableThrough) else { continue }
             stoppedReplicas[gid] = nil
             stats.replicasReopened += 1
-            logger.notice("stream partition reopened after a disk failure", metadata: [
-                "partition": "\(gid)", "stoppedMs": "\(Int((loop.now - stopped.since).milliseconds))",
-                "unsyncedEntriesDropped": "\(part.log.recovery.unsyncedEntriesDropped)",
-            ])
+            logger.notice(
+                "stream partition reopened after a disk failure",
+                metadata: [
+                    "partition": "\(gid)", "stoppedMs": "\(Int((loop.now - stopped.since).milliseconds))",
+                    "unsyncedEntriesDropped": "\(part.log.recovery.unsyncedEntriesDropped)"
+                ])
         }
     }
 
@@ -325,8 +335,10 @@ final class Streams {
     /// placement: the leader added this node (a replacement, before the definition says so).
     /// The replica opens with an empty configuration and learns the real one from the log.
     func openAddedReplica(_ g: GroupID, _ m: RaftMessage) -> StreamPartition? {
-        guard !isWitness, !stopping, stoppedReplicas[g] == nil, let d = definitions[g.stream], d.incarnation == g.incarnation, g.partition < d.partitions,
-              d.voters[g.partition].contains(m.from) else { return nil }
+        guard !isWitness, !stopping, stoppedReplicas[g] == nil, let d = definitions[g.stream], d.incarnation == g.incarnation,
+            g.partition < d.partitions,
+            d.voters[g.partition].contains(m.from)
+        else { return nil }
         switch m.body {
         case .append, .heartbeat, .installStart: break
         default: return nil
@@ -358,16 +370,20 @@ final class Streams {
             guard let d = definitions[p.id.stream], d.incarnation == p.id.incarnation else { continue }
             let config = p.raft.configuration
             guard p.raft.configurationCommitted else { continue }
-            if let change = Placement.replacementStep(stream: d.name, partition: p.id.partition, configuration: config,
-                                                      placed: d.voters[p.id.partition], gone: gone, live: live, selfID: selfID) {
+            if let change = Placement.replacementStep(
+                stream: d.name, partition: p.id.partition, configuration: config,
+                placed: d.voters[p.id.partition], gone: gone, live: live, selfID: selfID)
+            {
                 do {
                     try p.proposeChange(change)
                     logger.info("replacing a departed voter", metadata: ["partition": "\(p.id)", "change": "\(change)"])
                 } catch {
                     // Not yet (this term's first commit pending, a transfer): next round.
                 }
-            } else if let stored = Placement.stored(voters: d.voters[p.id.partition], witnesses: d.witnesses[p.id.partition],
-                                                    configuration: config) {
+            } else if let stored = Placement.stored(
+                voters: d.voters[p.id.partition], witnesses: d.witnesses[p.id.partition],
+                configuration: config)
+            {
                 writeBackPlacement(d, p.id.partition, stored)
             }
         }
@@ -381,7 +397,8 @@ final class Streams {
     private func dropRemovedReplicas() {
         for (gid, part) in partitions where part.raft.isRemoved {
             guard let d = definitions[gid.stream], d.incarnation == gid.incarnation, gid.partition < d.partitions,
-                  !d.voters[gid.partition].contains(selfID), !d.witnesses[gid.partition].contains(selfID) else { continue }
+                !d.voters[gid.partition].contains(selfID), !d.witnesses[gid.partition].contains(selfID)
+            else { continue }
             part.close()
             partitions[gid] = nil
             leaderHints[gid] = nil
@@ -405,12 +422,15 @@ final class Streams {
             staleScanned.insert("\(d.name)/\(d.incarnation)")
             let dir = "\(root)/\(d.name)/\(d.incarnation)"
             for name in (try? fm.contentsOfDirectory(atPath: dir)) ?? [] {
-                guard let p = Int(name), p >= 0, p < d.partitions, !d.voters[p].contains(selfID), !d.witnesses[p].contains(selfID) else { continue }
+                guard let p = Int(name), p >= 0, p < d.partitions, !d.voters[p].contains(selfID), !d.witnesses[p].contains(selfID) else {
+                    continue
+                }
                 let gid = GroupID(stream: d.name, incarnation: d.incarnation, partition: p)
                 guard partitions[gid] == nil, stoppedReplicas[gid] == nil, fm.fileExists(atPath: "\(dir)/\(name)/log"),
-                      let initial = try? RaftConfigurationFile(path: "\(dir)/\(name)/configurations").load().first(where: { $0.index == 0 })
+                    let initial = try? RaftConfigurationFile(path: "\(dir)/\(name)/configurations").load().first(where: { $0.index == 0 })
                 else { continue }
-                logger.info("reopening a replica the placement no longer lists, to learn whether it was removed", metadata: ["partition": "\(gid)"])
+                logger.info(
+                    "reopening a replica the placement no longer lists, to learn whether it was removed", metadata: ["partition": "\(gid)"])
                 open(gid, d, configuration: initial.configuration)
             }
         }
@@ -462,8 +482,11 @@ final class Streams {
         let alive = Set(members().filter(\.alive).map(\.address))
         let now = loop.now
         for p in partitions.values where p.isLeader {
-            guard let target = Placement.handoffTarget(preferred: p.preferred, alive: alive, selfID: selfID, ledFor: p.leaderSince.map { now - $0 },
-                                                       match: p.raft.progress.mapValues(\.match), lastIndex: p.raft.lastIndex) else { continue }
+            guard
+                let target = Placement.handoffTarget(
+                    preferred: p.preferred, alive: alive, selfID: selfID, ledFor: p.leaderSince.map { now - $0 },
+                    match: p.raft.progress.mapValues(\.match), lastIndex: p.raft.lastIndex)
+            else { continue }
             logger.info("moving partition leader to its preferred node", metadata: ["partition": "\(p.id)", "to": "\(target)"])
             p.transferLeadership(to: target)
         }

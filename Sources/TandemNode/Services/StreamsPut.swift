@@ -12,8 +12,10 @@ struct PutOutcome {
 extension Streams {
     /// Puts one record (`record` is `StreamRecord.encode`d; its partition is its key's): a
     /// failure is the call's failure.
-    func putRecord(_ stream: String, key: String, record: [UInt8],
-                   _ done: @escaping (Result<(partition: Int, sequence: UInt64), StreamsError>) -> Void) {
+    func putRecord(
+        _ stream: String, key: String, record: [UInt8],
+        _ done: @escaping (Result<(partition: Int, sequence: UInt64), StreamsError>) -> Void
+    ) {
         let d: Definition
         do throws(StreamsError) {
             try requireServing()
@@ -33,8 +35,10 @@ extension Streams {
 
     /// Puts a batch: one proposal per partition, records in request order within it; each
     /// record's outcome in request order (some may fail while others succeed).
-    func putRecords(_ stream: String, _ records: [(key: String, record: [UInt8])],
-                    _ done: @escaping (Result<[PutOutcome], StreamsError>) -> Void) {
+    func putRecords(
+        _ stream: String, _ records: [(key: String, record: [UInt8])],
+        _ done: @escaping (Result<[PutOutcome], StreamsError>) -> Void
+    ) {
         let d: Definition
         do throws(StreamsError) {
             try requireServing()
@@ -67,17 +71,27 @@ extension Streams {
 
     /// Proposes `records` (already encoded) to partition `g`: here if this node leads it, else
     /// through the leader. Waits for a leader until `deadline`; answers after commit.
-    func submit(_ g: GroupID, _ records: [[UInt8]], deadline: Instant, hops: Int, attempt: Int = 0,
-                _ done: @escaping (PutResult) -> Void) {
+    func submit(
+        _ g: GroupID, _ records: [[UInt8]], deadline: Instant, hops: Int, attempt: Int = 0,
+        _ done: @escaping (PutResult) -> Void
+    ) {
         guard let d = definitions[g.stream], d.incarnation == g.incarnation, g.partition < d.partitions else {
-            return done(.failure(PutFailure(status: 404, code: "not_found", message: "no stream '\(g.stream)' (or it was re-created)", retryable: false)))
+            return done(
+                .failure(
+                    PutFailure(status: 404, code: "not_found", message: "no stream '\(g.stream)' (or it was re-created)", retryable: false))
+            )
         }
         let local = partitions[g]
         if let local, local.canPropose {
             // Puts waiting for their commit are bounded per partition: past the bound the leader
             // (or its followers) is behind, and a client is told to back off instead of queueing.
             guard local.pendingPuts < maxPendingPuts else {
-                return done(.failure(PutFailure(status: 503, code: "overloaded", message: "\(local.pendingPuts) puts to \(g.description) are waiting for their commit; retry shortly", retryable: true)))
+                return done(
+                    .failure(
+                        PutFailure(
+                            status: 503, code: "overloaded",
+                            message: "\(local.pendingPuts) puts to \(g.description) are waiting for their commit; retry shortly",
+                            retryable: true)))
             }
             do {
                 return try local.propose(records, wallMs: Tables.wallMs(), commitTimeout: Streams.commitTimeout, done)
@@ -102,8 +116,12 @@ extension Streams {
         guard let target, target != selfID, hops < 3 else {
             if let stoppedHere, target == nil || target == selfID {
                 // Nobody else to ask: say why at once rather than wait out the deadline.
-                return done(.failure(PutFailure.disk(g, full: stoppedHere.full,
-                    "cannot write its log on this node (\(stoppedHere.reason)); nothing was appended; retry when the disk recovers")))
+                return done(
+                    .failure(
+                        PutFailure.disk(
+                            g, full: stoppedHere.full,
+                            "cannot write its log on this node (\(stoppedHere.reason)); nothing was appended; retry when the disk recovers")
+                    ))
             }
             return retry(done)
         }
@@ -133,8 +151,10 @@ extension Streams {
         }
         let waitMs = UInt32(max(0, (deadline - now).milliseconds))
         let payload = StreamWire.encode(StreamWire.PutRequest(group: g, hops: hops + 1, waitMs: waitMs, records: sent))
-        peers.request(to: target, kind: StreamFrameKind.put, payload: payload,
-                      timeout: .milliseconds(Int64(waitMs)) + Streams.commitTimeout + .seconds(1)) { [weak self, weak local] result in
+        peers.request(
+            to: target, kind: StreamFrameKind.put, payload: payload,
+            timeout: .milliseconds(Int64(waitMs)) + Streams.commitTimeout + .seconds(1)
+        ) { [weak self, weak local] result in
             if let put { local?.forgetForwarded(put: put) }
             let done = once.callAsFunction
             guard let self else { return }
@@ -142,7 +162,9 @@ extension Streams {
             case .success(let frame):
                 guard let (answer, leader) = try? StreamWire.decodePutResult(frame.payload) else {
                     self.peers.countMalformed()
-                    return done(.failure(PutFailure(status: 502, code: "bad_peer_answer", message: "malformed answer from \(target)", retryable: true)))
+                    return done(
+                        .failure(
+                            PutFailure(status: 502, code: "bad_peer_answer", message: "malformed answer from \(target)", retryable: true)))
                 }
                 if let leader, leader != self.selfID { self.leaderHints[g] = leader } else { self.leaderHints[g] = nil }
                 if case .failure(let f) = answer, f.code == "no_leader", self.loop.now < deadline { return retry(done) }
@@ -154,8 +176,11 @@ extension Streams {
                 // Sent, but no answer: the leader may have appended it. Proposing again could
                 // append it twice, so the client learns the outcome is unknown (a Kinesis
                 // client retrying a failed PutRecord faces the same choice).
-                done(.failure(PutFailure(status: 503, code: "unknown_outcome",
-                                         message: "no answer from \(target); the records may or may not have been appended", retryable: true)))
+                done(
+                    .failure(
+                        PutFailure(
+                            status: 503, code: "unknown_outcome",
+                            message: "no answer from \(target); the records may or may not have been appended", retryable: true)))
             }
         }
     }

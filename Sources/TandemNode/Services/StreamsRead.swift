@@ -28,7 +28,9 @@ enum ReadPosition: Equatable {
                 guard let s = Sequence.parse(parts[1]) else { throw StreamsError(.badRequest, "bad sequence '\(parts[1])'") }
                 self = .at(s)
             case "after":
-                guard let s = Sequence.parse(parts[1]), s < UInt64.max else { throw StreamsError(.badRequest, "bad sequence '\(parts[1])'") }
+                guard let s = Sequence.parse(parts[1]), s < UInt64.max else {
+                    throw StreamsError(.badRequest, "bad sequence '\(parts[1])'")
+                }
                 self = .after(s)
             case "time":
                 guard let ms = UInt64(parts[1]) else { throw StreamsError(.badRequest, "time:MS takes milliseconds since the epoch") }
@@ -103,7 +105,8 @@ struct ReadResult: Equatable {
         var out = "{\"records\":["
         for (k, r) in records.enumerated() {
             if k > 0 { out += "," }
-            out += "{\"sequence\":\"\(Sequence.format(r.sequence))\",\"key\":\(JSON.string(r.key).serialized),\"data\":\"\(Base64.encode(r.data))\",\"timestamp\":\(r.timestamp)}"
+            out +=
+                "{\"sequence\":\"\(Sequence.format(r.sequence))\",\"key\":\(JSON.string(r.key).serialized),\"data\":\"\(Base64.encode(r.data))\",\"timestamp\":\(r.timestamp)}"
         }
         out += "],\"next\":\"\(next.text)\",\"behindMs\":\(behindMs)}\n"
         return Array(out.utf8)
@@ -113,11 +116,13 @@ struct ReadResult: Equatable {
     init?(body: [UInt8]) {
         func number(_ j: JSON?) -> UInt64? { if case .number(let t)? = j { UInt64(t) } else { nil } }
         guard let j = try? JSON.parse(body), case .array(let list)? = j["records"], let nextText = j["next"]?.stringValue,
-              case .after(let last)? = try? ReadPosition(parsing: nextText), let behind = number(j["behindMs"]) else { return nil }
+            case .after(let last)? = try? ReadPosition(parsing: nextText), let behind = number(j["behindMs"])
+        else { return nil }
         var records: [Record] = []
         for r in list {
             guard let seq = r["sequence"]?.stringValue.flatMap(Sequence.parse), let key = r["key"]?.stringValue,
-                  let data = r["data"]?.stringValue.flatMap(Base64.decode), let ts = number(r["timestamp"]) else { return nil }
+                let data = r["data"]?.stringValue.flatMap(Base64.decode), let ts = number(r["timestamp"])
+            else { return nil }
             records.append(Record(sequence: seq, key: key, data: data, timestamp: ts))
         }
         self.init(records: records, last: last, behindMs: behind)
@@ -169,16 +174,20 @@ extension Streams {
     private func read(_ d: Definition, _ p: Int, _ q: ReadQuery, proxied: Bool, _ done: @escaping ReadDone) {
         let gid = GroupID(stream: d.name, incarnation: d.incarnation, partition: p)
         guard let part = partitions[gid] else {
-            guard !proxied else { return done(.failure(StreamsError(status: 503, code: "not_a_replica", message: "this node holds no replica of \(gid)"))) }
+            guard !proxied else {
+                return done(.failure(StreamsError(status: 503, code: "not_a_replica", message: "this node holds no replica of \(gid)")))
+            }
             return proxyRead(d, p, q, attempt: 0, done)
         }
-        let start: UInt64 = switch q.from {
-        case .trimHorizon: part.raft.firstIndex
-        case .latest: part.commitIndex + 1
-        case .at(let s): max(s, 1)
-        case .after(let s): s + 1
-        case .time(let ms): ((try? part.log.index(atOrAfterTimestamp: ms)) ?? nil).map { min($0, part.commitIndex + 1) } ?? part.commitIndex + 1
-        }
+        let start: UInt64 =
+            switch q.from {
+            case .trimHorizon: part.raft.firstIndex
+            case .latest: part.commitIndex + 1
+            case .at(let s): max(s, 1)
+            case .after(let s): s + 1
+            case .time(let ms):
+                ((try? part.log.index(atOrAfterTimestamp: ms)) ?? nil).map { min($0, part.commitIndex + 1) } ?? part.commitIndex + 1
+            }
         serveRead(part, start: start, limit: q.limit, deadline: loop.now + .milliseconds(Int64(q.waitMs)), done)
     }
 
@@ -193,9 +202,12 @@ extension Streams {
                 entries = try part.log.readEntries(from: from, to: min(commit, from + UInt64(limit) - 1), maxBytes: Streams.maxReadBytes)
             } catch {
                 part.readFailed(error)
-                return done(.failure(StreamsError(status: 503, code: "disk_failed",
-                                                  message: "cannot read this replica's log (\(error)); it is stopped and reopened, retry",
-                                                  retryable: true)))
+                return done(
+                    .failure(
+                        StreamsError(
+                            status: 503, code: "disk_failed",
+                            message: "cannot read this replica's log (\(error)); it is stopped and reopened, retry",
+                            retryable: true)))
             }
             for e in entries {
                 last = e.index
@@ -215,7 +227,8 @@ extension Streams {
             return
         }
         var behind: UInt64 = 0
-        if last < commit, let ts = records.last?.timestamp, let tip = (try? part.raft.entries(from: commit, to: commit, maxBytes: 1))?.first {
+        if last < commit, let ts = records.last?.timestamp, let tip = (try? part.raft.entries(from: commit, to: commit, maxBytes: 1))?.first
+        {
             behind = tip.timestamp > ts ? tip.timestamp - ts : 0
         }
         done(.success(ReadResult(records: records, last: last, behindMs: behind)))
@@ -227,11 +240,14 @@ extension Streams {
         let alive = Set(members().filter(\.alive).map(\.address))
         let replicas = d.voters[p].filter { alive.contains($0) && $0 != selfID }
         guard attempt < replicas.count else {
-            return done(.failure(StreamsError(status: 503, code: "unavailable", message: "no live replica of \(d.name)/\(p)", retryable: true)))
+            return done(
+                .failure(StreamsError(status: 503, code: "unavailable", message: "no live replica of \(d.name)/\(p)", retryable: true)))
         }
         stats.readsProxied += 1
-        peers.request(to: replicas[attempt], kind: StreamFrameKind.read, payload: StreamWire.encodeRead(stream: d.name, partition: p, query: q.query),
-                      timeout: .milliseconds(Int64(q.waitMs)) + .seconds(3)) { [weak self] result in
+        peers.request(
+            to: replicas[attempt], kind: StreamFrameKind.read, payload: StreamWire.encodeRead(stream: d.name, partition: p, query: q.query),
+            timeout: .milliseconds(Int64(q.waitMs)) + .seconds(3)
+        ) { [weak self] result in
             guard let self else { return }
             if case .success(let frame) = result, let (status, body) = try? StreamWire.decodeReadResult(frame.payload), status != 503 {
                 if status == 200, let r = ReadResult(body: body) { return done(.success(r)) }
@@ -248,8 +264,9 @@ extension StreamsError {
     init(status: Int, body: [UInt8]) {
         let j = try? JSON.parse(body)
         let retryable: Bool? = if case .bool(let b)? = j?["retryable"] { b } else { nil }
-        self.init(status: status, code: j?["error"]?.stringValue ?? "\(status)",
-                  message: j?["message"]?.stringValue ?? "request failed with status \(status)", retryable: retryable)
+        self.init(
+            status: status, code: j?["error"]?.stringValue ?? "\(status)",
+            message: j?["message"]?.stringValue ?? "request failed with status \(status)", retryable: retryable)
     }
 
     /// The read and REST APIs' error answer.

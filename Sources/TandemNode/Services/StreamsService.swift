@@ -40,8 +40,9 @@ struct StreamDescription {
 
         enum State {
             /// This node holds a replica: the full Raft view (`followers` where it leads).
-            case replica(role: RaftRole, leader: String?, term: UInt64, commitIndex: UInt64, firstIndex: UInt64, lastIndex: UInt64,
-                         followers: [Follower]?)
+            case replica(
+                role: RaftRole, leader: String?, term: UInt64, commitIndex: UInt64, firstIndex: UInt64, lastIndex: UInt64,
+                followers: [Follower]?)
             /// This node's replica is stopped by a disk failure.
             case stopped(reason: String, durableThrough: UInt64)
             /// No replica here: the leader this node last heard of.
@@ -104,7 +105,9 @@ extension Streams {
 
     /// Partition `p` of `d`, or 404.
     static func checkPartition(_ d: Definition, _ p: Int) throws(StreamsError) {
-        guard p >= 0 && p < d.partitions else { throw StreamsError(.notFound, "stream '\(d.name)' has partitions 0 to \(d.partitions - 1)") }
+        guard p >= 0 && p < d.partitions else {
+            throw StreamsError(.notFound, "stream '\(d.name)' has partitions 0 to \(d.partitions - 1)")
+        }
     }
 
     /// Every stream, by name.
@@ -113,12 +116,16 @@ extension Streams {
     /// Creates a stream placed over the live members (`Placement.place`). Creating one that
     /// exists with the same settings answers its description (`created` false); with other
     /// settings it is 409 `stream_exists`.
-    func createStream(_ name: String, partitions: Int, retentionHours: Int,
-                      _ done: @escaping (Result<(description: StreamDescription, created: Bool), StreamsError>) -> Void) {
+    func createStream(
+        _ name: String, partitions: Int, retentionHours: Int,
+        _ done: @escaping (Result<(description: StreamDescription, created: Bool), StreamsError>) -> Void
+    ) {
         do throws(StreamsError) {
             try requireServing()
             try Streams.checkName(name)
-            guard Streams.partitionCounts.contains(partitions) else { throw StreamsError(.badRequest, "partitions must be an integer in 1...256") }
+            guard Streams.partitionCounts.contains(partitions) else {
+                throw StreamsError(.badRequest, "partitions must be an integer in 1...256")
+            }
             guard Streams.retentionHourRange.contains(retentionHours) else {
                 throw StreamsError(.badRequest, "retentionHours must be an integer in 1...8760")
             }
@@ -129,14 +136,16 @@ extension Streams {
                 return done(.success((describe(existing), false)))
             }
             let live = members().filter(\.alive)
-            let (voters, witnesses) = Placement.place(stream: name, partitions: partitions,
-                                                      dataNodes: live.filter { $0.role != .witness }.map(\.address),
-                                                      witnesses: live.filter { $0.role == .witness }.map(\.address))
+            let (voters, witnesses) = Placement.place(
+                stream: name, partitions: partitions,
+                dataNodes: live.filter { $0.role != .witness }.map(\.address),
+                witnesses: live.filter { $0.role == .witness }.map(\.address))
             guard voters.allSatisfy({ !$0.isEmpty }) else {
                 throw StreamsError(.unavailable, "no live non-witness member to place partitions on")
             }
-            let d = Definition(name: name, partitions: partitions, retentionHours: retentionHours, incarnation: Tables.wallMs(),
-                               voters: voters, witnesses: witnesses)
+            let d = Definition(
+                name: name, partitions: partitions, retentionHours: retentionHours, incarnation: Tables.wallMs(),
+                voters: voters, witnesses: witnesses)
             writeDefinition(d) { [weak self] error in
                 guard let self else { return }
                 if let error { return done(.failure(StreamsError(error))) }
@@ -180,19 +189,26 @@ extension Streams {
             let state: StreamDescription.Partition.State
             if let part = partitions[gid] {
                 let r = part.raft
-                let followers = r.role != .leader ? nil : r.progress.keys.sorted().map { f in
-                    let match = r.progress[f]!.match
-                    return StreamDescription.Partition.Follower(node: memberName(f)!, match: match, lagEntries: r.lastIndex - min(match, r.lastIndex))
-                }
-                state = .replica(role: r.role, leader: memberName(r.leader), term: r.term, commitIndex: r.commitIndex,
-                                 firstIndex: r.firstIndex, lastIndex: r.lastIndex, followers: followers)
+                let followers =
+                    r.role != .leader
+                    ? nil
+                    : r.progress.keys.sorted().map { f in
+                        let match = r.progress[f]!.match
+                        return StreamDescription.Partition.Follower(
+                            node: memberName(f)!, match: match, lagEntries: r.lastIndex - min(match, r.lastIndex))
+                    }
+                state = .replica(
+                    role: r.role, leader: memberName(r.leader), term: r.term, commitIndex: r.commitIndex,
+                    firstIndex: r.firstIndex, lastIndex: r.lastIndex, followers: followers)
             } else if let stopped = stoppedReplicas[gid] {
                 state = .stopped(reason: stopped.reason, durableThrough: stopped.durableThrough)
             } else {
                 state = .remote(leader: memberName(leaderHints[gid]))
             }
-            parts.append(.init(partition: p, replicas: d.voters[p].map { memberName($0)! }, witnesses: d.witnesses[p].map { memberName($0)! },
-                               preferredLeader: memberName(d.voters[p].first), state: state))
+            parts.append(
+                .init(
+                    partition: p, replicas: d.voters[p].map { memberName($0)! }, witnesses: d.witnesses[p].map { memberName($0)! },
+                    preferredLeader: memberName(d.voters[p].first), state: state))
         }
         return StreamDescription(definition: d, partitions: parts)
     }
@@ -204,7 +220,9 @@ extension Streams {
         try requireServing()
         let d = try definition(stream)
         try Streams.checkPartition(d, p)
-        guard Streams.validName(consumer) else { throw StreamsError(.badRequest, "consumer names are 1 to 128 letters, digits, '_', '.' and '-'") }
+        guard Streams.validName(consumer) else {
+            throw StreamsError(.badRequest, "consumer names are 1 to 128 letters, digits, '_', '.' and '-'")
+        }
     }
 
     /// A consumer's checkpoints on every partition that has one.
@@ -216,13 +234,17 @@ extension Streams {
 
     func checkpoint(_ stream: String, consumer: String, partition p: Int) throws(StreamsError) -> StreamCheckpoint {
         try checkCheckpoint(stream, consumer: consumer, partition: p)
-        guard let c = checkpointIfStored(stream, consumer, p) else { throw StreamsError(.notFound, "no checkpoint for \(consumer) on \(stream)/\(p)") }
+        guard let c = checkpointIfStored(stream, consumer, p) else {
+            throw StreamsError(.notFound, "no checkpoint for \(consumer) on \(stream)/\(p)")
+        }
         return c
     }
 
     /// Stores a checkpoint (last writer wins); answers it as then stored (nil if it cannot be read back).
-    func setCheckpoint(_ stream: String, consumer: String, partition p: Int, sequence: UInt64,
-                       _ done: @escaping (Result<StreamCheckpoint?, StreamsError>) -> Void) {
+    func setCheckpoint(
+        _ stream: String, consumer: String, partition p: Int, sequence: UInt64,
+        _ done: @escaping (Result<StreamCheckpoint?, StreamsError>) -> Void
+    ) {
         do throws(StreamsError) {
             try checkCheckpoint(stream, consumer: consumer, partition: p)
         } catch {

@@ -25,7 +25,7 @@ final class Tables {
     /// competing incarnations of them, and clients can neither create nor drop them.
     static let reserved: [(name: String, schema: KeySchema)] = [
         ("_streams", KeySchema(partitionKey: "name")), ("_checkpoints", KeySchema(partitionKey: "id")),
-        (Tables.ttlTable, KeySchema(partitionKey: "table")),
+        (Tables.ttlTable, KeySchema(partitionKey: "table"))
     ]
     /// TTL settings of client tables (DynamoDB's UpdateTimeToLive): one item per table, naming
     /// the attribute and the table incarnation (catalog timestamp) it was set for.
@@ -39,7 +39,9 @@ final class Tables {
 
     /// Peer plumbing, set by the node: the members (peer address, alive?), and a request sender.
     var members: () -> [(id: String, live: Bool)] = { [] }
-    var request: (_ to: String, _ kind: UInt8, _ payload: [UInt8], _ done: @escaping (Result<Frame, TandemError>) -> Void) -> Void = { _, _, _, _ in }
+    var request: (_ to: String, _ kind: UInt8, _ payload: [UInt8], _ done: @escaping (Result<Frame, TandemError>) -> Void) -> Void = {
+        _, _, _, _ in
+    }
 
     struct Replication {
         var antiEntropyInterval: Duration = .seconds(2)
@@ -134,9 +136,10 @@ final class Tables {
     /// The TTL attribute of `table` if TTL is enabled on this incarnation of it.
     func ttlAttribute(_ table: String) -> String? {
         guard !table.hasPrefix("_"), let entry = core.catalog[table], !entry.deleted,
-              let v = core.replicas[Tables.ttlTable]?.state(ItemKey(partition: .string(table)))?.visible,
-              case .string(let attribute)? = v["attribute"],
-              case .number(let incarnation)? = v["incarnation"], incarnation.description == String(entry.at.time) else { return nil }
+            let v = core.replicas[Tables.ttlTable]?.state(ItemKey(partition: .string(table)))?.visible,
+            case .string(let attribute)? = v["attribute"],
+            case .number(let incarnation)? = v["incarnation"], incarnation.description == String(entry.at.time)
+        else { return nil }
         return attribute
     }
 
@@ -146,12 +149,16 @@ final class Tables {
         let key = ItemKey(partition: .string(table))
         var state = replicas[Tables.ttlTable]?.state(key) ?? ItemState()
         let t = core.now(wallMs: Tables.wallMs())
-        let delta = if let attribute {
-            state.put(["table": .string(table), "attribute": .string(attribute),
-                       "incarnation": .number(DecimalNumber(String(entry.at.time))!)], at: t)
-        } else {
-            state.delete(at: t)
-        }
+        let delta =
+            if let attribute {
+                state.put(
+                    [
+                        "table": .string(table), "attribute": .string(attribute),
+                        "incarnation": .number(DecimalNumber(String(entry.at.time))!)
+                    ], at: t)
+            } else {
+                state.delete(at: t)
+            }
         commit([(Tables.ttlTable, key, delta)], done)
     }
 
@@ -248,7 +255,8 @@ final class Tables {
 
     static func storageWrite(_ write: TableNode.StoreWrite) -> GroupCommitter.Write {
         switch write {
-        case .catalog(let name, let entry): return (catalogPrefix + Array(name.utf8), TableSyncCodec.encode(deltas: [], catalog: [name: entry]))
+        case .catalog(let name, let entry):
+            return (catalogPrefix + Array(name.utf8), TableSyncCodec.encode(deltas: [], catalog: [name: entry]))
         case .item(let table, let key, let state):
             let storageKey = itemStorageKey(table, key)
             guard storageKey.starts(with: longItemPrefix) else { return (storageKey, state) }
@@ -309,7 +317,10 @@ final class Tables {
     /// Creates or drops a client table durably (the DynamoDB API's CreateTable/DeleteTable).
     func changeTable(_ name: String, schema: KeySchema?, _ done: @escaping (TandemError?) -> Void) throws {
         syncMembers()
-        let ticket = if let schema { try core.createTable(name, schema: schema, wallMs: Tables.wallMs()) } else { try core.deleteTable(name, wallMs: Tables.wallMs()) }
+        let ticket =
+            if let schema { try core.createTable(name, schema: schema, wallMs: Tables.wallMs()) } else {
+                try core.deleteTable(name, wallMs: Tables.wallMs())
+            }
         guard let ticket else { return done(nil) }
         waiting[ticket] = { error, _ in done(error) }
         schedulePump()
