@@ -1,6 +1,7 @@
 // libFuzzer harness: the peer frame decoder, plain and sealed with session checks (Frame.swift, Keyring.swift),
 // fed the input in two chunks split at a point the input picks. Built by scripts/fuzz.
 import TandemCore
+@testable import Transport
 
 nonisolated(unsafe) let ring = try! Keyring(keys: [try! Keyring.Key(Array(repeating: 7, count: 32))])
 

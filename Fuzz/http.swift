@@ -5,6 +5,7 @@
 // limits and under small ones (so every limit is reachable in a short input). Built by
 // scripts/fuzz (with Fuzz/http.dict).
 import TandemCore
+@testable import Transport
 
 nonisolated(unsafe) let tokens = try! APITokens("0123456789abcdef-read read\n0123456789abcdef-admin admin\n")
 let small: HTTPLimits = {

@@ -1,6 +1,5 @@
 import CSodium
 import Foundation
-import Storage
 import TandemCore
 import Transport
 
