@@ -277,6 +277,7 @@ public final class Node {
     /// Runs the loop until the node has left the cluster.
     public func run() {
         loop.run()
+        loop.finishWork(timeout: .seconds(5))
         logger.info("node stopped", metadata: ["name": "\(config.name)"])
     }
 

@@ -56,7 +56,8 @@ public final class EventLoop {
     /// the loop thread touches meanwhile; what it produces is handed to `done`.
     public func work(_ job: @escaping @Sendable () -> Void, then done: @escaping () -> Void) {
         let req = UnsafeMutablePointer<uv_work_t>.allocate(capacity: 1)
-        req.pointee.data = Unmanaged.passRetained(WorkItem(job: job, done: done)).toOpaque()
+        req.pointee.data = Unmanaged.passRetained(WorkItem(loop: self, job: job, done: done)).toOpaque()
+        pendingWork += 1
         let rc = uv_queue_work(
             raw, req,
             { req in
@@ -65,21 +66,38 @@ public final class EventLoop {
             { req, _ in
                 let item = Unmanaged<WorkItem>.fromOpaque(req!.pointee.data).takeRetainedValue()
                 req!.deallocate()
+                item.loop.pendingWork -= 1
                 item.done()
             })
         // Only fails for a loop that is closing or a null callback: run the job here instead.
         if rc != 0 {
             let item = Unmanaged<WorkItem>.fromOpaque(req.pointee.data!).takeRetainedValue()
             req.deallocate()
+            pendingWork -= 1
             item.job()
             item.done()
         }
     }
 
+    /// Jobs handed to `work` whose `done` has not run yet.
+    public private(set) var pendingWork = 0
+
+    /// After `run` returns: lets the jobs still out on the thread pool finish and their `done`
+    /// run (timers and I/O run meanwhile), for at most `timeout`. Their callbacks reach the
+    /// services that started them, so the owner must still be alive; left for the loop's
+    /// deinit, they ran into a half-destroyed node (seen: a table commit in flight at SIGINT
+    /// answered into a node already gone, and the process aborted instead of exiting 0).
+    public func finishWork(timeout: Duration) {
+        let deadline = now + timeout
+        while pendingWork > 0 && now < deadline { uv_run(raw, UV_RUN_ONCE) }
+    }
+
     private final class WorkItem: @unchecked Sendable {
+        let loop: EventLoop
         let job: @Sendable () -> Void
         let done: () -> Void
-        init(job: @escaping @Sendable () -> Void, done: @escaping () -> Void) {
+        init(loop: EventLoop, job: @escaping @Sendable () -> Void, done: @escaping () -> Void) {
+            self.loop = loop
             self.job = job
             self.done = done
         }
