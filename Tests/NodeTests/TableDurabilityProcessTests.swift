@@ -93,7 +93,8 @@ import Testing
             let t = Thread {
                 var i = 0
                 while !stop.isSet {
-                    _ = try? HTTPClient.request("PUT", a, "/v1/tables/stopping/items/w\(w)-\(i)", body: Array(#"{"n":1}"#.utf8), timeout: .seconds(2))
+                    _ = try? HTTPClient.request(
+                        "PUT", a, "/v1/tables/stopping/items/w\(w)-\(i)", body: Array(#"{"n":1}"#.utf8), timeout: .seconds(2))
                     i += 1
                 }
             }
