@@ -169,24 +169,29 @@ public final class Node {
         kinesis = KinesisAPI(streams: streams)
         tickTimer = LoopTimer(loop: loop)
 
-        try udp.start { [unowned self] bytes, from in self.receive(bytes, from: from) }
-        peers.onUnauthenticated = { [unowned self] from in
-            self.logUnauthenticated(from?.description ?? "?", "peer frame not sealed with a keyring key")
+        // Callbacks handed to the services and transport hold the node weakly: one that arrives
+        // while the node is being torn down (a timer or a completion run by the loop's last
+        // turns) finds it gone and does nothing, rather than reading a freed node.
+        try udp.start { [weak self] bytes, from in self?.receive(bytes, from: from) }
+        peers.onUnauthenticated = { [weak self] from in
+            self?.logUnauthenticated(from?.description ?? "?", "peer frame not sealed with a keyring key")
         }
-        peers.onReplayed = { [unowned self] from in
-            self.logUnauthenticated(from?.description ?? "?", "replayed peer frame (not the next of a fresh session)")
+        peers.onReplayed = { [weak self] from in
+            self?.logUnauthenticated(from?.description ?? "?", "replayed peer frame (not the next of a fresh session)")
         }
-        tables.onCommitFailure = { [unowned self] error in
+        tables.onCommitFailure = { [weak self] error in
             // Writes are refused (5xx, counted) while the disk fails; reads go on. One line per 10 s.
+            guard let self else { return }
             let now = self.loop.now
             guard now - self.lastCommitFailureLog > .seconds(10) else { return }
             self.lastCommitFailureLog = now
             self.logger.error("table writes failing, refused and not acknowledged; reads continue", metadata: ["error": "\(error)"])
         }
-        peers.onRequest = { [unowned self] frame, from, reply in self.serve(frame, from: from, reply: reply) }
-        peers.isBlocked = { [unowned self] address in self.chaos.blocked.contains(address) }
-        if config.chaos { peers.delay = { [unowned self] host in self.chaos.delay(to: host) } }
-        http.handler = { [unowned self] request, respond in
+        peers.onRequest = { [weak self] frame, from, reply in self?.serve(frame, from: from, reply: reply) }
+        peers.isBlocked = { [weak self] address in self?.chaos.blocked.contains(address) ?? false }
+        if config.chaos { peers.delay = { [weak self] host in self?.chaos.delay(to: host) ?? .zero } }
+        http.handler = { [weak self] request, respond in
+            guard let self else { return respond(.error(503, "stopping", "this node is stopping")) }
             // Authorization happens here, once, before any endpoint sees the request.
             // The AWS JSON protocols: `POST /` naming the operation in X-Amz-Target (SigV4 or a
             // bearer token, answered in the services' error shapes).
@@ -206,30 +211,35 @@ public final class Node {
         sigaddset(&mask, SIGINT)
         sigaddset(&mask, SIGTERM)
         pthread_sigmask(SIG_UNBLOCK, &mask, nil)
-        tables.members = { [unowned self] in
-            self.membership.members.values.map { ($0.state.address, $0.status == .alive) }
+        tables.members = { [weak self] in
+            guard let self else { return [] }
+            return self.membership.members.values.map { ($0.state.address, $0.status == .alive) }
         }
-        tables.request = { [unowned self] to, kind, payload, done in
+        tables.request = { [weak self] to, kind, payload, done in
+            guard let self else { return done(.failure(TandemError(.unavailable, "this node is stopping"))) }
             self.peers.request(to: to, kind: kind, payload: payload, timeout: .seconds(5), done)
         }
         tables.start()
-        streams.members = { [unowned self] in
+        streams.members = { [weak self] in
             // A suspect is not yet a failure (SWIM): it still counts for placement and
             // forwarding, so a brief suspicion while a stream is created cannot leave a node out
             // of its replicas for good.
-            self.membership.memberStates.map {
+            guard let self else { return [] }
+            return self.membership.memberStates.map {
                 Streams.MemberInfo(
                     name: $0.name, address: $0.address, api: $0.meta.api, region: $0.meta.region,
                     role: $0.meta.role, alive: $0.status == .alive || $0.status == .suspect, left: $0.status == .left)
             }
         }
         streams.start()
-        routes.members = { [unowned self] in
-            [(self.config.name, self.config.region, self.membership.leaving ? .left : .alive, self.config.role == .witness)]
+        routes.members = { [weak self] in
+            guard let self else { return [] }
+            return [(self.config.name, self.config.region, self.membership.leaving ? .left : .alive, self.config.role == .witness)]
                 + self.membership.members.values.map { ($0.name, $0.state.meta.region, $0.status, $0.state.meta.role == .witness) }
         }
-        routes.rttEstimate = { [unowned self] name in
-            self.membership.members[name]?.coordinate.map { self.membership.vivaldi.coordinate.distance(to: $0) }
+        routes.rttEstimate = { [weak self] name in
+            guard let self else { return nil }
+            return self.membership.members[name]?.coordinate.map { self.membership.vivaldi.coordinate.distance(to: $0) }
         }
         routes.start()
         watchParent()

@@ -270,8 +270,8 @@ final class Streams {
                 logSettings: SegmentLog.Settings(segmentBytesMax: segmentBytes, segmentAgeMaxMs: UInt64(d.retentionHours) * hourMs / 4),
                 preferred: d.voters[gid.partition], selfID: selfID, origin: origin, settings: settings, loop: loop,
                 keepingThrough: keepingThrough,
-                send: { [unowned self] to, g, m in self.send(to, g, m) },
-                onDiskFailure: { [unowned self] why in self.replicaStopped(gid, why) })
+                send: { [weak self] to, g, m in self?.send(to, g, m) },
+                onDiskFailure: { [weak self] why in self?.replicaStopped(gid, why) })
             if part.stopped {  // failed in its first drive, before it was ours
                 noteStopped(gid, part, part.stopReason ?? "disk failure")
                 return nil
