@@ -119,7 +119,7 @@ struct NodeCommand: ParsableCommand {
         // the node's objects down one by one, which ran the loop's last callbacks into objects
         // already freed and sometimes aborted the process (seen under valgrind, where teardown
         // is slow: exit 134 instead of 0 after SIGINT).
-        Glibc.exit(0)
+        exit(0)
     }
 }
 
