@@ -115,11 +115,6 @@ struct NodeCommand: ParsableCommand {
             throw ExitCode(1)
         }
         node.run()
-        // Stopped (every commit and fsync it started has finished): exit here rather than tear
-        // the node's objects down one by one, which ran the loop's last callbacks into objects
-        // already freed and sometimes aborted the process (seen under valgrind, where teardown
-        // is slow: exit 134 instead of 0 after SIGINT).
-        exit(0)
     }
 }
 
