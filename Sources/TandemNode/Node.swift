@@ -169,9 +169,11 @@ public final class Node {
         kinesis = KinesisAPI(streams: streams)
         tickTimer = LoopTimer(loop: loop)
 
-        // Callbacks handed to the services and transport hold the node weakly: one that arrives
-        // while the node is being torn down (a timer or a completion run by the loop's last
-        // turns) finds it gone and does nothing, rather than reading a freed node.
+        // Callbacks handed to the services, the transport and the loop's timers hold the node
+        // weakly: one run while the node is being torn down finds it gone and does nothing.
+        // (The loop's deinit runs one last turn, which fired the tick timer — still armed, its
+        // owner half torn down — into a freed node through `unowned`: exit 134 at SIGINT, seen
+        // under valgrind, where teardown is slow; gdb put it at the tick timer's closure.)
         try udp.start { [weak self] bytes, from in self?.receive(bytes, from: from) }
         peers.onUnauthenticated = { [weak self] from in
             self?.logUnauthenticated(from?.description ?? "?", "peer frame not sealed with a keyring key")
@@ -244,7 +246,7 @@ public final class Node {
         routes.start()
         watchParent()
         for sig in [SIGINT, SIGTERM] {
-            signals.append(SignalWatcher(loop: loop, signal: sig) { [unowned self] in self.shutdown() })
+            signals.append(SignalWatcher(loop: loop, signal: sig) { [weak self] in self?.shutdown() })
         }
         logger.info(
             "node started",
@@ -268,9 +270,9 @@ public final class Node {
         guard let raw = ProcessInfo.processInfo.environment["TANDEM_PARENT_PID"], let pid = Int32(raw) else { return }
         let timer = LoopTimer(loop: loop)
         parentWatch = timer
-        timer.start(after: .seconds(1), repeating: .seconds(1)) { [unowned self] in
+        timer.start(after: .seconds(1), repeating: .seconds(1)) { [weak self] in
             if kill(pid, 0) != 0 && errno == ESRCH {
-                self.logger.notice("parent process gone, stopping", metadata: ["parent": "\(pid)"])
+                self?.logger.notice("parent process gone, stopping", metadata: ["parent": "\(pid)"])
                 exit(0)
             }
         }
@@ -381,7 +383,7 @@ public final class Node {
     /// Re-arms the single timer for the core's next deadline (after every input: `apply` calls it).
     private func schedule() {
         let delay = membership.nextDeadline - loop.now
-        tickTimer.start(after: delay) { [unowned self] in self.tick() }
+        tickTimer.start(after: delay) { [weak self] in self?.tick() }
     }
 
     /// Opt-in fault injection: is this datagram to or from `address` lost?
@@ -482,6 +484,6 @@ public final class Node {
         streams.shutdown()
         let timer = LoopTimer(loop: loop)
         shutdownTimer = timer
-        timer.start(after: config.settings.leaveGrace) { [unowned self] in self.loop.stop() }
+        timer.start(after: config.settings.leaveGrace) { [weak self] in self?.loop.stop() }
     }
 }

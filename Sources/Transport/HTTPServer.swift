@@ -38,7 +38,8 @@ public final class HTTPServer {
 
     /// Connections with answers to write once this loop turn's reads are done.
     private var toFlush: [HTTPConnection] = []
-    private lazy var flushAfterPoll = AfterPoll(loop: loop) { [unowned self] in
+    private lazy var flushAfterPoll = AfterPoll(loop: loop) { [weak self] in
+        guard let self else { return }
         let ready = self.toFlush
         self.toFlush = []
         for c in ready { c.pendingFlush() }
@@ -121,14 +122,15 @@ final class HTTPConnection {
         self.limits = server.limits
         parser = HTTPRequestParser(limits: server.limits)
         timer = LoopTimer(loop: server.loop)
-        parser.onPhase = { [unowned self] phase in
+        parser.onPhase = { [weak self] phase in
+            guard let self else { return }
             switch phase {
             case .headers: self.setRequestDeadline(self.limits.headerTimeout, "headers")
             case .body: self.setRequestDeadline(self.limits.bodyTimeout, "body")
             case .complete: self.requestDeadline = nil
             }
         }
-        parser.onRequest = { [unowned self] request, keepAlive in self.serve(request, keepAlive: keepAlive) }
+        parser.onRequest = { [weak self] request, keepAlive in self?.serve(request, keepAlive: keepAlive) ?? false }
         lastActivityMs = nowMs
         armTimer(dueMs: lastActivityMs + Self.ms(limits.idleTimeout))
     }
