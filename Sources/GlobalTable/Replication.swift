@@ -320,9 +320,21 @@ public final class TableNode {
     public func write(_ writes: [(table: String, key: ItemKey, delta: ItemState)]) throws(TandemError) -> UInt64 {
         for w in writes where replicas[w.table] == nil { throw TandemError(.notFound, "no table '\(w.table)'") }
         for w in writes {
-            mergeItem(w.table, w.key, w.delta)
+            // One access to the replica for the merge, its undo record and the bytes to store
+            // (each lookup hashes the table name: five of them were ~4% of a put's instructions).
+            var before: ItemState?
+            var changed = false
+            var garbage = false
+            let stored: [UInt8]? = modify(&replicas[w.table]!) { r in
+                before = r.state(w.key)
+                changed = r.merge(w.key, w.delta)
+                garbage = changed && r.state(w.key)?.hasGarbage == true
+                return r.encodedState(w.key)
+            }
+            if changed { undo.append(.item(w.table, w.key, before)) }
+            if garbage { self.garbage[w.table, default: []].insert(w.key) }
             queued.deltas.append(TableDelta(table: w.table, entry: catalog[w.table]!, key: w.key, state: w.delta))
-            queued.writes.append(.item(table: w.table, key: w.key, state: replicas[w.table]!.encodedState(w.key)))
+            queued.writes.append(.item(table: w.table, key: w.key, state: stored))
         }
         return reply(nil)
     }
@@ -938,3 +950,7 @@ public final class TableNode {
         queued.writes += writes
     }
 }
+
+/// Runs `body` on `value` in place: one exclusive access (for a dictionary entry, one lookup).
+@inline(__always)
+private func modify<T, R>(_ value: inout T, _ body: (inout T) -> R) -> R { body(&value) }
