@@ -220,10 +220,11 @@ public final class TableSimulation {
         runtime.schedule(.pump(node: i), after: delay, to: i)
     }
 
-    /// The shell's loop: each ready's writes are stored (after a commit delay), then its
-    /// replies answered, then its messages sent; one commit at a time.
+    /// The shell's loop (as `Tables.pump`): each ready's messages are sent at once, its writes
+    /// stored (after a commit delay), then its replies answered; one commit at a time.
     private func pump(_ i: Int) {
         while !nodes[i].storing, let core = nodes[i].core, let rd = core.ready(wallMs: wall(i)) {
+            send(i, rd.messages)
             if rd.writes.isEmpty {
                 deliver(i, rd, nil)
                 continue
@@ -236,7 +237,6 @@ public final class TableSimulation {
     private func deliver(_ i: Int, _ rd: TableReady, _ error: TandemError?) {
         nodes[i].core!.stored(error)
         for r in rd.replies { nodes[i].waiting.removeValue(forKey: r.ticket)?(error ?? r.error, r.payload) }
-        send(i, rd.messages)
     }
 
     private func send(_ i: Int, _ requests: [TableNode.Request]) {

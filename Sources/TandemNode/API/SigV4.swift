@@ -154,12 +154,6 @@ public enum SigV4 {
 
     // MARK: primitives
 
-    public static func sha256(_ data: [UInt8]) -> [UInt8] {
-        var out = [UInt8](repeating: 0, count: 32)
-        crypto_hash_sha256(&out, data, UInt64(data.count))
-        return out
-    }
-
     /// HMAC-SHA256 with a key of any length (the first key of the chain is not 32 bytes).
     public static func hmac(_ key: [UInt8], _ data: [UInt8]) -> [UInt8] {
         var state = crypto_auth_hmacsha256_state()

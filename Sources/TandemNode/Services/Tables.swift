@@ -1,4 +1,3 @@
-import CSodium
 import Foundation
 import GlobalTable
 import Storage
@@ -9,8 +8,8 @@ import Transport
 /// through LMDB group commit (a write is acknowledged only after its commit is on disk), and
 /// replication: deltas to every live peer, digest anti-entropy. Every decision is the core's
 /// (`GlobalTable.TableNode`); this feeds it inputs and carries out its one output,
-/// `TableReady`, in the order written at the top of `Replication.swift`: store, then reply,
-/// then send.
+/// `TableReady`, in the order written at the top of `Replication.swift`: send what was already
+/// durable, store, then reply.
 final class Tables {
     static let maxItemBytes = 400 * 1024
     static let catalogPrefix: [UInt8] = [0x01]
@@ -54,7 +53,8 @@ final class Tables {
 
     /// Write→applied lag on this node for deltas from peers, by HLC physical time (ms).
     private(set) var replicationLag = Histogram(bounds: [0.5, 1, 2, 3, 5, 10, 20, 50, 100, 250, 500, 1000, 5000])
-    private var pumpScheduled = false
+    /// When the scheduled pump runs (nil: none scheduled).
+    private var pumpDue: Instant?
     private let pumpTimer: LoopTimer
     /// A ready's writes are being committed; the next ready waits for the outcome.
     private var storing = false
@@ -332,12 +332,16 @@ final class Tables {
 
 extension Tables {
     /// Takes the core's output at the next loop turn, so the inputs of one turn go together.
+    /// A pump already due sooner covers this one; one due later is brought forward (a failed
+    /// peer batch asks for a pump after the retry delay, and client writes arriving meanwhile
+    /// must not wait that out).
     private func schedulePump(after delay: Duration = .zero) {
-        guard !pumpScheduled else { return }
-        pumpScheduled = true
+        let due = loop.now + delay
+        if let pumpDue, pumpDue <= due { return }
+        pumpDue = due
         pumpTimer.start(after: delay) { [weak self] in
             guard let self else { return }
-            self.pumpScheduled = false
+            self.pumpDue = nil
             self.pump()
         }
     }
@@ -395,11 +399,4 @@ extension Tables {
     private func recordLag() {
         for lag in core.takeLagSamples() { replicationLag.record(lag) }
     }
-}
-
-/// SHA-256 (libsodium), for long item keys.
-private func sha256(_ bytes: [UInt8]) -> [UInt8] {
-    var out = [UInt8](repeating: 0, count: 32)
-    _ = bytes.withUnsafeBufferPointer { p in crypto_hash_sha256(&out, p.baseAddress, UInt64(p.count)) }
-    return out
 }
