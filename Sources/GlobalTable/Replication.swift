@@ -90,8 +90,14 @@ public final class TableNode {
     /// A durable change for the shell to make (a write is acknowledged after it is on disk).
     public enum StoreWrite: Equatable, Sendable {
         case catalog(String, CatalogEntry)
-        /// The item's canonical state; nil deletes it (a collected tombstone, a dropped table).
-        case item(table: String, key: ItemKey, state: [UInt8]?)
+        /// The item's stored form; nil deletes it (a collected tombstone). `garbage`: it holds
+        /// something tombstone collection may drop (`ItemState.hasGarbage`), so it is indexed
+        /// for collection to visit.
+        case item(table: TableID, key: ItemKey, item: StoredItem?, garbage: Bool)
+        /// The table's summary as of this commit's items.
+        case summary(table: TableID, TableSummary)
+        /// Everything stored under a table incarnation the catalog replaced.
+        case dropTable(TableID)
         /// The stability record (`encodedStability`), so a restart does not forget it.
         case stability([UInt8])
     }
@@ -138,10 +144,14 @@ public final class TableNode {
         public var itemsCompacted = 0
         public var itemsCollected = 0
         public var resyncs = 0
+        /// Reads of the item store that failed (a corrupt page): that work was not done.
+        public var storeReadFailures = 0
     }
 
     public let id: String
     public let settings: Settings
+    /// Where the items are (the core reads durable items from it; see `ItemStore.swift`).
+    public let store: ItemStore
     public private(set) var replicas: [String: TableReplica] = [:]
     /// Every table ever created or deleted, last writer wins (see `CatalogEntry`).
     public private(set) var catalog: [String: CatalogEntry] = [:]
@@ -167,8 +177,9 @@ public final class TableNode {
     private var streams: [String: PeerStream] = [:]
 
     // ==== the way out (see the contract at the top of the file)
-    /// Changes made since the last ready: writes to store, replies waiting for them, and the
-    /// deltas and catalog entries they release once durable.
+    /// Changes made since the last ready: writes to store (besides items: each replica keeps
+    /// its own changes until `take`), replies waiting for them, and the deltas and catalog
+    /// entries they release once durable.
     private struct Batch {
         var writes: [StoreWrite] = []
         var replies: [Reply] = []
@@ -176,12 +187,13 @@ public final class TableNode {
         var catalog: [(String, CatalogEntry)] = []
     }
     private var queued = Batch()
-    /// The ready whose writes are being stored, and how many undo records it covers.
-    private var storing: (batch: Batch, undoCount: Int)?
-    /// How to return memory to what is on disk: one record per change not yet durable, oldest
-    /// first (undone newest first).
+    /// The ready whose writes are being stored, how many undo records it covers, and what it
+    /// holds of each table's items.
+    private var storing: (batch: Batch, undoCount: Int, taken: [TableID: TableReplica.Taken])?
+    /// How to return memory to what is on disk, besides items (a failed commit drops every
+    /// replica's pending changes): one record per catalog change or resync not yet durable,
+    /// oldest first (undone newest first).
     private enum Undo {
-        case item(String, ItemKey, ItemState?)
         case table(String, CatalogEntry?, TableReplica?)
         /// `resyncedAt` before a resync: undone, the resync is asked for again (we must not
         /// claim to have dropped pre-stable state that a failed commit put back).
@@ -231,20 +243,17 @@ public final class TableNode {
     private var stableReached: [(stable: UInt64, clock: UInt64)] = []
     /// When we were told we had been expired: the stable time we resynced at.
     public private(set) var resyncedAt: UInt64 = 0
-    /// Items that hold something collection may drop once it is stable (`hasGarbage`): only
-    /// these are visited, so a table of live items costs nothing to sweep.
-    private var garbage: [String: Set<ItemKey>] = [:]
-    private var compactionQueue: [(String, ItemKey)] = []
+    /// Tombstone collection's pass: the stable time it compacts against, and per table the key
+    /// it resumes after. It visits only items the store indexes as holding garbage
+    /// (`hasGarbage`), so a table of live items costs nothing to sweep.
     private var compactedAt: UInt64 = 0
-
-    private func noteGarbage(_ table: String, _ key: ItemKey) {
-        if replicas[table]?.state(key)?.hasGarbage == true { garbage[table, default: []].insert(key) }
-    }
+    private var compactionCursor: [String: ItemKey?] = [:]
 
     private var nextRequestID: UInt64 = 1
 
-    public init(id: String, settings: Settings = Settings(), maxClockAheadMs: UInt64 = 60_000) {
+    public init(id: String, store: ItemStore, settings: Settings = Settings(), maxClockAheadMs: UInt64 = 60_000) {
         self.id = id
+        self.store = store
         self.settings = settings
         clock = HybridClock(node: stableHash64(Array(id.utf8)), maxAheadMs: maxClockAheadMs)
     }
@@ -252,17 +261,16 @@ public final class TableNode {
     // ==== ------------------------------------------------------------------------------------
     // MARK: Loading what the store holds
 
-    public func load(catalogEntry entry: CatalogEntry, name: String) {
+    /// A catalog entry as the store holds it; the table's summary is read from the store.
+    public func load(catalogEntry entry: CatalogEntry, name: String) throws(TandemError) {
         catalog[name] = entry
-        if !entry.deleted { replicas[name] = TableReplica(name: name, schema: entry.schema) }
         clock.observe(entry.at, wallMs: entry.at.physicalMs)
-    }
-
-    public func load(table: String, key: ItemKey, state: ItemState) {
-        replicas[table]?.merge(key, state)
-        noteGarbage(table, key)
+        guard !entry.deleted else { return }
+        let replica = try TableReplica(name: name, schema: entry.schema, at: entry.at, store: store)
+        replicas[name] = replica
         // Never issue a timestamp below one already on disk, whatever the wall clock says.
-        clock.observe(HLC(time: state.lastWriteTime, node: 0), wallMs: state.lastWriteTime >> 16)
+        let last = replica.summary.lastWrite
+        clock.observe(HLC(time: last, node: 0), wallMs: last >> 16)
     }
 
     public func load(stability bytes: [UInt8]) throws(TandemError) {
@@ -319,22 +327,12 @@ public final class TableNode {
     /// then do they go to the peers.
     public func write(_ writes: [(table: String, key: ItemKey, delta: ItemState)]) throws(TandemError) -> UInt64 {
         for w in writes where replicas[w.table] == nil { throw TandemError(.notFound, "no table '\(w.table)'") }
+        // Every item is read before any is changed, so a read the store fails leaves nothing of
+        // the call behind (the merges below read the same snapshot, so they read the same).
+        if writes.count > 1 { for w in writes { _ = try replicas[w.table]!.state(w.key) } }
         for w in writes {
-            // One access to the replica for the merge, its undo record and the bytes to store
-            // (each lookup hashes the table name: five of them were ~4% of a put's instructions).
-            var before: ItemState?
-            var changed = false
-            var garbage = false
-            let stored: [UInt8]? = modify(&replicas[w.table]!) { r in
-                before = r.state(w.key)
-                changed = r.merge(w.key, w.delta)
-                garbage = changed && r.state(w.key)?.hasGarbage == true
-                return r.encodedState(w.key)
-            }
-            if changed { undo.append(.item(w.table, w.key, before)) }
-            if garbage { self.garbage[w.table, default: []].insert(w.key) }
+            try replicas[w.table]!.merge(w.key, w.delta)
             queued.deltas.append(TableDelta(table: w.table, entry: catalog[w.table]!, key: w.key, state: w.delta))
-            queued.writes.append(.item(table: w.table, key: w.key, state: stored))
         }
         return reply(nil)
     }
@@ -344,21 +342,6 @@ public final class TableNode {
         defer { nextTicket += 1 }
         queued.replies.append(Reply(ticket: nextTicket, payload: payload))
         return nextTicket
-    }
-
-    /// Merges into the replica, remembering how to undo it; true if anything changed.
-    @discardableResult
-    private func mergeItem(_ table: String, _ key: ItemKey, _ delta: ItemState) -> Bool {
-        let before = replicas[table]!.state(key)
-        guard replicas[table]!.merge(key, delta) else { return false }
-        undo.append(.item(table, key, before))
-        noteGarbage(table, key)
-        return true
-    }
-
-    private func replaceItem(_ table: String, _ key: ItemKey, with state: ItemState?) {
-        undo.append(.item(table, key, replicas[table]!.state(key)))
-        replicas[table]!.replace(key, with: state)
     }
 
     /// A durable change of ours: to every live peer's stream (a full queue drops its oldest,
@@ -394,10 +377,8 @@ public final class TableNode {
         undo.append(.table(name, current, replicas[name]))
         catalog[name] = winner
         writes.append(.catalog(name, winner))
-        if let old = replicas[name] {
-            for key in old.items.keys { writes.append(.item(table: name, key: key, state: nil)) }
-        }
-        replicas[name] = winner.deleted ? nil : TableReplica(name: name, schema: winner.schema)
+        if let old = replicas[name] { writes.append(.dropTable(old.id)) }
+        replicas[name] = winner.deleted ? nil : TableReplica(new: name, schema: winner.schema, at: winner.at, store: store)
     }
 
     // ==== ------------------------------------------------------------------------------------
@@ -443,10 +424,16 @@ public final class TableNode {
     /// being stored: what came since waits for the outcome, and goes in the next commit.
     public func ready(wallMs: UInt64) -> TableReady? {
         guard storing == nil else { return nil }
-        let rd = TableReady(writes: queued.writes, replies: queued.replies, messages: outbox + flush(wallMs: wallMs))
+        var rd = TableReady(writes: queued.writes, replies: queued.replies, messages: outbox + flush(wallMs: wallMs))
+        var taken: [TableID: TableReplica.Taken] = [:]
+        for name in replicas.keys.sorted() {
+            guard let (writes, t) = replicas[name]!.take() else { continue }
+            rd.writes += writes
+            taken[replicas[name]!.id] = t
+        }
         outbox = []
         if !rd.writes.isEmpty {
-            storing = (queued, undo.count)
+            storing = (queued, undo.count, taken)
         } else {
             // Nothing to store: everything these replies wait for is durable already.
             release(queued)
@@ -460,18 +447,16 @@ public final class TableNode {
     /// batch, and all queued since: they were made on top of it) and fails their replies, so
     /// nothing the disk refused stays readable or is ever sent.
     public func stored(_ error: TandemError?) {
-        guard let (batch, undoCount) = storing else { return }
+        guard let (batch, undoCount, taken) = storing else { return }
         storing = nil
         if error == nil {
             undo.removeFirst(undoCount)
+            for (name, r) in replicas { if let t = taken[r.id] { replicas[name]!.stored(t) } }
             release(batch)
             return
         }
         for record in undo.reversed() {
             switch record {
-            case .item(let table, let key, let before):
-                replicas[table]?.replace(key, with: before)
-                noteGarbage(table, key)
             case .table(let name, let entry, let replica):
                 catalog[name] = entry
                 replicas[name] = replica
@@ -480,6 +465,7 @@ public final class TableNode {
             }
         }
         undo = []
+        for name in replicas.keys { replicas[name]!.rollback() }
         let failed = TandemError(error!.code, "not stored: a change it was made on failed to commit (\(error!.message))")
         queued = Batch(replies: queued.replies.map { Reply(ticket: $0.ticket, payload: nil, error: failed) })
     }
@@ -615,21 +601,38 @@ public final class TableNode {
                 stats.malformed += 1
                 return Handled()
             }
-            return Handled(writes: merge(deltas, entries, wallMs: wallMs), reply: [])
+            var writes: [StoreWrite] = []
+            do {
+                try merge(deltas, entries, into: &writes, wallMs: wallMs)
+            } catch {
+                // The store could not be read: what was merged stays (merges are idempotent),
+                // but the batch is not acknowledged, so the peer sends it again.
+                stats.storeReadFailures += 1
+                return Handled(writes: writes)
+            }
+            return Handled(writes: writes, reply: [])
         case Kind.digests:
             guard let (digests, entries) = try? TableSyncCodec.decodeDigests(body) else {
                 stats.malformed += 1
                 return Handled()
             }
-            return Handled(writes: merge([], entries, wallMs: wallMs), reply: summaries(for: digests))
+            var writes: [StoreWrite] = []
+            try? merge([], entries, into: &writes, wallMs: wallMs)  // catalog only: reads nothing
+            do {
+                return Handled(writes: writes, reply: try summaries(for: digests))
+            } catch {
+                stats.storeReadFailures += 1
+                return Handled(writes: writes)
+            }
         default:
             stats.malformed += 1
             return Handled()
         }
     }
 
-    private func merge(_ deltas: [TableDelta], _ entries: [String: CatalogEntry], wallMs: UInt64) -> [StoreWrite] {
-        var writes: [StoreWrite] = []
+    private func merge(
+        _ deltas: [TableDelta], _ entries: [String: CatalogEntry], into writes: inout [StoreWrite], wallMs: UInt64
+    ) throws(TandemError) {
         for (name, entry) in entries {
             if !clock.observe(entry.at, wallMs: wallMs) { stats.clockClamped += 1 }
             adopt(name, entry, &writes)
@@ -639,20 +642,17 @@ public final class TableNode {
             if !clock.observe(HLC(time: d.state.lastWriteTime, node: 0), wallMs: wallMs) { stats.clockClamped += 1 }
             adopt(d.table, d.entry, &writes)
             guard let entry = catalog[d.table], !entry.deleted, entry.at == d.entry.at else { continue }
-            if let local = replicas[d.table]!.state(d.key), local.supersedes(d.state) { stats.conflictsResolved += 1 }
-            if mergeItem(d.table, d.key, d.state) {
-                // What a peer that has not compacted yet sends back is dropped again at once.
-                if compactedAt > 0, let state = replicas[d.table]!.state(d.key), state.hasGarbage {
-                    let compacted = state.compacted(stable: compactedAt)
-                    if compacted != state { replaceItem(d.table, d.key, with: compacted) }
-                }
-                noteGarbage(d.table, d.key)
-                stats.mergesApplied += 1
-                writes.append(.item(table: d.table, key: d.key, state: replicas[d.table]!.encodedState(d.key)))
-                lagSamples.append(max(0, Double(wallMs) - Double(d.state.lastWriteTime >> 16)))
+            let (before, changed) = try replicas[d.table]!.merge(d.key, d.state)
+            if let before, before.supersedes(d.state) { stats.conflictsResolved += 1 }
+            guard changed else { continue }
+            // What a peer that has not compacted yet sends back is dropped again at once.
+            if compactedAt > 0, let state = try replicas[d.table]!.state(d.key), state.hasGarbage {
+                let compacted = state.compacted(stable: compactedAt)
+                if compacted != state { try replicas[d.table]!.replace(d.key, with: compacted) }
             }
+            stats.mergesApplied += 1
+            lagSamples.append(max(0, Double(wallMs) - Double(d.state.lastWriteTime >> 16)))
         }
-        return writes
     }
 
     /// Takes the lag samples gathered since the last call.
@@ -693,18 +693,11 @@ public final class TableNode {
             round = nil
             return
         }
-        queued.writes += merge([], entries, wallMs: wallMs)
+        try? merge([], entries, into: &queued.writes, wallMs: wallMs)  // catalog only: reads nothing
         // Only durable state is pushed: an item or table with a change not yet stored waits
         // for the next round (and this one is not clean).
-        var dirty: [String: Set<ItemKey>] = [:]
         var dirtyTables = Set<String>()
-        for record in undo {
-            switch record {
-            case .item(let table, let key, _): dirty[table, default: []].insert(key)
-            case .table(let name, _, _): dirtyTables.insert(name)
-            case .resync: break
-            }
-        }
+        for case .table(let name, _, _) in undo { dirtyTables.insert(name) }
         // Writes at or after the oldest one still queued or in flight to this peer are on
         // their way by the delta stream; repairing them too would only duplicate traffic.
         let s = streams[r.peer] ?? PeerStream()
@@ -718,15 +711,19 @@ public final class TableNode {
             }
             var theirs: [ItemKey: UInt64] = [:]
             for (k, h) in summary.items { theirs[k] = h }
-            for bucket in summary.buckets {
-                for key in replica.keys(inBucket: bucket) where theirs[key] != replica.itemHash(key) {
-                    let state = replica.state(key)!
-                    if state.lastWriteTime < horizon, dirty[name]?.contains(key) != true {
+            do {
+                for bucket in summary.buckets {
+                    for (key, hash) in try replica.bucket(bucket) where theirs[key] != hash {
+                        guard !replica.isPending(key), let state = try replica.state(key), state.lastWriteTime < horizon else {
+                            r.clean = false
+                            continue
+                        }
                         push.append(TableDelta(table: name, entry: entry, key: key, state: state))
-                    } else {
-                        r.clean = false
                     }
                 }
+            } catch {
+                stats.storeReadFailures += 1
+                r.clean = false
             }
         }
         stats.itemsRepaired += push.count
@@ -756,7 +753,7 @@ public final class TableNode {
 
     /// Step 2 on the other side: for every bucket whose digest differs from the requester's,
     /// our item hashes.
-    func summaries(for theirDigests: [String: [UInt64]]) -> [UInt8] {
+    func summaries(for theirDigests: [String: [UInt64]]) throws(TandemError) -> [UInt8] {
         var w = ByteWriter(capacity: 1024)
         w.blob(TableSyncCodec.encode(deltas: [], catalog: durableCatalog))
         let names = replicas.keys.sorted()
@@ -769,11 +766,12 @@ public final class TableNode {
             ItemCodec.hlc(catalog[name]!.at, &w)
             w.u16(UInt16(buckets.count))
             for b in buckets { w.u16(UInt16(b)) }
-            let keys = buckets.flatMap { r.keys(inBucket: $0) }
+            var keys: [(ItemKey, UInt64)] = []
+            for b in buckets { keys += try r.bucket(b) }
             w.u32(UInt32(keys.count))
-            for key in keys {
+            for (key, hash) in keys {
                 w.blob(key.bytes)
-                w.u64(r.itemHash(key)!)
+                w.u64(hash)
             }
         }
         return w.bytes
@@ -871,29 +869,30 @@ public final class TableNode {
 
     /// We were gone longer than the retention bound: keep only what we wrote or learned after
     /// the cluster's stable time; the rest comes back by anti-entropy, without tombstones lost.
+    /// If the store fails a read on the way, we do not claim the resync (it is asked for again).
     private func resync(at theirStable: UInt64) -> [StoreWrite] {
+        do {
+            for name in replicas.keys.sorted() {
+                var keys = replicas[name]!.keys()
+                var changes: [(ItemKey, ItemState?)] = []
+                while let key = try keys.next() {
+                    guard let state = try replicas[name]!.state(key) else { continue }
+                    let kept = state.admitted(stable: theirStable)
+                    let next: ItemState? = kept.marker != .zero || !kept.attributes.isEmpty ? kept : nil
+                    if next != state { changes.append((key, next)) }
+                }
+                for (key, next) in changes { try replicas[name]!.replace(key, with: next) }
+            }
+        } catch {
+            stats.storeReadFailures += 1
+            return []
+        }
         stats.resyncs += 1
         undo.append(.resync(resyncedAt))
         resyncedAt = theirStable
         stable = max(stable, theirStable)
-        var writes: [StoreWrite] = []
-        for (name, replica) in replicas {
-            var fresh = TableReplica(name: name, schema: replica.schema)
-            undo.append(.table(name, catalog[name], replica))
-            for (key, state) in replica.items {
-                let kept = state.admitted(stable: theirStable)
-                if kept.marker != .zero || !kept.attributes.isEmpty {
-                    fresh.merge(key, kept)
-                    writes.append(.item(table: name, key: key, state: fresh.encodedState(key)))
-                } else {
-                    writes.append(.item(table: name, key: key, state: nil))
-                }
-            }
-            replicas[name] = fresh
-        }
         for peer in streams.keys { streams[peer]!.gap = true }
-        writes.append(.stability(encodedStability))
-        return writes
+        return [.stability(encodedStability)]
     }
 
     /// Re-evaluates who counts and the stable time; stores the stability record when it moved.
@@ -925,32 +924,36 @@ public final class TableNode {
         if changed { queued.writes.append(.stability(encodedStability)) }
     }
 
-    /// Compacts up to `compactionBatch` items against the stable time.
+    /// Compacts up to `compactionBatch` items against the stable time: a pass over the items
+    /// the store indexes as holding garbage, resumed where the last step stopped. Items with a
+    /// change not yet stored wait for the next pass.
     public func compactionStep() {
-        if compactionQueue.isEmpty {
+        if compactionCursor.isEmpty {
             guard collectible > compactedAt else { return }
             compactedAt = collectible
-            for (name, keys) in garbage { for key in keys { compactionQueue.append((name, key)) } }
+            for name in replicas.keys { compactionCursor.updateValue(nil, forKey: name) }
         }
-        var writes: [StoreWrite] = []
-        let n = min(settings.compactionBatch, compactionQueue.count)
-        for (name, key) in compactionQueue.suffix(n) {
-            guard let state = replicas[name]?.state(key) else {
-                garbage[name]?.remove(key)
+        var budget = settings.compactionBatch
+        for name in compactionCursor.keys.sorted() where budget > 0 {
+            guard replicas[name] != nil, let after = compactionCursor[name] else {
+                compactionCursor[name] = nil
                 continue
             }
-            let compacted = state.compacted(stable: compactedAt)
-            if !(compacted?.hasGarbage ?? false) { garbage[name]?.remove(key) }
-            guard compacted != state else { continue }
-            replaceItem(name, key, with: compacted)
-            if compacted == nil { stats.itemsCollected += 1 } else { stats.itemsCompacted += 1 }
-            writes.append(.item(table: name, key: key, state: replicas[name]!.encodedState(key)))
+            do {
+                let keys = try replicas[name]!.garbage(after: after, limit: budget)
+                budget -= keys.count
+                if budget > 0 { compactionCursor[name] = nil } else { compactionCursor[name] = keys.last }
+                for key in keys where !replicas[name]!.isPending(key) {
+                    guard let state = try replicas[name]!.state(key) else { continue }
+                    let compacted = state.compacted(stable: compactedAt)
+                    guard compacted != state else { continue }
+                    try replicas[name]!.replace(key, with: compacted)
+                    if compacted == nil { stats.itemsCollected += 1 } else { stats.itemsCompacted += 1 }
+                }
+            } catch {
+                stats.storeReadFailures += 1
+                compactionCursor[name] = nil
+            }
         }
-        compactionQueue.removeLast(n)
-        queued.writes += writes
     }
 }
-
-/// Runs `body` on `value` in place: one exclusive access (for a dictionary entry, one lookup).
-@inline(__always)
-private func modify<T, R>(_ value: inout T, _ body: (inout T) -> R) -> R { body(&value) }

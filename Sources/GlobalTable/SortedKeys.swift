@@ -119,6 +119,17 @@ public struct ScanKey: Comparable, Sendable {
         hash = splitmix64Mix(stableHash64(ItemKey(partition: key.partition).bytes))
     }
 
+    /// A place just before every key whose hash is `hash` (walks start after it).
+    init(hash: UInt64, before: Void) {
+        self.hash = hash
+        key = ItemKey(partition: .string(""))  // no key is less: keys are not empty
+    }
+
+    public init(hash: UInt64, key: ItemKey) {
+        self.hash = hash
+        self.key = key
+    }
+
     /// The segment of `total` this key belongs to: the hash's place in `total` equal ranges.
     public func segment(of total: Int) -> Int { Int(hash.multipliedFullWidth(by: UInt64(total)).high) }
 

@@ -154,6 +154,8 @@ public struct MerkleDigest: Hashable, Sendable {
 
     public init() {}
 
+    init(buckets: [UInt64]) { self.buckets = buckets }
+
     public static func bucket(of key: ItemKey) -> Int { Int(stableHash64(key.bytes) >> 56) }
 
     public static func itemHash(_ key: ItemKey, _ encodedState: [UInt8]) -> UInt64 {
@@ -179,131 +181,5 @@ public struct MerkleDigest: Hashable, Sendable {
 
     public func differingBuckets(_ other: MerkleDigest) -> [Int] {
         (0..<MerkleDigest.bucketCount).filter { buckets[$0] != other.buckets[$0] }
-    }
-}
-
-/// One table's replicated items: merge-only state (every write is a delta merged here), kept in
-/// canonical encoded form alongside so digests and storage need no re-encoding.
-public struct TableReplica: Sendable {
-    public let name: String
-    public let schema: KeySchema
-    public private(set) var items: [ItemKey: ItemState] = [:]
-    public private(set) var digest = MerkleDigest()
-    private var encoded: [ItemKey: [UInt8]] = [:]
-    /// Per key, its hash in the digest; per bucket, its keys — so anti-entropy never re-hashes
-    /// or re-scans the whole table on the loop.
-    private var hashes: [ItemKey: UInt64] = [:]
-    private var bucketKeys = [Set<ItemKey>](repeating: [], count: MerkleDigest.bucketCount)
-    /// Every key in order (Query and Scan walk from their start instead of sorting the table).
-    public private(set) var sortedKeys = SortedKeys()
-    /// Every key in scan order (by partition-key hash): a Scan segment is one run of it.
-    public private(set) var scanOrder = SortedList<ScanKey>()
-
-    public init(name: String, schema: KeySchema) {
-        self.name = name
-        self.schema = schema
-    }
-
-    /// Merges a delta (a local write or one from a peer); returns true if anything changed.
-    @discardableResult
-    public mutating func merge(_ key: ItemKey, _ delta: ItemState) -> Bool {
-        let before = items[key]
-        var next = before ?? ItemState()
-        next.merge(delta)
-        guard next != before else { return false }
-        let bytes = ItemCodec.encode(next)
-        let hash = MerkleDigest.itemHash(key, bytes)
-        let bucket = MerkleDigest.bucket(of: key)
-        digest.replace(bucket: bucket, oldHash: hashes[key], newHash: hash)
-        if before == nil {
-            bucketKeys[bucket].insert(key)
-            sortedKeys.insert(key)
-            scanOrder.insert(ScanKey(key))
-        }
-        items[key] = next
-        encoded[key] = bytes
-        hashes[key] = hash
-        return true
-    }
-
-    /// Replaces an item's state outright (nil removes it): tombstone collection does this, with
-    /// a state that reads the same, and a failed commit, to put back what is on disk.
-    public mutating func replace(_ key: ItemKey, with state: ItemState?) {
-        let bucket = MerkleDigest.bucket(of: key)
-        if let old = hashes[key] { digest.remove(bucket: bucket, hash: old) }
-        guard let state else {
-            items[key] = nil
-            encoded[key] = nil
-            hashes[key] = nil
-            bucketKeys[bucket].remove(key)
-            sortedKeys.remove(key)
-            scanOrder.remove(ScanKey(key))
-            return
-        }
-        let bytes = ItemCodec.encode(state)
-        let hash = MerkleDigest.itemHash(key, bytes)
-        digest.replace(bucket: bucket, oldHash: nil, newHash: hash)
-        bucketKeys[bucket].insert(key)
-        sortedKeys.insert(key)
-        scanOrder.insert(ScanKey(key))
-        items[key] = state
-        encoded[key] = bytes
-        hashes[key] = hash
-    }
-
-    public func state(_ key: ItemKey) -> ItemState? { items[key] }
-
-    public func encodedState(_ key: ItemKey) -> [UInt8]? { encoded[key] }
-
-    /// Keys whose bucket is `bucket`, sorted.
-    public func keys(inBucket bucket: Int) -> [ItemKey] { bucketKeys[bucket].sorted() }
-
-    /// The item's hash as counted in the digest.
-    public func itemHash(_ key: ItemKey) -> UInt64? { hashes[key] }
-
-    /// Visible items of one partition in sort-key order, from `after` (exclusive), up to `limit`.
-    public func query(
-        partition: KeyValue, where match: (KeyValue?) -> Bool = { _ in true },
-        after: ItemKey? = nil, limit: Int
-    ) -> (items: [(ItemKey, [String: AttributeValue])], more: Bool) {
-        let start = after ?? ItemKey(partition: partition, sort: nil)
-        let keys = sortedKeys.ascending { after == nil ? !($0 < start) : start < $0 }
-        return page(limit: limit) {
-            while let k = keys.next(), k.partition == partition {
-                if match(k.sort) { return k }
-            }
-            return nil
-        }
-    }
-
-    /// All visible items in key order, from `after` (exclusive), up to `limit`.
-    public func scan(after: ItemKey? = nil, limit: Int) -> (items: [(ItemKey, [String: AttributeValue])], more: Bool) {
-        let keys = sortedKeys.ascending(after: after)
-        return page(limit: limit) { keys.next() }
-    }
-
-    /// The keys of Scan segment `segment` of `total`, in scan order, after `after` (which must be
-    /// of that segment): only that segment's run of the scan order is read.
-    public func segmentKeys(_ segment: Int, of total: Int, after: ItemKey? = nil) -> AnyIterator<ItemKey> {
-        let start = after.map(ScanKey.init)
-        let keys = scanOrder.ascending { k in start.map { $0 < k } ?? (k.segment(of: total) >= segment) }
-        var done = false
-        return AnyIterator {
-            guard !done, let k = keys.next(), k.segment(of: total) == segment else {
-                done = true
-                return nil
-            }
-            return k.key
-        }
-    }
-
-    private func page(limit: Int, _ next: () -> ItemKey?) -> (items: [(ItemKey, [String: AttributeValue])], more: Bool) {
-        var out: [(ItemKey, [String: AttributeValue])] = []
-        while let k = next() {
-            guard let v = items[k]!.visible else { continue }
-            if out.count == limit { return (out, true) }
-            out.append((k, v))
-        }
-        return (out, false)
     }
 }

@@ -40,13 +40,14 @@ public final class TableSimulation {
 
     enum DiskKey: Hashable {
         case catalog(String)
-        case item(String, ItemKey)
         case stability
     }
 
     struct Node {
         var core: TableNode?
+        /// What survives a crash: catalog and stability records, and the items.
         var disk: [DiskKey: [UInt8]] = [:]
+        let items = MemoryItemStore()
         /// A ready's writes are being stored (the next ready waits for the outcome).
         var storing = false
         var pumpScheduled = false
@@ -95,8 +96,8 @@ public final class TableSimulation {
         nodes[0].core!.stored(nil)
         let entry = nodes[0].core!.catalog[TableSimulation.table]!
         for i in 0..<config.nodes {
-            if i > 0 { nodes[i].core!.load(catalogEntry: entry, name: TableSimulation.table) }
             for w in writes { store(i, w) }
+            if i > 0 { try! nodes[i].core!.load(catalogEntry: entry, name: TableSimulation.table) }
         }
     }
 
@@ -124,19 +125,17 @@ public final class TableSimulation {
     public func start(_ i: Int) {
         guard nodes[i].core == nil else { return }
         runtime.newLife(i)
-        let core = TableNode(id: TableSimulation.id(i), settings: config.core)
-        var catalog: [(String, [UInt8])] = [], items: [(String, ItemKey, [UInt8])] = []
+        let core = TableNode(id: TableSimulation.id(i), store: nodes[i].items, settings: config.core)
+        var catalog: [(String, [UInt8])] = []
         for (k, v) in nodes[i].disk {
             switch k {
             case .catalog(let name): catalog.append((name, v))
-            case .item(let t, let key): items.append((t, key, v))
             case .stability: try? core.load(stability: v)
             }
         }
         for (name, v) in catalog.sorted(by: { $0.0 < $1.0 }) {
-            if let e = try? TableSyncCodec.decodeDeltas(v).catalog[name] { core.load(catalogEntry: e, name: name) }
+            if let e = try? TableSyncCodec.decodeDeltas(v).catalog[name] { try! core.load(catalogEntry: e, name: name) }
         }
-        for (t, key, v) in items.sorted(by: { $0.1 < $1.1 }) { core.load(table: t, key: key, state: try! ItemCodec.decode(v)) }
         nodes[i].core = core
         runtime.schedule(.antiEntropy(node: i), after: runtime.random(in: .zero...config.antiEntropyInterval, unit: Self.ms), to: i)
         runtime.schedule(.stability(node: i), after: runtime.random(in: .zero...config.stabilityInterval, unit: Self.ms), to: i)
@@ -153,7 +152,7 @@ public final class TableSimulation {
         guard let core = nodes[i].core, let replica = core.replicas[TableSimulation.table] else { return }
         syncMembers(i)
         let key = ItemKey(partition: .string("k\(runtime.rng.next() % UInt64(config.keys))"))
-        var state = replica.state(key) ?? ItemState()
+        var state = try! replica.state(key) ?? ItemState()
         let t = core.now(wallMs: wall(i))
         let elements: [SetElement] = ["billing", "voice", "chat"].map { .string($0) }
         let delta: ItemState?
@@ -192,7 +191,7 @@ public final class TableSimulation {
     public func deleteOn(_ i: Int, _ key: ItemKey) {
         guard let core = nodes[i].core, let replica = core.replicas[TableSimulation.table] else { return }
         syncMembers(i)
-        var state = replica.state(key) ?? ItemState()
+        var state = try! replica.state(key) ?? ItemState()
         write(i, key, state.delete(at: core.now(wallMs: wall(i))))
     }
 
@@ -305,8 +304,8 @@ public final class TableSimulation {
     private func store(_ i: Int, _ w: TableNode.StoreWrite) {
         switch w {
         case .catalog(let name, let entry): nodes[i].disk[.catalog(name)] = TableSyncCodec.encode(deltas: [], catalog: [name: entry])
-        case .item(let t, let key, let state): nodes[i].disk[.item(t, key)] = state
         case .stability(let bytes): nodes[i].disk[.stability] = bytes
+        case .item, .summary, .dropTable: nodes[i].items.apply([w])
         }
     }
 }

@@ -10,8 +10,20 @@ import Transport
 /// transaction is on disk (LMDB syncs on commit), so a write acknowledged after `commit` survives
 /// `kill -9` and power loss.
 public final class LMDBStore: @unchecked Sendable {
+    /// One change in a commit.
+    public enum Op: Sendable {
+        case put([UInt8], [UInt8])
+        case delete([UInt8])
+        /// Every key that starts with these bytes.
+        case deletePrefix([UInt8])
+    }
+
     private var env: OpaquePointer?
     private var dbi: MDB_dbi = 0
+    /// The loop thread's read transaction (`get`, `range`): a snapshot of the last commit,
+    /// renewed by `refresh` (the group committer does it before it reports a commit, so a
+    /// reader never misses what was acknowledged).
+    private var reader: OpaquePointer?
     private let faults: DiskFaults
     /// The longest key LMDB takes (its default build, `mdb_env_get_maxkeysize`); a longer one
     /// fails the whole transaction with MDB_BAD_VALSIZE, so callers keep their keys within it.
@@ -22,14 +34,91 @@ public final class LMDBStore: @unchecked Sendable {
         try check(mdb_env_create(&env), "create environment")
         try check(mdb_env_set_maxdbs(env, 4), "set max dbs")
         try check(mdb_env_set_mapsize(env, mapSizeBytes), "set map size")
-        try check(mdb_env_open(env, path, 0, 0o644), "open \(path)")
+        // MDB_NOTLS: read transactions are not tied to threads, so the loop's long-lived reader
+        // and a scan at start can coexist.
+        try check(mdb_env_open(env, path, UInt32(MDB_NOTLS), 0o644), "open \(path)")
         var txn: OpaquePointer?
         try check(mdb_txn_begin(env, nil, 0, &txn), "begin")
         try check(mdb_dbi_open(txn, "data", UInt32(MDB_CREATE), &dbi), "open db")
         try check(mdb_txn_commit(txn), "commit")
     }
 
-    deinit { mdb_env_close(env) }
+    deinit {
+        if reader != nil { mdb_txn_abort(reader) }
+        mdb_env_close(env)
+    }
+
+    /// Makes the last commit visible to `get` and `range` (loop thread).
+    public func refresh() throws {
+        if let reader {
+            mdb_txn_reset(reader)
+            let rc = mdb_txn_renew(reader)
+            if rc != 0 {
+                mdb_txn_abort(reader)
+                self.reader = nil
+                try check(rc, "renew read")
+            }
+        } else {
+            try check(mdb_txn_begin(env, nil, UInt32(MDB_RDONLY), &reader), "begin read")
+        }
+    }
+
+    private func readTxn() throws -> OpaquePointer? {
+        if reader == nil { try refresh() }
+        return reader
+    }
+
+    /// The value at `key` as of the last `refresh` (loop thread).
+    public func get(_ key: [UInt8]) throws -> [UInt8]? {
+        let txn = try readTxn()
+        var keyBytes = key
+        var v = MDB_val()
+        let rc: Int32 = keyBytes.withUnsafeMutableBytes { kp in
+            var k = MDB_val(mv_size: kp.count, mv_data: kp.baseAddress)
+            return mdb_get(txn, dbi, &k, &v)
+        }
+        if rc == MDB_NOTFOUND { return nil }
+        try check(rc, "get")
+        return Array(UnsafeRawBufferPointer(start: v.mv_data, count: v.mv_size))
+    }
+
+    /// Up to `limit` pairs in key order (or its reverse) from `start` (or past it, if `after`),
+    /// while keys start with `prefix`, as of the last `refresh` (loop thread).
+    public func range(
+        from start: [UInt8], after: Bool = false, descending: Bool = false, prefix: [UInt8], limit: Int, valueBytes: Int = .max
+    ) throws -> [(key: [UInt8], value: [UInt8])] {
+        let txn = try readTxn()
+        var cursor: OpaquePointer?
+        try check(mdb_cursor_open(txn, dbi, &cursor), "cursor")
+        defer { mdb_cursor_close(cursor) }
+        var out: [(key: [UInt8], value: [UInt8])] = []
+        var startCopy = start
+        var k = MDB_val(mv_size: start.count, mv_data: nil)
+        var v = MDB_val()
+        var rc: Int32 = startCopy.withUnsafeMutableBytes { p in
+            k.mv_data = p.baseAddress
+            return mdb_cursor_get(cursor, &k, &v, MDB_SET_RANGE)
+        }
+        if descending {
+            // At the first key ≥ start: step back unless it is start itself and included.
+            if rc == MDB_NOTFOUND {
+                rc = mdb_cursor_get(cursor, &k, &v, MDB_LAST)
+            } else if rc == 0 {
+                let at = UnsafeRawBufferPointer(start: k.mv_data, count: k.mv_size)
+                if after || !at.elementsEqual(start) { rc = mdb_cursor_get(cursor, &k, &v, MDB_PREV) }
+            }
+        }
+        while rc == 0 && out.count < limit {
+            let key = Array(UnsafeRawBufferPointer(start: k.mv_data, count: k.mv_size))
+            guard key.starts(with: prefix) else { break }
+            if !(after && key == start) {
+                out.append((key, Array(UnsafeRawBufferPointer(start: v.mv_data, count: min(v.mv_size, valueBytes)))))
+            }
+            rc = mdb_cursor_get(cursor, &k, &v, descending ? MDB_PREV : MDB_NEXT)
+        }
+        guard rc == 0 || rc == MDB_NOTFOUND else { try check(rc, "range"); return out }
+        return out
+    }
 
     private func check(_ rc: Int32, _ what: String) throws {
         guard rc == 0 else {
@@ -75,21 +164,31 @@ public final class LMDBStore: @unchecked Sendable {
         return out
     }
 
-    /// Applies puts (value) and deletes (nil) in one transaction and syncs it.
-    public func commit(_ writes: [(key: [UInt8], value: [UInt8]?)]) throws {
+    /// Applies the ops in one transaction and syncs it.
+    public func commit(_ ops: [Op]) throws {
         var txn: OpaquePointer?
         try check(mdb_txn_begin(env, nil, 0, &txn), "begin write")
-        for (key, value) in writes {
-            var keyBytes = key
-            let rc: Int32 = keyBytes.withUnsafeMutableBytes { kp in
-                var k = MDB_val(mv_size: kp.count, mv_data: kp.baseAddress)
-                guard var valueBytes = value else { return mdb_del(txn, dbi, &k, nil) }
-                return valueBytes.withUnsafeMutableBytes { vp in
-                    var v = MDB_val(mv_size: vp.count, mv_data: vp.baseAddress)
-                    return mdb_put(txn, dbi, &k, &v, 0)
+        for op in ops {
+            var rc: Int32
+            switch op {
+            case .put(var key, var value):
+                rc = key.withUnsafeMutableBytes { kp in
+                    var k = MDB_val(mv_size: kp.count, mv_data: kp.baseAddress)
+                    return value.withUnsafeMutableBytes { vp in
+                        var v = MDB_val(mv_size: vp.count, mv_data: vp.baseAddress)
+                        return mdb_put(txn, dbi, &k, &v, 0)
+                    }
                 }
+            case .delete(var key):
+                rc = key.withUnsafeMutableBytes { kp in
+                    var k = MDB_val(mv_size: kp.count, mv_data: kp.baseAddress)
+                    return mdb_del(txn, dbi, &k, nil)
+                }
+                if rc == MDB_NOTFOUND { rc = 0 }
+            case .deletePrefix(let prefix):
+                rc = deletePrefix(prefix, txn)
             }
-            if rc != 0 && !(value == nil && rc == MDB_NOTFOUND) {
+            if rc != 0 {
                 mdb_txn_abort(txn)
                 try check(rc, "write")
             }
@@ -105,11 +204,40 @@ public final class LMDBStore: @unchecked Sendable {
     }
 }
 
+extension LMDBStore {
+    private func deletePrefix(_ prefix: [UInt8], _ txn: OpaquePointer?) -> Int32 {
+        var cursor: OpaquePointer?
+        var rc = mdb_cursor_open(txn, dbi, &cursor)
+        guard rc == 0 else { return rc }
+        defer { mdb_cursor_close(cursor) }
+        var start = prefix
+        var k = MDB_val(mv_size: prefix.count, mv_data: nil)
+        var v = MDB_val()
+        rc = start.withUnsafeMutableBytes { p in
+            k.mv_data = p.baseAddress
+            return mdb_cursor_get(cursor, &k, &v, MDB_SET_RANGE)
+        }
+        while rc == 0 {
+            let key = UnsafeRawBufferPointer(start: k.mv_data, count: k.mv_size)
+            guard key.starts(with: prefix) else { break }
+            rc = mdb_cursor_del(cursor, 0)
+            guard rc == 0 else { return rc }
+            // Seek again rather than rely on where a delete leaves the cursor.
+            k = MDB_val(mv_size: prefix.count, mv_data: nil)
+            rc = start.withUnsafeMutableBytes { p in
+                k.mv_data = p.baseAddress
+                return mdb_cursor_get(cursor, &k, &v, MDB_SET_RANGE)
+            }
+        }
+        return rc == MDB_NOTFOUND ? 0 : rc
+    }
+}
+
 /// Group commit: writes that arrive while a commit is running wait and go together in the
 /// next one, so many writers share one fsync. Commits run on libuv's thread pool; completions
 /// run on the loop thread, in submission order.
 public final class GroupCommitter {
-    public typealias Write = (key: [UInt8], value: [UInt8]?)
+    public typealias Write = LMDBStore.Op
 
     private final class Batch: @unchecked Sendable {
         let store: LMDBStore
@@ -162,6 +290,12 @@ public final class GroupCommitter {
     private func finish(_ batch: Batch) {
         let done = running ?? []
         running = nil
+        if batch.error == nil {
+            // Reads see the commit before anyone hears of it. The commit is durable: if reads
+            // cannot be brought up to it, reporting a failure would undo in memory what the disk
+            // holds, so the node stops instead (a restart reads the disk as it is).
+            do { try store.refresh() } catch { fatalError("LMDB read view cannot be renewed after a commit: \(error)") }
+        }
         if batch.error == nil {
             commits += 1
             writesCommitted += batch.writes.count

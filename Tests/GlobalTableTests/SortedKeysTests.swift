@@ -1,4 +1,4 @@
-import GlobalTable
+@testable import GlobalTable
 import TandemCore
 import Testing
 
@@ -54,45 +54,48 @@ import Testing
     }
 
     /// The replica keeps the index as keys come and go; queries read only their partition.
-    @Test func replicaQueryAndScanUseTheIndex() {
-        var t = TableReplica(name: "t", schema: KeySchema(partitionKey: "pk", sortKey: "sk", sortKeyType: "N"))
+    @Test func replicaQueryAndScanUseTheIndex() throws {
+        var t = TableReplica.inMemory("t", KeySchema(partitionKey: "pk", sortKey: "sk", sortKeyType: "N"))
         var clock = HybridClock(node: 1)
         for p in 0..<20 {
             for s in 0..<50 {
                 var item = ItemState()
-                t.merge(key(p, s), item.put(["v": .number(DecimalNumber(s))], at: clock.now(wallMs: 1)))
+                try t.merge(key(p, s), item.put(["v": .number(DecimalNumber(s))], at: clock.now(wallMs: 1)))
             }
+            if p == 10 { t.persist() }  // half stored, half pending
         }
-        t.replace(key(3, 7), with: nil)
-        #expect(t.sortedKeys.count == 999)
-        let q = t.query(partition: .string("p3"), where: { ($0.map { $0 >= .number(DecimalNumber(5)) }) ?? false }, limit: 4)
+        try t.replace(key(3, 7), with: nil)  // a pending removal of a stored key
+        #expect(try t.allKeys().count == 999)
+        let q = try t.query(partition: .string("p3"), where: { ($0.map { $0 >= .number(DecimalNumber(5)) }) ?? false }, limit: 4)
         #expect(q.items.map(\.0) == [key(3, 5), key(3, 6), key(3, 8), key(3, 9)] && q.more)
-        let s = t.scan(after: key(9, 47), limit: 10)  // "p9" is the last partition (bytes order)
+        let s = try t.scan(after: key(9, 47), limit: 10)  // "p9" is the last partition (bytes order)
         #expect(s.items.map(\.0) == [key(9, 48), key(9, 49)] && !s.more)
     }
 
     /// Parallel Scan: for any number of segments, paging every segment with ExclusiveStartKey
     /// yields every key exactly once, each segment only its own keys (in scan order), and a
     /// segment's walk stops at its end instead of reading the rest of the table.
-    @Test func scanSegmentsPartitionTheTable() {
-        var t = TableReplica(name: "t", schema: KeySchema(partitionKey: "pk", sortKey: "sk", sortKeyType: "N"))
+    @Test func scanSegmentsPartitionTheTable() throws {
+        var t = TableReplica.inMemory("t", KeySchema(partitionKey: "pk", sortKey: "sk", sortKeyType: "N"))
         var clock = HybridClock(node: 1)
         var rng = SeededGenerator(seed: 7)
         // 300 partitions of 1 to 8 sort keys: item collections of several sizes.
         for p in 0..<300 {
             for s in 0..<(1 + Int(rng.next() % 8)) {
                 var item = ItemState()
-                t.merge(key(p, s), item.put(["v": .number(DecimalNumber(s))], at: clock.now(wallMs: 1)))
+                try t.merge(key(p, s), item.put(["v": .number(DecimalNumber(s))], at: clock.now(wallMs: 1)))
             }
+            if p == 150 { t.persist() }  // half stored, half pending
         }
-        let all = Set(t.sortedKeys.ascending(after: nil))
+        let all = Set(try t.allKeys())
         for total in [1, 2, 3, 4, 7, 16, 1000] {
             var seen: [ItemKey] = []
             for segment in 0..<total {
                 var mine: [ItemKey] = []
                 var after: ItemKey?
                 repeat {  // pages of 5, each continuing after the last key of the one before
-                    let page = Array(t.segmentKeys(segment, of: total, after: after).prefix(5))
+                    var walk = t.segmentKeys(segment, of: total, after: after)
+                    let page = try walk.take(5)
                     mine += page
                     after = page.count == 5 ? page.last : nil
                 } while after != nil
@@ -103,11 +106,19 @@ import Testing
             #expect(seen.count == all.count && Set(seen) == all, "\(total) segments: \(seen.count) keys for \(all.count)")
         }
         // Shares are even (a hash, not key ranges): 4 segments of about 1,350 keys each.
-        let shares = (0..<4).map { Array(t.segmentKeys($0, of: 4)).count }
+        let shares = try (0..<4).map { s in
+            var walk = t.segmentKeys(s, of: 4)
+            return try walk.take().count
+        }
         #expect(shares.allSatisfy { abs($0 - all.count / 4) < all.count / 8 }, "\(shares)")
         // Continuing after a key that has since been deleted still finds its place.
-        let first = Array(t.segmentKeys(1, of: 4).prefix(3))
-        t.replace(first[1], with: nil)
-        #expect(t.segmentKeys(1, of: 4, after: first[1]).next() == first[2])
+        var walk = t.segmentKeys(1, of: 4)
+        let first = try walk.take(3)
+        try t.replace(first[1], with: nil)
+        var rest = t.segmentKeys(1, of: 4, after: first[1])
+        #expect(try rest.next() == first[2])
+        t.persist()  // the removal stored: the same from the store
+        rest = t.segmentKeys(1, of: 4, after: first[1])
+        #expect(try rest.next() == first[2])
     }
 }

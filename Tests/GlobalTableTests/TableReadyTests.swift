@@ -1,4 +1,4 @@
-import GlobalTable
+@testable import GlobalTable
 import TandemCore
 import Testing
 
@@ -12,11 +12,10 @@ import Testing
 
     /// Two cores, "a" and "b", each holding the table and seeing the other as live.
     func pair() -> (TableNode, TableNode) {
-        let a = TableNode(id: "a"), b = TableNode(id: "b")
+        let a = TableNode(id: "a", store: MemoryItemStore()), b = TableNode(id: "b", store: MemoryItemStore())
         _ = try! a.createTable(Self.table, schema: KeySchema(partitionKey: "id"), wallMs: wall)
-        _ = a.ready(wallMs: wall)
-        a.stored(nil)
-        b.load(catalogEntry: a.catalog[Self.table]!, name: Self.table)
+        a.commit(a.ready(wallMs: wall)!)
+        try! b.load(catalogEntry: a.catalog[Self.table]!, name: Self.table)
         a.membersChanged([("b", true)], wallMs: wall)
         b.membersChanged([("a", true)], wallMs: wall)
         return (a, b)
@@ -26,7 +25,7 @@ import Testing
 
     /// A local put of `key` on `node`; returns its ticket.
     func put(_ node: TableNode, _ k: ItemKey, _ status: String) throws -> UInt64 {
-        var state = node.replicas[Self.table]!.state(k) ?? ItemState()
+        var state = try node.replicas[Self.table]!.state(k) ?? ItemState()
         let delta = state.put(["id": k.partition.attributeValue, "status": .string(status)], at: node.now(wallMs: wall))
         return try node.write([(Self.table, k, delta)])
     }
@@ -37,7 +36,7 @@ import Testing
         var replies = 0
         for m in messages { _ = node.receive(kind: m.kind, payload: m.payload, wallMs: wall) }
         while let rd = node.ready(wallMs: wall) {
-            node.stored(nil)
+            node.commit(rd)
             replies += rd.replies.filter { $0.payload != nil }.count
         }
         return replies
@@ -51,22 +50,23 @@ import Testing
         // The first ready stores the item and answers the write; nothing in it carries the
         // delta (it is not durable yet), and nothing more comes until the store is reported.
         let first = try #require(a.ready(wallMs: wall))
-        #expect(first.writes.contains { if case .item(Self.table, k, _?) = $0 { true } else { false } })
+        let id = a.replicas[Self.table]!.id
+        #expect(first.writes.contains { if case .item(id, k, _?, _) = $0 { true } else { false } })
         #expect(first.replies.map(\.ticket) == [ticket])
         #expect(first.replies.allSatisfy { $0.error == nil && $0.payload == nil })
         #expect(first.messages.allSatisfy { $0.kind != TableNode.Kind.deltas })
         #expect(a.ready(wallMs: wall) == nil, "a second ready while the first one's writes are being stored")
         _ = deliver(first.messages, to: b)
-        #expect(b.replicas[Self.table]!.state(k) == nil, "the delta reached the peer before it was stored")
+        #expect(try b.replicas[Self.table]!.state(k) == nil, "the delta reached the peer before it was stored")
 
         // Stored: now the delta goes, in the next ready.
-        a.stored(nil)
+        a.commit(first)
         let second = try #require(a.ready(wallMs: wall))
         #expect(second.writes.isEmpty)
         let deltas = second.messages.filter { $0.kind == TableNode.Kind.deltas && $0.to == "b" }
         #expect(deltas.count == 1)
         #expect(deliver(deltas, to: b) == 1, "the peer did not answer the delta batch")
-        #expect(b.replicas[Self.table]!.state(k)?.visible?["status"] == .string("ready"))
+        #expect(try b.replicas[Self.table]!.state(k)?.visible?["status"] == .string("ready"))
     }
 
     @Test func aFailedStoreUndoesTheWriteAndSendsNothingOfIt() throws {
@@ -74,10 +74,9 @@ import Testing
         let k = key("k1"), other = key("k2")
         // A durable item first, so "as it was" is not just "absent".
         _ = try put(a, k, "before")
-        _ = try #require(a.ready(wallMs: wall))
-        a.stored(nil)
+        a.commit(try #require(a.ready(wallMs: wall)))
         _ = deliver(a.ready(wallMs: wall)?.messages ?? [], to: b)
-        let before = a.replicas[Self.table]!.state(k)
+        let before = try a.replicas[Self.table]!.state(k)
         let digestBefore = a.replicas[Self.table]!.digest
 
         let failedTicket = try put(a, k, "refused")
@@ -87,8 +86,8 @@ import Testing
         let laterTicket = try put(a, other, "later")
         a.stored(TandemError(.diskFailed, "fsync failed"))
 
-        #expect(a.replicas[Self.table]!.state(k) == before, "the refused write is still readable")
-        #expect(a.replicas[Self.table]!.state(other) == nil, "a write made on top of the refused one is readable")
+        #expect(try a.replicas[Self.table]!.state(k) == before, "the refused write is still readable")
+        #expect(try a.replicas[Self.table]!.state(other) == nil, "a write made on top of the refused one is readable")
         #expect(a.replicas[Self.table]!.digest == digestBefore)
 
         // What comes after: the later write's failure, and no delta of either write, ever.
@@ -98,14 +97,14 @@ import Testing
         a.stabilityRound(wallMs: wall)
         for _ in 0..<5 {
             guard let next = a.ready(wallMs: wall) else { break }
-            a.stored(nil)
+            a.commit(next)
             failedReplies += next.replies.filter { $0.error != nil }.map(\.ticket)
             sent += next.messages
             // Answer everything, so anti-entropy runs its whole round.
             for m in next.messages {
                 let t = b.receive(kind: m.kind, payload: m.payload, wallMs: wall)
                 while let brd = b.ready(wallMs: wall) {
-                    b.stored(nil)
+                    b.commit(brd)
                     if let reply = brd.replies.first(where: { $0.ticket == t })?.payload {
                         a.responded(to: m.id, payload: reply, wallMs: wall)
                     }
@@ -114,16 +113,15 @@ import Testing
         }
         #expect(failedReplies == [laterTicket])
         #expect(!sent.isEmpty, "anti-entropy and stability sent nothing at all")
-        #expect(b.replicas[Self.table]!.state(k)?.visible?["status"] == .string("before"))
-        #expect(b.replicas[Self.table]!.state(other) == nil)
+        #expect(try b.replicas[Self.table]!.state(k)?.visible?["status"] == .string("before"))
+        #expect(try b.replicas[Self.table]!.state(other) == nil)
     }
 
     @Test func aPeersBatchIsAnsweredOnlyAfterItIsStored() throws {
         let (a, b) = pair()
         let k = key("k1")
         _ = try put(a, k, "x")
-        _ = a.ready(wallMs: wall)
-        a.stored(nil)
+        a.commit(a.ready(wallMs: wall)!)
         let batch = try #require(a.ready(wallMs: wall)).messages.filter { $0.kind == TableNode.Kind.deltas }
         #expect(batch.count == 1)
 
@@ -133,7 +131,7 @@ import Testing
         #expect(rd.replies.first { $0.ticket == ticket }?.payload != nil)
         // The disk refuses: the shell answers nothing (the sender resends), and the merge is undone.
         b.stored(TandemError(.diskFailed, "fsync failed"))
-        #expect(b.replicas[Self.table]!.state(k) == nil)
+        #expect(try b.replicas[Self.table]!.state(k) == nil)
     }
 
     @Test func writesToAMissingTableAreRefusedWhole() throws {
@@ -141,7 +139,7 @@ import Testing
         var s = ItemState()
         let delta = s.put(["id": .string("x")], at: a.now(wallMs: wall))
         #expect(throws: TandemError.self) { try a.write([(Self.table, key("x"), delta), ("nope", key("x"), delta)]) }
-        #expect(a.replicas[Self.table]!.state(key("x")) == nil)
+        #expect(try a.replicas[Self.table]!.state(key("x")) == nil)
         #expect(a.ready(wallMs: wall) == nil)
     }
 }

@@ -1,4 +1,6 @@
 import Foundation
+import GlobalTable
+import Storage
 import TandemCore
 @testable import TandemTestKit
 import Testing
@@ -73,6 +75,103 @@ import Testing
             eventually(timeout: .seconds(10)) { cluster.view(from: 0) != nil },
             "the node did not come back: \(cluster.log(0).suffix(2_000))")
         try check("after the restart")
+    }
+
+    /// A data dir written before items moved to the on-disk layout (items under `0x02 | name |
+    /// key`, long keys under `0x04 | SHA-256`, all read into memory at start) opens: every item
+    /// is moved once, reads and queries find them, the summary counts them, and a second start
+    /// finds nothing left to move.
+    @Test func aDataDirOfTheEarlierLayoutIsMovedAtStart() throws {
+        let cluster = try LocalCluster(size: 1)
+        cluster.logLevel = "notice"
+        defer { cluster.kill9(0) }
+        let schema = KeySchema(partitionKey: "pk", sortKey: "sk", sortKeyType: "N")
+        let at = HLC(time: 1_000 << 16, node: 7)
+        var clock = HybridClock(node: 7)
+        func old(_ table: String, _ key: ItemKey, _ state: ItemState) -> LMDBStore.Op {
+            var w = ByteWriter()
+            w.u8(0x02)
+            w.u16(UInt16(table.utf8.count))
+            w.raw(Array(table.utf8))
+            w.raw(key.bytes)
+            let storageKey = w.bytes
+            guard storageKey.count > LMDBStore.maxKeyBytes else { return .put(storageKey, ItemCodec.encode(state)) }
+            var v = ByteWriter()
+            v.blob(Array(table.utf8))
+            v.blob(key.bytes)
+            v.raw(ItemCodec.encode(state))
+            return .put([0x04] + sha256(Array(storageKey.dropFirst())), v.bytes)
+        }
+        try FileManager.default.createDirectory(atPath: cluster.nodes[0].dataDir, withIntermediateDirectories: true)
+        do {
+            let lmdb = try LMDBStore(path: cluster.nodes[0].dataDir)
+            var ops: [LMDBStore.Op] = [
+                .put(
+                    [0x01] + Array("contacts".utf8),
+                    TableSyncCodec.encode(deltas: [], catalog: ["contacts": CatalogEntry(schema: schema, at: at)]))
+            ]
+            for p in 0..<30 {
+                for s in 0..<40 {
+                    var state = ItemState()
+                    _ = state.put(
+                        ["pk": .string("p\(p)"), "sk": .number(DecimalNumber(s)), "v": .number(DecimalNumber(p * 100 + s))],
+                        at: clock.now(wallMs: 2_000))
+                    ops.append(old("contacts", ItemKey(partition: .string("p\(p)"), sort: .number(DecimalNumber(s))), state))
+                }
+            }
+            let longPK = String(repeating: "L", count: 1_500)
+            var long = ItemState()
+            _ = long.put(["pk": .string(longPK), "sk": .number(DecimalNumber(1)), "v": .string("long")], at: clock.now(wallMs: 2_000))
+            ops.append(old("contacts", ItemKey(partition: .string(longPK), sort: .number(DecimalNumber(1))), long))
+            // An item of a table the catalog no longer has: dropped in the move.
+            var orphan = ItemState()
+            _ = orphan.put(["pk": .string("x")], at: clock.now(wallMs: 2_000))
+            ops.append(old("gone", ItemKey(partition: .string("x")), orphan))
+            try lmdb.commit(ops)
+        }
+
+        func check(_ when: String) throws {
+            let api = cluster.nodes[0].api
+            let got = try Self.ddb(api, "GetItem", #"{"TableName":"contacts","Key":{"pk":{"S":"p7"},"sk":{"N":"13"}}}"#)
+            #expect(got.json["Item"]?["v"] == .object([("N", .string("713"))]), "\(when): \(got)")
+            let query = try Self.ddb(
+                api, "Query",
+                #"{"TableName":"contacts","KeyConditionExpression":"pk = :p AND sk BETWEEN :a AND :b","ExpressionAttributeValues":{":p":{"S":"p29"},":a":{"N":"5"},":b":{"N":"9"}},"ScanIndexForward":false}"#
+            )
+            #expect(query.json["Count"] == .number("5"), "\(when): \(query.json)")
+            guard case .array(let items)? = query.json["Items"] else { Issue.record("\(when): no items"); return }
+            #expect(items.first?["sk"] == .object([("N", .string("9"))]), "\(when): descending")
+            let long = try Self.ddb(
+                api, "Query",
+                #"{"TableName":"contacts","KeyConditionExpression":"pk = :p","ExpressionAttributeValues":{":p":{"S":"\#(String(repeating: "L", count: 1_500))"}}}"#
+            )
+            guard case .array(let longItems)? = long.json["Items"] else { Issue.record("\(when): no long item"); return }
+            #expect(longItems.first?["v"] == .object([("S", .string("long"))]), "\(when): the long-keyed item")
+            let described = try Self.ddb(api, "DescribeTable", #"{"TableName":"contacts"}"#)
+            #expect(described.json["Table"]?["ItemCount"] == .number("1201"), "\(when): \(described.json)")
+            var scanned = 0
+            var start: JSON?
+            repeat {
+                let body =
+                    start.map { #"{"TableName":"contacts","Limit":500,"ExclusiveStartKey":\#($0.serialized)}"# }
+                    ?? #"{"TableName":"contacts","Limit":500}"#
+                let page = try Self.ddb(api, "Scan", body)
+                guard case .number(let n)? = page.json["Count"] else { Issue.record("\(when): \(page)"); return }
+                scanned += Int(n) ?? 0
+                start = page.json["LastEvaluatedKey"]
+            } while start != nil
+            #expect(scanned == 1_201, "\(when): scanned \(scanned)")
+        }
+        try cluster.start(0)
+        #expect(eventually(timeout: .seconds(20)) { cluster.view(from: 0) != nil }, "\(cluster.log(0).suffix(2_000))")
+        try check("after the move")
+        #expect(cluster.log(0).contains("moved 1201 items"), "\(cluster.log(0).suffix(2_000))")
+        cluster.kill9(0)
+        try cluster.start(0)
+        #expect(eventually(timeout: .seconds(20)) { cluster.view(from: 0) != nil }, "\(cluster.log(0).suffix(2_000))")
+        try check("after a restart")
+        let lmdbAfter = try LMDBStore(path: cluster.nodes[0].dataDir)
+        #expect(try lmdbAfter.scan(prefix: [0x02]).isEmpty && lmdbAfter.scan(prefix: [0x04]).isEmpty, "old records left")
     }
 
     /// A node told to stop while writes stream in exits 0, its peer links busy and commits out on

@@ -246,14 +246,14 @@ final class DynamoAPI {
         return out
     }
 
-    func visible(_ table: String, _ key: ItemKey) -> [String: AttributeValue]? {
-        TimeToLive.visible(tables.replicas[table]?.state(key), attribute: ttlAttribute(table), nowMs: Tables.wallMs())
+    func visible(_ table: String, _ key: ItemKey) throws(TandemError) -> [String: AttributeValue]? {
+        TimeToLive.visible(try tables.replicas[table]?.state(key), attribute: ttlAttribute(table), nowMs: Tables.wallMs())
     }
 
     /// The item's state for a write, with its expiry applied if its TTL has passed (so an update
     /// starts from an absent item, not the expired one), and that expiry's delete to commit too.
-    func current(_ table: String, _ key: ItemKey) -> (ItemState, ItemState?) {
-        var state = tables.replicas[table]!.state(key) ?? ItemState()
+    func current(_ table: String, _ key: ItemKey) throws(TandemError) -> (ItemState, ItemState?) {
+        var state = try tables.replicas[table]!.state(key) ?? ItemState()
         guard let attribute = ttlAttribute(table),
             let expiry = TimeToLive.expiryDelete(state, attribute: attribute, nowMs: Tables.wallMs())
         else { return (state, nil) }

@@ -36,7 +36,7 @@ extension DynamoAPI {
             for kj in keysJSON {
                 let k = try key(kj, schema)
                 guard seen.insert(k).inserted else { throw DynamoError.validation("Provided list of item keys contains duplicates") }
-                let item = visible(name, k)
+                let item = try visible(name, k)
                 units += DynamoAPI.readUnits(item.map(DynamoJSON.size) ?? 0, consistent: strong)
                 if let item { items.append(DynamoJSON.json(projection.map { project(item, $0) } ?? item)) }
             }
@@ -87,14 +87,14 @@ extension DynamoAPI {
             )
         }
         let t = tables.core.now(wallMs: Tables.wallMs())
-        let deltas = writes.map { w in
-            var state = tables.replicas[w.table]!.state(w.key) ?? ItemState()
+        let deltas = try writes.map { w in
+            var state = try tables.replicas[w.table]!.state(w.key) ?? ItemState()
             return (w.table, w.key, w.item.map { state.put($0, at: t) } ?? state.delete(at: t))
         }
         // Per table, in request order, the units of each write (the larger of the old and new item).
         var units: [(String, Double)] = []
         for w in writes where capacity != nil {
-            let size = max(w.item.map(DynamoJSON.size) ?? 0, visible(w.table, w.key).map(DynamoJSON.size) ?? 0)
+            let size = max(w.item.map(DynamoJSON.size) ?? 0, try visible(w.table, w.key).map(DynamoJSON.size) ?? 0)
             if let i = units.firstIndex(where: { $0.0 == w.table }) {
                 units[i].1 += DynamoAPI.writeUnits(size)
             } else {

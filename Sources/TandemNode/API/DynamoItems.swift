@@ -17,7 +17,7 @@ extension DynamoAPI {
         let projection = try string(j, "ProjectionExpression").map { text throws(DynamoError) in try p.projection(text) }
         try p.checkAllUsed()
         let capacity = try capacityMode(j), strong = try consistent(j)
-        let item = visible(name, k)
+        let item = try visible(name, k)
         let consumed =
             capacity.map {
                 [
@@ -42,7 +42,7 @@ extension DynamoAPI {
         try p.checkAllUsed()
         let rv = try returnValues(j, allowed: ["NONE", "ALL_OLD"])
         let capacity = try capacityMode(j)
-        let (start, expired) = current(name, k)
+        let (start, expired) = try current(name, k)
         var state = start
         let old = state.visible
         try conditionChecked(condition, old, j, respond) {
@@ -79,7 +79,7 @@ extension DynamoAPI {
         try p.checkAllUsed()
         let rv = try returnValues(j, allowed: ["NONE", "ALL_OLD"])
         let capacity = try capacityMode(j)
-        let (start, expired) = current(name, k)
+        let (start, expired) = try current(name, k)
         var state = start
         let old = state.visible
         try conditionChecked(condition, old, j, respond) {
@@ -100,7 +100,7 @@ extension DynamoAPI {
         try p.checkAllUsed()
         let rv = try returnValues(j, allowed: ["NONE", "ALL_OLD", "UPDATED_OLD", "ALL_NEW", "UPDATED_NEW"])
         let capacity = try capacityMode(j)
-        let (start, expired) = current(name, k)
+        let (start, expired) = try current(name, k)
         var state = start
         let old = state.visible
         try conditionChecked(condition, old, j, respond) {

@@ -28,27 +28,25 @@ extension DynamoAPI {
         // in the requested direction. The sort-key condition holds on one contiguous run of the
         // partition (every operator is a range, begins_with included: keys order by bytes), so
         // the walk ends when the run does.
-        let order = tables.replicas[name]!.sortedKeys
+        let replica = tables.replicas[name]!
         let pk = kc.partition, sortTest = kc.sort, low = kc.low, high = kc.high
         return try page(j, &p, name, schema) { after throws(DynamoError) in
             if let after, after.partition != pk {
                 throw .validation("The provided starting key is outside query boundaries based on provided conditions")
             }
-            let base: AnyIterator<ItemKey>
+            var base: Walk<ItemKey>
             if forward {
-                let start = after ?? ItemKey(partition: pk, sort: low)
-                base = order.ascending { after == nil ? !($0 < start) : start < $0 }
+                base = replica.keys(from: after.map { .after($0) } ?? .atOrAfter(ItemKey(partition: pk, sort: low)))
             } else if let after {
-                base = order.descending { !($0 < after) }
+                base = replica.keys(from: .after(after), descending: true)
             } else if let high {
-                let end = ItemKey(partition: pk, sort: high)
-                base = order.descending { end < $0 }
+                base = replica.keys(from: .atOrAfter(ItemKey(partition: pk, sort: high)), descending: true)
             } else {
-                base = order.descending { pk < $0.partition }
+                base = replica.keys(from: .partitionEnd(pk), descending: true)
             }
             var matched = false, done = false
-            return AnyIterator {
-                while !done, let k = base.next(), k.partition == pk {
+            return KeySource { () throws(TandemError) -> ItemKey? in
+                while !done, let k = try base.next(), k.partition == pk {
                     if k.sort.map(sortTest) ?? true {
                         matched = true
                         return k
@@ -80,12 +78,16 @@ extension DynamoAPI {
         }
         let replica = tables.replicas[name]!
         return try page(j, &p, name, schema) { after throws(DynamoError) in
-            guard let segment, let total, total > 1 else { return replica.sortedKeys.ascending(after: after) }
+            guard let segment, let total, total > 1 else {
+                var keys = replica.keys(after: after)
+                return KeySource { () throws(TandemError) in try keys.next() }
+            }
             // A segment is a range of partition-key hashes: it reads only its own keys.
             if let after, ScanKey(after).segment(of: total) != segment {
                 throw .validation("The provided Exclusive start key does not map to the provided segment")
             }
-            return replica.segmentKeys(segment, of: total, after: after)
+            var keys = replica.segmentKeys(segment, of: total, after: after)
+            return KeySource { () throws(TandemError) in try keys.next() }
         }
     }
 
@@ -95,7 +97,7 @@ extension DynamoAPI {
     /// (and one more, to know whether there is a next page) are visited.
     private func page(
         _ j: JSON, _ p: inout ExpressionParser, _ table: String, _ schema: KeySchema,
-        walk: (ItemKey?) throws(DynamoError) -> AnyIterator<ItemKey>
+        walk: (ItemKey?) throws(DynamoError) -> KeySource
     ) throws -> JSON {
         let filter = try string(j, "FilterExpression").map { text throws(DynamoError) in try p.condition(text, kind: "FilterExpression") }
         let projection = try string(j, "ProjectionExpression").map { text throws(DynamoError) in try p.projection(text) }
@@ -130,10 +132,10 @@ extension DynamoAPI {
         var items: [JSON] = []
         var scanned = 0, count = 0, bytes = 0
         var last: ItemKey?
-        var next = keys.next()
+        var next = try keys.next()
         while let k = next, scanned < (limit ?? Int.max), bytes < DynamoAPI.maxPageBytes {
-            next = keys.next()
-            guard let item = TimeToLive.visible(replica.state(k), attribute: ttl, nowMs: now) else { continue }
+            next = try keys.next()
+            guard let item = TimeToLive.visible(try replica.state(k), attribute: ttl, nowMs: now) else { continue }
             scanned += 1
             bytes += DynamoJSON.size(item)
             last = k
@@ -151,4 +153,9 @@ extension DynamoAPI {
         }
         return .object(out)
     }
+}
+
+/// Keys in a Query's or Scan's result order, read from the store as they are asked for.
+struct KeySource {
+    let next: () throws(TandemError) -> ItemKey?
 }

@@ -19,13 +19,10 @@ extension DynamoAPI {
             keySchema.append(.object([("AttributeName", .string(sk)), ("KeyType", .string("RANGE"))]))
             definitions.append(.object([("AttributeName", .string(sk)), ("AttributeType", .string(schema.sortKeyType))]))
         }
-        var count = 0, bytes = 0
-        let ttl = ttlAttribute(name), now = Tables.wallMs()
-        for state in r?.items.values ?? [:].values {
-            guard let v = TimeToLive.visible(state, attribute: ttl, nowMs: now) else { continue }
-            count += 1
-            bytes += DynamoJSON.size(v)
-        }
+        // From the table's summary, not a scan (DynamoDB, too, updates these only now and
+        // then): items stored, a deleted one until its tombstone is collected, and their
+        // stored size.
+        let count = r?.summary.items ?? 0, bytes = r?.summary.bytes ?? 0
         let created = Double(tables.core.catalog[name]?.at.physicalMs ?? 0) / 1000
         return .object([
             ("TableName", .string(name)), ("TableStatus", .string(status)),

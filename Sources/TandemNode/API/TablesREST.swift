@@ -72,7 +72,8 @@ extension Tables {
             ("partitionKeyType", .string(r.schema.partitionKeyType))
         ]
         if let sk = r.schema.sortKey { members += [("sortKey", .string(sk)), ("sortKeyType", .string(r.schema.sortKeyType))] }
-        members.append(("items", .number(String(r.items.values.filter { $0.visible != nil }.count))))
+        // Items stored (a deleted one until its tombstone is collected), from the summary.
+        members.append(("items", .number(String(r.summary.items))))
         // Equal roots on two nodes mean equal replicas (anti-entropy's view of the table).
         members.append(("digest", .string(String(r.digest.root, radix: 16))))
         return .object(members)
@@ -96,7 +97,10 @@ extension Tables {
         try changeTable(name, schema: schema) { [weak self] error in
             guard let self else { return }
             if let error { return respond(.error(error)) }
-            respond(self.json(201, self.tableJSON(self.replicas[name] ?? TableReplica(name: name, schema: schema))))
+            respond(
+                self.json(
+                    201, self.tableJSON(self.replicas[name] ?? TableReplica(new: name, schema: schema, at: HLC.zero, store: self.itemStore))
+                ))
         }
     }
 
@@ -131,7 +135,7 @@ extension Tables {
             sk = v
         }
         let key = ItemKey(partition: pk, sort: sk)
-        var state = replicas[table]!.state(key) ?? ItemState()
+        var state = try replicas[table]!.state(key) ?? ItemState()
         let t = core.now(wallMs: Tables.wallMs())
         let delta: ItemState
         switch request.method {
@@ -159,7 +163,7 @@ extension Tables {
         commit([(table, key, delta)]) { [weak self] error in
             guard let self else { return }
             if let error { return respond(.error(error)) }
-            let visible = self.replicas[table]?.state(key)?.visible
+            let visible = (try? self.replicas[table]?.state(key))??.visible
             respond(self.json(200, .object([("item", visible.map { PlainJSON.json($0) } ?? .null)])))
         }
     }
@@ -209,7 +213,7 @@ extension Tables {
             }
             let from = try bound("skFrom"), to = try bound("skTo")
             let prefix = q["skBegins"]
-            page = r.query(
+            page = try r.query(
                 partition: pk,
                 where: { sk in
                     guard let sk else { return from == nil && to == nil && prefix == nil }
@@ -224,7 +228,7 @@ extension Tables {
             guard q["skBegins"] == nil, q["skFrom"] == nil, q["skTo"] == nil else {
                 throw TandemError(.badRequest, "sort-key conditions need pk")
             }
-            page = r.scan(after: after, limit: limit)
+            page = try r.scan(after: after, limit: limit)
         }
         var members: [(String, JSON)] = [("items", .array(page.items.map { PlainJSON.json($0.1) }))]
         if page.more, let last = page.items.last {

@@ -158,15 +158,23 @@ final class Routes {
         }
     }
 
+    private var lastConfig = RoutingConfig()
+
     /// Every input item of `_routing`, decoded (typed attributes, or an older node's JSON text).
+    /// If the store fails a read, the last config read stands.
     func readConfig() -> RoutingConfig {
         guard let replica = tables.replicas[Routes.table] else { return RoutingConfig() }
         var items: [(key: String, attributes: [String: AttributeValue])] = []
-        for (key, state) in replica.items {
-            guard case .string(let name) = key.partition, let item = state.visible else { continue }
-            items.append((name, item))
+        do {
+            for (key, state) in try replica.allItems() {
+                guard case .string(let name) = key.partition, let item = state.visible else { continue }
+                items.append((name, item))
+            }
+        } catch {
+            return lastConfig
         }
-        return RoutingConfig(items: items)
+        lastConfig = RoutingConfig(items: items)
+        return lastConfig
     }
 
     /// Writes one `_routing` item durably (replicated like any table write), replacing it whole.

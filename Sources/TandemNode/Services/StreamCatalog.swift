@@ -64,11 +64,11 @@ extension Streams {
     }
 
     /// Every definition the catalog holds, and the names it holds deleted (tombstones).
-    func readCatalog() -> (definitions: [String: Definition], deleted: Set<String>, unreadable: Set<String>) {
+    func readCatalog() throws(TandemError) -> (definitions: [String: Definition], deleted: Set<String>, unreadable: Set<String>) {
         var defs: [String: Definition] = [:]
         var deleted: Set<String> = []
         var unreadable: Set<String> = []
-        for (key, state) in tables.replicas[Streams.catalogTable]?.items ?? [:] {
+        for (key, state) in try tables.replicas[Streams.catalogTable]?.allItems() ?? [] {
             guard case .string(let name) = key.partition else { continue }
             guard let visible = state.visible else {
                 deleted.insert(name)
@@ -92,7 +92,9 @@ extension Streams {
     /// The stored sequence of a consumer's checkpoint on a partition (as stored: formatted).
     func storedCheckpoint(_ stream: String, _ consumer: String, _ p: Int) -> String? {
         let key = ItemKey(partition: .string(Streams.checkpointID(stream, consumer, p)))
-        guard case .string(let seq)? = tables.replicas[Streams.checkpointTable]?.state(key)?.visible?["sequence"] else { return nil }
+        guard case .string(let seq)? = (try? tables.replicas[Streams.checkpointTable]?.state(key))??.visible?["sequence"] else {
+            return nil
+        }
         return seq
     }
 

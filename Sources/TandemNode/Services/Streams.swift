@@ -192,7 +192,8 @@ final class Streams {
     /// Reads the catalog table; opens the partitions this node replicates, closes those of
     /// deleted or re-created streams (`Placement.reconcile`).
     func reconcile() {
-        let (defs, deleted, unreadable) = readCatalog()
+        // A catalog the store cannot read is not an empty one: nothing is opened or closed.
+        guard let (defs, deleted, unreadable) = try? readCatalog() else { return }
         definitions = defs
         for name in unreadable.subtracting(unreadableLogged) {
             logger.warning(

@@ -1,24 +1,23 @@
 import Foundation
 import GlobalTable
+import Logging
 import Storage
 import TandemCore
 import Transport
 
-/// Global tables on one node: the in-memory replicas (the read path), the HLC, durable writes
-/// through LMDB group commit (a write is acknowledged only after its commit is on disk), and
-/// replication: deltas to every live peer, digest anti-entropy. Every decision is the core's
+/// Global tables on one node: the items in LMDB (`TableStore`; memory holds only changes not
+/// yet durable and each table's summary), the HLC, durable writes through LMDB group commit (a
+/// write is acknowledged only after its commit is on disk), and replication: deltas to every
+/// live peer, digest anti-entropy. Every decision is the core's
 /// (`GlobalTable.TableNode`); this feeds it inputs and carries out its one output,
 /// `TableReady`, in the order written at the top of `Replication.swift`: send what was already
 /// durable, store, then reply.
 final class Tables {
     static let maxItemBytes = 400 * 1024
     static let catalogPrefix: [UInt8] = [0x01]
-    static let itemPrefix: [UInt8] = [0x02]
     static let stabilityKey: [UInt8] = [0x03]
-    /// Items whose storage key would pass LMDB's key limit (`LMDBStore.maxKeyBytes`): stored
-    /// under a hash of the table and key, with the full key in the value (`longItemValue`).
-    /// Keys that fit stay in the `itemPrefix` form, so existing data loads as it always did.
-    static let longItemPrefix: [UInt8] = [0x04]
+    // 0x02 and 0x04 held items before they moved to `TableStore` (0x05, 0x06); a data dir
+    // written then is moved at start (`TableStore.migrate`).
     /// Tables the node keeps for itself (stream catalog, consumer checkpoints). Every node starts
     /// with the same catalog entry for them (a fixed timestamp), so no two nodes ever create
     /// competing incarnations of them, and clients can neither create nor drop them.
@@ -33,6 +32,7 @@ final class Tables {
     /// Tables, clock and every replication decision (pure; `GlobalTable.TableNode`).
     let core: TableNode
     private let committer: GroupCommitter
+    let itemStore: TableStore
     private let loop: EventLoop
     let replication: Replication
 
@@ -71,36 +71,31 @@ final class Tables {
     private var ttlCursor: [String: ItemKey] = [:]
     private var rng = SystemRandomNumberGenerator()
 
-    init(store: LMDBStore, loop: EventLoop, peerID: String, replication: Replication = Replication()) throws {
+    init(store: LMDBStore, loop: EventLoop, peerID: String, replication: Replication = Replication(), logger: Logger? = nil) throws {
         self.loop = loop
         self.replication = replication
-        core = TableNode(id: peerID, settings: replication.core)
+        itemStore = TableStore(store)
+        core = TableNode(id: peerID, store: itemStore, settings: replication.core)
         committer = GroupCommitter(loop: loop, store: store)
         pumpTimer = LoopTimer(loop: loop)
         antiEntropyTimer = LoopTimer(loop: loop)
         stabilityTimer = LoopTimer(loop: loop)
         compactionTimer = LoopTimer(loop: loop)
         ttlTimer = LoopTimer(loop: loop)
+        var catalog: [String: CatalogEntry] = [:]
         for (key, value) in try store.scan(prefix: Tables.catalogPrefix) {
             let name = String(decoding: key.dropFirst(), as: UTF8.self)
             guard let entry = try TableSyncCodec.decodeDeltas(value).catalog[name] else { continue }
-            core.load(catalogEntry: entry, name: name)
+            catalog[name] = entry
         }
-        for r in Tables.reserved where core.replicas[r.name] == nil {
-            core.load(catalogEntry: CatalogEntry(schema: r.schema, at: HLC(time: 1 << 16, node: 0)), name: r.name)
+        for r in Tables.reserved where catalog[r.name] == nil {
+            catalog[r.name] = CatalogEntry(schema: r.schema, at: HLC(time: 1 << 16, node: 0))
         }
-        for (key, value) in try store.scan(prefix: Tables.itemPrefix) {
-            var r = ByteReader(key, from: 1)
-            let nameLength = Int(try r.u16())
-            guard r.remaining >= nameLength else { throw TandemError(.malformed, "corrupt item key in store") }
-            let name = String(decoding: key[3..<(3 + nameLength)], as: UTF8.self)
-            let itemKey = try ItemKey(bytes: Array(key[(3 + nameLength)...]))
-            core.load(table: name, key: itemKey, state: try ItemCodec.decode(value))
+        let moved = try itemStore.migrate(catalog: catalog, logger: logger ?? Logger(label: "tandem.tables"))
+        if try moved > 0 || store.get(TableStore.rebuildKey) != nil {
+            try itemStore.rebuildSummaries(catalog.filter { !$0.value.deleted }.map { tableID($0.key, $0.value.at) })
         }
-        for (_, value) in try store.scan(prefix: Tables.longItemPrefix) {
-            let (name, itemKey, state) = try Tables.decodeLongItem(value)
-            core.load(table: name, key: itemKey, state: try ItemCodec.decode(state))
-        }
+        for (name, entry) in catalog.sorted(by: { $0.key < $1.key }) { try core.load(catalogEntry: entry, name: name) }
         for (_, value) in try store.scan(prefix: Tables.stabilityKey) { try core.load(stability: value) }
         _ = core.now(wallMs: Tables.wallMs())
     }
@@ -136,7 +131,7 @@ final class Tables {
     /// The TTL attribute of `table` if TTL is enabled on this incarnation of it.
     func ttlAttribute(_ table: String) -> String? {
         guard !table.hasPrefix("_"), let entry = core.catalog[table], !entry.deleted,
-            let v = core.replicas[Tables.ttlTable]?.state(ItemKey(partition: .string(table)))?.visible,
+            let v = (try? core.replicas[Tables.ttlTable]?.state(ItemKey(partition: .string(table))))??.visible,
             case .string(let attribute)? = v["attribute"],
             case .number(let incarnation)? = v["incarnation"], incarnation.description == String(entry.at.time)
         else { return nil }
@@ -147,7 +142,8 @@ final class Tables {
     func setTTL(_ table: String, attribute: String?, _ done: @escaping (TandemError?) -> Void) {
         guard let entry = core.catalog[table], !entry.deleted else { return done(TandemError(.notFound, "no table '\(table)'")) }
         let key = ItemKey(partition: .string(table))
-        var state = replicas[Tables.ttlTable]?.state(key) ?? ItemState()
+        var state: ItemState
+        do { state = try replicas[Tables.ttlTable]?.state(key) ?? ItemState() } catch { return done(error) }
         let t = core.now(wallMs: Tables.wallMs())
         let delta =
             if let attribute {
@@ -175,18 +171,23 @@ final class Tables {
                 ttlCursor[name] = nil
                 continue
             }
-            let keys = replica.sortedKeys.ascending(after: ttlCursor[name])
+            var keys = replica.keys(after: ttlCursor[name])
             var visited = 0
             ttlCursor[name] = nil
-            while let key = keys.next() {
-                if let state = replica.state(key), let d = TimeToLive.expiryDelete(state, attribute: attribute, nowMs: now) {
-                    deltas.append((name, key, d))
+            do {
+                while let key = try keys.next() {
+                    if let state = try replica.state(key), let d = TimeToLive.expiryDelete(state, attribute: attribute, nowMs: now) {
+                        deltas.append((name, key, d))
+                    }
+                    visited += 1
+                    if visited == maxVisits {
+                        ttlCursor[name] = key
+                        break
+                    }
                 }
-                visited += 1
-                if visited == maxVisits {
-                    ttlCursor[name] = key
-                    break
-                }
+            } catch {
+                // The store failed a read: the sweep starts this table over next time.
+                ttlCursor[name] = nil
             }
         }
         for name in ttlCursor.keys where core.replicas[name] == nil { ttlCursor[name] = nil }
@@ -217,51 +218,12 @@ final class Tables {
 
     static func wallMs() -> UInt64 { WallClock.nowMs() }
 
-    /// Where an item is stored: `itemPrefix`, the table name and the key, if that fits in an
-    /// LMDB key; else `longItemPrefix` and a SHA-256 of the same bytes (DynamoDB allows
-    /// 2,048-byte partition keys and 1,024-byte sort keys; LMDB keys end at 511 bytes). Which
-    /// form depends only on the length, so every write of an item lands on the same key.
-    static func itemStorageKey(_ table: String, _ key: ItemKey) -> [UInt8] {
-        let full = itemKeyBytes(table, key)
-        guard full.count > LMDBStore.maxKeyBytes else { return full }
-        return longItemPrefix + sha256(Array(full.dropFirst()))
-    }
-
-    private static func itemKeyBytes(_ table: String, _ key: ItemKey) -> [UInt8] {
-        var w = ByteWriter()
-        w.raw(itemPrefix)
-        let name = Array(table.utf8)
-        w.u16(UInt16(name.count))
-        w.raw(name)
-        w.raw(key.bytes)
-        return w.bytes
-    }
-
-    /// A long-keyed item's value: the table name and full key, then the state.
-    static func longItemValue(_ table: String, _ key: ItemKey, _ state: [UInt8]) -> [UInt8] {
-        var w = ByteWriter(capacity: state.count + key.bytes.count + 64)
-        w.blob(Array(table.utf8))
-        w.blob(key.bytes)
-        w.raw(state)
-        return w.bytes
-    }
-
-    static func decodeLongItem(_ value: [UInt8]) throws -> (String, ItemKey, [UInt8]) {
-        var r = ByteReader(value)
-        let name = String(decoding: try r.blob(limit: 255), as: UTF8.self)
-        let key = try ItemKey(bytes: try r.blob(limit: value.count))
-        return (name, key, Array(value[r.offset...]))
-    }
-
-    static func storageWrite(_ write: TableNode.StoreWrite) -> GroupCommitter.Write {
+    static func storageOps(_ write: TableNode.StoreWrite) -> [LMDBStore.Op] {
         switch write {
         case .catalog(let name, let entry):
-            return (catalogPrefix + Array(name.utf8), TableSyncCodec.encode(deltas: [], catalog: [name: entry]))
-        case .item(let table, let key, let state):
-            let storageKey = itemStorageKey(table, key)
-            guard storageKey.starts(with: longItemPrefix) else { return (storageKey, state) }
-            return (storageKey, state.map { longItemValue(table, key, $0) })
-        case .stability(let bytes): return (stabilityKey, bytes)
+            return [.put(catalogPrefix + Array(name.utf8), TableSyncCodec.encode(deltas: [], catalog: [name: entry]))]
+        case .stability(let bytes): return [.put(stabilityKey, bytes)]
+        case .item, .summary, .dropTable: return TableStore.ops(write)
         }
     }
 
@@ -272,8 +234,8 @@ final class Tables {
     /// creation replaces another's), and stores it so its items load on restart.
     func reserve(_ name: String, _ entry: CatalogEntry) {
         guard core.replicas[name] == nil else { return }
-        core.load(catalogEntry: entry, name: name)
-        committer.submit([Tables.storageWrite(.catalog(name, entry))]) { [weak self] error in
+        try? core.load(catalogEntry: entry, name: name)  // a new table: nothing to read
+        committer.submit(Tables.storageOps(.catalog(name, entry))) { [weak self] error in
             if let error { self?.onCommitFailure(error) }
         }
     }
@@ -291,13 +253,15 @@ final class Tables {
 
     /// Replaces the item at `key` with `values` (which hold its key attributes).
     func put(table: String, key: ItemKey, values: [String: AttributeValue], _ done: @escaping (TandemError?) -> Void) {
-        var state = replicas[table]?.state(key) ?? ItemState()
+        var state: ItemState
+        do { state = try replicas[table]?.state(key) ?? ItemState() } catch { return done(error) }
         commit([(table, key, state.put(values, at: core.now(wallMs: Tables.wallMs())))], done)
     }
 
     /// Deletes the item at `key` (a tombstone, replicated like any write).
     func delete(table: String, key: ItemKey, _ done: @escaping (TandemError?) -> Void) {
-        var state = replicas[table]?.state(key) ?? ItemState()
+        var state: ItemState
+        do { state = try replicas[table]?.state(key) ?? ItemState() } catch { return done(error) }
         commit([(table, key, state.delete(at: core.now(wallMs: Tables.wallMs())))], done)
     }
 
@@ -357,7 +321,7 @@ extension Tables {
                 continue
             }
             storing = true
-            committer.submit(rd.writes.map(Tables.storageWrite)) { [weak self] error in
+            committer.submit(rd.writes.flatMap(Tables.storageOps)) { [weak self] error in
                 guard let self else { return }
                 self.storing = false
                 if let error { self.onCommitFailure(error) }

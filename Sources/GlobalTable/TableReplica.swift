@@ -1,0 +1,314 @@
+import TandemCore
+
+/// One table's replicated items: merge-only state (every write is a delta merged here). The
+/// items live in the store (`ItemStore`); this holds the changes not yet durable (`pending`,
+/// read before the store) and the summary, kept up to date on every change. Which pending
+/// changes a commit made durable is decided by version, so a change made while its key's
+/// previous one was being stored is kept until its own commit.
+public struct TableReplica {
+    public let name: String
+    public let schema: KeySchema
+    public let id: TableID
+    let store: ItemStore
+    /// Digest and counts, with every pending change in them.
+    public private(set) var summary: TableSummary
+    /// The summary as last stored.
+    private var durableSummary: TableSummary
+
+    private struct Pending {
+        var state: ItemState?
+        var stored: StoredItem?
+        var version: UInt64
+    }
+    private var pending: [ItemKey: Pending] = [:]
+    /// Pending keys in key and scan order, merged into the store's on walks.
+    private var pendingOrder = SortedList<ItemKey>()
+    private var pendingScan = SortedList<ScanKey>()
+    /// Keys changed since the last `take`, in order.
+    private var touched: [ItemKey] = []
+    private var version: UInt64 = 0
+
+    /// What a commit holds of this table: which version of each key, and the summary.
+    public struct Taken {
+        var keys: [(ItemKey, UInt64)] = []
+        var summary = TableSummary()
+    }
+
+    /// A table as its store holds it.
+    public init(name: String, schema: KeySchema, at: HLC, store: ItemStore) throws(TandemError) {
+        self.init(new: name, schema: schema, at: at, store: store)
+        summary = try store.summary(id) ?? TableSummary()
+        durableSummary = summary
+    }
+
+    /// A new incarnation: nothing stored under it yet.
+    public init(new name: String, schema: KeySchema, at: HLC, store: ItemStore) {
+        self.name = name
+        self.schema = schema
+        self.id = tableID(name, at)
+        self.store = store
+        summary = TableSummary()
+        durableSummary = summary
+    }
+
+    public var digest: MerkleDigest { summary.digest }
+
+    // ==== ------------------------------------------------------------------------------------
+    // MARK: Reading
+
+    public func stored(_ key: ItemKey) throws(TandemError) -> StoredItem? {
+        if let p = pending[key] { return p.stored }
+        return try store.item(id, key)
+    }
+
+    public func state(_ key: ItemKey) throws(TandemError) -> ItemState? {
+        if let p = pending[key] { return p.state }
+        guard let item = try store.item(id, key) else { return nil }
+        return try ItemCodec.decode(item.state)
+    }
+
+    /// Whether the key has a change not yet durable.
+    public func isPending(_ key: ItemKey) -> Bool { pending[key] != nil }
+
+    /// Keys in key order (or its reverse) from `start`.
+    public func keys(from start: KeyBound = .first, descending: Bool = false) -> Walk<ItemKey> {
+        let store = self.store, id = self.id
+        return Walk(
+            fetch: { last throws(TandemError) in
+                try store.keys(id, from: last.map { .after($0) } ?? start, descending: descending, limit: 256)
+            },
+            pending: descending
+                ? pendingOrder.descending(fromLastBefore: { !start.admits($0, descending: true) })
+                : pendingOrder.ascending(fromFirstWhere: { start.admits($0) }),
+            descending: descending,
+            gone: { [pending] in pending[$0] != nil && pending[$0]!.state == nil })
+    }
+
+    /// Every item with its state, in key order: for the node's own small tables (catalogs,
+    /// settings), never for a client's.
+    public func allItems() throws(TandemError) -> [(key: ItemKey, state: ItemState)] {
+        var out: [(key: ItemKey, state: ItemState)] = []
+        var walk = keys()
+        while let k = try walk.next() {
+            if let s = try state(k) { out.append((k, s)) }
+        }
+        return out
+    }
+
+    /// Keys after `key` in key order.
+    public func keys(after key: ItemKey?) -> Walk<ItemKey> { keys(from: key.map { .after($0) } ?? .first) }
+
+    /// Keys in scan order after `after`.
+    public func scanKeys(after: ScanKey?) -> Walk<ScanKey> {
+        let store = self.store, id = self.id
+        return Walk(
+            fetch: { last throws(TandemError) in try store.scanKeys(id, after: last ?? after, limit: 256) },
+            pending: pendingScan.ascending(after: after), descending: false,
+            gone: { [pending] in pending[$0.key] != nil && pending[$0.key]!.state == nil })
+    }
+
+    /// The keys of one digest bucket with their hashes, sorted.
+    public func bucket(_ bucket: Int) throws(TandemError) -> [(ItemKey, UInt64)] {
+        var out: [ItemKey: UInt64] = [:]
+        for (k, h) in try store.bucket(id, bucket) { out[k] = h }
+        for (k, p) in pending where MerkleDigest.bucket(of: k) == bucket { out[k] = p.stored?.hash }
+        return out.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+    }
+
+    /// Durable keys of items holding garbage, after `after`.
+    func garbage(after: ItemKey?, limit: Int) throws(TandemError) -> [ItemKey] {
+        try store.garbage(id, after: after, limit: limit)
+    }
+
+    /// Visible items of one partition in sort-key order, from `after` (exclusive), up to `limit`.
+    public func query(
+        partition: KeyValue, where match: (KeyValue?) -> Bool = { _ in true },
+        after: ItemKey? = nil, limit: Int
+    ) throws(TandemError) -> (items: [(ItemKey, [String: AttributeValue])], more: Bool) {
+        var keys = self.keys(from: after.map { .after($0) } ?? .atOrAfter(ItemKey(partition: partition, sort: nil)))
+        return try page(limit: limit) { () throws(TandemError) -> ItemKey? in
+            while let k = try keys.next(), k.partition == partition {
+                if match(k.sort) { return k }
+            }
+            return nil
+        }
+    }
+
+    /// All visible items in key order, from `after` (exclusive), up to `limit`.
+    public func scan(after: ItemKey? = nil, limit: Int) throws(TandemError) -> (items: [(ItemKey, [String: AttributeValue])], more: Bool) {
+        var keys = self.keys(after: after)
+        return try page(limit: limit) { () throws(TandemError) -> ItemKey? in try keys.next() }
+    }
+
+    /// The keys of Scan segment `segment` of `total`, in scan order, after `after` (which must be
+    /// of that segment): only that segment's run of the scan order is read.
+    public func segmentKeys(_ segment: Int, of total: Int, after: ItemKey? = nil) -> SegmentWalk {
+        // The segment's first hash: the least h with h × total / 2^64 ≥ segment.
+        let (q, r) = UInt64(total).dividingFullWidth((high: UInt64(segment), low: 0))
+        let first = r > 0 ? q + 1 : q
+        let start = after.map(ScanKey.init) ?? (first == 0 ? nil : ScanKey(hash: first, before: ()))
+        return SegmentWalk(walk: scanKeys(after: start), segment: segment, total: total)
+    }
+
+    private func page(
+        limit: Int, _ next: () throws(TandemError) -> ItemKey?
+    ) throws(TandemError) -> (items: [(ItemKey, [String: AttributeValue])], more: Bool) {
+        var out: [(ItemKey, [String: AttributeValue])] = []
+        while let k = try next() {
+            guard let v = try state(k)?.visible else { continue }
+            if out.count == limit { return (out, true) }
+            out.append((k, v))
+        }
+        return (out, false)
+    }
+
+    // ==== ------------------------------------------------------------------------------------
+    // MARK: Changing
+
+    /// Merges a delta (a local write or one from a peer): the state before, and whether
+    /// anything changed.
+    @discardableResult
+    public mutating func merge(_ key: ItemKey, _ delta: ItemState) throws(TandemError) -> (before: ItemState?, changed: Bool) {
+        let old = try stored(key)
+        var before: ItemState?
+        if let p = pending[key] {
+            before = p.state
+        } else if let old {
+            before = try ItemCodec.decode(old.state)
+        }
+        var next = before ?? ItemState()
+        next.merge(delta)
+        guard next != before else { return (before, false) }
+        set(key, next, old: old)
+        return (before, true)
+    }
+
+    /// Replaces an item's state outright (nil removes it): tombstone collection does this, with
+    /// a state that reads the same, and a resync.
+    public mutating func replace(_ key: ItemKey, with state: ItemState?) throws(TandemError) {
+        set(key, state, old: try stored(key))
+    }
+
+    private mutating func set(_ key: ItemKey, _ state: ItemState?, old: StoredItem?) {
+        let new = state.map { s in
+            let bytes = ItemCodec.encode(s)
+            return StoredItem(state: bytes, hash: MerkleDigest.itemHash(key, bytes))
+        }
+        summary.replace(key, old: old, new: new)
+        if let s = state { summary.lastWrite = max(summary.lastWrite, s.lastWriteTime) }
+        version += 1
+        if pending.updateValue(Pending(state: state, stored: new, version: version), forKey: key) == nil {
+            pendingOrder.insert(key)
+            pendingScan.insert(ScanKey(key))
+        }
+        touched.append(key)
+    }
+
+    // ==== ------------------------------------------------------------------------------------
+    // MARK: Storing
+
+    /// The writes that store every change since the last take (one per key), and what they hold.
+    mutating func take() -> (writes: [TableNode.StoreWrite], taken: Taken)? {
+        guard !touched.isEmpty else { return nil }
+        var writes: [TableNode.StoreWrite] = []
+        var taken = Taken(summary: summary)
+        var seen = Set<ItemKey>()
+        for key in touched where seen.insert(key).inserted {
+            let p = pending[key]!
+            writes.append(.item(table: id, key: key, item: p.stored, garbage: p.state?.hasGarbage ?? false))
+            taken.keys.append((key, p.version))
+        }
+        writes.append(.summary(table: id, summary))
+        touched = []
+        return (writes, taken)
+    }
+
+    /// A take's commit succeeded: the store holds those versions now (and reads see them).
+    mutating func stored(_ taken: Taken) {
+        durableSummary = taken.summary
+        for (key, v) in taken.keys where pending[key]?.version == v {
+            pending[key] = nil
+            pendingOrder.remove(key)
+            pendingScan.remove(ScanKey(key))
+        }
+    }
+
+    /// A commit failed: back to what the store holds.
+    mutating func rollback() {
+        pending = [:]
+        pendingOrder = SortedList()
+        pendingScan = SortedList()
+        touched = []
+        summary = (try? store.summary(id) ?? TableSummary()) ?? durableSummary
+    }
+}
+
+/// Keys from the store merged with pending ones, in order (or its reverse), each once; keys
+/// whose pending change removes them are skipped. The store is read 256 keys at a time.
+public struct Walk<K: Comparable> {
+    private let fetch: (K?) throws(TandemError) -> [K]
+    private var pending: AnyIterator<K>
+    private var nextPending: K?
+    private let descending: Bool
+    private let gone: (K) -> Bool
+    private var buffer: [K] = []
+    private var index = 0
+    private var lastFetched: K?
+    private var storeDone = false
+
+    init(fetch: @escaping (K?) throws(TandemError) -> [K], pending: AnyIterator<K>, descending: Bool, gone: @escaping (K) -> Bool) {
+        self.fetch = fetch
+        self.pending = pending
+        self.descending = descending
+        self.gone = gone
+        nextPending = self.pending.next()
+    }
+
+    public mutating func next() throws(TandemError) -> K? {
+        while true {
+            if index == buffer.count && !storeDone {
+                buffer = try fetch(lastFetched)
+                index = 0
+                lastFetched = buffer.last ?? lastFetched
+                storeDone = buffer.count < 256
+            }
+            let fromStore = index < buffer.count ? buffer[index] : nil
+            var k: K
+            switch (fromStore, nextPending) {
+            case (nil, nil): return nil
+            case (let s?, nil):
+                k = s
+                index += 1
+            case (nil, let p?):
+                k = p
+                nextPending = pending.next()
+            case (let s?, let p?):
+                if descending ? p < s : s < p {
+                    k = s
+                    index += 1
+                } else {
+                    k = p
+                    nextPending = pending.next()
+                    if s == p { index += 1 }
+                }
+            }
+            if !gone(k) { return k }
+        }
+    }
+}
+
+/// The keys of one Scan segment, in scan order.
+public struct SegmentWalk {
+    var walk: Walk<ScanKey>
+    let segment: Int
+    let total: Int
+    var done = false
+
+    public mutating func next() throws(TandemError) -> ItemKey? {
+        guard !done, let k = try walk.next(), k.segment(of: total) == segment else {
+            done = true
+            return nil
+        }
+        return k.key
+    }
+}
