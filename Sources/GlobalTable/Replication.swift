@@ -189,7 +189,7 @@ public final class TableNode {
     private var queued = Batch()
     /// The ready whose writes are being stored, how many undo records it covers, and what it
     /// holds of each table's items.
-    private var storing: (batch: Batch, undoCount: Int, taken: [TableID: TableReplica.Taken])?
+    private var storing: (batch: Batch, undoCount: Int, taken: [String: TableReplica.Taken])?
     /// How to return memory to what is on disk, besides items (a failed commit drops every
     /// replica's pending changes): one record per catalog change or resync not yet durable,
     /// oldest first (undone newest first).
@@ -425,11 +425,12 @@ public final class TableNode {
     public func ready(wallMs: UInt64) -> TableReady? {
         guard storing == nil else { return nil }
         var rd = TableReady(writes: queued.writes, replies: queued.replies, messages: outbox + flush(wallMs: wallMs))
-        var taken: [TableID: TableReplica.Taken] = [:]
+        // In place (`replicas[name]!.…` on a copy would retain every field of the replica).
+        var taken: [String: TableReplica.Taken] = [:]
         for name in replicas.keys.sorted() {
             guard let (writes, t) = replicas[name]!.take() else { continue }
             rd.writes += writes
-            taken[replicas[name]!.id] = t
+            taken[name] = t
         }
         outbox = []
         if !rd.writes.isEmpty {
@@ -451,7 +452,7 @@ public final class TableNode {
         storing = nil
         if error == nil {
             undo.removeFirst(undoCount)
-            for (name, r) in replicas { if let t = taken[r.id] { replicas[name]!.stored(t) } }
+            for (name, t) in taken { replicas[name]?.stored(t) }
             release(batch)
             return
         }

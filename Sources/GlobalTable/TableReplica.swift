@@ -30,6 +30,7 @@ public struct TableReplica {
 
     /// What a commit holds of this table: which version of each key, and the summary.
     public struct Taken {
+        var table: TableID
         var keys: [(ItemKey, UInt64)] = []
         var summary = TableSummary()
     }
@@ -211,7 +212,7 @@ public struct TableReplica {
     mutating func take() -> (writes: [TableNode.StoreWrite], taken: Taken)? {
         guard !touched.isEmpty else { return nil }
         var writes: [TableNode.StoreWrite] = []
-        var taken = Taken(summary: summary)
+        var taken = Taken(table: id, summary: summary)
         var seen = Set<ItemKey>()
         for key in touched where seen.insert(key).inserted {
             let p = pending[key]!
@@ -224,7 +225,9 @@ public struct TableReplica {
     }
 
     /// A take's commit succeeded: the store holds those versions now (and reads see them).
+    /// (A take of an incarnation since replaced is nothing to this one.)
     mutating func stored(_ taken: Taken) {
+        guard taken.table == id else { return }
         durableSummary = taken.summary
         for (key, v) in taken.keys where pending[key]?.version == v {
             pending[key] = nil

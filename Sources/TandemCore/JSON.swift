@@ -282,7 +282,12 @@ public indirect enum JSON: Equatable, Sendable {
         out += "\""
         // Most strings need no escaping: append them whole (per-scalar appends dominated the
         // cost of answering a write).
-        if !s.utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) {
+        var s = s
+        let plain = s.withUTF8 { bytes in
+            for b in bytes where b < 0x20 || b == UInt8(ascii: "\"") || b == UInt8(ascii: "\\") { return false }
+            return true
+        }
+        if plain {
             out += s
             out += "\""
             return
