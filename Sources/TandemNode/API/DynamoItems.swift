@@ -107,6 +107,12 @@ extension DynamoAPI {
             let t = tables.core.now(wallMs: Tables.wallMs())
             let keyNames = [schema.partitionKey] + (schema.sortKey.map { [$0] } ?? [])
             var delta = try DynamoUpdate.apply(update, to: &state, keyNames: keyNames, at: t)
+            // Only removals (REMOVE, DELETE from a set) on a missing item: nothing to remove,
+            // and DynamoDB creates no item for them (an update with no action at all does).
+            if old == nil, update.sets.isEmpty, update.adds.isEmpty, !update.paths.isEmpty {
+                let consumed = capacity.map { [("ConsumedCapacity", DynamoAPI.consumed(name, DynamoAPI.writeUnits(0), indexes: $0))] } ?? []
+                return respond(DynamoAPI.ok(.object(consumed)))
+            }
             // The key attributes are written with every update, so the item exists (as UpdateItem
             // creates it) even after a concurrent delete elsewhere hid its older writes.
             for (n, v) in keyAttributes(k, schema) { delta.merge(state.set(n, v, at: t)) }
@@ -117,8 +123,9 @@ extension DynamoAPI {
                 case "ALL_OLD": old
                 case "ALL_NEW": new
                 case "UPDATED_OLD": old.map { project($0, update.paths) }
-                // Removed paths are not "updated values" (an index into a list would now name another element).
-                case "UPDATED_NEW": project(new, update.sets.map(\.0) + update.adds.map(\.0) + update.deletes.map(\.0))
+                // Every path written, read from the new item: a removed attribute is gone, but
+                // after `REMOVE l[1]` the element that moved into l[1] is returned, as DynamoDB does.
+                case "UPDATED_NEW": project(new, update.paths)
                 default: nil
                 }
             commit(
