@@ -625,6 +625,34 @@ extension ExpressionParser.Token {
 // MARK: Evaluation
 
 extension Operand {
+    /// The document paths the operand reads.
+    public var paths: [AttributePath] {
+        switch self {
+        case .path(let p): [p]
+        case .value: []
+        case .size(let a): a.paths
+        case .ifNotExists(let p, let a): [p] + a.paths
+        case .listAppend(let a, let b), .plus(let a, let b), .minus(let a, let b): a.paths + b.paths
+        }
+    }
+}
+
+extension Condition {
+    /// The document paths the condition reads (a Query's filter may not read the key).
+    public var paths: [AttributePath] {
+        switch self {
+        case .compare(let a, _, let b), .beginsWith(let a, let b), .contains(let a, let b): a.paths + b.paths
+        case .between(let a, let l, let h): a.paths + l.paths + h.paths
+        case .isIn(let a, let list): a.paths + list.flatMap(\.paths)
+        case .exists(let p), .notExists(let p): [p]
+        case .attributeType(let a, _): a.paths
+        case .and(let a, let b), .or(let a, let b): a.paths + b.paths
+        case .not(let a): a.paths
+        }
+    }
+}
+
+extension Operand {
     /// The operand's value for `item` (nil: missing). Errors only for arithmetic and
     /// list_append on the wrong types, as DynamoDB's do.
     public func evaluate(_ item: [String: AttributeValue]) throws(DynamoError) -> AttributeValue? {

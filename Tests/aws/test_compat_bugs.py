@@ -91,3 +91,75 @@ class UpdateBugTests(tandem.DynamoTest):
         self.assertEqual(self.update("REMOVE a.c[1]", rv="UPDATED_NEW"), {"a": {"M": {"c": {"L": [{"N": "70"}]}}}})
         self.assertEqual(self.update("REMOVE a.c[1], a.c[3]", rv="UPDATED_OLD"), {"a": {"M": {"c": {"L": [{"N": "70"}]}}}})
         self.assertIsNone(self.update("REMOVE a", rv="UPDATED_NEW"))
+
+
+class ValidationTests(tandem.DynamoTest):
+    """Requests DynamoDB refuses with a ValidationException, which Tandem used to accept."""
+
+    def create(self, **kw):
+        args = dict(TableName=tandem.unique("opts"), KeySchema=[{"AttributeName": "p", "KeyType": "HASH"}],
+                    AttributeDefinitions=[{"AttributeName": "p", "AttributeType": "S"}])
+        args.update(kw)
+        code = tandem.error_code(lambda: self.ddb.create_table(**args))
+        if code is None:
+            self.ddb.delete_table(TableName=args["TableName"])
+        return code
+
+    def test_create_table_options(self):
+        # BillingMode: an enum, case-sensitive; PROVISIONED (the default) needs
+        # ProvisionedThroughput and PAY_PER_REQUEST refuses it.
+        self.assertEqual(self.create(BillingMode="unknown"), "ValidationException")
+        self.assertEqual(self.create(BillingMode="pay_per_request"), "ValidationException")
+        self.assertEqual(self.create(BillingMode="PAY_PER_REQUEST",
+                                     ProvisionedThroughput={"ReadCapacityUnits": 1, "WriteCapacityUnits": 1}), "ValidationException")
+        self.assertEqual(self.create(BillingMode="PROVISIONED"), "ValidationException")
+        self.assertEqual(self.create(), "ValidationException")
+        self.assertIsNone(self.create(ProvisionedThroughput={"ReadCapacityUnits": 5, "WriteCapacityUnits": 5}))
+        # Duplicate attribute definitions; key names over 255 bytes.
+        dup = [{"AttributeName": "p", "AttributeType": "S"}, {"AttributeName": "p", "AttributeType": "N"}]
+        self.assertEqual(self.create(BillingMode="PAY_PER_REQUEST", AttributeDefinitions=dup), "ValidationException")
+        long = "k" * 256
+        self.assertEqual(self.create(BillingMode="PAY_PER_REQUEST", KeySchema=[{"AttributeName": long, "KeyType": "HASH"}],
+                                     AttributeDefinitions=[{"AttributeName": long, "AttributeType": "S"}]), "ValidationException")
+        self.assertIsNone(self.create(BillingMode="PAY_PER_REQUEST", KeySchema=[{"AttributeName": long[1:], "KeyType": "HASH"}],
+                                      AttributeDefinitions=[{"AttributeName": long[1:], "AttributeType": "S"}]))
+
+    def test_create_table_streams_and_tags(self):
+        # A stream turned off is a table without one; invalid specifications are refused, and
+        # so is an enabled stream until DynamoDB Streams exist (see the README).
+        ppr = dict(BillingMode="PAY_PER_REQUEST")
+        self.assertIsNone(self.create(StreamSpecification={"StreamEnabled": False}, **ppr))
+        self.assertEqual(self.create(StreamSpecification={"StreamEnabled": True, "StreamViewType": "EVERYTHING"}, **ppr),
+                         "ValidationException")
+        self.assertEqual(self.create(StreamSpecification={"StreamEnabled": True}, **ppr), "ValidationException")
+        self.assertEqual(self.create(StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_IMAGE"}, **ppr),
+                         "ValidationException")
+        # Tags: 1-128 character keys, values up to 256, no "aws:" prefix, no duplicates, at most 50.
+        self.assertIsNone(self.create(Tags=[{"Key": "team", "Value": "contact-center"}, {"Key": "env", "Value": ""}], **ppr))
+        for tags in ([{"Key": "", "Value": "x"}], [{"Key": "k" * 129, "Value": "x"}], [{"Key": "k", "Value": "v" * 257}],
+                     [{"Key": "aws:cloudformation", "Value": "x"}], [{"Key": "a", "Value": "1"}, {"Key": "a", "Value": "2"}],
+                     [{"Key": "k%d" % i, "Value": "x"} for i in range(51)]):
+            self.assertEqual(tandem.error_code(lambda: tandem.client("dynamodb", validate=False).create_table(
+                TableName=tandem.unique("tags"), KeySchema=[{"AttributeName": "p", "KeyType": "HASH"}],
+                AttributeDefinitions=[{"AttributeName": "p", "AttributeType": "S"}], Tags=tags, **ppr)), "ValidationException", tags[:2])
+
+    def test_query_filter_on_a_key_attribute_is_refused(self):
+        q = lambda f: tandem.error_code(lambda: self.ddb.query(
+            TableName=self.table, KeyConditionExpression="pk = :p", FilterExpression=f,
+            ExpressionAttributeValues={":p": {"S": "a"}, ":v": {"N": "1"}}))
+        self.assertEqual(q("sk = :v"), "ValidationException")
+        self.assertEqual(q("attribute_exists(pk) AND x = :v"), "ValidationException")
+        self.assertIsNone(q("x = :v"))
+
+    def test_attribute_names_up_to_65535_bytes(self):
+        name = "n" * 65535
+        self.ddb.put_item(TableName=self.table, Item={"pk": {"S": "a"}, "sk": {"N": "1"}, name: {"N": "1"}})
+        got = self.ddb.get_item(TableName=self.table, Key=self.key("a", 1), ProjectionExpression="#n",
+                                ExpressionAttributeNames={"#n": name})["Item"]
+        self.assertEqual(got, {name: {"N": "1"}})
+        too_long = name + "n"
+        self.assertEqual(tandem.error_code(lambda: self.ddb.put_item(
+            TableName=self.table, Item={"pk": {"S": "a"}, "sk": {"N": "1"}, too_long: {"N": "1"}})), "ValidationException")
+        self.assertEqual(tandem.error_code(lambda: self.ddb.get_item(
+            TableName=self.table, Key=self.key("a", 1), ProjectionExpression="#n", ExpressionAttributeNames={"#n": too_long})),
+            "ValidationException")

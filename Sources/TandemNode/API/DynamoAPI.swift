@@ -166,6 +166,7 @@ final class DynamoAPI {
                 guard k.hasPrefix("#") else {
                     throw .validation("ExpressionAttributeNames contains invalid key: Syntax error; key: \"\(k)\"")
                 }
+                try DynamoJSON.checkName(s)
                 names[k] = s
             }
         }

@@ -30,7 +30,8 @@ extension DynamoAPI {
         // the walk ends when the run does.
         let order = tables.replicas[name]!.sortedKeys
         let pk = kc.partition, sortTest = kc.sort, low = kc.low, high = kc.high
-        return try page(j, &p, name, schema) { after throws(DynamoError) in
+        let keyNames = [schema.partitionKey] + (schema.sortKey.map { [$0] } ?? [])
+        return try page(j, &p, name, schema, filterRefuses: keyNames) { after throws(DynamoError) in
             if let after, after.partition != pk {
                 throw .validation("The provided starting key is outside query boundaries based on provided conditions")
             }
@@ -94,10 +95,15 @@ extension DynamoAPI {
     /// limit, FilterExpression, ProjectionExpression and Select. Only the keys the page reads
     /// (and one more, to know whether there is a next page) are visited.
     private func page(
-        _ j: JSON, _ p: inout ExpressionParser, _ table: String, _ schema: KeySchema,
+        _ j: JSON, _ p: inout ExpressionParser, _ table: String, _ schema: KeySchema, filterRefuses keyNames: [String] = [],
         walk: (ItemKey?) throws(DynamoError) -> AnyIterator<ItemKey>
     ) throws -> JSON {
         let filter = try string(j, "FilterExpression").map { text throws(DynamoError) in try p.condition(text, kind: "FilterExpression") }
+        // A Query's key belongs in its key condition: DynamoDB refuses it in the filter.
+        if let key = filter?.paths.first(where: { keyNames.contains($0.attribute) }) {
+            throw DynamoError.validation(
+                "Filter Expression can only contain non-primary key attributes: Primary key attribute: \(key.attribute)")
+        }
         let projection = try string(j, "ProjectionExpression").map { text throws(DynamoError) in try p.projection(text) }
         try p.checkAllUsed()
         let limit = try int(j, "Limit")

@@ -65,12 +65,24 @@ extension DynamoAPI {
             guard let n = try string(ad, "AttributeName"), let t = try string(ad, "AttributeType"), ["S", "N", "B"].contains(t) else {
                 throw DynamoError.validation("Each attribute definition has an AttributeName and an AttributeType of S, N or B")
             }
-            types[n] = t
+            guard n.utf8.count <= 255 else {
+                throw DynamoError.validation(
+                    "One or more parameter values were invalid: An attribute name of a key is at most 255 bytes: \(n.utf8.count) bytes")
+            }
+            guard types.updateValue(t, forKey: n) == nil else {
+                throw DynamoError.validation(
+                    "Cannot have two attributes with the same name; Duplicate AttributeName in AttributeDefinitions: \(n)")
+            }
         }
         var hash: String?, range: String?
         for (i, k) in ks.enumerated() {
             guard let n = try string(k, "AttributeName"), let t = try string(k, "KeyType") else {
                 throw DynamoError.validation("Each key schema element has an AttributeName and a KeyType")
+            }
+            guard (1...255).contains(n.utf8.count) else {
+                throw DynamoError.validation(
+                    "1 validation error detected: Value '\(n)' at 'keySchema.\(i + 1).member.attributeName' failed to satisfy constraint: Member must have length less than or equal to 255"
+                )
             }
             switch (t, i) {
             case ("HASH", 0): hash = n
@@ -86,6 +98,7 @@ extension DynamoAPI {
                 "One or more parameter values were invalid: Number of attributes in KeySchema does not exactly match number of attributes defined in AttributeDefinitions"
             )
         }
+        try checkTableOptions(j)
         if tables.replicas[name] != nil { throw DynamoError("ResourceInUseException", "Table already exists: \(name)") }
         let schema = KeySchema(
             partitionKey: hash, sortKey: range, partitionKeyType: types[hash]!, sortKeyType: range.map { types[$0]! } ?? "S")
@@ -93,6 +106,81 @@ extension DynamoAPI {
             guard let self else { return }
             if let error { return respond(DynamoAPI.error(DynamoError("InternalServerError", error.message))) }
             respond(DynamoAPI.ok(.object([("TableDescription", self.description(name))])))
+        }
+    }
+
+    /// CreateTable's options beyond the key schema, checked as DynamoDB checks them so a request
+    /// DynamoDB refuses is refused here too. What valid ones do (README, DynamoDB section):
+    /// - BillingMode: PROVISIONED (the default) needs ProvisionedThroughput, PAY_PER_REQUEST
+    ///   refuses it; either way the table is on demand (capacity is reported, never enforced).
+    /// - StreamSpecification: StreamEnabled false is a table without a stream, as asked; true is
+    ///   refused until DynamoDB Streams exist, rather than creating a table whose stream the
+    ///   application would wait for in vain.
+    /// - Tags: checked by DynamoDB's rules and accepted; no tag operation reads them back yet.
+    func checkTableOptions(_ j: JSON) throws(DynamoError) {
+        let mode = try string(j, "BillingMode") ?? "PROVISIONED"
+        guard ["PROVISIONED", "PAY_PER_REQUEST"].contains(mode) else {
+            throw .validation(
+                "1 validation error detected: Value '\(mode)' at 'billingMode' failed to satisfy constraint: Member must satisfy enum value set: [PROVISIONED, PAY_PER_REQUEST]"
+            )
+        }
+        switch (mode, j["ProvisionedThroughput"].flatMap { $0 == .null ? nil : $0 }) {
+        case ("PAY_PER_REQUEST", _?):
+            throw .validation(
+                "One or more parameter values were invalid: Neither ReadCapacityUnits nor WriteCapacityUnits can be specified when BillingMode is PAY_PER_REQUEST"
+            )
+        case ("PROVISIONED", nil):
+            throw .validation(
+                "One or more parameter values were invalid: ReadCapacityUnits and WriteCapacityUnits must both be specified when BillingMode is PROVISIONED"
+            )
+        case ("PROVISIONED", let pt?):
+            for f in ["ReadCapacityUnits", "WriteCapacityUnits"] {
+                guard let n = try int(pt, f), n >= 1 else {
+                    throw .validation(
+                        "One or more parameter values were invalid: \(f) must be specified and at least 1 when BillingMode is PROVISIONED")
+                }
+            }
+        default: break
+        }
+        if let spec = j["StreamSpecification"], spec != .null {
+            guard case .object = spec, case .bool(let enabled)? = spec["StreamEnabled"] else {
+                throw .validation(
+                    "1 validation error detected: Value null at 'streamSpecification.streamEnabled' failed to satisfy constraint: Member must not be null"
+                )
+            }
+            let view = try string(spec, "StreamViewType")
+            if let view, !["KEYS_ONLY", "NEW_IMAGE", "OLD_IMAGE", "NEW_AND_OLD_IMAGES"].contains(view) {
+                throw .validation(
+                    "1 validation error detected: Value '\(view)' at 'streamSpecification.streamViewType' failed to satisfy constraint: Member must satisfy enum value set: [NEW_IMAGE, OLD_IMAGE, NEW_AND_OLD_IMAGES, KEYS_ONLY]"
+                )
+            }
+            if enabled {
+                guard view != nil else {
+                    throw .validation("One or more parameter values were invalid: StreamViewType is required when StreamEnabled is true")
+                }
+                throw .validation("StreamSpecification: DynamoDB Streams are not supported yet; create the table with StreamEnabled false")
+            }
+        }
+        if let tags = j["Tags"], tags != .null {
+            guard case .array(let list) = tags, list.count <= 50 else {
+                throw .validation("One or more parameter values were invalid: Tags must be a list of at most 50 tags")
+            }
+            var keys: Set<String> = []
+            for tag in list {
+                guard let key = try string(tag, "Key"), let value = try string(tag, "Value") else {
+                    throw .validation("One or more parameter values were invalid: Each tag has a Key and a Value")
+                }
+                guard (1...128).contains(key.count), value.count <= 256 else {
+                    throw .validation(
+                        "One or more parameter values were invalid: A tag Key is 1 to 128 characters and its Value at most 256")
+                }
+                guard !key.hasPrefix("aws:") else {
+                    throw .validation("One or more parameter values were invalid: Tag keys starting with 'aws:' are reserved: \(key)")
+                }
+                guard keys.insert(key).inserted else {
+                    throw .validation("One or more parameter values were invalid: Duplicate tag keys found: \(key)")
+                }
+            }
         }
     }
 
