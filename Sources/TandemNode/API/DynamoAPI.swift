@@ -134,12 +134,6 @@ final class DynamoAPI {
         }
     }
 
-    func refuseLegacy(_ j: JSON, _ fields: [String]) throws(DynamoError) {
-        for f in fields where j[f] != nil {
-            throw .validation("The legacy parameter \(f) is not supported here; use the expression parameters")
-        }
-    }
-
     /// The table named by `TableName` (client tables only: names starting with `_` are the node's).
     func table(_ j: JSON, field: String = "TableName") throws(DynamoError) -> (name: String, schema: KeySchema) {
         guard let name = try string(j, field) else {
