@@ -58,3 +58,44 @@ class KinesisTests(unittest.TestCase):
         self.assertEqual(tandem.error_code(lambda: self.iterator("shardId-000000000009", "LATEST")), "ResourceNotFoundException")
         self.assertEqual(tandem.error_code(lambda: self.kin.put_record(StreamName="no-such-stream", Data=b"x", PartitionKey="k")),
                          "ResourceNotFoundException")
+
+
+class ShardRuleTests(unittest.TestCase):
+    """A record's shard follows Kinesis's documented rule, so client code that computes shards
+    agrees: the MD5 of the partition key as a 128-bit integer, in the shard's HashKeyRange;
+    an ExplicitHashKey overrides it."""
+
+    def setUp(self):
+        self.kin = tandem.client("kinesis", 0)
+        self.stream = tandem.unique("shards")
+        self.kin.create_stream(StreamName=self.stream, ShardCount=4)
+        self.kin.get_waiter("stream_exists").wait(StreamName=self.stream, WaiterConfig={"Delay": 1, "MaxAttempts": 20})
+
+    def tearDown(self):
+        tandem.error_code(lambda: self.kin.delete_stream(StreamName=self.stream))
+
+    def test_md5_of_the_partition_key_picks_the_shard(self):
+        import hashlib
+        shards = self.kin.list_shards(StreamName=self.stream)["Shards"]
+        ranges = [(int(s["HashKeyRange"]["StartingHashKey"]), int(s["HashKeyRange"]["EndingHashKey"]), s["ShardId"]) for s in shards]
+        # Four shards split the 2^128 hash keys evenly, as Kinesis splits a new stream.
+        self.assertEqual([r[0] for r in ranges], [i * 2 ** 126 for i in range(4)])
+        self.assertEqual(ranges[-1][1], 2 ** 128 - 1)
+
+        def expected(hash_key):
+            return next(shard for start, end, shard in ranges if start <= hash_key <= end)
+        keys = ["agent-%d" % i for i in range(40)]
+        out = self.kin.put_records(StreamName=self.stream, Records=[{"Data": b"x", "PartitionKey": k} for k in keys])["Records"]
+        for key, record in zip(keys, out):
+            self.assertEqual(record["ShardId"], expected(int(hashlib.md5(key.encode()).hexdigest(), 16)), key)
+        self.assertGreater(len({r["ShardId"] for r in out}), 2, "40 keys land in more than two of four shards")
+        # ExplicitHashKey overrides the key's hash, in PutRecord and PutRecords.
+        one = self.kin.put_record(StreamName=self.stream, Data=b"x", PartitionKey="agent-0", ExplicitHashKey=str(3 * 2 ** 126))
+        self.assertEqual(one["ShardId"], "shardId-000000000003")
+        many = self.kin.put_records(StreamName=self.stream, Records=[
+            {"Data": b"x", "PartitionKey": "agent-0", "ExplicitHashKey": str(2 ** 126 - 1)},
+            {"Data": b"x", "PartitionKey": "agent-0", "ExplicitHashKey": str(2 ** 126)}])["Records"]
+        self.assertEqual([r["ShardId"] for r in many], ["shardId-000000000000", "shardId-000000000001"])
+        for bad in (str(2 ** 128), "-1", "12ab"):
+            self.assertEqual(tandem.error_code(lambda: self.kin.put_record(
+                StreamName=self.stream, Data=b"x", PartitionKey="k", ExplicitHashKey=bad)), "InvalidArgumentException", bad)

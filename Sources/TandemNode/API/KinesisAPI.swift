@@ -1,5 +1,6 @@
 import Foundation
 import Storage
+import StreamLog
 import TandemCore
 import Transport
 
@@ -8,9 +9,9 @@ import Transport
 /// so forwarding to leaders and proxied reads work as they do for the REST API.
 ///
 /// Shards are the stream's partitions (`shardId-000000000003` is partition 3), sequence numbers
-/// are the partition log's indexes. A record goes to the partition its PartitionKey hashes to
-/// (Tandem's hash, not MD5: the HashKeyRanges describe an even split and ExplicitHashKey is
-/// ignored). A shard iterator is an opaque token naming stream incarnation, partition and
+/// are the partition log's indexes. A record goes to the shard whose HashKeyRange holds its
+/// ExplicitHashKey, else the MD5 of its PartitionKey, as in Kinesis (`KeyHash`; streams created
+/// before that rule keep theirs, FNV-1a of the key). A shard iterator is an opaque token naming stream incarnation, partition and
 /// position, with a checksum so an altered token is refused; it expires after 5 minutes.
 final class KinesisAPI {
     static let contentType = "application/x-amz-json-1.1"
@@ -179,12 +180,10 @@ final class KinesisAPI {
     ) {
         guard (1...10_000).contains(limit) else { throw Failure.invalid("Limit must be 1 to 10000") }
         let first = try after.map { try KinesisAPI.partition(ofShard: $0, d) + 1 } ?? 0
-        let step = UInt128.max / UInt128(d.partitions)
         var shards: [JSON] = []
         var p = first
         while p < d.partitions && shards.count < limit {
-            let start = step * UInt128(p)
-            let end = p == d.partitions - 1 ? UInt128.max : step * UInt128(p + 1) - 1
+            let range = KeyHash.range(p, partitions: d.partitions), start = range.lowerBound, end = range.upperBound
             shards.append(
                 .object([
                     ("ShardId", .string(KinesisAPI.shardID(p))),
@@ -245,20 +244,28 @@ final class KinesisAPI {
         } else {
             entries = [j]
         }
-        var records: [(key: String, record: [UInt8])] = []
+        var records: [(key: String, hashKey: UInt128?, record: [UInt8])] = []
         for e in entries {
             guard let key = try string(e, "PartitionKey"), (1...256).contains(key.count), key.utf8.count <= StreamRecord.maxKeyBytes else {
                 throw Failure.invalid("PartitionKey must be 1 to 256 characters")
             }
             guard let data = try string(e, "Data"), let bytes = Base64.decode(data) else { throw Failure.invalid("Data must be base64") }
             guard bytes.count <= StreamRecord.maxDataBytes else { throw Failure.invalid("Data is at most 1 MiB") }
-            records.append((key, StreamRecord.encode(key: key, data: bytes)))
+            // A decimal 128-bit integer that overrides the key's hash (Kinesis's rule).
+            var hashKey: UInt128?
+            if let text = try string(e, "ExplicitHashKey") {
+                guard !text.isEmpty, text.utf8.allSatisfy({ (48...57).contains($0) }), let value = UInt128(text) else {
+                    throw Failure.invalid("ExplicitHashKey must be a decimal integer from 0 to 2^128 - 1")
+                }
+                hashKey = value
+            }
+            records.append((key, hashKey, StreamRecord.encode(key: key, data: bytes)))
         }
         func entry(_ p: Int, _ sequence: UInt64) -> [(String, JSON)] {
             [("SequenceNumber", .string(Sequence.format(sequence))), ("ShardId", .string(KinesisAPI.shardID(p)))]
         }
         guard batch else {
-            return streams.putRecord(d.name, key: records[0].key, record: records[0].record) { [self] result in
+            return streams.putRecord(d.name, key: records[0].key, hashKey: records[0].hashKey, record: records[0].record) { [self] result in
                 switch result {
                 case .success(let r):
                     respond(KinesisAPI.ok(.object(entry(r.partition, r.sequence) + [("EncryptionType", .string("NONE"))])))

@@ -145,7 +145,7 @@ extension Streams {
             }
             let d = Definition(
                 name: name, partitions: partitions, retentionHours: retentionHours, incarnation: Tables.wallMs(),
-                voters: voters, witnesses: witnesses)
+                voters: voters, witnesses: witnesses, keyHash: .md5)
             writeDefinition(d) { [weak self] error in
                 guard let self else { return }
                 if let error { return done(.failure(StreamsError(error))) }
