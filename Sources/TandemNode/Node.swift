@@ -465,7 +465,7 @@ public final class Node {
     private func aws(_ target: String, _ request: HTTPRequest, _ respond: @escaping (HTTPResponse) -> Void) {
         let parts = target.utf8.split(separator: UInt8(ascii: "."), maxSplits: 1).map { String(Substring($0)) }
         switch parts.first {
-        case "DynamoDB_20120810": dynamo.handle(parts.count == 2 ? parts[1] : "", request.body, respond)
+        case "DynamoDB_20120810": dynamo.handle(parts.count == 2 ? parts[1] : "", request.body, host: request.header("Host"), respond)
         case "Kinesis_20131202": kinesis.handle(parts.count == 2 ? parts[1] : "", request.body, respond)
         default:
             respond(DynamoAPI.error(DynamoError("UnknownOperationException", "Unknown target '\(target)'")))

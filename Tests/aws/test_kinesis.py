@@ -99,3 +99,28 @@ class ShardRuleTests(unittest.TestCase):
         for bad in (str(2 ** 128), "-1", "12ab"):
             self.assertEqual(tandem.error_code(lambda: self.kin.put_record(
                 StreamName=self.stream, Data=b"x", PartitionKey="k", ExplicitHashKey=bad)), "InvalidArgumentException", bad)
+
+
+class ListStreamsTests(unittest.TestCase):
+    def test_paging_and_unbuilt_operations(self):
+        # ListStreams pages by NextToken (as boto3's paginator asks) or ExclusiveStartStreamName.
+        kin = tandem.client("kinesis", 0)
+        names = sorted(tandem.unique("page%d-" % i) for i in range(3))
+        for n in names:
+            kin.create_stream(StreamName=n, ShardCount=1)
+        try:
+            seen = []
+            for page in kin.get_paginator("list_streams").paginate(PaginationConfig={"PageSize": 1}):
+                seen += page["StreamNames"]
+            self.assertEqual([n for n in seen if n in names], names)
+            self.assertEqual(len(seen), len(set(seen)))
+            first = kin.list_streams(Limit=1)
+            self.assertTrue(first["HasMoreStreams"])
+            self.assertEqual(kin.list_streams(Limit=1, NextToken=first["NextToken"])["StreamNames"],
+                             kin.list_streams(Limit=1, ExclusiveStartStreamName=first["StreamNames"][0])["StreamNames"])
+        finally:
+            for n in names:
+                tandem.error_code(lambda: kin.delete_stream(StreamName=n))
+        # Enhanced fan-out is not built: a clear UnknownOperationException.
+        self.assertEqual(tandem.error_code(lambda: kin.list_stream_consumers(StreamARN="arn:aws:kinesis:tandem:000000000000:stream/x")),
+                         "UnknownOperationException")

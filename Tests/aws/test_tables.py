@@ -38,3 +38,26 @@ class TableTests(tandem.DynamoTest):
         for i in range(3):
             self.ddb.put_item(TableName=self.table, Item={"pk": {"S": str(i)}})
         self.assertEqual(self.ddb.describe_table(TableName=self.table)["Table"]["ItemCount"], 3)
+
+
+class DescribeTests(tandem.DynamoTest):
+    """DescribeTable's TableId, DescribeEndpoints and DescribeLimits, as SDKs and tools call them."""
+    sort_key = False
+
+    def test_table_id_is_a_uuid_the_same_on_every_node(self):
+        import re
+        a = self.ddb.describe_table(TableName=self.table)["Table"]["TableId"]
+        self.assertRegex(a, r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+        self.assertEqual(self.ddb_b.describe_table(TableName=self.table)["Table"]["TableId"], a)
+        other = tandem.unique("other")
+        self.ddb.create_table(TableName=other, KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+                              AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}], BillingMode="PAY_PER_REQUEST")
+        self.assertNotEqual(self.ddb.describe_table(TableName=other)["Table"]["TableId"], a)
+        self.ddb.delete_table(TableName=other)
+
+    def test_describe_endpoints_and_limits(self):
+        endpoints = self.ddb.describe_endpoints()["Endpoints"]
+        self.assertEqual(endpoints, [{"Address": tandem.cluster().endpoints[0], "CachePeriodInMinutes": 1440}])
+        limits = self.ddb.describe_limits()
+        self.assertGreaterEqual(limits["TableMaxWriteCapacityUnits"], 1)
+        self.assertGreaterEqual(limits["AccountMaxReadCapacityUnits"], limits["TableMaxReadCapacityUnits"])

@@ -25,8 +25,9 @@ final class DynamoAPI {
 
     typealias Respond = (HTTPResponse) -> Void
 
-    /// Answers one operation; every failure becomes a DynamoDB error shape.
-    func handle(_ op: String, _ body: [UInt8], _ respond: @escaping Respond) {
+    /// Answers one operation; every failure becomes a DynamoDB error shape. `host` is the
+    /// request's Host header (the endpoint DescribeEndpoints names).
+    func handle(_ op: String, _ body: [UInt8], host: String? = nil, _ respond: @escaping Respond) {
         do {
             let request: JSON
             do { request = try JSON.parse(body.isEmpty ? Array("{}".utf8) : body) } catch {
@@ -56,6 +57,24 @@ final class DynamoAPI {
             case "ListTables": respond(DynamoAPI.ok(try listTables(request)))
             case "DescribeTimeToLive": respond(DynamoAPI.ok(try describeTimeToLive(request)))
             case "UpdateTimeToLive": try updateTimeToLive(request, respond)
+            // SDKs with endpoint discovery ask where to send requests: here, for a day.
+            case "DescribeEndpoints":
+                respond(
+                    DynamoAPI.ok(
+                        .object([
+                            (
+                                "Endpoints",
+                                .array([.object([("Address", .string(host ?? "127.0.0.1")), ("CachePeriodInMinutes", .number("1440"))])])
+                            )
+                        ])))
+            // DynamoDB's default account and table quotas; Tandem reports capacity, never enforces it.
+            case "DescribeLimits":
+                respond(
+                    DynamoAPI.ok(
+                        .object([
+                            ("AccountMaxReadCapacityUnits", .number("80000")), ("AccountMaxWriteCapacityUnits", .number("80000")),
+                            ("TableMaxReadCapacityUnits", .number("40000")), ("TableMaxWriteCapacityUnits", .number("40000"))
+                        ])))
             default:
                 throw DynamoError("UnknownOperationException", "Operation \(op) is not supported")
             }

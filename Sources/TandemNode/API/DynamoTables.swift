@@ -26,9 +26,10 @@ extension DynamoAPI {
             count += 1
             bytes += DynamoJSON.size(v)
         }
-        let created = Double(tables.core.catalog[name]?.at.physicalMs ?? 0) / 1000
+        let entry = tables.core.catalog[name]
+        let created = Double(entry?.at.physicalMs ?? 0) / 1000
         return .object([
-            ("TableName", .string(name)), ("TableStatus", .string(status)),
+            ("TableName", .string(name)), ("TableStatus", .string(status)), ("TableId", .string(DynamoAPI.tableID(name, entry?.at))),
             ("TableArn", .string("arn:aws:dynamodb:tandem:000000000000:table/\(name)")),
             ("KeySchema", .array(keySchema)), ("AttributeDefinitions", .array(definitions)),
             ("CreationDateTime", .number(String(created))), ("ItemCount", .number(String(count))),
@@ -42,6 +43,23 @@ extension DynamoAPI {
                 ])
             )
         ])
+    }
+
+    /// DescribeTable's TableId: a UUID naming this incarnation of the table, the same on every
+    /// node (it is derived from the name and the catalog's creation stamp, which replicate),
+    /// different after the table is deleted and created again.
+    static func tableID(_ name: String, _ at: HLC?) -> String {
+        var seed = Array(name.utf8)
+        for v in [at?.physicalMs ?? 0, UInt64(at?.logical ?? 0), at?.node ?? 0] {
+            seed += (0..<8).map { UInt8(truncatingIfNeeded: v >> (8 * $0)) }
+        }
+        let high = stableHash64(seed), low = stableHash64(seed, continuing: high)
+        let hex = [high, low].map { h in
+            let s = String(h, radix: 16)
+            return String(repeating: "0", count: 16 - s.count) + s
+        }.joined()
+        let c = Array(hex)
+        return [c[0..<8], c[8..<12], c[12..<16], c[16..<20], c[20..<32]].map { String($0) }.joined(separator: "-")
     }
 
     func createTable(_ j: JSON, _ respond: @escaping Respond) throws {

@@ -84,6 +84,9 @@ final class KinesisAPI {
             case "PutRecords": try putRecords(j, batch: true, respond)
             case "GetShardIterator": try getShardIterator(j, respond)
             case "GetRecords": try getRecords(j, respond)
+            case "SubscribeToShard", "RegisterStreamConsumer", "DescribeStreamConsumer", "ListStreamConsumers":
+                throw Failure(
+                    "UnknownOperationException", "Operation \(op) is not supported: enhanced fan-out is not built; read with GetRecords")
             default: throw Failure("UnknownOperationException", "Operation \(op) is not supported")
             }
         } catch let f as Failure {
@@ -212,23 +215,27 @@ final class KinesisAPI {
     private func listStreams(_ j: JSON) throws -> JSON {
         let limit = try int(j, "Limit") ?? 100
         guard (1...10_000).contains(limit) else { throw Failure.invalid("Limit must be 1 to 10000") }
-        let after = try string(j, "ExclusiveStartStreamName")
+        // Pages continue after a stream name: ExclusiveStartStreamName, or NextToken (which is
+        // the last name of the page before, as the SDK paginators pass it back).
+        let after = try string(j, "NextToken") ?? string(j, "ExclusiveStartStreamName")
         let names = streams.definitions.keys.filter { n in after.map { n > $0 } ?? true }.sorted()
         let page = Array(names.prefix(limit))
-        return .object([
-            ("StreamNames", .array(page.map { .string($0) })), ("HasMoreStreams", .bool(names.count > limit)),
-            (
-                "StreamSummaries",
-                .array(
-                    page.map { n in
-                        let d = streams.definitions[n]!
-                        return .object([
-                            ("StreamName", .string(n)), ("StreamARN", .string(arn(n))), ("StreamStatus", .string(status(d))),
-                            ("StreamCreationTimestamp", .number(String(Double(d.incarnation) / 1000)))
-                        ])
-                    })
-            )
-        ])
+        let next: [(String, JSON)] = names.count > limit ? [("NextToken", .string(page.last!))] : []
+        return .object(
+            next + [
+                ("StreamNames", .array(page.map { .string($0) })), ("HasMoreStreams", .bool(names.count > limit)),
+                (
+                    "StreamSummaries",
+                    .array(
+                        page.map { n in
+                            let d = streams.definitions[n]!
+                            return .object([
+                                ("StreamName", .string(n)), ("StreamARN", .string(arn(n))), ("StreamStatus", .string(status(d))),
+                                ("StreamCreationTimestamp", .number(String(Double(d.incarnation) / 1000)))
+                            ])
+                        })
+                )
+            ])
     }
 
     // MARK: records
