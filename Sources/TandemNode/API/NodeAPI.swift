@@ -302,6 +302,11 @@ extension Node {
         routes.metrics(&out)
         let dropped = shell.malformedPackets + p.malformedFrames + h.badRequests + t.malformed
         out.add("tandem_malformed_input_total", .counter, "All malformed input dropped (gossip, peer, HTTP).", dropped)
+        out.add(
+            "tandem_aws_errors_total", .counter, "Error answers of the DynamoDB and Kinesis APIs, by service and error type.",
+            samples: shell.awsErrors.sorted { ($0.key.service, $0.key.type) < ($1.key.service, $1.key.type) }.map {
+                (labels: [("service", $0.key.service), ("type", $0.key.type)], value: $0.value as any CustomStringConvertible)
+            })
         return out.text
     }
 
