@@ -116,33 +116,48 @@ extension DynamoAPI {
                 "One or more parameter values were invalid: Number of attributes in KeySchema does not exactly match number of attributes defined in AttributeDefinitions"
             )
         }
-        try checkTableOptions(j)
+        try checkTableOptions(j, creating: true)
+        let tags = try j["Tags"].flatMap { t throws(DynamoError) in t == .null ? nil : try tagList(t) } ?? []
         if tables.replicas[name] != nil { throw DynamoError("ResourceInUseException", "Table already exists: \(name)") }
         let schema = KeySchema(
             partitionKey: hash, sortKey: range, partitionKeyType: types[hash]!, sortKeyType: range.map { types[$0]! } ?? "S")
         try tables.changeTable(name, schema: schema) { [weak self] error in
             guard let self else { return }
             if let error { return respond(DynamoAPI.error(DynamoError("InternalServerError", error.message))) }
-            respond(DynamoAPI.ok(.object([("TableDescription", self.description(name))])))
+            let created = DynamoAPI.ok(.object([("TableDescription", self.description(name))]))
+            guard !tags.isEmpty else { return respond(created) }
+            do throws(DynamoError) {
+                try self.changeTags(name, set: tags, remove: []) { error in
+                    if let error { return respond(DynamoAPI.error(DynamoError("InternalServerError", error.message))) }
+                    respond(created)
+                }
+            } catch {
+                respond(DynamoAPI.error(error))
+            }
         }
     }
 
-    /// CreateTable's options beyond the key schema, checked as DynamoDB checks them so a request
-    /// DynamoDB refuses is refused here too. What valid ones do (README, DynamoDB section):
-    /// - BillingMode: PROVISIONED (the default) needs ProvisionedThroughput, PAY_PER_REQUEST
-    ///   refuses it; either way the table is on demand (capacity is reported, never enforced).
+    /// CreateTable's and UpdateTable's options beyond the key schema, checked as DynamoDB checks
+    /// them so a request DynamoDB refuses is refused here too. What valid ones do (README):
+    /// - BillingMode: PROVISIONED (CreateTable's default) needs ProvisionedThroughput,
+    ///   PAY_PER_REQUEST refuses it; either way the table is on demand (capacity is reported,
+    ///   never enforced).
     /// - StreamSpecification: StreamEnabled false is a table without a stream, as asked; true is
     ///   refused until DynamoDB Streams exist, rather than creating a table whose stream the
     ///   application would wait for in vain.
-    /// - Tags: checked by DynamoDB's rules and accepted; no tag operation reads them back yet.
-    func checkTableOptions(_ j: JSON) throws(DynamoError) {
-        let mode = try string(j, "BillingMode") ?? "PROVISIONED"
-        guard ["PROVISIONED", "PAY_PER_REQUEST"].contains(mode) else {
-            throw .validation(
-                "1 validation error detected: Value '\(mode)' at 'billingMode' failed to satisfy constraint: Member must satisfy enum value set: [PROVISIONED, PAY_PER_REQUEST]"
-            )
+    /// - Tags (CreateTable): stored, as TagResource stores them.
+    func checkTableOptions(_ j: JSON, creating: Bool) throws(DynamoError) {
+        let given = try string(j, "BillingMode")
+        let mode = given ?? (creating ? "PROVISIONED" : nil)
+        if let mode {
+            guard ["PROVISIONED", "PAY_PER_REQUEST"].contains(mode) else {
+                throw .validation(
+                    "1 validation error detected: Value '\(mode)' at 'billingMode' failed to satisfy constraint: Member must satisfy enum value set: [PROVISIONED, PAY_PER_REQUEST]"
+                )
+            }
         }
-        switch (mode, j["ProvisionedThroughput"].flatMap { $0 == .null ? nil : $0 }) {
+        let throughput = j["ProvisionedThroughput"].flatMap { $0 == .null ? nil : $0 }
+        switch (mode, throughput) {
         case ("PAY_PER_REQUEST", _?):
             throw .validation(
                 "One or more parameter values were invalid: Neither ReadCapacityUnits nor WriteCapacityUnits can be specified when BillingMode is PAY_PER_REQUEST"
@@ -151,7 +166,7 @@ extension DynamoAPI {
             throw .validation(
                 "One or more parameter values were invalid: ReadCapacityUnits and WriteCapacityUnits must both be specified when BillingMode is PROVISIONED"
             )
-        case ("PROVISIONED", let pt?):
+        case (_, let pt?):
             for f in ["ReadCapacityUnits", "WriteCapacityUnits"] {
                 guard let n = try int(pt, f), n >= 1 else {
                     throw .validation(
@@ -176,30 +191,27 @@ extension DynamoAPI {
                 guard view != nil else {
                     throw .validation("One or more parameter values were invalid: StreamViewType is required when StreamEnabled is true")
                 }
-                throw .validation("StreamSpecification: DynamoDB Streams are not supported yet; create the table with StreamEnabled false")
+                throw .validation("StreamSpecification: DynamoDB Streams are not supported yet; use StreamEnabled false")
             }
         }
-        if let tags = j["Tags"], tags != .null {
-            guard case .array(let list) = tags, list.count <= 50 else {
-                throw .validation("One or more parameter values were invalid: Tags must be a list of at most 50 tags")
-            }
-            var keys: Set<String> = []
-            for tag in list {
-                guard let key = try string(tag, "Key"), let value = try string(tag, "Value") else {
-                    throw .validation("One or more parameter values were invalid: Each tag has a Key and a Value")
-                }
-                guard (1...128).contains(key.count), value.count <= 256 else {
-                    throw .validation(
-                        "One or more parameter values were invalid: A tag Key is 1 to 128 characters and its Value at most 256")
-                }
-                guard !key.hasPrefix("aws:") else {
-                    throw .validation("One or more parameter values were invalid: Tag keys starting with 'aws:' are reserved: \(key)")
-                }
-                guard keys.insert(key).inserted else {
-                    throw .validation("One or more parameter values were invalid: Duplicate tag keys found: \(key)")
-                }
-            }
+        if creating, let tags = j["Tags"], tags != .null { _ = try tagList(tags) }
+    }
+
+    /// UpdateTable: the billing mode and stream settings CreateTable takes (checked the same way;
+    /// every table stays on demand), nothing else yet: secondary indexes and replicas are refused.
+    func updateTable(_ j: JSON) throws -> JSON {
+        let (name, _) = try table(j)
+        for unsupported in ["GlobalSecondaryIndexUpdates", "ReplicaUpdates"] where j[unsupported].map({ $0 != .null }) ?? false {
+            throw DynamoError.validation("\(unsupported) are not supported yet")
         }
+        let options = ["BillingMode", "ProvisionedThroughput", "StreamSpecification", "SSESpecification", "TableClass"]
+        guard options.contains(where: { j[$0].map { $0 != .null } ?? false }) else {
+            throw DynamoError.validation(
+                "At least one of ProvisionedThroughput, BillingMode, UpdateStreamEnabled, GlobalSecondaryIndexUpdates or SSESpecification or ReplicaUpdates is required"
+            )
+        }
+        try checkTableOptions(j, creating: false)
+        return .object([("TableDescription", description(name))])
     }
 
     func deleteTable(_ j: JSON, _ respond: @escaping Respond) throws {

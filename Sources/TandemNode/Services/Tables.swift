@@ -24,11 +24,14 @@ final class Tables {
     /// competing incarnations of them, and clients can neither create nor drop them.
     static let reserved: [(name: String, schema: KeySchema)] = [
         ("_streams", KeySchema(partitionKey: "name")), ("_checkpoints", KeySchema(partitionKey: "id")),
-        (Tables.ttlTable, KeySchema(partitionKey: "table"))
+        (Tables.ttlTable, KeySchema(partitionKey: "table")), (Tables.tagsTable, KeySchema(partitionKey: "table"))
     ]
     /// TTL settings of client tables (DynamoDB's UpdateTimeToLive): one item per table, naming
     /// the attribute and the table incarnation (catalog timestamp) it was set for.
     static let ttlTable = "_ttl"
+    /// Tags of client tables (DynamoDB's TagResource): one item per table, the tags a map of it,
+    /// for the table incarnation (catalog timestamp) they were set for (`DynamoTags`).
+    static let tagsTable = "_tags"
 
     /// Tables, clock and every replication decision (pure; `GlobalTable.TableNode`).
     let core: TableNode
