@@ -124,3 +124,47 @@ class ListStreamsTests(unittest.TestCase):
         # Enhanced fan-out is not built: a clear UnknownOperationException.
         self.assertEqual(tandem.error_code(lambda: kin.list_stream_consumers(StreamARN="arn:aws:kinesis:tandem:000000000000:stream/x")),
                          "UnknownOperationException")
+
+
+class StreamSettingsTests(unittest.TestCase):
+    """Retention changes and tags, as infrastructure tools call them after CreateStream."""
+
+    def setUp(self):
+        self.kin = tandem.client("kinesis", 0)
+        self.stream = tandem.unique("settings")
+        self.kin.create_stream(StreamName=self.stream, ShardCount=1, Tags={"team": "cc"})
+        self.kin.get_waiter("stream_exists").wait(StreamName=self.stream, WaiterConfig={"Delay": 1, "MaxAttempts": 20})
+
+    def tearDown(self):
+        tandem.error_code(lambda: self.kin.delete_stream(StreamName=self.stream))
+
+    def retention(self, client=None):
+        return (client or self.kin).describe_stream_summary(StreamName=self.stream)["StreamDescriptionSummary"]["RetentionPeriodHours"]
+
+    def test_retention_goes_up_with_increase_and_down_with_decrease(self):
+        self.assertEqual(self.retention(), 24)
+        self.kin.increase_stream_retention_period(StreamName=self.stream, RetentionPeriodHours=168)
+        self.assertEqual(self.retention(), 168)
+        self.assertTrue(tandem.wait_for(lambda: self.retention(tandem.client("kinesis", 1)) == 168), "not replicated")
+        code = lambda call, h: tandem.error_code(lambda: call(StreamName=self.stream, RetentionPeriodHours=h))
+        self.assertEqual(code(self.kin.increase_stream_retention_period, 48), "InvalidArgumentException")  # shorter
+        self.assertEqual(code(self.kin.decrease_stream_retention_period, 200), "InvalidArgumentException")  # longer
+        self.assertEqual(code(self.kin.increase_stream_retention_period, 8761), "InvalidArgumentException")
+        self.assertEqual(code(self.kin.decrease_stream_retention_period, 23), "InvalidArgumentException")
+        self.kin.decrease_stream_retention_period(StreamName=self.stream, RetentionPeriodHours=48)
+        self.assertEqual(self.retention(), 48)
+
+    def test_tags(self):
+        tags = lambda **kw: self.kin.list_tags_for_stream(StreamName=self.stream, **kw)
+        self.assertEqual(tags()["Tags"], [{"Key": "team", "Value": "cc"}])
+        self.kin.add_tags_to_stream(StreamName=self.stream, Tags={"env": "prod", "owner": "routing"})
+        page = tags(Limit=2)
+        self.assertEqual([t["Key"] for t in page["Tags"]], ["env", "owner"])
+        self.assertTrue(page["HasMoreTags"])
+        self.assertEqual([t["Key"] for t in tags(ExclusiveStartTagKey="owner")["Tags"]], ["team"])
+        self.kin.remove_tags_from_stream(StreamName=self.stream, TagKeys=["env", "team"])
+        self.assertEqual(tags()["Tags"], [{"Key": "owner", "Value": "routing"}])
+        many = {"k%d" % i: "v" for i in range(50)}  # 51 with "owner"
+        self.assertEqual(tandem.error_code(lambda: self.kin.add_tags_to_stream(StreamName=self.stream, Tags=many)), "LimitExceededException")
+        self.assertEqual(tandem.error_code(lambda: self.kin.add_tags_to_stream(StreamName=self.stream, Tags={"aws:x": "v"})),
+                         "InvalidArgumentException")

@@ -5,21 +5,12 @@ import TandemCore
 import Transport
 
 /// DynamoDB: a table's tags (CreateTable's `Tags`, TagResource, UntagResource,
-/// ListTagsOfResource). They are an item of the reserved table `_tags` per table, written like
-/// any item so they replicate: each tag is one key of the item's `tags` map, so tagging in two
-/// regions at once keeps both tags (a tag set twice keeps the later value). The item names the
-/// table incarnation it belongs to: a table deleted and created again starts with no tags.
+/// ListTagsOfResource), stored as `Tables` stores tags (Services/Tags.swift).
 extension DynamoAPI {
-    static let maxTags = 50
-
     /// The tags of a table (of its current incarnation).
     func tags(of table: String) -> [String: String] {
-        guard let entry = tables.core.catalog[table], !entry.deleted,
-            let item = tables.replicas[Tables.tagsTable]?.state(ItemKey(partition: .string(table)))?.visible,
-            case .number(let incarnation)? = item["incarnation"], incarnation.description == String(entry.at.time),
-            case .map(let m)? = item["tags"]
-        else { return [:] }
-        return m.compactMapValues { if case .string(let s) = $0 { s } else { nil } }
+        guard let entry = tables.core.catalog[table], !entry.deleted else { return [:] }
+        return tables.tags(table, incarnation: entry.at.time)
     }
 
     /// Sets and removes tags of `table`, refusing more than 50 in all (as DynamoDB does).
@@ -29,53 +20,22 @@ extension DynamoAPI {
         guard let entry = tables.core.catalog[table], !entry.deleted else {
             throw DynamoError("ResourceNotFoundException", "Requested resource not found: Table: \(table) not found")
         }
-        let current = tags(of: table)
-        var after = current
-        for t in set { after[t.key] = t.value }
-        for k in remove { after[k] = nil }
-        guard after.count <= DynamoAPI.maxTags else {
-            throw .validation("One or more parameter values were invalid: The number of tags exceeds the limit of \(DynamoAPI.maxTags)")
+        guard tables.changeTags(table, incarnation: entry.at.time, set: set, remove: remove, done) else {
+            throw .validation("One or more parameter values were invalid: The number of tags exceeds the limit of \(Tables.maxTags)")
         }
-        let key = ItemKey(partition: .string(table))
-        var state = tables.replicas[Tables.tagsTable]?.state(key) ?? ItemState()
-        let t = tables.core.now(wallMs: Tables.wallMs())
-        let stamp = AttributeValue.number(DecimalNumber(String(entry.at.time))!)
-        var delta = ItemState()
-        if state.visible?["incarnation"] == stamp {
-            // Per tag, so concurrent changes of different tags in two regions both stay.
-            for s in set { delta.merge(state.set(DocumentPath("tags", [s.key]), .string(s.value), at: t)) }
-            for k in remove { delta.merge(state.remove(DocumentPath("tags", [k]), at: t)) }
-        } else {
-            // First tags of this incarnation: the whole item, hiding an older incarnation's.
-            delta = state.put(
-                ["table": .string(table), "incarnation": stamp, "tags": .map(after.mapValues { .string($0) })], at: t)
-        }
-        tables.commit([(Tables.tagsTable, key, delta)], done)
     }
 
-    /// A `Tags` list by DynamoDB's rules: keys of 1 to 128 characters, values of at most 256,
-    /// no `aws:` prefix (reserved for AWS), no key twice, at most 50.
+    /// A `Tags` list (`[{Key, Value}]`) by DynamoDB's rules (`Tables.checkTags`).
     func tagList(_ j: JSON?) throws(DynamoError) -> [(key: String, value: String)] {
-        guard case .array(let list)? = j, list.count <= DynamoAPI.maxTags else {
-            throw .validation("One or more parameter values were invalid: Tags must be a list of at most \(DynamoAPI.maxTags) tags")
-        }
-        var seen: Set<String> = []
+        guard case .array(let list)? = j else { throw .validation("One or more parameter values were invalid: Tags must be a list") }
         var out: [(key: String, value: String)] = []
         for tag in list {
             guard let key = try string(tag, "Key"), let value = try string(tag, "Value") else {
                 throw .validation("One or more parameter values were invalid: Each tag has a Key and a Value")
             }
-            guard (1...128).contains(key.count), value.count <= 256 else {
-                throw .validation("One or more parameter values were invalid: A tag Key is 1 to 128 characters and its Value at most 256")
-            }
-            guard !key.hasPrefix("aws:") else {
-                throw .validation("One or more parameter values were invalid: Tag keys starting with 'aws:' are reserved: \(key)")
-            }
-            guard seen.insert(key).inserted else {
-                throw .validation("One or more parameter values were invalid: Duplicate tag keys found: \(key)")
-            }
             out.append((key, value))
         }
+        if let problem = Tables.checkTags(out) { throw .validation("One or more parameter values were invalid: \(problem)") }
         return out
     }
 

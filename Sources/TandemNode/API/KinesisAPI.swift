@@ -84,6 +84,11 @@ final class KinesisAPI {
             case "PutRecords": try putRecords(j, batch: true, respond)
             case "GetShardIterator": try getShardIterator(j, respond)
             case "GetRecords": try getRecords(j, respond)
+            case "IncreaseStreamRetentionPeriod", "DecreaseStreamRetentionPeriod":
+                try changeRetention(j, increase: op.hasPrefix("Inc"), respond)
+            case "AddTagsToStream": try changeTags(j, add: true, respond)
+            case "RemoveTagsFromStream": try changeTags(j, add: false, respond)
+            case "ListTagsForStream": respond(KinesisAPI.ok(try listTags(j)))
             case "SubscribeToShard", "RegisterStreamConsumer", "DescribeStreamConsumer", "ListStreamConsumers":
                 throw Failure(
                     "UnknownOperationException", "Operation \(op) is not supported: enhanced fan-out is not built; read with GetRecords")
@@ -206,9 +211,22 @@ final class KinesisAPI {
         if streams.definitions[name] != nil {
             throw Failure("ResourceInUseException", "Stream \(name) under account \(KinesisAPI.account) already exists.")
         }
+        // CreateStream's Tags (a map), stored once the stream exists, as AddTagsToStream does.
+        var tags: [(key: String, value: String)] = []
+        if case .object(let members)? = j["Tags"] {
+            for (k, v) in members {
+                guard case .string(let value) = v else { throw Failure("SerializationException", "Tag values must be strings") }
+                tags.append((k, value))
+            }
+            if let problem = Tables.checkTags(tags) { throw Failure.invalid(problem) }
+        }
         streams.createStream(name, partitions: count, retentionHours: 24) { [self] result in
             if case .failure(let e) = result { return respond(failed(e)) }
-            respond(KinesisAPI.ok(.object([])))
+            guard !tags.isEmpty, let d = streams.definitions[name] else { return respond(KinesisAPI.ok(.object([]))) }
+            _ = streams.tables.changeTags(Tables.tagKey(stream: name), incarnation: d.incarnation, set: tags, remove: []) { error in
+                if let error { return respond(KinesisAPI.error(Failure("InternalFailure", error.message))) }
+                respond(KinesisAPI.ok(.object([])))
+            }
         }
     }
 
@@ -236,6 +254,77 @@ final class KinesisAPI {
                         })
                 )
             ])
+    }
+
+    // MARK: retention and tags
+
+    /// Increase/DecreaseStreamRetentionPeriod, with Kinesis's bounds (24 to 8,760 hours) and its
+    /// rule that each goes one way only.
+    private func changeRetention(_ j: JSON, increase: Bool, _ respond: @escaping Respond) throws {
+        let d = try streamName(j, existing: true)
+        guard let hours = try int(j, "RetentionPeriodHours") else { throw Failure.invalid("RetentionPeriodHours is required") }
+        guard hours >= 24 else {
+            throw Failure.invalid("Minimum allowed retention period is 24 hours. Requested retention period (\(hours) hours) is too short.")
+        }
+        guard hours <= 8760 else {
+            throw Failure.invalid(
+                "Maximum allowed retention period is 8760 hours. Requested retention period (\(hours) hours) is too long.")
+        }
+        if increase, hours < d.retentionHours {
+            throw Failure.invalid(
+                "Requested retention period (\(hours) hours) for stream \(d.name) can not be shorter than existing retention period (\(d.retentionHours) hours). Use DecreaseStreamRetentionPeriod API."
+            )
+        }
+        if !increase, hours > d.retentionHours {
+            throw Failure.invalid(
+                "Requested retention period (\(hours) hours) for stream \(d.name) can not be longer than existing retention period (\(d.retentionHours) hours). Use IncreaseStreamRetentionPeriod API."
+            )
+        }
+        streams.setRetention(d.name, hours: hours) { [self] error in
+            if let error { return respond(failed(error)) }
+            respond(KinesisAPI.ok(.object([])))
+        }
+    }
+
+    /// AddTagsToStream (`Tags`: a map) and RemoveTagsFromStream (`TagKeys`), stored as table
+    /// tags are (`Tables.changeTags`), at most 50 a stream.
+    private func changeTags(_ j: JSON, add: Bool, _ respond: @escaping Respond) throws {
+        let d = try streamName(j, existing: true)
+        var set: [(key: String, value: String)] = []
+        var remove: [String] = []
+        if add {
+            guard case .object(let members)? = j["Tags"], !members.isEmpty else { throw Failure.invalid("Tags must be a non-empty map") }
+            for (k, v) in members {
+                guard case .string(let value) = v else { throw Failure("SerializationException", "Tag values must be strings") }
+                set.append((k, value))
+            }
+            if let problem = Tables.checkTags(set) { throw Failure.invalid(problem) }
+        } else {
+            guard case .array(let keys)? = j["TagKeys"], (1...Tables.maxTags).contains(keys.count) else {
+                throw Failure.invalid("TagKeys must list 1 to \(Tables.maxTags) keys")
+            }
+            remove = keys.compactMap(\.stringValue)
+        }
+        let stored = streams.tables.changeTags(Tables.tagKey(stream: d.name), incarnation: d.incarnation, set: set, remove: remove) {
+            error in
+            if let error { return respond(KinesisAPI.error(Failure("InternalFailure", error.message))) }
+            respond(KinesisAPI.ok(.object([])))
+        }
+        guard stored else { throw Failure("LimitExceededException", "A stream has at most \(Tables.maxTags) tags") }
+    }
+
+    /// ListTagsForStream: tags in key order, after ExclusiveStartTagKey, at most Limit (50).
+    private func listTags(_ j: JSON) throws -> JSON {
+        let d = try streamName(j, existing: true)
+        let limit = try int(j, "Limit") ?? Tables.maxTags
+        guard (1...Tables.maxTags).contains(limit) else { throw Failure.invalid("Limit must be 1 to \(Tables.maxTags)") }
+        let after = try string(j, "ExclusiveStartTagKey")
+        let all = streams.tables.tags(Tables.tagKey(stream: d.name), incarnation: d.incarnation)
+            .filter { tag in after.map { tag.key > $0 } ?? true }.sorted { $0.key < $1.key }
+        return .object([
+            ("Tags", .array(all.prefix(limit).map { .object([("Key", .string($0.key)), ("Value", .string($0.value))]) })),
+            ("HasMoreTags", .bool(all.count > limit))
+        ])
     }
 
     // MARK: records
