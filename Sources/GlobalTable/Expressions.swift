@@ -441,11 +441,14 @@ public struct ExpressionParser {
                 try c.expect(",")
                 let b = try operand(&c)
                 try ExpressionParser.checkConstants([a, b], only: ["S", "B"], "begins_with", c.kind)
+                try ExpressionParser.checkDistinct(a, [b], "begins_with", c.kind)
                 result = .beginsWith(a, b)
             default:
                 let a = try operand(&c)
                 try c.expect(",")
-                result = .contains(a, try operand(&c))
+                let b = try operand(&c)
+                try ExpressionParser.checkDistinct(a, [b], "contains", c.kind)
+                result = .contains(a, b)
             }
             try c.expect(")")
             return result
@@ -455,6 +458,7 @@ public struct ExpressionParser {
             c.at += 1
             let right = try operand(&c)
             if ![.eq, .ne].contains(cmp) { try ExpressionParser.checkConstants([left, right], only: ["S", "N", "B"], s, c.kind) }
+            try ExpressionParser.checkDistinct(left, [right], s, c.kind)
             return .compare(left, cmp, right)
         }
         if c.acceptKeyword("BETWEEN") {
@@ -462,6 +466,7 @@ public struct ExpressionParser {
             guard c.acceptKeyword("AND") else { throw c.error("BETWEEN needs AND") }
             let high = try operand(&c)
             try ExpressionParser.checkConstants([left, low, high], only: ["S", "N", "B"], "BETWEEN", c.kind)
+            try ExpressionParser.checkDistinct(left, [low, high], "BETWEEN", c.kind)
             // Two constant bounds must be of one type and in order (else no value could match).
             if case .value(let l) = low, case .value(let h) = high {
                 let bounds =
@@ -483,6 +488,7 @@ public struct ExpressionParser {
             var list = [try operand(&c)]
             while c.accept(",") { list.append(try operand(&c)) }
             try c.expect(")")
+            try ExpressionParser.checkDistinct(left, list, "IN", c.kind)
             guard list.count <= 100 else {
                 throw .validation(
                     "Invalid \(c.kind): The IN operator is provided with too many operands; number of operands: \(list.count)")
@@ -501,6 +507,15 @@ public struct ExpressionParser {
                 "Invalid \(kind): Incorrect operand type for operator or function; operator or function: \(op), operand type: \(v.typeName)"
             )
         }
+    }
+
+    /// `a = a`, `contains(a, a)`: an attribute compared with itself is refused by DynamoDB (it
+    /// is always true or always false, so surely a mistake).
+    static func checkDistinct(_ first: Operand, _ rest: [Operand], _ op: String, _ kind: String) throws(DynamoError) {
+        guard case .path(let p) = first, rest.contains(first) else { return }
+        throw .validation(
+            "Invalid \(kind): The first operand must be distinct from the remaining operands for this operator or function; operator: \(op), first operand: [\(p)]"
+        )
     }
 
     /// A SET value: one term, or two joined by `+` or `-` (DynamoDB's grammar has no longer sums:

@@ -151,6 +151,13 @@ import Testing
         #expect(try holds("a = :l") == false)
     }
 
+    @Test func anAttributeComparedWithItselfIsRefused() throws {
+        for text in ["a = a", "a <> a", "a BETWEEN :one AND a", "a IN (:one, a)", "contains(s, s)", "begins_with(s, s)"] {
+            #expect(condition(text).contains("The first operand must be distinct from the remaining operands"), "\(text)")
+        }
+        #expect(try holds("a <> b") && holds("size(s) > a"))
+    }
+
     @Test func functionsOfValuesAreAccepted() throws {
         #expect(try holds("attribute_type(:one, :t)"))
         #expect(try holds("size(:s) = :one"))
