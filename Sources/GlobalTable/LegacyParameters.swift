@@ -5,7 +5,7 @@ import TandemCore
 /// `Expected`, `QueryFilter`, `ScanFilter` (with `ConditionalOperator`) and `KeyConditions` become
 /// a `Condition`, `AttributeUpdates` an `UpdateExpression`, `AttributesToGet` a projection.
 /// Names in these parameters are top-level attributes, taken literally (a dot is part of the name).
-/// Pure: the API layer decides which parameters a request may combine (`LegacyParameters.check`).
+/// Pure; `check` holds DynamoDB's rules on which parameters one request may combine.
 public enum LegacyParameters {
     /// The legacy parameters and the expression parameters that replace them: a request may use
     /// one family or the other, never both (DynamoDB's rule).
