@@ -60,7 +60,8 @@ def timed(fn, n):
 try:
     tandem.wait_for(lambda: tandem._get(api, "/v1/members"), 20)
     call("CreateTable", {"TableName": "bench", "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-                         "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}, {"AttributeName": "sk", "AttributeType": "N"}]})
+                         "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}, {"AttributeName": "sk", "AttributeType": "N"}],
+                         "BillingMode": "PAY_PER_REQUEST"})
     t0 = time.time()
     batch = []
     for p in range(a.partitions):

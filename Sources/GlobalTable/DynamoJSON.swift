@@ -88,9 +88,22 @@ public enum DynamoJSON {
         var out: [String: AttributeValue] = [:]
         for (k, v) in members {
             guard !k.isEmpty else { throw .validation("One or more parameter values were invalid: An attribute name may not be empty") }
+            try checkName(k)
             out[k] = try value(v)
         }
         return out
+    }
+
+    /// DynamoDB's limit on an attribute name (65,535 bytes is the longest accepted; its
+    /// documented "64 KB" is not).
+    public static let maxNameBytes = 65535
+
+    public static func checkName(_ name: String) throws(DynamoError) {
+        guard name.utf8.count <= maxNameBytes else {
+            throw .validation(
+                "One or more parameter values were invalid: An attribute name is \(name.utf8.count) bytes, more than the maximum of \(maxNameBytes)"
+            )
+        }
     }
 
     public static func json(_ value: AttributeValue) -> JSON {

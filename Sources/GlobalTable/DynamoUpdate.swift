@@ -14,6 +14,9 @@ public enum DynamoUpdate {
         -> ItemState
     {
         let old = state.visible ?? [:]
+        // REMOVE below a missing or wrong-typed parent is refused, except on a missing item, where
+        // DynamoDB lets any REMOVE pass (and writes nothing for it).
+        let exists = state.visible != nil
         for p in u.paths where keyNames.contains(p.attribute) {
             throw .validation(
                 "One or more parameter values were invalid: Cannot update attribute \(p.attribute). This attribute is part of the key")
@@ -41,6 +44,7 @@ public enum DynamoUpdate {
             }
         }
         for p in u.removes {
+            if exists { try checkParent(p, old) }
             if let keys = p.mapKeys {
                 delta.merge(state.remove(DocumentPath(p.attribute, keys), at: t))
             } else {
@@ -76,10 +80,13 @@ public enum DynamoUpdate {
             }
         }
         // List edits: each rewrites its list from the old item (paths never overlap, but two may
-        // share a list: apply them to one copy, removals last and from the highest index).
+        // share a list: apply them to one copy). Indexes name positions in the old list, so sets
+        // go first, in index order (sets past the end append in index order, as DynamoDB
+        // documents), then removals from the highest index down.
         var lists: [AttributePath: AttributeValue] = [:]
-        let ordered = wholeValues.filter { $0.1 != nil } + wholeValues.filter { $0.1 == nil }.sorted { $0.0.description > $1.0.description }
-        for (p, v) in ordered {
+        let sets = wholeValues.filter { $0.1 != nil }.sorted { AttributePath.precedes($0.0, $1.0) }
+        let removals = wholeValues.filter { $0.1 == nil }.sorted { AttributePath.precedes($1.0, $0.0) }
+        for (p, v) in sets + removals {
             let cut = p.elements.firstIndex { if case .index = $0 { true } else { false } }!
             let listPath = AttributePath(Array(p.elements[..<cut]))
             guard let list = lists[listPath] ?? listPath.resolve(in: old) else {

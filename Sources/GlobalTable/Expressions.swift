@@ -65,12 +65,51 @@ public struct AttributePath: Hashable, Sendable, CustomStringConvertible {
     public func overlaps(_ other: AttributePath) -> Bool {
         elements.starts(with: other.elements) || other.elements.starts(with: elements)
     }
+
+    /// The paths part where one goes on by a map key and the other by a list index (`a.b` and
+    /// `a[1]`): one value cannot be both, so DynamoDB refuses the pair.
+    public func conflicts(_ other: AttributePath) -> Bool {
+        for (x, y) in zip(elements, other.elements) where x != y {
+            switch (x, y) {
+            case (.key, .index), (.index, .key): return true
+            default: return false
+            }
+        }
+        return false
+    }
+
+    /// Refuses overlapping or conflicting paths in one projection or update, in DynamoDB's words.
+    static func checkDistinct(_ paths: [AttributePath], kind: String) throws(DynamoError) {
+        for (i, a) in paths.enumerated() {
+            for b in paths[(i + 1)...] {
+                let what = a.overlaps(b) ? "overlap" : a.conflicts(b) ? "conflict" : nil
+                if let what {
+                    throw .validation(
+                        "Invalid \(kind): Two document paths \(what) with each other; must remove or rewrite one of these paths; path one: [\(a)], path two: [\(b)]"
+                    )
+                }
+            }
+        }
+    }
+
+    /// Document order: keys before indexes at one level, indexes by number (not as text: `[9]`
+    /// comes before `[10]`).
+    static func precedes(_ a: AttributePath, _ b: AttributePath) -> Bool {
+        a.elements.lexicographicallyPrecedes(b.elements) { x, y in
+            switch (x, y) {
+            case (.index(let i), .index(let j)): i < j
+            case (.key(let k), .key(let l)): k < l
+            case (.key, .index): true
+            case (.index, .key): false
+            }
+        }
+    }
 }
 
 public indirect enum Operand: Hashable, Sendable {
     case path(AttributePath)
     case value(AttributeValue)
-    case size(AttributePath)
+    case size(Operand)  // of a path or a value
     case ifNotExists(AttributePath, Operand)
     case listAppend(Operand, Operand)
     case plus(Operand, Operand)
@@ -87,7 +126,7 @@ public indirect enum Condition: Hashable, Sendable {
     case isIn(Operand, [Operand])
     case exists(AttributePath)
     case notExists(AttributePath)
-    case attributeType(AttributePath, Operand)
+    case attributeType(Operand, AttributeValue)  // of a path or a value; the type name is a value
     case beginsWith(Operand, Operand)
     case contains(Operand, Operand)
     case and(Condition, Condition)
@@ -143,6 +182,8 @@ public struct ExpressionParser {
         var tokens: [Token]
         var at = 0
         let kind: String
+        /// Token indexes of the last parenthesized condition closed (to find redundant ones).
+        var lastGroup: (open: Int, close: Int)?
         var peek: Token? { at < tokens.count ? tokens[at] : nil }
         var peek2: Token? { at + 1 < tokens.count ? tokens[at + 1] : nil }
         mutating func next() -> Token? {
@@ -177,6 +218,7 @@ public struct ExpressionParser {
         let chars = Array(text.unicodeScalars)
         var i = 0
         func isWord(_ c: Unicode.Scalar) -> Bool { c.properties.isAlphabetic || ("0"..."9").contains(c) || c == "_" }
+        // A name or keyword starts with a letter (`_a` is a syntax error in DynamoDB, as `1a` is).
         while i < chars.count {
             let c = chars[i]
             if c.properties.isWhitespace {
@@ -196,7 +238,7 @@ public struct ExpressionParser {
                 }
                 out.append(.integer(n))
                 i = j
-            } else if isWord(c) {
+            } else if c.properties.isAlphabetic {
                 var j = i
                 while j < chars.count && isWord(chars[j]) { j += 1 }
                 out.append(.word(String(String.UnicodeScalarView(chars[i..<j]))))
@@ -217,10 +259,59 @@ public struct ExpressionParser {
         return out
     }
 
+    // MARK: limits
+
+    /// DynamoDB's limits on one expression: its size in bytes, and its operators and functions
+    /// (`a = :v OR NOT b` has three; `+` and `-` count, as do BETWEEN and IN; parentheses do not).
+    public static let maxBytes = 4096
+    public static let maxOperators = 300
+
+    /// The tokens of `text`, once it is known to be within DynamoDB's limits. Everything here is
+    /// a loop; only after these checks does the recursive descent start, so its depth is bounded
+    /// (each nesting level needs an operator or a parenthesis, and both are bounded here): a
+    /// request nested 100,000 deep is a ValidationException, not a stack overflow.
+    static func cursor(_ text: String, kind: String) throws(DynamoError) -> Cursor {
+        let size = text.utf8.count
+        guard size <= maxBytes else {
+            throw .validation("Invalid \(kind): Expression size has exceeded the maximum allowed size; expression size: \(size)")
+        }
+        let tokens = try tokenize(text, kind: kind)
+        var operators = 0, ands = 0, betweens = 0, depth = 0, deepest = 0
+        for (i, t) in tokens.enumerated() {
+            switch t {
+            case .symbol("("):
+                depth += 1
+                deepest = max(deepest, depth)
+            case .symbol(")"): depth -= 1
+            case .symbol("="): if kind != "UpdateExpression" { operators += 1 }  // SET's `=` assigns
+            case .symbol(let s) where ["<>", "<", "<=", ">", ">=", "+", "-"].contains(s): operators += 1
+            case .word(let w):
+                switch w.uppercased() {
+                case "AND": ands += 1
+                case "BETWEEN":
+                    betweens += 1
+                    operators += 1
+                case "OR", "NOT", "IN": operators += 1
+                default: if i + 1 < tokens.count, tokens[i + 1] == .symbol("(") { operators += 1 }  // a function
+                }
+            default: break
+            }
+        }
+        operators += max(0, ands - betweens)  // BETWEEN's own AND is part of it
+        guard operators <= maxOperators else {
+            throw .validation("Invalid \(kind): The expression contains too many operators; operator count: \(operators)")
+        }
+        // Beyond this, parentheses must be redundant ones (DynamoDB refuses those anyway).
+        guard deepest <= maxOperators else {
+            throw .validation("Invalid \(kind): The expression has redundant parentheses; nesting levels: \(deepest)")
+        }
+        return Cursor(tokens: tokens, kind: kind)
+    }
+
     // MARK: public entry points
 
     public mutating func condition(_ text: String, kind: String = "ConditionExpression") throws(DynamoError) -> Condition {
-        var c = Cursor(tokens: try ExpressionParser.tokenize(text, kind: kind), kind: kind)
+        var c = try ExpressionParser.cursor(text, kind: kind)
         guard c.peek != nil else { throw .validation("Invalid \(kind): The expression can not be empty;") }
         let result = try orCondition(&c)
         guard c.peek == nil else { throw c.error("expected end of expression") }
@@ -228,23 +319,17 @@ public struct ExpressionParser {
     }
 
     public mutating func projection(_ text: String) throws(DynamoError) -> [AttributePath] {
-        var c = Cursor(tokens: try ExpressionParser.tokenize(text, kind: "ProjectionExpression"), kind: "ProjectionExpression")
+        var c = try ExpressionParser.cursor(text, kind: "ProjectionExpression")
         guard c.peek != nil else { throw .validation("Invalid ProjectionExpression: The expression can not be empty;") }
         var out = [try path(&c)]
         while c.accept(",") { out.append(try path(&c)) }
         guard c.peek == nil else { throw c.error("expected ',' or end of expression") }
-        for (i, a) in out.enumerated() {
-            for b in out[(i + 1)...] where a.overlaps(b) {
-                throw .validation(
-                    "Invalid ProjectionExpression: Two document paths overlap with each other; must remove or rewrite one of these paths; path one: [\(a)], path two: [\(b)]"
-                )
-            }
-        }
+        try AttributePath.checkDistinct(out, kind: "ProjectionExpression")
         return out
     }
 
     public mutating func update(_ text: String) throws(DynamoError) -> UpdateExpression {
-        var c = Cursor(tokens: try ExpressionParser.tokenize(text, kind: "UpdateExpression"), kind: "UpdateExpression")
+        var c = try ExpressionParser.cursor(text, kind: "UpdateExpression")
         guard c.peek != nil else { throw .validation("Invalid UpdateExpression: The expression can not be empty;") }
         var u = UpdateExpression()
         var seen: Set<String> = []
@@ -274,14 +359,7 @@ public struct ExpressionParser {
                 }
             } while c.accept(",")
         }
-        let paths = u.paths
-        for (i, a) in paths.enumerated() {
-            for b in paths[(i + 1)...] where a.overlaps(b) {
-                throw .validation(
-                    "Invalid UpdateExpression: Two document paths overlap with each other; must remove or rewrite one of these paths; path one: [\(a)], path two: [\(b)]"
-                )
-            }
-        }
+        try AttributePath.checkDistinct(u.paths, kind: "UpdateExpression")
         return u
     }
 
@@ -325,8 +403,14 @@ public struct ExpressionParser {
 
     private mutating func primaryCondition(_ c: inout Cursor) throws(DynamoError) -> Condition {
         if c.accept("(") {
+            let open = c.at - 1
             let inner = try orCondition(&c)
+            // `((a = :v))`: the inner group is all there is between these parentheses.
+            if let g = c.lastGroup, g.open == open + 1, g.close == c.at - 1 {
+                throw .validation("Invalid \(c.kind): The expression has redundant parentheses;")
+            }
             try c.expect(")")
+            c.lastGroup = (open, c.at - 1)
             return inner
         }
         if case .word(let f)? = c.peek, c.peek2 == .symbol("("), ExpressionParser.conditionFunctions.contains(f) {
@@ -336,17 +420,35 @@ public struct ExpressionParser {
             case "attribute_exists": result = .exists(try path(&c))
             case "attribute_not_exists": result = .notExists(try path(&c))
             case "attribute_type":
-                let p = try path(&c)
+                let a = try operand(&c)
                 try c.expect(",")
-                result = .attributeType(p, try operand(&c))
+                // The type is a value from the request, one of DynamoDB's type names.
+                guard case .value(let type) = try operand(&c) else {
+                    throw .validation(
+                        "Invalid \(c.kind): Incorrect operand type for operator or function; operator or function: attribute_type, operand type: PATH"
+                    )
+                }
+                let types = ["S", "N", "B", "BOOL", "NULL", "M", "L", "SS", "NS", "BS"]
+                guard case .string(let name) = type, types.contains(name) else {
+                    let shown = if case .string(let name) = type { name } else { type.typeName }
+                    throw .validation(
+                        "Invalid \(c.kind): Invalid attribute type name found; type: \(shown), valid types: { B,NULL,SS,BOOL,L,BS,N,NS,S,M }"
+                    )
+                }
+                result = .attributeType(a, type)
             case "begins_with":
                 let a = try operand(&c)
                 try c.expect(",")
-                result = .beginsWith(a, try operand(&c))
+                let b = try operand(&c)
+                try ExpressionParser.checkConstants([a, b], only: ["S", "B"], "begins_with", c.kind)
+                try ExpressionParser.checkDistinct(a, [b], "begins_with", c.kind)
+                result = .beginsWith(a, b)
             default:
                 let a = try operand(&c)
                 try c.expect(",")
-                result = .contains(a, try operand(&c))
+                let b = try operand(&c)
+                try ExpressionParser.checkDistinct(a, [b], "contains", c.kind)
+                result = .contains(a, b)
             }
             try c.expect(")")
             return result
@@ -354,18 +456,39 @@ public struct ExpressionParser {
         let left = try operand(&c)
         if case .symbol(let s)? = c.peek, let cmp = Comparator(rawValue: s) {
             c.at += 1
-            return .compare(left, cmp, try operand(&c))
+            let right = try operand(&c)
+            if ![.eq, .ne].contains(cmp) { try ExpressionParser.checkConstants([left, right], only: ["S", "N", "B"], s, c.kind) }
+            try ExpressionParser.checkDistinct(left, [right], s, c.kind)
+            return .compare(left, cmp, right)
         }
         if c.acceptKeyword("BETWEEN") {
             let low = try operand(&c)
             guard c.acceptKeyword("AND") else { throw c.error("BETWEEN needs AND") }
-            return .between(left, low, try operand(&c))
+            let high = try operand(&c)
+            try ExpressionParser.checkConstants([left, low, high], only: ["S", "N", "B"], "BETWEEN", c.kind)
+            try ExpressionParser.checkDistinct(left, [low, high], "BETWEEN", c.kind)
+            // Two constant bounds must be of one type and in order (else no value could match).
+            if case .value(let l) = low, case .value(let h) = high {
+                let bounds =
+                    "lower bound operand: AttributeValue: {\(l.typeName):\(l)}, upper bound operand: AttributeValue: {\(h.typeName):\(h)}"
+                guard let order = Condition.order(l, h) else {
+                    throw .validation(
+                        "Invalid \(c.kind): The BETWEEN operator requires same data type for lower and upper bounds; \(bounds)")
+                }
+                guard order <= 0 else {
+                    throw .validation(
+                        "Invalid \(c.kind): The BETWEEN operator requires upper bound to be greater than or equal to lower bound; \(bounds)"
+                    )
+                }
+            }
+            return .between(left, low, high)
         }
         if c.acceptKeyword("IN") {
             try c.expect("(")
             var list = [try operand(&c)]
             while c.accept(",") { list.append(try operand(&c)) }
             try c.expect(")")
+            try ExpressionParser.checkDistinct(left, list, "IN", c.kind)
             guard list.count <= 100 else {
                 throw .validation(
                     "Invalid \(c.kind): The IN operator is provided with too many operands; number of operands: \(list.count)")
@@ -375,18 +498,33 @@ public struct ExpressionParser {
         throw c.error("expected a comparison, BETWEEN, IN or a function")
     }
 
-    /// A SET value: one or more terms joined by `+`/`-`.
-    private mutating func setValue(_ c: inout Cursor) throws(DynamoError) -> Operand {
-        var left = try operand(&c, update: true)
-        while true {
-            if c.accept("+") {
-                left = .plus(left, try operand(&c, update: true))
-            } else if c.accept("-") {
-                left = .minus(left, try operand(&c, update: true))
-            } else {
-                return left
-            }
+    /// Comparing with a constant that cannot be ordered (a list, a map…), or `begins_with` a
+    /// number, is a mistake in the request, refused before any item is read; the same types
+    /// read from the item only make the condition false.
+    static func checkConstants(_ operands: [Operand], only types: Set<String>, _ op: String, _ kind: String) throws(DynamoError) {
+        for case .value(let v) in operands where !types.contains(v.typeName) {
+            throw .validation(
+                "Invalid \(kind): Incorrect operand type for operator or function; operator or function: \(op), operand type: \(v.typeName)"
+            )
         }
+    }
+
+    /// `a = a`, `contains(a, a)`: an attribute compared with itself is refused by DynamoDB (it
+    /// is always true or always false, so surely a mistake).
+    static func checkDistinct(_ first: Operand, _ rest: [Operand], _ op: String, _ kind: String) throws(DynamoError) {
+        guard case .path(let p) = first, rest.contains(first) else { return }
+        throw .validation(
+            "Invalid \(kind): The first operand must be distinct from the remaining operands for this operator or function; operator: \(op), first operand: [\(p)]"
+        )
+    }
+
+    /// A SET value: one term, or two joined by `+` or `-` (DynamoDB's grammar has no longer sums:
+    /// `:a + :b + :c` is a syntax error).
+    private mutating func setValue(_ c: inout Cursor) throws(DynamoError) -> Operand {
+        let left = try operand(&c, update: true)
+        if c.accept("+") { return .plus(left, try operand(&c, update: true)) }
+        if c.accept("-") { return .minus(left, try operand(&c, update: true)) }
+        return left
     }
 
     private mutating func operand(_ c: inout Cursor, allowFunctions: Bool = true, update: Bool = false) throws(DynamoError) -> Operand {
@@ -403,15 +541,32 @@ public struct ExpressionParser {
             c.at += 2
             let result: Operand
             switch f {
-            case "size" where !update: result = .size(try path(&c))
+            case "size" where !update:
+                let a = try operand(&c, allowFunctions: false)
+                if case .value(let v) = a, ["N", "BOOL", "NULL"].contains(v.typeName) {
+                    throw .validation(
+                        "Invalid \(c.kind): Incorrect operand type for operator or function; operator or function: size, operand type: \(v.typeName)"
+                    )
+                }
+                result = .size(a)
             case "if_not_exists" where update:
                 let p = try path(&c)
                 try c.expect(",")
                 result = .ifNotExists(p, try operand(&c, update: true))
             case "list_append" where update:
-                let a = try operand(&c, update: true)
+                let a = try operand(&c, update: true), b: Operand
                 try c.expect(",")
-                result = .listAppend(a, try operand(&c, update: true))
+                b = try operand(&c, update: true)
+                for case .listAppend in [a, b] {
+                    throw .validation(
+                        "Invalid \(c.kind): The function is not allowed to be used this way in an expression; function: list_append")
+                }
+                result = .listAppend(a, b)
+            case "size", "if_not_exists", "list_append":
+                let other = update ? "an update" : "a condition"
+                throw .validation("Invalid \(c.kind): The function is not allowed in \(other) expression; function: \(f)")
+            case _ where ExpressionParser.conditionFunctions.contains(f):
+                throw .validation("Invalid \(c.kind): The function is not allowed to be used this way in an expression; function: \(f)")
             default:
                 throw .validation("Invalid \(c.kind): Invalid function name; function: \(f)")
             }
@@ -485,14 +640,42 @@ extension ExpressionParser.Token {
 // MARK: Evaluation
 
 extension Operand {
+    /// The document paths the operand reads.
+    public var paths: [AttributePath] {
+        switch self {
+        case .path(let p): [p]
+        case .value: []
+        case .size(let a): a.paths
+        case .ifNotExists(let p, let a): [p] + a.paths
+        case .listAppend(let a, let b), .plus(let a, let b), .minus(let a, let b): a.paths + b.paths
+        }
+    }
+}
+
+extension Condition {
+    /// The document paths the condition reads (a Query's filter may not read the key).
+    public var paths: [AttributePath] {
+        switch self {
+        case .compare(let a, _, let b), .beginsWith(let a, let b), .contains(let a, let b): a.paths + b.paths
+        case .between(let a, let l, let h): a.paths + l.paths + h.paths
+        case .isIn(let a, let list): a.paths + list.flatMap(\.paths)
+        case .exists(let p), .notExists(let p): [p]
+        case .attributeType(let a, _): a.paths
+        case .and(let a, let b), .or(let a, let b): a.paths + b.paths
+        case .not(let a): a.paths
+        }
+    }
+}
+
+extension Operand {
     /// The operand's value for `item` (nil: missing). Errors only for arithmetic and
     /// list_append on the wrong types, as DynamoDB's do.
     public func evaluate(_ item: [String: AttributeValue]) throws(DynamoError) -> AttributeValue? {
         switch self {
         case .path(let p): return p.resolve(in: item)
         case .value(let v): return v
-        case .size(let p):
-            guard let v = p.resolve(in: item) else { return nil }
+        case .size(let a):
+            guard let v = try a.evaluate(item) else { return nil }
             let n: Int? =
                 switch v {
                 case .string(let s): s.utf8.count
@@ -543,14 +726,9 @@ extension Condition {
         case .not(let a): return try !a.evaluate(item)
         case .exists(let p): return p.resolve(in: item) != nil
         case .notExists(let p): return p.resolve(in: item) == nil
-        case .attributeType(let p, let t):
-            guard case .string(let type)? = try t.evaluate(item) else { return false }
-            guard ["S", "N", "B", "BOOL", "NULL", "M", "L", "SS", "NS", "BS"].contains(type) else {
-                throw .validation(
-                    "Invalid ConditionExpression: Invalid attribute type name found; type: \(type), valid types: { B,NULL,SS,BOOL,L,BS,N,NS,S,M }"
-                )
-            }
-            return p.resolve(in: item)?.typeName == type
+        case .attributeType(let a, let type):
+            guard case .string(let name) = type else { return false }
+            return try a.evaluate(item)?.typeName == name
         case .beginsWith(let a, let b):
             switch (try a.evaluate(item), try b.evaluate(item)) {
             case (.string(let s)?, .string(let prefix)?): return s.utf8.starts(with: prefix.utf8)
@@ -572,7 +750,8 @@ extension Condition {
             let x = try a.evaluate(item), y = try b.evaluate(item)
             switch cmp {
             case .eq: return x != nil && x == y
-            case .ne: return x != y
+            // A missing attribute equals nothing, not even another missing one: `q <> z` holds.
+            case .ne: return x == nil || y == nil || x != y
             default:
                 guard let x, let y, let order = Condition.order(x, y) else { return false }
                 switch cmp {
@@ -606,16 +785,7 @@ extension Condition {
 public func project(_ item: [String: AttributeValue], _ paths: [AttributePath]) -> [String: AttributeValue] {
     var out: [String: AttributeValue] = [:]
     var previous: [PathElement] = []  // of the last path inserted
-    for p in paths.sorted(by: {
-        $0.elements.lexicographicallyPrecedes($1.elements) { a, b in
-            switch (a, b) {
-            case (.index(let x), .index(let y)): x < y
-            case (.key(let x), .key(let y)): x < y
-            case (.key, .index): true
-            case (.index, .key): false
-            }
-        }
-    }) {
+    for p in paths.sorted(by: AttributePath.precedes) {
         guard let v = p.resolve(in: item) else { continue }
         let shared = zip(previous, p.elements).prefix { $0 == $1 }.count
         out[p.attribute] = inserting(out[p.attribute], p.elements.dropFirst(), v, shared: shared)

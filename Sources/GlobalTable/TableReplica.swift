@@ -68,6 +68,9 @@ public struct TableReplica {
         return try ItemCodec.decode(item.state)
     }
 
+    /// Items with a change not yet durable (what memory holds of the table besides its summary).
+    public var pendingCount: Int { pending.count }
+
     /// Whether the key has a change not yet durable.
     public func isPending(_ key: ItemKey) -> Bool { pending[key] != nil }
 

@@ -56,8 +56,52 @@ public struct StorageReadFailure: Error, Sendable, Equatable, CustomStringConver
 
 /// Which partition a record key belongs to: FNV-1a 64 of the key's UTF-8 bytes, modulo the
 /// partition count. Every node computes the same answer; documented in README so producers
-/// can predict it.
+/// can predict it. The rule of streams created before `KeyHash.md5` (they keep it).
 public func partition(forKey key: String, partitions: Int) -> Int {
     precondition(partitions > 0)
     return Int(stableHash64(Array(key.utf8)) % UInt64(partitions))
+}
+
+/// A stream's rule from record key to partition, recorded with the stream so it never changes
+/// under it (records of one key stay in one partition, in order).
+public enum KeyHash: String, Sendable {
+    /// `partition(forKey:partitions:)`: streams created before Kinesis's rule was adopted.
+    case fnv1a
+    /// Kinesis's rule: the MD5 of the key, read as a 128-bit big-endian integer (the hash key),
+    /// falls in one partition's HashKeyRange: the 2^128 hash keys split evenly, partition `p`
+    /// starting at `p × ⌊2^128 / n⌋` (as Kinesis splits a new stream), the last taking the rest.
+    /// Client code that computes shards, or aggregates records per shard, agrees with it.
+    case md5
+
+    public func partition(forKey key: String, partitions: Int) -> Int {
+        switch self {
+        case .fnv1a: StreamLog.partition(forKey: key, partitions: partitions)
+        case .md5: KeyHash.partition(hashKey: KeyHash.hashKey(key), partitions: partitions)
+        }
+    }
+
+    /// The 128-bit hash key of a partition key, as Kinesis computes it.
+    public static func hashKey(_ key: String) -> UInt128 {
+        MD5.digest(Array(key.utf8)).reduce(UInt128(0)) { $0 << 8 | UInt128($1) }
+    }
+
+    /// The first hash key of each partition but the first is a multiple of this: ⌊2^128 / n⌋.
+    public static func step(_ partitions: Int) -> UInt128 {
+        precondition(partitions > 0)
+        guard partitions > 1 else { return .max }  // one partition holds every hash key
+        let n = UInt128(partitions)
+        // 2^128 does not fit: ⌊(2^128 − 1) / n⌋, plus one when n divides 2^128.
+        return UInt128.max / n + (UInt128.max % n == n - 1 ? 1 : 0)
+    }
+
+    /// The partition whose HashKeyRange holds `hashKey` (any stream's: ExplicitHashKey).
+    public static func partition(hashKey: UInt128, partitions: Int) -> Int {
+        Int(min(hashKey / step(partitions), UInt128(partitions - 1)))
+    }
+
+    /// Partition `p`'s HashKeyRange.
+    public static func range(_ p: Int, partitions: Int) -> ClosedRange<UInt128> {
+        let step = step(partitions)
+        return step * UInt128(p)...(p == partitions - 1 ? UInt128.max : step * UInt128(p + 1) - 1)
+    }
 }

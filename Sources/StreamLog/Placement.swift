@@ -10,14 +10,20 @@ public struct StreamDefinition: Equatable, Sendable {
     /// Per partition: voters in preference order (the first is the preferred leader), and witnesses.
     public var voters: [[String]]
     public var witnesses: [[String]]
+    /// How record keys map to partitions: fixed for the stream's life.
+    public var keyHash: KeyHash
 
-    public init(name: String, partitions: Int, retentionHours: Int, incarnation: UInt64, voters: [[String]], witnesses: [[String]]) {
+    public init(
+        name: String, partitions: Int, retentionHours: Int, incarnation: UInt64, voters: [[String]], witnesses: [[String]],
+        keyHash: KeyHash = .fnv1a
+    ) {
         self.name = name
         self.partitions = partitions
         self.retentionHours = retentionHours
         self.incarnation = incarnation
         self.voters = voters
         self.witnesses = witnesses
+        self.keyHash = keyHash
     }
 
     /// Partition `p`'s starting configuration as placed.

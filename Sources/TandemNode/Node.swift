@@ -108,6 +108,14 @@ public final class Node {
         var persistFailures = 0
         var unauthenticatedPackets = 0
         var replayedPackets = 0
+        /// Error answers of the AWS-compatible APIs, by service and error type (`dynamodb`,
+        /// `ValidationException`): bad input is answered and counted, never dropped silently.
+        var awsErrors: [AWSErrorKey: Int] = [:]
+    }
+
+    struct AWSErrorKey: Hashable {
+        var service: String
+        var type: String
     }
 
     /// Opt-in fault injection (`--chaos`): drops a share of gossip datagrams and all traffic with
@@ -464,8 +472,17 @@ public final class Node {
     /// authorization (bearer token or SigV4) was checked before it gets here.
     private func aws(_ target: String, _ request: HTTPRequest, _ respond: @escaping (HTTPResponse) -> Void) {
         let parts = target.utf8.split(separator: UInt8(ascii: "."), maxSplits: 1).map { String(Substring($0)) }
+        let service = parts.first == "Kinesis_20131202" ? "kinesis" : "dynamodb"
+        let respond: (HTTPResponse) -> Void = { [weak self] r in
+            // Error bodies are a few hundred bytes: reading their type back is cheap.
+            if r.status >= 400, let self {
+                let type = (try? JSON.parse(r.body))?["__type"]?.stringValue?.split(separator: "#").last.map(String.init) ?? "unknown"
+                self.shell.awsErrors[AWSErrorKey(service: service, type: type), default: 0] += 1
+            }
+            respond(r)
+        }
         switch parts.first {
-        case "DynamoDB_20120810": dynamo.handle(parts.count == 2 ? parts[1] : "", request.body, respond)
+        case "DynamoDB_20120810": dynamo.handle(parts.count == 2 ? parts[1] : "", request.body, host: request.header("Host"), respond)
         case "Kinesis_20131202": kinesis.handle(parts.count == 2 ? parts[1] : "", request.body, respond)
         default:
             respond(DynamoAPI.error(DynamoError("UnknownOperationException", "Unknown target '\(target)'")))

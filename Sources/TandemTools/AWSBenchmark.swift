@@ -27,7 +27,7 @@ public struct AWSBenchmark {
         }
         let table = try call(
             "DynamoDB_20120810.CreateTable",
-            #"{"TableName":"bench","KeySchema":[{"AttributeName":"id","KeyType":"HASH"}],"AttributeDefinitions":[{"AttributeName":"id","AttributeType":"S"}]}"#
+            #"{"TableName":"bench","KeySchema":[{"AttributeName":"id","KeyType":"HASH"}],"AttributeDefinitions":[{"AttributeName":"id","AttributeType":"S"}],"BillingMode":"PAY_PER_REQUEST"}"#
         )
         guard table.status == 200 else { throw ToolError("CreateTable: \(table.status) \(table.text)") }
         let stream = try call("Kinesis_20131202.CreateStream", #"{"StreamName":"bench","ShardCount":4}"#)

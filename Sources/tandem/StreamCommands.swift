@@ -83,7 +83,7 @@ struct StreamCommand: ParsableCommand {
     /// `tandem stream put agent-events --key a-17 '{"type":"login"}'` → partition and sequence.
     struct Put: ParsableCommand {
         @Argument var stream: String
-        @Option(help: "Partition key (hashed with FNV-1a 64 to pick the partition).") var key: String
+        @Option(help: "Partition key (its MD5 picks the partition, as in Kinesis; older streams: FNV-1a 64).") var key: String
         @Argument(help: "The record's data (any text; sent as base64).") var data: String
         @OptionGroup var options: Options
         func run() throws {

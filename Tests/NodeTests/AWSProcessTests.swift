@@ -59,7 +59,7 @@ import Testing
             AWSProcessTests.errorType(
                 try AWSProcessTests.ddb(
                     api, "CreateTable",
-                    #"{"TableName":"calls","KeySchema":[{"AttributeName":"pk","KeyType":"HASH"}],"AttributeDefinitions":[{"AttributeName":"pk","AttributeType":"S"}]}"#
+                    #"{"TableName":"calls","KeySchema":[{"AttributeName":"pk","KeyType":"HASH"}],"AttributeDefinitions":[{"AttributeName":"pk","AttributeType":"S"}],"BillingMode":"PAY_PER_REQUEST"}"#
                 )) == "ResourceInUseException")
 
         // Round trip, numbers canonical as DynamoDB returns them.

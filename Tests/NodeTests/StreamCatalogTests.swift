@@ -35,6 +35,19 @@ import Testing
         #expect(Streams.decodeDefinition(old) == Self.definition)
     }
 
+    @Test func aStreamKeepsItsKeyHash() {
+        // Stored without keyHash (before Kinesis's rule): FNV-1a, as the stream was created with.
+        var item = Streams.catalogItem(Self.definition)
+        #expect(item["keyHash"] == .string("fnv1a"))
+        item["keyHash"] = nil
+        #expect(Streams.decodeDefinition(item)?.keyHash == .fnv1a)
+        var md5 = Self.definition
+        md5.keyHash = .md5
+        #expect(Streams.decodeDefinition(Streams.catalogItem(md5)) == md5)
+        item["keyHash"] = .string("sha3")  // a rule this node does not know is not guessed
+        #expect(Streams.decodeDefinition(item) == nil)
+    }
+
     @Test func malformedItemsAreNotDefinitions() {
         var item = Streams.catalogItem(Self.definition)
         item["placement"] = .list([])  // not one entry per partition

@@ -55,3 +55,26 @@ class ErrorTests(tandem.DynamoTest):
             self.ddb.get_item(TableName="missing-table", Key={"pk": {"S": "x"}})
         with self.assertRaises(self.ddb.exceptions.ConditionalCheckFailedException):
             self.ddb.delete_item(TableName=self.table, Key={"pk": {"S": "x"}}, ConditionExpression="attribute_exists(pk)")
+
+
+class ErrorCountTests(tandem.DynamoTest):
+    """Bad input is answered with the AWS error shape and counted (GET /metrics)."""
+    sort_key = False
+
+    def count(self, service, kind):
+        import re
+        import urllib.request
+        with urllib.request.urlopen("http://%s/metrics" % tandem.cluster().endpoints[0], timeout=2) as r:
+            text = r.read().decode()
+        m = re.search(r'^tandem_aws_errors_total\{service="%s",type="%s"\} (\d+)$' % (service, kind), text, re.M)
+        return int(m.group(1)) if m else 0
+
+    def test_errors_are_counted_by_service_and_type(self):
+        before = self.count("dynamodb", "ValidationException")
+        for _ in range(3):
+            tandem.error_code(lambda: self.ddb.get_item(TableName=self.table, Key={"pk": {"N": "1"}}))
+        self.assertEqual(self.count("dynamodb", "ValidationException"), before + 3)
+        kin = tandem.client("kinesis", 0)
+        before = self.count("kinesis", "ResourceNotFoundException")
+        tandem.error_code(lambda: kin.describe_stream_summary(StreamName="no-such-stream"))
+        self.assertEqual(self.count("kinesis", "ResourceNotFoundException"), before + 1)

@@ -13,15 +13,18 @@ extension APITokens {
     public static let maxSkewMs: Int64 = 15 * 60 * 1000
 
     /// The role an operation needs: reads `read`, data changes `write`, creating and deleting
-    /// tables and streams and changing a table's TTL `admin` (as `requiredRole(method:segments:)`
+    /// tables and streams and changing a table's TTL or tags, or a stream's retention or tags, `admin` (as `requiredRole(method:segments:)`
     /// does for the REST API). Operations not named here, unknown ones included, need `write`.
     public static func requiredRole(awsTarget target: String) -> Role {
         let op = target.split(separator: ".", maxSplits: 1).last.map(String.init) ?? ""
         switch op {
-        case "GetItem", "BatchGetItem", "Query", "Scan", "DescribeTable", "ListTables", "DescribeTimeToLive",
-            "ListStreams", "DescribeStream", "DescribeStreamSummary", "ListShards", "GetShardIterator", "GetRecords":
+        case "GetItem", "BatchGetItem", "Query", "Scan", "DescribeTable", "ListTables", "DescribeTimeToLive", "ListTagsOfResource",
+            "DescribeEndpoints", "DescribeLimits", "ListStreams", "ListTagsForStream", "DescribeStream", "DescribeStreamSummary",
+            "ListShards",
+            "GetShardIterator", "GetRecords":
             return .read
-        case "CreateTable", "DeleteTable", "UpdateTable", "UpdateTimeToLive", "CreateStream", "DeleteStream":
+        case "CreateTable", "DeleteTable", "UpdateTable", "UpdateTimeToLive", "TagResource", "UntagResource", "CreateStream",
+            "DeleteStream", "IncreaseStreamRetentionPeriod", "DecreaseStreamRetentionPeriod", "AddTagsToStream", "RemoveTagsFromStream":
             return .admin
         default:
             return .write

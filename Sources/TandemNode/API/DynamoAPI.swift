@@ -25,8 +25,9 @@ final class DynamoAPI {
 
     typealias Respond = (HTTPResponse) -> Void
 
-    /// Answers one operation; every failure becomes a DynamoDB error shape.
-    func handle(_ op: String, _ body: [UInt8], _ respond: @escaping Respond) {
+    /// Answers one operation; every failure becomes a DynamoDB error shape. `host` is the
+    /// request's Host header (the endpoint DescribeEndpoints names).
+    func handle(_ op: String, _ body: [UInt8], host: String? = nil, _ respond: @escaping Respond) {
         do {
             let request: JSON
             do { request = try JSON.parse(body.isEmpty ? Array("{}".utf8) : body) } catch {
@@ -56,6 +57,28 @@ final class DynamoAPI {
             case "ListTables": respond(DynamoAPI.ok(try listTables(request)))
             case "DescribeTimeToLive": respond(DynamoAPI.ok(try describeTimeToLive(request)))
             case "UpdateTimeToLive": try updateTimeToLive(request, respond)
+            case "UpdateTable": respond(DynamoAPI.ok(try updateTable(request)))
+            case "TagResource": try tagResource(request, respond)
+            case "UntagResource": try untagResource(request, respond)
+            case "ListTagsOfResource": respond(DynamoAPI.ok(try listTagsOfResource(request)))
+            // SDKs with endpoint discovery ask where to send requests: here, for a day.
+            case "DescribeEndpoints":
+                respond(
+                    DynamoAPI.ok(
+                        .object([
+                            (
+                                "Endpoints",
+                                .array([.object([("Address", .string(host ?? "127.0.0.1")), ("CachePeriodInMinutes", .number("1440"))])])
+                            )
+                        ])))
+            // DynamoDB's default account and table quotas; Tandem reports capacity, never enforces it.
+            case "DescribeLimits":
+                respond(
+                    DynamoAPI.ok(
+                        .object([
+                            ("AccountMaxReadCapacityUnits", .number("80000")), ("AccountMaxWriteCapacityUnits", .number("80000")),
+                            ("TableMaxReadCapacityUnits", .number("40000")), ("TableMaxWriteCapacityUnits", .number("40000"))
+                        ])))
             default:
                 throw DynamoError("UnknownOperationException", "Operation \(op) is not supported")
             }
@@ -134,12 +157,6 @@ final class DynamoAPI {
         }
     }
 
-    func refuseLegacy(_ j: JSON, _ fields: [String]) throws(DynamoError) {
-        for f in fields where j[f] != nil {
-            throw .validation("The legacy parameter \(f) is not supported here; use the expression parameters")
-        }
-    }
-
     /// The table named by `TableName` (client tables only: names starting with `_` are the node's).
     func table(_ j: JSON, field: String = "TableName") throws(DynamoError) -> (name: String, schema: KeySchema) {
         guard let name = try string(j, field) else {
@@ -166,6 +183,7 @@ final class DynamoAPI {
                 guard k.hasPrefix("#") else {
                     throw .validation("ExpressionAttributeNames contains invalid key: Syntax error; key: \"\(k)\"")
                 }
+                try DynamoJSON.checkName(s)
                 names[k] = s
             }
         }

@@ -20,14 +20,16 @@ extension DynamoAPI {
         var total = 0
         for (tableName, r) in requests {
             let (name, schema) = try table(named: tableName)
-            try refuseLegacy(r, ["AttributesToGet"])
+            try LegacyParameters.check(r)
             guard case .array(let keysJSON)? = r["Keys"], !keysJSON.isEmpty else {
                 throw DynamoError.validation("Keys must be a non-empty list")
             }
             total += keysJSON.count
             guard total <= 100 else { throw DynamoError.validation("Too many items requested for the BatchGetItem call") }
             var p = try parser(r)
-            let projection = try string(r, "ProjectionExpression").map { text throws(DynamoError) in try p.projection(text) }
+            let projection =
+                try string(r, "ProjectionExpression").map { text throws(DynamoError) in try p.projection(text) }
+                ?? LegacyParameters.attributesToGet(r)
             try p.checkAllUsed()
             let strong = try consistent(r)
             var seen = Set<ItemKey>()

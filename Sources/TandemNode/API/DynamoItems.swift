@@ -10,11 +10,13 @@ extension DynamoAPI {
     // MARK: items
 
     func getItem(_ j: JSON) throws -> JSON {
-        try refuseLegacy(j, ["AttributesToGet"])
+        try LegacyParameters.check(j)
         let (name, schema) = try table(j)
         let k = try key(j["Key"], schema)
         var p = try parser(j)
-        let projection = try string(j, "ProjectionExpression").map { text throws(DynamoError) in try p.projection(text) }
+        let projection =
+            try string(j, "ProjectionExpression").map { text throws(DynamoError) in try p.projection(text) }
+            ?? LegacyParameters.attributesToGet(j)
         try p.checkAllUsed()
         let capacity = try capacityMode(j), strong = try consistent(j)
         let item = try visible(name, k)
@@ -32,13 +34,13 @@ extension DynamoAPI {
     }
 
     func putItem(_ j: JSON, _ respond: @escaping Respond) throws {
-        try refuseLegacy(j, ["Expected", "ConditionalOperator"])
+        try LegacyParameters.check(j, conditions: "Expected")
         let (name, schema) = try table(j)
         let item = try DynamoJSON.item(j["Item"])
         let k = try itemKey(item, schema)
         try checkSize(item)
         var p = try parser(j)
-        let condition = try string(j, "ConditionExpression").map { text throws(DynamoError) in try p.condition(text) }
+        let condition = try condition(j, &p)
         try p.checkAllUsed()
         let rv = try returnValues(j, allowed: ["NONE", "ALL_OLD"])
         let capacity = try capacityMode(j)
@@ -51,6 +53,12 @@ extension DynamoAPI {
                 name, k, expired.map { $0.merged(delta) } ?? delta, rv == "ALL_OLD" ? old : nil, capacity: capacity,
                 units: DynamoAPI.writeUnits(max(DynamoJSON.size(item), old.map(DynamoJSON.size) ?? 0)), respond)
         }
+    }
+
+    /// A write's condition: its ConditionExpression, or the legacy `Expected` (never both).
+    private func condition(_ j: JSON, _ p: inout ExpressionParser) throws(DynamoError) -> Condition? {
+        if let text = try string(j, "ConditionExpression") { return try p.condition(text) }
+        return try LegacyParameters.expected(j)
     }
 
     /// Runs `body` if the condition holds; otherwise answers ConditionalCheckFailedException.
@@ -71,11 +79,11 @@ extension DynamoAPI {
     }
 
     func deleteItem(_ j: JSON, _ respond: @escaping Respond) throws {
-        try refuseLegacy(j, ["Expected", "ConditionalOperator"])
+        try LegacyParameters.check(j, conditions: "Expected")
         let (name, schema) = try table(j)
         let k = try key(j["Key"], schema)
         var p = try parser(j)
-        let condition = try string(j, "ConditionExpression").map { text throws(DynamoError) in try p.condition(text) }
+        let condition = try condition(j, &p)
         try p.checkAllUsed()
         let rv = try returnValues(j, allowed: ["NONE", "ALL_OLD"])
         let capacity = try capacityMode(j)
@@ -91,12 +99,14 @@ extension DynamoAPI {
     }
 
     func updateItem(_ j: JSON, _ respond: @escaping Respond) throws {
-        try refuseLegacy(j, ["AttributeUpdates", "Expected", "ConditionalOperator"])
+        try LegacyParameters.check(j, conditions: "Expected")
         let (name, schema) = try table(j)
         let k = try key(j["Key"], schema)
         var p = try parser(j)
-        let update = try string(j, "UpdateExpression").map { text throws(DynamoError) in try p.update(text) } ?? UpdateExpression()
-        let condition = try string(j, "ConditionExpression").map { text throws(DynamoError) in try p.condition(text) }
+        let update =
+            try string(j, "UpdateExpression").map { text throws(DynamoError) in try p.update(text) }
+            ?? LegacyParameters.attributeUpdates(j) ?? UpdateExpression()
+        let condition = try condition(j, &p)
         try p.checkAllUsed()
         let rv = try returnValues(j, allowed: ["NONE", "ALL_OLD", "UPDATED_OLD", "ALL_NEW", "UPDATED_NEW"])
         let capacity = try capacityMode(j)
@@ -107,6 +117,12 @@ extension DynamoAPI {
             let t = tables.core.now(wallMs: Tables.wallMs())
             let keyNames = [schema.partitionKey] + (schema.sortKey.map { [$0] } ?? [])
             var delta = try DynamoUpdate.apply(update, to: &state, keyNames: keyNames, at: t)
+            // Only removals (REMOVE, DELETE from a set) on a missing item: nothing to remove,
+            // and DynamoDB creates no item for them (an update with no action at all does).
+            if old == nil, update.sets.isEmpty, update.adds.isEmpty, !update.paths.isEmpty {
+                let consumed = capacity.map { [("ConsumedCapacity", DynamoAPI.consumed(name, DynamoAPI.writeUnits(0), indexes: $0))] } ?? []
+                return respond(DynamoAPI.ok(.object(consumed)))
+            }
             // The key attributes are written with every update, so the item exists (as UpdateItem
             // creates it) even after a concurrent delete elsewhere hid its older writes.
             for (n, v) in keyAttributes(k, schema) { delta.merge(state.set(n, v, at: t)) }
@@ -117,8 +133,9 @@ extension DynamoAPI {
                 case "ALL_OLD": old
                 case "ALL_NEW": new
                 case "UPDATED_OLD": old.map { project($0, update.paths) }
-                // Removed paths are not "updated values" (an index into a list would now name another element).
-                case "UPDATED_NEW": project(new, update.sets.map(\.0) + update.adds.map(\.0) + update.deletes.map(\.0))
+                // Every path written, read from the new item: a removed attribute is gone, but
+                // after `REMOVE l[1]` the element that moved into l[1] is returned, as DynamoDB does.
+                case "UPDATED_NEW": project(new, update.paths)
                 default: nil
                 }
             commit(

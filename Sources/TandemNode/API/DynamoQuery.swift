@@ -10,14 +10,18 @@ extension DynamoAPI {
     // MARK: query and scan
 
     func query(_ j: JSON) throws -> JSON {
-        try refuseLegacy(j, ["KeyConditions", "QueryFilter", "AttributesToGet", "ConditionalOperator"])
+        try LegacyParameters.check(j, conditions: "QueryFilter")
         let (name, schema) = try table(j)
         if try string(j, "IndexName") != nil { throw DynamoError.validation("Secondary indexes are not supported") }
         var p = try parser(j)
-        guard let kce = try string(j, "KeyConditionExpression") else {
+        let keyCondition =
+            try string(j, "KeyConditionExpression").map { text throws(DynamoError) in try p.condition(text, kind: "KeyConditionExpression")
+            }
+            ?? LegacyParameters.keyConditions(j)
+        guard let keyCondition else {
             throw DynamoError.validation("Either the KeyConditions or KeyConditionExpression parameter must be specified in the request.")
         }
-        let kc = try KeyCondition(try p.condition(kce, kind: "KeyConditionExpression"), schema: schema)
+        let kc = try KeyCondition(keyCondition, schema: schema)
         let forward: Bool
         switch j["ScanIndexForward"] {
         case nil, .null?: forward = true
@@ -30,7 +34,8 @@ extension DynamoAPI {
         // the walk ends when the run does.
         let replica = tables.replicas[name]!
         let pk = kc.partition, sortTest = kc.sort, low = kc.low, high = kc.high
-        return try page(j, &p, name, schema) { after throws(DynamoError) in
+        let keyNames = [schema.partitionKey] + (schema.sortKey.map { [$0] } ?? [])
+        return try page(j, &p, name, schema, legacyFilter: "QueryFilter", filterRefuses: keyNames) { after throws(DynamoError) in
             if let after, after.partition != pk {
                 throw .validation("The provided starting key is outside query boundaries based on provided conditions")
             }
@@ -60,7 +65,7 @@ extension DynamoAPI {
     }
 
     func scan(_ j: JSON) throws -> JSON {
-        try refuseLegacy(j, ["ScanFilter", "AttributesToGet", "ConditionalOperator"])
+        try LegacyParameters.check(j, conditions: "ScanFilter")
         let (name, schema) = try table(j)
         if try string(j, "IndexName") != nil { throw DynamoError.validation("Secondary indexes are not supported") }
         var p = try parser(j)
@@ -77,7 +82,7 @@ extension DynamoAPI {
             }
         }
         let replica = tables.replicas[name]!
-        return try page(j, &p, name, schema) { after throws(DynamoError) in
+        return try page(j, &p, name, schema, legacyFilter: "ScanFilter") { after throws(DynamoError) in
             guard let segment, let total, total > 1 else {
                 var keys = replica.keys(after: after)
                 return KeySource { () throws(TandemError) in try keys.next() }
@@ -96,11 +101,21 @@ extension DynamoAPI {
     /// limit, FilterExpression, ProjectionExpression and Select. Only the keys the page reads
     /// (and one more, to know whether there is a next page) are visited.
     private func page(
-        _ j: JSON, _ p: inout ExpressionParser, _ table: String, _ schema: KeySchema,
-        walk: (ItemKey?) throws(DynamoError) -> KeySource
+        _ j: JSON, _ p: inout ExpressionParser, _ table: String, _ schema: KeySchema, legacyFilter: String,
+        filterRefuses keyNames: [String] = [], walk: (ItemKey?) throws(DynamoError) -> KeySource
     ) throws -> JSON {
-        let filter = try string(j, "FilterExpression").map { text throws(DynamoError) in try p.condition(text, kind: "FilterExpression") }
-        let projection = try string(j, "ProjectionExpression").map { text throws(DynamoError) in try p.projection(text) }
+        let expression = try string(j, "FilterExpression").map { text throws(DynamoError) in try p.condition(text, kind: "FilterExpression")
+        }
+        let filter = try expression ?? LegacyParameters.filter(j, legacyFilter)
+        // A Query's key belongs in its key condition: DynamoDB refuses it in the filter.
+        if let key = filter?.paths.first(where: { keyNames.contains($0.attribute) }) {
+            throw DynamoError.validation(
+                "\(expression != nil ? "Filter Expression" : legacyFilter) can only contain non-primary key attributes: Primary key attribute: \(key.attribute)"
+            )
+        }
+        let projection =
+            try string(j, "ProjectionExpression").map { text throws(DynamoError) in try p.projection(text) }
+            ?? LegacyParameters.attributesToGet(j)
         try p.checkAllUsed()
         let limit = try int(j, "Limit")
         if let limit, limit < 1 {
@@ -118,10 +133,11 @@ extension DynamoAPI {
                 "1 validation error detected: Value '\(select)' at 'select' failed to satisfy constraint: Member must satisfy enum value set: [SPECIFIC_ATTRIBUTES, COUNT, ALL_ATTRIBUTES, ALL_PROJECTED_ATTRIBUTES]"
             )
         }
-        // DynamoDB: with a ProjectionExpression, Select may only be SPECIFIC_ATTRIBUTES.
+        // DynamoDB: with a ProjectionExpression (or AttributesToGet), Select may only be SPECIFIC_ATTRIBUTES.
         if projection != nil, select != "SPECIFIC_ATTRIBUTES" {
+            let field = j["AttributesToGet"].map { $0 != .null } ?? false ? "AttributesToGet" : "ProjectionExpression"
             throw DynamoError.validation(
-                "Cannot specify the ProjectionExpression when choosing to get \(select == "COUNT" ? "only the COUNT" : select)")
+                "Cannot specify the \(field) when choosing to get \(select == "COUNT" ? "only the COUNT" : select)")
         }
         let capacity = try capacityMode(j), strong = try consistent(j)
         var after: ItemKey?

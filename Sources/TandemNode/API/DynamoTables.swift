@@ -23,9 +23,10 @@ extension DynamoAPI {
         // then): items stored, a deleted one until its tombstone is collected, and their
         // stored size.
         let count = r?.summary.items ?? 0, bytes = r?.summary.bytes ?? 0
-        let created = Double(tables.core.catalog[name]?.at.physicalMs ?? 0) / 1000
+        let entry = tables.core.catalog[name]
+        let created = Double(entry?.at.physicalMs ?? 0) / 1000
         return .object([
-            ("TableName", .string(name)), ("TableStatus", .string(status)),
+            ("TableName", .string(name)), ("TableStatus", .string(status)), ("TableId", .string(DynamoAPI.tableID(name, entry?.at))),
             ("TableArn", .string("arn:aws:dynamodb:tandem:000000000000:table/\(name)")),
             ("KeySchema", .array(keySchema)), ("AttributeDefinitions", .array(definitions)),
             ("CreationDateTime", .number(String(created))), ("ItemCount", .number(String(count))),
@@ -39,6 +40,23 @@ extension DynamoAPI {
                 ])
             )
         ])
+    }
+
+    /// DescribeTable's TableId: a UUID naming this incarnation of the table, the same on every
+    /// node (it is derived from the name and the catalog's creation stamp, which replicate),
+    /// different after the table is deleted and created again.
+    static func tableID(_ name: String, _ at: HLC?) -> String {
+        var seed = Array(name.utf8)
+        for v in [at?.physicalMs ?? 0, UInt64(at?.logical ?? 0), at?.node ?? 0] {
+            seed += (0..<8).map { UInt8(truncatingIfNeeded: v >> (8 * $0)) }
+        }
+        let high = stableHash64(seed), low = stableHash64(seed, continuing: high)
+        let hex = [high, low].map { h in
+            let s = String(h, radix: 16)
+            return String(repeating: "0", count: 16 - s.count) + s
+        }.joined()
+        let c = Array(hex)
+        return [c[0..<8], c[8..<12], c[12..<16], c[16..<20], c[20..<32]].map { String($0) }.joined(separator: "-")
     }
 
     func createTable(_ j: JSON, _ respond: @escaping Respond) throws {
@@ -62,12 +80,24 @@ extension DynamoAPI {
             guard let n = try string(ad, "AttributeName"), let t = try string(ad, "AttributeType"), ["S", "N", "B"].contains(t) else {
                 throw DynamoError.validation("Each attribute definition has an AttributeName and an AttributeType of S, N or B")
             }
-            types[n] = t
+            guard n.utf8.count <= 255 else {
+                throw DynamoError.validation(
+                    "One or more parameter values were invalid: An attribute name of a key is at most 255 bytes: \(n.utf8.count) bytes")
+            }
+            guard types.updateValue(t, forKey: n) == nil else {
+                throw DynamoError.validation(
+                    "Cannot have two attributes with the same name; Duplicate AttributeName in AttributeDefinitions: \(n)")
+            }
         }
         var hash: String?, range: String?
         for (i, k) in ks.enumerated() {
             guard let n = try string(k, "AttributeName"), let t = try string(k, "KeyType") else {
                 throw DynamoError.validation("Each key schema element has an AttributeName and a KeyType")
+            }
+            guard (1...255).contains(n.utf8.count) else {
+                throw DynamoError.validation(
+                    "1 validation error detected: Value '\(n)' at 'keySchema.\(i + 1).member.attributeName' failed to satisfy constraint: Member must have length less than or equal to 255"
+                )
             }
             switch (t, i) {
             case ("HASH", 0): hash = n
@@ -83,14 +113,102 @@ extension DynamoAPI {
                 "One or more parameter values were invalid: Number of attributes in KeySchema does not exactly match number of attributes defined in AttributeDefinitions"
             )
         }
+        try checkTableOptions(j, creating: true)
+        let tags = try j["Tags"].flatMap { t throws(DynamoError) in t == .null ? nil : try tagList(t) } ?? []
         if tables.replicas[name] != nil { throw DynamoError("ResourceInUseException", "Table already exists: \(name)") }
         let schema = KeySchema(
             partitionKey: hash, sortKey: range, partitionKeyType: types[hash]!, sortKeyType: range.map { types[$0]! } ?? "S")
         try tables.changeTable(name, schema: schema) { [weak self] error in
             guard let self else { return }
             if let error { return respond(DynamoAPI.error(DynamoError("InternalServerError", error.message))) }
-            respond(DynamoAPI.ok(.object([("TableDescription", self.description(name))])))
+            let created = DynamoAPI.ok(.object([("TableDescription", self.description(name))]))
+            guard !tags.isEmpty else { return respond(created) }
+            do throws(DynamoError) {
+                try self.changeTags(name, set: tags, remove: []) { error in
+                    if let error { return respond(DynamoAPI.error(DynamoError("InternalServerError", error.message))) }
+                    respond(created)
+                }
+            } catch {
+                respond(DynamoAPI.error(error))
+            }
         }
+    }
+
+    /// CreateTable's and UpdateTable's options beyond the key schema, checked as DynamoDB checks
+    /// them so a request DynamoDB refuses is refused here too. What valid ones do (README):
+    /// - BillingMode: PROVISIONED (CreateTable's default) needs ProvisionedThroughput,
+    ///   PAY_PER_REQUEST refuses it; either way the table is on demand (capacity is reported,
+    ///   never enforced).
+    /// - StreamSpecification: StreamEnabled false is a table without a stream, as asked; true is
+    ///   refused until DynamoDB Streams exist, rather than creating a table whose stream the
+    ///   application would wait for in vain.
+    /// - Tags (CreateTable): stored, as TagResource stores them.
+    func checkTableOptions(_ j: JSON, creating: Bool) throws(DynamoError) {
+        let given = try string(j, "BillingMode")
+        let mode = given ?? (creating ? "PROVISIONED" : nil)
+        if let mode {
+            guard ["PROVISIONED", "PAY_PER_REQUEST"].contains(mode) else {
+                throw .validation(
+                    "1 validation error detected: Value '\(mode)' at 'billingMode' failed to satisfy constraint: Member must satisfy enum value set: [PROVISIONED, PAY_PER_REQUEST]"
+                )
+            }
+        }
+        let throughput = j["ProvisionedThroughput"].flatMap { $0 == .null ? nil : $0 }
+        switch (mode, throughput) {
+        case ("PAY_PER_REQUEST", _?):
+            throw .validation(
+                "One or more parameter values were invalid: Neither ReadCapacityUnits nor WriteCapacityUnits can be specified when BillingMode is PAY_PER_REQUEST"
+            )
+        case ("PROVISIONED", nil):
+            throw .validation(
+                "One or more parameter values were invalid: ReadCapacityUnits and WriteCapacityUnits must both be specified when BillingMode is PROVISIONED"
+            )
+        case (_, let pt?):
+            for f in ["ReadCapacityUnits", "WriteCapacityUnits"] {
+                guard let n = try int(pt, f), n >= 1 else {
+                    throw .validation(
+                        "One or more parameter values were invalid: \(f) must be specified and at least 1 when BillingMode is PROVISIONED")
+                }
+            }
+        default: break
+        }
+        if let spec = j["StreamSpecification"], spec != .null {
+            guard case .object = spec, case .bool(let enabled)? = spec["StreamEnabled"] else {
+                throw .validation(
+                    "1 validation error detected: Value null at 'streamSpecification.streamEnabled' failed to satisfy constraint: Member must not be null"
+                )
+            }
+            let view = try string(spec, "StreamViewType")
+            if let view, !["KEYS_ONLY", "NEW_IMAGE", "OLD_IMAGE", "NEW_AND_OLD_IMAGES"].contains(view) {
+                throw .validation(
+                    "1 validation error detected: Value '\(view)' at 'streamSpecification.streamViewType' failed to satisfy constraint: Member must satisfy enum value set: [NEW_IMAGE, OLD_IMAGE, NEW_AND_OLD_IMAGES, KEYS_ONLY]"
+                )
+            }
+            if enabled {
+                guard view != nil else {
+                    throw .validation("One or more parameter values were invalid: StreamViewType is required when StreamEnabled is true")
+                }
+                throw .validation("StreamSpecification: DynamoDB Streams are not supported yet; use StreamEnabled false")
+            }
+        }
+        if creating, let tags = j["Tags"], tags != .null { _ = try tagList(tags) }
+    }
+
+    /// UpdateTable: the billing mode and stream settings CreateTable takes (checked the same way;
+    /// every table stays on demand), nothing else yet: secondary indexes and replicas are refused.
+    func updateTable(_ j: JSON) throws -> JSON {
+        let (name, _) = try table(j)
+        for unsupported in ["GlobalSecondaryIndexUpdates", "ReplicaUpdates"] where j[unsupported].map({ $0 != .null }) ?? false {
+            throw DynamoError.validation("\(unsupported) are not supported yet")
+        }
+        let options = ["BillingMode", "ProvisionedThroughput", "StreamSpecification", "SSESpecification", "TableClass"]
+        guard options.contains(where: { j[$0].map { $0 != .null } ?? false }) else {
+            throw DynamoError.validation(
+                "At least one of ProvisionedThroughput, BillingMode, UpdateStreamEnabled, GlobalSecondaryIndexUpdates or SSESpecification or ReplicaUpdates is required"
+            )
+        }
+        try checkTableOptions(j, creating: false)
+        return .object([("TableDescription", description(name))])
     }
 
     func deleteTable(_ j: JSON, _ respond: @escaping Respond) throws {

@@ -1,5 +1,6 @@
 import Foundation
 import Storage
+import StreamLog
 import TandemCore
 import Transport
 
@@ -8,9 +9,9 @@ import Transport
 /// so forwarding to leaders and proxied reads work as they do for the REST API.
 ///
 /// Shards are the stream's partitions (`shardId-000000000003` is partition 3), sequence numbers
-/// are the partition log's indexes. A record goes to the partition its PartitionKey hashes to
-/// (Tandem's hash, not MD5: the HashKeyRanges describe an even split and ExplicitHashKey is
-/// ignored). A shard iterator is an opaque token naming stream incarnation, partition and
+/// are the partition log's indexes. A record goes to the shard whose HashKeyRange holds its
+/// ExplicitHashKey, else the MD5 of its PartitionKey, as in Kinesis (`KeyHash`; streams created
+/// before that rule keep theirs, FNV-1a of the key). A shard iterator is an opaque token naming stream incarnation, partition and
 /// position, with a checksum so an altered token is refused; it expires after 5 minutes.
 final class KinesisAPI {
     static let contentType = "application/x-amz-json-1.1"
@@ -83,6 +84,14 @@ final class KinesisAPI {
             case "PutRecords": try putRecords(j, batch: true, respond)
             case "GetShardIterator": try getShardIterator(j, respond)
             case "GetRecords": try getRecords(j, respond)
+            case "IncreaseStreamRetentionPeriod", "DecreaseStreamRetentionPeriod":
+                try changeRetention(j, increase: op.hasPrefix("Inc"), respond)
+            case "AddTagsToStream": try changeTags(j, add: true, respond)
+            case "RemoveTagsFromStream": try changeTags(j, add: false, respond)
+            case "ListTagsForStream": respond(KinesisAPI.ok(try listTags(j)))
+            case "SubscribeToShard", "RegisterStreamConsumer", "DescribeStreamConsumer", "ListStreamConsumers":
+                throw Failure(
+                    "UnknownOperationException", "Operation \(op) is not supported: enhanced fan-out is not built; read with GetRecords")
             default: throw Failure("UnknownOperationException", "Operation \(op) is not supported")
             }
         } catch let f as Failure {
@@ -179,12 +188,10 @@ final class KinesisAPI {
     ) {
         guard (1...10_000).contains(limit) else { throw Failure.invalid("Limit must be 1 to 10000") }
         let first = try after.map { try KinesisAPI.partition(ofShard: $0, d) + 1 } ?? 0
-        let step = UInt128.max / UInt128(d.partitions)
         var shards: [JSON] = []
         var p = first
         while p < d.partitions && shards.count < limit {
-            let start = step * UInt128(p)
-            let end = p == d.partitions - 1 ? UInt128.max : step * UInt128(p + 1) - 1
+            let range = KeyHash.range(p, partitions: d.partitions), start = range.lowerBound, end = range.upperBound
             shards.append(
                 .object([
                     ("ShardId", .string(KinesisAPI.shardID(p))),
@@ -204,31 +211,119 @@ final class KinesisAPI {
         if streams.definitions[name] != nil {
             throw Failure("ResourceInUseException", "Stream \(name) under account \(KinesisAPI.account) already exists.")
         }
+        // CreateStream's Tags (a map), stored once the stream exists, as AddTagsToStream does.
+        var tags: [(key: String, value: String)] = []
+        if case .object(let members)? = j["Tags"] {
+            for (k, v) in members {
+                guard case .string(let value) = v else { throw Failure("SerializationException", "Tag values must be strings") }
+                tags.append((k, value))
+            }
+            if let problem = Tables.checkTags(tags) { throw Failure.invalid(problem) }
+        }
         streams.createStream(name, partitions: count, retentionHours: 24) { [self] result in
             if case .failure(let e) = result { return respond(failed(e)) }
-            respond(KinesisAPI.ok(.object([])))
+            guard !tags.isEmpty, let d = streams.definitions[name] else { return respond(KinesisAPI.ok(.object([]))) }
+            _ = streams.tables.changeTags(Tables.tagKey(stream: name), incarnation: d.incarnation, set: tags, remove: []) { error in
+                if let error { return respond(KinesisAPI.error(Failure("InternalFailure", error.message))) }
+                respond(KinesisAPI.ok(.object([])))
+            }
         }
     }
 
     private func listStreams(_ j: JSON) throws -> JSON {
         let limit = try int(j, "Limit") ?? 100
         guard (1...10_000).contains(limit) else { throw Failure.invalid("Limit must be 1 to 10000") }
-        let after = try string(j, "ExclusiveStartStreamName")
+        // Pages continue after a stream name: ExclusiveStartStreamName, or NextToken (which is
+        // the last name of the page before, as the SDK paginators pass it back).
+        let after = try string(j, "NextToken") ?? string(j, "ExclusiveStartStreamName")
         let names = streams.definitions.keys.filter { n in after.map { n > $0 } ?? true }.sorted()
         let page = Array(names.prefix(limit))
-        return .object([
-            ("StreamNames", .array(page.map { .string($0) })), ("HasMoreStreams", .bool(names.count > limit)),
-            (
-                "StreamSummaries",
-                .array(
-                    page.map { n in
-                        let d = streams.definitions[n]!
-                        return .object([
-                            ("StreamName", .string(n)), ("StreamARN", .string(arn(n))), ("StreamStatus", .string(status(d))),
-                            ("StreamCreationTimestamp", .number(String(Double(d.incarnation) / 1000)))
-                        ])
-                    })
+        let next: [(String, JSON)] = names.count > limit ? [("NextToken", .string(page.last!))] : []
+        return .object(
+            next + [
+                ("StreamNames", .array(page.map { .string($0) })), ("HasMoreStreams", .bool(names.count > limit)),
+                (
+                    "StreamSummaries",
+                    .array(
+                        page.map { n in
+                            let d = streams.definitions[n]!
+                            return .object([
+                                ("StreamName", .string(n)), ("StreamARN", .string(arn(n))), ("StreamStatus", .string(status(d))),
+                                ("StreamCreationTimestamp", .number(String(Double(d.incarnation) / 1000)))
+                            ])
+                        })
+                )
+            ])
+    }
+
+    // MARK: retention and tags
+
+    /// Increase/DecreaseStreamRetentionPeriod, with Kinesis's bounds (24 to 8,760 hours) and its
+    /// rule that each goes one way only.
+    private func changeRetention(_ j: JSON, increase: Bool, _ respond: @escaping Respond) throws {
+        let d = try streamName(j, existing: true)
+        guard let hours = try int(j, "RetentionPeriodHours") else { throw Failure.invalid("RetentionPeriodHours is required") }
+        guard hours >= 24 else {
+            throw Failure.invalid("Minimum allowed retention period is 24 hours. Requested retention period (\(hours) hours) is too short.")
+        }
+        guard hours <= 8760 else {
+            throw Failure.invalid(
+                "Maximum allowed retention period is 8760 hours. Requested retention period (\(hours) hours) is too long.")
+        }
+        if increase, hours < d.retentionHours {
+            throw Failure.invalid(
+                "Requested retention period (\(hours) hours) for stream \(d.name) can not be shorter than existing retention period (\(d.retentionHours) hours). Use DecreaseStreamRetentionPeriod API."
             )
+        }
+        if !increase, hours > d.retentionHours {
+            throw Failure.invalid(
+                "Requested retention period (\(hours) hours) for stream \(d.name) can not be longer than existing retention period (\(d.retentionHours) hours). Use IncreaseStreamRetentionPeriod API."
+            )
+        }
+        streams.setRetention(d.name, hours: hours) { [self] error in
+            if let error { return respond(failed(error)) }
+            respond(KinesisAPI.ok(.object([])))
+        }
+    }
+
+    /// AddTagsToStream (`Tags`: a map) and RemoveTagsFromStream (`TagKeys`), stored as table
+    /// tags are (`Tables.changeTags`), at most 50 a stream.
+    private func changeTags(_ j: JSON, add: Bool, _ respond: @escaping Respond) throws {
+        let d = try streamName(j, existing: true)
+        var set: [(key: String, value: String)] = []
+        var remove: [String] = []
+        if add {
+            guard case .object(let members)? = j["Tags"], !members.isEmpty else { throw Failure.invalid("Tags must be a non-empty map") }
+            for (k, v) in members {
+                guard case .string(let value) = v else { throw Failure("SerializationException", "Tag values must be strings") }
+                set.append((k, value))
+            }
+            if let problem = Tables.checkTags(set) { throw Failure.invalid(problem) }
+        } else {
+            guard case .array(let keys)? = j["TagKeys"], (1...Tables.maxTags).contains(keys.count) else {
+                throw Failure.invalid("TagKeys must list 1 to \(Tables.maxTags) keys")
+            }
+            remove = keys.compactMap(\.stringValue)
+        }
+        let stored = streams.tables.changeTags(Tables.tagKey(stream: d.name), incarnation: d.incarnation, set: set, remove: remove) {
+            error in
+            if let error { return respond(KinesisAPI.error(Failure("InternalFailure", error.message))) }
+            respond(KinesisAPI.ok(.object([])))
+        }
+        guard stored else { throw Failure("LimitExceededException", "A stream has at most \(Tables.maxTags) tags") }
+    }
+
+    /// ListTagsForStream: tags in key order, after ExclusiveStartTagKey, at most Limit (50).
+    private func listTags(_ j: JSON) throws -> JSON {
+        let d = try streamName(j, existing: true)
+        let limit = try int(j, "Limit") ?? Tables.maxTags
+        guard (1...Tables.maxTags).contains(limit) else { throw Failure.invalid("Limit must be 1 to \(Tables.maxTags)") }
+        let after = try string(j, "ExclusiveStartTagKey")
+        let all = try streams.tables.tags(Tables.tagKey(stream: d.name), incarnation: d.incarnation)
+            .filter { tag in after.map { tag.key > $0 } ?? true }.sorted { $0.key < $1.key }
+        return .object([
+            ("Tags", .array(all.prefix(limit).map { .object([("Key", .string($0.key)), ("Value", .string($0.value))]) })),
+            ("HasMoreTags", .bool(all.count > limit))
         ])
     }
 
@@ -245,20 +340,28 @@ final class KinesisAPI {
         } else {
             entries = [j]
         }
-        var records: [(key: String, record: [UInt8])] = []
+        var records: [(key: String, hashKey: UInt128?, record: [UInt8])] = []
         for e in entries {
             guard let key = try string(e, "PartitionKey"), (1...256).contains(key.count), key.utf8.count <= StreamRecord.maxKeyBytes else {
                 throw Failure.invalid("PartitionKey must be 1 to 256 characters")
             }
             guard let data = try string(e, "Data"), let bytes = Base64.decode(data) else { throw Failure.invalid("Data must be base64") }
             guard bytes.count <= StreamRecord.maxDataBytes else { throw Failure.invalid("Data is at most 1 MiB") }
-            records.append((key, StreamRecord.encode(key: key, data: bytes)))
+            // A decimal 128-bit integer that overrides the key's hash (Kinesis's rule).
+            var hashKey: UInt128?
+            if let text = try string(e, "ExplicitHashKey") {
+                guard !text.isEmpty, text.utf8.allSatisfy({ (48...57).contains($0) }), let value = UInt128(text) else {
+                    throw Failure.invalid("ExplicitHashKey must be a decimal integer from 0 to 2^128 - 1")
+                }
+                hashKey = value
+            }
+            records.append((key, hashKey, StreamRecord.encode(key: key, data: bytes)))
         }
         func entry(_ p: Int, _ sequence: UInt64) -> [(String, JSON)] {
             [("SequenceNumber", .string(Sequence.format(sequence))), ("ShardId", .string(KinesisAPI.shardID(p)))]
         }
         guard batch else {
-            return streams.putRecord(d.name, key: records[0].key, record: records[0].record) { [self] result in
+            return streams.putRecord(d.name, key: records[0].key, hashKey: records[0].hashKey, record: records[0].record) { [self] result in
                 switch result {
                 case .success(let r):
                     respond(KinesisAPI.ok(.object(entry(r.partition, r.sequence) + [("EncryptionType", .string("NONE"))])))

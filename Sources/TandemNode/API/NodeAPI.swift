@@ -270,8 +270,12 @@ extension Node {
         let t = tables.core.stats
         let c = tables.stats
         out.add("tandem_table_commits_total", .counter, "LMDB commits (each may carry many writes).", c.commits)
-        out.add("tandem_table_writes_committed_total", .counter, "Writes made durable.", c.writes)
+        out.add("tandem_table_writes_committed_total", .counter, "Item writes made durable (each changed item once per commit).", c.writes)
         out.add("tandem_table_commit_failures_total", .counter, "Commits that failed (writes not acknowledged).", c.failures)
+        out.add("tandem_table_store_read_failures_total", .counter, "Reads of the item store that failed (that work not done).", t.storeReadFailures)
+        out.add(
+            "tandem_table_pending_items", .gauge, "Items with a change not yet durable (all memory holds of tables besides their summaries).",
+            tables.core.replicas.values.reduce(0) { $0 + $1.pendingCount })
         out.add("tandem_ttl_deleted_total", .counter, "Expired items (DynamoDB TTL) this node's sweep deleted.", tables.ttlDeleted)
         out.add("tandem_table_deltas_sent_total", .counter, "Deltas acknowledged by peers.", t.deltasSent)
         out.add("tandem_table_deltas_received_total", .counter, "Deltas received from peers.", t.deltasReceived)
@@ -302,6 +306,11 @@ extension Node {
         routes.metrics(&out)
         let dropped = shell.malformedPackets + p.malformedFrames + h.badRequests + t.malformed
         out.add("tandem_malformed_input_total", .counter, "All malformed input dropped (gossip, peer, HTTP).", dropped)
+        out.add(
+            "tandem_aws_errors_total", .counter, "Error answers of the DynamoDB and Kinesis APIs, by service and error type.",
+            samples: shell.awsErrors.sorted { ($0.key.service, $0.key.type) < ($1.key.service, $1.key.type) }.map {
+                (labels: [("service", $0.key.service), ("type", $0.key.type)], value: $0.value as any CustomStringConvertible)
+            })
         return out.text
     }
 

@@ -167,7 +167,7 @@ struct StreamsREST {
             items = [j]
         }
         // Validate everything before anything is proposed: a batch is refused whole on bad input.
-        var records: [(key: String, record: [UInt8])] = []
+        var records: [(key: String, hashKey: UInt128?, record: [UInt8])] = []
         for item in items {
             guard let key = item["key"]?.stringValue, !key.isEmpty, key.utf8.count <= StreamRecord.maxKeyBytes else {
                 throw StreamsError(.badRequest, "each record needs a \"key\": a string of 1 to \(StreamRecord.maxKeyBytes) bytes")
@@ -178,7 +178,7 @@ struct StreamsREST {
             guard data.count <= StreamRecord.maxDataBytes else {
                 throw StreamsError(.tooLarge, "a record's data is at most \(StreamRecord.maxDataBytes) bytes")
             }
-            records.append((key, StreamRecord.encode(key: key, data: data)))
+            records.append((key, nil, StreamRecord.encode(key: key, data: data)))
         }
         guard batch else { return putOne(stream, records[0].key, records[0].record, respond, fail) }
         streams.putRecords(stream, records) { result in

@@ -10,7 +10,8 @@ import TandemCore
 /// (L of M `{voters: L of S, witnesses: L of S}`, one per partition; voters in preference
 /// order, so a list and not a set). Nodes before this one stored `placement` as JSON text in a
 /// string: that form is still read (data on disk, and older nodes still write it), only the
-/// typed one is written. A checkpoint (`_checkpoints`, key `id` = `stream:consumer:partition`)
+/// typed one is written. `keyHash` (S: `md5`) names the stream's key-to-partition rule; a stream
+/// stored without it (created before the rule existed) keeps FNV-1a. A checkpoint (`_checkpoints`, key `id` = `stream:consumer:partition`)
 /// is `id` and `sequence` (S, the formatted sequence number), last writer wins.
 extension Streams {
     static func catalogItem(_ d: Definition) -> [String: AttributeValue] {
@@ -20,7 +21,7 @@ extension Streams {
         return [
             "name": .string(d.name), "partitions": .number(DecimalNumber(d.partitions)),
             "retentionHours": .number(DecimalNumber(d.retentionHours)), "incarnation": .string(String(d.incarnation)),
-            "placement": .list(placement)
+            "placement": .list(placement), "keyHash": .string(d.keyHash.rawValue)
         ]
     }
 
@@ -31,9 +32,18 @@ extension Streams {
             case .string(let incText)? = item["incarnation"], let incarnation = UInt64(incText),
             let placement = decodePlacement(item["placement"]), placement.count == partitions
         else { return nil }
+        // A rule this node does not know is not guessed: the stream is unreadable here.
+        let keyHash: KeyHash
+        switch item["keyHash"] {
+        case nil: keyHash = .fnv1a
+        case .string(let text)?:
+            guard let known = KeyHash(rawValue: text) else { return nil }
+            keyHash = known
+        default: return nil
+        }
         return Definition(
             name: name, partitions: partitions, retentionHours: retention, incarnation: incarnation,
-            voters: placement.map(\.voters), witnesses: placement.map(\.witnesses))
+            voters: placement.map(\.voters), witnesses: placement.map(\.witnesses), keyHash: keyHash)
     }
 
     private static func decodePlacement(_ value: AttributeValue?) -> [(voters: [String], witnesses: [String])]? {

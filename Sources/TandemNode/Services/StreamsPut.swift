@@ -10,10 +10,10 @@ struct PutOutcome {
 
 /// The put path: records go to their partition's leader (here, or forwarded), answered after commit.
 extension Streams {
-    /// Puts one record (`record` is `StreamRecord.encode`d; its partition is its key's): a
-    /// failure is the call's failure.
+    /// Puts one record (`record` is `StreamRecord.encode`d; its partition is its key's by the
+    /// stream's rule, or the one whose HashKeyRange holds `hashKey`): a failure is the call's failure.
     func putRecord(
-        _ stream: String, key: String, record: [UInt8],
+        _ stream: String, key: String, hashKey: UInt128? = nil, record: [UInt8],
         _ done: @escaping (Result<(partition: Int, sequence: UInt64), StreamsError>) -> Void
     ) {
         let d: Definition
@@ -23,7 +23,9 @@ extension Streams {
         } catch {
             return done(.failure(error))
         }
-        let p = partition(forKey: key, partitions: d.partitions)
+        let p =
+            hashKey.map { KeyHash.partition(hashKey: $0, partitions: d.partitions) }
+            ?? d.keyHash.partition(forKey: key, partitions: d.partitions)
         let gid = GroupID(stream: d.name, incarnation: d.incarnation, partition: p)
         submit(gid, [record], deadline: loop.now + Streams.noLeaderWait, hops: 0) { result in
             switch result {
@@ -36,7 +38,7 @@ extension Streams {
     /// Puts a batch: one proposal per partition, records in request order within it; each
     /// record's outcome in request order (some may fail while others succeed).
     func putRecords(
-        _ stream: String, _ records: [(key: String, record: [UInt8])],
+        _ stream: String, _ records: [(key: String, hashKey: UInt128?, record: [UInt8])],
         _ done: @escaping (Result<[PutOutcome], StreamsError>) -> Void
     ) {
         let d: Definition
@@ -48,7 +50,10 @@ extension Streams {
         }
         // Never left unanswered (no partition would call back).
         guard !records.isEmpty else { return done(.success([])) }
-        let partitionOf = records.map { partition(forKey: $0.key, partitions: d.partitions) }
+        let partitionOf = records.map { r in
+            r.hashKey.map { KeyHash.partition(hashKey: $0, partitions: d.partitions) }
+                ?? d.keyHash.partition(forKey: r.key, partitions: d.partitions)
+        }
         var byPartition: [Int: [Int]] = [:]
         for (i, p) in partitionOf.enumerated() { byPartition[p, default: []].append(i) }
         var results = [Result<UInt64, PutFailure>?](repeating: nil, count: records.count)

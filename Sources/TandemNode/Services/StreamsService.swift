@@ -145,7 +145,7 @@ extension Streams {
             }
             let d = Definition(
                 name: name, partitions: partitions, retentionHours: retentionHours, incarnation: Tables.wallMs(),
-                voters: voters, witnesses: witnesses)
+                voters: voters, witnesses: witnesses, keyHash: .md5)
             writeDefinition(d) { [weak self] error in
                 guard let self else { return }
                 if let error { return done(.failure(StreamsError(error))) }
@@ -169,6 +169,29 @@ extension Streams {
             return done(error)
         }
         deleteDefinition(name) { [weak self] error in
+            if let error { return done(StreamsError(error)) }
+            self?.reconcile()
+            done(nil)
+        }
+    }
+
+    /// Changes how long a stream keeps records: its definition rewritten, replicated like any
+    /// catalog write; every replica trims by it from its next retention pass (whole segments:
+    /// after a decrease, records in a segment that also holds newer ones stay readable until
+    /// the segment ages out).
+    func setRetention(_ name: String, hours: Int, _ done: @escaping (StreamsError?) -> Void) {
+        var d: Definition
+        do throws(StreamsError) {
+            try requireServing()
+            d = try definition(name)
+            guard Streams.retentionHourRange.contains(hours) else {
+                throw StreamsError(.badRequest, "retentionHours must be an integer in 1...8760")
+            }
+        } catch {
+            return done(error)
+        }
+        d.retentionHours = hours
+        writeDefinition(d) { [weak self] error in
             if let error { return done(StreamsError(error)) }
             self?.reconcile()
             done(nil)

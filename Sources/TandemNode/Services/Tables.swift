@@ -23,11 +23,14 @@ final class Tables {
     /// competing incarnations of them, and clients can neither create nor drop them.
     static let reserved: [(name: String, schema: KeySchema)] = [
         ("_streams", KeySchema(partitionKey: "name")), ("_checkpoints", KeySchema(partitionKey: "id")),
-        (Tables.ttlTable, KeySchema(partitionKey: "table"))
+        (Tables.ttlTable, KeySchema(partitionKey: "table")), (Tables.tagsTable, KeySchema(partitionKey: "table"))
     ]
     /// TTL settings of client tables (DynamoDB's UpdateTimeToLive): one item per table, naming
     /// the attribute and the table incarnation (catalog timestamp) it was set for.
     static let ttlTable = "_ttl"
+    /// Tags of client tables (DynamoDB's TagResource): one item per table, the tags a map of it,
+    /// for the table incarnation (catalog timestamp) they were set for (`DynamoTags`).
+    static let tagsTable = "_tags"
 
     /// Tables, clock and every replication decision (pure; `GlobalTable.TableNode`).
     let core: TableNode
@@ -58,6 +61,8 @@ final class Tables {
     private let pumpTimer: LoopTimer
     /// A ready's writes are being committed; the next ready waits for the outcome.
     private var storing = false
+    /// Item writes made durable (each changed item once per commit).
+    private(set) var itemsCommitted = 0
     /// By ticket (`TableNode.Reply`): what to do with the reply — the error if the write
     /// failed, and for a peer's request the bytes to answer with.
     private var waiting: [UInt64: (TandemError?, [UInt8]?) -> Void] = [:]
@@ -200,7 +205,7 @@ final class Tables {
     func syncMembers() { core.membersChanged(members(), wallMs: Tables.wallMs()) }
 
     var stats: (commits: Int, writes: Int, failures: Int) {
-        (committer.commits, committer.writesCommitted, committer.failures)
+        (committer.commits, itemsCommitted, committer.failures)
     }
 
     var replicas: [String: TableReplica] { core.replicas }
@@ -324,7 +329,11 @@ extension Tables {
             committer.submit(rd.writes.flatMap(Tables.storageOps)) { [weak self] error in
                 guard let self else { return }
                 self.storing = false
-                if let error { self.onCommitFailure(error) }
+                if let error {
+                    self.onCommitFailure(error)
+                } else {
+                    self.itemsCommitted += rd.writes.count { if case .item = $0 { true } else { false } }
+                }
                 self.syncMembers()
                 self.finish(rd, error)
                 self.pump()
