@@ -272,9 +272,12 @@ extension Node {
         out.add("tandem_table_commits_total", .counter, "LMDB commits (each may carry many writes).", c.commits)
         out.add("tandem_table_writes_committed_total", .counter, "Item writes made durable (each changed item once per commit).", c.writes)
         out.add("tandem_table_commit_failures_total", .counter, "Commits that failed (writes not acknowledged).", c.failures)
-        out.add("tandem_table_store_read_failures_total", .counter, "Reads of the item store that failed (that work not done).", t.storeReadFailures)
         out.add(
-            "tandem_table_pending_items", .gauge, "Items with a change not yet durable (all memory holds of tables besides their summaries).",
+            "tandem_table_store_read_failures_total", .counter, "Reads of the item store that failed (that work not done).",
+            t.storeReadFailures)
+        out.add(
+            "tandem_table_pending_items", .gauge,
+            "Items with a change not yet durable (all memory holds of tables besides their summaries).",
             tables.core.replicas.values.reduce(0) { $0 + $1.pendingCount })
         out.add("tandem_ttl_deleted_total", .counter, "Expired items (DynamoDB TTL) this node's sweep deleted.", tables.ttlDeleted)
         out.add("tandem_table_deltas_sent_total", .counter, "Deltas acknowledged by peers.", t.deltasSent)
