@@ -77,6 +77,8 @@ public final class TableNode {
         public var compactionBatch = 2_000
         /// After a failed delta batch, how long its stream waits before it is sent again.
         public var retryDelayMs: UInt64 = 50
+        /// Decoded items kept per cache generation (`ItemCache`: at most twice this many).
+        public var cachedItems = 16_384
         public init() {}
     }
 
@@ -93,13 +95,25 @@ public final class TableNode {
         /// The item's stored form; nil deletes it (a collected tombstone). `garbage`: it holds
         /// something tombstone collection may drop (`ItemState.hasGarbage`), so it is indexed
         /// for collection to visit.
-        case item(table: TableID, key: ItemKey, item: StoredItem?, garbage: Bool)
+        /// `before`: what the store held of the item (so a store writes only the index records
+        /// that change: a new key's scan-order record, a garbage record that comes or goes).
+        case item(table: TableID, key: ItemKey, item: StoredItem?, garbage: Bool, before: Durable)
         /// The table's summary as of this commit's items.
         case summary(table: TableID, TableSummary)
         /// Everything stored under a table incarnation the catalog replaced.
         case dropTable(TableID)
         /// The stability record (`encodedStability`), so a restart does not forget it.
         case stability([UInt8])
+    }
+
+    /// Whether the store holds an item, and whether it holds garbage there.
+    public struct Durable: Equatable, Sendable {
+        public var stored: Bool
+        public var garbage: Bool
+        public init(stored: Bool, garbage: Bool) {
+            self.stored = stored
+            self.garbage = garbage
+        }
     }
 
     /// A request to a peer; the shell reports the answer with `responded(to:payload:wallMs:)`.
@@ -152,6 +166,7 @@ public final class TableNode {
     public let settings: Settings
     /// Where the items are (the core reads durable items from it; see `ItemStore.swift`).
     public let store: ItemStore
+    public let cache: ItemCache
     public private(set) var replicas: [String: TableReplica] = [:]
     /// Every table ever created or deleted, last writer wins (see `CatalogEntry`).
     public private(set) var catalog: [String: CatalogEntry] = [:]
@@ -255,6 +270,7 @@ public final class TableNode {
         self.id = id
         self.store = store
         self.settings = settings
+        cache = ItemCache(itemsPerGeneration: settings.cachedItems)
         clock = HybridClock(node: stableHash64(Array(id.utf8)), maxAheadMs: maxClockAheadMs)
     }
 
@@ -266,7 +282,7 @@ public final class TableNode {
         catalog[name] = entry
         clock.observe(entry.at, wallMs: entry.at.physicalMs)
         guard !entry.deleted else { return }
-        let replica = try TableReplica(name: name, schema: entry.schema, at: entry.at, store: store)
+        let replica = try TableReplica(name: name, schema: entry.schema, at: entry.at, store: store, cache: cache)
         replicas[name] = replica
         // Never issue a timestamp below one already on disk, whatever the wall clock says.
         let last = replica.summary.lastWrite
@@ -378,7 +394,7 @@ public final class TableNode {
         catalog[name] = winner
         writes.append(.catalog(name, winner))
         if let old = replicas[name] { writes.append(.dropTable(old.id)) }
-        replicas[name] = winner.deleted ? nil : TableReplica(new: name, schema: winner.schema, at: winner.at, store: store)
+        replicas[name] = winner.deleted ? nil : TableReplica(new: name, schema: winner.schema, at: winner.at, store: store, cache: cache)
     }
 
     // ==== ------------------------------------------------------------------------------------

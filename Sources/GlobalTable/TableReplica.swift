@@ -10,6 +10,7 @@ public struct TableReplica {
     public let schema: KeySchema
     public let id: TableID
     let store: ItemStore
+    let cache: ItemCache
     /// Digest and counts, with every pending change in them.
     public private(set) var summary: TableSummary
     /// The summary as last stored.
@@ -19,6 +20,8 @@ public struct TableReplica {
         var state: ItemState?
         var stored: StoredItem?
         var version: UInt64
+        /// What the store holds of the item (it changes when an earlier version is stored).
+        var durable: TableNode.Durable
     }
     private var pending: [ItemKey: Pending] = [:]
     /// Pending keys in key and scan order, merged into the store's on walks.
@@ -31,23 +34,24 @@ public struct TableReplica {
     /// What a commit holds of this table: which version of each key, and the summary.
     public struct Taken {
         var table: TableID
-        var keys: [(ItemKey, UInt64)] = []
+        var keys: [(key: ItemKey, version: UInt64, durable: TableNode.Durable)] = []
         var summary = TableSummary()
     }
 
     /// A table as its store holds it.
-    public init(name: String, schema: KeySchema, at: HLC, store: ItemStore) throws(TandemError) {
-        self.init(new: name, schema: schema, at: at, store: store)
+    public init(name: String, schema: KeySchema, at: HLC, store: ItemStore, cache: ItemCache) throws(TandemError) {
+        self.init(new: name, schema: schema, at: at, store: store, cache: cache)
         summary = try store.summary(id) ?? TableSummary()
         durableSummary = summary
     }
 
     /// A new incarnation: nothing stored under it yet.
-    public init(new name: String, schema: KeySchema, at: HLC, store: ItemStore) {
+    public init(new name: String, schema: KeySchema, at: HLC, store: ItemStore, cache: ItemCache) {
         self.name = name
         self.schema = schema
         self.id = tableID(name, at)
         self.store = store
+        self.cache = cache
         summary = TableSummary()
         durableSummary = summary
     }
@@ -59,13 +63,21 @@ public struct TableReplica {
 
     public func stored(_ key: ItemKey) throws(TandemError) -> StoredItem? {
         if let p = pending[key] { return p.stored }
-        return try store.item(id, key)
+        return try durable(key)?.stored
     }
 
     public func state(_ key: ItemKey) throws(TandemError) -> ItemState? {
         if let p = pending[key] { return p.state }
+        return try durable(key)?.state
+    }
+
+    /// The item as the store holds it, decoded (through the cache).
+    private func durable(_ key: ItemKey) throws(TandemError) -> ItemCache.Entry? {
+        if let e = cache.get(id, key) { return e }
         guard let item = try store.item(id, key) else { return nil }
-        return try ItemCodec.decode(item.state)
+        let e = (stored: item, state: try ItemCodec.decode(item.state))
+        cache.put(id, key, e)
+        return e
     }
 
     /// Items with a change not yet durable (what memory holds of the table besides its summary).
@@ -173,27 +185,27 @@ public struct TableReplica {
     /// anything changed.
     @discardableResult
     public mutating func merge(_ key: ItemKey, _ delta: ItemState) throws(TandemError) -> (before: ItemState?, changed: Bool) {
-        let old = try stored(key)
-        var before: ItemState?
+        var old: StoredItem?, before: ItemState?
         if let p = pending[key] {
-            before = p.state
-        } else if let old {
-            before = try ItemCodec.decode(old.state)
+            (old, before) = (p.stored, p.state)
+        } else if let e = try durable(key) {
+            (old, before) = (e.stored, e.state)
         }
         var next = before ?? ItemState()
         next.merge(delta)
         guard next != before else { return (before, false) }
-        set(key, next, old: old)
+        set(key, next, old: old, before: before)
         return (before, true)
     }
 
     /// Replaces an item's state outright (nil removes it): tombstone collection does this, with
     /// a state that reads the same, and a resync.
     public mutating func replace(_ key: ItemKey, with state: ItemState?) throws(TandemError) {
-        set(key, state, old: try stored(key))
+        set(key, state, old: try stored(key), before: try self.state(key))
     }
 
-    private mutating func set(_ key: ItemKey, _ state: ItemState?, old: StoredItem?) {
+    /// `old`, `before`: the item as it is now (pending, or durable), stored and decoded.
+    private mutating func set(_ key: ItemKey, _ state: ItemState?, old: StoredItem?, before: ItemState?) {
         let new = state.map { s in
             let bytes = ItemCodec.encode(s)
             return StoredItem(state: bytes, hash: MerkleDigest.itemHash(key, bytes))
@@ -201,7 +213,15 @@ public struct TableReplica {
         summary.replace(key, old: old, new: new)
         if let s = state { summary.lastWrite = max(summary.lastWrite, s.lastWriteTime) }
         version += 1
-        if pending.updateValue(Pending(state: state, stored: new, version: version), forKey: key) == nil {
+        if var p = pending[key] {
+            p.state = state
+            p.stored = new
+            p.version = version
+            pending[key] = p
+        } else {
+            let durable = TableNode.Durable(stored: old != nil, garbage: before?.hasGarbage ?? false)
+            pending[key] = Pending(state: state, stored: new, version: version, durable: durable)
+            cache.remove(id, key)  // the store's version is about to change
             pendingOrder.insert(key)
             pendingScan.insert(ScanKey(key))
         }
@@ -219,8 +239,9 @@ public struct TableReplica {
         var seen = Set<ItemKey>()
         for key in touched where seen.insert(key).inserted {
             let p = pending[key]!
-            writes.append(.item(table: id, key: key, item: p.stored, garbage: p.state?.hasGarbage ?? false))
-            taken.keys.append((key, p.version))
+            let garbage = p.state?.hasGarbage ?? false
+            writes.append(.item(table: id, key: key, item: p.stored, garbage: garbage, before: p.durable))
+            taken.keys.append((key, p.version, TableNode.Durable(stored: p.stored != nil, garbage: garbage)))
         }
         writes.append(.summary(table: id, summary))
         touched = []
@@ -232,10 +253,15 @@ public struct TableReplica {
     mutating func stored(_ taken: Taken) {
         guard taken.table == id else { return }
         durableSummary = taken.summary
-        for (key, v) in taken.keys where pending[key]?.version == v {
-            pending[key] = nil
-            pendingOrder.remove(key)
-            pendingScan.remove(ScanKey(key))
+        for (key, v, durable) in taken.keys {
+            guard let p = pending[key] else { continue }
+            if p.version == v {
+                pending[key] = nil
+                pendingOrder.remove(key)
+                pendingScan.remove(ScanKey(key))
+            } else {
+                pending[key]!.durable = durable  // changed since: the store now holds that take
+            }
         }
     }
 

@@ -241,17 +241,18 @@ public final class GroupCommitter {
 
     private final class Batch: @unchecked Sendable {
         let store: LMDBStore
-        let writes: [Write]
+        let make: [@Sendable () -> [Write]]
+        var count = 0
         var error: TandemError?
-        init(store: LMDBStore, writes: [Write]) {
+        init(store: LMDBStore, make: [@Sendable () -> [Write]]) {
             self.store = store
-            self.writes = writes
+            self.make = make
         }
     }
 
     private let loop: EventLoop
     private let store: LMDBStore
-    private var waiting: [(writes: [Write], done: (TandemError?) -> Void)] = []
+    private var waiting: [(make: @Sendable () -> [Write], done: (TandemError?) -> Void)] = []
     private var running: [(TandemError?) -> Void]?
     public private(set) var commits = 0
     public private(set) var writesCommitted = 0
@@ -265,7 +266,13 @@ public final class GroupCommitter {
     }
 
     public func submit(_ writes: [Write], _ done: @escaping (TandemError?) -> Void) {
-        waiting.append((writes, done))
+        submit({ writes }, done)
+    }
+
+    /// `make` runs on the thread pool, where the commit does: building the records of a batch
+    /// (keys, index entries) is then off the loop.
+    public func submit(_ make: @escaping @Sendable () -> [Write], _ done: @escaping (TandemError?) -> Void) {
+        waiting.append((make, done))
         if running == nil { startBatch() }
     }
 
@@ -273,12 +280,14 @@ public final class GroupCommitter {
         guard !waiting.isEmpty else { return }
         let taken = waiting
         waiting = []
-        running = taken.map(\.done)
-        let batch = Batch(store: store, writes: taken.flatMap(\.writes))
+        running = taken.map { $0.done }
+        let batch = Batch(store: store, make: taken.map { $0.make })
         loop.work(
             {
                 do {
-                    try batch.store.commit(batch.writes)
+                    let writes = batch.make.flatMap { $0() }
+                    batch.count = writes.count
+                    try batch.store.commit(writes)
                 } catch let e as TandemError {
                     batch.error = e
                 } catch {
@@ -298,7 +307,7 @@ public final class GroupCommitter {
         }
         if batch.error == nil {
             commits += 1
-            writesCommitted += batch.writes.count
+            writesCommitted += batch.count
         } else {
             failures += 1
         }

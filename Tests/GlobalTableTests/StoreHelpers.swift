@@ -5,7 +5,8 @@ import TandemCore
 extension TableReplica {
     /// A replica over a store of its own, in memory.
     static func inMemory(_ name: String, _ schema: KeySchema) -> TableReplica {
-        TableReplica(new: name, schema: schema, at: HLC(time: 1 << 16, node: 0), store: MemoryItemStore())
+        TableReplica(
+            new: name, schema: schema, at: HLC(time: 1 << 16, node: 0), store: MemoryItemStore(), cache: ItemCache(itemsPerGeneration: 64))
     }
 
     /// Stores every pending change, as a commit does: reads then come from the store.

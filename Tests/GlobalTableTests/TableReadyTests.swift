@@ -51,7 +51,7 @@ import Testing
         // delta (it is not durable yet), and nothing more comes until the store is reported.
         let first = try #require(a.ready(wallMs: wall))
         let id = a.replicas[Self.table]!.id
-        #expect(first.writes.contains { if case .item(id, k, _?, _) = $0 { true } else { false } })
+        #expect(first.writes.contains { if case .item(id, k, _?, _, _) = $0 { true } else { false } })
         #expect(first.replies.map(\.ticket) == [ticket])
         #expect(first.replies.allSatisfy { $0.error == nil && $0.payload == nil })
         #expect(first.messages.allSatisfy { $0.kind != TableNode.Kind.deltas })

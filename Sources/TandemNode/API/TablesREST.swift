@@ -99,7 +99,10 @@ extension Tables {
             if let error { return respond(.error(error)) }
             respond(
                 self.json(
-                    201, self.tableJSON(self.replicas[name] ?? TableReplica(new: name, schema: schema, at: HLC.zero, store: self.itemStore))
+                    201,
+                    self.tableJSON(
+                        self.replicas[name]
+                            ?? TableReplica(new: name, schema: schema, at: HLC.zero, store: self.itemStore, cache: self.core.cache))
                 ))
         }
     }

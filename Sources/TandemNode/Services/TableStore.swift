@@ -201,20 +201,25 @@ final class TableStore: ItemStore {
     /// The LMDB changes for one of the core's item writes.
     static func ops(_ write: TableNode.StoreWrite) -> [LMDBStore.Op] {
         switch write {
-        case .item(let table, let key, let item, let garbage):
+        case .item(let table, let key, let item, let garbage, let before):
+            // Only the records that change: an overwrite is two puts (item, bucket), a new key
+            // three, and the garbage record only when it comes or goes.
             let (stored, long) = TableStore.stored(key)
             let bucketKey = head(table, .bucket) + [UInt8(MerkleDigest.bucket(of: key))] + stored
-            let scanKey = head(table, .scan) + scanSuffix(ScanKey(key))
             let garbageKey = head(table, .garbage) + stored
+            var ops: [LMDBStore.Op] = []
             guard let item else {
-                return [.delete(itemRecord(table, stored)), .delete(bucketKey), .delete(scanKey), .delete(garbageKey)]
+                guard before.stored else { return [] }
+                ops = [.delete(itemRecord(table, stored)), .delete(bucketKey), .delete(head(table, .scan) + scanSuffix(ScanKey(key)))]
+                if before.garbage { ops.append(.delete(garbageKey)) }
+                return ops
             }
             var hash = ByteWriter(capacity: 8)
             hash.u64(item.hash)
-            return [
-                .put(itemRecord(table, stored), encodeItem(key, long: long, item)), .put(bucketKey, hash.bytes), .put(scanKey, []),
-                garbage ? .put(garbageKey, []) : .delete(garbageKey)
-            ]
+            ops = [.put(itemRecord(table, stored), encodeItem(key, long: long, item)), .put(bucketKey, hash.bytes)]
+            if !before.stored { ops.append(.put(head(table, .scan) + scanSuffix(ScanKey(key)), [])) }
+            if garbage != before.garbage { ops.append(garbage ? .put(garbageKey, []) : .delete(garbageKey)) }
+            return ops
         case .summary(let table, let s): return [.put(head(table, .summary), s.encoded)]
         case .dropTable(let table):
             var w = ByteWriter(capacity: 9)
@@ -276,7 +281,8 @@ final class TableStore: ItemStore {
                     guard let entry = catalog[name], !entry.deleted else { continue }
                     let garbage = try ItemCodec.decode(state).hasGarbage
                     let item = StoredItem(state: state, hash: MerkleDigest.itemHash(key, state))
-                    ops += TableStore.ops(.item(table: tableID(name, entry.at), key: key, item: item, garbage: garbage))
+                    let fresh = TableNode.Durable(stored: false, garbage: false)
+                    ops += TableStore.ops(.item(table: tableID(name, entry.at), key: key, item: item, garbage: garbage, before: fresh))
                     moved += 1
                 }
                 try lmdb.commit(ops)

@@ -326,7 +326,8 @@ extension Tables {
                 continue
             }
             storing = true
-            committer.submit(rd.writes.flatMap(Tables.storageOps)) { [weak self] error in
+            let writes = rd.writes
+            committer.submit({ writes.flatMap(Tables.storageOps) }) { [weak self] error in
                 guard let self else { return }
                 self.storing = false
                 if let error {
