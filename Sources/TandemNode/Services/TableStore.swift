@@ -9,9 +9,15 @@ import Transport
 ///
 ///     0x05 id 0x00                      → summary (digest, counts)
 ///     0x05 id 0x01 key                  → flags, item hash, [full key], state
-///     0x05 id 0x02 bucket key           → item hash          (anti-entropy buckets)
+///     0x05 id 0x02 bucket key           → ·                  (anti-entropy buckets)
 ///     0x05 id 0x03 scan-hash key        → ·                  (parallel Scan order)
 ///     0x05 id 0x04 key                  → ·                  (items holding garbage)
+///
+/// Only the item record changes when an item does: the index records are written when a key
+/// is created and deleted when it goes (the garbage record when that changes). An item's hash
+/// lives in its item record, and a bucket listing reads it from there: LMDB copies every page a
+/// commit touches, and a bucket record rewritten with each hash was a second random page per
+/// overwrite (a one-node run wrote 24 KB to disk per new item with it).
 ///
 /// `key` is the ordered form (`ItemKey.ordered`), so LMDB's byte order is key order and a
 /// partition is one range. LMDB keys end at 511 bytes and DynamoDB allows 2,048-byte partition
@@ -165,8 +171,12 @@ final class TableStore: ItemStore {
         while true {
             let pairs = try range(start, after: after, prefix: head, limit: 4096)
             for p in pairs {
-                var r = ByteReader(p.value)
-                out.append((try key(table, stored: p.key[head.count...]), try r.u64()))
+                let stored = p.key[head.count...]
+                guard let value = try get(TableStore.itemRecord(table, Array(stored))) else {
+                    throw TandemError(.io, "table store: bucket entry without its item")
+                }
+                let (long, item) = try TableStore.decodeItem(value)
+                if let long { out.append((long, item.hash)) } else { out.append((try ItemKey(ordered: Array(stored)), item.hash)) }
             }
             guard pairs.count == 4096, let last = pairs.last else { break }
             start = last.key
@@ -202,8 +212,8 @@ final class TableStore: ItemStore {
     static func ops(_ write: TableNode.StoreWrite) -> [LMDBStore.Op] {
         switch write {
         case .item(let table, let key, let item, let garbage, let before):
-            // Only the records that change: an overwrite is two puts (item, bucket), a new key
-            // three, and the garbage record only when it comes or goes.
+            // Only the records that change: an overwrite is one put (the item), a new key three
+            // (item, bucket, scan), and the garbage record only when it comes or goes.
             let (stored, long) = TableStore.stored(key)
             let bucketKey = head(table, .bucket) + [UInt8(MerkleDigest.bucket(of: key))] + stored
             let garbageKey = head(table, .garbage) + stored
@@ -214,10 +224,8 @@ final class TableStore: ItemStore {
                 if before.garbage { ops.append(.delete(garbageKey)) }
                 return ops
             }
-            var hash = ByteWriter(capacity: 8)
-            hash.u64(item.hash)
-            ops = [.put(itemRecord(table, stored), encodeItem(key, long: long, item)), .put(bucketKey, hash.bytes)]
-            if !before.stored { ops.append(.put(head(table, .scan) + scanSuffix(ScanKey(key)), [])) }
+            ops = [.put(itemRecord(table, stored), encodeItem(key, long: long, item))]
+            if !before.stored { ops += [.put(bucketKey, []), .put(head(table, .scan) + scanSuffix(ScanKey(key)), [])] }
             if garbage != before.garbage { ops.append(garbage ? .put(garbageKey, []) : .delete(garbageKey)) }
             return ops
         case .summary(let table, let s): return [.put(head(table, .summary), s.encoded)]
