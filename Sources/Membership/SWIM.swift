@@ -508,7 +508,9 @@ public struct MembershipInstance: Sendable {
         case .ack(let seq, let forwarded, let coordinate):
             if var p = probes.values.first(where: { $0.seq == seq }), !p.acked {
                 p.acked = true
-                probes[p.target] = p
+                // Classic SWIM keeps the probe until its period ends (the next one starts then);
+                // a watcher is done, and its next ping is due an interval after this answer.
+                probes[p.target] = watching ? nil : p
                 stats.acks += 1
                 awareness = max(0, awareness - 1)
                 let direct = !forwarded && members[p.target]?.state.address == from
