@@ -449,6 +449,7 @@ public final class Node {
                 // Tables learn at once: a write made right after a peer joins must be queued
                 // for it (waiting for the next timer left it to anti-entropy).
                 tables.syncMembers()
+                tables.markBusy()
                 routes.refresh()
                 logger.info(
                     "member \(state.status)",
