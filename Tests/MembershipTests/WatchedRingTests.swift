@@ -71,9 +71,12 @@ import Testing
             if case .suspect(let n, _, let from) = $0 { n == target && from != "a" } else { false }
         }
         #expect(!out.isEmpty, "the helpers' confirmations were not gossiped")
-        // Confirmed: dead after `suspicionMin`, not the lone accuser's `suspicionMax`.
+        // Confirmed: dead after `suspicionMin` plus a round trip (the accuser's own wait; nothing
+        // measured here, so the profile's probe timeout), not the lone accuser's `suspicionMax`.
         let suspectedAt = d.now - ms(20)
-        d.run(until: suspectedAt + MembershipSettings.region.suspicionMin + ms(50))
+        let region = MembershipSettings.region
+        d.run(until: suspectedAt + region.suspicionMin + region.probeTimeout + ms(50))
         #expect(d.node.members[target]?.status == .dead)
+        #expect(region.suspicionMin + region.probeTimeout + ms(50) < region.suspicionMax)
     }
 }
