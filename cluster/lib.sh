@@ -5,8 +5,9 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 STATE="${TANDEM_CLUSTER_STATE:-/run/tandem-cluster}"
-PREFIX="tdm"                      # namespaces: tdm-hub (the bridge), tdm-r1…, tdm-client
-SUBNET="10.77.0"                  # region i is $SUBNET.i, the client namespace $SUBNET.200
+# Overridable, so two clusters (two engineers, or a benchmark beside a check) can coexist.
+PREFIX="${TANDEM_CLUSTER_PREFIX:-tdm}"    # namespaces: tdm-hub (the bridge), tdm-r1…, tdm-client
+SUBNET="${TANDEM_CLUSTER_SUBNET:-10.77.0}" # region i is $SUBNET.i, the client namespace $SUBNET.200
 CLIENT_IP="$SUBNET.200"
 PEER_PORT=7946
 API_PORT=7700
@@ -42,7 +43,7 @@ start_node() {
     # A node outlives whoever restarted it (TANDEM_PARENT_PID is for test runners).
     ip netns exec "$(ns_of "$r")" env -u TANDEM_PARENT_PID setsid "$(tandem_bin)" node --name "$r" --region "region-${r#r}" \
         --bind "$ip:$PEER_PORT" --api "$ip:$API_PORT" --data-dir "$STATE/$r/data" \
-        --seed "$seed:$PEER_PORT" --profile "$profile" --chaos \
+        --seed "$seed:$PEER_PORT" ${profile:+--profile "$profile"} --chaos \
         >> "$STATE/$r/node.log" 2>&1 < /dev/null &
     echo $! > "$STATE/$r/pid"
 }

@@ -80,7 +80,14 @@ public struct MembershipInstance: Sendable {
     private var probeCursor = 0
     /// Suspects this node has not probed since the suspicion began: probed next, out of turn.
     private var suspectsToProbe: [String] = []
-    private var probe: ProbeInFlight?
+    /// Probes in flight, by target: one at most in classic SWIM, one per watched member (and
+    /// per suspect) with `watchers`.
+    private var probes: [String: ProbeInFlight] = [:]
+    /// With `watchers`: when each member was last heard from (any datagram from its address),
+    /// when this node last started a probe of it, and the round trips measured to it.
+    private var lastHeard: [String: Instant] = [:]
+    private var lastProbedAt: [String: Instant] = [:]
+    private var rtt: [String: RTTEstimate] = [:]
     private var relays: [UInt32: IndirectRelay] = [:]
     private var suspicions: [String: Suspicion] = [:]
     private var broadcasts = BroadcastQueue()
@@ -111,9 +118,32 @@ public struct MembershipInstance: Sendable {
         var directDeadline: Instant
         var endsAt: Instant
         var indirectSent = false
+        /// The direct ping was sent again at `directDeadline` (its ack then gives no RTT sample).
+        var retried = false
         var expectedNacks = 0
         var nacks = 0
+        /// Helpers that answered "I could not reach it either".
+        var nackers: [String] = []
         var acked = false
+    }
+
+    /// Smoothed round trip and its mean deviation, as TCP keeps them (RFC 6298: gains 1/8, 1/4).
+    struct RTTEstimate: Sendable {
+        var srtt: Duration
+        var rttvar: Duration
+
+        init(first sample: Duration) {
+            srtt = sample
+            // RFC 6298 starts at half the sample; a quarter reaches the steady timeout in a few
+            // probes instead of a dozen (simulated 80 ms links: 0.37 s → 0.22 s after 6 probes).
+            rttvar = sample / 4
+        }
+
+        mutating func add(_ sample: Duration) {
+            let deviation = sample > srtt ? sample - srtt : srtt - sample
+            rttvar = rttvar * 0.75 + deviation * 0.25
+            srtt = srtt * 0.875 + sample * 0.125
+        }
     }
 
     /// This node acting as a ping-req helper for someone else.
@@ -158,8 +188,13 @@ public struct MembershipInstance: Sendable {
 
     /// When `onTick` must next be called.
     public var nextDeadline: Instant {
-        var t = min(nextGossipAt, nextProbeAt, nextDeadRetryAt, nextPushPullAt, nextReapAt)
-        if let p = probe { t = min(t, p.indirectSent || p.acked ? p.endsAt : p.directDeadline) }
+        var t = min(nextGossipAt, nextDeadRetryAt, nextPushPullAt, nextReapAt)
+        if watching {
+            if !leaving { for name in watchedMembers() where probes[name] == nil { t = min(t, watchDue(name)) } }
+        } else {
+            t = min(t, nextProbeAt)
+        }
+        for p in probes.values { t = min(t, p.indirectSent || p.acked ? p.endsAt : p.directDeadline) }
         if let j = nextJoinAt { t = min(t, j) }
         for s in suspicions.values { t = min(t, s.deadline) }
         for r in relays.values { t = min(t, r.nackAt) }
@@ -200,7 +235,7 @@ public struct MembershipInstance: Sendable {
             out.append(.send(to: m.state.address, Packet([notice])))
             stats.messagesOut += 1
         }
-        probe = nil
+        probes.removeAll()
         return out
     }
 
@@ -213,12 +248,19 @@ public struct MembershipInstance: Sendable {
         noticeStall()
         lastTickAt = now
 
-        if var p = probe, !p.acked, !p.indirectSent, now >= p.directDeadline {
-            sendIndirectProbes(&p, into: &out)
-            probe = p
+        for target in probes.keys.sorted() {
+            guard var p = probes[target] else { continue }
+            if !p.acked, !p.indirectSent, now >= p.directDeadline {
+                sendIndirectProbes(&p, into: &out)
+                probes[target] = p
+            }
+            if now >= p.endsAt { finishProbe(p, into: &out) }
         }
-        if let p = probe, now >= p.endsAt { finishProbe(p, into: &out) }
-        if now >= nextProbeAt { startProbe(into: &out) }
+        if watching {
+            watch(into: &out)
+        } else if now >= nextProbeAt {
+            startProbe(into: &out)
+        }
 
         // Sorted: dictionary order differs per process, and the output must not.
         for seq in relays.keys.sorted() where now >= relays[seq]!.nackAt {
@@ -241,10 +283,9 @@ public struct MembershipInstance: Sendable {
         let gap = now - last
         stats.stalls += 1
         awareness = min(settings.awarenessMaxMultiplier - 1, awareness + 1)
-        if var p = probe {
-            p.directDeadline = p.directDeadline + gap
-            p.endsAt = p.endsAt + gap
-            probe = p
+        for target in probes.keys {
+            probes[target]!.directDeadline = probes[target]!.directDeadline + gap
+            probes[target]!.endsAt = probes[target]!.endsAt + gap
         }
         nextProbeAt = nextProbeAt + gap
         for name in suspicions.keys { suspicions[name]!.postpone(by: gap) }
@@ -257,17 +298,108 @@ public struct MembershipInstance: Sendable {
     private mutating func startProbe(into out: inout [MembershipDirective]) {
         let interval = scaled(settings.probeInterval)
         nextProbeAt = now + interval
+        probes.removeAll()  // classic SWIM: a probe ends where the next begins
         guard !leaving, let target = nextProbeTarget() else { return }
+        startProbe(of: target, directTimeout: scaled(settings.probeTimeout), endsAt: nextProbeAt, into: &out)
+    }
+
+    private mutating func startProbe(
+        of target: String, directTimeout: Duration, endsAt: Instant,
+        into out: inout [MembershipDirective]
+    ) {
         let member = members[target]!
         let seq = nextSequence()
-        probe = ProbeInFlight(
+        probes[target] = ProbeInFlight(
             seq: seq, target: target, incarnation: member.incarnation, sentAt: now,
-            directDeadline: now + scaled(settings.probeTimeout), endsAt: nextProbeAt)
+            directDeadline: now + directTimeout, endsAt: endsAt)
+        lastProbedAt[target] = now
         stats.probes += 1
         // Buddy rule (Lifeguard §IV-C): a suspect hears of its suspicion from whoever probes it.
         send(
             [.ping(seq: seq, target: target)], to: member.state.address, into: &out,
             about: member.status == .suspect ? member : nil)
+    }
+
+    // ==== ------------------------------------------------------------------------------------
+    // MARK: The watched ring (`watchers` > 0)
+
+    var watching: Bool { settings.watchers > 0 }
+
+    /// This node's ring neighbours among live members sorted by name: ⌈k/2⌉ after it and ⌊k/2⌋
+    /// before, so with k even "a watches b" is "b watches a" and one ping-ack serves both.
+    public func watchedMembers() -> [String] {
+        var ring = names.filter { members[$0]?.status.isLive ?? false }
+        guard ring.count > settings.watchers else { return ring }
+        let mine = insertionIndex(in: ring, myself.name)
+        ring.insert(myself.name, at: mine)
+        var picked: [String] = []
+        let after = (settings.watchers + 1) / 2
+        for step in 1...after { picked.append(ring[(mine + step) % ring.count]) }
+        for step in 0..<(settings.watchers - after) { picked.append(ring[(mine - step - 1 + ring.count) % ring.count]) }
+        return picked
+    }
+
+    /// When `name` needs a ping. The lower name of a pair pings it every `probeInterval`; the
+    /// higher one only hears those pings and pings back only if they stop (a quarter interval
+    /// late), so in a quiet cluster a pair costs one ping and one ack per interval, not two of
+    /// each. Anything heard from it counts as such a ping (an ack is heard a round trip after its
+    /// ping went out, which is when the pair's clock started). Never twice within an interval,
+    /// so a failed probe is not repeated in a loop.
+    func watchDue(_ name: String) -> Instant {
+        let interval = scaled(settings.probeInterval)
+        let heard = lastHeard[name] ?? members[name]?.statusChangedAt ?? now
+        let roundTrip: Duration = rtt[name]?.srtt ?? .zero
+        let wait: Duration = myself.name < name ? interval - roundTrip : interval * 1.15
+        let due = heard + wait
+        guard let probed = lastProbedAt[name] else { return due }
+        return max(due, probed + interval)
+    }
+
+    private mutating func watch(into out: inout [MembershipDirective]) {
+        guard !leaving else { return }
+        for name in watchedMembers() where probes[name] == nil && now >= watchDue(name) {
+            startWatchProbe(of: name, into: &out)
+        }
+    }
+
+    private mutating func startWatchProbe(of name: String, into out: inout [MembershipDirective]) {
+        let direct = scaled(directTimeout(to: name))
+        let indirect = direct + (rtt[name]?.srtt ?? direct) + settings.rttSlack
+        startProbe(of: name, directTimeout: direct, endsAt: now + direct + scaled(indirect), into: &out)
+    }
+
+    /// The direct ping's timeout: from the round trips measured to `name` (else from Vivaldi,
+    /// else the profile's fixed `probeTimeout`).
+    public func directTimeout(to name: String) -> Duration {
+        guard watching else { return settings.probeTimeout }
+        let estimate: Duration
+        if let r = rtt[name] {
+            estimate = r.srtt + r.rttvar * 4
+        } else if let farthest = rtt.values.map({ $0.srtt + $0.rttvar * 4 }).max() {
+            // Not measured yet (not one of ours to watch): no nearer than the farthest we know.
+            estimate = farthest
+        } else if let c = members[name]?.coordinate, vivaldi.coordinate.error < 0.5 {
+            estimate = vivaldi.coordinate.distance(to: c) * 1.5
+        } else {
+            return settings.probeTimeout
+        }
+        return min(settings.probeTimeout, max(settings.probeTimeoutMin, estimate + settings.rttSlack))
+    }
+
+    /// The round trip measured to `name`, if any (smoothed).
+    public func measuredRTT(to name: String) -> Duration? { rtt[name]?.srtt }
+
+    /// The shell saw a peer connection to `address` close (a killed process's kernel closes
+    /// its sockets): with `watchers`, probe that member now rather than at its next turn. It is
+    /// only a probe; nothing is concluded without failed pings.
+    public mutating func onLinkLost(address: String, now: Instant) -> [MembershipDirective] {
+        self.now = now
+        var out: [MembershipDirective] = []
+        guard watching, !leaving, let name = nameByAddress[address], let m = members[name], m.status.isLive,
+            probes[name] == nil
+        else { return out }
+        startWatchProbe(of: name, into: &out)
+        return out
     }
 
     /// Round-robin over live members in a random order, reshuffled each lap (SWIM §4.3), so
@@ -300,6 +432,11 @@ public struct MembershipInstance: Sendable {
     private mutating func sendIndirectProbes(_ p: inout ProbeInFlight, into out: inout [MembershipDirective]) {
         p.indirectSent = true
         guard let target = members[p.target] else { return }
+        if watching {
+            // One lost datagram must not start a suspicion: ask the target again ourselves too.
+            p.retried = true
+            send([.ping(seq: p.seq, target: p.target)], to: target.state.address, into: &out)
+        }
         let probed = p.target
         for helper in randomMembers(settings.indirectChecks, where: { $0.status == .alive && $0.name != probed }) {
             send(
@@ -311,7 +448,7 @@ public struct MembershipInstance: Sendable {
     }
 
     private mutating func finishProbe(_ p: ProbeInFlight, into out: inout [MembershipDirective]) {
-        probe = nil
+        if probes[p.target]?.seq == p.seq { probes[p.target] = nil }
         if p.acked { return }
         // Lifeguard: missing nacks mean the trouble may be ours, so grow our own timeouts.
         let delta = p.expectedNacks > 0 ? max(0, p.expectedNacks - p.nacks) : 1
@@ -322,6 +459,14 @@ public struct MembershipInstance: Sendable {
         guard let m = members[p.target], m.status.isLive, m.incarnation == p.incarnation else { return }
         if m.status == .alive { stats.suspicionsRaised += 1 }
         handleSuspect(p.target, incarnation: p.incarnation, from: myself.name, into: &out)
+        if watching {
+            // A helper's nack says it pinged the target itself and got nothing back: an
+            // independent failure, so it confirms the suspicion (gossiped in the helper's name,
+            // which is what it observed) without a second full probe a round trip later.
+            for helper in p.nackers where members[helper]?.status == .alive {
+                handleSuspect(p.target, incarnation: p.incarnation, from: helper, into: &out)
+            }
+        }
     }
 
     // ==== ------------------------------------------------------------------------------------
@@ -332,8 +477,20 @@ public struct MembershipInstance: Sendable {
         self.now = now
         var out: [MembershipDirective] = []
         stats.messagesIn += packet.messages.count
+        let sender = watching ? nameByAddress[from].flatMap { members[$0] != nil ? $0 : nil } : nil
+        if let name = sender { lastHeard[name] = now }
         // Updates first: a ping that carries "you are dead" must be answered by the refutation.
         for m in packet.messages { applyUpdate(m, into: &out) }
+        // A member we still hold dead just spoke to us (a healed partition: its dead-retry ping
+        // reached us): show it its death notice now, so it refutes within a round trip rather
+        // than when our one-at-a-time dead retries come round to it.
+        if let name = sender, let m = members[name], m.status == .dead, !leaving,
+            lastProbedAt[name].map({ now - $0 >= settings.deadRetryInterval }) ?? true
+        {
+            lastProbedAt[name] = now
+            stats.deadRetries += 1
+            send([.ping(seq: nextSequence(), target: name)], to: m.state.address, into: &out, about: m)
+        }
         for m in packet.messages { applyControl(m, from: from, into: &out) }
         return out
     }
@@ -360,12 +517,20 @@ public struct MembershipInstance: Sendable {
             send([.ack(seq: seq, forwarded: false, coordinate: vivaldi.coordinate)], to: from, into: &out, about: about)
 
         case .ack(let seq, let forwarded, let coordinate):
-            if var p = probe, p.seq == seq, !p.acked {
+            if var p = probes.values.first(where: { $0.seq == seq }), !p.acked {
                 p.acked = true
-                probe = p
+                // Classic SWIM keeps the probe until its period ends (the next one starts then);
+                // a watcher is done, and its next ping is due an interval after this answer.
+                probes[p.target] = watching ? nil : p
                 stats.acks += 1
                 awareness = max(0, awareness - 1)
-                if !forwarded, let c = coordinate, members[p.target]?.state.address == from {
+                let direct = !forwarded && members[p.target]?.state.address == from
+                if direct && !p.retried && watching {
+                    // Karn's rule: an ack to a resent ping is no sample (which ping did it answer?).
+                    let sample = now - p.sentAt
+                    if rtt[p.target] == nil { rtt[p.target] = RTTEstimate(first: sample) } else { rtt[p.target]!.add(sample) }
+                }
+                if direct, let c = coordinate {
                     vivaldi.observe(rtt: now - p.sentAt, from: p.target, peerCoordinate: c, rng: &rng)
                     members[p.target]?.coordinate = c
                 }
@@ -374,18 +539,19 @@ public struct MembershipInstance: Sendable {
             }
 
         case .nack(let seq):
-            if var p = probe, p.seq == seq {
+            if var p = probes.values.first(where: { $0.seq == seq }) {
                 p.nacks += 1
-                probe = p
+                if let helper = nameByAddress[from], !p.nackers.contains(helper) { p.nackers.append(helper) }
+                probes[p.target] = p
                 stats.nacks += 1
             }
 
         case .pingReq(let seq, let target, let targetAddress):
             guard relays.count < MembershipInstance.maxRelays, target != myself.name else { return }
             let relaySeq = nextSequence()
-            relays[relaySeq] = IndirectRelay(
-                originalSeq: seq, requester: from,
-                nackAt: now + settings.probeTimeout * 0.8)
+            // With `watchers` the requester allows a round trip to us plus our direct timeout.
+            let wait = watching ? directTimeout(to: target) : settings.probeTimeout * 0.8
+            relays[relaySeq] = IndirectRelay(originalSeq: seq, requester: from, nackAt: now + wait)
             stats.indirectRelays += 1
             send([.ping(seq: relaySeq, target: target)], to: targetAddress, into: &out)
 
@@ -469,15 +635,45 @@ public struct MembershipInstance: Sendable {
         m.statusChangedAt = now
         store(m)
         let n = clusterSize
-        var wanted = Int(settings.suspicionMult) - 2
-        if n - 2 < wanted { wanted = 0 }
-        let minTimeout = Suspicion.minTimeout(settings: settings, clusterSize: n)
-        suspicions[name] = Suspicion(
-            incarnation: inc, from: from, now: now, minTimeout: minTimeout,
-            maxTimeout: minTimeout * settings.suspicionMaxTimeoutMult, wanted: wanted)
-        if !suspectsToProbe.contains(name) { suspectsToProbe.append(name) }
+        if watching {
+            // Two nodes that each failed to reach it (direct, resent and through helpers) bring
+            // it to `suspicionMin`; a lone accuser (or no one left to confirm) waits the long one.
+            let wanted = min(settings.suspicionConfirmations, max(0, n - 2))
+            // The accuser starts its clock a one-way trip before anyone else, and the suspect's
+            // refutation needs a round trip to come back to it: it waits that much longer. (Found
+            // by the 15-node, 80 ms, 10 % loss simulation: the refutation's direct copy to the
+            // accuser was lost, another path brought it 16 ms after the accuser's 300 ms; the
+            // others had it. It costs no detection time: the accuser hears the others' "dead".)
+            let minimum = from == myself.name ? settings.suspicionMin + (rtt[name]?.srtt ?? directTimeout(to: name)) : settings.suspicionMin
+            suspicions[name] = Suspicion(
+                incarnation: inc, from: from, now: now,
+                minTimeout: wanted == 0 ? settings.suspicionMax : minimum,
+                maxTimeout: settings.suspicionMax, wanted: wanted)
+        } else {
+            var wanted = Int(settings.suspicionMult) - 2
+            if n - 2 < wanted { wanted = 0 }
+            let minTimeout = Suspicion.minTimeout(settings: settings, clusterSize: n)
+            suspicions[name] = Suspicion(
+                incarnation: inc, from: from, now: now, minTimeout: minTimeout,
+                maxTimeout: minTimeout * settings.suspicionMaxTimeoutMult, wanted: wanted)
+        }
         broadcast(.suspect(name: name, incarnation: inc, from: from))
         if previous != .suspect { out.append(.memberChanged(m.state, previous: previous)) }
+        if !watching {
+            if !suspectsToProbe.contains(name) { suspectsToProbe.append(name) }
+        } else if from == myself.name {
+            // Tell the suspect at once, so it refutes within a round trip if it is alive (twice:
+            // losing this one datagram costs the suspect a round trip of its `suspicionMin`).
+            send([], to: m.state.address, into: &out, about: members[name])
+            if let notice = notice(for: members[name]!) {
+                stats.messagesOut += 1
+                out.append(.send(to: m.state.address, Packet([notice])))
+            }
+        } else if probes[name] == nil && !leaving {
+            // Everyone who hears of a suspicion probes the suspect once, out of turn: a live one
+            // hears of it from each ping (buddy rule) and refutes, a dead one is confirmed fast.
+            startWatchProbe(of: name, into: &out)
+        }
     }
 
     private mutating func declareDead(_ name: String, suspicion s: Suspicion, into out: inout [MembershipDirective]) {
@@ -532,6 +728,17 @@ public struct MembershipInstance: Sendable {
             // Lifeguard: being suspected hints that we are the slow one.
             awareness = min(settings.awarenessMaxMultiplier - 1, awareness + 1)
             out.append(.persistIncarnation(myself.incarnation))
+            if watching {
+                // A suspicion may end in a death within `suspicionMin`: tell every member at
+                // once (a few datagrams, rarely) rather than a few at a time by gossip.
+                // Twice each: a lost copy leaves a member to gossip, which may come too late. Members
+                // we hold dead too: whoever told us of our death may be back from a partition.
+                for m in names.compactMap({ members[$0] }).prefix(64) where m.status != .left {
+                    stats.messagesOut += 2
+                    out.append(.send(to: m.state.address, Packet([.alive(myself)])))
+                    out.append(.send(to: m.state.address, Packet([.alive(myself)])))
+                }
+            }
         }
         broadcast(.alive(myself))
     }
@@ -718,17 +925,22 @@ public struct MembershipInstance: Sendable {
         if i < names.count && names[i] == name { names.remove(at: i) }
         probeRing.removeAll { $0 == name }
         probeCursor = min(probeCursor, probeRing.count)
+        lastHeard[name] = nil
+        lastProbedAt[name] = nil
+        rtt[name] = nil
     }
 
     private mutating func count(_ status: MemberStatus, _ delta: Int) {
         if status.isLive { liveOthers += delta } else if status == .dead { deadOthers += delta }
     }
 
-    private func insertionIndex(_ name: String) -> Int {
-        var lo = 0, hi = names.count
+    private func insertionIndex(_ name: String) -> Int { insertionIndex(in: names, name) }
+
+    private func insertionIndex(in sorted: [String], _ name: String) -> Int {
+        var lo = 0, hi = sorted.count
         while lo < hi {
             let mid = (lo + hi) / 2
-            if names[mid] < name { lo = mid + 1 } else { hi = mid }
+            if sorted[mid] < name { lo = mid + 1 } else { hi = mid }
         }
         return lo
     }

@@ -40,6 +40,50 @@ public struct MembershipSettings: Sendable, Equatable {
     /// After announcing its leave, a node keeps gossiping this long before it exits.
     public var leaveGrace: Duration
 
+    // The watched-ring detector (the `region` profile). Zero/nil: classic SWIM, as memberlist.
+
+    /// 0: classic SWIM, one probe per `probeInterval`, round robin over every member.
+    /// k > 0: each node watches only its k neighbours on the ring of live members sorted by name
+    /// (half on each side), each at most every `probeInterval`, so every member is watched by k
+    /// others whatever the cluster's size, and a node sends about k/`probeInterval` pings a second.
+    public var watchers: Int = 0
+    /// With `watchers`: the direct ping's timeout is the measured round trip to the target
+    /// (smoothed, plus 4 deviations, TCP's rule) plus this, within `probeTimeoutMin`…`probeTimeout`.
+    public var rttSlack: Duration = .zero
+    public var probeTimeoutMin: Duration = .zero
+    /// With `watchers`: fixed suspicion bounds instead of the `probeInterval` multiples, and the
+    /// independent confirmations that bring a suspicion from `suspicionMax` down to `suspicionMin`.
+    public var suspicionMin: Duration = .zero
+    public var suspicionMax: Duration = .zero
+    public var suspicionConfirmations = 0
+
+    /// The default: sub-second failover between regions 20–80 ms apart one way, for a few
+    /// packets a second per node (see `region`'s numbers below).
+    public static let standard = MembershipSettings.region
+
+    /// Regions 20–80 ms apart one way, 3–15 nodes: every member watched by its two ring
+    /// neighbours every 400 ms (one ping and one ack per pair: the watched side skips its own
+    /// ping while the other's keep arriving), direct timeouts from the measured RTT, and a death
+    /// once two nodes have independently failed to reach a member (direct, retried and through
+    /// two helpers) and it did not refute within `suspicionMin`.
+    public static let region: MembershipSettings = {
+        var s = MembershipSettings(
+            probeInterval: .milliseconds(400), probeTimeout: .milliseconds(800), indirectChecks: 2,
+            suspicionMult: 4, suspicionMaxTimeoutMult: 6, retransmitMult: 4,
+            gossipInterval: .milliseconds(200), gossipNodes: 3, gossipMinGap: .milliseconds(5),
+            pushPullInterval: .seconds(30), awarenessMaxMultiplier: 8,
+            deadRetryInterval: .milliseconds(200), deadRetainTime: .seconds(3600), leftRetainTime: .seconds(600),
+            joinRetryMin: .milliseconds(50), joinRetryMax: .seconds(10), stallThreshold: .seconds(1),
+            pushPullTimeout: .seconds(2), leaveGrace: .milliseconds(600))
+        s.watchers = 2
+        s.rttSlack = .milliseconds(25)
+        s.probeTimeoutMin = .milliseconds(60)
+        s.suspicionMin = .milliseconds(300)
+        s.suspicionMax = .milliseconds(3000)
+        s.suspicionConfirmations = 1
+        return s
+    }()
+
     /// memberlist's LAN numbers: a data-center network.
     public static let lan = MembershipSettings(
         probeInterval: .seconds(1), probeTimeout: .milliseconds(500), indirectChecks: 3,
@@ -72,6 +116,7 @@ public struct MembershipSettings: Sendable, Equatable {
 
     public static func profile(named name: String) -> MembershipSettings? {
         switch name {
+        case "region": .region
         case "lan": .lan
         case "wan": .wan
         case "fast": .fast

@@ -49,6 +49,10 @@ public final class MembershipSimulation {
 
     private let runtime: SimRuntime<Event>
     private var indexByAddress: [String: Int] = [:]
+    /// Nodes that are stalled (SIGSTOP, a long pause) until the given time: everything that
+    /// reaches them waits, in order, as a kernel's socket buffer holds datagrams for a stopped
+    /// process, and their timers fire late.
+    private var stalledUntil: [Int: Instant] = [:]
 
     public init(seed: UInt64, settings: MembershipSettings, network: SimNetworkConfig = SimNetworkConfig()) {
         self.runtime = SimRuntime(seed: seed, network: network)
@@ -107,6 +111,13 @@ public final class MembershipSimulation {
         boot(i)
     }
 
+    /// Stalls node `i` for `duration`: it handles nothing until then, then everything at once.
+    public func stall(_ i: Int, for duration: Duration) {
+        stalledUntil[i] = max(stalledUntil[i] ?? now, now + duration)
+    }
+
+    public func isStalled(_ i: Int) -> Bool { (stalledUntil[i].map { now < $0 }) ?? false }
+
     public func leave(_ i: Int) {
         guard nodes[i].isUp else { return }
         carryOut(nodes[i].instance!.leave(now: now), from: i)
@@ -164,6 +175,20 @@ public final class MembershipSimulation {
     // MARK: Engine
 
     private func handle(_ event: Event) {
+        if let i = target(of: event), let until = stalledUntil[i] {
+            if now < until {
+                if case .tick = event {
+                    // The timer fires when the process runs again.
+                    guard nodes[i].isUp, nodes[i].scheduledTick == now else { return }
+                    nodes[i].scheduledTick = until
+                    runtime.schedule(.tick(node: i), at: until, to: i)
+                } else {
+                    runtime.schedule(event, at: until, to: i)
+                }
+                return
+            }
+            stalledUntil[i] = nil
+        }
         switch event {
         case .tick(let i):
             guard nodes[i].isUp, nodes[i].scheduledTick == now else { return }
@@ -198,6 +223,14 @@ public final class MembershipSimulation {
         case .pushPullFailed(let i, let target, let join):
             guard nodes[i].isUp else { return }
             carryOut(nodes[i].instance!.onPushPullFailed(to: target, join: join, now: now), from: i)
+        }
+    }
+
+    private func target(of event: Event) -> Int? {
+        switch event {
+        case .tick(let i), .datagram(let i, _, _), .pushPullRequest(let i, _, _, _, _), .pushPullResponse(let i, _, _, _),
+            .pushPullFailed(let i, _, _):
+            i
         }
     }
 

@@ -22,8 +22,8 @@ public struct NodeConfig {
     public var api: String
     public var dataDir: String
     public var seeds: [String] = []
-    public var profileName = "lan"
-    public var settings: MembershipSettings = .lan
+    public var profileName = "region"
+    public var settings: MembershipSettings = .region
     /// Enables `POST/DELETE /v1/chaos` (packet loss and blocked peers, for tests). Off by default.
     public var chaos = false
     /// Routing: hold-down before a returning node takes contacts, and the URL of this node's
@@ -198,6 +198,10 @@ public final class Node {
             self.logger.error("table writes failing, refused and not acknowledged; reads continue", metadata: ["error": "\(error)"])
         }
         peers.onRequest = { [weak self] frame, from, reply in self?.serve(frame, from: from, reply: reply) }
+        peers.onLinkClosed = { [weak self] address in
+            guard let self else { return }
+            self.apply(self.membership.onLinkLost(address: address, now: self.loop.now))
+        }
         peers.isBlocked = { [weak self] address in self?.chaos.blocked.contains(address) ?? false }
         if config.chaos { peers.delay = { [weak self] host in self?.chaos.delay(to: host) ?? .zero } }
         http.handler = { [weak self] request, respond in
@@ -453,6 +457,7 @@ public final class Node {
                 // Tables learn at once: a write made right after a peer joins must be queued
                 // for it (waiting for the next timer left it to anti-entropy).
                 tables.syncMembers()
+                tables.markBusy()
                 routes.refresh()
                 logger.info(
                     "member \(state.status)",

@@ -109,6 +109,10 @@ final class CheckRun: @unchecked Sendable {
     var routeBound = 5.0
     var regionNames: [String] = []
     var elements: [String: Presence] = [:]
+    /// Each node's membership view ("r1 alive, r2 dead, …"), sampled every 250 ms, so a broken
+    /// agreement can be shown with what every node believed at that moment.
+    struct MembershipSample { var at: Date; var node: Int; var view: String }
+    var membershipSamples: [MembershipSample] = []
 
     init(apis: [String], regions: [String], nemesis: String, seed: UInt64) {
         self.apis = apis
@@ -237,6 +241,23 @@ final class CheckRun: @unchecked Sendable {
                         }
                     })
             }
+        }
+        for node in apis.indices {
+            threads.append(
+                Thread { [self] in
+                    while !isStopping {
+                        let r = call("GET", node, "/v1/members", timeout: .milliseconds(500))
+                        let view =
+                            r.flatMap { $0.status == 200 ? (try? JSON.parse($0.body))?["members"]?.arrayValue : nil }.map {
+                                $0.compactMap { m in
+                                    guard let n = m["name"]?.stringValue, let st = m["status"]?.stringValue else { return nil }
+                                    return "\(n) \(st)"
+                                }.joined(separator: ", ")
+                            } ?? "(no answer)"
+                        lock.withLock { membershipSamples.append(MembershipSample(at: Date(), node: node, view: view)) }
+                        Thread.sleep(forTimeInterval: 0.25)
+                    }
+                })
         }
         for w in 0..<streamWriters {
             threads.append(

@@ -97,7 +97,7 @@ extension CheckRun {
     /// nodes that answer agree again within the bound — except while a partition lasts, when
     /// each side keeps its own view by design (the minority freezes its view; see Routing).
     func verifyRoutes(_ v: inout Verdict) {
-        let (answers, events, stats) = lock.withLock { (self.answers, self.events, self.probeStats) }
+        let (answers, events, stats, samples) = lock.withLock { (self.answers, self.events, self.probeStats, self.membershipSamples) }
 
         // Enough answers to judge by? A node's answerable probes are those due while it was
         // neither killed nor stopped (the client is never partitioned away). Faults cost a
@@ -201,7 +201,12 @@ extension CheckRun {
             if let b = lastDisagreeing {
                 let t = Double(b + 1) / 10
                 worstAgreement = max(worstAgreement, t)
-                if t > routeBound { disagreements += 1 }
+                if t > routeBound {
+                    disagreements += 1
+                    v.report += describeDisagreement(
+                        change: events[k], at: change.addingTimeInterval(Double(b) / 10), bucket: buckets[b]!, lasted: t,
+                        samples: samples)
+                }
             }
         }
         v.check(
@@ -209,6 +214,30 @@ extension CheckRun {
             String(
                 format: "routes: every node answered alike within %.0f s of each change (slowest %.1f s over %d changes)",
                 routeBound, worstAgreement, changes.count))
+    }
+
+    /// A broken agreement, named: the change it followed, which nodes answered what for which
+    /// contacts in the last disagreeing 100 ms, and every node's membership view then.
+    func describeDisagreement(
+        change: (at: Date, fault: String, undo: Bool), at: Date, bucket: [Answer], lasted: Double, samples: [MembershipSample]
+    ) -> String {
+        var out = String(
+            format: "        disagreement %.1f s after %@ '%@' at +%.1f s; last disagreeing at +%.1f s:\n", lasted,
+            change.undo ? "the undo of" : "fault", change.fault, change.at.timeIntervalSince(probingFrom),
+            at.timeIntervalSince(probingFrom))
+        for (contact, group) in Dictionary(grouping: bucket, by: \.contact).sorted(by: { $0.key < $1.key })
+        where Set(group.map(\.region)).count > 1 {
+            let byNode = Dictionary(grouping: group, by: \.node).sorted { $0.key < $1.key }.map { node, a in
+                "\(regions[node]) → \(Set(a.map(\.region)).sorted().joined(separator: "/"))"
+            }
+            out += "          contact \(probeContacts[contact]): \(byNode.joined(separator: ", "))\n"
+        }
+        for node in apis.indices {
+            let nearest = samples.filter { $0.node == node }.min { abs($0.at.timeIntervalSince(at)) < abs($1.at.timeIntervalSince(at)) }
+            let view = nearest.map { String(format: "%@ (sampled %+.2f s)", $0.view, $0.at.timeIntervalSince(at)) } ?? "no sample"
+            out += "          \(regions[node]) members: \(view)\n"
+        }
+        return out
     }
 
     /// A partition's whole log as one node serves it: (sequence, payload) in order.

@@ -220,6 +220,57 @@ public struct MembershipBenchmark {
         }
     }
 
+    // MARK: polling a cluster made by cluster/up (scripts/bench-membership-ns)
+
+    public enum ViewCondition: Sendable {
+        case member(String, status: String)
+        /// Every API lists at least `count` members, all alive.
+        case allAlive(count: Int)
+    }
+
+    /// Polls every API on its own thread every 2 ms; returns the wall time (seconds since the
+    /// epoch) at which the last of them first satisfied `condition`, or nil after `timeout`.
+    public static func awaitViews(apis: [String], _ condition: ViewCondition, timeout: Double) -> Double? {
+        final class Results: @unchecked Sendable {
+            let lock = NSLock()
+            var metAt: [Double?]
+            init(_ n: Int) { metAt = Array(repeating: nil, count: n) }
+        }
+        let results = Results(apis.count)
+        let deadline = Date().addingTimeInterval(timeout)
+        let group = DispatchGroup()
+        for (i, api) in apis.enumerated() {
+            group.enter()
+            Thread.detachNewThread {
+                defer { group.leave() }
+                while Date() < deadline {
+                    if let r = try? HTTPClient.request("GET", api, "/v1/members", timeout: .milliseconds(500)), r.status == 200,
+                        let members = r.json()?["members"]?.arrayValue
+                    {
+                        let view = members.compactMap { m -> (String, String)? in
+                            guard let n = m["name"]?.stringValue, let s = m["status"]?.stringValue else { return nil }
+                            return (n, s)
+                        }
+                        let ok: Bool
+                        switch condition {
+                        case .member(let name, let status): ok = view.contains { $0.0 == name && $0.1 == status }
+                        case .allAlive(let count): ok = view.count >= count && view.allSatisfy { $0.1 == "alive" }
+                        }
+                        if ok {
+                            let now = Date().timeIntervalSince1970
+                            results.lock.withLock { results.metAt[i] = now }
+                            return
+                        }
+                    }
+                    usleep(2000)
+                }
+            }
+        }
+        group.wait()
+        let times = results.lock.withLock { results.metAt.compactMap { $0 } }
+        return times.count == apis.count ? times.max() : nil
+    }
+
     // MARK: helpers
 
     func waitAllAlive(_ cluster: LocalCluster, timeout: Duration) -> Bool {

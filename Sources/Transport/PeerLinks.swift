@@ -77,6 +77,9 @@ public final class PeerLinks {
     public var onUnauthenticated: (SocketAddress?) -> Void = { _ in }
     /// Told about each sealed frame refused as a replay (the node logs it, rate-limited).
     public var onReplayed: (SocketAddress?) -> Void = { _ in }
+    /// Told when an established outbound link to a peer closes (the peer's kernel closed it: its
+    /// process may be gone), with the peer's address.
+    public var onLinkClosed: (String) -> Void = { _ in }
     /// Wall time in ms: a session's first frame must be from within the replay window.
     public var wallMs: () -> UInt64 = WallClock.nowMs
     /// Sessions inbound connections have started (each may start only once).
@@ -210,6 +213,7 @@ public final class PeerLinks {
                 link.connected = false
                 link.session = nil
                 self.failAll(address, TandemError(.unavailable, "link to \(address) closed"))
+                self.onLinkClosed(address)
             }
             c.startReading()
             for bytes in link.queue {

@@ -4,7 +4,7 @@ import TandemTools
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench", abstract: "Benchmarks that print figures next to their targets.",
-        subcommands: [MembershipBench.self, TableBench.self, StreamBench.self, RouteBench.self, AWSBench.self])
+        subcommands: [MembershipBench.self, AwaitMembers.self, TableBench.self, StreamBench.self, RouteBench.self, AWSBench.self])
 }
 
 struct MembershipBench: ParsableCommand {
@@ -28,6 +28,30 @@ struct MembershipBench: ParsableCommand {
         o.quick = quick
         o.only = only
         try MembershipBenchmark(o).run()
+    }
+}
+
+/// For scripts/bench-membership-ns: polls every `--api` (all at once, every 2 ms) until each
+/// lists `--member` with `--status` (or, with `--all-alive`, lists every member alive), then
+/// prints the wall-clock time it first saw that, in seconds since the epoch. Exit 1 on timeout.
+struct AwaitMembers: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "await-members", shouldDisplay: false)
+
+    @Option(name: .customLong("api")) var apis: [String]
+    @Option var member: String?
+    @Option var status = "dead"
+    @Option var count = 0
+    @Flag(name: .customLong("all-alive")) var allAlive = false
+    @Option var timeout = 60.0
+
+    func run() throws {
+        let condition: MembershipBenchmark.ViewCondition =
+            allAlive ? .allAlive(count: count) : .member(member ?? "", status: status)
+        guard let at = MembershipBenchmark.awaitViews(apis: apis, condition, timeout: timeout) else {
+            print("timeout")
+            throw ExitCode(1)
+        }
+        print(String(format: "%.4f", at))
     }
 }
 

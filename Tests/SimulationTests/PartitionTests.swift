@@ -37,7 +37,16 @@ import Testing
         Case(
             profile: "fast", settings: .fast, nodes: 12, minority: [0, 1, 2], split: .seconds(6), minoritySplit: .seconds(18),
             heal: .seconds(1)),
-        Case(profile: "fast", settings: .fast, nodes: 10, minority: [3], split: .seconds(6), minoritySplit: .seconds(18), heal: .seconds(1))
+        Case(
+            profile: "fast", settings: .fast, nodes: 10, minority: [3], split: .seconds(6), minoritySplit: .seconds(18), heal: .seconds(1)),
+        Case(
+            // Each side finds the other along the ring, a neighbour at a time, its timeouts
+            // stretched by Lifeguard (no helper across answers): slower than fast's full sweep.
+            profile: "region", settings: .region, nodes: 10, minority: [5, 6, 7, 8, 9], split: .seconds(30),
+            minoritySplit: .seconds(30), heal: .seconds(1)),
+        Case(
+            profile: "region", settings: .region, nodes: 10, minority: [3], split: .seconds(10), minoritySplit: .seconds(60),
+            heal: .seconds(1))
     ]
 
     @Test(arguments: cases)
