@@ -184,16 +184,20 @@ import Transport
         #expect(other.isEmpty, "unexpected answers: \(other.prefix(3))")
         #expect(Self.call("GET", api, "/v1/health")?.status == 200, "the node stopped")
         #expect(cluster.log(0).contains("stream partition stopped"), "no log line saying why")
+        let reopenedWhileFull = cluster.metric("tandem_stream_replicas_reopened_total", node: 0) ?? 0
         #expect((cluster.metric("tandem_stream_replicas_stopped", node: 0) ?? 0) == 1)
 
-        // Space returns: the replica reopens by itself and takes records again.
+        // Space returns: the replica reopens by itself and takes records again. (While the disk
+        // is full a reopen may already succeed — it cuts the unsynced tail, which frees space —
+        // and stop again at the next record: under load the 200 puts above outlast the 1 s
+        // reopen round. What counts is a reopen after the replica was seen stopped.)
         try FileManager.default.removeItem(atPath: dir + "/filler")
         #expect(
             eventually(timeout: .seconds(10)) {
                 Self.call("POST", api, "/v1/streams/events/records", #"{"key":"k","data":"\#(data)"}"#)?.status == 200
             }, "the stream did not take records after space returned")
         acked += 1
-        #expect((cluster.metric("tandem_stream_replicas_reopened_total", node: 0) ?? 0) == 1)
+        #expect((cluster.metric("tandem_stream_replicas_reopened_total", node: 0) ?? 0) > reopenedWhileFull)
         // Whatever was acknowledged is still there, also after a kill -9 and restart.
         cluster.kill9(0)
         try cluster.start(0)
