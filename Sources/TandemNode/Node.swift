@@ -43,6 +43,8 @@ public struct NodeConfig {
     public var streamSegmentBytes: Int = 64 << 20
     /// Table writes waiting for the disk before new ones are refused (tests set 0: all refused).
     public var maxQueuedWrites = 50_000
+    /// Decoded table items cached per generation (`GlobalTable.ItemCache`).
+    public var tableCacheItems = 16_384
     /// Stream puts waiting for their commit, per partition, before new ones are refused.
     public var maxPendingPuts = 10_000
     /// Streams, for the benchmark's comparison: a put forwarded by a replica is answered only
@@ -158,7 +160,9 @@ public final class Node {
         keyring = try Node.loadKeyring(config, dataDir)
         apiTokens = try config.apiTokensPath.map { try APITokens.load(path: $0) }
         store = try LMDBStore(path: config.dataDir)
-        tables = try Tables(store: store, loop: loop, peerID: try SocketAddress(config.bind).description)
+        var replication = Tables.Replication()
+        replication.core.cachedItems = config.tableCacheItems
+        tables = try Tables(store: store, loop: loop, peerID: try SocketAddress(config.bind).description, replication: replication)
         tables.maxQueuedWrites = config.maxQueuedWrites
         routes = Routes(
             tables: tables, loop: loop, selfName: config.name, selfRegion: config.region, returning: incarnation > 1,

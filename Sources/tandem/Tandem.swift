@@ -61,6 +61,10 @@ struct NodeCommand: ParsableCommand {
     var requestTimeout: Double = 10
     @Option(name: .customLong("max-client-connections"), help: "HTTP connections one client IP may hold (default 256; more get 429).")
     var maxClientConnections: Int = 256
+    @Option(
+        name: .customLong("table-cache-items"),
+        help: "Decoded table items kept in memory per cache generation (at most twice this many; default 16384, 0 = none).")
+    var tableCacheItems: Int = 16_384
     @Option(name: .customLong("stream-hour-ms"), help: .hidden) var streamHourMs: UInt64 = 3_600_000
     @Option(name: .customLong("stream-segment-bytes"), help: .hidden) var streamSegmentBytes: Int = 64 << 20
     @Option(name: .customLong("max-queued-writes"), help: .hidden) var maxQueuedWrites: Int = 50_000
@@ -80,6 +84,7 @@ struct NodeCommand: ParsableCommand {
             throw ValidationError("--stream-hour-ms ≥ 100, --stream-segment-bytes ≥ 1024")
         }
         guard maxClientConnections >= 1 else { throw ValidationError("--max-client-connections must be at least 1") }
+        guard (0...10_000_000).contains(tableCacheItems) else { throw ValidationError("--table-cache-items must be 0 to 10000000") }
         if let holdDown, !(0...3600).contains(holdDown) { throw ValidationError("--hold-down must be 0 to 3600 seconds") }
         guard !bind.hasPrefix("0.0.0.0") else {
             throw ValidationError("--bind must be the address other nodes reach this one at, not 0.0.0.0")
@@ -106,6 +111,7 @@ struct NodeCommand: ParsableCommand {
         config.httpLimits.headerTimeout = .milliseconds(Int64(requestTimeout * 1000))
         config.httpLimits.bodyTimeout = max(config.httpLimits.bodyTimeout, config.httpLimits.headerTimeout)
         config.httpLimits.maxConnectionsPerClient = maxClientConnections
+        config.tableCacheItems = tableCacheItems
         config.streamHourMs = streamHourMs
         config.streamSegmentBytes = streamSegmentBytes
         config.maxQueuedWrites = maxQueuedWrites

@@ -275,6 +275,9 @@ extension Node {
         out.add(
             "tandem_table_store_read_failures_total", .counter, "Reads of the item store that failed (that work not done).",
             t.storeReadFailures)
+        out.add("tandem_table_cache_items", .gauge, "Decoded items in the table cache.", tables.core.cache.count)
+        out.add("tandem_table_cache_hits_total", .counter, "Item reads served by the table cache.", tables.core.cache.hits)
+        out.add("tandem_table_cache_misses_total", .counter, "Item reads that went to LMDB.", tables.core.cache.misses)
         out.add(
             "tandem_table_pending_items", .gauge,
             "Items with a change not yet durable (all memory holds of tables besides their summaries).",
