@@ -12,6 +12,8 @@ public struct TableBenchmark {
         public var partitionSeconds = 60
         public var only: String?
         public var keyring: String?
+        /// Distinct items the scale part writes, in windows of `seconds`.
+        public var scaleItems = 1_000_000
 
         public init() {}
     }
@@ -28,6 +30,86 @@ public struct TableBenchmark {
         if parts.contains("lag") { try lag() }
         if parts.contains("repair") { try repair() }
         if parts.contains("gossip") { try gossip() }
+        if parts.contains("scale") { try scale() }
+    }
+
+    /// Size costs nothing: distinct items written in windows of `seconds` until `scaleItems`,
+    /// each window's PUT rate against the first's; the node's resident memory (anonymous, and
+    /// LMDB's file pages, which the kernel reclaims), the data dir against the raw data, and a
+    /// restart to serving at that size.
+    func scale() throws {
+        let cluster = try start(1)
+        defer { cluster.kill9(0) }
+        let api = cluster.nodes[0].api
+        var written = 0, errors = 0
+        var rates: [Double] = []
+        var p99s: [Double] = []
+        print("• one node, \(options.connections) clients, distinct \(TableBenchmark.itemBytes)-byte items, \(options.seconds) s windows:")
+        while written < options.scaleItems {
+            let r = try LoadGenerator(target: api) {
+                written += 1
+                return ("PUT", "/v1/tables/bench/items/s\(written)", TableBenchmark.item(written))
+            }.run(connections: options.connections, duration: .seconds(Int64(options.seconds)), maxRequests: options.scaleItems - written)
+            errors += r.errors
+            rates.append(r.perSecond)
+            p99s.append(r.percentile(0.99))
+            let memory = cluster.nodes[0].pid.flatMap(TableBenchmark.residentKB)
+            print(
+                String(
+                    format: "    %9d items: %6.0f PUT/s, p99 %5.2f ms, errors %d; resident %@; data dir %@", written, r.perSecond,
+                    r.percentile(0.99), r.errors,
+                    memory.map { String(format: "%.0f MB anonymous + %.0f MB file", $0.anon / 1e3, $0.file / 1e3) } ?? "not read",
+                    TableBenchmark.diskMB(cluster.nodes[0].dataDir).map { String(format: "%.0f MB", $0) } ?? "not read"))
+            fflush(nil)
+        }
+        let rawMB = Double(written * TableBenchmark.itemBytes) / 1e6
+        let diskMB = TableBenchmark.diskMB(cluster.nodes[0].dataDir)
+        let anonMB = cluster.nodes[0].pid.flatMap(TableBenchmark.residentKB).map { $0.anon / 1e3 }
+        // Restart: stopped cleanly, then started on its data dir; time to /v1/health.
+        _ = cluster.terminate(0)
+        let began = Date()
+        try cluster.start(0)
+        let up = eventually(timeout: .seconds(120)) {
+            (try? HTTPClient.request("GET", api, "/v1/health", timeout: .seconds(1)))?.status == 200
+        }
+        let restart = Date().timeIntervalSince(began)
+        let afterKB = cluster.nodes[0].pid.flatMap(TableBenchmark.residentKB)
+        let keep = (rates.last ?? 0) / max(rates.first ?? 1, 1)
+        print(String(format: "    last window %.0f%% of the first", keep * 100))
+        print("    target ≥ 90 %: \(verdict(keep >= 0.9, errors: errors, samples: rates.count, need: 2))")
+        print(String(format: "    resident at %d items: %@ anonymous", written, anonMB.map { String(format: "%.0f MB", $0) } ?? "not read"))
+        print("    target ≤ 500 MB: \(verdict((anonMB ?? .infinity) <= 500, errors: errors + (anonMB == nil ? 1 : 0), samples: 1))")
+        print(
+            String(
+                format: "    data dir %@ for %.0f MB of items (%@)", diskMB.map { String(format: "%.0f MB", $0) } ?? "not read", rawMB,
+                diskMB.map { String(format: "%.2f×", $0 / rawMB) } ?? "?"))
+        print("    target ≤ 2×: \(verdict((diskMB ?? .infinity) <= 2 * rawMB, errors: errors + (diskMB == nil ? 1 : 0), samples: 1))")
+        print(
+            String(
+                format: "    restart to serving: %@; resident after %@", up ? String(format: "%.2f s", restart) : "did not answer in 120 s",
+                afterKB.map { String(format: "%.0f MB", ($0.anon + $0.file) / 1e3) } ?? "not read"))
+        print("    target ≤ 2 s: \(verdict(up && restart <= 2, errors: errors, samples: 1))\n")
+    }
+
+    /// Resident kB of a process, anonymous and file-backed (/proc/PID/status).
+    static func residentKB(_ pid: pid_t) -> (anon: Double, file: Double)? {
+        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }
+        func field(_ name: String) -> Double? {
+            status.split(separator: "\n").first { $0.hasPrefix(name) }.flatMap { Double($0.split(separator: " ").dropFirst().first ?? "") }
+        }
+        guard let anon = field("RssAnon:"), let file = field("RssFile:") else { return nil }
+        return (anon, file)
+    }
+
+    /// MB a directory's files take on disk (allocated blocks, as `du` counts).
+    static func diskMB(_ path: String) -> Double? {
+        guard let files = FileManager.default.enumerator(atPath: path) else { return nil }
+        var bytes = 0.0
+        for case let f as String in files {
+            var st = stat()
+            if stat(path + "/" + f, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG { bytes += Double(st.st_blocks) * 512 }
+        }
+        return bytes / 1e6
     }
 
     /// Traffic and node CPU over a phase: gossip and peer bytes out, all nodes together.

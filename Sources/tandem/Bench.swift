@@ -117,8 +117,10 @@ struct TableBench: ParsableCommand {
     @Option(help: "Seconds per throughput phase.") var seconds = TableBenchmark.Options().seconds
     @Option(help: "Keep-alive client connections.") var connections = TableBenchmark.Options().connections
     @Option(help: "Seconds of partition in the repair test.") var partitionSeconds = TableBenchmark.Options().partitionSeconds
-    @Option(help: "Comma-separated parts: throughput, lag, repair, gossip (default all).") var only: String?
+    @Option(help: "Comma-separated parts: throughput, lag, repair, gossip, scale (default all but scale).") var only: String?
     @Option(help: "Run every node with --keyring FILE (to measure the cost of encryption).") var keyring: String?
+    @Option(name: .customLong("scale-items"), help: "Distinct items the scale part writes (default 1,000,000).")
+    var scaleItems = TableBenchmark.Options().scaleItems
 
     func run() throws {
         var o = TableBenchmark.Options()
@@ -127,6 +129,7 @@ struct TableBench: ParsableCommand {
         o.partitionSeconds = partitionSeconds
         o.only = only
         o.keyring = keyring
+        o.scaleItems = scaleItems
         try TableBenchmark(o).run()
     }
 }
