@@ -72,6 +72,8 @@ final class ContactCenter: @unchecked Sendable {
     var probeContacts: [String] = []
     /// Prober requests that failed or were not answered 200, by the node asked.
     var probeErrors: [Int] = []
+    /// Each failed probe to a live region: when, which node, what came back (or the error).
+    var probeFailures: [(at: Date, node: Int, what: String)] = []
     var counterAcked: [String: Int] = [:]  // queue → acknowledged `offered` increments
     var counterUnknown: [String: Int] = [:]
     var recordsAcked: [String: Set<String>] = [:]  // stream → payload ids acknowledged
@@ -222,12 +224,24 @@ final class ContactCenter: @unchecked Sendable {
                 while !isStopping {
                     for i in regions.indices where alive(i) {
                         for c in probeContacts {
-                            if let r = call("GET", i, "/v1/route?contact=\(c)&edge=london", timeout: .milliseconds(300)), r.status == 200,
-                                let j = try? JSON.parse(r.body), let region = j["region"]?.stringValue
+                            let sent = Date()
+                            let answer = Result {
+                                try HTTPClient.request("GET", api(i), "/v1/route?contact=\(c)&edge=london", timeout: .milliseconds(300))
+                            }
+                            if case .success(let r) = answer, r.status == 200, let j = try? JSON.parse(r.body),
+                                let region = j["region"]?.stringValue
                             {
                                 lock.withLock { probes.append((Date(), i, region)) }
                             } else {
-                                lock.withLock { probeErrors.append(i) }
+                                let what: String
+                                switch answer {
+                                case .success(let r): what = "\(r.status) \(r.text.prefix(120))"
+                                case .failure(let e): what = "\(e) after \(Int(Date().timeIntervalSince(sent) * 1000)) ms"
+                                }
+                                lock.withLock {
+                                    probeErrors.append(i)
+                                    probeFailures.append((sent, i, what))
+                                }
                             }
                         }
                     }
@@ -368,6 +382,12 @@ final class ContactCenter: @unchecked Sendable {
             "  requests that failed: \(survivorErrors) to the live regions (prober \(probeErrors.filter { $0 != victim }.count), callers \(routeErrors.filter { $0 != victim }.count)); \(probeErrors.count + routeErrors.count - survivorErrors) to \(dead) (expected while it is down)"
         )
         if survivorErrors > 0 { failures.append("\(survivorErrors) requests to live regions failed (the figures leave them out)") }
+        for f in lock.withLock({ probeFailures }).filter({ $0.node != victim }).prefix(5) {
+            print(
+                String(
+                    format: "    probe to %@ failed %+.3f s from the kill: %@", cluster.nodes[f.node].name, f.at.timeIntervalSince(kill),
+                    f.what))
+        }
         // Failover: from the kill until the last answer, from any survivor, that still named the
         // dead region (the prober asks every live node 100 times a second about contacts that
         // region took before the kill). With no such answer the failover was not seen: it is
