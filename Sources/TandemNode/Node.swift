@@ -255,6 +255,10 @@ public final class Node {
             return [(self.config.name, self.config.region, self.membership.leaving ? .left : .alive, self.config.role == .witness)]
                 + self.membership.members.values.map { ($0.name, $0.state.meta.region, $0.status, $0.state.meta.role == .witness) }
         }
+        routes.viewReady = { [weak self] in
+            guard let self else { return false }
+            return self.membership.isSynced(now: self.loop.now)
+        }
         routes.rttEstimate = { [weak self] name in
             guard let self else { return nil }
             return self.membership.members[name]?.coordinate.map { self.membership.vivaldi.coordinate.distance(to: $0) }

@@ -168,3 +168,35 @@ import Testing
         #expect(d.node.members["c"]?.status == .alive)
     }
 }
+
+/// Whether a node's view may be acted on (routes are refused until it is).
+@Suite struct SyncedViewTests {
+    @Test func aNewNodeWithNoSeedIsSyncedAtOnce() {
+        let a = makeNode("a")
+        #expect(a.isSynced(now: t0))
+    }
+
+    @Test func aJoiningNodeIsSyncedOnlyOnceItsJoinAnswered() {
+        var a = makeNode("a")
+        _ = a.join(seeds: [addr("b")], now: t0)
+        #expect(!a.isSynced(now: t0 + ms(100)))
+        let view = PushPullMessage(join: false, senderName: "b", states: [memberState("b")])
+        _ = a.onPushPullResponse(view, from: addr("b"), join: true, now: t0 + ms(100))
+        #expect(a.isSynced(now: t0 + ms(100)))
+    }
+
+    /// A restarted node (a higher incarnation from its data dir) with no seed to join through
+    /// knows only whoever speaks to it, until a peer's whole view reaches it.
+    @Test func aReturningNodeWaitsForAWholeView() {
+        var a = makeNode("a", incarnation: 3)
+        #expect(!a.isSynced(now: t0))
+        _ = a.onPacket(Packet([.ping(seq: 1, target: "a"), .alive(memberState("b"))]), from: addr("b"), now: t0 + ms(10))
+        #expect(!a.isSynced(now: t0 + ms(10)), "one member's gossip is not the cluster's view")
+        let view = PushPullMessage(join: false, senderName: "b", states: [memberState("b"), memberState("c")])
+        _ = a.onPushPullRequest(view, from: addr("b"), now: t0 + ms(20))
+        #expect(a.isSynced(now: t0 + ms(20)))
+        // Alone: after a push-pull interval there is nobody to wait for.
+        let lone = makeNode("z", incarnation: 2)
+        #expect(lone.isSynced(now: t0 + MembershipSettings.lan.pushPullInterval))
+    }
+}

@@ -55,6 +55,10 @@ extension Routes {
             return .error(400, "invalid_argument", "contact (the contact id) is required: /v1/route?contact=ID&edge=E")
         }
         let edge = query["edge"].flatMap { $0.isEmpty ? nil : $0 }
+        guard viewReady() else {
+            stats.errors += 1
+            return .error(503, "not_ready", "this node has just started and has not yet synced its membership view; ask another node")
+        }
         do {
             let d = try current.decide(contact: contact, edge: edge)
             stats.decisions += 1

@@ -69,6 +69,9 @@ final class Routes {
     private var instanceHealthy = true
     /// This node's Vivaldi estimate of the RTT to a member (nil: no coordinate yet).
     var rttEstimate: (String) -> Duration? = { _ in nil }
+    /// False while this node's membership view is not yet the cluster's (just restarted, not yet
+    /// synced with a peer): routes are then refused (503) rather than decided from a partial view.
+    var viewReady: () -> Bool = { true }
     private let selfRegion: String
     private var rttPublisher: RTTPublisher
     private let rttTimer: LoopTimer
