@@ -85,7 +85,10 @@ final class CheckRun: @unchecked Sendable {
     var stream: String { "check-\(run)" }
     /// Route answers (prober at 100 Hz on every node) and the fault timeline they are judged by.
     /// `contact` indexes `probeContacts`.
-    struct Answer { var at: Date; var node: Int; var contact: Int; var region: String }
+    /// A route answer, with the fingerprint of the route table it came from: answers that differ
+    /// from equal tables cannot be; from different tables, the inputs differ (a stale `_routing`,
+    /// a hold-down running on one node only).
+    struct Answer { var at: Date; var node: Int; var contact: Int; var region: String; var table = "" }
     var answers: [Answer] = []
     /// Contacts the prober asks about, two homed in each region when the run starts, so that
     /// every region's failover shows in the answers.
@@ -229,11 +232,13 @@ final class CheckRun: @unchecked Sendable {
                             if wait > 0 { usleep(UInt32(wait * 1e6)) }
                             let c = k % probeContacts.count
                             let r = try? session?.request("GET", "/v1/route?contact=\(probeContacts[c])", timeout: .milliseconds(200))
-                            let region = r.flatMap { $0.status == 200 ? (try? JSON.parse($0.body))?["region"]?.stringValue : nil }
+                            let j = r.flatMap { $0.status == 200 ? try? JSON.parse($0.body) : nil }
+                            let region = j?["region"]?.stringValue
                             lock.withLock {
                                 probeStats[node].sent += 1
                                 if let region {
-                                    answers.append(Answer(at: Date(), node: node, contact: c, region: region))
+                                    answers.append(
+                                        Answer(at: Date(), node: node, contact: c, region: region, table: j?["table"]?.stringValue ?? "?"))
                                 } else {
                                     probeStats[node].failed += 1
                                 }

@@ -217,7 +217,8 @@ extension CheckRun {
     }
 
     /// A broken agreement, named: the change it followed, which nodes answered what for which
-    /// contacts in the last disagreeing 100 ms, and every node's membership view then.
+    /// contacts in the last disagreeing 100 ms (with the route table fingerprint each answer came
+    /// from), and every node's membership view then.
     func describeDisagreement(
         change: (at: Date, fault: String, undo: Bool), at: Date, bucket: [Answer], lasted: Double, samples: [MembershipSample]
     ) -> String {
@@ -228,7 +229,7 @@ extension CheckRun {
         for (contact, group) in Dictionary(grouping: bucket, by: \.contact).sorted(by: { $0.key < $1.key })
         where Set(group.map(\.region)).count > 1 {
             let byNode = Dictionary(grouping: group, by: \.node).sorted { $0.key < $1.key }.map { node, a in
-                "\(regions[node]) → \(Set(a.map(\.region)).sorted().joined(separator: "/"))"
+                "\(regions[node]) → \(Set(a.map(\.region)).sorted().joined(separator: "/")) (table \(Set(a.map(\.table)).sorted().joined(separator: "/")))"
             }
             out += "          contact \(probeContacts[contact]): \(byNode.joined(separator: ", "))\n"
         }
