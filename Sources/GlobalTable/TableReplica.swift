@@ -91,7 +91,7 @@ public struct TableReplica {
         let store = self.store, id = self.id
         return Walk(
             fetch: { last throws(TandemError) in
-                try store.keys(id, from: last.map { .after($0) } ?? start, descending: descending, limit: 256)
+                try store.keys(id, from: last.map { .after($0) } ?? start, descending: descending, limit: Walk<ItemKey>.page)
             },
             pending: descending
                 ? pendingOrder.descending(fromLastBefore: { !start.admits($0, descending: true) })
@@ -118,7 +118,7 @@ public struct TableReplica {
     public func scanKeys(after: ScanKey?) -> Walk<ScanKey> {
         let store = self.store, id = self.id
         return Walk(
-            fetch: { last throws(TandemError) in try store.scanKeys(id, after: last ?? after, limit: 256) },
+            fetch: { last throws(TandemError) in try store.scanKeys(id, after: last ?? after, limit: Walk<ScanKey>.page) },
             pending: pendingScan.ascending(after: after), descending: false,
             gone: { [pending] in pending[$0.key] != nil && pending[$0.key]!.state == nil })
     }
@@ -271,13 +271,17 @@ public struct TableReplica {
         pendingOrder = SortedList()
         pendingScan = SortedList()
         touched = []
+        // The store's summary, not `durableSummary`: a replica put back by a failed catalog
+        // change may have been replaced while a commit of its own succeeded, which it never
+        // heard of. `durableSummary` only if the store cannot be read.
         summary = (try? store.summary(id) ?? TableSummary()) ?? durableSummary
     }
 }
 
 /// Keys from the store merged with pending ones, in order (or its reverse), each once; keys
-/// whose pending change removes them are skipped. The store is read 256 keys at a time.
+/// whose pending change removes them are skipped. The store is read `page` keys at a time.
 public struct Walk<K: Comparable> {
+    static var page: Int { 256 }
     private let fetch: (K?) throws(TandemError) -> [K]
     private var pending: AnyIterator<K>
     private var nextPending: K?
@@ -302,7 +306,7 @@ public struct Walk<K: Comparable> {
                 buffer = try fetch(lastFetched)
                 index = 0
                 lastFetched = buffer.last ?? lastFetched
-                storeDone = buffer.count < 256
+                storeDone = buffer.count < Walk.page
             }
             let fromStore = index < buffer.count ? buffer[index] : nil
             var k: K
