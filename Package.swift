@@ -29,6 +29,9 @@ let package = Package(
         .target(name: "GlobalTable", dependencies: ["TandemCore"], swiftSettings: fast),
         .target(name: "StreamLog", dependencies: ["TandemCore"], swiftSettings: fast),
         .target(name: "Routing", dependencies: ["TandemCore"], swiftSettings: fast),
+        // Stream processors (the Lambda role): the per-partition consumer core, filters, the
+        // Lambda event and response formats.
+        .target(name: "Processing", dependencies: ["TandemCore"], swiftSettings: fast),
         .target(name: "Simulation", dependencies: ["TandemCore", "Membership", "GlobalTable", "StreamLog"]),
 
         // The libuv shell, in rooms (docs/ARCHITECTURE.md): transport (event loop, TCP, HTTP, peer
@@ -47,7 +50,7 @@ let package = Package(
         .target(
             name: "TandemNode",
             dependencies: [
-                "TandemCore", "Membership", "GlobalTable", "StreamLog", "Routing", "Transport", "Storage", "CSodium",
+                "TandemCore", "Membership", "GlobalTable", "StreamLog", "Routing", "Processing", "Transport", "Storage", "CSodium",
                 .product(name: "Logging", package: "swift-log")
             ],
             swiftSettings: fast
@@ -74,6 +77,7 @@ let package = Package(
         .testTarget(name: "GlobalTableTests", dependencies: ["GlobalTable", "TandemCore"]),
         .testTarget(name: "RoutingTests", dependencies: ["Routing", "Simulation", "Membership", "TandemCore"]),
         .testTarget(name: "StreamLogTests", dependencies: ["StreamLog", "TandemCore"]),
+        .testTarget(name: "ProcessingTests", dependencies: ["Processing", "TandemCore"]),
         .testTarget(name: "SimulationTests", dependencies: ["Simulation", "Membership", "GlobalTable", "StreamLog", "TandemCore"]),
         .testTarget(
             name: "NodeTests",
