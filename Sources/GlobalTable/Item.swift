@@ -122,7 +122,13 @@ public struct ItemState: Hashable, Sendable {
 
     /// Adds `amount` (may be negative) to a number; nil if the value there is not a number or
     /// the sum would leave DynamoDB's range. Nothing there counts from zero.
-    public mutating func add(_ path: DocumentPath, _ amount: DecimalNumber, at t: HLC) -> ItemState? {
+    ///
+    /// The running total is this node's (`t.node`) unless a `slot` is named: a writer that is
+    /// not a node but a role that moves between nodes — a stream processor's consumer of one
+    /// partition. Its totals only grow and merge by max, so a new owner that replays records
+    /// from an older state reaches the same totals at the same record and never counts one twice
+    /// (issue 16's materialized counters).
+    public mutating func add(_ path: DocumentPath, _ amount: DecimalNumber, at t: HLC, slot: UInt64? = nil) -> ItemState? {
         let base = (attributes[path.attribute] ?? AttributeState()).base(at: path.keys, after: marker)
         var counter: Counter
         switch base.value {
@@ -140,7 +146,7 @@ public struct ItemState: Hashable, Sendable {
         default:
             return nil
         }
-        guard counter.add(amount, node: t.node, at: t), counter.value(after: marker) != nil else { return nil }
+        guard counter.add(amount, node: slot ?? t.node, at: t), counter.value(after: marker) != nil else { return nil }
         return write(path, AttributeState(counter: counter))
     }
 

@@ -77,6 +77,9 @@ public enum DeliveryOutcome: Sendable, Equatable {
     /// Everything before `lowestFailed` succeeded; it and the rest are to be retried.
     case partialFailure(lowestFailed: UInt64)
     case failure(String)
+    /// A built-in target can never apply this record (its data lacks the key the target
+    /// needs): everything before it succeeded, it is dead-lettered at once, the rest goes on.
+    case rejected(sequence: UInt64, reason: String)
 }
 
 /// A batch on its way to the target. `attempt` counts from 1 for the records' first delivery.
@@ -92,6 +95,7 @@ public struct DeadLetter: Sendable, Equatable {
     public enum Condition: String, Sendable {
         case retryAttemptsExhausted = "RetryAttemptsExhausted"
         case recordAgeExceeded = "RecordAgeExceeded"
+        case rejected = "Rejected"
     }
 
     public var id: UInt64
@@ -129,6 +133,8 @@ public final class PartitionConsumer {
     private var nextID: UInt64 = 1
     private var random: SeededGenerator
     private var stopping = false
+    /// Dead letters decided by an answer (`rejected`), handed out by the next `ready`.
+    private var rejectedLetters: [DeadLetter] = []
 
     /// Records not yet handed out, as one run in sequence order, plus what failed.
     private struct Segment {
@@ -223,6 +229,22 @@ public final class PartitionConsumer {
                 records: Array(segment.records[split...]), attempts: segment.attempts + 1,
                 lastError: "the function reported record \(SequenceText.format(lowest)) failed", lowestNamed: true)
             retry(l, failed, now: now)
+        case .rejected(let sequence, let reason):
+            let split = segment.records.firstIndex { $0.sequence >= sequence } ?? segment.records.count
+            delivered += split
+            guard split < segment.records.count else { break }
+            var rest = Array(segment.records[(split + 1)...])
+            let given = Segment(records: [segment.records[split]], attempts: segment.attempts + 1, lastError: reason, lowestNamed: true)
+            if !rest.isEmpty {
+                lanes[l].retrying.insert(Segment(records: rest, attempts: 0, lastError: "", lowestNamed: false), at: 0)
+                lanes[l].retryAt = now
+                rest = []
+            }
+            lanes[l].deadLettering = (newID(), given)
+            rejectedLetters.append(
+                DeadLetter(
+                    id: lanes[l].deadLettering!.id, lane: l, records: given.records, attempts: given.attempts, lastError: reason,
+                    condition: .rejected))
         case .failure(let error):
             if settings.bisectOnError && segment.records.count > 1 {
                 // Halves go back in order; a split is not a retry (Lambda's rule too).
@@ -270,7 +292,8 @@ public final class PartitionConsumer {
     /// What to do now: deliveries and dead letters due, a fetch if there is room, the checkpoint
     /// if it moved.
     public func ready(now: Instant, wallMs: UInt64) -> [ConsumerDirective] {
-        var out: [ConsumerDirective] = []
+        var out: [ConsumerDirective] = rejectedLetters.map { .deadLetter($0) }
+        rejectedLetters = []
         if !stopping {
             for l in lanes.indices where !lanes[l].busy {
                 if let d = dispatch(l, now: now, wallMs: wallMs) { out.append(d) }

@@ -44,7 +44,7 @@ final class ConsumerHarness {
                 let outcome = policy(b)
                 switch outcome {
                 case .success: succeeded += b.records
-                case .partialFailure(let lowest): succeeded += b.records.filter { $0.sequence < lowest }
+                case .partialFailure(let lowest), .rejected(let lowest, _): succeeded += b.records.filter { $0.sequence < lowest }
                 case .failure: break
                 }
                 consumer.finished(batch: b.id, outcome, now: now)
@@ -294,7 +294,7 @@ final class ConsumerHarness {
                 let ok = b.records.filter { r in
                     switch outcome {
                     case .success: true
-                    case .partialFailure(let low): r.sequence < low
+                    case .partialFailure(let low), .rejected(let low, _): r.sequence < low
                     case .failure: false
                     }
                 }
@@ -343,5 +343,27 @@ final class ConsumerHarness {
         #expect(stored == UInt64(log.count), "seed \(seed): every record done")
         #expect(done.count == log.count)
         #expect(firstSuccess.values.allSatisfy { $0 == $0.sorted() }, "seed \(seed): a key's records succeed in order")
+    }
+}
+
+@Suite struct RejectedRecordTests {
+    @Test func aRejectedRecordIsDeadLetteredAtOnceAndTheRestGoesOn() {
+        let h = ConsumerHarness(settings: ConsumerSettings(batchSize: 10), records: 10)
+        let bad = h.log[4].sequence
+        var rejectedOnce = false
+        h.policy = { b in
+            if !rejectedOnce, b.records.contains(where: { $0.sequence == bad }) {
+                rejectedOnce = true
+                return .rejected(sequence: bad, reason: "no key")
+            }
+            return .success
+        }
+        h.run()
+        #expect(h.letters.map { $0.records.map(\.sequence) } == [[bad]])
+        #expect(h.letters.first?.condition == .rejected)
+        #expect(h.letters.first?.lastError == "no key")
+        #expect(h.succeeded.map(\.sequence) == h.log.map(\.sequence).filter { $0 != bad })
+        #expect(h.deliveries.count == 2, "the rest goes again at once, without a backoff")
+        #expect(h.stored == h.log.last!.sequence)
     }
 }
