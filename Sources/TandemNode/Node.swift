@@ -76,6 +76,7 @@ public final class Node {
     let tables: Tables
     let streams: Streams
     let routes: Routes
+    let processors: Processors
     let dynamo: DynamoAPI
     let kinesis: KinesisAPI
     private let peerServer: TCPServer
@@ -176,6 +177,10 @@ public final class Node {
             profile: config.profileName, dataDir: config.dataDir, tables: tables, peers: peers,
             hourMs: config.streamHourMs, segmentBytes: config.streamSegmentBytes,
             replicasAnswerForwardedPuts: !config.streamLeaderAnswersOnly)
+        processors = Processors(loop: loop, tables: tables, streams: streams, logger: logger)
+        processors.region = config.region
+        processors.selfName = config.name
+        processors.events.selfName = config.name
         dynamo = DynamoAPI(tables: tables)
         streams.maxPendingPuts = config.maxPendingPuts
         kinesis = KinesisAPI(streams: streams)
@@ -218,7 +223,9 @@ public final class Node {
                 return self.aws(target, request, respond)
             }
             if let denial = self.apiTokens?.check(request) { return respond(denial) }
-            if !self.routes.route(request, respond) && !self.tables.route(request, respond) && !self.streams.route(request, respond) {
+            if !self.routes.route(request, respond) && !self.tables.route(request, respond) && !self.streams.route(request, respond)
+                && !self.processors.route(request, respond)
+            {
                 respond(self.route(request))
             }
         }
@@ -263,7 +270,16 @@ public final class Node {
             guard let self else { return nil }
             return self.membership.members[name]?.coordinate.map { self.membership.vivaldi.coordinate.distance(to: $0) }
         }
+        routes.onChange = { [weak self] old, new in self?.processors.events.routeChanged(from: old, to: new) }
+        routes.onInstanceHealth = { [weak self] healthy in
+            guard let self else { return }
+            self.processors.events.emit(
+                "instance.health",
+                [("node", .string(self.config.name)), ("region", .string(self.config.region)), ("healthy", .bool(healthy))],
+                everyNode: true)
+        }
         routes.start()
+        processors.start()
         watchParent()
         for sig in [SIGINT, SIGTERM] {
             signals.append(SignalWatcher(loop: loop, signal: sig) { [weak self] in self?.shutdown() })
@@ -467,6 +483,12 @@ public final class Node {
                 tables.syncMembers()
                 tables.markBusy()
                 routes.refresh()
+                processors.events.emit(
+                    "member.\(state.status)",
+                    [
+                        ("member", .string(state.name)), ("region", .string(state.meta.region)), ("address", .string(state.address)),
+                        ("incarnation", .number("\(state.incarnation)")), ("was", previous.map { .string("\($0)") } ?? .null)
+                    ])
                 logger.info(
                     "member \(state.status)",
                     metadata: [
@@ -512,6 +534,7 @@ public final class Node {
         logger.info("leaving cluster", metadata: ["name": "\(config.name)"])
         apply(membership.leave(now: loop.now))
         streams.shutdown()
+        processors.shutdown()
         let timer = LoopTimer(loop: loop)
         shutdownTimer = timer
         timer.start(after: config.settings.leaveGrace) { [weak self] in self?.loop.stop() }

@@ -39,6 +39,9 @@ public final class LoopHTTPClient {
     public var maxIdlePerTarget = 16
     private let loop: EventLoop
     private var idle: [String: [TCPConnection]] = [:]
+    /// Calls in progress, held here until they finish (their callbacks hold them weakly).
+    private var calls: [ObjectIdentifier: Call] = [:]
+    public var inProgress: Int { calls.count }
     /// Connections opened, and calls that reused one (figures for `/metrics`).
     public private(set) var opened = 0
     public private(set) var reused = 0
@@ -55,6 +58,7 @@ public final class LoopHTTPClient {
         head += "Content-Length: \(body.count)\r\n\r\n"
         let request = Array(head.utf8) + body
         let call = Call(client: self, target: target, done: done)
+        calls[ObjectIdentifier(call)] = call
         call.timer = LoopTimer(loop: loop)
         call.timer?.start(after: timeout) { [weak call] in call?.fail(TandemError(.unavailable, "no answer within \(timeout)")) }
         if var list = idle[target.address], let c = list.popLast() {
@@ -155,6 +159,7 @@ public final class LoopHTTPClient {
         private func finish(_ result: Result<Reply, TandemError>, keep: Bool) {
             guard let done else { return }
             self.done = nil
+            client?.calls[ObjectIdentifier(self)] = nil
             timer?.stop()
             timer = nil
             if let c = connection {

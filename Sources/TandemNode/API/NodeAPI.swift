@@ -309,6 +309,7 @@ extension Node {
         out.add("tandem_table_malformed_total", .counter, "Malformed table sync messages.", t.malformed)
         out.add("tandem_table_replication_lag_ms", "Write on its origin to applied here, in ms.", histograms: [([], tables.replicationLag)])
         streams.metrics(&out)
+        processors.metrics(&out)
         routes.metrics(&out)
         let dropped = shell.malformedPackets + p.malformedFrames + h.badRequests + t.malformed
         out.add("tandem_malformed_input_total", .counter, "All malformed input dropped (gossip, peer, HTTP).", dropped)

@@ -67,6 +67,10 @@ final class Routes {
     private var pollGeneration: UInt64 = 0
     private var pollFailures = 0
     private var instanceHealthy = true
+    /// Told when the table is replaced (not for the first table a node builds), and when this
+    /// node's contact-center instance turns healthy or unhealthy (`_events`).
+    var onChange: (_ old: RouteTable, _ new: RouteTable) -> Void = { _, _ in }
+    var onInstanceHealth: (_ healthy: Bool) -> Void = { _ in }
     /// This node's Vivaldi estimate of the RTT to a member (nil: no coordinate yet).
     var rttEstimate: (String) -> Duration? = { _ in nil }
     /// False while this node's membership view is not yet the cluster's (just restarted, not yet
@@ -146,7 +150,9 @@ final class Routes {
             if same == current.inputs && inputs.resolvedEdges == current.resolvedEdges { return }
         }
         let started = loop.now
+        let previous = current
         current = RouteTable(inputs)
+        if previous.inputs != RouteInputs() { onChange(previous, current) }
         stats.recomputes += 1
         stats.lastRecomputeMicros = (loop.now - started).milliseconds * 1000
     }
@@ -258,6 +264,7 @@ final class Routes {
         let next = ok ? true : (pollFailures >= settings.instanceHealthFailures ? false : instanceHealthy)
         let published = readConfig().healthy[selfName]
         guard next != instanceHealthy || published != next else { return }
+        if next != instanceHealthy { onInstanceHealth(next) }
         instanceHealthy = next
         write("health/\(selfName)", RoutingConfig.item(healthy: next)) { _ in }
     }

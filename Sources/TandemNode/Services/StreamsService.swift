@@ -121,8 +121,41 @@ extension Streams {
         _ done: @escaping (Result<(description: StreamDescription, created: Bool), StreamsError>) -> Void
     ) {
         do throws(StreamsError) {
-            try requireServing()
             try Streams.checkName(name)
+        } catch {
+            return done(.failure(error))
+        }
+        create(name, partitions: partitions, retentionHours: retentionHours, done)
+    }
+
+    /// Creates a stream of the node's own (`_events`, `_dlq.<processor>`): names starting with
+    /// `_`, which clients cannot create, read through the ordinary read API.
+    func createSystemStream(
+        _ name: String, partitions: Int, retentionHours: Int,
+        _ done: @escaping (Result<(description: StreamDescription, created: Bool), StreamsError>) -> Void
+    ) {
+        precondition(name.hasPrefix("_"))
+        create(name, partitions: partitions, retentionHours: retentionHours, done)
+    }
+
+    /// Whether this node leads partition `p` of `stream` and can propose to it now.
+    func leads(_ stream: String, _ p: Int) -> Bool {
+        guard let d = definitions[stream] else { return false }
+        return partitions[GroupID(stream: d.name, incarnation: d.incarnation, partition: p)]?.canPropose ?? false
+    }
+
+    /// This node's replica of partition `p` of `stream`, if it holds one.
+    func localPartition(_ stream: String, _ p: Int) -> StreamPartition? {
+        guard let d = definitions[stream] else { return nil }
+        return partitions[GroupID(stream: d.name, incarnation: d.incarnation, partition: p)]
+    }
+
+    private func create(
+        _ name: String, partitions: Int, retentionHours: Int,
+        _ done: @escaping (Result<(description: StreamDescription, created: Bool), StreamsError>) -> Void
+    ) {
+        do throws(StreamsError) {
+            try requireServing()
             guard Streams.partitionCounts.contains(partitions) else {
                 throw StreamsError(.badRequest, "partitions must be an integer in 1...256")
             }
