@@ -197,7 +197,12 @@ final class Processors {
             let t = tables.core.now(wallMs: Tables.wallMs())
             var delta = state.set(DocumentPath("paused"), .bool(s.paused), at: t)
             delta.merge(state.set(DocumentPath("redriveUntil"), .number(DecimalNumber(String(s.redriveUntil))!), at: t))
-            tables.commit([(Processors.table, key, delta)], done)
+            tables.commit([(Processors.table, key, delta)]) { [weak self] error in
+                // Carried out before the answer: a client that paused and then puts must not see
+                // the put delivered.
+                if error == nil { self?.reconcile() }
+                done(error)
+            }
         } catch {
             done(error)
         }
@@ -216,7 +221,10 @@ final class Processors {
                 guard var state = try tables.replicas[Processors.table]?.state(key) else { continue }
                 writes.append((Processors.table, key, state.delete(at: t)))
             }
-            tables.commit(writes, done)
+            tables.commit(writes) { [weak self] error in
+                if error == nil { self?.reconcile() }
+                done(error)
+            }
         } catch {
             done(error)
         }
