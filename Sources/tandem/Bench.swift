@@ -4,7 +4,9 @@ import TandemTools
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench", abstract: "Benchmarks that print figures next to their targets.",
-        subcommands: [MembershipBench.self, AwaitMembers.self, TableBench.self, StreamBench.self, RouteBench.self, AWSBench.self])
+        subcommands: [
+            MembershipBench.self, AwaitMembers.self, TableBench.self, StreamBench.self, RouteBench.self, AWSBench.self, ProcessorBench.self
+        ])
 }
 
 struct MembershipBench: ParsableCommand {
@@ -131,5 +133,23 @@ struct TableBench: ParsableCommand {
         o.keyring = keyring
         o.scaleItems = scaleItems
         try TableBenchmark(o).run()
+    }
+}
+
+struct ProcessorBench: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "processors")
+
+    @Option(help: "Records in the filled stream of the throughput and materialize runs.") var records = ProcessorBenchmark.Options().records
+    @Option(help: "Seconds of the 1,000 records/s latency run.") var latencySeconds = ProcessorBenchmark.Options().latencySeconds
+    @Option(help: "Leader kills in the resume run.") var resumeRuns = ProcessorBenchmark.Options().resumeRuns
+    @Option(help: "Comma-separated parts: throughput, latency, materialize, resume (default all).") var only: String?
+
+    func run() throws {
+        var o = ProcessorBenchmark.Options()
+        o.records = records
+        o.latencySeconds = latencySeconds
+        o.resumeRuns = resumeRuns
+        o.only = only
+        try ProcessorBenchmark(o).run()
     }
 }
