@@ -122,9 +122,9 @@ import Transport
                 && parts.reduce(0) { $0 + ($1["deadLettered"]?.intValue ?? 0) } == 2
         }
         #expect(caughtUp, "\(Self.call("GET", api, "/v1/processors/orders-fn")?.text ?? "")")
-        // `_events` said so.
+        // `_events` said so (a one-node cluster creates `_events` 15 s after it starts).
         #expect(
-            eventually(timeout: .seconds(10)) {
+            eventually(timeout: .seconds(30)) {
                 Self.records(api, "_events").filter { $0["type"]?.stringValue == "processor.deadLettered" }.count == 2
             })
         // Pause, put, nothing delivered; resume, delivered.
@@ -163,6 +163,7 @@ import Transport
             (#"{"source":{"stream":"s"},"maxBatchingWindowMs":300001,\#(target)}"#, "maxBatchingWindowMs"),
             (#"{"source":{"stream":"s"},"maxRecordAgeSeconds":59,\#(target)}"#, "maxRecordAgeSeconds"),
             (#"{"source":{"stream":"s"},"target":{"function":{"url":"ftp://x/"}}}"#, "target.function.url"),
+            (#"{"source":{"stream":"s"},"target":{"function":{"url":"https://x/"}}}"#, "target.function.url"),
             (#"{"source":{"stream":"s"},"filters":[{"data":{"n":[{"bogus":1}]}}],\#(target)}"#, "filters"),
             (#"{"source":{"stream":"s"},"filters":[{},{},{},{},{},{}],\#(target)}"#, "filters"),
             (#"{"source":{"stream":"s"},"source2":1,\#(target)}"#, "source2"),
@@ -315,7 +316,14 @@ import Transport
             })
         cluster.kill9(2)
         let heard = eventually(timeout: .seconds(20)) { fn.deliveries.contains { $0.data.contains("route.changed") } }
-        #expect(heard, "no route.changed event delivered")
+        let survivor = apis[0]
+        #expect(
+            heard,
+            """
+            no route.changed event delivered; _events: \(Self.records(survivor, "_events").map(\.serialized)); \
+            processor: \(Self.call("GET", survivor, "/v1/processors/failover")?.text ?? ""); \
+            stream: \(Self.call("GET", survivor, "/v1/streams/_events")?.text ?? "")
+            """)
         if let d = fn.deliveries.first(where: { $0.data.contains("route.changed") }), let j = try? JSON.parse(Array(d.data.utf8)),
             case .number(let t)? = j["time"], let changed = Double(t),
             let line = (try? String(contentsOfFile: fn.log, encoding: .utf8))?.split(separator: "\n").first(where: {

@@ -10,7 +10,7 @@ extension Processors {
     /// - `PUT /v1/processors/{name}` (the definition) → 201 created, 200 replaced
     /// - `GET /v1/processors/{name}` → the definition, `state`, `incarnation`, `redriveUntil`,
     ///   `deadLetterStream` and `partitions` [{partition, owner, checkpoint, iteratorAgeMs,
-    ///   inFlight, pending, retries, deadLettered, updatedAt}]
+    ///   inFlight, pending, retries, deadLettered, handlerP50Ms, handlerP99Ms, updatedAt}]
     /// - `POST /v1/processors/{name}/pause|resume|redrive`, `DELETE /v1/processors/{name}`
     func route(_ request: HTTPRequest, _ respond: @escaping (HTTPResponse) -> Void) -> Bool {
         let s = request.segments
@@ -111,13 +111,16 @@ extension Processors {
                 fields += [
                     ("iteratorAgeMs", .number("\(r.iteratorAgeMs)")), ("inFlight", .number("\(r.consumer.inFlight)")),
                     ("pending", .number("\(r.consumer.pending)")), ("retries", .number("\(r.retriesBase + r.consumer.retries)")),
-                    ("deadLettered", .number("\(r.deadLetteredBase + r.consumer.deadLettered)"))
+                    ("deadLettered", .number("\(r.deadLetteredBase + r.consumer.deadLettered)")),
+                    ("handlerP50Ms", .number(String(format: "%.3f", r.latencyPercentile(0.5)))),
+                    ("handlerP99Ms", .number(String(format: "%.3f", r.latencyPercentile(0.99))))
                 ]
             } else {
                 fields += [
                     ("iteratorAgeMs", .number("\(ps?.iteratorAgeMs ?? 0)")), ("inFlight", .number("\(ps?.inFlight ?? 0)")),
                     ("pending", .number("\(ps?.pending ?? 0)")), ("retries", .number("\(ps?.retries ?? 0)")),
-                    ("deadLettered", .number("\(ps?.deadLettered ?? 0)"))
+                    ("deadLettered", .number("\(ps?.deadLettered ?? 0)")), ("handlerP50Ms", .number(ps?.handlerP50Ms ?? "0")),
+                    ("handlerP99Ms", .number(ps?.handlerP99Ms ?? "0"))
                 ]
             }
             fields.append(("updatedAt", .number("\(ps?.updatedAt ?? 0)")))

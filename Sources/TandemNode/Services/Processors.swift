@@ -98,7 +98,7 @@ final class Processors {
 
     func shutdown() {
         timer.stop()
-        for r in runners.values { r.consumer.stop() }
+        for r in Array(runners.values) { stop(r, flush: true) }
     }
 
     // ==== ------------------------------------------------------------------------------------
@@ -140,6 +140,11 @@ final class Processors {
         let existing: Stored?
         do throws(TandemError) {
             guard streams.definitions[d.stream] != nil else { throw TandemError(.badRequest, "source.stream: no stream '\(d.stream)'") }
+            if case .function(let url, _) = d.target, LoopHTTPClient.Target(url: url) == nil {
+                // Accepted by the definition's rules, but this node has no TLS client yet (issue 19):
+                // refused now rather than failing every batch into the dead-letter stream.
+                throw TandemError(.badRequest, "target.function.url: https targets need TLS, which nodes do not have yet; use http")
+            }
             if case .forward(let to, _) = d.target, streams.definitions[to] == nil {
                 throw TandemError(.badRequest, "target.forward.stream: no stream '\(to)'")
             }
@@ -233,6 +238,8 @@ final class Processors {
     /// What is stored of a partition's consumer: checkpoint and the owner's last figures.
     struct PartitionState {
         var checkpoint: UInt64?
+        /// A checkpoint at least `settleDelay` old.
+        var settled: UInt64?
         var owner: String?
         var iteratorAgeMs: UInt64 = 0
         var inFlight = 0
@@ -240,6 +247,8 @@ final class Processors {
         var retries = 0
         var deadLettered = 0
         var updatedAt: UInt64 = 0
+        var handlerP50Ms = "0"
+        var handlerP99Ms = "0"
     }
 
     func partitionState(_ s: Stored, _ id: String) -> PartitionState? {
@@ -248,6 +257,7 @@ final class Processors {
         guard number("incarnation") == s.incarnation else { return nil }
         var p = PartitionState()
         p.checkpoint = number("checkpoint")
+        p.settled = number("settled")
         if case .string(let o)? = item["owner"] { p.owner = o }
         p.iteratorAgeMs = number("iteratorAgeMs") ?? 0
         p.inFlight = Int(number("inFlight") ?? 0)
@@ -255,6 +265,8 @@ final class Processors {
         p.retries = Int(number("retries") ?? 0)
         p.deadLettered = Int(number("deadLettered") ?? 0)
         p.updatedAt = number("updatedAt") ?? 0
+        if case .number(let n)? = item["handlerP50Ms"] { p.handlerP50Ms = n.description }
+        if case .number(let n)? = item["handlerP99Ms"] { p.handlerP99Ms = n.description }
         return p
     }
 
@@ -279,10 +291,12 @@ final class Processors {
                 wanted[RunnerKey(name: d.name, partition: -1)] = (s, dlq, 0)
             }
         }
+        let live = Set(all.map { "\($0.definition.name)/\($0.incarnation)" })
         for (key, r) in runners {
             let w = wanted[key]
             if w == nil || w!.0.incarnation != r.incarnation || w!.0.definition != r.definition || w!.0.redriveUntil != r.redriveUntil {
-                stop(r)
+                // A deleted processor's checkpoints are gone: writing one back would leave litter.
+                stop(r, flush: live.contains("\(key.name)/\(r.incarnation)"))
             }
         }
         for (key, w) in wanted.sorted(by: { $0.key < $1.key }) where runners[key] == nil {
@@ -291,12 +305,12 @@ final class Processors {
         for r in runners.values where !r.stopping { flushCheckpoint(r, force: false) }
     }
 
-    private func stop(_ r: Runner) {
+    private func stop(_ r: Runner, flush: Bool) {
         guard !r.stopping else { return }
+        if flush { flushCheckpoint(r, force: true) }
         r.stopping = true
         r.consumer.stop()
         r.timer.stop()
-        flushCheckpoint(r, force: true)
         runners[r.key] = nil
     }
 
@@ -305,7 +319,12 @@ final class Processors {
         let id = key.id
         let stored = partitionState(s, id)
         var checkpoint: UInt64
-        if let c = stored?.checkpoint {
+        if case .materialize = s.definition.target, let settled = stored?.settled {
+            // A materialize owner resumes from where the table writes had surely reached every
+            // replica: records in between are applied again only where this replica lacks them
+            // (see `settleDelay`).
+            checkpoint = settled
+        } else if let c = stored?.checkpoint {
             checkpoint = c
         } else if key.partition < 0 {
             checkpoint = part.raft.firstIndex - 1
@@ -326,6 +345,7 @@ final class Processors {
             key: key, stream: stream, partition: p, stored: s, filters: filters,
             consumer: PartitionConsumer(settings: settings, checkpoint: checkpoint, seed: UInt64.random(in: 1 ... .max)),
             timer: LoopTimer(loop: loop))
+        r.startedAt = checkpoint
         r.retriesBase = stored?.retries ?? 0
         r.deadLetteredBase = stored?.deadLettered ?? 0
         runners[key] = r
@@ -407,7 +427,9 @@ final class Processors {
         let finish: (DeliveryOutcome) -> Void = { [weak self, weak r] outcome in
             guard let self, let r else { return }
             var st = self.stats[r.key.name, default: Stats()]
-            st.handlerMs.record((self.loop.now - started).milliseconds)
+            let ms = (self.loop.now - started).milliseconds
+            st.handlerMs.record(ms)
+            r.recordLatency(ms)
             switch outcome {
             case .success:
                 st.batchesDelivered += 1
@@ -620,11 +642,14 @@ final class Processors {
         let values: [String: AttributeValue] = [
             "id": .string(r.key.id), "incarnation": .number(DecimalNumber(String(r.incarnation))!),
             "checkpoint": .number(DecimalNumber(String(c.checkpoint))!), "owner": .string(selfName),
+            "settled": .number(DecimalNumber(String(r.settled(c.checkpoint, now: now)))!),
             "iteratorAgeMs": .number(DecimalNumber(String(age))!), "inFlight": .number(DecimalNumber(String(c.inFlight))!),
             "pending": .number(DecimalNumber(String(c.pending))!),
             "retries": .number(DecimalNumber(String(r.retriesBase + c.retries))!),
             "deadLettered": .number(DecimalNumber(String(r.deadLetteredBase + c.deadLettered))!),
-            "updatedAt": .number(DecimalNumber(String(wall))!)
+            "updatedAt": .number(DecimalNumber(String(wall))!),
+            "handlerP50Ms": .number(DecimalNumber(String(format: "%.3f", r.latencyPercentile(0.5)))!),
+            "handlerP99Ms": .number(DecimalNumber(String(format: "%.3f", r.latencyPercentile(0.99)))!)
         ]
         r.iteratorAgeMs = age
         tables.put(table: Processors.table, key: ItemKey(partition: .string(r.key.id)), values: values) { [weak r] error in
@@ -690,6 +715,47 @@ final class Processors {
         var retriesBase = 0
         var deadLetteredBase = 0
         var redriveDone = false
+        /// Checkpoints written, with when: the newest at least `settleDelay` old is `settled`.
+        private var history: [(at: Instant, checkpoint: UInt64)] = []
+        private var settledCheckpoint: UInt64?
+
+        /// Materialize counts a record once per item only if a new owner's replica holds every
+        /// item write the checkpoint covers. Delta streams are FIFO per peer, so it does when the
+        /// checkpoint's own write arrived — unless a peer's queue overflowed and anti-entropy
+        /// carries the items later. A checkpoint `settleDelay` old has had time for either; a new
+        /// owner resumes from it, and the records it applies again are skipped by
+        /// `_tandem_applied` wherever its replica has them.
+        static let settleDelay: Duration = .seconds(5)
+
+        func settled(_ checkpoint: UInt64, now: Instant) -> UInt64 {
+            history.append((now, checkpoint))
+            while let first = history.first, now - first.at >= Runner.settleDelay {
+                settledCheckpoint = first.checkpoint
+                history.removeFirst()
+            }
+            return settledCheckpoint ?? startedAt
+        }
+
+        /// The checkpoint it started from: settled by definition (it was read, so it had arrived).
+        var startedAt: UInt64 = 0
+        /// The latest target call latencies (ms), for p50/p99 in describe.
+        private var latencies: [Double] = []
+        private var latencyNext = 0
+
+        func recordLatency(_ ms: Double) {
+            if latencies.count < 1_024 {
+                latencies.append(ms)
+            } else {
+                latencies[latencyNext] = ms
+                latencyNext = (latencyNext + 1) % latencies.count
+            }
+        }
+
+        func latencyPercentile(_ q: Double) -> Double {
+            guard !latencies.isEmpty else { return 0 }
+            let sorted = latencies.sorted()
+            return sorted[min(sorted.count - 1, Int(Double(sorted.count) * q))]
+        }
 
         init(
             key: RunnerKey, stream: String, partition: Int, stored: Stored, filters: FilterSet, consumer: PartitionConsumer,

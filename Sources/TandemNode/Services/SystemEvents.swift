@@ -13,20 +13,31 @@ import Transport
 /// leadership moves, the new leader writes what it observed in the last `keep` — so an event seen
 /// just before the move is not lost, and may come twice; the `id` (a hash of the type and fields,
 /// the same on every node that saw the same change) tells duplicates apart. Events only one node
-/// sees (a processor's dead letters) are written by that node at once.
+/// sees (its instance's health, a processor's dead letters) are written by that node, through
+/// the leader, as soon as `_events` exists.
 final class SystemEvents {
     static let keep: Duration = .seconds(10)
     private let loop: EventLoop
     private let streams: Streams
     var selfName = ""
-    private var held: [(at: Instant, id: String, written: Bool, record: [UInt8])] = []
+    /// Observed events, written or not; `own`: only this node saw it, so it writes it (through
+    /// the leader) whether or not it leads.
+    private var held: [(at: Instant, id: String, written: Bool, own: Bool, record: [UInt8])] = []
+    /// Own events wait this long for `_events` to exist (a new cluster creates it within 15 s).
+    static let keepOwn: Duration = .seconds(60)
     private var creating = false
     private(set) var written = 0
     private(set) var writeFailures = 0
 
+    /// True once this node's membership view is the cluster's (set by the node).
+    var viewReady: () -> Bool = { true }
+    private let startedAt: Instant
+    static let aloneFor: Duration = .seconds(15)
+
     init(loop: EventLoop, streams: Streams) {
         self.loop = loop
         self.streams = streams
+        startedAt = loop.now
     }
 
     func start() {}
@@ -38,11 +49,7 @@ final class SystemEvents {
         let body = JSON.object(
             [("type", .string(type)), ("id", .string(id)), ("time", .number("\(Tables.wallMs())")), ("node", .string(selfName))] + fields)
         let record = StreamRecord.encode(key: type, data: Array(body.serialized.utf8))
-        if everyNode {
-            put([record]) { _ in }
-            return
-        }
-        held.append((loop.now, id, false, record))
+        held.append((loop.now, id, false, everyNode, record))
         flush()
     }
 
@@ -50,16 +57,19 @@ final class SystemEvents {
     /// forgets what is older than `keep`.
     func tick() {
         let now = loop.now
-        held.removeAll { now - $0.at > SystemEvents.keep }
+        held.removeAll { now - $0.at > ($0.own ? SystemEvents.keepOwn : SystemEvents.keep) }
         ensureStream()
         flush()
     }
 
     private func ensureStream() {
-        guard streams.definitions[Self.stream] == nil, !creating, !streams.isWitness else { return }
-        // One node creates it: the first by name among the live members that serve.
-        let candidates = streams.members().filter { $0.alive && !$0.left && $0.role != .witness }.map(\.name) + [selfName]
-        guard candidates.min() == selfName else { return }
+        guard streams.definitions[Self.stream] == nil, !creating, !streams.isWitness, viewReady() else { return }
+        // One node creates it: the first by name among the live members that serve — once it
+        // knows the cluster (a node that has not joined yet sees only itself), and once three
+        // members serve or it has been up a while (a small cluster): its replicas are placed on
+        // the members alive now, and a stream on one node would die with it.
+        let serving = Set(streams.members().filter { $0.alive && !$0.left && $0.role != .witness }.map(\.name) + [selfName])
+        guard serving.min() == selfName, serving.count >= 3 || loop.now - startedAt >= SystemEvents.aloneFor else { return }
         creating = true
         streams.createSystemStream(Self.stream, partitions: 1, retentionHours: 168) { [weak self] _ in self?.creating = false }
     }
@@ -67,8 +77,9 @@ final class SystemEvents {
     static let stream = "_events"
 
     private func flush() {
-        guard streams.leads(Self.stream, 0) else { return }
-        let due = held.indices.filter { !held[$0].written }
+        guard streams.definitions[Self.stream] != nil else { return }
+        let leads = streams.leads(Self.stream, 0)
+        let due = held.indices.filter { !held[$0].written && (leads || held[$0].own) }
         guard !due.isEmpty else { return }
         for i in due { held[i].written = true }
         let ids = Set(due.map { held[$0].id })
