@@ -80,6 +80,11 @@ public struct ItemState: Hashable, Sendable {
         return out.isEmpty ? nil : out
     }
 
+    /// One attribute as a reader sees it (what `visible?[name]` gives, without folding the rest).
+    public func visible(_ name: String) -> AttributeValue? {
+        attributes[name]?.visible(after: marker)
+    }
+
     // ==== ------------------------------------------------------------------------------------
     // MARK: Writing (each returns the delta to replicate; applying it locally is `merge`)
 

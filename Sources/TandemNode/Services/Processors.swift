@@ -514,7 +514,9 @@ final class Processors {
         let slotName = r.key.id
         let slot = stableHash64(Array(slotName.utf8)) | (1 << 63)  // never a node's HLC id (those are small)
         let t = tables.core.now(wallMs: Tables.wallMs())
-        var states: [ItemKey: (before: ItemState, now: ItemState, delta: ItemState)] = [:]
+        // Per item of the batch: its state as the batch leaves it, the delta to commit, the last
+        // sequence of this partition applied to it, and whether it did not exist before.
+        var states: [ItemKey: (state: ItemState, delta: ItemState, applied: UInt64, new: Bool)] = [:]
         var order: [ItemKey] = []
         var rejected: (UInt64, String)?
         for rec in batch.records {
@@ -530,18 +532,19 @@ final class Processors {
             }
             if states[key] == nil {
                 guard let s = try? replica.state(key) ?? ItemState() else { return finish(.failure("reading \(m.table) failed")) }
-                states[key] = (s, s, ItemState())
+                var applied: UInt64 = 0
+                if case .map(let marks)? = s.visible("_tandem_applied"), case .number(let n)? = marks[slotName] {
+                    applied = UInt64(n.description) ?? 0
+                }
+                states[key] = (s, ItemState(), applied, s.visible == nil)
                 order.append(key)
             }
-            var (before, state, delta) = states[key]!
+            var (state, delta, applied, new) = states[key]!
+            guard rec.sequence > applied else { continue }  // applied before: a redelivery
             let appliedPath = DocumentPath("_tandem_applied", [slotName])
-            if case .number(let n)? = state.visible?["_tandem_applied"].flatMap({ if case .map(let mm) = $0 { mm[slotName] } else { nil } }),
-                let applied = UInt64(n.description), applied >= rec.sequence
-            {
-                continue  // applied before: a redelivery
-            }
-            if state.visible == nil {
+            if new {
                 for (k, v) in keyItem { delta.merge(state.set(DocumentPath(k), v, at: t)) }
+                new = false
             }
             for (attr, path) in m.set {
                 if let v = path.value(rec, data: data), let av = try? PlainJSON.value(v) {
@@ -573,7 +576,8 @@ final class Processors {
             // Only the path: writing the whole map would hide other partitions' marks (a write at a
             // prefix hides older writes under it); a path write makes the maps on its way down.
             delta.merge(state.set(appliedPath, .number(DecimalNumber(String(rec.sequence))!), at: t))
-            states[key] = (before, state, delta)
+            applied = rec.sequence
+            states[key] = (state, delta, applied, new)
         }
         let writes = order.compactMap { k -> (table: String, key: ItemKey, delta: ItemState)? in
             let d = states[k]!.delta
