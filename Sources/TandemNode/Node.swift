@@ -270,11 +270,6 @@ public final class Node {
             guard let self else { return nil }
             return self.membership.members[name]?.coordinate.map { self.membership.vivaldi.coordinate.distance(to: $0) }
         }
-        processors.events.viewReady = { [weak self] in
-            guard let self else { return false }
-            // A node started with no seed founds the cluster: its view is the cluster's.
-            return self.config.seeds.isEmpty || self.membership.isSynced(now: self.loop.now)
-        }
         routes.onChange = { [weak self] old, new in self?.processors.events.routeChanged(from: old, to: new) }
         routes.onInstanceHealth = { [weak self] healthy in
             guard let self else { return }

@@ -139,7 +139,9 @@ final class Processors {
     func put(_ d: ProcessorDefinition, _ done: @escaping (Result<Bool, TandemError>) -> Void) {
         let existing: Stored?
         do throws(TandemError) {
-            guard streams.definitions[d.stream] != nil else { throw TandemError(.badRequest, "source.stream: no stream '\(d.stream)'") }
+            guard streams.definitions[d.stream] != nil || d.stream == SystemEvents.stream else {
+                throw TandemError(.badRequest, "source.stream: no stream '\(d.stream)'")
+            }
             if case .function(let url, _) = d.target, LoopHTTPClient.Target(url: url) == nil {
                 // Accepted by the definition's rules, but this node has no TLS client yet (issue 19):
                 // refused now rather than failing every batch into the dead-letter stream.
@@ -176,7 +178,6 @@ final class Processors {
         } catch {
             return done(.failure(error))
         }
-        let dlq = Processors.dlqStream(d.name)
         let write = { [weak self] in
             guard let self else { return }
             self.tables.put(table: Processors.table, key: ItemKey(partition: .string(d.name)), values: item) { error in
@@ -185,9 +186,11 @@ final class Processors {
                 done(.success(existing == nil))
             }
         }
-        guard streams.definitions[dlq] == nil else { return write() }
-        streams.createSystemStream(dlq, partitions: 1, retentionHours: Processors.dlqRetentionHours) { result in
-            if case .failure(let e) = result { return done(.failure(TandemError(.unavailable, "creating \(dlq): \(e.message)"))) }
+        // The dead-letter stream is created with the first dead letter: a Raft group idles at a
+        // few packets a second, which a processor that never fails should not cost.
+        guard d.stream == SystemEvents.stream else { return write() }
+        events.create { error in
+            if let error { return done(.failure(TandemError(.unavailable, "creating \(SystemEvents.stream): \(error.message)"))) }
             write()
         }
     }
@@ -635,14 +638,20 @@ final class Processors {
     /// `checkpointInterval`; the figures alone every second.
     private func flushCheckpoint(_ r: Runner, force: Bool) {
         let now = loop.now
-        let due = r.dirty && (force || now - r.lastWrite >= checkpointInterval)
-        guard !r.writing, due || now - r.lastWrite >= .seconds(1) || force else { return }
-        r.writing = true
-        r.dirty = false
-        r.lastWrite = now
         let c = r.consumer
         let wall = Tables.wallMs()
         let age = max(c.oldestPendingTimestamp.map { wall > $0 ? wall - $0 : 0 } ?? 0, r.behindMs)
+        r.iteratorAgeMs = age
+        // The figures as stored; an idle consumer's do not change, and writes nothing (every
+        // write goes to every region: a quiet cluster stays quiet).
+        let figures = [c.inFlight, c.pending, c.retries, c.deadLettered, Int(age / 1_000)]
+        let due = r.dirty && (force || now - r.lastWrite >= checkpointInterval)
+        let figuresDue = figures != r.storedFigures && now - r.lastWrite >= .seconds(1)
+        guard !r.writing, due || figuresDue || (force && r.storedFigures.isEmpty) else { return }
+        r.writing = true
+        r.dirty = false
+        r.lastWrite = now
+        r.storedFigures = figures
         let values: [String: AttributeValue] = [
             "id": .string(r.key.id), "incarnation": .number(DecimalNumber(String(r.incarnation))!),
             "checkpoint": .number(DecimalNumber(String(c.checkpoint))!), "owner": .string(selfName),
@@ -655,7 +664,6 @@ final class Processors {
             "handlerP50Ms": .number(DecimalNumber(String(format: "%.3f", r.latencyPercentile(0.5)))!),
             "handlerP99Ms": .number(DecimalNumber(String(format: "%.3f", r.latencyPercentile(0.99)))!)
         ]
-        r.iteratorAgeMs = age
         tables.put(table: Processors.table, key: ItemKey(partition: .string(r.key.id)), values: values) { [weak r] error in
             guard let r else { return }
             r.writing = false
@@ -719,6 +727,8 @@ final class Processors {
         var retriesBase = 0
         var deadLetteredBase = 0
         var redriveDone = false
+        /// The figures last written with the checkpoint (empty: none yet).
+        var storedFigures: [Int] = []
         /// Checkpoints written, with when: the newest at least `settleDelay` old is `settled`.
         private var history: [(at: Instant, checkpoint: UInt64)] = []
         private var settledCheckpoint: UInt64?

@@ -3,7 +3,7 @@ import Routing
 import TandemCore
 import Transport
 
-/// The stream `_events`: what the cluster did, one JSON record per event (`"type"` such as
+/// The stream `_events` (created when a processor first consumes it): what the cluster did, one JSON record per event (`"type"` such as
 /// `member.dead`, `route.changed`, `region.drained`, `processor.deadLettered`, plus `id`, `time`,
 /// `node` and the event's fields), read through the ordinary stream API or consumed by a
 /// processor — how a user runs "on failover, call my platform's API" without polling.
@@ -23,21 +23,14 @@ final class SystemEvents {
     /// Observed events, written or not; `own`: only this node saw it, so it writes it (through
     /// the leader) whether or not it leads.
     private var held: [(at: Instant, id: String, written: Bool, own: Bool, record: [UInt8])] = []
-    /// Own events wait this long for `_events` to exist (a new cluster creates it within 15 s).
+    /// Own events wait this long for `_events` to exist (while a processor on it is being created).
     static let keepOwn: Duration = .seconds(60)
-    private var creating = false
     private(set) var written = 0
     private(set) var writeFailures = 0
-
-    /// True once this node's membership view is the cluster's (set by the node).
-    var viewReady: () -> Bool = { true }
-    private let startedAt: Instant
-    static let aloneFor: Duration = .seconds(15)
 
     init(loop: EventLoop, streams: Streams) {
         self.loop = loop
         self.streams = streams
-        startedAt = loop.now
     }
 
     func start() {}
@@ -53,25 +46,23 @@ final class SystemEvents {
         flush()
     }
 
-    /// Every 100 ms: creates `_events` if no node has, writes held events if this node leads it,
-    /// forgets what is older than `keep`.
+    /// Every 100 ms: writes held events if this node leads `_events`, forgets what is older
+    /// than `keep`.
     func tick() {
         let now = loop.now
         held.removeAll { now - $0.at > ($0.own ? SystemEvents.keepOwn : SystemEvents.keep) }
-        ensureStream()
         flush()
     }
 
-    private func ensureStream() {
-        guard streams.definitions[Self.stream] == nil, !creating, !streams.isWitness, viewReady() else { return }
-        // One node creates it: the first by name among the live members that serve — once it
-        // knows the cluster (a node that has not joined yet sees only itself), and once three
-        // members serve or it has been up a while (a small cluster): its replicas are placed on
-        // the members alive now, and a stream on one node would die with it.
-        let serving = Set(streams.members().filter { $0.alive && !$0.left && $0.role != .witness }.map(\.name) + [selfName])
-        guard serving.min() == selfName, serving.count >= 3 || loop.now - startedAt >= SystemEvents.aloneFor else { return }
-        creating = true
-        streams.createSystemStream(Self.stream, partitions: 1, retentionHours: 168) { [weak self] _ in self?.creating = false }
+    /// Creates `_events` (when a processor first names it as its source): placed like any new
+    /// stream over the members alive now. Its Raft group costs heartbeats, so an idle cluster that
+    /// nobody watches does not pay for it (issue 20's budget: a handful of packets a second).
+    func create(_ done: @escaping (StreamsError?) -> Void) {
+        guard streams.definitions[Self.stream] == nil else { return done(nil) }
+        streams.createSystemStream(Self.stream, partitions: 1, retentionHours: 168) { result in
+            if case .failure(let e) = result { return done(e) }
+            done(nil)
+        }
     }
 
     static let stream = "_events"
