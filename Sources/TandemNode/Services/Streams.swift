@@ -23,10 +23,11 @@ import Transport
 ///   table item; every node polls it and opens or closes its partitions accordingly. Checkpoints
 ///   are items of `_checkpoints` (id `stream:consumer:partition`), last writer wins.
 /// - **Placement**, decided once by the node that creates the stream and stored with it
-///   (`Placement.place`: rendezvous hashing over the live non-witness members picks up to 3
-///   voters; with fewer than 3, witnesses fill in). The first voter is the *preferred* leader:
-///   a leader elsewhere hands over to it once it is alive and caught up
-///   (`Placement.handoffTarget`), so leaders spread over nodes and regions as the hash spreads them.
+///   (`Placement.place`: distinct regions first, then the least loaded data node, then a
+///   rendezvous weight; witnesses fill in a missing region or below 3). Groups whose members
+///   share a region spread once another region has a live node (`Placement.rebalanceStep`).
+///   The first voter is the *preferred* leader: a leader elsewhere hands over to it once it is
+///   alive and caught up (`Placement.handoffTarget`), so leaders spread over nodes and regions.
 /// - **Forwarding**: a node that is not the leader forwards a put to the leader it knows (a
 ///   non-replica to a live replica), at most 3 hops, retrying until a bounded deadline (2 s)
 ///   while there is no leader; then 503 `no_leader`, retryable.

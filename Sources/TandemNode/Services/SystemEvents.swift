@@ -58,7 +58,7 @@ final class SystemEvents {
     private func ensureStream() {
         guard streams.definitions[Self.stream] == nil, !creating, !streams.isWitness else { return }
         // One node creates it: the first by name among the live members that serve.
-        let candidates = streams.members().filter { $0.alive && !$0.left && $0.role != .witness }.map(\.name) + [selfName]
+        let candidates = streams.members().filter { $0.alive && !$0.left && $0.role != .witness }.map(\.id.rawValue) + [selfName]
         guard candidates.min() == selfName else { return }
         creating = true
         streams.createSystemStream(Self.stream, partitions: 1, retentionHours: 168) { [weak self] _ in self?.creating = false }
