@@ -119,7 +119,7 @@ public final class TableNode {
     /// A request to a peer; the shell reports the answer with `responded(to:payload:wallMs:)`.
     public struct Request: Equatable, Sendable {
         public var id: UInt64
-        public var to: String
+        public var to: NodeID
         public var kind: UInt8
         public var payload: [UInt8]
     }
@@ -162,7 +162,8 @@ public final class TableNode {
         public var storeReadFailures = 0
     }
 
-    public let id: String
+    /// This node (`NodeID`: its name; its hash is the HLC tie-break of its writes).
+    public let id: NodeID
     public let settings: Settings
     /// Where the items are (the core reads durable items from it; see `ItemStore.swift`).
     public let store: ItemStore
@@ -266,12 +267,12 @@ public final class TableNode {
 
     private var nextRequestID: UInt64 = 1
 
-    public init(id: String, store: ItemStore, settings: Settings = Settings(), maxClockAheadMs: UInt64 = 60_000) {
+    public init(id: NodeID, store: ItemStore, settings: Settings = Settings(), maxClockAheadMs: UInt64 = 60_000) {
         self.id = id
         self.store = store
         self.settings = settings
         cache = ItemCache(itemsPerGeneration: settings.cachedItems)
-        clock = HybridClock(node: stableHash64(Array(id.utf8)), maxAheadMs: maxClockAheadMs)
+        clock = HybridClock(node: stableHash64(Array(id.rawValue.utf8)), maxAheadMs: maxClockAheadMs)
     }
 
     // ==== ------------------------------------------------------------------------------------
@@ -401,8 +402,8 @@ public final class TableNode {
     // MARK: Membership
 
     /// The current member set (ids other than ours) and which of them are alive.
-    public func membersChanged(_ members: [(id: String, live: Bool)], wallMs: UInt64) {
-        for m in members where m.id != id {
+    public func membersChanged(_ members: [(id: NodeID, live: Bool)], wallMs: UInt64) {
+        for m in members.map({ (id: $0.id.rawValue, live: $0.live) }) where m.id != id.rawValue {
             known.insert(m.id)
             if m.live {
                 goneSince[m.id] = nil
@@ -428,7 +429,23 @@ public final class TableNode {
         }
     }
 
-    public var livePeers: [String] { live.sorted() }
+    /// The stability record names members by what they were called when it was written:
+    /// nodes before `NodeID` was the name wrote their bind addresses. Expired members named by
+    /// an address a known node had are renamed (and the record stored again), so a member
+    /// expired before the upgrade still has to resync when it returns under its name.
+    public func renameLegacyMembers(_ legacy: LegacyAddresses) {
+        var changed = false
+        for (address, at) in expired.sorted(by: { $0.key < $1.key }) {
+            let name = legacy.resolve(NodeID(address)).rawValue
+            guard name != address else { continue }
+            expired[address] = nil
+            expired[name] = max(expired[name] ?? 0, at)
+            changed = true
+        }
+        if changed { queued.writes.append(.stability(encodedStability)) }
+    }
+
+    public var livePeers: [NodeID] { live.sorted().map { NodeID($0) } }
 
     // ==== ------------------------------------------------------------------------------------
     // MARK: Sending
@@ -508,11 +525,11 @@ public final class TableNode {
 
     private func request(_ to: String, _ kind: UInt8, _ payload: [UInt8]) -> Request {
         defer { nextRequestID += 1 }
-        var w = ByteWriter(capacity: payload.count + id.utf8.count + 4)
-        ItemCodec.string(id, &w)  // who is asking: answers depend on it (see `expired`)
+        var w = ByteWriter(capacity: payload.count + id.rawValue.utf8.count + 4)
+        ItemCodec.string(id.rawValue, &w)  // who is asking: answers depend on it (see `expired`)
         w.u64(clock.last)  // every exchange carries both clocks (see `collectible`)
         w.raw(payload)
-        return Request(id: nextRequestID, to: to, kind: kind, payload: w.bytes)
+        return Request(id: nextRequestID, to: NodeID(to), kind: kind, payload: w.bytes)
     }
 
     /// A peer's answer to one of our requests (nil: it failed — timeout, link down, refused):
@@ -871,7 +888,7 @@ public final class TableNode {
             gone.append(name)
         }
         var writes: [StoreWrite] = []
-        if gone.contains(id), theirStable > resyncedAt {
+        if gone.contains(id.rawValue), theirStable > resyncedAt {
             writes += resync(at: theirStable)
         }
         if let at = expired[sender] {

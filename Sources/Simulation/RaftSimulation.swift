@@ -36,13 +36,13 @@ public struct RaftSimConfig: Sendable {
 /// may come before the leader has counted a majority). Both must name the same index.
 public final class RaftSimulation {
     final class Node {
-        let id: String
+        let id: NodeID
         let storage = MemoryLogStorage()
         var durableHardState = HardState()
         var core: RaftNode?
         var scheduledTick: Instant?
         var lastWriteDone = Instant.zero
-        init(id: String) { self.id = id }
+        init(id: NodeID) { self.id = id }
     }
 
     private struct Write {
@@ -97,7 +97,7 @@ public final class RaftSimulation {
     private let runtime: SimRuntime<Event>
     private let configuration: RaftConfiguration
 
-    private var leaderOfTerm: [UInt64: String] = [:]
+    private var leaderOfTerm: [UInt64: NodeID] = [:]
     private var entryFacts: [LogKey: EntryFacts] = [:]
     /// What was applied at each index, by anyone (index → term, kind, data hash).
     private var applied: [UInt64: (term: UInt64, facts: EntryFacts, payload: String?)] = [:]
@@ -111,7 +111,7 @@ public final class RaftSimulation {
     public init(seed: UInt64, config: RaftSimConfig = RaftSimConfig()) {
         self.config = config
         self.runtime = SimRuntime(seed: seed, network: config.network)
-        let ids = (0..<config.nodes).map { "r\($0)" }
+        let ids = (0..<config.nodes).map { NodeID("r\($0)") }
         self.configuration = RaftConfiguration(voters: ids)
         self.nodes = ids.map { Node(id: $0) }
         for i in nodes.indices { boot(i) }

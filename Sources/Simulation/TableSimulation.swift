@@ -101,7 +101,7 @@ public final class TableSimulation {
         }
     }
 
-    public static func id(_ i: Int) -> String { "n\(i)" }
+    public static func id(_ i: Int) -> NodeID { "n\(i)" }
 
     public var now: Instant { runtime.now }
 
@@ -242,7 +242,7 @@ public final class TableSimulation {
         for r in requests {
             messages += 1
             nodes[i].awaiting[r.id] = r
-            let to = Int(r.to.dropFirst())!
+            let to = Int(r.to.rawValue.dropFirst())!
             runtime.schedule(.response(to: i, id: r.id, payload: nil), after: config.requestTimeout, to: i)
             guard nodes[to].core != nil else { continue }
             runtime.send(.request(to: to, from: i, fromLife: runtime.life(of: i), r), from: i, to: to)

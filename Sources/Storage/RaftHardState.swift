@@ -34,7 +34,7 @@ public struct RaftHardStateFile: Sendable {
             var r = try DurableFile.checkedBody(bytes, magic: Self.magic, version: Self.version)
             let term = try r.u64()
             let commit = try r.u64()
-            let vote = try r.bool() ? try r.shortString() : nil
+            let vote = try r.bool() ? try r.nodeID() : nil
             guard r.isAtEnd else { throw TandemError(.malformed, "trailing bytes") }
             return HardState(term: term, vote: vote, commit: commit)
         } catch {
@@ -49,9 +49,9 @@ public struct RaftHardStateFile: Sendable {
         w.u64(state.term)
         w.u64(state.commit)
         if let vote = state.vote {
-            guard ByteWriter.fitsShortString(vote) else { throw TandemError(.invalidArgument, "vote name too long") }
+            guard ByteWriter.fitsShortString(vote.rawValue) else { throw TandemError(.invalidArgument, "vote name too long") }
             w.bool(true)
-            w.shortString(vote)
+            w.nodeID(vote)
         } else {
             w.bool(false)
         }

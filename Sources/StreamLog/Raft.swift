@@ -87,28 +87,34 @@ public struct RaftSettings: Sendable, Equatable {
 
 /// Who is in the group. Quorums count voters and witnesses alike; only voters may lead.
 public struct RaftConfiguration: Sendable, Equatable, CustomStringConvertible {
-    public private(set) var voters: [String]
-    public private(set) var witnesses: [String]
+    public private(set) var voters: [NodeID]
+    public private(set) var witnesses: [NodeID]
 
-    public init(voters: [String], witnesses: [String] = []) {
+    public init(voters: [NodeID], witnesses: [NodeID] = []) {
         // Sorted, so every node iterates members in the same order (determinism).
         self.voters = voters.sorted()
         self.witnesses = witnesses.sorted()
     }
 
-    public var members: [String] { voters + witnesses }
-    public func contains(_ id: String) -> Bool { voters.contains(id) || witnesses.contains(id) }
+    public var members: [NodeID] { voters + witnesses }
+    public func contains(_ id: NodeID) -> Bool { voters.contains(id) || witnesses.contains(id) }
     /// A majority of all members.
     public var quorum: Int { members.count / 2 + 1 }
     public var description: String { "voters \(voters) witnesses \(witnesses)" }
+
+    /// The same configuration with ids written by address before ids were names (`NodeID`)
+    /// replaced by the names they map to.
+    public func resolving(_ legacy: LegacyAddresses) -> RaftConfiguration {
+        RaftConfiguration(voters: legacy.resolve(voters), witnesses: legacy.resolve(witnesses))
+    }
 }
 
 /// A single-server membership change (thesis §4.1): one at a time, so any two consecutive
 /// configurations share a majority and no joint consensus is needed.
 public enum ConfigurationChange: Sendable, Equatable {
-    case addVoter(String)
-    case addWitness(String)
-    case remove(String)
+    case addVoter(NodeID)
+    case addWitness(NodeID)
+    case remove(NodeID)
 }
 
 /// What must be on disk before this node answers anyone (Figure 2's persistent state).
@@ -117,10 +123,10 @@ public enum ConfigurationChange: Sendable, Equatable {
 /// would cost a sync per commit.
 public struct HardState: Sendable, Equatable {
     public var term: UInt64
-    public var vote: String?
+    public var vote: NodeID?
     public var commit: UInt64
 
-    public init(term: UInt64 = 0, vote: String? = nil, commit: UInt64 = 0) {
+    public init(term: UInt64 = 0, vote: NodeID? = nil, commit: UInt64 = 0) {
         self.term = term
         self.vote = vote
         self.commit = commit
@@ -136,7 +142,7 @@ public enum RaftRole: String, Sendable {
 
 /// What the shell reports or routes by; not persisted.
 public struct SoftState: Sendable, Equatable {
-    public var leader: String?
+    public var leader: NodeID?
     public var role: RaftRole
 }
 
@@ -151,7 +157,7 @@ public struct LogPosition: Sendable, Equatable, CustomStringConvertible {
 }
 
 public struct RaftOutgoing: Sendable, Equatable {
-    public var to: String
+    public var to: NodeID
     public var message: RaftMessage
 }
 
@@ -266,10 +272,10 @@ public struct RaftError: Error, Sendable, Equatable, CustomStringConvertible {
     }
 
     public var code: Code
-    public var leaderHint: String?
+    public var leaderHint: NodeID?
     public var message: String
 
-    public init(_ code: Code, leaderHint: String? = nil, _ message: String) {
+    public init(_ code: Code, leaderHint: NodeID? = nil, _ message: String) {
         self.code = code
         self.leaderHint = leaderHint
         self.message = message
@@ -421,23 +427,27 @@ struct RaftLog {
 /// Inputs: `tick`, `step`, `propose`, `proposeConfigurationChange`, `transferLeadership`,
 /// `appended`. Outputs: `ready()` (then the shell does what `RaftReady` says) and `nextDeadline`.
 public final class RaftNode {
-    public let id: String
+    public let id: NodeID
     public let settings: RaftSettings
     /// The latest configuration in the log, committed or not (§4.1: a server uses the newest
     /// configuration it has, as soon as it has it).
     public private(set) var configuration: RaftConfiguration
     public private(set) var term: UInt64
-    public private(set) var vote: String?
+    public private(set) var vote: NodeID?
     public private(set) var commitIndex: UInt64
     /// Last index handed out in `committedEntries`.
     public private(set) var appliedIndex: UInt64
     public private(set) var role: RaftRole = .follower
-    public private(set) var leader: String?
+    public private(set) var leader: NodeID?
     public private(set) var metrics = RaftMetrics()
     /// On the leader: each other member's replication state (for lag reporting).
-    public private(set) var progress: [String: FollowerProgress] = [:]
+    public private(set) var progress: [NodeID: FollowerProgress] = [:]
     /// When a leadership transfer is under way: to whom, and when it is abandoned.
-    public private(set) var transfer: (target: String, deadline: Instant)?
+    public private(set) var transfer: (target: NodeID, deadline: Instant)?
+    /// Configuration entries written before ids were names name members by address: these map
+    /// them to names as entries are appended (an old entry a leader sends from its log, or a
+    /// restarted replica's own). Set by the shell before the first input; data, not a lookup.
+    public var legacyAddresses = LegacyAddresses()
     /// A storage read failed: the node has halted (see the rule at the top of this file).
     public private(set) var storageFailure: StorageReadFailure?
     /// The halt went out in a `ready()`; nothing more will.
@@ -451,7 +461,7 @@ public final class RaftNode {
     private var heartbeatDue: Instant = .zero
     private var checkQuorumDue: Instant = .zero
     /// Votes received in the current (pre-)election.
-    private var votes: [String: Bool] = [:]
+    private var votes: [NodeID: Bool] = [:]
     /// Configuration entries in the log, oldest first, so truncating one restores the one before.
     private var configurations: [(index: UInt64, configuration: RaftConfiguration)]
     private var lastTimestamp: UInt64 = 0
@@ -483,7 +493,7 @@ public final class RaftNode {
     ///     oldest first (so a restarted member uses the newest one, and truncating one restores
     ///     the one before).
     public init(
-        id: String, configuration: RaftConfiguration, configurationIndex: UInt64 = 0,
+        id: NodeID, configuration: RaftConfiguration, configurationIndex: UInt64 = 0,
         laterConfigurations: [(index: UInt64, configuration: RaftConfiguration)] = [],
         hardState: HardState, storage: LogStorage, settings: RaftSettings,
         applied: UInt64 = 0, seed: UInt64, now: Instant
@@ -776,7 +786,7 @@ public final class RaftNode {
     /// Hands leadership to `target`, or to the most caught-up voter when nil (never a
     /// witness). The leader stops taking proposals, brings the target up to date, then tells it
     /// to campaign at once; after an election timeout without success it carries on.
-    public func transferLeadership(to target: String? = nil, now: Instant) throws(RaftError) {
+    public func transferLeadership(to target: NodeID? = nil, now: Instant) throws(RaftError) {
         self.now = now
         try checkNotHalted()
         guard role == .leader else { throw RaftError(.notLeader, leaderHint: leader, "not the leader") }
@@ -956,7 +966,7 @@ public final class RaftNode {
 
     /// A message from the leader of our term: follow it. False if we are that term's leader
     /// ourselves, which election safety says cannot happen.
-    private func followLeader(_ from: String) -> Bool {
+    private func followLeader(_ from: NodeID) -> Bool {
         if role == .leader {
             assertionFailure("two leaders in term \(term): \(id) and \(from)")
             return false
@@ -968,7 +978,7 @@ public final class RaftNode {
         return true
     }
 
-    private func handleAppend(from leaderID: String, prevIndex: UInt64, prevTerm: UInt64, entries: [LogEntry], commit: UInt64) throws {
+    private func handleAppend(from leaderID: NodeID, prevIndex: UInt64, prevTerm: UInt64, entries: [LogEntry], commit: UInt64) throws {
         if prevIndex < commitIndex {
             // A late duplicate: what we committed matches the leader; say how far.
             send(to: leaderID, .appendResponse(success: true, index: commitIndex, hintIndex: 0, hintTerm: 0))
@@ -999,7 +1009,7 @@ public final class RaftNode {
         send(to: leaderID, .appendResponse(success: true, index: lastNew, hintIndex: 0, hintTerm: 0))
     }
 
-    private func handleInstallStart(from leaderID: String, position: LogPosition, configuration: RaftConfiguration) throws {
+    private func handleInstallStart(from leaderID: NodeID, position: LogPosition, configuration: RaftConfiguration) throws {
         if try log.term(at: position.index) == position.term || position.index <= commitIndex {
             // Not behind after all (a duplicate, or our log reached it meanwhile).
             send(
@@ -1017,7 +1027,7 @@ public final class RaftNode {
         send(to: leaderID, .appendResponse(success: true, index: position.index, hintIndex: 0, hintTerm: 0))
     }
 
-    private func handleAppendResponse(from peer: String, success: Bool, index: UInt64, hint: LogPosition) throws {
+    private func handleAppendResponse(from peer: NodeID, success: Bool, index: UInt64, hint: LogPosition) throws {
         var pr = progress[peer]!
         pr.recentActive = true
         // Entries this follower just acked that were already committed by other acks: the
@@ -1061,15 +1071,15 @@ public final class RaftNode {
     // ==== ------------------------------------------------------------------------------------
     // MARK: Replication (leader)
 
-    private var peers: [String] { configuration.members.filter { $0 != id } }
+    private var peers: [NodeID] { configuration.members.filter { $0 != id } }
     /// Leader: everyone it replicates to — the members, and a member the newest (uncommitted)
     /// configuration removes, until that commits (so the removed member can learn that it is
     /// out, and the shell can drop its data: `isRemoved`). Sorted, for determinism.
-    private var replicationTargets: [String] { progress.keys.sorted() }
+    private var replicationTargets: [NodeID] { progress.keys.sorted() }
 
     /// Sends what `peer` lacks, if its window allows. `installStart` when that has been trimmed.
     /// `commitOnly`: an empty append may go just to carry a new commit index.
-    private func sendAppend(to peer: String, commitOnly: Bool = false) throws {
+    private func sendAppend(to peer: NodeID, commitOnly: Bool = false) throws {
         guard var pr = progress[peer] else { return }
         if pr.state == .probe && pr.paused { return }
         if pr.state == .replicate && pr.inflight.count >= settings.maxInflightBatches { return }
@@ -1219,7 +1229,7 @@ public final class RaftNode {
         for e in entries where e.kind == .configuration {
             // A configuration entry that does not decode is a bug on the leader; keep the last good one.
             if let c = try? RaftConfiguration.decode(e.data) {
-                configurations.append((e.index, c))
+                configurations.append((e.index, c.resolving(legacyAddresses)))
                 changed = true
             }
         }
@@ -1267,7 +1277,7 @@ public final class RaftNode {
         try tally(id, true)
     }
 
-    private func tally(_ from: String, _ granted: Bool) throws {
+    private func tally(_ from: NodeID, _ granted: Bool) throws {
         votes[from] = granted
         let members = configuration.members
         let yes = members.filter { votes[$0] == true }.count
@@ -1279,7 +1289,7 @@ public final class RaftNode {
         }
     }
 
-    private func becomeFollower(term newTerm: UInt64, leader newLeader: String?) {
+    private func becomeFollower(term newTerm: UInt64, leader newLeader: NodeID?) {
         if newTerm != term || newLeader != leader {
             leaderDurable = 0
             matchesLeaderThrough = 0
@@ -1318,7 +1328,7 @@ public final class RaftNode {
     // ==== ------------------------------------------------------------------------------------
     // MARK: Output
 
-    private func send(to peer: String, _ body: RaftMessage.Body, term messageTerm: UInt64? = nil) {
+    private func send(to peer: NodeID, _ body: RaftMessage.Body, term messageTerm: UInt64? = nil) {
         let out = RaftOutgoing(to: peer, message: RaftMessage(from: id, term: messageTerm ?? term, body: body))
         if role == .leader {
             // The leader's term is durable (it persisted its vote before asking for any);

@@ -40,11 +40,11 @@ public struct RaftMessage: Sendable, Equatable {
         case removed(configurationIndex: UInt64)
     }
 
-    public var from: String
+    public var from: NodeID
     public var term: UInt64
     public var body: Body
 
-    public init(from: String, term: UInt64, body: Body) {
+    public init(from: NodeID, term: UInt64, body: Body) {
         self.from = from
         self.term = term
         self.body = body
@@ -64,7 +64,7 @@ public struct RaftMessage: Sendable, Equatable {
     public func encode() -> [UInt8] {
         var w = ByteWriter(capacity: 64)
         w.u8(RaftMessage.version)
-        w.shortString(from)
+        w.nodeID(from)
         w.u64(term)
         switch body {
         case .preVote(let lastIndex, let lastTerm):
@@ -131,7 +131,7 @@ public struct RaftMessage: Sendable, Equatable {
         guard version == RaftMessage.version else {
             throw TandemError(.unsupportedVersion, "raft message version \(version)")
         }
-        let from = try r.shortString()
+        let from = try r.nodeID()
         let term = try r.u64()
         let body: Body
         switch try r.u8() {
@@ -184,16 +184,16 @@ extension RaftConfiguration {
 
     func encode(into w: inout ByteWriter) {
         w.u16(UInt16(voters.count))
-        for v in voters { w.shortString(v) }
+        for v in voters { w.nodeID(v) }
         w.u16(UInt16(witnesses.count))
-        for v in witnesses { w.shortString(v) }
+        for v in witnesses { w.nodeID(v) }
     }
 
     static func decode(from r: inout ByteReader) throws(TandemError) -> RaftConfiguration {
-        var voters: [String] = []
-        for _ in 0..<(try r.count16(limit: maxMembers, minElementSize: 1)) { voters.append(try r.shortString()) }
-        var witnesses: [String] = []
-        for _ in 0..<(try r.count16(limit: maxMembers, minElementSize: 1)) { witnesses.append(try r.shortString()) }
+        var voters: [NodeID] = []
+        for _ in 0..<(try r.count16(limit: maxMembers, minElementSize: 1)) { voters.append(try r.nodeID()) }
+        var witnesses: [NodeID] = []
+        for _ in 0..<(try r.count16(limit: maxMembers, minElementSize: 1)) { witnesses.append(try r.nodeID()) }
         guard Set(voters + witnesses).count == voters.count + witnesses.count else {
             throw TandemError(.malformed, "configuration lists a member twice")
         }

@@ -16,10 +16,17 @@ public struct NodeConfig {
     public var name: String
     public var region: String
     public var role = NodeRole.voter
-    /// `host:port` for gossip (UDP) and peer links (TCP), also the address others use.
+    /// `host:port` for gossip (UDP) and peer links (TCP); may be a wildcard (`0.0.0.0`, `[::]`)
+    /// when `advertise` is set.
     public var bind: String
+    /// `host:port` (an IP address) peers are told to reach this node at (`--advertise`): behind
+    /// NAT or in a container, the address others see. Nil: `bind`, which must then be an address.
+    public var advertise: String?
     /// `host:port` of the HTTP API.
     public var api: String
+    /// `host:port` clients are told the API is at (`--advertise-api`). Nil: `api`, or with a
+    /// wildcard `api` the advertised host with the API's port.
+    public var advertiseAPI: String?
     public var dataDir: String
     public var seeds: [String] = []
     public var profileName = "region"
@@ -95,6 +102,10 @@ public final class Node {
     private var lastMalformedLog: Instant = .zero
     private var lastUnauthenticatedLog: Instant = .zero
     private var lastCommitFailureLog: Instant = .zero
+    /// The address peers reach this node at (`--advertise`, else the bind address).
+    let advertised: String
+    /// This node's own addresses, as older records may name it.
+    private let selfLegacyAddresses: LegacyAddresses
     /// Cluster encryption (nil: traffic is plain).
     let keyring: Keyring?
     /// Client API tokens (nil: the API is open).
@@ -149,21 +160,35 @@ public final class Node {
         }
         let bindAddress = try SocketAddress(config.bind)
         let apiAddress = try SocketAddress(config.api)
+        let advertised = try Node.advertised(config.advertise, bind: bindAddress, flag: "--advertise", of: "--bind")
+        let advertisedAPI: String
+        if let a = config.advertiseAPI {
+            advertisedAPI = try Node.advertised(a, bind: apiAddress, flag: "--advertise-api", of: "--api")
+        } else if apiAddress.isWildcard {
+            advertisedAPI = "\(PeerLinks.host(of: advertised)):\(apiAddress.port)"
+        } else {
+            advertisedAPI = apiAddress.description
+        }
+        self.advertised = advertised
+        var legacy = LegacyAddresses()
+        if !bindAddress.isWildcard { legacy.add(address: bindAddress.description, name: NodeID(config.name)) }
+        legacy.add(address: advertised, name: NodeID(config.name))
+        selfLegacyAddresses = legacy
         dataDir = try DataDir(path: config.dataDir, name: config.name)
         // One more than any incarnation used before: a restarted node outranks its old self.
         let incarnation = dataDir.loadIncarnation() + 1
         try dataDir.storeIncarnation(incarnation)
         startedAt = loop.now
         membership = MembershipInstance(
-            settings: config.settings, name: config.name, address: bindAddress.description,
-            meta: MemberMeta(region: config.region, api: apiAddress.description, role: config.role),
+            settings: config.settings, name: config.name, address: advertised,
+            meta: MemberMeta(region: config.region, api: advertisedAPI, role: config.role),
             incarnation: incarnation, seed: UInt64.random(in: .min ... .max), now: startedAt)
         keyring = try Node.loadKeyring(config, dataDir)
         apiTokens = try config.apiTokensPath.map { try APITokens.load(path: $0) }
         store = try LMDBStore(path: config.dataDir)
         var replication = Tables.Replication()
         replication.core.cachedItems = config.tableCacheItems
-        tables = try Tables(store: store, loop: loop, peerID: try SocketAddress(config.bind).description, replication: replication)
+        tables = try Tables(store: store, loop: loop, peerID: NodeID(config.name), replication: replication)
         tables.maxQueuedWrites = config.maxQueuedWrites
         routes = Routes(
             tables: tables, loop: loop, selfName: config.name, selfRegion: config.region, returning: incarnation > 1,
@@ -173,7 +198,7 @@ public final class Node {
         peers = PeerLinks(loop: loop, server: peerServer, keyring: keyring)
         http = try HTTPServer(loop: loop, bind: apiAddress, limits: config.httpLimits)
         streams = Streams(
-            loop: loop, logger: logger, selfID: bindAddress.description, isWitness: config.role == .witness,
+            loop: loop, logger: logger, selfID: NodeID(config.name), isWitness: config.role == .witness,
             profile: config.profileName, dataDir: config.dataDir, tables: tables, peers: peers,
             hourMs: config.streamHourMs, segmentBytes: config.streamSegmentBytes,
             replicasAnswerForwardedPuts: !config.streamLeaderAnswersOnly)
@@ -238,11 +263,13 @@ public final class Node {
         pthread_sigmask(SIG_UNBLOCK, &mask, nil)
         tables.members = { [weak self] in
             guard let self else { return [] }
-            return self.membership.members.values.map { ($0.state.address, $0.status == .alive) }
+            return self.membership.members.values.map { (NodeID($0.name), $0.status == .alive) }
         }
+        tables.legacyAddresses = { [weak self] in self?.legacyAddresses() ?? LegacyAddresses() }
         tables.request = { [weak self] to, kind, payload, done in
             guard let self else { return done(.failure(TandemError(.unavailable, "this node is stopping"))) }
-            self.peers.request(to: to, kind: kind, payload: payload, timeout: .seconds(5), done)
+            guard let address = self.address(of: to) else { return done(.failure(TandemError(.unavailable, "no member \(to)"))) }
+            self.peers.request(to: address, kind: kind, payload: payload, timeout: .seconds(5), done)
         }
         tables.start()
         streams.members = { [weak self] in
@@ -252,9 +279,15 @@ public final class Node {
             guard let self else { return [] }
             return self.membership.memberStates.map {
                 Streams.MemberInfo(
-                    name: $0.name, address: $0.address, api: $0.meta.api, region: $0.meta.region,
+                    id: NodeID($0.name), address: $0.address, api: $0.meta.api, region: $0.meta.region,
                     role: $0.meta.role, alive: $0.status == .alive || $0.status == .suspect, left: $0.status == .left)
             }
+        }
+        streams.addressOf = { [weak self] id in self?.address(of: id) }
+        streams.legacyAddresses = { [weak self] in self?.legacyAddresses() ?? LegacyAddresses() }
+        streams.membershipSynced = { [weak self] in
+            guard let self else { return false }
+            return self.membership.isSynced(now: self.loop.now)
         }
         streams.start()
         routes.members = { [weak self] in
@@ -287,14 +320,23 @@ public final class Node {
         logger.info(
             "node started",
             metadata: [
-                "name": "\(config.name)", "region": "\(config.region)", "bind": "\(bindAddress)",
-                "api": "\(apiAddress)", "incarnation": "\(incarnation)", "profile": "\(config.profileName)",
+                "name": "\(config.name)", "region": "\(config.region)", "bind": "\(bindAddress)", "advertise": "\(advertised)",
+                "api": "\(apiAddress)", "advertiseAPI": "\(advertisedAPI)", "incarnation": "\(incarnation)",
+                "profile": "\(config.profileName)",
                 "apiTokens": "\(apiTokens.map { "\($0.count)" } ?? "off")",
                 "encryption": "\(keyring.map { "on, \($0.keys.count) keys, primary \($0.primary.idHex)" } ?? "off")"
             ])
-        // Seeds in canonical form, so `localhost:7946` and our own address compare equal.
+        // Seeds in canonical form, so `localhost:7946` and our own address compare equal; a
+        // DNS name is kept as given and resolved at every attempt (`resolve`).
         var seeds: [String] = []
-        for seed in config.seeds { seeds.append(try SocketAddress(seed).description) }
+        for seed in config.seeds {
+            if let address = try? SocketAddress(seed) {
+                seeds.append(address.description)
+            } else {
+                guard NodeID(seed).looksLikeAddress else { throw TandemError(.invalidArgument, "--seed '\(seed)' is not host:port") }
+                seeds.append(seed)
+            }
+        }
         apply(membership.join(seeds: seeds, now: loop.now))
     }
 
@@ -450,23 +492,13 @@ public final class Node {
 
             case .pushPull(let to, let join):
                 let payload = membership.pushPullMessage(join: join).encode()
-                peers.request(to: to, kind: FrameKind.pushPull, payload: payload, timeout: config.settings.pushPullTimeout) {
-                    [weak self] result in
+                resolve(to) { [weak self] address in
                     guard let self else { return }
-                    switch result {
-                    case .success(let frame):
-                        do {
-                            let message = try PushPullMessage.decode(frame.payload)
-                            self.apply(self.membership.onPushPullResponse(message, from: to, join: join, now: self.loop.now))
-                            if join { self.logger.info("joined cluster", metadata: ["seed": "\(to)"]) }
-                        } catch {
-                            self.peers.countMalformed()
-                            self.apply(self.membership.onPushPullFailed(to: to, join: join, now: self.loop.now))
-                        }
-                    case .failure(let error):
-                        if join { self.logger.debug("join attempt failed", metadata: ["seed": "\(to)", "error": "\(error)"]) }
-                        self.apply(self.membership.onPushPullFailed(to: to, join: join, now: self.loop.now))
+                    guard let address else {
+                        if join { self.logger.debug("join attempt failed", metadata: ["seed": "\(to)", "error": "cannot resolve"]) }
+                        return self.apply(self.membership.onPushPullFailed(to: to, join: join, now: self.loop.now))
                     }
+                    self.pushPull(to: to, at: address, join: join, payload: payload)
                 }
 
             case .persistIncarnation(let value):
@@ -498,6 +530,78 @@ public final class Node {
             }
         }
         schedule()
+    }
+
+    /// One push-pull exchange with the member or seed `to`, reached at `address`.
+    private func pushPull(to: String, at address: String, join: Bool, payload: [UInt8]) {
+        peers.request(to: address, kind: FrameKind.pushPull, payload: payload, timeout: config.settings.pushPullTimeout) {
+            [weak self] result in
+            guard let self else { return }
+            switch result {
+            case .success(let frame):
+                do {
+                    let message = try PushPullMessage.decode(frame.payload)
+                    self.apply(self.membership.onPushPullResponse(message, from: to, join: join, now: self.loop.now))
+                    if join { self.logger.info("joined cluster", metadata: ["seed": "\(to)"]) }
+                } catch {
+                    self.peers.countMalformed()
+                    self.apply(self.membership.onPushPullFailed(to: to, join: join, now: self.loop.now))
+                }
+            case .failure(let error):
+                if join { self.logger.debug("join attempt failed", metadata: ["seed": "\(to)", "error": "\(error)"]) }
+                self.apply(self.membership.onPushPullFailed(to: to, join: join, now: self.loop.now))
+            }
+        }
+    }
+
+    /// `host:port` as an address to connect to: as is when the host is an IP address, else
+    /// looked up (getaddrinfo, on the thread pool) at every call, so a seed's DNS name follows
+    /// the pods or hosts behind it. Nil: it does not resolve.
+    private func resolve(_ target: String, _ done: @escaping (String?) -> Void) {
+        if let address = try? SocketAddress(target) { return done(address.description) }
+        let box = ResolvedBox()
+        loop.work({ box.address = SocketAddress.resolve(target) }, then: { done(box.address) })
+    }
+
+    private final class ResolvedBox: @unchecked Sendable {
+        var address: String?
+    }
+
+    /// A member's peer address (its advertised one), or nil when membership does not list it.
+    func address(of id: NodeID) -> String? {
+        if id.rawValue == config.name { return advertised }
+        return membership.members[id.rawValue]?.state.address
+    }
+
+    /// What older nodes stored by address, read by name: this node's own addresses and every
+    /// member's as membership lists it.
+    func legacyAddresses() -> LegacyAddresses {
+        var legacy = selfLegacyAddresses
+        for m in membership.members.values { legacy.add(address: m.state.address, name: NodeID(m.name)) }
+        return legacy
+    }
+
+    /// Checks an advertised `host:port`: an IP address (peers send to it), not a wildcard; nil
+    /// means the bound address, which then must not be a wildcard either.
+    static func advertised(_ text: String?, bind: SocketAddress, flag: String, of bindFlag: String) throws -> String {
+        guard let text else {
+            guard !bind.isWildcard else {
+                throw TandemError(
+                    .invalidArgument,
+                    "\(bindFlag) \(bind) is a wildcard address: give \(flag) host:port, the address others reach this node at")
+            }
+            return bind.description
+        }
+        let address: SocketAddress
+        do {
+            address = try SocketAddress(text)
+        } catch {
+            throw TandemError(.invalidArgument, "\(flag) '\(text)' must be an IP address and port (host:port, [v6]:port)")
+        }
+        guard !address.isWildcard, address.port != 0 else {
+            throw TandemError(.invalidArgument, "\(flag) \(address) is not an address others can reach")
+        }
+        return address.description
     }
 
     // ==== ------------------------------------------------------------------------------------

@@ -277,6 +277,45 @@ public struct SocketAddress: Hashable, CustomStringConvertible {
         }
     }
 
+    /// `0.0.0.0` or `[::]`: every local address, which cannot be told to anyone as one to reach.
+    public var isWildcard: Bool {
+        let host = description[..<description.lastIndex(of: ":")!]
+        return host == "0.0.0.0" || host == "[::]"
+    }
+
+    /// `host:port` with a DNS name for host, resolved now (blocking: call it on the thread
+    /// pool) to the first address getaddrinfo gives, as `SocketAddress.description`; nil when
+    /// it does not resolve. An IP address comes back canonical without a lookup.
+    public static func resolve(_ hostPort: String) -> String? {
+        if let address = try? SocketAddress(hostPort) { return address.description }
+        guard let colon = hostPort.lastIndex(of: ":"), let port = Int32(hostPort[hostPort.index(after: colon)...]),
+            (0...65535).contains(port)
+        else { return nil }
+        var host = String(hostPort[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        var hints = addrinfo()
+        hints.ai_socktype = Int32(SOCK_DGRAM.rawValue)
+        var result: UnsafeMutablePointer<addrinfo>?
+        guard getaddrinfo(host, nil, &hints, &result) == 0, let first = result else { return nil }
+        defer { freeaddrinfo(result) }
+        var node: UnsafeMutablePointer<addrinfo>? = first
+        while let n = node {
+            if let sa = n.pointee.ai_addr, n.pointee.ai_family == AF_INET || n.pointee.ai_family == AF_INET6 {
+                var address = SocketAddress(sa)
+                address.setPort(Int(port))
+                return address.description
+            }
+            node = n.pointee.ai_next
+        }
+        return nil
+    }
+
+    mutating func setPort(_ port: Int) {
+        withUnsafeMutablePointer(to: &storage) { p in
+            p.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { $0.pointee.sin_port = UInt16(port).bigEndian }
+        }
+    }
+
     public static func == (a: SocketAddress, b: SocketAddress) -> Bool { a.description == b.description }
     public func hash(into h: inout Hasher) { h.combine(description) }
 }

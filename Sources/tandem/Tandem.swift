@@ -26,10 +26,20 @@ struct NodeCommand: ParsableCommand {
 
     @Option(help: "Unique node name.") var name: String
     @Option(help: "Region this node serves.") var region: String
-    @Option(help: "host:port for gossip (UDP) and peer links (TCP).") var bind: String
+    @Option(help: "host:port for gossip (UDP) and peer links (TCP); 0.0.0.0 or [::] with --advertise.") var bind: String
+    @Option(
+        help:
+            "host:port (IP address) other nodes and clients are told to reach this node at (NAT, containers); default: --bind.")
+    var advertise: String?
     @Option(help: "host:port for the HTTP API.") var api: String
+    @Option(
+        name: .customLong("advertise-api"),
+        help:
+            "host:port clients are told the API is at; default: --api, or the --advertise host with --api's port when --api is a wildcard.")
+    var advertiseAPI: String?
     @Option(name: .customLong("data-dir"), help: "Directory for everything the node must not lose.") var dataDir: String
-    @Option(help: "host:port of a node to join through (repeatable).") var seed: [String] = []
+    @Option(help: "host:port of a node to join through (repeatable); a DNS name is resolved again at every attempt.") var seed: [String] =
+        []
     @Option(
         help:
             "Timing profile: region (the default: sub-second failover between regions 20–80 ms apart, a few packets a second), lan, wan or fast."
@@ -87,9 +97,6 @@ struct NodeCommand: ParsableCommand {
         guard maxClientConnections >= 1 else { throw ValidationError("--max-client-connections must be at least 1") }
         guard (0...10_000_000).contains(tableCacheItems) else { throw ValidationError("--table-cache-items must be 0 to 10000000") }
         if let holdDown, !(0...3600).contains(holdDown) { throw ValidationError("--hold-down must be 0 to 3600 seconds") }
-        guard !bind.hasPrefix("0.0.0.0") else {
-            throw ValidationError("--bind must be the address other nodes reach this one at, not 0.0.0.0")
-        }
     }
 
     func run() throws {
@@ -101,6 +108,8 @@ struct NodeCommand: ParsableCommand {
         }
         var config = NodeConfig(name: name, region: region, bind: bind, api: api, dataDir: dataDir)
         config.seeds = seed
+        config.advertise = advertise
+        config.advertiseAPI = advertiseAPI
         config.profileName = profile
         config.settings = MembershipSettings.profile(named: profile)!
         config.role = witness ? .witness : .voter

@@ -1,6 +1,7 @@
 import GlobalTable
 import StreamLog
 @testable import TandemNode
+import TandemCore
 import Testing
 
 /// Stream definitions as catalog items: the typed form written now, and the older form (the
@@ -33,6 +34,26 @@ import Testing
             "placement": .string(placement)
         ]
         #expect(Streams.decodeDefinition(old) == Self.definition)
+    }
+
+    @Test func aPlacementStoredByAddressIsReadByName() {
+        // Nodes before ids were names stored bind addresses; the addresses members had map to
+        // their names, one nobody had stays as it was.
+        var legacy = LegacyAddresses()
+        for (address, name) in [("10.0.0.1:7000", "n1"), ("10.0.0.2:7000", "n2"), ("10.0.0.3:7000", "n3")] {
+            legacy.add(address: address, name: NodeID(name))
+        }
+        let old = StreamDefinition(
+            name: "orders", partitions: 2, retentionHours: 48, incarnation: 7,
+            voters: [["10.0.0.1:7000", "10.0.0.3:7000", "10.0.0.2:7000"], ["10.0.0.2:7000", "10.0.0.9:7000"]],
+            witnesses: [[], ["10.0.0.3:7000"]])
+        let read = Streams.decodeDefinition(Streams.catalogItem(old))!.resolving(legacy)
+        #expect(read.voters == [["n1", "n3", "n2"], ["n2", "10.0.0.9:7000"]])
+        #expect(read.witnesses == [[], ["n3"]])
+        #expect(legacy.unresolved("10.0.0.9:7000", known: ["n1", "n2", "n3"]))
+        #expect(!legacy.unresolved("n1", known: ["n1", "n2", "n3"]))
+        // A node named like an address is a name, not an address to map.
+        #expect(!legacy.unresolved("10.0.0.9:7000", known: ["10.0.0.9:7000"]))
     }
 
     @Test func aStreamKeepsItsKeyHash() {

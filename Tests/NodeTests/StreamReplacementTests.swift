@@ -2,23 +2,24 @@
 import StreamLog
 @testable import TandemNode
 @testable import TandemTestKit
+import TandemCore
 import Testing
 @testable import Transport
 
 /// Which single-server change replaces a partition's departed voters, step by step.
 @Suite struct StreamReplacementTests {
     static func step(
-        _ voters: [String], witnesses: [String] = [], placed: [String], gone: Set<String>, live: [String],
-        selfID: String = "a"
+        _ voters: [NodeID], witnesses: [NodeID] = [], placed: [NodeID], gone: Set<NodeID>, live: [NodeID],
+        selfID: NodeID = "a"
     ) -> ConfigurationChange? {
         Placement.replacementStep(
             stream: "s", partition: 0, configuration: RaftConfiguration(voters: voters, witnesses: witnesses),
-            placed: placed, gone: gone, live: live, selfID: selfID)
+            placed: placed, gone: gone, live: live.map { Placement.Candidate($0, region: "") }, selfID: selfID)
     }
 
     @Test func removeTheDepartedVoterFirstThenAdd() {
-        let placed = ["a", "b", "c"]
-        let live = ["a", "b", "d", "e"]
+        let placed: [NodeID] = ["a", "b", "c"]
+        let live: [NodeID] = ["a", "b", "d", "e"]
         #expect(Self.step(["a", "b", "c"], placed: placed, gone: ["c"], live: live) == .remove("c"))
         // Once that committed: add the next live member in rendezvous order.
         let next = Placement.ranked("s", 0, ["d", "e"]).first!
@@ -28,7 +29,7 @@ import Testing
     }
 
     @Test func twoDepartedVotersGoOneAtATime() {
-        let placed = ["a", "b", "c"]
+        let placed: [NodeID] = ["a", "b", "c"]
         #expect(Self.step(["a", "b", "c"], placed: placed, gone: ["b", "c"], live: ["a", "d"]) == .remove("b"))
         #expect(Self.step(["a", "c"], placed: placed, gone: ["b", "c"], live: ["a", "d"]) == .remove("c"))
         #expect(Self.step(["a"], placed: placed, gone: ["b", "c"], live: ["a", "d"]) == .addVoter("d"))

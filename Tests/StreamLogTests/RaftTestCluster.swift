@@ -5,15 +5,15 @@ import TandemCore
 /// `inFlight` until `deliver` (so a test can drop, hold or cut links), and time only moves when
 /// a test moves it.
 final class RaftTestCluster {
-    var nodes: [String: RaftNode] = [:]
-    var storages: [String: MemoryLogStorage] = [:]
-    var hardStates: [String: HardState] = [:]
-    var applied: [String: [LogEntry]] = [:]
+    var nodes: [NodeID: RaftNode] = [:]
+    var storages: [NodeID: MemoryLogStorage] = [:]
+    var hardStates: [NodeID: HardState] = [:]
+    var applied: [NodeID: [LogEntry]] = [:]
     var inFlight: [RaftOutgoing] = []
     /// Nodes cut off from everyone (messages to and from them are dropped).
-    var isolated: Set<String> = []
+    var isolated: Set<NodeID> = []
     /// Messages for which this returns true are dropped.
-    var dropIf: (RaftOutgoing, String) -> Bool = { _, _ in false }
+    var dropIf: (RaftOutgoing, NodeID) -> Bool = { _, _ in false }
     /// Lets a test tamper with messages in flight (an adversarial network).
     var rewrite: (RaftOutgoing) -> RaftOutgoing = { $0 }
     var now = Instant(nanoseconds: 1_000_000_000)
@@ -23,8 +23,8 @@ final class RaftTestCluster {
     static let testSettings = RaftSettings(electionTimeout: .seconds(1), heartbeatInterval: .milliseconds(100))
 
     init(
-        voters: [String], witnesses: [String] = [], settings: RaftSettings = RaftTestCluster.testSettings,
-        logs: [String: [UInt64]] = [:], terms: [String: UInt64] = [:]
+        voters: [NodeID], witnesses: [NodeID] = [], settings: RaftSettings = RaftTestCluster.testSettings,
+        logs: [NodeID: [UInt64]] = [:], terms: [NodeID: UInt64] = [:]
     ) {
         self.settings = settings
         let config = RaftConfiguration(voters: voters, witnesses: witnesses)
@@ -42,7 +42,7 @@ final class RaftTestCluster {
     }
 
     func add(
-        _ id: String, configuration: RaftConfiguration, storage: MemoryLogStorage = MemoryLogStorage(), hardState: HardState = HardState()
+        _ id: NodeID, configuration: RaftConfiguration, storage: MemoryLogStorage = MemoryLogStorage(), hardState: HardState = HardState()
     ) {
         seed += 1
         storages[id] = storage
@@ -53,10 +53,10 @@ final class RaftTestCluster {
             settings: settings, seed: seed, now: now)
     }
 
-    subscript(_ id: String) -> RaftNode { nodes[id]! }
+    subscript(_ id: NodeID) -> RaftNode { nodes[id]! }
 
     /// The shell loop with an instant disk: persist, report, send everything, apply.
-    func process(_ id: String) {
+    func process(_ id: NodeID) {
         let node = nodes[id]!
         while node.hasReady {
             let rd = node.ready()
@@ -70,7 +70,7 @@ final class RaftTestCluster {
         }
     }
 
-    private func send(_ m: RaftOutgoing, from: String) {
+    private func send(_ m: RaftOutgoing, from: NodeID) {
         guard !isolated.contains(from), !isolated.contains(m.to), nodes[m.to] != nil, !dropIf(m, from) else { return }
         inFlight.append(rewrite(m))
     }
@@ -106,28 +106,28 @@ final class RaftTestCluster {
     }
 
     /// Makes `id` campaign now (as if its election timer fired) and runs the election.
-    func elect(_ id: String) {
+    func elect(_ id: NodeID) {
         now = max(now, nodes[id]!.nextDeadline)
         nodes[id]!.tick(now: now)
         process(id)
         stabilize()
     }
 
-    var leaders: [String] { nodes.keys.sorted().filter { nodes[$0]!.role == .leader } }
+    var leaders: [NodeID] { nodes.keys.sorted().filter { nodes[$0]!.role == .leader } }
 
     /// Terms of a node's log from index 1 (or its first index) through its last.
-    func terms(_ id: String) -> [UInt64] {
+    func terms(_ id: NodeID) -> [UInt64] {
         let n = nodes[id]!
         guard n.lastIndex >= n.firstIndex else { return [] }
         return (n.firstIndex...n.lastIndex).map { (try? n.term(at: $0))! }  // memory storage: reads do not fail
     }
 
-    func propose(_ id: String, _ text: String) throws(RaftError) {
+    func propose(_ id: NodeID, _ text: String) throws(RaftError) {
         try nodes[id]!.propose([Array(text.utf8)], timestamp: 0, now: now)
         process(id)
     }
 
-    func appliedRecords(_ id: String) -> [String] {
+    func appliedRecords(_ id: NodeID) -> [String] {
         applied[id]!.filter { $0.kind == .record }.map { String(decoding: $0.data, as: UTF8.self) }
     }
 }

@@ -12,7 +12,7 @@ import Testing
         try c.propose("a", "hello")
         c.stabilize()
         c.advance(.milliseconds(200))  // a heartbeat carries the commit index to followers
-        for id in ["a", "b", "c"] {
+        for id: NodeID in ["a", "b", "c"] {
             #expect(c.appliedRecords(id) == ["hello"], "\(id)")
         }
         // Index 1 is the leader's no-op, then the record.
@@ -46,7 +46,7 @@ import Testing
         #expect(c["leader"].term == 8)
         c.advance(.milliseconds(300))
         let expected = leader + [8]  // plus the new leader's no-op
-        for id in ["a", "b", "c", "d", "e", "f"] {
+        for id: NodeID in ["a", "b", "c", "d", "e", "f"] {
             #expect(c.terms(id) == expected, "\(id)")
         }
         #expect(c["leader"].commitIndex == 11)
@@ -84,7 +84,7 @@ import Testing
         if c["s5"].role != .leader { c.elect("s5") }  // the first pre-vote may only teach it term 4
         #expect(c["s5"].role == .leader && c["s5"].term > c["s1"].term)
         c.advance(.milliseconds(50))
-        for id in ["s2", "s3", "s4"] { #expect(try c["s5"].term(at: 2) == 3 && c[id].term(at: 2) == 3, "\(id)") }
+        for id: NodeID in ["s2", "s3", "s4"] { #expect(try c["s5"].term(at: 2) == 3 && c[id].term(at: 2) == 3, "\(id)") }
     }
 
     @Test func figure8CommitsThroughAnEntryOfItsOwnTerm() throws {
@@ -334,7 +334,7 @@ import Testing
         for i in 0..<20 { try c.propose("a", "r\(i)") }
         c.stabilize()
         c.advance(.milliseconds(200))
-        for id in ["a", "b"] { c.storages[id]!.trim(before: 15) }
+        for id: NodeID in ["a", "b"] { c.storages[id]!.trim(before: 15) }
         c.isolated = []
         c.advance(.milliseconds(300))
         #expect(c["a"].metrics.installStartsSent >= 1)
@@ -447,7 +447,7 @@ import Testing
 /// leader to count its ack (one round trip fewer for a put forwarded through it).
 @Suite struct FollowerCommitTests {
     /// The instant-disk shell of `RaftTestCluster.process`, without sending anything.
-    static func persist(_ c: RaftTestCluster, _ id: String, _ rd: RaftReady) {
+    static func persist(_ c: RaftTestCluster, _ id: NodeID, _ rd: RaftReady) {
         c.storages[id]!.append(rd.entries)
         c.storages[id]!.sync()
         if let p = rd.persistedPosition { c[id].appended(through: p, now: c.now) }

@@ -16,7 +16,7 @@ import TandemCore
 extension Streams {
     static func catalogItem(_ d: Definition) -> [String: AttributeValue] {
         let placement = zip(d.voters, d.witnesses).map { v, w in
-            AttributeValue.map(["voters": .list(v.map { .string($0) }), "witnesses": .list(w.map { .string($0) })])
+            AttributeValue.map(["voters": .list(v.map { .string($0.rawValue) }), "witnesses": .list(w.map { .string($0.rawValue) })])
         }
         return [
             "name": .string(d.name), "partitions": .number(DecimalNumber(d.partitions)),
@@ -46,10 +46,10 @@ extension Streams {
             voters: placement.map(\.voters), witnesses: placement.map(\.witnesses), keyHash: keyHash)
     }
 
-    private static func decodePlacement(_ value: AttributeValue?) -> [(voters: [String], witnesses: [String])]? {
+    private static func decodePlacement(_ value: AttributeValue?) -> [(voters: [NodeID], witnesses: [NodeID])]? {
         switch value {
         case .list(let partitions)?:
-            var out: [(voters: [String], witnesses: [String])] = []
+            var out: [(voters: [NodeID], witnesses: [NodeID])] = []
             for p in partitions {
                 guard case .map(let m) = p, case .list(let v)? = m["voters"], case .list(let w)? = m["witnesses"] else { return nil }
                 out.append((strings(v), strings(w)))
@@ -58,10 +58,10 @@ extension Streams {
         case .string(let text)?:
             // The older form: the same structure as JSON text.
             guard case .array(let partitions)? = try? JSON.parse(Array(text.utf8)) else { return nil }
-            var out: [(voters: [String], witnesses: [String])] = []
+            var out: [(voters: [NodeID], witnesses: [NodeID])] = []
             for p in partitions {
                 guard case .array(let v)? = p["voters"], case .array(let w)? = p["witnesses"] else { return nil }
-                out.append((v.compactMap(\.stringValue), w.compactMap(\.stringValue)))
+                out.append((v.compactMap { $0.stringValue.map { NodeID($0) } }, w.compactMap { $0.stringValue.map { NodeID($0) } }))
             }
             return out
         default:
@@ -69,8 +69,8 @@ extension Streams {
         }
     }
 
-    private static func strings(_ list: [AttributeValue]) -> [String] {
-        list.compactMap { if case .string(let s) = $0 { s } else { nil } }
+    private static func strings(_ list: [AttributeValue]) -> [NodeID] {
+        list.compactMap { if case .string(let s) = $0 { NodeID(s) } else { nil } }
     }
 
     /// Every definition the catalog holds, and the names it holds deleted (tombstones).

@@ -25,7 +25,7 @@ final class StreamPartition {
     let log: SegmentLog
     let directory: String
     /// Voters in preference order: the first is where this partition's leader should live.
-    var preferred: [String]
+    var preferred: [NodeID]
     private let hardStateFile: RaftHardStateFile
     /// Configuration entries in the log (index, term, configuration), so a restarted replica
     /// uses the newest one rather than the placement it was created with.
@@ -41,7 +41,7 @@ final class StreamPartition {
     private var driveScheduled = false
     private var scheduledTick: Instant?
     /// Carries messages to peers (batched per destination by `Streams`).
-    private let send: (String, GroupID, RaftMessage) -> Void
+    private let send: (NodeID, GroupID, RaftMessage) -> Void
     /// Told once when the log or hard state cannot be written, synced or read back (see
     /// `stopForDiskFailure`).
     private let onDiskFailure: (String) -> Void
@@ -50,6 +50,20 @@ final class StreamPartition {
     private(set) var stopped = false
     private(set) var stopReason: String?
     private(set) var stoppedByFullDisk = false
+
+    /// How a replica reads files that named members by address (before ids were names).
+    struct Legacy {
+        /// Addresses known nodes had, and their names.
+        var addresses = LegacyAddresses()
+        /// Names of the members known (a node named like an address is not an address).
+        var known: Set<NodeID> = []
+        /// Membership has not synced yet: an address it cannot name may be a member not heard
+        /// of yet, so the replica does not open (`NamesNotKnownYet`). Once synced, an address
+        /// no member had stays as it is (a node gone before the upgrade: replaced as any
+        /// member no longer listed).
+        var waitForNames = false
+    }
+    struct NamesNotKnownYet: Error {}
 
     /// A write made to the page cache, waiting for the fsync that covers it.
     private struct PendingWrite {
@@ -102,9 +116,9 @@ final class StreamPartition {
     /// (`SegmentLog.init` cuts what came after it).
     init(
         id: GroupID, directory: String, configuration: RaftConfiguration, logSettings: SegmentLog.Settings = SegmentLog.Settings(),
-        preferred: [String], selfID: String, origin: UInt64 = 0,
-        settings: RaftSettings, loop: EventLoop, keepingThrough: UInt64? = nil,
-        send: @escaping (String, GroupID, RaftMessage) -> Void, onDiskFailure: @escaping (String) -> Void
+        preferred: [NodeID], selfID: NodeID, origin: UInt64 = 0,
+        settings: RaftSettings, loop: EventLoop, keepingThrough: UInt64? = nil, legacy: Legacy = Legacy(),
+        send: @escaping (NodeID, GroupID, RaftMessage) -> Void, onDiskFailure: @escaping (String) -> Void
     ) throws {
         self.id = id
         self.directory = directory
@@ -117,14 +131,29 @@ final class StreamPartition {
         let log = try SegmentLog(directory: directory + "/log", settings: logSettings, keepingThrough: keepingThrough)
         self.log = log
         hardStateFile = RaftHardStateFile(path: directory + "/hardstate")
-        let loaded = try hardStateFile.load()
-        let hs = loaded ?? HardState()
+        var loaded = try hardStateFile.load()
         configurationFile = RaftConfigurationFile(path: directory + "/configurations")
         // Only entries still in the log (an unsynced one may have been lost, or replaced);
         // those below the first index were committed before they were trimmed.
-        configurationHistory = try configurationFile.load().filter { r in
+        let storedHistory = try configurationFile.load().filter { r in
             try r.index <= log.lastIndex && (r.index < log.firstIndex || log.term(at: r.index) == r.term)
         }
+        // Files written before node ids were names hold addresses: renamed, and stored again
+        // before anything acts on them (a vote repeated under the other name would be a second
+        // vote in the term).
+        let configuration = configuration.resolving(legacy.addresses)
+        configurationHistory = storedHistory.map {
+            RaftConfigurationFile.Record(index: $0.index, term: $0.term, configuration: $0.configuration.resolving(legacy.addresses))
+        }
+        let storedVote = loaded?.vote
+        loaded?.vote = storedVote.map(legacy.addresses.resolve)
+        let named = [loaded?.vote].compactMap { $0 } + configuration.members + configurationHistory.flatMap(\.configuration.members)
+        if legacy.waitForNames, named.contains(where: { legacy.addresses.unresolved($0, known: legacy.known) }) {
+            throw NamesNotKnownYet()
+        }
+        if let loaded, loaded.vote != storedVote { try hardStateFile.store(loaded) }
+        if configurationHistory != storedHistory { try configurationFile.store(configurationHistory) }
+        let hs = loaded ?? HardState()
         if configurationHistory.isEmpty && log.lastIndex == 0 {
             // A replica starting empty (new, or added back after its data was dropped) records the
             // configuration it starts with (as "index 0"): should its group remove it while it is
@@ -153,6 +182,7 @@ final class StreamPartition {
             laterConfigurations: configurationHistory.map { ($0.index, $0.configuration) },
             hardState: hs, storage: log, settings: settings,
             applied: hs.commit, seed: UInt64.random(in: .min ... .max), now: start)
+        raft.legacyAddresses = legacy.addresses
         tickTimer = LoopTimer(loop: loop)
         driveTimer = LoopTimer(loop: loop)
         syncTimer = LoopTimer(loop: loop)
@@ -257,7 +287,7 @@ final class StreamPartition {
     }
 
     /// Hands leadership away (graceful shutdown) or to `target` (spreading leaders).
-    func transferLeadership(to target: String?) {
+    func transferLeadership(to target: NodeID?) {
         guard raft.role == .leader else { return }
         try? raft.transferLeadership(to: target, now: loop.now)
         drive()

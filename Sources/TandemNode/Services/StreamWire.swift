@@ -248,7 +248,7 @@ enum StreamWire {
     }
 
     /// Answer: `0 | first u64 | last u64 | leader shortString` or `1 | failure | leader shortString`.
-    static func encodePutResult(_ result: Result<ClosedRange<UInt64>, PutFailure>, leader: String?) -> [UInt8] {
+    static func encodePutResult(_ result: Result<ClosedRange<UInt64>, PutFailure>, leader: NodeID?) -> [UInt8] {
         var w = ByteWriter(capacity: 64)
         switch result {
         case .success(let range):
@@ -259,11 +259,11 @@ enum StreamWire {
             w.u8(1)
             f.encode(into: &w)
         }
-        w.shortString(leader ?? "")
+        w.shortString(leader?.rawValue ?? "")
         return w.bytes
     }
 
-    static func decodePutResult(_ bytes: [UInt8]) throws(TandemError) -> (Result<ClosedRange<UInt64>, PutFailure>, leader: String?) {
+    static func decodePutResult(_ bytes: [UInt8]) throws(TandemError) -> (Result<ClosedRange<UInt64>, PutFailure>, leader: NodeID?) {
         var r = ByteReader(bytes)
         let result: Result<ClosedRange<UInt64>, PutFailure>
         switch try r.u8() {
@@ -275,7 +275,7 @@ enum StreamWire {
         default: throw TandemError(.malformed, "put result tag")
         }
         let leader = try r.shortString()
-        return (result, leader.isEmpty ? nil : leader)
+        return (result, leader.isEmpty ? nil : NodeID(leader))
     }
 
     // MARK: read proxy: version | stream | partition u16 | count u8 | (key, value)* → status u16 | body blob

@@ -23,10 +23,11 @@ import Transport
 ///   table item; every node polls it and opens or closes its partitions accordingly. Checkpoints
 ///   are items of `_checkpoints` (id `stream:consumer:partition`), last writer wins.
 /// - **Placement**, decided once by the node that creates the stream and stored with it
-///   (`Placement.place`: rendezvous hashing over the live non-witness members picks up to 3
-///   voters; with fewer than 3, witnesses fill in). The first voter is the *preferred* leader:
-///   a leader elsewhere hands over to it once it is alive and caught up
-///   (`Placement.handoffTarget`), so leaders spread over nodes and regions as the hash spreads them.
+///   (`Placement.place`: distinct regions first, then the least loaded data node, then a
+///   rendezvous weight; witnesses fill in a missing region or below 3). Groups whose members
+///   share a region spread once another region has a live node (`Placement.rebalanceStep`).
+///   The first voter is the *preferred* leader: a leader elsewhere hands over to it once it is
+///   alive and caught up (`Placement.handoffTarget`), so leaders spread over nodes and regions.
 /// - **Forwarding**: a node that is not the leader forwards a put to the leader it knows (a
 ///   non-replica to a live replica), at most 3 hops, retrying until a bounded deadline (2 s)
 ///   while there is no leader; then 503 `no_leader`, retryable.
@@ -46,7 +47,8 @@ final class Streams {
     typealias Definition = StreamDefinition
 
     struct MemberInfo {
-        var name: String
+        /// Its name: what placements, Raft configurations and votes store.
+        var id: NodeID
         var address: String
         var api: String
         var region: String
@@ -86,7 +88,7 @@ final class Streams {
 
     let loop: EventLoop
     let logger: Logger
-    let selfID: String
+    let selfID: NodeID
     let isWitness: Bool
     let settings: RaftSettings
     let root: String
@@ -94,11 +96,18 @@ final class Streams {
     let peers: PeerLinks
     /// The members (self included), set by the node.
     var members: () -> [MemberInfo] = { [] }
+    /// A member's peer address (nil: not known), set by the node; a lookup, not a scan.
+    var addressOf: (NodeID) -> String? = { _ in nil }
+    /// The addresses known nodes had, for records older nodes stored by address.
+    var legacyAddresses: () -> LegacyAddresses = { LegacyAddresses() }
+    /// Whether membership has merged a peer's whole view: until then an address in a stored
+    /// record may belong to a member not heard of yet.
+    var membershipSynced: () -> Bool = { true }
 
     private(set) var definitions: [String: Definition] = [:]
     private(set) var partitions: [GroupID: StreamPartition] = [:]
     private(set) var stoppedReplicas: [GroupID: StoppedReplica] = [:]
-    var leaderHints: [GroupID: String] = [:]
+    var leaderHints: [GroupID: NodeID] = [:]
     var stats = Stats()
 
     /// Tags of puts this node forwards as a replica (see `StreamRecord`): random per process,
@@ -106,7 +115,7 @@ final class Streams {
     let origin = UInt64.random(in: 1 ... .max)
     var putsTagged: UInt64 = 0
 
-    var outbox: [String: (buffer: [UInt8], count: Int)] = [:]
+    var outbox: [NodeID: (buffer: [UInt8], count: Int)] = [:]
     let flushTimer: LoopTimer
     var flushScheduled = false
     private let housekeeping: LoopTimer
@@ -122,7 +131,7 @@ final class Streams {
     let replicasAnswerForwardedPuts: Bool
 
     init(
-        loop: EventLoop, logger: Logger, selfID: String, isWitness: Bool, profile: String, dataDir: String,
+        loop: EventLoop, logger: Logger, selfID: NodeID, isWitness: Bool, profile: String, dataDir: String,
         tables: Tables, peers: PeerLinks, hourMs: UInt64 = 3_600_000, segmentBytes: Int = 64 << 20,
         replicasAnswerForwardedPuts: Bool = true
     ) {
@@ -193,7 +202,16 @@ final class Streams {
     /// deleted or re-created streams (`Placement.reconcile`).
     func reconcile() {
         // A catalog the store cannot read is not an empty one: nothing is opened or closed.
-        guard let (defs, deleted, unreadable) = try? readCatalog() else { return }
+        guard let (stored, deleted, unreadable) = try? readCatalog() else { return }
+        // Placements stored by older nodes name members by address: read by name, and stored
+        // again by name once every address is known (docs/DESIGN-NOTES.md, Node identity).
+        let legacy = legacyAddresses()
+        let defs = stored.mapValues { $0.resolving(legacy) }
+        let known = Set(members().map(\.id))
+        for (name, d) in defs.sorted(by: { $0.key < $1.key })
+        where d != stored[name] && !d.members.contains(where: { legacy.unresolved($0, known: known) }) && !isWitness {
+            migratePlacement(d)
+        }
         definitions = defs
         for name in unreadable.subtracting(unreadableLogged) {
             logger.warning(
@@ -271,6 +289,8 @@ final class Streams {
                 logSettings: SegmentLog.Settings(segmentBytesMax: segmentBytes, segmentAgeMaxMs: UInt64(d.retentionHours) * hourMs / 4),
                 preferred: d.voters[gid.partition], selfID: selfID, origin: origin, settings: settings, loop: loop,
                 keepingThrough: keepingThrough,
+                legacy: StreamPartition.Legacy(
+                    addresses: legacyAddresses(), known: Set(members().map(\.id)), waitForNames: !membershipSynced()),
                 send: { [weak self] to, g, m in self?.send(to, g, m) },
                 onDiskFailure: { [weak self] why in self?.replicaStopped(gid, why) })
             if part.stopped {  // failed in its first drive, before it was ours
@@ -279,6 +299,10 @@ final class Streams {
             }
             partitions[gid] = part
             return part
+        } catch is StreamPartition.NamesNotKnownYet {
+            // Its files name a member by an address no member has shown yet: opened once
+            // membership has synced (reconcile retries every 200 ms).
+            return nil
         } catch {
             if keepingThrough != nil {
                 stoppedReplicas[gid]?.reason = "reopening: \(error)"
@@ -333,10 +357,11 @@ final class Streams {
     }
 
     /// A leader's message for a partition this node does not hold, from a voter of its
-    /// placement: the leader added this node (a replacement, before the definition says so).
-    /// The replica opens with an empty configuration and learns the real one from the log.
+    /// placement: the leader added this node (a replacement, or a witness or voter added to
+    /// spread the group over regions, before the definition says so). The replica opens with
+    /// an empty configuration and learns the real one from the log.
     func openAddedReplica(_ g: GroupID, _ m: RaftMessage) -> StreamPartition? {
-        guard !isWitness, !stopping, stoppedReplicas[g] == nil, let d = definitions[g.stream], d.incarnation == g.incarnation,
+        guard !stopping, stoppedReplicas[g] == nil, let d = definitions[g.stream], d.incarnation == g.incarnation,
             g.partition < d.partitions,
             d.voters[g.partition].contains(m.from)
         else { return nil }
@@ -361,25 +386,36 @@ final class Streams {
     /// them) — the latter only once this node has been up long enough to have heard of everyone.
     private func replaceDepartedVoters() {
         let all = members()
-        var gone = Set(all.filter(\.left).map(\.address))
+        var gone = Set(all.filter(\.left).map(\.id))
         if loop.now - startedAt >= Streams.forgottenAfterUptime {
-            let known = Set(all.map(\.address))
+            let known = Set(all.map(\.id))
             for p in partitions.values { gone.formUnion(p.raft.configuration.voters.filter { !known.contains($0) }) }
         }
-        let live = all.filter { $0.alive && !$0.left && $0.role != .witness }.map(\.address)
+        let live = all.filter { $0.alive && !$0.left }.map { Placement.Candidate($0.id, region: $0.region, witness: $0.role == .witness) }
+        let regions = Dictionary(all.map { ($0.id, $0.region) }, uniquingKeysWith: { a, _ in a })
         for p in partitions.values where p.canPropose {
             guard let d = definitions[p.id.stream], d.incarnation == p.id.incarnation else { continue }
             let config = p.raft.configuration
             guard p.raft.configurationCommitted else { continue }
             if let change = Placement.replacementStep(
                 stream: d.name, partition: p.id.partition, configuration: config,
-                placed: d.voters[p.id.partition], gone: gone, live: live, selfID: selfID)
+                placed: d.voters[p.id.partition], gone: gone, live: live.filter { !$0.witness }, regions: regions, selfID: selfID)
             {
                 do {
                     try p.proposeChange(change)
                     logger.info("replacing a departed voter", metadata: ["partition": "\(p.id)", "change": "\(change)"])
                 } catch {
                     // Not yet (this term's first commit pending, a transfer): next round.
+                }
+            } else if let change = Placement.rebalanceStep(
+                stream: d.name, partition: p.id.partition, configuration: config, placed: d.voters[p.id.partition],
+                live: live, selfID: selfID)
+            {
+                do {
+                    try p.proposeChange(change)
+                    logger.info("spreading a partition over more regions", metadata: ["partition": "\(p.id)", "change": "\(change)"])
+                } catch {
+                    // Not yet: next round.
                 }
             } else if let stored = Placement.stored(
                 voters: d.voters[p.id.partition], witnesses: d.witnesses[p.id.partition],
@@ -418,6 +454,8 @@ final class Streams {
     /// serves again.) A replica whose data was already dropped holds only `hardstate`; one from
     /// before configurations were recorded at creation cannot be reopened and is left as it is.
     private func openStaleReplicas() {
+        // Once per incarnation: not before stored addresses can be told (see `open`).
+        guard membershipSynced() else { return }
         let fm = FileManager.default
         for d in definitions.values where !staleScanned.contains("\(d.name)/\(d.incarnation)") {
             staleScanned.insert("\(d.name)/\(d.incarnation)")
@@ -451,11 +489,22 @@ final class Streams {
 
     private var placementWrittenAt: [String: Instant] = [:]
 
+    /// Stores a definition read from an older node's addresses by names (any node may: they
+    /// all write the same item, so last writer wins changes nothing).
+    private func migratePlacement(_ d: Definition) {
+        if let last = placementWrittenAt[d.name], loop.now - last < .seconds(1) { return }
+        placementWrittenAt[d.name] = loop.now
+        logger.notice("storing a stream's placement by node names (it named nodes by address)", metadata: ["stream": "\(d.name)"])
+        writeDefinition(d) { [weak self] error in
+            if let error { self?.logger.warning("cannot store placement", metadata: ["stream": "\(d.name)", "error": "\(error)"]) }
+        }
+    }
+
     /// Stores partition `pi`'s committed configuration (`Placement.stored`) in the stream's
     /// definition. Different partitions' leaders may write the same item concurrently (last
     /// writer wins): each keeps rewriting while the stored placement differs from its group, so
     /// they converge.
-    private func writeBackPlacement(_ d: Definition, _ pi: Int, _ stored: (voters: [String], witnesses: [String])) {
+    private func writeBackPlacement(_ d: Definition, _ pi: Int, _ stored: (voters: [NodeID], witnesses: [NodeID])) {
         if let last = placementWrittenAt[d.name], loop.now - last < .seconds(1) { return }
         placementWrittenAt[d.name] = loop.now
         var updated = d
@@ -480,7 +529,7 @@ final class Streams {
     /// Leaders move to their partition's preferred node when it is alive and caught up, a few
     /// seconds into a term (`Placement.handoffTarget`).
     private func spreadLeaders() {
-        let alive = Set(members().filter(\.alive).map(\.address))
+        let alive = Set(members().filter(\.alive).map(\.id))
         let now = loop.now
         for p in partitions.values where p.isLeader {
             guard

@@ -18,7 +18,10 @@ extension Streams {
             "tandem_stream_follower_lag_entries", .gauge, "On the leader: entries each follower is behind.",
             samples: sorted.filter(\.isLeader).flatMap { p in
                 p.raft.progress.sorted(by: { $0.key < $1.key }).map { f, pr in
-                    (labels(p) + [("follower", f)], p.raft.lastIndex - min(pr.match, p.raft.lastIndex) as any CustomStringConvertible)
+                    (
+                        labels(p) + [("follower", f.rawValue)],
+                        p.raft.lastIndex - min(pr.match, p.raft.lastIndex) as any CustomStringConvertible
+                    )
                 }
             })
         perReplica("tandem_stream_elections_total", .counter, "Elections this replica started.") { $0.raft.metrics.electionsStarted }

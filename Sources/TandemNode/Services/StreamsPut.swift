@@ -110,7 +110,7 @@ extension Streams {
         if local == nil && target == nil {
             // Not a replica and no hint: any live replica knows the leader (rotating on failure).
             // A replica stopped here by its disk knows nothing: ask the others.
-            let alive = Set(members().filter(\.alive).map(\.address))
+            let alive = Set(members().filter(\.alive).map(\.id))
             let candidates = d.voters[g.partition].filter { alive.contains($0) && !(stoppedHere != nil && $0 == selfID) }
             if !candidates.isEmpty { target = candidates[attempt % candidates.count] }
         }
@@ -130,7 +130,7 @@ extension Streams {
             }
             return retry(done)
         }
-        if peers.isBackingOff(target) {
+        guard let address = address(of: target), !peers.isBackingOff(address) else {
             // Just failed to connect (a dead leader, most likely): look again shortly rather
             // than queue behind the reconnect backoff.
             if leaderHints[g] == target { leaderHints[g] = nil }
@@ -157,7 +157,7 @@ extension Streams {
         let waitMs = UInt32(max(0, (deadline - now).milliseconds))
         let payload = StreamWire.encode(StreamWire.PutRequest(group: g, hops: hops + 1, waitMs: waitMs, records: sent))
         peers.request(
-            to: target, kind: StreamFrameKind.put, payload: payload,
+            to: address, kind: StreamFrameKind.put, payload: payload,
             timeout: .milliseconds(Int64(waitMs)) + Streams.commitTimeout + .seconds(1)
         ) { [weak self, weak local] result in
             if let put { local?.forgetForwarded(put: put) }

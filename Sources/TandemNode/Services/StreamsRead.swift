@@ -237,15 +237,16 @@ extension Streams {
     /// Asks the live replicas in turn; one that answers 503 (not a replica after all, its
     /// partition closed) or not at all passes the read on to the next.
     private func proxyRead(_ d: Definition, _ p: Int, _ q: ReadQuery, attempt: Int, _ done: @escaping ReadDone) {
-        let alive = Set(members().filter(\.alive).map(\.address))
+        let alive = Set(members().filter(\.alive).map(\.id))
         let replicas = d.voters[p].filter { alive.contains($0) && $0 != selfID }
         guard attempt < replicas.count else {
             return done(
                 .failure(StreamsError(status: 503, code: "unavailable", message: "no live replica of \(d.name)/\(p)", retryable: true)))
         }
         stats.readsProxied += 1
+        guard let address = address(of: replicas[attempt]) else { return proxyRead(d, p, q, attempt: attempt + 1, done) }
         peers.request(
-            to: replicas[attempt], kind: StreamFrameKind.read, payload: StreamWire.encodeRead(stream: d.name, partition: p, query: q.query),
+            to: address, kind: StreamFrameKind.read, payload: StreamWire.encodeRead(stream: d.name, partition: p, query: q.query),
             timeout: .milliseconds(Int64(q.waitMs)) + .seconds(3)
         ) { [weak self] result in
             guard let self else { return }

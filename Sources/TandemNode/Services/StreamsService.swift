@@ -26,7 +26,7 @@ struct StreamsError: Error, Equatable {
 }
 
 /// A stream and, for each partition, what this node knows of it. Members are named by their
-/// node names (an address where the member is not known).
+/// node ids (names; an address only where an older node's record names a node no member had).
 struct StreamDescription {
     var definition: Streams.Definition
     var partitions: [Partition]
@@ -168,11 +168,10 @@ extension Streams {
                 }
                 return done(.success((describe(existing), false)))
             }
-            let live = members().filter(\.alive)
+            let live = members().filter { $0.alive && !$0.left }
             let (voters, witnesses) = Placement.place(
                 stream: name, partitions: partitions,
-                dataNodes: live.filter { $0.role != .witness }.map(\.address),
-                witnesses: live.filter { $0.role == .witness }.map(\.address))
+                candidates: live.map { Placement.Candidate($0.id, region: $0.region, witness: $0.role == .witness) })
             guard voters.allSatisfy({ !$0.isEmpty }) else {
                 throw StreamsError(.unavailable, "no live non-witness member to place partitions on")
             }
@@ -231,10 +230,7 @@ extension Streams {
         }
     }
 
-    private func memberName(_ address: String?) -> String? {
-        guard let address else { return nil }
-        return members().first { $0.address == address }?.name ?? address
-    }
+    private func memberName(_ id: NodeID?) -> String? { id?.rawValue }
 
     /// The stream and, for each partition, what this node knows: the full Raft view where it
     /// holds a replica (with per-follower lag where it leads), the placement elsewhere.

@@ -5,7 +5,10 @@ import Transport
 /// Streams' peer frames: Raft messages batched into one frame per destination per loop turn,
 /// and the put and read requests other nodes forward here.
 extension Streams {
-    func send(_ to: String, _ g: GroupID, _ m: RaftMessage) {
+    /// A member's peer address (nil: not a member this node knows).
+    func address(of id: NodeID) -> String? { addressOf(id) }
+
+    func send(_ to: NodeID, _ g: GroupID, _ m: RaftMessage) {
         var w = ByteWriter(capacity: 64)
         g.encode(into: &w)
         w.blob(m.encode())
@@ -26,13 +29,16 @@ extension Streams {
         }
     }
 
-    private func flush(_ to: String) {
+    private func flush(_ to: NodeID) {
         guard let entry = outbox.removeValue(forKey: to), entry.count > 0 else { return }
+        // A member not known (yet, or any more) is one that cannot be reached: lost like a
+        // datagram, and Raft retries.
+        guard let address = address(of: to) else { return }
         var w = ByteWriter(capacity: entry.buffer.count + 3)
         w.u8(StreamWire.version)
         w.u16(UInt16(entry.count))
         w.raw(entry.buffer)
-        peers.send(to: to, kind: StreamFrameKind.raft, payload: w.bytes)
+        peers.send(to: address, kind: StreamFrameKind.raft, payload: w.bytes)
     }
 
     /// A stream frame from a peer.

@@ -39,9 +39,12 @@ final class Tables {
     private let loop: EventLoop
     let replication: Replication
 
-    /// Peer plumbing, set by the node: the members (peer address, alive?), and a request sender.
-    var members: () -> [(id: String, live: Bool)] = { [] }
-    var request: (_ to: String, _ kind: UInt8, _ payload: [UInt8], _ done: @escaping (Result<Frame, TandemError>) -> Void) -> Void = {
+    /// Peer plumbing, set by the node: the members (node id, alive?), the addresses known
+    /// nodes had (to rename what older nodes stored by address), and a request sender (which
+    /// finds the peer's address).
+    var members: () -> [(id: NodeID, live: Bool)] = { [] }
+    var legacyAddresses: () -> LegacyAddresses = { LegacyAddresses() }
+    var request: (_ to: NodeID, _ kind: UInt8, _ payload: [UInt8], _ done: @escaping (Result<Frame, TandemError>) -> Void) -> Void = {
         _, _, _, _ in
     }
 
@@ -90,7 +93,7 @@ final class Tables {
     private var ttlCursor: [String: ItemKey] = [:]
     private var rng = SystemRandomNumberGenerator()
 
-    init(store: LMDBStore, loop: EventLoop, peerID: String, replication: Replication = Replication(), logger: Logger? = nil) throws {
+    init(store: LMDBStore, loop: EventLoop, peerID: NodeID, replication: Replication = Replication(), logger: Logger? = nil) throws {
         self.loop = loop
         self.replication = replication
         itemStore = TableStore(store)
@@ -223,7 +226,10 @@ final class Tables {
     }
 
     /// Membership as the core sees it; called before each decision that depends on it.
-    func syncMembers() { core.membersChanged(members(), wallMs: Tables.wallMs()) }
+    func syncMembers() {
+        core.renameLegacyMembers(legacyAddresses())
+        core.membersChanged(members(), wallMs: Tables.wallMs())
+    }
 
     /// Something changed that anti-entropy may have to repair: run it often for a while.
     func markBusy() { lastBusy = loop.now }
