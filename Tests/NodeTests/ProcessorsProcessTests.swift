@@ -27,7 +27,7 @@ import Transport
         init(root: String, sleepMs: Int = 0) throws {
             port = LocalCluster.freePortBase(count: 1)
             log = "\(root)/function-\(port).jsonl"
-            FileManager.default.createFile(atPath: log, contents: nil)
+            _ = FileManager.default.createFile(atPath: log, contents: nil)
             let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
                 .appendingPathComponent("processors/function.py").path
             pid = try spawn("/usr/bin/env", ["python3", script, "\(port)", log, "\(sleepMs)"], log: "\(root)/function-\(port).out")
