@@ -3,8 +3,9 @@ import TandemCore
 import TandemTestKit
 import Transport
 
-/// The checker's verdict: after the faults, heal and verify tables, counters, sets, the stream
-/// and the routes (each check says how much it saw, and fails when it saw too little to judge).
+/// The checker's verdict: after the faults, heal and verify tables, counters, sets, the stream,
+/// its processors and the routes (each check says how much it saw, and fails when it saw too
+/// little to judge).
 extension CheckRun {
     struct Verdict {
         var ok = true
