@@ -364,8 +364,8 @@ import Transport
         // Healed: anti-entropy brings the writes, and then the checkpoint moves to the end.
         #expect(cluster.setChaos(owner))
         #expect(cluster.setChaos(cut))
-        #expect(eventually(timeout: .seconds(20)) { count(cut) == 20 }, "the cut-off peer never got the writes")
-        #expect(eventually(timeout: .seconds(20)) { (partition().checkpoint ?? 0) >= last }, "checkpoint stuck at \(partition())")
+        #expect(eventually(timeout: .seconds(60)) { count(cut) == 20 }, "the cut-off peer never got the writes")
+        #expect(eventually(timeout: .seconds(60)) { (partition().checkpoint ?? 0) >= last }, "checkpoint stuck at \(partition())")
     }
 
     /// A processor on `_events`, filtered to route changes: kill -9 of a region's only node, and

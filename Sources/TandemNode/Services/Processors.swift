@@ -27,7 +27,8 @@ import Transport
 /// **Materialize** applies each record to its item once: the item keeps, per (processor,
 /// partition), the last sequence applied (`_tandem_applied`), written in the same item write as
 /// the change; counters count in a slot of their own per (processor, partition) whose totals
-/// merge by max, so an owner replaying from an older state reaches the same totals.
+/// merge by max — and so does the mark (a counter in that slot) — so an owner replaying from an
+/// older state reaches the same totals, and mark and totals merged from two owners still agree.
 /// That holds only if the new owner's replica of the table has every write the checkpoint it
 /// resumes from stands for: replaying from a replica that lacks some would start those counters
 /// from too low a total, and the max merge would then keep the wrong one (the chaos checker saw
@@ -522,15 +523,46 @@ final class Processors {
         guard let schema = tables.replicas[m.table]?.schema, let replica = tables.replicas[m.table] else {
             return finish(.failure("no table '\(m.table)'"))
         }
-        let slotName = r.key.id
-        let slot = stableHash64(Array(slotName.utf8)) | (1 << 63)  // never a node's HLC id (those are small)
         let t = tables.core.now(wallMs: Tables.wallMs())
+        guard
+            let (changes, rejected) = Processors.materialized(
+                m, schema: schema, slotName: r.key.id, batch.records, at: t, read: { try replica.state($0) })
+        else { return finish(.failure("reading \(m.table) failed")) }
+        let writes = changes.map { (table: m.table, key: $0.key, delta: $0.delta) }
+        let outcome: DeliveryOutcome = rejected.map { .rejected(sequence: $0.0, reason: $0.1) } ?? .success
+        guard !writes.isEmpty else { return finish(outcome) }
+        let first = batch.records[0].sequence
+        tables.commit(writes) { [weak self, weak r] error in
+            if error == nil, let self, let r {
+                // Stamped after the commit: every delta it made is older than this. Batches within
+                // 100 ms share an entry (the later stamp), so an outage costs ~10 entries a second.
+                let at = self.tables.core.now(wallMs: Tables.wallMs()).time
+                if let last = r.unreplicated.last, at >> 16 < (last.at >> 16) + 100 {
+                    r.unreplicated[r.unreplicated.count - 1].at = at
+                } else {
+                    r.unreplicated.append((first: first, at: at))
+                }
+            }
+            finish(error.map { .failure("write to \(m.table): \($0.message)") } ?? outcome)
+        }
+    }
+
+    /// What a batch does to the items of a materialize target, at time `t` (pure: items are read
+    /// through `read`): per item touched, in order, the delta to commit (none for an item whose
+    /// records were all applied before), and the record rejected, if one was (the records before
+    /// it are in the deltas, none after). Nil if an item could not be read. `slotName` names the
+    /// consumer — `processor#partition` — whose counter slot and applied mark these are.
+    static func materialized(
+        _ m: ProcessorDefinition.Materialize, schema: KeySchema, slotName: String, _ records: [ProcessorRecord], at t: HLC,
+        read: (ItemKey) throws -> ItemState?
+    ) -> (writes: [(key: ItemKey, delta: ItemState)], rejected: (UInt64, String)?)? {
+        let slot = stableHash64(Array(slotName.utf8)) | (1 << 63)  // never a node's HLC id (those are small)
         // Per item of the batch: its state as the batch leaves it, the delta to commit, the last
         // sequence of this partition applied to it, and whether it did not exist before.
         var states: [ItemKey: (state: ItemState, delta: ItemState, applied: UInt64, new: Bool)] = [:]
         var order: [ItemKey] = []
         var rejected: (UInt64, String)?
-        for rec in batch.records {
+        for rec in records {
             let data = try? JSON.parse(rec.data)
             var keyItem: [String: AttributeValue] = [:]
             for (attr, path) in m.key {
@@ -542,7 +574,7 @@ final class Processors {
                 break
             }
             if states[key] == nil {
-                guard let s = try? replica.state(key) ?? ItemState() else { return finish(.failure("reading \(m.table) failed")) }
+                guard let s = try? read(key) ?? ItemState() else { return nil }
                 var applied: UInt64 = 0
                 if case .map(let marks)? = s.visible("_tandem_applied"), case .number(let n)? = marks[slotName] {
                     applied = UInt64(n.description) ?? 0
@@ -586,30 +618,24 @@ final class Processors {
             }
             // Only the path: writing the whole map would hide other partitions' marks (a write at a
             // prefix hides older writes under it); a path write makes the maps on its way down.
-            delta.merge(state.set(appliedPath, .number(DecimalNumber(String(rec.sequence))!), at: t))
+            // The mark is a counter in the partition's slot, raised to the sequence: it merges by
+            // max like the totals it stands for. A last-writer-wins mark could pair an older mark
+            // with newer totals (an owner stalled and resumed writes after its successor), and
+            // the next replay would count those records again; and every record of a batch wrote
+            // it at the same time, so the first record's mark was the one kept.
+            guard let mark = state.add(appliedPath, DecimalNumber(String(rec.sequence - applied))!, at: t, slot: slot) else {
+                rejected = (rec.sequence, "_tandem_applied.\(slotName) is not a number")
+                break
+            }
+            delta.merge(mark)
             applied = rec.sequence
             states[key] = (state, delta, applied, new)
         }
-        let writes = order.compactMap { k -> (table: String, key: ItemKey, delta: ItemState)? in
+        let writes = order.compactMap { k -> (key: ItemKey, delta: ItemState)? in
             let d = states[k]!.delta
-            return d == ItemState() ? nil : (m.table, k, d)
+            return d == ItemState() ? nil : (k, d)
         }
-        let outcome: DeliveryOutcome = rejected.map { .rejected(sequence: $0.0, reason: $0.1) } ?? .success
-        guard !writes.isEmpty else { return finish(outcome) }
-        let first = batch.records[0].sequence
-        tables.commit(writes) { [weak self, weak r] error in
-            if error == nil, let self, let r {
-                // Stamped after the commit: every delta it made is older than this. Batches within
-                // 100 ms share an entry (the later stamp), so an outage costs ~10 entries a second.
-                let at = self.tables.core.now(wallMs: Tables.wallMs()).time
-                if let last = r.unreplicated.last, at >> 16 < (last.at >> 16) + 100 {
-                    r.unreplicated[r.unreplicated.count - 1].at = at
-                } else {
-                    r.unreplicated.append((first: first, at: at))
-                }
-            }
-            finish(error.map { .failure("write to \(m.table): \($0.message)") } ?? outcome)
-        }
+        return (writes, rejected)
     }
 
     private func deadLetter(_ r: Runner, _ letter: DeadLetter) {
