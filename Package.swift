@@ -82,7 +82,8 @@ let package = Package(
         .testTarget(
             name: "NodeTests",
             dependencies: [
-                "TandemNode", "TandemTestKit", "Transport", "Storage", "TandemCore", "Membership", "GlobalTable", "StreamLog", "Routing"
+                "TandemNode", "TandemTestKit", "Transport", "Storage", "TandemCore", "Membership", "GlobalTable", "StreamLog", "Routing",
+                "Processing"
             ])
     ]
 )

@@ -9,7 +9,12 @@ handler in handler.py: POST /2015-03-31/functions/{name}/invocations with the ev
 
 Usage: python invoke_server.py --function NAME --port-file PATH [--parent-pid PID]
 It listens on 127.0.0.1 on a free port and writes the port to PATH once it accepts connections.
-GET /seen answers what the handler has seen so far (for tests)."""
+GET /seen answers what the handler has seen so far (for tests); GET /invocations the invocations in
+the order they were answered, each {"sequences": [the records' sequence numbers, as sent],
+"attempt": the X-Tandem-Attempt header or null, "outcome": "success" | "partial" | "error",
+"failed": [the itemIdentifiers answered], "errorType": the exception's type or null, "at": when it
+was answered (seconds since the epoch)}, so a test
+can replay what the function was given and what it said against Lambda's documented rules."""
 
 import argparse
 import json
@@ -24,6 +29,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import handler  # noqa: E402
+
+invocations = []
+invocations_lock = threading.Lock()
 
 
 class Context:
@@ -62,6 +70,9 @@ class Invoke(BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path == "/seen":
             self.answer(200, [list(s) for s in handler.seen])
+        elif self.path == "/invocations":
+            with invocations_lock:
+                self.answer(200, list(invocations))
         else:
             self.answer(404, {"message": "not found"})
 
@@ -86,9 +97,16 @@ class Invoke(BaseHTTPRequestHandler):
                         [("x-amzn-ErrorType", "InvalidRequestContentException")])
             return
         context = Context(self.function)
+        entry = {
+            "sequences": [r.get("kinesis", {}).get("sequenceNumber") for r in event.get("Records", [])],
+            "attempt": self.headers.get("X-Tandem-Attempt"),
+        }
         try:
             result = handler.lambda_handler(event, context)
         except Exception as e:  # the handler raised: Lambda's Unhandled function error
+            entry.update(outcome="error", failed=[], errorType=type(e).__name__, at=time.time())
+            with invocations_lock:
+                invocations.append(entry)
             self.answer(
                 200,
                 {
@@ -100,6 +118,10 @@ class Invoke(BaseHTTPRequestHandler):
                 [("X-Amz-Function-Error", "Unhandled"), ("X-Amz-Executed-Version", "$LATEST")],
             )
             return
+        failed = [f.get("itemIdentifier") for f in (result or {}).get("batchItemFailures") or []]
+        entry.update(outcome="partial" if failed else "success", failed=failed, errorType=None, at=time.time())
+        with invocations_lock:
+            invocations.append(entry)
         self.answer(200, result, [("X-Amz-Executed-Version", "$LATEST")])
 
 

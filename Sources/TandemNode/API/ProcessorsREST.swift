@@ -107,6 +107,10 @@ extension Processors {
             var fields: [(String, JSON)] = [("partition", .number("\(p)"))]
             fields.append(("owner", ps?.owner.map { .string($0) } ?? .null))
             fields.append(("checkpoint", ps?.checkpoint.map { .string(SequenceText.format($0)) } ?? .null))
+            if case .materialize = st.definition.target {
+                // Where a new owner would resume: below any batch whose writes a member may lack.
+                fields.append(("settledCheckpoint", ps?.settled.map { .string(SequenceText.format($0)) } ?? .null))
+            }
             if let r = running(st.definition.name, p) {
                 fields += [
                     ("iteratorAgeMs", .number("\(r.iteratorAgeMs)")), ("inFlight", .number("\(r.consumer.inFlight)")),

@@ -27,7 +27,16 @@ import Transport
 /// **Materialize** applies each record to its item once: the item keeps, per (processor,
 /// partition), the last sequence applied (`_tandem_applied`), written in the same item write as
 /// the change; counters count in a slot of their own per (processor, partition) whose totals
-/// merge by max, so an owner replaying from an older state reaches the same totals.
+/// merge by max — and so does the mark (a counter in that slot) — so an owner replaying from an
+/// older state reaches the same totals, and mark and totals merged from two owners still agree.
+/// That holds only if the new owner's replica of the table has every write the checkpoint it
+/// resumes from stands for: replaying from a replica that lacks some would start those counters
+/// from too low a total, and the max merge would then keep the wrong one (the chaos checker saw
+/// it: counters one record short after a partition healed, `_processors` repaired before the
+/// target table; a fixed delay does not bound that). So a materialize partition's settled
+/// checkpoint, where a new owner resumes, moves past a batch only once the table core knows the
+/// batch's writes are durable on every member (`coverage`): a takeover replays a little more
+/// (idempotent), never from a replica that is behind.
 final class Processors {
     static let table = "_processors"
     static let catalogEntry = CatalogEntry(schema: KeySchema(partitionKey: "id"), at: HLC(time: 1 << 16, node: 0))
@@ -241,7 +250,8 @@ final class Processors {
     /// What is stored of a partition's consumer: checkpoint and the owner's last figures.
     struct PartitionState {
         var checkpoint: UInt64?
-        /// A checkpoint at least `settleDelay` old.
+        /// Where a new owner of a materialize partition resumes: below every batch whose table
+        /// writes some member may still lack (`storableCheckpoint`).
         var settled: UInt64?
         var owner: String?
         var iteratorAgeMs: UInt64 = 0
@@ -325,7 +335,7 @@ final class Processors {
         if case .materialize = s.definition.target, let settled = stored?.settled {
             // A materialize owner resumes from where the table writes had surely reached every
             // replica: records in between are applied again only where this replica lacks them
-            // (see `settleDelay`).
+            // (see `storableCheckpoint`).
             checkpoint = settled
         } else if let c = stored?.checkpoint {
             checkpoint = c
@@ -348,7 +358,6 @@ final class Processors {
             key: key, stream: stream, partition: p, stored: s, filters: filters,
             consumer: PartitionConsumer(settings: settings, checkpoint: checkpoint, seed: UInt64.random(in: 1 ... .max)),
             timer: LoopTimer(loop: loop))
-        r.startedAt = checkpoint
         r.retriesBase = stored?.retries ?? 0
         r.deadLetteredBase = stored?.deadLettered ?? 0
         runners[key] = r
@@ -514,15 +523,46 @@ final class Processors {
         guard let schema = tables.replicas[m.table]?.schema, let replica = tables.replicas[m.table] else {
             return finish(.failure("no table '\(m.table)'"))
         }
-        let slotName = r.key.id
-        let slot = stableHash64(Array(slotName.utf8)) | (1 << 63)  // never a node's HLC id (those are small)
         let t = tables.core.now(wallMs: Tables.wallMs())
+        guard
+            let (changes, rejected) = Processors.materialized(
+                m, schema: schema, slotName: r.key.id, batch.records, at: t, read: { try replica.state($0) })
+        else { return finish(.failure("reading \(m.table) failed")) }
+        let writes = changes.map { (table: m.table, key: $0.key, delta: $0.delta) }
+        let outcome: DeliveryOutcome = rejected.map { .rejected(sequence: $0.0, reason: $0.1) } ?? .success
+        guard !writes.isEmpty else { return finish(outcome) }
+        let first = batch.records[0].sequence
+        tables.commit(writes) { [weak self, weak r] error in
+            if error == nil, let self, let r {
+                // Stamped after the commit: every delta it made is older than this. Batches within
+                // 100 ms share an entry (the later stamp), so an outage costs ~10 entries a second.
+                let at = self.tables.core.now(wallMs: Tables.wallMs()).time
+                if let last = r.unreplicated.last, at >> 16 < (last.at >> 16) + 100 {
+                    r.unreplicated[r.unreplicated.count - 1].at = at
+                } else {
+                    r.unreplicated.append((first: first, at: at))
+                }
+            }
+            finish(error.map { .failure("write to \(m.table): \($0.message)") } ?? outcome)
+        }
+    }
+
+    /// What a batch does to the items of a materialize target, at time `t` (pure: items are read
+    /// through `read`): per item touched, in order, the delta to commit (none for an item whose
+    /// records were all applied before), and the record rejected, if one was (the records before
+    /// it are in the deltas, none after). Nil if an item could not be read. `slotName` names the
+    /// consumer — `processor#partition` — whose counter slot and applied mark these are.
+    static func materialized(
+        _ m: ProcessorDefinition.Materialize, schema: KeySchema, slotName: String, _ records: [ProcessorRecord], at t: HLC,
+        read: (ItemKey) throws -> ItemState?
+    ) -> (writes: [(key: ItemKey, delta: ItemState)], rejected: (UInt64, String)?)? {
+        let slot = stableHash64(Array(slotName.utf8)) | (1 << 63)  // never a node's HLC id (those are small)
         // Per item of the batch: its state as the batch leaves it, the delta to commit, the last
         // sequence of this partition applied to it, and whether it did not exist before.
         var states: [ItemKey: (state: ItemState, delta: ItemState, applied: UInt64, new: Bool)] = [:]
         var order: [ItemKey] = []
         var rejected: (UInt64, String)?
-        for rec in batch.records {
+        for rec in records {
             let data = try? JSON.parse(rec.data)
             var keyItem: [String: AttributeValue] = [:]
             for (attr, path) in m.key {
@@ -534,7 +574,7 @@ final class Processors {
                 break
             }
             if states[key] == nil {
-                guard let s = try? replica.state(key) ?? ItemState() else { return finish(.failure("reading \(m.table) failed")) }
+                guard let s = try? read(key) ?? ItemState() else { return nil }
                 var applied: UInt64 = 0
                 if case .map(let marks)? = s.visible("_tandem_applied"), case .number(let n)? = marks[slotName] {
                     applied = UInt64(n.description) ?? 0
@@ -578,19 +618,24 @@ final class Processors {
             }
             // Only the path: writing the whole map would hide other partitions' marks (a write at a
             // prefix hides older writes under it); a path write makes the maps on its way down.
-            delta.merge(state.set(appliedPath, .number(DecimalNumber(String(rec.sequence))!), at: t))
+            // The mark is a counter in the partition's slot, raised to the sequence: it merges by
+            // max like the totals it stands for. A last-writer-wins mark could pair an older mark
+            // with newer totals (an owner stalled and resumed writes after its successor), and
+            // the next replay would count those records again; and every record of a batch wrote
+            // it at the same time, so the first record's mark was the one kept.
+            guard let mark = state.add(appliedPath, DecimalNumber(String(rec.sequence - applied))!, at: t, slot: slot) else {
+                rejected = (rec.sequence, "_tandem_applied.\(slotName) is not a number")
+                break
+            }
+            delta.merge(mark)
             applied = rec.sequence
             states[key] = (state, delta, applied, new)
         }
-        let writes = order.compactMap { k -> (table: String, key: ItemKey, delta: ItemState)? in
+        let writes = order.compactMap { k -> (key: ItemKey, delta: ItemState)? in
             let d = states[k]!.delta
-            return d == ItemState() ? nil : (m.table, k, d)
+            return d == ItemState() ? nil : (k, d)
         }
-        let outcome: DeliveryOutcome = rejected.map { .rejected(sequence: $0.0, reason: $0.1) } ?? .success
-        guard !writes.isEmpty else { return finish(outcome) }
-        tables.commit(writes) { error in
-            finish(error.map { .failure("write to \(m.table): \($0.message)") } ?? outcome)
-        }
+        return (writes, rejected)
     }
 
     private func deadLetter(_ r: Runner, _ letter: DeadLetter) {
@@ -645,17 +690,19 @@ final class Processors {
         // The figures as stored; an idle consumer's do not change, and writes nothing (every
         // write goes to every region: a quiet cluster stays quiet).
         let figures = [c.inFlight, c.pending, c.retries, c.deadLettered, Int(age / 1_000)]
-        let due = r.dirty && (force || now - r.lastWrite >= checkpointInterval)
+        let settled = storableCheckpoint(r)
+        let due = (r.dirty || settled != r.storedSettled) && (force || now - r.lastWrite >= checkpointInterval)
         let figuresDue = figures != r.storedFigures && now - r.lastWrite >= .seconds(1)
         guard !r.writing, due || figuresDue || (force && r.storedFigures.isEmpty) else { return }
         r.writing = true
         r.dirty = false
         r.lastWrite = now
         r.storedFigures = figures
+        r.storedSettled = settled
         let values: [String: AttributeValue] = [
             "id": .string(r.key.id), "incarnation": .number(DecimalNumber(String(r.incarnation))!),
             "checkpoint": .number(DecimalNumber(String(c.checkpoint))!), "owner": .string(selfName),
-            "settled": .number(DecimalNumber(String(r.settled(c.checkpoint, now: now)))!),
+            "settled": .number(DecimalNumber(String(settled))!),
             "iteratorAgeMs": .number(DecimalNumber(String(age))!), "inFlight": .number(DecimalNumber(String(c.inFlight))!),
             "pending": .number(DecimalNumber(String(c.pending))!),
             "retries": .number(DecimalNumber(String(r.retriesBase + c.retries))!),
@@ -669,6 +716,19 @@ final class Processors {
             r.writing = false
             if error != nil { r.dirty = true }
         }
+    }
+
+    /// The settled checkpoint: the consumer's, held back for a materialize target to just below
+    /// its oldest batch whose table writes some member may not have yet (where a new owner of a
+    /// materialize partition resumes).
+    private func storableCheckpoint(_ r: Runner) -> UInt64 {
+        let c = r.consumer.checkpoint
+        guard !r.unreplicated.isEmpty else { return c }
+        let expired = tables.core.expired
+        let covered = tables.core.coverage.filter { expired[$0.key] == nil }.values.map(\.covered).min() ?? .max
+        r.unreplicated.removeAll { $0.at <= covered }
+        guard let oldest = r.unreplicated.first else { return c }
+        return min(c, oldest.first - 1)
     }
 
     /// Figures of the consumers running here, for `/metrics`.
@@ -720,6 +780,11 @@ final class Processors {
         let timer: LoopTimer
         var stopping = false
         var dirty = false
+        /// The settled checkpoint last written (or being written).
+        var storedSettled: UInt64?
+        /// Materialize batches committed here, oldest first, whose writes may not be on every
+        /// member yet: the batch's first sequence and the table clock just after its commit.
+        var unreplicated: [(first: UInt64, at: UInt64)] = []
         var writing = false
         var lastWrite: Instant = .zero
         var behindMs: UInt64 = 0
@@ -729,29 +794,6 @@ final class Processors {
         var redriveDone = false
         /// The figures last written with the checkpoint (empty: none yet).
         var storedFigures: [Int] = []
-        /// Checkpoints written, with when: the newest at least `settleDelay` old is `settled`.
-        private var history: [(at: Instant, checkpoint: UInt64)] = []
-        private var settledCheckpoint: UInt64?
-
-        /// Materialize counts a record once per item only if a new owner's replica holds every
-        /// item write the checkpoint covers. Delta streams are FIFO per peer, so it does when the
-        /// checkpoint's own write arrived — unless a peer's queue overflowed and anti-entropy
-        /// carries the items later. A checkpoint `settleDelay` old has had time for either; a new
-        /// owner resumes from it, and the records it applies again are skipped by
-        /// `_tandem_applied` wherever its replica has them.
-        static let settleDelay: Duration = .seconds(5)
-
-        func settled(_ checkpoint: UInt64, now: Instant) -> UInt64 {
-            history.append((now, checkpoint))
-            while let first = history.first, now - first.at >= Runner.settleDelay {
-                settledCheckpoint = first.checkpoint
-                history.removeFirst()
-            }
-            return settledCheckpoint ?? startedAt
-        }
-
-        /// The checkpoint it started from: settled by definition (it was read, so it had arrived).
-        var startedAt: UInt64 = 0
         /// The latest target call latencies (ms), for p50/p99 in describe.
         private var latencies: [Double] = []
         private var latencyNext = 0
