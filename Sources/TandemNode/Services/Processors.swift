@@ -526,7 +526,8 @@ final class Processors {
         let t = tables.core.now(wallMs: Tables.wallMs())
         guard
             let (changes, rejected) = Processors.materialized(
-                m, schema: schema, slotName: r.key.id, batch.records, at: t, read: { try replica.state($0) })
+                m, schema: schema, slotName: Processors.slotName(r, lane: batch.lane), batch.records, at: t,
+                read: { try replica.state($0) })
         else { return finish(.failure("reading \(m.table) failed")) }
         let writes = changes.map { (table: m.table, key: $0.key, delta: $0.delta) }
         let outcome: DeliveryOutcome = rejected.map { .rejected(sequence: $0.0, reason: $0.1) } ?? .success
@@ -552,6 +553,14 @@ final class Processors {
     /// records were all applied before), and the record rejected, if one was (the records before
     /// it are in the deltas, none after). Nil if an item could not be read. `slotName` names the
     /// consumer — `processor#partition` — whose counter slot and applied mark these are.
+    /// The slot a materialize batch counts in and marks: one per (processor, partition), and per
+    /// lane when there are several — lanes run side by side, so one lane's records may reach an
+    /// item after a later record of another lane, and a shared mark would skip them. Within a
+    /// lane records come in sequence order, which the mark relies on.
+    static func slotName(_ r: Runner, lane: Int) -> String {
+        r.definition.settings.parallelization > 1 ? "\(r.key.id).\(lane)" : r.key.id
+    }
+
     static func materialized(
         _ m: ProcessorDefinition.Materialize, schema: KeySchema, slotName: String, _ records: [ProcessorRecord], at t: HLC,
         read: (ItemKey) throws -> ItemState?
