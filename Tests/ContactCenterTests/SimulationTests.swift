@@ -156,7 +156,8 @@ struct Simulation {
         switch result {
         case .failure:
             refusals += 1
-            #expect(state.encodedSnapshot() == before, "refused \(command) changed the state")
+            let unchanged = state.encodedSnapshot() == before
+            #expect(unchanged, "refused \(command) changed the state")
         case .success(let events):
             if case .accept = command { accepted += 1 }
             for case .contact(let e) in events where e.contact.state == .ended { reportedEnded.insert(e.contact.id) }
@@ -183,7 +184,8 @@ struct Simulation {
                 let other = state.contacts[w.contactId]!
                 let earlier = pq.priority < chosenPriority || (pq.priority == chosenPriority && other.position < chosen.position)
                 guard earlier, other.channel == chosen.channel, state.now >= other.queuedAt + pq.delayMs else { continue }
-                #expect(!state.mayOffer(other, to: agent), "\(offer.agentId) was offered \(chosen.id) while \(other.id) was ahead of it")
+                let wasBetter = state.mayOffer(other, to: agent)  // bound first: the expectation would print the whole state
+                #expect(!wasBetter, "\(offer.agentId) was offered \(chosen.id) while \(other.id) was ahead of it")
             }
         }
     }
@@ -236,9 +238,11 @@ struct Simulation {
         for id in state.signedIn.sorted() {
             let agent = state.agents[id]!
             guard state.isRoutable(agent) else { continue }
-            #expect(state.bestContact(for: agent) == nil, "\(id) could take \(state.bestContact(for: agent)!.id) after \(command)")
+            let missed = state.bestContact(for: agent)?.id
+            #expect(missed == nil, "\(id) could take \(missed ?? "") after \(command)")
         }
-        #expect(state.centerMetrics().global.contactsInQueue == state.queuedCount)
+        let inQueue = state.centerMetrics().global.contactsInQueue
+        #expect(inQueue == state.queuedCount)
     }
 
     /// A second replica applying the same log, and one restored from a snapshot mid-run.
@@ -246,13 +250,16 @@ struct Simulation {
         var replica = ContactCenterState(settings: initialSettings)
         for (i, (command, at)) in log.enumerated() {
             let result = replica.apply(try CommandCodec.decode(try CommandCodec.encode(command)), at: at)
-            #expect(result == results[i], "replica diverged at entry \(i)")
+            let same = result == results[i]
+            #expect(same, "replica diverged at entry \(i)")
         }
-        #expect(replica.encodedSnapshot() == state.encodedSnapshot())
+        let identical = replica.encodedSnapshot() == state.encodedSnapshot()
+        #expect(identical, "replicas' snapshots differ")
         if let (from, snapshotState) = restoredAt {
             var restored = snapshotState
             for (command, at) in log[from...] { _ = restored.apply(command, at: at) }
-            #expect(restored.encodedSnapshot() == state.encodedSnapshot(), "snapshot → restore → continue differs")
+            let identical = restored.encodedSnapshot() == state.encodedSnapshot()
+            #expect(identical, "snapshot → restore → continue differs")
         }
     }
 }
