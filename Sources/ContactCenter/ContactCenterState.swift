@@ -541,6 +541,13 @@ public struct ContactCenterState: Sendable {
         return held
     }
 
+    /// Room for one more contact of some channel its profile handles.
+    func hasFreeSlot(_ agent: Agent) -> Bool {
+        guard let profile = routingProfiles[agent.definition.routingProfile] else { return false }
+        let held = heldByChannel(agent)
+        return profile.concurrency.keys.contains { hasCapacity(agent, for: $0, held: held) }
+    }
+
     func isRoutable(_ agent: Agent) -> Bool {
         agent.signedIn && agent.nextStatus == nil && statusType(of: agent.status) == .routable
     }
@@ -583,9 +590,8 @@ public struct ContactCenterState: Sendable {
             emitAgentChange(aid, before: before, into: &events)
         }
         // Agents whose client stopped sending heartbeats.
-        for id in signedIn.sorted() where agents[id]!.lastHeartbeat &+ settings.heartbeatTimeoutMs <= now {
-            signOut(id, into: &events)
-        }
+        let silent = signedIn.filter { agents[$0]!.lastHeartbeat &+ settings.heartbeatTimeoutMs <= now }.sorted()
+        for id in silent { signOut(id, into: &events) }
         // After-contact work that timed out.
         let wrapUps = contacts.values.filter { c in
             guard c.state == .afterContactWork, let aid = c.agent, let timeout = agents[aid]?.definition.acwTimeoutMs, timeout > 0 else {
@@ -646,15 +652,31 @@ public struct ContactCenterState: Sendable {
 
     private mutating func dispatch(into events: inout [CenterEvent]) {
         guard queuedCount > 0 else { return }
-        var candidates = signedIn.compactMap { agents[$0] }.filter(isRoutable)
-        while queuedCount > 0 && !candidates.isEmpty {
-            candidates.sort { ($0.idleSince, $0.id) < ($1.idleSince, $1.id) }
-            var next: [Agent] = []
-            for candidate in candidates {
+        // Only agents with a free slot are candidates (idle key, id): with every agent busy a
+        // command costs one pass over the signed-in agents, not a sort of them.
+        var candidates = signedIn.compactMap { id in agents[id].flatMap { isRoutable($0) && hasFreeSlot($0) ? ($0.idleSince, id) : nil } }
+        // The usual case with free agents: one contact just arrived and the idlest candidate
+        // takes it. Found in one pass; the sort below gives the same answer, so falling back to
+        // it when the idlest takes nothing (or more waits) changes no outcome.
+        // When it took one and more wait, the first round goes on with the others, and the
+        // idlest is carried to the next round, exactly as in the sorted rounds.
+        var carried: [(UInt64, String)] = []
+        if let idlest = candidates.min(by: <), let choice = bestContact(for: agents[idlest.1]!) {
+            offer(choice.id, to: idlest.1, into: &events)
+            if queuedCount == 0 { return }
+            candidates.removeAll { $0.1 == idlest.1 }
+            let agent = agents[idlest.1]!
+            if isRoutable(agent) && hasFreeSlot(agent) { carried.append((agent.idleSince, agent.id)) }
+        }
+        while queuedCount > 0 && !(candidates.isEmpty && carried.isEmpty) {
+            candidates.sort(by: <)
+            var next = carried
+            carried = []
+            for (_, id) in candidates {
                 guard queuedCount > 0 else { break }
-                guard let choice = bestContact(for: agents[candidate.id]!) else { continue }
-                offer(choice.id, to: candidate.id, into: &events)
-                next.append(agents[candidate.id]!)
+                guard let choice = bestContact(for: agents[id]!) else { continue }
+                offer(choice.id, to: id, into: &events)
+                if isRoutable(agents[id]!) && hasFreeSlot(agents[id]!) { next.append((agents[id]!.idleSince, id)) }
             }
             candidates = next
         }

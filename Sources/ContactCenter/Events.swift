@@ -62,9 +62,9 @@ public struct ContactEvent: Sendable, Equatable {
     public var contact: Contact
     /// The agent concerned (the one that missed, rejected, was connected…).
     public var agentId: String?
-    /// For TRANSFERRED: the new contact's id. For DISCONNECTED: `CUSTOMER_ABANDONED`,
-    /// `AGENT_DISCONNECT`/`CUSTOMER_DISCONNECT` are not told apart by the API, so `DISCONNECTED`
-    /// or `ABANDONED`.
+    /// For TRANSFERRED: the new contact's id. For DISCONNECTED: `ABANDONED` (the caller hung up
+    /// before an agent answered) or `DISCONNECTED` (the API's `end` does not say which side hung
+    /// up, so Connect's customer/agent disconnect reasons are not told apart).
     public var detail: String?
 }
 

@@ -100,8 +100,7 @@ extension ContactCenterState {
             let onContact = states.contains { $0 == .connected || $0 == .onHold }
             let inAfterContactWork = !onContact && states.contains(.afterContactWork)
             let nonProductive = statusType(of: agent.status) == .custom && !onContact && !inAfterContactWork
-            let held = heldByChannel(agent)
-            let available = isRoutable(agent) && profile.concurrency.keys.contains { hasCapacity(agent, for: $0, held: held) }
+            let available = isRoutable(agent) && hasFreeSlot(agent)
             m.update(region: agent.region) {
                 $0.agentsOnline += 1
                 if available { $0.agentsAvailable += 1 }

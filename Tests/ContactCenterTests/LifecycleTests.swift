@@ -182,6 +182,29 @@ import Testing
         #expect(Channel.named("CHAT") == .success(.chat))
     }
 
+    @Test func agentEventsCarryPreviousAndCurrentSnapshots() {
+        var c = Center()
+        c.standardDefinitions()
+        c.ok(.putAgent(AgentDefinition(id: "a-1", routingProfile: "default")))
+        let login = c.ok(.login(agent: "a-1", region: "eu-west-1", status: "Available"), after: 1_000).agentEvents
+        #expect(login.map(\.type) == [.login])
+        #expect(login.first?.previous?.status == "Offline" && login.first?.previous?.region == nil)
+        #expect(login.first?.current.status == "Available" && login.first?.current.region == "eu-west-1")
+        #expect(login.first?.region == "eu-west-1")
+        let beat = c.ok(.heartbeat(agent: "a-1"), after: 1_000).agentEvents
+        #expect(beat.map(\.type) == [.heartbeat])
+        #expect(beat.first?.previous == nil)
+        let same = c.ok(.setStatus(agent: "a-1", status: "Available"))
+        #expect(same.isEmpty, "no change, no event")
+        let change = c.ok(.setStatus(agent: "a-1", status: "Offline"), after: 1_000).agentEvents
+        #expect(change.map(\.type) == [.stateChange])
+        #expect(change.first?.current.statusType == .offline && change.first?.current.statusSince == c.t)
+        let logout = c.ok(.logout(agent: "a-1")).agentEvents
+        #expect(logout.map(\.type) == [.logout])
+        #expect(logout.first?.region == "eu-west-1", "the region it left")
+        #expect(logout.first?.current.region == nil)
+    }
+
     @Test func timeNeverGoesBackwards() {
         var c = Center()
         c.standardDefinitions()
