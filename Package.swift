@@ -32,6 +32,9 @@ let package = Package(
         // Stream processors (the Lambda role): the per-partition consumer core, filters, the
         // Lambda event and response formats.
         .target(name: "Processing", dependencies: ["TandemCore"], swiftSettings: fast),
+        // The contact center's assignment state machine (issue 17): agents, queues, contacts,
+        // offers, applied in the order of the `_cc` log.
+        .target(name: "ContactCenter", dependencies: ["TandemCore"], swiftSettings: fast),
         .target(name: "Simulation", dependencies: ["TandemCore", "Membership", "GlobalTable", "StreamLog"]),
 
         // The libuv shell, in rooms (docs/ARCHITECTURE.md): transport (event loop, TCP, HTTP, peer
@@ -78,6 +81,7 @@ let package = Package(
         .testTarget(name: "RoutingTests", dependencies: ["Routing", "Simulation", "Membership", "TandemCore"]),
         .testTarget(name: "StreamLogTests", dependencies: ["StreamLog", "TandemCore"]),
         .testTarget(name: "ProcessingTests", dependencies: ["Processing", "TandemCore"]),
+        .testTarget(name: "ContactCenterTests", dependencies: ["ContactCenter", "TandemCore"]),
         .testTarget(name: "SimulationTests", dependencies: ["Simulation", "Membership", "GlobalTable", "StreamLog", "TandemCore"]),
         .testTarget(
             name: "NodeTests",
