@@ -118,7 +118,7 @@ public final class PartitionConsumer {
     public let settings: ConsumerSettings
     /// Every record at or below it is done: just below the lowest record still owed, or all
     /// that was read.
-    public var checkpoint: UInt64 { lanes.compactMap(\.lowestOutstanding).min().map { $0 - 1 } ?? fetchedThrough }
+    public var checkpoint: UInt64 { lanes.compactMap(\.firstOwed?.sequence).min().map { $0 - 1 } ?? fetchedThrough }
     /// The last sequence read from the partition (records or not).
     public private(set) var fetchedThrough: UInt64
     public private(set) var retries = 0
@@ -159,10 +159,10 @@ public final class PartitionConsumer {
         var queued: ArraySlice<ProcessorRecord> { queue[queueStart...] }
         var busy: Bool { inFlight != nil || deadLettering != nil }
 
-        /// The lowest sequence this lane still owes.
-        var lowestOutstanding: UInt64? {
-            inFlight?.segment.records.first?.sequence ?? deadLettering?.segment.records.first?.sequence
-                ?? retrying.first?.records.first?.sequence ?? queued.first?.sequence
+        /// The first record this lane still owes: in flight or being dead-lettered, else the
+        /// first waiting for a retry, else the first queued (each is before the next in order).
+        var firstOwed: ProcessorRecord? {
+            inFlight?.segment.records.first ?? deadLettering?.segment.records.first ?? retrying.first?.records.first ?? queued.first
         }
 
         var pending: Int {
@@ -337,14 +337,7 @@ public final class PartitionConsumer {
     public var inFlight: Int { lanes.reduce(0) { $0 + ($1.inFlight == nil ? 0 : 1) } }
     /// The arrival time of the oldest record not yet done, if any.
     public var oldestPendingTimestamp: UInt64? {
-        var oldest: UInt64?
-        for lane in lanes {
-            let first =
-                lane.inFlight?.segment.records.first ?? lane.deadLettering?.segment.records.first ?? lane.retrying.first?.records.first
-                ?? lane.queued.first
-            if let ts = first?.timestamp { oldest = min(oldest ?? ts, ts) }
-        }
-        return oldest
+        lanes.compactMap(\.firstOwed?.timestamp).min()
     }
 
     // ==== ------------------------------------------------------------------------------------

@@ -14,11 +14,18 @@ public struct ProcessorRecord: Sendable, Equatable {
     }
 }
 
-/// Sequence numbers as the stream APIs write them: 20 decimal digits, so they sort as text.
+/// Sequence numbers as the stream APIs write them (Raft indexes as 20 decimal digits, so they
+/// sort as text) — the streams service's `Sequence` too.
 public enum SequenceText {
     public static func format(_ index: UInt64) -> String {
-        let digits = String(index)
-        return String(repeating: "0", count: max(0, 20 - digits.count)) + digits
+        String(unsafeUninitializedCapacity: 20) { out in
+            var v = index
+            for k in stride(from: 19, through: 0, by: -1) {
+                out[k] = UInt8(ascii: "0") + UInt8(v % 10)
+                v /= 10
+            }
+            return 20
+        }
     }
 
     public static func parse(_ text: String) -> UInt64? {

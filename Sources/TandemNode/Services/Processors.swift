@@ -79,6 +79,8 @@ final class Processors {
     var streamsAreWitness: Bool { streams.isWitness }
     func streamPartitions(_ stream: String) -> Int { streams.definitions[stream]?.partitions ?? 0 }
     private var runners: [RunnerKey: Runner] = [:]
+    /// Definitions as last decoded, by name, with their item's last write time.
+    private var decoded: [String: (written: UInt64, stored: Stored)] = [:]
     private let timer: LoopTimer
 
     struct RunnerKey: Hashable, Comparable {
@@ -125,12 +127,22 @@ final class Processors {
     func storedAll() throws(TandemError) -> [Stored] {
         guard let replica = tables.replicas[Processors.table] else { return [] }
         var out: [Stored] = []
+        var seen: [String: (written: UInt64, stored: Stored)] = [:]
         for (key, state) in try replica.allItems() {
-            guard case .string(let id) = key.partition, !id.contains("#"), let item = state.visible,
-                let s = Processors.decode(id, item)
-            else { continue }
+            guard case .string(let id) = key.partition, !id.contains("#") else { continue }
+            // Decoding checks the whole definition and parses its filters: done again only when
+            // the item changed, not on every 100 ms reconcile.
+            let written = state.lastWriteTime
+            if let cached = decoded[id], cached.written == written {
+                out.append(cached.stored)
+                seen[id] = cached
+                continue
+            }
+            guard let item = state.visible, let s = Processors.decode(id, item) else { continue }
             out.append(s)
+            seen[id] = (written, s)
         }
+        decoded = seen
         return out.sorted { $0.definition.name < $1.definition.name }
     }
 

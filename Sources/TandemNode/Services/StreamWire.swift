@@ -1,3 +1,4 @@
+import Processing
 import Storage
 import StreamLog
 import TandemCore
@@ -142,24 +143,9 @@ enum StreamRecord {
     }
 }
 
-/// Sequence numbers are Raft indexes written as 20-digit decimal strings, so they sort as text too.
-enum Sequence {
-    static func format(_ index: UInt64) -> String {
-        String(unsafeUninitializedCapacity: 20) { out in
-            var v = index
-            for k in stride(from: 19, through: 0, by: -1) {
-                out[k] = UInt8(ascii: "0") + UInt8(v % 10)
-                v /= 10
-            }
-            return 20
-        }
-    }
-
-    static func parse(_ text: String) -> UInt64? {
-        guard !text.isEmpty, text.utf8.count <= 20, text.allSatisfy(\.isASCII), text.allSatisfy(\.isNumber) else { return nil }
-        return UInt64(text)
-    }
-}
+/// Sequence numbers are Raft indexes written as 20-digit decimal strings, so they sort as text too
+/// (one implementation, shared with the processors' events).
+typealias Sequence = SequenceText
 
 /// A put's outcome when it failed: rendered as `{"error", "message", "retryable"}`.
 struct PutFailure: Error {
