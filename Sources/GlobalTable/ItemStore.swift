@@ -177,7 +177,7 @@ public final class MemoryItemStore: ItemStore {
                 tables[id] = t
             case .summary(let id, let s): tables[id, default: Table()].summary = s
             case .dropTable(let id): tables[id] = nil
-            case .catalog, .stability: break
+            case .catalog, .stability, .change: break
             }
         }
     }

@@ -104,6 +104,8 @@ public final class TableNode {
         case dropTable(TableID)
         /// The stability record (`encodedStability`), so a restart does not forget it.
         case stability([UInt8])
+        /// A change stream record (`ChangeStream.swift`), stored with the item write it describes.
+        case change(table: TableID, stream: UInt64, sequence: UInt64, record: [UInt8])
     }
 
     /// Whether the store holds an item, and whether it holds garbage there.
@@ -191,6 +193,8 @@ public final class TableNode {
         var retryAt: UInt64 = 0
     }
     private var streams: [String: PeerStream] = [:]
+    /// Tables whose changes are recorded, by name (`ChangeStream.swift`); empty costs nothing.
+    var changeStreams: [String: ChangeStreamState] = [:]
 
     // ==== the way out (see the contract at the top of the file)
     /// Changes made since the last ready: writes to store (besides items: each replica keeps
@@ -348,7 +352,8 @@ public final class TableNode {
         // the call behind (the merges below read the same snapshot, so they read the same).
         if writes.count > 1 { for w in writes { _ = try replicas[w.table]!.state(w.key) } }
         for w in writes {
-            try replicas[w.table]!.merge(w.key, w.delta)
+            let (before, changed) = try replicas[w.table]!.merge(w.key, w.delta)
+            if changed, !changeStreams.isEmpty { try captureChange(w.table, w.key, before: before, local: true, into: &queued.writes) }
             queued.deltas.append(TableDelta(table: w.table, entry: catalog[w.table]!, key: w.key, state: w.delta))
         }
         return reply(nil)
@@ -684,6 +689,7 @@ public final class TableNode {
                 let compacted = state.compacted(stable: compactedAt)
                 if compacted != state { try replicas[d.table]!.replace(d.key, with: compacted) }
             }
+            if !changeStreams.isEmpty { try captureChange(d.table, d.key, before: before, local: false, into: &writes) }
             stats.mergesApplied += 1
             lagSamples.append(max(0, Double(wallMs) - Double(d.state.lastWriteTime >> 16)))
         }

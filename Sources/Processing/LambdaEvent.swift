@@ -88,7 +88,11 @@ public enum LambdaEvent {
     ///   `itemIdentifier` that is missing (a wrongly named key), null, not a string, empty, or not
     ///   one of the batch's sequence numbers as sent (20 digits) fails the whole batch;
     /// - otherwise the lowest failed sequence number is the new checkpoint.
-    public static func outcome(status: Int, functionError: String?, body: [UInt8], batch: [UInt64]) -> BatchOutcome {
+    /// `format`: how the batch's sequence numbers were written in the event (a DynamoDB stream's
+    /// are 21 digits).
+    public static func outcome(
+        status: Int, functionError: String?, body: [UInt8], batch: [UInt64], format: (UInt64) -> String = SequenceText.format
+    ) -> BatchOutcome {
         if let functionError {
             return .failure("function error (\(functionError))" + errorDetail(body))
         }
@@ -125,7 +129,7 @@ public enum LambdaEvent {
         if failures.isEmpty { return .success }
         var sent: [String: UInt64] = [:]
         sent.reserveCapacity(batch.count)
-        for s in batch { sent[SequenceText.format(s)] = s }
+        for s in batch { sent[format(s)] = s }
         var lowest = UInt64.max
         for (i, item) in failures.enumerated() {
             guard case .object(let fields) = item else {

@@ -45,7 +45,11 @@ public struct ProcessorDefinition: Sendable, Equatable {
     }
 
     public var name: String
+    /// The source stream ("" when the source is a table).
     public var stream: String
+    /// The source table, whose change stream (DynamoDB Streams) is consumed: on each node, the
+    /// changes that node took (see the node's `Processors`).
+    public var table: String?
     public var startingPosition: StartingPosition
     public var filters: [String]
     public var settings: ConsumerSettings
@@ -87,11 +91,20 @@ public struct ProcessorDefinition: Sendable, Equatable {
 
         guard case .object? = j["source"] else { throw bad("source", "an object naming a stream") }
         let source = j["source"]!
-        if source["table"] != nil { throw bad("source.table", "table change streams are not built yet; use a stream") }
-        guard let stream = source["stream"]?.stringValue, !stream.isEmpty, stream.utf8.count <= 128 else {
-            throw bad("source.stream", "the name of a stream")
+        if let t = source["table"] {
+            // A table's change stream (DynamoDB Streams): each node consumes the changes it took.
+            guard case .string(let name) = t, (3...255).contains(name.utf8.count), !name.hasPrefix("_") else {
+                throw bad("source.table", "the name of a table")
+            }
+            guard source["stream"] == nil else { throw bad("source", "a stream or a table, not both") }
+            table = name
+            stream = ""
+        } else {
+            guard let stream = source["stream"]?.stringValue, !stream.isEmpty, stream.utf8.count <= 128 else {
+                throw bad("source.stream", "the name of a stream (or source.table, the name of a table)")
+            }
+            self.stream = stream
         }
-        self.stream = stream
         switch source["startingPosition"]?.stringValue ?? "trim-horizon" {
         case "trim-horizon": startingPosition = .trimHorizon
         case "latest": startingPosition = .latest
@@ -101,6 +114,10 @@ public struct ProcessorDefinition: Sendable, Equatable {
             }
             startingPosition = .atTimestamp(ms: ms)
         default: throw bad("source.startingPosition", "trim-horizon, latest or at-timestamp")
+        }
+        if table != nil, case .atTimestamp = startingPosition {
+            // As Lambda's DynamoDB event source: a change stream is read from its start or its end.
+            throw bad("source.startingPosition", "trim-horizon or latest for a table's change stream")
         }
 
         let batchSize = try int("batchSize", 100, { (1...10_000).contains($0) }, "in 1...10000")
@@ -216,7 +233,7 @@ public struct ProcessorDefinition: Sendable, Equatable {
         }
 
         var canonical: [(String, JSON)] = []
-        var src: [(String, JSON)] = [("stream", .string(stream))]
+        var src: [(String, JSON)] = table.map { [("table", .string($0))] } ?? [("stream", .string(stream))]
         switch startingPosition {
         case .trimHorizon: src.append(("startingPosition", .string("trim-horizon")))
         case .latest: src.append(("startingPosition", .string("latest")))

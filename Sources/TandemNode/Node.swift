@@ -85,6 +85,8 @@ public final class Node {
     let routes: Routes
     let processors: Processors
     let dynamo: DynamoAPI
+    let changeStreams: ChangeStreams
+    let dynamoStreams: DynamoStreamsAPI
     let kinesis: KinesisAPI
     private let peerServer: TCPServer
     private let tickTimer: LoopTimer
@@ -202,11 +204,17 @@ public final class Node {
             profile: config.profileName, dataDir: config.dataDir, tables: tables, peers: peers,
             hourMs: config.streamHourMs, segmentBytes: config.streamSegmentBytes,
             replicasAnswerForwardedPuts: !config.streamLeaderAnswersOnly)
+        changeStreams = ChangeStreams(tables: tables, loop: loop)
+        changeStreams.region = config.region
+        changeStreams.selfName = config.name
+        dynamoStreams = DynamoStreamsAPI(streams: changeStreams)
         processors = Processors(loop: loop, tables: tables, streams: streams, logger: logger)
+        processors.changeStreams = changeStreams
         processors.region = config.region
         processors.selfName = config.name
         processors.events.selfName = config.name
         dynamo = DynamoAPI(tables: tables)
+        dynamo.changeStreams = changeStreams
         streams.maxPendingPuts = config.maxPendingPuts
         kinesis = KinesisAPI(streams: streams)
         tickTimer = LoopTimer(loop: loop)
@@ -272,6 +280,7 @@ public final class Node {
             self.peers.request(to: address, kind: kind, payload: payload, timeout: .seconds(5), done)
         }
         tables.start()
+        changeStreams.start()
         streams.members = { [weak self] in
             // A suspect is not yet a failure (SWIM): it still counts for placement and
             // forwarding, so a brief suspicion while a stream is created cannot leave a node out
@@ -611,7 +620,12 @@ public final class Node {
     /// authorization (bearer token or SigV4) was checked before it gets here.
     private func aws(_ target: String, _ request: HTTPRequest, _ respond: @escaping (HTTPResponse) -> Void) {
         let parts = target.utf8.split(separator: UInt8(ascii: "."), maxSplits: 1).map { String(Substring($0)) }
-        let service = parts.first == "Kinesis_20131202" ? "kinesis" : "dynamodb"
+        let service =
+            switch parts.first {
+            case "Kinesis_20131202": "kinesis"
+            case "DynamoDBStreams_20120810": "dynamodbstreams"
+            default: "dynamodb"
+            }
         let respond: (HTTPResponse) -> Void = { [weak self] r in
             // Error bodies are a few hundred bytes: reading their type back is cheap.
             if r.status >= 400, let self {
@@ -623,6 +637,7 @@ public final class Node {
         switch parts.first {
         case "DynamoDB_20120810": dynamo.handle(parts.count == 2 ? parts[1] : "", request.body, host: request.header("Host"), respond)
         case "Kinesis_20131202": kinesis.handle(parts.count == 2 ? parts[1] : "", request.body, respond)
+        case "DynamoDBStreams_20120810": dynamoStreams.handle(parts.count == 2 ? parts[1] : "", request.body, respond)
         default:
             respond(DynamoAPI.error(DynamoError("UnknownOperationException", "Unknown target '\(target)'")))
         }

@@ -25,21 +25,23 @@ extension DynamoAPI {
         let count = r?.summary.items ?? 0, bytes = r?.summary.bytes ?? 0
         let entry = tables.core.catalog[name]
         let created = Double(entry?.at.physicalMs ?? 0) / 1000
-        return .object([
-            ("TableName", .string(name)), ("TableStatus", .string(status)), ("TableId", .string(DynamoAPI.tableID(name, entry?.at))),
-            ("TableArn", .string("arn:aws:dynamodb:tandem:000000000000:table/\(name)")),
-            ("KeySchema", .array(keySchema)), ("AttributeDefinitions", .array(definitions)),
-            ("CreationDateTime", .number(String(created))), ("ItemCount", .number(String(count))),
-            ("TableSizeBytes", .number(String(bytes))),
-            ("BillingModeSummary", .object([("BillingMode", .string("PAY_PER_REQUEST"))])),
-            (
-                "ProvisionedThroughput",
-                .object([
-                    ("NumberOfDecreasesToday", .number("0")), ("ReadCapacityUnits", .number("0")),
-                    ("WriteCapacityUnits", .number("0"))
-                ])
-            )
-        ])
+        return .object(
+            [
+                ("TableName", .string(name)), ("TableStatus", .string(status)), ("TableId", .string(DynamoAPI.tableID(name, entry?.at))),
+                ("TableArn", .string("arn:aws:dynamodb:tandem:000000000000:table/\(name)")),
+                ("KeySchema", .array(keySchema)), ("AttributeDefinitions", .array(definitions)),
+                ("CreationDateTime", .number(String(created))), ("ItemCount", .number(String(count))),
+                ("TableSizeBytes", .number(String(bytes))),
+                ("BillingModeSummary", .object([("BillingMode", .string("PAY_PER_REQUEST"))]))
+            ] + streamDescription(name) + [
+                (
+                    "ProvisionedThroughput",
+                    .object([
+                        ("NumberOfDecreasesToday", .number("0")), ("ReadCapacityUnits", .number("0")),
+                        ("WriteCapacityUnits", .number("0"))
+                    ])
+                )
+            ])
     }
 
     /// DescribeTable's TableId: a UUID naming this incarnation of the table, the same on every
@@ -118,20 +120,53 @@ extension DynamoAPI {
         if tables.replicas[name] != nil { throw DynamoError("ResourceInUseException", "Table already exists: \(name)") }
         let schema = KeySchema(
             partitionKey: hash, sortKey: range, partitionKeyType: types[hash]!, sortKeyType: range.map { types[$0]! } ?? "S")
+        let view = try streamRequest(j).flatMap { $0 }
         try tables.changeTable(name, schema: schema) { [weak self] error in
             guard let self else { return }
             if let error { return respond(DynamoAPI.error(DynamoError("InternalServerError", error.message))) }
-            let created = DynamoAPI.ok(.object([("TableDescription", self.description(name))]))
-            guard !tags.isEmpty else { return respond(created) }
-            do throws(DynamoError) {
-                try self.changeTags(name, set: tags, remove: []) { error in
-                    if let error { return respond(DynamoAPI.error(DynamoError("InternalServerError", error.message))) }
-                    respond(created)
+            // Then the stream, if asked for, then the tags; the answer describes the table with both.
+            let created = { [weak self] in
+                guard let self else { return }
+                respond(DynamoAPI.ok(.object([("TableDescription", self.description(name))])))
+            }
+            let tagged = { [weak self] in
+                guard let self else { return }
+                guard !tags.isEmpty else { return created() }
+                do throws(DynamoError) {
+                    try self.changeTags(name, set: tags, remove: []) { error in
+                        if let error { return respond(DynamoAPI.error(DynamoError("InternalServerError", error.message))) }
+                        created()
+                    }
+                } catch {
+                    respond(DynamoAPI.error(error))
                 }
-            } catch {
-                respond(DynamoAPI.error(error))
+            }
+            guard let view, let streams = self.changeStreams else { return tagged() }
+            streams.enable(name, view: view) { error in
+                if let error { return respond(DynamoAPI.error(DynamoError("InternalServerError", error.message))) }
+                tagged()
             }
         }
+    }
+
+    /// `StreamSpecification` as asked (checked by `checkTableOptions`): nil if absent, `.some(nil)`
+    /// to disable, else the view type of the stream to enable.
+    func streamRequest(_ j: JSON) throws(DynamoError) -> StreamViewType?? {
+        guard let spec = j["StreamSpecification"], spec != .null, case .bool(let enabled)? = spec["StreamEnabled"] else { return nil }
+        guard enabled else { return .some(nil) }
+        return try string(spec, "StreamViewType").flatMap { StreamViewType(name: $0) }
+    }
+
+    /// DescribeTable's stream fields: the latest stream (still readable), and the specification
+    /// while it is enabled.
+    func streamDescription(_ name: String) -> [(String, JSON)] {
+        guard let streams = changeStreams, let latest = streams.readable(name, nowMs: Tables.wallMs()).last else { return [] }
+        var out: [(String, JSON)] = []
+        if let c = streams.current(name) {
+            out.append(("StreamSpecification", .object([("StreamEnabled", .bool(true)), ("StreamViewType", .string(c.view.name))])))
+        }
+        out += [("LatestStreamArn", .string(streams.arn(latest))), ("LatestStreamLabel", .string(StreamLabel.text(latest.label)))]
+        return out
     }
 
     /// CreateTable's and UpdateTable's options beyond the key schema, checked as DynamoDB checks
@@ -139,9 +174,8 @@ extension DynamoAPI {
     /// - BillingMode: PROVISIONED (CreateTable's default) needs ProvisionedThroughput,
     ///   PAY_PER_REQUEST refuses it; either way the table is on demand (capacity is reported,
     ///   never enforced).
-    /// - StreamSpecification: StreamEnabled false is a table without a stream, as asked; true is
-    ///   refused until DynamoDB Streams exist, rather than creating a table whose stream the
-    ///   application would wait for in vain.
+    /// - StreamSpecification: StreamEnabled true (with a StreamViewType) enables a change stream
+    ///   (`ChangeStreams`); false is a table without one (UpdateTable: disables it).
     /// - Tags (CreateTable): stored, as TagResource stores them.
     func checkTableOptions(_ j: JSON, creating: Bool) throws(DynamoError) {
         let given = try string(j, "BillingMode")
@@ -188,7 +222,6 @@ extension DynamoAPI {
                 guard view != nil else {
                     throw .validation("One or more parameter values were invalid: StreamViewType is required when StreamEnabled is true")
                 }
-                throw .validation("StreamSpecification: DynamoDB Streams are not supported yet; use StreamEnabled false")
             }
         }
         if creating, let tags = j["Tags"], tags != .null { _ = try tagList(tags) }
@@ -196,6 +229,29 @@ extension DynamoAPI {
 
     /// UpdateTable: the billing mode and stream settings CreateTable takes (checked the same way;
     /// every table stays on demand), nothing else yet: secondary indexes and replicas are refused.
+    func updateTable(_ j: JSON, _ respond: @escaping Respond) throws {
+        let (name, _) = try table(j)
+        let answer = try updateTable(j)
+        guard let request = try streamRequest(j), let streams = changeStreams else { return respond(DynamoAPI.ok(answer)) }
+        // DynamoDB: "a ValidationException if you try to enable a stream on a table that already
+        // has a stream, or if you try to disable a stream on a table that doesn't have a stream".
+        let current = streams.current(name)
+        let done: (TandemError?) -> Void = { [weak self] error in
+            guard let self else { return }
+            if let error { return respond(DynamoAPI.error(DynamoError("InternalServerError", error.message))) }
+            respond(DynamoAPI.ok(.object([("TableDescription", self.description(name))])))
+        }
+        if let view = request {
+            if let current {
+                throw DynamoError.validation("Table already has an enabled stream: TableName: \(name), StreamArn: \(streams.arn(current))")
+            }
+            streams.enable(name, view: view, done)
+        } else {
+            guard current != nil else { throw DynamoError.validation("Table does not have a stream enabled: TableName: \(name)") }
+            streams.disable(name, done)
+        }
+    }
+
     func updateTable(_ j: JSON) throws -> JSON {
         let (name, _) = try table(j)
         for unsupported in ["GlobalSecondaryIndexUpdates", "ReplicaUpdates"] where j[unsupported].map({ $0 != .null }) ?? false {

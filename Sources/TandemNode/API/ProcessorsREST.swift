@@ -100,6 +100,10 @@ extension Processors {
             ("state", .string(st.paused ? "paused" : "active")), ("incarnation", .number("\(st.incarnation)")),
             ("redriveUntil", .number("\(st.redriveUntil)")), ("deadLetterStream", .string(Processors.dlqStream(st.definition.name)))
         ]
+        if st.definition.table != nil {
+            members.append(("partitions", .array(tablePartitions(st))))
+            return .object(members)
+        }
         let count = streamPartitions(st.definition.stream)
         var parts: [JSON] = []
         for p in 0..<count {

@@ -64,16 +64,18 @@ final class Processors {
         var redriveUntil: UInt64
     }
 
-    private let loop: EventLoop
-    private let tables: Tables
+    let loop: EventLoop
+    let tables: Tables
     private let streams: Streams
     private let logger: Logger
     let http: LoopHTTPClient
     let events: SystemEvents
     var region = ""
     var selfName = ""
+    /// Table change streams, a source of processors (`ProcessorsTableSource.swift`).
+    var changeStreams: ChangeStreams?
     var checkpointInterval: Duration = .milliseconds(200)
-    private(set) var stats: [String: Stats] = [:]
+    var stats: [String: Stats] = [:]
     /// Error answers of the processors API, by code (`tandem_processor_api_errors_total`).
     var errors: [String: Int] = [:]
     var streamsAreWitness: Bool { streams.isWitness }
@@ -87,8 +89,10 @@ final class Processors {
         var name: String
         /// A partition of the source, or -1: the dead-letter stream, while a redrive runs.
         var partition: Int
-        static func < (a: RunnerKey, b: RunnerKey) -> Bool { (a.name, a.partition) < (b.name, b.partition) }
-        var id: String { partition < 0 ? "\(name)#dlq" : "\(name)#\(partition)" }
+        /// For a table source, the node whose change stream this is (this node); else "".
+        var node = ""
+        static func < (a: RunnerKey, b: RunnerKey) -> Bool { (a.name, a.partition, a.node) < (b.name, b.partition, b.node) }
+        var id: String { !node.isEmpty ? "\(name)#@\(node)" : partition < 0 ? "\(name)#dlq" : "\(name)#\(partition)" }
     }
 
     init(loop: EventLoop, tables: Tables, streams: Streams, logger: Logger) {
@@ -160,7 +164,9 @@ final class Processors {
     func put(_ d: ProcessorDefinition, _ done: @escaping (Result<Bool, TandemError>) -> Void) {
         let existing: Stored?
         do throws(TandemError) {
-            guard streams.definitions[d.stream] != nil || d.stream == SystemEvents.stream else {
+            if let table = d.table {
+                try checkTableSource(table, d)
+            } else if streams.definitions[d.stream] == nil && d.stream != SystemEvents.stream {
                 throw TandemError(.badRequest, "source.stream: no stream '\(d.stream)'")
             }
             if case .function(let url, _) = d.target, LoopHTTPClient.Target(url: url) == nil {
@@ -245,7 +251,7 @@ final class Processors {
             let t = tables.core.now(wallMs: Tables.wallMs())
             var writes: [(table: String, key: ItemKey, delta: ItemState)] = []
             let partitions = streams.definitions[s.definition.stream]?.partitions ?? 0
-            for id in [name, "\(name)#dlq"] + (0..<partitions).map({ "\(name)#\($0)" }) {
+            for id in [name, "\(name)#dlq"] + (0..<partitions).map({ "\(name)#\($0)" }) + tableCheckpointIDs(name) {
                 let key = ItemKey(partition: .string(id))
                 guard var state = try tables.replicas[Processors.table]?.state(key) else { continue }
                 writes.append((Processors.table, key, state.delete(at: t)))
@@ -307,6 +313,14 @@ final class Processors {
         var wanted: [RunnerKey: (Stored, String, Int)] = [:]
         for s in all where !s.paused {
             let d = s.definition
+            if let table = d.table {
+                // Each node consumes the changes it took itself, from its own stream (see
+                // `ProcessorsTableSource.swift`).
+                if changeStreams?.current(table) != nil {
+                    wanted[RunnerKey(name: d.name, partition: 0, node: selfName)] = (s, "", 0)
+                }
+                continue
+            }
             guard let def = streams.definitions[d.stream] else { continue }
             for p in 0..<def.partitions where streams.leads(d.stream, p) {
                 wanted[RunnerKey(name: d.name, partition: p)] = (s, d.stream, p)
@@ -319,7 +333,11 @@ final class Processors {
         let live = Set(all.map { "\($0.definition.name)/\($0.incarnation)" })
         for (key, r) in runners {
             let w = wanted[key]
-            if w == nil || w!.0.incarnation != r.incarnation || w!.0.definition != r.definition || w!.0.redriveUntil != r.redriveUntil {
+            // A table source's stream disabled and enabled again: on to the new one.
+            let newStream = r.tableStream.map { t in changeStreams?.current(t.table)?.label != t.label } ?? false
+            if w == nil || w!.0.incarnation != r.incarnation || w!.0.definition != r.definition || w!.0.redriveUntil != r.redriveUntil
+                || newStream
+            {
                 // A deleted processor's checkpoints are gone: writing one back would leave litter.
                 stop(r, flush: live.contains("\(key.name)/\(r.incarnation)"))
             }
@@ -336,10 +354,12 @@ final class Processors {
         r.stopping = true
         r.consumer.stop()
         r.timer.stop()
+        r.pollTimer?.stop()
         runners[r.key] = nil
     }
 
     private func startRunner(_ key: RunnerKey, _ s: Stored, stream: String, partition p: Int) {
+        if !key.node.isEmpty { return startTableRunner(key, s) }
         guard let part = streams.localPartition(stream, p) else { return }
         let id = key.id
         let stored = partitionState(s, id)
@@ -363,6 +383,14 @@ final class Processors {
                 checkpoint = max(at, 1) - 1
             }
         }
+        run(key, s, stream: stream, partition: p, checkpoint: checkpoint, stored: stored)
+    }
+
+    /// Starts a consumer from `checkpoint` (`stored`: what its item held).
+    func run(
+        _ key: RunnerKey, _ s: Stored, stream: String, partition p: Int, checkpoint: UInt64, stored: PartitionState?,
+        tableStream: ChangeStreams.Descriptor? = nil
+    ) {
         let filters = (try? FilterSet(patterns: s.definition.filters)) ?? (try! FilterSet(patterns: []))
         var settings = s.definition.settings
         if key.partition < 0 { settings.maxRetryAttempts = settings.maxRetryAttempts ?? 10 }
@@ -372,6 +400,7 @@ final class Processors {
             timer: LoopTimer(loop: loop))
         r.retriesBase = stored?.retries ?? 0
         r.deadLetteredBase = stored?.deadLettered ?? 0
+        r.tableStream = tableStream
         runners[key] = r
         logger.info(
             "processor consumer started",
@@ -384,10 +413,11 @@ final class Processors {
     }
 
     /// Carries out what the consumer asks for now, then waits for its next deadline.
-    private func drive(_ r: Runner) {
+    func drive(_ r: Runner) {
         guard !r.stopping else { return }
         for d in r.consumer.ready(now: loop.now, wallMs: Tables.wallMs()) {
             switch d {
+            case .fetch(let after, let limit) where r.tableStream != nil: fetchTable(r, after: after, limit: limit)
             case .fetch(let after, let limit): fetch(r, after: after, limit: limit)
             case .deliver(let batch): deliver(r, batch)
             case .deadLetter(let letter): deadLetter(r, letter)
@@ -473,7 +503,10 @@ final class Processors {
             guard let target = LoopHTTPClient.Target(url: url) else {
                 return finish(.failure("https targets need TLS, which this node does not have yet: \(url)"))
             }
-            let body = LambdaEvent.kinesisEvent(batch.records, stream: r.definition.stream, partition: r.partition, region: region)
+            let body =
+                r.tableStream != nil
+                ? Processors.dynamoEvent(batch.records)
+                : LambdaEvent.kinesisEvent(batch.records, stream: r.definition.stream, partition: r.partition, region: region)
             let sequences = batch.records.map(\.sequence)
             http.call(
                 "POST", target, headers: [("X-Tandem-Processor", r.key.name), ("X-Tandem-Attempt", "\(batch.attempt)")], body: body,
@@ -483,7 +516,8 @@ final class Processors {
                 case .failure(let e): finish(.failure("invoke: \(e.message)"))
                 case .success(let reply):
                     switch LambdaEvent.outcome(
-                        status: reply.status, functionError: reply.header("X-Amz-Function-Error"), body: reply.body, batch: sequences)
+                        status: reply.status, functionError: reply.header("X-Amz-Function-Error"), body: reply.body, batch: sequences,
+                        format: r.tableStream != nil ? ChangeRecord.sequenceText : SequenceText.format)
                     {
                     case .success: finish(.success)
                     case .partialFailure(let lowest): finish(.partialFailure(lowestFailed: lowest))
@@ -786,7 +820,9 @@ final class Processors {
     }
 
     /// The figures of a running consumer here (nil if this node runs none for it).
-    func running(_ name: String, _ partition: Int) -> Runner? { runners[RunnerKey(name: name, partition: partition)] }
+    func running(_ name: String, _ partition: Int, node: String = "") -> Runner? {
+        runners[RunnerKey(name: name, partition: partition, node: node)]
+    }
 
     /// One consumer here: its core, timer and the shell's bookkeeping.
     final class Runner {
@@ -813,6 +849,11 @@ final class Processors {
         var retriesBase = 0
         var deadLetteredBase = 0
         var redriveDone = false
+        /// A table source's stream (this node's), read instead of a stream partition.
+        var tableStream: ChangeStreams.Descriptor?
+        /// A table source with nothing new waits this long before it reads again (a stream
+        /// partition's read waits for records instead).
+        var pollTimer: LoopTimer?
         /// The figures last written with the checkpoint (empty: none yet).
         var storedFigures: [Int] = []
         /// The latest target call latencies (ms), for p50/p99 in describe.

@@ -12,6 +12,8 @@ import Transport
 ///     0x05 id 0x02 bucket key           → ·                  (anti-entropy buckets)
 ///     0x05 id 0x03 scan-hash key        → ·                  (parallel Scan order)
 ///     0x05 id 0x04 key                  → ·                  (items holding garbage)
+///     0x05 id 0x10 label seq            → change record      (`ChangeStreamStore`)
+///     0x05 id 0x11 label                → last trimmed seq   (`ChangeStreamStore`)
 ///
 /// Only the item record changes when an item does: the index records are written when a key
 /// is created and deleted when it goes (the garbage record when that changes). An item's hash
@@ -234,6 +236,7 @@ final class TableStore: ItemStore {
             w.u8(prefix)
             w.u64(table)
             return [.deletePrefix(w.bytes)]
+        case .change: return ChangeStreamStore.ops(write)
         case .catalog, .stability: return []
         }
     }

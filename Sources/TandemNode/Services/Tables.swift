@@ -248,6 +248,10 @@ final class Tables {
     /// The disk is behind: client writes are refused until the queue drains.
     var overloaded: Bool { queuedWrites >= maxQueuedWrites }
 
+    /// Called after each peer request is merged (before anything else runs), so settings it
+    /// carried take effect before the next client write (`ChangeStreams`).
+    var afterPeerRequest: () -> Void = {}
+
     /// Called for every failed commit (the node logs it, rate-limited).
     var onCommitFailure: (TandemError) -> Void = { _ in }
 
@@ -258,7 +262,16 @@ final class Tables {
         case .catalog(let name, let entry):
             return [.put(catalogPrefix + Array(name.utf8), TableSyncCodec.encode(deltas: [], catalog: [name: entry]))]
         case .stability(let bytes): return [.put(stabilityKey, bytes)]
-        case .item, .summary, .dropTable: return TableStore.ops(write)
+        case .item, .summary, .dropTable, .change: return TableStore.ops(write)
+        }
+    }
+
+    /// A commit of the node's own records outside the core (change stream trimming, which
+    /// touches no item): through the same group commit.
+    func submitMaintenance(_ ops: [LMDBStore.Op], _ done: @escaping (TandemError?) -> Void) {
+        committer.submit(ops) { [weak self] error in
+            if let error { self?.onCommitFailure(error) }
+            done(error)
         }
     }
 
@@ -395,6 +408,7 @@ extension Tables {
     func serve(kind: UInt8, payload: [UInt8], reply: @escaping ([UInt8]) -> Void) {
         if kind == TableNode.Kind.deltas { markBusy() }
         let ticket = core.receive(kind: kind, payload: payload, wallMs: Tables.wallMs())
+        afterPeerRequest()
         recordLag()
         waiting[ticket] = { error, answer in
             if error == nil, let answer { reply(answer) }
