@@ -50,6 +50,8 @@ public struct ProcessorDefinition: Sendable, Equatable {
     /// The source table, whose change stream (DynamoDB Streams) is consumed: on each node, the
     /// changes that node took (see the node's `Processors`).
     public var table: String?
+    /// The source as dead letters and events name it: the stream, or `table/<name>`.
+    public var sourceName: String { table.map { "table/\($0)" } ?? stream }
     public var startingPosition: StartingPosition
     public var filters: [String]
     public var settings: ConsumerSettings

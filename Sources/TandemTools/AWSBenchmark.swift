@@ -4,7 +4,8 @@ import TandemTestKit
 import Transport
 
 /// Figures for the AWS-compatible APIs on one node: raw keep-alive HTTP load (no SDK) against
-/// PutItem, GetItem, UpdateItem ADD and PutRecords, each as req/s and p99.
+/// PutItem, GetItem, UpdateItem ADD and PutRecords, each as req/s and p99; PutItem on a table
+/// with a stream (DynamoDB Streams) beside the same without, and GetRecords read back.
 public struct AWSBenchmark {
     public struct Options: Sendable {
         public var seconds = 10
@@ -30,6 +31,11 @@ public struct AWSBenchmark {
             #"{"TableName":"bench","KeySchema":[{"AttributeName":"id","KeyType":"HASH"}],"AttributeDefinitions":[{"AttributeName":"id","AttributeType":"S"}],"BillingMode":"PAY_PER_REQUEST"}"#
         )
         guard table.status == 200 else { throw ToolError("CreateTable: \(table.status) \(table.text)") }
+        let streamed = try call(
+            "DynamoDB_20120810.CreateTable",
+            #"{"TableName":"bench-stream","KeySchema":[{"AttributeName":"id","KeyType":"HASH"}],"AttributeDefinitions":[{"AttributeName":"id","AttributeType":"S"}],"BillingMode":"PAY_PER_REQUEST","StreamSpecification":{"StreamEnabled":true,"StreamViewType":"NEW_AND_OLD_IMAGES"}}"#
+        )
+        guard streamed.status == 200 else { throw ToolError("CreateTable with a stream: \(streamed.status) \(streamed.text)") }
         let stream = try call("Kinesis_20131202.CreateStream", #"{"StreamName":"bench","ShardCount":4}"#)
         guard stream.status == 200 else { throw ToolError("CreateStream: \(stream.status) \(stream.text)") }
         guard
@@ -46,10 +52,11 @@ public struct AWSBenchmark {
         let itemBytes = 256
         let note = String(repeating: "x", count: itemBytes - "id".count - "k00000".count - "note".count)
         func key(_ n: Int) -> String { "k" + String(repeating: "0", count: max(0, 5 - String(n).count)) + String(n) }
+        @discardableResult
         func measure(
             _ what: String, _ target: String, target goal: String? = nil, met: ((LoadGenerator.Result) -> Bool)? = nil,
             _ body: @escaping () -> String
-        ) throws {
+        ) throws -> LoadGenerator.Result {
             let g = try LoadGenerator(target: api) { ("POST", "/", Array(body().utf8)) }
             g.headers = [("X-Amz-Target", target)]
             let r = g.run(connections: options.connections, duration: .seconds(Int64(options.seconds)))
@@ -61,13 +68,28 @@ public struct AWSBenchmark {
             if let goal, let met { print("    target \(goal): \(verdict(met(r), errors: r.errors, samples: r.requests))") }
             print("")
             fflush(nil)
+            return r
         }
-        try measure(
+        let plain = try measure(
             "PutItem, \(itemBytes)-byte items", "DynamoDB_20120810.PutItem", target: "≥ 15,000/s, p99 < 5 ms",
             met: { $0.perSecond >= 15_000 && $0.percentile(0.99) < 5 }
         ) {
             #"{"TableName":"bench","Item":{"id":{"S":"\#(key(Int.random(in: 0..<100_000, using: &rng)))"},"note":{"S":"\#(note)"}}}"#
         }
+        // The same load on a table with a NEW_AND_OLD_IMAGES stream: each write also stores its
+        // stream record (in the same commit) with both images.
+        let withStream = try measure(
+            "PutItem, \(itemBytes)-byte items, table with a NEW_AND_OLD_IMAGES stream", "DynamoDB_20120810.PutItem"
+        ) {
+            #"{"TableName":"bench-stream","Item":{"id":{"S":"\#(key(Int.random(in: 0..<100_000, using: &rng)))"},"note":{"S":"\#(note)"}}}"#
+        }
+        print(
+            String(
+                format: "    with a stream: %.0f%% of the throughput without (%.0f vs %.0f/s), p99 %.2f vs %.2f ms",
+                100 * withStream.perSecond / max(plain.perSecond, 1e-9), withStream.perSecond, plain.perSecond,
+                withStream.percentile(0.99), plain.percentile(0.99))
+                + (plain.errors + withStream.errors > 0 ? " — NOT A FIGURE: the runs had errors" : "") + "\n")
+        try readStream(call)
         try measure("GetItem (hits and misses)", "DynamoDB_20120810.GetItem") {
             #"{"TableName":"bench","Key":{"id":{"S":"\#(key(Int.random(in: 0..<100_000, using: &rng)))"}}}"#
         }
@@ -88,6 +110,54 @@ public struct AWSBenchmark {
                     format: "%.0f/s, p50 %.2f ms, p99 %.2f ms, errors %d (n=%d); %.0f records/s written, %d records reported failed\n",
                     Double(b.batches) / max(b.seconds, 1e-9), b.percentile(0.5), b.percentile(0.99), b.errors, b.batches,
                     b.recordsPerSecond, b.failedRecords))
+        fflush(nil)
+    }
+
+    /// GetRecords throughput: one reader walks `bench-stream`'s shard from its trim horizon with
+    /// Limit 1000 until it is read to its end or the time is up; every error is counted.
+    func readStream(_ call: (String, String) throws -> HTTPClient.Response) throws {
+        func json(_ r: HTTPClient.Response) throws -> JSON {
+            guard r.status == 200 else { throw ToolError("\(r.status) \(r.text.prefix(300))") }
+            return try JSON.parse(r.body)
+        }
+        let arn = try json(try call("DynamoDB_20120810.DescribeTable", #"{"TableName":"bench-stream"}"#))["Table"]?["LatestStreamArn"]?
+            .stringValue
+        guard let arn else { throw ToolError("bench-stream has no stream") }
+        let d = try json(try call("DynamoDBStreams_20120810.DescribeStream", #"{"StreamArn":"\#(arn)"}"#))
+        guard let shard = d["StreamDescription"]?["Shards"]?.arrayValue?.first?["ShardId"]?.stringValue else {
+            throw ToolError("no shard: \(d)")
+        }
+        var iterator = try json(
+            try call(
+                "DynamoDBStreams_20120810.GetShardIterator",
+                #"{"StreamArn":"\#(arn)","ShardId":"\#(shard)","ShardIteratorType":"TRIM_HORIZON"}"#))["ShardIterator"]?.stringValue
+        var records = 0, calls = 0, errors = 0, bytes = 0
+        var latencies: [Double] = []
+        let start = Date()
+        while let it = iterator, Date().timeIntervalSince(start) < Double(options.seconds) {
+            let t0 = Date()
+            guard let r = try? call("DynamoDBStreams_20120810.GetRecords", #"{"ShardIterator":"\#(it)","Limit":1000}"#), r.status == 200,
+                let j = try? JSON.parse(r.body), let list = j["Records"]?.arrayValue
+            else {
+                errors += 1
+                if errors > 10 { break }
+                continue
+            }
+            latencies.append(Date().timeIntervalSince(t0) * 1000)
+            calls += 1
+            bytes += r.body.count
+            records += list.count
+            iterator = list.isEmpty ? nil : j["NextShardIterator"]?.stringValue
+        }
+        let seconds = max(Date().timeIntervalSince(start), 1e-9)
+        latencies.sort()
+        func p(_ q: Double) -> Double { latencies.isEmpty ? 0 : latencies[min(latencies.count - 1, Int(Double(latencies.count) * q))] }
+        print(
+            "• GetRecords, Limit 1000, one reader from TRIM_HORIZON: "
+                + String(
+                    format: "%.0f records/s (%.1f MB/s), %.0f calls/s, p50 %.2f ms, p99 %.2f ms per call, errors %d (records %d, calls %d)",
+                    Double(records) / seconds, Double(bytes) / seconds / 1e6, Double(calls) / seconds, p(0.5), p(0.99), errors, records,
+                    calls) + (errors > 0 ? " — NOT A FIGURE: the run had errors" : "") + "\n")
         fflush(nil)
     }
 }

@@ -123,11 +123,16 @@ class UpdateTableTests(tandem.DynamoTest):
     def test_billing_mode_and_streams(self):
         self.assertIsNone(self.update(BillingMode="PAY_PER_REQUEST"))
         self.assertIsNone(self.update(BillingMode="PROVISIONED", ProvisionedThroughput={"ReadCapacityUnits": 5, "WriteCapacityUnits": 5}))
-        self.assertIsNone(self.update(StreamSpecification={"StreamEnabled": False}))
+        # DynamoDB: "a ValidationException if you try to disable a stream on a table that doesn't have
+        # a stream" (test_streams has the rest).
+        self.assertEqual(self.update(StreamSpecification={"StreamEnabled": False}), "ValidationException")
         self.assertEqual(self.update(BillingMode="PROVISIONED"), "ValidationException")
         self.assertEqual(self.update(BillingMode="PAY_PER_REQUEST", ProvisionedThroughput={"ReadCapacityUnits": 5, "WriteCapacityUnits": 5}),
                          "ValidationException")
+        self.assertIsNone(self.update(StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_IMAGE"}))
+        # ... or to enable one on a table that has one.
         self.assertEqual(self.update(StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_IMAGE"}), "ValidationException")
+        self.assertIsNone(self.update(StreamSpecification={"StreamEnabled": False}))
         self.assertEqual(self.update(
             AttributeDefinitions=[{"AttributeName": "status", "AttributeType": "S"}],
             GlobalSecondaryIndexUpdates=[{"Create": {"IndexName": "by-status", "KeySchema": [{"AttributeName": "status", "KeyType": "HASH"}],

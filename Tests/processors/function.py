@@ -1,7 +1,7 @@
 """A test function for Tandem processors: serves Lambda's Invoke API path and any other POST.
 
 Each delivered record is appended to LOG as one JSON line {eventID, sequence, key, data,
-attempt, at}. A record whose data (JSON) has "fail": true is reported failed through a partial
+attempt, at} (for a DynamoDB Streams event, data is the whole record as JSON). A record whose data (JSON) has "fail": true is reported failed through a partial
 batch response; "raise": true makes the handler raise (200 with X-Amz-Function-Error, as Lambda
 answers). SLEEP_MS delays every answer (a slow handler, so a test can kill a node mid-batch).
 Usage: function.py PORT LOG [SLEEP_MS]
@@ -23,6 +23,17 @@ class Handler(BaseHTTPRequestHandler):
             time.sleep(sleep_ms / 1000)
         failures, raised, lines = [], False, []
         for r in body.get("Records", []):
+            if "dynamodb" in r:
+                # A DynamoDB Streams event (a table source): the record's data is its `dynamodb`
+                # part; a NewImage with "fail": {"BOOL": true} fails the record, as above.
+                d = r["dynamodb"]
+                image = d.get("NewImage", {})
+                if image.get("fail") == {"BOOL": True} and not failures:
+                    failures.append({"itemIdentifier": d["SequenceNumber"]})
+                lines.append(json.dumps({"eventID": r["eventID"], "sequence": d["SequenceNumber"], "key": json.dumps(d["Keys"]),
+                                         "data": json.dumps(r), "attempt": self.headers.get("X-Tandem-Attempt"),
+                                         "at": time.time()}))
+                continue
             k = r["kinesis"]
             data = base64.b64decode(k["data"]).decode()
             try:

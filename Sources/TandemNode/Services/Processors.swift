@@ -319,11 +319,11 @@ final class Processors {
                 if changeStreams?.current(table) != nil {
                     wanted[RunnerKey(name: d.name, partition: 0, node: selfName)] = (s, "", 0)
                 }
-                continue
-            }
-            guard let def = streams.definitions[d.stream] else { continue }
-            for p in 0..<def.partitions where streams.leads(d.stream, p) {
-                wanted[RunnerKey(name: d.name, partition: p)] = (s, d.stream, p)
+            } else {
+                guard let def = streams.definitions[d.stream] else { continue }
+                for p in 0..<def.partitions where streams.leads(d.stream, p) {
+                    wanted[RunnerKey(name: d.name, partition: p)] = (s, d.stream, p)
+                }
             }
             let dlq = Processors.dlqStream(d.name)
             if s.redriveUntil > 0, streams.leads(dlq, 0) {
@@ -504,7 +504,7 @@ final class Processors {
                 return finish(.failure("https targets need TLS, which this node does not have yet: \(url)"))
             }
             let body =
-                r.tableStream != nil
+                r.definition.table != nil
                 ? Processors.dynamoEvent(batch.records)
                 : LambdaEvent.kinesisEvent(batch.records, stream: r.definition.stream, partition: r.partition, region: region)
             let sequences = batch.records.map(\.sequence)
@@ -702,7 +702,8 @@ final class Processors {
                 record: StreamRecord.encode(
                     key: rec.key,
                     data: DeadLetterRecord.encode(
-                        processor: r.key.name, stream: r.definition.stream, partition: r.partition, record: rec, letter: letter, atMs: now))
+                        processor: r.key.name, stream: r.definition.sourceName, partition: r.partition, record: rec, letter: letter,
+                        atMs: now))
             )
         }
         let put = { [weak self, weak r] in
@@ -716,7 +717,7 @@ final class Processors {
                     self.events.emit(
                         "processor.deadLettered",
                         [
-                            ("processor", .string(r.key.name)), ("stream", .string(r.definition.stream)),
+                            ("processor", .string(r.key.name)), ("stream", .string(r.definition.sourceName)),
                             ("partition", .number("\(r.partition)")),
                             ("records", .number("\(letter.records.count)")), ("condition", .string(letter.condition.rawValue)),
                             ("lastError", .string(String(letter.lastError.prefix(512))))

@@ -6,8 +6,9 @@ import Transport
 /// A processor whose source is a table's change stream (`"source":{"table":"…"}`).
 ///
 /// **Who consumes.** Every node runs one consumer, on its own stream, and delivers only the
-/// records of the changes it took itself (its clients' writes, its TTL deletes), not those
-/// replicated to it. So each change is delivered by the node that made it, once (at least once,
+/// records of the changes it took itself (its clients' writes), not those replicated to it (an
+/// expired item is deleted by every node's TTL sweep: each that swept it before hearing of
+/// another's delivers its REMOVE). So each change is delivered by the node that made it, once (at least once,
 /// as every processor), and nowhere else, without any coordination: every node's stream holds
 /// every change, and consuming whole streams would deliver each change once per node. This is
 /// the DynamoDB global tables pattern of a Lambda per region that acts on its own region's
