@@ -200,9 +200,11 @@ final class DynamoStreamsAPI {
         let closed = streams.closed(d, nowMs: now)
         let records = try streams.read(d, after: it.after, limit: limit)
         var out = Array(#"{"Records":["#.utf8)
+        out.reserveCapacity(records.reduce(64) { $0 + $1.dynamodb.count + 200 })
+        let json = streams.recordJSON(d, sourceARN: false)
         for (i, r) in records.enumerated() {
             if i > 0 { out.append(UInt8(ascii: ",")) }
-            out += streams.recordJSON(d, r, sourceARN: false)
+            json(r, &out)
         }
         out.append(UInt8(ascii: "]"))
         let end = records.last?.sequence ?? it.after
@@ -219,17 +221,35 @@ final class DynamoStreamsAPI {
 }
 
 extension ChangeStreams {
-    /// One record as DynamoDB Streams' GetRecords gives it (and, with `sourceARN`, as Lambda's
-    /// DynamoDB event has it, which adds `eventSourceARN`).
+    /// Writes records of `d` as DynamoDB Streams' GetRecords gives them (and, with `sourceARN`,
+    /// as Lambda's DynamoDB event has them, which adds `eventSourceARN`): what is the same for
+    /// every record of the stream is made once; a record's stored `dynamodb` text is copied in.
+    func recordJSON(_ d: Descriptor, sourceARN: Bool) -> (ChangeRecord, inout [UInt8]) -> Void {
+        let head = Array(#"{"awsRegion":"#.utf8) + Array(JSON.string(region).serialized.utf8) + Array(#","eventID":""#.utf8)
+        let idPrefix = Array(eventID(d, 0).prefix(16).utf8)
+        let names: [ChangeEvent: [UInt8]] = Dictionary(
+            uniqueKeysWithValues: [ChangeEvent.insert, .modify, .remove].map { e in
+                var tail = Array(#"","eventName":""#.utf8) + Array(e.name.utf8)
+                tail += Array(#"","eventSource":"aws:dynamodb","eventVersion":"1.1""#.utf8)
+                if sourceARN { tail += Array(#","eventSourceARN":"#.utf8) + Array(JSON.string(arn(d)).serialized.utf8) }
+                return (e, tail + Array(#","dynamodb":"#.utf8))
+            })
+        return { r, out in
+            out += head
+            out += idPrefix
+            let hex = String(r.sequence, radix: 16)
+            out += repeatElement(UInt8(ascii: "0"), count: 16 - hex.utf8.count)
+            out += hex.utf8
+            out += names[r.event]!
+            out += r.dynamodb
+            out.append(UInt8(ascii: "}"))
+        }
+    }
+
     func recordJSON(_ d: Descriptor, _ r: ChangeRecord, sourceARN: Bool) -> [UInt8] {
-        var fields: [(String, JSON)] = [
-            ("awsRegion", .string(region)), ("eventID", .string(eventID(d, r.sequence))), ("eventName", .string(r.event.name)),
-            ("eventSource", "aws:dynamodb"), ("eventVersion", "1.1")
-        ]
-        if sourceARN { fields.append(("eventSourceARN", .string(arn(d)))) }
-        var text = Array(JSON.object(fields).serialized.utf8)
-        text.removeLast()
-        return text + Array(#","dynamodb":"#.utf8) + r.dynamodb + [UInt8(ascii: "}")]
+        var out: [UInt8] = []
+        recordJSON(d, sourceARN: sourceARN)(r, &out)
+        return out
     }
 }
 

@@ -109,10 +109,11 @@ extension Processors {
             }
             guard let last = read.last else { return self.fetchTable(r, after: after, limit: limit, delay: Processors.tablePollInterval) }
             var records: [ProcessorRecord] = []
+            let json = cs.recordJSON(d, sourceARN: true)
             for rec in read where rec.local {
-                let p = ProcessorRecord(
-                    sequence: rec.sequence, key: Processors.keyText(rec), data: cs.recordJSON(d, rec, sourceARN: true),
-                    timestamp: rec.createdMs)
+                var data: [UInt8] = []
+                json(rec, &data)
+                let p = ProcessorRecord(sequence: rec.sequence, key: Processors.keyText(rec), data: data, timestamp: rec.createdMs)
                 if r.filters.matches(p) {
                     records.append(p)
                 } else {
