@@ -52,23 +52,27 @@ public struct AWSBenchmark {
         let itemBytes = 256
         let note = String(repeating: "x", count: itemBytes - "id".count - "k00000".count - "note".count)
         func key(_ n: Int) -> String { "k" + String(repeating: "0", count: max(0, 5 - String(n).count)) + String(n) }
+        /// The node's CPU per request too (µs): less at the mercy of other load on the machine than
+        /// throughput, so two runs compare better by it.
         @discardableResult
         func measure(
             _ what: String, _ target: String, target goal: String? = nil, met: ((LoadGenerator.Result) -> Bool)? = nil,
             _ body: @escaping () -> String
-        ) throws -> LoadGenerator.Result {
+        ) throws -> (result: LoadGenerator.Result, cpuMicros: Double) {
             let g = try LoadGenerator(target: api) { ("POST", "/", Array(body().utf8)) }
             g.headers = [("X-Amz-Target", target)]
+            let cpu0 = cluster.cpuSeconds(0) ?? 0
             let r = g.run(connections: options.connections, duration: .seconds(Int64(options.seconds)))
+            let cpu = ((cluster.cpuSeconds(0) ?? 0) - cpu0) * 1e6 / Double(max(r.requests, 1))
             print(
                 "• \(what): "
                     + String(
-                        format: "%.0f/s, p50 %.2f ms, p99 %.2f ms, errors %d (n=%d)",
-                        r.perSecond, r.percentile(0.5), r.percentile(0.99), r.errors, r.requests))
+                        format: "%.0f/s, p50 %.2f ms, p99 %.2f ms, errors %d (n=%d); node CPU %.1f µs per request",
+                        r.perSecond, r.percentile(0.5), r.percentile(0.99), r.errors, r.requests, cpu))
             if let goal, let met { print("    target \(goal): \(verdict(met(r), errors: r.errors, samples: r.requests))") }
             print("")
             fflush(nil)
-            return r
+            return (r, cpu)
         }
         let plain = try measure(
             "PutItem, \(itemBytes)-byte items", "DynamoDB_20120810.PutItem", target: "≥ 15,000/s, p99 < 5 ms",
@@ -85,10 +89,11 @@ public struct AWSBenchmark {
         }
         print(
             String(
-                format: "    with a stream: %.0f%% of the throughput without (%.0f vs %.0f/s), p99 %.2f vs %.2f ms",
-                100 * withStream.perSecond / max(plain.perSecond, 1e-9), withStream.perSecond, plain.perSecond,
-                withStream.percentile(0.99), plain.percentile(0.99))
-                + (plain.errors + withStream.errors > 0 ? " — NOT A FIGURE: the runs had errors" : "") + "\n")
+                format:
+                    "    with a stream: %.0f%% of the throughput without (%.0f vs %.0f/s), p99 %.2f vs %.2f ms; node CPU %.1f vs %.1f µs per PutItem",
+                100 * withStream.result.perSecond / max(plain.result.perSecond, 1e-9), withStream.result.perSecond, plain.result.perSecond,
+                withStream.result.percentile(0.99), plain.result.percentile(0.99), withStream.cpuMicros, plain.cpuMicros)
+                + (plain.result.errors + withStream.result.errors > 0 ? " — NOT A FIGURE: the runs had errors" : "") + "\n")
         try readStream(call)
         try measure("GetItem (hits and misses)", "DynamoDB_20120810.GetItem") {
             #"{"TableName":"bench","Key":{"id":{"S":"\#(key(Int.random(in: 0..<100_000, using: &rng)))"}}}"#
