@@ -151,8 +151,14 @@ public struct ItemState: Hashable, Sendable {
         default:
             return nil
         }
-        guard counter.add(amount, node: slot ?? t.node, at: t), counter.value(after: marker) != nil else { return nil }
-        return write(path, AttributeState(counter: counter))
+        let writer = slot ?? t.node
+        guard counter.add(amount, node: writer, at: t), counter.value(after: marker) != nil else { return nil }
+        // The delta carries this writer's running total only, not the others' as this replica
+        // has them: a total travels only in its own writer's writes. A processor's slot total
+        // stands for the records up to its applied mark, which only its own owner writes; sent
+        // along in another writer's delta it could reach a replica before that mark, and an
+        // owner taking over there would count the records in between again (issue 16).
+        return write(path, AttributeState(counter: counter.only(writer)))
     }
 
     public mutating func addToSet(_ name: String, _ elements: Set<SetElement>, at t: HLC) -> ItemState? {
@@ -375,6 +381,16 @@ public struct Counter: Hashable, Sendable {
         }
         lastWrite = max(lastWrite, t)
         return true
+    }
+
+    /// One writer's part of this counter (its running totals, over the same base and epoch): the
+    /// delta of its write. Merged where the counter is, it changes what the write changed.
+    func only(_ node: UInt64) -> Counter {
+        var c = Counter(base: base, epoch: epoch)
+        c.increments[node] = increments[node]
+        c.decrements[node] = decrements[node]
+        c.lastWrite = lastWrite
+        return c
     }
 
     /// base (if written after the marker) + Σ increments − Σ decrements, summed in node order so

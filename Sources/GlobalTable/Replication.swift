@@ -579,11 +579,6 @@ public final class TableNode {
         }
     }
 
-    /// Per peer: up to when our writes are durable there, and whether a gap holds that back.
-    public var coverage: [String: (covered: UInt64, gap: Bool)] {
-        Dictionary(uniqueKeysWithValues: streams.map { peer, s in (peer, (covered(peer), s.gap)) })
-    }
-
     public var reportsReceived: [String: Report] { reports }
 
     /// Up to when our own writes are durable at `peer`, as far as we know for sure.

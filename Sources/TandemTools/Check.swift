@@ -77,8 +77,8 @@ final class CheckRun: @unchecked Sendable {
     var counterAcked = [Int](repeating: 0, count: CheckRun.counters)
     var counterMaybe = [Int](repeating: 0, count: CheckRun.counters)
     enum Presence { case present, absent, either }
-    /// Stream records: payload → (partition, sequence) when acknowledged; payloads whose put
-    /// failed or timed out may or may not be in the log.
+    /// Stream records: payload (JSON, see `CheckProcessors.payload`) → (partition, sequence)
+    /// when acknowledged; payloads whose put failed or timed out may or may not be in the log.
     var recordsAcked: [String: (partition: Int, sequence: String)] = [:]
     var recordsMaybe: Set<String> = []
     static let partitions = 3
@@ -116,6 +116,8 @@ final class CheckRun: @unchecked Sendable {
     /// agreement can be shown with what every node believed at that moment.
     struct MembershipSample { var at: Date; var node: Int; var view: String }
     var membershipSamples: [MembershipSample] = []
+    /// The processor workload on the stream (see `CheckProcessors`).
+    var processors: CheckProcessors?
 
     init(apis: [String], regions: [String], nemesis: String, seed: UInt64) {
         self.apis = apis
@@ -173,6 +175,9 @@ final class CheckRun: @unchecked Sendable {
         else {
             throw CheckFailure("the stream '\(stream)' did not become writable on every node")
         }
+        let workload = CheckProcessors(run: run, stream: stream)
+        try workload.setUp(toward: apis[0]) { method, path, body in self.call(method, 0, path, body)?.status }
+        processors = workload
         // Probe contacts: two homed in each region, once the split routes to every region.
         guard
             eventually(
@@ -271,7 +276,9 @@ final class CheckRun: @unchecked Sendable {
                     var i = 0
                     while !isStopping {
                         i += 1
-                        let payload = "\(run)-\(w)-\(i)", node = Int(local.next() % UInt64(apis.count))
+                        let q = "\(run)-q\(local.next() % UInt64(CheckProcessors.keys))", n = Int(local.next() % 10) + 1
+                        let payload = CheckProcessors.payload(id: "\(run)-\(w)-\(i)", q: q, n: n)
+                        let node = Int(local.next() % UInt64(apis.count))
                         let body = #"{"key":"k-\#(i % 64)","data":"\#(Base64.encode(Array(payload.utf8)))"}"#
                         let r = call("POST", node, "/v1/streams/\(stream)/records", body, timeout: .seconds(4))
                         if r?.status == 200, let j = try? JSON.parse(r!.body), case .number(let p)? = j["partition"],

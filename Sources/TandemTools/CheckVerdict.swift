@@ -3,8 +3,9 @@ import TandemCore
 import TandemTestKit
 import Transport
 
-/// The checker's verdict: after the faults, heal and verify tables, counters, sets, the stream
-/// and the routes (each check says how much it saw, and fails when it saw too little to judge).
+/// The checker's verdict: after the faults, heal and verify tables, counters, sets, the stream,
+/// its processors and the routes (each check says how much it saw, and fails when it saw too
+/// little to judge).
 extension CheckRun {
     struct Verdict {
         var ok = true
@@ -87,7 +88,8 @@ extension CheckRun {
         }
         v.check(wrong.isEmpty, "sets: \(expected.count) elements match the add-wins expectation on every node")
         for l in wrong.prefix(10) { v.report += "        \(l)\n" }
-        verifyStream(&v)
+        let logs = verifyStream(&v)
+        processors?.verify(&v, logs: logs, check: self)
         verifyRoutes(&v)
         return v
     }
@@ -261,8 +263,10 @@ extension CheckRun {
     }
 
     /// Every acknowledged record exactly once, at its sequence, in the same order on every
-    /// replica; nothing that was not put.
-    func verifyStream(_ v: inout Verdict) {
+    /// replica; nothing that was not put. Returns each partition's log (the longest a node
+    /// served, when they still differ): the truth the processors are judged by.
+    @discardableResult
+    func verifyStream(_ v: inout Verdict) -> [[(String, String)]] {
         let (acked, maybe) = lock.withLock { (recordsAcked, recordsMaybe) }
         var problems: [String] = []
         var logs: [[[(String, String)]]] = []
@@ -296,5 +300,6 @@ extension CheckRun {
             "stream: \(acked.count) acknowledged records all present once, at their sequence, same order on every replica (\(total) in the log, \(maybe.count) of unknown outcome)"
         )
         for l in problems.prefix(10) { v.report += "        \(l)\n" }
+        return logs.map { perNode in perNode.max { $0.count < $1.count } ?? [] }
     }
 }

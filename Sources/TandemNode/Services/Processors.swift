@@ -34,9 +34,9 @@ import Transport
 /// from too low a total, and the max merge would then keep the wrong one (the chaos checker saw
 /// it: counters one record short after a partition healed, `_processors` repaired before the
 /// target table; a fixed delay does not bound that). So a materialize partition's settled
-/// checkpoint, where a new owner resumes, moves past a batch only once the table core knows the
-/// batch's writes are durable on every member (`coverage`): a takeover replays a little more
-/// (idempotent), never from a replica that is behind.
+/// checkpoint, where a new owner resumes, moves past a batch only once the table's stable time
+/// has passed it (every write anywhere before it is durable on every member; see `settled`): a
+/// takeover replays a little more (idempotent), never from a replica that is behind.
 final class Processors {
     static let table = "_processors"
     static let catalogEntry = CatalogEntry(schema: KeySchema(partitionKey: "id"), at: HLC(time: 1 << 16, node: 0))
@@ -577,19 +577,27 @@ final class Processors {
         else { return finish(.failure("reading \(m.table) failed")) }
         let writes = changes.map { (table: m.table, key: $0.key, delta: $0.delta) }
         let outcome: DeliveryOutcome = rejected.map { .rejected(sequence: $0.0, reason: $0.1) } ?? .success
-        guard !writes.isEmpty else { return finish(outcome) }
         let first = batch.records[0].sequence
-        tables.commit(writes) { [weak self, weak r] error in
-            if error == nil, let self, let r {
-                // Stamped after the commit: every delta it made is older than this. Batches within
-                // 100 ms share an entry (the later stamp), so an outage costs ~10 entries a second.
-                let at = self.tables.core.now(wallMs: Tables.wallMs()).time
-                if let last = r.unreplicated.last, at >> 16 < (last.at >> 16) + 100 {
-                    r.unreplicated[r.unreplicated.count - 1].at = at
-                } else {
-                    r.unreplicated.append((first: first, at: at))
-                }
+        // Stamped once the batch is applied (after its commit), on the table clock: every write
+        // the batch made or relied on — its own, and those of earlier owners whose marks made it
+        // skip records — is older. A batch that wrote nothing relied on others' writes only, and
+        // is stamped too (see `settled`). Batches within 100 ms share an entry (the later stamp),
+        // so an outage costs ~10 entries a second.
+        let applied = { [weak self, weak r] in
+            guard let self, let r else { return }
+            let at = self.tables.core.now(wallMs: Tables.wallMs()).time
+            if let last = r.unsettled.last, at >> 16 < (last.at >> 16) + 100 {
+                r.unsettled[r.unsettled.count - 1].at = at
+            } else {
+                r.unsettled.append((first: first, at: at))
             }
+        }
+        guard !writes.isEmpty else {
+            applied()
+            return finish(outcome)
+        }
+        tables.commit(writes) { error in
+            if error == nil { applied() }
             finish(error.map { .failure("write to \(m.table): \($0.message)") } ?? outcome)
         }
     }
@@ -774,17 +782,30 @@ final class Processors {
         }
     }
 
-    /// The settled checkpoint: the consumer's, held back for a materialize target to just below
-    /// its oldest batch whose table writes some member may not have yet (where a new owner of a
-    /// materialize partition resumes).
+    /// The settled checkpoint: the consumer's, held back for a materialize target (see
+    /// `settled`).
     private func storableCheckpoint(_ r: Runner) -> UInt64 {
-        let c = r.consumer.checkpoint
-        guard !r.unreplicated.isEmpty else { return c }
-        let expired = tables.core.expired
-        let covered = tables.core.coverage.filter { expired[$0.key] == nil }.values.map(\.covered).min() ?? .max
-        r.unreplicated.removeAll { $0.at <= covered }
-        guard let oldest = r.unreplicated.first else { return c }
-        return min(c, oldest.first - 1)
+        Processors.settled(r.consumer.checkpoint, &r.unsettled, stable: tables.core.stable)
+    }
+
+    /// Where a new owner of a materialize partition may resume: `checkpoint`, held back to just
+    /// below the oldest batch applied here after `stable`, the table core's stable time (every
+    /// write anywhere up to it is durable on every member). `batches`, oldest first, are the
+    /// batches applied (first sequence, table clock once applied); those the stable time has
+    /// passed are dropped.
+    ///
+    /// A new owner replays from here onto its own replica, and the marks skip what that replica
+    /// holds: exact only if it holds every write the state at the resume point stands for. Those
+    /// are this owner's writes, and also earlier owners' — a batch whose records their marks made
+    /// it skip wrote nothing, and relied on their writes alone — made anywhere, and possibly
+    /// still missing on some member (cut off, or dead: a dead member has no delta stream). Only
+    /// the stable time speaks for every member and every writer; this node's delta streams
+    /// (`coverage`) spoke for its own writes to the members it had streams to, and moved the
+    /// resume point past writes a member lacked.
+    static func settled(_ checkpoint: UInt64, _ batches: inout [(first: UInt64, at: UInt64)], stable: UInt64) -> UInt64 {
+        batches.removeAll { $0.at <= stable }
+        guard let oldest = batches.first else { return checkpoint }
+        return min(checkpoint, oldest.first - 1)
     }
 
     /// Figures of the consumers running here, for `/metrics`.
@@ -840,9 +861,9 @@ final class Processors {
         var dirty = false
         /// The settled checkpoint last written (or being written).
         var storedSettled: UInt64?
-        /// Materialize batches committed here, oldest first, whose writes may not be on every
-        /// member yet: the batch's first sequence and the table clock just after its commit.
-        var unreplicated: [(first: UInt64, at: UInt64)] = []
+        /// Materialize batches applied here, oldest first, that the table's stable time has not
+        /// passed yet: the batch's first sequence and the table clock once it was applied.
+        var unsettled: [(first: UInt64, at: UInt64)] = []
         var writing = false
         var lastWrite: Instant = .zero
         var behindMs: UInt64 = 0
