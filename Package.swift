@@ -11,7 +11,7 @@ let fast: [SwiftSetting] = [.unsafeFlags(["-enforce-exclusivity=unchecked"], .wh
 /// resident is code: with the shared Swift libraries the dynamic loader relocated and touched
 /// ~9 MB of Foundation, FoundationEssentials and ICU pages at start, and the PIE's 80,000
 /// relative relocations were a 1.9 MB table (RELA) read at every start, 15 KB packed (RELR,
-/// glibc ≥ 2.36). Idle node alone, resident: 24.8 MB → 19.6 MB (static) → 17.5 MB (+ RELR).
+/// glibc ≥ 2.36). Idle node alone, resident: 24.8 → 18.8 MB (static alone ~20 MB; docs/FIGURES.md).
 /// The binary no longer needs the toolchain's libraries at run time. Debug builds (the tests)
 /// link as before, which is faster. The objects are compiled as usual, so the static archives
 /// behind Foundation (ICU, its collections and C shims, CoreFoundation) and Synchronization are
