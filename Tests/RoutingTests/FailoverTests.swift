@@ -209,7 +209,7 @@ extension Instant {
             until: { s in (0..<3).filter { $0 != x }.allSatisfy { s.status(of: x, seenBy: $0) == .dead } }, limit: .seconds(3))
         #expect(dead != nil, "seed \(seed): the stalled node was not declared dead")
         // From the wake until every table is back to the first: how long the tables differed.
-        sim.run(until: { !$0.isStalled(x) }, limit: .seconds(5))
+        #expect(sim.run(until: { !$0.isStalled(x) }, limit: .seconds(5)) != nil)
         var disagreeing = Duration.zero
         var last = sim.now
         let back = sim.run(
