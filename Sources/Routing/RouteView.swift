@@ -63,6 +63,10 @@ public struct RouteView: Sendable {
         tracker.observe(view, now: now)
     }
 
+    /// This node rejoined after a restart, or refuted its own death, at `at`: the others hold
+    /// it down from then, and so does it (`HealthTracker.holdSelfDown`).
+    public mutating func selfReturned(at: Instant) { tracker.holdSelfDown(since: at) }
+
     /// Nodes that may take contacts now, by region.
     public func health(now: Instant) -> HealthView { tracker.view(now: now) }
 }

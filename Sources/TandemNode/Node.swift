@@ -299,6 +299,7 @@ public final class Node {
             guard let self else { return false }
             return self.membership.isSynced(now: self.loop.now)
         }
+        routes.selfReturnedAt = { [weak self] in self?.membership.returnedAt }
         routes.rttEstimate = { [weak self] name in
             guard let self else { return nil }
             return self.membership.members[name]?.coordinate.map { self.membership.vivaldi.coordinate.distance(to: $0) }

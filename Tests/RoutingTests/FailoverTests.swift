@@ -56,6 +56,19 @@ extension Instant {
         #expect(t.view(now: .s(101)).nodes == ["a": ["a1"], "b": []])
         #expect(t.view(now: .s(105)).nodes == ["a": ["a1"], "b": ["b1"]])
     }
+
+    /// Back from a stall or a partition (it refuted its own death), or rejoined later than it
+    /// started: the node holds itself down from then, as the others do from when they see it.
+    @Test func aNodeHoldsItselfDownFromWhenItReturns() {
+        var t = HealthTracker(holdDown: .seconds(5), selfName: "b1", selfRegion: "b", now: .s(0))
+        t.observe([a, b], now: .s(0))
+        #expect(t.view(now: .s(1)).nodes == ["a": ["a1"], "b": ["b1"]])
+        t.holdSelfDown(since: .s(50))
+        t.observe([a, b], now: .s(50))
+        #expect(t.view(now: .s(54)).nodes == ["a": ["a1"], "b": []])
+        #expect(t.view(now: .s(55)).nodes == ["a": ["a1"], "b": ["b1"]])
+        #expect(t.nextChange(after: .s(51)) == .s(55))
+    }
 }
 
 /// The route table driven by the membership simulator's views: every simulated node keeps a
@@ -66,9 +79,11 @@ extension Instant {
 
     final class Router {
         var views: [RouteView?]
+        var returns: [Instant?]
         let holdDown: Duration
         init(count: Int, holdDown: Duration) {
             views = Array(repeating: nil, count: count)
+            returns = Array(repeating: nil, count: count)
             self.holdDown = holdDown
         }
 
@@ -91,6 +106,11 @@ extension Instant {
                 views[i] = RouteView(
                     holdDown: holdDown, selfName: core.myself.name, selfRegion: core.myself.meta.region,
                     selfReturning: core.myself.incarnation > 1, now: sim.now)
+            }
+            // As the node's Routes does: hold itself down from when the others see it return.
+            if let at = core.returnedAt, at != returns[i] {
+                returns[i] = at
+                views[i]!.selfReturned(at: at)
             }
             var members = [
                 RouteMember(
@@ -167,6 +187,41 @@ extension Instant {
         #expect(!sawEarly, "seed \(seed): region-1 took contacts before its hold-down ended")
         #expect(back != nil, "seed \(seed): region-1 never came back")
         if let back { #expect(back >= holdDown) }
+    }
+
+    /// A node stalled long enough to be declared dead (SIGSTOP, a swapping host) wakes and
+    /// refutes: the others hold it down from when they see it alive again, and it holds itself
+    /// down from its refutation, so every table agrees through the hold-down (before, it took its
+    /// own contacts at once while the others sent them elsewhere for the whole hold-down).
+    @Test(arguments: [UInt64(1), 2, 3, 4, 5, 6, 7, 8])
+    func aNodeBackFromAStallHoldsItselfDownAsTheOthersDo(seed: UInt64) {
+        let sim = MembershipSimulation(seed: seed, settings: .fast)
+        sim.addNodes(3)
+        let holdDown = Duration.seconds(3)
+        let router = Router(count: 3, holdDown: holdDown)
+        let ids = contacts(300)
+        #expect(sim.run(until: { $0.viewsAgree() }, limit: .seconds(10)) != nil, "seed \(seed): no convergence")
+        sim.run(for: .seconds(1))
+        let first = router.answers(sim, 0, ids)!
+        let x = 1 + Int(seed % 2)
+        sim.stall(x, for: .seconds(3))
+        let dead = sim.run(
+            until: { s in (0..<3).filter { $0 != x }.allSatisfy { s.status(of: x, seenBy: $0) == .dead } }, limit: .seconds(3))
+        #expect(dead != nil, "seed \(seed): the stalled node was not declared dead")
+        // From the wake until every table is back to the first: how long the tables differed.
+        #expect(sim.run(until: { !$0.isStalled(x) }, limit: .seconds(5)) != nil)
+        var disagreeing = Duration.zero
+        var last = sim.now
+        let back = sim.run(
+            until: { s in
+                let answers = (0..<3).map { router.answers(s, $0, ids)! }
+                if !(answers[0] == answers[1] && answers[1] == answers[2]) { disagreeing = disagreeing + (s.now - last) }
+                last = s.now
+                return answers.allSatisfy { $0 == first }
+            }, limit: .seconds(20))
+        #expect(back != nil, "seed \(seed): the stalled node's region never came back")
+        // Only while the news of its return spreads (milliseconds), not for the hold-down.
+        #expect(disagreeing < .milliseconds(500), "seed \(seed): tables disagreed for \(disagreeing) of the \(holdDown) hold-down")
     }
 
     @Test(arguments: [UInt64(1), 2, 3, 4, 5])
