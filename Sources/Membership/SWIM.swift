@@ -184,6 +184,9 @@ public struct MembershipInstance: Sendable {
         incarnation: UInt64, seed: UInt64, now: Instant
     ) {
         self.settings = settings
+        var meta = meta
+        // A restart is a return: the others hold this node down from when they see it.
+        if incarnation > 1 { meta.returned = incarnation }
         self.myself = MemberState(name: name, address: address, incarnation: incarnation, status: .alive, meta: meta)
         self.rng = SeededGenerator(seed: seed)
         self.now = now
@@ -661,12 +664,14 @@ public struct MembershipInstance: Sendable {
             nameByAddress[m.state.address] = nil
             nameByAddress[s.address] = s.name
         }
+        let returned = state.meta.returned > m.state.meta.returned
+        if returned { m.returnedAt = now }
         m.state = state
         if previous != .alive { m.statusChangedAt = now }
         store(m)
         suspicions[s.name] = nil
         broadcast(.alive(state))
-        if previous != .alive { out.append(.memberChanged(state, previous: previous)) }
+        if previous != .alive || returned { out.append(.memberChanged(state, previous: previous)) }
         if previous == .dead || previous == .left {
             // Back from the dead: sync whole views both ways at once rather than on the next period.
             out.append(.pushPull(to: s.address, join: false))
@@ -785,10 +790,7 @@ public struct MembershipInstance: Sendable {
         into out: inout [MembershipDirective]
     ) {
         if name == myself.name {
-            if !leaving {
-                noteDeath(at: inc)
-                refute(seen: inc, into: &out)
-            }
+            if !leaving { refuteDeath(at: inc, into: &out) }
             return
         }
         guard var m = members[name], inc >= m.incarnation, m.status.isLive else { return }
@@ -808,10 +810,18 @@ public struct MembershipInstance: Sendable {
     /// deaths of a previous life are not. Not "at the current incarnation": a node back from a
     /// stall often reads a suspicion first, refutes it (a higher incarnation), and only then the
     /// death that followed it.
-    private mutating func noteDeath(at inc: UInt64) {
-        guard inc >= startIncarnation, inc > deathSeen || deathSeen == 0 else { return }
+    ///
+    /// The first notice is answered with a new incarnation that says so (`meta.returned`), even
+    /// when this node already refuted the suspicion before it: the others then hold it down from
+    /// about the same moment, whether or not they applied the death themselves.
+    private mutating func refuteDeath(at inc: UInt64, into out: inout [MembershipDirective]) {
+        guard inc >= startIncarnation, inc > deathSeen || deathSeen == 0 else {
+            refute(seen: inc, into: &out)
+            return
+        }
         deathSeen = inc
         returnedAt = now
+        refute(seen: max(inc, myself.incarnation), returned: true, into: &out)
     }
 
     private mutating func handleLeave(_ name: String, incarnation inc: UInt64, into out: inout [MembershipDirective]) {
@@ -832,9 +842,10 @@ public struct MembershipInstance: Sendable {
 
     /// SWIM §4.2: only the member itself may clear a suspicion, by announcing a higher
     /// incarnation. A stale rumour (older incarnation) is answered by re-announcing the current one.
-    private mutating func refute(seen inc: UInt64, into out: inout [MembershipDirective]) {
+    private mutating func refute(seen inc: UInt64, returned: Bool = false, into out: inout [MembershipDirective]) {
         if inc >= myself.incarnation {
             myself.incarnation = inc + 1
+            if returned { myself.meta.returned = myself.incarnation }
             stats.refutations += 1
             // Lifeguard: being suspected hints that we are the slow one.
             awareness = min(settings.awarenessMaxMultiplier - 1, awareness + 1)
@@ -991,8 +1002,8 @@ public struct MembershipInstance: Sendable {
                 handleAlive(s, into: &out)
             case .suspect, .dead:
                 if s.name == myself.name {
-                    if !leaving && s.status == .dead { noteDeath(at: s.incarnation) }
-                    if !leaving { refute(seen: s.incarnation, into: &out) }
+                    if !leaving && s.status == .dead { refuteDeath(at: s.incarnation, into: &out) }
+                    if !leaving && s.status == .suspect { refute(seen: s.incarnation, into: &out) }
                 } else if members[s.name] != nil {
                     handleSuspect(s.name, incarnation: s.incarnation, from: message.senderName, into: &out)
                 } else if s.status == .suspect {

@@ -34,6 +34,8 @@ public struct HealthTracker: Sendable {
         var serving: Bool
         /// When it last started serving; nil for "since before we knew it" (no hold-down).
         var since: Instant?
+        /// The last return membership reported (`returned(_:at:)`), so each counts once.
+        var returnedAt: Instant?
     }
     private(set) var entries: [String: Entry] = [:]
     private let selfName: String?
@@ -55,6 +57,15 @@ public struct HealthTracker: Sendable {
         guard let selfName else { return }
         let region = entries[selfName]?.region ?? selfRegion
         entries[selfName] = Entry(region: region, serving: true, since: since)
+    }
+
+    /// Membership says `name` came back at `at` (it restarted, or refuted its death): held down
+    /// from then, whether or not this node saw it stop serving.
+    public mutating func returned(_ name: String, at: Instant) {
+        guard var e = entries[name], e.returnedAt != at else { return }
+        e.returnedAt = at
+        if e.since.map({ $0 < at }) ?? true { e.since = at }
+        entries[name] = e
     }
 
     /// Takes the current membership view. Nodes missing from it (forgotten by SWIM) count as not

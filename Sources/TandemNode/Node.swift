@@ -292,8 +292,10 @@ public final class Node {
         streams.start()
         routes.members = { [weak self] in
             guard let self else { return [] }
-            return [(self.config.name, self.config.region, self.membership.leaving ? .left : .alive, self.config.role == .witness)]
-                + self.membership.members.values.map { ($0.name, $0.state.meta.region, $0.status, $0.state.meta.role == .witness) }
+            return [(self.config.name, self.config.region, self.membership.leaving ? .left : .alive, self.config.role == .witness, nil)]
+                + self.membership.members.values.map {
+                    ($0.name, $0.state.meta.region, $0.status, $0.state.meta.role == .witness, $0.returnedAt)
+                }
         }
         routes.viewReady = { [weak self] in
             guard let self else { return false }
@@ -516,6 +518,9 @@ public final class Node {
                 tables.syncMembers()
                 tables.markBusy()
                 routes.refresh()
+                // A return seen while the member was already alive (`meta.returned` rose) is
+                // routing's news only.
+                guard previous != state.status else { break }
                 processors.events.emit(
                     "member.\(state.status)",
                     [

@@ -121,7 +121,7 @@ extension Instant {
                 members.append(
                     RouteMember(
                         name: m.name, region: m.state.meta.region, status: Router.status(m.status),
-                        witness: m.state.meta.role == .witness))
+                        witness: m.state.meta.role == .witness, returnedAt: m.returnedAt))
             }
             views[i]!.observe(members, instanceHealthy: [:], now: sim.now)
             let health = views[i]!.health(now: sim.now)
@@ -222,6 +222,39 @@ extension Instant {
         #expect(back != nil, "seed \(seed): the stalled node's region never came back")
         // Only while the news of its return spreads (milliseconds), not for the hold-down.
         #expect(disagreeing < .milliseconds(500), "seed \(seed): tables disagreed for \(disagreeing) of the \(holdDown) hold-down")
+    }
+
+    /// A partition cuts {b, x} from the other three. The majority declares both dead; b, in the
+    /// minority, freezes its view and never sees x dead. After the heal, x refutes its death: the
+    /// majority holds x down because it saw x dead, and b must too, from about the same moment —
+    /// before, b served x at once and the tables disagreed for the whole hold-down (chaos check
+    /// seed 973408 after `partition r2`: 9.1 s).
+    @Test(arguments: [UInt64(1), 2, 3, 4, 5])
+    func aMinorityThatNeverSawADeathStillHoldsTheReturnedNodeDown(seed: UInt64) {
+        let sim = MembershipSimulation(seed: seed, settings: .fast)
+        sim.addNodes(5)
+        let holdDown = Duration.seconds(3)
+        let router = Router(count: 5, holdDown: holdDown)
+        let ids = contacts(100)
+        #expect(sim.run(until: { $0.viewsAgree() }, limit: .seconds(10)) != nil, "seed \(seed): no convergence")
+        sim.run(for: .seconds(1))
+        let (b, x) = (1, 2)
+        sim.partition([[0, 3, 4], [b, x]])
+        let dead = sim.run(
+            until: { s in [0, 3, 4].allSatisfy { s.status(of: b, seenBy: $0) == .dead && s.status(of: x, seenBy: $0) == .dead } },
+            limit: .seconds(10))
+        #expect(dead != nil, "seed \(seed): the minority was not declared dead")
+        for i in 0..<5 { _ = router.answers(sim, i, ids) }
+        #expect(sim.status(of: x, seenBy: b) != .dead, "seed \(seed): b saw x dead (the scenario needs it not to)")
+        sim.heal()
+        // From the heal until every node answers alike and x's region is back everywhere.
+        var disagreeing = Duration.zero
+        for _ in 0..<250 {
+            sim.run(for: .milliseconds(40))
+            let answers = (0..<5).map { router.answers(sim, $0, ids)! }
+            if Set(answers.map { $0.joined(separator: ",") }).count > 1 { disagreeing = disagreeing + .milliseconds(40) }
+        }
+        #expect(disagreeing < .seconds(1), "seed \(seed): tables disagreed for \(disagreeing) after the heal (hold-down \(holdDown))")
     }
 
     @Test(arguments: [UInt64(1), 2, 3, 4, 5])

@@ -89,7 +89,7 @@ final class Routes {
     /// difference changed no edge estimate).
     private(set) var regionRTT = RegionRTT()
     /// The membership view, this node included, set by the node.
-    var members: () -> [(name: String, region: String, status: MemberStatus, witness: Bool)] = { [] }
+    var members: () -> [(name: String, region: String, status: MemberStatus, witness: Bool, returnedAt: Instant?)] = { [] }
     /// This node sees at most half the cluster: it keeps its last health view (see
     /// `RouteView.observe`).
     var minority: Bool { view.minority }
@@ -143,7 +143,9 @@ final class Routes {
             selfReturnSeen = at
             view.selfReturned(at: at)
         }
-        let seen = members().map { RouteMember(name: $0.name, region: $0.region, status: Routes.status($0.status), witness: $0.witness) }
+        let seen = members().map {
+            RouteMember(name: $0.name, region: $0.region, status: Routes.status($0.status), witness: $0.witness, returnedAt: $0.returnedAt)
+        }
         view.observe(seen, instanceHealthy: config.healthy, now: loop.now)
         regionRTT = RegionRTT.build(config.rtt)
         let inputs = RouteInputs(
