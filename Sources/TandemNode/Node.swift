@@ -435,7 +435,7 @@ public final class Node {
 
     private func serve(_ frame: Frame, from: SocketAddress?, reply: @escaping ([UInt8]) -> Void) {
         switch frame.kind {
-        case TableNode.Kind.deltas, TableNode.Kind.digests, TableNode.Kind.stability:
+        case TableNode.Kind.deltas, TableNode.Kind.digests, TableNode.Kind.stability, TableNode.Kind.roots:
             return tables.serve(kind: frame.kind, payload: frame.payload, reply: reply)
         case let k where StreamFrameKind.all.contains(k):
             return streams.serve(frame, reply: reply)
