@@ -257,6 +257,44 @@ extension Instant {
         #expect(disagreeing < .seconds(1), "seed \(seed): tables disagreed for \(disagreeing) after the heal (hold-down \(holdDown))")
     }
 
+    /// 100 ms more delay on one node's links for 6 s (the chaos checker's `delay 100ms r3`), over
+    /// and over, with the fast profile's 40 ms probe timeouts: nodes flap, and whatever each
+    /// saw, every table must agree again well within the checker's 5 s bound.
+    @Test(arguments: [UInt64(1), 2, 3, 4])
+    func aDelayedNodesFlapsAreHeldDownAlikeEverywhere(seed: UInt64) {
+        let sim = MembershipSimulation(seed: seed, settings: .fast)
+        sim.addNodes(3)
+        let router = Router(count: 3, holdDown: .seconds(2))
+        let ids = contacts(60)
+        #expect(sim.run(until: { $0.viewsAgree() }, limit: .seconds(10)) != nil, "seed \(seed): no convergence")
+        sim.run(for: .seconds(1))
+        var longest = Duration.zero
+        var since: Instant?
+        var slow = sim.network
+        slow.latency = slow.latency + .milliseconds(100)
+        for round in 0..<6 {
+            let x = Int((seed + UInt64(round)) % 3)
+            for other in 0..<3 where other != x {
+                sim.setLink(from: x, to: other, slow)
+                sim.setLink(from: other, to: x, slow)
+            }
+            for step in 0..<400 {
+                if step == 150 {
+                    for other in 0..<3 where other != x { sim.setLink(from: x, to: other, nil); sim.setLink(from: other, to: x, nil) }
+                }
+                sim.run(for: .milliseconds(40))
+                let answers = (0..<3).compactMap { router.answers(sim, $0, ids) }
+                if answers.count == 3 && Set(answers.map { $0.joined(separator: ",") }).count > 1 {
+                    if since == nil { since = sim.now }
+                    longest = max(longest, sim.now - since!)
+                } else {
+                    since = nil
+                }
+            }
+        }
+        #expect(longest < .milliseconds(2500), "seed \(seed): tables disagreed for \(longest) in a row")
+    }
+
     @Test(arguments: [UInt64(1), 2, 3, 4, 5])
     func theIsolatedNodeKeepsItsViewAndTheMajorityFailsItOver(seed: UInt64) {
         let sim = MembershipSimulation(seed: seed, settings: .fast)
