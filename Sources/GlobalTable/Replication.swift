@@ -87,6 +87,8 @@ public final class TableNode {
         public static let deltas: UInt8 = 2
         public static let digests: UInt8 = 3
         public static let stability: UInt8 = 4
+        /// Anti-entropy's opening: one root per table; digests follow for the differing ones.
+        public static let roots: UInt8 = 5
     }
 
     /// A durable change for the shell to make (a write is acknowledged after it is on disk).
@@ -228,8 +230,11 @@ public final class TableNode {
         var peer: String
         var startedAt: UInt64
         var dropsAtStart: Int
-        /// The digests request, until its answer arrives; then the pushes not yet answered.
+        /// The roots request, then the digests request for the tables whose roots differed,
+        /// until its answer arrives; then the pushes not yet answered.
         var opening: UInt64?
+        /// The opening now in flight is the roots request.
+        var comparingRoots = true
         var pending: Set<UInt64> = []
         var clean = true
     }
@@ -569,7 +574,11 @@ public final class TableNode {
         if r.opening == requestID {
             r.opening = nil
             round = r
-            receiveSummaries(payload, wallMs: wallMs)
+            if r.comparingRoots {
+                receiveDiffering(payload, wallMs: wallMs)
+            } else {
+                receiveSummaries(payload, wallMs: wallMs)
+            }
             return
         }
         if r.pending.remove(requestID) != nil {
@@ -645,6 +654,17 @@ public final class TableNode {
                 return Handled(writes: writes)
             }
             return Handled(writes: writes, reply: [])
+        case Kind.roots:
+            guard let (roots, entries) = try? TableSyncCodec.decodeRoots(body) else {
+                stats.malformed += 1
+                return Handled()
+            }
+            var writes: [StoreWrite] = []
+            try? merge([], entries, into: &writes, wallMs: wallMs)  // catalog only: reads nothing
+            // Only the tables both hold can be repaired by the asker's pushes (a table it lacks
+            // reaches it through the catalog first, as with digests).
+            let differing = replicas.keys.sorted().filter { name in roots[name].map { $0 != replicas[name]!.digest.root } ?? false }
+            return Handled(writes: writes, reply: TableSyncCodec.encode(differing: differing, catalog: durableCatalog))
         case Kind.digests:
             guard let (digests, entries) = try? TableSyncCodec.decodeDigests(body) else {
                 stats.malformed += 1
@@ -706,9 +726,35 @@ public final class TableNode {
         let peer = peers[pick(peers.count)]
         stats.antiEntropyRounds += 1
         let s = streams[peer] ?? PeerStream()
-        let r = request(peer, Kind.digests, TableSyncCodec.encode(digests: replicas.mapValues(\.digest), catalog: durableCatalog))
+        let r = request(peer, Kind.roots, TableSyncCodec.encode(roots: replicas.mapValues(\.digest.root), catalog: durableCatalog))
         round = Round(peer: peer, startedAt: clock.last, dropsAtStart: s.drops, opening: r.id)
         outbox.append(r)
+    }
+
+    /// The peer's answer to our roots: the digests of the tables that differ, or the round ends.
+    private func receiveDiffering(_ payload: [UInt8]?, wallMs: UInt64) {
+        guard var r = round else { return }
+        guard let payload, let (differing, entries) = try? TableSyncCodec.decodeDiffering(payload) else {
+            if payload != nil { stats.malformed += 1 }
+            round = nil
+            return
+        }
+        try? merge([], entries, into: &queued.writes, wallMs: wallMs)  // catalog only: reads nothing
+        // A table with a catalog change not yet stored may differ from what its root said:
+        // not a clean round (as `receiveSummaries` has it).
+        for case .table(_, _, _) in undo { r.clean = false }
+        var digests: [String: MerkleDigest] = [:]
+        for name in differing { if let replica = replicas[name] { digests[name] = replica.digest } }
+        guard !digests.isEmpty else {
+            round = r
+            finishRoundIfDone()
+            return
+        }
+        let q = request(r.peer, Kind.digests, TableSyncCodec.encode(digests: digests, catalog: durableCatalog))
+        r.opening = q.id
+        r.comparingRoots = false
+        round = r
+        outbox.append(q)
     }
 
     /// The catalog as it is on disk: what peers may be told (a change not yet stored may
@@ -791,12 +837,14 @@ public final class TableNode {
     func summaries(for theirDigests: [String: [UInt64]]) throws(TandemError) -> [UInt8] {
         var w = ByteWriter(capacity: 1024)
         w.blob(TableSyncCodec.encode(deltas: [], catalog: durableCatalog))
-        let names = replicas.keys.sorted()
+        // Only the tables asked about: the asker sends the digests of the tables whose roots
+        // differed, and can repair only tables it holds.
+        let names = replicas.keys.sorted().filter { theirDigests[$0] != nil }
         w.u32(UInt32(names.count))
         for name in names {
             let r = replicas[name]!
-            let theirs = theirDigests[name]
-            let buckets = (0..<MerkleDigest.bucketCount).filter { theirs == nil || r.digest.buckets[$0] != theirs![$0] }
+            let theirs = theirDigests[name]!
+            let buckets = (0..<MerkleDigest.bucketCount).filter { r.digest.buckets[$0] != theirs[$0] }
             w.blob(Array(name.utf8))
             ItemCodec.hlc(catalog[name]!.at, &w)
             w.u16(UInt16(buckets.count))

@@ -37,11 +37,20 @@ public struct MemberMeta: Hashable, Sendable {
     /// `host:port` of its HTTP API, so any node can point a client at any other.
     public var api: String
     public var role: NodeRole
+    /// The incarnation at which this node last came back (0: never): its restart, or its
+    /// refutation of a death notice. Others hold a returned node down in routing from when they
+    /// first see this number rise — whether or not they themselves applied its death, so that
+    /// every node holds it down at about the same time (chaos check seed 44933, 30 min at 10 %
+    /// loss: nodes that never applied a death, because the refutation outran the notice or
+    /// their view was frozen as a minority, served the returned node for 8–10 s while the
+    /// others held it down).
+    public var returned: UInt64
 
-    public init(region: String, api: String, role: NodeRole = .voter) {
+    public init(region: String, api: String, role: NodeRole = .voter, returned: UInt64 = 0) {
         self.region = region
         self.api = api
         self.role = role
+        self.returned = returned
     }
 }
 
@@ -70,6 +79,8 @@ public struct Member: Sendable {
     public var statusChangedAt: Instant
     /// The member's last reported network coordinate, from its acks.
     public var coordinate: VivaldiCoordinate?
+    /// When this node saw the member's `meta.returned` rise (nil: not since it first saw it).
+    public var returnedAt: Instant?
 
     public var name: String { state.name }
     public var status: MemberStatus { state.status }

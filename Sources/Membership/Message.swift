@@ -36,7 +36,8 @@ public enum SwimMessage: Hashable, Sendable {
 /// One datagram: `magic, version, then [kind u8, length u16, body]*`.
 public struct Packet: Hashable, Sendable {
     public static let magic: UInt8 = 0xD7
-    public static let version: UInt8 = 1
+    /// 2: a member state carries `returned`.
+    public static let version: UInt8 = 2
     /// A datagram on the wire fits any path's MTU with room for IP/UDP headers.
     public static let maxDatagram = 1400
     /// Room left for the AEAD envelope a keyring adds (key ID 4, nonce 24, tag 16, timestamp 8).
@@ -163,6 +164,7 @@ public struct Packet: Hashable, Sendable {
         w.shortString(s.meta.region)
         w.shortString(s.meta.api)
         w.shortString(s.meta.role.rawValue)
+        w.u64(s.meta.returned)
     }
 
     static func decodeState(from r: inout ByteReader, status: MemberStatus) throws(TandemError) -> MemberState {
@@ -174,14 +176,15 @@ public struct Packet: Hashable, Sendable {
         let api = try r.shortString()
         let roleName = try r.shortString()
         guard let role = NodeRole(rawValue: roleName) else { throw TandemError(.malformed, "unknown member role '\(roleName)'") }
-        let meta = MemberMeta(region: region, api: api, role: role)
+        let meta = MemberMeta(region: region, api: api, role: role, returned: try r.u64())
         return MemberState(name: name, address: address, incarnation: inc, status: status, meta: meta)
     }
 }
 
 /// The push-pull exchange (over TCP): each side sends its whole view; the joiner flags `join`.
 public struct PushPullMessage: Hashable, Sendable {
-    public static let version: UInt8 = 1
+    /// 2: a member state carries `returned`.
+    public static let version: UInt8 = 2
     public static let maxMembers = 10_000
 
     public var join: Bool

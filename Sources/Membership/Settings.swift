@@ -67,12 +67,16 @@ public struct MembershipSettings: Sendable, Equatable {
     /// once two nodes have independently failed to reach a member (direct, retried and through
     /// two helpers) and it did not refute within `suspicionMin`.
     ///
-    /// Measured (scripts/bench-membership-ns, 5 regions in namespaces, release build of fd6d2a2):
-    /// idle 1.3–1.8 KB/s and 7–8 packets/s per node, all traffic; kill -9 → dead everywhere
-    /// p50 0.63 / 0.77 / 1.27 s at 20 / 40 / 80 ms one way (0 % loss), 1.08 / 1.26 / 1.54 s at
-    /// 10 % loss. 400 ms, not 300: membership is ~5 of the 7–8 packets a second. `suspicionMin`
-    /// 300 ms, not 200: at 200, 12-seed simulations at 80 ms and 10 % loss declared 7 live nodes
-    /// dead in 10 minutes; at 300 (with the accuser's extra round trip and doubled refutations), 0.
+    /// Measured (scripts/bench-membership-ns, 5 regions in namespaces; docs/FIGURES.md): kill -9
+    /// → dead everywhere p50 0.55 / 0.68 / 0.87–0.92 s at 20 / 40 / 80 ms one way (0 % loss),
+    /// 80 ms at 10 % loss p50 1.02 s, max 1.19 s (before the early suspicion and the queue fix:
+    /// 0.63 / 0.77 / 1.27 s, and 1.54 s at 10 %). Idle 1.1–2.6 KB/s and 7–12 packets/s per node,
+    /// all traffic, depending on the machine's load. 400 ms, not 300: membership is ~5 of the
+    /// 7–8 packets a second at rest. `suspicionMin` 250 ms: at 200, 12-seed simulations at 80 ms
+    /// and 10 % loss declared 7 live nodes dead in 10 minutes; at 300 and at 250 (the accuser
+    /// waiting a one-way trip more, refutations sent twice to everyone, a suspicion only after two
+    /// unanswered pings), 0 (12 seeds, 5 and 15 nodes, 10 minutes each). 300 → 250 took the
+    /// simulated 80 ms / 10 % loss detection p50 from 1,014 to 978 ms (40 kills).
     public static let region: MembershipSettings = {
         var s = MembershipSettings(
             probeInterval: .milliseconds(400), probeTimeout: .milliseconds(800), indirectChecks: 2,
@@ -85,7 +89,7 @@ public struct MembershipSettings: Sendable, Equatable {
         s.watchers = 2
         s.rttSlack = .milliseconds(25)
         s.probeTimeoutMin = .milliseconds(60)
-        s.suspicionMin = .milliseconds(300)
+        s.suspicionMin = .milliseconds(250)
         s.suspicionMax = .milliseconds(3000)
         s.suspicionConfirmations = 1
         return s

@@ -20,9 +20,11 @@ public struct NodeHealth: Hashable, Sendable {
 /// contacts back and forth.
 ///
 /// A node this tracker has never seen before is in at once (a new cluster, or a node joining
-/// for the first time, has nothing to hold down). The tracker's own node, when it restarts
-/// (`selfReturning`), holds itself down from its start, as the others do when they see it come
-/// back, so that it and they agree.
+/// for the first time, has nothing to hold down). The tracker's own node holds itself down
+/// whenever the others see it come back, so that it and they agree: from its start when it
+/// restarts (`selfReturning`), and again from `holdSelfDown(since:)` — when it rejoins after the
+/// restart, or refutes its own death (after a stall, a partition, a false death), which is when
+/// the others see it return and start their hold-down of it.
 ///
 /// Pure: time comes in as `now`.
 public struct HealthTracker: Sendable {
@@ -32,14 +34,38 @@ public struct HealthTracker: Sendable {
         var serving: Bool
         /// When it last started serving; nil for "since before we knew it" (no hold-down).
         var since: Instant?
+        /// The last return membership reported (`returned(_:at:)`), so each counts once.
+        var returnedAt: Instant?
     }
     private(set) var entries: [String: Entry] = [:]
+    private let selfName: String?
+    private let selfRegion: String
 
     public init(holdDown: Duration, selfName: String? = nil, selfRegion: String = "", selfReturning: Bool = false, now: Instant) {
         self.holdDown = holdDown
-        if let selfName, selfReturning {
-            entries[selfName] = Entry(region: selfRegion, serving: true, since: now)
-        }
+        self.selfName = selfName
+        self.selfRegion = selfRegion
+        if selfReturning { holdSelfDown(since: now) }
+    }
+
+    /// The others see this node return at `since` (it rejoined after a restart, or refuted its
+    /// own death): it holds itself down from then, as they do. Without it, a node back from a
+    /// stall or a partition took its own contacts at once while every other node sent them
+    /// elsewhere for the hold-down (chaos check seed 973408: breaks of 2.9–6.7 s, the longer ones
+    /// where a node flapped under load and each flap restarted the others' hold-down only).
+    public mutating func holdSelfDown(since: Instant) {
+        guard let selfName else { return }
+        let region = entries[selfName]?.region ?? selfRegion
+        entries[selfName] = Entry(region: region, serving: true, since: since)
+    }
+
+    /// Membership says `name` came back at `at` (it restarted, or refuted its death): held down
+    /// from then, whether or not this node saw it stop serving.
+    public mutating func returned(_ name: String, at: Instant) {
+        guard var e = entries[name], e.returnedAt != at else { return }
+        e.returnedAt = at
+        if e.since.map({ $0 < at }) ?? true { e.since = at }
+        entries[name] = e
     }
 
     /// Takes the current membership view. Nodes missing from it (forgotten by SWIM) count as not

@@ -15,12 +15,16 @@ public struct RouteMember: Hashable, Sendable {
     public var status: Status
     /// A witness votes and counts toward a majority, but takes no contacts.
     public var witness: Bool
+    /// When this node learned that the member came back (restarted, or refuted its death),
+    /// whether or not it saw the member dead: a hold-down starts then.
+    public var returnedAt: Instant?
 
-    public init(name: String, region: String, status: Status, witness: Bool = false) {
+    public init(name: String, region: String, status: Status, witness: Bool = false, returnedAt: Instant? = nil) {
         self.name = name
         self.region = region
         self.status = status
         self.witness = witness
+        self.returnedAt = returnedAt
     }
 }
 
@@ -53,6 +57,12 @@ public struct RouteView: Sendable {
     public mutating func observe(_ members: [RouteMember], instanceHealthy: [String: Bool], now: Instant) {
         let known = members.filter { $0.status != .left }
         minority = HealthTracker.inMinority(live: known.filter { $0.status == .alive }.count, known: known.count)
+        // Returns count even in a minority: the majority holds a returned node down from when
+        // it sees it back, and a minority that froze its view through the node's death and
+        // return must hold it down from then too, not serve it.
+        for m in members where !m.witness {
+            if let at = m.returnedAt { tracker.returned(m.name, at: at) }
+        }
         guard !minority else { return }
         // Witnesses never take contacts, so they are not routing nodes at all (not even "down"
         // ones); left members stay in, as not serving, so they are held down if they return.
@@ -62,6 +72,10 @@ public struct RouteView: Sendable {
         }
         tracker.observe(view, now: now)
     }
+
+    /// This node rejoined after a restart, or refuted its own death, at `at`: the others hold
+    /// it down from then, and so does it (`HealthTracker.holdSelfDown`).
+    public mutating func selfReturned(at: Instant) { tracker.holdSelfDown(since: at) }
 
     /// Nodes that may take contacts now, by region.
     public func health(now: Instant) -> HealthView { tracker.view(now: now) }

@@ -128,6 +128,11 @@ public final class MembershipSimulation {
 
     public func heal() { runtime.network.heal() }
 
+    /// Gives the link from `from` to `to` its own behaviour (nil: back to `network`'s).
+    public func setLink(from: Int, to: Int, _ config: SimNetworkConfig?) {
+        runtime.network.links[SimNetwork.Link(from: from, to: to)] = config
+    }
+
     public func canReach(_ a: Int, _ b: Int) -> Bool { runtime.network.canReach(a, b) }
 
     /// Runs until virtual time `now + duration`.

@@ -301,13 +301,16 @@ public final class Node {
         streams.start()
         routes.members = { [weak self] in
             guard let self else { return [] }
-            return [(self.config.name, self.config.region, self.membership.leaving ? .left : .alive, self.config.role == .witness)]
-                + self.membership.members.values.map { ($0.name, $0.state.meta.region, $0.status, $0.state.meta.role == .witness) }
+            return [(self.config.name, self.config.region, self.membership.leaving ? .left : .alive, self.config.role == .witness, nil)]
+                + self.membership.members.values.map {
+                    ($0.name, $0.state.meta.region, $0.status, $0.state.meta.role == .witness, $0.returnedAt)
+                }
         }
         routes.viewReady = { [weak self] in
             guard let self else { return false }
             return self.membership.isSynced(now: self.loop.now)
         }
+        routes.selfReturnedAt = { [weak self] in self?.membership.returnedAt }
         routes.rttEstimate = { [weak self] name in
             guard let self else { return nil }
             return self.membership.members[name]?.coordinate.map { self.membership.vivaldi.coordinate.distance(to: $0) }
@@ -441,7 +444,7 @@ public final class Node {
 
     private func serve(_ frame: Frame, from: SocketAddress?, reply: @escaping ([UInt8]) -> Void) {
         switch frame.kind {
-        case TableNode.Kind.deltas, TableNode.Kind.digests, TableNode.Kind.stability:
+        case TableNode.Kind.deltas, TableNode.Kind.digests, TableNode.Kind.stability, TableNode.Kind.roots:
             return tables.serve(kind: frame.kind, payload: frame.payload, reply: reply)
         case let k where StreamFrameKind.all.contains(k):
             return streams.serve(frame, reply: reply)
@@ -524,6 +527,9 @@ public final class Node {
                 tables.syncMembers()
                 tables.markBusy()
                 routes.refresh()
+                // A return seen while the member was already alive (`meta.returned` rose) is
+                // routing's news only.
+                guard previous != state.status else { break }
                 processors.events.emit(
                     "member.\(state.status)",
                     [

@@ -112,9 +112,10 @@ final class CheckRun: @unchecked Sendable {
     var routeBound = 5.0
     var regionNames: [String] = []
     var elements: [String: Presence] = [:]
-    /// Each node's membership view ("r1 alive, r2 dead, …"), sampled every 250 ms, so a broken
+    /// Each node's membership view ("r1 alive, r2 dead, …") and route health input (the nodes
+    /// each region may send contacts to, hold-downs applied), sampled every 250 ms, so a broken
     /// agreement can be shown with what every node believed at that moment.
-    struct MembershipSample { var at: Date; var node: Int; var view: String }
+    struct MembershipSample { var at: Date; var node: Int; var view: String; var routing = "" }
     var membershipSamples: [MembershipSample] = []
     /// The processor workload on the stream (see `CheckProcessors`).
     var processors: CheckProcessors?
@@ -264,7 +265,23 @@ final class CheckRun: @unchecked Sendable {
                                     return "\(n) \(st)"
                                 }.joined(separator: ", ")
                             } ?? "(no answer)"
-                        lock.withLock { membershipSamples.append(MembershipSample(at: Date(), node: node, view: view)) }
+                        // The route table's health input as this node holds it (`GET /v1/split`): which
+                        // nodes of each region may take contacts now (hold-downs show as a region
+                        // missing its node), and the table's fingerprint.
+                        let split = call("GET", node, "/v1/split", timeout: .milliseconds(500))
+                        let routing =
+                            split.flatMap { $0.status == 200 ? try? JSON.parse($0.body) : nil }.map { j -> String in
+                                let regions = (j["regions"]?.objectValue ?? []).sorted { $0.0 < $1.0 }
+                                let serving = regions.map { r, health in
+                                    let nodes = health["nodes"]?.arrayValue?.compactMap(\.stringValue) ?? []
+                                    return "\(r) [\(nodes.joined(separator: " "))]"
+                                }
+                                let minority = j["minority"] == .bool(true) ? ", minority" : ""
+                                return "table \(j["table"]?.stringValue ?? "?")\(minority): \(serving.joined(separator: ", "))"
+                            } ?? "(no answer)"
+                        lock.withLock {
+                            membershipSamples.append(MembershipSample(at: Date(), node: node, view: view, routing: routing))
+                        }
                         Thread.sleep(forTimeInterval: 0.25)
                     }
                 })

@@ -239,6 +239,7 @@ extension CheckRun {
             let nearest = samples.filter { $0.node == node }.min { abs($0.at.timeIntervalSince(at)) < abs($1.at.timeIntervalSince(at)) }
             let view = nearest.map { String(format: "%@ (sampled %+.2f s)", $0.view, $0.at.timeIntervalSince(at)) } ?? "no sample"
             out += "          \(regions[node]) members: \(view)\n"
+            if let n = nearest { out += "          \(regions[node]) routes: \(n.routing)\n" }
         }
         return out
     }

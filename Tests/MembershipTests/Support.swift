@@ -15,10 +15,10 @@ func ms(_ n: Int) -> Duration { .milliseconds(n) }
 
 func addr(_ name: String) -> String { "\(name):7946" }
 
-func memberState(_ name: String, inc: UInt64 = 1, status: MemberStatus = .alive) -> MemberState {
+func memberState(_ name: String, inc: UInt64 = 1, status: MemberStatus = .alive, returned: UInt64 = 0) -> MemberState {
     MemberState(
         name: name, address: addr(name), incarnation: inc, status: status,
-        meta: MemberMeta(region: "r-\(name)", api: "\(name):8080"))
+        meta: MemberMeta(region: "r-\(name)", api: "\(name):8080", returned: returned))
 }
 
 /// A node named `name` that has learned `peers` (all alive at incarnation 1) at `t0`.

@@ -53,10 +53,11 @@ import Testing
         SwimMessage.dead(name: "a", incarnation: 0, from: "b"),
         SwimMessage.leave(name: "a", incarnation: 4),
         SwimMessage.alive(memberState("a", inc: 4)),
+        // Its own current state: a node restarted at incarnation 5 says it returned at 5.
         SwimMessage.alive(
             MemberState(
                 name: "a", address: addr("a"), incarnation: 5, status: .alive,
-                meta: MemberMeta(region: "r-a", api: "a:8080")))
+                meta: MemberMeta(region: "r-a", api: "a:8080", returned: 5)))
     ])
     func staleRumourAboutSelfDoesNotBumpIncarnation(rumour: SwimMessage) {
         var a = makeNode("a", incarnation: 5, peers: ["b"])

@@ -1,4 +1,4 @@
-import Membership
+@testable import Membership
 import TandemCore
 import Testing
 
@@ -78,5 +78,59 @@ import Testing
         d.run(until: suspectedAt + region.suspicionMin + region.probeTimeout + ms(50))
         #expect(d.node.members[target]?.status == .dead)
         #expect(region.suspicionMin + region.probeTimeout + ms(50) < region.suspicionMax)
+    }
+
+    /// Two direct pings unanswered (the first and its resend, each given the direct timeout):
+    /// the suspicion starts then, while the helpers are still out, and a helper's nack that
+    /// comes later confirms it at once.
+    @Test func theSuspicionStartsWhenTheResentPingGoesUnanswered() throws {
+        // a watches b and d; d answers, b is gone (c and d are the helpers).
+        var d = Driver(makeNode("a", settings: .region, peers: ["b", "c", "d"]), responsive: ["c", "d"])
+        d.run(until: t0 + .seconds(2), stopWhen: { $0.sent.contains { $0.messages.contains { $0.isPingReq } } })
+        let requestedAt = d.now
+        let request = try #require(d.sent.first { $0.messages.contains { $0.isPingReq } })
+        guard case .pingReq(let seq, let target, _)? = request.messages.first(where: { $0.isPingReq }) else {
+            Issue.record("no ping-req")
+            return
+        }
+        let helpers = d.sent.filter { $0.messages.contains { $0.isPingReq } }.map { String($0.to.dropLast(5)) }
+        // Nothing measured yet: the direct timeout is the profile's, and the resend waits it too.
+        let raised = d.run(
+            until: requestedAt + MembershipSettings.region.probeTimeout + ms(1),
+            stopWhen: { $0.node.members[target]?.status == .suspect })
+        #expect(raised, "no suspicion once the resent ping had waited its timeout")
+        let confirmations = d.node.stats.confirmations
+        d.deliver([.nack(seq: seq)], from: helpers[0], at: d.now + ms(100))
+        #expect(d.node.stats.confirmations == confirmations + 1, "the late nack did not confirm the suspicion")
+    }
+}
+
+/// The gossip queue: one update per member, but independent accusations side by side.
+@Suite struct BroadcastQueueTests {
+    /// A receiver needs the accuser's suspicion and its confirmations to use the short timeout;
+    /// the confirmation queued a moment after the accuser's own suspicion used to replace it.
+    @Test func suspicionsOfOneIncarnationByDifferentAccusersAreAllSent() {
+        var q = BroadcastQueue()
+        q.enqueue(.suspect(name: "b", incarnation: 3, from: "a"))
+        q.enqueue(.suspect(name: "b", incarnation: 3, from: "c"))
+        q.enqueue(.suspect(name: "b", incarnation: 3, from: "c"))
+        q.enqueue(.alive(memberState("e")))
+        let sent = q.take(budget: 1400, limit: 4)
+        let accusers = sent.compactMap { m -> String? in if case .suspect(_, _, let from) = m { from } else { nil } }
+        #expect(accusers.sorted() == ["a", "c"])
+        #expect(sent.count == 3)
+    }
+
+    /// Anything newer about the member replaces every accusation: a refutation, a death, or a
+    /// suspicion of a later incarnation.
+    @Test func aNewerUpdateReplacesEveryAccusation() {
+        var q = BroadcastQueue()
+        q.enqueue(.suspect(name: "b", incarnation: 3, from: "a"))
+        q.enqueue(.suspect(name: "b", incarnation: 3, from: "c"))
+        q.enqueue(.alive(memberState("b", inc: 4)))
+        #expect(q.take(budget: 1400, limit: 4) == [.alive(memberState("b", inc: 4))])
+        q.enqueue(.suspect(name: "b", incarnation: 4, from: "a"))
+        q.enqueue(.suspect(name: "b", incarnation: 5, from: "c"))
+        #expect(q.take(budget: 1400, limit: 4) == [.suspect(name: "b", incarnation: 5, from: "c")])
     }
 }

@@ -54,6 +54,40 @@ import Testing
         #expect(v.health(now: .s(5)).nodes == ["a": ["a1", "a2", "a3"], "b": ["b1"], "c": ["c1"], "d": []])
     }
 
+    /// A member that came back (membership's `returnedAt`) is held down from then, whether or
+    /// not this node ever saw it dead — its refutation may have outrun the death notice here.
+    @Test func aReturnedMemberIsHeldDownEvenIfItNeverLookedDeadHere() {
+        var v = fresh(holdDown: .seconds(3))
+        let names = ["a1", "b1", "c1"]
+        v.observe(names.map { member($0, String($0.prefix(1))) }, instanceHealthy: [:], now: .s(0))
+        var back = names.map { member($0, String($0.prefix(1))) }
+        back[1].returnedAt = .s(1)
+        v.observe(back, instanceHealthy: [:], now: .s(1.5))
+        #expect(v.health(now: .s(3.9)).nodes["b"] == [])
+        #expect(v.health(now: .s(4)).nodes["b"] == ["b1"])
+        // The same return seen again is not a new one.
+        v.observe(back, instanceHealthy: [:], now: .s(5))
+        #expect(v.health(now: .s(5)).nodes["b"] == ["b1"])
+    }
+
+    /// A node whose view froze as a minority still holds a returned member down from when it
+    /// learned of the return, as the majority does; not from when its view thaws.
+    @Test func aMinorityStillCountsReturns() {
+        var v = fresh(holdDown: .seconds(3))
+        let five = ["a1", "b1", "c1", "d1", "e1"]
+        v.observe(five.map { member($0, String($0.prefix(1))) }, instanceHealthy: [:], now: .s(0))
+        var cut = five.map { member($0, String($0.prefix(1)), ["a1", "b1"].contains($0) ? .alive : .suspect) }
+        cut[1].returnedAt = .s(1)
+        v.observe(cut, instanceHealthy: [:], now: .s(1))
+        #expect(v.minority)
+        #expect(v.health(now: .s(2)).nodes["b"] == [])
+        var healed = five.map { member($0, String($0.prefix(1))) }
+        healed[1].returnedAt = .s(1)
+        v.observe(healed, instanceHealthy: [:], now: .s(3.5))
+        #expect(!v.minority)
+        #expect(v.health(now: .s(4)).nodes["b"] == ["b1"], "held down from the return, not from the thaw")
+    }
+
     @Test func aNodeInTheMinorityKeepsItsPreviousView() {
         var v = fresh()
         let five = ["a1", "b1", "c1", "d1", "e1"]

@@ -76,6 +76,10 @@ final class Routes {
     /// False while this node's membership view is not yet the cluster's (just restarted, not yet
     /// synced with a peer): routes are then refused (503) rather than decided from a partial view.
     var viewReady: () -> Bool = { true }
+    /// When membership last saw this node return in the others' eyes (rejoined after a restart,
+    /// or refuted its own death), if ever: it holds itself down from then, as they do.
+    var selfReturnedAt: () -> Instant? = { nil }
+    private var selfReturnSeen: Instant?
     private let selfRegion: String
     private var rttPublisher: RTTPublisher
     private let rttTimer: LoopTimer
@@ -85,7 +89,7 @@ final class Routes {
     /// difference changed no edge estimate).
     private(set) var regionRTT = RegionRTT()
     /// The membership view, this node included, set by the node.
-    var members: () -> [(name: String, region: String, status: MemberStatus, witness: Bool)] = { [] }
+    var members: () -> [(name: String, region: String, status: MemberStatus, witness: Bool, returnedAt: Instant?)] = { [] }
     /// This node sees at most half the cluster: it keeps its last health view (see
     /// `RouteView.observe`).
     var minority: Bool { view.minority }
@@ -135,7 +139,13 @@ final class Routes {
     /// every `refreshInterval`.
     func refresh() {
         let config = readConfig()
-        let seen = members().map { RouteMember(name: $0.name, region: $0.region, status: Routes.status($0.status), witness: $0.witness) }
+        if let at = selfReturnedAt(), at != selfReturnSeen {
+            selfReturnSeen = at
+            view.selfReturned(at: at)
+        }
+        let seen = members().map {
+            RouteMember(name: $0.name, region: $0.region, status: Routes.status($0.status), witness: $0.witness, returnedAt: $0.returnedAt)
+        }
         view.observe(seen, instanceHealthy: config.healthy, now: loop.now)
         regionRTT = RegionRTT.build(config.rtt)
         let inputs = RouteInputs(

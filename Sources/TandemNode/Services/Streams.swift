@@ -103,6 +103,12 @@ final class Streams {
     /// Whether membership has merged a peer's whole view: until then an address in a stored
     /// record may belong to a member not heard of yet.
     var membershipSynced: () -> Bool = { true }
+    /// After a start, how long a replica whose files name a member by an address no member has
+    /// shown yet waits for that member, even once membership has synced: a sync with the first
+    /// peer back does not list the nodes still restarting (LegacyAddressProcessTests: a
+    /// configuration kept the address of the node that restarted last). Longer, the address
+    /// is taken as a node gone before the upgrade.
+    var legacyNamesGrace: Duration = .seconds(30)
 
     private(set) var definitions: [String: Definition] = [:]
     private(set) var partitions: [GroupID: StreamPartition] = [:]
@@ -290,7 +296,8 @@ final class Streams {
                 preferred: d.voters[gid.partition], selfID: selfID, origin: origin, settings: settings, loop: loop,
                 keepingThrough: keepingThrough,
                 legacy: StreamPartition.Legacy(
-                    addresses: legacyAddresses(), known: Set(members().map(\.id)), waitForNames: !membershipSynced()),
+                    addresses: legacyAddresses(), known: Set(members().map(\.id)),
+                    waitForNames: !membershipSynced() || loop.now - startedAt < legacyNamesGrace),
                 send: { [weak self] to, g, m in self?.send(to, g, m) },
                 onDiskFailure: { [weak self] why in self?.replicaStopped(gid, why) })
             if part.stopped {  // failed in its first drive, before it was ours
@@ -301,7 +308,8 @@ final class Streams {
             return part
         } catch is StreamPartition.NamesNotKnownYet {
             // Its files name a member by an address no member has shown yet: opened once
-            // membership has synced (reconcile retries every 200 ms).
+            // membership has synced and that member shows (or the grace ends; reconcile
+            // retries every 200 ms).
             return nil
         } catch {
             if keepingThrough != nil {
