@@ -57,7 +57,7 @@ final class DynamoAPI {
             case "ListTables": respond(DynamoAPI.ok(try listTables(request)))
             case "DescribeTimeToLive": respond(DynamoAPI.ok(try describeTimeToLive(request)))
             case "UpdateTimeToLive": try updateTimeToLive(request, respond)
-            case "UpdateTable": respond(DynamoAPI.ok(try updateTable(request)))
+            case "UpdateTable": try updateTable(request, respond)
             case "TagResource": try tagResource(request, respond)
             case "UntagResource": try untagResource(request, respond)
             case "ListTagsOfResource": respond(DynamoAPI.ok(try listTagsOfResource(request)))
