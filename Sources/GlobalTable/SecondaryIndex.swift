@@ -396,6 +396,9 @@ public struct SecondaryIndexes: Equatable, Sendable {
 }
 
 extension TableReplica {
+    /// Whether the index is built in the store (its backfill's last commit is durable).
+    public func indexReadable(_ name: String) -> Bool { storedIndexes[name].map { !$0.building } ?? false }
+
     /// Replaces the table's index definitions (see `SecondaryIndexes.define`); whether anything changed.
     mutating func defineIndexes(_ definitions: [IndexDefinition]) -> Bool {
         indexes.define(definitions, emptyTable: summary.items == 0)

@@ -16,9 +16,10 @@ public struct TableReplica {
     /// The summary as last stored.
     private var durableSummary: TableSummary
     /// Secondary indexes, with the entry writes the changes since the last take made
-    /// (`SecondaryIndex.swift`), and as last stored.
+    /// (`SecondaryIndex.swift`), and as last stored (an index is readable once it is stored
+    /// built: reads go to the store).
     public internal(set) var indexes = SecondaryIndexes()
-    private var durableIndexes = SecondaryIndexes()
+    public private(set) var storedIndexes = SecondaryIndexes()
 
     private struct Pending {
         var state: ItemState?
@@ -49,7 +50,7 @@ public struct TableReplica {
         summary = try store.summary(id) ?? TableSummary()
         durableSummary = summary
         indexes = try SecondaryIndexes(decoding: store.indexRegistry(id))
-        durableIndexes = indexes
+        storedIndexes = indexes
     }
 
     /// A new incarnation: nothing stored under it yet.
@@ -263,7 +264,7 @@ public struct TableReplica {
     mutating func stored(_ taken: Taken) {
         guard taken.table == id else { return }
         durableSummary = taken.summary
-        durableIndexes = taken.indexes
+        storedIndexes = taken.indexes
         for (key, v, durable) in taken.keys {
             guard let p = pending[key] else { continue }
             if p.version == v {
@@ -286,7 +287,7 @@ public struct TableReplica {
         // change may have been replaced while a commit of its own succeeded, which it never
         // heard of. `durableSummary` only if the store cannot be read.
         summary = (try? store.summary(id) ?? TableSummary()) ?? durableSummary
-        indexes = (try? SecondaryIndexes(decoding: store.indexRegistry(id))) ?? durableIndexes
+        indexes = (try? SecondaryIndexes(decoding: store.indexRegistry(id))) ?? storedIndexes
     }
 }
 

@@ -266,8 +266,10 @@ extension DynamoAPI {
     /// (IndexStatus CREATING with Backfilling while this node builds the index).
     func indexDescriptions(_ name: String) -> [(String, JSON)] {
         var global: [JSON] = [], local: [JSON] = []
-        for s in tables.replicas[name]?.indexes.states ?? [] {
+        guard let replica = tables.replicas[name] else { return [] }
+        for s in replica.indexes.states {
             let d = s.definition
+            let building = !replica.indexReadable(d.name)
             var keySchema: [JSON] = [.object([("AttributeName", .string(d.schema.partitionKey)), ("KeyType", .string("HASH"))])]
             if let sk = d.schema.sortKey { keySchema.append(.object([("AttributeName", .string(sk)), ("KeyType", .string("RANGE"))])) }
             var projection: [(String, JSON)]
@@ -285,8 +287,8 @@ extension DynamoAPI {
                 local.append(.object(fields))
                 continue
             }
-            fields.append(("IndexStatus", .string(s.building ? "CREATING" : "ACTIVE")))
-            if s.building { fields.append(("Backfilling", .bool(true))) }
+            fields.append(("IndexStatus", .string(building ? "CREATING" : "ACTIVE")))
+            if building { fields.append(("Backfilling", .bool(true))) }
             fields.append(
                 (
                     "ProvisionedThroughput",
@@ -336,13 +338,13 @@ extension DynamoAPI {
     /// is not read with ConsistentRead.
     func index(_ j: JSON, table name: String) throws(DynamoError) -> IndexState? {
         guard let indexName = try string(j, "IndexName") else { return nil }
-        guard let s = tables.replicas[name]?.indexes[indexName] else {
+        guard let replica = tables.replicas[name], let s = replica.indexes[indexName] else {
             throw .validation("The table does not have the specified index: \(indexName)")
         }
         if !s.definition.local, try consistent(j) {
             throw .validation("Consistent reads are not supported on global secondary indexes")
         }
-        if s.building { throw .validation("Cannot read from backfilling global secondary index: \(indexName)") }
+        if !replica.indexReadable(indexName) { throw .validation("Cannot read from backfilling global secondary index: \(indexName)") }
         return s
     }
 
