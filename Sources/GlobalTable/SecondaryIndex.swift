@@ -84,10 +84,14 @@ public struct IndexDefinition: Hashable, Sendable {
         case .all:
             projected = state.visible ?? [:]
         case .keysOnly, .include:
-            var names = keyNames + [table.partitionKey] + (table.sortKey.map { [$0] } ?? [])
+            var names = keyNames
             if case .include(let extra) = projection { names += extra }
             for n in names { projected[n] = state.visible(n) }
         }
+        // The table key always, from the key itself (an item's key attributes are written with
+        // it through the APIs, but the core does not depend on that).
+        projected[table.partitionKey] = tableKey.partition.attributeValue
+        if let s = table.sortKey, let v = tableKey.sort { projected[s] = v.attributeValue }
         return IndexEntry(key: IndexEntryKey(index: key, table: tableKey), attributes: projected)
     }
 
@@ -471,7 +475,7 @@ public struct IndexWalk {
             for v in values {
                 let attributes = try IndexEntry.decode(v)
                 guard let key = definition.entryKey(attributes, table: schema) else {
-                    throw TandemError(.io, "index entry without its keys")
+                    throw TandemError(.io, "index \(definition.name): entry without its keys \(attributes)")
                 }
                 buffer.append(IndexEntry(key: key, attributes: attributes))
             }
