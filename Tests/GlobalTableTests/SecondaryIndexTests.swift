@@ -63,7 +63,8 @@ import Testing
     /// go, some of the wrong type (a merge may produce one; it is then not indexed), timestamps
     /// count up, items are deleted and written again.
     func randomDelta(_ state: inout ItemState, _ k: ItemKey, _ rng: inout SeededGenerator, at t: HLC) -> ItemState? {
-        let status: AttributeValue = rng.chance(0.1) ? .number(DecimalNumber(7)) : rng.chance(0.05) ? .string("") : .string("s\(rng.next() % 3)")
+        let status: AttributeValue =
+            rng.chance(0.1) ? .number(DecimalNumber(7)) : rng.chance(0.05) ? .string("") : .string("s\(rng.next() % 3)")
         switch rng.next() % 7 {
         case 0:
             var item: [String: AttributeValue] = ["pk": k.partition.attributeValue, "sk": k.sort!.attributeValue]
@@ -83,10 +84,17 @@ import Testing
     @Test func entriesAreSparseAndProjected() {
         let k = key(1, 1)
         var state = ItemState()
-        _ = state.put(["pk": .string("p1"), "sk": .number(DecimalNumber(1)), "status": .string("ready"), "ts": .number(DecimalNumber(5)), "queue": .string("q1"), "x": .bool(true)], at: HLC(time: 1 << 16, node: 1))
+        _ = state.put(
+            [
+                "pk": .string("p1"), "sk": .number(DecimalNumber(1)), "status": .string("ready"), "ts": .number(DecimalNumber(5)),
+                "queue": .string("q1"), "x": .bool(true)
+            ], at: HLC(time: 1 << 16, node: 1))
         let e = Self.byStatus.entry(k, state, table: Self.schema)
         #expect(e?.key == IndexEntryKey(index: ItemKey(partition: .string("ready"), sort: .number(DecimalNumber(5))), table: k))
-        #expect(e?.attributes == ["pk": .string("p1"), "sk": .number(DecimalNumber(1)), "status": .string("ready"), "ts": .number(DecimalNumber(5))])
+        #expect(
+            e?.attributes == [
+                "pk": .string("p1"), "sk": .number(DecimalNumber(1)), "status": .string("ready"), "ts": .number(DecimalNumber(5))
+            ])
         #expect(Self.byQueue.entry(k, state, table: Self.schema)?.attributes.keys.sorted() == ["pk", "queue", "sk", "status"])
         #expect(Self.local.entry(k, state, table: Self.schema)?.attributes.count == 6)
         // Missing, of another type, or empty: not in the index.
@@ -107,7 +115,10 @@ import Testing
             var state = ItemState()
             let k = key(i % 4, i)
             let delta = state.put(
-                ["pk": k.partition.attributeValue, "sk": k.sort!.attributeValue, "status": .string("s\(i % 2)"), "ts": .number(DecimalNumber(i / 3))],
+                [
+                    "pk": k.partition.attributeValue, "sk": k.sort!.attributeValue, "status": .string("s\(i % 2)"),
+                    "ts": .number(DecimalNumber(i / 3))
+                ],
                 at: n.now(wallMs: wall))
             _ = try n.write([(Self.table, k, delta)])
         }
@@ -127,7 +138,9 @@ import Testing
         #expect(try walk(IndexRange(partition: .string("s1"), descending: true)) == s1.reversed())
         let from4 = ItemKey(partition: .string("s1"), sort: .number(DecimalNumber(4)))
         #expect(try walk(IndexRange(partition: .string("s1"), start: .indexKey(from4))) == s1.filter { !($0.index < from4) })
-        #expect(try walk(IndexRange(partition: .string("s1"), start: .indexKey(from4), descending: true)) == s1.filter { !(from4 < $0.index) }.reversed())
+        #expect(
+            try walk(IndexRange(partition: .string("s1"), start: .indexKey(from4), descending: true))
+                == s1.filter { !(from4 < $0.index) }.reversed())
         #expect(try walk(IndexRange(partition: .string("s1"), start: .after(s1[3]))) == Array(s1[4...]))
         #expect(try walk(IndexRange(partition: .string("s1"), start: .after(s1[3]), descending: true)) == s1[..<3].reversed())
         #expect(try walk(IndexRange(partition: .string("nope"))).isEmpty)
@@ -287,7 +300,14 @@ import Testing
         let n = node("a", store: disk)
         var state = ItemState()
         let k = key(1, 1)
-        _ = try n.write([(Self.table, k, state.put(["pk": .string("p1"), "sk": .number(DecimalNumber(1)), "status": .string("x"), "ts": .number(DecimalNumber(1))], at: n.now(wallMs: wall)))])
+        _ = try n.write([
+            (
+                Self.table, k,
+                state.put(
+                    ["pk": .string("p1"), "sk": .number(DecimalNumber(1)), "status": .string("x"), "ts": .number(DecimalNumber(1))],
+                    at: n.now(wallMs: wall))
+            )
+        ])
         let plain = try #require(n.ready(wallMs: wall))
         #expect(!plain.writes.contains { if case .index = $0 { true } else { false } }, "a table without indexes wrote index records")
         n.commit(plain)

@@ -31,7 +31,8 @@ extension DynamoAPI {
                 "1 validation error detected: Value '\(name)' at '\(field).indexName' failed to satisfy constraint: Member must have length \(name.utf8.count < 3 ? "greater than or equal to 3" : "less than or equal to 255")"
             )
         }
-        guard name.unicodeScalars.allSatisfy({ ($0.isASCII && CharacterSet.alphanumerics.contains($0)) || "_.-".unicodeScalars.contains($0) })
+        guard
+            name.unicodeScalars.allSatisfy({ ($0.isASCII && CharacterSet.alphanumerics.contains($0)) || "_.-".unicodeScalars.contains($0) })
         else {
             throw .validation(
                 "1 validation error detected: Value '\(name)' at '\(field).indexName' failed to satisfy constraint: Member must satisfy regular expression pattern: [a-zA-Z0-9_.-]+"
@@ -113,7 +114,9 @@ extension DynamoAPI {
     }
 
     /// CreateTable's indexes (`types`: its AttributeDefinitions).
-    func createTableIndexes(_ j: JSON, table name: String, schema: KeySchema, types: [String: String]) throws(DynamoError) -> [IndexDefinition] {
+    func createTableIndexes(_ j: JSON, table name: String, schema: KeySchema, types: [String: String]) throws(DynamoError)
+        -> [IndexDefinition]
+    {
         var out: [IndexDefinition] = []
         for (field, local) in [("GlobalSecondaryIndexes", false), ("LocalSecondaryIndexes", true)] {
             guard let list = j[field], list != .null else { continue }
@@ -196,7 +199,8 @@ extension DynamoAPI {
                         }
                         if let known = types[n], known != t {
                             throw DynamoError.validation(
-                                "One or more parameter values were invalid: Attribute \(n) is defined as \(known) and cannot be redefined as \(t)")
+                                "One or more parameter values were invalid: Attribute \(n) is defined as \(known) and cannot be redefined as \(t)"
+                            )
                         }
                         types[n] = t
                     }
@@ -235,7 +239,8 @@ extension DynamoAPI {
         }
         let after = existing.filter { !delete.contains($0.name) } + create
         if after.count(where: { !$0.local }) > DynamoAPI.maxGlobalIndexes {
-            throw DynamoError("LimitExceededException", "GlobalSecondaryIndex count exceeds the per-table limit of \(DynamoAPI.maxGlobalIndexes)")
+            throw DynamoError(
+                "LimitExceededException", "GlobalSecondaryIndex count exceeds the per-table limit of \(DynamoAPI.maxGlobalIndexes)")
         }
         try checkIndexLimits(after)
         guard !create.isEmpty || !delete.isEmpty else { return respond(DynamoAPI.ok(.object([("TableDescription", description(name))]))) }
@@ -254,7 +259,8 @@ extension DynamoAPI {
         var seen = known
         var out: [JSON] = []
         for d in tables.replicas[name]?.indexes.states.map(\.definition) ?? [] {
-            for (n, t) in [(d.schema.partitionKey, d.schema.partitionKeyType)] + (d.schema.sortKey.map { [($0, d.schema.sortKeyType)] } ?? [])
+            for (n, t) in [(d.schema.partitionKey, d.schema.partitionKeyType)]
+                + (d.schema.sortKey.map { [($0, d.schema.sortKeyType)] } ?? [])
             where seen.insert(n).inserted {
                 out.append(.object([("AttributeName", .string(n)), ("AttributeType", .string(t))]))
             }
@@ -312,7 +318,9 @@ extension DynamoAPI {
     func checkIndexKeys(_ table: String, _ item: [String: AttributeValue], update: Bool = false) throws(DynamoError) {
         guard let indexes = tables.replicas[table]?.indexes, !indexes.isEmpty else { return }
         for d in indexes.states.map(\.definition).sorted(by: { $0.name < $1.name }) {
-            for (n, type) in [(d.schema.partitionKey, d.schema.partitionKeyType)] + (d.schema.sortKey.map { [($0, d.schema.sortKeyType)] } ?? []) {
+            for (n, type) in [(d.schema.partitionKey, d.schema.partitionKeyType)]
+                + (d.schema.sortKey.map { [($0, d.schema.sortKeyType)] } ?? [])
+            {
                 guard let v = item[n] else { continue }
                 guard v.typeName == type else {
                     throw .validation(

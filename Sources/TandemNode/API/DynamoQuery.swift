@@ -44,7 +44,8 @@ extension DynamoAPI {
                     throw .validation("The provided starting key is outside query boundaries based on provided conditions")
                 }
                 let start: IndexRange.Start =
-                    if let after { .after(after) } else if let b = forward ? low : high { .indexKey(ItemKey(partition: pk, sort: b)) } else {
+                    if let after { .after(after) } else if let b = forward ? low : high { .indexKey(ItemKey(partition: pk, sort: b)) } else
+                    {
                         .edge
                     }
                 var matched = false
@@ -173,7 +174,8 @@ extension DynamoAPI {
         }
         // DynamoDB's default: all attributes of a table, all projected attributes of an index.
         let select =
-            try string(j, "Select") ?? (projection != nil ? "SPECIFIC_ATTRIBUTES" : index != nil ? "ALL_PROJECTED_ATTRIBUTES" : "ALL_ATTRIBUTES")
+            try string(j, "Select")
+            ?? (projection != nil ? "SPECIFIC_ATTRIBUTES" : index != nil ? "ALL_PROJECTED_ATTRIBUTES" : "ALL_ATTRIBUTES")
         switch select {
         case "ALL_ATTRIBUTES", "COUNT", "SPECIFIC_ATTRIBUTES": break
         case "ALL_PROJECTED_ATTRIBUTES" where index != nil: break
@@ -191,7 +193,8 @@ extension DynamoAPI {
                 "Cannot specify the \(field) when choosing to get \(select == "COUNT" ? "only the COUNT" : select)")
         }
         let capacity = try capacityMode(j), strong = try consistent(j)
-        let base = try index.map { s throws(DynamoError) in try needsBase(s, select: select, projection: projection, schema: schema) } ?? false
+        let base =
+            try index.map { s throws(DynamoError) in try needsBase(s, select: select, projection: projection, schema: schema) } ?? false
         let esk = j["ExclusiveStartKey"].flatMap { $0 == .null ? nil : $0 }
         let rows = try walk(esk, base)
         var items: [JSON] = []

@@ -26,21 +26,22 @@ extension DynamoAPI {
         let count = r?.summary.items ?? 0, bytes = r?.summary.bytes ?? 0
         let entry = tables.core.catalog[name]
         let created = Double(entry?.at.physicalMs ?? 0) / 1000
-        return .object([
-            ("TableName", .string(name)), ("TableStatus", .string(status)), ("TableId", .string(DynamoAPI.tableID(name, entry?.at))),
-            ("TableArn", .string("arn:aws:dynamodb:tandem:000000000000:table/\(name)")),
-            ("KeySchema", .array(keySchema)), ("AttributeDefinitions", .array(definitions)),
-            ("CreationDateTime", .number(String(created))), ("ItemCount", .number(String(count))),
-            ("TableSizeBytes", .number(String(bytes))),
-            ("BillingModeSummary", .object([("BillingMode", .string("PAY_PER_REQUEST"))])),
-            (
-                "ProvisionedThroughput",
-                .object([
-                    ("NumberOfDecreasesToday", .number("0")), ("ReadCapacityUnits", .number("0")),
-                    ("WriteCapacityUnits", .number("0"))
-                ])
-            )
-        ] + indexDescriptions(name))
+        return .object(
+            [
+                ("TableName", .string(name)), ("TableStatus", .string(status)), ("TableId", .string(DynamoAPI.tableID(name, entry?.at))),
+                ("TableArn", .string("arn:aws:dynamodb:tandem:000000000000:table/\(name)")),
+                ("KeySchema", .array(keySchema)), ("AttributeDefinitions", .array(definitions)),
+                ("CreationDateTime", .number(String(created))), ("ItemCount", .number(String(count))),
+                ("TableSizeBytes", .number(String(bytes))),
+                ("BillingModeSummary", .object([("BillingMode", .string("PAY_PER_REQUEST"))])),
+                (
+                    "ProvisionedThroughput",
+                    .object([
+                        ("NumberOfDecreasesToday", .number("0")), ("ReadCapacityUnits", .number("0")),
+                        ("WriteCapacityUnits", .number("0"))
+                    ])
+                )
+            ] + indexDescriptions(name))
     }
 
     /// DescribeTable's TableId: a UUID naming this incarnation of the table, the same on every
