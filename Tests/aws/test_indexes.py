@@ -268,6 +268,21 @@ class QueryAndScan(IndexTest):
         self.assertEqual(error_code(lambda: self.ddb.scan(TableName=self.t, Select="ALL_PROJECTED_ATTRIBUTES")),
                          "ValidationException")
 
+    def test_long_index_keys(self):
+        # Index key values as long as DynamoDB allows key values (2,048 bytes for a partition key,
+        # 1,024 for a sort key), two of them alike in their first 1,500 bytes.
+        long_a, long_b = "s" * 1500 + "a" * 500, "s" * 1500 + "b" * 500
+        for i, status in enumerate((long_a, long_b, long_a)):
+            self.put(self.t, "p%d" % i, i, status=status, ts=i)
+        for status, want in ((long_a, ["p0", "p2"]), (long_b, ["p1"])):
+            r = self.ddb.query(TableName=self.t, IndexName="by-status", KeyConditionExpression="#s = :s",
+                               ExpressionAttributeNames={"#s": "status"}, ExpressionAttributeValues={":s": {"S": status}})
+            self.assertEqual([x["pk"]["S"] for x in r["Items"]], want)
+            self.assertEqual(r["Items"][0]["status"]["S"], status)
+        items, _ = self.query_all(self.ddb, TableName=self.t, IndexName="by-status", KeyConditionExpression="#s = :s",
+                                  Limit=1, ExpressionAttributeNames={"#s": "status"}, ExpressionAttributeValues={":s": {"S": long_a}})
+        self.assertEqual([x["pk"]["S"] for x in items], ["p0", "p2"])
+
     def test_parallel_scan_of_an_index(self):
         for i in range(40):
             self.put(self.t, "p%d" % i, i, status="s%d" % (i % 4), ts=i)
