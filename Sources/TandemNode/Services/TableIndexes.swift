@@ -58,14 +58,17 @@ extension Tables {
             return done(error)
         }
         commit(writes, done)
-        syncIndexes()
+        syncIndexes(catalog: true)
     }
 
-    /// Makes every client table's indexes in the core what `_indexes` says, if `_indexes` or the
-    /// catalog changed since the last look (called before each ready is taken).
-    func syncIndexes() {
-        guard let r = replicas[Tables.indexesTable] else { return }
-        let seen = IndexesSeen(digest: r.summary.digest, catalog: core.catalog)
+    /// Makes every client table's indexes in the core what `_indexes` says, if `_indexes` (or,
+    /// with `catalog`, the catalog too) changed since the last look. Before each ready is taken
+    /// only `_indexes`' digest is compared (a table without indexes pays that per commit, not a
+    /// comparison of catalogs); the catalog every 100 ms, and after each change this node makes.
+    func syncIndexes(catalog: Bool = false) {
+        guard let digest = core.replicas[Tables.indexesTable]?.summary.digest else { return }
+        if !catalog, digest == indexesSeen?.digest { return }
+        let seen = IndexesSeen(digest: digest, catalog: core.catalog)
         guard seen != indexesSeen else { return }
         indexesSeen = seen
         for (name, replica) in core.replicas where !name.hasPrefix("_") {

@@ -151,6 +151,7 @@ final class Tables {
             // Secondary index backfill: 1,000 keys a step, 10,000 a second, about 10 ms of the
             // loop per step at ~10 µs a cold item (the TTL sweep's reasoning).
             self.core.indexStep(budget: 1_000)
+            self.syncIndexes(catalog: true)  // a table created again elsewhere: its indexes
             self.schedulePump()
         }
         ttlTimer.start(after: replication.ttlSweepInterval, repeating: replication.ttlSweepInterval) { [weak self] in
