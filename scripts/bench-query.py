@@ -6,7 +6,10 @@
 Starts one node, loads partitions × per-partition items with BatchWriteItem, then times Query
 pages (Limit 25 through one partition, with ExclusiveStartKey), Scan pages (Limit 100) and the
 pages of one parallel-scan segment (Limit 100, segment 5 of 16) and prints the median and p99
-per page.
+per page. `--indexes` gives the table a GSI (projecting ALL) and an LSI (KEYS_ONLY) and times
+index Query pages of 100 items: from the GSI's entries, from the LSI's entries, and from the LSI
+with Select ALL_ATTRIBUTES, which reads each item from the table, as a GSI would if its entries
+held only keys (docs/DESIGN-NOTES.md, "Secondary indexes").
 """
 import argparse
 import http.client
@@ -26,6 +29,7 @@ ap.add_argument("--binary", required=True)
 ap.add_argument("--partitions", type=int, default=1000)
 ap.add_argument("--per-partition", type=int, default=100)
 ap.add_argument("--pages", type=int, default=200)
+ap.add_argument("--indexes", action="store_true")
 a = ap.parse_args()
 
 root = tempfile.mkdtemp(prefix="tandem-bench-query-")
@@ -59,14 +63,24 @@ def timed(fn, n):
 
 try:
     tandem.wait_for(lambda: tandem._get(api, "/v1/members"), 20)
-    call("CreateTable", {"TableName": "bench", "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-                         "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}, {"AttributeName": "sk", "AttributeType": "N"}],
-                         "BillingMode": "PAY_PER_REQUEST"})
+    create = {"TableName": "bench", "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+              "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}, {"AttributeName": "sk", "AttributeType": "N"}],
+              "BillingMode": "PAY_PER_REQUEST"}
+    if a.indexes:
+        create["AttributeDefinitions"] += [{"AttributeName": "g", "AttributeType": "S"}, {"AttributeName": "t", "AttributeType": "N"}]
+        create["GlobalSecondaryIndexes"] = [{"IndexName": "by-g", "KeySchema": [{"AttributeName": "g", "KeyType": "HASH"}, {"AttributeName": "t", "KeyType": "RANGE"}],
+                                             "Projection": {"ProjectionType": "ALL"}}]
+        create["LocalSecondaryIndexes"] = [{"IndexName": "by-t", "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "t", "KeyType": "RANGE"}],
+                                            "Projection": {"ProjectionType": "KEYS_ONLY"}}]
+    call("CreateTable", create)
     t0 = time.time()
     batch = []
     for p in range(a.partitions):
         for s in range(a.per_partition):
-            batch.append({"PutRequest": {"Item": {"pk": {"S": "p%05d" % p}, "sk": {"N": str(s)}, "v": {"S": "x" * 20}}}})
+            item = {"pk": {"S": "p%05d" % p}, "sk": {"N": str(s)}, "v": {"S": "x" * 20}}
+            if a.indexes:
+                item.update({"g": {"S": "g%d" % (p % 10)}, "t": {"N": str(p * a.per_partition + s)}, "v": {"S": "x" * 200}})
+            batch.append({"PutRequest": {"Item": item}})
             if len(batch) == 25:
                 call("BatchWriteItem", {"RequestItems": {"bench": batch}})
                 batch = []
@@ -110,6 +124,30 @@ try:
 
     state["start"] = None
     print("Segment page median %.2f ms  p99 %.2f ms (Limit 100, segment 5 of 16)" % timed(segment_page, a.pages))
+
+    def index_page(index, key, value, select):
+        body = {"TableName": "bench", "IndexName": index, "KeyConditionExpression": "%s = :v" % key, "Limit": 100,
+                "ExpressionAttributeValues": {":v": {"S": value()}}, "Select": select}
+        if state["start"]:
+            body["ExclusiveStartKey"] = state["start"]
+        r = call("Query", body)
+        assert len(r["Items"]) == min(100, r["ScannedCount"]) and r["Count"] > 0, r
+        state["start"] = r.get("LastEvaluatedKey")
+        if not state["start"]:
+            state["p"] += 1
+
+    if a.indexes:
+        def g():
+            return "g%d" % (state["p"] % 10)
+
+        def p():
+            return "p%05d" % (state["p"] % a.partitions)
+
+        for label, args in [("GSI page, ALL projected: entries     ", ("by-g", "g", g, "ALL_PROJECTED_ATTRIBUTES")),
+                            ("LSI page, KEYS_ONLY: entries          ", ("by-t", "pk", p, "ALL_PROJECTED_ATTRIBUTES")),
+                            ("LSI page, ALL_ATTRIBUTES: table items ", ("by-t", "pk", p, "ALL_ATTRIBUTES"))]:
+            state["start"], state["p"] = None, 0
+            print("%s median %.2f ms  p99 %.2f ms (Limit 100)" % (label, *timed(lambda: index_page(*args), a.pages)))
 finally:
     node.kill()
     node.wait()

@@ -140,6 +140,10 @@ public protocol ItemStore: AnyObject {
     /// Up to `limit` keys of items holding garbage, in key order after `after`.
     func garbage(_ table: TableID, after: ItemKey?, limit: Int) throws(TandemError) -> [ItemKey]
     func summary(_ table: TableID) throws(TandemError) -> TableSummary?
+    /// The table's index registry (`SecondaryIndexes.encoded`), if it has indexes.
+    func indexRegistry(_ table: TableID) throws(TandemError) -> [UInt8]?
+    /// Up to `limit` entry values of one index in `range`, in the range's order.
+    func indexEntries(_ table: TableID, _ index: UInt64, _ range: IndexRange, limit: Int) throws(TandemError) -> [[UInt8]]
 }
 
 /// The store in memory: the simulator's disk (it outlives a crashed core) and tests'.
@@ -151,6 +155,8 @@ public final class MemoryItemStore: ItemStore {
         var buckets = [Set<ItemKey>](repeating: [], count: MerkleDigest.bucketCount)
         var garbage = SortedList<ItemKey>()
         var summary: TableSummary?
+        var registry: [UInt8]?
+        var indexes: [UInt64: (order: SortedList<IndexEntryKey>, values: [IndexEntryKey: [UInt8]])] = [:]
     }
     private var tables: [TableID: Table] = [:]
 
@@ -176,6 +182,22 @@ public final class MemoryItemStore: ItemStore {
                 if garbage && item != nil { t.garbage.insert(key) } else { t.garbage.remove(key) }
                 tables[id] = t
             case .summary(let id, let s): tables[id, default: Table()].summary = s
+            case .index(let id, let change):
+                var t = tables[id] ?? Table()
+                switch change {
+                case .put(let index, let key, let value):
+                    var i = t.indexes[index] ?? (SortedList(), [:])
+                    if i.values.updateValue(value, forKey: key) == nil { i.order.insert(key) }
+                    t.indexes[index] = i
+                case .delete(let index, let key):
+                    if var i = t.indexes[index], i.values.removeValue(forKey: key) != nil {
+                        i.order.remove(key)
+                        t.indexes[index] = i
+                    }
+                case .drop(let index): t.indexes[index] = nil
+                case .registry(let bytes): t.registry = bytes
+                }
+                tables[id] = t
             case .dropTable(let id): tables[id] = nil
             case .catalog, .stability, .change: break
             }
@@ -206,6 +228,16 @@ public final class MemoryItemStore: ItemStore {
     }
 
     public func summary(_ table: TableID) throws(TandemError) -> TableSummary? { tables[table]?.summary }
+
+    public func indexRegistry(_ table: TableID) throws(TandemError) -> [UInt8]? { tables[table]?.registry }
+
+    public func indexEntries(_ table: TableID, _ index: UInt64, _ range: IndexRange, limit: Int) throws(TandemError) -> [[UInt8]] {
+        guard let i = tables[table]?.indexes[index] else { return [] }
+        let keys =
+            range.descending
+            ? i.order.descending(fromLastBefore: { !range.admits($0) }) : i.order.ascending(fromFirstWhere: { range.admits($0) })
+        return Array(keys.prefix(while: { range.contains($0) }).prefix(limit).map { i.values[$0]! })
+    }
 }
 
 /// Decoded durable items, by table and key, so a write does not read and decode the item its

@@ -100,6 +100,9 @@ public final class TableNode {
         /// `before`: what the store held of the item (so a store writes only the index records
         /// that change: a new key's scan-order record, a garbage record that comes or goes).
         case item(table: TableID, key: ItemKey, item: StoredItem?, garbage: Bool, before: Durable)
+        /// A change to the table's secondary indexes (`SecondaryIndex.swift`), in the commit of
+        /// the item changes it follows from.
+        case index(table: TableID, IndexWrite)
         /// The table's summary as of this commit's items.
         case summary(table: TableID, TableSummary)
         /// Everything stored under a table incarnation the catalog replaced.
@@ -172,11 +175,11 @@ public final class TableNode {
     /// Where the items are (the core reads durable items from it; see `ItemStore.swift`).
     public let store: ItemStore
     public let cache: ItemCache
-    public private(set) var replicas: [String: TableReplica] = [:]
+    public internal(set) var replicas: [String: TableReplica] = [:]
     /// Every table ever created or deleted, last writer wins (see `CatalogEntry`).
     public private(set) var catalog: [String: CatalogEntry] = [:]
     public private(set) var clock: HybridClock
-    public private(set) var stats = Stats()
+    public internal(set) var stats = Stats()
     /// Write→merged lag of deltas from peers, by HLC physical time, in ms.
     public private(set) var lagSamples: [Double] = []
 

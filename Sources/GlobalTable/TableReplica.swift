@@ -15,6 +15,11 @@ public struct TableReplica {
     public private(set) var summary: TableSummary
     /// The summary as last stored.
     private var durableSummary: TableSummary
+    /// Secondary indexes, with the entry writes the changes since the last take made
+    /// (`SecondaryIndex.swift`), and as last stored (an index is readable once it is stored
+    /// built: reads go to the store).
+    public internal(set) var indexes = SecondaryIndexes()
+    public private(set) var storedIndexes = SecondaryIndexes()
 
     private struct Pending {
         var state: ItemState?
@@ -36,6 +41,7 @@ public struct TableReplica {
         var table: TableID
         var keys: [(key: ItemKey, version: UInt64, durable: TableNode.Durable)] = []
         var summary = TableSummary()
+        var indexes = SecondaryIndexes()
     }
 
     /// A table as its store holds it.
@@ -43,6 +49,8 @@ public struct TableReplica {
         self.init(new: name, schema: schema, at: at, store: store, cache: cache)
         summary = try store.summary(id) ?? TableSummary()
         durableSummary = summary
+        indexes = try SecondaryIndexes(decoding: store.indexRegistry(id))
+        storedIndexes = indexes
     }
 
     /// A new incarnation: nothing stored under it yet.
@@ -212,6 +220,7 @@ public struct TableReplica {
         }
         summary.replace(key, old: old, new: new)
         if let s = state { summary.lastWrite = max(summary.lastWrite, s.lastWriteTime) }
+        if !indexes.isEmpty { indexes.change(key, from: before, to: state, table: schema) }
         version += 1
         if var p = pending[key] {
             p.state = state
@@ -233,9 +242,10 @@ public struct TableReplica {
 
     /// The writes that store every change since the last take (one per key), and what they hold.
     mutating func take() -> (writes: [TableNode.StoreWrite], taken: Taken)? {
-        guard !touched.isEmpty else { return nil }
+        let indexWrites = indexes.take()
+        guard !touched.isEmpty || indexWrites != nil else { return nil }
         var writes: [TableNode.StoreWrite] = []
-        var taken = Taken(table: id, summary: summary)
+        var taken = Taken(table: id, summary: summary, indexes: indexes.settled)
         var seen = Set<ItemKey>()
         for key in touched where seen.insert(key).inserted {
             let p = pending[key]!
@@ -244,6 +254,7 @@ public struct TableReplica {
             taken.keys.append((key, p.version, TableNode.Durable(stored: p.stored != nil, garbage: garbage)))
         }
         writes.append(.summary(table: id, summary))
+        for w in indexWrites ?? [] { writes.append(.index(table: id, w)) }
         touched = []
         return (writes, taken)
     }
@@ -253,6 +264,7 @@ public struct TableReplica {
     mutating func stored(_ taken: Taken) {
         guard taken.table == id else { return }
         durableSummary = taken.summary
+        storedIndexes = taken.indexes
         for (key, v, durable) in taken.keys {
             guard let p = pending[key] else { continue }
             if p.version == v {
@@ -275,6 +287,7 @@ public struct TableReplica {
         // change may have been replaced while a commit of its own succeeded, which it never
         // heard of. `durableSummary` only if the store cannot be read.
         summary = (try? store.summary(id) ?? TableSummary()) ?? durableSummary
+        indexes = (try? SecondaryIndexes(decoding: store.indexRegistry(id))) ?? storedIndexes
     }
 }
 

@@ -305,7 +305,7 @@ public final class TableSimulation {
         switch w {
         case .catalog(let name, let entry): nodes[i].disk[.catalog(name)] = TableSyncCodec.encode(deltas: [], catalog: [name: entry])
         case .stability(let bytes): nodes[i].disk[.stability] = bytes
-        case .item, .summary, .dropTable, .change: nodes[i].items.apply([w])
+        case .item, .summary, .dropTable, .change, .index: nodes[i].items.apply([w])
         }
     }
 }

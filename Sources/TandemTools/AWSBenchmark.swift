@@ -10,6 +10,9 @@ public struct AWSBenchmark {
     public struct Options: Sendable {
         public var seconds = 10
         public var connections = 50
+        /// Which parts run: items (PutItem, GetItem, UpdateItem), indexes (PutItem with 2 GSIs
+        /// against none), records (PutRecords).
+        public var parts: Set<String> = ["items", "indexes", "records"]
 
         public init() {}
     }
@@ -74,33 +77,37 @@ public struct AWSBenchmark {
             fflush(nil)
             return (r, cpu)
         }
-        let plain = try measure(
-            "PutItem, \(itemBytes)-byte items", "DynamoDB_20120810.PutItem", target: "≥ 15,000/s, p99 < 5 ms",
-            met: { $0.perSecond >= 15_000 && $0.percentile(0.99) < 5 }
-        ) {
-            #"{"TableName":"bench","Item":{"id":{"S":"\#(key(Int.random(in: 0..<100_000, using: &rng)))"},"note":{"S":"\#(note)"}}}"#
+        if options.parts.contains("items") {
+            let plain = try measure(
+                "PutItem, \(itemBytes)-byte items", "DynamoDB_20120810.PutItem", target: "≥ 15,000/s, p99 < 5 ms",
+                met: { $0.perSecond >= 15_000 && $0.percentile(0.99) < 5 }
+            ) {
+                #"{"TableName":"bench","Item":{"id":{"S":"\#(key(Int.random(in: 0..<100_000, using: &rng)))"},"note":{"S":"\#(note)"}}}"#
+            }
+            // The same load on a table with a NEW_AND_OLD_IMAGES stream: each write also stores its
+            // stream record (in the same commit) with both images.
+            let withStream = try measure(
+                "PutItem, \(itemBytes)-byte items, table with a NEW_AND_OLD_IMAGES stream", "DynamoDB_20120810.PutItem"
+            ) {
+                #"{"TableName":"bench-stream","Item":{"id":{"S":"\#(key(Int.random(in: 0..<100_000, using: &rng)))"},"note":{"S":"\#(note)"}}}"#
+            }
+            print(
+                String(
+                    format:
+                        "    with a stream: %.0f%% of the throughput without (%.0f vs %.0f/s), p99 %.2f vs %.2f ms; node CPU %.1f vs %.1f µs per PutItem",
+                    100 * withStream.result.perSecond / max(plain.result.perSecond, 1e-9), withStream.result.perSecond, plain.result.perSecond,
+                    withStream.result.percentile(0.99), plain.result.percentile(0.99), withStream.cpuMicros, plain.cpuMicros)
+                    + (plain.result.errors + withStream.result.errors > 0 ? " — NOT A FIGURE: the runs had errors" : "") + "\n")
+            try readStream(call)
+            try measure("GetItem (hits and misses)", "DynamoDB_20120810.GetItem") {
+                #"{"TableName":"bench","Key":{"id":{"S":"\#(key(Int.random(in: 0..<100_000, using: &rng)))"}}}"#
+            }
+            try measure("UpdateItem ADD (counter)", "DynamoDB_20120810.UpdateItem") {
+                #"{"TableName":"bench","Key":{"id":{"S":"c\#(Int.random(in: 0..<1_000, using: &rng))"}},"UpdateExpression":"ADD n :one","ExpressionAttributeValues":{":one":{"N":"1"}}}"#
+            }
         }
-        // The same load on a table with a NEW_AND_OLD_IMAGES stream: each write also stores its
-        // stream record (in the same commit) with both images.
-        let withStream = try measure(
-            "PutItem, \(itemBytes)-byte items, table with a NEW_AND_OLD_IMAGES stream", "DynamoDB_20120810.PutItem"
-        ) {
-            #"{"TableName":"bench-stream","Item":{"id":{"S":"\#(key(Int.random(in: 0..<100_000, using: &rng)))"},"note":{"S":"\#(note)"}}}"#
-        }
-        print(
-            String(
-                format:
-                    "    with a stream: %.0f%% of the throughput without (%.0f vs %.0f/s), p99 %.2f vs %.2f ms; node CPU %.1f vs %.1f µs per PutItem",
-                100 * withStream.result.perSecond / max(plain.result.perSecond, 1e-9), withStream.result.perSecond, plain.result.perSecond,
-                withStream.result.percentile(0.99), plain.result.percentile(0.99), withStream.cpuMicros, plain.cpuMicros)
-                + (plain.result.errors + withStream.result.errors > 0 ? " — NOT A FIGURE: the runs had errors" : "") + "\n")
-        try readStream(call)
-        try measure("GetItem (hits and misses)", "DynamoDB_20120810.GetItem") {
-            #"{"TableName":"bench","Key":{"id":{"S":"\#(key(Int.random(in: 0..<100_000, using: &rng)))"}}}"#
-        }
-        try measure("UpdateItem ADD (counter)", "DynamoDB_20120810.UpdateItem") {
-            #"{"TableName":"bench","Key":{"id":{"S":"c\#(Int.random(in: 0..<1_000, using: &rng))"}},"UpdateExpression":"ADD n :one","ExpressionAttributeValues":{":one":{"N":"1"}}}"#
-        }
+        if options.parts.contains("indexes") { try indexes(call) { _ = try measure($0, $1, target: $2, met: $3, $4) } }
+        guard options.parts.contains("records") else { return }
         // Records a 200 answer reports failed were not written: counted per record, not per request.
         let data = Base64.encode([UInt8](repeating: UInt8(ascii: "x"), count: 200))
         let records = (0..<100).map { #"{"PartitionKey":"k\#($0)","Data":"\#(data)"}"# }.joined(separator: ",")
@@ -164,5 +171,40 @@ public struct AWSBenchmark {
                     Double(records) / seconds, Double(bytes) / seconds / 1e6, Double(calls) / seconds, p(0.5), p(0.99), errors, records,
                     calls) + (errors > 0 ? " — NOT A FIGURE: the run had errors" : "") + "\n")
         fflush(nil)
+    }
+
+    /// PutItem of the same items (an agent's status, queue and a timestamp: 256 bytes) to a
+    /// table without indexes and to one with two GSIs (status + timestamp, projecting ALL; queue,
+    /// KEYS_ONLY): the write amplification of index maintenance. Each in its own phase, twice,
+    /// alternating, so a machine that gets busier part way shows in both.
+    func indexes(
+        _ call: (String, String) throws -> HTTPClient.Response,
+        _ measure: (String, String, String?, ((LoadGenerator.Result) -> Bool)?, @escaping () -> String) throws -> Void
+    ) throws {
+        let defs =
+            #"[{"AttributeName":"id","AttributeType":"S"},{"AttributeName":"status","AttributeType":"S"},{"AttributeName":"ts","AttributeType":"N"},{"AttributeName":"queue","AttributeType":"S"}]"#
+        let gsis =
+            #"[{"IndexName":"by-status","KeySchema":[{"AttributeName":"status","KeyType":"HASH"},{"AttributeName":"ts","KeyType":"RANGE"}],"Projection":{"ProjectionType":"ALL"}},{"IndexName":"by-queue","KeySchema":[{"AttributeName":"queue","KeyType":"HASH"}],"Projection":{"ProjectionType":"KEYS_ONLY"}}]"#
+        for (name, indexes) in [("plain", false), ("indexed", true)] {
+            let r = try call(
+                "DynamoDB_20120810.CreateTable",
+                #"{"TableName":"\#(name)","KeySchema":[{"AttributeName":"id","KeyType":"HASH"}],"AttributeDefinitions":\#(indexes ? defs : #"[{"AttributeName":"id","AttributeType":"S"}]"#),"BillingMode":"PAY_PER_REQUEST"\#(indexes ? #","GlobalSecondaryIndexes":"# + gsis : "")}"#
+            )
+            guard r.status == 200 else { throw ToolError("CreateTable \(name): \(r.status) \(r.text)") }
+        }
+        var rng = SystemRandomNumberGenerator()
+        // "id" + 6 + "status" + 9 + "queue" + 3 + "ts" + 13 digits (~8 bytes) + "note" + note = 256.
+        let note = String(repeating: "x", count: 256 - 2 - 6 - 6 - 9 - 5 - 3 - 2 - 8 - 4)
+        let statuses = ["available", "busy-call", "away-xxxx"]
+        func item(_ table: String) -> String {
+            let n = Int.random(in: 0..<100_000, using: &rng)
+            let id = "k" + String(repeating: "0", count: max(0, 5 - String(n).count)) + String(n)
+            return
+                #"{"TableName":"\#(table)","Item":{"id":{"S":"\#(id)"},"status":{"S":"\#(statuses[n % 3])"},"queue":{"S":"q\#(n % 20 + 10)"},"ts":{"N":"\#(Int.random(in: 10_000_000..<99_999_999, using: &rng))"},"note":{"S":"\#(note)"}}}"#
+        }
+        for round in 1...2 {
+            try measure("PutItem, no indexes (round \(round))", "DynamoDB_20120810.PutItem", nil, nil) { item("plain") }
+            try measure("PutItem, 2 GSIs (round \(round))", "DynamoDB_20120810.PutItem", nil, nil) { item("indexed") }
+        }
     }
 }

@@ -62,11 +62,13 @@ struct AWSBench: ParsableCommand {
 
     @Option(help: "Seconds per operation.") var seconds = AWSBenchmark.Options().seconds
     @Option(help: "Keep-alive client connections.") var connections = AWSBenchmark.Options().connections
+    @Option(help: "Comma-separated parts: items, indexes, records (default all).") var only: String?
 
     func run() throws {
         var o = AWSBenchmark.Options()
         o.seconds = seconds
         o.connections = connections
+        if let only { o.parts = Set(only.split(separator: ",").map(String.init)) }
         try AWSBenchmark(o).run()
     }
 }

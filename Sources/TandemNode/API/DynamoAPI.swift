@@ -120,7 +120,9 @@ final class DynamoAPI {
 
     /// `ReturnConsumedCapacity`: nil for NONE, else whether INDEXES (which adds the `Table` part).
     /// `ReturnItemCollectionMetrics` is checked too and answers nothing: DynamoDB returns item
-    /// collection metrics only for tables with local secondary indexes, which Tandem has not.
+    /// collection metrics for tables with local secondary indexes, whose item collections it
+    /// limits to 10 GB; here no such limit exists (every node holds every item), and none are
+    /// returned (README, secondary indexes).
     func capacityMode(_ j: JSON) throws(DynamoError) -> Bool? {
         let metrics = try string(j, "ReturnItemCollectionMetrics") ?? "NONE"
         guard ["SIZE", "NONE"].contains(metrics) else {

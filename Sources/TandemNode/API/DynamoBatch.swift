@@ -73,6 +73,7 @@ extension DynamoAPI {
                     let values = try DynamoJSON.item(put["Item"])
                     try checkSize(values)
                     k = try itemKey(values, schema)
+                    try checkIndexKeys(name, values)
                     item = values
                 } else if let del = e["DeleteRequest"] {
                     k = try key(del["Key"], schema)

@@ -39,6 +39,7 @@ extension DynamoAPI {
         let item = try DynamoJSON.item(j["Item"])
         let k = try itemKey(item, schema)
         try checkSize(item)
+        try checkIndexKeys(name, item)
         var p = try parser(j)
         let condition = try condition(j, &p)
         try p.checkAllUsed()
@@ -128,6 +129,7 @@ extension DynamoAPI {
             for (n, v) in keyAttributes(k, schema) { delta.merge(state.set(n, v, at: t)) }
             let new = state.visible ?? [:]
             try checkSize(new, update: true)
+            try checkIndexKeys(name, new, update: true)
             let attributes: [String: AttributeValue]? =
                 switch rv {
                 case "ALL_OLD": old

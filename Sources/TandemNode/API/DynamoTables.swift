@@ -19,6 +19,7 @@ extension DynamoAPI {
             keySchema.append(.object([("AttributeName", .string(sk)), ("KeyType", .string("RANGE"))]))
             definitions.append(.object([("AttributeName", .string(sk)), ("AttributeType", .string(schema.sortKeyType))]))
         }
+        definitions += indexAttributeDefinitions(name, except: Set([schema.partitionKey] + (schema.sortKey.map { [$0] } ?? [])))
         // From the table's summary, not a scan (DynamoDB, too, updates these only now and
         // then): items stored, a deleted one until its tombstone is collected, and their
         // stored size.
@@ -41,7 +42,7 @@ extension DynamoAPI {
                         ("WriteCapacityUnits", .number("0"))
                     ])
                 )
-            ])
+            ] + indexDescriptions(name))
     }
 
     /// DescribeTable's TableId: a UUID naming this incarnation of the table, the same on every
@@ -67,9 +68,6 @@ extension DynamoAPI {
             name.unicodeScalars.allSatisfy({ ($0.isASCII && CharacterSet.alphanumerics.contains($0)) || "_.-".unicodeScalars.contains($0) })
         else {
             throw DynamoError.validation("TableName must be 3 to 255 characters of [a-zA-Z0-9_.-], not starting with '_'")
-        }
-        for unsupported in ["GlobalSecondaryIndexes", "LocalSecondaryIndexes"] where j[unsupported] != nil && j[unsupported] != .array([]) {
-            throw DynamoError.validation("\(unsupported) are not supported")
         }
         guard case .array(let ks)? = j["KeySchema"], (1...2).contains(ks.count) else {
             throw DynamoError.validation(
@@ -110,7 +108,10 @@ extension DynamoAPI {
         guard let hash, range != hash else {
             throw DynamoError.validation("Both the Hash Key and the Range Key element in the KeySchema have the same name")
         }
-        guard Set(types.keys) == Set([hash] + (range.map { [$0] } ?? [])) else {
+        let schema = KeySchema(
+            partitionKey: hash, sortKey: range, partitionKeyType: types[hash]!, sortKeyType: range.map { types[$0]! } ?? "S")
+        let indexes = try createTableIndexes(j, table: name, schema: schema, types: types)
+        guard Set(types.keys) == Set([hash] + (range.map { [$0] } ?? []) + indexes.flatMap(\.keyNames)) else {
             throw DynamoError.validation(
                 "One or more parameter values were invalid: Number of attributes in KeySchema does not exactly match number of attributes defined in AttributeDefinitions"
             )
@@ -118,10 +119,11 @@ extension DynamoAPI {
         try checkTableOptions(j, creating: true)
         let tags = try j["Tags"].flatMap { t throws(DynamoError) in t == .null ? nil : try tagList(t) } ?? []
         if tables.replicas[name] != nil { throw DynamoError("ResourceInUseException", "Table already exists: \(name)") }
-        let schema = KeySchema(
-            partitionKey: hash, sortKey: range, partitionKeyType: types[hash]!, sortKeyType: range.map { types[$0]! } ?? "S")
         let view = try streamRequest(j).flatMap { $0 }
-        try tables.changeTable(name, schema: schema) { [weak self] error in
+        // The table and its indexes go in one commit (the index definitions are items of
+        // `_indexes`, written in the same loop turn): the reply waits for the later one.
+        try tables.changeTable(name, schema: schema) { _ in }
+        tables.changeIndexes(name, create: indexes, delete: []) { [weak self] error in
             guard let self else { return }
             if let error { return respond(DynamoAPI.error(DynamoError("InternalServerError", error.message))) }
             // Then the stream, if asked for, then the tags; the answer describes the table with both.
@@ -228,9 +230,15 @@ extension DynamoAPI {
     }
 
     /// UpdateTable: the billing mode and stream settings CreateTable takes (checked the same way;
-    /// every table stays on demand), nothing else yet: secondary indexes and replicas are refused.
+    /// every table stays on demand), global secondary indexes (`DynamoIndexes.swift`) and
+    /// streams; replicas are refused.
     func updateTable(_ j: JSON, _ respond: @escaping Respond) throws {
-        let (name, _) = try table(j)
+        let (name, schema) = try table(j)
+        if j["ReplicaUpdates"].map({ $0 != .null }) ?? false { throw DynamoError.validation("ReplicaUpdates are not supported yet") }
+        if j["GlobalSecondaryIndexUpdates"].map({ $0 != .null }) ?? false {
+            try checkTableOptions(j, creating: false)
+            return try updateIndexes(j, table: name, schema: schema, respond)
+        }
         let answer = try updateTable(j)
         guard let request = try streamRequest(j), let streams = changeStreams else { return respond(DynamoAPI.ok(answer)) }
         // DynamoDB: "a ValidationException if you try to enable a stream on a table that already
@@ -254,9 +262,6 @@ extension DynamoAPI {
 
     func updateTable(_ j: JSON) throws -> JSON {
         let (name, _) = try table(j)
-        for unsupported in ["GlobalSecondaryIndexUpdates", "ReplicaUpdates"] where j[unsupported].map({ $0 != .null }) ?? false {
-            throw DynamoError.validation("\(unsupported) are not supported yet")
-        }
         let options = ["BillingMode", "ProvisionedThroughput", "StreamSpecification", "SSESpecification", "TableClass"]
         guard options.contains(where: { j[$0].map { $0 != .null } ?? false }) else {
             throw DynamoError.validation(

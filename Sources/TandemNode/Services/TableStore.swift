@@ -12,6 +12,8 @@ import Transport
 ///     0x05 id 0x02 bucket key           → ·                  (anti-entropy buckets)
 ///     0x05 id 0x03 scan-hash key        → ·                  (parallel Scan order)
 ///     0x05 id 0x04 key                  → ·                  (items holding garbage)
+///     0x05 id 0x05                      → index registry     (TableStore+Indexes.swift)
+///     0x05 id 0x06 index entry-key      → projected attributes
 ///     0x05 id 0x10 label seq            → change record      (`ChangeStreamStore`)
 ///     0x05 id 0x11 label                → last trimmed seq   (`ChangeStreamStore`)
 ///
@@ -35,8 +37,8 @@ final class TableStore: ItemStore {
     static let rebuildKey: [UInt8] = [0x06]
     static let elementLimit = 233
 
-    private enum Record: UInt8 {
-        case summary = 0, item = 1, bucket = 2, scan = 3, garbage = 4
+    enum Record: UInt8 {
+        case summary = 0, item = 1, bucket = 2, scan = 3, garbage = 4, indexRegistry = 5, indexEntry = 6
     }
 
     let lmdb: LMDBStore
@@ -46,7 +48,7 @@ final class TableStore: ItemStore {
     // ==== ------------------------------------------------------------------------------------
     // MARK: Keys
 
-    private static func head(_ table: TableID, _ record: Record) -> [UInt8] {
+    static func head(_ table: TableID, _ record: Record) -> [UInt8] {
         var w = ByteWriter(capacity: 64)
         w.u8(prefix)
         w.u64(table)
@@ -64,9 +66,9 @@ final class TableStore: ItemStore {
         return (p + s, longP || longS)
     }
 
-    private static func shorten(_ element: ArraySlice<UInt8>) -> ([UInt8], Bool) {
-        guard element.count > elementLimit, let type = element.first else { return (Array(element), false) }
-        return ([type | 0x0F] + element.dropFirst().prefix(elementLimit - 33) + sha256(Array(element)), true)
+    static func shorten(_ element: ArraySlice<UInt8>, limit: Int = elementLimit) -> ([UInt8], Bool) {
+        guard element.count > limit, let type = element.first else { return (Array(element), false) }
+        return ([type | 0x0F] + element.dropFirst().prefix(limit - 33) + sha256(Array(element)), true)
     }
 
     private static func itemRecord(_ table: TableID, _ stored: [UInt8]) -> [UInt8] { head(table, .item) + stored }
@@ -102,15 +104,15 @@ final class TableStore: ItemStore {
         return (key, StoredItem(state: Array(value[r.offset...]), hash: hash))
     }
 
-    private func get(_ key: [UInt8]) throws(TandemError) -> [UInt8]? {
+    func get(_ key: [UInt8]) throws(TandemError) -> [UInt8]? {
         do { return try lmdb.get(key) } catch { throw TableStore.readError(error) }
     }
 
-    private func range(_ start: [UInt8], after: Bool, prefix: [UInt8], limit: Int) throws(TandemError) -> [(key: [UInt8], value: [UInt8])] {
+    func range(_ start: [UInt8], after: Bool, prefix: [UInt8], limit: Int) throws(TandemError) -> [(key: [UInt8], value: [UInt8])] {
         do { return try lmdb.range(from: start, after: after, prefix: prefix, limit: limit) } catch { throw TableStore.readError(error) }
     }
 
-    private static func readError(_ error: any Error) -> TandemError {
+    static func readError(_ error: any Error) -> TandemError {
         let e = error as? TandemError ?? TandemError(.io, "\(error)")
         return TandemError(.diskFailed, "table store read failed: \(e.message)")
     }
@@ -231,6 +233,7 @@ final class TableStore: ItemStore {
             if garbage != before.garbage { ops.append(garbage ? .put(garbageKey, []) : .delete(garbageKey)) }
             return ops
         case .summary(let table, let s): return [.put(head(table, .summary), s.encoded)]
+        case .index(let table, let change): return indexOps(table, change)
         case .dropTable(let table):
             var w = ByteWriter(capacity: 9)
             w.u8(prefix)
