@@ -95,7 +95,8 @@ public struct AWSBenchmark {
                 String(
                     format:
                         "    with a stream: %.0f%% of the throughput without (%.0f vs %.0f/s), p99 %.2f vs %.2f ms; node CPU %.1f vs %.1f µs per PutItem",
-                    100 * withStream.result.perSecond / max(plain.result.perSecond, 1e-9), withStream.result.perSecond, plain.result.perSecond,
+                    100 * withStream.result.perSecond / max(plain.result.perSecond, 1e-9), withStream.result.perSecond,
+                    plain.result.perSecond,
                     withStream.result.percentile(0.99), plain.result.percentile(0.99), withStream.cpuMicros, plain.cpuMicros)
                     + (plain.result.errors + withStream.result.errors > 0 ? " — NOT A FIGURE: the runs had errors" : "") + "\n")
             try readStream(call)
