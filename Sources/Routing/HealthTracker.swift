@@ -7,11 +7,16 @@ public struct NodeHealth: Hashable, Sendable {
     /// Could take contacts: alive or suspect in SWIM (a suspicion is not yet a failure), its
     /// contact-center instance healthy, and not a witness.
     public var serving: Bool
+    /// Out because membership holds it dead (or left) in its view, rather than for its instance
+    /// health or missing from the view: when it is live again, its hold-down starts with the
+    /// return membership announces (`HealthTracker.returned`), not with this observation.
+    public var dead: Bool
 
-    public init(name: String, region: String, serving: Bool) {
+    public init(name: String, region: String, serving: Bool, dead: Bool = false) {
         self.name = name
         self.region = region
         self.serving = serving
+        self.dead = dead
     }
 }
 
@@ -36,6 +41,8 @@ public struct HealthTracker: Sendable {
         var since: Instant?
         /// The last return membership reported (`returned(_:at:)`), so each counts once.
         var returnedAt: Instant?
+        /// Out because membership held it dead in the view (`NodeHealth.dead`).
+        var dead = false
     }
     private(set) var entries: [String: Entry] = [:]
     private let selfName: String?
@@ -79,12 +86,20 @@ public struct HealthTracker: Sendable {
                 continue
             }
             e.region = n.region
-            if n.serving && !e.serving { e.since = now }
+            // Live again after a death this node applied: the hold-down is the return's, which
+            // the member announces (`returned`) and every node counts from when it hears it. A
+            // node that applied a stale death (its notice crossed the refutation) sees the member
+            // live again with no return announced, and the member does not hold itself down:
+            // holding it here alone broke agreement for a hold-down (chaos check seed 973408,
+            // 600 s: 7.0 s after `kill r3`).
+            if n.serving && !e.serving && !e.dead { e.since = now }
             e.serving = n.serving
+            e.dead = n.dead
             entries[n.name] = e
         }
-        for (name, e) in entries where !seen.contains(name) && e.serving {
+        for (name, e) in entries where !seen.contains(name) && (e.serving || e.dead) {
             entries[name]!.serving = false
+            entries[name]!.dead = false  // forgotten: held down when it shows again
         }
     }
 

@@ -68,7 +68,9 @@ public struct RouteView: Sendable {
         // ones); left members stay in, as not serving, so they are held down if they return.
         var view: [NodeHealth] = []
         for m in members where !m.witness {
-            view.append(NodeHealth(name: m.name, region: m.region, serving: m.status.isLive && instanceHealthy[m.name] != false))
+            view.append(
+                NodeHealth(
+                    name: m.name, region: m.region, serving: m.status.isLive && instanceHealthy[m.name] != false, dead: !m.status.isLive))
         }
         tracker.observe(view, now: now)
     }

@@ -40,6 +40,24 @@ extension Instant {
         #expect(t.view(now: .s(25)).nodes["b"] == ["b1"])
     }
 
+    /// Live again after a death in the view: held down from the return membership announces,
+    /// not from the observation — a stale death applied here alone, with no return announced,
+    /// holds nothing (the member does not hold itself down either).
+    @Test func aDeathInTheViewIsHeldDownFromTheAnnouncedReturn() {
+        var t = HealthTracker(holdDown: .seconds(5), now: .s(0))
+        t.observe([a, b], now: .s(0))
+        let dead = NodeHealth(name: "b1", region: "b", serving: false, dead: true)
+        t.observe([a, dead], now: .s(1))
+        #expect(t.view(now: .s(1)).nodes["b"] == [])
+        t.observe([a, b], now: .s(2))
+        #expect(t.view(now: .s(2)).nodes["b"] == ["b1"], "no return announced: not held down")
+        t.observe([a, dead], now: .s(3))
+        t.returned("b1", at: .s(3.5))
+        t.observe([a, b], now: .s(4))
+        #expect(t.view(now: .s(8.4)).nodes["b"] == [])
+        #expect(t.view(now: .s(8.5)).nodes["b"] == ["b1"])
+    }
+
     @Test func forgottenNodesAreHeldDownWhenTheyReturn() {
         var t = HealthTracker(holdDown: .seconds(5), now: .s(0))
         t.observe([a, b], now: .s(0))

@@ -48,8 +48,11 @@ import Testing
             instanceHealthy: [:], now: .s(1))
         #expect(!v.minority)  // 3 alive of the 5 that have not left
         #expect(v.health(now: .s(1)).nodes == ["a": ["a1", "a2", "a3"], "b": ["b1"], "c": [], "d": []])
-        v.observe(
-            [member("a1", "a"), member("b1", "b"), member("c1", "c"), member("d1", "d", .left)] + others, instanceHealthy: [:], now: .s(2))
+        // c1 refutes its death: membership announces the return (`returnedAt`), and the
+        // hold-down runs from it.
+        var back = member("c1", "c")
+        back.returnedAt = .s(2)
+        v.observe([member("a1", "a"), member("b1", "b"), back, member("d1", "d", .left)] + others, instanceHealthy: [:], now: .s(2))
         #expect(v.health(now: .s(4.9)).nodes["c"] == [])
         #expect(v.health(now: .s(5)).nodes == ["a": ["a1", "a2", "a3"], "b": ["b1"], "c": ["c1"], "d": []])
     }
