@@ -53,8 +53,8 @@ let package = Package(
         .target(
             name: "TandemNode",
             dependencies: [
-                "TandemCore", "Membership", "GlobalTable", "StreamLog", "Routing", "Processing", "Transport", "Storage", "CSodium",
-                .product(name: "Logging", package: "swift-log")
+                "TandemCore", "Membership", "GlobalTable", "StreamLog", "Routing", "Processing", "ContactCenter", "Transport", "Storage",
+                "CSodium", .product(name: "Logging", package: "swift-log")
             ],
             swiftSettings: fast
         ),
@@ -65,7 +65,7 @@ let package = Package(
         // each a type run with an options struct; the CLI only parses flags and calls in.
         .target(
             name: "TandemTools",
-            dependencies: ["TandemTestKit", "Transport", "TandemCore", "Routing", "Membership", "Simulation"]
+            dependencies: ["TandemTestKit", "Transport", "TandemCore", "Routing", "Membership", "Simulation", "ContactCenter"]
         ),
         .executableTarget(
             name: "tandem",
@@ -87,7 +87,7 @@ let package = Package(
             name: "NodeTests",
             dependencies: [
                 "TandemNode", "TandemTestKit", "Transport", "Storage", "TandemCore", "Membership", "GlobalTable", "StreamLog", "Routing",
-                "Processing"
+                "Processing", "ContactCenter"
             ])
     ]
 )
