@@ -84,6 +84,7 @@ public final class Node {
     let streams: Streams
     let routes: Routes
     let processors: Processors
+    let center: Center
     let dynamo: DynamoAPI
     let kinesis: KinesisAPI
     private let peerServer: TCPServer
@@ -206,6 +207,9 @@ public final class Node {
         processors.region = config.region
         processors.selfName = config.name
         processors.events.selfName = config.name
+        center = Center(loop: loop, streams: streams, peers: peers, logger: logger)
+        center.region = config.region
+        center.answer = Center.answer
         dynamo = DynamoAPI(tables: tables)
         streams.maxPendingPuts = config.maxPendingPuts
         kinesis = KinesisAPI(streams: streams)
@@ -249,7 +253,7 @@ public final class Node {
             }
             if let denial = self.apiTokens?.check(request) { return respond(denial) }
             if !self.routes.route(request, respond) && !self.tables.route(request, respond) && !self.streams.route(request, respond)
-                && !self.processors.route(request, respond)
+                && !self.processors.route(request, respond) && !self.center.route(request, respond)
             {
                 respond(self.route(request))
             }
@@ -313,6 +317,11 @@ public final class Node {
         }
         routes.start()
         processors.start()
+        center.decideRegion = { [weak self] key, edge in
+            guard let self else { return .failure(TandemError(.unavailable, "stopping")) }
+            return self.routes.region(forKey: key, edge: edge)
+        }
+        center.start()
         watchParent()
         for sig in [SIGINT, SIGTERM] {
             signals.append(SignalWatcher(loop: loop, signal: sig) { [weak self] in self?.shutdown() })
@@ -436,6 +445,8 @@ public final class Node {
             return tables.serve(kind: frame.kind, payload: frame.payload, reply: reply)
         case let k where StreamFrameKind.all.contains(k):
             return streams.serve(frame, reply: reply)
+        case CenterFrameKind.request:
+            return center.serve(frame, reply: reply)
         case FrameKind.pushPull: break
         default:
             peers.countMalformed()
@@ -639,6 +650,7 @@ public final class Node {
         apply(membership.leave(now: loop.now))
         streams.shutdown()
         processors.shutdown()
+        center.shutdown()
         let timer = LoopTimer(loop: loop)
         shutdownTimer = timer
         timer.start(after: config.settings.leaveGrace) { [weak self] in self?.loop.stop() }
