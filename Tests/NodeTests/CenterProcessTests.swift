@@ -72,6 +72,27 @@ import Transport
         }
     }
 
+    /// The records of an event stream as JSON, each once (by `eventId`: a new leader may write
+    /// an event twice).
+    static func events(_ api: String, _ stream: String) -> [JSON] {
+        var out: [JSON] = []
+        var seen: Set<String> = []
+        var from = "trim-horizon"
+        while true {
+            guard let r = call("GET", api, "/v1/streams/\(stream)/partitions/0/records?from=\(from)&limit=1000"), r.status == 200,
+                case .array(let records)? = r.json["records"], let next = r.json["next"]?.stringValue
+            else { return out }
+            for rec in records {
+                guard let data = rec["data"]?.stringValue.flatMap(Base64.decode), let j = try? JSON.parse(data),
+                    let id = j["eventId"]?.stringValue, seen.insert(id).inserted
+                else { continue }
+                out.append(j)
+            }
+            if next == from { return out }
+            from = next
+        }
+    }
+
     @Test func theIssuesEndpointsCarryAContactFromCreationToAfterContactWork() throws {
         let cluster = try LocalCluster(size: 3, profile: "fast")
         try cluster.startAll()
@@ -153,6 +174,24 @@ import Transport
         #expect(log.filter { $0 == .completeAfterContactWork(contact: cid) }.count == 1)
         let put = Self.call("POST", apis[0], "/v1/streams/_cc/records", #"{"key":"cc","data":"AAAA"}"#)
         #expect(put?.status == 403)
+
+        // The event streams show what Amazon Connect's would: the contact's steps in order, and
+        // the agent's login (in its region) and status change with both snapshots.
+        var steps: [String] = []
+        let told = eventually(timeout: .seconds(10)) {
+            steps = Self.events(apis[0], "_contact-events").filter { $0["contactId"]?.stringValue == cid }.compactMap {
+                $0["eventType"]?.stringValue
+            }
+            return steps.count >= 7
+        }
+        #expect(
+            told && steps == ["INITIATED", "QUEUED", "CONNECTED_TO_AGENT", "HOLD", "RESUME", "DISCONNECTED", "ACW_COMPLETED"], "\(steps)")
+        let agentEvents = Self.events(apis[2], "_agent-events").filter { $0["agentId"]?.stringValue == "a-1" }
+        let login = agentEvents.first { $0["eventType"]?.stringValue == "LOGIN" }
+        #expect(
+            login?["region"]?.stringValue == "region-1" && login?["schemaVersion"]?.intValue == 1 && login?["eventId"]?.stringValue != nil)
+        let available = agentEvents.first { $0["current"]?["status"]?.stringValue == "Available" }
+        #expect(available?["eventType"]?.stringValue == "STATE_CHANGE" && available?["previous"]?["status"]?.stringValue == "Offline")
 
         // Metrics agree on every node (each answers from its own replica) within a second.
         let same = eventually(timeout: .seconds(3)) {
@@ -240,16 +279,28 @@ import Transport
             return
         }
         let survivors = (0..<3).filter { $0 != victim }
-        var acked: Set<String> = []
-        var unknown: [String] = []
-        let total = 80
-        for i in 0..<total {
-            if i == 30 { cluster.kill9(victim) }
-            let api = apis[i < 30 ? i % 3 : survivors[i % 2]]
-            let r = Self.call("POST", api, "/v1/contacts", "{\"contactId\":\"c-\(i)\",\"channel\":\"CHAT\",\"queue\":\"billing\"}")
-            if r?.status == 201 { acked.insert("c-\(i)") } else { unknown.append("c-\(i)") }
+        // Four clients create contacts at once, through every node, while the leader is killed
+        // with commands in flight (forwarded to it, or proposed and not yet committed).
+        let total = 160
+        let outcome = Outcomes()
+        let threads = (0..<4).map { w in
+            Thread {
+                for k in 0..<(total / 4) {
+                    let id = "c-\(w)-\(k)"
+                    let r = Self.call(
+                        "POST", apis[(w + k) % 3], "/v1/contacts", "{\"contactId\":\"\(id)\",\"channel\":\"CHAT\",\"queue\":\"billing\"}")
+                    outcome.add(id, acked: r?.status == 201)
+                }
+                outcome.finished()
+            }
         }
-        #expect(acked.count >= 30, "acknowledged \(acked.count)")
+        for t in threads { t.start() }
+        #expect(eventually(timeout: .seconds(20)) { outcome.acked.count >= 40 })
+        cluster.kill9(victim)
+        #expect(eventually(timeout: .seconds(60)) { outcome.done == 4 })
+        let acked = outcome.acked
+        let unknown = outcome.unknown
+        #expect(acked.count >= 80, "acknowledged \(acked.count) of \(total)")
         // Every acknowledged contact is there, on the survivors' own replicas (metrics are local).
         for id in acked.sorted() {
             let r = Self.command("GET", apis[survivors[0]], "/v1/contacts/\(id)")
@@ -262,7 +313,7 @@ import Transport
             #expect(r?.status == 201 || (r?.status == 409 && r?.json["state"]?.stringValue == "QUEUED"), "\(id): \(String(describing: r))")
         }
         // The killed node comes back and its replica applies the same log: every node counts
-        // exactly the 80 contacts, in the same order of their line.
+        // exactly the 160 contacts.
         try cluster.start(victim)
         let converged = eventually(timeout: .seconds(20)) {
             apis.allSatisfy { Self.call("GET", $0, "/v1/queues/billing/metrics")?.json["global"]?["contactsInQueue"]?.intValue == total }
@@ -276,5 +327,39 @@ import Transport
             return creates.count >= total
         }
         #expect(caughtUp && creates.count == total && Set(creates).count == total, "each contact created once: \(creates.count)")
+    }
+}
+
+/// What the concurrent clients of the kill test saw.
+final class Outcomes: @unchecked Sendable {
+    private let lock = NSLock()
+    private var ackedIds: Set<String> = []
+    private var unknownIds: [String] = []
+    private var finishedCount = 0
+
+    func add(_ id: String, acked: Bool) {
+        lock.lock()
+        defer { lock.unlock() }
+        if acked { ackedIds.insert(id) } else { unknownIds.append(id) }
+    }
+    func finished() {
+        lock.lock()
+        defer { lock.unlock() }
+        finishedCount += 1
+    }
+    var acked: Set<String> {
+        lock.lock()
+        defer { lock.unlock() }
+        return ackedIds
+    }
+    var unknown: [String] {
+        lock.lock()
+        defer { lock.unlock() }
+        return unknownIds
+    }
+    var done: Int {
+        lock.lock()
+        defer { lock.unlock() }
+        return finishedCount
     }
 }
