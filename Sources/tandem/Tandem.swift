@@ -14,7 +14,8 @@ struct Tandem: ParsableCommand {
         commandName: "tandem",
         abstract: "Active-active multi-region infrastructure for contact centers.",
         subcommands: [
-            NodeCommand.self, MembersCommand.self, TableCommand.self, StreamCommand.self, ProcessorCommand.self, SplitCommand.self,
+            NodeCommand.self, MembersCommand.self, TableCommand.self, StreamCommand.self, ProcessorCommand.self, AgentCommand.self,
+            ContactCommand.self, QueueCommand.self, SplitCommand.self,
             EdgesCommand.self,
             RouteCommand.self, KeysCommand.self, DemoCommand.self, BenchCommand.self, HTTPCommand.self, CheckCommand.self,
             TortureCommand.self

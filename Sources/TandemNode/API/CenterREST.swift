@@ -233,8 +233,11 @@ extension Center {
     static func newId() -> String {
         let a = UInt64.random(in: .min ... .max)
         let b = UInt64.random(in: .min ... .max)
-        let hex = String(a, radix: 16) + String(b, radix: 16)
-        return String(hex.prefix(32))
+        func hex(_ v: UInt64) -> String {
+            let h = String(v, radix: 16)
+            return String(repeating: "0", count: 16 - h.count) + h
+        }
+        return hex(a) + hex(b)
     }
 
     static func number(_ j: JSON, _ field: String, default d: Double, _ range: ClosedRange<Double>) throws(TandemError) -> Double {
