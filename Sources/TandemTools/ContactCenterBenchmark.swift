@@ -1,6 +1,8 @@
 import ContactCenter
 import Foundation
 import TandemCore
+import TandemTestKit
+import Transport
 
 /// Contact-center figures (`tandem bench contacts`, `scripts/bench-contacts`).
 ///
@@ -8,10 +10,17 @@ import TandemCore
 ///   with 10,000 agents signed in: while agents are free (each new contact offered at once), and
 ///   while every agent is busy and contacts wait in line. This is the leader's (and every
 ///   replica's) work per `_cc` entry, so it bounds the commands/s one log can take.
+/// - api: 3 nodes in 3 regions on loopback (release build, fast profile), through the REST API:
+///   10,000 agents defined and signed in (commands/s), new contacts at 1,000/s spread over the
+///   three nodes, each in the region of the node asked, while agents are free (enqueue → offer:
+///   the create is answered after the entry that queued the contact and offered it committed
+///   and was applied on the leader, where an agent's long poll is woken in the same step), then
+///   as many creates as 48 connections can send (commands/s).
 public struct ContactCenterBenchmark {
     public struct Options: Sendable {
         public var agents = 10_000
         public var contacts = 20_000
+        public var seconds = 5
         public var only: String?
         public init() {}
     }
@@ -20,8 +29,9 @@ public struct ContactCenterBenchmark {
     public init(_ options: Options) { self.options = options }
 
     public func run() throws {
-        let parts = Set((options.only ?? "core").split(separator: ",").map(String.init))
+        let parts = Set((options.only ?? "core,api").split(separator: ",").map(String.init))
         if parts.contains("core") { try core() }
+        if parts.contains("api") { try api() }
     }
 
     // ==== ------------------------------------------------------------------------------------
@@ -147,6 +157,174 @@ public struct ContactCenterBenchmark {
         let queued = run.state.metrics(queue: "billing")?.global.contactsInQueue ?? -1
         print("  refusals: \(run.refusals)\(run.firstRefusal.map { " (first: \($0))" } ?? ""); contacts in queue at the end: \(queued)")
         if run.refusals > 0 { print("  FIGURES INVALID: the run had refusals") }
+    }
+}
+
+extension ContactCenterBenchmark {
+    // ==== ------------------------------------------------------------------------------------
+    // MARK: Through the API
+
+    struct Figures {
+        var commands = 0
+        var errors = 0
+        var seconds = 0.0
+        var latencies: [Double] = []
+
+        mutating func add(_ r: LoadGenerator.Result) {
+            commands += r.requests
+            errors += r.errors
+            seconds = max(seconds, r.seconds)
+            latencies += r.latenciesMs
+        }
+
+        var perSecond: Double { Double(commands) / max(seconds, 1e-9) }
+        func percentile(_ p: Double) -> Double {
+            let s = latencies.sorted()
+            return s.isEmpty ? .nan : s[min(s.count - 1, Int(Double(s.count) * p))]
+        }
+    }
+
+    /// One load generator per node, all at once; each request from `request(node, k)`.
+    func load(
+        _ cluster: LocalCluster, connections: Int, seconds: Int, rate: Double?, maxPerNode: Int?,
+        _ request: @escaping @Sendable (Int, Int) -> (String, String, [UInt8]?)
+    ) throws -> Figures {
+        let results = ResultBox()
+        let group = DispatchGroup()
+        for node in cluster.nodes.indices {
+            let api = cluster.nodes[node].api
+            group.enter()
+            Thread {
+                defer { group.leave() }
+                var k = 0
+                guard
+                    let gen = try? LoadGenerator(
+                        target: api,
+                        request: {
+                            k += 1
+                            let (m, p, b) = request(node, k)
+                            return (m, p, b)
+                        })
+                else { return results.failed() }
+                results.add(
+                    gen.run(
+                        connections: connections, duration: .seconds(Int64(seconds)), ratePerSecond: rate.map { $0 / 3 },
+                        maxRequests: maxPerNode))
+            }.start()
+        }
+        group.wait()
+        var f = Figures()
+        for r in results.all { f.add(r) }
+        f.errors += results.failures
+        return f
+    }
+
+    func api() throws {
+        let n = options.agents
+        print("\ncontact center through the API — 3 nodes (release build, fast profile) on 127.0.0.1, \(n) agents, one voice queue")
+        fflush(nil)
+        let cluster = try LocalCluster(size: 3, profile: "fast")
+        try cluster.startAll()
+        defer { for i in cluster.nodes.indices { cluster.kill9(i) } }
+        guard
+            eventually(
+                timeout: .seconds(20), { (0..<3).allSatisfy { cluster.view(from: $0)?.values.filter { $0.status == "alive" }.count == 3 } })
+        else { throw ToolError("cluster did not form") }
+        let api0 = cluster.nodes[0].api
+        func put(_ path: String, _ body: String) throws {
+            var last: HTTPClient.Response?
+            _ = eventually(timeout: .seconds(20), interval: .milliseconds(100)) {
+                last = try? HTTPClient.request("PUT", api0, path, body: Array(body.utf8), timeout: .seconds(5))
+                return last?.status == 200
+            }
+            guard last?.status == 200 else { throw ToolError("\(path): \(last?.status ?? 0) \(last?.text ?? "no answer")") }
+        }
+        // Nothing rings out or signs out during the run.
+        try put("/v1/center/settings", #"{"ringTimeoutMs":3600000,"heartbeatTimeoutMs":3600000}"#)
+        try put("/v1/queues/billing", #"{"serviceLevelSeconds":20}"#)
+        try put("/v1/routing-profiles/default", #"{"queues":[{"queue":"billing","priority":1}],"concurrency":{"VOICE":1}}"#)
+        let regions = cluster.regions
+        let perNode = (n + 2) / 3
+        // Agent i is defined and signed in through node i % 3 (its region).
+        let define = try load(cluster, connections: 8, seconds: 600, rate: nil, maxPerNode: perNode) { node, k in
+            ("PUT", "/v1/agents/a\(node)-\(k)", Array(#"{"routingProfile":"default","skills":{"billing":3}}"#.utf8))
+        }
+        let login = try load(cluster, connections: 8, seconds: 600, rate: nil, maxPerNode: perNode) { node, k in
+            ("POST", "/v1/agents/a\(node)-\(k)/login", Array(#"{"status":"Available"}"#.utf8))
+        }
+        print(
+            String(
+                format: "• define %d agents: %.0f commands/s (p50 %.1f ms, p99 %.1f ms), errors %d", define.commands, define.perSecond,
+                define.percentile(0.5), define.percentile(0.99), define.errors))
+        print(
+            String(
+                format: "• sign them in, Available: %.0f commands/s (p50 %.1f ms, p99 %.1f ms), errors %d", login.perSecond,
+                login.percentile(0.5), login.percentile(0.99), login.errors))
+        fflush(nil)
+        // 1,000 new contacts a second while agents are free: each is offered in the entry that queues it.
+        let latency = try load(cluster, connections: 16, seconds: options.seconds, rate: 1_000, maxPerNode: nil) { node, k in
+            (
+                "POST", "/v1/contacts",
+                Array("{\"contactId\":\"l\(node)-\(k)\",\"channel\":\"VOICE\",\"queue\":\"billing\",\"region\":\"\(regions[node])\"}".utf8)
+            )
+        }
+        let p99 = latency.percentile(0.99)
+        print(
+            String(
+                format: "• enqueue → offer at 1,000 contacts/s with agents free: %d contacts, p50 %.2f ms, p99 %.2f ms, errors %d",
+                latency.commands,
+                latency.percentile(0.5), p99, latency.errors))
+        print("    target p99 ≤ 20 ms: \(latency.errors > 0 ? "ERRORS \(latency.errors) (not judged)" : (p99 <= 20 ? "MET" : "MISSED"))")
+        fflush(nil)
+        // As fast as 48 connections go: agents run out, contacts queue.
+        let flat = try load(cluster, connections: 16, seconds: options.seconds, rate: nil, maxPerNode: nil) { node, k in
+            (
+                "POST", "/v1/contacts",
+                Array("{\"contactId\":\"t\(node)-\(k)\",\"channel\":\"VOICE\",\"queue\":\"billing\",\"region\":\"\(regions[node])\"}".utf8)
+            )
+        }
+        print(
+            String(
+                format: "• creates, 48 connections, closed loop: %.0f commands/s, p50 %.2f ms, p99 %.2f ms, errors %d", flat.perSecond,
+                flat.percentile(0.5), flat.percentile(0.99), flat.errors))
+        // The center agrees: every acknowledged contact is there, none offered twice.
+        let m = try HTTPClient.request("GET", cluster.nodes[1].api, "/v1/queues/billing/metrics", timeout: .seconds(10)).json()?["global"]
+        let enqueued = m?["contactsEnqueued"]?.intValue ?? -1
+        let waiting = m?["contactsInQueue"]?.intValue ?? -1
+        let acked = latency.commands + flat.commands
+        print(
+            "• check: \(acked) contacts acknowledged, \(enqueued) enqueued in the center, \(waiting) waiting, \(max(0, enqueued - waiting)) offered to \(n) agents"
+        )
+        if enqueued < acked { print("    FIGURES INVALID: acknowledged contacts missing from the center") }
+        let cpu = cluster.nodes.indices.compactMap { cluster.cpuSeconds($0) }.map { String(format: "%.1f", $0) }.joined(separator: ", ")
+        print("• node CPU seconds over the run: \(cpu)")
+        fflush(nil)
+    }
+}
+
+final class ResultBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var results: [LoadGenerator.Result] = []
+    private var failedCount = 0
+    func failed() {
+        lock.lock()
+        failedCount += 1
+        lock.unlock()
+    }
+    var failures: Int {
+        lock.lock()
+        defer { lock.unlock() }
+        return failedCount
+    }
+    func add(_ r: LoadGenerator.Result) {
+        lock.lock()
+        results.append(r)
+        lock.unlock()
+    }
+    var all: [LoadGenerator.Result] {
+        lock.lock()
+        defer { lock.unlock() }
+        return results
     }
 }
 

@@ -161,10 +161,12 @@ struct ContactsBench: ParsableCommand {
     @Option(help: "Agents signed in.") var agents = ContactCenterBenchmark.Options().agents
     @Option(help: "Contacts in the core run's free phase (half as many in the busy phase).") var contacts = ContactCenterBenchmark.Options()
         .contacts
-    @Option(help: "Comma-separated parts: core (default all).") var only: String?
+    @Option(help: "Seconds of each API load phase.") var seconds = ContactCenterBenchmark.Options().seconds
+    @Option(help: "Comma-separated parts: core, api (default all).") var only: String?
 
     func run() throws {
         var o = ContactCenterBenchmark.Options()
+        o.seconds = seconds
         o.agents = agents
         o.contacts = contacts
         o.only = only
