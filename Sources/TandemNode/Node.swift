@@ -48,6 +48,8 @@ public struct NodeConfig {
     /// Streams, for tests only: how long a retention "hour" is, and the segment size.
     public var streamHourMs: UInt64 = 3_600_000
     public var streamSegmentBytes: Int = 64 << 20
+    /// Entries the contact center applies between two snapshots of its state (tests shorten it).
+    public var centerSnapshotEntries: UInt64 = 20_000
     /// Table writes waiting for the disk before new ones are refused (tests set 0: all refused).
     public var maxQueuedWrites = 50_000
     /// Decoded table items cached per generation (`GlobalTable.ItemCache`).
@@ -209,6 +211,7 @@ public final class Node {
         processors.events.selfName = config.name
         center = Center(loop: loop, streams: streams, peers: peers, logger: logger)
         center.region = config.region
+        center.snapshotEvery = config.centerSnapshotEntries
         center.answer = Center.answer
         dynamo = DynamoAPI(tables: tables)
         streams.maxPendingPuts = config.maxPendingPuts
@@ -447,6 +450,8 @@ public final class Node {
             return streams.serve(frame, reply: reply)
         case CenterFrameKind.request:
             return center.serve(frame, reply: reply)
+        case CenterSnapshotFrame.kind:
+            return center.serveSnapshot(frame, reply: reply)
         case FrameKind.pushPull: break
         default:
             peers.countMalformed()

@@ -328,6 +328,56 @@ import Transport
         }
         #expect(caughtUp && creates.count == total && Set(creates).count == total, "each contact created once: \(creates.count)")
     }
+
+    /// Snapshots every 50 entries and 4 KiB segments, so logs are trimmed below the snapshots: a
+    /// replica stopped while the others go on finds the entries it lacks gone from the leader's
+    /// log, loads another replica's snapshot, and ends in the same state; a restart of every
+    /// node starts from its own snapshot.
+    @Test func aReplicaBehindTheTrimmedLogCatchesUpFromASnapshot() throws {
+        let cluster = try LocalCluster(size: 3, profile: "fast")
+        cluster.nodeArgs = ["--cc-snapshot-entries", "50", "--stream-segment-bytes", "4096"]
+        try cluster.startAll()
+        #expect(Self.formed(cluster))
+        let apis = cluster.nodes.map(\.api)
+        Self.define(apis[0], settings: #"{"heartbeatTimeoutMs":600000}"#)
+        guard let leader = StreamsProcessTests.leader(cluster, "_cc", partition: 0, from: 0),
+            let leaderIndex = cluster.nodes.firstIndex(where: { $0.name == leader })
+        else {
+            Issue.record("no _cc leader")
+            return
+        }
+        let behind = (leaderIndex + 1) % 3
+        let other = (leaderIndex + 2) % 3
+        cluster.kill9(behind)
+        for i in 0..<300 {
+            let r = Self.command(
+                "POST", apis[other], "/v1/contacts", "{\"contactId\":\"s-\(i)\",\"channel\":\"TASK\",\"queue\":\"billing\"}")
+            #expect(r?.status == 201, "\(String(describing: r))")
+        }
+        let trimmed = eventually(timeout: .seconds(10)) {
+            guard let r = Self.call("GET", apis[leaderIndex], "/v1/streams/_cc"), case .array(let parts)? = r.json["partitionDetails"]
+            else {
+                return false
+            }
+            return (parts.first?["firstIndex"]?.intValue ?? 0) > 100
+        }
+        #expect(trimmed, "the leader's log was not trimmed: \(Self.call("GET", apis[leaderIndex], "/v1/streams/_cc")?.json ?? .null)")
+        try cluster.start(behind)
+        let caughtUp = eventually(timeout: .seconds(30)) {
+            cluster.metric("tandem_cc_snapshots_fetched_total", node: behind) ?? 0 >= 1
+                && Self.call("GET", apis[behind], "/v1/queues/billing/metrics")?.json["global"]?["contactsInQueue"]?.intValue == 300
+        }
+        #expect(caughtUp, "fetched \(cluster.metric("tandem_cc_snapshots_fetched_total", node: behind) ?? -1)")
+        // Every node restarts from its own snapshot and the log after it.
+        for i in 0..<3 { cluster.kill9(i) }
+        try cluster.startAll()
+        let again = eventually(timeout: .seconds(30)) {
+            apis.allSatisfy { Self.call("GET", $0, "/v1/queues/billing/metrics")?.json["global"]?["contactsInQueue"]?.intValue == 300 }
+        }
+        #expect(again)
+        let r = Self.command("POST", apis[0], "/v1/contacts", #"{"contactId":"s-0","channel":"TASK","queue":"billing"}"#)
+        #expect(r?.status == 409, "an existing contact is still known after the restart: \(String(describing: r))")
+    }
 }
 
 /// What the concurrent clients of the kill test saw.

@@ -35,9 +35,9 @@ final class Center {
     static let forwardWait: Duration = .seconds(2)
     static let maxHops = 3
 
-    private let loop: EventLoop
+    let loop: EventLoop
     let streams: Streams
-    private let logger: Logger
+    let logger: Logger
     let peers: PeerLinks
     var selfID: NodeID { streams.selfID }
     var region = ""
@@ -47,7 +47,13 @@ final class Center {
     /// The state as applied from the committed log, and through which index.
     private(set) var state = ContactCenterState()
     private(set) var applied: UInt64 = 0
-    private var incarnation: UInt64?
+    var appliedTerm: UInt64 = 0
+    private(set) var incarnation: UInt64?
+    /// Snapshots (`CenterSnapshots.swift`): the last one written or loaded here.
+    var snapshotIndex: UInt64 = 0
+    var snapshotEvery: UInt64 = 20_000
+    var snapshotting = false
+    var fetching = false
     /// A record this node cannot read (a newer version's command): applying stops there rather
     /// than guess, and the node answers 503 until it is upgraded.
     private(set) var halted: String?
@@ -105,6 +111,8 @@ final class Center {
         /// A committed command the speculative state had accepted was refused on apply: a bug.
         var divergences = 0
         var applied = 0
+        var snapshots = 0
+        var snapshotsFetched = 0
         var errors: [String: Int] = [:]
     }
     var stats = Stats()
@@ -451,18 +459,17 @@ final class Center {
         guard halted == nil, let d = streams.definitions[Center.stream], let part = localPartition() else { return }
         if incarnation != d.incarnation {
             incarnation = d.incarnation
-            state = ContactCenterState()
-            applied = 0
-            spec = nil
-            events.reset()
+            adopt(ContactCenterState(), index: 0, term: 0)
+            snapshotIndex = 0
+            loadSnapshot(part, incarnation: d.incarnation)
         }
         let commit = part.commitIndex
         guard applied < commit else { return }
         if applied + 1 < part.raft.firstIndex {
-            halted = "the log was trimmed below entry \(part.raft.firstIndex) and this replica had applied only \(applied)"
-            logger.critical("contact center stopped applying", metadata: ["why": "\(halted!)"])
-            return
+            // The entries this replica needs next are gone from its log: another's snapshot.
+            return fetchSnapshot(part, incarnation: d.incarnation)
         }
+        defer { maybeSnapshot(part) }
         while applied < commit {
             let entries: [LogEntry]
             do {
@@ -476,8 +483,20 @@ final class Center {
         }
     }
 
+    /// Replaces the applied state (a snapshot, or a new incarnation's empty one).
+    func adopt(_ s: ContactCenterState, index: UInt64, term: UInt64) {
+        state = s
+        applied = index
+        appliedTerm = term
+        spec = nil
+        events.reset()
+    }
+
     private func apply(_ e: LogEntry) {
-        defer { applied = e.index }
+        defer {
+            applied = e.index
+            appliedTerm = e.term
+        }
         var result: Result<[CenterEvent], Refusal>?
         if e.kind == .record, let (key, data) = StreamRecord.decode(e.data), key == Center.markKey {
             var r = ByteReader(Array(data))
@@ -599,6 +618,8 @@ extension Center {
         out.add(
             "tandem_cc_divergences_total", .counter, "Committed commands refused on apply after the leader had accepted them (a bug).",
             stats.divergences)
+        out.add("tandem_cc_snapshots_total", .counter, "Snapshots of the state this replica wrote.", stats.snapshots)
+        out.add("tandem_cc_snapshots_fetched_total", .counter, "Snapshots this replica loaded from another.", stats.snapshotsFetched)
         out.add("tandem_cc_halted", .gauge, "1 while this replica cannot apply the log (see the log).", halted == nil ? 0 : 1)
         out.add(
             "tandem_cc_errors_total", .counter, "Contact-center error answers, by code.",
