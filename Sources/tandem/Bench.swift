@@ -162,11 +162,13 @@ struct ContactsBench: ParsableCommand {
     @Option(help: "Contacts in the core run's free phase (half as many in the busy phase).") var contacts = ContactCenterBenchmark.Options()
         .contacts
     @Option(help: "Seconds of each API load phase.") var seconds = ContactCenterBenchmark.Options().seconds
+    @Option(help: "The nodes' timing profile: region, lan, wan or fast.") var profile = ContactCenterBenchmark.Options().profile
     @Option(help: "Comma-separated parts: core, api (default all).") var only: String?
 
     func run() throws {
         var o = ContactCenterBenchmark.Options()
         o.seconds = seconds
+        o.profile = profile
         o.agents = agents
         o.contacts = contacts
         o.only = only

@@ -436,7 +436,7 @@ final class Center {
         w.u64(through)
         do {
             try part.propose(
-                [StreamRecord.encode(key: Center.markKey, data: w.bytes)], wallMs: max(Tables.wallMs(), state.now),
+                [StreamRecord.encode(key: Center.markKey, data: w.bytes)], wallMs: max(Tables.wallMs(), spec?.now ?? state.now),
                 commitTimeout: Streams.commitTimeout
             ) { _ in }
         } catch {
