@@ -73,8 +73,8 @@ let package = Package(
         .target(
             name: "TandemNode",
             dependencies: [
-                "TandemCore", "Membership", "GlobalTable", "StreamLog", "Routing", "Processing", "Transport", "Storage", "CSodium",
-                .product(name: "Logging", package: "swift-log")
+                "TandemCore", "Membership", "GlobalTable", "StreamLog", "Routing", "Processing", "ContactCenter", "Transport", "Storage",
+                "CSodium", .product(name: "Logging", package: "swift-log")
             ],
             swiftSettings: fast
         ),
@@ -85,7 +85,7 @@ let package = Package(
         // each a type run with an options struct; the CLI only parses flags and calls in.
         .target(
             name: "TandemTools",
-            dependencies: ["TandemTestKit", "Transport", "TandemCore", "Routing", "Membership", "Simulation"]
+            dependencies: ["TandemTestKit", "Transport", "TandemCore", "Routing", "Membership", "Simulation", "ContactCenter"]
         ),
         .executableTarget(
             name: "tandem",
@@ -108,7 +108,7 @@ let package = Package(
             name: "NodeTests",
             dependencies: [
                 "TandemNode", "TandemTestKit", "Transport", "Storage", "TandemCore", "Membership", "GlobalTable", "StreamLog", "Routing",
-                "Processing"
+                "Processing", "ContactCenter"
             ])
     ]
 )

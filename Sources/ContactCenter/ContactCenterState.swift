@@ -69,6 +69,20 @@ public struct ContactCenterState: Sendable {
     var lines: [String: [Waiting]] = [:]
     var signedIn: Set<String> = []
     var queuedCount = 0
+    /// The free-agent index: agents that may be offered a contact now (`isFree`), sorted by
+    /// (idle since, id) — the order assignment asks them in — with each one's key. Kept up to
+    /// date from `touched` (the agents a command changed) before every assignment, so a command
+    /// costs a few binary searches, not a pass over 10,000 agents.
+    var free: [FreeAgent] = []
+    var freeKeys: [String: UInt64] = [:]
+    /// Agents changed since the index was last brought up to date.
+    var touched: Set<String> = []
+
+    struct FreeAgent: Sendable, Equatable, Comparable {
+        var idleSince: UInt64
+        var id: String
+        static func < (a: FreeAgent, b: FreeAgent) -> Bool { (a.idleSince, a.id) < (b.idleSince, b.id) }
+    }
 
     struct Waiting: Sendable, Equatable {
         var position: UInt64
@@ -232,11 +246,14 @@ public struct ContactCenterState: Sendable {
             if lines[q.id] == nil { lines[q.id] = [] }
         case .putRoutingProfile(let p):
             routingProfiles[p.id] = p
+            // Concurrency may have changed for every agent on the profile (rare: a definition).
+            for (id, agent) in agents where agent.definition.routingProfile == p.id { touched.insert(id) }
         case .putAgent(let d):
             if var agent = agents[d.id] {
                 let before = snapshot(agent)
                 agent.definition = d
                 agents[d.id] = agent
+                touched.insert(d.id)
                 emitAgentChange(d.id, before: before, into: &events)
             } else {
                 agents[d.id] = Agent(
@@ -253,6 +270,7 @@ public struct ContactCenterState: Sendable {
             agents[id]!.region = region
             agents[id]!.lastHeartbeat = now
             signedIn.insert(id)
+            touched.insert(id)
             changeStatus(id, to: status)
             if wasSignedIn {
                 emitAgentChange(id, before: before, into: &events)
@@ -484,6 +502,7 @@ public struct ContactCenterState: Sendable {
             setStatusNow(&agent, status)
         }
         agents[id] = agent
+        touched.insert(id)
     }
 
     private func setStatusNow(_ agent: inout Agent, _ status: String) {
@@ -501,6 +520,7 @@ public struct ContactCenterState: Sendable {
         agent.idleSince = now
         if let next = agent.nextStatus, !hasActiveContacts(agent) { setStatusNow(&agent, next) }
         agents[aid] = agent
+        touched.insert(aid)
     }
 
     /// Signs an agent out (asked, or its heartbeats stopped): ringing offers go back in line;
@@ -523,6 +543,7 @@ public struct ContactCenterState: Sendable {
         }
         agents[id] = agent
         signedIn.remove(id)
+        touched.insert(id)
         events.append(.agent(agentEvent(.logout, id, previous: before)))
     }
 
@@ -650,36 +671,74 @@ public struct ContactCenterState: Sendable {
         return best
     }
 
+    /// Offers waiting contacts to free agents. Round one asks every free agent, longest idle
+    /// first, walking the index (an agent offered a contact moves to its back, as its idle time
+    /// is now, and is not asked twice in a round); later rounds ask only the agents that took a
+    /// contact in the previous one and still have a free slot — the others found nothing they
+    /// may take, and offers only take contacts away. Stops as soon as nothing waits, so with
+    /// free agents a new contact costs one lookup, and with none free nothing at all.
     private mutating func dispatch(into events: inout [CenterEvent]) {
         guard queuedCount > 0 else { return }
-        // Only agents with a free slot are candidates (idle key, id): with every agent busy a
-        // command costs one pass over the signed-in agents, not a sort of them.
-        var candidates = signedIn.compactMap { id in agents[id].flatMap { isRoutable($0) && hasFreeSlot($0) ? ($0.idleSince, id) : nil } }
-        // The usual case with free agents: one contact just arrived and the idlest candidate
-        // takes it. Found in one pass; the sort below gives the same answer, so falling back to
-        // it when the idlest takes nothing (or more waits) changes no outcome.
-        // When it took one and more wait, the first round goes on with the others, and the
-        // idlest is carried to the next round, exactly as in the sorted rounds.
-        var carried: [(UInt64, String)] = []
-        if let idlest = candidates.min(by: <), let choice = bestContact(for: agents[idlest.1]!) {
-            offer(choice.id, to: idlest.1, into: &events)
-            if queuedCount == 0 { return }
-            candidates.removeAll { $0.1 == idlest.1 }
-            let agent = agents[idlest.1]!
-            if isRoutable(agent) && hasFreeSlot(agent) { carried.append((agent.idleSince, agent.id)) }
+        updateFreeIndex()
+        var next: [FreeAgent] = []
+        var askedThisRound: Set<String> = []
+        var cursor: FreeAgent?
+        while queuedCount > 0 {
+            var i = cursor.map { free.index(after: $0) } ?? 0
+            while i < free.count && askedThisRound.contains(free[i].id) { i += 1 }
+            guard i < free.count else { break }
+            let candidate = free[i]
+            cursor = candidate
+            guard let choice = bestContact(for: agents[candidate.id]!) else { continue }
+            askedThisRound.insert(candidate.id)
+            offer(choice.id, to: candidate.id, into: &events)
+            updateFreeIndex()
+            if let idle = freeKeys[candidate.id] { next.append(FreeAgent(idleSince: idle, id: candidate.id)) }
         }
-        while queuedCount > 0 && !(candidates.isEmpty && carried.isEmpty) {
-            candidates.sort(by: <)
-            var next = carried
-            carried = []
-            for (_, id) in candidates {
+        while queuedCount > 0 && !next.isEmpty {
+            let round = next.sorted()
+            next = []
+            for candidate in round {
                 guard queuedCount > 0 else { break }
-                guard let choice = bestContact(for: agents[id]!) else { continue }
-                offer(choice.id, to: id, into: &events)
-                if isRoutable(agents[id]!) && hasFreeSlot(agents[id]!) { next.append((agents[id]!.idleSince, id)) }
+                guard let choice = bestContact(for: agents[candidate.id]!) else { continue }
+                offer(choice.id, to: candidate.id, into: &events)
+                updateFreeIndex()
+                if let idle = freeKeys[candidate.id] { next.append(FreeAgent(idleSince: idle, id: candidate.id)) }
             }
-            candidates = next
         }
+    }
+
+    /// May be offered a contact now: signed in, routable, no next status, a free slot.
+    func isFree(_ agent: Agent) -> Bool { isRoutable(agent) && hasFreeSlot(agent) }
+
+    /// Brings the free-agent index up to date for the agents changed since the last time.
+    mutating func updateFreeIndex() {
+        guard !touched.isEmpty else { return }
+        for id in touched {
+            let agent = agents[id]
+            let want = agent.flatMap { isFree($0) ? FreeAgent(idleSince: $0.idleSince, id: id) : nil }
+            let had = freeKeys[id].map { FreeAgent(idleSince: $0, id: id) }
+            guard want != had else { continue }
+            if let had, let i = free.position(of: had) { free.remove(at: i) }
+            if let want { free.insert(want, at: free.insertionIndex(of: want)) }
+            freeKeys[id] = want?.idleSince
+        }
+        touched = []
+    }
+
+    /// Rebuilds the index from every agent (after restoring a snapshot).
+    mutating func rebuildFreeIndex() {
+        free = agents.values.filter { isFree($0) }.map { FreeAgent(idleSince: $0.idleSince, id: $0.id) }.sorted()
+        freeKeys = Dictionary(uniqueKeysWithValues: free.map { ($0.id, $0.idleSince) })
+        touched = []
+    }
+
+    /// Whether the index (brought up to date) holds exactly the free agents, in order: what a
+    /// pass over every agent would find. For tests.
+    mutating func freeIndexIsConsistent() -> Bool {
+        updateFreeIndex()
+        let scanned = agents.values.filter { isFree($0) }.map { FreeAgent(idleSince: $0.idleSince, id: $0.id) }.sorted()
+        return scanned == free && freeKeys == Dictionary(uniqueKeysWithValues: scanned.map { ($0.id, $0.idleSince) })
     }
 
     private mutating func offer(_ cid: String, to aid: String, into events: inout [CenterEvent]) {
@@ -695,6 +754,7 @@ public struct ContactCenterState: Sendable {
         agent.contacts.insert(cid, at: agent.contacts.sortedInsertionIndex(of: cid))
         agent.idleSince = now
         agents[aid] = agent
+        touched.insert(aid)
         events.append(.offered(Offer(contactId: cid, agentId: aid, channel: c.channel, queue: c.queue, ringDeadline: c.ringDeadline!)))
         emitAgentChange(aid, before: before, into: &events)
     }
@@ -734,6 +794,30 @@ extension Array where Element == ContactCenterState.Waiting {
     func firstIndex(at position: UInt64) -> Int? {
         let i = insertionIndex(of: position)
         return i < count && self[i].position == position ? i : nil
+    }
+}
+
+extension Array where Element == ContactCenterState.FreeAgent {
+    /// Where `key` goes (binary search; keys are unique, as ids are).
+    func insertionIndex(of key: Element) -> Int {
+        var lo = 0
+        var hi = count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if self[mid] < key { lo = mid + 1 } else { hi = mid }
+        }
+        return lo
+    }
+
+    func position(of key: Element) -> Int? {
+        let i = insertionIndex(of: key)
+        return i < count && self[i] == key ? i : nil
+    }
+
+    /// The first index whose key is after `key`.
+    func index(after key: Element) -> Int {
+        let i = insertionIndex(of: key)
+        return i < count && self[i] == key ? i + 1 : i
     }
 }
 

@@ -112,6 +112,7 @@ extension ContactCenterState {
                 throw TandemError(.malformed, "agent \(a.id) holds contact \(cid) it is not on")
             }
         }
+        rebuildFreeIndex()
     }
 }
 

@@ -120,7 +120,7 @@ extension TandemError.Code {
 }
 
 /// Small whole files written atomically and durably, with a trailing CRC32C.
-enum DurableFile {
+public enum DurableFile {
     static func errno(_ what: String) -> TandemError {
         let e = Glibc.errno
         // A full disk clears when space returns, a failed write or fsync when the disk does;
@@ -174,7 +174,7 @@ enum DurableFile {
 
     /// Write to a temporary file, fsync it, rename over the target, fsync the directory: a crash
     /// at any instant leaves either the old or the new content (DataDir.writeDurably, for bytes).
-    static func write(_ path: String, _ bytes: [UInt8], faults: DiskFaults = .process) throws {
+    public static func write(_ path: String, _ bytes: [UInt8], faults: DiskFaults = .process) throws {
         let tmp = path + ".tmp"
         let fd = open(tmp, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw errno("open \(tmp)") }

@@ -48,6 +48,8 @@ public struct NodeConfig {
     /// Streams, for tests only: how long a retention "hour" is, and the segment size.
     public var streamHourMs: UInt64 = 3_600_000
     public var streamSegmentBytes: Int = 64 << 20
+    /// Entries the contact center applies between two snapshots of its state (tests shorten it).
+    public var centerSnapshotEntries: UInt64 = 20_000
     /// Table writes waiting for the disk before new ones are refused (tests set 0: all refused).
     public var maxQueuedWrites = 50_000
     /// Decoded table items cached per generation (`GlobalTable.ItemCache`).
@@ -84,6 +86,7 @@ public final class Node {
     let streams: Streams
     let routes: Routes
     let processors: Processors
+    let center: Center
     let dynamo: DynamoAPI
     let changeStreams: ChangeStreams
     let dynamoStreams: DynamoStreamsAPI
@@ -213,6 +216,10 @@ public final class Node {
         processors.region = config.region
         processors.selfName = config.name
         processors.events.selfName = config.name
+        center = Center(loop: loop, streams: streams, peers: peers, logger: logger)
+        center.region = config.region
+        center.snapshotEvery = config.centerSnapshotEntries
+        center.answer = Center.answer
         dynamo = DynamoAPI(tables: tables)
         dynamo.changeStreams = changeStreams
         streams.maxPendingPuts = config.maxPendingPuts
@@ -257,7 +264,7 @@ public final class Node {
             }
             if let denial = self.apiTokens?.check(request) { return respond(denial) }
             if !self.routes.route(request, respond) && !self.tables.route(request, respond) && !self.streams.route(request, respond)
-                && !self.processors.route(request, respond)
+                && !self.processors.route(request, respond) && !self.center.route(request, respond)
             {
                 respond(self.route(request))
             }
@@ -325,6 +332,11 @@ public final class Node {
         }
         routes.start()
         processors.start()
+        center.decideRegion = { [weak self] key, edge in
+            guard let self else { return .failure(TandemError(.unavailable, "stopping")) }
+            return self.routes.region(forKey: key, edge: edge)
+        }
+        center.start()
         watchParent()
         for sig in [SIGINT, SIGTERM] {
             signals.append(SignalWatcher(loop: loop, signal: sig) { [weak self] in self?.shutdown() })
@@ -448,6 +460,10 @@ public final class Node {
             return tables.serve(kind: frame.kind, payload: frame.payload, reply: reply)
         case let k where StreamFrameKind.all.contains(k):
             return streams.serve(frame, reply: reply)
+        case CenterFrameKind.request:
+            return center.serve(frame, reply: reply)
+        case CenterSnapshotFrame.kind:
+            return center.serveSnapshot(frame, reply: reply)
         case FrameKind.pushPull: break
         default:
             peers.countMalformed()
@@ -660,6 +676,7 @@ public final class Node {
         apply(membership.leave(now: loop.now))
         streams.shutdown()
         processors.shutdown()
+        center.shutdown()
         let timer = LoopTimer(loop: loop)
         shutdownTimer = timer
         timer.start(after: config.settings.leaveGrace) { [weak self] in self?.loop.stop() }

@@ -5,7 +5,8 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench", abstract: "Benchmarks that print figures next to their targets.",
         subcommands: [
-            MembershipBench.self, AwaitMembers.self, TableBench.self, StreamBench.self, RouteBench.self, AWSBench.self, ProcessorBench.self
+            MembershipBench.self, AwaitMembers.self, TableBench.self, StreamBench.self, RouteBench.self, AWSBench.self, ProcessorBench.self,
+            ContactsBench.self
         ])
 }
 
@@ -153,5 +154,26 @@ struct ProcessorBench: ParsableCommand {
         o.resumeRuns = resumeRuns
         o.only = only
         try ProcessorBenchmark(o).run()
+    }
+}
+
+struct ContactsBench: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "contacts")
+
+    @Option(help: "Agents signed in.") var agents = ContactCenterBenchmark.Options().agents
+    @Option(help: "Contacts in the core run's free phase (half as many in the busy phase).") var contacts = ContactCenterBenchmark.Options()
+        .contacts
+    @Option(help: "Seconds of each API load phase.") var seconds = ContactCenterBenchmark.Options().seconds
+    @Option(help: "The nodes' timing profile: region, lan, wan or fast.") var profile = ContactCenterBenchmark.Options().profile
+    @Option(help: "Comma-separated parts: core, api (default all).") var only: String?
+
+    func run() throws {
+        var o = ContactCenterBenchmark.Options()
+        o.seconds = seconds
+        o.profile = profile
+        o.agents = agents
+        o.contacts = contacts
+        o.only = only
+        try ContactCenterBenchmark(o).run()
     }
 }

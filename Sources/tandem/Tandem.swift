@@ -14,7 +14,8 @@ struct Tandem: ParsableCommand {
         commandName: "tandem",
         abstract: "Active-active multi-region infrastructure for contact centers.",
         subcommands: [
-            NodeCommand.self, MembersCommand.self, TableCommand.self, StreamCommand.self, ProcessorCommand.self, SplitCommand.self,
+            NodeCommand.self, MembersCommand.self, TableCommand.self, StreamCommand.self, ProcessorCommand.self, AgentCommand.self,
+            ContactCommand.self, QueueCommand.self, SplitCommand.self,
             EdgesCommand.self,
             RouteCommand.self, KeysCommand.self, DemoCommand.self, BenchCommand.self, HTTPCommand.self, CheckCommand.self,
             TortureCommand.self
@@ -78,6 +79,7 @@ struct NodeCommand: ParsableCommand {
     var tableCacheItems: Int = 16_384
     @Option(name: .customLong("stream-hour-ms"), help: .hidden) var streamHourMs: UInt64 = 3_600_000
     @Option(name: .customLong("stream-segment-bytes"), help: .hidden) var streamSegmentBytes: Int = 64 << 20
+    @Option(name: .customLong("cc-snapshot-entries"), help: .hidden) var centerSnapshotEntries: UInt64 = 20_000
     @Option(name: .customLong("max-queued-writes"), help: .hidden) var maxQueuedWrites: Int = 50_000
     @Option(name: .customLong("max-pending-puts"), help: .hidden) var maxPendingPuts: Int = 10_000
     @Flag(name: .customLong("stream-leader-answers-only"), help: .hidden) var streamLeaderAnswersOnly = false
@@ -124,6 +126,7 @@ struct NodeCommand: ParsableCommand {
         config.tableCacheItems = tableCacheItems
         config.streamHourMs = streamHourMs
         config.streamSegmentBytes = streamSegmentBytes
+        config.centerSnapshotEntries = max(1, centerSnapshotEntries)
         config.maxQueuedWrites = maxQueuedWrites
         config.maxPendingPuts = maxPendingPuts
         config.streamLeaderAnswersOnly = streamLeaderAnswersOnly

@@ -13,6 +13,7 @@ import Testing
 /// - every offer took the agent's best eligible contact (priority, then oldest in line), and no
 ///   routable agent is left with a contact it could take (assignment is maximal);
 /// - a refused command changed nothing (byte-identical snapshot);
+/// - the free-agent index holds exactly the agents a pass over all of them finds free, in order;
 /// - determinism: a second replica applying the same log gets the same results and a
 ///   byte-identical snapshot; restoring a snapshot mid-run and continuing ends the same.
 @Suite struct SimulationTests {
@@ -169,6 +170,8 @@ struct Simulation {
             }
         }
         checkInvariants(after: command)
+        let indexed = state.freeIndexIsConsistent()
+        #expect(indexed, "after \(command) the free-agent index differs from a pass over every agent")
     }
 
     /// No contact still waiting was a better choice for the agent that got this offer: same

@@ -310,6 +310,7 @@ extension Node {
         out.add("tandem_table_replication_lag_ms", "Write on its origin to applied here, in ms.", histograms: [([], tables.replicationLag)])
         streams.metrics(&out)
         processors.metrics(&out)
+        center.metrics(&out)
         routes.metrics(&out)
         let dropped = shell.malformedPackets + p.malformedFrames + h.badRequests + t.malformed
         out.add("tandem_malformed_input_total", .counter, "All malformed input dropped (gossip, peer, HTTP).", dropped)

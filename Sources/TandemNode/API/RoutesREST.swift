@@ -48,6 +48,19 @@ extension Routes {
         return true
     }
 
+    /// The region `/v1/route` would choose for `key` (a new contact's customer): a 400 for an
+    /// unknown edge, 503 while no region can be chosen.
+    func region(forKey key: String, edge: String?) -> Result<String, TandemError> {
+        guard viewReady() else { return .failure(TandemError(.unavailable, "membership not synced yet")) }
+        do throws(RouteError) {
+            return .success(try current.decide(contact: key, edge: edge).region)
+        } catch .unknownEdge(let e) {
+            return .failure(TandemError(.badRequest, "no edge '\(e)' in the edges config (GET /v1/edges)"))
+        } catch {
+            return .failure(TandemError(.unavailable, "no healthy region"))
+        }
+    }
+
     /// `GET /v1/route?contact=&edge=`: the hot path, so the answer is written by hand.
     private func decide(_ query: [String: String]) -> HTTPResponse {
         guard let contact = query["contact"], !contact.isEmpty else {

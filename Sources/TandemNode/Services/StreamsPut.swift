@@ -10,6 +10,17 @@ struct PutOutcome {
 
 /// The put path: records go to their partition's leader (here, or forwarded), answered after commit.
 extension Streams {
+    /// Streams only the node itself writes: the contact center's command log (`_cc`), whose
+    /// every record is a command its leader checked before proposing (a record put from outside
+    /// would be a command nobody checked).
+    static let nodeOnlyStreams: Set<String> = ["_cc"]
+
+    static func checkWritable(_ stream: String) throws(StreamsError) {
+        guard !nodeOnlyStreams.contains(stream) else {
+            throw StreamsError(status: 403, code: "reserved", message: "stream '\(stream)' is written only by the node itself")
+        }
+    }
+
     /// Puts one record (`record` is `StreamRecord.encode`d; its partition is its key's by the
     /// stream's rule, or the one whose HashKeyRange holds `hashKey`): a failure is the call's failure.
     func putRecord(
@@ -19,6 +30,7 @@ extension Streams {
         let d: Definition
         do throws(StreamsError) {
             try requireServing()
+            try Streams.checkWritable(stream)
             d = try definition(stream)
         } catch {
             return done(.failure(error))
@@ -44,6 +56,7 @@ extension Streams {
         let d: Definition
         do throws(StreamsError) {
             try requireServing()
+            try Streams.checkWritable(stream)
             d = try definition(stream)
         } catch {
             return done(.failure(error))

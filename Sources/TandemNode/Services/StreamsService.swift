@@ -196,6 +196,7 @@ extension Streams {
     func deleteStream(_ name: String, _ done: @escaping (StreamsError?) -> Void) {
         do throws(StreamsError) {
             try requireServing()
+            try Streams.checkWritable(name)
             _ = try definition(name)
         } catch {
             return done(error)
@@ -215,6 +216,7 @@ extension Streams {
         var d: Definition
         do throws(StreamsError) {
             try requireServing()
+            try Streams.checkWritable(name)
             d = try definition(name)
             guard Streams.retentionHourRange.contains(hours) else {
                 throw StreamsError(.badRequest, "retentionHours must be an integer in 1...8760")
