@@ -745,7 +745,7 @@ public final class TableNode {
         try? merge([], entries, into: &queued.writes, wallMs: wallMs)  // catalog only: reads nothing
         // A table with a catalog change not yet stored may differ from what its root said:
         // not a clean round (as `receiveSummaries` has it).
-        for case .table(_, _, _) in undo { r.clean = false }
+        if undo.contains(where: { if case .table = $0 { true } else { false } }) { r.clean = false }
         var digests: [String: MerkleDigest] = [:]
         for name in differing { if let replica = replicas[name] { digests[name] = replica.digest } }
         guard !digests.isEmpty else {
